@@ -1,0 +1,5 @@
+"""Allow ``python -m agent`` as an alias of the ``modelscribe`` command."""
+
+from agent.cli import main
+
+main()

@@ -1,0 +1,124 @@
+"""The ``modelscribe`` command. It only parses arguments and calls into the
+package: ``run`` builds a Config and hands it to ``pipeline.Pipeline``.
+
+    modelscribe run --path '/var/log/models/*.log' --es-url https://es:9200 --api-key-file KEY
+    modelscribe check config [same flags]    # resolved settings, their origin, secrets masked
+    modelscribe check output [same flags]    # version, auth, privileges of the output
+    modelscribe --version
+
+Every flag has an environment variable (``MODELSCRIBE_<FLAG>``) and a YAML
+key (``--config FILE``); precedence is flag > env > file > default.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from agent import __version__
+from agent.config import Config, describe, resolve
+from agent.config.options import OPTIONS
+from agent.errors import EXIT_OK, EXIT_OUTPUT, ModelscribeError
+from agent.selflog import configure, get_logger
+
+log = get_logger("cli")
+
+
+def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one click option per entry of the option table (plus --config)."""
+    for option in reversed(OPTIONS):
+        help_text = f"{option.help} [env {option.env}]"
+        if option.switch:
+            stem = option.flag[2:]
+            decl = click.option(f"--{stem}/--no-{stem}", option.name, default=None, help=help_text)
+        elif option.multiple:
+            decl = click.option(option.flag, option.name, multiple=True, default=None, help=help_text)
+        else:
+            decl = click.option(option.flag, option.name, default=None, help=help_text)
+        func = decl(func)
+    return click.option("--config", "config_file", default=None, envvar="MODELSCRIBE_CONFIG",
+                        help="YAML file of settings (keys are the option names). [env MODELSCRIBE_CONFIG]")(func)
+
+
+def _resolve(params: dict[str, Any], require_paths: bool) -> Config:
+    config_file = params.pop("config_file", None)
+    config = resolve(params, os.environ, config_file, require_paths=require_paths)
+    configure(config.log_level)
+    return config
+
+
+def _fail(error: ModelscribeError) -> None:
+    click.echo(f"modelscribe: error: {error}", err=True)
+    sys.exit(error.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, "--version", prog_name="modelscribe", message="%(prog)s %(version)s")
+def main() -> None:
+    """Ship machine-learning model logs into Elasticsearch, every line exactly once."""
+    configure("info")
+
+
+@main.command()
+@_settings_options
+def run(**params: Any) -> None:
+    """Tail the files and ship them until SIGTERM (or, with --once, to their end)."""
+    from agent.pipeline import Pipeline
+
+    try:
+        config = _resolve(params, require_paths=True)
+        code = Pipeline(config).run()
+    except ModelscribeError as error:
+        _fail(error)
+        return
+    sys.exit(code)
+
+
+@main.group()
+def check() -> None:
+    """Validate the configuration or the output without shipping anything."""
+
+
+@check.command("config")
+@_settings_options
+def check_config(**params: Any) -> None:
+    """Print the resolved settings, where each came from, secrets masked."""
+    try:
+        config = _resolve(params, require_paths=False)
+    except ModelscribeError as error:
+        _fail(error)
+        return
+    rows = describe(config)
+    width = max(len(name) for name, _, _ in rows)
+    value_width = min(60, max(len(value) for _, value, _ in rows))
+    for name, value, origin in rows:
+        click.echo(f"{name:<{width}}  {value:<{value_width}}  ({origin})")
+    if not config.paths:
+        click.echo("note: no --path given; `modelscribe run` needs at least one", err=True)
+    click.echo("config ok")
+    sys.exit(EXIT_OK)
+
+
+@check.command("output")
+@_settings_options
+def check_output(**params: Any) -> None:
+    """Connect to the output and report version, authentication and privileges."""
+    from agent.outputs import build_output
+
+    try:
+        config = _resolve(params, require_paths=False)
+        output = build_output(config)
+    except ModelscribeError as error:
+        _fail(error)
+        return
+    try:
+        report = output.check()
+    finally:
+        output.close()
+    for key, value in report.lines:
+        click.echo(f"{key}: {value}")
+    click.echo("output ok" if report.ok else "output NOT ok")
+    sys.exit(EXIT_OK if report.ok else EXIT_OUTPUT)

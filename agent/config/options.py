@@ -1,0 +1,129 @@
+"""Every setting of the agent, declared once.
+
+The CLI flags, the ``MODELSCRIBE_*`` environment variables, the YAML keys
+and ``check config`` are all generated from ``OPTIONS``: a setting cannot
+exist in one place and be missing in another. ``Config`` (in ``resolve``)
+has one field per option with the same name; a test checks they agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from agent.config import values as v
+
+ENV_PREFIX = "MODELSCRIBE_"
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str                       # Config field and YAML key (dashes accepted too)
+    convert: Callable[[Any], Any]   # raw value -> typed value; raises ValueError
+    default: Any
+    help: str
+    multiple: bool = False          # a list: repeated flag, YAML list, comma-separated env
+    switch: bool = False            # boolean --x/--no-x flag
+    path: bool = False              # a file path: relative to the config file when given there
+    group: str = "general"
+    singular: str | None = None     # flag stem when it differs from the name (--path for paths)
+
+    @property
+    def flag(self) -> str:
+        return "--" + (self.singular or self.name).replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """MODELSCRIBE_<FLAG>: MODELSCRIBE_ES_URL, MODELSCRIBE_PATH, ..."""
+        return ENV_PREFIX + (self.singular or self.name).upper()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """YAML keys accepted for this option (name and flag spelling, _ or -)."""
+        stems = {self.name, self.singular or self.name}
+        return tuple(sorted({s for stem in stems for s in (stem, stem.replace("_", "-"))}))
+
+
+OPTIONS: tuple[Option, ...] = (
+    # inputs
+    Option("paths", v.text, (), "Glob of files to tail (repeatable); `**` matches directories.",
+           multiple=True, path=True, group="input", singular="path"),
+    Option("excludes", v.text, (), "Glob of paths to leave out (repeatable).", multiple=True, path=True, group="input",
+           singular="exclude"),
+    Option("scan_interval", v.duration, 10.0, "Full rescan of the globs, the fallback when file-system "
+           "events are not delivered (NFS).", group="input"),
+    Option("partial_line_timeout", v.duration, 5.0, "Emit a last line without newline after it has "
+           "been unchanged this long.", group="input"),
+    Option("max_line_bytes", v.size, 1024 * 1024, "Longer lines are truncated and tagged `truncated`.",
+           group="input"),
+    Option("fingerprint_bytes", v.integer(16, 65536), 1024, "Bytes at the start of a file that "
+           "(with device and inode) identify it across renames and restarts.", group="input"),
+    Option("close_inactive", v.duration, 300.0, "Close a rotated-away file once drained and idle this long.",
+           group="input"),
+    Option("state_dir", v.text, "/var/lib/modelscribe", "Directory of the offset registry and agent id.",
+           path=True, group="input"),
+    Option("state_ttl", v.duration, 7 * 86400.0, "Forget registry entries of files gone longer than this.",
+           group="input"),
+    # parsing
+    Option("format", v.choice("auto", "json", "plain"), "auto", "Log format of every --path.",
+           group="parsing"),
+    Option("multiline_start", v.regex, None, "Regex of the first line of an event; other lines are "
+           "joined to the event before them (default: Python tracebacks are joined).", group="parsing"),
+    Option("multiline_max_lines", v.integer(1), 500, "Split a multi-line event after this many lines.",
+           group="parsing"),
+    Option("multiline_max_bytes", v.size, 1024 * 1024, "Split a multi-line event past this size.",
+           group="parsing"),
+    Option("multiline_timeout", v.duration, 2.0, "Emit a pending multi-line event after this long "
+           "without a new line.", group="parsing"),
+    Option("keep_original", v.boolean, False, "Keep the raw text in `event.original`.", switch=True,
+           group="parsing"),
+    Option("host_name", v.text, None, "Value of `host.name` (default: this machine's host name).",
+           group="parsing"),
+    # output
+    Option("output", v.output, "elasticsearch", "elasticsearch, file:PATH (NDJSON), console or null.",
+           group="output"),
+    Option("es_urls", v.url, ("http://localhost:9200",), "Elasticsearch URL (repeatable).",
+           multiple=True, group="output", singular="es_url"),
+    Option("api_key_file", v.text, None, "File holding the base64 API key (or set MODELSCRIBE_API_KEY).",
+           path=True, group="output"),
+    Option("username", v.text, None, "User for basic authentication (password from --password-file "
+           "or MODELSCRIBE_PASSWORD).", group="output"),
+    Option("password_file", v.text, None, "File holding the basic-auth password.", path=True,
+           group="output"),
+    Option("ca_cert", v.text, None, "PEM CA bundle to verify Elasticsearch's certificate.", path=True,
+           group="output"),
+    Option("client_cert", v.text, None, "PEM client certificate (with --client-key).", path=True,
+           group="output"),
+    Option("client_key", v.text, None, "PEM client key.", path=True, group="output"),
+    Option("tls_verify", v.boolean, True, "Verify the server certificate and host name.", switch=True,
+           group="output"),
+    Option("data_stream", v.index_name, "logs-modelscribe-default", "Data stream to write to.",
+           group="output"),
+    Option("index", v.index_name, None, "Write to this index instead of a data stream.", group="output"),
+    Option("bulk_max_docs", v.integer(1, 100_000), 1000, "Flush a bulk request at this many documents.",
+           group="output"),
+    Option("bulk_max_bytes", v.size, 5 * 1024 * 1024, "Flush a bulk request at this body size.",
+           group="output"),
+    Option("flush_interval", v.duration, 1.0, "Flush a partial bulk request after this long.",
+           group="output"),
+    Option("workers", v.integer(1, 64), 2, "Concurrent bulk requests.", group="output"),
+    Option("gzip", v.boolean, False, "Compress bulk request bodies with gzip.", switch=True, group="output"),
+    Option("request_timeout", v.duration, 30.0, "Timeout of one request to Elasticsearch.", group="output"),
+    Option("max_retries", v.retries, None, "Retries of a failed request before giving up "
+           "(default: unlimited).", group="output"),
+    Option("backoff_max", v.duration, 60.0, "Longest wait between retries.", group="output"),
+    Option("dead_letter_file", v.text, None, "Where rejected documents go (default: "
+           "STATE_DIR/dead-letter.ndjson).", path=True, group="output"),
+    # process
+    Option("once", v.boolean, False, "Read every file to its end, ship, wait for acknowledgements, exit.",
+           switch=True, group="process"),
+    Option("shutdown_timeout", v.duration, 30.0, "On SIGTERM, how long to wait for in-flight data.",
+           group="process"),
+    Option("queue_events", v.integer(16, 1_000_000), 8192, "Events buffered in memory between reading "
+           "and sending (backpressure beyond it).", group="process"),
+    Option("log_level", v.choice("debug", "info", "warn", "error"), "info", "Level of the agent's own log.",
+           group="process"),
+)
+
+BY_NAME = {option.name: option for option in OPTIONS}
+SECRET_ENV = {"api_key": ENV_PREFIX + "API_KEY", "password": ENV_PREFIX + "PASSWORD"}

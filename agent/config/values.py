@@ -1,0 +1,136 @@
+"""Converters from raw setting values (flag text, env text, YAML scalars) to
+typed values. Each raises ValueError with a short reason; the resolver adds
+where the value came from (flag, variable or file key)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2,
+               "gb": 1000**3, "gib": 1024**3}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def duration(raw: Any) -> float:
+    """'250ms', '5s', '2m', '1h', '7d' or a number of seconds."""
+    if isinstance(raw, bool):
+        raise ValueError("expected a duration such as 5s, 250ms, 2m, 1h or 7d")
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    else:
+        match = _DURATION.match(str(raw))
+        if not match:
+            raise ValueError(f"{raw!r} is not a duration (use e.g. 5s, 250ms, 2m, 1h, 7d)")
+        value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if value < 0:
+        raise ValueError("a duration cannot be negative")
+    return value
+
+
+def size(raw: Any) -> int:
+    """'10MiB', '5MB', '512kb' or a number of bytes."""
+    if isinstance(raw, bool):
+        raise ValueError("expected a size such as 512KiB or 10MB")
+    if isinstance(raw, (int, float)):
+        value = int(raw)
+    else:
+        match = _SIZE.match(str(raw))
+        if not match:
+            raise ValueError(f"{raw!r} is not a size (use e.g. 1048576, 512KiB, 10MB, 1GiB)")
+        unit = match.group(2).lower() if match.group(2) else None
+        value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value <= 0:
+        raise ValueError("a size must be positive")
+    return value
+
+
+def boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use true or false)")
+
+
+def integer(low: int, high: int | None = None) -> Callable[[Any], int]:
+    def convert(raw: Any) -> int:
+        if isinstance(raw, bool):
+            raise ValueError("expected a whole number")
+        try:
+            value = int(str(raw).strip()) if not isinstance(raw, int) else raw
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"{value} is out of range: must be {bound}")
+        return value
+    return convert
+
+
+def retries(raw: Any) -> int | None:
+    """A retry bound, or 'unlimited' (None)."""
+    if raw is None or str(raw).strip().lower() in {"unlimited", "-1", "forever"}:
+        return None
+    return integer(0)(raw)
+
+
+def choice(*allowed: str) -> Callable[[Any], str]:
+    def convert(raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in allowed:
+            raise ValueError(f"{raw!r} is not one of: {', '.join(allowed)}")
+        return text
+    return convert
+
+
+def text(raw: Any) -> str:
+    value = str(raw)
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def regex(raw: Any) -> str:
+    value = text(raw)
+    try:
+        re.compile(value)
+    except re.error as error:
+        raise ValueError(f"invalid regular expression: {error}") from None
+    return value
+
+
+def url(raw: Any) -> str:
+    value = text(raw).strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{raw!r} is not an http:// or https:// URL")
+    return value
+
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+
+
+def index_name(raw: Any) -> str:
+    """An Elasticsearch index or data stream name (lower case, no spaces)."""
+    value = text(raw).strip()
+    if not _NAME.match(value) or len(value.encode()) > 255:
+        raise ValueError(f"{raw!r} is not a valid index name (lower case letters, digits, '.', '_', '-'; "
+                         "must not start with '_', '-' or '+')")
+    return value
+
+
+def output(raw: Any) -> str:
+    """'elasticsearch', 'console', 'null' or 'file:PATH'."""
+    value = text(raw).strip()
+    if value in {"elasticsearch", "console", "null"}:
+        return value
+    if value.startswith("file:") and len(value) > 5:
+        return value
+    raise ValueError(f"{raw!r} is not an output (use elasticsearch, file:PATH, console or null)")

@@ -1,0 +1,98 @@
+"""The values that cross stage boundaries.
+
+    sources  --Line-->  parsing  --Record-->  enrich  --Event-->  outputs
+                                                               <--Ack (via acks.AckTracker)
+
+All are frozen, slotted dataclasses: a stage never mutates what it received.
+The one mutable thing is ``Record.fields`` / ``Event.document``, a plain dict,
+because that is what gets serialised; a stage that changes it builds a new one.
+
+Offsets are byte offsets in the file identified by ``Source.key``:
+``offset`` is the first byte of the first line, ``end`` the byte after the
+last newline consumed. An event's ``end`` is what the registry may commit
+once the output has acknowledged it (and everything before it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Tags the agent puts on events; one place so tests and docs agree.
+TAG_TRUNCATED = "truncated"  # line longer than --max-line-bytes, cut
+TAG_INVALID_UTF8 = "invalid_utf8"  # undecodable bytes replaced by U+FFFD
+TAG_PARTIAL = "partial_line"  # emitted without its newline (timeout or EOF in --once)
+TAG_PARSE_FAILURE = "parse_failure"  # the parser gave up; raw text kept in message
+TAG_MULTILINE_SPLIT = "multiline_split"  # multi-line event cut at the lines/bytes cap
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A file as the pipeline knows it.
+
+    ``key`` is stable for the life of the file's content (survives renames and
+    restarts) and seeds the deterministic document ids; ``path`` is where the
+    file was when the line was read.
+    """
+
+    key: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line read from a file, decoded, without its line terminator."""
+
+    source: Source
+    offset: int
+    end: int
+    text: str
+    read_time: float
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A parsed event: one line, or several joined (tracebacks).
+
+    ``fields`` holds what the parser understood, already shaped as nested
+    ECS-style dicts (``{"log": {"level": "error"}}``); ``timestamp`` is epoch
+    seconds from the record itself, or None to use the read time.
+    """
+
+    source: Source
+    offset: int
+    end: int
+    message: str
+    read_time: float
+    timestamp: float | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    original: str | None = None
+    error: str | None = None
+    line_count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A final document, serialised once, with what is needed to ack it.
+
+    ``data`` is the JSON document exactly as every output writes it (the
+    Elasticsearch bulk source, the file output's line, the spool's payload);
+    ``doc_id`` is deterministic (source key + offset) so a re-send after a
+    crash or retry can never index the same line twice.
+    """
+
+    source_key: str
+    offset: int
+    end: int
+    doc_id: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Events sent to an output in one request."""
+
+    events: tuple[Event, ...]
+    size_bytes: int = 0

@@ -1,0 +1,91 @@
+"""Batching: events from the bounded queue into bulk requests.
+
+A batch is flushed when it reaches ``--bulk-max-docs`` documents or
+``--bulk-max-bytes`` of body, or when its first event is ``--flush-interval``
+old. At most ``--workers`` batches are in flight; when all workers are busy
+the batcher stops taking from the queue, the queue fills and the reader
+blocks: that is the backpressure path, end to end.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from agent.clock import SYSTEM_CLOCK, Clock
+from agent.errors import OutputError
+from agent.events import Event
+from agent.selflog import get_logger
+from agent.stats import Stats
+
+log = get_logger("batcher")
+
+END = object()  # put on the queue after the last event: flush and stop
+_ACTION_BYTES = 40  # the {"create":{"_id":...}} line that goes with each document
+
+
+class Batcher:
+    def __init__(self, events: "queue.Queue[object]", deliver: Callable[[list[Event]], None],
+                 max_docs: int, max_bytes: int, flush_interval: float, workers: int, stats: Stats,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self._queue = events
+        self._deliver = deliver
+        self._max_docs = max_docs
+        self._max_bytes = max_bytes
+        self._interval = flush_interval
+        self._stats = stats
+        self._clock = clock
+        self._slots = threading.Semaphore(workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="output")
+        self.failures: list[OutputError] = []
+
+    def run(self) -> None:
+        """Thread body: batch until END, then wait for every in-flight batch."""
+        batch: list[Event] = []
+        size = 0
+        deadline = 0.0
+        try:
+            while True:
+                timeout = max(0.0, deadline - self._clock.monotonic()) if batch else 0.5
+                try:
+                    item = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    item = None
+                if item is END:
+                    break
+                if isinstance(item, Event):
+                    if not batch:
+                        deadline = self._clock.monotonic() + self._interval
+                    batch.append(item)
+                    size += len(item.data) + _ACTION_BYTES
+                if batch and (len(batch) >= self._max_docs or size >= self._max_bytes
+                              or self._clock.monotonic() >= deadline):
+                    self._dispatch(batch)
+                    batch, size = [], 0
+            if batch:
+                self._dispatch(batch)
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _dispatch(self, batch: list[Event]) -> None:
+        self._slots.acquire()
+        self._pool.submit(self._work, batch)
+
+    def _work(self, batch: list[Event]) -> None:
+        try:
+            self._deliver(batch)
+        except OutputError as error:
+            # Not acknowledged: the offsets stay before these events, which
+            # are read again after a restart.
+            self.failures.append(error)
+            self._stats.add("batches_failed")
+            self._stats.error(str(error))
+            log.error("gave up delivering a batch; its lines stay unacknowledged", count=len(batch),
+                      error=str(error))
+        except Exception as error:  # a bug: keep the agent alive, report loudly
+            self.failures.append(OutputError(f"unexpected error: {error!r}"))
+            log.error("unexpected error while delivering a batch", exc_info=True, error=repr(error))
+        finally:
+            self._slots.release()

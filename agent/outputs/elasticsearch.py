@@ -1,0 +1,233 @@
+"""The Elasticsearch output: one bulk attempt per call, errors translated here.
+
+Compatibility: elasticsearch-py 9 rewrites ``Accept``/``Content-Type`` to
+``application/vnd.elasticsearch+json; compatible-with=9``, which an 8.x node
+refuses. We use the client only to build the transport (node pool, TLS,
+gzip) and send requests through ``client.transport`` with the plain
+``application/json`` / ``application/x-ndjson`` media types, which every 8.x
+and 9.x node accepts. For the same reason the Authorization header is ours:
+it is rebuilt from the key or password file when the file changes, so a
+rotated credential is picked up without a restart.
+
+Every document is sent as ``create`` with its deterministic ``_id`` (see
+``enrich.document_id``): a re-send can only produce a 409, never a second
+copy. This is also the only op_type a data stream accepts.
+
+This module is the one boundary where elastic_transport/urllib3/ssl errors
+become the agent's TransientOutputError / PermanentOutputError.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import warnings
+from typing import Any, Sequence
+
+import elastic_transport
+import orjson
+from elasticsearch import Elasticsearch
+
+from agent import AGENT_NAME, __version__
+from agent.config import Config
+from agent.errors import AuthError, ConfigError, PermanentOutputError, TransientOutputError
+from agent.events import Event
+from agent.outputs.base import CheckReport, Response
+from agent.selflog import Secret, get_logger
+
+log = get_logger("output.elasticsearch")
+
+_JSON = "application/json"
+_NDJSON = "application/x-ndjson"
+_BULK_FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+# Privileges a writer needs on its target (data streams: auto_configure creates it).
+_WRITE_PRIVILEGES = ("create_doc", "auto_configure")
+
+
+class _Credential:
+    """The Authorization header, re-read when its file changes."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._stamp: tuple[float, int] | None = None
+        self._header = self._build(config.api_key, config.password)
+
+    def _build(self, api_key: Secret | None, password: Secret | None) -> str | None:
+        if api_key is not None:
+            return "ApiKey " + api_key.reveal()
+        if password is not None and self._config.username:
+            raw = f"{self._config.username}:{password.reveal()}".encode()
+            return "Basic " + base64.b64encode(raw).decode("ascii")
+        return None
+
+    def header(self) -> str | None:
+        path = self._config.api_key_file or self._config.password_file
+        if path:
+            try:
+                info = os.stat(path)
+                stamp = (info.st_mtime, info.st_size)
+                if self._stamp is not None and stamp != self._stamp:
+                    with open(path, encoding="utf-8") as handle:
+                        value = Secret(handle.read().strip())
+                    if value.reveal():
+                        self._header = self._build(value if self._config.api_key_file else None,
+                                                   value if self._config.password_file else None)
+                        log.info("credential file changed, using the new value", path=path)
+                self._stamp = stamp
+            except OSError as error:
+                log.warning("cannot re-read the credential file, keeping the previous value",
+                            path=path, error=error.strerror)
+        return self._header
+
+
+class ElasticsearchOutput:
+    name = "elasticsearch"
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._target = config.target
+        self._bulk_path = f"/{self._target}/_bulk"
+        self._credential = _Credential(config)
+        self._client = _build_client(config)
+        self._transport = self._client.transport
+
+    # -- one request -----------------------------------------------------
+    def request(self, method: str, path: str, body: Any = None, content_type: str = _JSON,
+                params: dict[str, str] | None = None) -> Response:
+        headers = {"accept": _JSON, "user-agent": f"{AGENT_NAME}/{__version__}"}
+        auth = self._credential.header()
+        if auth:
+            headers["authorization"] = auth
+        if body is not None:
+            headers["content-type"] = content_type
+        if params:
+            path += "?" + "&".join(f"{key}={value}" for key, value in params.items())
+        try:
+            meta, data = self._transport.perform_request(method, path, headers=headers, body=body)
+        except elastic_transport.TlsError as error:
+            raise PermanentOutputError(f"TLS handshake with {self._config.es_urls[0]} failed: "
+                                       f"{_root_message(error)} (check --ca-cert / --tls-verify)") from error
+        except elastic_transport.ConnectionTimeout as error:
+            raise TransientOutputError(f"Elasticsearch did not answer within "
+                                       f"{self._config.request_timeout:g}s ({method} {path})") from error
+        except elastic_transport.ConnectionError as error:
+            raise TransientOutputError(f"cannot connect to Elasticsearch at "
+                                       f"{', '.join(self._config.es_urls)}: {_root_message(error)}") from error
+        except elastic_transport.SerializationError as error:
+            raise TransientOutputError(f"malformed response from Elasticsearch: {error}") from error
+        except elastic_transport.TransportError as error:
+            raise TransientOutputError(f"transport error talking to Elasticsearch: {error}") from error
+        return Response(meta.status, data)
+
+    # -- Output ------------------------------------------------------------
+    def send(self, events: Sequence[Event]) -> Response:
+        parts = []
+        for event in events:
+            parts.append(b'{"create":{"_id":"' + event.doc_id.encode("ascii") + b'"}}\n')
+            parts.append(event.data)
+            parts.append(b"\n")
+        return self.request("POST", self._bulk_path, b"".join(parts), _NDJSON,
+                            {"filter_path": _BULK_FILTER})
+
+    def preflight(self) -> None:
+        """Fail fast when the cluster is unreachable or refuses the credentials."""
+        response = self.request("GET", "/")
+        raise_for_auth(self._config, response)
+        if response.status >= 400:
+            raise PermanentOutputError(f"Elasticsearch answered HTTP {response.status} to GET /")
+
+    def check(self) -> CheckReport:
+        """Connectivity, version, identity and write privileges on the target."""
+        lines: list[tuple[str, str]] = [("url", ", ".join(self._config.es_urls))]
+        try:
+            root = self.request("GET", "/")
+        except (TransientOutputError, PermanentOutputError) as error:
+            return CheckReport(False, tuple(lines + [("connection", f"FAILED: {error}")]))
+        lines.append(("connection", "ok"))
+        if root.status in (401, 403):
+            return CheckReport(False, tuple(lines + [("auth", "FAILED: " + _auth_hint(self._config, root))]))
+        if root.status != 200 or not isinstance(root.body, dict):
+            return CheckReport(False, tuple(lines + [("version", f"FAILED: HTTP {root.status}")]))
+        version = root.body.get("version", {}).get("number", "?")
+        lines.append(("version", f"{version} (cluster {root.body.get('cluster_name', '?')})"))
+        ok = version.split(".")[0] in ("8", "9")
+        if not ok:
+            lines.append(("compatibility", f"FAILED: Elasticsearch {version} is not supported (8.x, 9.x)"))
+        who = self.request("GET", "/_security/_authenticate")
+        if who.status == 200 and isinstance(who.body, dict):
+            realm = who.body.get("authentication_type") or who.body.get("authentication_realm", {}).get("type")
+            lines.append(("auth", f"ok as {who.body.get('username')} ({realm})"))
+            privileges = self.request("POST", "/_security/user/_has_privileges", orjson.dumps(
+                {"index": [{"names": [self._target], "privileges": list(_WRITE_PRIVILEGES)}]}))
+            granted = privileges.body.get("index", {}).get(self._target, {}) \
+                if isinstance(privileges.body, dict) else {}
+            missing = [name for name in _WRITE_PRIVILEGES if not granted.get(name)]
+            if missing:
+                ok = False
+                lines.append(("privileges", f"FAILED: missing {', '.join(missing)} on {self._target}"))
+            else:
+                lines.append(("privileges", f"ok: {', '.join(_WRITE_PRIVILEGES)} on {self._target}"))
+        elif who.status in (401, 403):
+            return CheckReport(False, tuple(lines + [("auth", "FAILED: " + _auth_hint(self._config, who))]))
+        else:
+            lines.append(("auth", "security is not enabled on this cluster"))
+        lines.append(("target", self._target))
+        return CheckReport(ok, tuple(lines))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _auth_hint(config: Config, response: Response) -> str:
+    detail = ""
+    if isinstance(response.body, dict) and isinstance(response.body.get("error"), dict):
+        detail = f" ({response.body['error'].get('reason')})"
+    if response.status == 403:
+        return f"HTTP 403: the credentials lack a privilege{detail}"
+    if config.api_key is not None:
+        origin = config.origins.get("api_key", "the API key")
+        return f"HTTP 401: the API key from {origin} was rejected{detail}"
+    if config.password is not None:
+        return f"HTTP 401: user {config.username!r} and the password were rejected{detail}"
+    return "HTTP 401: Elasticsearch requires credentials: set --api-key-file or --username " \
+           "with --password-file"
+
+
+def raise_for_auth(config: Config, response: Response) -> None:
+    if response.status in (401, 403):
+        raise AuthError(_auth_hint(config, response))
+
+
+def _root_message(error: BaseException) -> str:
+    """The innermost useful message of a transport error chain."""
+    seen = error
+    while seen.__cause__ is not None or seen.__context__ is not None:
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    text = str(seen) or type(seen).__name__
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _build_client(config: Config) -> Elasticsearch:
+    options: dict[str, Any] = {
+        "request_timeout": config.request_timeout,
+        "max_retries": 0,  # retries are the sender's job, with backoff and per-item care
+        "retry_on_timeout": False,
+        "http_compress": config.gzip,
+        "verify_certs": config.tls_verify,
+        "connections_per_node": config.workers + 2,
+    }
+    if config.ca_cert:
+        options["ca_certs"] = config.ca_cert
+    if config.client_cert:
+        options["client_cert"] = config.client_cert
+        options["client_key"] = config.client_key
+    if not config.tls_verify:
+        options["ssl_show_warn"] = False
+        log.warning("TLS verification is off (--no-tls-verify): the server's identity is not checked")
+    try:
+        with warnings.catch_warnings():
+            # The client warns about verify_certs=False itself; we logged it once above.
+            warnings.simplefilter("ignore")
+            return Elasticsearch(list(config.es_urls), **options)
+    except (ValueError, TypeError, OSError) as error:
+        raise ConfigError(f"--es-url / TLS options: cannot set up the Elasticsearch client: {error}") from error

@@ -1,0 +1,135 @@
+"""Delivery of one batch: attempt, classify, acknowledge, retry, dead-letter.
+
+MUST: an event is acknowledged (``AckTracker.acknowledge``, which lets the
+registry commit its offset) only when the output stored it, reported it as a
+duplicate of a stored document (409 on create), or it was written to the
+dead-letter file. Items that succeeded are never re-sent; only the failed
+ones are retried. The backoff is capped exponential with full jitter
+(tenacity), unlimited by default (``--max-retries``), and interrupted at once
+by shutdown.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+from tenacity import (Retrying, retry_if_exception_type, stop_after_attempt, stop_any, stop_never,
+                      stop_when_event_set, wait_random_exponential)
+
+from agent.acks import AckTracker
+from agent.clock import SYSTEM_CLOCK, Clock
+from agent.errors import AuthError, OutputError, PermanentOutputError, TransientOutputError
+from agent.events import Event
+from agent.outputs.base import Output
+from agent.outputs.dead_letter import DeadLetters
+from agent.outputs.retry import Action, ItemVerdict, classify
+from agent.selflog import get_logger
+from agent.stats import Stats
+
+log = get_logger("output")
+
+
+class _ItemsToRetry(TransientOutputError):
+    """Some items of the request must be sent again."""
+
+
+class Sender:
+    def __init__(self, output: Output, acks: AckTracker, dead_letters: DeadLetters, stats: Stats,
+                 abort: threading.Event, max_retries: int | None, backoff_max: float,
+                 retry_permanent: bool, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._output = output
+        self._acks = acks
+        self._dead = dead_letters
+        self._stats = stats
+        self._abort = abort
+        self._clock = clock
+        # The daemon keeps retrying even "permanent" request errors (bad TLS,
+        # 401) because a fixed certificate or rotated key must heal it
+        # without a restart; --once reports them instead.
+        retried: tuple[type[BaseException], ...] = (TransientOutputError,)
+        if retry_permanent:
+            retried = (TransientOutputError, PermanentOutputError)
+        stop = stop_when_event_set(abort)
+        self._retrying = Retrying(
+            stop=stop_any(stop, stop_after_attempt(max_retries + 1)) if max_retries is not None
+            else stop_any(stop, stop_never),
+            wait=wait_random_exponential(multiplier=0.5, max=backoff_max),
+            retry=retry_if_exception_type(retried),
+            sleep=lambda seconds: abort.wait(seconds),
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+
+    def deliver(self, events: Sequence[Event]) -> None:
+        """Deliver ``events``; raises the last OutputError when giving up."""
+        pending = list(events)
+        for attempt in self._retrying.copy():
+            with attempt:
+                pending = self._attempt(pending)
+                if pending:
+                    self._stats.add("events_retried", len(pending))
+                    raise _ItemsToRetry(f"{len(pending)} of the documents must be retried")
+
+    def _before_sleep(self, state) -> None:  # type: ignore[no-untyped-def]
+        error = state.outcome.exception() if state.outcome else None
+        self._stats.error(str(error))
+        level = log.warning if isinstance(error, (TransientOutputError,)) else log.error
+        level("delivery failed, retrying", attempt=state.attempt_number,
+              wait=f"{state.upcoming_sleep:.1f}s", error=str(error))
+
+    def _attempt(self, events: list[Event]) -> list[Event]:
+        """One request; acknowledges what is settled, returns what to retry."""
+        response = self._output.send(events)
+        decision = classify(response, len(events))
+        if decision.kind == "ack":
+            self._settle(events, [], [])
+            return []
+        if decision.kind == "retry":
+            raise TransientOutputError(f"Elasticsearch asked to retry the request: {decision.reason}")
+        if decision.kind == "auth":
+            raise AuthError(f"Elasticsearch refused the credentials: {decision.reason}")
+        if decision.kind == "split":
+            if len(events) == 1:
+                verdict = ItemVerdict(0, Action.REJECT, 413, "request_too_large", decision.reason)
+                self._settle([], [], [(events[0], verdict)])
+                return []
+            half = len(events) // 2
+            return self._attempt(events[:half]) + self._attempt(events[half:])
+        if decision.kind == "reject":
+            rejected = [(event, ItemVerdict(i, Action.REJECT, response.status, "request_rejected",
+                                            decision.reason)) for i, event in enumerate(events)]
+            self._settle([], [], rejected)
+            return []
+        stored, duplicates, rejected, retry = [], [], [], []
+        for verdict in decision.items:
+            event = events[verdict.position]
+            if verdict.action is Action.ACK:
+                stored.append(event)
+            elif verdict.action is Action.DUPLICATE:
+                duplicates.append(event)
+            elif verdict.action is Action.REJECT:
+                rejected.append((event, verdict))
+            else:
+                retry.append(event)
+        self._settle(stored, duplicates, rejected)
+        return retry
+
+    def _settle(self, stored: list[Event], duplicates: list[Event],
+                rejected: list[tuple[Event, ItemVerdict]]) -> None:
+        if rejected:
+            # Written (and fsynced) before the ack, so the offset never
+            # advances past a document that exists nowhere.
+            self._dead.write(rejected, self._clock.time())
+            first = rejected[0][1]
+            log.error("documents rejected, written to the dead-letter file", count=len(rejected),
+                      path=self._dead.path, status=first.status, error_type=first.error_type,
+                      reason=first.reason)
+            self._stats.add("events_rejected", len(rejected))
+        self._stats.add("events_acked", len(stored))
+        if duplicates:
+            self._stats.add("events_duplicate", len(duplicates))
+        self._acks.acknowledge(stored + duplicates + [event for event, _ in rejected])
+
+
+__all__ = ["Sender", "OutputError"]
