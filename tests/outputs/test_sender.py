@@ -1,0 +1,149 @@
+"""Sender: per-item acknowledgement, retries of only the failed items, dead
+letters before acks. Uses a scripted fake output (allowed for the batcher and
+retry logic); what Elasticsearch really answers is tested against the node."""
+
+import json
+import threading
+
+import pytest
+
+from agent.acks import AckTracker
+from agent.errors import AuthError, TransientOutputError
+from agent.events import Event
+from agent.outputs.base import Response
+from agent.outputs.dead_letter import DeadLetters
+from agent.outputs.sender import Sender
+from agent.stats import Stats
+
+
+class ScriptedOutput:
+    name = "scripted"
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.sent = []
+
+    def send(self, events):
+        self.sent.append([e.doc_id for e in events])
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer(events) if callable(answer) else answer
+
+
+def _events(n):
+    return [Event("k", i * 10, i * 10 + 10, f"id{i}", json.dumps({"n": i}).encode()) for i in range(n)]
+
+
+def _items(*statuses):
+    def build(events):
+        assert len(events) == len(statuses)
+        items = []
+        for status in statuses:
+            result = {"status": status}
+            if status >= 300:
+                result["error"] = {"type": {409: "version_conflict_engine_exception",
+                                            400: "document_parsing_exception"}.get(status, "es_rejected_execution_exception"),
+                                   "reason": "because"}
+            items.append({"create": result})
+        return Response(200, {"errors": True, "items": items})
+    return build
+
+
+@pytest.fixture
+def harness(tmp_path):
+    def make(answers, max_retries=None, retry_permanent=True):
+        commits = {}
+        acks = AckTracker(lambda key, offset: commits.__setitem__(key, offset))
+        stats = Stats()
+        dead = DeadLetters(str(tmp_path / "dead.ndjson"), "logs-x")
+        output = ScriptedOutput(answers)
+        sender = Sender(output, acks, dead, stats, threading.Event(), max_retries, backoff_max=0.0,
+                        retry_permanent=retry_permanent)
+        return sender, output, acks, commits, stats, dead
+    return make
+
+
+def test_only_failed_items_are_resent(harness):
+    sender, output, acks, commits, stats, _ = harness([_items(201, 429, 201, 429), _items(201, 201)])
+    events = _events(4)
+    for event in events:
+        acks.register(event)
+    sender.deliver(events)
+    assert output.sent == [["id0", "id1", "id2", "id3"], ["id1", "id3"]]
+    assert commits == {"k": 40}
+    snap = stats.snapshot()
+    assert (snap.events_acked, snap.events_retried, snap.events_rejected) == (4, 2, 0)
+
+
+def test_duplicates_are_acknowledged_and_counted(harness):
+    sender, _, acks, commits, stats, _ = harness([_items(409, 201)])
+    events = _events(2)
+    for event in events:
+        acks.register(event)
+    sender.deliver(events)
+    assert commits == {"k": 20}
+    assert stats.snapshot().events_duplicate == 1
+
+
+def test_rejected_items_go_to_dead_letters_then_are_acknowledged(harness, tmp_path):
+    sender, output, acks, commits, stats, dead = harness([_items(201, 400, 201)])
+    events = _events(3)
+    for event in events:
+        acks.register(event)
+    sender.deliver(events)
+    assert len(output.sent) == 1
+    assert commits == {"k": 30}
+    lines = (tmp_path / "dead.ndjson").read_text().splitlines()
+    assert len(lines) == 1
+    letter = json.loads(lines[0])
+    assert letter["_id"] == "id1" and letter["document"] == {"n": 1}
+    assert letter["error"] == {"type": "document_parsing_exception", "reason": "because"}
+    assert (tmp_path / "dead.ndjson").stat().st_mode & 0o777 == 0o600
+
+
+def test_transient_request_errors_retry_until_success(harness):
+    sender, output, acks, commits, _, _ = harness([TransientOutputError("refused"), Response(503, None),
+                                                   Response(200, {"errors": False})])
+    events = _events(2)
+    for event in events:
+        acks.register(event)
+    sender.deliver(events)
+    assert len(output.sent) == 3 and commits == {"k": 20}
+
+
+def test_bounded_retries_give_up_without_acknowledging(harness):
+    sender, output, acks, commits, _, _ = harness([Response(503, None)] * 3, max_retries=2)
+    events = _events(1)
+    acks.register(events[0])
+    with pytest.raises(TransientOutputError):
+        sender.deliver(events)
+    assert len(output.sent) == 3 and commits == {} and acks.in_flight() == 1
+
+
+def test_auth_failure_is_fatal_when_not_retrying_permanent_errors(harness):
+    sender, output, _, commits, _, _ = harness([Response(401, {"error": {"type": "security_exception",
+                                                                         "reason": "unable to authenticate"}})],
+                                               retry_permanent=False)
+    with pytest.raises(AuthError, match="unable to authenticate"):
+        sender.deliver(_events(1))
+    assert len(output.sent) == 1 and commits == {}
+
+
+def test_too_large_requests_are_split(harness):
+    sender, output, acks, commits, _, _ = harness([Response(413, None), Response(200, {"errors": False}),
+                                                   Response(200, {"errors": False})])
+    events = _events(4)
+    for event in events:
+        acks.register(event)
+    sender.deliver(events)
+    assert output.sent == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"]]
+    assert commits == {"k": 40}
+
+
+def test_abort_stops_retrying_at_once(harness):
+    sender, output, _, _, _, _ = harness([Response(503, None)] * 100)
+    sender._abort.set()
+    with pytest.raises(TransientOutputError):
+        sender.deliver(_events(1))
+    assert len(output.sent) == 1

@@ -1,0 +1,73 @@
+"""AckTracker: committed offsets cover only acknowledged prefixes."""
+
+import threading
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.acks import AckTracker
+from agent.events import Event
+
+
+def _event(key, offset, end):
+    return Event(key, offset, end, f"{key}-{offset}", b"{}")
+
+
+def test_commits_the_longest_acknowledged_prefix():
+    commits = []
+    tracker = AckTracker(lambda key, offset: commits.append((key, offset)))
+    events = [_event("a", i * 10, i * 10 + 10) for i in range(4)]
+    for event in events:
+        tracker.register(event)
+    tracker.acknowledge([events[1], events[3]])
+    assert commits == []  # a hole at the first event: nothing may be committed
+    tracker.acknowledge([events[0]])
+    assert commits == [("a", 20)]
+    tracker.acknowledge([events[2]])
+    assert commits[-1] == ("a", 40)
+    assert tracker.in_flight() == 0
+
+
+def test_files_are_independent_and_double_acks_are_ignored():
+    commits = {}
+    tracker = AckTracker(lambda key, offset: commits.__setitem__(key, offset))
+    a, b = _event("a", 0, 5), _event("b", 0, 7)
+    tracker.register(a)
+    tracker.register(b)
+    tracker.acknowledge([b, b])
+    assert commits == {"b": 7}
+    assert tracker.in_flight() == 1
+    tracker.acknowledge([a])
+    assert commits == {"a": 5, "b": 7}
+
+
+def test_wait_idle():
+    tracker = AckTracker(lambda key, offset: None)
+    event = _event("a", 0, 1)
+    tracker.register(event)
+    assert tracker.wait_idle(0.01) is False
+    threading.Timer(0.05, tracker.acknowledge, args=([event],)).start()
+    assert tracker.wait_idle(5) is True
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=50), min_size=1, max_size=40), st.randoms())
+def test_committed_offset_never_passes_an_unacknowledged_event(sizes, random):
+    commits = []
+    tracker = AckTracker(lambda key, offset: commits.append(offset))
+    events, offset = [], 0
+    for size in sizes:
+        events.append(_event("f", offset, offset + size))
+        offset += size
+    for event in events:
+        tracker.register(event)
+    order = list(events)
+    random.shuffle(order)
+    acked = set()
+    for event in order:
+        tracker.acknowledge([event])
+        acked.add(event.end)
+        if commits:
+            assert all(e.end in acked for e in events if e.end <= commits[-1])
+    assert commits[-1] == offset
+    assert commits == sorted(commits)

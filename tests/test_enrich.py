@@ -1,0 +1,55 @@
+"""Enrichment: the final document and its deterministic id."""
+
+import orjson
+
+from agent import __version__
+from agent.enrich import Enricher, agent_id, document_id, format_timestamp
+from agent.events import Record, Source
+
+
+def _record(**changes):
+    base = dict(source=Source("abc123", "/var/log/m/a.log"), offset=120, end=180, message="boom",
+                read_time=1_700_000_000.5)
+    base.update(changes)
+    return Record(**base)
+
+
+def test_document_carries_the_baseline_fields():
+    event = Enricher("h1", "agent-1", keep_original=False).build(_record(tags=("partial_line",)))
+    doc = orjson.loads(event.data)
+    assert doc["@timestamp"] == "2023-11-14T22:13:20.500Z"
+    assert doc["message"] == "boom"
+    assert doc["log"] == {"file": {"path": "/var/log/m/a.log"}, "offset": 120}
+    assert doc["host"] == {"name": "h1"}
+    assert doc["agent"] == {"name": "modelscribe", "type": "modelscribe", "version": __version__, "id": "agent-1"}
+    assert doc["tags"] == ["partial_line"]
+    assert "event" not in doc
+    assert (event.source_key, event.offset, event.end) == ("abc123", 120, 180)
+
+
+def test_record_timestamp_fields_error_and_original():
+    record = _record(timestamp=1_700_000_100.0, fields={"log": {"level": "error"}, "error": {"type": "ValueError"}},
+                     error="bad json", original="raw text")
+    doc = orjson.loads(Enricher("h", "a", keep_original=True).build(record).data)
+    assert doc["@timestamp"] == "2023-11-14T22:15:00.000Z"
+    assert doc["log"]["level"] == "error" and doc["log"]["offset"] == 120
+    assert doc["error"] == {"type": "ValueError", "message": "bad json"}
+    assert doc["event"] == {"original": "raw text"}
+    assert record.fields == {"log": {"level": "error"}, "error": {"type": "ValueError"}}  # not mutated
+
+
+def test_document_ids_are_deterministic_and_distinct():
+    assert document_id("k", 10) == document_id("k", 10)
+    assert len(document_id("k", 10)) == 20
+    ids = {document_id(key, offset) for key in ("a", "b") for offset in range(1000)}
+    assert len(ids) == 2000
+
+
+def test_agent_id_is_stable(tmp_path):
+    first = agent_id(str(tmp_path))
+    assert first == agent_id(str(tmp_path))
+    assert (tmp_path / "agent_id").read_text().strip() == first
+
+
+def test_format_timestamp_millis():
+    assert format_timestamp(0) == "1970-01-01T00:00:00.000Z"
