@@ -168,6 +168,7 @@ class Pipeline:
             self.tailer.run_once()
             self._sink.flush_all()
         finally:
+            self.tailer.close()
             self._queue.put(END)
             batcher.join()
             self.registry.save()

@@ -50,7 +50,7 @@ OPTIONS: tuple[Option, ...] = (
            multiple=True, path=True, group="input", singular="path"),
     Option("excludes", v.text, (), "Glob of paths to leave out (repeatable).", multiple=True, path=True, group="input",
            singular="exclude"),
-    Option("scan_interval", v.duration, 10.0, "Full rescan of the globs, the fallback when file-system "
+    Option("scan_interval", v.positive_duration, 10.0, "Full rescan of the globs, the fallback when file-system "
            "events are not delivered (NFS).", group="input"),
     Option("partial_line_timeout", v.duration, 5.0, "Emit a last line without newline after it has "
            "been unchanged this long.", group="input"),
@@ -58,7 +58,7 @@ OPTIONS: tuple[Option, ...] = (
            group="input"),
     Option("fingerprint_bytes", v.integer(16, 65536), 1024, "Bytes at the start of a file that "
            "(with device and inode) identify it across renames and restarts.", group="input"),
-    Option("close_inactive", v.duration, 300.0, "Close a rotated-away file once drained and idle this long.",
+    Option("close_inactive", v.positive_duration, 300.0, "Close a rotated-away file once drained and idle this long.",
            group="input"),
     Option("state_dir", v.text, "/var/lib/modelscribe", "Directory of the offset registry and agent id.",
            path=True, group="input"),
@@ -104,11 +104,11 @@ OPTIONS: tuple[Option, ...] = (
            group="output"),
     Option("bulk_max_bytes", v.size, 5 * 1024 * 1024, "Flush a bulk request at this body size.",
            group="output"),
-    Option("flush_interval", v.duration, 1.0, "Flush a partial bulk request after this long.",
+    Option("flush_interval", v.positive_duration, 1.0, "Flush a partial bulk request after this long.",
            group="output"),
     Option("workers", v.integer(1, 64), 2, "Concurrent bulk requests.", group="output"),
     Option("gzip", v.boolean, False, "Compress bulk request bodies with gzip.", switch=True, group="output"),
-    Option("request_timeout", v.duration, 30.0, "Timeout of one request to Elasticsearch.", group="output"),
+    Option("request_timeout", v.positive_duration, 30.0, "Timeout of one request to Elasticsearch.", group="output"),
     Option("max_retries", v.retries, None, "Retries of a failed request before giving up "
            "(default: unlimited).", group="output"),
     Option("backoff_max", v.duration, 60.0, "Longest wait between retries.", group="output"),

@@ -32,6 +32,13 @@ def duration(raw: Any) -> float:
     return value
 
 
+def positive_duration(raw: Any) -> float:
+    value = duration(raw)
+    if value <= 0:
+        raise ValueError("must be longer than zero")
+    return value
+
+
 def size(raw: Any) -> int:
     """'10MiB', '5MB', '512kb' or a number of bytes."""
     if isinstance(raw, bool):

@@ -1,0 +1,340 @@
+"""The offset registry: how far each file has been delivered, kept on disk.
+
+Delivery contract (MUST): ``commit(key, offset)`` is called only after the
+output has acknowledged every line of that file before ``offset``. The tailer
+resumes a known file at its committed offset, never at the position it had
+read to, so a crash re-reads (with the same key and offsets, hence the same
+document ids) whatever was not acknowledged, and loses nothing.
+
+On-disk format: ``<state_dir>/registry.json``, UTF-8 JSON::
+
+    {"version": 1,
+     "entries": [{"key": "3f2a9c0d1e2b4a5f", "path": "/var/log/app.log",
+                  "dev": 2049, "inode": 131077, "fp_len": 58,
+                  "fp_hash": "<32 hex>", "generation": 0, "offset": 18234,
+                  "updated": 1767225600.0, "gone": false}, ...]}
+
+Invariants of the file (and of the in-memory table):
+
+* ``version`` is 1; any other value, or a file that does not parse into this
+  shape, is moved aside to ``registry.json.corrupt-<unix-ms>`` and the agent
+  starts empty (it re-reads files from the start; it never refuses to start);
+* ``key`` is unique; it is ``identity.source_key(dev, inode, generation,
+  fp_hash)``, i.e. it names one *content* of one file, and is never reused
+  for another content;
+* ``fp_hash`` is the hash of the file's first ``fp_len`` bytes;
+* ``offset`` only grows, and is always the end of an acknowledged line;
+* at most one entry per (dev, inode) has ``gone == false``: tracking a new
+  content for an inode retires the others (a file that was truncated, or an
+  inode that was reused, must never be resumed into). Gone entries are kept
+  until they expire so a reused inode gets a fresh generation;
+* ``updated`` is the wall-clock time the file was last seen (to about a
+  minute); entries not updated for ``ttl`` seconds are dropped at save.
+
+The file is replaced atomically (temp file in the same directory, fsync,
+rename, fsync of the directory) with mode 0600, and only when something
+changed. The state directory is created with mode 0700.
+
+Thread safety: every method may be called from any thread. ``commit`` comes
+from output workers, ``save`` from the main thread, the rest from the tailer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agent.clock import SYSTEM_CLOCK, Clock
+from agent.errors import StateError
+from agent.selflog import get_logger
+
+log = get_logger("registry")
+
+FORMAT_VERSION = 1
+FILE_NAME = "registry.json"
+_TEMP_PREFIX = ".registry.json."
+_TEMP_SUFFIX = ".tmp"
+# ``updated`` is only refreshed (and the file rewritten for it) this often:
+# it drives a TTL measured in days, and rewriting the registry every scan for
+# a timestamp nobody needs to the second would be wasted I/O.
+TOUCH_RESOLUTION = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """What the registry knows about one content of one file."""
+
+    key: str
+    path: str
+    dev: int
+    inode: int
+    fp_len: int
+    fp_hash: str
+    generation: int
+    offset: int
+    updated: float
+    gone: bool = False
+
+
+_FIELDS: dict[str, tuple[type, ...]] = {
+    "key": (str,), "path": (str,), "dev": (int,), "inode": (int,), "fp_len": (int,),
+    "fp_hash": (str,), "generation": (int,), "offset": (int,), "updated": (int, float),
+    "gone": (bool,),
+}
+
+
+def _entry_from_json(item: Any) -> Entry:
+    if not isinstance(item, dict):
+        raise ValueError("an entry is not an object")
+    values = {}
+    for name, types in _FIELDS.items():
+        value = item.get(name)
+        # bool is an int in Python; a true/false where a number belongs is corruption.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise ValueError(f"entry field {name!r} is missing or has the wrong type")
+        values[name] = value
+    if values["offset"] < 0 or values["fp_len"] < 0 or values["generation"] < 0:
+        raise ValueError("entry has a negative offset, fp_len or generation")
+    values["updated"] = float(values["updated"])
+    return Entry(**values)
+
+
+class Registry:
+    """Committed offsets of every known file content, keyed by ``Source.key``."""
+
+    def __init__(self, state_dir: Path, ttl: float = 7 * 86400, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / FILE_NAME
+        self.ttl = ttl
+        self._clock = clock
+        self._lock = threading.Lock()  # guards the table and the change counter
+        self._save_lock = threading.Lock()  # one writer of the file at a time
+        self._entries: dict[str, Entry] = {}
+        self._by_inode: dict[tuple[int, int], set[str]] = {}
+        self._changes = 0  # bumped on every change
+        self._saved = 0  # value of _changes the file on disk reflects
+        self._prepare_dir()
+
+    # -- state directory -------------------------------------------------
+
+    def _prepare_dir(self) -> None:
+        try:
+            self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Prove now that the directory is writable: failing at start-up,
+            # naming the directory, beats failing at the first save.
+            fd, probe = tempfile.mkstemp(dir=self.state_dir, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise StateError(f"state directory {self.state_dir} is not usable: {error}") from error
+
+    # -- load / save -----------------------------------------------------
+
+    def load(self) -> None:
+        """Read the registry file; missing → empty; corrupt → moved aside, empty."""
+        self._remove_stale_temps()
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            entries: list[Entry] = []
+        except OSError as error:
+            raise StateError(f"cannot read {self.path}: {error}") from error
+        else:
+            try:
+                entries = self._parse(raw)
+            except ValueError as error:  # orjson.JSONDecodeError is a ValueError
+                entries = []
+                self._move_aside(str(error))
+        with self._lock:
+            self._entries = {}
+            self._by_inode = {}
+            for entry in entries:
+                self._put(entry)
+            self._changes += 1
+            self._saved = self._changes
+
+    @staticmethod
+    def _parse(raw: bytes) -> list[Entry]:
+        document = orjson.loads(raw)
+        if not isinstance(document, dict):
+            raise ValueError("top level is not an object")
+        if document.get("version") != FORMAT_VERSION:
+            raise ValueError(f"unknown version {document.get('version')!r}")
+        items = document.get("entries")
+        if not isinstance(items, list):
+            raise ValueError("entries is not a list")
+        entries = [_entry_from_json(item) for item in items]
+        if len({entry.key for entry in entries}) != len(entries):
+            raise ValueError("duplicate keys")
+        return entries
+
+    def _move_aside(self, reason: str) -> None:
+        aside = self.path.with_name(f"{FILE_NAME}.corrupt-{int(self._clock.time() * 1000)}")
+        try:
+            os.replace(self.path, aside)
+        except OSError as error:
+            raise StateError(f"cannot move corrupt {self.path} aside: {error}") from error
+        log.warning("registry file is corrupt; moved aside, starting empty",
+                    path=str(self.path), moved_to=str(aside), error=reason)
+
+    def _remove_stale_temps(self) -> None:
+        # A crash between mkstemp and rename leaves a temp file behind.
+        try:
+            names = os.listdir(self.state_dir)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
+                try:
+                    os.unlink(self.state_dir / name)
+                except OSError:
+                    pass
+
+    def save(self) -> None:
+        """Write the table atomically if it changed; expired entries are dropped."""
+        with self._save_lock:
+            now = self._clock.time()
+            with self._lock:
+                expired = [key for key, entry in self._entries.items() if now - entry.updated > self.ttl]
+                for key in expired:
+                    self._drop(key)
+                if expired:
+                    self._changes += 1
+                if self._changes == self._saved:
+                    return
+                version = self._changes
+                entries = sorted(self._entries.values(), key=lambda entry: entry.key)
+            # The file is written outside the table lock: output threads keep
+            # committing while the fsyncs run.
+            body = orjson.dumps({"version": FORMAT_VERSION,
+                                 "entries": [dataclasses.asdict(entry) for entry in entries]})
+            self._write(body)
+            with self._lock:
+                self._saved = max(self._saved, version)
+
+    def _write(self, body: bytes) -> None:
+        temp = None
+        try:
+            fd, temp = tempfile.mkstemp(dir=self.state_dir, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
+            with os.fdopen(fd, "wb") as handle:  # mkstemp creates it 0600
+                handle.write(body)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+            temp = None
+            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as error:
+            raise StateError(f"cannot write {self.path}: {error}") from error
+        finally:
+            if temp is not None:
+                try:
+                    os.unlink(temp)
+                except OSError:
+                    pass
+
+    # -- the table ---------------------------------------------------------
+
+    def _put(self, entry: Entry) -> None:
+        old = self._entries.get(entry.key)
+        if old is not None:
+            self._drop(old.key)
+        self._entries[entry.key] = entry
+        self._by_inode.setdefault((entry.dev, entry.inode), set()).add(entry.key)
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key)
+        keys = self._by_inode.get((entry.dev, entry.inode))
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._by_inode[(entry.dev, entry.inode)]
+
+    def lookup(self, dev: int, inode: int, fingerprint_of: Callable[[int], str]) -> Entry | None:
+        """The live entry for this dev/inode whose fingerprint still matches the file.
+
+        ``fingerprint_of(n)`` hashes the file's first n bytes; it is called
+        outside the lock (it reads the file).
+        """
+        with self._lock:
+            candidates = [self._entries[key] for key in self._by_inode.get((dev, inode), ())]
+        candidates = [entry for entry in candidates if not entry.gone]
+        candidates.sort(key=lambda entry: entry.generation, reverse=True)
+        hashes: dict[int, str] = {}
+        for entry in candidates:
+            if entry.fp_len not in hashes:
+                hashes[entry.fp_len] = fingerprint_of(entry.fp_len)
+            if hashes[entry.fp_len] == entry.fp_hash:
+                return entry
+        return None
+
+    def history(self, dev: int, inode: int) -> list[Entry]:
+        """Every entry (live or gone) for this dev/inode, to pick a new generation."""
+        with self._lock:
+            return [self._entries[key] for key in self._by_inode.get((dev, inode), ())]
+
+    def track(self, entry: Entry) -> None:
+        """Add or replace (by key); retire other live entries of the same inode."""
+        with self._lock:
+            for key in list(self._by_inode.get((entry.dev, entry.inode), ())):
+                other = self._entries[key]
+                if key != entry.key and not other.gone:
+                    self._entries[key] = dataclasses.replace(other, gone=True)
+            self._put(entry)
+            self._changes += 1
+
+    def commit(self, key: str, offset: int) -> None:
+        """Advance the committed offset of ``key``; never backwards; unknown keys ignored."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or offset <= entry.offset:
+                return
+            self._entries[key] = dataclasses.replace(entry, offset=offset)
+            self._changes += 1
+
+    def touch(self, key: str, path: str) -> None:
+        """The file was seen now at ``path``."""
+        now = self._clock.time()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return
+            if entry.path == path and now - entry.updated < TOUCH_RESOLUTION:
+                return
+            self._entries[key] = dataclasses.replace(entry, path=path, updated=now)
+            self._changes += 1
+
+    def mark_gone(self, key: str) -> None:
+        """The file was deleted (or its content replaced): never resume into it."""
+        now = self._clock.time()
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.gone:
+                return
+            self._entries[key] = dataclasses.replace(entry, gone=True, updated=now)
+            self._changes += 1
+
+    def get(self, key: str) -> Entry | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            return list(self._entries.values())
+
+    @property
+    def dirty(self) -> bool:
+        """True if the table changed since it was last loaded or saved."""
+        with self._lock:
+            return self._changes != self._saved

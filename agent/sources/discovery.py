@@ -1,0 +1,256 @@
+"""Which files to tail: glob patterns, exclusions, and early wake-ups.
+
+The source of truth is the periodic full scan (``glob.glob(recursive=True)``
+over every pattern, minus the excludes), which works on any file system,
+NFS included. A watchdog observer on the patterns' base directories only
+makes things faster: its events are turned into *hints* (this path changed,
+this path appeared, rescan) and set a wake-up event, so the tailer reacts in
+milliseconds instead of at the next poll or scan. Losing an event (inotify
+queue overflow, a missing directory, no watchdog at all) costs latency,
+never data.
+
+Guarantees: ``scan`` never raises for file-system reasons (glob swallows
+them); ``Watcher`` never raises out of its callbacks, and a directory it
+cannot watch is retried at later scans.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import glob
+import os
+import re
+import stat
+import threading
+from dataclasses import dataclass
+
+from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
+                             FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+                             FileSystemEvent, FileSystemEventHandler)
+from watchdog.observers import Observer
+from watchdog.observers.api import ObservedWatch
+
+from agent.selflog import get_logger
+
+log = get_logger("tail")
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _segment_regex(segment: str) -> str:
+    out = []
+    i = 0
+    while i < len(segment):
+        char = segment[i]
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[":
+            close = segment.find("]", i + 2 if segment[i + 1:i + 2] in ("!", "]") else i + 1)
+            if close < 0:
+                out.append(re.escape(char))
+            else:
+                body = segment[i + 1:close]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = close
+        else:
+            out.append(re.escape(char))
+        i += 1
+    regex = "".join(out)
+    # glob's wildcards do not match a leading dot; mirror that.
+    return ("(?!\\.)" + regex) if segment[:1] in ("*", "?", "[") else regex
+
+
+def translate(pattern: str) -> re.Pattern[str]:
+    """A regex matching the paths ``glob.glob(pattern, recursive=True)`` could return."""
+    segments = pattern.split("/")
+    parts = []
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "**":
+            parts.append("(?:(?!\\.)[^/]+(?:/(?!\\.)[^/]+)*)?" if last else "(?:(?!\\.)[^/]+/)*")
+        else:
+            parts.append(_segment_regex(segment) + ("" if last else "/"))
+    return re.compile("".join(parts) + r"\Z")
+
+
+def base_dir(pattern: str) -> tuple[str, bool]:
+    """The deepest directory without wildcards, and whether matches lie deeper."""
+    segments = pattern.split("/")
+    fixed = []
+    for segment in segments[:-1]:
+        if _MAGIC.search(segment):
+            return "/".join(fixed) or "/", True
+        fixed.append(segment)
+    return "/".join(fixed) or "/", False
+
+
+class Discovery:
+    """The configured globs and excludes."""
+
+    def __init__(self, paths: tuple[str, ...], excludes: tuple[str, ...] = ()) -> None:
+        self.paths = tuple(os.path.normpath(path) for path in paths)
+        self.excludes = excludes
+        self._regexes = [translate(path) for path in self.paths]
+
+    def excluded(self, path: str) -> bool:
+        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.excludes)
+
+    def matches(self, path: str) -> bool:
+        """Would a scan list ``path``? (pattern match and not excluded; no I/O)."""
+        return any(regex.match(path) for regex in self._regexes) and not self.excluded(path)
+
+    def scan(self) -> list[str]:
+        """Every path currently matched by a glob and not excluded, sorted."""
+        found: set[str] = set()
+        for pattern in self.paths:
+            found.update(glob.glob(pattern, recursive=True))
+        return sorted(path for path in found if not self.excluded(path))
+
+    def watch_dirs(self) -> dict[str, bool]:
+        """Directories to watch, and whether recursively."""
+        dirs: dict[str, bool] = {}
+        for pattern in self.paths:
+            directory, recursive = base_dir(pattern)
+            dirs[directory] = dirs.get(directory, False) or recursive
+        return dirs
+
+
+@dataclass(frozen=True, slots=True)
+class Hint:
+    """Something a watchdog event suggests: look at ``path`` now.
+
+    ``appeared`` is True for a file created or moved to ``path``;
+    ``rescan`` asks for a full scan (a directory appeared).
+    """
+
+    path: str
+    appeared: bool = False
+    rescan: bool = False
+
+
+_EVENT_TYPES = [FileCreatedEvent, FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
+                FileClosedEvent, DirCreatedEvent, DirMovedEvent]
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: Watcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        try:
+            self._watcher._record(event)
+        except Exception:  # noqa: BLE001 - an observer thread must not die on a hint
+            pass
+
+
+class Watcher:
+    """A watchdog observer feeding hints and setting ``wake``."""
+
+    def __init__(self, discovery: Discovery, wake: threading.Event) -> None:
+        self._discovery = discovery
+        self._wake = wake
+        self._lock = threading.Lock()
+        # Merged by path: a busy file yields one hint per drain, not one per
+        # write, so the queue stays bounded while the tailer is blocked.
+        self._hints: dict[str, Hint] = {}
+        self._handler = _Handler(self)
+        self._observer: Observer | None = None  # type: ignore[valid-type]
+        self._watched: dict[str, tuple[ObservedWatch, int]] = {}  # dir -> (watch, inode)
+        self._failed: dict[str, str] = {}
+
+    def start(self) -> None:
+        observer = Observer()
+        observer.daemon = True
+        try:
+            observer.start()
+        except Exception as error:  # noqa: BLE001 - watchdog is an optimisation only
+            log.warning("file system events unavailable; polling only", error=str(error))
+            return
+        self._observer = observer
+        self.ensure_watches()
+
+    def ensure_watches(self) -> None:
+        """Watch the base directories not watched yet (they may appear later).
+
+        A directory deleted and re-created (a deploy replacing /var/log/app)
+        is a new inode: inotify's watch on the old one is dead, so re-watch.
+        """
+        if self._observer is None:
+            return
+        for directory, recursive in self._discovery.watch_dirs().items():
+            try:
+                inode = os.stat(directory).st_ino
+            except OSError:
+                inode = -1
+            known = self._watched.get(directory)
+            if known is not None:
+                if known[1] == inode:
+                    continue
+                del self._watched[directory]
+                try:
+                    self._observer.unschedule(known[0])
+                except Exception:  # noqa: BLE001 - already gone with its directory
+                    pass
+            if inode < 0:
+                continue
+            try:
+                watch = self._observer.schedule(self._handler, directory, recursive=recursive,
+                                                event_filter=_EVENT_TYPES)
+            except Exception as error:  # noqa: BLE001 - inotify limits, races...
+                if self._failed.get(directory) != str(error):
+                    log.warning("cannot watch directory; relying on polling",
+                                path=directory, error=str(error))
+                self._failed[directory] = str(error)
+                continue
+            self._failed.pop(directory, None)
+            self._watched[directory] = (watch, inode)
+
+    def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def drain(self) -> list[Hint]:
+        with self._lock:
+            hints, self._hints = self._hints, {}
+        return list(hints.values())
+
+    def _record(self, event: FileSystemEvent) -> None:
+        src = os.fsdecode(event.src_path)
+        dest = os.fsdecode(event.dest_path) if event.dest_path else ""
+        hints = []
+        if event.is_directory:
+            hints.append(Hint(dest or src, rescan=True))
+        elif event.event_type == "moved":
+            hints.append(Hint(src))
+            hints.append(Hint(dest, appeared=True))
+        else:
+            hints.append(Hint(src, appeared=event.event_type == "created"))
+        with self._lock:
+            for hint in hints:
+                old = self._hints.get(hint.path)
+                if old is not None:
+                    hint = Hint(hint.path, old.appeared or hint.appeared, old.rescan or hint.rescan)
+                self._hints[hint.path] = hint
+        self._wake.set()
+
+
+def describe_error(error: OSError) -> str:
+    """``Permission denied (EACCES)``: the text for a log line's ``error=`` field."""
+    if not error.errno:
+        return str(error)
+    return f"{os.strerror(error.errno)} ({errno.errorcode.get(error.errno, error.errno)})"
+
+
+def describe_mode(mode: int) -> str:
+    """Why a matched path that is not a regular file is skipped."""
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "something else")
+    return f"not a regular file: {kind}"

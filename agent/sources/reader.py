@@ -1,0 +1,166 @@
+"""Cutting one file's bytes into ``Line`` values.
+
+``LineReader`` is fed the bytes of a file in order (whatever chunks the
+tailer read) and returns the complete lines they hold. It keeps the unfinished
+last line until its newline arrives or the tailer decides to ``flush`` it as a
+partial line.
+
+Guarantees:
+
+* offsets: ``Line.offset`` is the file offset of the line's first byte and
+  ``Line.end`` the offset just after its newline (after the bytes emitted, for
+  a partial line). Consecutive lines tile the file: one's ``end`` is the
+  next one's ``offset``, also across a flushed partial line and over-long lines;
+* text is UTF-8 without the ``\\n`` and one trailing ``\\r``; undecodable bytes
+  are replaced (U+FFFD) and the line tagged ``TAG_INVALID_UTF8``;
+* a line longer than ``max_line_bytes`` keeps its first ``max_line_bytes``
+  bytes (never cutting a UTF-8 character in two), the rest is skipped up to the
+  newline without being held in memory, and it is tagged ``TAG_TRUNCATED``.
+  Memory per file is bounded by ``max_line_bytes`` plus one chunk.
+
+It is the hot loop of the agent: it splits whole chunks with ``bytes.split``
+and never walks bytes one at a time in Python.
+"""
+
+from __future__ import annotations
+
+from agent.events import TAG_INVALID_UTF8, TAG_PARTIAL, TAG_TRUNCATED, Line, Source
+
+_NO_TAGS: tuple[str, ...] = ()
+_INVALID = (TAG_INVALID_UTF8,)
+
+
+def decode(raw: bytes) -> tuple[str, tuple[str, ...]]:
+    """Text of a line's bytes (terminator already removed except a ``\\r``)."""
+    try:
+        text = raw.decode()
+        tags = _NO_TAGS
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "replace")
+        tags = _INVALID
+    if text[-1:] == "\r":
+        text = text[:-1]
+    return text, tags
+
+
+def decode_cut(raw: bytes) -> tuple[str, tuple[str, ...]]:
+    """Text of the kept head of an over-long line.
+
+    The cut may fall inside a multi-byte character; that fragment is dropped
+    rather than reported as invalid UTF-8, since the writer did nothing wrong.
+    """
+    try:
+        return raw.decode(), _NO_TAGS
+    except UnicodeDecodeError as error:
+        if error.reason == "unexpected end of data" and len(raw) - error.start < 4:
+            return decode(raw[:error.start])
+        return raw.decode("utf-8", "replace"), _INVALID
+
+
+class LineReader:
+    """The line-cutting state of one file's content.
+
+    ``offset`` is the file offset of the first byte not yet emitted;
+    ``read_pos`` the offset of the next byte to feed.
+    """
+
+    __slots__ = ("offset", "max_line_bytes", "_pending", "_skipped")
+
+    def __init__(self, offset: int, max_line_bytes: int) -> None:
+        if max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        self.offset = offset
+        self.max_line_bytes = max_line_bytes
+        self._pending = bytearray()  # kept bytes of the unfinished line
+        self._skipped = 0  # bytes of the unfinished line dropped past max_line_bytes
+
+    @property
+    def read_pos(self) -> int:
+        return self.offset + len(self._pending) + self._skipped
+
+    @property
+    def has_pending(self) -> bool:
+        """True if bytes of an unfinished line are held."""
+        return bool(self._pending) or self._skipped > 0
+
+    def reset(self, offset: int) -> None:
+        """Forget the unfinished line and continue at ``offset`` (truncation)."""
+        self.offset = offset
+        self._pending = bytearray()
+        self._skipped = 0
+
+    def feed(self, data: bytes, source: Source | None, now: float) -> list[Line]:
+        """The lines completed by ``data``, the bytes at ``read_pos``.
+
+        ``source`` may be None only if the caller knows ``data`` holds no
+        newline (identity is assigned when the first line is about to be emitted).
+        """
+        lines: list[Line] = []
+        if not data:
+            return lines
+        start = 0
+        if self._pending or self._skipped:
+            newline = data.find(b"\n")
+            if newline < 0:
+                self._hold(data)
+                return lines
+            self._hold(data[:newline])
+            lines.append(self._take(source, now, _NO_TAGS, 1))
+            start = newline + 1
+        parts = (data[start:] if start else data).split(b"\n")
+        tail = parts.pop()
+        offset = self.offset
+        limit = self.max_line_bytes
+        append = lines.append
+        for raw in parts:
+            size = len(raw)
+            end = offset + size + 1
+            if size <= limit:
+                try:
+                    text = raw.decode()
+                    tags = _NO_TAGS
+                except UnicodeDecodeError:
+                    text = raw.decode("utf-8", "replace")
+                    tags = _INVALID
+                if text[-1:] == "\r":
+                    text = text[:-1]
+            else:
+                text, tags = decode_cut(raw[:limit])
+                tags = (TAG_TRUNCATED, *tags)
+            append(Line(source, offset, end, text, now, tags))  # type: ignore[arg-type]
+            offset = end
+        self.offset = offset
+        if tail:
+            self._hold(tail)
+        return lines
+
+    def flush(self, source: Source | None, now: float) -> Line | None:
+        """Emit the unfinished line as a partial line (None if there is none)."""
+        if not self.has_pending:
+            return None
+        return self._take(source, now, (TAG_PARTIAL,), 0)
+
+    def _hold(self, data: bytes) -> None:
+        if self._skipped:
+            self._skipped += len(data)
+            return
+        self._pending += data
+        excess = len(self._pending) - self.max_line_bytes
+        if excess > 0:
+            del self._pending[self.max_line_bytes:]
+            self._skipped = excess
+
+    def _take(self, source: Source | None, now: float, extra: tuple[str, ...],
+              terminator: int) -> Line:
+        """The held line as a Line ending ``terminator`` bytes after it; forget it."""
+        raw = bytes(self._pending)
+        if self._skipped:
+            text, tags = decode_cut(raw)
+            tags = (TAG_TRUNCATED, *tags)
+        else:
+            text, tags = decode(raw)
+        end = self.read_pos + terminator
+        line = Line(source, self.offset, end, text, now, (*extra, *tags))  # type: ignore[arg-type]
+        self.reset(end)
+        return line
+

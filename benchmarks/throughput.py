@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Throughput, CPU and memory of `modelscribe run --once`.
+
+Writes N JSON lines of ~300 bytes (and, for the many-files case, 1,000 files)
+into a temporary directory, runs the agent pinned to one core, and prints one
+JSON line per scenario:
+
+    {"scenario": "null", "lines": 500000, "seconds": ..., "lines_per_s": ...,
+     "cpu_s_per_100k": ..., "peak_rss_mb": ...}
+
+Scenarios: ``null`` (the agent alone, --output null), ``files1000``
+(1,000 files tailed at once, --output null) and, when ES_URL is set (eval the
+output of `scripts/elasticsearch-local start`), ``elasticsearch`` (the real
+node, with ES_CA_CERT and ES_API_KEY_FILE).
+
+    python3 benchmarks/throughput.py --lines 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+MODELS = ["resnet50", "bert-base", "llama-3-8b", "xgb-churn", "yolov8"]
+LEVELS = ["INFO"] * 8 + ["WARNING", "ERROR"]
+
+
+def json_line(rng: random.Random, i: int) -> bytes:
+    record = {
+        "timestamp": f"2026-11-27T12:{(i // 60000) % 60:02d}:{(i // 1000) % 60:02d}.{i % 1000:03d}Z",
+        "level": rng.choice(LEVELS), "logger": "model_server.handler",
+        "message": f"prediction served for request {i:08d}",
+        "model": rng.choice(MODELS), "version": f"v{rng.randint(1, 9)}", "latency_ms": round(rng.random() * 90, 3),
+        "status": 200, "request_id": f"{rng.getrandbits(64):016x}", "client": "10.0.0.12",
+        "path": "/predictions/model", "batch_size": rng.randint(1, 32),
+    }
+    line = orjson.dumps(record)
+    return line + b" " * max(0, 299 - len(line)) + b"\n"
+
+
+def write_files(directory: Path, lines: int, files: int) -> None:
+    rng = random.Random(42)
+    per_file = lines // files
+    for f in range(files):
+        with open(directory / f"model-{f:04d}.log", "wb") as handle:
+            handle.write(b"".join(json_line(rng, f * per_file + i) for i in range(per_file)))
+
+
+def run_agent(log_dir: Path, state_dir: Path, extra: list[str], one_core: bool) -> dict:
+    command = [sys.executable, "-m", "agent", "run", "--once", "--path", str(log_dir / "*.log"),
+               "--state-dir", str(state_dir), "--log-level", "warn", *extra]
+
+    def pin() -> None:
+        if one_core:
+            os.sched_setaffinity(0, {0})
+
+    started = time.perf_counter()
+    process = subprocess.Popen(command, preexec_fn=pin, stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"agent exited {process.returncode}: {' '.join(command)}")
+    return {"seconds": round(elapsed, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def scenario(name: str, lines: int, files: int, extra: list[str], one_core: bool = True) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"modelscribe-bench-{name}-"))
+    try:
+        (work / "logs").mkdir()
+        write_files(work / "logs", lines, files)
+        measured = run_agent(work / "logs", work / "state", extra, one_core)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    total = (lines // files) * files
+    return {"scenario": name, "lines": total, "files": files, **measured,
+            "lines_per_s": round(total / measured["seconds"]),
+            "cpu_s_per_100k": round(measured["cpu_seconds"] * 100_000 / total, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=500_000)
+    parser.add_argument("--scenarios", default="null,files1000,elasticsearch")
+    args = parser.parse_args()
+    wanted = args.scenarios.split(",")
+    if "null" in wanted:
+        print(json.dumps(scenario("null", args.lines, 1, ["--output", "null"])), flush=True)
+    if "files1000" in wanted:
+        print(json.dumps(scenario("files1000", max(args.lines // 5, 100_000), 1000, ["--output", "null"])),
+              flush=True)
+    if "elasticsearch" in wanted:
+        url = os.environ.get("ES_URL")
+        if not url:
+            print(json.dumps({"scenario": "elasticsearch", "skipped": "ES_URL not set: eval "
+                              "\"$(scripts/elasticsearch-local start)\" first"}), flush=True)
+            return
+        index = f"bench-{int(time.time())}"
+        extra = ["--es-url", url, "--index", index, "--workers", "2"]
+        if os.environ.get("ES_CA_CERT"):
+            extra += ["--ca-cert", os.environ["ES_CA_CERT"]]
+        if os.environ.get("ES_API_KEY_FILE"):
+            extra += ["--api-key-file", os.environ["ES_API_KEY_FILE"]]
+        # Elasticsearch itself needs the other core: the agent is not pinned here.
+        print(json.dumps({**scenario("elasticsearch", args.lines, 1, extra, one_core=False), "index": index}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

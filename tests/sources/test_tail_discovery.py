@@ -1,0 +1,102 @@
+"""Discovery: globs, excludes, and the event-path matcher agreeing with glob."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.sources.discovery import Discovery, Watcher, base_dir, translate
+
+
+def test_scan_dedupes_sorts_and_excludes(tmp_path):
+    for name in ("b.log", "a.log", "a.log.1", "skip.log", ".hidden.log"):
+        (tmp_path / name).write_text("x\n")
+    discovery = Discovery((str(tmp_path / "*.log"), str(tmp_path / "a.log*")),
+                          excludes=("*/skip.*",))
+    assert discovery.scan() == [str(tmp_path / n) for n in ("a.log", "a.log.1", "b.log")]
+
+
+def test_base_dirs():
+    assert base_dir("/var/log/*.log") == ("/var/log", False)
+    assert base_dir("/var/log/**/*.log") == ("/var/log", True)
+    assert base_dir("/srv/*/logs/app.log") == ("/srv", True)
+    assert Discovery(("/a/*.log", "/a/**/x.log")).watch_dirs() == {"/a": True}
+
+
+NAMES = st.sampled_from(["a.log", "b.txt", ".h.log", "x", "a.log.1", "[a]", "sub"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(tree=st.lists(st.lists(NAMES, min_size=1, max_size=3), min_size=1, max_size=6),
+       pattern=st.sampled_from(["*.log", "**/*.log", "*/*.log", "a.log*", "**", "*/a.log.?",
+                                "[ab].*", "sub/**/a.log", "[!a]*"]))
+def test_event_matcher_agrees_with_glob(tmp_path_factory, tree, pattern):
+    root = tmp_path_factory.mktemp("tree")
+    for parts in tree:
+        path = root.joinpath(*parts)
+        if any(p.is_file() for p in path.parents if p != root and p.is_relative_to(root)):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text("x\n")
+    discovery = Discovery((str(root / pattern),))
+    found = set(discovery.scan())
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert discovery.matches(str(path)) == (str(path) in found), (pattern, path)
+
+
+def test_translate_never_crosses_a_slash_with_a_star():
+    assert translate("/a/*.log").match("/a/x.log")
+    assert not translate("/a/*.log").match("/a/b/x.log")
+
+
+def test_watcher_turns_events_into_merged_hints(tmp_path):
+    wake = threading.Event()
+    watcher = Watcher(Discovery((str(tmp_path / "*.log"),)), wake)
+    watcher.start()
+    try:
+        log = tmp_path / "a.log"
+        log.write_text("x\n")
+        for _ in range(5):
+            with open(log, "a") as handle:
+                handle.write("y\n")
+        assert wake.wait(5)
+        hints = []
+        for _ in range(50):
+            hints += watcher.drain()
+            if any(h.appeared and h.path == str(log) for h in hints):
+                break
+            time.sleep(0.02)
+    finally:
+        watcher.stop()
+    assert any(h.appeared and h.path == str(log) for h in hints)
+
+
+def test_watcher_rewatches_a_recreated_directory(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    wake = threading.Event()
+    watcher = Watcher(Discovery((str(logs / "*.log"),)), wake)
+    watcher.start()
+    try:
+        logs.rmdir()
+        watcher.ensure_watches()  # missing: nothing watched, no error
+        logs.mkdir()
+        watcher.ensure_watches()
+        watcher.drain()
+        wake.clear()
+        (logs / "a.log").write_text("x\n")
+        assert wake.wait(5)
+        hints = []
+        for _ in range(50):
+            hints += watcher.drain()
+            if any(h.path == str(logs / "a.log") for h in hints):
+                break
+            time.sleep(0.02)
+        assert any(h.path == str(logs / "a.log") and h.appeared for h in hints)
+    finally:
+        watcher.stop()

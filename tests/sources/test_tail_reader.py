@@ -1,0 +1,103 @@
+"""LineReader: splitting, offsets, decoding, over-long and partial lines."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.events import TAG_INVALID_UTF8, TAG_PARTIAL, TAG_TRUNCATED, Source
+from agent.sources.reader import LineReader
+
+SOURCE = Source("0123456789abcdef", "/x.log")
+
+
+def feed_all(reader: LineReader, chunks) -> list:
+    lines = []
+    for chunk in chunks:
+        lines.extend(reader.feed(chunk, SOURCE, 1.0))
+    return lines
+
+
+def test_lines_split_across_chunks():
+    reader = LineReader(0, 100)
+    lines = feed_all(reader, [b"ab", b"c\nde", b"f\n\ngh"])
+    assert [(l.text, l.offset, l.end) for l in lines] == [("abc", 0, 4), ("def", 4, 8), ("", 8, 9)]
+    assert reader.read_pos == 11 and reader.offset == 9 and reader.has_pending
+    partial = reader.flush(SOURCE, 2.0)
+    assert (partial.text, partial.offset, partial.end, partial.tags) == ("gh", 9, 11, (TAG_PARTIAL,))
+    assert partial.read_time == 2.0 and not reader.has_pending
+    assert reader.flush(SOURCE, 2.0) is None
+
+
+def test_resumed_reader_counts_from_its_offset():
+    reader = LineReader(1000, 100)
+    (line,) = reader.feed(b"x\n", SOURCE, 1.0)
+    assert (line.offset, line.end) == (1000, 1002)
+
+
+def test_over_long_line_held_in_pieces_is_cut_and_skipped():
+    reader = LineReader(0, 5)
+    lines = feed_all(reader, [b"abc", b"defgh", b"ijk", b"lm\nok\n"])
+    assert [(l.text, l.offset, l.end, l.tags) for l in lines] == [
+        ("abcde", 0, 14, (TAG_TRUNCATED,)), ("ok", 14, 17, ())]
+    assert len(reader._pending) == 0
+
+
+def test_over_long_partial_line_is_tagged_both_ways():
+    reader = LineReader(0, 3)
+    reader.feed(b"abcdef", SOURCE, 1.0)
+    line = reader.flush(SOURCE, 1.0)
+    assert (line.text, line.end, line.tags) == ("abc", 6, (TAG_PARTIAL, TAG_TRUNCATED))
+
+
+def test_invalid_utf8_in_a_held_line():
+    reader = LineReader(0, 100)
+    lines = feed_all(reader, [b"caf\xc3", b"\xa9 \xff\r\n"])
+    assert lines[0].text == "caf\u00e9 \ufffd" and lines[0].tags == (TAG_INVALID_UTF8,)
+
+
+def test_reset_forgets_the_unfinished_line():
+    reader = LineReader(0, 100)
+    reader.feed(b"abc\npartial", SOURCE, 1.0)
+    reader.reset(0)
+    assert reader.read_pos == 0 and not reader.has_pending
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=600).map(lambda b: b.replace(b"\x00", b"\n")),
+       cuts=st.lists(st.integers(0, 600), max_size=8),
+       limit=st.integers(1, 40))
+def test_any_bytes_in_any_chunks_tile_the_input(data, cuts, limit):
+    points = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
+    chunks = [data[a:b] for a, b in zip(points, points[1:])]
+    reader = LineReader(0, limit)
+    lines = feed_all(reader, chunks)
+    tail = reader.flush(SOURCE, 1.0)
+    if tail is not None:
+        lines.append(tail)
+    position = 0
+    for line in lines:
+        assert line.offset == position and line.end > line.offset
+        raw = data[line.offset:line.end]
+        complete = raw.endswith(b"\n")
+        assert complete or TAG_PARTIAL in line.tags
+        body = raw[:-1] if complete else raw
+        if len(body) > limit:
+            assert TAG_TRUNCATED in line.tags
+            assert len(line.text.encode("utf-8", "surrogatepass")) <= limit * 3
+        else:
+            expected = body.decode("utf-8", "replace")
+            if expected.endswith("\r"):
+                expected = expected[:-1]
+            assert line.text == expected
+            assert (TAG_INVALID_UTF8 in line.tags) == _invalid(body)
+        position = line.end
+    assert position == len(data)
+
+
+def _invalid(body: bytes) -> bool:
+    try:
+        body.decode()
+    except UnicodeDecodeError:
+        return True
+    return False

@@ -1,0 +1,249 @@
+"""The offset registry: atomic saves, corruption, TTL, monotonic commits, threads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import threading
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.errors import StateError
+from agent.registry import Entry, Registry
+
+
+def entry(key: str = "k1", offset: int = 0, updated: float | None = None, dev: int = 1,
+          inode: int = 10, gone: bool = False, fp_hash: str = "ab" * 16, generation: int = 0) -> Entry:
+    return Entry(key=key, path=f"/logs/{key}.log", dev=dev, inode=inode, fp_len=5, fp_hash=fp_hash,
+                 generation=generation, offset=offset,
+                 updated=FakeClock().time() if updated is None else updated, gone=gone)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def state(tmp_path):
+    return tmp_path / "state"
+
+
+def test_state_dir_is_created_0700(state, clock):
+    Registry(state, clock=clock)
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+
+
+def test_unusable_state_dir_raises_state_error_naming_it(tmp_path, clock):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StateError) as info:
+        Registry(blocker / "state", clock=clock)
+    assert str(blocker / "state") in str(info.value) and "Not a directory" in str(info.value)
+
+
+def test_save_is_atomic_0600_versioned_and_round_trips(state, clock):
+    registry = Registry(state, clock=clock)
+    registry.load()
+    registry.track(entry("k1"))
+    registry.track(entry("k2", inode=11))
+    registry.commit("k1", 42)
+    registry.save()
+    path = state / "registry.json"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    document = json.loads(path.read_text())
+    assert document["version"] == 1 and len(document["entries"]) == 2
+    assert sorted(os.listdir(state)) == ["registry.json"], "no temp file left behind"
+    again = Registry(state, clock=clock)
+    again.load()
+    assert sorted(again.entries(), key=lambda e: e.key) == sorted(registry.entries(), key=lambda e: e.key)
+    assert again.get("k1").offset == 42
+
+
+def test_save_only_writes_when_something_changed(state, clock):
+    registry = Registry(state, clock=clock)
+    registry.load()
+    registry.save()
+    assert not (state / "registry.json").exists(), "nothing to save"
+    registry.track(entry("k1"))
+    registry.save()
+    first = os.stat(state / "registry.json").st_ino
+    registry.save()
+    registry.commit("k1", 0)  # not an advance
+    registry.touch("k1", "/logs/k1.log")  # same path, just seen
+    registry.save()
+    assert os.stat(state / "registry.json").st_ino == first
+    registry.commit("k1", 5)
+    registry.save()
+    assert os.stat(state / "registry.json").st_ino != first
+
+
+def test_missing_file_loads_empty(state, clock):
+    registry = Registry(state, clock=clock)
+    registry.load()
+    assert registry.entries() == []
+
+
+@pytest.mark.parametrize("content", [
+    b"{not json", b"[]", b'{"version": 2, "entries": []}', b'{"version": 1, "entries": {}}',
+    b'{"version": 1, "entries": [{"key": "k"}]}',
+    b'{"version": 1, "entries": [{"key": "k", "path": "/p", "dev": true, "inode": 1, "fp_len": 1,'
+    b' "fp_hash": "h", "generation": 0, "offset": 1, "updated": 1.0, "gone": false}]}',
+    b"\xff\xfe",
+])
+def test_corrupt_file_is_moved_aside_and_start_is_empty(state, clock, content):
+    state.mkdir(mode=0o700)
+    (state / "registry.json").write_bytes(content)
+    records = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("modelscribe")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        registry = Registry(state, clock=clock)
+        registry.load()
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    assert registry.entries() == []
+    aside = [name for name in os.listdir(state) if name.startswith("registry.json.corrupt-")]
+    assert len(aside) == 1 and (state / aside[0]).read_bytes() == content
+    assert not (state / "registry.json").exists()
+    (record,) = records
+    assert "corrupt" in record.getMessage() and record.kv["moved_to"] == str(state / aside[0])
+    registry.track(entry("k1"))
+    registry.save()  # and the agent carries on with a fresh file
+    assert json.loads((state / "registry.json").read_text())["version"] == 1
+
+
+def test_stale_temp_files_are_removed_on_load(state, clock):
+    Registry(state, clock=clock)
+    (state / ".registry.json.abc.tmp").write_text("half written")
+    Registry(state, clock=clock).load()
+    assert os.listdir(state) == []
+
+
+def test_ttl_drops_entries_not_seen_for_too_long(state, clock):
+    registry = Registry(state, ttl=100.0, clock=clock)
+    registry.load()
+    registry.track(entry("old", updated=clock.time()))
+    registry.track(entry("fresh", inode=11, updated=clock.time()))
+    registry.save()
+    clock.advance(90)
+    registry.touch("fresh", "/logs/fresh.log")
+    clock.advance(20)
+    registry.save()
+    assert [e.key for e in registry.entries()] == ["fresh"]
+    again = Registry(state, clock=clock)
+    again.load()
+    assert [e.key for e in again.entries()] == ["fresh"]
+
+
+def test_commit_never_moves_backwards_and_ignores_unknown_keys(state, clock):
+    registry = Registry(state, clock=clock)
+    registry.track(entry("k1"))
+    registry.commit("k1", 100)
+    registry.commit("k1", 50)
+    registry.commit("nope", 10)
+    assert registry.get("k1").offset == 100 and registry.get("nope") is None
+
+
+def test_lookup_matches_dev_inode_and_fingerprint_and_skips_gone(state, clock):
+    registry = Registry(state, clock=clock)
+    registry.track(entry("k1", dev=1, inode=10, fp_hash="aa"))
+    asked = []
+
+    def fingerprint_of(length: int) -> str:
+        asked.append(length)
+        return "aa"
+
+    assert registry.lookup(1, 10, fingerprint_of).key == "k1" and asked == [5]
+    assert registry.lookup(1, 11, fingerprint_of) is None
+    assert registry.lookup(1, 10, lambda n: "bb") is None
+    registry.mark_gone("k1")
+    assert registry.lookup(1, 10, fingerprint_of) is None
+    assert [e.key for e in registry.history(1, 10)] == ["k1"]
+
+
+def test_tracking_a_new_content_retires_the_old_one_of_the_same_inode(state, clock):
+    registry = Registry(state, clock=clock)
+    registry.track(entry("old", dev=1, inode=10))
+    registry.track(entry("other-inode", dev=1, inode=11))
+    registry.track(entry("new", dev=1, inode=10, generation=1))
+    assert registry.get("old").gone and not registry.get("new").gone
+    assert not registry.get("other-inode").gone
+
+
+def test_touch_updates_path_and_time(state, clock):
+    registry = Registry(state, clock=clock)
+    registry.track(entry("k1"))
+    clock.advance(5)
+    registry.touch("k1", "/logs/renamed.log")
+    assert registry.get("k1").path == "/logs/renamed.log" and registry.get("k1").updated == clock.time()
+
+
+def test_save_failure_raises_state_error(state, clock, monkeypatch):
+    registry = Registry(state, clock=clock)
+    registry.track(entry("k1"))
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(StateError, match="No space left"):
+        registry.save()
+    monkeypatch.undo()
+    assert registry.dirty
+    assert os.listdir(state) == [], "temp file cleaned up"
+    registry.save()
+    assert not registry.dirty
+
+
+def test_thread_safety_smoke(state, clock):
+    registry = Registry(state, clock=clock)
+    registry.load()
+    for index in range(20):
+        registry.track(entry(f"k{index}", inode=index))
+    errors = []
+    stop = threading.Event()
+
+    def committer(worker: int) -> None:
+        try:
+            for offset in range(1, 2001):
+                registry.commit(f"k{(offset + worker) % 20}", offset)
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    def saver() -> None:
+        try:
+            while not stop.is_set():
+                registry.save()
+        except Exception as error:  # pragma: no cover
+            errors.append(error)
+
+    threads = [threading.Thread(target=committer, args=(n,)) for n in range(4)]
+    save_thread = threading.Thread(target=saver)
+    save_thread.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    save_thread.join()
+    registry.save()
+    assert errors == []
+    final = Registry(state, clock=clock)
+    final.load()
+    offsets = {e.key: e.offset for e in final.entries()}
+    assert offsets == {e.key: e.offset for e in registry.entries()}
+    expected: dict[str, int] = {}
+    for worker in range(4):
+        for offset in range(1, 2001):
+            key = f"k{(offset + worker) % 20}"
+            expected[key] = max(expected.get(key, 0), offset)
+    assert offsets == expected
