@@ -37,13 +37,15 @@ class AckTracker:
         self._files: dict[str, _FileAcks] = {}
         self._in_flight = 0
 
-    def register(self, event: Event) -> None:
+    def register(self, events: Iterable[Event]) -> None:
+        """Record events about to be sent, in the order they were read."""
         with self._lock:
-            state = self._files.get(event.source_key)
-            if state is None:
-                state = self._files[event.source_key] = _FileAcks()
-            state.order.append(event.end)
-            self._in_flight += 1
+            for event in events:
+                state = self._files.get(event.source_key)
+                if state is None:
+                    state = self._files[event.source_key] = _FileAcks()
+                state.order.append(event.end)
+                self._in_flight += 1
 
     def acknowledge(self, events: Iterable[Event]) -> None:
         commits: dict[str, int] = {}

@@ -13,7 +13,7 @@ duplicate (``op_type: create``) instead of being indexed twice.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import socket
 import uuid
@@ -27,15 +27,36 @@ from agent import AGENT_NAME, __version__
 from agent.events import Event, Record
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def document_id(source_key: str, offset: int) -> str:
     """20 URL-safe characters (the length of Elasticsearch's own ids)."""
     digest = hashlib.blake2b(f"{source_key}:{offset}".encode(), digest_size=15).digest()
-    return base64.urlsafe_b64encode(digest).decode("ascii")
+    return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).decode("ascii")
+
+
+class _Timestamps:
+    """ISO 8601 UTC with milliseconds; the second's prefix is cached because
+    consecutive lines almost always share it."""
+
+    __slots__ = ("_second", "_prefix")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def format(self, epoch: float) -> str:
+        second = int(epoch // 1)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        millis = int((epoch - second) * 1000)
+        return f"{self._prefix}.{millis:03d}Z"
 
 
 def format_timestamp(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds") \
-        .replace("+00:00", "Z")
+    return _Timestamps().format(epoch)
 
 
 def agent_id(state_dir: str) -> str:
@@ -54,15 +75,6 @@ def agent_id(state_dir: str) -> str:
     return new
 
 
-def _merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        current = into.get(key)
-        if isinstance(current, dict) and isinstance(value, dict):
-            _merge(current, value)
-        else:
-            into[key] = value
-
-
 class Enricher:
     """Builds documents; one per agent, used by the reader thread only."""
 
@@ -71,41 +83,31 @@ class Enricher:
         self._agent = {"name": AGENT_NAME, "type": AGENT_NAME, "version": __version__,
                        "id": agent_identifier}
         self._keep_original = keep_original
+        self._stamps = _Timestamps()
 
     def build(self, record: Record) -> Event:
-        doc: dict[str, Any] = {}
-        if record.fields:
-            _merge(doc, _copy(record.fields))
-        doc["@timestamp"] = format_timestamp(record.timestamp if record.timestamp is not None
-                                             else record.read_time)
+        # The parser's dicts are not ours to change: copy on write, one level
+        # at a time, only where the agent adds a key.
+        doc: dict[str, Any] = dict(record.fields) if record.fields else {}
+        doc["@timestamp"] = self._stamps.format(record.timestamp if record.timestamp is not None
+                                                else record.read_time)
         doc["message"] = record.message
         log = doc.get("log")
-        if not isinstance(log, dict):
-            log = doc["log"] = {}
-        log["file"] = {"path": record.source.path}
-        log["offset"] = record.offset
-        doc["host"] = {**doc["host"], "name": self._host} if isinstance(doc.get("host"), dict) \
-            else {"name": self._host}
+        placed = {"file": {"path": record.source.path}, "offset": record.offset}
+        doc["log"] = {**log, **placed} if isinstance(log, dict) else placed
+        host = doc.get("host")
+        doc["host"] = {**host, "name": self._host} if isinstance(host, dict) else {"name": self._host}
         doc["agent"] = self._agent
         if record.tags:
             doc["tags"] = list(record.tags)
         if record.error:
             error = doc.get("error")
-            if isinstance(error, dict):
-                error.setdefault("message", record.error)
-            else:
-                doc["error"] = {"message": record.error}
+            doc["error"] = {"message": record.error, **error} if isinstance(error, dict) \
+                else {"message": record.error}
         if self._keep_original and record.original is not None:
             event = doc.get("event")
-            if isinstance(event, dict):
-                event["original"] = record.original
-            else:
-                doc["event"] = {"original": record.original}
+            doc["event"] = {**event, "original": record.original} if isinstance(event, dict) \
+                else {"original": record.original}
         data = orjson.dumps(doc, default=str)
         return Event(record.source.key, record.offset, record.end,
                      document_id(record.source.key, record.offset), data)
-
-
-def _copy(fields: dict[str, Any]) -> dict[str, Any]:
-    """A copy deep enough that merging never mutates the parser's dicts."""
-    return {key: _copy(value) if isinstance(value, dict) else value for key, value in fields.items()}

@@ -62,7 +62,14 @@ def parse_settings(config: Config) -> ParseSettings:
 
 
 class _Sink:
-    """The tailer's LineSink: parse, enrich, register for acks, enqueue (may block)."""
+    """The tailer's LineSink: parse, enrich, register for acks, enqueue (may block).
+
+    Events are handed to the queue in groups of up to ``_GROUP`` (and at
+    every tick, at most 0.5 s apart), so the locks of the queue and the ack
+    tracker are taken once per group, not once per line.
+    """
+
+    _GROUP = 256
 
     def __init__(self, settings: ParseSettings, enricher: Enricher, acks: AckTracker,
                  events: "queue.Queue[object]") -> None:
@@ -71,6 +78,7 @@ class _Sink:
         self._acks = acks
         self._queue = events
         self._parsers: dict[str, SourceParser] = {}
+        self._pending: list[Event] = []
         self.lines = 0
         self.emitted = 0
 
@@ -80,29 +88,37 @@ class _Sink:
         if parser is None:
             parser = self._parsers[line.source.key] = make_parser(self._settings, line.source)
         for record in parser.feed(line):
-            self._emit(record)
+            self._pending.append(self._enricher.build(record))
+        if len(self._pending) >= self._GROUP:
+            self.hand_over()
 
-    def _emit(self, record: Record) -> None:
-        event = self._enricher.build(record)
-        self._acks.register(event)
-        self._queue.put(event)
-        self.emitted += 1
+    def _emit_all(self, records: list[Record]) -> None:
+        for record in records:
+            self._pending.append(self._enricher.build(record))
+
+    def hand_over(self) -> None:
+        """Register the pending events for acknowledgement and enqueue them."""
+        if self._pending:
+            group, self._pending = self._pending, []
+            self._acks.register(group)
+            self._queue.put(group)
+            self.emitted += len(group)
 
     def tick(self, now: float) -> None:
         for parser in list(self._parsers.values()):
-            for record in parser.flush_expired(now):
-                self._emit(record)
+            self._emit_all(parser.flush_expired(now))
+        self.hand_over()
 
     def source_closed(self, source: Source) -> None:
         parser = self._parsers.pop(source.key, None)
         if parser is not None:
-            for record in parser.flush():
-                self._emit(record)
+            self._emit_all(parser.flush())
+        self.hand_over()
 
     def flush_all(self) -> None:
         for key in list(self._parsers):
-            for record in self._parsers.pop(key).flush():
-                self._emit(record)
+            self._emit_all(self._parsers.pop(key).flush())
+        self.hand_over()
 
 
 class Pipeline:
@@ -114,7 +130,8 @@ class Pipeline:
         self.registry = Registry(Path(config.state_dir), ttl=config.state_ttl, clock=clock)
         self.registry.load()
         self.output = output or build_output(config)
-        self._queue: "queue.Queue[object]" = queue.Queue(maxsize=config.queue_events)
+        # The queue holds groups of events (see _Sink): bound it in events.
+        self._queue: "queue.Queue[object]" = queue.Queue(maxsize=max(2, config.queue_events // _Sink._GROUP))
         self.acks = AckTracker(self.registry.commit)
         self._abort = threading.Event()  # stop retrying: shutdown deadline passed
         self._stop = threading.Event()   # stop reading
@@ -168,6 +185,7 @@ class Pipeline:
             self.tailer.run_once()
             self._sink.flush_all()
         finally:
+            self._sink.hand_over()
             self.tailer.close()
             self._queue.put(END)
             batcher.join()

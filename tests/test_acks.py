@@ -18,7 +18,7 @@ def test_commits_the_longest_acknowledged_prefix():
     tracker = AckTracker(lambda key, offset: commits.append((key, offset)))
     events = [_event("a", i * 10, i * 10 + 10) for i in range(4)]
     for event in events:
-        tracker.register(event)
+        tracker.register([event])
     tracker.acknowledge([events[1], events[3]])
     assert commits == []  # a hole at the first event: nothing may be committed
     tracker.acknowledge([events[0]])
@@ -32,8 +32,7 @@ def test_files_are_independent_and_double_acks_are_ignored():
     commits = {}
     tracker = AckTracker(lambda key, offset: commits.__setitem__(key, offset))
     a, b = _event("a", 0, 5), _event("b", 0, 7)
-    tracker.register(a)
-    tracker.register(b)
+    tracker.register([a, b])
     tracker.acknowledge([b, b])
     assert commits == {"b": 7}
     assert tracker.in_flight() == 1
@@ -44,7 +43,7 @@ def test_files_are_independent_and_double_acks_are_ignored():
 def test_wait_idle():
     tracker = AckTracker(lambda key, offset: None)
     event = _event("a", 0, 1)
-    tracker.register(event)
+    tracker.register([event])
     assert tracker.wait_idle(0.01) is False
     threading.Timer(0.05, tracker.acknowledge, args=([event],)).start()
     assert tracker.wait_idle(5) is True
@@ -60,7 +59,7 @@ def test_committed_offset_never_passes_an_unacknowledged_event(sizes, random):
         events.append(_event("f", offset, offset + size))
         offset += size
     for event in events:
-        tracker.register(event)
+        tracker.register([event])
     order = list(events)
     random.shuffle(order)
     acked = set()

@@ -3,12 +3,16 @@
 Checks what every other Elasticsearch test relies on: both credentials work,
 anonymous requests are refused, TLS verifies only with the generated CA, the
 node listens on loopback only, runs the requested version, the ``es`` helper
-copes with data streams, and a stopped node comes back with its data.
+copes with data streams, and a stopped node comes back with its data.  Also
+the ``fetch`` command CI runs first (elasticsearch_dist.py): it prints the
+prepared distribution, fills a cache that does not exist yet, and reports a
+download error on its own.
 """
 from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import ssl
 import stat
 import urllib.error
@@ -18,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+import elasticsearch_dist
 import elasticsearch_local as esl
 
 pytestmark = pytest.mark.elasticsearch
@@ -93,6 +98,66 @@ def test_helper_counts_searches_and_deletes_data_streams(es):
     assert es.count("harness-ds-default") == 0
     assert es.count("no-such-index") == 0
     es.delete_index("no-such-index")
+
+
+def test_distribution_names_are_reexported():
+    for name in ("fetch_distribution", "find_java_home", "cache_dir", "HarnessError"):
+        assert getattr(esl, name) is getattr(elasticsearch_dist, name), name
+    for name in ("default_version", "default_work_dir", "Node", "start_node", "stop_node",
+                 "restart_node", "remove_node", "node_status", "request"):
+        assert callable(getattr(esl, name)), name
+
+
+def _assert_complete(dist):
+    marker = dist / "plugins" / elasticsearch_dist.SHIM_NAME / "named_components.json"
+    assert marker.is_file()
+    assert os.access(dist / "bin" / "elasticsearch", os.X_OK)
+    assert not list(dist.parent.glob(".unpack-*"))
+
+
+def test_fetch_prints_the_prepared_distribution(capsys):
+    assert esl.main(["fetch"]) == 0
+    dist = esl.cache_dir() / f"elasticsearch-{esl.default_version()}"
+    assert capsys.readouterr().out == f"{dist}\n"
+    _assert_complete(dist)
+
+
+@pytest.mark.slow
+def test_fetch_fills_a_cache_that_does_not_exist_yet(tmp_path, monkeypatch, capsys):
+    version = esl.default_version()
+    archive = esl.fetch_distribution(version, esl.find_java_home(version)).parent / (
+        f"elasticsearch-{version}.zip")
+    downloads = []
+
+    def download(version, cache):  # stands in for mvn: no second 100 MB download
+        downloads.append(version)
+        (cache / f"elasticsearch-{version}.zip").symlink_to(archive)
+
+    monkeypatch.setattr(elasticsearch_dist, "_download", download)
+    monkeypatch.setattr(esl, "_node_account", lambda: None)  # keep pytest's dirs as they are
+    monkeypatch.delenv("MODELSCRIBE_ES_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "fresh"))  # no ~/.cache/modelscribe at all
+    cache = tmp_path / "fresh" / ".cache" / "modelscribe" / "elasticsearch"
+    assert esl.cache_dir() == cache and not cache.parent.exists()
+
+    assert esl.main(["fetch"]) == 0
+    dist = cache / f"elasticsearch-{version}"
+    assert capsys.readouterr().out == f"{dist}\n"
+    _assert_complete(dist)
+    assert esl.main(["fetch"]) == 0  # cached: nothing fetched or unpacked again
+    assert capsys.readouterr().out == f"{dist}\n"
+    assert downloads == [version]
+    shutil.rmtree(tmp_path / "fresh")  # 100+ MB: not kept among pytest's last runs
+
+
+def test_fetch_reports_a_download_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MODELSCRIBE_ES_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # no mvn
+    assert esl.main(["fetch"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "`mvn` not found on PATH" in err
+    assert not (tmp_path / "cache" / f"elasticsearch-{esl.default_version()}").exists()
 
 
 @pytest.mark.slow

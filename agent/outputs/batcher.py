@@ -1,6 +1,8 @@
 """Batching: events from the bounded queue into bulk requests.
 
-A batch is flushed when it reaches ``--bulk-max-docs`` documents or
+The queue carries lists of events (the reader hands them over in small
+groups, which keeps the per-line locking off the hot path) and the END
+sentinel. A batch is flushed when it reaches ``--bulk-max-docs`` documents or
 ``--bulk-max-bytes`` of body, or when its first event is ``--flush-interval``
 old. At most ``--workers`` batches are in flight; when all workers are busy
 the batcher stops taking from the queue, the queue fills and the reader
@@ -55,13 +57,16 @@ class Batcher:
                     item = None
                 if item is END:
                     break
-                if isinstance(item, Event):
-                    if not batch:
-                        deadline = self._clock.monotonic() + self._interval
-                    batch.append(item)
-                    size += len(item.data) + _ACTION_BYTES
-                if batch and (len(batch) >= self._max_docs or size >= self._max_bytes
-                              or self._clock.monotonic() >= deadline):
+                if item:  # a list of events, in emission order
+                    for event in item:  # type: ignore[union-attr]
+                        if not batch:
+                            deadline = self._clock.monotonic() + self._interval
+                        batch.append(event)
+                        size += len(event.data) + _ACTION_BYTES
+                        if len(batch) >= self._max_docs or size >= self._max_bytes:
+                            self._dispatch(batch)
+                            batch, size = [], 0
+                if batch and self._clock.monotonic() >= deadline:
                     self._dispatch(batch)
                     batch, size = [], 0
             if batch:

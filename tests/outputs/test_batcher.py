@@ -24,8 +24,8 @@ def _run(events, **options):
     settings = dict(max_docs=3, max_bytes=10_000, flush_interval=60.0, workers=1, stats=Stats())
     settings.update(options)
     batcher = Batcher(q, deliver, **settings)
-    for event in events:
-        q.put(event)
+    q.put(events[:2])
+    q.put(events[2:])
     q.put(END)
     batcher.run()
     return batches
@@ -47,7 +47,7 @@ def test_flush_by_age():
                       workers=1, stats=Stats())
     thread = threading.Thread(target=batcher.run)
     thread.start()
-    q.put(_event(0))
+    q.put([_event(0)])
     assert delivered.wait(5), "a lone event was not flushed after the flush interval"
     q.put(END)
     thread.join(5)
@@ -63,8 +63,7 @@ def test_failures_are_recorded_not_raised():
 
     stats = Stats()
     batcher = Batcher(q, deliver, max_docs=1, max_bytes=10_000, flush_interval=1.0, workers=2, stats=stats)
-    q.put(_event(0))
-    q.put(_event(1))
+    q.put([_event(0), _event(1)])
     q.put(END)
     batcher.run()
     assert len(batcher.failures) == 2 and stats.snapshot().batches_failed == 2

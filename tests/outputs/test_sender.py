@@ -68,7 +68,7 @@ def test_only_failed_items_are_resent(harness):
     sender, output, acks, commits, stats, _ = harness([_items(201, 429, 201, 429), _items(201, 201)])
     events = _events(4)
     for event in events:
-        acks.register(event)
+        acks.register([event])
     sender.deliver(events)
     assert output.sent == [["id0", "id1", "id2", "id3"], ["id1", "id3"]]
     assert commits == {"k": 40}
@@ -80,7 +80,7 @@ def test_duplicates_are_acknowledged_and_counted(harness):
     sender, _, acks, commits, stats, _ = harness([_items(409, 201)])
     events = _events(2)
     for event in events:
-        acks.register(event)
+        acks.register([event])
     sender.deliver(events)
     assert commits == {"k": 20}
     assert stats.snapshot().events_duplicate == 1
@@ -90,7 +90,7 @@ def test_rejected_items_go_to_dead_letters_then_are_acknowledged(harness, tmp_pa
     sender, output, acks, commits, stats, dead = harness([_items(201, 400, 201)])
     events = _events(3)
     for event in events:
-        acks.register(event)
+        acks.register([event])
     sender.deliver(events)
     assert len(output.sent) == 1
     assert commits == {"k": 30}
@@ -107,7 +107,7 @@ def test_transient_request_errors_retry_until_success(harness):
                                                    Response(200, {"errors": False})])
     events = _events(2)
     for event in events:
-        acks.register(event)
+        acks.register([event])
     sender.deliver(events)
     assert len(output.sent) == 3 and commits == {"k": 20}
 
@@ -115,7 +115,7 @@ def test_transient_request_errors_retry_until_success(harness):
 def test_bounded_retries_give_up_without_acknowledging(harness):
     sender, output, acks, commits, _, _ = harness([Response(503, None)] * 3, max_retries=2)
     events = _events(1)
-    acks.register(events[0])
+    acks.register([events[0]])
     with pytest.raises(TransientOutputError):
         sender.deliver(events)
     assert len(output.sent) == 3 and commits == {} and acks.in_flight() == 1
@@ -135,7 +135,7 @@ def test_too_large_requests_are_split(harness):
                                                    Response(200, {"errors": False})])
     events = _events(4)
     for event in events:
-        acks.register(event)
+        acks.register([event])
     sender.deliver(events)
     assert output.sent == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"]]
     assert commits == {"k": 40}
