@@ -1,0 +1,136 @@
+"""The Elasticsearch output against real nodes: bulk creates with
+deterministic ids, real per-item responses through the classifier, the
+default data stream, credentials, and both supported majors (8.x and 9.x)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+import elasticsearch_local
+from agent.config import resolve
+from agent.errors import AuthError, TransientOutputError
+from agent.events import Event
+from agent.outputs.elasticsearch import ElasticsearchOutput
+from agent.outputs.retry import Action, classify
+from e2e_helpers import es_flags, run_once
+
+pytestmark = pytest.mark.elasticsearch
+
+
+def _output(node, **flags) -> ElasticsearchOutput:
+    base = {"es_urls": (node.url,), "ca_cert": node.ca_cert, "api_key_file": node.api_key_file}
+    base.update(flags)
+    return ElasticsearchOutput(resolve(base, {}))
+
+
+def _event(i: int, body: dict) -> Event:
+    return Event("src", i, i + 1, f"id-{i}", orjson.dumps({"@timestamp": "2026-11-27T10:00:00.000Z", **body}))
+
+
+def test_real_bulk_responses_classify_per_item(es_node, es):
+    es.request("PUT", "/out-items", {"mappings": {"properties": {"latency": {"type": "long"}}}})
+    output = _output(es_node, index="out-items")
+    try:
+        first = output.send([_event(0, {"latency": 5}), _event(1, {"latency": 6})])
+        assert classify(first, 2).kind == "ack"
+        mixed = output.send([_event(0, {"latency": 5}), _event(2, {"latency": "not a number"}),
+                             _event(3, {"latency": 7})])
+        decision = classify(mixed, 3)
+        assert decision.kind == "items"
+        assert [v.action for v in decision.items] == [Action.DUPLICATE, Action.REJECT, Action.ACK]
+        assert decision.items[0].error_type == "version_conflict_engine_exception"
+        assert decision.items[1].status == 400 and "latency" in decision.items[1].reason
+    finally:
+        output.close()
+    assert es.count("out-items") == 3
+
+
+def test_default_target_is_a_data_stream_when_the_cluster_has_a_template(es_node, es, tmp_path):
+    # A real cluster ships a logs-*-* template; this minimal node has none, so
+    # install the equivalent for our data stream.
+    status, body = es.request("PUT", "/_index_template/test-logs-modelscribe", {
+        "index_patterns": ["logs-modelscribe-*"], "data_stream": {}, "priority": 500,
+        "template": {"mappings": {"properties": {"@timestamp": {"type": "date"}}}}})
+    assert status == 200, body
+    (tmp_path / "a.log").write_text("one\ntwo\n")
+    result = run_once(["run", "--once", "--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "s"),
+                       "--es-url", es_node.url, "--ca-cert", es_node.ca_cert,
+                       "--api-key-file", es_node.api_key_file])
+    assert result.code == 0, result.stderr
+    status, resolved = es.request("GET", "/_resolve/index/logs-modelscribe-default")
+    assert [stream["name"] for stream in resolved["data_streams"]] == ["logs-modelscribe-default"]
+    assert es.count("logs-modelscribe-default") == 2
+
+
+def test_basic_auth_and_preflight_errors(es_node, tmp_path):
+    output = _output(es_node, api_key_file=None, username="elastic", password_file=es_node.password_file)
+    try:
+        output.preflight()
+    finally:
+        output.close()
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    output = _output(es_node, api_key_file=None, username="elastic", password_file=str(wrong))
+    try:
+        with pytest.raises(AuthError, match="user 'elastic' and the password were rejected"):
+            output.preflight()
+    finally:
+        output.close()
+
+
+def test_tls_without_the_ca_is_refused_clearly(es_node):
+    output = ElasticsearchOutput(resolve({"es_urls": (es_node.url,), "api_key_file": es_node.api_key_file}, {}))
+    try:
+        with pytest.raises(Exception) as caught:
+            output.preflight()
+        assert "certificate" in str(caught.value).lower() or "TLS" in str(caught.value)
+    finally:
+        output.close()
+
+
+def test_a_rotated_api_key_file_is_picked_up_without_restart(es_node, tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("bm90OmFrZXk=\n")
+    output = _output(es_node, api_key_file=str(key_file))
+    try:
+        with pytest.raises(AuthError):
+            output.preflight()
+        key_file.write_text(Path(es_node.api_key_file).read_text())
+        output.preflight()
+    finally:
+        output.close()
+
+
+@pytest.fixture(scope="module")
+def es8_node(tmp_path_factory):
+    work = tmp_path_factory.mktemp("elasticsearch8")
+    node = elasticsearch_local.start_node(work, version="8.19.8")
+    try:
+        yield node
+    finally:
+        elasticsearch_local.remove_node(work)
+
+
+def test_ships_into_elasticsearch_8(es8_node, tmp_path):
+    (tmp_path / "a.log").write_text("".join(f"line {i}\n" for i in range(50)))
+    result = run_once(["run", "--once", "--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "s"),
+                       *es_flags(es8_node, "compat-8")])
+    assert result.code == 0, result.stderr
+    status, body = elasticsearch_local.request(es8_node, "POST", "/compat-8/_refresh")
+    assert status == 200, body
+    status, body = elasticsearch_local.request(es8_node, "GET", "/compat-8/_count")
+    assert body["count"] == 50
+    check = run_once(["check", "output", *es_flags(es8_node)])
+    assert check.code == 0 and "version: 8.19.8" in check.stdout, check.stdout
+
+
+def test_unreachable_node_is_a_transient_error():
+    output = ElasticsearchOutput(resolve({"es_urls": ("http://127.0.0.1:9",), "request_timeout": "2s"}, {}))
+    try:
+        with pytest.raises(TransientOutputError, match="cannot connect to Elasticsearch at http://127.0.0.1:9"):
+            output.send([_event(0, {})])
+    finally:
+        output.close()
