@@ -65,7 +65,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("state_ttl", v.duration, 7 * 86400.0, "Forget registry entries of files gone longer than this.",
            group="input"),
     # parsing
-    Option("format", v.choice("auto", "json", "plain"), "auto", "Log format of every --path.",
+    Option("format", v.log_format, "auto", "Log format of every --path (auto detects per line).",
            group="parsing"),
     Option("multiline_start", v.regex, None, "Regex of the first line of an event; other lines are "
            "joined to the event before them (default: Python tracebacks are joined).", group="parsing"),
@@ -73,7 +73,7 @@ OPTIONS: tuple[Option, ...] = (
            group="parsing"),
     Option("multiline_max_bytes", v.size, 1024 * 1024, "Split a multi-line event past this size.",
            group="parsing"),
-    Option("multiline_timeout", v.duration, 2.0, "Emit a pending multi-line event after this long "
+    Option("multiline_timeout", v.positive_duration, 2.0, "Emit a pending multi-line event after this long "
            "without a new line.", group="parsing"),
     Option("keep_original", v.boolean, False, "Keep the raw text in `event.original`.", switch=True,
            group="parsing"),

@@ -141,3 +141,14 @@ def output(raw: Any) -> str:
     if value.startswith("file:") and len(value) > 5:
         return value
     raise ValueError(f"{raw!r} is not an output (use elasticsearch, file:PATH, console or null)")
+
+
+def log_format(raw: Any) -> str:
+    """A name registered in agent.parsing.FORMATS (read at call time, so
+    formats added by later modules are accepted)."""
+    from agent.parsing import FORMATS
+
+    name = text(raw).strip().lower()
+    if name not in FORMATS:
+        raise ValueError(f"{raw!r} is not a known format (one of: {', '.join(sorted(FORMATS))})")
+    return name

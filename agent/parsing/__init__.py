@@ -1,0 +1,47 @@
+"""The parsing stage: Lines of a source in, Records out.
+
+    sources --Line--> SourceParser (one per Source) --Record--> enrich
+
+The seam other stages use::
+
+    validate_settings(settings)            # ValueError with the reason, at start-up
+    parser = make_parser(settings, source)
+    parser.feed(line)          -> list[Record]   # records completed by this line
+    parser.flush_expired(now)  -> list[Record]   # a pending event idle > multiline_timeout
+    parser.flush()             -> list[Record]   # everything pending (file closed, --once)
+    parser.pending()           -> bool
+
+Guarantees (see ``multiline`` for the details): no method raises on any
+input; every Line fed ends up in exactly one Record, in order, with
+contiguous non-overlapping ``[offset, end)`` ranges; line tags carry over.
+
+Modules, one per step of the stage:
+
+    settings     ParseSettings and validate_settings
+    formats      the registry of formats by name (auto, json, plain, ...)
+    base         the LineFormat contract a format implements
+    parse_json   JSON lines -> ECS-shaped fields
+    parse_text   plain text: leading timestamp, level, logger
+    timestamps   ISO 8601 / epoch -> epoch seconds
+    tracebacks   what Python tracebacks look like
+    multiline    SourceParser: joining lines into events, caps, timeout
+"""
+
+from __future__ import annotations
+
+from agent.events import Source
+from agent.parsing.base import LineFormat, TextInfo
+from agent.parsing.formats import FORMATS, register_format
+from agent.parsing.multiline import SourceParser
+from agent.parsing.settings import ParseSettings, validate_settings
+
+__all__ = [
+    "FORMATS", "LineFormat", "ParseSettings", "SourceParser", "TextInfo",
+    "make_parser", "register_format", "validate_settings",
+]
+
+
+def make_parser(settings: ParseSettings, source: Source) -> SourceParser:
+    """A parser for one source. Raises ValueError if ``settings`` are unusable."""
+    validate_settings(settings)
+    return SourceParser(settings, source, FORMATS[settings.format](settings))

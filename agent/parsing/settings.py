@@ -1,0 +1,66 @@
+"""How a source's lines are parsed: the frozen settings and their validation.
+
+``validate_settings`` is the one place that decides whether settings are
+usable; it raises ``ValueError`` with a reason a person can act on, and the
+config layer wraps that in a ``ConfigError`` naming the flag. Once validated,
+settings cannot make the parser raise.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ParseSettings:
+    """Parser settings shared by every source they apply to.
+
+    ``format`` names an entry of ``agent.parsing.formats.FORMATS`` ("auto",
+    "json", "plain", and whatever later formats register).
+    ``multiline_start``: a regex; when set, a line it matches (``re.search``,
+    so anchor it with ``^``) starts a new event and every other line continues
+    the current one (Filebeat's ``negate: true, match: after``). When unset,
+    Python tracebacks are joined to the log line before them.
+    """
+
+    format: str = "auto"
+    multiline_start: str | None = None
+    multiline_max_lines: int = 500
+    multiline_max_bytes: int = 1048576
+    multiline_timeout: float = 2.0
+    keep_original: bool = False
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def validate_settings(settings: ParseSettings) -> None:
+    """Raise ``ValueError`` naming the setting and the reason if unusable."""
+    from agent.parsing.formats import FORMATS  # here: formats import this module
+
+    if not isinstance(settings.format, str) or settings.format not in FORMATS:
+        known = ", ".join(sorted(FORMATS))
+        raise ValueError(f"format {settings.format!r} is not known (one of: {known})")
+    pattern = settings.multiline_start
+    if pattern is not None:
+        if not isinstance(pattern, str):
+            raise ValueError(f"multiline_start must be a regular expression, got {pattern!r}")
+        try:
+            re.compile(pattern)
+        except re.error as error:
+            raise ValueError(f"multiline_start {pattern!r} is not a valid regular expression: {error}") from error
+    _positive_int("multiline_max_lines", settings.multiline_max_lines)
+    _positive_int("multiline_max_bytes", settings.multiline_max_bytes)
+    timeout = settings.multiline_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise ValueError(f"multiline_timeout must be a number of seconds, got {timeout!r}")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"multiline_timeout must be a positive number of seconds, got {timeout}")
+    if not isinstance(settings.keep_original, bool):
+        raise ValueError(f"keep_original must be true or false, got {settings.keep_original!r}")

@@ -1,0 +1,92 @@
+"""The traceback vocabulary: which lines belong to one, and what it says."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.parsing import tracebacks
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("ValueError: bad", ("ValueError", "bad")),
+    ("json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+     ("json.decoder.JSONDecodeError", "Expecting value: line 1 column 1 (char 0)")),
+    ("KeyboardInterrupt", ("KeyboardInterrupt", None)),
+    ("__main__.f.<locals>.Local: x", ("__main__.f.<locals>.Local", "x")),
+    ("Érreur: accentuée", ("Érreur", "accentuée")),
+    ("ValueError:", ("ValueError", None)),
+    ("  ValueError: indented", None),
+    ("ERROR:root:msg", None),
+    ("Traceback (most recent call last):", None),
+    ("During handling of the above exception, another exception occurred:", None),
+    ("2024-05-01 x", None),
+    ("", None),
+])
+def test_exception_line(text: str, expected: tuple[str, str | None] | None) -> None:
+    assert tracebacks.exception_line(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Traceback (most recent call last):", True),
+    ("Stack (most recent call last):", True),
+    ("  + Exception Group Traceback (most recent call last):", True),
+    ('  File "/srv/app/plugin.py", line 1', True),
+    ('\tFile "/srv/app/plugin.py", line 12, in f', True),
+    ("  File something else", False),
+    ("Traceback (most recent call last): extra", False),
+    (" Traceback (most recent call last):", False),
+    ("ValueError: x", False),
+    ("", False),
+])
+def test_starts_traceback(text: str, expected: bool) -> None:
+    assert tracebacks.starts_traceback(text) is expected
+
+
+CHAIN = [
+    "Traceback (most recent call last):",
+    '  File "/x.py", line 1, in <module>',
+    "ValueError: first",
+    "",
+    "During handling of the above exception, another exception occurred:",
+    "",
+    "Traceback (most recent call last):",
+    '  File "/x.py", line 3, in <module>',
+    "RuntimeError: second",
+    "  with a second line",
+]
+
+
+def test_describe_reports_the_last_exception_of_a_chain() -> None:
+    assert tracebacks.describe(CHAIN) == ("RuntimeError", "second\n  with a second line")
+
+
+def test_describe_without_an_exception_line() -> None:
+    assert tracebacks.describe(CHAIN[:2]) == (None, None)
+
+
+def test_describe_requires_a_header_unless_told_otherwise() -> None:
+    assert tracebacks.describe(["INFO:app:x", "ValueError: y"]) is None
+    assert tracebacks.describe(['  File "/x.py", line 1', "ValueError: y"], require_header=False) == ("ValueError", "y")
+    assert tracebacks.describe(CHAIN[7:], require_header=False) == ("RuntimeError", "second\n  with a second line")
+    assert tracebacks.describe(["Stack (most recent call last):", '  File "/x.py", line 1']) is None
+    assert tracebacks.describe([]) is None
+
+
+def test_describe_a_group_uses_the_groups_own_line_not_a_sub_exception() -> None:
+    group = [
+        "  + Exception Group Traceback (most recent call last):",
+        '  |   File "/x.py", line 1, in <module>',
+        "  | ExceptionGroup: eg (2 sub-exceptions)",
+        "  +-+---------------- 1 ----------------",
+        "    | ValueError: a",
+        "    +------------------------------------",
+    ]
+    assert tracebacks.describe(group) == ("ExceptionGroup", "eg (2 sub-exceptions)")
+
+
+@given(st.lists(st.text(max_size=30), max_size=12), st.booleans())
+def test_describe_never_raises(lines: list[str], require_header: bool) -> None:
+    result = tracebacks.describe(lines, require_header)
+    assert result is None or len(result) == 2
