@@ -21,7 +21,7 @@ import click
 from agent import __version__
 from agent.config import Config, describe, resolve
 from agent.config.options import OPTIONS
-from agent.errors import EXIT_OK, EXIT_OUTPUT, ModelscribeError
+from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, ModelscribeError
 from agent.selflog import configure, get_logger
 
 log = get_logger("cli")
@@ -122,3 +122,74 @@ def check_output(**params: Any) -> None:
         click.echo(f"{key}: {value}")
     click.echo("output ok" if report.ok else "output NOT ok")
     sys.exit(EXIT_OK if report.ok else EXIT_OUTPUT)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_settings_options
+def status(as_json: bool, **params: Any) -> None:
+    """Per file offset, size and lag; spool use; dead letters; last error."""
+    import orjson
+
+    from agent.status import render, report
+
+    try:
+        config = _resolve(params, require_paths=False)
+        data = report(config.state_dir, config.dead_letter_path)
+    except ModelscribeError as error:
+        _fail(error)
+        return
+    click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if as_json else render(data))
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect and replay the dead-letter file (documents Elasticsearch rejected)."""
+
+
+@dlq.command("list")
+@_settings_options
+def dlq_list(**params: Any) -> None:
+    """Count dead letters by target and error type."""
+    from agent.outputs.dead_letter import read_letters, summarize
+
+    try:
+        config = _resolve(params, require_paths=False)
+        letters, broken = read_letters(config.dead_letter_path)
+    except ModelscribeError as error:
+        _fail(error)
+        return
+    click.echo(f"{len(letters)} dead letters in {config.dead_letter_path}")
+    for target, kind, count in summarize(letters):
+        click.echo(f"{count:>8}  {kind}  (target {target})")
+    examples = {letter.error_type: letter.reason for letter in letters}
+    for kind, reason in examples.items():
+        click.echo(f"  e.g. {kind}: {reason}")
+    if broken:
+        click.echo(f"warning: lines {', '.join(map(str, broken[:10]))} are not dead letters", err=True)
+
+
+@dlq.command("replay")
+@click.option("--to-index", default=None, help="Send to this index instead of each letter's original target.")
+@_settings_options
+def dlq_replay(to_index: str | None, **params: Any) -> None:
+    """Re-send the dead letters (after fixing the mapping); those that fail again stay."""
+    from agent.outputs.dead_letter import replay
+    from agent.outputs.elasticsearch import ElasticsearchOutput
+
+    try:
+        config = _resolve(params, require_paths=False)
+        output = ElasticsearchOutput(config)
+        try:
+            output.preflight()
+            result = replay(config.dead_letter_path, output.send, to_index)
+        finally:
+            output.close()
+    except ModelscribeError as error:
+        _fail(error)
+        return
+    click.echo(f"indexed={result.indexed} duplicates={result.duplicates} "
+               f"still_rejected={result.still_rejected} kept_for_retry={result.failed}")
+    for reason in result.reasons:
+        click.echo(f"  {reason}")
+    sys.exit(EXIT_OK if not (result.still_rejected or result.failed) else EXIT_REJECTED)

@@ -88,6 +88,7 @@ class Event:
     end: int
     doc_id: str
     data: bytes
+    target: str | None = None  # index or data stream for this event; None: the output's default
 
 
 @dataclass(frozen=True, slots=True)

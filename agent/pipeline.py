@@ -42,6 +42,7 @@ from agent.registry import Registry
 from agent.selflog import get_logger
 from agent.sources.tailer import Tailer, TailSettings
 from agent.stats import Stats
+from agent.status import write_status
 
 log = get_logger("pipeline")
 _SAVE_INTERVAL = 1.0
@@ -126,6 +127,7 @@ class Pipeline:
         self.config = config
         self._clock = clock
         self.stats = Stats()
+        self._started = clock.time()
         _prepare_state_dir(config.state_dir)
         self.registry = Registry(Path(config.state_dir), ttl=config.state_ttl, clock=clock)
         self.registry.load()
@@ -189,7 +191,7 @@ class Pipeline:
             self.tailer.close()
             self._queue.put(END)
             batcher.join()
-            self.registry.save()
+            self._save_state()
         return self._summary()
 
     def _summary(self) -> int:
@@ -220,7 +222,7 @@ class Pipeline:
         try:
             while not self._stop.is_set():
                 self._stop.wait(_SAVE_INTERVAL)
-                self.registry.save()
+                self._save_state()
                 if not reader.is_alive() and not self._stop.is_set():
                     log.error("the reader thread died; shutting down")
                     self._stop.set()
@@ -229,6 +231,16 @@ class Pipeline:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         return EXIT_OK
+
+    def _save_state(self) -> None:
+        """Offsets (what was acknowledged) and the status file for ``modelscribe status``."""
+        self.registry.save()
+        self.stats.set("lines_read", self._sink.lines)
+        self.stats.set("events_emitted", self._sink.emitted)
+        try:
+            write_status(self.config.state_dir, self._started, self.stats.snapshot(), None)
+        except OSError as error:
+            log.warning("cannot write the status file", state_dir=self.config.state_dir, error=error.strerror)
 
     def stop(self) -> None:
         """Ask a running daemon to shut down (what SIGTERM does)."""
@@ -258,7 +270,7 @@ class Pipeline:
                         in_flight=self.acks.in_flight())
             self._abort.set()
             batcher.join(10.0)
-        self.registry.save()
+        self._save_state()
         log.info("stopped", acked=self.stats.snapshot().events_acked, unacknowledged=self.acks.in_flight())
 
 

@@ -52,6 +52,7 @@ from typing import Any
 
 import orjson
 
+from agent.atomic import write_atomic
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import StateError
 from agent.selflog import get_logger
@@ -221,28 +222,10 @@ class Registry:
                 self._saved = max(self._saved, version)
 
     def _write(self, body: bytes) -> None:
-        temp = None
         try:
-            fd, temp = tempfile.mkstemp(dir=self.state_dir, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
-            with os.fdopen(fd, "wb") as handle:  # mkstemp creates it 0600
-                handle.write(body)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-            temp = None
-            dir_fd = os.open(self.state_dir, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            write_atomic(self.path, body, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
         except OSError as error:
             raise StateError(f"cannot write {self.path}: {error}") from error
-        finally:
-            if temp is not None:
-                try:
-                    os.unlink(temp)
-                except OSError:
-                    pass
 
     # -- the table ---------------------------------------------------------
 

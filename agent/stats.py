@@ -36,6 +36,10 @@ class Stats:
         with self._lock:
             self._counts[name] += amount
 
+    def set(self, name: str, value: int) -> None:
+        with self._lock:
+            self._counts[name] = value
+
     def error(self, message: str) -> None:
         with self._lock:
             self.last_error = message

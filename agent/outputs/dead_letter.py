@@ -1,26 +1,75 @@
-"""The dead-letter file: documents the output refused for good.
+"""The dead-letter file: documents the output refused for good, and the
+tools to inspect and replay them (``modelscribe dlq list|replay``).
 
-Format: NDJSON, one object per rejected document, appended and fsynced
-before the document is acknowledged (so its offset can advance without
-losing it), file mode 0600:
+Format: NDJSON, one object per rejected document, file mode 0600:
 
     {"@timestamp": "...", "target": "logs-...", "_id": "...",
-     "status": 400, "error": {"type": "mapper_parsing_exception", "reason": "..."},
-     "document": {...the document as it was sent...}}
+     "status": 400, "error": {"type": "document_parsing_exception", "reason": "..."},
+     "document": {...the document exactly as it was sent...}}
+
+Invariants:
+- a letter is appended and fsynced BEFORE its document is acknowledged, so
+  the file offset can advance without the line existing nowhere;
+- writers and ``replay`` take an exclusive ``flock`` on the file; replay
+  rewrites it atomically (temp file, fsync, rename) with the letters that
+  are still not indexed, and a writer that finds the file replaced while it
+  waited for the lock reopens it, so no letter is lost to the rewrite;
+- a replayed document keeps its ``_id``: replaying twice cannot index it twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import threading
-from typing import Sequence
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import orjson
 
+from agent.atomic import write_atomic
 from agent.enrich import format_timestamp
 from agent.errors import StateError
 from agent.events import Event
-from agent.outputs.retry import ItemVerdict
+from agent.outputs.base import Response
+from agent.outputs.retry import Action, ItemVerdict, classify
+
+
+@dataclass(frozen=True)
+class Letter:
+    line: int
+    timestamp: str
+    target: str
+    doc_id: str
+    status: int
+    error_type: str
+    reason: str
+    document: bytes  # the JSON document, serialised
+
+
+class _Locked:
+    """The dead-letter file opened for appending under an exclusive lock."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return fd
+            os.close(fd)  # replaced by a replay while we waited: use the new file
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the lock
 
 
 class DeadLetters:
@@ -34,19 +83,124 @@ class DeadLetters:
         lines = []
         for event, verdict in rejected:
             lines.append(orjson.dumps({
-                "@timestamp": format_timestamp(now), "target": self._target, "_id": event.doc_id,
-                "status": verdict.status,
+                "@timestamp": format_timestamp(now), "target": event.target or self._target,
+                "_id": event.doc_id, "status": verdict.status,
                 "error": {"type": verdict.error_type, "reason": verdict.reason},
                 "document": orjson.Fragment(event.data),
             }) + b"\n")
         with self._lock:
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
+                with _Locked(self.path) as fd:
                     os.write(fd, b"".join(lines))
                     os.fsync(fd)
-                finally:
-                    os.close(fd)
             except OSError as error:
                 raise StateError(f"cannot write the dead-letter file {self.path}: {error.strerror}") from error
             self.count += len(rejected)
+
+
+def read_letters(path: str) -> tuple[list[Letter], list[int]]:
+    """The letters in the file, and the line numbers of lines that are not letters."""
+    letters: list[Letter] = []
+    broken: list[int] = []
+    try:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if raw.strip():
+                    letter = _parse(number, raw)
+                    if letter is None:
+                        broken.append(number)
+                    else:
+                        letters.append(letter)
+    except FileNotFoundError:
+        return [], []
+    except OSError as error:
+        raise StateError(f"cannot read the dead-letter file {path}: {error.strerror}") from error
+    return letters, broken
+
+
+def _parse(number: int, raw: bytes) -> Letter | None:
+    try:
+        item = orjson.loads(raw)
+        error = item.get("error") or {}
+        document = item["document"]
+        if not isinstance(document, dict):
+            return None
+        return Letter(number, str(item.get("@timestamp", "")), str(item.get("target", "")), str(item["_id"]), int(item.get("status", 0)),
+                      str(error.get("type")), str(error.get("reason")), orjson.dumps(document))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def summarize(letters: Sequence[Letter]) -> list[tuple[str, str, int]]:
+    """(target, error type, count), most frequent first."""
+    counts = Counter((letter.target, letter.error_type) for letter in letters)
+    return [(target, kind, count) for (target, kind), count in counts.most_common()]
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    indexed: int
+    duplicates: int
+    still_rejected: int
+    failed: int  # not attempted or retryable failures: kept for the next replay
+    reasons: tuple[str, ...]
+
+
+def replay(path: str, send: Callable[[Sequence[Event]], Response], to_index: str | None,
+           batch_size: int = 500) -> ReplayResult:
+    """Re-send every letter (to ``to_index`` or its recorded target); keep in
+    the file only those that still did not make it."""
+    with _Locked(path):
+        letters, broken = read_letters(path)
+        if broken:
+            raise StateError(f"{path}: lines {', '.join(map(str, broken[:10]))} are not dead letters; "
+                             "fix or remove them before replaying")
+        keep: list[Letter] = []
+        indexed = duplicates = rejected = failed = 0
+        reasons: list[str] = []
+        for start in range(0, len(letters), batch_size):
+            chunk = letters[start:start + batch_size]
+            events = [Event("dead-letter", letter.line, letter.line + 1, letter.doc_id, letter.document,
+                            to_index or letter.target or None) for letter in chunk]
+            try:
+                decision = classify(send(events), len(events))
+            except Exception as error:  # keep every letter; report why
+                keep.extend(chunk)
+                failed += len(chunk)
+                reasons.append(str(error))
+                continue
+            if decision.kind == "ack":
+                indexed += len(chunk)
+                continue
+            if decision.kind != "items":
+                keep.extend(chunk)
+                failed += len(chunk)
+                reasons.append(decision.reason)
+                continue
+            for verdict in decision.items:
+                if verdict.action is Action.ACK:
+                    indexed += 1
+                elif verdict.action is Action.DUPLICATE:
+                    duplicates += 1
+                else:
+                    keep.append(chunk[verdict.position])
+                    if verdict.action is Action.REJECT:
+                        rejected += 1
+                    else:
+                        failed += 1
+                    reasons.append(f"{verdict.error_type}: {verdict.reason}")
+        _rewrite(path, [letters_line(letter) for letter in keep])
+    return ReplayResult(indexed, duplicates, rejected, failed, tuple(dict.fromkeys(reasons))[:5])
+
+
+def letters_line(letter: Letter) -> bytes:
+    return orjson.dumps({"@timestamp": letter.timestamp, "target": letter.target, "_id": letter.doc_id, "status": letter.status,
+                         "error": {"type": letter.error_type, "reason": letter.reason},
+                         "document": orjson.Fragment(letter.document)}) + b"\n"
+
+
+def _rewrite(path: str, lines: list[bytes]) -> None:
+    try:
+        write_atomic(path, b"".join(lines), prefix=".dead-letter.")
+    except OSError as error:
+        raise StateError(f"cannot rewrite the dead-letter file {path}: {error.strerror}") from error

@@ -123,7 +123,10 @@ class ElasticsearchOutput:
     def send(self, events: Sequence[Event]) -> Response:
         parts = []
         for event in events:
-            parts.append(b'{"create":{"_id":"' + event.doc_id.encode("ascii") + b'"}}\n')
+            if event.target is None:
+                parts.append(b'{"create":{"_id":"' + event.doc_id.encode("ascii") + b'"}}\n')
+            else:
+                parts.append(orjson.dumps({"create": {"_index": event.target, "_id": event.doc_id}}) + b"\n")
             parts.append(event.data)
             parts.append(b"\n")
         return self.request("POST", self._bulk_path, b"".join(parts), _NDJSON,

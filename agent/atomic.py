@@ -1,0 +1,37 @@
+"""Atomic file replacement, the one way the agent rewrites a state file.
+
+``write_atomic(path, body)``: a temp file in the same directory (mode 0600
+from mkstemp), write, fsync, rename over ``path``, fsync the directory. A
+crash at any point leaves either the old file or the new one, never a mix;
+a leftover temp file carries ``prefix`` so its owner can clean it up.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def write_atomic(path: str | os.PathLike[str], body: bytes, prefix: str = ".tmp-", suffix: str = ".tmp") -> None:
+    """Replace ``path`` with ``body``; raises OSError (callers translate it)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp: str | None = None
+    try:
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=prefix, suffix=suffix)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+        temp = None
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except OSError:
+                pass
