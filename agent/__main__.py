@@ -1,5 +1,5 @@
 """Allow ``python -m agent`` as an alias of the ``modelscribe`` command."""
 
-from agent.cli import main
+from agent.cli import entry
 
-main()
+entry()

@@ -21,7 +21,7 @@ import click
 from agent import __version__
 from agent.config import Config, describe, resolve
 from agent.config.options import OPTIONS
-from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, ModelscribeError
+from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ModelscribeError
 from agent.selflog import configure, get_logger
 
 log = get_logger("cli")
@@ -53,6 +53,19 @@ def _resolve(params: dict[str, Any], require_paths: bool) -> Config:
 def _fail(error: ModelscribeError) -> None:
     click.echo(f"modelscribe: error: {error}", err=True)
     sys.exit(error.exit_code)
+
+
+def entry() -> None:
+    """The console script: click's handling, plus one line (and the traceback
+    in the log) instead of a bare traceback when something unexpected breaks."""
+    try:
+        main(standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception as error:  # a bug: say so plainly, keep the details
+        log.error("unexpected error", exc_info=True, error=repr(error))
+        click.echo(f"modelscribe: internal error: {error!r} (please report it with the log above)", err=True)
+        sys.exit(EXIT_RUNTIME)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
