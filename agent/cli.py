@@ -206,3 +206,31 @@ def dlq_replay(to_index: str | None, **params: Any) -> None:
     for reason in result.reasons:
         click.echo(f"  {reason}")
     sys.exit(EXIT_OK if not (result.still_rejected or result.failed) else EXIT_REJECTED)
+
+
+@main.group()
+def setup() -> None:
+    """Install what makes the data useful in Elasticsearch."""
+
+
+@setup.command("templates")
+@click.option("--dry-run", is_flag=True, help="Print what would be installed; write nothing.")
+@_settings_options
+def setup_templates(dry_run: bool, **params: Any) -> None:
+    """Install the component and index templates of the logs-modelscribe-* and
+    metrics-modelscribe-* data streams (idempotent, version-stamped)."""
+    from agent.outputs.elasticsearch import ElasticsearchOutput
+    from agent.setup.templates import format_actions, install_templates, requester
+
+    try:
+        config = _resolve(params, require_paths=False)
+        output = ElasticsearchOutput(config)
+        try:
+            actions = install_templates(requester(output), dry_run=dry_run)
+        finally:
+            output.close()
+    except ModelscribeError as error:
+        _fail(error)
+        return
+    for line in format_actions(actions, dry_run):
+        click.echo(line)

@@ -48,21 +48,19 @@ def test_real_bulk_responses_classify_per_item(es_node, es):
     assert es.count("out-items") == 3
 
 
-def test_default_target_is_a_data_stream_when_the_cluster_has_a_template(es_node, es, tmp_path):
-    # A real cluster ships a logs-*-* template; this minimal node has none, so
-    # install the equivalent for our data stream.
-    status, body = es.request("PUT", "/_index_template/test-logs-modelscribe", {
-        "index_patterns": ["logs-modelscribe-*"], "data_stream": {}, "priority": 500,
-        "template": {"mappings": {"properties": {"@timestamp": {"type": "date"}}}}})
-    assert status == 200, body
+def test_default_target_is_a_data_stream_once_templates_are_installed(es_node, es, tmp_path):
+    setup = run_once(["setup", "templates", *es_flags(es_node)])
+    assert setup.code == 0, setup.stdout + setup.stderr
+    assert "index template logs-modelscribe:" in setup.stdout
     (tmp_path / "a.log").write_text("one\ntwo\n")
     result = run_once(["run", "--once", "--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "s"),
-                       "--es-url", es_node.url, "--ca-cert", es_node.ca_cert,
-                       "--api-key-file", es_node.api_key_file])
+                       "--data-stream", "logs-modelscribe-outputtest", *es_flags(es_node)])
     assert result.code == 0, result.stderr
-    status, resolved = es.request("GET", "/_resolve/index/logs-modelscribe-default")
-    assert [stream["name"] for stream in resolved["data_streams"]] == ["logs-modelscribe-default"]
-    assert es.count("logs-modelscribe-default") == 2
+    status, resolved = es.request("GET", "/_resolve/index/logs-modelscribe-outputtest")
+    assert [stream["name"] for stream in resolved["data_streams"]] == ["logs-modelscribe-outputtest"]
+    assert es.count("logs-modelscribe-outputtest") == 2
+    again = run_once(["setup", "templates", "--dry-run", *es_flags(es_node)])
+    assert again.code == 0 and "would-" not in again.stdout, again.stdout
 
 
 def test_basic_auth_and_preflight_errors(es_node, tmp_path):

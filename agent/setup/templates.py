@@ -1,0 +1,370 @@
+"""Elasticsearch templates for modelscribe's data streams, built from the schema.
+
+What ``install_templates`` puts on a cluster:
+
+    component template  modelscribe-settings   index settings (below)
+    component template  modelscribe-mappings   agent.schema.mappings()
+    index template      logs-modelscribe       logs-modelscribe-*     data stream
+    index template      metrics-modelscribe    metrics-modelscribe-*  data stream
+
+Both index templates are composed of the two components and of an optional
+``<template>@custom`` component (Fleet's convention, ignored when missing)
+where an operator adds an ILM policy, replicas or extra fields without
+touching ours. Their priority (250) beats the stack's built-in ``logs`` and
+``metrics`` templates (``logs-*-*``, ``metrics-*-*``, priority 100) and
+Fleet integrations (200), so on a stock cluster our mappings take over for
+our data streams only.
+
+Settings: ``index.mapping.ignore_malformed`` (a bad value, say an invalid
+``client.ip``, is left unindexed and listed in ``_ignored`` instead of the
+whole document being rejected), ``total_fields.ignore_dynamic_beyond_limit``
+(keys under ``model.stats`` beyond the field limit are kept in _source, not
+rejected) and ``best_compression`` (logs are read rarely and compress well).
+
+Every body carries ``version`` (an integer from the agent version) and
+``_meta``: ``managed_by``, the agent ``version``, ``schema_hash`` (of
+fields.yml) and ``template_hash`` (of the body itself, which also depends
+on the field types the cluster supports).
+
+Guarantees of ``install_templates``:
+
+- Reads first, writes last: the mappings are validated by Elasticsearch
+  (``_simulate``, which writes nothing) and every conflict is checked before
+  the first PUT. Field types the cluster lacks (``match_only_text``,
+  ``constant_keyword`` on minimal distributions) are found that way and
+  replaced by their fallback (agent.schema.FALLBACK_TYPES).
+- Idempotent: a template whose ``_meta`` and ``version`` equal ours is left
+  alone (``unchanged``); only differing ones are written. A template
+  installed by a newer modelscribe is never downgraded. (The body itself is
+  not compared: a hand-edited template that kept our ``_meta`` is not
+  repaired.)
+- Never overwrites what it does not manage: a template under one of our
+  names without ``_meta.managed_by: modelscribe``, or another index template
+  whose patterns overlap ours at the same priority (Elasticsearch would
+  refuse ours), stops the install with TemplateConflictError naming it, and
+  nothing is written. Templates that overlap at a lower priority (the
+  stack's defaults) are taken over; ones at a higher priority win over ours
+  and are reported in the action's detail.
+- ``dry_run``: GET and ``_simulate`` only; nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Callable, Mapping
+
+import orjson
+
+from agent import AGENT_NAME, __version__
+from agent import schema
+from agent.errors import AuthError, PermanentOutputError, TransientOutputError
+
+# request(method, path, body) -> (status, parsed JSON body); error statuses
+# are returned, not raised. tests/conftest.py's helper has this shape; for
+# ElasticsearchOutput use requester().
+Request = Callable[[str, str, Any], "tuple[int, Any]"]
+
+MANAGED_BY = AGENT_NAME
+PRIORITY = 250
+SETTINGS_COMPONENT = "modelscribe-settings"
+MAPPINGS_COMPONENT = "modelscribe-mappings"
+# index template name -> data stream type
+INDEX_TEMPLATES: Mapping[str, str] = {"logs-modelscribe": "logs", "metrics-modelscribe": "metrics"}
+
+COMPONENT = "component template"
+INDEX = "index template"
+
+# Outcomes of an Action.
+CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
+WOULD_CREATE, WOULD_UPDATE = "would-create", "would-update"
+
+_CHECK_PATTERN = "modelscribe-mapping-check-*"
+_LIST_FILTER = ",".join("index_templates." + key for key in (
+    "name", "index_template.index_patterns", "index_template.priority",
+    "index_template._meta", "index_template.version"))
+
+
+class TemplateConflictError(PermanentOutputError):
+    """A template we do not manage is in the way; the message names it and what to do."""
+
+
+@dataclass(frozen=True)
+class Template:
+    """One template to install: its kind, name and full PUT body."""
+
+    kind: str  # COMPONENT or INDEX
+    name: str
+    body: dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        return ("/_component_template/" if self.kind == COMPONENT else "/_index_template/") + self.name
+
+
+@dataclass(frozen=True)
+class Action:
+    """What install_templates did (or, in a dry run, would do) to one template."""
+
+    what: str  # COMPONENT or INDEX
+    name: str
+    outcome: str  # created | updated | unchanged | would-create | would-update
+    detail: str = ""
+
+
+# ------------------------------------------------------------------ building
+
+def version_number(version: str = __version__) -> int:
+    """``1.2.3`` -> 1002003: the template ``version`` Elasticsearch shows."""
+    found = re.match(r"(\d+)\.(\d+)\.(\d+)", version)
+    if not found:
+        raise ValueError(f"not a MAJOR.MINOR.PATCH version: {version!r}")
+    major, minor, patch = (int(part) for part in found.groups())
+    if minor >= 1000 or patch >= 1000:
+        raise ValueError(f"version part above 999 in {version!r}")
+    return major * 1_000_000 + minor * 1_000 + patch
+
+
+def settings() -> dict[str, Any]:
+    return {"index": {
+        "codec": "best_compression",
+        "mapping": {"ignore_malformed": True,
+                    "total_fields": {"ignore_dynamic_beyond_limit": True}},
+    }}
+
+
+def _hash(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _stamp(kind: str, name: str, body: dict[str, Any]) -> Template:
+    meta = {"managed_by": MANAGED_BY, "version": __version__, "schema_hash": schema.schema_hash(),
+            "template_hash": _hash(body)}
+    return Template(kind, name, {**body, "version": version_number(), "_meta": meta})
+
+
+def build_templates(unsupported: frozenset[str] = frozenset()) -> tuple[Template, ...]:
+    """The four templates, components first (the order they must be PUT in).
+
+    `unsupported`: field types the cluster lacks (see agent.schema.mappings).
+    """
+    templates = [
+        _stamp(COMPONENT, SETTINGS_COMPONENT, {"template": {"settings": settings()}}),
+        _stamp(COMPONENT, MAPPINGS_COMPONENT, {"template": {"mappings": schema.mappings(unsupported)}}),
+    ]
+    for name in INDEX_TEMPLATES:
+        custom = name + "@custom"
+        templates.append(_stamp(INDEX, name, {
+            "index_patterns": [name + "-*"],
+            "data_stream": {},
+            "priority": PRIORITY,
+            "composed_of": [SETTINGS_COMPONENT, MAPPINGS_COMPONENT, custom],
+            "ignore_missing_component_templates": [custom],
+            # The agent relies on the first bulk request creating the data
+            # stream, even where action.auto_create_index is restricted.
+            "allow_auto_create": True,
+        }))
+    return tuple(templates)
+
+
+# ------------------------------------------------------------------ planning
+
+def patterns_overlap(first: str, second: str) -> bool:
+    """True when some index name matches both patterns (``*`` is the only wildcard)."""
+
+    @cache
+    def match(i: int, j: int) -> bool:
+        if i == len(first) and j == len(second):
+            return True
+        if i < len(first) and first[i] == "*":
+            if match(i + 1, j) or (j < len(second) and match(i, j + 1)):
+                return True
+        if j < len(second) and second[j] == "*":
+            if match(i, j + 1) or (i < len(first) and match(i + 1, j)):
+                return True
+        return i < len(first) and j < len(second) and first[i] == second[j] and match(i + 1, j + 1)
+
+    return match(0, 0)
+
+
+def _overlaps(template: Template, others: Mapping[str, dict]) -> tuple[list[str], list[str]]:
+    """(conflicts, notes) about other index templates matching our patterns."""
+    conflicts, notes = [], []
+    ours = template.body["index_patterns"]
+    for name, other in sorted(others.items()):
+        if name in INDEX_TEMPLATES:
+            continue
+        patterns = [p for p in other.get("index_patterns") or [] if any(patterns_overlap(p, o) for o in ours)]
+        if not patterns:
+            continue
+        priority = other.get("priority") or 0
+        where = f"index template {name!r} (patterns {', '.join(patterns)}, priority {priority})"
+        if priority == PRIORITY:
+            conflicts.append(f"{where} overlaps {template.name!r} at the same priority, which "
+                             f"Elasticsearch refuses: give it another priority or remove it")
+        elif priority > PRIORITY:
+            notes.append(f"outranked by {where}: data streams it matches do not get these mappings")
+        else:
+            notes.append(f"takes over from {where}")
+    return conflicts, notes
+
+
+def plan(desired: tuple[Template, ...], components: Mapping[str, dict],
+         index_templates: Mapping[str, dict]) -> list[tuple[Template, str, str]]:
+    """(template, "create" | "update" | "unchanged", detail) for each desired template.
+
+    `components` / `index_templates` map names to installed bodies as GET
+    returns them (index templates: all of the cluster's, for the overlap
+    check). Raises TemplateConflictError listing every conflict found.
+    """
+    steps, conflicts = [], []
+    ours = version_number()
+    for template in desired:
+        installed = (components if template.kind == COMPONENT else index_templates).get(template.name)
+        notes: list[str] = []
+        if template.kind == INDEX:
+            clashes, notes = _overlaps(template, index_templates)
+            conflicts += clashes
+        if installed is None:
+            steps.append((template, "create", "; ".join(notes)))
+            continue
+        meta = installed.get("_meta") or {}
+        if meta.get("managed_by") != MANAGED_BY:
+            conflicts.append(f"{template.kind} {template.name!r} exists and is not managed by "
+                             f"{MANAGED_BY} (its _meta.managed_by is {meta.get('managed_by')!r}): "
+                             f"rename or delete it, then run this again")
+            continue
+        theirs = installed.get("version")
+        if isinstance(theirs, int) and theirs > ours:
+            notes.insert(0, f"installed by {MANAGED_BY} {meta.get('version')}, newer than "
+                            f"{__version__}: left alone")
+            steps.append((template, "unchanged", "; ".join(notes)))
+        elif meta == template.body["_meta"] and theirs == template.body["version"]:
+            steps.append((template, "unchanged", "; ".join(notes)))
+        else:
+            steps.append((template, "update", "; ".join(notes)))
+    if conflicts:
+        raise TemplateConflictError("cannot install the modelscribe templates, nothing was written:\n  "
+                                    + "\n  ".join(conflicts))
+    return steps
+
+
+# ------------------------------------------------------------------ talking to Elasticsearch
+
+def _reason(body: Any) -> str:
+    """Every ``reason`` in an error body, outermost first."""
+    reasons = []
+    error = body.get("error") if isinstance(body, dict) else None
+    while isinstance(error, dict):
+        if error.get("reason"):
+            reasons.append(str(error["reason"]))
+        error = error.get("caused_by")
+    return ": ".join(reasons) if reasons else str(body)[:500]
+
+
+def _check(status: int, body: Any, doing: str) -> None:
+    if status < 300:
+        return
+    reason = _reason(body)
+    if status == 401:
+        raise AuthError(f"{doing}: Elasticsearch refused the credentials (HTTP 401): {reason}")
+    if status == 403:
+        raise AuthError(f"{doing}: the credentials lack the manage_index_templates cluster "
+                        f"privilege (HTTP 403): {reason}")
+    if status == 429 or status >= 500:
+        raise TransientOutputError(f"{doing}: HTTP {status}: {reason}")
+    raise PermanentOutputError(f"{doing}: HTTP {status}: {reason}")
+
+
+def unsupported_types(request: Request) -> frozenset[str]:
+    """Field types of the schema that this cluster lacks, found with ``_simulate``.
+
+    One request on a full distribution; one more per missing type. Any other
+    refusal of our mappings or settings is raised, before anything is written.
+    """
+    missing: set[str] = set()
+    for _ in range(len(schema.FALLBACK_TYPES) + 1):
+        body = {"index_patterns": [_CHECK_PATTERN],
+                "template": {"settings": settings(), "mappings": schema.mappings(frozenset(missing))}}
+        status, answer = request("POST", "/_index_template/_simulate", body)
+        if status == 200:
+            return frozenset(missing)
+        if status != 400:
+            _check(status, answer, "checking the modelscribe mappings")
+        reason = _reason(answer)
+        found = {name for name in schema.FALLBACK_TYPES if name not in missing and f"[{name}]" in reason}
+        if not found:
+            raise PermanentOutputError(f"Elasticsearch refuses the modelscribe mappings: {reason}")
+        missing |= found
+    raise PermanentOutputError("Elasticsearch refuses the modelscribe mappings even with fallback types")
+
+
+def _installed(request: Request) -> tuple[dict[str, dict], dict[str, dict]]:
+    """(our component templates, every index template) by name."""
+    status, body = request("GET", "/_component_template/modelscribe-*", None)
+    if status != 404:
+        _check(status, body, "reading component templates")
+    found = body.get("component_templates", []) if status == 200 and isinstance(body, dict) else []
+    components = {item["name"]: item["component_template"] for item in found}
+    status, body = request("GET", "/_index_template?filter_path=" + _LIST_FILTER, None)
+    _check(status, body, "reading index templates")
+    index_templates = {item["name"]: item.get("index_template", {})
+                       for item in (body or {}).get("index_templates", [])}
+    return components, index_templates
+
+
+def install_templates(request: Request, dry_run: bool = False) -> list[Action]:
+    """Install (or, with dry_run, plan) the templates; one Action per template.
+
+    Raises TemplateConflictError (nothing written), AuthError (401/403),
+    TransientOutputError (429/5xx) or PermanentOutputError (any other refusal).
+    """
+    unsupported = unsupported_types(request)
+    desired = build_templates(unsupported)
+    components, index_templates = _installed(request)
+    steps = plan(desired, components, index_templates)
+    fallback = ""
+    if unsupported:
+        pairs = sorted((name, schema.FALLBACK_TYPES[name]) for name in unsupported)
+        fallback = "this cluster lacks " + ", ".join(f"{a} (mapped as {b})" for a, b in pairs)
+    actions = []
+    for template, step, detail in steps:
+        if template.name == MAPPINGS_COMPONENT and fallback:
+            detail = "; ".join(filter(None, [fallback, detail]))
+        if step == "unchanged":
+            outcome = UNCHANGED
+        elif dry_run:
+            outcome = WOULD_CREATE if step == "create" else WOULD_UPDATE
+        else:
+            # create=true: a template that appeared since we looked is not overwritten.
+            path = template.path + ("?create=true" if step == "create" else "")
+            status, body = request("PUT", path, template.body)
+            _check(status, body, f"installing {template.kind} {template.name}")
+            outcome = CREATED if step == "create" else UPDATED
+        actions.append(Action(template.kind, template.name, outcome, detail))
+    return actions
+
+
+def requester(output: Any) -> Request:
+    """Adapt ``ElasticsearchOutput.request`` (returns a Response) to Request."""
+
+    def request(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        response = output.request(method, path, None if body is None else orjson.dumps(body))
+        return response.status, response.body
+
+    return request
+
+
+def format_actions(actions: list[Action], dry_run: bool = False) -> list[str]:
+    """The lines ``modelscribe setup templates`` prints."""
+    lines = [f"{action.what} {action.name}: {action.outcome}"
+             + (f" ({action.detail})" if action.detail else "") for action in actions]
+    if dry_run:
+        lines.append("dry run: nothing was written")
+    elif all(action.outcome == UNCHANGED for action in actions):
+        lines.append("templates up to date")
+    else:
+        lines.append("templates installed")
+    return lines
