@@ -35,6 +35,9 @@ from agent.parsing.formats import FORMATS, register_format
 from agent.parsing.multiline import SourceParser
 from agent.parsing.settings import ParseSettings, validate_settings
 
+# Registers the model-server formats (torchserve, triton, ...) in FORMATS.
+import agent.parsing.servers  # noqa: E402,F401  (after the registry exists)
+
 __all__ = [
     "FORMATS", "LineFormat", "ParseSettings", "SourceParser", "TextInfo",
     "make_parser", "register_format", "validate_settings",

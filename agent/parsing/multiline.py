@@ -35,6 +35,24 @@ lines join, and is emitted as a record with message "" - never dropped. In the
 traceback mode, a traceback after a blank line does not join the line before
 the blank: Python's logging never writes one there.
 
+Per-thread joining (a joiner that tells events of several writers apart,
+e.g. TorchServe's worker threads): a record's ``[offset, end)`` must stay one
+contiguous range, so an event is only ever made of consecutive lines. When
+another writer's line interrupts a traceback, the joiner ends the event there
+with ``cut`` set (the record is tagged ``multiline_split``, like a cap cut);
+when the interrupted writer's traceback goes on, the new event ``resumed`` it:
+it is tagged ``multiline_split`` too, its message is only its own lines, and
+its ``error`` (type, message, stack_trace) is read from the whole traceback so
+far. Why not one record per traceback: the registry commits the end of the
+longest acknowledged prefix of records, so a record whose lines were
+interleaved with another record's could have its first lines committed (and
+lost on a crash) before it was acknowledged.
+
+Messages: the first line's ``head`` may give the message text (a format that
+reads a prefix into fields); later lines go through the format's ``body``.
+``head`` is asked when an event begins, so a format whose state changes (the
+auto-detecting format) describes each event by the state it began in.
+
 Caps: an event that would exceed ``multiline_max_lines`` lines or
 ``multiline_max_bytes`` (UTF-8 bytes of the joined message) is emitted tagged
 ``multiline_split``; the continuation lines form the next record, tagged the
@@ -56,7 +74,7 @@ from agent.parsing import tracebacks
 from agent.selflog import get_logger
 
 if TYPE_CHECKING:
-    from agent.parsing.base import LineFormat
+    from agent.parsing.base import LineFormat, TextInfo
     from agent.parsing.settings import ParseSettings
 
 _log = get_logger("parsing")
@@ -92,11 +110,21 @@ class Joiner(Protocol):
         """The pending event was emitted for another reason (JSON line, timeout, flush)."""
         ...
 
+    # Read right after ``continues`` returned False: the event that just ended
+    # is unfinished (a traceback interrupted by another writer's line).
+    cut: bool
+    # Read right after ``start`` or a False ``continues``: the new event goes on
+    # with an interrupted traceback; these are that traceback's earlier lines
+    # (message texts). None: it does not.
+    resumed: tuple[str, ...] | None
+
 
 class PatternJoiner:
     """``multiline_start``: a matching line starts an event, others continue it."""
 
     in_traceback = False
+    cut = False
+    resumed: tuple[str, ...] | None = None
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self._search = pattern.search
@@ -120,10 +148,14 @@ _EXC = 4  # right after an exception line (or its indented continuation)
 _EXC_BLANK = 5  # blank lines after an exception line: a chain separator may follow
 _CHAIN = 6  # after "During handling ..." / "The above exception ...": next traceback
 _IN_TRACEBACK = frozenset({_BODY, _GROUP, _EXC, _EXC_BLANK, _CHAIN})
+_UNFINISHED = frozenset({_BODY, _GROUP, _CHAIN})
 
 
 class TracebackJoiner:
     """The default: join Python tracebacks to the log line before them."""
+
+    cut = False
+    resumed: tuple[str, ...] | None = None
 
     def __init__(self) -> None:
         self._state = _HEAD
@@ -131,6 +163,11 @@ class TracebackJoiner:
     @property
     def in_traceback(self) -> bool:
         return self._state in _IN_TRACEBACK
+
+    @property
+    def unfinished(self) -> bool:
+        """In a traceback whose exception line has not come yet."""
+        return self._state in _UNFINISHED
 
     def start(self, text: str) -> None:
         if _is_blank(text):
@@ -224,6 +261,10 @@ class SourceParser:
         self._last_read = 0.0
         self._split = False  # the pending event continues one cut at a cap
         self._tb_start: int | None = None  # index in _lines where a traceback begins
+        self._info: TextInfo | None = None  # the pending event's head, read when it began
+        self._resumed: tuple[str, ...] | None = None  # see Joiner.resumed
+        from agent.parsing.base import overrides  # (base imports this module)
+        self._bodies = overrides(type(line_format), "body")
         self._out: list[Record] = []
         self._failed_once = False
 
@@ -284,15 +325,20 @@ class SourceParser:
                 if self._tb_start is None and self._joiner.in_traceback:
                     self._tb_start = len(self._lines) - 1
         else:  # the joiner has started the new event already
-            self._take()
+            self._take(split=self._joiner.cut)
             self._begin(line, size, split=False)
 
     def _begin(self, line: Line, size: int, split: bool) -> None:
+        # The head first: if it raises, nothing is half-set (``_recover``).
+        info = self._format.head(line.text)
+        resumed = self._joiner.resumed
         self._lines = [line]
         self._bytes = size
         self._last_read = line.read_time
-        self._split = split
+        self._split = split or resumed is not None
         self._tb_start = 0 if self._joiner.in_traceback else None
+        self._info = info
+        self._resumed = resumed
 
     def _take(self, split: bool = False) -> None:
         """Build the pending event's record, then clear it (in that order, so a
@@ -302,6 +348,8 @@ class SourceParser:
         self._bytes = 0
         self._split = False
         self._tb_start = None
+        self._info = None
+        self._resumed = None
         self._out.append(record)
 
     def _drain(self) -> list[Record]:
@@ -312,7 +360,9 @@ class SourceParser:
     def _build(self, split: bool) -> Record:
         lines = self._lines
         first = lines[0]
-        info = self._format.head(first.text)
+        info = self._info
+        if info is None:  # (cannot happen: every event begins in _begin)
+            info = self._format.head(first.text)
         fields = info.fields
         split = split or self._split
         if len(lines) == 1 and self._tb_start is None:
@@ -320,10 +370,16 @@ class SourceParser:
             tags = first.tags
             if info.tags or split or len(tags) > 1:  # (a line's own tags may repeat)
                 tags = _union_tags(lines, info.tags, (TAG_MULTILINE_SPLIT,) if split else ())
-            return Record(first.source, first.offset, first.end, "" if text.isspace() else text,
+            message = info.message if info.message is not None else text
+            return Record(first.source, first.offset, first.end, "" if message.isspace() else message,
                           first.read_time, info.timestamp, fields, tags,
                           text if self._keep_original else None, info.error, 1)
-        texts = [line.text for line in lines]
+        if self._bodies or info.message is not None:
+            body = self._format.body
+            texts = [first.text if info.message is None else info.message]
+            texts.extend(body(line.text) for line in lines[1:])
+        else:
+            texts = [line.text for line in lines]
         last = len(texts)
         while last and _is_blank(texts[last - 1]):
             last -= 1
@@ -331,11 +387,18 @@ class SourceParser:
         if tb_start is None and self._pattern_mode:
             tb_start = _traceback_start(texts[:last])
         if tb_start is not None and tb_start < last and "error" not in fields:
-            self._add_error(fields, texts[tb_start:last], from_start=not (self._split and tb_start == 0))
-        return Record(first.source, first.offset, lines[-1].end, "\n".join(texts[:last]),
+            if self._resumed is not None:
+                self._add_error(fields, list(self._resumed) + texts[tb_start:last], from_start=True)
+            else:
+                self._add_error(fields, texts[tb_start:last], from_start=not (self._split and tb_start == 0))
+        # A head with nothing after its prefix (Triton's table heading): the
+        # message starts with what follows, not with an empty line.
+        start = 1 if not texts[0] and info.message is not None and last > 1 else 0
+        return Record(first.source, first.offset, lines[-1].end, "\n".join(texts[start:last]),
                       first.read_time, info.timestamp, fields,
                       _union_tags(lines, info.tags, (TAG_MULTILINE_SPLIT,) if split else ()),
-                      "\n".join(texts) if self._keep_original else None, info.error, len(lines))
+                      "\n".join(line.text for line in lines) if self._keep_original else None,
+                      info.error, len(lines))
 
     @staticmethod
     def _add_error(fields: dict[str, Any], texts: list[str], from_start: bool) -> None:
@@ -362,6 +425,7 @@ class SourceParser:
         if line is not None and not any(pending is line for pending in lines):
             lines = lines + [line]
         self._lines, self._bytes, self._split, self._tb_start = [], 0, False, None
+        self._info = self._resumed = None
         try:
             self._joiner.reset()
         except Exception:  # noqa: BLE001
@@ -383,6 +447,8 @@ class _BrokenJoiner:
     """Stand-in after a joiner failed to reset: every line is its own event."""
 
     in_traceback = False
+    cut = False
+    resumed: tuple[str, ...] | None = None
 
     def start(self, text: str) -> None:
         pass

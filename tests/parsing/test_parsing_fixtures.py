@@ -180,7 +180,8 @@ def test_syntax_errors_with_and_without_header() -> None:
 
 
 def test_traceback_straight_to_stderr_and_gunicorn_prefix() -> None:
-    records, lines, starts = parse("plain_traceback.log")
+    # Forced plain: under auto the gunicorn lines are claimed by the gunicorn format.
+    records, lines, starts = parse("plain_traceback.log", fmt="plain")
     assert len(records) == 3
     crash, booting, worker = records
 

@@ -28,7 +28,7 @@ def test_settings_are_frozen() -> None:
 
 
 @pytest.mark.parametrize(("changes", "reason"), [
-    ({"format": "xml"}, "format 'xml' is not known (one of: auto, json, plain"),
+    ({"format": "xml"}, "format 'xml' is not known (one of: auto, bentoml, gunicorn, json"),
     ({"format": None}, "format None is not known"),
     ({"multiline_start": "^(unclosed"}, "multiline_start '^(unclosed' is not a valid regular expression: "),
     ({"multiline_start": 5}, "multiline_start must be a regular expression"),
