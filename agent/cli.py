@@ -109,7 +109,7 @@ def check_config(**params: Any) -> None:
     value_width = min(60, max(len(value) for _, value, _ in rows))
     for name, value, origin in rows:
         click.echo(f"{name:<{width}}  {value:<{value_width}}  ({origin})")
-    if not config.paths:
+    if not config.all_paths:
         click.echo("note: no --path given; `modelscribe run` needs at least one", err=True)
     click.echo("config ok")
     sys.exit(EXIT_OK)

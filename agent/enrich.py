@@ -3,8 +3,11 @@
 Adds what every document carries (``@timestamp``, ``message``,
 ``log.file.path``, ``log.offset``, ``host.name``, ``agent.*``, ``tags``,
 ``error.message``, ``event.original`` with --keep-original), merges the
-parser's fields, serialises once with orjson and derives the deterministic
-document id.
+parser's fields, applies the transforms (static fields, model identity from
+the path, payload stripping and redaction, sampling, truncation: see
+``agent.transforms``), serialises once and derives the deterministic
+document id. Redaction happens here, before the spool: sensitive data never
+touches the disk.
 
 Guarantee: the same (source key, offset) always yields the same ``_id``, so a
 line re-sent after a crash or a retry is rejected by Elasticsearch as a
@@ -25,6 +28,7 @@ import orjson
 
 from agent import AGENT_NAME, __version__
 from agent.events import Event, Record
+from agent.transforms import Transforms
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -78,14 +82,20 @@ def agent_id(state_dir: str) -> str:
 class Enricher:
     """Builds documents; one per agent, used by the reader thread only."""
 
-    def __init__(self, host_name: str | None, agent_identifier: str, keep_original: bool) -> None:
+    def __init__(self, host_name: str | None, agent_identifier: str, keep_original: bool,
+                 transforms: Transforms | None = None, metrics_target: str | None = None) -> None:
         self._host = host_name or socket.gethostname()
         self._agent = {"name": AGENT_NAME, "type": AGENT_NAME, "version": __version__,
                        "id": agent_identifier}
         self._keep_original = keep_original
         self._stamps = _Timestamps()
+        self._transforms = transforms
+        # Metric events (event.kind: metric) go to the metrics data stream
+        # that matches the logs one, when the target is a logs data stream.
+        self._metrics_target = metrics_target
 
-    def build(self, record: Record) -> Event:
+    def build(self, record: Record) -> Event | None:
+        """The event for ``record``, or None when sampling dropped it."""
         # The parser's dicts are not ours to change: copy on write, one level
         # at a time, only where the agent adds a key.
         doc: dict[str, Any] = dict(record.fields) if record.fields else {}
@@ -108,6 +118,16 @@ class Enricher:
             event = doc.get("event")
             doc["event"] = {**event, "original": record.original} if isinstance(event, dict) \
                 else {"original": record.original}
-        data = orjson.dumps(doc, default=str)
-        return Event(record.source.key, record.offset, record.end,
-                     document_id(record.source.key, record.offset), data)
+        doc_id = document_id(record.source.key, record.offset)
+        target = None
+        if self._metrics_target is not None:
+            event_fields = record.fields.get("event")
+            if isinstance(event_fields, dict) and event_fields.get("kind") == "metric":
+                target = self._metrics_target
+        if self._transforms is not None:
+            data = self._transforms.process(doc, record.source.path, doc_id)
+            if data is None:
+                return None
+        else:
+            data = orjson.dumps(doc, default=str)
+        return Event(record.source.key, record.offset, record.end, doc_id, data, target)

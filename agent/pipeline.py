@@ -20,28 +20,35 @@ Guarantees:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import signal
 import threading
+import time
 from pathlib import Path
 
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Config
+from agent.config.resolve import InputSpec
 from agent.enrich import Enricher, agent_id
-from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, OutputError, StateError
+from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, ConfigError, OutputError, StateError
 from agent.events import Event, Line, Record, Source
 from agent.outputs import build_output
 from agent.outputs.base import Output
-from agent.outputs.batcher import END, Batcher
+from agent.handoff import MemoryHandoff, SpoolHandoff
+from agent.outputs.batcher import Batcher, SpoolBatcher
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
 from agent.parsing import ParseSettings, SourceParser, make_parser
 from agent.registry import Registry
 from agent.selflog import get_logger
+from agent.sources.discovery import Discovery
 from agent.sources.tailer import Tailer, TailSettings
+from agent.spool import DiskQueue
 from agent.stats import Stats
+from agent.transforms import TransformSettings, Transforms, gather, load_or_create_hash_key
 from agent.status import write_status
 
 log = get_logger("pipeline")
@@ -49,10 +56,10 @@ _SAVE_INTERVAL = 1.0
 
 
 def tail_settings(config: Config) -> TailSettings:
-    return TailSettings(paths=config.paths, excludes=config.excludes, scan_interval=config.scan_interval,
+    return TailSettings(paths=config.all_paths, excludes=config.excludes, scan_interval=config.scan_interval,
                         partial_line_timeout=config.partial_line_timeout,
                         max_line_bytes=config.max_line_bytes, fingerprint_bytes=config.fingerprint_bytes,
-                        close_inactive=config.close_inactive)
+                        close_inactive=config.close_inactive, close_removed_after=config.close_removed_after)
 
 
 def parse_settings(config: Config) -> ParseSettings:
@@ -62,22 +69,50 @@ def parse_settings(config: Config) -> ParseSettings:
                          multiline_timeout=config.multiline_timeout, keep_original=config.keep_original)
 
 
-class _Sink:
-    """The tailer's LineSink: parse, enrich, register for acks, enqueue (may block).
+def build_transforms(config: Config) -> Transforms:
+    hash_key = config.hash_key
+    if config.hash_fields and hash_key is None:
+        hash_key = load_or_create_hash_key(config.state_dir)
+    settings = TransformSettings(
+        fields=config.fields, labels=config.labels, service_name=config.service_name,
+        model_from_path=config.model_from_path, kubernetes_paths=config.kubernetes_paths,
+        host_metadata=config.host_metadata, keep_payloads=config.keep_payloads,
+        redact_fields=config.redact_fields, redact_patterns=config.redact_patterns,
+        redact_defaults=config.redact_defaults, hash_fields=config.hash_fields, hash_key=hash_key,
+        sample_rate=config.sample, max_field_bytes=config.max_field_bytes)
+    try:
+        return Transforms(settings, gather(config.host_name))
+    except ValueError as error:  # the message starts with the flag
+        raise ConfigError(str(error)) from None
 
-    Events are handed to the queue in groups of up to ``_GROUP`` (and at
-    every tick, at most 0.5 s apart), so the locks of the queue and the ack
+
+def metrics_target(config: Config) -> str | None:
+    """logs-modelscribe-NS -> metrics-modelscribe-NS (only for the logs-* data stream naming)."""
+    if config.index is None and config.data_stream.startswith("logs-"):
+        return "metrics-" + config.data_stream[len("logs-"):]
+    return None
+
+
+class _Sink:
+    """The tailer's LineSink: parse, enrich, hand over (may block).
+
+    Events are handed over in groups of up to ``_GROUP`` (and at every tick,
+    at most 0.5 s apart), so the locks of the queue, the spool and the ack
     tracker are taken once per group, not once per line.
     """
 
     _GROUP = 256
 
-    def __init__(self, settings: ParseSettings, enricher: Enricher, acks: AckTracker,
-                 events: "queue.Queue[object]") -> None:
+    def __init__(self, settings: ParseSettings, enricher: Enricher, handoff: MemoryHandoff | SpoolHandoff,
+                 inputs: tuple[InputSpec, ...] = ()) -> None:
         self._settings = settings
+        # Per-input formats of the config file: the first input whose globs
+        # match a file decides its format; other files use --format.
+        self._inputs = [(Discovery(spec.paths), dataclasses.replace(settings, format=spec.format))
+                        for spec in inputs]
         self._enricher = enricher
-        self._acks = acks
-        self._queue = events
+        self._handoff = handoff
+        self.accepting = handoff.accepting
         self._parsers: dict[str, SourceParser] = {}
         self._pending: list[Event] = []
         self.lines = 0
@@ -87,22 +122,27 @@ class _Sink:
         self.lines += 1
         parser = self._parsers.get(line.source.key)
         if parser is None:
-            parser = self._parsers[line.source.key] = make_parser(self._settings, line.source)
+            settings = next((chosen for globs, chosen in self._inputs if globs.matches(line.source.path)),
+                            self._settings)
+            parser = self._parsers[line.source.key] = make_parser(settings, line.source)
         for record in parser.feed(line):
-            self._pending.append(self._enricher.build(record))
+            event = self._enricher.build(record)
+            if event is not None:  # None: sampled out (offsets still advance past it)
+                self._pending.append(event)
         if len(self._pending) >= self._GROUP:
             self.hand_over()
 
     def _emit_all(self, records: list[Record]) -> None:
         for record in records:
-            self._pending.append(self._enricher.build(record))
+            event = self._enricher.build(record)
+            if event is not None:
+                self._pending.append(event)
 
     def hand_over(self) -> None:
-        """Register the pending events for acknowledgement and enqueue them."""
+        """Give the pending events to the sending side."""
         if self._pending:
             group, self._pending = self._pending, []
-            self._acks.register(group)
-            self._queue.put(group)
+            self._handoff.put(group)
             self.emitted += len(group)
 
     def tick(self, now: float) -> None:
@@ -126,14 +166,16 @@ class Pipeline:
     def __init__(self, config: Config, output: Output | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         self._clock = clock
+        if config.timezone:
+            # Parsers read offset-less timestamps in local time: make that the configured zone.
+            os.environ["TZ"] = config.timezone
+            time.tzset()
         self.stats = Stats()
         self._started = clock.time()
         _prepare_state_dir(config.state_dir)
         self.registry = Registry(Path(config.state_dir), ttl=config.state_ttl, clock=clock)
         self.registry.load()
         self.output = output or build_output(config)
-        # The queue holds groups of events (see _Sink): bound it in events.
-        self._queue: "queue.Queue[object]" = queue.Queue(maxsize=max(2, config.queue_events // _Sink._GROUP))
         self.acks = AckTracker(self.registry.commit)
         self._abort = threading.Event()  # stop retrying: shutdown deadline passed
         self._stop = threading.Event()   # stop reading
@@ -142,11 +184,31 @@ class Pipeline:
         self._sender = Sender(self.output, self.acks, self.dead_letters, self.stats, self._abort,
                               config.max_retries, config.backoff_max, retry_permanent=not config.once,
                               clock=clock)
-        enricher = Enricher(config.host_name, agent_id(config.state_dir), config.keep_original)
-        self._sink = _Sink(parse_settings(config), enricher, self.acks, self._queue)
-        self.tailer = Tailer(tail_settings(config), self.registry, self._sink, clock)
-        self._batcher = Batcher(self._queue, self._deliver, config.bulk_max_docs, config.bulk_max_bytes,
-                                config.flush_interval, config.workers, self.stats, clock)
+        resume_after: dict[str, int] = {}
+        self.spool: DiskQueue | None = None
+        self._batcher: Batcher | SpoolBatcher
+        if config.spool:
+            self.spool = DiskQueue(Path(config.spool_path), config.spool_max_bytes, config.spool_fsync, clock=clock)
+            recovery = self.spool.open()
+            if recovery.records or recovery.damaged_frames:
+                log.info("spool recovered", records=recovery.records, segments=recovery.segments,
+                         damaged_frames=recovery.damaged_frames, damaged_bytes=recovery.damaged_bytes)
+            resume_after = dict(recovery.pending_by_source)
+            handoff: MemoryHandoff | SpoolHandoff = SpoolHandoff(self.spool, config.when_full, self._abort,
+                                                                 self.stats, clock)
+            self._batcher = SpoolBatcher(self.spool, self._deliver, self.acks, config.bulk_max_docs,
+                                         config.bulk_max_bytes, config.workers, self.stats)
+        else:
+            # The queue holds groups of events (see _Sink): bound it in events.
+            events: "queue.Queue[object]" = queue.Queue(maxsize=max(2, config.queue_events // _Sink._GROUP))
+            handoff = MemoryHandoff(events, self.acks)
+            self._batcher = Batcher(events, self._deliver, config.bulk_max_docs, config.bulk_max_bytes,
+                                    config.flush_interval, config.workers, self.stats, clock)
+        self._handoff = handoff
+        enricher = Enricher(config.host_name, agent_id(config.state_dir), config.keep_original,
+                            build_transforms(config), metrics_target(config))
+        self._sink = _Sink(parse_settings(config), enricher, handoff, config.inputs)
+        self.tailer = Tailer(tail_settings(config), self.registry, self._sink, clock, resume_after)
 
     def _deliver(self, events: list[Event]) -> None:
         if self._abort.is_set():
@@ -155,7 +217,7 @@ class Pipeline:
 
     # -- entry points --------------------------------------------------------
     def run(self) -> int:
-        log.info("modelscribe starting", paths=",".join(self.config.paths), output=self.config.output,
+        log.info("modelscribe starting", paths=",".join(self.config.all_paths), output=self.config.output,
                  target=self.config.target if self.config.output == "elasticsearch" else "-",
                  once=self.config.once, state_dir=self.config.state_dir)
         try:
@@ -189,10 +251,23 @@ class Pipeline:
         finally:
             self._sink.hand_over()
             self.tailer.close()
-            self._queue.put(END)
+            self._finish_reading(drain=True)
             batcher.join()
             self._save_state()
+            self._close_spool()
         return self._summary()
+
+    def _finish_reading(self, drain: bool) -> None:
+        """No more events will be handed over: ``drain`` sends what the spool
+        holds (--once); otherwise it stays there for the next start."""
+        if isinstance(self._batcher, SpoolBatcher):
+            (self._batcher.drain if drain else self._batcher.stop).set()
+        else:
+            self._handoff.finish()
+
+    def _close_spool(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
     def _summary(self) -> int:
         snap = self.stats.snapshot()
@@ -237,8 +312,14 @@ class Pipeline:
         self.registry.save()
         self.stats.set("lines_read", self._sink.lines)
         self.stats.set("events_emitted", self._sink.emitted)
+        self.stats.set("lost_bytes", self.tailer.lost_bytes)
+        spool = None
+        if self.spool is not None:
+            spool = {"path": self.config.spool_path, "used_bytes": self.spool.used_bytes(),
+                     "max_bytes": self.spool.max_bytes(), "pending": self.spool.pending(),
+                     "oldest_unacked_age": self.spool.oldest_unacked_age()}
         try:
-            write_status(self.config.state_dir, self._started, self.stats.snapshot(), None)
+            write_status(self.config.state_dir, self._started, self.stats.snapshot(), spool)
         except OSError as error:
             log.warning("cannot write the status file", state_dir=self.config.state_dir, error=error.strerror)
 
@@ -263,7 +344,7 @@ class Pipeline:
         if reader.is_alive():
             self._abort.set()  # unblocks the reader by draining the queue without sending
             reader.join(5.0)
-        self._queue.put(END)
+        self._finish_reading(drain=False)
         batcher.join(remaining())
         if batcher.is_alive():
             log.warning("shutdown timeout reached; unacknowledged events will be read again on restart",
@@ -271,6 +352,7 @@ class Pipeline:
             self._abort.set()
             batcher.join(10.0)
         self._save_state()
+        self._close_spool()
         log.info("stopped", acked=self.stats.snapshot().events_acked, unacknowledged=self.acks.in_flight())
 
 

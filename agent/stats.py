@@ -19,13 +19,15 @@ class Snapshot:
     events_duplicate: int
     events_rejected: int
     events_retried: int
+    events_dropped: int
+    lost_bytes: int
     batches_failed: int
     last_error: str | None
 
 
 class Stats:
     _FIELDS = ("lines_read", "events_emitted", "events_acked", "events_duplicate", "events_rejected",
-               "events_retried", "batches_failed")
+               "events_retried", "events_dropped", "lost_bytes", "batches_failed")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -27,6 +27,7 @@ class Option:
     path: bool = False              # a file path: relative to the config file when given there
     group: str = "general"
     singular: str | None = None     # flag stem when it differs from the name (--path for paths)
+    env_split: bool = True          # multiple: split the env value on commas (not for regexes)
 
     @property
     def flag(self) -> str:
@@ -77,8 +78,40 @@ OPTIONS: tuple[Option, ...] = (
            "without a new line.", group="parsing"),
     Option("keep_original", v.boolean, False, "Keep the raw text in `event.original`.", switch=True,
            group="parsing"),
+    Option("timezone", v.timezone, None, "Time zone of timestamps written without an offset "
+           "(default: the host's).", group="parsing"),
     Option("host_name", v.text, None, "Value of `host.name` (default: this machine's host name).",
            group="parsing"),
+    # enrichment, privacy and volume
+    Option("fields", v.assignment, (), "Static field on every document, NAME=VALUE (repeatable), e.g. "
+           "service.environment=prod.", multiple=True, singular="field", group="enrich"),
+    Option("labels", v.assignment, (), "Label on every document, KEY=VALUE -> labels.KEY (repeatable).",
+           multiple=True, singular="label", group="enrich"),
+    Option("service_name", v.text, None, "Default service.name.", group="enrich"),
+    Option("model_from_path", v.text, (), "Path template giving model identity, e.g. "
+           "'/var/log/models/{model.name}/{model.version}/*.log' (repeatable).", multiple=True,
+           path=True, group="enrich"),
+    Option("kubernetes_paths", v.boolean, True, "Read kubernetes.* and container.* from kubelet log paths.",
+           switch=True, group="enrich"),
+    Option("host_metadata", v.boolean, True, "Add host.ip, host.os.* and host.architecture.", switch=True,
+           group="enrich"),
+    Option("keep_payloads", v.boolean, False, "Keep request/response bodies, prompts and completions "
+           "(still redacted).", switch=True, group="enrich"),
+    Option("redact_fields", v.text, (), "Field whose value is replaced by [REDACTED] (repeatable).",
+           multiple=True, singular="redact_field", group="enrich"),
+    Option("redact_patterns", v.text, (), "Built-in pattern (email, bearer, api_key, card, secret) or a "
+           "regex whose matches are redacted (repeatable; the env var holds one pattern).", multiple=True,
+           singular="redact_pattern", env_split=False, group="enrich"),
+    Option("redact_defaults", v.boolean, True, "Redact bearer tokens and API keys everywhere.", switch=True,
+           group="enrich"),
+    Option("hash_fields", v.text, (), "Field replaced by a keyed hash, still joinable (repeatable).",
+           multiple=True, singular="hash_field", group="enrich"),
+    Option("hash_key_file", v.text, None, "Key of --hash-field (or MODELSCRIBE_HASH_KEY; default: a key "
+           "created once in STATE_DIR/hash_key).", path=True, group="enrich"),
+    Option("sample", v.fraction, 1.0, "Fraction of successful request events kept (errors, warnings and "
+           "metrics always are); kept events record the rate.", group="enrich"),
+    Option("max_field_bytes", v.size, 32000, "String fields longer than this are cut and tagged "
+           "field_truncated.", group="enrich"),
     # output
     Option("output", v.output, "elasticsearch", "elasticsearch, file:PATH (NDJSON), console or null.",
            group="output"),
@@ -114,6 +147,18 @@ OPTIONS: tuple[Option, ...] = (
     Option("backoff_max", v.duration, 60.0, "Longest wait between retries.", group="output"),
     Option("dead_letter_file", v.text, None, "Where rejected documents go (default: "
            "STATE_DIR/dead-letter.ndjson).", path=True, group="output"),
+    # spool
+    Option("spool", v.boolean, True, "Buffer events on disk between reading and sending (--no-spool: "
+           "memory only; an outage then pauses reading sooner).", switch=True, group="spool"),
+    Option("spool_dir", v.text, None, "Spool directory (default: STATE_DIR/spool).", path=True, group="spool"),
+    Option("spool_max_bytes", v.size, 1024 * 1024 * 1024, "Disk space the spool may use; when full, reading "
+           "pauses (or drops, see --when-full).", group="spool"),
+    Option("spool_fsync", v.choice("batch", "interval", "never"), "batch", "When spool writes are fsynced: "
+           "after every batch (safe), every second, or never (the OS decides).", group="spool"),
+    Option("when_full", v.choice("block", "drop-newest"), "block", "What to do when the spool is full: pause "
+           "reading (nothing lost) or drop new events (counted and logged).", group="spool"),
+    Option("close_removed_after", v.positive_duration, 300.0, "While the output is blocked, release a deleted "
+           "file after this long (its unread lines are lost and reported).", group="spool"),
     # process
     Option("once", v.boolean, False, "Read every file to its end, ship, wait for acknowledgements, exit.",
            switch=True, group="process"),
@@ -126,4 +171,5 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}
-SECRET_ENV = {"api_key": ENV_PREFIX + "API_KEY", "password": ENV_PREFIX + "PASSWORD"}
+SECRET_ENV = {"api_key": ENV_PREFIX + "API_KEY", "password": ENV_PREFIX + "PASSWORD",
+              "hash_key": ENV_PREFIX + "HASH_KEY"}

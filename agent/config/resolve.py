@@ -28,6 +28,14 @@ from agent.selflog import Secret
 
 
 @dataclass(frozen=True)
+class InputSpec:
+    """One entry of the config file's ``inputs:`` list: globs read with one format."""
+
+    paths: tuple[str, ...]
+    format: str
+
+
+@dataclass(frozen=True)
 class Config:
     paths: tuple[str, ...]
     excludes: tuple[str, ...]
@@ -44,7 +52,22 @@ class Config:
     multiline_max_bytes: int
     multiline_timeout: float
     keep_original: bool
+    timezone: str | None
     host_name: str | None
+    fields: tuple[tuple[str, str], ...]
+    labels: tuple[tuple[str, str], ...]
+    service_name: str | None
+    model_from_path: tuple[str, ...]
+    kubernetes_paths: bool
+    host_metadata: bool
+    keep_payloads: bool
+    redact_fields: tuple[str, ...]
+    redact_patterns: tuple[str, ...]
+    redact_defaults: bool
+    hash_fields: tuple[str, ...]
+    hash_key_file: str | None
+    sample: float
+    max_field_bytes: int
     output: str
     es_urls: tuple[str, ...]
     api_key_file: str | None
@@ -65,19 +88,36 @@ class Config:
     max_retries: int | None
     backoff_max: float
     dead_letter_file: str | None
+    spool: bool
+    spool_dir: str | None
+    spool_max_bytes: int
+    spool_fsync: str
+    when_full: str
+    close_removed_after: float
     once: bool
     shutdown_timeout: float
     queue_events: int
     log_level: str
     api_key: Secret | None = None
     password: Secret | None = None
+    hash_key: Secret | None = None
+    inputs: tuple[InputSpec, ...] = ()
     config_file: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def all_paths(self) -> tuple[str, ...]:
+        """Every glob to tail: --path and the paths of each input."""
+        return self.paths + tuple(path for spec in self.inputs for path in spec.paths)
 
     @property
     def target(self) -> str:
         """The index or data stream documents are written to."""
         return self.index or self.data_stream
+
+    @property
+    def spool_path(self) -> str:
+        return self.spool_dir or os.path.join(self.state_dir, "spool")
 
     @property
     def dead_letter_path(self) -> str:
@@ -107,6 +147,9 @@ def _load_file(path: str) -> dict[str, Any]:
     by_key = {key: option for option in OPTIONS for key in option.keys}
     found: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "inputs":
+            found["inputs"] = _inputs(value, path)
+            continue
         option = by_key.get(str(key))
         if option is None:
             hint = difflib.get_close_matches(str(key), list(by_key), n=1)
@@ -121,6 +164,30 @@ def _load_file(path: str) -> dict[str, Any]:
 def _absolute(path: str, base_dir: str) -> str:
     path = os.path.expanduser(path)
     return path if os.path.isabs(path) else os.path.normpath(os.path.join(base_dir, path))
+
+
+def _inputs(raw: Any, path: str) -> tuple[InputSpec, ...]:
+    """``inputs: [{paths: [...], format: NAME}, ...]`` (YAML only)."""
+    from agent.config.values import log_format
+
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: inputs must be a list of {{paths: [...], format: NAME}}")
+    base = os.path.dirname(os.path.abspath(path))
+    specs = []
+    for number, item in enumerate(raw, 1):
+        where = f"{path}: inputs[{number}]"
+        if not isinstance(item, dict) or set(item) - {"paths", "path", "format"}:
+            raise ConfigError(f"{where}: expected a mapping with 'paths' and 'format' only")
+        globs = item.get("paths", item.get("path"))
+        globs = [globs] if isinstance(globs, str) else globs
+        if not globs or not all(isinstance(g, str) and g.strip() for g in globs):
+            raise ConfigError(f"{where}: 'paths' must be a glob or a list of globs")
+        try:
+            fmt = log_format(item.get("format", "auto"))
+        except ValueError as error:
+            raise ConfigError(f"{where}: format: {error}") from None
+        specs.append(InputSpec(tuple(_absolute(g, base) for g in globs), fmt))
+    return tuple(specs)
 
 
 def _convert(option: Option, raw: Any, where: str, base_dir: str | None) -> Any:
@@ -156,7 +223,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
         elif env.get(option.env, "").strip():
             raw: Any = env[option.env]
             if option.multiple:
-                raw = _split_env(raw)
+                raw = _split_env(raw) if option.env_split else [raw]
             chosen[option.name] = _convert(option, raw, option.env, os.getcwd())
             origins[option.name] = f"env {option.env}"
         elif option.name in file_values:
@@ -167,7 +234,8 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
             chosen[option.name] = option.default
             origins[option.name] = "default"
     secrets = _read_secrets(chosen, env, origins)
-    config = Config(**chosen, **secrets, config_file=config_file, origins=origins)
+    inputs = file_values.pop("inputs", ())
+    config = Config(**chosen, **secrets, inputs=inputs, config_file=config_file, origins=origins)
     _validate(config, require_paths)
     return config
 
@@ -186,8 +254,9 @@ def _read_secret_file(path: str, flag: str) -> Secret:
 
 
 def _read_secrets(chosen: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> dict[str, Any]:
-    found: dict[str, Any] = {"api_key": None, "password": None}
-    for name, file_option in (("api_key", "api_key_file"), ("password", "password_file")):
+    found: dict[str, Any] = {"api_key": None, "password": None, "hash_key": None}
+    for name, file_option in (("api_key", "api_key_file"), ("password", "password_file"),
+                              ("hash_key", "hash_key_file")):
         path = chosen[file_option]
         if path:
             found[name] = _read_secret_file(path, BY_NAME[file_option].flag)
@@ -199,7 +268,7 @@ def _read_secrets(chosen: dict[str, Any], env: Mapping[str, str], origins: dict[
 
 
 def _validate(config: Config, require_paths: bool) -> None:
-    if require_paths and not config.paths:
+    if require_paths and not config.all_paths:
         raise ConfigError("--path: at least one glob of files to tail is required "
                           "(flag --path, env MODELSCRIBE_PATH or 'paths' in the config file)")
     if config.api_key and (config.username or config.password):
@@ -233,15 +302,19 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
     for option in OPTIONS:
         value = getattr(config, option.name)
         if option.multiple:
-            shown = ", ".join(value) if value else "(none)"
+            shown = ", ".join("=".join(item) if isinstance(item, tuple) else item for item in value) \
+                if value else "(none)"
         else:
             shown = "(unset)" if value is None else str(value)
         rows.append((option.name, shown, config.origins.get(option.name, "default")))
-    for name in ("api_key", "password"):
+    for name in ("api_key", "password", "hash_key"):
         if getattr(config, name) is not None:
             rows.append((name, "***", config.origins[name]))
+    for number, spec in enumerate(config.inputs, 1):
+        rows.append((f"inputs[{number}]", f"{', '.join(spec.paths)} as {spec.format}", f"file {config.config_file}"))
     return rows
 
 
 def config_field_names() -> set[str]:
-    return {f.name for f in fields(Config)} - {"api_key", "password", "config_file", "origins"}
+    return {f.name for f in fields(Config)} - {"api_key", "password", "hash_key", "inputs", "config_file",
+                                               "origins"}

@@ -152,3 +152,35 @@ def log_format(raw: Any) -> str:
     if name not in FORMATS:
         raise ValueError(f"{raw!r} is not a known format (one of: {', '.join(sorted(FORMATS))})")
     return name
+
+
+def timezone(raw: Any) -> str:
+    """An IANA time zone name (Europe/Paris, UTC)."""
+    import zoneinfo
+
+    name = text(raw).strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{raw!r} is not a known time zone (use an IANA name such as UTC or Europe/Paris)") \
+            from None
+    return name
+
+
+def assignment(raw: Any) -> tuple[str, str]:
+    """NAME=VALUE (for --field and --label)."""
+    name, sep, value = text(raw).partition("=")
+    if not sep or not name.strip():
+        raise ValueError(f"{raw!r}: expected NAME=VALUE")
+    return name.strip(), value
+
+
+def fraction(raw: Any) -> float:
+    """A rate in (0, 1]."""
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{raw!r} is not a number between 0 and 1") from None
+    if not 0 < value <= 1:
+        raise ValueError(f"{value} is out of range: must be above 0 and at most 1")
+    return value

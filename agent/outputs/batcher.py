@@ -14,13 +14,17 @@ from __future__ import annotations
 import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import OutputError
 from agent.events import Event
 from agent.selflog import get_logger
 from agent.stats import Stats
+
+if TYPE_CHECKING:
+    from agent.acks import AckTracker
+    from agent.spool import DiskQueue, RecordRef, SpooledEvent
 
 log = get_logger("batcher")
 
@@ -89,6 +93,64 @@ class Batcher:
             self._stats.error(str(error))
             log.error("gave up delivering a batch; its lines stay unacknowledged", count=len(batch),
                       error=str(error))
+        except Exception as error:  # a bug: keep the agent alive, report loudly
+            self.failures.append(OutputError(f"unexpected error: {error!r}"))
+            log.error("unexpected error while delivering a batch", exc_info=True, error=repr(error))
+        finally:
+            self._slots.release()
+
+
+class SpoolBatcher:
+    """Batches taken from the disk spool instead of the memory queue.
+
+    Events are registered with the ack tracker as they are taken (take
+    order is append order, so each file's events stay in order), and their
+    spool records are acknowledged only after the output settled the whole
+    batch. A batch the output gave up on stays in the spool and is sent
+    again after a restart.
+    """
+
+    def __init__(self, spool: "DiskQueue", deliver: Callable[[list[Event]], None], acks: "AckTracker",
+                 max_docs: int, max_bytes: int, workers: int, stats: Stats) -> None:
+        self._spool = spool
+        self._deliver = deliver
+        self._acks = acks
+        self._max_docs = max_docs
+        self._max_bytes = max_bytes
+        self._stats = stats
+        self._slots = threading.Semaphore(workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="output")
+        self.failures: list[OutputError] = []
+        self.drain = threading.Event()  # the reader is done: take what is left, then stop (--once)
+        self.stop = threading.Event()   # stop taking now; the rest stays in the spool (shutdown)
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                draining = self.drain.is_set()  # read before take: nothing appended after it is missed
+                items = self._spool.take(self._max_docs, self._max_bytes, timeout=0.0 if draining else 0.2)
+                if items:
+                    self._dispatch(items)
+                elif draining:
+                    break
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def _dispatch(self, items: list["SpooledEvent"]) -> None:
+        events = [item.event for item in items]
+        self._acks.register(events)
+        self._slots.acquire()
+        self._pool.submit(self._work, events, [item.ref for item in items])
+
+    def _work(self, events: list[Event], refs: list["RecordRef"]) -> None:
+        try:
+            self._deliver(events)
+            self._spool.ack(refs)
+        except OutputError as error:
+            self.failures.append(error)
+            self._stats.add("batches_failed")
+            self._stats.error(str(error))
+            log.error("gave up delivering a batch; it stays in the spool", count=len(events), error=str(error))
         except Exception as error:  # a bug: keep the agent alive, report loudly
             self.failures.append(OutputError(f"unexpected error: {error!r}"))
             log.error("unexpected error while delivering a batch", exc_info=True, error=repr(error))

@@ -47,7 +47,7 @@ import os
 import stat
 import threading
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Mapping, Protocol
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.events import Line, Source
@@ -80,13 +80,14 @@ class TailSettings:
     fingerprint_bytes: int = 1024
     read_chunk_bytes: int = 65536
     close_inactive: float = 300.0
+    close_removed_after: float = 300.0  # while the sink is full, a deleted file is released after this long
     use_watchdog: bool = True
 
     def __post_init__(self) -> None:
         # The config module turns user input into these with ConfigError; a
         # bad value reaching here is a programming error.
         for name in ("scan_interval", "max_line_bytes",
-                     "fingerprint_bytes", "read_chunk_bytes", "close_inactive"):
+                     "fingerprint_bytes", "read_chunk_bytes", "close_inactive", "close_removed_after"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TailSettings.{name} must be positive, got {getattr(self, name)!r}")
         if self.partial_line_timeout < 0:  # 0: emit a last line without newline at once
@@ -109,7 +110,7 @@ class _Harvester:
     """The tailer's private state for one open file."""
 
     __slots__ = ("fd", "dev", "inode", "path", "source", "reader", "state", "size",
-                 "last_growth", "next_check", "interval")
+                 "last_growth", "next_check", "interval", "deleted_at")
 
     def __init__(self, fd: int, dev: int, inode: int, path: str, reader: LineReader,
                  source: Source | None, now: float) -> None:
@@ -124,16 +125,25 @@ class _Harvester:
         self.last_growth = now  # monotonic
         self.next_check = now
         self.interval = MIN_CHECK_INTERVAL
+        self.deleted_at: float | None = None  # monotonic time the deletion was noticed
 
 
 class Tailer:
     """Tails the files matched by ``settings.paths`` into ``sink``."""
 
     def __init__(self, settings: TailSettings, registry: Registry, sink: LineSink,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
+                 clock: Clock = SYSTEM_CLOCK, resume_after: Mapping[str, int] | None = None) -> None:
         self._settings = settings
         self._registry = registry
         self._sink = sink
+        # Optional part of the sink protocol: a sink that can be full (the
+        # disk spool) says so, and the tailer stops reading instead of
+        # blocking, so it can still release deleted files.
+        self._accepting: Callable[[], bool] = getattr(sink, "accepting", lambda: True)
+        # Per source key, where lines already safely spooled end: reading
+        # resumes there instead of at the committed offset.
+        self._resume_after = dict(resume_after or {})
+        self.lost_bytes = 0  # unread bytes of deleted files released while the sink was full
         self._clock = clock
         self._discovery = Discovery(settings.paths, settings.excludes)
         self._harvesters: dict[tuple[int, int], _Harvester] = {}
@@ -324,7 +334,7 @@ class Tailer:
             log.warning("file truncated", path=path, offset=entry.offset, size=info.st_size)
             self._registry.mark_gone(entry.key)
         elif entry is not None:
-            source, start = Source(entry.key, path), entry.offset
+            source, start = Source(entry.key, path), max(entry.offset, self._resume_after.pop(entry.key, 0))
             self._registry.touch(entry.key, path)
             log.info("resuming file", path=path, offset=start, key=entry.key)
         else:
@@ -399,6 +409,7 @@ class Tailer:
             if harvester.state != _DELETED:
                 log.info("file deleted; draining it", path=harvester.path)
                 harvester.state = _DELETED
+                harvester.deleted_at = now
         elif harvester.state == _ACTIVE and not names_file(harvester.path, harvester.dev, harvester.inode):
             log.info("file renamed away; draining it", path=harvester.path)
             harvester.state = _RENAMED
@@ -407,6 +418,9 @@ class Tailer:
             # Find where it went (so its lines carry the new path) and what replaced it.
             self._scan(now)
 
+        if not once and not self._accepting():
+            self._paused(harvester, size, now)
+            return
         chunk = self._settings.read_chunk_bytes
         end = size if once else min(size, reader.read_pos + READ_BUDGET_CHUNKS * chunk)
         while reader.read_pos < end:
@@ -442,6 +456,22 @@ class Tailer:
         if harvester.state == _RENAMED:
             harvester.next_check = min(harvester.next_check,
                                        harvester.last_growth + self._settings.close_inactive)
+
+    def _paused(self, harvester: _Harvester, size: int, now: float) -> None:
+        """The sink is full: read nothing, but never hold a deleted file open
+        for longer than close_removed_after (it would fill the disk)."""
+        harvester.next_check = now + harvester.interval
+        if harvester.state != _DELETED or harvester.deleted_at is None:
+            return
+        if now - harvester.deleted_at < self._settings.close_removed_after:
+            harvester.next_check = min(harvester.next_check,
+                                       harvester.deleted_at + self._settings.close_removed_after)
+            return
+        lost = size - harvester.reader.read_pos
+        self.lost_bytes += lost
+        log.warning("deleted file released while the output is blocked; its unread lines are lost",
+                    path=harvester.path, lost_bytes=lost, close_removed_after=self._settings.close_removed_after)
+        self._finish(harvester)
 
     def _deliver(self, harvester: _Harvester, data: bytes) -> None:
         if harvester.source is None and b"\n" in data:

@@ -130,3 +130,23 @@ def test_durations(raw, seconds):
 @pytest.mark.parametrize("raw, size", [("512", 512), ("1KiB", 1024), ("10MB", 10_000_000), ("1GiB", 1 << 30)])
 def test_sizes(raw, size):
     assert resolve({"bulk_max_bytes": raw}, {}).bulk_max_bytes == size
+
+
+def test_inputs_with_their_own_format(tmp_path):
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("inputs:\n  - paths: [ts/*.log]\n    format: torchserve\n  - path: /srv/triton.log\n"
+                   "    format: triton\n")
+    config = resolve({}, {}, str(cfg), require_paths=True)
+    assert [(spec.paths, spec.format) for spec in config.inputs] == [
+        ((str(tmp_path / "ts/*.log"),), "torchserve"), (("/srv/triton.log",), "triton")]
+    assert config.all_paths == (str(tmp_path / "ts/*.log"), "/srv/triton.log")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("inputs:\n  - paths: [a.log]\n    format: nginx\n")
+    with pytest.raises(ConfigError, match=r"inputs\[1\]: format: 'nginx' is not a known format"):
+        resolve({}, {}, str(bad))
+
+
+def test_timezone_is_checked():
+    assert resolve({"timezone": "Europe/Paris"}, {}).timezone == "Europe/Paris"
+    with pytest.raises(ConfigError, match="--timezone: 'Mars/Olympus' is not a known time zone"):
+        resolve({"timezone": "Mars/Olympus"}, {})

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,3 +67,48 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class GrowingFiles:
+    """Appends numbered lines to a few files from a thread, remembering offsets."""
+
+    def __init__(self, directory: Path, files: int = 3, rate: float = 1500.0) -> None:
+        self.paths = [directory / f"model-{i}.log" for i in range(files)]
+        self.expected: set[tuple[str, int]] = set()
+        self._rate = rate
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.written = 0
+
+    def _run(self) -> None:
+        handles = [open(path, "ab") for path in self.paths]
+        try:
+            while not self._stop.is_set():
+                for number, (path, handle) in enumerate(zip(self.paths, handles)):
+                    offset = handle.tell()
+                    handle.write(b"%d request=%08d model=resnet50 status=200 latency_ms=%d\n"
+                                 % (number, self.written, self.written % 97))
+                    handle.flush()
+                    self.expected.add((str(path), offset))
+                    self.written += 1
+                time.sleep(len(self.paths) / self._rate)
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def __enter__(self) -> "GrowingFiles":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+_WINDOW = 500_000  # lets one search return every document of these tests
+
+
+def create_index(request, index: str) -> None:
+    """An index whose every document one search can return."""
+    status, body = request("PUT", f"/{index}", {"settings": {"max_result_window": _WINDOW}})
+    assert status == 200, body

@@ -5,60 +5,14 @@ the items. In every case each line is indexed exactly once."""
 from __future__ import annotations
 
 import random
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 import elasticsearch_local
-from e2e_helpers import Daemon, es_flags, run_once, wait_for
+from e2e_helpers import _WINDOW, Daemon, GrowingFiles, create_index as _create, es_flags, run_once, wait_for
 
 pytestmark = [pytest.mark.elasticsearch, pytest.mark.slow]
-
-
-class GrowingFiles:
-    """Appends numbered lines to a few files from a thread, remembering offsets."""
-
-    def __init__(self, directory: Path, files: int = 3, rate: float = 1500.0) -> None:
-        self.paths = [directory / f"model-{i}.log" for i in range(files)]
-        self.expected: set[tuple[str, int]] = set()
-        self._rate = rate
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.written = 0
-
-    def _run(self) -> None:
-        handles = [open(path, "ab") for path in self.paths]
-        try:
-            while not self._stop.is_set():
-                for number, (path, handle) in enumerate(zip(self.paths, handles)):
-                    offset = handle.tell()
-                    handle.write(b"%d request=%08d model=resnet50 status=200 latency_ms=%d\n"
-                                 % (number, self.written, self.written % 97))
-                    handle.flush()
-                    self.expected.add((str(path), offset))
-                    self.written += 1
-                time.sleep(len(self.paths) / self._rate)
-        finally:
-            for handle in handles:
-                handle.close()
-
-    def __enter__(self) -> "GrowingFiles":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-
-_WINDOW = 500_000  # lets one search return every document of these tests
-
-
-def _create(request, index: str) -> None:
-    status, body = request("PUT", f"/{index}", {"settings": {"max_result_window": _WINDOW}})
-    assert status == 200, body
 
 
 def _indexed(es, index: str) -> list[tuple[str, int]]:
@@ -89,16 +43,6 @@ def test_sigkill_while_shipping_loses_and_doubles_nothing(es_node, es, tmp_path)
     assert final.code == 0, final.stderr
     assert files.written > 5000
     _assert_exactly_once(es, index, files.expected)
-
-
-@pytest.fixture(scope="module")
-def outage_node(tmp_path_factory):
-    work = tmp_path_factory.mktemp("es-outage")
-    node = elasticsearch_local.start_node(work)
-    try:
-        yield node
-    finally:
-        elasticsearch_local.remove_node(work)
 
 
 def test_elasticsearch_down_for_a_minute(outage_node, tmp_path):
@@ -133,17 +77,6 @@ def test_elasticsearch_down_for_a_minute(outage_node, tmp_path):
                                                {"size": 100000, "_source": ["log.file.path", "log.offset"]})
     got = [(hit["_source"]["log"]["file"]["path"], hit["_source"]["log"]["offset"]) for hit in body["hits"]["hits"]]
     assert len(got) == len(set(got)) and set(got) == files.expected
-
-
-@pytest.fixture(scope="module")
-def busy_node(tmp_path_factory):
-    work = tmp_path_factory.mktemp("es-busy")
-    node = elasticsearch_local.start_node(work, settings={"thread_pool.write.size": 1,
-                                                          "thread_pool.write.queue_size": 1})
-    try:
-        yield node
-    finally:
-        elasticsearch_local.remove_node(work)
 
 
 def test_partial_429_resends_only_the_rejected_items(busy_node, tmp_path):

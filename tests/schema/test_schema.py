@@ -32,7 +32,7 @@ AGREED = {
     "http.version": "keyword", "url.path": "keyword", "url.query": "keyword", "url.original": "keyword",
     "client.ip": "ip", "client.address": "keyword", "client.port": "long",
     "user_agent.original": "keyword", "http.request.referrer": "keyword", "trace.id": "keyword",
-    "span.id": "keyword", "transaction.id": "keyword", "process.pid": "long", "process.name": "keyword", "log.original": "keyword",
+    "span.id": "keyword", "transaction.id": "keyword", "process.pid": "long", "process.name": "keyword", "host.os.kernel": "keyword", "host.os.type": "keyword", "service.namespace": "keyword", "service.node.name": "keyword", "cloud.provider": "keyword", "cloud.region": "keyword", "cloud.availability_zone": "keyword", "cloud.account.id": "keyword", "cloud.instance.id": "keyword", "log.original": "keyword",
     "process.thread.name": "keyword", "process.thread.id": "long", "host.name": "keyword",
     "service.name": "keyword", "service.version": "keyword", "labels": "flattened", "tags": "keyword",
     # model

@@ -1,0 +1,23 @@
+"""The spool: a bounded on-disk FIFO of events between reading and sending,
+so that a slow or absent output costs neither memory nor data.
+
+    reader --append--> DiskQueue --take--> batcher --> outputs --ack--> DiskQueue
+
+MUST (end-to-end acknowledgement): spool space is freed only by ``ack``,
+after the output confirmed delivery; a segment file is deleted only when
+every record in it is acknowledged.
+
+Modules, in the order data goes through them:
+
+* ``frames``   segment header and record frame format, resynchronisation after damage;
+* ``segment``  segment and ack files on disk, reading frames back, ``RecordRef``/``SpooledEvent``;
+* ``recovery`` what ``open`` does with the files it finds; ``Recovery``;
+* ``tail``     the newest batches kept in memory, so a consumer that keeps up skips the disk;
+* ``queue``    ``DiskQueue``: append / take / ack, space bound, fsync policy, threads.
+"""
+
+from agent.spool.queue import FSYNC_POLICIES, DiskQueue
+from agent.spool.recovery import Recovery
+from agent.spool.segment import RecordRef, SpooledEvent
+
+__all__ = ["FSYNC_POLICIES", "DiskQueue", "RecordRef", "Recovery", "SpooledEvent"]

@@ -1,0 +1,594 @@
+"""DiskQueue: the bounded on-disk FIFO of events between reading and sending.
+
+Delivery contract (MUST): spool space is freed only by ``ack``, i.e. after
+the output confirmed delivery. A segment file is deleted only when every
+intact record in it is acknowledged and it is not the segment being written;
+nothing unacknowledged is ever deleted, and a full spool makes ``append``
+wait (backpressure) instead of dropping.
+
+Invariants:
+
+* ``take`` hands out records in append order, each at most once per open;
+  after ``open`` every unacknowledged intact record is handed out again, in
+  order (on-disk format: frames.py, segment.py; what open does: recovery.py).
+* Acks are persisted per segment (segment.py). A restart re-delivers exactly
+  the unacknowledged records, plus any record whose ack had not reached the
+  disk: allowed, because the output dedupes by ``doc_id`` (deterministic id,
+  ``op_type: create``).
+* A ``RecordRef`` is meaningful only to the DiskQueue that handed it out:
+  its ``index`` is that instance's ordinal. Unknown and repeated refs are
+  ignored.
+* ``used_bytes`` is the size of the segment files on disk (headers
+  included; ack files, 4 bytes per acknowledged record, are not counted) and
+  never exceeds ``max_bytes``. A batch that cannot fit even in an empty
+  spool is a ValueError; a batch that does not fit now waits for acks.
+* Damage never stops the spool: ``open`` counts and skips it; a frame found
+  damaged while running (the disk changed under us) loses the records from
+  it to the end of that segment's unread part, with a warning.
+
+Durability (``fsync``): every append is one ``write`` of whole frames and
+every ack one ``write`` of an ack block, so a crash of the process loses
+nothing. Against power loss: ``"batch"`` (default) fdatasyncs the segment
+before ``append`` returns and each touched ack file before ``ack`` returns;
+``"interval"`` leaves it to a background thread that syncs what is dirty
+every ``fsync_interval`` seconds (a power loss costs at most that window);
+``"never"`` leaves it to the OS. A new segment's header and directory entry,
+and a segment and its seal when it is sealed, are synced except with
+``"never"``, so an older segment is never less durable than a newer one.
+What a power loss takes from the spool's tail was never acknowledged, so
+the registry has not committed it: the reader reads it again, as long as
+the source file still exists. The fsync policy therefore matters for files
+rotated away while the output is down; unsynced acks only cost duplicates.
+
+Sizes: a segment is sealed when the next batch would take it past
+``segment_bytes`` (capped at a quarter of ``max_bytes``, so space comes back
+in steps of at most 25 %); a batch larger than that gets a segment of its
+own. When the spool is full and the segment being written is fully
+acknowledged, ``append`` seals and deletes it to make room.
+
+Reading: the newest ``cache_bytes`` of appended batches stay in memory
+(tail.py), so a consumer that keeps up never reads the disk; one that falls
+behind reads segments back in 1 MiB chunks until it catches up.
+
+Threads: one writer calls ``append``, one consumer ``take``, any threads
+``ack``. Locks, always taken in this order: ``_write_lock`` (the segment
+being written), ``_ack_lock`` (ack files, deleting segments), ``_lock`` (the
+in-memory tables, held only briefly); ``_take_lock`` (the read cursor) is
+taken only by ``take``, before ``_ack_lock``. Disk I/O never runs under
+``_lock``, so the writer's fsync does not stall ``take`` or ``ack``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from agent.clock import SYSTEM_CLOCK, Clock
+from agent.errors import StateError
+from agent.events import Event
+from agent.selflog import get_logger
+from agent.spool.frames import HEADER_SIZE, Encoder
+from agent.spool.recovery import Recovery, recover
+from agent.spool.segment import (RecordRef, Segment, SegmentReader, SpooledEvent, create_segment,
+                                 delete_files, encode_ack_block, encode_seal_block, open_ack_file,
+                                 sync_fd, write_all)
+from agent.spool.tail import TailCache
+
+log = get_logger("spool")
+
+FSYNC_POLICIES = ("batch", "interval", "never")
+MIN_SEGMENT_BYTES = 4096
+_WAIT_SLICE = 1.0  # an unbounded wait re-checks this often
+_NEW, _OPEN, _CLOSED = "new", "open", "closed"
+
+
+class DiskQueue:
+    """A bounded, crash-safe FIFO of events on disk; see the module docstring."""
+
+    def __init__(self, directory: Path, max_bytes: int, fsync: str = "batch",
+                 fsync_interval: float = 1.0, segment_bytes: int = 8 * 1024 * 1024,
+                 clock: Clock = SYSTEM_CLOCK, *, cache_bytes: int = 4 * 1024 * 1024) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        if max_bytes < 2 * (HEADER_SIZE + MIN_SEGMENT_BYTES):
+            raise ValueError(f"max_bytes={max_bytes} is too small for a spool "
+                             f"(at least {2 * (HEADER_SIZE + MIN_SEGMENT_BYTES)})")
+        if fsync_interval <= 0:
+            raise ValueError(f"fsync_interval must be positive, not {fsync_interval}")
+        if segment_bytes < MIN_SEGMENT_BYTES or segment_bytes >= 1 << 31:
+            raise ValueError(f"segment_bytes must be between {MIN_SEGMENT_BYTES} and 2 GiB, "
+                             f"not {segment_bytes}")
+        self.directory = Path(directory)
+        self._max_bytes = max_bytes
+        self._fsync = fsync
+        self._fsync_interval = fsync_interval
+        self._segment_bytes = max(MIN_SEGMENT_BYTES, min(segment_bytes, max_bytes // 4))
+        self._clock = clock
+        self._durable = fsync != "never"
+
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._ack_lock = threading.Lock()
+        self._take_lock = threading.Lock()
+        self._readable = threading.Event()  # set when records were appended
+        self._space = threading.Event()  # set when space was freed
+        self._stop = threading.Event()
+        self._state = _NEW
+
+        self._segments: dict[int, Segment] = {}  # ascending ids
+        self._active: Segment | None = None
+        self._next_id = 1
+        self._used = 0
+        self._pending = 0
+        self._ack_dirty: set[Segment] = set()
+        self._encoder = Encoder()
+        self._tail = TailCache(cache_bytes)
+        # The read cursor: the next record to hand out (guarded by _take_lock).
+        self._cur_seg = 0
+        self._cur_ord = 0
+        self._cur_pos = HEADER_SIZE
+        self._reader: SegmentReader | None = None
+        self._flusher: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def open(self) -> Recovery:
+        """Create the directory (0700), recover every segment, make every
+        unacknowledged intact record available to ``take`` again, in order."""
+        if self._state != _NEW:
+            raise StateError(f"spool {self.directory} was already opened")
+        try:
+            if not self.directory.is_dir():
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                os.chmod(self.directory, 0o700)
+            recovered = recover(self.directory, self._durable)
+        except OSError as error:
+            raise StateError(f"spool directory {self.directory} is not usable: {error}") from error
+        with self._lock:
+            self._segments = recovered.segments
+            self._used = recovered.used_bytes
+            self._next_id = recovered.next_id
+            self._pending = recovered.recovery.records
+            self._state = _OPEN
+        if self._pending:
+            self._readable.set()
+        if self._fsync == "interval":
+            self._flusher = threading.Thread(target=self._flush_loop, name="spool-fsync", daemon=True)
+            self._flusher.start()
+        rec = recovered.recovery
+        log.info("spool opened", directory=str(self.directory), segments=rec.segments,
+                 records=rec.records, damaged_frames=rec.damaged_frames,
+                 damaged_bytes=rec.damaged_bytes, used_bytes=self._used)
+        return rec
+
+    def close(self) -> None:
+        """Sync (unless fsync="never") and close every file. Idempotent; a
+        blocked ``append`` returns False, a blocked ``take`` returns []."""
+        with self._lock:
+            if self._state != _OPEN:
+                self._state = _CLOSED
+                return
+            self._state = _CLOSED
+        self._stop.set()
+        self._space.set()
+        self._readable.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        errors: list[OSError] = []
+        with self._write_lock:
+            active, self._active = self._active, None
+            if active is not None and active.fd is not None:
+                try:
+                    if self._durable:
+                        sync_fd(active.fd)
+                except OSError as error:
+                    errors.append(error)
+                finally:
+                    os.close(active.fd)
+                    active.fd = None
+        with self._ack_lock:
+            if active is not None and active.count and not active.deleting:
+                try:
+                    self._seal(active)
+                except OSError as error:
+                    errors.append(error)
+            for segment in self._segments.values():
+                if segment.ack_fd is not None:
+                    try:
+                        if self._durable and segment in self._ack_dirty:
+                            sync_fd(segment.ack_fd)
+                    except OSError as error:
+                        errors.append(error)
+                    os.close(segment.ack_fd)
+                    segment.ack_fd = None
+            self._ack_dirty.clear()
+        with self._take_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+        if errors:
+            raise StateError(f"cannot sync spool {self.directory} at close: {errors[0]}") from errors[0]
+
+    def _require_open(self) -> bool:
+        if self._state == _NEW:
+            raise StateError("spool used before open()")
+        return self._state == _OPEN
+
+    # -- append ----------------------------------------------------------------
+
+    def append(self, events: Sequence[Event], timeout: float | None = None) -> bool:
+        """Write ``events`` as one batch of frames, after every earlier batch.
+
+        Waits while the batch does not fit in ``max_bytes``: True once it is
+        written (and synced, with fsync="batch"); False if ``timeout`` passed
+        or the queue was closed first, in which case nothing was written.
+        """
+        if not self._require_open():
+            return False
+        if not events:
+            return True
+        chunks, starts, size = self._encoder.encode(events)
+        if size + HEADER_SIZE > self._max_bytes:
+            raise ValueError(
+                f"a batch of {len(events)} events encodes to {size} bytes, which cannot fit in a "
+                f"spool of max_bytes={self._max_bytes} (with the {HEADER_SIZE}-byte segment "
+                f"header) even when it is empty; append smaller batches or raise max_bytes")
+        deadline = None if timeout is None else self._clock.monotonic() + timeout
+        data = b"".join(chunks)
+        while True:
+            with self._write_lock:
+                if self._state != _OPEN:
+                    return False
+                self._space.clear()  # before the check: an ack after it sets it again
+                if self._try_write(events, data, starts, size):
+                    return True
+            if deadline is None:
+                wait = _WAIT_SLICE
+            else:
+                wait = deadline - self._clock.monotonic()
+                if wait <= 0:
+                    return False
+            self._clock.wait(self._space, wait)
+
+    def _try_write(self, events: Sequence[Event], data: bytes, starts: list[int], size: int) -> bool:
+        with self._lock:
+            active = self._active
+            roll = (active is None or active.broken
+                    or (active.count > 0 and active.size + size > self._segment_bytes))
+            room = self._max_bytes - self._used
+            if size + (HEADER_SIZE if roll else 0) > room:
+                # A fully acknowledged active segment is only kept because it
+                # is being written: sealing it deletes it and frees its bytes.
+                if not (active is not None and active.count > 0 and active.fully_acked
+                        and size + HEADER_SIZE <= room + active.size):
+                    return False
+                roll = True
+        if roll:
+            self._roll()
+        active = self._active
+        assert active is not None and active.fd is not None
+        base = active.size
+        try:
+            write_all(active.fd, data)
+            if self._fsync == "batch":
+                sync_fd(active.fd)
+        except OSError as error:
+            active.broken = True
+            try:
+                os.ftruncate(active.fd, base)
+            except OSError:
+                pass
+            raise StateError(f"cannot write spool segment {active.path}: {error}") from error
+        now = self._clock.time()
+        count = len(events)
+        with self._lock:
+            first = active.count
+            active.acked.extend(bytes(count))
+            active.count = first + count
+            active.size = base + size
+            active.data_dirty = self._fsync == "interval"
+            active.append_time(first, now)
+            self._used += size
+            self._pending += count
+            self._tail.add(active.id, first, base, starts, events, size)
+        self._readable.set()
+        return True
+
+    def _roll(self) -> None:
+        """Seal the active segment (deleting it if fully acknowledged) and start
+        a new one. Called with _write_lock held."""
+        old = self._active
+        if old is not None:
+            # Whatever fails below, the old segment is sealed in memory and
+            # the next append starts a new one; an unsealed segment on disk
+            # only makes the next open more careful.
+            problem: OSError | None = None
+            if old.fd is not None:
+                try:
+                    if self._durable and old.data_dirty:
+                        sync_fd(old.fd)
+                except OSError as error:
+                    problem = error
+                finally:
+                    os.close(old.fd)
+                    old.fd = None
+            with self._ack_lock:
+                with self._lock:
+                    old.sealed = True
+                    self._active = None
+                    delete = old.fully_acked and not old.deleting
+                    if delete:
+                        old.deleting = True
+                if delete:
+                    self._delete(old)
+                elif problem is None:
+                    try:
+                        self._seal(old)
+                    except OSError as error:
+                        problem = error
+            if problem is not None:
+                raise StateError(f"cannot seal spool segment {old.path}: {problem}") from problem
+        seg_id = self._next_id
+        try:
+            segment = create_segment(self.directory, seg_id, self._clock.time(), self._durable)
+        except OSError as error:
+            raise StateError(f"cannot create spool segment in {self.directory}: {error}") from error
+        with self._lock:
+            self._next_id = seg_id + 1
+            self._segments[seg_id] = segment
+            self._active = segment
+            self._used += segment.size
+
+    # -- take ------------------------------------------------------------------
+
+    def take(self, max_events: int, max_bytes: int, timeout: float) -> list[SpooledEvent]:
+        """The next records not handed out yet, in append order: at most
+        ``max_events``, and no more data bytes than ``max_bytes`` except that
+        the first record is always included. Waits up to ``timeout`` seconds
+        for at least one; [] if none came (or the queue was closed)."""
+        if not self._require_open():
+            return []
+        deadline = self._clock.monotonic() + timeout
+        while True:
+            with self._take_lock:
+                if self._state != _OPEN:
+                    return []
+                self._readable.clear()  # before looking: an append after it sets it again
+                out = self._collect(max(1, max_events), max(1, max_bytes))
+            if out:
+                return out
+            wait = deadline - self._clock.monotonic()
+            if wait <= 0:
+                return []
+            self._clock.wait(self._readable, wait)
+
+    def _collect(self, max_events: int, max_bytes: int) -> list[SpooledEvent]:
+        out: list[SpooledEvent] = []
+        nbytes = 0
+        while len(out) < max_events and nbytes < max_bytes:
+            with self._lock:
+                segment = self._advance()
+                if segment is None:
+                    break
+                seg_id = segment.id
+                tail_start = self._tail.start_in(seg_id)
+                if tail_start is not None and tail_start[0] == self._cur_ord:
+                    self._cur_ord, self._cur_pos, added = self._tail.serve(
+                        seg_id, segment.acked, max_events - len(out), max_bytes - nbytes, out)
+                    nbytes += added
+                    continue
+                if tail_start is not None and tail_start[0] < self._cur_ord:
+                    # Cannot happen (the tail never holds handed-out records);
+                    # if it did, looping on it forever would be the worst outcome.
+                    log.error("spool memory tail is behind the read cursor; dropping it",
+                              segment=seg_id, tail=tail_start[0], cursor=self._cur_ord)
+                    self._tail.drop_before(seg_id + 1)
+                    continue
+                # Read the disk up to where the tail starts, or to the segment's end.
+                stop, stop_pos = tail_start or (segment.count, segment.size)
+                limit = segment.size
+            # Disk reads happen outside _lock: the writer and ackers carry on.
+            reader = self._reader
+            try:
+                if reader is None or reader.seg_id != seg_id:
+                    if reader is not None:
+                        reader.close()
+                    self._reader = None
+                    reader = self._reader = SegmentReader(segment)
+                ordinal, pos, added, reason = reader.read(
+                    self._cur_ord, self._cur_pos, stop, limit, segment.acked, segment.damaged,
+                    max_events - len(out), max_bytes - nbytes, out)
+            except OSError as error:
+                raise StateError(f"cannot read spool segment {segment.path}: {error}") from error
+            nbytes += added
+            self._cur_ord, self._cur_pos = ordinal, pos
+            if reason:
+                self._lose_rest(segment, stop, stop_pos, reason)
+        return out
+
+    def _advance(self) -> Segment | None:
+        """The segment holding the record at the cursor, moving the cursor past
+        finished segments; None at the write head. Called with _lock held."""
+        while True:
+            segment = self._segments.get(self._cur_seg)
+            if segment is not None and self._cur_ord < segment.count:
+                return segment
+            if segment is not None and not segment.sealed:
+                return None
+            later = [seg_id for seg_id in self._segments if seg_id > self._cur_seg]
+            if not later:
+                return None
+            self._cur_seg, self._cur_ord, self._cur_pos = later[0], 0, HEADER_SIZE
+            # Batches of a segment the cursor left (possible only if refs
+            # acknowledged records not handed out yet) can never be served.
+            self._tail.drop_before(self._cur_seg)
+
+    def _lose_rest(self, segment: Segment, stop: int, stop_pos: int, reason: str) -> None:
+        """A frame read back is damaged: count the records up to ``stop`` (whose
+        frame starts at ``stop_pos``) as
+        gone so the segment can still be freed. They are not written to the
+        ack file: the next open finds the damage again and reports it."""
+        lost = 0
+        with self._ack_lock:
+            with self._lock:
+                for ordinal in range(self._cur_ord, stop):
+                    if not segment.acked[ordinal]:
+                        segment.acked[ordinal] = 1
+                        lost += 1
+                segment.n_acked += lost
+                self._pending -= lost
+                damaged_at = self._cur_pos
+                self._cur_ord, self._cur_pos = stop, stop_pos
+                delete = segment.sealed and segment.fully_acked and not segment.deleting
+                if delete:
+                    segment.deleting = True
+            log.warning("spool frame damaged while reading; records lost", segment=str(segment.path),
+                        offset=damaged_at, records=lost, reason=reason)
+            if delete:
+                self._delete(segment)
+
+    # -- ack ---------------------------------------------------------------------
+
+    def ack(self, refs: Iterable[RecordRef]) -> None:
+        """Mark records delivered, in any order, from any thread. Their ack
+        blocks are written (and synced, with fsync="batch") before this
+        returns; a segment whose records are all acknowledged is deleted,
+        unless it is being written. Unknown or repeated refs are ignored."""
+        with self._ack_lock:
+            if self._state != _OPEN:
+                return
+            touched: dict[Segment, list[int]] = {}
+            to_delete: list[Segment] = []
+            with self._lock:
+                segments = self._segments
+                last_id = -1
+                segment: Segment | None = None
+                positions: list[int] = []
+                acked = 0
+                for ref in refs:
+                    if ref.segment != last_id:
+                        last_id = ref.segment
+                        segment = segments.get(last_id)
+                        if segment is None or segment.deleting:
+                            segment = None
+                            continue
+                        positions = touched.setdefault(segment, [])
+                    if segment is None:
+                        continue
+                    index = ref.index
+                    if not 0 <= index < segment.count or segment.acked[index]:
+                        continue
+                    segment.acked[index] = 1
+                    segment.n_acked += 1
+                    positions.append(ref.position)
+                    acked += 1
+                self._pending -= acked
+                freed = False
+                for segment in touched:
+                    if segment.fully_acked:
+                        if segment.sealed:
+                            segment.deleting = True
+                            to_delete.append(segment)
+                        else:
+                            freed = True  # append may seal and delete it
+            problem: Exception | None = None
+            for segment, positions in touched.items():
+                if positions and not segment.deleting:
+                    try:
+                        self._write_acks(segment, positions)
+                    except OSError as error:
+                        problem = problem or error
+            for segment in to_delete:
+                try:
+                    self._delete(segment)
+                except StateError as error:
+                    problem = problem or error
+        if freed:
+            self._space.set()
+        if problem is not None:
+            # The records stay acknowledged in memory; only their persistence
+            # failed, which costs re-delivery after a restart, never data.
+            raise StateError(f"cannot record acknowledgements in {self.directory}: {problem}") from problem
+
+    def _write_acks(self, segment: Segment, positions: list[int]) -> None:
+        if segment.ack_fd is None:
+            segment.ack_fd = open_ack_file(segment, self.directory, self._durable)
+        write_all(segment.ack_fd, encode_ack_block(positions))
+        if self._fsync == "batch":
+            sync_fd(segment.ack_fd)
+        else:
+            self._ack_dirty.add(segment)
+
+    def _seal(self, segment: Segment) -> None:
+        """Record the final size of a segment no longer written to (segment.py
+        explains why). Called with _ack_lock held."""
+        if segment.ack_fd is None:
+            segment.ack_fd = open_ack_file(segment, self.directory, self._durable)
+        write_all(segment.ack_fd, encode_seal_block(segment.size))
+        if self._durable:
+            sync_fd(segment.ack_fd)
+        self._ack_dirty.discard(segment)
+
+    def _delete(self, segment: Segment) -> None:
+        """Remove a fully acknowledged, sealed segment. Called with _ack_lock held."""
+        self._ack_dirty.discard(segment)
+        try:
+            delete_files(segment)
+        except OSError as error:
+            raise StateError(f"cannot delete spool segment {segment.path}: {error}") from error
+        with self._lock:
+            self._segments.pop(segment.id, None)
+            self._used -= segment.size
+        self._space.set()
+
+    # -- background sync ("interval") ------------------------------------------
+
+    def _flush_loop(self) -> None:
+        # Real time, not the clock seam: this only bounds how stale the disk may be.
+        while not self._stop.wait(self._fsync_interval):
+            try:
+                self._flush()
+            except OSError as error:
+                log.error("spool sync failed; will retry", directory=str(self.directory),
+                          error=str(error))
+
+    def _flush(self) -> None:
+        with self._write_lock:
+            active = self._active
+            if active is not None and active.fd is not None and active.data_dirty:
+                active.data_dirty = False
+                sync_fd(active.fd)
+        with self._ack_lock:
+            dirty, self._ack_dirty = self._ack_dirty, set()
+            for segment in dirty:
+                if segment.ack_fd is not None:
+                    sync_fd(segment.ack_fd)
+
+    # -- gauges ----------------------------------------------------------------
+
+    def used_bytes(self) -> int:
+        """Bytes of segment files on disk."""
+        return self._used
+
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    def pending(self) -> int:
+        """Records appended (or recovered) and not acknowledged yet, handed out or not."""
+        return self._pending
+
+    def oldest_unacked_age(self) -> float | None:
+        """Seconds since the oldest unacknowledged record was appended (to about a
+        second; for records recovered at open, since their segment was created),
+        or None if every record is acknowledged."""
+        with self._lock:
+            for segment in self._segments.values():
+                ordinal = segment.first_unacked()
+                if ordinal is None:
+                    continue
+                slot = bisect.bisect_right(segment.time_ords, ordinal) - 1
+                return max(0.0, self._clock.time() - segment.time_vals[max(slot, 0)])
+        return None

@@ -1,0 +1,391 @@
+"""DiskQueue on real files: round trip, order, waiting, space, deletion, acks
+across restarts, pending_by_source, file modes, gauges."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.errors import StateError
+from agent.events import Event
+from agent.spool import DiskQueue, RecordRef, SpooledEvent
+from agent.spool.frames import HEADER_SIZE
+
+MiB = 1024 * 1024
+
+
+def events(n: int, start: int = 0, key: str = "src", size: int = 100, target: str | None = None) -> list[Event]:
+    return [Event(key, i * 10, i * 10 + 10, f"{key}-{i}", f"{i:08d}".encode() * (size // 8), target)
+            for i in range(start, start + n)]
+
+
+def seg_files(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".seg"))
+
+
+def disk_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.name.endswith(".seg"))
+
+
+def opened(directory: Path, **kwargs) -> DiskQueue:
+    kwargs.setdefault("max_bytes", 16 * MiB)
+    queue = DiskQueue(directory, **kwargs)
+    queue.open()
+    return queue
+
+
+def drain(queue: DiskQueue) -> list[SpooledEvent]:
+    out: list[SpooledEvent] = []
+    while True:
+        got = queue.take(1000, 1 << 40, 0)
+        if not got:
+            return out
+        out.extend(got)
+
+
+@pytest.fixture(params=[4 * MiB, 0], ids=["cache", "disk"])
+def cache_bytes(request: pytest.FixtureRequest) -> int:
+    return request.param
+
+
+def test_round_trip_keeps_every_field_and_the_order(tmp_path: Path, cache_bytes: int) -> None:
+    queue = opened(tmp_path / "spool", cache_bytes=cache_bytes)
+    sent = events(50) + events(50, start=50, key="other", target="logs-x")
+    assert queue.append(sent[:30])
+    assert queue.append(sent[30:])
+    assert queue.pending() == 100
+    got = queue.take(40, 1 << 30, 0) + queue.take(1000, 1 << 30, 0)
+    assert [s.event for s in got] == sent
+    assert queue.take(10, 1 << 30, 0) == []
+    queue.ack(s.ref for s in got)
+    assert queue.pending() == 0
+    assert queue.oldest_unacked_age() is None
+    queue.close()
+
+
+def test_the_spool_carries_every_event_field() -> None:
+    # If Event grows a field, the spool format must grow with it (frames.py).
+    names = [f.name for f in dataclasses.fields(Event)]
+    assert names == ["source_key", "offset", "end", "doc_id", "data", "target"]
+
+
+def test_take_respects_max_events_and_max_bytes(tmp_path: Path, cache_bytes: int) -> None:
+    queue = opened(tmp_path / "spool", cache_bytes=cache_bytes)
+    queue.append(events(10, size=100))
+    assert len(queue.take(3, 1 << 30, 0)) == 3
+    assert len(queue.take(100, 250, 0)) == 3  # stops once 250 data bytes are reached
+    assert len(queue.take(100, 1, 0)) == 1  # the first record always comes
+    assert len(queue.take(100, 1 << 30, 0)) == 3
+    queue.close()
+
+
+def test_take_times_out_with_the_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    queue = opened(tmp_path / "spool", clock=clock)
+    before = clock.monotonic()
+    assert queue.take(10, 1000, 5.0) == []
+    assert clock.monotonic() - before == pytest.approx(5.0)
+    queue.close()
+
+
+def test_take_waits_for_an_append_from_another_thread(tmp_path: Path) -> None:
+    queue = opened(tmp_path / "spool")
+    writer = threading.Timer(0.05, lambda: queue.append(events(3)))
+    writer.start()
+    started = time.monotonic()
+    got = queue.take(10, 1 << 20, 10.0)
+    writer.join()
+    assert [s.event.doc_id for s in got] == ["src-0", "src-1", "src-2"][:len(got)]
+    assert got and time.monotonic() - started < 5.0
+    queue.close()
+
+
+def test_append_blocks_while_full_until_an_ack_frees_a_segment(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory, max_bytes=64 * 1024, segment_bytes=8 * 1024)
+    written = 0
+    while queue.append(events(8, start=written), timeout=0):
+        written += 8
+    assert queue.used_bytes() <= queue.max_bytes()
+    blocked_batch = events(8, start=written)
+    used = queue.used_bytes()
+    assert queue.append(blocked_batch, timeout=0.05) is False
+    assert queue.used_bytes() == used == disk_bytes(directory)  # nothing written
+
+    result: list[bool] = []
+    appender = threading.Thread(target=lambda: result.append(queue.append(blocked_batch, timeout=10)))
+    appender.start()
+    time.sleep(0.05)
+    assert result == []
+    got = queue.take(1000, 1 << 30, 0)
+    oldest = [s.ref for s in got if s.ref.segment == got[0].ref.segment]
+    queue.ack(oldest[1:])
+    time.sleep(0.05)
+    assert result == []  # the oldest segment still holds one unacknowledged record
+    queue.ack(oldest[:1])
+    appender.join(10)
+    assert result == [True]
+    assert queue.used_bytes() == disk_bytes(directory) <= queue.max_bytes()
+    queue.close()
+
+
+def test_a_batch_larger_than_the_spool_is_an_error(tmp_path: Path) -> None:
+    queue = opened(tmp_path / "spool", max_bytes=64 * 1024)
+    with pytest.raises(ValueError, match="max_bytes=65536"):
+        queue.append(events(1, size=70 * 1024))
+    assert queue.used_bytes() == 0
+    queue.close()
+
+
+def test_a_segment_is_deleted_only_when_every_record_is_acked(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory, segment_bytes=4096, max_bytes=MiB)
+    for batch in range(6):
+        queue.append(events(10, start=batch * 10))  # ~1.3 KB per batch: 3 batches a segment
+    assert len(seg_files(directory)) == 2
+    got = queue.take(1000, 1 << 30, 0)
+    by_segment: dict[int, list[RecordRef]] = {}
+    for s in got:
+        by_segment.setdefault(s.ref.segment, []).append(s.ref)
+    first, second = sorted(by_segment)
+    queue.ack(reversed(by_segment[first][1:]))  # out of order, all but one
+    assert len(seg_files(directory)) == 2
+    queue.ack(by_segment[first][:1])
+    assert len(seg_files(directory)) == 1
+    assert not (directory / f"{first:016d}.ack").exists()
+    # The segment being written stays even when fully acknowledged...
+    queue.ack(by_segment[second])
+    assert len(seg_files(directory)) == 1
+    assert queue.used_bytes() == disk_bytes(directory)
+    # ...until the next segment starts.
+    queue.append(events(30, start=100))
+    assert f"{second:016d}.seg" not in seg_files(directory)
+    queue.close()
+
+
+def test_a_full_spool_whose_active_segment_is_acked_makes_room(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory, max_bytes=64 * 1024)  # segments of 16 KiB (a quarter)
+    written = 0
+    while queue.append(events(8, start=written), timeout=0):
+        written += 8
+    got = queue.take(10000, 1 << 30, 0)
+    active = max(s.ref.segment for s in got)
+    queue.ack(s.ref for s in got if s.ref.segment == active)
+    assert f"{active:016d}.seg" in seg_files(directory)  # still being written
+    assert queue.append(events(8, start=written), timeout=0)
+    assert f"{active:016d}.seg" not in seg_files(directory)
+    assert queue.used_bytes() == disk_bytes(directory) <= queue.max_bytes()
+    queue.close()
+
+
+def test_acks_survive_a_restart_and_only_unacked_records_come_back(tmp_path: Path, cache_bytes: int) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory, segment_bytes=4096, cache_bytes=cache_bytes)
+    sent = events(60)
+    for i in range(0, 60, 10):
+        queue.append(sent[i:i + 10])
+    got = queue.take(1000, 1 << 30, 0)
+    acked = {s.event.doc_id for s in got if int(s.event.doc_id.split("-")[1]) % 3 != 1}
+    queue.ack(s.ref for s in reversed(got) if s.event.doc_id in acked)
+    queue.close()
+    queue.close()  # idempotent
+
+    again = DiskQueue(directory, 16 * MiB, segment_bytes=4096, cache_bytes=cache_bytes)
+    recovery = again.open()
+    expected = [e for e in sent if e.doc_id not in acked]
+    assert recovery.records == len(expected) == again.pending()
+    assert recovery.damaged_frames == 0
+    assert [s.event for s in drain(again)] == expected
+    again.close()
+
+
+def test_pending_by_source_is_where_reading_may_resume(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory)
+    a = [Event("a", o, o + 7, f"a{o}", b"x") for o in range(0, 70, 7)]
+    b = [Event("b", o, o + 5, f"b{o}", b"y") for o in range(100, 150, 5)]
+    queue.append(a[:5] + b[:5])
+    queue.append(b[5:] + a[5:])
+    got = queue.take(1000, 1 << 30, 0)
+    queue.ack(s.ref for s in got if s.event.source_key == "a")  # all of a delivered, b pending
+    queue.close()
+    recovery = DiskQueue(directory, 16 * MiB).open()
+    # a's records are acknowledged but still in the spool: delivered, so the
+    # reader resumes after them too.
+    assert recovery.pending_by_source == {"a": 70, "b": 150}
+    assert recovery.records == 10
+
+
+def test_pending_by_source_stops_at_a_gap(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory)
+    queue.append([Event("a", 0, 10, "a0", b"x"), Event("a", 10, 20, "a1", b"x"),
+                  Event("a", 30, 40, "a3", b"x")])
+    queue.close()
+    assert DiskQueue(directory, 16 * MiB).open().pending_by_source == {"a": 20}
+
+
+def test_files_are_private(tmp_path: Path) -> None:
+    directory = tmp_path / "deep" / "spool"
+    queue = opened(directory, segment_bytes=4096)
+    for i in range(4):
+        queue.append(events(10, start=i * 10))
+    queue.ack([s.ref for s in queue.take(5, 1 << 30, 0)])
+    queue.close()
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    names = sorted(p.name for p in directory.iterdir())
+    assert any(n.endswith(".seg") for n in names) and any(n.endswith(".ack") for n in names)
+    for path in directory.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_used_bytes_counts_segment_files(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory, segment_bytes=4096)
+    assert queue.used_bytes() == 0
+    queue.append(events(5))
+    assert queue.used_bytes() == disk_bytes(directory) > HEADER_SIZE
+    assert queue.max_bytes() == 16 * MiB
+    queue.close()
+
+
+def test_oldest_unacked_age_follows_the_clock(tmp_path: Path) -> None:
+    clock = FakeClock()
+    queue = opened(tmp_path / "spool", clock=clock)
+    assert queue.oldest_unacked_age() is None
+    queue.append(events(2))
+    clock.advance(10)
+    queue.append(events(2, start=2))
+    clock.advance(5)
+    assert queue.oldest_unacked_age() == pytest.approx(15)
+    got = queue.take(10, 1 << 30, 0)
+    queue.ack([got[0].ref, got[1].ref])
+    assert queue.oldest_unacked_age() == pytest.approx(5)
+    queue.ack([got[2].ref, got[3].ref, got[3].ref])  # a repeated ref is ignored
+    assert queue.oldest_unacked_age() is None
+    assert queue.pending() == 0
+    queue.close()
+
+
+def test_close_wakes_a_blocked_append_and_later_calls_are_harmless(tmp_path: Path) -> None:
+    queue = opened(tmp_path / "spool", max_bytes=64 * 1024)
+    while queue.append(events(8), timeout=0):
+        pass
+    result: list[bool] = []
+    appender = threading.Thread(target=lambda: result.append(queue.append(events(8))))
+    appender.start()
+    time.sleep(0.05)
+    queue.close()
+    appender.join(10)
+    assert result == [False]
+    assert queue.take(10, 100, 0) == []
+    assert queue.append(events(1)) is False
+    queue.ack([RecordRef(1, 0, HEADER_SIZE)])
+
+
+def test_use_before_open_is_an_error(tmp_path: Path) -> None:
+    queue = DiskQueue(tmp_path / "spool", 16 * MiB)
+    with pytest.raises(StateError):
+        queue.append(events(1))
+    with pytest.raises(ValueError, match="fsync"):
+        DiskQueue(tmp_path / "spool", 16 * MiB, fsync="sometimes")
+
+
+def test_an_unusable_directory_is_a_state_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StateError, match="not usable"):
+        DiskQueue(tmp_path / "file" / "spool", 16 * MiB).open()
+
+
+@pytest.mark.parametrize("policy", ["batch", "interval", "never"])
+def test_every_fsync_policy_round_trips(tmp_path: Path, policy: str) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory, fsync=policy, fsync_interval=0.01, segment_bytes=4096)
+    sent = events(40)
+    for i in range(0, 40, 8):
+        queue.append(sent[i:i + 8])
+    time.sleep(0.05)  # let the "interval" thread run at least once
+    got = queue.take(1000, 1 << 30, 0)
+    queue.ack(s.ref for s in got[:20])
+    queue.close()
+    again = DiskQueue(directory, 16 * MiB, fsync=policy)
+    again.open()
+    assert [s.event for s in drain(again)] == sent[20:]
+    again.close()
+
+
+def test_a_slow_consumer_reads_back_from_disk_then_from_memory(tmp_path: Path) -> None:
+    # A cache of ~2 batches: the consumer falls behind, reads the disk, catches up.
+    queue = opened(tmp_path / "spool", cache_bytes=3000, segment_bytes=4096)
+    sent = events(200)
+    got: list[SpooledEvent] = []
+    for i in range(0, 200, 10):
+        queue.append(sent[i:i + 10])
+        if i % 30 == 0:
+            got.extend(queue.take(7, 1 << 30, 0))
+    got.extend(drain(queue))
+    assert [s.event for s in got] == sent
+    queue.ack(s.ref for s in got)
+    assert queue.pending() == 0
+    queue.close()
+
+
+def test_concurrent_writer_consumer_and_ackers(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory, max_bytes=128 * 1024, segment_bytes=8 * 1024, cache_bytes=4096)
+    sent = events(3000, size=40)
+    received: list[SpooledEvent] = []
+    over_limit: list[int] = []
+
+    def writer() -> None:
+        for i in range(0, len(sent), 25):
+            assert queue.append(sent[i:i + 25], timeout=30)
+            if queue.used_bytes() > queue.max_bytes():
+                over_limit.append(queue.used_bytes())
+
+    def acker(refs: list[RecordRef]) -> None:
+        queue.ack(refs)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    ackers: list[threading.Thread] = []
+    while len(received) < len(sent):
+        got = queue.take(64, 1 << 30, 5.0)
+        assert got, "the consumer starved"
+        received.extend(got)
+        refs = [s.ref for s in got]
+        for part in (refs[1::2], refs[::2]):  # two workers, any order
+            ackers.append(threading.Thread(target=acker, args=(part,)))
+            ackers[-1].start()
+    thread.join()
+    for a in ackers:
+        a.join()
+    assert [s.event for s in received] == sent
+    assert over_limit == []
+    assert queue.pending() == 0
+    queue.close()
+    assert len(seg_files(directory)) <= 1
+
+
+def test_stale_files_are_cleaned_and_foreign_ones_ignored(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir(mode=0o700)
+    (directory / "0000000000000009.ack").write_bytes(b"orphan")
+    (directory / ".0000000000000003.ack.tmp").write_bytes(b"temp")
+    (directory / "notes.txt").write_text("hello")
+    queue = DiskQueue(directory, 16 * MiB)
+    recovery = queue.open()
+    assert recovery.segments == 0
+    queue.append(events(1))
+    queue.close()
+    names = sorted(os.listdir(directory))
+    # A new segment gets an id above every file seen, even an orphan ack file.
+    assert names == ["0000000000000010.ack", "0000000000000010.seg", "notes.txt"]

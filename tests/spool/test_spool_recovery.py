@@ -1,0 +1,313 @@
+"""Crash and corruption on real files: open() always succeeds, counts the
+damage, names it in a warning, and delivers every intact unacknowledged
+record, in order."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from agent.events import Event
+from agent.spool import DiskQueue, SpooledEvent
+from agent.spool.frames import HEADER_SIZE
+
+MiB = 1024 * 1024
+
+
+def frame(event: Event) -> bytes:
+    """The frame of ``event`` as the format in frames.py defines it, built independently."""
+    payload = msgpack.packb([1, event.source_key, event.offset, event.end, event.doc_id,
+                             event.data, event.target])
+    return struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+
+def drain(queue: DiskQueue) -> list[SpooledEvent]:
+    out: list[SpooledEvent] = []
+    while True:
+        got = queue.take(1000, 1 << 40, 0)
+        if not got:
+            return out
+        out.extend(got)
+
+
+def segments(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.name.endswith(".seg"))
+
+
+def seg_contents(directory: Path) -> bytes:
+    return b"\0".join(p.read_bytes() for p in segments(directory))
+
+
+@pytest.fixture
+def spool_log() -> Iterator[list[logging.LogRecord]]:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("modelscribe.spool")
+    handler = Keep(logging.DEBUG)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield records
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def warnings_of(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    return [r for r in records if r.levelno >= logging.WARNING]
+
+
+class Built:
+    def __init__(self, directory: Path, sent: list[Event], acked: set[str]) -> None:
+        self.directory = directory
+        self.sent = sent
+        self.acked = acked
+
+    def expected(self) -> list[Event]:
+        """Unacknowledged events whose frame is still intact on disk."""
+        contents = seg_contents(self.directory)
+        return [e for e in self.sent if e.doc_id not in self.acked and frame(e) in contents]
+
+
+def build(directory: Path, batches: int = 12, ack_every: int = 4, seed: int = 0) -> Built:
+    rng = random.Random(seed)
+    queue = DiskQueue(directory, 16 * MiB, fsync="never", segment_bytes=4096)
+    queue.open()
+    sent: list[Event] = []
+    offsets = {"a": 0, "b": 0}
+    for _ in range(batches):
+        batch = []
+        for _ in range(rng.randint(1, 8)):
+            key = rng.choice("ab")
+            data = bytes(rng.randrange(256) for _ in range(rng.randint(0, 300)))
+            start = offsets[key]
+            offsets[key] += len(data) + 1
+            batch.append(Event(key, start, offsets[key], f"{key}-{start}", data,
+                               rng.choice([None, "logs-x"])))
+        queue.append(batch)
+        sent.extend(batch)
+    got = queue.take(100000, 1 << 40, 0)
+    acked = [s for i, s in enumerate(got) if i % ack_every == 0]
+    queue.ack(s.ref for s in acked)
+    queue.close()
+    return Built(directory, sent, {s.event.doc_id for s in acked})
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return build(tmp_path_factory.mktemp("pristine") / "spool")
+
+
+def copy_of(pristine: Built, tmp_path: Path) -> Built:
+    directory = tmp_path / "spool"
+    shutil.copytree(pristine.directory, directory)
+    return Built(directory, pristine.sent, pristine.acked)
+
+
+def reopen(built: Built) -> tuple[DiskQueue, list[Event]]:
+    queue = DiskQueue(built.directory, 16 * MiB, fsync="never", segment_bytes=4096)
+    recovery = queue.open()
+    delivered = [s.event for s in drain(queue)]
+    assert recovery.records == len(delivered)
+    return queue, delivered
+
+
+def test_the_pristine_spool_delivers_exactly_the_unacked_records(pristine: Built, tmp_path: Path) -> None:
+    built = copy_of(pristine, tmp_path)
+    assert len(segments(built.directory)) >= 3
+    queue = DiskQueue(built.directory, 16 * MiB)
+    recovery = queue.open()
+    assert (recovery.damaged_frames, recovery.damaged_bytes) == (0, 0)
+    assert [s.event for s in drain(queue)] == [e for e in built.sent if e.doc_id not in built.acked]
+    assert recovery.pending_by_source == {
+        key: max(e.end for e in built.sent if e.source_key == key) for key in "ab"}
+    queue.close()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_truncation_at_any_byte_loses_only_the_cut_frames(pristine: Built, tmp_path: Path, seed: int,
+                                                          spool_log: list[logging.LogRecord]) -> None:
+    built = copy_of(pristine, tmp_path)
+    rng = random.Random(seed)
+    victim = rng.choice(segments(built.directory))
+    cut = rng.randrange(victim.stat().st_size)
+    os.truncate(victim, cut)
+    queue, delivered = reopen(built)
+    assert delivered == built.expected()
+    report = warnings_of(spool_log)
+    # Every truncation of a sealed segment is seen: a cut frame, or the seal.
+    assert report and any(r.kv.get("segment") == str(victim) for r in report)
+    queue.close()
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_flipped_bytes_lose_only_the_frames_they_hit(pristine: Built, tmp_path: Path, seed: int,
+                                                     spool_log: list[logging.LogRecord]) -> None:
+    built = copy_of(pristine, tmp_path)
+    rng = random.Random(seed)
+    victim = rng.choice(segments(built.directory))
+    raw = bytearray(victim.read_bytes())
+    hits = sorted(rng.randrange(len(raw)) for _ in range(rng.randint(1, 4)))
+    for pos in hits:
+        raw[pos] ^= rng.randrange(1, 256)
+    victim.write_bytes(bytes(raw))
+    queue = DiskQueue(built.directory, 16 * MiB, fsync="never")
+    recovery = queue.open()
+    delivered = [s.event for s in drain(queue)]
+    assert delivered == built.expected()
+    lost = [e for e in built.sent if e.doc_id not in built.acked and e not in delivered]
+    if lost:
+        assert recovery.damaged_frames >= 1
+        damage = [r for r in warnings_of(spool_log) if r.getMessage() == "spool frame damaged; skipped"]
+        assert all(r.kv["segment"] == str(victim) and isinstance(r.kv["offset"], int) for r in damage)
+        assert damage[0].kv["offset"] <= hits[0] + 8 or hits[0] < HEADER_SIZE
+    queue.close()
+
+
+def test_a_torn_last_write_is_counted_and_everything_else_kept(pristine: Built, tmp_path: Path) -> None:
+    built = copy_of(pristine, tmp_path)
+    last = segments(built.directory)[-1]
+    torn = frame(Event("a", 10**6, 10**6 + 5, "never-finished", b"x" * 200))[:150]
+    with open(last, "ab") as handle:
+        handle.write(torn)
+    queue = DiskQueue(built.directory, 16 * MiB)
+    recovery = queue.open()
+    assert (recovery.damaged_frames, recovery.damaged_bytes) == (1, 150)
+    assert [s.event for s in drain(queue)] == built.expected()
+    # The damage is after every record: the runs are unaffected.
+    assert recovery.pending_by_source == {
+        key: max(e.end for e in built.sent if e.source_key == key) for key in "ab"}
+    queue.close()
+
+
+def test_a_sealed_segment_cut_between_two_frames_is_detected(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = DiskQueue(directory, 16 * MiB, segment_bytes=4096)
+    queue.open()
+    a = [Event("a", i, i + 1, f"a{i}", b"x" * 200) for i in range(30)]
+    queue.append(a[:15])
+    late = [Event("late", 0, 10, "late0", b"y")]
+    queue.append(a[15:] + late)
+    queue.close()
+    first = segments(directory)[0]
+    content = first.read_bytes()
+    os.truncate(first, content.index(frame(a[10])))  # exactly between frames
+    recovery = DiskQueue(directory, 16 * MiB).open()
+    assert recovery.damaged_frames == 1
+    # a's run ends at the loss; "late" is first seen after it, so it gets no
+    # entry: the reader resumes it from the registry.
+    assert recovery.pending_by_source == {"a": 10}
+
+
+def test_a_deleted_ack_file_redelivers_that_segment(pristine: Built, tmp_path: Path) -> None:
+    built = copy_of(pristine, tmp_path)
+    victim = segments(built.directory)[0]
+    victim.with_suffix(".ack").unlink()
+    in_victim = victim.read_bytes()
+    queue, delivered = reopen(built)
+    assert delivered == [e for e in built.sent if e.doc_id not in built.acked or frame(e) in in_victim]
+    queue.close()
+
+
+def test_a_damaged_ack_file_keeps_its_intact_blocks(tmp_path: Path,
+                                                    spool_log: list[logging.LogRecord]) -> None:
+    directory = tmp_path / "spool"
+    queue = DiskQueue(directory, 16 * MiB)
+    queue.open()
+    sent = [Event("a", i, i + 1, f"a{i}", b"x" * 10) for i in range(10)]
+    queue.append(sent)
+    got = queue.take(100, 1 << 20, 0)
+    queue.ack([got[0].ref, got[1].ref])  # block 1
+    queue.ack([got[5].ref])  # block 2
+    queue.close()  # block 3: the seal
+    ack_file = segments(directory)[0].with_suffix(".ack")
+    raw = bytearray(ack_file.read_bytes())
+    raw[-16 - 3] ^= 0xFF  # inside block 2: it and the seal after it are lost
+    ack_file.write_bytes(bytes(raw))
+
+    queue = DiskQueue(directory, 16 * MiB)
+    recovery = queue.open()
+    assert recovery.damaged_frames == 0  # ack damage costs re-delivery, not records
+    assert [s.event for s in drain(queue)] == sent[2:]
+    assert any(r.getMessage().startswith("spool ack file damaged") for r in spool_log)
+    queue.close()
+    spool_log.clear()
+    queue = DiskQueue(directory, 16 * MiB)
+    queue.open()  # the file was rewritten: clean now
+    assert warnings_of(spool_log) == []
+    assert len(drain(queue)) == 8
+    queue.close()
+
+
+def test_a_damaged_header_still_yields_the_frames(pristine: Built, tmp_path: Path) -> None:
+    built = copy_of(pristine, tmp_path)
+    victim = segments(built.directory)[0]
+    raw = bytearray(victim.read_bytes())
+    raw[0:8] = b"garbage!"
+    victim.write_bytes(bytes(raw))
+    queue = DiskQueue(built.directory, 16 * MiB)
+    recovery = queue.open()
+    assert (recovery.damaged_frames, recovery.damaged_bytes) == (1, HEADER_SIZE)
+    assert [s.event for s in drain(queue)] == built.expected()
+    queue.close()
+
+
+def test_an_unsupported_version_is_set_aside(pristine: Built, tmp_path: Path) -> None:
+    built = copy_of(pristine, tmp_path)
+    victim = segments(built.directory)[0]
+    raw = bytearray(victim.read_bytes())
+    raw[8:12] = struct.pack("<I", 99)
+    raw[24:28] = struct.pack("<I", zlib.crc32(bytes(raw[:24])))
+    victim.write_bytes(bytes(raw))
+    queue = DiskQueue(built.directory, 16 * MiB)
+    recovery = queue.open()
+    assert recovery.damaged_frames == 0
+    assert victim.with_name(victim.name + ".unsupported").exists()
+    assert [s.event for s in drain(queue)] == built.expected()
+    queue.close()
+
+
+def test_a_segment_with_nothing_intact_is_removed(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    (directory / "0000000000000001.seg").write_bytes(b"")
+    (directory / "0000000000000002.seg").write_bytes(b"\x01\x02\x03")
+    queue = DiskQueue(directory, 16 * MiB)
+    recovery = queue.open()
+    assert (recovery.segments, recovery.records, recovery.damaged_frames) == (2, 0, 1)
+    assert segments(directory) == []
+    queue.append([Event("a", 0, 1, "a0", b"x")])
+    assert [s.event.doc_id for s in queue.take(10, 1000, 0)] == ["a0"]
+    queue.close()
+
+
+def test_damage_found_while_running_loses_only_that_segment_tail(tmp_path: Path,
+                                                                  spool_log: list[logging.LogRecord]) -> None:
+    directory = tmp_path / "spool"
+    queue = DiskQueue(directory, 16 * MiB, segment_bytes=4096, cache_bytes=0)
+    queue.open()
+    sent = [Event("a", i, i + 1, f"a{i}", b"z" * 200) for i in range(60)]
+    for i in range(0, 60, 10):
+        queue.append(sent[i:i + 10])
+    first = segments(directory)[0]
+    raw = bytearray(first.read_bytes())
+    pos = raw.index(frame(sent[5]))
+    raw[pos + 20] ^= 0xFF
+    first.write_bytes(bytes(raw))
+    got = [s.event for s in drain(queue)]
+    in_first = [e for e in sent if frame(e) in bytes(raw) or e is sent[5]]
+    assert got == sent[:5] + [e for e in sent if e not in in_first]
+    assert any(r.getMessage().startswith("spool frame damaged while reading") for r in spool_log)
+    queue.close()
