@@ -96,12 +96,10 @@ def metrics_target(config: Config) -> str | None:
 class _Sink:
     """The tailer's LineSink: parse, enrich, hand over (may block).
 
-    Events are handed over in groups of up to ``_GROUP`` (and at every tick,
-    at most 0.5 s apart), so the locks of the queue, the spool and the ack
-    tracker are taken once per group, not once per line.
+    Events are handed over in groups (``handoff.group_size``; and at every
+    tick, at most 0.5 s apart), so the locks of the queue, the spool and the
+    ack tracker, and the spool's fsync, are paid once per group, not per line.
     """
-
-    _GROUP = 256
 
     def __init__(self, settings: ParseSettings, enricher: Enricher, handoff: MemoryHandoff | SpoolHandoff,
                  inputs: tuple[InputSpec, ...] = ()) -> None:
@@ -112,6 +110,7 @@ class _Sink:
                         for spec in inputs]
         self._enricher = enricher
         self._handoff = handoff
+        self._group = handoff.group_size
         self.accepting = handoff.accepting
         self._parsers: dict[str, SourceParser] = {}
         self._pending: list[Event] = []
@@ -129,7 +128,7 @@ class _Sink:
             event = self._enricher.build(record)
             if event is not None:  # None: sampled out (offsets still advance past it)
                 self._pending.append(event)
-        if len(self._pending) >= self._GROUP:
+        if len(self._pending) >= self._group:
             self.hand_over()
 
     def _emit_all(self, records: list[Record]) -> None:
@@ -200,7 +199,7 @@ class Pipeline:
                                          config.bulk_max_bytes, config.workers, self.stats)
         else:
             # The queue holds groups of events (see _Sink): bound it in events.
-            events: "queue.Queue[object]" = queue.Queue(maxsize=max(2, config.queue_events // _Sink._GROUP))
+            events: "queue.Queue[object]" = queue.Queue(maxsize=max(2, config.queue_events // MemoryHandoff.group_size))
             handoff = MemoryHandoff(events, self.acks)
             self._batcher = Batcher(events, self._deliver, config.bulk_max_docs, config.bulk_max_bytes,
                                     config.flush_interval, config.workers, self.stats, clock)

@@ -8,10 +8,13 @@ JSON line per scenario:
     {"scenario": "null", "lines": 500000, "seconds": ..., "lines_per_s": ...,
      "cpu_s_per_100k": ..., "peak_rss_mb": ...}
 
-Scenarios: ``null`` (the agent alone, --output null), ``files1000``
-(1,000 files tailed at once, --output null) and, when ES_URL is set (eval the
-output of `scripts/elasticsearch-local start`), ``elasticsearch`` (the real
-node, with ES_CA_CERT and ES_API_KEY_FILE).
+Scenarios: ``null`` (the agent alone with its disk spool, default fsync
+policy, --output null), ``null-nospool`` (the same without the spool: the
+difference is the spool's cost), ``files1000`` (1,000 files tailed at once)
+and, when ES_URL is set (eval the output of `scripts/elasticsearch-local
+start`), ``elasticsearch`` (the real node, with ES_CA_CERT and
+ES_API_KEY_FILE) and ``recovery`` (N lines wait in the spool while the
+output is unreachable; then the time to deliver them all to the node).
 
     python3 benchmarks/throughput.py --lines 500000
 """
@@ -89,14 +92,47 @@ def scenario(name: str, lines: int, files: int, extra: list[str], one_core: bool
             "cpu_s_per_100k": round(measured["cpu_seconds"] * 100_000 / total, 3)}
 
 
+def recovery(lines: int, es_extra: list[str]) -> dict:
+    """Fill the spool while the output is unreachable, then time the drain."""
+    work = Path(tempfile.mkdtemp(prefix="modelscribe-bench-recovery-"))
+    try:
+        (work / "logs").mkdir()
+        write_files(work / "logs", lines, 1)
+        state = work / "state"
+        daemon = subprocess.Popen([sys.executable, "-m", "agent", "run", "--path", str(work / "logs" / "*.log"),
+                                   "--state-dir", str(state), "--es-url", "http://127.0.0.1:9",
+                                   "--index", "unreachable", "--log-level", "error", "--shutdown-timeout", "1s"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            try:
+                spool = json.loads((state / "status.json").read_text()).get("spool") or {}
+            except (OSError, ValueError):
+                continue
+            if spool.get("pending", 0) >= lines:
+                break
+        daemon.terminate()
+        daemon.wait(60)
+        spooled_mb = sum(p.stat().st_size for p in (state / "spool").glob("*.seg")) / 2**20
+        (work / "logs" / "model-0000.log").unlink()  # the spool holds the only copy
+        measured = run_agent(work / "logs", state, es_extra, one_core=False)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"scenario": "recovery", "lines_waiting": lines, "spool_mb": round(spooled_mb, 1), **measured,
+            "lines_per_s": round(lines / measured["seconds"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=500_000)
-    parser.add_argument("--scenarios", default="null,files1000,elasticsearch")
+    parser.add_argument("--scenarios", default="null,null-nospool,files1000,elasticsearch,recovery")
     args = parser.parse_args()
     wanted = args.scenarios.split(",")
     if "null" in wanted:
         print(json.dumps(scenario("null", args.lines, 1, ["--output", "null"])), flush=True)
+    if "null-nospool" in wanted:
+        print(json.dumps(scenario("null-nospool", args.lines, 1, ["--output", "null", "--no-spool"])), flush=True)
     if "files1000" in wanted:
         print(json.dumps(scenario("files1000", max(args.lines // 5, 100_000), 1000, ["--output", "null"])),
               flush=True)
@@ -113,8 +149,11 @@ def main() -> None:
         if os.environ.get("ES_API_KEY_FILE"):
             extra += ["--api-key-file", os.environ["ES_API_KEY_FILE"]]
         # Elasticsearch itself needs the other core: the agent is not pinned here.
-        print(json.dumps({**scenario("elasticsearch", args.lines, 1, extra, one_core=False), "index": index}),
-              flush=True)
+        if "elasticsearch" in wanted:
+            print(json.dumps({**scenario("elasticsearch", args.lines, 1, extra, one_core=False), "index": index}),
+                  flush=True)
+        if "recovery" in wanted:
+            print(json.dumps(recovery(args.lines, extra[:-4] + ["--index", index + "-recovery"])), flush=True)
 
 
 if __name__ == "__main__":
