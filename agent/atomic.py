@@ -24,14 +24,19 @@ def write_atomic(path: str | os.PathLike[str], body: bytes, prefix: str = ".tmp-
             os.fsync(handle.fileno())
         os.replace(temp, path)
         temp = None
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(directory)
     finally:
         if temp is not None:
             try:
                 os.unlink(temp)
             except OSError:
                 pass
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Make a rename or a new link in ``directory`` durable."""
+    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -27,6 +27,8 @@ from typing import Any
 import orjson
 
 from agent import AGENT_NAME, __version__
+from agent.atomic import write_atomic
+from agent.errors import StateError
 from agent.events import Event, Record
 from agent.transforms import Transforms
 
@@ -73,9 +75,10 @@ def agent_id(state_dir: str) -> str:
     except (OSError, UnicodeDecodeError):
         pass
     new = str(uuid.uuid4())
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(new + "\n", encoding="ascii")
-    tmp.replace(path)
+    try:
+        write_atomic(path, (new + "\n").encode("ascii"), prefix=".agent_id.")
+    except OSError as error:
+        raise StateError(f"cannot write {path}: {error.strerror}") from error
     return new
 
 

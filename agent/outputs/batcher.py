@@ -32,20 +32,55 @@ END = object()  # put on the queue after the last event: flush and stop
 _ACTION_BYTES = 40  # the {"create":{"_id":...}} line that goes with each document
 
 
+class _Workers:
+    """At most ``workers`` batches in flight; a full pool blocks ``submit``
+    (that is the backpressure). Failures are recorded, never raised: the
+    events of a failed batch stay unacknowledged."""
+
+    def __init__(self, deliver: Callable[[list[Event]], None], workers: int, stats: Stats) -> None:
+        self._deliver = deliver
+        self._stats = stats
+        self._slots = threading.Semaphore(workers)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="output")
+        self.failures: list[OutputError] = []
+
+    def submit(self, events: list[Event], after: Callable[[], None] | None = None) -> None:
+        """Deliver ``events`` on a worker, then call ``after`` if it worked."""
+        self._slots.acquire()
+        self._pool.submit(self._work, events, after)
+
+    def _work(self, events: list[Event], after: Callable[[], None] | None) -> None:
+        try:
+            self._deliver(events)
+            if after is not None:
+                after()
+        except OutputError as error:
+            self.failures.append(error)
+            self._stats.add("batches_failed")
+            self._stats.error(str(error))
+            log.error("gave up delivering a batch; its lines stay unacknowledged", count=len(events),
+                      error=str(error))
+        except Exception as error:  # a bug: keep the agent alive, report loudly
+            self.failures.append(OutputError(f"unexpected error: {error!r}"))
+            log.error("unexpected error while delivering a batch", exc_info=True, error=repr(error))
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 class Batcher:
     def __init__(self, events: "queue.Queue[object]", deliver: Callable[[list[Event]], None],
                  max_docs: int, max_bytes: int, flush_interval: float, workers: int, stats: Stats,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self._queue = events
-        self._deliver = deliver
         self._max_docs = max_docs
         self._max_bytes = max_bytes
         self._interval = flush_interval
-        self._stats = stats
         self._clock = clock
-        self._slots = threading.Semaphore(workers)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="output")
-        self.failures: list[OutputError] = []
+        self._workers = _Workers(deliver, workers, stats)
+        self.failures = self._workers.failures
 
     def run(self) -> None:
         """Thread body: batch until END, then wait for every in-flight batch."""
@@ -76,28 +111,10 @@ class Batcher:
             if batch:
                 self._dispatch(batch)
         finally:
-            self._pool.shutdown(wait=True)
+            self._workers.close()
 
     def _dispatch(self, batch: list[Event]) -> None:
-        self._slots.acquire()
-        self._pool.submit(self._work, batch)
-
-    def _work(self, batch: list[Event]) -> None:
-        try:
-            self._deliver(batch)
-        except OutputError as error:
-            # Not acknowledged: the offsets stay before these events, which
-            # are read again after a restart.
-            self.failures.append(error)
-            self._stats.add("batches_failed")
-            self._stats.error(str(error))
-            log.error("gave up delivering a batch; its lines stay unacknowledged", count=len(batch),
-                      error=str(error))
-        except Exception as error:  # a bug: keep the agent alive, report loudly
-            self.failures.append(OutputError(f"unexpected error: {error!r}"))
-            log.error("unexpected error while delivering a batch", exc_info=True, error=repr(error))
-        finally:
-            self._slots.release()
+        self._workers.submit(batch)
 
 
 class SpoolBatcher:
@@ -113,14 +130,11 @@ class SpoolBatcher:
     def __init__(self, spool: "DiskQueue", deliver: Callable[[list[Event]], None], acks: "AckTracker",
                  max_docs: int, max_bytes: int, workers: int, stats: Stats) -> None:
         self._spool = spool
-        self._deliver = deliver
         self._acks = acks
         self._max_docs = max_docs
         self._max_bytes = max_bytes
-        self._stats = stats
-        self._slots = threading.Semaphore(workers)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="output")
-        self.failures: list[OutputError] = []
+        self._workers = _Workers(deliver, workers, stats)
+        self.failures = self._workers.failures
         self.drain = threading.Event()  # the reader is done: take what is left, then stop (--once)
         self.stop = threading.Event()   # stop taking now; the rest stays in the spool (shutdown)
 
@@ -134,25 +148,11 @@ class SpoolBatcher:
                 elif draining:
                     break
         finally:
-            self._pool.shutdown(wait=True)
+            self._workers.close()
 
     def _dispatch(self, items: list["SpooledEvent"]) -> None:
         events = [item.event for item in items]
+        refs = [item.ref for item in items]
         self._acks.register(events)
-        self._slots.acquire()
-        self._pool.submit(self._work, events, [item.ref for item in items])
-
-    def _work(self, events: list[Event], refs: list["RecordRef"]) -> None:
-        try:
-            self._deliver(events)
-            self._spool.ack(refs)
-        except OutputError as error:
-            self.failures.append(error)
-            self._stats.add("batches_failed")
-            self._stats.error(str(error))
-            log.error("gave up delivering a batch; it stays in the spool", count=len(events), error=str(error))
-        except Exception as error:  # a bug: keep the agent alive, report loudly
-            self.failures.append(OutputError(f"unexpected error: {error!r}"))
-            log.error("unexpected error while delivering a batch", exc_info=True, error=repr(error))
-        finally:
-            self._slots.release()
+        # Spool space is freed only once the output settled the whole batch.
+        self._workers.submit(events, lambda: self._spool.ack(refs))

@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import orjson
 
+from agent.atomic import fsync_directory
 from agent.errors import StateError
 from agent.selflog import Secret, get_logger
 from agent.transforms import schema
@@ -466,11 +467,7 @@ def _create_key(directory: Path, path: Path) -> None:
                 handle.write(content)
                 handle.flush()
                 os.fsync(handle.fileno())
-        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(directory)
     except OSError as error:
         raise StateError(f"cannot create the hash key {path}: {error}") from error
     finally:
