@@ -69,9 +69,20 @@ class SpoolHandoff:
         self._dropped_since_log = 0
         self._last_drop_log = float("-inf")
         self._blocked_logged = False
+        self._paused = False
 
     def accepting(self) -> bool:
-        return self._drop or self._spool.used_bytes() < self._spool.max_bytes() - self._headroom
+        if self._drop:
+            return True
+        room = self._spool.used_bytes() < self._spool.max_bytes() - self._headroom
+        if room == self._paused:  # a change: say so once
+            self._paused = not room
+            if self._paused:
+                log.warning("spool full: reading paused until the output catches up",
+                            used_bytes=self._spool.used_bytes(), max_bytes=self._spool.max_bytes())
+            else:
+                log.info("spool has room again: reading resumed", used_bytes=self._spool.used_bytes())
+        return room
 
     def put(self, group: Sequence[Event]) -> None:
         if self._drop:

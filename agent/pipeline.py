@@ -38,7 +38,7 @@ from agent.events import Event, Line, Record, Source
 from agent.outputs import build_output
 from agent.outputs.base import Output
 from agent.handoff import MemoryHandoff, SpoolHandoff
-from agent.outputs.batcher import Batcher, SpoolBatcher
+from agent.outputs.batcher import Aborted, Batcher, SpoolBatcher
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
 from agent.parsing import ParseSettings, SourceParser, make_parser
@@ -211,7 +211,7 @@ class Pipeline:
 
     def _deliver(self, events: list[Event]) -> None:
         if self._abort.is_set():
-            return  # shutting down past the deadline: leave them unacknowledged
+            raise Aborted()  # shutting down past the deadline: leave them unacknowledged
         self._sender.deliver(events)
 
     # -- entry points --------------------------------------------------------

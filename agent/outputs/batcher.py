@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 log = get_logger("batcher")
 
 END = object()  # put on the queue after the last event: flush and stop
+
+
+class Aborted(Exception):
+    """Raised by a deliver function that refuses to send (shutdown deadline
+    passed): the batch is neither acknowledged nor counted as failed."""
 _ACTION_BYTES = 40  # the {"create":{"_id":...}} line that goes with each document
 
 
@@ -54,6 +59,8 @@ class _Workers:
             self._deliver(events)
             if after is not None:
                 after()
+        except Aborted:
+            pass  # not sent, not acknowledged: read again (or taken from the spool) after a restart
         except OutputError as error:
             self.failures.append(error)
             self._stats.add("batches_failed")

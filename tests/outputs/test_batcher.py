@@ -67,3 +67,17 @@ def test_failures_are_recorded_not_raised():
     q.put(END)
     batcher.run()
     assert len(batcher.failures) == 2 and stats.snapshot().batches_failed == 2
+
+
+def test_an_aborted_batch_is_neither_acknowledged_nor_failed():
+    from agent.outputs.batcher import Aborted, _Workers
+
+    def deliver(batch):
+        raise Aborted()
+
+    acked = []
+    stats = Stats()
+    workers = _Workers(deliver, 1, stats)
+    workers.submit([_event(0)], after=lambda: acked.append(True))
+    workers.close()
+    assert acked == [] and workers.failures == [] and stats.snapshot().batches_failed == 0
