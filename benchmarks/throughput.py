@@ -143,17 +143,19 @@ def main() -> None:
                               "\"$(scripts/elasticsearch-local start)\" first"}), flush=True)
             return
         index = f"bench-{int(time.time())}"
-        extra = ["--es-url", url, "--index", index, "--workers", "2"]
+        connection = ["--es-url", url]
         if os.environ.get("ES_CA_CERT"):
-            extra += ["--ca-cert", os.environ["ES_CA_CERT"]]
+            connection += ["--ca-cert", os.environ["ES_CA_CERT"]]
         if os.environ.get("ES_API_KEY_FILE"):
-            extra += ["--api-key-file", os.environ["ES_API_KEY_FILE"]]
+            connection += ["--api-key-file", os.environ["ES_API_KEY_FILE"]]
+        extra = connection + ["--index", index, "--workers", "2"]
         # Elasticsearch itself needs the other core: the agent is not pinned here.
         if "elasticsearch" in wanted:
             print(json.dumps({**scenario("elasticsearch", args.lines, 1, extra, one_core=False), "index": index}),
                   flush=True)
         if "recovery" in wanted:
-            print(json.dumps(recovery(args.lines, extra[:-4] + ["--index", index + "-recovery"])), flush=True)
+            print(json.dumps(recovery(args.lines, connection + ["--index", index + "-recovery", "--workers", "2"])),
+                  flush=True)
 
 
 if __name__ == "__main__":
