@@ -196,7 +196,8 @@ class Pipeline:
             handoff: MemoryHandoff | SpoolHandoff = SpoolHandoff(self.spool, config.when_full, self._abort,
                                                                  self.stats, clock)
             self._batcher = SpoolBatcher(self.spool, self._deliver, self.acks, config.bulk_max_docs,
-                                         config.bulk_max_bytes, config.workers, self.stats)
+                                         config.bulk_max_bytes, config.flush_interval, config.workers,
+                                         self.stats, clock)
         else:
             # The queue holds groups of events (see _Sink): bound it in events.
             events: "queue.Queue[object]" = queue.Queue(maxsize=max(2, config.queue_events // MemoryHandoff.group_size))

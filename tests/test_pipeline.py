@@ -4,6 +4,8 @@ resume hints, --no-spool, and the timezone of offset-less timestamps."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 from agent.config import resolve
 from agent.pipeline import Pipeline
@@ -69,3 +71,31 @@ def test_spooled_records_are_not_read_again(tmp_path):
     assert second.run() == 0
     messages = [json.loads(line)["message"] for line in out.read_text().splitlines()]
     assert messages == [f"line {i}" for i in range(100)]  # once each: from the spool, none re-read
+
+
+def test_spool_batches_respect_count_and_age(tmp_path):
+    """With the spool, batches fill up to --bulk-max-docs, and a partial one goes after --flush-interval."""
+    from agent.acks import AckTracker
+    from agent.events import Event
+    from agent.outputs.batcher import SpoolBatcher
+    from agent.spool import DiskQueue
+    from agent.stats import Stats
+
+    spool = DiskQueue(tmp_path / "spool", 10 * 2**20)
+    spool.open()
+    spool.append([Event("k", i, i + 1, f"id{i}", b"{}") for i in range(25)])
+    sizes = []
+    acks = AckTracker(lambda key, offset: None)
+    batcher = SpoolBatcher(spool, lambda events: sizes.append(len(events)), acks, max_docs=10,
+                           max_bytes=2**20, flush_interval=0.2, workers=1, stats=Stats())
+    thread = threading.Thread(target=batcher.run)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sum(sizes) < 25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        batcher.stop.set()
+        thread.join(10)
+        spool.close()
+    assert sizes == [10, 10, 5]

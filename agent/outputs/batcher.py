@@ -135,24 +135,46 @@ class SpoolBatcher:
     """
 
     def __init__(self, spool: "DiskQueue", deliver: Callable[[list[Event]], None], acks: "AckTracker",
-                 max_docs: int, max_bytes: int, workers: int, stats: Stats) -> None:
+                 max_docs: int, max_bytes: int, flush_interval: float, workers: int, stats: Stats,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self._spool = spool
         self._acks = acks
         self._max_docs = max_docs
         self._max_bytes = max_bytes
+        self._interval = flush_interval
+        self._clock = clock
         self._workers = _Workers(deliver, workers, stats)
         self.failures = self._workers.failures
         self.drain = threading.Event()  # the reader is done: take what is left, then stop (--once)
         self.stop = threading.Event()   # stop taking now; the rest stays in the spool (shutdown)
 
     def run(self) -> None:
+        """Thread body: a batch is sent when full (docs or bytes) or when its
+        first event is --flush-interval old; with ``drain``, until the spool
+        has nothing left to hand out."""
+        batch: list["SpooledEvent"] = []
+        size = 0
+        deadline = 0.0
         try:
             while not self.stop.is_set():
                 draining = self.drain.is_set()  # read before take: nothing appended after it is missed
-                items = self._spool.take(self._max_docs, self._max_bytes, timeout=0.0 if draining else 0.2)
+                if draining:
+                    timeout = 0.0
+                elif batch:
+                    timeout = max(0.0, deadline - self._clock.monotonic())
+                else:
+                    timeout = 0.2
+                items = self._spool.take(self._max_docs - len(batch), max(1, self._max_bytes - size), timeout)
                 if items:
-                    self._dispatch(items)
-                elif draining:
+                    if not batch:
+                        deadline = self._clock.monotonic() + self._interval
+                    batch.extend(items)
+                    size += sum(len(item.event.data) + _ACTION_BYTES for item in items)
+                full = len(batch) >= self._max_docs or size >= self._max_bytes
+                if batch and (full or (draining and not items) or self._clock.monotonic() >= deadline):
+                    self._dispatch(batch)
+                    batch, size = [], 0
+                elif not items and draining:
                     break
         finally:
             self._workers.close()
