@@ -12,9 +12,10 @@ key (``--config FILE``); precedence is flag > env > file > default.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -163,16 +164,23 @@ def dlq() -> None:
 @dlq.command("list")
 @_settings_options
 def dlq_list(**params: Any) -> None:
-    """Count dead letters by target and error type."""
+    """Count dead letters by target and error type (file, or --dead-letter-index)."""
     from agent.outputs.dead_letter import read_letters, summarize
 
+    broken: list[int] = []
     try:
         config = _resolve(params, require_paths=False)
-        letters, broken = read_letters(config.dead_letter_path)
+        if config.dead_letter_index:
+            where = f"index {config.dead_letter_index}"
+            with _letters_index(config) as index:
+                letters = index.letters()
+        else:
+            where = config.dead_letter_path
+            letters, broken = read_letters(config.dead_letter_path)
     except ModelscribeError as error:
         _fail(error)
         return
-    click.echo(f"{len(letters)} dead letters in {config.dead_letter_path}")
+    click.echo(f"{len(letters)} dead letters in {where}")
     for target, kind, count in summarize(letters):
         click.echo(f"{count:>8}  {kind}  (target {target})")
     examples = {letter.error_type: letter.reason for letter in letters}
@@ -187,17 +195,24 @@ def dlq_list(**params: Any) -> None:
 @_settings_options
 def dlq_replay(to_index: str | None, **params: Any) -> None:
     """Re-send the dead letters (after fixing the mapping); those that fail again stay."""
-    from agent.outputs.dead_letter import replay
+    from agent.outputs.dead_letter import replay, resend
     from agent.outputs.elasticsearch import ElasticsearchOutput
 
     try:
         config = _resolve(params, require_paths=False)
-        output = ElasticsearchOutput(config)
-        try:
-            output.preflight()
-            result = replay(config.dead_letter_path, output.send, to_index)
-        finally:
-            output.close()
+        if config.dead_letter_index:
+            with _letters_index(config) as index:
+                letters = index.letters()
+                result, keep = resend(letters, index.output.send, to_index)
+                kept = {letter.doc_id for letter in keep}
+                index.delete([letter.doc_id for letter in letters if letter.doc_id not in kept])
+        else:
+            output = ElasticsearchOutput(config)
+            try:
+                output.preflight()
+                result = replay(config.dead_letter_path, output.send, to_index)
+            finally:
+                output.close()
     except ModelscribeError as error:
         _fail(error)
         return
@@ -207,6 +222,19 @@ def dlq_replay(to_index: str | None, **params: Any) -> None:
         click.echo(f"  {reason}")
     sys.exit(EXIT_OK if not (result.still_rejected or result.failed) else EXIT_REJECTED)
 
+
+@contextlib.contextmanager
+def _letters_index(config: Config) -> Iterator[Any]:
+    """The --dead-letter-index store, on a connected output (closed after)."""
+    from agent.outputs.dead_letter_index import IndexLetters
+    from agent.outputs.elasticsearch import ElasticsearchOutput
+
+    output = ElasticsearchOutput(config)
+    try:
+        output.preflight()
+        yield IndexLetters(output, config.dead_letter_index or "")
+    finally:
+        output.close()
 
 @main.group()
 def setup() -> None:

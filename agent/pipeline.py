@@ -40,6 +40,8 @@ from agent.outputs.base import Output
 from agent.handoff import MemoryHandoff, SpoolHandoff
 from agent.outputs.batcher import Aborted, Batcher, SpoolBatcher
 from agent.outputs.dead_letter import DeadLetters
+from agent.outputs.dead_letter_index import IndexLetters
+from agent.outputs.elasticsearch import ElasticsearchOutput
 from agent.outputs.sender import Sender
 from agent.parsing import ParseSettings, SourceParser, make_parser
 from agent.registry import Registry
@@ -179,7 +181,10 @@ class Pipeline:
         self._abort = threading.Event()  # stop retrying: shutdown deadline passed
         self._stop = threading.Event()   # stop reading
         self._signal: int | None = None
-        self.dead_letters = DeadLetters(config.dead_letter_path, config.target)
+        letters_index = None
+        if config.dead_letter_index and isinstance(self.output, ElasticsearchOutput):
+            letters_index = IndexLetters(self.output, config.dead_letter_index)
+        self.dead_letters = DeadLetters(config.dead_letter_path, config.target, letters_index)
         self._sender = Sender(self.output, self.acks, self.dead_letters, self.stats, self._abort,
                               config.max_retries, config.backoff_max, retry_permanent=not config.once,
                               clock=clock)

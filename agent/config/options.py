@@ -147,6 +147,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("backoff_max", v.duration, 60.0, "Longest wait between retries.", group="output"),
     Option("dead_letter_file", v.text, None, "Where rejected documents go (default: "
            "STATE_DIR/dead-letter.ndjson).", path=True, group="output"),
+    Option("dead_letter_index", v.index_name, None, "Keep rejected documents in this Elasticsearch index "
+           "instead (the file remains the fallback).", group="output"),
     # spool
     Option("spool", v.boolean, True, "Buffer events on disk between reading and sending (--no-spool: "
            "memory only; an outage then pauses reading sooner).", switch=True, group="spool"),

@@ -88,6 +88,7 @@ class Config:
     max_retries: int | None
     backoff_max: float
     dead_letter_file: str | None
+    dead_letter_index: str | None
     spool: bool
     spool_dir: str | None
     spool_max_bytes: int

@@ -24,16 +24,22 @@ import os
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import orjson
 
 from agent.atomic import write_atomic
 from agent.enrich import format_timestamp
-from agent.errors import StateError
+from agent.errors import ModelscribeError, StateError
 from agent.events import Event
 from agent.outputs.base import Response
 from agent.outputs.retry import Action, ItemVerdict, classify
+from agent.selflog import get_logger
+
+if TYPE_CHECKING:
+    from agent.outputs.dead_letter_index import IndexLetters
+
+log = get_logger("dead_letter")
 
 
 @dataclass(frozen=True)
@@ -73,13 +79,27 @@ class _Locked:
 
 
 class DeadLetters:
-    def __init__(self, path: str, target: str) -> None:
+    """Where rejected documents go: the dead-letter file, or (with
+    --dead-letter-index) an Elasticsearch index, falling back to the file
+    whenever the index cannot take them, so a letter is never lost."""
+
+    def __init__(self, path: str, target: str, index: "IndexLetters | None" = None) -> None:
         self.path = path
         self._target = target
+        self._index = index
         self._lock = threading.Lock()
         self.count = 0
 
     def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float) -> None:
+        if self._index is not None:
+            try:
+                self._index.write(rejected, now)
+                with self._lock:
+                    self.count += len(rejected)
+                return
+            except ModelscribeError as error:
+                log.warning("dead-letter index unavailable; writing the letters to the file instead",
+                            index=self._index.name, path=self.path, error=str(error))
         lines = []
         for event, verdict in rejected:
             lines.append(orjson.dumps({
@@ -146,51 +166,59 @@ class ReplayResult:
     reasons: tuple[str, ...]
 
 
+def resend(letters: Sequence[Letter], send: Callable[[Sequence[Event]], Response], to_index: str | None,
+           batch_size: int = 500) -> tuple[ReplayResult, list[Letter]]:
+    """Re-send ``letters`` (to ``to_index`` or each one's recorded target);
+    returns the counts and the letters that still did not make it."""
+    keep: list[Letter] = []
+    indexed = duplicates = rejected = failed = 0
+    reasons: list[str] = []
+    for start in range(0, len(letters), batch_size):
+        chunk = letters[start:start + batch_size]
+        events = [Event("dead-letter", letter.line, letter.line + 1, letter.doc_id, letter.document,
+                        to_index or letter.target or None) for letter in chunk]
+        try:
+            decision = classify(send(events), len(events))
+        except Exception as error:  # keep every letter; report why
+            keep.extend(chunk)
+            failed += len(chunk)
+            reasons.append(str(error))
+            continue
+        if decision.kind == "ack":
+            indexed += len(chunk)
+            continue
+        if decision.kind != "items":
+            keep.extend(chunk)
+            failed += len(chunk)
+            reasons.append(decision.reason)
+            continue
+        for verdict in decision.items:
+            if verdict.action is Action.ACK:
+                indexed += 1
+            elif verdict.action is Action.DUPLICATE:
+                duplicates += 1
+            else:
+                keep.append(chunk[verdict.position])
+                if verdict.action is Action.REJECT:
+                    rejected += 1
+                else:
+                    failed += 1
+                reasons.append(f"{verdict.error_type}: {verdict.reason}")
+    result = ReplayResult(indexed, duplicates, rejected, failed, tuple(dict.fromkeys(reasons))[:5])
+    return result, keep
+
+
 def replay(path: str, send: Callable[[Sequence[Event]], Response], to_index: str | None,
            batch_size: int = 500) -> ReplayResult:
-    """Re-send every letter (to ``to_index`` or its recorded target); keep in
-    the file only those that still did not make it."""
+    """Re-send every letter of the file; keep in it only those that still did not make it."""
     with _Locked(path):
         letters, broken = read_letters(path)
         if broken:
             raise StateError(f"{path}: lines {', '.join(map(str, broken[:10]))} are not dead letters; "
                              "fix or remove them before replaying")
-        keep: list[Letter] = []
-        indexed = duplicates = rejected = failed = 0
-        reasons: list[str] = []
-        for start in range(0, len(letters), batch_size):
-            chunk = letters[start:start + batch_size]
-            events = [Event("dead-letter", letter.line, letter.line + 1, letter.doc_id, letter.document,
-                            to_index or letter.target or None) for letter in chunk]
-            try:
-                decision = classify(send(events), len(events))
-            except Exception as error:  # keep every letter; report why
-                keep.extend(chunk)
-                failed += len(chunk)
-                reasons.append(str(error))
-                continue
-            if decision.kind == "ack":
-                indexed += len(chunk)
-                continue
-            if decision.kind != "items":
-                keep.extend(chunk)
-                failed += len(chunk)
-                reasons.append(decision.reason)
-                continue
-            for verdict in decision.items:
-                if verdict.action is Action.ACK:
-                    indexed += 1
-                elif verdict.action is Action.DUPLICATE:
-                    duplicates += 1
-                else:
-                    keep.append(chunk[verdict.position])
-                    if verdict.action is Action.REJECT:
-                        rejected += 1
-                    else:
-                        failed += 1
-                    reasons.append(f"{verdict.error_type}: {verdict.reason}")
+        result, keep = resend(letters, send, to_index, batch_size)
         _rewrite(path, [letters_line(letter) for letter in keep])
-    return ReplayResult(indexed, duplicates, rejected, failed, tuple(dict.fromkeys(reasons))[:5])
+    return result
 
 
 def letters_line(letter: Letter) -> bytes:

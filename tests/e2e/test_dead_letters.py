@@ -65,3 +65,33 @@ def test_mapping_conflict_dead_letter_and_replay(es_node, es, tmp_path):
     twice = run_once(["dlq", "replay", "--to-index", "e2e-dlq-fixed", *flags])
     assert twice.code == 0 and "indexed=0" in twice.stdout
     assert es.count("e2e-dlq-fixed") == 1
+
+
+def test_dead_letter_index_list_and_replay(es_node, es, tmp_path):
+    status, body = es.request("PUT", "/e2e-dlqi", {"mappings": {"properties": {
+        "extra": {"properties": {"latency": {"type": "long"}}}}}})
+    assert status == 200, body
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [{"message": f"served {i}", "latency": "slow" if i in (1, 3) else i} for i in range(6)]
+    (logs / "m.log").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    state = tmp_path / "state"
+    flags = ["--state-dir", str(state), "--dead-letter-index", "e2e-dead-letters", *es_flags(es_node, "e2e-dlqi")]
+    result = run_once(["run", "--once", "--path", str(logs / "*.log"), *flags])
+    assert result.code == 4, result.stderr
+    assert es.count("e2e-dlqi") == 4
+    assert not (state / "dead-letter.ndjson").exists()  # the index took them, not the file
+    letters = es.search_all("e2e-dead-letters")
+    assert sorted(json.loads(letter["document"])["message"] for letter in letters) == ["served 1", "served 3"]
+    assert {letter["error"]["type"] for letter in letters} == {"document_parsing_exception"}
+
+    listing = run_once(["dlq", "list", *flags])
+    assert listing.code == 0 and "2 dead letters in index e2e-dead-letters" in listing.stdout
+
+    status, body = es.request("PUT", "/e2e-dlqi-fixed", {"mappings": {"properties": {
+        "extra": {"properties": {"latency": {"type": "keyword"}}}}}})
+    assert status == 200, body
+    fixed = run_once(["dlq", "replay", "--to-index", "e2e-dlqi-fixed", *flags])
+    assert fixed.code == 0 and "indexed=2" in fixed.stdout, fixed.stdout + fixed.stderr
+    assert es.count("e2e-dlqi-fixed") == 2
+    assert es.count("e2e-dead-letters") == 0

@@ -77,3 +77,18 @@ def test_broken_lines_are_reported_and_block_a_replay(tmp_path):
     assert letters == [] and broken == [1, 2]
     with pytest.raises(StateError, match="lines 1, 2 are not dead letters"):
         replay(str(path), lambda events: Response(200, {"errors": False}), None)
+
+
+def test_letters_fall_back_to_the_file_when_the_index_refuses(tmp_path):
+    from agent.errors import OutputError
+
+    class DownIndex:
+        name = "dlq"
+
+        def write(self, rejected, now):
+            raise OutputError("cluster unavailable")
+
+    path = str(tmp_path / "dead.ndjson")
+    DeadLetters(path, "logs-x", DownIndex()).write([_reject(7)], 0.0)
+    letters, _ = read_letters(path)
+    assert [letter.doc_id for letter in letters] == ["id7"]

@@ -1,0 +1,103 @@
+"""`--client-cert` / `--client-key` against a real node that requires a client
+certificate (``xpack.security.http.ssl.client_authentication: required``,
+``elasticsearch_local.start_node(..., client_auth=True)``).
+
+The node refuses any TLS connection without a certificate signed by its CA,
+so a document that lands proves the agent presented the certificate; the
+credentials are still the API key (the certificate only opens the connection).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import ssl
+import stat
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import elasticsearch_local
+from e2e_helpers import es_flags, run_once
+
+pytestmark = pytest.mark.elasticsearch
+
+
+@pytest.fixture(scope="module")
+def mtls_node(tmp_path_factory):
+    work = tmp_path_factory.mktemp("es-client-auth")
+    node = elasticsearch_local.start_node(work, client_auth=True)
+    try:
+        yield node
+    finally:
+        elasticsearch_local.remove_node(work)
+
+
+def _client_flags(node) -> list[str]:
+    return ["--client-cert", node.client_cert, "--client-key", node.client_key]
+
+
+def _count(node, index: str) -> int | None:
+    """Documents in `index` after a refresh; None if it does not exist."""
+    status, body = elasticsearch_local.request(node, "POST", f"/{index}/_refresh")
+    if status == 404:
+        return None
+    assert status == 200, body
+    status, body = elasticsearch_local.request(node, "GET", f"/{index}/_count")
+    assert status == 200, body
+    return body["count"]
+
+
+def test_node_requires_a_client_certificate(mtls_node):
+    assert Path(mtls_node.client_cert).read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert stat.S_IMODE(os.stat(mtls_node.client_key).st_mode) == 0o600
+    # The harness presents the client certificate itself.
+    status, body = elasticsearch_local.request(mtls_node, "GET", "/_security/_authenticate",
+                                               auth="api_key")
+    assert status == 200, body
+    # Trusting the CA is not enough without a client certificate.
+    with pytest.raises(OSError) as err:
+        urllib.request.urlopen(mtls_node.url + "/_cluster/health", timeout=10,
+                               context=ssl.create_default_context(cafile=mtls_node.ca_cert))
+    assert "certificate required" in str(err.value).lower(), err.value
+
+
+def test_cli_prints_client_certificate_only_when_present(mtls_node, capsys):
+    elasticsearch_local._print_env(mtls_node)
+    lines = capsys.readouterr().out.splitlines()
+    assert f"ES_CLIENT_CERT={mtls_node.client_cert}" in lines
+    assert f"ES_CLIENT_KEY={mtls_node.client_key}" in lines
+    elasticsearch_local._print_env(dataclasses.replace(mtls_node, client_cert=None, client_key=None))
+    assert "ES_CLIENT_" not in capsys.readouterr().out
+
+
+def test_run_once_ships_with_the_client_certificate(mtls_node, tmp_path):
+    (tmp_path / "a.log").write_text("".join(f"served model=resnet50 request={i}\n" for i in range(7)))
+    result = run_once(["run", "--once", "--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "s"),
+                       *es_flags(mtls_node, "client-cert-shipped"), *_client_flags(mtls_node)])
+    assert result.code == 0, result.stderr
+    assert _count(mtls_node, "client-cert-shipped") == 7
+
+
+def test_run_once_without_the_client_certificate_exits_3(mtls_node, tmp_path):
+    (tmp_path / "a.log").write_text("never shipped\n")
+    result = run_once(["run", "--once", "--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "s"),
+                       *es_flags(mtls_node, "client-cert-refused")])
+    assert result.code == 3, result.stderr
+    assert f"TLS handshake with {mtls_node.url} failed" in result.stderr
+    assert "certificate required" in result.stderr.lower()
+    assert "nothing was read" in result.stderr
+    assert _count(mtls_node, "client-cert-refused") is None
+    check = run_once(["check", "output", *es_flags(mtls_node)])
+    assert check.code == 3, check.stdout + check.stderr
+    assert f"connection: FAILED: TLS handshake with {mtls_node.url} failed" in check.stdout
+
+
+def test_check_output_with_the_client_certificate(mtls_node):
+    result = run_once(["check", "output", *es_flags(mtls_node), *_client_flags(mtls_node)])
+    assert result.code == 0, result.stdout + result.stderr
+    assert "connection: ok" in result.stdout
+    assert f"version: {mtls_node.version}" in result.stdout
+    assert "auth: ok as" in result.stdout
+    assert "privileges: ok" in result.stdout
