@@ -467,7 +467,7 @@ class Tailer:
             harvester.next_check = min(harvester.next_check,
                                        harvester.deleted_at + self._settings.close_removed_after)
             return
-        lost = size - harvester.reader.read_pos
+        lost = size - harvester.reader.offset  # unread bytes and the unfinished line held back
         self.lost_bytes += lost
         log.warning("deleted file released while the output is blocked; its unread lines are lost",
                     path=harvester.path, lost_bytes=lost, close_removed_after=self._settings.close_removed_after)

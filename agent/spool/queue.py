@@ -29,8 +29,10 @@ Invariants:
 Durability (``fsync``): every append is one ``write`` of whole frames and
 every ack one ``write`` of an ack block, so a crash of the process loses
 nothing. Against power loss: ``"batch"`` (default) fdatasyncs the segment
-before ``append`` returns and each touched ack file before ``ack`` returns;
-``"interval"`` leaves it to a background thread that syncs what is dirty
+before ``append`` returns, and ack files once a second from a background
+thread (an ack lost to a power cut only re-delivers a record, which the
+output rejects as a duplicate, so it is not worth an fsync per call);
+``"interval"`` leaves both to that background thread that syncs what is dirty
 every ``fsync_interval`` seconds (a power loss costs at most that window);
 ``"never"`` leaves it to the OS. A new segment's header and directory entry,
 and a segment and its seal when it is sealed, are synced except with
@@ -155,7 +157,7 @@ class DiskQueue:
             self._state = _OPEN
         if self._pending:
             self._readable.set()
-        if self._fsync == "interval":
+        if self._fsync != "never":
             self._flusher = threading.Thread(target=self._flush_loop, name="spool-fsync", daemon=True)
             self._flusher.start()
         rec = recovered.recovery
@@ -517,10 +519,7 @@ class DiskQueue:
         if segment.ack_fd is None:
             segment.ack_fd = open_ack_file(segment, self.directory, self._durable)
         write_all(segment.ack_fd, encode_ack_block(positions))
-        if self._fsync == "batch":
-            sync_fd(segment.ack_fd)
-        else:
-            self._ack_dirty.add(segment)
+        self._ack_dirty.add(segment)  # synced by the background thread (see Durability)
 
     def _seal(self, segment: Segment) -> None:
         """Record the final size of a segment no longer written to (segment.py
