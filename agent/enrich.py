@@ -43,22 +43,24 @@ def document_id(source_key: str, offset: int) -> str:
 
 
 class _Timestamps:
-    """ISO 8601 UTC with milliseconds; the second's prefix is cached because
-    consecutive lines almost always share it."""
+    """ISO 8601 UTC with milliseconds. The second's prefix is cached: lines
+    share seconds, and several files read in turn revisit the same few."""
 
-    __slots__ = ("_second", "_prefix")
+    __slots__ = ("_prefixes",)
+    _LIMIT = 4096
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self._prefixes: dict[int, str] = {}
 
     def format(self, epoch: float) -> str:
         second = int(epoch // 1)
-        if second != self._second:
-            self._second = second
-            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        millis = int((epoch - second) * 1000)
-        return f"{self._prefix}.{millis:03d}Z"
+        prefix = self._prefixes.get(second)
+        if prefix is None:
+            if len(self._prefixes) >= self._LIMIT:
+                self._prefixes.clear()
+            prefix = self._prefixes[second] = datetime.fromtimestamp(second, timezone.utc) \
+                .strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{prefix}.{int((epoch - second) * 1000):03d}Z"
 
 
 def format_timestamp(epoch: float) -> str:
