@@ -3,6 +3,7 @@
 Importable module (used by tests/conftest.py) and CLI::
 
     python scripts/elasticsearch_local.py start|stop|status [--version V] [--home DIR]
+    python scripts/elasticsearch_local.py start --client-auth ...
     python scripts/elasticsearch_local.py fetch [--version V]
 
 What it guarantees:
@@ -22,6 +23,13 @@ What it guarantees:
   a random ``elastic`` password (keystore ``bootstrap.password``) and an API
   key.  Security and HTTPS are on; HTTP and transport bind to 127.0.0.1 only,
   on free ports; the node's output goes to files under ``<work>/node/logs``.
+* ``start_node(..., client_auth=True)`` (CLI: ``start --client-auth``) makes
+  the node's HTTPS layer require a client certificate
+  (``xpack.security.http.ssl.client_authentication: required``) and adds a
+  client certificate and key signed by the same CA (``Node.client_cert``,
+  ``Node.client_key``, PEM).  The certificate only opens the TLS connection:
+  requests still authenticate with the password or the API key (no PKI
+  realm).  ``request`` presents it, so the harness keeps working.
 * When run as root the node runs as the unprivileged system user
   ``modelscribe-es`` (Elasticsearch refuses root), created on first use.
 * ``start_node`` returns only once the cluster is yellow and the API key
@@ -30,10 +38,12 @@ What it guarantees:
   ``restart_node`` brings the same node (data, port, credentials) back;
   ``remove_node`` stops it and deletes its data.
 * ``request`` talks plain JSON over HTTPS (verifying the generated CA), with
-  no client-version headers, so it works against 8.x and 9.x alike.
+  no client-version headers, so it works against 8.x and 9.x alike; it
+  presents the node's client certificate when there is one.
 
 Layout of a work dir: ``state.json`` (pid, url, ports, ...), ``ca.crt``,
-``password`` and ``api_key`` (both 0600), and ``node/`` (the node's home, or
+``password`` and ``api_key`` (both 0600), with ``client_auth`` also
+``client.crt`` and ``client.key`` (the key 0600), and ``node/`` (the node's home, or
 a symlink to it when the node user cannot reach the work dir).
 
 Not in the integ-test zip, hence not available: ``GET /`` (use
@@ -102,6 +112,9 @@ class Node:
     version: str
     home: str  # the work dir (state.json, credentials, node/)
     pid: int
+    # With client_auth: the PEM client certificate and key the node requires.
+    client_cert: str | None = None
+    client_key: str | None = None
 
 
 # ---------------------------------------------------------------- locations
@@ -200,7 +213,7 @@ def _node_env(state: dict, home: Path) -> dict[str, str]:
 
 
 def _write_config(home: Path, dist: Path, http_port: int, transport_port: int,
-                  extra: dict[str, Any] | None) -> None:
+                  extra: dict[str, Any] | None, client_auth: bool = False) -> None:
     config = home / "config"
     shutil.copytree(dist / "config", config)
     settings: dict[str, Any] = {
@@ -223,6 +236,11 @@ def _write_config(home: Path, dist: Path, http_port: int, transport_port: int,
         "cluster.routing.allocation.disk.threshold_enabled": False,
         "action.destructive_requires_name": False,
     }
+    if client_auth:
+        # Default "none".  "required": every HTTPS client, the harness included,
+        # must present a certificate signed by certs/ca.crt ("optional" would
+        # let one without through, proving nothing).
+        settings["xpack.security.http.ssl.client_authentication"] = "required"
     # Unknown settings abort startup; the geoip one exists only with the module.
     if (dist / "modules" / "ingest-geoip").is_dir():
         settings["ingest.geoip.downloader.enabled"] = False
@@ -247,8 +265,13 @@ def _finish(proc: subprocess.Popen, what: str, stdin: str | None = None) -> None
         raise HarnessError(f"{what} failed ({proc.returncode}):\n{out}")
 
 
-def _make_credentials(state: dict, home: Path, account, password: str) -> None:
-    """Keystore with bootstrap.password, CA and node certificate (certutil)."""
+def _make_credentials(state: dict, home: Path, account, password: str,
+                      client_auth: bool = False) -> None:
+    """Keystore with bootstrap.password, CA and node certificate (certutil).
+
+    With `client_auth` also a client certificate signed by the same CA, left
+    in <home>/tmp/client/client.{crt,key} for start_node to pick up.
+    """
     tmp = home / "tmp"
     # `add -f` creates the keystore when missing; it runs alongside certutil
     # (each tool is a JVM start of a few seconds).
@@ -260,17 +283,26 @@ def _make_credentials(state: dict, home: Path, account, password: str) -> None:
         with zipfile.ZipFile(tmp / "ca.zip") as zf:
             zf.extractall(tmp)
         _chown_tree(tmp, account)  # certutil cert, run as the node user, reads them
-        _finish(_cli_tool(state, home, account, "elasticsearch-certutil", "cert", "--pem",
-                          "--silent", "--ca-cert", str(tmp / "ca" / "ca.crt"),
-                          "--ca-key", str(tmp / "ca" / "ca.key"), "--name", "node",
-                          "--ip", "127.0.0.1", "--dns", "localhost",
-                          "--out", str(tmp / "node.zip")), "certutil cert")
+        ca_args = ("--ca-cert", str(tmp / "ca" / "ca.crt"), "--ca-key", str(tmp / "ca" / "ca.key"))
+        # The client certificate is made alongside the node's (one JVM start each).
+        client = _cli_tool(state, home, account, "elasticsearch-certutil", "cert", "--pem",
+                           "--silent", *ca_args, "--name", "client",
+                           "--out", str(tmp / "client.zip")) if client_auth else None
+        try:
+            _finish(_cli_tool(state, home, account, "elasticsearch-certutil", "cert", "--pem",
+                              "--silent", *ca_args, "--name", "node",
+                              "--ip", "127.0.0.1", "--dns", "localhost",
+                              "--out", str(tmp / "node.zip")), "certutil cert")
+        finally:
+            if client is not None:
+                _finish(client, "certutil cert (client)")
     finally:
         _finish(keystore, "elasticsearch-keystore add bootstrap.password", password)
     certs = home / "config" / "certs"
     certs.mkdir()
-    with zipfile.ZipFile(tmp / "node.zip") as zf:
-        zf.extractall(tmp)
+    for name in ("node", "client") if client_auth else ("node",):
+        with zipfile.ZipFile(tmp / f"{name}.zip") as zf:
+            zf.extractall(tmp)
     shutil.copy(tmp / "ca" / "ca.crt", certs / "ca.crt")
     shutil.copy(tmp / "node" / "node.crt", certs / "node.crt")
     shutil.copy(tmp / "node" / "node.key", certs / "node.key")
@@ -334,12 +366,15 @@ def _write_state(work: Path, state: dict) -> None:
 
 def _node_from_state(state: dict) -> Node:
     work = Path(state["home"])
+    client = state.get("client_auth", False)
     return Node(
         url=state["url"], ca_cert=str(work / "ca.crt"),
         api_key_file=str(work / "api_key"), password_file=str(work / "password"),
         password=(work / "password").read_text(),
         api_key=(work / "api_key").read_text() if (work / "api_key").exists() else "",
-        version=state["version"], home=str(work), pid=state.get("pid") or 0)
+        version=state["version"], home=str(work), pid=state.get("pid") or 0,
+        client_cert=str(work / "client.crt") if client else None,
+        client_key=str(work / "client.key") if client else None)
 
 
 def _work_dir_of(node_or_workdir: Union[Node, str, os.PathLike]) -> Path:
@@ -452,10 +487,13 @@ def _prepare(version: str) -> tuple[Path, Path, pwd.struct_passwd | None]:
 
 
 def start_node(work_dir: Union[str, os.PathLike], version: str | None = None,
-               settings: dict[str, Any] | None = None, *, timeout: float = START_TIMEOUT) -> Node:
+               settings: dict[str, Any] | None = None, *, timeout: float = START_TIMEOUT,
+               client_auth: bool = False) -> Node:
     """Start a fresh node whose home is `work_dir` (created; any old node home is replaced).
 
     `settings` are extra elasticsearch.yml entries, e.g. {"thread_pool.write.queue_size": 2}.
+    `client_auth`: HTTPS requires a client certificate; the node gets one signed by
+    its CA (``Node.client_cert``/``client_key``), which ``request`` presents.
     """
     work = Path(work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -465,7 +503,7 @@ def start_node(work_dir: Union[str, os.PathLike], version: str | None = None,
     version = version or default_version()
     t0 = time.monotonic()
     java, dist, account = _prepare(version)
-    for name in ("api_key", "password", "ca.crt", "state.json"):
+    for name in ("api_key", "password", "ca.crt", "client.crt", "client.key", "state.json"):
         (work / name).unlink(missing_ok=True)
     home = _new_home(work, account)
     http_port = _free_port()
@@ -473,15 +511,21 @@ def start_node(work_dir: Union[str, os.PathLike], version: str | None = None,
         "version": version, "dist": str(dist), "java_home": str(java),
         "url": f"https://127.0.0.1:{http_port}", "http_port": http_port,
         "transport_port": _free_port(exclude=http_port), "home": str(work), "pid": None,
-        "node_home": str(home),
+        "node_home": str(home), "client_auth": client_auth,
     }
-    _write_config(home, dist, http_port, state["transport_port"], settings)
+    _write_config(home, dist, http_port, state["transport_port"], settings, client_auth)
     _chown_tree(home, account)
     password = secrets.token_urlsafe(18)
     _write_private(work / "password", password)
-    _make_credentials(state, home, account, password)
+    _make_credentials(state, home, account, password, client_auth)
     shutil.copy(home / "config" / "certs" / "ca.crt", work / "ca.crt")
     (work / "ca.crt").chmod(0o644)
+    if client_auth:
+        client = home / "tmp" / "client"
+        shutil.copy(client / "client.crt", work / "client.crt")
+        (work / "client.crt").chmod(0o644)
+        _write_private(work / "client.key", (client / "client.key").read_text())
+        shutil.rmtree(client)
     _write_state(work, state)
     log.info("prepared node home (Java %s) in %.1fs", java, time.monotonic() - t0)
 
@@ -574,7 +618,18 @@ def node_status(work_dir: Union[str, os.PathLike]) -> tuple[Node | None, bool, b
     return node, running, answering
 
 
-_SSL: dict[str, ssl.SSLContext] = {}
+# One TLS context per (CA, client certificate, client key).
+_SSL: dict[tuple[str, str | None, str | None], ssl.SSLContext] = {}
+
+
+def _ssl_context(node: Node) -> ssl.SSLContext:
+    key = (node.ca_cert, node.client_cert, node.client_key)
+    if key not in _SSL:
+        context = ssl.create_default_context(cafile=node.ca_cert)
+        if node.client_cert:
+            context.load_cert_chain(node.client_cert, node.client_key)
+        _SSL[key] = context
+    return _SSL[key]
 
 
 def request(node: Node, method: str, path: str, body: Any = None, auth: str | None = "password",
@@ -583,7 +638,8 @@ def request(node: Node, method: str, path: str, body: Any = None, auth: str | No
 
     `body`: dict/list is sent as JSON; str/bytes as-is (NDJSON for _bulk and
     _msearch).  `auth`: "password" (elastic user), "api_key" or None.  HTTP
-    error statuses are returned, not raised; connection errors raise.
+    error statuses are returned, not raised; connection errors raise.  The
+    node's client certificate, if it has one, is always presented.
     """
     data: bytes | None = None
     if isinstance(body, (dict, list)):
@@ -602,11 +658,9 @@ def request(node: Node, method: str, path: str, body: Any = None, auth: str | No
         headers["Authorization"] = f"ApiKey {node.api_key}"
     elif auth is not None:
         raise ValueError(f"auth must be 'password', 'api_key' or None, not {auth!r}")
-    if node.ca_cert not in _SSL:
-        _SSL[node.ca_cert] = ssl.create_default_context(cafile=node.ca_cert)
     req = urllib.request.Request(node.url + path, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=timeout, context=_SSL[node.ca_cert]) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=_ssl_context(node)) as resp:
             status, raw, rtype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
     except urllib.error.HTTPError as err:
         with err:  # closes the response it carries
@@ -624,8 +678,10 @@ def _print_env(node: Node) -> None:
     for key, value in (("ES_URL", node.url), ("ES_CA_CERT", node.ca_cert),
                        ("ES_API_KEY_FILE", node.api_key_file),
                        ("ES_PASSWORD_FILE", node.password_file),
-                       ("ES_VERSION", node.version), ("ES_HOME", node.home)):
-        print(f"{key}={shlex.quote(value)}")
+                       ("ES_VERSION", node.version), ("ES_HOME", node.home),
+                       ("ES_CLIENT_CERT", node.client_cert), ("ES_CLIENT_KEY", node.client_key)):
+        if value is not None:  # the client certificate exists only with --client-auth
+            print(f"{key}={shlex.quote(value)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -638,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="work dir holding the node (default %(default)s)")
     parser.add_argument("-E", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="extra elasticsearch.yml setting (start only); VALUE is YAML/JSON")
+    parser.add_argument("--client-auth", action="store_true",
+                        help="start only: HTTPS requires a client certificate; one signed by the "
+                             "node's CA is made and printed as ES_CLIENT_CERT/ES_CLIENT_KEY")
     args = parser.parse_args(argv)
     # Progress goes to stderr so that stdout stays shell-evaluable.
     logging.basicConfig(level=logging.INFO, format="elasticsearch-local: %(message)s",
@@ -662,10 +721,13 @@ def main(argv: list[str] | None = None) -> int:
                         extra[key] = json.loads(value)
                     except ValueError:
                         extra[key] = value
-                node = start_node(args.home, args.version, extra)
+                node = start_node(args.home, args.version, extra, client_auth=args.client_auth)
             elif args.version and args.version != node.version:
                 raise HarnessError(f"Elasticsearch {node.version} is already running from "
                                    f"{args.home}; stop it first")
+            elif args.client_auth and node.client_cert is None:
+                raise HarnessError(f"the node running from {args.home} does not require client "
+                                   f"certificates; stop it first")
             _print_env(node)
         elif args.command == "status":
             node, running, answering = node_status(args.home)

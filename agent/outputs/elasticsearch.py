@@ -105,8 +105,11 @@ class ElasticsearchOutput:
         try:
             meta, data = self._transport.perform_request(method, path, headers=headers, body=body)
         except elastic_transport.TlsError as error:
+            detail = _root_message(error)
+            hint = "--client-cert / --client-key" if "CERTIFICATE_REQUIRED" in detail.upper() \
+                else "--ca-cert / --tls-verify"
             raise PermanentOutputError(f"TLS handshake with {self._config.es_urls[0]} failed: "
-                                       f"{_root_message(error)} (check --ca-cert / --tls-verify)") from error
+                                       f"{detail} (check {hint})") from error
         except elastic_transport.ConnectionTimeout as error:
             raise TransientOutputError(f"Elasticsearch did not answer within "
                                        f"{self._config.request_timeout:g}s ({method} {path})") from error

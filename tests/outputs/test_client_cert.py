@@ -87,6 +87,7 @@ def test_run_once_without_the_client_certificate_exits_3(mtls_node, tmp_path):
     assert result.code == 3, result.stderr
     assert f"TLS handshake with {mtls_node.url} failed" in result.stderr
     assert "certificate required" in result.stderr.lower()
+    assert "(check --client-cert / --client-key)" in result.stderr
     assert "nothing was read" in result.stderr
     assert _count(mtls_node, "client-cert-refused") is None
     check = run_once(["check", "output", *es_flags(mtls_node)])
