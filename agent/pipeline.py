@@ -230,6 +230,7 @@ class Pipeline:
                 return self._run_once()
             return self._run_daemon()
         finally:
+            self._close_spool()  # idempotent: also when the preflight failed before reading
             self.output.close()
 
     def _preflight(self) -> int | None:
