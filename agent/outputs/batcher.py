@@ -24,7 +24,7 @@ from agent.stats import Stats
 
 if TYPE_CHECKING:
     from agent.acks import AckTracker
-    from agent.spool import DiskQueue, RecordRef, SpooledEvent
+    from agent.spool import DiskQueue, SpooledEvent
 
 log = get_logger("batcher")
 

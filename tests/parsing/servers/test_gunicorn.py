@@ -9,7 +9,6 @@ socket, an absolute-form target, a "-" request and a uvicorn worker's line.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,34 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agent.parsing.servers.gunicorn as gunicorn_module
-from agent.events import TAG_PARSE_FAILURE, Line, Record, Source
-from agent.parsing import ParseSettings, make_parser
+from agent.events import TAG_PARSE_FAILURE, Record, Source
+import servers_kit
 from agent.parsing.servers.access import clf_time
-from agent.schema import undefined_fields, value_problems
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "servers"
 SOURCE = Source("servers-key", "/var/log/gunicorn.log")
 
 
 def parse_lines(texts: list[str], fmt: str = "gunicorn") -> list[Record]:
-    lines, offset, now = [], 0, time.time()
-    for text in texts:
-        end = offset + len(text.encode()) + 1
-        lines.append(Line(SOURCE, offset, end, text, now))
-        offset = end
-    parser = make_parser(ParseSettings(format=fmt), SOURCE)
-    records: list[Record] = []
-    for line in lines:
-        records.extend(parser.feed(line))
-    records.extend(parser.flush())
-    assert sum(record.line_count for record in records) == len(lines)
-    assert [r.offset for r in records[1:]] == [r.end for r in records[:-1]]
-    for record in records:
-        assert record.error is None or not record.error.startswith("internal"), record
-        assert undefined_fields(record.fields) == [], record.fields
-        assert value_problems(record.fields) == [], record.fields
-        assert record.fields["model"]["server"] == fmt
-    return records
+    return servers_kit.parse_lines(texts, fmt, SOURCE)
 
 
 def parse(name: str) -> list[Record]:

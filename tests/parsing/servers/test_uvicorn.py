@@ -8,7 +8,6 @@ logger, trace and uvicorn formats, the URL-encoded v1 verbs, v2 routes.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -16,35 +15,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agent.parsing.servers.uvicorn as uvicorn_module
-from agent.events import TAG_PARSE_FAILURE, Line, Record, Source
-from agent.parsing import ParseSettings, make_parser
+from agent.events import TAG_PARSE_FAILURE, Record, Source
+import servers_kit
+from agent.parsing import ParseSettings
 from agent.parsing.servers.access import client_fields, model_route, url_fields
-from agent.schema import undefined_fields, value_problems
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "servers"
 SOURCE = Source("servers-key", "/var/log/model.log")
 
 
 def parse_lines(texts: list[str], fmt: str, **options: object) -> list[Record]:
-    lines, offset, now = [], 0, time.time()
-    for text in texts:
-        end = offset + len(text.encode()) + 1
-        lines.append(Line(SOURCE, offset, end, text, now))
-        offset = end
-    parser = make_parser(ParseSettings(format=fmt, **options), SOURCE)
-    records: list[Record] = []
-    for line in lines:
-        records.extend(parser.feed(line))
-    records.extend(parser.flush())
-    # Every line in exactly one record, ranges contiguous, fields in the schema.
-    assert sum(record.line_count for record in records) == len(lines)
-    assert [r.offset for r in records[1:]] == [r.end for r in records[:-1]]
-    for record in records:
-        assert record.error is None or not record.error.startswith("internal"), record
-        assert undefined_fields(record.fields) == [], record.fields
-        assert value_problems(record.fields) == [], record.fields
-        assert record.fields["model"]["server"] == fmt
-    return records
+    return servers_kit.parse_lines(texts, fmt, SOURCE, **options)
 
 
 def parse(name: str, fmt: str) -> list[Record]:

@@ -17,10 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agent.parsing.servers.vllm as vllm_module
-from agent.events import TAG_PARSE_FAILURE, Line, Record, Source
-from agent.parsing import ParseSettings, make_parser
+from agent.events import TAG_PARSE_FAILURE, Record, Source
+import servers_kit
 from agent.parsing.servers.vllm import month_day_epoch
-from agent.schema import undefined_fields, value_problems
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "servers"
 SOURCE = Source("servers-key", "/var/log/vllm.log")
@@ -29,23 +28,8 @@ PROMPT2 = "It's a \"quoted\" prompt with 'both' quotes and é ü 日本"
 
 
 def parse_lines(texts: list[str], check_payloads: bool = True, **options: object) -> list[Record]:
-    lines, offset, now = [], 0, time.time()
-    for text in texts:
-        end = offset + len(text.encode()) + 1
-        lines.append(Line(SOURCE, offset, end, text, now))
-        offset = end
-    parser = make_parser(ParseSettings(format="vllm", **options), SOURCE)
-    records: list[Record] = []
-    for line in lines:
-        records.extend(parser.feed(line))
-    records.extend(parser.flush())
-    assert sum(record.line_count for record in records) == len(lines)
-    assert [r.offset for r in records[1:]] == [r.end for r in records[:-1]]
+    records = servers_kit.parse_lines(texts, "vllm", SOURCE, **options)
     for record in records:
-        assert record.error is None or not record.error.startswith("internal"), record
-        assert undefined_fields(record.fields) == [], record.fields
-        assert value_problems(record.fields) == [], record.fields
-        assert record.fields["model"]["server"] == "vllm"
         # The payload never reaches the message (nor the kept original).
         gen_ai = record.fields.get("gen_ai", {})
         for payload in (gen_ai.get("prompt"), gen_ai.get("completion")):
