@@ -77,17 +77,25 @@ class _Workers:
         self._pool.shutdown(wait=True)
 
 
-class Batcher:
-    def __init__(self, events: "queue.Queue[object]", deliver: Callable[[list[Event]], None],
-                 max_docs: int, max_bytes: int, flush_interval: float, workers: int, stats: Stats,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
-        self._queue = events
+class _Limits:
+    """What both batchers share: the flush limits and the worker pool."""
+
+    def __init__(self, deliver: Callable[[list[Event]], None], max_docs: int, max_bytes: int,
+                 flush_interval: float, workers: int, stats: Stats, clock: Clock) -> None:
         self._max_docs = max_docs
         self._max_bytes = max_bytes
         self._interval = flush_interval
         self._clock = clock
         self._workers = _Workers(deliver, workers, stats)
         self.failures = self._workers.failures
+
+
+class Batcher(_Limits):
+    def __init__(self, events: "queue.Queue[object]", deliver: Callable[[list[Event]], None],
+                 max_docs: int, max_bytes: int, flush_interval: float, workers: int, stats: Stats,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(deliver, max_docs, max_bytes, flush_interval, workers, stats, clock)
+        self._queue = events
 
     def run(self) -> None:
         """Thread body: batch until END, then wait for every in-flight batch."""
@@ -124,7 +132,7 @@ class Batcher:
         self._workers.submit(batch)
 
 
-class SpoolBatcher:
+class SpoolBatcher(_Limits):
     """Batches taken from the disk spool instead of the memory queue.
 
     Events are registered with the ack tracker as they are taken (take
@@ -137,14 +145,9 @@ class SpoolBatcher:
     def __init__(self, spool: "DiskQueue", deliver: Callable[[list[Event]], None], acks: "AckTracker",
                  max_docs: int, max_bytes: int, flush_interval: float, workers: int, stats: Stats,
                  clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(deliver, max_docs, max_bytes, flush_interval, workers, stats, clock)
         self._spool = spool
         self._acks = acks
-        self._max_docs = max_docs
-        self._max_bytes = max_bytes
-        self._interval = flush_interval
-        self._clock = clock
-        self._workers = _Workers(deliver, workers, stats)
-        self.failures = self._workers.failures
         self.drain = threading.Event()  # the reader is done: take what is left, then stop (--once)
         self.stop = threading.Event()   # stop taking now; the rest stays in the spool (shutdown)
 

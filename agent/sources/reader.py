@@ -116,6 +116,7 @@ class LineReader:
             size = len(raw)
             end = offset + size + 1
             if size <= limit:
+                # decode() inlined: this loop runs once per line read.
                 try:
                     text = raw.decode()
                     tags = _NO_TAGS

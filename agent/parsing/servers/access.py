@@ -176,6 +176,11 @@ def put_request(fields: dict[str, Any], model: dict[str, Any], method: str, targ
     if query:
         url["query"] = query
     fields["url"] = url
+    put_route(model, route)
+
+
+def put_route(model: dict[str, Any], route: tuple[str | None, str | None, str] | None) -> None:
+    """``model.name`` / ``model.version`` / ``model.operation`` from a ``model_route`` result."""
     if route is not None:
         name, model_version, operation = route
         if name:

@@ -47,7 +47,7 @@ from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
 from agent.parsing.multiline import Joiner, TracebackJoiner
 from agent.parsing.parse_text import PlainFormat
-from agent.parsing.servers.access import fallback, model_route, url_fields
+from agent.parsing.servers.access import fallback, model_route, put_route, url_fields
 
 SERVER = "triton"
 
@@ -205,14 +205,7 @@ def _read_message(message: str, fields: dict[str, Any], model: dict[str, Any]) -
             if method < len(_HTTP_METHODS):
                 fields["http"] = {"request": {"method": _HTTP_METHODS[method]}}
             url = fields["url"] = url_fields(target)
-            route = model_route(url.get("path", ""))
-            if route is not None:
-                name, version, operation = route
-                if name:
-                    model["name"] = name
-                if version:
-                    model["version"] = version
-                model["operation"] = operation
+            put_route(model, model_route(url.get("path", "")))
     if "\n" in message:
         _read_error(message, fields)
 
