@@ -40,8 +40,6 @@ from agent.outputs.base import Output
 from agent.handoff import MemoryHandoff, SpoolHandoff
 from agent.outputs.batcher import Aborted, Batcher, SpoolBatcher
 from agent.outputs.dead_letter import DeadLetters
-from agent.outputs.dead_letter_index import IndexLetters
-from agent.outputs.elasticsearch import ElasticsearchOutput
 from agent.outputs.sender import Sender
 from agent.parsing import ParseSettings, SourceParser, make_parser
 from agent.registry import Registry
@@ -182,8 +180,13 @@ class Pipeline:
         self._stop = threading.Event()   # stop reading
         self._signal: int | None = None
         letters_index = None
-        if config.dead_letter_index and isinstance(self.output, ElasticsearchOutput):
-            letters_index = IndexLetters(self.output, config.dead_letter_index)
+        if config.dead_letter_index:
+            # Imported here: the Elasticsearch client is a third of the start-up
+            # time, and other outputs have no use for it.
+            from agent.outputs.dead_letter_index import IndexLetters
+            from agent.outputs.elasticsearch import ElasticsearchOutput
+            if isinstance(self.output, ElasticsearchOutput):
+                letters_index = IndexLetters(self.output, config.dead_letter_index)
         self.dead_letters = DeadLetters(config.dead_letter_path, config.target, letters_index)
         self._sender = Sender(self.output, self.acks, self.dead_letters, self.stats, self._abort,
                               config.max_retries, config.backoff_max, retry_permanent=not config.once,
@@ -267,7 +270,7 @@ class Pipeline:
         """No more events will be handed over: ``drain`` sends what the spool
         holds (--once); otherwise it stays there for the next start."""
         if isinstance(self._batcher, SpoolBatcher):
-            (self._batcher.drain if drain else self._batcher.stop).set()
+            self._batcher.finish(drain)
         else:
             self._handoff.finish()
 

@@ -24,7 +24,7 @@ from agent.stats import Stats
 
 if TYPE_CHECKING:
     from agent.acks import AckTracker
-    from agent.spool import DiskQueue, SpooledEvent
+    from agent.spool import DiskQueue, RefRun
 
 log = get_logger("batcher")
 
@@ -155,7 +155,8 @@ class SpoolBatcher(_Limits):
         """Thread body: a batch is sent when full (docs or bytes) or when its
         first event is --flush-interval old; with ``drain``, until the spool
         has nothing left to hand out."""
-        batch: list["SpooledEvent"] = []
+        events: list[Event] = []
+        refs: list["RefRun"] = []
         size = 0
         deadline = 0.0
         try:
@@ -163,28 +164,33 @@ class SpoolBatcher(_Limits):
                 draining = self.drain.is_set()  # read before take: nothing appended after it is missed
                 if draining:
                     timeout = 0.0
-                elif batch:
+                elif events:
                     timeout = max(0.0, deadline - self._clock.monotonic())
                 else:
-                    timeout = 0.2
-                items = self._spool.take(self._max_docs - len(batch), max(1, self._max_bytes - size), timeout)
-                if items:
-                    if not batch:
+                    timeout = 0.5
+                taken = self._spool.take(self._max_docs - len(events), max(1, self._max_bytes - size), timeout)
+                if taken:
+                    if not events:
                         deadline = self._clock.monotonic() + self._interval
-                    batch.extend(items)
-                    size += sum(len(item.event.data) + _ACTION_BYTES for item in items)
-                full = len(batch) >= self._max_docs or size >= self._max_bytes
-                if batch and (full or (draining and not items) or self._clock.monotonic() >= deadline):
-                    self._dispatch(batch)
-                    batch, size = [], 0
-                elif not items and draining:
+                    events.extend(taken.events)
+                    refs.extend(taken.refs)
+                    size += taken.nbytes + _ACTION_BYTES * len(taken)
+                full = len(events) >= self._max_docs or size >= self._max_bytes
+                if events and (full or (draining and not taken) or self._clock.monotonic() >= deadline):
+                    self._dispatch(events, refs)
+                    events, refs, size = [], [], 0
+                elif not taken and draining:
                     break
         finally:
             self._workers.close()
 
-    def _dispatch(self, items: list["SpooledEvent"]) -> None:
-        events = [item.event for item in items]
-        refs = [item.ref for item in items]
+    def finish(self, drain: bool) -> None:
+        """No more events are coming from the reader: send what the spool
+        holds, then stop (``drain``, for --once), or stop now and leave it there."""
+        (self.drain if drain else self.stop).set()
+        self._spool.wake()  # a take waiting for records returns at once
+
+    def _dispatch(self, events: list[Event], refs: list["RefRun"]) -> None:
         self._acks.register(events)
         # Spool space is freed only once the output settled the whole batch.
         self._workers.submit(events, lambda: self._spool.ack(refs))

@@ -72,6 +72,10 @@ _KEYS = frozenset({"name", "type", "description", "example", "ecs", "payload", "
 _NAME = re.compile(r"(?:@timestamp|[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)*)")
 _CHILD_TYPES = frozenset({"long", "double", "keyword"})
 
+# libyaml when PyYAML was built with it: the schema is read at every start,
+# and the pure-Python loader takes about 60 ms for it.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 class SchemaError(ModelscribeError):
     """fields.yml is malformed; the message names the field and the problem."""
@@ -182,7 +186,7 @@ def _build_field(entry: Any, position: int) -> Field:
 def parse_schema(raw: bytes) -> dict[str, Field]:
     """Parse and validate a schema file's bytes; raises SchemaError naming the problem."""
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=_SafeLoader)
     except yaml.YAMLError as error:
         raise SchemaError(f"{SCHEMA_FILE} is not valid YAML: {error}") from error
     if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("fields"), list):

@@ -10,7 +10,7 @@ every record in it is acknowledged.
 Modules, in the order data goes through them:
 
 * ``frames``   segment header and record frame format, resynchronisation after damage;
-* ``segment``  segment and ack files on disk, reading frames back, ``RecordRef``/``SpooledEvent``;
+* ``segment``  segment and ack files on disk, reading frames back, ``Taken``/``RefRun``;
 * ``recovery`` what ``open`` does with the files it finds; ``Recovery``;
 * ``tail``     the newest batches kept in memory, so a consumer that keeps up skips the disk;
 * ``queue``    ``DiskQueue``: append / take / ack, space bound, fsync policy, threads.
@@ -18,6 +18,6 @@ Modules, in the order data goes through them:
 
 from agent.spool.queue import FSYNC_POLICIES, DiskQueue
 from agent.spool.recovery import Recovery
-from agent.spool.segment import RecordRef, SpooledEvent
+from agent.spool.segment import RefRun, SpooledEvent, Taken
 
-__all__ = ["FSYNC_POLICIES", "DiskQueue", "RecordRef", "Recovery", "SpooledEvent"]
+__all__ = ["FSYNC_POLICIES", "DiskQueue", "Recovery", "RefRun", "SpooledEvent", "Taken"]

@@ -15,9 +15,11 @@ Invariants:
   the unacknowledged records, plus any record whose ack had not reached the
   disk: allowed, because the output dedupes by ``doc_id`` (deterministic id,
   ``op_type: create``).
-* A ``RecordRef`` is meaningful only to the DiskQueue that handed it out:
-  its ``index`` is that instance's ordinal. Unknown and repeated refs are
-  ignored.
+* ``take`` hands out a ``Taken``: the events and ``RefRun``s, each naming
+  consecutive records, so that handing out and acknowledging cost a few
+  steps per run, not per record. A ref is meaningful only to the DiskQueue
+  that handed it out: its ordinals are that instance's. Unknown and
+  repeated refs are ignored.
 * ``used_bytes`` is the size of the segment files on disk (headers
   included; ack files, 4 bytes per acknowledged record, are not counted) and
   never exceeds ``max_bytes``. A batch that cannot fit even in an empty
@@ -74,9 +76,8 @@ from agent.events import Event
 from agent.selflog import get_logger
 from agent.spool.frames import HEADER_SIZE, Encoder
 from agent.spool.recovery import Recovery, recover
-from agent.spool.segment import (RecordRef, Segment, SegmentReader, SpooledEvent, create_segment,
-                                 delete_files, encode_ack_block, encode_seal_block, open_ack_file,
-                                 sync_fd, write_all)
+from agent.spool.segment import (RefRun, Segment, SegmentReader, Taken, create_segment, delete_files,
+                                 encode_ack_block, encode_seal_block, open_ack_file, sync_fd, write_all)
 from agent.spool.tail import TailCache
 
 log = get_logger("spool")
@@ -115,7 +116,8 @@ class DiskQueue:
         self._write_lock = threading.Lock()
         self._ack_lock = threading.Lock()
         self._take_lock = threading.Lock()
-        self._readable = threading.Event()  # set when records were appended
+        self._readable = threading.Event()  # set when records were appended (or by wake)
+        self._woken = False
         self._space = threading.Event()  # set when space was freed
         self._stop = threading.Event()
         self._state = _NEW
@@ -232,14 +234,13 @@ class DiskQueue:
             return False
         if not events:
             return True
-        chunks, starts, size = self._encoder.encode(events)
+        data, starts, size = self._encoder.encode(events)
         if size + HEADER_SIZE > self._max_bytes:
             raise ValueError(
                 f"a batch of {len(events)} events encodes to {size} bytes, which cannot fit in a "
                 f"spool of max_bytes={self._max_bytes} (with the {HEADER_SIZE}-byte segment "
                 f"header) even when it is empty; append smaller batches or raise max_bytes")
         deadline = None if timeout is None else self._clock.monotonic() + timeout
-        data = b"".join(chunks)
         while True:
             with self._write_lock:
                 if self._state != _OPEN:
@@ -346,31 +347,37 @@ class DiskQueue:
 
     # -- take ------------------------------------------------------------------
 
-    def take(self, max_events: int, max_bytes: int, timeout: float) -> list[SpooledEvent]:
+    def take(self, max_events: int, max_bytes: int, timeout: float) -> Taken:
         """The next records not handed out yet, in append order: at most
         ``max_events``, and no more data bytes than ``max_bytes`` except that
-        the first record is always included. Waits up to ``timeout`` seconds
-        for at least one; [] if none came (or the queue was closed)."""
+        the record reaching the limit is included (so at least one always is).
+        Waits up to ``timeout`` seconds for at least one; empty if none came,
+        if ``wake`` was called, or if the queue was closed."""
         if not self._require_open():
-            return []
+            return Taken()
         deadline = self._clock.monotonic() + timeout
         while True:
             with self._take_lock:
                 if self._state != _OPEN:
-                    return []
+                    return Taken()
                 self._readable.clear()  # before looking: an append after it sets it again
                 out = self._collect(max(1, max_events), max(1, max_bytes))
-            if out:
+            if out or self._woken:
+                self._woken = False
                 return out
             wait = deadline - self._clock.monotonic()
             if wait <= 0:
-                return []
+                return out
             self._clock.wait(self._readable, wait)
 
-    def _collect(self, max_events: int, max_bytes: int) -> list[SpooledEvent]:
-        out: list[SpooledEvent] = []
-        nbytes = 0
-        while len(out) < max_events and nbytes < max_bytes:
+    def wake(self) -> None:
+        """Make a waiting ``take`` return now (with what there is, maybe nothing)."""
+        self._woken = True
+        self._readable.set()
+
+    def _collect(self, max_events: int, max_bytes: int) -> Taken:
+        out = Taken()
+        while len(out) < max_events and out.nbytes < max_bytes:
             with self._lock:
                 segment = self._advance()
                 if segment is None:
@@ -378,9 +385,8 @@ class DiskQueue:
                 seg_id = segment.id
                 tail_start = self._tail.start_in(seg_id)
                 if tail_start is not None and tail_start[0] == self._cur_ord:
-                    self._cur_ord, self._cur_pos, added = self._tail.serve(
-                        seg_id, segment.acked, max_events - len(out), max_bytes - nbytes, out)
-                    nbytes += added
+                    self._cur_ord, self._cur_pos = self._tail.serve(
+                        seg_id, segment.acked, max_events - len(out), max_bytes - out.nbytes, out)
                     continue
                 if tail_start is not None and tail_start[0] < self._cur_ord:
                     # Cannot happen (the tail never holds handed-out records);
@@ -400,12 +406,11 @@ class DiskQueue:
                         reader.close()
                     self._reader = None
                     reader = self._reader = SegmentReader(segment)
-                ordinal, pos, added, reason = reader.read(
+                ordinal, pos, reason = reader.read(
                     self._cur_ord, self._cur_pos, stop, limit, segment.acked, segment.damaged,
-                    max_events - len(out), max_bytes - nbytes, out)
+                    max_events - len(out), max_bytes - out.nbytes, out)
             except OSError as error:
                 raise StateError(f"cannot read spool segment {segment.path}: {error}") from error
-            nbytes += added
             self._cur_ord, self._cur_pos = ordinal, pos
             if reason:
                 self._lose_rest(segment, stop, stop_pos, reason)
@@ -454,7 +459,7 @@ class DiskQueue:
 
     # -- ack ---------------------------------------------------------------------
 
-    def ack(self, refs: Iterable[RecordRef]) -> None:
+    def ack(self, refs: Iterable[RefRun]) -> None:
         """Mark records delivered, in any order, from any thread. Their ack
         blocks are written (and synced, with fsync="batch") before this
         returns; a segment whose records are all acknowledged is deleted,
@@ -466,27 +471,31 @@ class DiskQueue:
             to_delete: list[Segment] = []
             with self._lock:
                 segments = self._segments
-                last_id = -1
-                segment: Segment | None = None
-                positions: list[int] = []
                 acked = 0
-                for ref in refs:
-                    if ref.segment != last_id:
-                        last_id = ref.segment
-                        segment = segments.get(last_id)
-                        if segment is None or segment.deleting:
-                            segment = None
-                            continue
-                        positions = touched.setdefault(segment, [])
-                    if segment is None:
+                for run in refs:
+                    segment = segments.get(run.segment)
+                    if segment is None or segment.deleting:
                         continue
-                    index = ref.index
-                    if not 0 <= index < segment.count or segment.acked[index]:
-                        continue
-                    segment.acked[index] = 1
-                    segment.n_acked += 1
-                    positions.append(ref.position)
-                    acked += 1
+                    positions = touched.get(segment)
+                    if positions is None:
+                        positions = touched[segment] = []
+                    first = run.first
+                    stop = first + len(run.positions)
+                    flags = segment.acked
+                    if 0 <= first and stop <= segment.count and flags.find(1, first, stop) < 0:
+                        # The usual case, a run none of which was acknowledged: in bulk.
+                        flags[first:stop] = b"\x01" * (stop - first)
+                        positions.extend(run.positions)
+                        count = stop - first
+                    else:
+                        count = 0
+                        for index, position in zip(range(first, stop), run.positions):
+                            if 0 <= index < segment.count and not flags[index]:
+                                flags[index] = 1
+                                positions.append(position)
+                                count += 1
+                    segment.n_acked += count
+                    acked += count
                 self._pending -= acked
                 freed = False
                 for segment in touched:

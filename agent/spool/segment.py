@@ -50,7 +50,7 @@ import zlib
 from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 from agent.events import Event
 from agent.spool.frames import FRAME, FRAME_OVERHEAD, HEADER_SIZE, encode_header, read_frame
@@ -75,25 +75,59 @@ READ_CHUNK = 1 << 20
 _sync = getattr(os, "fdatasync", os.fsync)
 
 
-class RecordRef(NamedTuple):
-    """Names one spooled record for ``ack``: segment id, ordinal of the record
-    among the segment's intact frames, byte position of its frame.
+class RefRun(NamedTuple):
+    """Names consecutive spooled records of one segment for ``ack``: the
+    segment id, the ordinal of the first record among the segment's intact
+    frames, and the byte position of each record's frame (one per record).
 
-    Immutable like the frozen dataclasses that cross stages, but a NamedTuple:
-    one is built per event handed out, and it costs half as much to build.
+    Immutable like the frozen dataclasses that cross stages, but a NamedTuple,
+    and one per run of records rather than one per record: ``take`` and
+    ``ack`` then cost a few steps per batch instead of several per event.
     """
 
     segment: int
-    index: int
-    position: int
+    first: int
+    positions: Sequence[int]
 
 
 @dataclass(frozen=True, slots=True)
 class SpooledEvent:
-    """An event handed out by ``take``, with the reference that acknowledges it."""
+    """One event with the single-record run that acknowledges it (``Taken.records``)."""
 
     event: Event
-    ref: RecordRef
+    ref: RefRun
+
+
+class Taken:
+    """What one ``take`` hands out: ``events`` in append order, ``refs`` whose
+    runs cover exactly those events in the same order, and the events' data
+    bytes. Acknowledge all of it with ``ack(taken.refs)``, or single records
+    with the refs of ``records()``."""
+
+    __slots__ = ("events", "refs", "nbytes")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.refs: list[RefRun] = []
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def add(self, seg_id: int, first: int, events: Sequence[Event], positions: Sequence[int],
+            nbytes: int) -> None:
+        self.events.extend(events)
+        self.refs.append(RefRun(seg_id, first, positions))
+        self.nbytes += nbytes
+
+    def records(self) -> list[SpooledEvent]:
+        """One (event, single-record ref) pair per event."""
+        out: list[SpooledEvent] = []
+        events = iter(self.events)
+        for run in self.refs:
+            for i, position in enumerate(run.positions):
+                out.append(SpooledEvent(next(events), RefRun(run.segment, run.first + i, (position,))))
+        return out
 
 
 def seg_name(seg_id: int) -> str:
@@ -348,35 +382,52 @@ class SegmentReader:
 
     def read(self, ordinal: int, pos: int, stop: int, limit: int, acked: bytearray,
              damaged: dict[int, int], max_events: int, max_bytes: int,
-             out: list[SpooledEvent]) -> tuple[int, int, int, str]:
-        """Append to ``out`` the unacknowledged records from ``ordinal`` (at byte
+             taken: Taken) -> tuple[int, int, str]:
+        """Add to ``taken`` the unacknowledged records from ``ordinal`` (at byte
         ``pos``) up to ordinal ``stop``, within ``max_events``/``max_bytes``.
-        Returns (next ordinal, its position, data bytes added, "" or the reason
-        the frame at that position could not be read)."""
+        Returns (next ordinal, its position, "" or the reason the frame at
+        that position could not be read)."""
         seg_id = self.seg_id
-        taken = 0
         nbytes = 0
-        while ordinal < stop and taken < max_events and nbytes < max_bytes:
+        added = 0
+        # The current run of consecutive unacknowledged records.
+        run_first = ordinal
+        run_events: list[Event] = []
+        run_positions: list[int] = []
+        run_bytes = 0
+        reason = ""
+        while ordinal < stop and added < max_events and nbytes < max_bytes:
             skip = damaged.get(pos) if damaged else None
             if skip is not None:
                 pos = skip
                 continue
             if pos + FRAME_OVERHEAD > limit:
-                return ordinal, pos, nbytes, "frame header past the written end"
+                reason = "frame header past the written end"
+                break
             self._ensure(pos, FRAME_OVERHEAD, limit)
             length = FRAME.unpack_from(self._buf, pos - self._base)[0]
             total = FRAME_OVERHEAD + length
             if pos + total > limit:
-                return ordinal, pos, nbytes, "frame runs past the written end"
+                reason = "frame runs past the written end"
+                break
             self._ensure(pos, total, limit)
             rel = pos - self._base
             event, nxt, reason = read_frame(self._buf, rel, rel + total)
             if event is None:
-                return ordinal, pos, nbytes, reason
-            if not acked[ordinal]:
-                out.append(SpooledEvent(event, RecordRef(seg_id, ordinal, pos)))
-                taken += 1
+                break
+            if acked[ordinal]:
+                if run_events:
+                    taken.add(seg_id, run_first, run_events, run_positions, run_bytes)
+                    run_events, run_positions, run_bytes = [], [], 0
+                run_first = ordinal + 1
+            else:
+                run_events.append(event)
+                run_positions.append(pos)
+                run_bytes += len(event.data)
                 nbytes += len(event.data)
+                added += 1
             ordinal += 1
             pos += total
-        return ordinal, pos, nbytes, ""
+        if run_events:
+            taken.add(seg_id, run_first, run_events, run_positions, run_bytes)
+        return ordinal, pos, reason

@@ -11,15 +11,17 @@ the queue calls it under its table lock.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
+from itertools import accumulate
 
 from agent.events import Event
-from agent.spool.segment import RecordRef, SpooledEvent
+from agent.spool.segment import Taken
 
-# (segment id, ordinal of the first record, position of the batch, frame
-# starts relative to it, events, encoded size)
-_Batch = tuple[int, int, int, list[int], tuple[Event, ...], int]
+# (segment id, ordinal of the first record, absolute frame positions, events,
+# cumulative data bytes (len(events) + 1 entries, from 0), encoded size)
+_Batch = tuple[int, int, list[int], tuple[Event, ...], list[int], int]
 
 
 class TailCache:
@@ -35,8 +37,11 @@ class TailCache:
             events: Sequence[Event], size: int) -> None:
         if not self.limit:
             return
+        positions = [base + start for start in starts]
         # A copy: the caller may reuse its list.
-        self._batches.append((seg_id, first, base, starts, tuple(events), size))
+        events = tuple(events)
+        cumulative = list(accumulate([len(event.data) for event in events], initial=0))
+        self._batches.append((seg_id, first, positions, events, cumulative, size))
         self._bytes += size
         while self._bytes > self.limit:
             self._drop_first()
@@ -54,26 +59,34 @@ class TailCache:
         """(ordinal, position) of the first cached record if it is in ``seg_id``."""
         if not self._batches or self._batches[0][0] != seg_id:
             return None
-        _, first, base, starts, _, _ = self._batches[0]
-        return first + self._head, base + starts[self._head]
+        _, first, positions, _, _, _ = self._batches[0]
+        return first + self._head, positions[self._head]
 
     def serve(self, seg_id: int, acked: bytearray, max_events: int, max_bytes: int,
-              out: list[SpooledEvent]) -> tuple[int, int, int]:
+              taken: Taken) -> tuple[int, int]:
         """Hand out unacknowledged records of the first batch, which must start
-        at the cursor. Returns (next ordinal, its position, data bytes added)."""
-        _, first, base, starts, events, size = self._batches[0]
+        at the cursor, as runs of consecutive records (slices, not a step per
+        record). Returns (next ordinal, its position)."""
+        _, first, positions, events, cumulative, size = self._batches[0]
         i, n = self._head, len(events)
         nbytes = 0
-        taken = 0
-        while i < n and taken < max_events and nbytes < max_bytes:
-            event = events[i]
-            if not acked[first + i]:
-                out.append(SpooledEvent(event, RecordRef(seg_id, first + i, base + starts[i])))
-                nbytes += len(event.data)
-                taken += 1
-            i += 1
+        while i < n and max_events > 0 and nbytes < max_bytes:
+            if acked[first + i]:  # acknowledged before it was handed out: skip it
+                i += 1
+                continue
+            found = acked.find(1, first + i, first + n)
+            stop = n if found < 0 else found - first
+            stop = min(stop, i + max_events)
+            # Records are taken while the bytes before them are under the
+            # budget: the one that reaches it is the last.
+            stop = bisect_left(cumulative, cumulative[i] + max_bytes - nbytes, i + 1, stop)
+            run_bytes = cumulative[stop] - cumulative[i]
+            taken.add(seg_id, first + i, events[i:stop], positions[i:stop], run_bytes)
+            nbytes += run_bytes
+            max_events -= stop - i
+            i = stop
         if i == n:
             self._drop_first()
-            return first + n, base + size, nbytes
+            return first + n, positions[0] + size  # the batch's first frame is at its base
         self._head = i
-        return first + i, base + starts[i], nbytes
+        return first + i, positions[i]

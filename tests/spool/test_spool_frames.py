@@ -16,9 +16,9 @@ event_st = st.builds(Event, st.text(max_size=20), st.integers(0, 2**62), st.inte
 
 
 def encode(events: list[Event]) -> bytes:
-    chunks, starts, size = Encoder().encode(events)
-    data = b"".join(chunks)
+    data, starts, size = Encoder().encode(events)
     assert len(data) == size
+    assert [pos for pos, _, event, _ in scan(data, 0, size) if event is not None] == starts
     return data
 
 

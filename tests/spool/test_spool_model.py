@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from agent.events import Event
-from agent.spool import DiskQueue, RecordRef
+from agent.spool import DiskQueue, RefRun
 
 MAX_BYTES = 12 * 1024  # small: "full" happens often
 SEGMENT_BYTES = 4096
@@ -55,7 +55,8 @@ class SpoolModel(RuleBasedStateMachine):
         self.may_return: set[str] = set()  # acked, but that ack file was damaged since
         self.lost: set[str] = set()  # unacked and the frame is no longer intact
         self.newly_lost: set[str] = set()  # ... since the previous open
-        self.outstanding: dict[str, RecordRef] = {}  # handed out by this open, not acked
+        self.outstanding: dict[str, RefRun] = {}  # handed out by this open, not acked (one-record refs)
+        self.runs: list[tuple[RefRun, list[str]]] = []  # the runs handed out by this open, with their docs
         self.last_seq = -1  # order within this open
 
     @initialize(cache=st.sampled_from([0, 600, 1 << 20]))
@@ -68,6 +69,7 @@ class SpoolModel(RuleBasedStateMachine):
                                cache_bytes=self.cache_bytes)
         recovery = self.queue.open()
         self.outstanding.clear()
+        self.runs.clear()
         self.last_seq = -1
         strict = self._must_come_back()
         assert len(strict) <= recovery.records <= len(strict) + len(self.may_return)
@@ -118,7 +120,12 @@ class SpoolModel(RuleBasedStateMachine):
 
     def _take(self, max_events: int) -> list[str]:
         assert self.queue is not None
-        got = self.queue.take(max_events, 1 << 20, 0)
+        taken = self.queue.take(max_events, 1 << 20, 0)
+        got = taken.records()
+        assert len(got) == len(taken) == sum(len(run.positions) for run in taken.refs)
+        assert taken.nbytes == sum(len(spooled.event.data) for spooled in got)
+        docs = iter(spooled.event.doc_id for spooled in got)
+        self.runs.extend((run, [next(docs) for _ in run.positions]) for run in taken.refs)
         ids = []
         for spooled in got:
             doc_id = spooled.event.doc_id
@@ -147,6 +154,20 @@ class SpoolModel(RuleBasedStateMachine):
         self.queue.ack(data.draw(st.permutations(refs)))
         for doc_id, ref in zip(chosen, refs):
             self.acked[doc_id] = ref.segment
+
+    @precondition(lambda self: self.runs)
+    @rule(data=st.data())
+    def ack_runs(self, data: st.DataObject) -> None:
+        """Whole runs, as the batcher acknowledges them; some of their records
+        may have been acknowledged one by one already (then they are repeats)."""
+        assert self.queue is not None
+        chosen = data.draw(st.lists(st.sampled_from(range(len(self.runs))), unique=True, min_size=1))
+        self.queue.ack(self.runs[i][0] for i in chosen)
+        for i in chosen:
+            run, docs = self.runs[i]
+            for doc_id in docs:
+                if self.outstanding.pop(doc_id, None) is not None:
+                    self.acked[doc_id] = run.segment
 
     @rule()
     def restart(self) -> None:

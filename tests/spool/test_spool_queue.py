@@ -3,7 +3,6 @@ across restarts, pending_by_source, file modes, gauges."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
 import threading
@@ -15,7 +14,7 @@ import pytest
 from agent.clock import FakeClock
 from agent.errors import StateError
 from agent.events import Event
-from agent.spool import DiskQueue, RecordRef, SpooledEvent
+from agent.spool import DiskQueue, RefRun, SpooledEvent
 from agent.spool.frames import HEADER_SIZE
 
 MiB = 1024 * 1024
@@ -44,7 +43,7 @@ def opened(directory: Path, **kwargs) -> DiskQueue:
 def drain(queue: DiskQueue) -> list[SpooledEvent]:
     out: list[SpooledEvent] = []
     while True:
-        got = queue.take(1000, 1 << 40, 0)
+        got = queue.take(1000, 1 << 40, 0).records()
         if not got:
             return out
         out.extend(got)
@@ -61,9 +60,9 @@ def test_round_trip_keeps_every_field_and_the_order(tmp_path: Path, cache_bytes:
     assert queue.append(sent[:30])
     assert queue.append(sent[30:])
     assert queue.pending() == 100
-    got = queue.take(40, 1 << 30, 0) + queue.take(1000, 1 << 30, 0)
+    got = queue.take(40, 1 << 30, 0).records() + queue.take(1000, 1 << 30, 0).records()
     assert [s.event for s in got] == sent
-    assert queue.take(10, 1 << 30, 0) == []
+    assert queue.take(10, 1 << 30, 0).records() == []
     queue.ack(s.ref for s in got)
     assert queue.pending() == 0
     assert queue.oldest_unacked_age() is None
@@ -72,17 +71,63 @@ def test_round_trip_keeps_every_field_and_the_order(tmp_path: Path, cache_bytes:
 
 def test_the_spool_carries_every_event_field() -> None:
     # If Event grows a field, the spool format must grow with it (frames.py).
-    names = [f.name for f in dataclasses.fields(Event)]
+    names = list(Event._fields)
     assert names == ["source_key", "offset", "end", "doc_id", "data", "target"]
 
 
 def test_take_respects_max_events_and_max_bytes(tmp_path: Path, cache_bytes: int) -> None:
     queue = opened(tmp_path / "spool", cache_bytes=cache_bytes)
     queue.append(events(10, size=100))
-    assert len(queue.take(3, 1 << 30, 0)) == 3
-    assert len(queue.take(100, 250, 0)) == 3  # stops once 250 data bytes are reached
-    assert len(queue.take(100, 1, 0)) == 1  # the first record always comes
-    assert len(queue.take(100, 1 << 30, 0)) == 3
+    assert len(queue.take(3, 1 << 30, 0).records()) == 3
+    assert len(queue.take(100, 250, 0).records()) == 3  # stops once 250 data bytes are reached
+    assert len(queue.take(100, 1, 0).records()) == 1  # the first record always comes
+    assert len(queue.take(100, 1 << 30, 0).records()) == 3
+    queue.close()
+
+
+def test_take_hands_out_runs_that_skip_records_acknowledged_before(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory)
+    sent = events(10)
+    queue.append(sent)
+    got = queue.take(100, 1 << 30, 0).records()
+    queue.ack(got[i].ref for i in (2, 3, 7))  # one by one, as a partial failure would
+    queue.close()
+    again = opened(directory)
+    taken = again.take(100, 1 << 30, 0)
+    assert taken.events == [sent[i] for i in (0, 1, 4, 5, 6, 8, 9)]
+    assert [(run.first, list(run.positions)) for run in taken.refs] == [
+        (0, [got[0].ref.positions[0], got[1].ref.positions[0]]),
+        (4, [got[i].ref.positions[0] for i in (4, 5, 6)]),
+        (8, [got[i].ref.positions[0] for i in (8, 9)])]
+    assert taken.nbytes == sum(len(event.data) for event in taken.events)
+    again.ack(taken.refs)
+    assert again.pending() == 0
+    again.close()
+
+
+def test_acking_a_run_counts_only_records_not_acknowledged_yet(tmp_path: Path, cache_bytes: int) -> None:
+    queue = opened(tmp_path / "spool", cache_bytes=cache_bytes)
+    queue.append(events(6))
+    taken = queue.take(100, 1 << 30, 0)
+    assert len(taken.refs) == 1  # consecutive records: one run
+    queue.ack([taken.records()[4].ref])
+    assert queue.pending() == 5
+    queue.ack(taken.refs)
+    assert queue.pending() == 0
+    queue.ack(taken.refs)  # a repeat changes nothing
+    assert queue.pending() == 0
+    queue.close()
+
+
+def test_wake_makes_a_waiting_take_return_at_once(tmp_path: Path) -> None:
+    queue = opened(tmp_path / "spool")
+    waker = threading.Timer(0.05, queue.wake)
+    waker.start()
+    started = time.monotonic()
+    assert not queue.take(10, 1 << 20, 30.0)
+    waker.join()
+    assert time.monotonic() - started < 10.0
     queue.close()
 
 
@@ -90,7 +135,7 @@ def test_take_times_out_with_the_clock(tmp_path: Path) -> None:
     clock = FakeClock()
     queue = opened(tmp_path / "spool", clock=clock)
     before = clock.monotonic()
-    assert queue.take(10, 1000, 5.0) == []
+    assert queue.take(10, 1000, 5.0).records() == []
     assert clock.monotonic() - before == pytest.approx(5.0)
     queue.close()
 
@@ -100,7 +145,7 @@ def test_take_waits_for_an_append_from_another_thread(tmp_path: Path) -> None:
     writer = threading.Timer(0.05, lambda: queue.append(events(3)))
     writer.start()
     started = time.monotonic()
-    got = queue.take(10, 1 << 20, 10.0)
+    got = queue.take(10, 1 << 20, 10.0).records()
     writer.join()
     assert [s.event.doc_id for s in got] == ["src-0", "src-1", "src-2"][:len(got)]
     assert got and time.monotonic() - started < 5.0
@@ -124,7 +169,7 @@ def test_append_blocks_while_full_until_an_ack_frees_a_segment(tmp_path: Path) -
     appender.start()
     time.sleep(0.05)
     assert result == []
-    got = queue.take(1000, 1 << 30, 0)
+    got = queue.take(1000, 1 << 30, 0).records()
     oldest = [s.ref for s in got if s.ref.segment == got[0].ref.segment]
     queue.ack(oldest[1:])
     time.sleep(0.05)
@@ -150,8 +195,8 @@ def test_a_segment_is_deleted_only_when_every_record_is_acked(tmp_path: Path) ->
     for batch in range(6):
         queue.append(events(10, start=batch * 10))  # ~1.3 KB per batch: 3 batches a segment
     assert len(seg_files(directory)) == 2
-    got = queue.take(1000, 1 << 30, 0)
-    by_segment: dict[int, list[RecordRef]] = {}
+    got = queue.take(1000, 1 << 30, 0).records()
+    by_segment: dict[int, list[RefRun]] = {}
     for s in got:
         by_segment.setdefault(s.ref.segment, []).append(s.ref)
     first, second = sorted(by_segment)
@@ -176,7 +221,7 @@ def test_a_full_spool_whose_active_segment_is_acked_makes_room(tmp_path: Path) -
     written = 0
     while queue.append(events(8, start=written), timeout=0):
         written += 8
-    got = queue.take(10000, 1 << 30, 0)
+    got = queue.take(10000, 1 << 30, 0).records()
     active = max(s.ref.segment for s in got)
     queue.ack(s.ref for s in got if s.ref.segment == active)
     assert f"{active:016d}.seg" in seg_files(directory)  # still being written
@@ -192,7 +237,7 @@ def test_acks_survive_a_restart_and_only_unacked_records_come_back(tmp_path: Pat
     sent = events(60)
     for i in range(0, 60, 10):
         queue.append(sent[i:i + 10])
-    got = queue.take(1000, 1 << 30, 0)
+    got = queue.take(1000, 1 << 30, 0).records()
     acked = {s.event.doc_id for s in got if int(s.event.doc_id.split("-")[1]) % 3 != 1}
     queue.ack(s.ref for s in reversed(got) if s.event.doc_id in acked)
     queue.close()
@@ -214,7 +259,7 @@ def test_pending_by_source_is_where_reading_may_resume(tmp_path: Path) -> None:
     b = [Event("b", o, o + 5, f"b{o}", b"y") for o in range(100, 150, 5)]
     queue.append(a[:5] + b[:5])
     queue.append(b[5:] + a[5:])
-    got = queue.take(1000, 1 << 30, 0)
+    got = queue.take(1000, 1 << 30, 0).records()
     queue.ack(s.ref for s in got if s.event.source_key == "a")  # all of a delivered, b pending
     queue.close()
     recovery = DiskQueue(directory, 16 * MiB).open()
@@ -238,7 +283,7 @@ def test_files_are_private(tmp_path: Path) -> None:
     queue = opened(directory, segment_bytes=4096)
     for i in range(4):
         queue.append(events(10, start=i * 10))
-    queue.ack([s.ref for s in queue.take(5, 1 << 30, 0)])
+    queue.ack([s.ref for s in queue.take(5, 1 << 30, 0).records()])
     queue.close()
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     names = sorted(p.name for p in directory.iterdir())
@@ -266,7 +311,7 @@ def test_oldest_unacked_age_follows_the_clock(tmp_path: Path) -> None:
     queue.append(events(2, start=2))
     clock.advance(5)
     assert queue.oldest_unacked_age() == pytest.approx(15)
-    got = queue.take(10, 1 << 30, 0)
+    got = queue.take(10, 1 << 30, 0).records()
     queue.ack([got[0].ref, got[1].ref])
     assert queue.oldest_unacked_age() == pytest.approx(5)
     queue.ack([got[2].ref, got[3].ref, got[3].ref])  # a repeated ref is ignored
@@ -286,9 +331,9 @@ def test_close_wakes_a_blocked_append_and_later_calls_are_harmless(tmp_path: Pat
     queue.close()
     appender.join(10)
     assert result == [False]
-    assert queue.take(10, 100, 0) == []
+    assert queue.take(10, 100, 0).records() == []
     assert queue.append(events(1)) is False
-    queue.ack([RecordRef(1, 0, HEADER_SIZE)])
+    queue.ack([RefRun(1, 0, (HEADER_SIZE,))])
 
 
 def test_use_before_open_is_an_error(tmp_path: Path) -> None:
@@ -313,7 +358,7 @@ def test_every_fsync_policy_round_trips(tmp_path: Path, policy: str) -> None:
     for i in range(0, 40, 8):
         queue.append(sent[i:i + 8])
     time.sleep(0.05)  # let the "interval" thread run at least once
-    got = queue.take(1000, 1 << 30, 0)
+    got = queue.take(1000, 1 << 30, 0).records()
     queue.ack(s.ref for s in got[:20])
     queue.close()
     again = DiskQueue(directory, 16 * MiB, fsync=policy)
@@ -330,7 +375,7 @@ def test_a_slow_consumer_reads_back_from_disk_then_from_memory(tmp_path: Path) -
     for i in range(0, 200, 10):
         queue.append(sent[i:i + 10])
         if i % 30 == 0:
-            got.extend(queue.take(7, 1 << 30, 0))
+            got.extend(queue.take(7, 1 << 30, 0).records())
     got.extend(drain(queue))
     assert [s.event for s in got] == sent
     queue.ack(s.ref for s in got)
@@ -342,7 +387,7 @@ def test_concurrent_writer_consumer_and_ackers(tmp_path: Path) -> None:
     directory = tmp_path / "spool"
     queue = opened(directory, max_bytes=128 * 1024, segment_bytes=8 * 1024, cache_bytes=4096)
     sent = events(3000, size=40)
-    received: list[SpooledEvent] = []
+    received: list[Event] = []
     over_limit: list[int] = []
 
     def writer() -> None:
@@ -351,24 +396,24 @@ def test_concurrent_writer_consumer_and_ackers(tmp_path: Path) -> None:
             if queue.used_bytes() > queue.max_bytes():
                 over_limit.append(queue.used_bytes())
 
-    def acker(refs: list[RecordRef]) -> None:
+    def acker(refs: list[RefRun]) -> None:
         queue.ack(refs)
 
     thread = threading.Thread(target=writer)
     thread.start()
     ackers: list[threading.Thread] = []
     while len(received) < len(sent):
-        got = queue.take(64, 1 << 30, 5.0)
-        assert got, "the consumer starved"
-        received.extend(got)
-        refs = [s.ref for s in got]
+        taken = queue.take(64, 1 << 30, 5.0)
+        assert taken, "the consumer starved"
+        received.extend(taken.events)
+        refs = taken.refs  # whole runs, as the batcher acknowledges them
         for part in (refs[1::2], refs[::2]):  # two workers, any order
             ackers.append(threading.Thread(target=acker, args=(part,)))
             ackers[-1].start()
     thread.join()
     for a in ackers:
         a.join()
-    assert [s.event for s in received] == sent
+    assert received == sent
     assert over_limit == []
     assert queue.pending() == 0
     queue.close()

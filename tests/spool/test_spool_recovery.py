@@ -33,7 +33,7 @@ def frame(event: Event) -> bytes:
 def drain(queue: DiskQueue) -> list[SpooledEvent]:
     out: list[SpooledEvent] = []
     while True:
-        got = queue.take(1000, 1 << 40, 0)
+        got = queue.take(1000, 1 << 40, 0).records()
         if not got:
             return out
         out.extend(got)
@@ -98,7 +98,7 @@ def build(directory: Path, batches: int = 12, ack_every: int = 4, seed: int = 0)
                                rng.choice([None, "logs-x"])))
         queue.append(batch)
         sent.extend(batch)
-    got = queue.take(100000, 1 << 40, 0)
+    got = queue.take(100000, 1 << 40, 0).records()
     acked = [s for i, s in enumerate(got) if i % ack_every == 0]
     queue.ack(s.ref for s in acked)
     queue.close()
@@ -228,7 +228,7 @@ def test_a_damaged_ack_file_keeps_its_intact_blocks(tmp_path: Path,
     queue.open()
     sent = [Event("a", i, i + 1, f"a{i}", b"x" * 10) for i in range(10)]
     queue.append(sent)
-    got = queue.take(100, 1 << 20, 0)
+    got = queue.take(100, 1 << 20, 0).records()
     queue.ack([got[0].ref, got[1].ref])  # block 1
     queue.ack([got[5].ref])  # block 2
     queue.close()  # block 3: the seal
@@ -289,7 +289,7 @@ def test_a_segment_with_nothing_intact_is_removed(tmp_path: Path) -> None:
     assert (recovery.segments, recovery.records, recovery.damaged_frames) == (2, 0, 1)
     assert segments(directory) == []
     queue.append([Event("a", 0, 1, "a0", b"x")])
-    assert [s.event.doc_id for s in queue.take(10, 1000, 0)] == ["a0"]
+    assert [s.event.doc_id for s in queue.take(10, 1000, 0).records()] == ["a0"]
     queue.close()
 
 
