@@ -8,7 +8,9 @@ one core. Prints one JSON line per format:
 
     {"format": "torchserve", "lines": 200000, "seconds": ..., "lines_per_s": ..., "cpu_s_per_100k": ...}
 
-    python3 benchmarks/formats.py --lines 200000
+    python3 benchmarks/formats.py --lines 200000 --repeat 3
+
+The package is byte-compiled first, as an installed agent is.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from throughput import run_agent
+from throughput import compile_package, run_agent, summarise
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 SOURCES = {
@@ -50,20 +52,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=200_000)
     parser.add_argument("--formats", default=",".join(SOURCES))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run every format this many times, interleaved, and print a summary line for each")
     args = parser.parse_args()
-    for name in args.formats.split(","):
-        work = Path(tempfile.mkdtemp(prefix=f"modelscribe-bench-{name}-"))
-        try:
-            (work / "logs").mkdir()
-            total = build(work / "logs", SOURCES[name], args.lines)
-            measured = run_agent(work / "logs", work / "state",
-                                 ["--output", "null", "--no-spool", "--format", name,
-                                  "--partial-line-timeout", "0s"], one_core=True)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        print(json.dumps({"format": name, "lines": total, **measured,
-                          "lines_per_s": round(total / measured["seconds"]),
-                          "cpu_s_per_100k": round(measured["cpu_seconds"] * 100_000 / total, 3)}), flush=True)
+    compile_package()
+    runs: dict[str, list[dict]] = {}
+    for _ in range(max(1, args.repeat)):
+        for name in args.formats.split(","):
+            result = measure(name, args.lines)
+            runs.setdefault(name, []).append(result)
+            print(json.dumps(result), flush=True)
+    if args.repeat > 1:
+        for name in runs:
+            print(json.dumps(summarise(runs[name])), flush=True)
+
+
+def measure(name: str, lines: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"modelscribe-bench-{name}-"))
+    try:
+        (work / "logs").mkdir()
+        total = build(work / "logs", SOURCES[name], lines)
+        measured = run_agent(work / "logs", work / "state",
+                             ["--output", "null", "--no-spool", "--format", name,
+                              "--partial-line-timeout", "0s"], one_core=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"format": name, "lines": total, **measured, "lines_per_s": round(total / measured["seconds"]),
+            "cpu_s_per_100k": round(measured["cpu_seconds"] * 100_000 / total, 3)}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ ES_API_KEY_FILE) and ``recovery`` (N lines wait in the spool while the
 output is unreachable; then the time to deliver them all to the node).
 
     python3 benchmarks/throughput.py --lines 500000
+    python3 benchmarks/throughput.py --lines 300000 --scenarios null,null-nospool --repeat 5
+
+The package is byte-compiled first, as an installed agent is.
 """
 
 from __future__ import annotations
@@ -57,6 +60,24 @@ def write_files(directory: Path, lines: int, files: int) -> None:
     for f in range(files):
         with open(directory / f"model-{f:04d}.log", "wb") as handle:
             handle.write(b"".join(json_line(rng, f * per_file + i) for i in range(per_file)))
+
+
+def compile_package() -> None:
+    """Byte-compile the agent, as installing it does: with PYTHONDONTWRITEBYTECODE
+    set (as on the development machine) every run would otherwise compile
+    the sources again, about 0.2 s of start-up that an installed agent never pays."""
+    package = Path(__file__).resolve().parent.parent / "agent"
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Lowest, median and highest lines/s of repeated runs of one scenario."""
+    rates = sorted(run["lines_per_s"] for run in runs)
+    cpu = sorted(run["cpu_s_per_100k"] for run in runs if "cpu_s_per_100k" in run)
+    return {"scenario": runs[0].get("scenario") or runs[0].get("format"), "runs": len(runs),
+            "lines_per_s_min": rates[0], "lines_per_s_median": rates[len(rates) // 2],
+            "lines_per_s_max": rates[-1], "cpu_s_per_100k_range": [cpu[0], cpu[-1]] if cpu else None,
+            "peak_rss_mb_max": max(run["peak_rss_mb"] for run in runs)}
 
 
 def run_agent(log_dir: Path, state_dir: Path, extra: list[str], one_core: bool) -> dict:
@@ -127,16 +148,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=500_000)
     parser.add_argument("--scenarios", default="null,null-nospool,files1000,elasticsearch,recovery")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the one-core scenarios this many times, interleaved (the machine's "
+                             "noise is about 10 %%), and print a summary line for each")
     args = parser.parse_args()
     wanted = args.scenarios.split(",")
-    if "null" in wanted:
-        print(json.dumps(scenario("null", args.lines, 1, ["--output", "null"])), flush=True)
-    if "null-nospool" in wanted:
-        print(json.dumps(scenario("null-nospool", args.lines, 1, ["--output", "null", "--no-spool"])), flush=True)
-    if "files1000" in wanted:
-        print(json.dumps(scenario("files1000", max(args.lines // 5, 100_000), 1000, ["--output", "null"])),
-              flush=True)
-    if "elasticsearch" in wanted:
+    compile_package()
+    local = [("null", args.lines, 1, ["--output", "null"]),
+             ("null-nospool", args.lines, 1, ["--output", "null", "--no-spool"]),
+             ("files1000", max(args.lines // 5, 100_000), 1000, ["--output", "null"])]
+    runs: dict[str, list[dict]] = {}
+    for _ in range(max(1, args.repeat)):
+        for name, lines, files, extra in local:
+            if name in wanted:
+                result = scenario(name, lines, files, extra)
+                runs.setdefault(name, []).append(result)
+                print(json.dumps(result), flush=True)
+    if args.repeat > 1:
+        for name in runs:
+            print(json.dumps(summarise(runs[name])), flush=True)
+    if "elasticsearch" in wanted or "recovery" in wanted:
         url = os.environ.get("ES_URL")
         if not url:
             print(json.dumps({"scenario": "elasticsearch", "skipped": "ES_URL not set: eval "

@@ -15,9 +15,12 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Sequence
 from itertools import accumulate
+from operator import attrgetter
 
 from agent.events import Event
 from agent.spool.segment import Taken
+
+_DATA = attrgetter("data")
 
 # (segment id, ordinal of the first record, absolute frame positions, events,
 # cumulative data bytes (len(events) + 1 entries, from 0), encoded size)
@@ -37,10 +40,10 @@ class TailCache:
             events: Sequence[Event], size: int) -> None:
         if not self.limit:
             return
-        positions = [base + start for start in starts]
-        # A copy: the caller may reuse its list.
-        events = tuple(events)
-        cumulative = list(accumulate([len(event.data) for event in events], initial=0))
+        # map over C callables: no Python-level step per event.
+        positions = list(map(base.__add__, starts))
+        events = tuple(events)  # a copy: the caller may reuse its list
+        cumulative = list(accumulate(map(len, map(_DATA, events)), initial=0))
         self._batches.append((seg_id, first, positions, events, cumulative, size))
         self._bytes += size
         while self._bytes > self.limit:
