@@ -1,12 +1,23 @@
 """How the reader thread hands events to the sending side.
 
-Two ways, one interface (``put(group)``, ``accepting()``, ``finish()``):
+Two ways, one interface (``put(group)``, ``accepting()``, ``flush()``,
+``finish()``):
 
 - ``SpoolHandoff`` (the default): groups are appended to the disk spool,
   so an absent output costs disk, not memory, and files rotated or deleted
-  during an outage are already safe. When the spool is full the reader is
-  told to pause (``accepting()`` is False) and ``put`` blocks, or, with
-  ``--when-full drop-newest``, the group is dropped, counted and logged.
+  during an outage are already safe. The appending (and, with the default
+  fsync policy, the fsync) runs on a spool-writer thread, one group behind
+  the reader, so the reader parses the next group while the disk syncs the
+  last: ``put`` returns once the group is queued (at most one waits), and
+  ``flush`` waits until every group put is in the spool. The reader flushes
+  before it forgets a closed file, so a deleted file's last lines are on
+  disk before the agent lets go of it. When the spool is full the reader is
+  told to pause (``accepting()`` is False) and appending blocks (so, in
+  turn, does ``put``), or, with ``--when-full drop-newest``, the group is
+  dropped, counted and logged. An append that fails (a disk error) is
+  raised in the reader by the next ``put``/``flush``, and nothing is
+  appended after it: the spool never holds a group that came after a lost
+  one, so a restart re-reads from the first lost line.
 - ``MemoryHandoff`` (``--no-spool``): groups go through a bounded memory
   queue; a full queue blocks the reader (backpressure).
 
@@ -31,6 +42,7 @@ from agent.stats import Stats
 
 log = get_logger("handoff")
 _DROP_LOG_INTERVAL = 10.0
+_STOP = object()  # tells the spool-writer thread to end
 
 
 class MemoryHandoff:
@@ -47,8 +59,12 @@ class MemoryHandoff:
     def accepting(self) -> bool:
         return True  # put() blocks instead: the queue is small
 
-    def finish(self) -> None:
+    def flush(self) -> None:
+        pass  # nothing durable to wait for: the memory queue is lost in a crash anyway
+
+    def finish(self, timeout: float | None = None) -> bool:
         self._queue.put(END)
+        return True
 
 
 class SpoolHandoff:
@@ -70,6 +86,13 @@ class SpoolHandoff:
         self._last_drop_log = float("-inf")
         self._blocked_logged = False
         self._paused = False
+        # One group queued while the writer appends another: the reader runs
+        # at most two groups ahead of the disk.
+        self._groups: "queue.Queue[object]" = queue.Queue(maxsize=1)
+        self._idle = threading.Condition()
+        self._in_flight = 0  # groups put and not yet appended, dropped or abandoned
+        self._failure: BaseException | None = None
+        self._writer: threading.Thread | None = None  # started by the first put
 
     def accepting(self) -> bool:
         if self._drop:
@@ -85,6 +108,63 @@ class SpoolHandoff:
         return room
 
     def put(self, group: Sequence[Event]) -> None:
+        """Queue ``group`` for the spool-writer thread; blocks while it is busy
+        and one group already waits (backpressure, as a full spool blocks it)."""
+        self._raise_failure()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
+            self._writer.start()
+        with self._idle:
+            self._in_flight += 1
+        self._groups.put(group)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every group put so far is in the spool (or was dropped,
+        or abandoned at shutdown): False if ``timeout`` passed first. Raises
+        what the writer failed with."""
+        deadline = None if timeout is None else self._clock.monotonic() + timeout
+        with self._idle:
+            while self._in_flight:
+                wait = 0.5 if deadline is None else min(0.5, deadline - self._clock.monotonic())
+                if wait <= 0:
+                    return False
+                self._idle.wait(wait)
+        self._raise_failure()
+        return True
+
+    def finish(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the writer thread; False (and the writer still
+        running) if ``timeout`` passed first: set ``abort`` and call again.
+        The spool batcher is told separately (drain or stop)."""
+        if not self.flush(timeout):
+            return False
+        if self._writer is not None:
+            self._groups.put(_STOP)
+            self._writer.join()
+            self._writer = None
+        return True
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _write_loop(self) -> None:
+        while True:
+            group = self._groups.get()
+            if group is _STOP:
+                return
+            try:
+                if self._failure is None:  # after a failed append, nothing more (see module doc)
+                    self._append(group)
+            except BaseException as error:  # noqa: BLE001 - handed to the reader, which raises it
+                self._failure = error
+            finally:
+                with self._idle:
+                    self._in_flight -= 1
+                    if not self._in_flight:
+                        self._idle.notify_all()
+
+    def _append(self, group: Sequence[Event]) -> None:
         if self._drop:
             if not self._spool.append(group, timeout=0):
                 self._dropped(len(group))
@@ -107,6 +187,3 @@ class SpoolHandoff:
                         dropped=self._dropped_since_log, max_bytes=self._spool.max_bytes())
             self._dropped_since_log = 0
             self._last_drop_log = now
-
-    def finish(self) -> None:
-        pass  # the spool batcher is told separately (drain or stop)

@@ -154,6 +154,7 @@ class _Sink:
         if parser is not None:
             self._emit_all(parser.flush())
         self.hand_over()
+        self._handoff.flush()  # the tailer lets go of the file next: its lines must be safe first
 
     def flush_all(self) -> None:
         for key in list(self._parsers):
@@ -266,13 +267,17 @@ class Pipeline:
             self._close_spool()
         return self._summary()
 
-    def _finish_reading(self, drain: bool) -> None:
+    def _finish_reading(self, drain: bool, timeout: float | None = None) -> None:
         """No more events will be handed over: ``drain`` sends what the spool
         holds (--once); otherwise it stays there for the next start."""
+        if not self._handoff.finish(timeout):
+            # The spool stayed full (output down) past the shutdown deadline:
+            # the groups still waiting were never spooled nor committed, so
+            # they are read again after a restart.
+            self._abort.set()
+            self._handoff.finish(5.0)
         if isinstance(self._batcher, SpoolBatcher):
             self._batcher.finish(drain)
-        else:
-            self._handoff.finish()
 
     def _close_spool(self) -> None:
         if self.spool is not None:
@@ -353,7 +358,7 @@ class Pipeline:
         if reader.is_alive():
             self._abort.set()  # unblocks the reader by draining the queue without sending
             reader.join(5.0)
-        self._finish_reading(drain=False)
+        self._finish_reading(drain=False, timeout=remaining())
         batcher.join(remaining())
         if batcher.is_alive():
             log.warning("shutdown timeout reached; unacknowledged events will be read again on restart",

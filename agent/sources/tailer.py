@@ -471,7 +471,7 @@ class Tailer:
         self.lost_bytes += lost
         log.warning("deleted file released while the output is blocked; its unread lines are lost",
                     path=harvester.path, lost_bytes=lost, close_removed_after=self._settings.close_removed_after)
-        self._finish(harvester)
+        self._finish(harvester, blocked=True)
 
     def _deliver(self, harvester: _Harvester, data: bytes) -> None:
         if harvester.source is None and b"\n" in data:
@@ -516,16 +516,23 @@ class Tailer:
         harvester.last_growth = now
         harvester.interval = MIN_CHECK_INTERVAL
 
-    def _finish(self, harvester: _Harvester) -> None:
-        """Close a drained file for good: deleted, or renamed away and idle."""
+    def _finish(self, harvester: _Harvester, blocked: bool = False) -> None:
+        """Close a drained file for good: deleted, or renamed away and idle.
+
+        The sink hears ``source_closed`` (and flushes its hand-off) before the
+        file is let go, so the file's last lines are safe in the spool by then;
+        except when the output is ``blocked``: a full spool must never keep a
+        deleted file open, so it is let go first."""
         deleted = harvester.state == _DELETED
         log.info("file closed", path=harvester.path,
                  reason="deleted" if deleted else "renamed away and inactive")
-        self._release(harvester)
+        if blocked:
+            self._release(harvester)
         if harvester.source is not None:
             if deleted:
                 self._registry.mark_gone(harvester.source.key)
             self._sink.source_closed(harvester.source)
+        self._release(harvester)
 
     def _release(self, harvester: _Harvester) -> None:
         if harvester.fd < 0:

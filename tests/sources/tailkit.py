@@ -12,6 +12,20 @@ from agent.registry import Registry
 from agent.sources.tailer import Tailer, TailSettings
 
 
+def held_open(path: Path) -> bool | None:
+    """Does this process still hold an fd on the (deleted) file? None if /proc is unavailable."""
+    fd_dir = "/proc/self/fd"
+    if not os.path.isdir(fd_dir):
+        return None
+    targets = set()
+    for name in os.listdir(fd_dir):
+        try:
+            targets.add(os.readlink(os.path.join(fd_dir, name)))
+        except OSError:
+            continue  # the fd listdir itself used
+    return f"{path} (deleted)" in targets
+
+
 class RecordingSink:
     """Records everything the tailer pushes; safe to read from another thread."""
 
@@ -20,6 +34,7 @@ class RecordingSink:
         self.lines: list[Line] = []
         self.ticks: list[float] = []
         self.closed: list[Source] = []
+        self.held_at_close: list[bool | None] = []  # was the file still open when it was closed?
 
     def line(self, line: Line) -> None:
         with self._lock:
@@ -32,6 +47,7 @@ class RecordingSink:
     def source_closed(self, source: Source) -> None:
         with self._lock:
             self.closed.append(source)
+            self.held_at_close.append(held_open(Path(source.path)))
 
     def texts(self, path: str | Path | None = None) -> list[str]:
         with self._lock:

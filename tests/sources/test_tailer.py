@@ -272,6 +272,9 @@ def test_delete_while_open_drains_then_closes(tmp_path):
     assert sink.texts() == ["l1", "l2", "l3"]
     key = sink.lines[0].source.key
     assert [s.key for s in sink.closed] == [key]
+    # The sink (which flushes its hand-off to the spool) hears of it while the
+    # file is still open: its last lines are safe before the agent lets go.
+    assert sink.held_at_close in ([True], [None])
     assert registry.get(key).gone
 
 

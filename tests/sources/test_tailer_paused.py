@@ -20,7 +20,7 @@ import pytest
 from agent.clock import FakeClock
 from agent.events import Line
 from agent.sources.tailer import MAX_CHECK_INTERVAL, Tailer
-from tailkit import RecordingSink, append, make, tiles
+from tailkit import RecordingSink, append, held_open, make, tiles
 
 CLOSE_REMOVED_AFTER = 30.0
 STEP = 0.25  # poll cadence of these tests (the tailer's own tick interval)
@@ -63,20 +63,6 @@ def run_for(tailer: Tailer, clock: FakeClock, seconds: float) -> None:
     for _ in range(round(seconds / STEP)):
         clock.advance(STEP)
         tailer.poll()
-
-
-def held_open(path: Path) -> bool | None:
-    """Does this process still hold an fd on the (deleted) file? None if /proc is unavailable."""
-    fd_dir = "/proc/self/fd"
-    if not os.path.isdir(fd_dir):
-        return None
-    targets = set()
-    for name in os.listdir(fd_dir):
-        try:
-            targets.add(os.readlink(os.path.join(fd_dir, name)))
-        except OSError:
-            continue  # the fd listdir itself used
-    return f"{path} (deleted)" in targets
 
 
 def released_warnings(agent_log) -> list[dict]:
@@ -170,6 +156,7 @@ def test_deleted_file_is_released_after_close_removed_after(tmp_path, agent_log)
         assert tailer.open_files() == 0
         assert held_open(app) in (False, None), "the fd of the deleted file was closed"
         assert [s.key for s in sink.closed] == [key]
+        assert sink.held_at_close in ([False], [None]), "blocked: let go before the sink hears of it"
         assert tailer.lost_bytes == len(unread)
         assert registry.get(key).gone
 
