@@ -122,6 +122,26 @@ class SpoolHandoff:
         """Wait until every group put so far is in the spool (or was dropped,
         or abandoned at shutdown): False if ``timeout`` passed first. Raises
         what the writer failed with."""
+        if not self._wait_idle(timeout):
+            return False
+        self._raise_failure()
+        return True
+
+    def finish(self, timeout: float | None = None) -> bool:
+        """Wait like ``flush``, then stop the writer thread; False (and the
+        writer still running) if ``timeout`` passed first: set ``abort`` and
+        call again. Does not raise: a failed append reached the reader
+        already, through ``put`` or ``flush``. The spool batcher is told
+        separately (drain or stop)."""
+        if not self._wait_idle(timeout):
+            return False
+        if self._writer is not None:
+            self._groups.put(_STOP)
+            self._writer.join()
+            self._writer = None
+        return True
+
+    def _wait_idle(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else self._clock.monotonic() + timeout
         with self._idle:
             while self._in_flight:
@@ -129,19 +149,6 @@ class SpoolHandoff:
                 if wait <= 0:
                     return False
                 self._idle.wait(wait)
-        self._raise_failure()
-        return True
-
-    def finish(self, timeout: float | None = None) -> bool:
-        """Flush, then stop the writer thread; False (and the writer still
-        running) if ``timeout`` passed first: set ``abort`` and call again.
-        The spool batcher is told separately (drain or stop)."""
-        if not self.flush(timeout):
-            return False
-        if self._writer is not None:
-            self._groups.put(_STOP)
-            self._writer.join()
-            self._writer = None
         return True
 
     def _raise_failure(self) -> None:

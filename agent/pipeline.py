@@ -270,14 +270,16 @@ class Pipeline:
     def _finish_reading(self, drain: bool, timeout: float | None = None) -> None:
         """No more events will be handed over: ``drain`` sends what the spool
         holds (--once); otherwise it stays there for the next start."""
-        if not self._handoff.finish(timeout):
-            # The spool stayed full (output down) past the shutdown deadline:
-            # the groups still waiting were never spooled nor committed, so
-            # they are read again after a restart.
-            self._abort.set()
-            self._handoff.finish(5.0)
-        if isinstance(self._batcher, SpoolBatcher):
-            self._batcher.finish(drain)
+        try:
+            if not self._handoff.finish(timeout):
+                # The spool stayed full (output down) past the shutdown deadline:
+                # the groups still waiting were never spooled nor committed, so
+                # they are read again after a restart.
+                self._abort.set()
+                self._handoff.finish(5.0)
+        finally:
+            if isinstance(self._batcher, SpoolBatcher):
+                self._batcher.finish(drain)
 
     def _close_spool(self) -> None:
         if self.spool is not None:
