@@ -64,7 +64,6 @@ taken only by ``take``, before ``_ack_lock``. Disk I/O never runs under
 
 from __future__ import annotations
 
-import bisect
 import os
 import threading
 from collections.abc import Iterable, Sequence
@@ -438,14 +437,10 @@ class DiskQueue:
         frame starts at ``stop_pos``) as
         gone so the segment can still be freed. They are not written to the
         ack file: the next open finds the damage again and reports it."""
-        lost = 0
         with self._ack_lock:
             with self._lock:
-                for ordinal in range(self._cur_ord, stop):
-                    if not segment.acked[ordinal]:
-                        segment.acked[ordinal] = 1
-                        lost += 1
-                segment.n_acked += lost
+                # Stand-in positions: lost records are not written to the ack file.
+                lost = segment.mark(self._cur_ord, range(self._cur_ord, stop), [])
                 self._pending -= lost
                 damaged_at = self._cur_pos
                 self._cur_ord, self._cur_pos = stop, stop_pos
@@ -479,23 +474,7 @@ class DiskQueue:
                     positions = touched.get(segment)
                     if positions is None:
                         positions = touched[segment] = []
-                    first = run.first
-                    stop = first + len(run.positions)
-                    flags = segment.acked
-                    if 0 <= first and stop <= segment.count and flags.find(1, first, stop) < 0:
-                        # The usual case, a run none of which was acknowledged: in bulk.
-                        flags[first:stop] = b"\x01" * (stop - first)
-                        positions.extend(run.positions)
-                        count = stop - first
-                    else:
-                        count = 0
-                        for index, position in zip(range(first, stop), run.positions):
-                            if 0 <= index < segment.count and not flags[index]:
-                                flags[index] = 1
-                                positions.append(position)
-                                count += 1
-                    segment.n_acked += count
-                    acked += count
+                    acked += segment.mark(run.first, run.positions, positions)
                 self._pending -= acked
                 freed = False
                 for segment in touched:
@@ -594,9 +573,7 @@ class DiskQueue:
         or None if every record is acknowledged."""
         with self._lock:
             for segment in self._segments.values():
-                ordinal = segment.first_unacked()
-                if ordinal is None:
-                    continue
-                slot = bisect.bisect_right(segment.time_ords, ordinal) - 1
-                return max(0.0, self._clock.time() - segment.time_vals[max(slot, 0)])
+                appended = segment.oldest_unacked_time()
+                if appended is not None:
+                    return max(0.0, self._clock.time() - appended)
         return None

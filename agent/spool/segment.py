@@ -43,6 +43,7 @@ the next open removes.
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 import sys
@@ -186,6 +187,36 @@ class Segment:
         index = self.acked.find(0, self.low)
         self.low = index
         return index
+
+    def oldest_unacked_time(self) -> float | None:
+        """When the oldest unacknowledged record was appended (to about a second)."""
+        ordinal = self.first_unacked()
+        if ordinal is None:
+            return None
+        slot = bisect.bisect_right(self.time_ords, ordinal) - 1
+        return self.time_vals[max(slot, 0)]
+
+    def mark(self, first: int, positions: Sequence[int], newly: list[int]) -> int:
+        """Mark the records ``first, first + 1, ...`` (one per entry of
+        ``positions``) acknowledged; append to ``newly`` the positions of those
+        that were not yet, and return how many. Ordinals outside the segment
+        are ignored."""
+        stop = first + len(positions)
+        flags = self.acked
+        if 0 <= first and stop <= self.count and flags.find(1, first, stop) < 0:
+            # The usual case, a run none of which was acknowledged: in bulk.
+            flags[first:stop] = b"\x01" * (stop - first)
+            newly.extend(positions)
+            count = stop - first
+        else:
+            count = 0
+            for index, position in zip(range(first, stop), positions):
+                if 0 <= index < self.count and not flags[index]:
+                    flags[index] = 1
+                    newly.append(position)
+                    count += 1
+        self.n_acked += count
+        return count
 
     def append_time(self, ordinal: int, now: float) -> None:
         if now - self.time_vals[-1] >= 1.0:

@@ -16,6 +16,7 @@ from agent.errors import StateError
 from agent.events import Event
 from agent.spool import DiskQueue, RefRun, SpooledEvent
 from agent.spool.frames import HEADER_SIZE
+from agent.spool.segment import Segment
 
 MiB = 1024 * 1024
 
@@ -118,6 +119,17 @@ def test_acking_a_run_counts_only_records_not_acknowledged_yet(tmp_path: Path, c
     queue.ack(taken.refs)  # a repeat changes nothing
     assert queue.pending() == 0
     queue.close()
+
+
+def test_segment_mark_counts_only_records_not_acknowledged_yet(tmp_path: Path) -> None:
+    segment = Segment(tmp_path, 1, 0.0)
+    segment.count, segment.acked = 5, bytearray(5)
+    newly: list[int] = []
+    assert segment.mark(1, [10, 20], newly) == 2 and newly == [10, 20]
+    newly = []
+    assert segment.mark(0, [0, 10, 20, 30], newly) == 2 and newly == [0, 30]  # 1 and 2 were already
+    assert segment.mark(4, [40, 50], []) == 1  # ordinal 5 is not in the segment
+    assert segment.n_acked == 5 and segment.fully_acked
 
 
 def test_wake_makes_a_waiting_take_return_at_once(tmp_path: Path) -> None:
