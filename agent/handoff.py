@@ -92,6 +92,7 @@ class SpoolHandoff:
         self._idle = threading.Condition()
         self._in_flight = 0  # groups put and not yet appended, dropped or abandoned
         self._failure: BaseException | None = None
+        self._failure_raised = False
         self._writer: threading.Thread | None = None  # started by the first put
 
     def accepting(self) -> bool:
@@ -130,15 +131,16 @@ class SpoolHandoff:
     def finish(self, timeout: float | None = None) -> bool:
         """Wait like ``flush``, then stop the writer thread; False (and the
         writer still running) if ``timeout`` passed first: set ``abort`` and
-        call again. Does not raise: a failed append reached the reader
-        already, through ``put`` or ``flush``. The spool batcher is told
-        separately (drain or stop)."""
+        call again. Raises a failed append unless ``put`` or ``flush``
+        already did. The spool batcher is told separately (drain or stop)."""
         if not self._wait_idle(timeout):
             return False
         if self._writer is not None:
             self._groups.put(_STOP)
             self._writer.join()
             self._writer = None
+        if not self._failure_raised:
+            self._raise_failure()
         return True
 
     def _wait_idle(self, timeout: float | None) -> bool:
@@ -153,6 +155,7 @@ class SpoolHandoff:
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
+            self._failure_raised = True
             raise self._failure
 
     def _write_loop(self) -> None:

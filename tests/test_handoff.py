@@ -72,6 +72,15 @@ def test_a_failed_append_is_raised_in_the_reader_and_nothing_is_appended_after_i
     assert spool.appended == [group(0)]
 
 
+def test_finish_raises_a_failed_last_append_the_reader_did_not_hear_of() -> None:
+    spool = ScriptedSpool(fail_at=1)
+    handoff = SpoolHandoff(spool, "block", threading.Event(), Stats())  # type: ignore[arg-type]
+    handoff.put(group(0))
+    with pytest.raises(StateError, match="No space left"):
+        handoff.finish(timeout=30)
+    assert spool.appended == []
+
+
 def test_finish_gives_up_at_its_timeout_while_the_spool_stays_full_until_abort() -> None:
     spool = ScriptedSpool(full=True)
     abort = threading.Event()
