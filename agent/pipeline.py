@@ -1,10 +1,12 @@
 """The daemon: wires tail -> parse -> enrich -> queue -> batch -> output -> acks -> registry.
 
-Concurrency model (one for the whole agent): threads joined by a bounded
-queue. The reader thread tails, parses and enriches; the batcher thread
-groups events and hands them to ``--workers`` output threads; the main
-thread saves the registry every second and handles signals (the handler
-only records the signal; this loop acts on it).
+Concurrency model (one for the whole agent): threads joined by bounded
+hand-offs. The reader thread tails, parses and enriches; with the disk
+spool, a spool-writer thread appends its groups one behind it
+(``handoff``); the batcher thread groups events and hands them to
+``--workers`` output threads; the main thread saves the registry every
+second and handles signals (the handler only records the signal; this
+loop acts on it).
 
 Guarantees:
 - a file's offset is committed only after the output acknowledged every
