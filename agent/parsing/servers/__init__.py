@@ -13,6 +13,6 @@ per-file detection of ``--format auto``).
     mlflow      MLflow scoring server
 """
 
-from agent.parsing.servers import bentoml, gunicorn, mlflow, rayserve, torchserve, triton, uvicorn, vllm
+from agent.parsing.servers import bentoml, gunicorn, kserve, mlflow, rayserve, torchserve, triton, uvicorn, vllm
 
-__all__ = ["bentoml", "gunicorn", "mlflow", "rayserve", "torchserve", "triton", "uvicorn", "vllm"]
+__all__ = ["bentoml", "gunicorn", "kserve", "mlflow", "rayserve", "torchserve", "triton", "uvicorn", "vllm"]
