@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import math
 import socket
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,28 @@ def document_id(source_key: str, offset: int) -> str:
     return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).decode("ascii")
 
 
+# Slack added before flooring to the millisecond, in milliseconds: more than
+# the float error of a parsed epoch (half an ulp, at most 0.24 µs between 1833
+# and 2106, where |epoch| < 2**32) and less than what a microsecond-precise
+# value can lie below the next millisecond (1 µs). Beyond that range one ulp
+# is the slack, and microseconds near a millisecond's end may round up; so may
+# nanoseconds within 0.5-0.75 µs of it anywhere (a float cannot tell them apart).
+_SLACK_MS = 0.0005
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_SLACK_LIMIT = 2.0 ** 32
+
+
 class _Timestamps:
     """ISO 8601 UTC with milliseconds. The second's prefix is cached: lines
-    share seconds, and several files read in turn revisit the same few."""
+    share seconds, and several files read in turn revisit the same few.
+
+    The millisecond is the one the time falls in (floor), as Elasticsearch's
+    ``date`` type and Python's ``%(msecs)03d`` cut finer digits. Flooring the
+    float alone would be wrong: ``09.004`` parses to ``09.00399999976…`` and
+    must still be written ``.004``, so a little slack (``_SLACK_MS``) is added
+    first. The fraction is taken from the second before scaling, which keeps
+    the scaling error far below the slack.
+    """
 
     __slots__ = ("_prefixes",)
     _LIMIT = 4096
@@ -54,13 +74,21 @@ class _Timestamps:
 
     def format(self, epoch: float) -> str:
         second = int(epoch // 1)
+        slack = _SLACK_MS if -_SLACK_LIMIT < epoch < _SLACK_LIMIT else math.ulp(epoch) * 1000.0
+        millis = int((epoch - second) * 1000.0 + slack)
+        if millis >= 1000:  # a hair below a whole second
+            second += 1
+            millis -= 1000
         prefix = self._prefixes.get(second)
         if prefix is None:
             if len(self._prefixes) >= self._LIMIT:
                 self._prefixes.clear()
-            prefix = self._prefixes[second] = datetime.fromtimestamp(second, timezone.utc) \
-                .strftime("%Y-%m-%dT%H:%M:%S")
-        return f"{prefix}.{int((epoch - second) * 1000):03d}Z"
+            # Not strftime: glibc writes the year 999 as "999", which is not ISO 8601.
+            moment = _EPOCH + timedelta(seconds=second)
+            prefix = self._prefixes[second] = (
+                f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+                f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}")
+        return f"{prefix}.{millis:03d}Z"
 
 
 def format_timestamp(epoch: float) -> str:
