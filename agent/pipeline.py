@@ -72,20 +72,14 @@ def parse_settings(config: Config) -> ParseSettings:
 
 
 def build_transforms(config: Config) -> Transforms:
+    """The enrichment rules. Their settings were validated when the Config was
+    resolved (``agent.config.stages``), so a ValueError here is a bug."""
+    from agent.config.stages import transform_settings
+
     hash_key = config.hash_key
     if config.hash_fields and hash_key is None:
         hash_key = load_or_create_hash_key(config.state_dir)
-    settings = TransformSettings(
-        fields=config.fields, labels=config.labels, service_name=config.service_name,
-        model_from_path=config.model_from_path, kubernetes_paths=config.kubernetes_paths,
-        host_metadata=config.host_metadata, keep_payloads=config.keep_payloads,
-        redact_fields=config.redact_fields, redact_patterns=config.redact_patterns,
-        redact_defaults=config.redact_defaults, hash_fields=config.hash_fields, hash_key=hash_key,
-        sample_rate=config.sample, max_field_bytes=config.max_field_bytes)
-    try:
-        return Transforms(settings, gather(config.host_name))
-    except ValueError as error:  # the message starts with the flag
-        raise ConfigError(str(error)) from None
+    return Transforms(transform_settings(config, hash_key), gather(config.host_name))
 
 
 def metrics_target(config: Config) -> str | None:
@@ -108,8 +102,7 @@ class _Sink:
         self._settings = settings
         # Per-input formats of the config file: the first input whose globs
         # match a file decides its format; other files use --format.
-        self._inputs = [(Discovery(spec.paths), dataclasses.replace(settings, format=spec.format))
-                        for spec in inputs]
+        self._inputs = [(Discovery(spec.paths), spec.apply(settings)) for spec in inputs]
         self._enricher = enricher
         self._handoff = handoff
         self._group = handoff.group_size

@@ -14,25 +14,51 @@ read from ``--api-key-file`` or ``MODELSCRIBE_API_KEY``, the password from
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
+from agent.config import stages
 from agent.config.options import BY_NAME, OPTIONS, SECRET_ENV, Option
 from agent.errors import ConfigError
 from agent.selflog import Secret
 
+if TYPE_CHECKING:
+    from agent.parsing.settings import ParseSettings
+
+
+# The parse settings an ``inputs:`` entry may set for its files (ParseSettings
+# field names); every other key of an entry is an error with a did-you-mean.
+INPUT_SETTINGS = ("format", "log_format", "map_fields")
+_INPUT_KEYS = ("paths", "path") + INPUT_SETTINGS
+
 
 @dataclass(frozen=True)
 class InputSpec:
-    """One entry of the config file's ``inputs:`` list: globs read with one format."""
+    """One entry of the config file's ``inputs:`` list: globs, and the parse
+    settings that differ for their files (None: not set for this input, the
+    global setting applies)."""
 
     paths: tuple[str, ...]
-    format: str
+    format: str | None = None
+    log_format: str | None = None
+    map_fields: tuple[tuple[str, str], ...] | None = None
+
+    def apply(self, settings: ParseSettings) -> ParseSettings:
+        """``settings`` with this input's own values in place of the global ones."""
+        changes = {name: getattr(self, name) for name in INPUT_SETTINGS if getattr(self, name) is not None}
+        return dataclasses.replace(settings, **changes) if changes else settings
+
+    def describe(self) -> str:
+        """``/logs/*.log (format=torchserve, log_format=...)`` for ``check config``."""
+        own = [f"{name}={_shown(getattr(self, name))}" for name in INPUT_SETTINGS
+               if getattr(self, name) is not None]
+        return ", ".join(self.paths) + (f" ({'; '.join(own)})" if own else "")
 
 
 @dataclass(frozen=True)
@@ -129,7 +155,22 @@ def _split_env(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _load_file(path: str) -> dict[str, Any]:
+class _FileSettings:
+    """What the config file holds: values by option name, the key each was
+    written under (``api-key-file`` stays ``api-key-file`` in messages), and
+    the ``inputs:`` entries."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.values: dict[str, Any] = {}
+        self.keys: dict[str, str] = {}
+        self.inputs: tuple[InputSpec, ...] = ()
+
+    def label(self, name: str) -> str:
+        return f"{self.path}: {self.keys[name]}"
+
+
+def _load_file(path: str) -> _FileSettings:
     try:
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle)
@@ -140,25 +181,30 @@ def _load_file(path: str) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"--config {path}: not valid YAML{where}: "
                           f"{getattr(error, 'problem', None) or error}") from error
+    found = _FileSettings(path)
     if data is None:
-        return {}
+        return found
     if not isinstance(data, dict):
         raise ConfigError(f"--config {path}: the file must hold a mapping of settings, not a "
                           f"{type(data).__name__}")
     by_key = {key: option for option in OPTIONS for key in option.keys}
-    found: dict[str, Any] = {}
     for key, value in data.items():
         if key == "inputs":
-            found["inputs"] = _inputs(value, path)
+            found.inputs = _inputs(value, path)
             continue
         option = by_key.get(str(key))
         if option is None:
-            hint = difflib.get_close_matches(str(key), list(by_key), n=1)
+            hint = difflib.get_close_matches(str(key), list(by_key) + ["inputs"], n=1)
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             if str(key) in SECRET_ENV:
                 extra = f" (secrets are not read from the config file: use {key}_file or {SECRET_ENV[key]})"
             raise ConfigError(f"{path}: unknown setting {key!r}{extra}")
-        found[option.name] = value
+        if option.name in found.keys:
+            raise ConfigError(f"{path}: {found.keys[option.name]!r} and {key!r} are the same setting; keep one")
+        if value is None:  # `key:` with no value: as if the key were absent
+            continue
+        found.values[option.name] = value
+        found.keys[option.name] = str(key)
     return found
 
 
@@ -168,151 +214,216 @@ def _absolute(path: str, base_dir: str) -> str:
 
 
 def _inputs(raw: Any, path: str) -> tuple[InputSpec, ...]:
-    """``inputs: [{paths: [...], format: NAME}, ...]`` (YAML only)."""
-    from agent.config.values import log_format
-
+    """``inputs: [{paths: [...], format: NAME, log_format: ..., map_fields: ...}, ...]`` (YAML only)."""
     if not isinstance(raw, list):
         raise ConfigError(f"{path}: inputs must be a list of {{paths: [...], format: NAME}}")
     base = os.path.dirname(os.path.abspath(path))
+    accepted = {key: name for name in _INPUT_KEYS for key in (name, name.replace("_", "-"))}
     specs = []
     for number, item in enumerate(raw, 1):
         where = f"{path}: inputs[{number}]"
-        if not isinstance(item, dict) or set(item) - {"paths", "path", "format"}:
-            raise ConfigError(f"{where}: expected a mapping with 'paths' and 'format' only")
-        globs = item.get("paths", item.get("path"))
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: expected a mapping with 'paths' and the settings of its files "
+                              f"({', '.join(INPUT_SETTINGS)})")
+        given: dict[str, tuple[str, Any]] = {}
+        for key, value in item.items():
+            name = accepted.get(str(key))
+            if name is None:
+                hint = difflib.get_close_matches(str(key), list(_INPUT_KEYS), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise ConfigError(f"{where}: unknown key {key!r}{extra}; an input takes "
+                                  f"{', '.join(('paths',) + INPUT_SETTINGS)}")
+            name = "paths" if name == "path" else name
+            if name in given:
+                raise ConfigError(f"{where}: {given[name][0]!r} and {key!r} are the same key; keep one")
+            given[name] = (str(key), value)
+        globs = given.get("paths", (None, None))[1]
         globs = [globs] if isinstance(globs, str) else globs
-        if not globs or not all(isinstance(g, str) and g.strip() for g in globs):
+        if not globs or not isinstance(globs, list) or not all(isinstance(g, str) and g.strip() for g in globs):
             raise ConfigError(f"{where}: 'paths' must be a glob or a list of globs")
-        try:
-            fmt = log_format(item.get("format", "auto"))
-        except ValueError as error:
-            raise ConfigError(f"{where}: format: {error}") from None
-        specs.append(InputSpec(tuple(_absolute(g, base) for g in globs), fmt))
+        settings = {name: _input_setting(name, value, f"{where}.{key}")
+                    for name, (key, value) in given.items() if name != "paths" and value is not None}
+        specs.append(InputSpec(tuple(_absolute(g, base) for g in globs), **settings))
     return tuple(specs)
 
 
-def _convert(option: Option, raw: Any, where: str, base_dir: str | None) -> Any:
+def _input_setting(name: str, raw: Any, where: str) -> Any:
+    """One parse setting of an input, converted as the option of the same
+    name converts it (``format``: a known format; ``map_fields``: SOURCE=TARGET
+    items, or a mapping {SOURCE: TARGET})."""
+    option = BY_NAME.get(name)
     try:
-        if option.multiple:
-            items = raw if isinstance(raw, (list, tuple)) else [raw]
-            value: Any = tuple(option.convert(item) for item in items)
-        elif raw is None:
-            return None
-        else:
-            value = option.convert(raw)
-        if option.path and value is not None and base_dir:
-            value = tuple(_absolute(item, base_dir) for item in value) if option.multiple \
-                else _absolute(value, base_dir)
-        return value
+        if name == "map_fields":
+            items = [f"{source}={target}" for source, target in raw.items()] if isinstance(raw, dict) \
+                else raw if isinstance(raw, list) else [raw]
+            if not all(isinstance(item, str) for item in items):
+                raise ValueError("expected SOURCE=TARGET items or a mapping {SOURCE: TARGET}")
+            return tuple(option.convert(item) if option else _pair(item) for item in items)
+        if isinstance(raw, (list, dict)):
+            raise ValueError(f"expected a single value, not a {'list' if isinstance(raw, list) else 'mapping'}")
+        return option.convert(raw) if option else str(raw)
     except ValueError as error:
         raise ConfigError(f"{where}: {error}") from None
+
+
+def _pair(raw: str) -> tuple[str, str]:
+    """SOURCE=TARGET (before the map_fields option exists to convert it)."""
+    source, sep, target = raw.partition("=")
+    if not sep or not source.strip() or not target.strip():
+        raise ValueError(f"{raw!r}: expected SOURCE=TARGET")
+    return source.strip(), target.strip()
+
+
+# List options whose items are NAME=VALUE: the file may also give them as a mapping.
+_PAIR_OPTIONS = ("fields", "labels", "map_fields")
+
+
+def _convert(option: Option, raw: Any, where: str, base_dir: str | None, from_file: bool = False) -> Any:
+    """The typed value of ``option``; ConfigError names ``where`` (and, for a
+    list in the config file, the item: ``FILE: paths[2]``)."""
+    if option.multiple:
+        if from_file and isinstance(raw, dict):
+            if option.name not in _PAIR_OPTIONS:
+                raise ConfigError(f"{where}: expected a list (or one value), not a mapping")
+            raw = [f"{name}={value}" for name, value in raw.items()]
+        items = raw if isinstance(raw, (list, tuple)) else [raw]
+        numbered = from_file and isinstance(raw, list)
+        return tuple(_convert_one(option, item, f"{where}[{number}]" if numbered else where, base_dir, from_file)
+                     for number, item in enumerate(items, 1))
+    if raw is None:
+        return None
+    return _convert_one(option, raw, where, base_dir, from_file)
+
+
+def _convert_one(option: Option, raw: Any, where: str, base_dir: str | None, from_file: bool) -> Any:
+    if from_file and isinstance(raw, (list, dict)):
+        raise ConfigError(f"{where}: expected a single value, not a {'list' if isinstance(raw, list) else 'mapping'}")
+    try:
+        value = option.convert(raw)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if value is not None and base_dir:
+        if option.path:
+            value = _absolute(value, base_dir)
+        elif option.name == "output" and value.startswith("file:"):
+            value = "file:" + _absolute(value[5:], base_dir)
+    return value
 
 
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str | None = None,
             require_paths: bool = False) -> Config:
     """Build the Config. ``flags`` maps option names to values given on the
     command line (absent or None when not given)."""
-    file_values = _load_file(config_file) if config_file else {}
+    from_file = _load_file(config_file) if config_file else None
     file_dir = os.path.dirname(os.path.abspath(config_file)) if config_file else None
     chosen: dict[str, Any] = {}
     origins: dict[str, str] = {}
+    where: dict[str, str] = {}  # option name -> how messages name it: --flag, MODELSCRIBE_X or FILE: key
     for option in OPTIONS:
         given = flags.get(option.name)
         if given is not None and not (option.multiple and len(given) == 0):
+            where[option.name] = option.flag
             chosen[option.name] = _convert(option, given, option.flag, os.getcwd())
             origins[option.name] = f"flag {option.flag}"
         elif env.get(option.env, "").strip():
+            where[option.name] = option.env
             raw: Any = env[option.env]
             if option.multiple:
                 raw = _split_env(raw) if option.env_split else [raw]
             chosen[option.name] = _convert(option, raw, option.env, os.getcwd())
             origins[option.name] = f"env {option.env}"
-        elif option.name in file_values:
-            chosen[option.name] = _convert(option, file_values[option.name],
-                                           f"{config_file}: {option.name}", file_dir)
+        elif from_file is not None and option.name in from_file.values:
+            where[option.name] = from_file.label(option.name)
+            chosen[option.name] = _convert(option, from_file.values[option.name], where[option.name], file_dir,
+                                           from_file=True)
             origins[option.name] = f"file {config_file}"
         else:
+            where[option.name] = option.flag
             chosen[option.name] = option.default
             origins[option.name] = "default"
-    secrets = _read_secrets(chosen, env, origins)
-    inputs = file_values.pop("inputs", ())
+    secrets = _read_secrets(chosen, env, origins, where)
+    inputs = from_file.inputs if from_file is not None else ()
     config = Config(**chosen, **secrets, inputs=inputs, config_file=config_file, origins=origins)
-    _validate(config, require_paths)
+    _validate(config, require_paths, where)
+    stages.check(config, where)
     return config
 
 
-def _read_secret_file(path: str, flag: str) -> Secret:
+def _read_secret_file(path: str, where: str) -> Secret:
     try:
         with open(path, encoding="utf-8") as handle:
             value = handle.read().strip()
     except OSError as error:
-        raise ConfigError(f"{flag} {path}: cannot read the file: {error.strerror}") from error
+        raise ConfigError(f"{where} {path}: cannot read the file: {error.strerror}") from error
     except UnicodeDecodeError as error:
-        raise ConfigError(f"{flag} {path}: the file is not UTF-8 text") from error
+        raise ConfigError(f"{where} {path}: the file is not UTF-8 text") from error
     if not value:
-        raise ConfigError(f"{flag} {path}: the file is empty")
+        raise ConfigError(f"{where} {path}: the file is empty")
     return Secret(value)
 
 
-def _read_secrets(chosen: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> dict[str, Any]:
+def _read_secrets(chosen: dict[str, Any], env: Mapping[str, str], origins: dict[str, str],
+                  where: dict[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = {"api_key": None, "password": None, "hash_key": None}
     for name, file_option in (("api_key", "api_key_file"), ("password", "password_file"),
                               ("hash_key", "hash_key_file")):
         path = chosen[file_option]
         if path:
-            found[name] = _read_secret_file(path, BY_NAME[file_option].flag)
+            found[name] = _read_secret_file(path, where[file_option])
             origins[name] = f"file {path}"
+            where[name] = where[file_option]
         elif env.get(SECRET_ENV[name], "").strip():
             found[name] = Secret(env[SECRET_ENV[name]].strip())
             origins[name] = f"env {SECRET_ENV[name]}"
+            where[name] = SECRET_ENV[name]
     return found
 
 
-def _validate(config: Config, require_paths: bool) -> None:
+def _validate(config: Config, require_paths: bool, where: Mapping[str, str]) -> None:
+    """Checks across settings; messages name each value where it came from."""
     if require_paths and not config.all_paths:
         raise ConfigError("--path: at least one glob of files to tail is required "
                           "(flag --path, env MODELSCRIBE_PATH or 'paths' in the config file)")
     if config.api_key and (config.username or config.password):
-        raise ConfigError("--api-key-file and --username: choose one way to authenticate, not both")
+        raise ConfigError(f"{where['api_key']} and {where['username']}: choose one way to authenticate, "
+                          "not both")
     if config.password and not config.username:
-        raise ConfigError("--password-file / MODELSCRIBE_PASSWORD needs --username")
+        raise ConfigError(f"{where['password']} needs --username")
     if config.username and not config.password:
-        raise ConfigError("--username needs a password: --password-file or MODELSCRIBE_PASSWORD")
+        raise ConfigError(f"{where['username']} needs a password: --password-file or MODELSCRIBE_PASSWORD")
     if bool(config.client_cert) != bool(config.client_key):
-        raise ConfigError("--client-cert and --client-key go together: give both or neither")
+        raise ConfigError(f"{where['client_cert']} and {where['client_key']} go together: give both or neither")
     for name in ("ca_cert", "client_cert", "client_key"):
         path = getattr(config, name)
         if path and not os.access(path, os.R_OK):
-            raise ConfigError(f"{BY_NAME[name].flag} {path}: the file does not exist or is not readable")
+            raise ConfigError(f"{where[name]} {path}: the file does not exist or is not readable")
     if config.index and config.origins.get("data_stream") != "default":
-        raise ConfigError("--index and --data-stream: choose one target, not both")
+        raise ConfigError(f"{where['index']} and {where['data_stream']}: choose one target, not both")
     if config.output.startswith("file:"):
         parent = os.path.dirname(os.path.abspath(config.output[5:])) or "."
         if not os.path.isdir(parent):
-            raise ConfigError(f"--output {config.output}: directory {parent} does not exist")
-    if config.multiline_max_bytes < 1 or config.max_line_bytes < 1:
-        raise ConfigError("--max-line-bytes and --multiline-max-bytes must be positive")
+            raise ConfigError(f"{where['output']} {config.output}: directory {parent} does not exist")
     state = Path(config.state_dir)
     if state.exists() and not state.is_dir():
-        raise ConfigError(f"--state-dir {state}: exists and is not a directory")
+        raise ConfigError(f"{where['state_dir']} {state}: exists and is not a directory")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ", ".join("=".join(item) if isinstance(item, tuple) else str(item) for item in value) or "(none)"
+    return "(unset)" if value is None else str(value)
 
 
 def describe(config: Config) -> list[tuple[str, str, str]]:
     """(setting, value, origin) rows for ``check config``; secrets masked."""
     rows = []
     for option in OPTIONS:
-        value = getattr(config, option.name)
-        if option.multiple:
-            shown = ", ".join("=".join(item) if isinstance(item, tuple) else item for item in value) \
-                if value else "(none)"
-        else:
-            shown = "(unset)" if value is None else str(value)
-        rows.append((option.name, shown, config.origins.get(option.name, "default")))
+        rows.append((option.name, _shown(getattr(config, option.name)), config.origins.get(option.name, "default")))
     for name in ("api_key", "password", "hash_key"):
         if getattr(config, name) is not None:
             rows.append((name, "***", config.origins[name]))
     for number, spec in enumerate(config.inputs, 1):
-        rows.append((f"inputs[{number}]", f"{', '.join(spec.paths)} as {spec.format}", f"file {config.config_file}"))
+        rows.append((f"inputs[{number}]", spec.describe(), f"file {config.config_file}"))
     return rows
 
 

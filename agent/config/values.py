@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -115,10 +116,34 @@ def regex(raw: Any) -> str:
 
 
 def url(raw: Any) -> str:
+    """An Elasticsearch node URL, as the client will take it: http:// with a
+    port, or https:// (port 443 when none); an optional path prefix. User and
+    password in the URL are refused: they would show in ``ps`` and in
+    ``check config`` (use --username/--password-file or --api-key-file)."""
     value = text(raw).strip().rstrip("/")
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(f"{raw!r} is not an http:// or https:// URL")
+    parts = urlsplit(value)
+    if "@" in parts.netloc:
+        raise ValueError(f"{_without_password(value)!r}: credentials do not belong in the URL (use "
+                         "--username with --password-file, or --api-key-file)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{raw!r}: the port must be a number between 1 and 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"{raw!r} names no host")
+    if port is None and parts.scheme == "http":
+        raise ValueError(f"{raw!r} needs a port, e.g. {value}:9200 (only https:// defaults to 443)")
+    if port == 0:
+        raise ValueError(f"{raw!r}: the port must be a number between 1 and 65535")
+    if parts.query or parts.fragment:
+        raise ValueError(f"{raw!r}: a node URL has no query string or fragment")
     return value
+
+
+def _without_password(value: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", value)
 
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

@@ -142,7 +142,7 @@ def test_inputs_with_their_own_format(tmp_path):
     assert config.all_paths == (str(tmp_path / "ts/*.log"), "/srv/triton.log")
     bad = tmp_path / "bad.yaml"
     bad.write_text("inputs:\n  - paths: [a.log]\n    format: nginx\n")
-    with pytest.raises(ConfigError, match=r"inputs\[1\]: format: 'nginx' is not a known format"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: inputs\[1\].format: 'nginx' is not a known format"):
         resolve({}, {}, str(bad))
 
 

@@ -1,0 +1,148 @@
+"""The settings object of each stage, built from a Config, and the stages'
+own validation run at resolution time.
+
+A stage decides what it accepts (``agent.transforms.validate``,
+``agent.parsing.validate_settings``, the spool's minimum size); the config
+layer calls those validators once, while resolving, so ``check config``
+rejects exactly what ``run`` would, and turns their ``ValueError`` into a
+``ConfigError`` that names where the value came from: the flag
+(``--redact-pattern``), the variable (``MODELSCRIBE_REDACT_PATTERN``) or the
+file key (``/etc/modelscribe.yaml: redact_patterns``).
+
+The stages' messages start with the flag (transforms) or the settings field
+(parsing) they are about; ``relabel`` swaps that name for the place the value
+really came from. Nothing here has side effects: the hash key that ``run``
+creates in the state directory is stood in for by a placeholder.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any, Mapping
+
+from agent.errors import ConfigError
+from agent.selflog import Secret
+
+if TYPE_CHECKING:
+    from agent.parsing.settings import ParseSettings
+    from agent.transforms import TransformSettings
+
+# A resolved agent.config.resolve.Config. Not imported, even for type
+# checking: resolve imports this module, and dependencies go one way.
+Config = Any
+
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+# Stands in for STATE_DIR/hash_key, which run creates (or reads) on start-up.
+_PLACEHOLDER_KEY = Secret("0" * 64)
+
+
+def transform_settings(config: Config, hash_key: Secret | None = None) -> TransformSettings:
+    """The enrichment stage's settings (``hash_key``: the key to use when the
+    Config has none, e.g. the one of the state directory)."""
+    from agent.transforms import TransformSettings
+
+    return TransformSettings(
+        fields=config.fields, labels=config.labels, service_name=config.service_name,
+        model_from_path=config.model_from_path, kubernetes_paths=config.kubernetes_paths,
+        host_metadata=config.host_metadata, keep_payloads=config.keep_payloads,
+        redact_fields=config.redact_fields, redact_patterns=config.redact_patterns,
+        redact_defaults=config.redact_defaults, hash_fields=config.hash_fields,
+        hash_key=config.hash_key or hash_key, sample_rate=config.sample,
+        max_field_bytes=config.max_field_bytes)
+
+
+def parse_settings(config: Config) -> ParseSettings:
+    """The parsing stage's settings: every ParseSettings field the Config has
+    under the same name (``tests/config`` checks this agrees with the
+    daemon's ``pipeline.parse_settings``)."""
+    from agent.parsing.settings import ParseSettings
+
+    present = {f.name for f in fields(config)}
+    return ParseSettings(**{f.name: getattr(config, f.name) for f in fields(ParseSettings)
+                            if f.name in present})
+
+
+def relabel(message: str, where: Mapping[str, str], by_flag: Mapping[str, str]) -> str:
+    """``message`` with every ``--flag`` in it replaced by where that option's
+    value came from (``where``: option name -> label; ``by_flag``: flag ->
+    option name). Flags given on the command line stay as they are."""
+    def swap(match: re.Match[str]) -> str:
+        name = by_flag.get(match.group(0))
+        return where.get(name, match.group(0)) if name else match.group(0)
+    return _FLAG.sub(swap, message)
+
+
+def check(config: Config, where: Mapping[str, str]) -> None:
+    """Run each stage's own validation on ``config``; ConfigError on the first problem."""
+    from agent.config.options import OPTIONS
+
+    by_flag = {option.flag: option.name for option in OPTIONS}
+    _check_transforms(config, where, by_flag)
+    settings = _check_parsing(config, where)
+    for number, spec in enumerate(config.inputs, 1):
+        check_input(spec, settings, f"{config.config_file}: inputs[{number}]")
+    _check_spool(config, where)
+
+
+def _check_transforms(config: Config, where: Mapping[str, str], by_flag: Mapping[str, str]) -> None:
+    from agent.transforms import validate
+
+    try:
+        validate(transform_settings(config, _PLACEHOLDER_KEY))
+    except ValueError as error:
+        raise ConfigError(relabel(str(error), where, by_flag)) from None
+
+
+def _check_parsing(config: Config, where: Mapping[str, str]) -> ParseSettings:
+    from agent.parsing import validate_settings
+
+    settings = parse_settings(config)
+    try:
+        validate_settings(settings)
+    except ValueError as error:
+        key, rest = _split_key(str(error), [f.name for f in fields(settings)])
+        raise ConfigError(f"{where.get(key, key)}: {rest}" if key else str(error)) from None
+    return settings
+
+
+def check_input(spec: object, settings: ParseSettings, label: str) -> None:
+    """Validate the parse settings one ``inputs:`` entry gives its files
+    (``spec.apply(settings)``); the error names ``FILE: inputs[N].KEY``."""
+    from agent.parsing import validate_settings
+
+    applied = spec.apply(settings)  # type: ignore[attr-defined]
+    try:
+        validate_settings(applied)
+    except ValueError as error:
+        key, rest = _split_key(str(error), [f.name for f in fields(applied)])
+        raise ConfigError(f"{label}.{key}: {rest}" if key else f"{label}: {error}") from None
+
+
+def _split_key(message: str, names: list[str]) -> tuple[str | None, str]:
+    """('multiline_start', "'(' is not ...") from "multiline_start '(' is not ...".
+
+    The message may also start with the option's singular flag stem
+    (``map_field`` for ``map_fields``); the settings field name is returned.
+    """
+    from agent.config.options import BY_NAME
+
+    spellings = {name: name for name in names}
+    spellings.update({BY_NAME[name].singular: name for name in names
+                      if name in BY_NAME and BY_NAME[name].singular})  # type: ignore[misc]
+    for spelling in sorted(spellings, key=len, reverse=True):
+        if message.startswith(spelling) and message[len(spelling):len(spelling) + 1] in (" ", ":"):
+            return spellings[spelling], message[len(spelling):].lstrip(" :")
+    return None, message
+
+
+def _check_spool(config: Config, where: Mapping[str, str]) -> None:
+    if not config.spool:
+        return
+    from agent.spool.frames import HEADER_SIZE
+    from agent.spool.queue import MIN_SEGMENT_BYTES
+
+    smallest = 2 * (HEADER_SIZE + MIN_SEGMENT_BYTES)  # what DiskQueue refuses below
+    if config.spool_max_bytes < smallest:
+        raise ConfigError(f"{where['spool_max_bytes']}: {config.spool_max_bytes} bytes is too small for "
+                          f"the spool (at least {smallest})")

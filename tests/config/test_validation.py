@@ -1,0 +1,197 @@
+"""Validation happens once, at resolution: whatever ``run`` would reject later
+(the transforms' rules, the Elasticsearch client's URL rules, the spool's
+minimum size) is rejected by ``resolve``, and so by ``check config``, with
+the flag, variable or file key the value came from."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+
+from agent.config import resolve
+from agent.config import stages
+from agent.config.values import url
+from agent.errors import ConfigError
+
+
+def _error(flags=None, env=None, config_file=None) -> str:
+    with pytest.raises(ConfigError) as caught:
+        resolve(flags or {}, env or {}, config_file)
+    assert caught.value.exit_code == 2
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"redact_patterns": ("(",)}, "--redact-pattern '(': not a valid regular expression"),
+    ({"redact_patterns": ("x*",)}, "--redact-pattern 'x*': matches the empty string"),
+    ({"es_urls": ("http://es:notaport",)}, "--es-url: 'http://es:notaport': the port must be a number"),
+    ({"es_urls": ("http://es:99999",)}, "--es-url: 'http://es:99999': the port must be a number"),
+    ({"es_urls": ("http://es:0",)}, "--es-url: 'http://es:0': the port must be a number"),
+    ({"es_urls": ("http://es",)}, "--es-url: 'http://es' needs a port"),
+    ({"es_urls": ("ftp://es:21",)}, "--es-url: 'ftp://es:21' is not an http:// or https:// URL"),
+    ({"es_urls": ("https://elastic:hunter2@es:9200",)}, "credentials do not belong in the URL"),
+    ({"model_from_path": ("/logs/{model.nme}/*.log",)}, "--model-from-path '/logs/{model.nme}/*.log': "
+                                                        "placeholder {model.nme} names no known field"),
+    ({"model_from_path": ("/logs/{model.name/*.log",)}, "--model-from-path '/logs/{model.name/*.log': unclosed"),
+    ({"hash_fields": ("@timestamp",)}, "--hash-field @timestamp: the agent needs this field"),
+    ({"hash_fields": ("http.response.status_code",)}, "--hash-field http.response.status_code: a long field"),
+    ({"fields": ("nosuchset.x=1",)}, "--field nosuchset.x: nosuchset is not an ECS or model field set"),
+    ({"fields": ("http.response.status_code=abc",)}, "--field http.response.status_code=abc: "),
+    ({"labels": ("a.b=c",)}, "--label a.b=c: a label key is"),
+    ({"redact_fields": ("message",), "hash_fields": ("message",)}, "--hash-field message: also given to "
+                                                                   "--redact-field"),
+    ({"max_field_bytes": "10"}, "--max-field-bytes 10: at least 64"),
+    ({"spool_max_bytes": "100"}, "--spool-max-bytes: 100 bytes is too small for the spool"),
+    ({"multiline_max_lines": "0"}, "--multiline-max-lines: 0 is out of range"),
+])
+def test_what_run_would_reject_is_rejected_at_resolution(flags, expected):
+    assert expected in _error(flags)
+
+
+def test_a_small_spool_is_fine_without_the_spool():
+    assert resolve({"spool_max_bytes": "100", "spool": False}, {}).spool_max_bytes == 100
+
+
+@pytest.mark.parametrize("name, env, expected", [
+    ("redact_patterns", {"MODELSCRIBE_REDACT_PATTERN": "("}, "MODELSCRIBE_REDACT_PATTERN '(': not a valid"),
+    ("hash_fields", {"MODELSCRIBE_HASH_FIELD": "@timestamp"}, "MODELSCRIBE_HASH_FIELD @timestamp: the agent"),
+    ("es_urls", {"MODELSCRIBE_ES_URL": "http://a:9200,http://b:99999"}, "MODELSCRIBE_ES_URL: 'http://b:99999'"),
+    ("model_from_path", {"MODELSCRIBE_MODEL_FROM_PATH": "/x/{nope}/*.log"}, "MODELSCRIBE_MODEL_FROM_PATH "),
+])
+def test_environment_values_are_named_by_their_variable(name, env, expected):
+    message = _error(env=env)
+    assert message.startswith(expected)
+    assert "--" not in message.split(":")[0]
+
+
+@pytest.mark.parametrize("yaml_text, expected", [
+    ("redact_patterns: ['email', '(']\n", "{file}: redact_patterns '(': not a valid regular expression"),
+    ("redact-pattern: '('\n", "{file}: redact-pattern '(': not a valid regular expression"),
+    ("hash_fields: ['@timestamp']\n", "{file}: hash_fields @timestamp: the agent needs this field"),
+    ("fields:\n  nosuchset.x: '1'\n", "{file}: fields nosuchset.x: nosuchset is not an ECS"),
+    ("es_urls: ['http://es:9200', 'http://es:notaport']\n", "{file}: es_urls[2]: 'http://es:notaport': the port"),
+    ("es_url: http://es:99999\n", "{file}: es_url: 'http://es:99999': the port must be a number"),
+    ("paths: ['a.log', '']\n", "{file}: paths[2]: must not be empty"),
+    ("keep_original: maybe\n", "{file}: keep_original: 'maybe' is not a boolean"),
+    ("keep-original: [true]\n", "{file}: keep-original: expected a single value, not a list"),
+    ("workers: {a: 1}\n", "{file}: workers: expected a single value, not a mapping"),
+    ("paths: {a: 1}\n", "{file}: paths: expected a list (or one value), not a mapping"),
+    ("api_key_file: missing-key\n", "{file}: api_key_file {dir}/missing-key: cannot read the file"),
+    ("password-file: missing\nusername: u\n", "{file}: password-file {dir}/missing: cannot read the file"),
+    ("ca_cert: ca.pem\n", "{file}: ca_cert {dir}/ca.pem: the file does not exist"),
+    ("client_cert: c.pem\n", "{file}: client_cert and --client-key go together"),
+    ("username: elastic\n", "{file}: username needs a password"),
+    ("index: a\ndata_stream: logs-b-c\n", "{file}: index and {file}: data_stream: choose one target"),
+    ("output: file:no/such/dir/out.ndjson\n", "{file}: output file:{dir}/no/such/dir/out.ndjson: directory"),
+    ("spool_max_bytes: 100\n", "{file}: spool_max_bytes: 100 bytes is too small"),
+    ("multiline_timeout: 0s\n", "{file}: multiline_timeout: must be longer than zero"),
+    ("es_url: http://a:9200\nes_urls: [http://b:9200]\n", "{file}: 'es_url' and 'es_urls' are the same setting"),
+    ("inptus: []\n", "{file}: unknown setting 'inptus' (did you mean 'inputs'?)"),
+])
+def test_file_values_are_named_by_their_file_key(tmp_path, yaml_text, expected):
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(yaml_text)
+    message = _error(config_file=str(cfg))
+    assert message.startswith(expected.format(file=cfg, dir=tmp_path)), message
+
+
+def test_a_secret_file_named_by_env_is_reported_by_its_variable(tmp_path):
+    message = _error(env={"MODELSCRIBE_API_KEY_FILE": str(tmp_path / "none")})
+    assert message.startswith(f"MODELSCRIBE_API_KEY_FILE {tmp_path}/none: cannot read the file")
+
+
+def test_a_key_without_value_counts_as_absent(tmp_path):
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text("workers:\nhost_name:\n")
+    config = resolve({}, {}, str(cfg))
+    assert config.workers == 2 and config.origins["workers"] == "default"
+
+
+def test_relative_paths_in_the_file_are_relative_to_the_file(tmp_path, monkeypatch):
+    conf = tmp_path / "conf"
+    (conf / "out").mkdir(parents=True)
+    cfg = conf / "agent.yml"
+    cfg.write_text("output: file:out/docs.ndjson\nmodel_from_path: ['logs/{model.name}/*.log']\n"
+                   "paths: [logs/*.log]\n")
+    monkeypatch.chdir("/")
+    config = resolve({}, {}, str(cfg))
+    assert config.output == f"file:{conf}/out/docs.ndjson"
+    assert config.model_from_path == (f"{conf}/logs/{{model.name}}/*.log",)
+    assert config.paths == (f"{conf}/logs/*.log",)
+
+
+def test_mappings_for_name_value_lists(tmp_path):
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text("fields:\n  service.environment: prod\nlabels: {team: search}\n")
+    config = resolve({}, {}, str(cfg))
+    assert config.fields == (("service.environment", "prod"),)
+    assert config.labels == (("team", "search"),)
+
+
+def test_hash_fields_without_a_key_are_accepted_without_creating_one(tmp_path):
+    state = tmp_path / "state"
+    config = resolve({"hash_fields": ("user.name",), "state_dir": str(state)}, {})
+    assert config.hash_fields == ("user.name",)
+    assert not state.exists()  # the key is created by run, not by check config
+
+
+def test_a_short_hash_key_is_rejected_where_it_came_from():
+    assert _error({"hash_fields": ("user.name",)}, {"MODELSCRIBE_HASH_KEY": "short"}).startswith(
+        "--hash-key-file / MODELSCRIBE_HASH_KEY: the key must be at least")
+
+
+@pytest.mark.parametrize("raw", ["http://es:9200", "https://es", "https://es:443/prefix", "http://[::1]:9200",
+                                 "http://10.0.0.1:9200/", "HTTP://es:9200"])
+def test_every_url_the_config_accepts_the_client_accepts(raw):
+    from elasticsearch import Elasticsearch
+
+    try:
+        value = url(raw)
+    except ValueError:
+        return  # refusing more than the client is allowed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Elasticsearch([value]).close()
+
+
+@pytest.mark.parametrize("raw", ["http://es", "http://es:notaport", "http://es:99999", "http://:9200"])
+def test_urls_the_client_refuses_are_refused(raw):
+    from elasticsearch import Elasticsearch
+
+    with pytest.raises(ValueError):
+        url(raw)
+    with pytest.raises(ValueError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Elasticsearch([raw])
+
+
+def test_the_stage_settings_agree_with_the_daemon(tmp_path):
+    from agent.pipeline import build_transforms, parse_settings
+
+    config = resolve({"format": "json", "multiline_start": "^X", "multiline_max_lines": "7",
+                      "keep_original": True, "redact_patterns": ("email",), "sample": "0.5",
+                      "hash_fields": ("user.name",), "state_dir": str(tmp_path / "state")}, {})
+    assert stages.parse_settings(config) == parse_settings(config)
+    transforms = build_transforms(config)  # accepted at resolution -> the daemon takes it
+    assert transforms.settings == stages.transform_settings(config, transforms.settings.hash_key)
+
+
+def test_a_config_that_skipped_resolution_fails_loudly(tmp_path):
+    """build_transforms no longer turns a ValueError into a ConfigError: with
+    validation at resolution, a bad value reaching it is a bug."""
+    from agent.pipeline import build_transforms
+
+    config = dataclasses.replace(resolve({"state_dir": str(tmp_path)}, {}), redact_patterns=("(",))
+    with pytest.raises(ValueError, match="--redact-pattern"):
+        build_transforms(config)
+
+
+def test_relabel_swaps_only_flags_that_came_from_elsewhere():
+    where = {"fields": "/f.yml: fields", "service_name": "--service-name"}
+    by_flag = {"--field": "fields", "--service-name": "service_name"}
+    message = "--service-name and --field service.name=...: choose one"
+    assert stages.relabel(message, where, by_flag) == \
+        "--service-name and /f.yml: fields service.name=...: choose one"
+    assert stages.relabel("--no-such-flag x", where, by_flag) == "--no-such-flag x"
