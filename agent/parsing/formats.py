@@ -29,7 +29,9 @@ The detection rule (``--format auto``), per source, i.e. per SourceParser:
    If none of the first 50 non-blank lines is claimed, the source stays so.
 
 Detection only ever changes how a line is read: it never holds a line back
-beyond the normal joining, and never drops one.
+beyond the normal joining, and never drops one. A detector that raises (a bug
+in that format) is logged with its traceback, counted (``detector_errors``
+in ``modelscribe status``) and not offered that source's lines again.
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ from agent.parsing.base import LineFormat, TextInfo, overrides
 from agent.parsing.parse_json import JsonFormat, failure_reason
 from agent.parsing.parse_text import PlainFormat, parse_plain
 from agent.parsing.settings import ParseSettings
+from agent.selflog import get_logger
+from agent.stats import count_error
 
 if TYPE_CHECKING:
     from agent.parsing.multiline import Joiner
 
 DETECT_LINES = 50
+
+log = get_logger("parsing")
 
 
 def _starts_with_brace(text: str) -> bool:
@@ -81,13 +87,19 @@ class AutoFormat(LineFormat):
 
     def _detect(self, text: str) -> None:
         self._budget -= 1
-        for cls in self._detectors:
+        for cls in list(self._detectors):
             try:
                 if not cls.detect(text):
                     continue
                 target = cls(self.settings)
                 target_joiner = target.joiner()
-            except Exception:  # noqa: BLE001 - a broken format must not break the source
+            except Exception as error:  # noqa: BLE001 - a bug in one format must not stop the source
+                # Logged with its traceback and counted, once per format and
+                # source: the format is not offered this source's lines again.
+                self._detectors.remove(cls)
+                count_error("detector")
+                log.error("format detector failed; the format is skipped for this file", exc_info=True,
+                          format=cls.name, error=repr(error))
                 continue
             target.strict = False
             self._target, self._target_joiner = target, target_joiner

@@ -11,7 +11,13 @@ never data.
 
 Guarantees: ``scan`` never raises for file-system reasons (glob swallows
 them); ``Watcher`` never raises out of its callbacks, and a directory it
-cannot watch is retried at later scans.
+cannot watch is retried at later scans. Every failure of the watcher is
+logged with ``error=`` and counted (``watcher_errors`` in ``modelscribe
+status``): an exception in the event callback (a bug: logged with its
+traceback), a directory that cannot be watched, an event thread that died
+(its traceback is printed by Python; the directory is watched again at the
+next scan) and an observer that died or cannot start (restarted at the next
+scan). Polling never depends on the watcher, so none of these stops reading.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
 from agent.selflog import get_logger
+from agent.stats import count_error
 
 log = get_logger("tail")
 
@@ -144,8 +151,12 @@ class _Handler(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         try:
             self._watcher._record(event)
-        except Exception:  # noqa: BLE001 - an observer thread must not die on a hint
-            pass
+        except Exception as error:  # noqa: BLE001 - a bug; the observer thread must not die of it
+            count_error("watcher")
+            log.error("file-system event not handled; polling will notice the change", exc_info=True,
+                      event=getattr(event, "event_type", "-"), path=os.fsdecode(getattr(event, "src_path", "")),
+                      error=repr(error))
+            self._watcher._wake.set()
 
 
 class Watcher:
@@ -169,10 +180,47 @@ class Watcher:
         try:
             observer.start()
         except Exception as error:  # noqa: BLE001 - watchdog is an optimisation only
-            log.warning("file system events unavailable; polling only", error=str(error))
+            count_error("watcher")
+            log.warning("file system events unavailable; polling only", error=repr(error))
             return
         self._observer = observer
         self.ensure_watches()
+
+    def _check_threads(self) -> None:
+        """Restart an observer whose thread died; forget watches whose event
+        thread died, so ``ensure_watches`` schedules them again."""
+        observer = self._observer
+        if observer is None:
+            return
+        if not observer.is_alive():
+            count_error("watcher")
+            log.warning("file system event observer stopped; restarting it (polling meanwhile)",
+                        error="the observer thread ended")
+            self._observer = None
+            self._watched.clear()
+            try:
+                observer.stop()
+            except Exception:  # noqa: BLE001 - it is already dead; only its emitters may remain
+                pass
+            self.start()
+            return
+        alive = {emitter.watch for emitter in list(observer.emitters) if emitter.is_alive()}
+        for directory, (watch, inode) in list(self._watched.items()):
+            if watch in alive:
+                continue
+            try:
+                same = os.stat(directory).st_ino == inode
+            except OSError:
+                same = False
+            if same:  # not the normal end of a watch whose directory went away
+                count_error("watcher")
+                log.warning("file system events stopped for a directory; watching it again "
+                            "(polling meanwhile)", path=directory, error="the event thread ended")
+            del self._watched[directory]
+            try:
+                observer.unschedule(watch)
+            except Exception:  # noqa: BLE001 - the emitter is gone already
+                pass
 
     def ensure_watches(self) -> None:
         """Watch the base directories not watched yet (they may appear later).
@@ -180,6 +228,7 @@ class Watcher:
         A directory deleted and re-created (a deploy replacing /var/log/app)
         is a new inode: inotify's watch on the old one is dead, so re-watch.
         """
+        self._check_threads()
         if self._observer is None:
             return
         for directory, recursive in self._discovery.watch_dirs().items():
@@ -203,6 +252,7 @@ class Watcher:
                                                 event_filter=_EVENT_TYPES)
             except Exception as error:  # noqa: BLE001 - inotify limits, races...
                 if self._failed.get(directory) != str(error):
+                    count_error("watcher")
                     log.warning("cannot watch directory; relying on polling",
                                 path=directory, error=str(error))
                 self._failed[directory] = str(error)
