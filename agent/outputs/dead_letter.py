@@ -14,7 +14,13 @@ Invariants:
   rewrites it atomically (temp file, fsync, rename) with the letters that
   are still not indexed, and a writer that finds the file replaced while it
   waited for the lock reopens it, so no letter is lost to the rewrite;
-- a replayed document keeps its ``_id``: replaying twice cannot index it twice.
+- a replayed document keeps its ``_id``: replaying twice cannot index it twice;
+- a replay that meets an output error (OutputError: unreachable, refused)
+  keeps the letters concerned for the next replay and says why; any other
+  exception is a bug and propagates, leaving the file as it was.
+
+Dependencies go one way: ``dead_letter_index`` (the index store) uses this
+module's ``Letter``; ``DeadLetters`` sees the index only as a ``LetterStore``.
 """
 
 from __future__ import annotations
@@ -24,20 +30,17 @@ import os
 import threading
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import orjson
 
 from agent.atomic import write_atomic
 from agent.enrich import format_timestamp
-from agent.errors import ModelscribeError, StateError
+from agent.errors import ModelscribeError, OutputError, StateError
 from agent.events import Event
 from agent.outputs.base import Response
 from agent.outputs.retry import Action, ItemVerdict, classify
 from agent.selflog import get_logger
-
-if TYPE_CHECKING:
-    from agent.outputs.dead_letter_index import IndexLetters
 
 log = get_logger("dead_letter")
 
@@ -52,6 +55,16 @@ class Letter:
     error_type: str
     reason: str
     document: bytes  # the JSON document, serialised
+
+
+class LetterStore(Protocol):
+    """Somewhere other than the file that letters can be kept
+    (``dead_letter_index.IndexLetters``); ``write`` raises ModelscribeError
+    when it cannot take them."""
+
+    name: str
+
+    def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float) -> None: ...
 
 
 class _Locked:
@@ -83,7 +96,7 @@ class DeadLetters:
     --dead-letter-index) an Elasticsearch index, falling back to the file
     whenever the index cannot take them, so a letter is never lost."""
 
-    def __init__(self, path: str, target: str, index: "IndexLetters | None" = None) -> None:
+    def __init__(self, path: str, target: str, index: LetterStore | None = None) -> None:
         self.path = path
         self._target = target
         self._index = index
@@ -179,7 +192,9 @@ def resend(letters: Sequence[Letter], send: Callable[[Sequence[Event]], Response
                         to_index or letter.target or None) for letter in chunk]
         try:
             decision = classify(send(events), len(events))
-        except Exception as error:  # keep every letter; report why
+        except OutputError as error:  # the output's own failure: keep these letters, say why
+            log.warning("dead letters not re-sent; kept for the next replay", letters=len(chunk),
+                        error=str(error))
             keep.extend(chunk)
             failed += len(chunk)
             reasons.append(str(error))
