@@ -243,8 +243,17 @@ def _inputs(raw: Any, path: str) -> tuple[InputSpec, ...]:
             raise ConfigError(f"{where}: 'paths' must be a glob or a list of globs")
         settings = {name: _input_setting(name, value, f"{where}.{key}")
                     for name, (key, value) in given.items() if name != "paths" and value is not None}
+        unknown = set(settings) - _parse_setting_names()
+        if unknown:  # a setting this version's parsing stage does not have
+            raise ConfigError(f"{where}.{given[min(unknown)][0]}: not supported by this version of the parser")
         specs.append(InputSpec(tuple(_absolute(g, base) for g in globs), **settings))
     return tuple(specs)
+
+
+def _parse_setting_names() -> set[str]:
+    from agent.parsing.settings import ParseSettings
+
+    return {f.name for f in fields(ParseSettings)}
 
 
 def _input_setting(name: str, raw: Any, where: str) -> Any:

@@ -5,6 +5,7 @@ validated by the parsing stage at resolution, errors named ``FILE: inputs[N].KEY
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import pytest
 
@@ -93,3 +94,12 @@ def test_map_fields_per_input_as_a_list_or_a_mapping(tmp_path):
     with pytest.raises(ConfigError) as caught:
         run()
     assert str(caught.value).startswith(f"{cfg}: inputs[1].map_fields")
+
+
+def test_a_setting_the_parser_does_not_have_is_refused_not_a_crash(tmp_path, monkeypatch):
+    module = importlib.import_module("agent.config.resolve")  # agent.config.resolve is also the function
+    monkeypatch.setattr(module, "_parse_setting_names", lambda: {"format"})
+    cfg, run = _resolve(tmp_path, "inputs:\n  - paths: [a.log]\n    log-format: '%(message)s'\n")
+    with pytest.raises(ConfigError) as caught:
+        run()
+    assert str(caught.value) == f"{cfg}: inputs[1].log-format: not supported by this version of the parser"
