@@ -408,10 +408,6 @@ def _validate(config: Config, require_paths: bool, where: Mapping[str, str]) -> 
             raise ConfigError(f"{where[name]} {path}: the file does not exist or is not readable")
     if config.index and config.origins.get("data_stream") != "default":
         raise ConfigError(f"{where['index']} and {where['data_stream']}: choose one target, not both")
-    if config.output.startswith("file:"):
-        parent = os.path.dirname(os.path.abspath(config.output[5:])) or "."
-        if not os.path.isdir(parent):
-            raise ConfigError(f"{where['output']} {config.output}: directory {parent} does not exist")
     state = Path(config.state_dir)
     if state.exists() and not state.is_dir():
         raise ConfigError(f"{where['state_dir']} {state}: exists and is not a directory")

@@ -9,6 +9,11 @@ rejects exactly what ``run`` would, and turns their ``ValueError`` into a
 (``--redact-pattern``), the variable (``MODELSCRIBE_REDACT_PATTERN``) or the
 file key (``/etc/modelscribe.yaml: redact_patterns``).
 
+The outputs' files are checked the way the outputs will open them: the
+``file:`` output and the dead-letter file can be written, the CA bundle and
+the client certificate load as PEM (an encrypted key is refused: the output
+has no password to give it).
+
 The stages' messages start with the flag (transforms) or the settings field
 (parsing) they are about; ``relabel`` swaps that name for the place the value
 really came from. Nothing here has side effects: the hash key that ``run``
@@ -17,6 +22,7 @@ creates in the state directory is stood in for by a placeholder.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
@@ -83,6 +89,7 @@ def check(config: Config, where: Mapping[str, str]) -> None:
     for number, spec in enumerate(config.inputs, 1):
         check_input(spec, settings, f"{config.config_file}: inputs[{number}]")
     _check_spool(config, where)
+    _check_output_files(config, where)
 
 
 def _check_transforms(config: Config, where: Mapping[str, str], by_flag: Mapping[str, str]) -> None:
@@ -146,3 +153,53 @@ def _check_spool(config: Config, where: Mapping[str, str]) -> None:
     if config.spool_max_bytes < smallest:
         raise ConfigError(f"{where['spool_max_bytes']}: {config.spool_max_bytes} bytes is too small for "
                           f"the spool (at least {smallest})")
+
+
+def _check_output_files(config: Config, where: Mapping[str, str]) -> None:
+    """What the outputs open later: the file output, the dead-letter file
+    (outside the state directory, which run creates) and the TLS files."""
+    if config.output.startswith("file:"):
+        _check_writable(config.output[5:], f"{where['output']} {config.output}")
+    if config.dead_letter_file and not _under(config.dead_letter_file, config.state_dir):
+        _check_writable(config.dead_letter_file, f"{where['dead_letter_file']} {config.dead_letter_file}")
+    _check_tls_files(config, where)
+
+
+def _under(path: str, directory: str) -> bool:
+    """Is ``path`` in ``directory`` (which run creates if needed)?"""
+    return os.path.dirname(os.path.abspath(path)) == os.path.abspath(directory)
+
+
+def _check_writable(path: str, label: str) -> None:
+    """A file the agent appends to: its directory exists, and it can be written."""
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target) or "."
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{label}: directory {parent} does not exist")
+    if os.path.isdir(target):
+        raise ConfigError(f"{label}: is a directory, not a file")
+    if not os.access(target if os.path.exists(target) else parent, os.W_OK):
+        raise ConfigError(f"{label}: not writable")
+
+
+def _check_tls_files(config: Config, where: Mapping[str, str]) -> None:
+    """Load the CA bundle and the client certificate as the TLS layer will:
+    a file that is not PEM, or a key that does not match, fails here and not
+    at the first connection."""
+    import ssl
+
+    if not (config.ca_cert or config.client_cert):
+        return
+    context = ssl.create_default_context()
+    if config.ca_cert:
+        try:
+            context.load_verify_locations(cafile=config.ca_cert)
+        except (ssl.SSLError, ValueError) as error:
+            raise ConfigError(f"{where['ca_cert']} {config.ca_cert}: not a PEM CA bundle ({error})") from None
+    if config.client_cert and config.client_key:
+        try:
+            # No password: the output has none to give, so an encrypted key is refused here.
+            context.load_cert_chain(config.client_cert, config.client_key, password=lambda: b"")
+        except (ssl.SSLError, ValueError) as error:
+            raise ConfigError(f"{where['client_cert']} and {where['client_key']}: not a PEM certificate and "
+                              f"its key ({error})") from None

@@ -195,3 +195,20 @@ def test_relabel_swaps_only_flags_that_came_from_elsewhere():
     assert stages.relabel(message, where, by_flag) == \
         "--service-name and /f.yml: fields service.name=...: choose one"
     assert stages.relabel("--no-such-flag x", where, by_flag) == "--no-such-flag x"
+
+
+def test_output_files_are_checked_as_the_outputs_will_open_them(tmp_path):
+    text = tmp_path / "not-pem.txt"
+    text.write_text("hello\n")
+    assert _error({"ca_cert": str(text)}).startswith(f"--ca-cert {text}: not a PEM CA bundle")
+    assert _error({"client_cert": str(text), "client_key": str(text)}).startswith(
+        "--client-cert and --client-key: not a PEM certificate and its key")
+    assert _error({"output": f"file:{tmp_path}"}) == f"--output file:{tmp_path}: is a directory, not a file"
+    assert _error({"dead_letter_file": str(tmp_path / "no" / "dl.ndjson")}) == \
+        f"--dead-letter-file {tmp_path}/no/dl.ndjson: directory {tmp_path}/no does not exist"
+    # In the state directory (created by run) is fine even before it exists.
+    state = tmp_path / "state"
+    assert resolve({"state_dir": str(state), "dead_letter_file": str(state / "dl.ndjson")}, {})
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(f"ca-cert: {text.name}\n")
+    assert _error(config_file=str(cfg)).startswith(f"{cfg}: ca-cert {text}: not a PEM CA bundle")
