@@ -11,9 +11,11 @@ The seam other stages use::
     parser.flush()             -> list[Record]   # everything pending (file closed, --once)
     parser.pending()           -> bool
 
-Guarantees (see ``multiline`` for the details): no method raises on any
-input; every Line fed ends up in exactly one Record, in order, with
-contiguous non-overlapping ``[offset, end)`` ranges; line tags carry over.
+Guarantees (see ``driver`` and ``multiline`` for the details): no method
+raises on any input; every Line fed ends up in exactly one Record; a
+record's ``offset`` is its first line's, its ``end`` the offset that may be
+committed once it and every record emitted before it are acknowledged
+(non-decreasing); line tags carry over.
 
 Modules, one per step of the stage:
 
@@ -24,7 +26,8 @@ Modules, one per step of the stage:
     parse_text   plain text: leading timestamp, level, logger
     timestamps   ISO 8601 / epoch -> epoch seconds
     tracebacks   what Python tracebacks look like
-    multiline    SourceParser: joining lines into events, caps, timeout
+    multiline    joiners: where events begin, per writer; the commit-point contract
+    driver       SourceParser: open events, caps, timeout, records, never raising
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from __future__ import annotations
 from agent.events import Source
 from agent.parsing.base import LineFormat, TextInfo
 from agent.parsing.formats import FORMATS, register_format
-from agent.parsing.multiline import SourceParser
+from agent.parsing.driver import SourceParser
 from agent.parsing.settings import ParseSettings, validate_settings
 
 # Registers the model-server formats (torchserve, triton, ...) in FORMATS.

@@ -21,7 +21,7 @@ a line and nothing else:
   not claim a line another server could plausibly write.
 
 Joining lines into events, caps and timeouts are not the format's business:
-``multiline.SourceParser`` does that the same way for every format. A format
+``driver.SourceParser`` does that the same way for every format. A format
 that needs its own idea of where an event starts overrides ``joiner()``.
 
 ``strict``: True when the format was forced (``--format NAME``): a head line

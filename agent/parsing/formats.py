@@ -146,13 +146,12 @@ class _AutoJoiner:
     """Delegates to auto's own joiner until a format is detected, then to that
     format's: the line that switched formats always starts a new event.
 
-    ``cut`` and ``resumed`` are copied from the inner joiner after each call
-    (auto's own joiners never set them) rather than read through properties:
-    SourceParser reads them for every event, and this is the default format.
+    ``lane`` is copied from the inner joiner after each call (auto's own
+    joiners have none) rather than read through a property: SourceParser
+    reads it for every line, and this is the default format.
     """
 
-    cut = False
-    resumed: tuple[str, ...] | None = None
+    lane = None
 
     def __init__(self, auto: AutoFormat, own: Joiner) -> None:
         self._auto = auto
@@ -172,9 +171,7 @@ class _AutoJoiner:
         return True
 
     def _copy(self) -> None:
-        inner = self._inner
-        self.cut = inner.cut
-        self.resumed = inner.resumed
+        self.lane = getattr(self._inner, "lane", None)
 
     def start(self, text: str) -> None:
         self._switch()

@@ -1,24 +1,14 @@
-"""Joining a source's lines into events: tracebacks, a start pattern, caps, timeout.
+"""Where events begin: the joiners, per writer, and why a record's ``end`` is safe to commit.
 
-``SourceParser`` is the per-source state machine behind ``agent.parsing``.
-It MUST keep these promises, whatever the input and settings:
-
-- ``feed`` / ``flush_expired`` / ``flush`` never raise (a bug in a format is
-  caught, logged once, and the lines involved are emitted raw, tagged
-  ``parse_failure``).
-- No line is lost or duplicated: every Line fed ends up in exactly one Record,
-  in order. Records of a source cover contiguous, non-overlapping ``[offset,
-  end)`` ranges in order (given contiguous lines), so the registry can commit
-  ``end`` of any acknowledged record.
-- Tags of the lines carry over to their record (union, first-seen order).
-
-How lines group (``Joiner``):
+A joiner decides, line by line, whether a text line continues an open event
+or begins a new one; the driver (``agent.parsing.driver.SourceParser``) does
+the rest (caps, timeout, building records, never raising). How lines group:
 
 - A structured line (a JSON object) is a record on its own, emitted at once,
-  after whatever text event was pending. It never joins text.
+  after every open text event. It never joins text.
 - ``multiline_start`` set (``PatternJoiner``): a text line the pattern finds
-  (``re.search``) starts a new event, any other continues the pending one
-  (or starts one if nothing is pending): Filebeat's negate/after.
+  (``re.search``) starts a new event, any other continues the open one
+  (or starts one if nothing is open): Filebeat's negate/after.
 - Otherwise (``TracebackJoiner``): a Python traceback (see ``tracebacks``)
   joins the log line right before it, including chained exceptions,
   exception groups, carets and SyntaxError output; a traceback with no log
@@ -26,66 +16,98 @@ How lines group (``Joiner``):
   event.
 
 Blank lines: a blank (empty or whitespace-only) line continues whatever event
-is pending, in both modes. Inside a traceback that is what Python writes
+is open, in both modes. Inside a traceback that is what Python writes
 around chain separators; after an ordinary line it is a trailing blank that
-belongs to it. Either way the offsets cover it and it is stripped from the
-end of the message. A blank line with nothing pending (start of file, after a
+belongs to it. Either way the record covers it and it is stripped from the
+end of the message. A blank line with nothing open (start of file, after a
 JSON line, after a timeout) starts an event of its own, which other blank
 lines join, and is emitted as a record with message "" - never dropped. In the
 traceback mode, a traceback after a blank line does not join the line before
 the blank: Python's logging never writes one there.
 
-Per-thread joining (a joiner that tells events of several writers apart,
-e.g. TorchServe's worker threads): a record's ``[offset, end)`` must stay one
-contiguous range, so an event is only ever made of consecutive lines. When
-another writer's line interrupts a traceback, the joiner ends the event there
-with ``cut`` set (the record is tagged ``multiline_split``, like a cap cut);
-when the interrupted writer's traceback goes on, the new event ``resumed`` it:
-it is tagged ``multiline_split`` too, its message is only its own lines, and
-its ``error`` (type, message, stack_trace) is read from the whole traceback so
-far. Why not one record per traceback: the registry commits the end of the
-longest acknowledged prefix of records, so a record whose lines were
-interleaved with another record's could have its first lines committed (and
-lost on a crash) before it was acknowledged.
+Per-thread joining. A joiner that tells writers apart (TorchServe's
+``ThreadJoiner``: one lane per log4j thread name) sets ``lane`` after each
+``start`` / ``continues``: the writer of that line. The driver keeps at most
+one open event per lane, and the rules above apply per lane: a traceback
+joins the line its own thread wrote before it, lines of other threads in
+between go to their own events, and a thread's traceback is one record
+however its lines interleave with other threads' (unless a cap, the timeout
+or the limit of open events cuts it, as for any event). So a record may
+cover non-contiguous lines, and records are emitted when their writer's next
+line (or a cap, the timeout, a flush) ends them, not in offset order. Lane
+None is "no particular writer" (lines without a thread name, before any
+line with one): its event ends at the first line of another lane, so it is
+always contiguous. A joiner without ``lane`` (every other format) has one
+writer, and its records are contiguous, emitted in offset order.
 
-Messages: the first line's ``head`` may give the message text (a format that
-reads a prefix into fields); later lines go through the format's ``body``.
-``head`` is asked when an event begins, so a format whose state changes (the
-auto-detecting format) describes each event by the state it began in.
+The commit point. A record's ``offset`` is its first line's (unique: it seeds
+the document id). Its ``end`` is not its last line's end but W = min(M, O):
+M the largest end of a line in the records emitted so far (this one
+included), O the first offset of the oldest event still open right after
+this record is emitted (no open event: W = M). Lines are fed in file order.
 
-Caps: an event that would exceed ``multiline_max_lines`` lines or
-``multiline_max_bytes`` (UTF-8 bytes of the joined message) is emitted tagged
-``multiline_split``; the continuation lines form the next record, tagged the
-same, and the grouping goes on as if no cut happened.
+1. W never decreases, in emission order: between two emissions M only grows,
+   events that close leave the open set, and an event opened meanwhile
+   starts at a line fed after every line counted in M, so at or after
+   M >= W. Hence also: a record emitted after R starts at or after R.end.
+2. Every line before W belongs to R or a record emitted before R: a line
+   that ends at or before W <= M was fed already; it is not in an event open
+   after R (those start at or after O >= W) nor in a later one (those start
+   at lines not fed yet).
 
-Timing: text lines are held until the line after them shows whether they
-continue (any plain line may be followed by a traceback), or until
-``flush_expired(now)`` finds that the last line was read more than
-``multiline_timeout`` seconds before ``now``.
+So if every record of a file up to R (in emission order) is acknowledged,
+every line before R.end was delivered. The AckTracker registers events in
+emission order and commits the ``end`` of the last event of the
+acknowledged prefix: the committed offset never passes the first line of an
+unacknowledged or not yet emitted record, and never moves back. For
+contiguous records W is the end of the record's last line, as always. The
+price of joining: while a thread's event is open, the file's commit point
+waits at that event's first line (until the thread's next line ends it, or
+``multiline_timeout`` after its last line).
+
+After a crash (or a stop whose last acknowledgements did not come) the
+reader resumes at the committed offset C, or at the spool recovery's resume
+point, the ``end`` of a spooled record every predecessor of which is spooled
+or delivered: also a W, with the same two properties (the recovery's runs,
+records that start where the previous one ended, now break wherever an
+older open event held ``end`` back, so it may resume earlier than before;
+never later than is safe). What is guaranteed and what it costs:
+
+- Nothing is lost: every line before C is in an acknowledged record, every
+  line after C is read again.
+- A record that began at or after C is rebuilt from the same first line,
+  so with the same document id, and a re-send is dropped as a duplicate.
+  For a thread whose first line after C began an event in the first read,
+  the re-read starts in the same joiner state, so its records come out the
+  same (events cut by the timeout or MAX_OPEN aside: those depend on timing).
+- The edge case: a record emitted before the crash that began before C
+  but had lines after C, i.e. a traceback of one thread interleaved with
+  the older open event (of another thread) that held C back. Its lines
+  after C are read again without their beginning: they become documents of
+  their own (a frame, a headerless traceback, an exception line) with new
+  ids, so that continuation fragment of an already-delivered traceback is
+  indexed a second time, and the same thread's lines right after it may
+  group with the fragment rather than as before (again delivered twice if
+  they had been). Only lines after C of such interleaved records are
+  affected; without interleaving (or after a clean stop whose
+  acknowledgements all came) there is no fragment.
+
+The joiner protocol: ``start`` when an event begins with nothing open,
+``continues`` for every other text line, ``reset`` when every open event was
+emitted for another reason (JSON line, flush). ``in_traceback`` and ``lane``
+are read right after each call.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Hashable, Protocol
 
-from agent.events import TAG_MULTILINE_SPLIT, TAG_PARSE_FAILURE, Line, Record, Source
 from agent.parsing import tracebacks
-from agent.selflog import get_logger
-
-if TYPE_CHECKING:
-    from agent.parsing.base import LineFormat, TextInfo
-    from agent.parsing.settings import ParseSettings
-
-_log = get_logger("parsing")
 
 
 def _is_blank(text: str) -> bool:
     return not text or text.isspace()
-
-
-def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 class Joiner(Protocol):
@@ -97,34 +119,32 @@ class Joiner(Protocol):
         ...
 
     def start(self, text: str) -> None:
-        """An event begins with ``text``."""
+        """An event begins with ``text`` (in its lane, whatever the joiner knew of it)."""
         ...
 
     def continues(self, text: str) -> bool:
-        """True: ``text`` continues the pending event (accepted). False: it
+        """True: ``text`` continues the open event (of its lane). False: it
         starts a new one (the joiner is now in that event's state, as after
-        ``start``)."""
+        ``start``), which ends the lane's open event."""
         ...
 
     def reset(self) -> None:
-        """The pending event was emitted for another reason (JSON line, timeout, flush)."""
+        """Every open event was emitted for another reason (JSON line, timeout, flush)."""
         ...
 
-    # Read right after ``continues`` returned False: the event that just ended
-    # is unfinished (a traceback interrupted by another writer's line).
-    cut: bool
-    # Read right after ``start`` or a False ``continues``: the new event goes on
-    # with an interrupted traceback; these are that traceback's earlier lines
-    # (message texts). None: it does not.
-    resumed: tuple[str, ...] | None
+
+class LaneJoiner(Joiner, Protocol):
+    """A joiner that tells writers apart (see "Per-thread joining")."""
+
+    # Read right after ``start`` / ``continues``: the lane of that line.
+    # None: no particular writer (an event that ends at another lane's line).
+    lane: Hashable | None
 
 
 class PatternJoiner:
     """``multiline_start``: a matching line starts an event, others continue it."""
 
     in_traceback = False
-    cut = False
-    resumed: tuple[str, ...] | None = None
 
     def __init__(self, pattern: re.Pattern[str]) -> None:
         self._search = pattern.search
@@ -153,9 +173,6 @@ _UNFINISHED = frozenset({_BODY, _GROUP, _CHAIN})
 
 class TracebackJoiner:
     """The default: join Python tracebacks to the log line before them."""
-
-    cut = False
-    resumed: tuple[str, ...] | None = None
 
     def __init__(self) -> None:
         self._state = _HEAD
@@ -226,235 +243,3 @@ class TracebackJoiner:
             return True
         self.start(text)
         return False
-
-
-def _union_tags(lines: list[Line], *more: tuple[str, ...]) -> tuple[str, ...]:
-    tags: list[str] = []
-    for group in [line.tags for line in lines] + list(more):
-        for tag in group:
-            if tag not in tags:
-                tags.append(tag)
-    return tuple(tags)
-
-
-def _traceback_start(texts: list[str]) -> int | None:
-    for index, text in enumerate(texts):
-        if text == tracebacks.HEADER or tracebacks.is_group_header(text):
-            return index
-    return None
-
-
-class SourceParser:
-    """Turns one source's Lines into Records; holds the pending multi-line event."""
-
-    def __init__(self, settings: ParseSettings, source: Source, line_format: LineFormat) -> None:
-        self.source = source
-        self._format = line_format
-        self._joiner: Joiner = line_format.joiner()
-        self._pattern_mode = settings.multiline_start is not None
-        self._keep_original = settings.keep_original
-        self._max_lines = settings.multiline_max_lines
-        self._max_bytes = settings.multiline_max_bytes
-        self._timeout = settings.multiline_timeout
-        self._lines: list[Line] = []
-        self._bytes = 0
-        self._last_read = 0.0
-        self._split = False  # the pending event continues one cut at a cap
-        self._tb_start: int | None = None  # index in _lines where a traceback begins
-        self._info: TextInfo | None = None  # the pending event's head, read when it began
-        self._resumed: tuple[str, ...] | None = None  # see Joiner.resumed
-        from agent.parsing.base import overrides  # (base imports this module)
-        self._bodies = overrides(type(line_format), "body")
-        self._out: list[Record] = []
-        self._failed_once = False
-
-    # -- public ---------------------------------------------------------------
-
-    def feed(self, line: Line) -> list[Record]:
-        """Records completed by ``line`` (often none or one)."""
-        try:
-            record = self._format.structured(line)
-            if record is not None and not self._lines:
-                return [record]  # the JSON hot path: nothing pending, nothing to join
-            self._feed(line, record)
-        except Exception as error:  # noqa: BLE001 - the never-raise promise
-            self._recover(error, line)
-        return self._drain()
-
-    def flush_expired(self, now: float) -> list[Record]:
-        """Emit the pending event if its last line was read over ``timeout`` before ``now``."""
-        if self._lines and now - self._last_read > self._timeout:
-            return self.flush()
-        return []
-
-    def flush(self) -> list[Record]:
-        """Emit everything pending (file closed, end of ``--once``)."""
-        try:
-            if self._lines:
-                self._take()
-            self._joiner.reset()
-        except Exception as error:  # noqa: BLE001
-            self._recover(error, None)
-        return self._drain()
-
-    def pending(self) -> bool:
-        return bool(self._lines)
-
-    # -- the state machine ----------------------------------------------------
-
-    def _feed(self, line: Line, record: Record | None) -> None:
-        if record is not None:
-            if self._lines:
-                self._take()
-                self._joiner.reset()
-            self._out.append(record)
-            return
-        text = line.text
-        size = _utf8_len(text)
-        if not self._lines:
-            self._joiner.start(text)
-            self._begin(line, size, split=False)
-        elif self._joiner.continues(text):
-            if len(self._lines) >= self._max_lines or self._bytes + 1 + size > self._max_bytes:
-                self._take(split=True)
-                self._begin(line, size, split=True)
-            else:
-                self._lines.append(line)
-                self._bytes += 1 + size
-                self._last_read = line.read_time
-                if self._tb_start is None and self._joiner.in_traceback:
-                    self._tb_start = len(self._lines) - 1
-        else:  # the joiner has started the new event already
-            self._take(split=self._joiner.cut)
-            self._begin(line, size, split=False)
-
-    def _begin(self, line: Line, size: int, split: bool) -> None:
-        # The head first: if it raises, nothing is half-set (``_recover``).
-        info = self._format.head(line.text)
-        resumed = self._joiner.resumed
-        self._lines = [line]
-        self._bytes = size
-        self._last_read = line.read_time
-        self._split = split or resumed is not None
-        self._tb_start = 0 if self._joiner.in_traceback else None
-        self._info = info
-        self._resumed = resumed
-
-    def _take(self, split: bool = False) -> None:
-        """Build the pending event's record, then clear it (in that order, so a
-        failure while building leaves the lines for ``_recover``)."""
-        record = self._build(split)
-        self._lines = []
-        self._bytes = 0
-        self._split = False
-        self._tb_start = None
-        self._info = None
-        self._resumed = None
-        self._out.append(record)
-
-    def _drain(self) -> list[Record]:
-        out = self._out
-        self._out = []
-        return out
-
-    def _build(self, split: bool) -> Record:
-        lines = self._lines
-        first = lines[0]
-        info = self._info
-        if info is None:  # (cannot happen: every event begins in _begin)
-            info = self._format.head(first.text)
-        fields = info.fields
-        split = split or self._split
-        if len(lines) == 1 and self._tb_start is None:
-            text = first.text
-            tags = first.tags
-            if info.tags or split or len(tags) > 1:  # (a line's own tags may repeat)
-                tags = _union_tags(lines, info.tags, (TAG_MULTILINE_SPLIT,) if split else ())
-            message = info.message if info.message is not None else text
-            return Record(first.source, first.offset, first.end, "" if message.isspace() else message,
-                          first.read_time, info.timestamp, fields, tags,
-                          text if self._keep_original else None, info.error, 1)
-        if self._bodies or info.message is not None:
-            body = self._format.body
-            texts = [first.text if info.message is None else info.message]
-            texts.extend(body(line.text) for line in lines[1:])
-        else:
-            texts = [line.text for line in lines]
-        last = len(texts)
-        while last and _is_blank(texts[last - 1]):
-            last -= 1
-        tb_start = self._tb_start
-        if tb_start is None and self._pattern_mode:
-            tb_start = _traceback_start(texts[:last])
-        if tb_start is not None and tb_start < last and "error" not in fields:
-            if self._resumed is not None:
-                self._add_error(fields, list(self._resumed) + texts[tb_start:last], from_start=True)
-            else:
-                self._add_error(fields, texts[tb_start:last], from_start=not (self._split and tb_start == 0))
-        # A head with nothing after its prefix (Triton's table heading): the
-        # message starts with what follows, not with an empty line.
-        start = 1 if not texts[0] and info.message is not None and last > 1 else 0
-        return Record(first.source, first.offset, lines[-1].end, "\n".join(texts[start:last]),
-                      first.read_time, info.timestamp, fields,
-                      _union_tags(lines, info.tags, (TAG_MULTILINE_SPLIT,) if split else ()),
-                      "\n".join(line.text for line in lines) if self._keep_original else None,
-                      info.error, len(lines))
-
-    @staticmethod
-    def _add_error(fields: dict[str, Any], texts: list[str], from_start: bool) -> None:
-        # A part cut off by a cap starts mid-traceback, so no header is required.
-        described = tracebacks.describe(texts, require_header=from_start)
-        if described is None:
-            return  # e.g. stack_info's "Stack (most recent call last):": no error
-        error = {"stack_trace": "\n".join(texts)}
-        if described[0] is not None:
-            error["type"] = described[0]
-        if described[1] is not None:
-            error["message"] = described[1]
-        fields["error"] = error
-
-    # -- the safety net -------------------------------------------------------
-
-    def _recover(self, error: Exception, line: Line | None) -> None:
-        """A bug, not an input problem: emit the lines involved raw, reset."""
-        if not self._failed_once:
-            self._failed_once = True
-            _log.error("parser failed; lines emitted unparsed", exc_info=True,
-                       path=self.source.path, error=type(error).__name__)
-        lines = self._lines
-        if line is not None and not any(pending is line for pending in lines):
-            lines = lines + [line]
-        self._lines, self._bytes, self._split, self._tb_start = [], 0, False, None
-        self._info = self._resumed = None
-        try:
-            self._joiner.reset()
-        except Exception:  # noqa: BLE001
-            self._joiner = _BrokenJoiner()
-        if not lines:
-            return
-        reason = f"internal parser error: {type(error).__name__}"
-        texts = [pending.text for pending in lines]
-        last = len(texts)
-        while last and _is_blank(texts[last - 1]):
-            last -= 1
-        first = lines[0]
-        self._out.append(Record(first.source, first.offset, lines[-1].end, "\n".join(texts[:last]),
-                                first.read_time, None, {}, _union_tags(lines, (TAG_PARSE_FAILURE,)),
-                                "\n".join(texts) if self._keep_original else None, reason, len(lines)))
-
-
-class _BrokenJoiner:
-    """Stand-in after a joiner failed to reset: every line is its own event."""
-
-    in_traceback = False
-    cut = False
-    resumed: tuple[str, ...] | None = None
-
-    def start(self, text: str) -> None:
-        pass
-
-    def continues(self, text: str) -> bool:
-        return False
-
-    def reset(self) -> None:
-        pass

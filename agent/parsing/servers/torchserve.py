@@ -38,16 +38,18 @@ writes ``,requestID:IDS,timestamp:EPOCH``, the Python backend
 ``model.version`` from the ``ModelName`` / ``model_name`` dimensions,
 ``host.name``, ``model.request_id``; the record's time is the epoch field.
 
-Joining: a line with the log4j prefix starts an event unless it continues a
-Python traceback of the same thread; a line without it (a Java stack trace, a
-multi-line message) continues the pending event. A worker's traceback arrives
-as one prefixed line per traceback line, from its ``-stdout`` / ``-stderr``
-reader thread, often interleaved with the frontend's lines (``Backend response
-time``, the access line). Consecutive lines of one thread are joined into one
-event whose message is the un-prefixed text; an interleaved line cuts the
-event there, and the traceback's later lines form a new event that
-``resumed`` it (see ``multiline``): both tagged ``multiline_split``, the last
-carrying ``error.type`` / ``error.message`` and the whole ``error.stack_trace``.
+Joining: per thread. A line with the log4j prefix starts an event unless it
+continues a Python traceback of the same thread; a line without it (a Java
+stack trace, a multi-line message) continues the event of the line before
+it. A worker's traceback arrives as one prefixed line per traceback line,
+from its ``-stdout`` / ``-stderr`` reader thread, often interleaved with the
+frontend's lines (``Backend response time``, the access line) and other
+workers'. Each thread's lines are joined as if the others were not there
+(see ``multiline``, "Per-thread joining"): the log line and its whole
+traceback are one event, whose message is the un-prefixed text, with
+``error.type`` / ``error.message`` / ``error.stack_trace``; the frontend's
+lines in between are events of their own. Such an event covers
+non-contiguous lines; its record's ``end`` is the safe commit point.
 
 Guarantee: total; one anchored regex per shape; per-thread facts cached.
 """
@@ -178,7 +180,7 @@ class TorchServeFormat(PlainFormat):
     def joiner(self) -> Joiner:
         if self.settings.multiline_start is not None:
             return super().joiner()
-        return ThreadJoiner(self, self.settings.multiline_max_lines, self.settings.multiline_max_bytes)
+        return ThreadJoiner(self)
 
     def _thread_facts(self, thread: str) -> dict[str, Any] | None:
         facts = self._threads.get(thread)
@@ -394,117 +396,65 @@ def _metric_tail(tail: str) -> tuple[float | None, str | None]:
 # -- joining -------------------------------------------------------------------
 
 class ThreadJoiner:
-    """Joins the consecutive lines of one thread: a Python traceback to the
-    line before it, unprefixed lines to whatever is pending. See the module
-    doc and ``multiline`` (``cut``, ``resumed``) for interleaved tracebacks."""
+    """One lane per thread: each thread's lines joined as ``TracebackJoiner``
+    joins a file's, whatever other threads write in between; a line without
+    the prefix continues the event of the line before it. See the module doc
+    and ``multiline`` ("Per-thread joining")."""
 
-    _MAX_WAITING = 64
-
-    def __init__(self, fmt: TorchServeFormat, max_lines: int, max_bytes: int) -> None:
+    def __init__(self, fmt: TorchServeFormat) -> None:
         self._fmt = fmt
-        self._max_lines = max_lines
-        self._max_bytes = max_bytes
-        self._thread: str | None = None  # None: the event began without a prefix
-        self._tb = TracebackJoiner()
-        self._tb_lines: list[str] | None = None  # the pending traceback's text so far
-        self._tb_bytes = 0
-        # Threads whose traceback was interrupted: their state and text so far.
-        self._waiting: dict[str, tuple[TracebackJoiner, list[str]]] = {}
-        self.cut = False
-        self.resumed: tuple[str, ...] | None = None
+        # Per thread, the Python view of its latest event (the driver may have
+        # emitted that event since: then ``start`` begins afresh).
+        self._threads: dict[str | None, TracebackJoiner] = {}
+        self._tb = TracebackJoiner()  # the lane of the latest line
+        self.lane: str | None = None
 
     @property
     def in_traceback(self) -> bool:
         return self._tb.in_traceback
 
     def start(self, text: str) -> None:
-        self.cut = False
-        self.resumed = None
         parts = self._fmt.split(text)
-        if parts is None:
-            self._thread = None
-            self._tb = TracebackJoiner()
-            self._tb.start(text)
-            self._tb_lines = None
-            self._collect(text)
+        if parts is None:  # no thread: lane None
+            self._enter(None, text)
         else:
-            self._begin_thread(parts[3] or "", parts[5])
+            self._enter(parts[3] or "", parts[5])
 
     def continues(self, text: str) -> bool:
-        self.cut = False
-        self.resumed = None
         parts = self._fmt.split(text)
-        if parts is None:  # no prefix: a continuation of whatever is pending
-            if not self._tb.continues(text):  # (the Python view restarted here)
-                self._tb_lines = None
-            self._collect(text)
+        if parts is None:  # no prefix: a continuation of the latest line's event
+            self._tb.continues(text)  # (for the Python view only)
             return True
         thread, message = parts[3] or "", parts[5]
-        if thread == self._thread:
-            # A prefixed line is a log call of its own, even an empty one,
-            # unless it is a blank line inside a traceback.
-            if (self._tb.in_traceback or (message and not message.isspace())) and self._tb.continues(message):
-                self._collect(message)
-                return True
-            if not self._tb.in_traceback and (not message or message.isspace()):
-                self._tb.start(message)
-            self._tb_lines = None
-            self._collect(message)
+        tb = self._threads.get(thread)
+        if tb is None:
+            self._enter(thread, message)
             return False
-        self._park()
-        self._begin_thread(thread, message)
+        self.lane = thread
+        self._tb = tb
+        # A prefixed line is a log call of its own, even an empty one,
+        # unless it is a blank line inside a traceback.
+        if (tb.in_traceback or (message and not message.isspace())) and tb.continues(message):
+            return True
+        if not tb.in_traceback and (not message or message.isspace()):
+            tb.start(message)
         return False
 
     def reset(self) -> None:
-        self._thread = None
+        self._threads.clear()
         self._tb = TracebackJoiner()
-        self._tb_lines = None
-        self._waiting.clear()
-        self.cut = False
-        self.resumed = None
+        self.lane = None
 
-    def _begin_thread(self, thread: str, message: str) -> None:
-        self._thread = thread
-        waiting = self._waiting.pop(thread, None)
-        if waiting is not None:
-            tb, earlier = waiting
-            self._tb = tb
-            if tb.continues(message):  # the interrupted traceback goes on
-                self.resumed = tuple(earlier)
-                self._tb_lines = earlier
-                self._tb_bytes = sum(len(line) + 1 for line in earlier)
-                self._collect(message)
-                return
-        else:
-            self._tb = TracebackJoiner()
-            self._tb.start(message)
-        self._tb_lines = None
-        self._collect(message)
-
-    def _collect(self, text: str) -> None:
-        """Keep the pending traceback's text, capped like an event, for a resumption."""
-        if not self._tb.in_traceback:
-            return
-        lines = self._tb_lines
-        if lines is None:
-            self._tb_lines = [text]
-            self._tb_bytes = len(text)
-        elif len(lines) < self._max_lines and self._tb_bytes + len(text) < self._max_bytes:
-            lines.append(text)
-            self._tb_bytes += len(text) + 1
-
-    def _park(self) -> None:
-        """Another thread's line arrived: keep an open traceback for later."""
-        tb = self._tb
-        if self._thread is None or not tb.in_traceback or self._tb_lines is None:
-            return
-        self.cut = tb.unfinished
-        waiting = self._waiting
-        if len(waiting) >= self._MAX_WAITING:
-            del waiting[next(iter(waiting))]
-        waiting[self._thread] = (tb, self._tb_lines)
-        self._tb = TracebackJoiner()
-        self._tb_lines = None
+    def _enter(self, thread: str | None, message: str) -> None:
+        tb = TracebackJoiner()
+        tb.start(message)
+        threads = self._threads
+        threads.pop(thread, None)  # oldest event first, like the driver's open events
+        if len(threads) >= _MAX_THREADS:
+            del threads[next(iter(threads))]
+        threads[thread] = tb
+        self._tb = tb
+        self.lane = thread
 
 
 register_format(TorchServeFormat)

@@ -13,8 +13,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import records_kit
 from agent.events import TAG_MULTILINE_SPLIT, TAG_PARSE_FAILURE, Line, Record, Source
 from agent.parsing import ParseSettings, make_parser
+from agent.parsing.driver import MAX_OPEN
 from agent.parsing.servers import torchserve  # registers the format
 from agent.parsing.servers.torchserve import TorchServeFormat
 
@@ -43,7 +45,9 @@ def parse(name: str, fmt: str = "torchserve", **options: object) -> tuple[list[R
 
 
 def covers(record: Record, starts: list[int], first: int, last: int) -> None:
-    assert (record.offset, record.end, record.line_count) == (starts[first], starts[last + 1], last - first + 1)
+    """``record`` begins at line ``first`` and has as many lines as first..last
+    (its ``end`` is a commit point: see test_ts_log_commit_points)."""
+    assert (record.offset, record.line_count) == (starts[first], last - first + 1)
 
 
 def local(*args: int) -> float:
@@ -53,9 +57,16 @@ def local(*args: int) -> float:
 
 
 def assert_contiguous(records: list[Record], lines: list[Line]) -> None:
-    assert sum(record.line_count for record in records) == len(lines)
-    assert records[0].offset == lines[0].offset and records[-1].end == lines[-1].end
-    assert all(a.end == b.offset for a, b in zip(records, records[1:]))
+    records_kit.assert_commit_contract(records, lines, consecutive=True)
+
+
+def numbers(name: str, **options: object) -> list[tuple[Record, list[int]]]:
+    """Each record with the (1-based) numbers of its lines, in emission order."""
+    records, lines, _ = parse(name, keep_original=True, **options)
+    records_kit.assert_commit_contract(records, lines)
+    number = {line.offset: n for n, line in enumerate(lines, start=1)}
+    return [(record, [number[line.offset] for line in mine])
+            for record, mine in zip(records, records_kit.lines_of(records, lines))]
 
 
 # -- access_log.log ----------------------------------------------------------------------------
@@ -129,8 +140,9 @@ def test_access_log_record_by_record() -> None:
 
 def test_ts_log_start_up_and_threads() -> None:
     records, lines, starts = parse("ts_log.log")
-    assert_contiguous(records, lines)
-    plugins, server, versions, started = records[:4]
+    records_kit.assert_commit_contract(records, lines)
+    by_offset = {record.offset: record for record in records}
+    plugins, server, versions, started = (by_offset[starts[n]] for n in (1, 2, 7, 8))
     covers(plugins, starts, 1, 1)
     assert plugins.message == "Initializing plugins manager..."
     assert plugins.fields == {
@@ -143,6 +155,7 @@ def test_ts_log_start_up_and_threads() -> None:
     assert server.message == "\n".join(line.text for line in lines[2:6])
     assert server.message.startswith("Torchserve version: 0.10.0\nTS Home:")
     assert versions.fields["log"] == {"level": "debug", "logger": "org.pytorch.serve.wlm.ModelVersionedRefs"}
+    assert versions.line_count == 1
     assert started.message == "Torch worker started."
     assert started.fields == {
         "model": {"server": "torchserve", "worker": "9000", "name": "resnet-18", "version": "1.0",
@@ -153,55 +166,44 @@ def test_ts_log_start_up_and_threads() -> None:
     assert started.timestamp == local(2024, 5, 1, 9, 59, 59, 913)
 
 
-def test_ts_log_interleaved_traceback_is_cut_and_resumed() -> None:
+def test_ts_log_interleaved_traceback_is_one_event() -> None:
     records, lines, starts = parse("ts_log.log")
-    texts = [line.text.split(" - ", 1)[1] for line in lines if " - " in line.text]
+    grouped = numbers("ts_log.log")
+    assert [group for _, group in grouped] == [
+        [1], [2, 3, 4, 5, 6], [8], [9], [14], [17],
+        [10, 11, 12, 13, 15, 16, 18],  # the worker's stdout thread, around the frontend's lines
+        [7], [19], [20], [21, 22, 23, 24], [25],  # the rest at the flush, oldest first
+    ]
     by_offset = {record.offset: record for record in records}
-    first = by_offset[starts[10]]
-    response = by_offset[starts[14]]
-    middle = by_offset[starts[15]]
-    access = by_offset[starts[17]]
-    last = by_offset[starts[18]]
-    metric = by_offset[starts[19]]
+    failed, response, access, metric = (by_offset[starts[n]] for n in (10, 14, 17, 19))
 
-    # Lines 10-13: the log line and the traceback's start, until the frontend's line 14.
-    covers(first, starts, 10, 13)
-    assert first.message == "\n".join(line.text.split(" - ", 1)[1] for line in lines[9:13])
-    assert first.message.startswith("Invoking custom service failed.\nTraceback (most recent call last):\n  File")
-    assert first.tags == (TAG_MULTILINE_SPLIT,)
-    assert first.fields["error"] == {"stack_trace": "\n".join(texts_of(lines, 11, 13))}
-    assert "type" not in first.fields["error"]
+    assert failed.line_count == 7
+    assert failed.message == "\n".join(texts_of(lines, 10, 13) + texts_of(lines, 15, 16) + texts_of(lines, 18, 18))
+    assert failed.message.startswith("Invoking custom service failed.\nTraceback (most recent call last):\n  File")
+    assert failed.tags == ()
+    assert failed.fields["error"] == {
+        "stack_trace": "\n".join(texts_of(lines, 11, 13) + texts_of(lines, 15, 16) + texts_of(lines, 18, 18)),
+        "type": "RuntimeError",
+        "message": "stack expects each tensor to be equal size, but got [3, 224, 224] at entry 0 "
+                   "and [3, 256, 256] at entry 1",
+    }
+    assert failed.fields["log"] == {"level": "info", "logger": "MODEL_LOG"}
+    # Its commit point: the main thread's line 7 is still open (main never
+    # wrote again), so nothing from line 7 on may be committed yet.
+    assert failed.end == starts[7]
 
     covers(response, starts, 14, 14)
     assert response.message == "Backend response time: 19"
     assert response.fields["model"] == {"server": "torchserve", "worker": "9000", "name": "resnet-18",
                                         "version": "1.0"}  # the frontend thread: no stream
     assert response.tags == ()
+    assert response.end == starts[7]
 
-    covers(middle, starts, 15, 16)
-    assert middle.message == "\n".join(texts_of(lines, 15, 16))
-    assert middle.tags == (TAG_MULTILINE_SPLIT,)
-    assert middle.fields["error"] == {"stack_trace": "\n".join(texts_of(lines, 11, 13) + texts_of(lines, 15, 16))}
-
-    covers(access, starts, 17, 17)
     assert access.fields["log"]["logger"] == "ACCESS_LOG"
     assert access.fields["http"]["response"]["status_code"] == 503
     assert access.fields["model"] == {"server": "torchserve", "worker": "9000", "name": "resnet-18",
                                       "version": "1.0", "operation": "predict"}
     assert access.fields["event"]["duration"] == 21_000_000
-
-    # The exception line: the whole traceback as the stack trace, type and message read.
-    covers(last, starts, 18, 18)
-    assert last.message == texts_of(lines, 18, 18)[0]
-    assert last.tags == (TAG_MULTILINE_SPLIT,)
-    whole = texts_of(lines, 11, 13) + texts_of(lines, 15, 16) + texts_of(lines, 18, 18)
-    assert last.fields["error"] == {
-        "stack_trace": "\n".join(whole),
-        "type": "RuntimeError",
-        "message": "stack expects each tensor to be equal size, but got [3, 224, 224] at entry 0 "
-                   "and [3, 256, 256] at entry 1",
-    }
-    assert last.fields["log"] == {"level": "info", "logger": "MODEL_LOG"}
 
     # TS_METRICS lines reach ts_log.log too; the metric's own epoch is its time.
     covers(metric, starts, 19, 19)
@@ -210,7 +212,16 @@ def test_ts_log_interleaved_traceback_is_cut_and_resumed() -> None:
     assert metric.fields["model"]["metric"] == {"name": "Requests5XX", "unit": "Count", "value": 1.0,
                                                 "dimensions": {"Level": "Host", "hostname": "ip-10-0-3-5"}}
     assert metric.fields["host"] == {"name": "ip-10-0-3-5"}
-    assert texts  # (the helper reads the same split)
+
+
+def test_ts_log_commit_points() -> None:
+    records, lines, starts = parse("ts_log.log")
+    number = {start: n for n, start in enumerate(starts) if n}
+    # Each record's end, as a line number (len + 1: the end of the file), in emission order.
+    assert [(number[record.offset], number[record.end]) for record in records] == [
+        (1, 2), (2, 7), (8, 7), (9, 7), (14, 7), (17, 7), (10, 7),
+        (7, 19), (19, 20), (20, 21), (21, 25), (25, 26),
+    ]
 
 
 def texts_of(lines: list[Line], first: int, last: int) -> list[str]:
@@ -231,44 +242,79 @@ def test_ts_log_stderr_warning_and_java_exception() -> None:
     assert java.fields["log"] == {"level": "error", "logger": "org.pytorch.serve.http.HttpRequestHandler"}
     assert java.fields["process"] == {"thread": {"name": "epollEventLoopGroup-3-2"}}
     assert by_offset[starts[25]].message == "Backend received inference at: 1714557603"
-    assert len(records) == 14
+    assert len(records) == 12
 
 
 # -- model_log.log -----------------------------------------------------------------------------
 
 
-def test_model_log_consecutive_traceback_is_one_event() -> None:
+def test_model_log_tracebacks_of_interleaved_threads() -> None:
     records, lines, starts = parse("model_log.log")
-    assert_contiguous(records, lines)
-    received, failed, warning, blank, stderr_head, other_worker, stderr_tail = records
+    grouped = numbers("model_log.log")
+    assert [group for _, group in grouped] == [
+        [1],
+        [2, 3, 4, 5, 6, 7, 8, 10],  # stdout: the log line, its traceback, a blank line after it
+        [9, 11, 12, 14, 15],  # stderr: its line, then its traceback around the other threads'
+        [13],
+    ]
+    received, failed, stderr, other_worker = records
     assert received.fields["model"] == {"server": "torchserve", "worker": "9000", "name": "my_text_model",
                                         "version": "2.1", "stream": "stdout"}
-    covers(failed, starts, 2, 8)
-    assert failed.message == "\n".join(texts_of(lines, 2, 8))
+    assert failed.message == "\n".join(texts_of(lines, 2, 8))  # the trailing blank: not in the message
     assert failed.tags == ()
     assert failed.fields["error"] == {
         "stack_trace": "\n".join(texts_of(lines, 3, 8)),
         "type": "UnicodeDecodeError",
         "message": "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte",
     }
-    assert warning.fields["log"]["level"] == "warn" and warning.fields["model"]["stream"] == "stderr"
-    # A blank line of the stdout thread, right after its finished traceback:
-    # it continues that traceback (Python writes blanks between chained ones).
-    covers(blank, starts, 10, 10)
-    assert blank.message == "" and blank.tags == (TAG_MULTILINE_SPLIT,)
-    covers(stderr_head, starts, 11, 12)
-    assert stderr_head.tags == (TAG_MULTILINE_SPLIT,)
+    # Like any traceback, the stderr one joins its thread's line before it
+    # (as it would have with nothing written in between).
+    assert stderr.fields["log"]["level"] == "warn" and stderr.fields["model"]["stream"] == "stderr"
+    assert stderr.message == "\n".join(texts_of(lines, 9, 9) + texts_of(lines, 11, 12) + texts_of(lines, 14, 15))
+    assert stderr.tags == ()
+    assert stderr.fields["error"] == {"stack_trace": "\n".join(texts_of(lines, 11, 12) + texts_of(lines, 14, 15)),
+                                      "type": "MemoryError"}
     assert other_worker.fields["model"]["worker"] == "9001"
-    covers(stderr_tail, starts, 14, 15)
-    assert stderr_tail.message == "    worker.run_server()\nMemoryError"
-    assert stderr_tail.fields["error"] == {"stack_trace": "\n".join(texts_of(lines, 11, 12) + texts_of(lines, 14, 15)),
-                                           "type": "MemoryError"}
+    # Commit points: held at the stderr line 9 while its event is open.
+    assert [record.end for record in records] == [starts[2], starts[9], starts[13], starts[16]]
 
 
 def test_keep_original_keeps_the_prefixed_lines() -> None:
     records, lines, _ = parse("model_log.log", keep_original=True)
-    assert records[1].original == "\n".join(line.text for line in lines[1:8])
+    assert records[1].original == "\n".join(line.text for line in lines[1:8] + lines[9:10])
     assert records[0].original == lines[0].text
+
+
+def test_two_workers_fixture() -> None:
+    """Two workers fail at once: their tracebacks' lines alternate, with the
+    frontend's lines and a chained exception in between."""
+    records, lines, starts = parse("two_workers.log")
+    grouped = numbers("two_workers.log")
+    worker_0 = [n for n, line in enumerate(lines, start=1) if "W-9000-resnet-18_1.0-stdout" in line.text]
+    worker_1 = [n for n, line in enumerate(lines, start=1) if "W-9001-resnet-18_1.0-stdout" in line.text]
+    assert [group for _, group in grouped if len(group) > 1] == [worker_0[1:-1], worker_1[1:-1]]
+    by_offset = {record.offset: record for record in records}
+    first, second = by_offset[starts[worker_0[1]]], by_offset[starts[worker_1[1]]]
+    assert first.tags == second.tags == ()
+    assert first.message.startswith("Invoking custom service failed.\nTraceback (most recent call last):")
+    assert first.fields["error"]["type"] == "RuntimeError"
+    assert first.fields["error"]["stack_trace"] == "\n".join(texts_of_numbers(lines, worker_0[2:-1]))
+    assert first.fields["model"]["worker"] == "9000"
+    # The second worker's is chained: the error is the one finally raised.
+    assert second.fields["error"]["type"] == "KeyError"
+    assert second.fields["error"]["message"] == "'label'"
+    assert "During handling of the above exception, another exception occurred:" in second.message
+    assert second.fields["model"]["worker"] == "9001"
+    # With a cap, each traceback is cut at the cap, per thread, and tagged.
+    capped = numbers("two_workers.log", multiline_max_lines=4)
+    parts = [group for _, group in capped if set(group) <= set(worker_0[1:-1])]
+    assert [number for group in parts for number in group] == worker_0[1:-1]
+    assert [len(group) for group in parts] == [4, 3]
+    assert all(TAG_MULTILINE_SPLIT in record.tags for record, group in capped if group in parts)
+
+
+def texts_of_numbers(lines: list[Line], wanted: list[int]) -> list[str]:
+    return [line.text.split(" - ", 1)[1] for n, line in enumerate(lines, start=1) if n in wanted]
 
 
 # -- metrics -----------------------------------------------------------------------------------
@@ -360,21 +406,80 @@ def test_detect() -> None:
     assert not claims("")
 
 
-def test_a_flush_forgets_interrupted_tracebacks() -> None:
+def test_a_flush_forgets_open_tracebacks() -> None:
     prefix = "2024-05-01T10:00:00,000 [INFO ] W-9000-m_1.0-stdout MODEL_LOG - "
     other = "2024-05-01T10:00:00,000 [INFO ] W-9001-m_1.0-stdout MODEL_LOG - other"
     parser = make_parser(ParseSettings(format="torchserve"), SOURCE)
     texts = [prefix + "Traceback (most recent call last):", other,
              prefix + '  File "/x.py", line 1, in f', prefix + "ValueError: v"]
     lines = [Line(SOURCE, 100 * n, 100 * (n + 1), text, float(n)) for n, text in enumerate(texts)]
-    records = parser.feed(lines[0]) + parser.feed(lines[1]) + parser.flush()  # e.g. the timeout
+    records = parser.feed(lines[0]) + parser.feed(lines[1]) + parser.flush()  # e.g. the file closed
     records += parser.feed(lines[2]) + parser.feed(lines[3]) + parser.flush()
-    assert [record.line_count for record in records] == [1, 1, 2]
-    assert records[0].tags == (TAG_MULTILINE_SPLIT,)  # cut: its traceback had not finished
-    # After the flush nothing is resumed: the frames are an event of their own,
-    # a traceback without its header (read as such: type and message).
+    assert [(record.offset, record.line_count) for record in records] == [(0, 1), (100, 1), (200, 2)]
+    assert [record.end for record in records] == [100, 200, 400]
+    # After the flush nothing is continued: the frames are an event of their
+    # own, a traceback without its header (read as such: type and message).
     assert records[2].tags == ()
     assert records[2].fields["error"]["type"] == "ValueError"
+
+
+W0 = "2024-05-01T10:00:00,000 [INFO ] W-9000-m_1.0-stdout MODEL_LOG - "
+W1 = "2024-05-01T10:00:00,000 [INFO ] W-9001-m_1.0-stdout MODEL_LOG - "
+FRONT = "2024-05-01T10:00:00,000 [INFO ] W-9000-m_1.0 org.pytorch.serve.wlm.WorkerThread - "
+
+
+def lines_at(texts: list[str], times: list[float] | None = None) -> list[Line]:
+    out, offset = [], 0
+    for number, text in enumerate(texts):
+        end = offset + len(text.encode()) + 1
+        out.append(Line(SOURCE, offset, end, text, times[number] if times else float(number)))
+        offset = end
+    return out
+
+
+def test_the_timeout_applies_per_thread() -> None:
+    lines = lines_at([W0 + "Invoking custom service failed.", W0 + "Traceback (most recent call last):",
+                      W1 + "busy", W1 + "still busy", W0 + '  File "/x.py", line 1, in f'],
+                     [0.0, 1.0, 2.0, 4.0, 5.0])
+    parser = make_parser(ParseSettings(format="torchserve", multiline_timeout=2.0), SOURCE)
+    out = [record for line in lines[:4] for record in parser.feed(line)]
+    assert [(r.offset, r.line_count) for r in out] == [(lines[2].offset, 1)]  # W1's first line
+    assert out[0].end == lines[0].offset  # held back by W0's open traceback
+    # At 3.5 only W0's event (last line read at 1.0) has expired; W1's (4.0) has not.
+    [expired] = parser.flush_expired(3.5)
+    assert (expired.offset, expired.line_count, expired.end) == (0, 2, lines[3].offset)
+    assert expired.tags == ()  # cut by the timeout: not tagged, as ever
+    assert parser.pending()
+    # W0's frame after the timeout begins an event of its own.
+    assert parser.feed(lines[4]) == []
+    rest = parser.flush()
+    assert [(r.offset, r.line_count) for r in rest] == [(lines[3].offset, 1), (lines[4].offset, 1)]
+    assert [r.end for r in rest] == [lines[4].offset, lines[4].end]
+
+
+def test_lines_without_a_thread_continue_the_line_before_and_stay_contiguous() -> None:
+    texts = ["java.lang.IllegalStateException: before any prefixed line", "\tat a.B.c(B.java:1)",
+             W0 + "Traceback (most recent call last):", "no prefix: continues W0's event",
+             W1 + "other", W0 + '  File "/x.py", line 1, in f', W0 + "ValueError: v"]
+    parser = make_parser(ParseSettings(format="torchserve", keep_original=True), SOURCE)
+    lines = lines_at(texts)
+    records = [record for line in lines for record in parser.feed(line)] + parser.flush()
+    # The first two have no thread: one event, ended by the first prefixed line.
+    assert [record.original.split("\n") for record in records] == [
+        texts[0:2], [texts[2], texts[3], texts[5], texts[6]], [texts[4]]]
+    assert records[0].end == lines[2].offset
+    assert records[1].fields["error"]["type"] == "ValueError"
+
+
+def test_at_most_max_open_events_are_held() -> None:
+    threads = [f"2024-05-01T10:00:00,000 [INFO ] pool-1-thread-{n} org.x.Y - line {n}" for n in range(MAX_OPEN + 5)]
+    parser = make_parser(ParseSettings(format="torchserve"), SOURCE)
+    lines = lines_at(threads)
+    out = [record for line in lines for record in parser.feed(line)]
+    # Each thread wrote one line and never again: the oldest are let go.
+    assert [record.offset for record in out] == [line.offset for line in lines[:5]]
+    assert [record.end for record in out] == [line.offset for line in lines[1:6]]
+    assert len(parser.flush()) == MAX_OPEN
 
 
 # -- properties -------------------------------------------------------------------------------
@@ -411,12 +516,8 @@ def test_no_input_raises_and_every_line_is_in_one_record(texts: list[str], optio
         lines.append(Line(SOURCE, offset, end, text, 1.0))
         offset = end
     records = [record for line in lines for record in parser.feed(line)] + parser.flush()
-    assert sum(record.line_count for record in records) == len(lines)
-    index = 0
+    records_kit.assert_commit_contract(records, lines, consecutive=options.multiline_start is not None)
     for record in records:
-        mine = lines[index:index + record.line_count]
-        index += record.line_count
-        assert record.offset == mine[0].offset and record.end == mine[-1].end
         assert TAG_PARSE_FAILURE not in record.tags or record.error
         model = record.fields.get("model")
         assert not isinstance(model, dict) or model.get("server") in (None, "torchserve")

@@ -1,0 +1,356 @@
+"""The parse driver: one source's Lines in, Records out.
+
+``SourceParser`` is the per-source state machine behind ``agent.parsing``
+(``make_parser`` builds one). It feeds each line to the format's joiner (see
+``multiline``: where events begin, per writer), holds the events still open,
+applies the caps and the timeout, and builds the records. It MUST keep these
+promises, whatever the input and settings:
+
+- ``feed`` / ``flush_expired`` / ``flush`` never raise (a bug in a format is
+  caught, logged once, and the lines involved are emitted raw, tagged
+  ``parse_failure``).
+- No line is lost or duplicated: every Line fed ends up in exactly one
+  Record. A record's lines are in file order; a record may skip lines of
+  other writers (per-thread joining), so records are not always emitted in
+  offset order.
+- ``Record.offset`` is the offset of the record's first line: unique per
+  source (it seeds the document id).
+- ``Record.end`` is the record's commit point, not the end of its last line:
+  ``min(M, O)``, where M is the largest end of a line in the records emitted
+  so far (this one included) and O the first offset of the oldest event
+  still open right after this record is emitted. In emission order the
+  ``end`` values of a source never decrease, and every line before a
+  record's ``end`` belongs to that record or to one emitted before it. So a
+  file's offset may be committed up to the ``end`` of the last record of an
+  acknowledged prefix (in emission order) of its records. For records of
+  consecutive lines (every format but per-thread joining) ``end`` is the end
+  of the record's last line, as it always was. Why this holds, and what it
+  means after a crash: ``multiline``, "Per-thread joining".
+- Tags of the lines carry over to their record (union, first-seen order).
+
+These rest on one assumption, which the tailer keeps: a source's lines are
+fed in file order.
+
+Caps: an event that would exceed ``multiline_max_lines`` lines or
+``multiline_max_bytes`` (UTF-8 bytes of the joined message) is emitted tagged
+``multiline_split``; the continuation lines form the next record of the same
+writer, tagged the same, and the grouping goes on as if no cut happened. At
+most ``MAX_OPEN`` events are open at once (one per writer): a line that
+opens one more emits the oldest first, as the timeout would.
+
+Timing: text lines are held until the next line of their writer shows
+whether they continue (any plain line may be followed by a traceback), or
+until ``flush_expired(now)`` finds that the event's last line was read more
+than ``multiline_timeout`` seconds before ``now`` (per event).
+
+Messages: the first line's ``head`` may give the message text (a format that
+reads a prefix into fields); later lines go through the format's ``body``.
+``head`` is asked when an event begins, so a format whose state changes (the
+auto-detecting format) describes each event by the state it began in.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Hashable
+
+from agent.events import TAG_MULTILINE_SPLIT, TAG_PARSE_FAILURE, Line, Record, Source
+from agent.parsing import tracebacks
+from agent.parsing.base import overrides
+from agent.parsing.multiline import Joiner
+from agent.selflog import get_logger
+
+if TYPE_CHECKING:
+    from agent.parsing.base import LineFormat, TextInfo
+    from agent.parsing.settings import ParseSettings
+
+_log = get_logger("parsing")
+
+# Events open at once (one per writer). Each is capped by multiline_max_*;
+# this caps their number, so a file of many threads cannot hold much memory.
+MAX_OPEN = 64
+
+
+def _is_blank(text: str) -> bool:
+    return not text or text.isspace()
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _union_tags(lines: list[Line], *more: tuple[str, ...]) -> tuple[str, ...]:
+    tags: list[str] = []
+    for group in [line.tags for line in lines] + list(more):
+        for tag in group:
+            if tag not in tags:
+                tags.append(tag)
+    return tuple(tags)
+
+
+def _traceback_start(texts: list[str]) -> int | None:
+    for index, text in enumerate(texts):
+        if text == tracebacks.HEADER or tracebacks.is_group_header(text):
+            return index
+    return None
+
+
+class _Event:
+    """An open event: its lines so far and what its first line said."""
+
+    __slots__ = ("lines", "size", "last_read", "split", "tb_start", "info")
+
+    def __init__(self, line: Line, size: int, split: bool, tb_start: int | None, info: TextInfo) -> None:
+        self.lines = [line]
+        self.size = size  # UTF-8 bytes of the joined texts, for the byte cap
+        self.last_read = line.read_time
+        self.split = split  # it continues an event cut at a cap
+        self.tb_start = tb_start  # index in lines where a traceback begins
+        self.info = info
+
+
+class SourceParser:
+    """Turns one source's Lines into Records; holds the open events."""
+
+    def __init__(self, settings: ParseSettings, source: Source, line_format: LineFormat) -> None:
+        self.source = source
+        self._format = line_format
+        self._joiner: Joiner = line_format.joiner()
+        # A joiner without ``lane`` knows one writer: every event is in lane None.
+        self._lanes = hasattr(self._joiner, "lane")
+        self._pattern_mode = settings.multiline_start is not None
+        self._keep_original = settings.keep_original
+        self._max_lines = settings.multiline_max_lines
+        self._max_bytes = settings.multiline_max_bytes
+        self._timeout = settings.multiline_timeout
+        # Open events by lane, oldest first (a lane's new event goes to the end).
+        self._open: dict[Hashable, _Event] = {}
+        self._high = 0  # M: the largest end of a line in an emitted record
+        self._bodies = overrides(type(line_format), "body")
+        self._out: list[Record] = []
+        self._failed_once = False
+
+    # -- public ---------------------------------------------------------------
+
+    def feed(self, line: Line) -> list[Record]:
+        """Records completed by ``line`` (often none or one)."""
+        try:
+            record = self._format.structured(line)
+            if record is not None and not self._open:
+                self._high = record.end  # the JSON hot path: nothing open, nothing to join
+                return [record]
+            self._feed(line, record)
+        except Exception as error:  # noqa: BLE001 - the never-raise promise
+            self._recover(error, line)
+        return self._drain()
+
+    def flush_expired(self, now: float) -> list[Record]:
+        """Emit each open event whose last line was read over ``timeout`` before ``now``."""
+        opened = self._open
+        if not opened:
+            return []
+        try:
+            timeout = self._timeout
+            expired = [lane for lane, event in opened.items() if now - event.last_read > timeout]
+            if len(expired) == len(opened):
+                return self.flush()
+            for lane in expired:
+                self._take(lane)
+        except Exception as error:  # noqa: BLE001
+            self._recover(error, None)
+        return self._drain()
+
+    def flush(self) -> list[Record]:
+        """Emit everything open (file closed, end of ``--once``), oldest first."""
+        try:
+            opened = self._open
+            while opened:
+                self._take(next(iter(opened)))
+            self._joiner.reset()
+        except Exception as error:  # noqa: BLE001
+            self._recover(error, None)
+        return self._drain()
+
+    def pending(self) -> bool:
+        return bool(self._open)
+
+    # -- the state machine ----------------------------------------------------
+
+    def _feed(self, line: Line, record: Record | None) -> None:
+        opened = self._open
+        if record is not None:
+            while opened:
+                self._take(next(iter(opened)))
+            self._joiner.reset()
+            if record.end > self._high:
+                self._high = record.end
+            self._out.append(record)
+            return
+        text = line.text
+        size = _utf8_len(text)
+        joiner = self._joiner
+        if not opened:
+            joiner.start(text)
+            self._begin(joiner.lane if self._lanes else None, line, size, False)
+            return
+        joined = joiner.continues(text)
+        lane = joiner.lane if self._lanes else None
+        if lane is not None and None in opened:
+            self._take(None)  # an event of no particular writer ends at a writer's line
+        event = opened.get(lane)
+        if event is None:
+            if joined:  # its event was emitted already (timeout, MAX_OPEN): begin one
+                joiner.start(text)
+                lane = joiner.lane
+                if lane is not None and None in opened:
+                    self._take(None)
+                if lane in opened:
+                    self._take(lane)
+        elif joined:
+            lines = event.lines
+            if len(lines) >= self._max_lines or event.size + 1 + size > self._max_bytes:
+                self._take(lane, split=True)
+                self._begin(lane, line, size, split=True)
+            else:
+                lines.append(line)
+                event.size += 1 + size
+                event.last_read = line.read_time
+                if event.tb_start is None and joiner.in_traceback:
+                    event.tb_start = len(lines) - 1
+            return
+        else:  # the joiner has started the lane's new event already
+            self._take(lane)
+        self._begin(lane, line, size, split=False)
+
+    def _begin(self, lane: Hashable, line: Line, size: int, split: bool) -> None:
+        # The head first: if it raises, nothing is half-set (``_recover``).
+        info = self._format.head(line.text)
+        opened = self._open
+        if len(opened) >= MAX_OPEN:
+            self._take(next(iter(opened)))
+        opened[lane] = _Event(line, size, split, 0 if self._joiner.in_traceback else None, info)
+
+    def _take(self, lane: Hashable, split: bool = False) -> None:
+        """Emit the open event of ``lane``: build its record (with the commit
+        point as ``end``), then close it. In that order, so a failure while
+        building leaves its lines for ``_recover``."""
+        opened = self._open
+        event = opened[lane]
+        high = self._high
+        last = event.lines[-1].end
+        if last > high:
+            high = last
+        end = high
+        if len(opened) > 1:  # O: the oldest event open once this one is closed
+            for other in opened.values():
+                if other is not event:
+                    start = other.lines[0].offset
+                    if start < end:
+                        end = start
+                    break
+        record = self._build(event, split, end)
+        del opened[lane]
+        self._high = high
+        self._out.append(record)
+
+    def _drain(self) -> list[Record]:
+        out = self._out
+        self._out = []
+        return out
+
+    def _build(self, event: _Event, split: bool, end: int) -> Record:
+        lines = event.lines
+        first = lines[0]
+        info = event.info
+        fields = info.fields
+        split = split or event.split
+        if len(lines) == 1 and event.tb_start is None:
+            text = first.text
+            tags = first.tags
+            if info.tags or split or len(tags) > 1:  # (a line's own tags may repeat)
+                tags = _union_tags(lines, info.tags, (TAG_MULTILINE_SPLIT,) if split else ())
+            message = info.message if info.message is not None else text
+            return Record(first.source, first.offset, end, "" if message.isspace() else message,
+                          first.read_time, info.timestamp, fields, tags,
+                          text if self._keep_original else None, info.error, 1)
+        if self._bodies or info.message is not None:
+            body = self._format.body
+            texts = [first.text if info.message is None else info.message]
+            texts.extend(body(line.text) for line in lines[1:])
+        else:
+            texts = [line.text for line in lines]
+        last = len(texts)
+        while last and _is_blank(texts[last - 1]):
+            last -= 1
+        tb_start = event.tb_start
+        if tb_start is None and self._pattern_mode:
+            tb_start = _traceback_start(texts[:last])
+        if tb_start is not None and tb_start < last and "error" not in fields:
+            self._add_error(fields, texts[tb_start:last], from_start=not (event.split and tb_start == 0))
+        # A head with nothing after its prefix (Triton's table heading): the
+        # message starts with what follows, not with an empty line.
+        start = 1 if not texts[0] and info.message is not None and last > 1 else 0
+        return Record(first.source, first.offset, end, "\n".join(texts[start:last]),
+                      first.read_time, info.timestamp, fields,
+                      _union_tags(lines, info.tags, (TAG_MULTILINE_SPLIT,) if split else ()),
+                      "\n".join(line.text for line in lines) if self._keep_original else None,
+                      info.error, len(lines))
+
+    @staticmethod
+    def _add_error(fields: dict[str, Any], texts: list[str], from_start: bool) -> None:
+        # A part cut off by a cap starts mid-traceback, so no header is required.
+        described = tracebacks.describe(texts, require_header=from_start)
+        if described is None:
+            return  # e.g. stack_info's "Stack (most recent call last):": no error
+        error = {"stack_trace": "\n".join(texts)}
+        if described[0] is not None:
+            error["type"] = described[0]
+        if described[1] is not None:
+            error["message"] = described[1]
+        fields["error"] = error
+
+    # -- the safety net -------------------------------------------------------
+
+    def _recover(self, error: Exception, line: Line | None) -> None:
+        """A bug, not an input problem: emit the lines involved raw, one record
+        per open event (oldest first) and the line if it is in none, reset."""
+        if not self._failed_once:
+            self._failed_once = True
+            _log.error("parser failed; lines emitted unparsed", exc_info=True,
+                       path=self.source.path, error=type(error).__name__)
+        groups = [event.lines for event in self._open.values()]
+        self._open = {}
+        if line is not None and not any(pending is line for lines in groups for pending in lines):
+            groups.append([line])  # the newest line: after every open event
+        try:
+            self._joiner.reset()
+        except Exception:  # noqa: BLE001
+            self._joiner = _BrokenJoiner()
+            self._lanes = False
+        reason = f"internal parser error: {type(error).__name__}"
+        for index, lines in enumerate(groups):
+            texts = [pending.text for pending in lines]
+            last = len(texts)
+            while last and _is_blank(texts[last - 1]):
+                last -= 1
+            first = lines[0]
+            self._high = end = max(self._high, lines[-1].end)
+            if index + 1 < len(groups):  # the groups still to come are open until then
+                end = min(end, groups[index + 1][0].offset)
+            self._out.append(Record(first.source, first.offset, end, "\n".join(texts[:last]),
+                                    first.read_time, None, {}, _union_tags(lines, (TAG_PARSE_FAILURE,)),
+                                    "\n".join(texts) if self._keep_original else None, reason, len(lines)))
+
+
+class _BrokenJoiner:
+    """Stand-in after a joiner failed to reset: every line is its own event."""
+
+    in_traceback = False
+
+    def start(self, text: str) -> None:
+        pass
+
+    def continues(self, text: str) -> bool:
+        return False
+
+    def reset(self) -> None:
+        pass
