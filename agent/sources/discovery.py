@@ -30,6 +30,7 @@ import re
 import stat
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent,
                              FileDeletedEvent, FileModifiedEvent, FileMovedEvent,
@@ -198,10 +199,7 @@ class Watcher:
                         error="the observer thread ended")
             self._observer = None
             self._watched.clear()
-            try:
-                observer.stop()
-            except Exception:  # noqa: BLE001 - it is already dead; only its emitters may remain
-                pass
+            _tear_down(observer.stop, "-")  # it is dead; only its emitters may remain
             self.start()
             return
         alive = {emitter.watch for emitter in list(observer.emitters) if emitter.is_alive()}
@@ -217,10 +215,7 @@ class Watcher:
                 log.warning("file system events stopped for a directory; watching it again "
                             "(polling meanwhile)", path=directory, error="the event thread ended")
             del self._watched[directory]
-            try:
-                observer.unschedule(watch)
-            except Exception:  # noqa: BLE001 - the emitter is gone already
-                pass
+            _tear_down(lambda: observer.unschedule(watch), directory)
 
     def ensure_watches(self) -> None:
         """Watch the base directories not watched yet (they may appear later).
@@ -241,10 +236,7 @@ class Watcher:
                 if known[1] == inode:
                     continue
                 del self._watched[directory]
-                try:
-                    self._observer.unschedule(known[0])
-                except Exception:  # noqa: BLE001 - already gone with its directory
-                    pass
+                _tear_down(lambda: self._observer.unschedule(known[0]), directory)  # type: ignore[union-attr]
             if inode < 0:
                 continue
             try:
@@ -289,6 +281,20 @@ class Watcher:
                     hint = Hint(hint.path, old.appeared or hint.appeared, old.rescan or hint.rescan)
                 self._hints[hint.path] = hint
         self._wake.set()
+
+
+def _tear_down(action: Callable[[], object], path: str) -> None:
+    """Stop part of the watcher that already ended or lost its directory.
+    KeyError (watchdog no longer knows the watch) and OSError (the inotify
+    watch died with its directory) are expected; anything else is a bug,
+    logged with its traceback and counted, and polling carries on."""
+    try:
+        action()
+    except (KeyError, OSError):
+        pass
+    except Exception as error:  # noqa: BLE001 - the watcher is an optimisation: the reader must live on
+        count_error("watcher")
+        log.error("cannot stop a file-system watch", exc_info=True, path=path, error=repr(error))
 
 
 def describe_error(error: OSError) -> str:

@@ -132,3 +132,22 @@ def test_polling_keeps_reading_while_the_watcher_is_dead(tmp_path):
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_tearing_down_a_watch_ignores_what_is_expected_and_reports_the_rest(agent_log):
+    from agent.sources.discovery import _tear_down
+
+    stats = Stats()
+
+    def gone():
+        raise KeyError("watch")
+
+    def bug():
+        raise AttributeError("a bug")
+
+    _tear_down(gone, "/logs")
+    assert stats.snapshot().watcher_errors == 0 and not agent_log.messages()
+    _tear_down(bug, "/logs")
+    assert stats.snapshot().watcher_errors == 1
+    assert agent_log.fields("cannot stop a file-system watch") == [{"path": "/logs",
+                                                                    "error": "AttributeError('a bug')"}]
