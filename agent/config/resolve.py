@@ -48,6 +48,8 @@ class InputSpec:
     format: str | None = None
     log_format: str | None = None
     map_fields: tuple[tuple[str, str], ...] | None = None
+    # How the file spelt each setting's key (log-format or log_format), for messages.
+    keys: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def apply(self, settings: ParseSettings) -> ParseSettings:
         """``settings`` with this input's own values in place of the global ones."""
@@ -73,6 +75,7 @@ class Config:
     state_dir: str
     state_ttl: float
     format: str
+    log_format: str | None
     multiline_start: str | None
     multiline_max_lines: int
     multiline_max_bytes: int
@@ -246,7 +249,8 @@ def _inputs(raw: Any, path: str) -> tuple[InputSpec, ...]:
         unknown = set(settings) - _parse_setting_names()
         if unknown:  # a setting this version's parsing stage does not have
             raise ConfigError(f"{where}.{given[min(unknown)][0]}: not supported by this version of the parser")
-        specs.append(InputSpec(tuple(_absolute(g, base) for g in globs), **settings))
+        specs.append(InputSpec(tuple(_absolute(g, base) for g in globs), **settings,
+                               keys={name: key for name, (key, _) in given.items()}))
     return tuple(specs)
 
 

@@ -123,7 +123,8 @@ def check_input(spec: object, settings: ParseSettings, label: str) -> None:
         validate_settings(applied)
     except ValueError as error:
         key, rest = _split_key(str(error), [f.name for f in fields(applied)])
-        raise ConfigError(f"{label}.{key}: {rest}" if key else f"{label}: {error}") from None
+        written = getattr(spec, "keys", {}).get(key, key)
+        raise ConfigError(f"{label}.{written}: {rest}" if key else f"{label}: {error}") from None
 
 
 def _split_key(message: str, names: list[str]) -> tuple[str | None, str]:

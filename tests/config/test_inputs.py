@@ -80,7 +80,7 @@ def test_log_format_per_input(tmp_path):
     cfg, run = _resolve(tmp_path, "inputs:\n  - paths: [a.log]\n  - paths: [b.log]\n    log-format: '%(nosuch'\n")
     with pytest.raises(ConfigError) as caught:
         run()
-    assert str(caught.value).startswith(f"{cfg}: inputs[2].log_format: ")
+    assert str(caught.value).startswith(f"{cfg}: inputs[2].log-format: ")  # the key as the file spells it
 
 
 @pytest.mark.skipif(not HAS_MAP_FIELDS, reason="ParseSettings.map_fields is being added (issue 8, item 10)")
