@@ -2,12 +2,25 @@
 "the registry may commit this offset".
 
 MUST: a file's committed offset only ever covers events that the output has
-acknowledged, and every event before them in the same file. Events of one
-file may be acknowledged out of order (several bulk workers, retries of a
-few items); the committed offset advances to the end of the longest
-acknowledged prefix, never past a hole.
+acknowledged, and every event registered before them for the same file.
+Events of one file may be acknowledged out of order (several bulk workers,
+retries of a few items); the committed offset advances to the ``end`` of the
+last event of the longest acknowledged prefix, never past a hole.
 
-Thread-safe: ``register`` is called by the reader thread in emission order,
+An event is identified by its file and its ``offset`` (the first byte of its
+first line: unique within a file). Its ``end`` is the offset that may be
+committed once it and everything registered before it are acknowledged: for
+an event of consecutive lines, the byte after its last line; for an event
+whose lines were interleaved with other events' (per-thread joining, see
+``agent.parsing.multiline``), the parser lowers it to the first line of the
+oldest event still open, so ``end`` never runs ahead of unfinished work.
+Ends are non-decreasing in registration order within a file.
+
+Idempotent: acknowledging an event that is not in flight (never registered,
+or already acknowledged) does nothing, so a retry or a split request can
+never settle an event twice nor drive the in-flight count below zero.
+
+Thread-safe: ``register`` is called by one thread in emission order,
 ``acknowledge`` by output workers in any order.
 """
 
@@ -21,11 +34,11 @@ from agent.events import Event
 
 
 class _FileAcks:
-    __slots__ = ("order", "done")
+    __slots__ = ("order", "pending")
 
     def __init__(self) -> None:
-        self.order: deque[int] = deque()  # event ends, in emission order
-        self.done: set[int] = set()       # acknowledged ends not yet at the head
+        self.order: deque[tuple[int, int]] = deque()  # (offset, end) in registration order
+        self.pending: set[int] = set()                # offsets registered and not acknowledged
 
 
 class AckTracker:
@@ -38,13 +51,17 @@ class AckTracker:
         self._in_flight = 0
 
     def register(self, events: Iterable[Event]) -> None:
-        """Record events about to be sent, in the order they were read."""
+        """Record events about to be sent, in the order they were read.
+        Registering an event already in flight does nothing."""
         with self._lock:
             for event in events:
                 state = self._files.get(event.source_key)
                 if state is None:
                     state = self._files[event.source_key] = _FileAcks()
-                state.order.append(event.end)
+                elif event.offset in state.pending:
+                    continue
+                state.order.append((event.offset, event.end))
+                state.pending.add(event.offset)
                 self._in_flight += 1
 
     def acknowledge(self, events: Iterable[Event]) -> None:
@@ -52,17 +69,17 @@ class AckTracker:
         with self._lock:
             for event in events:
                 state = self._files.get(event.source_key)
-                if state is None or event.end in state.done:
-                    continue
-                state.done.add(event.end)
+                if state is None or event.offset not in state.pending:
+                    continue  # not in flight: settled before, or never registered
+                state.pending.discard(event.offset)
                 self._in_flight -= 1
+                order, pending = state.order, state.pending
                 committed = None
-                while state.order and state.order[0] in state.done:
-                    committed = state.order.popleft()
-                    state.done.discard(committed)
+                while order and order[0][0] not in pending:
+                    committed = order.popleft()[1]
                 if committed is not None:
                     commits[event.source_key] = committed
-                if not state.order:
+                if not order:
                     del self._files[event.source_key]
             if self._in_flight == 0:
                 self._lock.notify_all()

@@ -1,29 +1,32 @@
-"""How the reader thread hands events to the sending side.
+"""How the reader thread hands events to the sending side: the one hand-off
+of the agent's one delivery path.
 
-Two ways, one interface (``put(group)``, ``accepting()``, ``flush()``,
-``finish()``):
+    reader --put(group)--> Handoff --append--> queue --take--> batcher --> outputs --ack--> queue
 
-- ``SpoolHandoff`` (the default): groups are appended to the disk spool,
-  so an absent output costs disk, not memory, and files rotated or deleted
-  during an outage are already safe. The appending (and, with the default
-  fsync policy, the fsync) runs on a spool-writer thread, one group behind
-  the reader, so the reader parses the next group while the disk syncs the
-  last: ``put`` returns once the group is queued (at most one waits), and
-  ``flush`` waits until every group put is in the spool. The reader flushes
-  before it forgets a closed file, so a deleted file's last lines are on
-  disk before the agent lets go of it. When the spool is full the reader is
-  told to pause (``accepting()`` is False) and appending blocks (so, in
-  turn, does ``put``), or, with ``--when-full drop-newest``, the group is
-  dropped, counted and logged. An append that fails (a disk error) is
-  raised in the reader by the next ``put``/``flush``, and nothing is
-  appended after it: the spool never holds a group that came after a lost
-  one, so a restart re-reads from the first lost line.
-- ``MemoryHandoff`` (``--no-spool``): groups go through a bounded memory
-  queue; a full queue blocks the reader (backpressure).
+The queue is the disk spool (``DiskQueue``, the default) or, with
+``--no-spool``, its memory twin (``MemoryQueue``): same interface, same
+hand-off, same batcher, same stop protocol. Events are registered for
+acknowledgement in one place, the batcher, as it dispatches them.
 
-Either way, offsets are committed only when the output acknowledges (the
-ack tracker registers events in each file's order: at ``put`` time for the
-memory queue, at ``take`` time for the spool).
+Appending (and, with the disk spool's default fsync policy, the fsync) runs
+on a spool-writer thread, one group behind the reader, so the reader parses
+the next group while the disk syncs the last: ``put`` returns once the group
+is queued (at most one waits), and ``flush`` waits until every group put is
+in the queue. The reader flushes before it forgets a closed file, so a
+deleted file's last lines are in the spool before the agent lets go of it.
+When the queue is nearly full the reader is told to pause (``accepting()``
+is False) and appending blocks (so, in turn, does ``put``), or, with
+``--when-full drop-newest``, the group is dropped, counted and logged. An
+append that fails (a disk error) is raised in the reader by the next
+``put``/``flush``, and nothing is appended after it: the spool never holds a
+group that came after a lost one, so a restart re-reads from the first lost
+line.
+
+Stopping: ``finish(timeout)`` waits for the writer, bounded by ``timeout``;
+once ``abort`` is set every blocked append gives up within half a second,
+so a full queue with the output down cannot hold shutdown.
+
+Offsets are committed only when the output acknowledges (see ``acks``).
 """
 
 from __future__ import annotations
@@ -32,12 +35,10 @@ import queue
 import threading
 from typing import Sequence
 
-from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.events import Event
-from agent.outputs.batcher import END
 from agent.selflog import get_logger
-from agent.spool import DiskQueue
+from agent.spool import DiskQueue, MemoryQueue
 from agent.stats import Stats
 
 log = get_logger("handoff")
@@ -45,43 +46,15 @@ _DROP_LOG_INTERVAL = 10.0
 _STOP = object()  # tells the spool-writer thread to end
 
 
-class MemoryHandoff:
-    group_size = 256  # small groups: the memory queue is bounded in groups
-
-    def __init__(self, events: "queue.Queue[object]", acks: AckTracker) -> None:
-        self._queue = events
-        self._acks = acks
-
-    def put(self, group: Sequence[Event]) -> None:
-        self._acks.register(group)
-        self._queue.put(group)
-
-    def accepting(self) -> bool:
-        return True  # put() blocks instead: the queue is small
-
-    def flush(self) -> None:
-        pass  # nothing durable to wait for: the memory queue is lost in a crash anyway
-
-    def finish(self, timeout: float | None = None) -> bool:
-        self._queue.put(END)
-        return True
-
-
-class SpoolHandoff:
-    # One append (and, by default, one fsync) per group: bigger groups make
-    # the fsync rare; the tailer's tick still hands over at least every 0.5 s.
-    group_size = 2048
-
-    def __init__(self, spool: DiskQueue, when_full: str, abort: threading.Event, stats: Stats,
+class Handoff:
+    def __init__(self, spool: DiskQueue | MemoryQueue, when_full: str, abort: threading.Event, stats: Stats,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self._spool = spool
         self._drop = when_full == "drop-newest"
         self._abort = abort
         self._stats = stats
         self._clock = clock
-        # Pause reading a little before the spool is full, so the group being
-        # built when the pause starts still fits.
-        self._headroom = min(spool.max_bytes() // 10, 16 * 1024 * 1024)
+        self.group_size = spool.group_size
         self._dropped_since_log = 0
         self._last_drop_log = float("-inf")
         self._blocked_logged = False
@@ -98,20 +71,27 @@ class SpoolHandoff:
     def accepting(self) -> bool:
         if self._drop:
             return True
-        room = self._spool.used_bytes() < self._spool.max_bytes() - self._headroom
+        room = not self._spool.nearly_full()
         if room == self._paused:  # a change: say so once
             self._paused = not room
             if self._paused:
-                log.warning("spool full: reading paused until the output catches up",
-                            used_bytes=self._spool.used_bytes(), max_bytes=self._spool.max_bytes())
+                log.warning(f"{self._spool.kind} full: reading paused until the output catches up",
+                            **self._usage())
             else:
-                log.info("spool has room again: reading resumed", used_bytes=self._spool.used_bytes())
+                log.info(f"{self._spool.kind} has room again: reading resumed", **self._usage())
         return room
+
+    def _usage(self) -> dict[str, int]:
+        return {"used_bytes": self._spool.used_bytes(), "pending": self._spool.pending()}
 
     def put(self, group: Sequence[Event]) -> None:
         """Queue ``group`` for the spool-writer thread; blocks while it is busy
-        and one group already waits (backpressure, as a full spool blocks it)."""
+        and one group already waits (backpressure, as a full spool blocks it).
+        Past the shutdown deadline (``abort``) the group is not queued: it was
+        never committed, so it is read again after a restart."""
         self._raise_failure()
+        if self._abort.is_set():
+            return
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
             self._writer.start()
@@ -175,16 +155,28 @@ class SpoolHandoff:
                         self._idle.notify_all()
 
     def _append(self, group: Sequence[Event]) -> None:
+        try:
+            self._append_whole(group)
+        except ValueError:
+            # The group is larger than the whole (small) spool: append it in
+            # halves, in order. A single event that cannot fit is a real error.
+            if len(group) == 1:
+                raise
+            half = len(group) // 2
+            self._append(group[:half])
+            self._append(group[half:])
+
+    def _append_whole(self, group: Sequence[Event]) -> None:
         if self._drop:
             if not self._spool.append(group, timeout=0):
                 self._dropped(len(group))
             return
-        while not self._spool.append(group, timeout=0.5):
+        while not self._abort.is_set() and not self._spool.append(group, timeout=0.5):
             if self._abort.is_set():
                 return  # shutting down: not spooled, not committed, read again on restart
             if not self._blocked_logged:
-                log.warning("spool full: reading paused until the output catches up",
-                            used_bytes=self._spool.used_bytes(), max_bytes=self._spool.max_bytes())
+                log.warning(f"{self._spool.kind} full: reading paused until the output catches up",
+                            **self._usage())
                 self._blocked_logged = True
         self._blocked_logged = False
 
@@ -193,7 +185,7 @@ class SpoolHandoff:
         self._dropped_since_log += count
         now = self._clock.monotonic()
         if now - self._last_drop_log >= _DROP_LOG_INTERVAL:
-            log.warning("spool full: dropping new events (--when-full drop-newest)",
-                        dropped=self._dropped_since_log, max_bytes=self._spool.max_bytes())
+            log.warning(f"{self._spool.kind} full: dropping new events (--when-full drop-newest)",
+                        dropped=self._dropped_since_log, **self._usage())
             self._dropped_since_log = 0
             self._last_drop_log = now

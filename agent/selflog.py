@@ -73,7 +73,8 @@ class Logger:
     def __init__(self, name: str) -> None:
         self._logger = logging.getLogger(f"{_ROOT}.{name}")
 
-    def _log(self, level: int, msg: str, fields: dict[str, Any], exc_info: bool = False) -> None:
+    def _log(self, level: int, msg: str, fields: dict[str, Any],
+             exc_info: bool | BaseException = False) -> None:
         if self._logger.isEnabledFor(level):
             self._logger.log(level, msg, extra={"kv": fields}, exc_info=exc_info)
 
@@ -86,7 +87,7 @@ class Logger:
     def warning(self, msg: str, **fields: Any) -> None:
         self._log(logging.WARNING, msg, fields)
 
-    def error(self, msg: str, exc_info: bool = False, **fields: Any) -> None:
+    def error(self, msg: str, exc_info: bool | BaseException = False, **fields: Any) -> None:
         self._log(logging.ERROR, msg, fields, exc_info)
 
     def is_debug(self) -> bool:

@@ -40,6 +40,35 @@ def test_files_are_independent_and_double_acks_are_ignored():
     assert commits == {"a": 5, "b": 7}
 
 
+def test_acknowledging_a_settled_event_again_changes_nothing():
+    """Once an event left the in-flight set (even at the head, already
+    committed), a second acknowledgement must not count it again."""
+    commits = []
+    tracker = AckTracker(lambda key, offset: commits.append(offset))
+    a, b = _event("f", 0, 10), _event("f", 10, 20)
+    tracker.register([a, b])
+    tracker.acknowledge([a])
+    tracker.acknowledge([a])
+    assert tracker.in_flight() == 1 and commits == [10]
+    tracker.acknowledge([_event("f", 99, 120)])  # never registered
+    assert tracker.in_flight() == 1
+    tracker.acknowledge([b])
+    assert tracker.in_flight() == 0 and commits == [10, 20]
+
+
+def test_events_are_told_apart_by_offset_so_equal_ends_are_fine():
+    """Per-thread joining lowers an event's end to the oldest open event's
+    first line, so two events of a file may share an end (see acks doc)."""
+    commits = []
+    tracker = AckTracker(lambda key, offset: commits.append(offset))
+    first, second, third = _event("f", 10, 0), _event("f", 20, 0), _event("f", 0, 40)
+    tracker.register([first, second, third])
+    tracker.acknowledge([second, first])
+    assert tracker.in_flight() == 1 and commits == [0]
+    tracker.acknowledge([third])
+    assert tracker.in_flight() == 0 and commits == [0, 40]
+
+
 def test_wait_idle():
     tracker = AckTracker(lambda key, offset: None)
     event = _event("a", 0, 1)

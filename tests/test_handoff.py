@@ -10,7 +10,7 @@ import pytest
 
 from agent.errors import StateError
 from agent.events import Event
-from agent.handoff import SpoolHandoff
+from agent.handoff import Handoff
 from agent.spool import DiskQueue
 from agent.stats import Stats
 
@@ -37,17 +37,23 @@ class ScriptedSpool:
         self.appended.append(list(events))
         return True
 
+    kind = "spool"
+    group_size = 5
+
+    def nearly_full(self) -> bool:
+        return self.full
+
     def used_bytes(self) -> int:
         return 0
 
-    def max_bytes(self) -> int:
-        return 1 << 30
+    def pending(self) -> int:
+        return sum(map(len, self.appended))
 
 
 def test_every_group_put_is_in_the_spool_in_order_after_flush(tmp_path: Path) -> None:
     spool = DiskQueue(tmp_path / "spool", 1 << 24)
     spool.open()
-    handoff = SpoolHandoff(spool, "block", threading.Event(), Stats())
+    handoff = Handoff(spool, "block", threading.Event(), Stats())
     sent = []
     for start in range(0, 100, 5):
         handoff.put(group(start))
@@ -60,7 +66,7 @@ def test_every_group_put_is_in_the_spool_in_order_after_flush(tmp_path: Path) ->
 
 def test_a_failed_append_is_raised_in_the_reader_and_nothing_is_appended_after_it() -> None:
     spool = ScriptedSpool(fail_at=2)
-    handoff = SpoolHandoff(spool, "block", threading.Event(), Stats())  # type: ignore[arg-type]
+    handoff = Handoff(spool, "block", threading.Event(), Stats())  # type: ignore[arg-type]
     handoff.put(group(0))
     handoff.put(group(5))  # this append fails
     with pytest.raises(StateError, match="No space left"):
@@ -74,7 +80,7 @@ def test_a_failed_append_is_raised_in_the_reader_and_nothing_is_appended_after_i
 
 def test_finish_raises_a_failed_last_append_the_reader_did_not_hear_of() -> None:
     spool = ScriptedSpool(fail_at=1)
-    handoff = SpoolHandoff(spool, "block", threading.Event(), Stats())  # type: ignore[arg-type]
+    handoff = Handoff(spool, "block", threading.Event(), Stats())  # type: ignore[arg-type]
     handoff.put(group(0))
     with pytest.raises(StateError, match="No space left"):
         handoff.finish(timeout=30)
@@ -84,7 +90,7 @@ def test_finish_raises_a_failed_last_append_the_reader_did_not_hear_of() -> None
 def test_finish_gives_up_at_its_timeout_while_the_spool_stays_full_until_abort() -> None:
     spool = ScriptedSpool(full=True)
     abort = threading.Event()
-    handoff = SpoolHandoff(spool, "block", abort, Stats())  # type: ignore[arg-type]
+    handoff = Handoff(spool, "block", abort, Stats())  # type: ignore[arg-type]
     handoff.put(group(0))
     assert handoff.finish(timeout=0.2) is False
     abort.set()  # the shutdown deadline passed: abandon what waits
@@ -95,7 +101,7 @@ def test_finish_gives_up_at_its_timeout_while_the_spool_stays_full_until_abort()
 def test_drop_newest_counts_what_did_not_fit() -> None:
     spool = ScriptedSpool(full=True)
     stats = Stats()
-    handoff = SpoolHandoff(spool, "drop-newest", threading.Event(), stats)  # type: ignore[arg-type]
+    handoff = Handoff(spool, "drop-newest", threading.Event(), stats)  # type: ignore[arg-type]
     handoff.put(group(0))
     handoff.put(group(5, n=3))
     assert handoff.finish(timeout=30)

@@ -1,19 +1,27 @@
-"""Batching: events from the bounded queue into bulk requests.
+"""Batching: events taken from the queue (disk spool or memory) into bulk requests.
 
-The queue carries lists of events (the reader hands them over in small
-groups, which keeps the per-line locking off the hot path) and the END
-sentinel. A batch is flushed when it reaches ``--bulk-max-docs`` documents or
+A batch is sent when it reaches ``--bulk-max-docs`` documents or
 ``--bulk-max-bytes`` of body, or when its first event is ``--flush-interval``
 old. At most ``--workers`` batches are in flight; when all workers are busy
-the batcher stops taking from the queue, the queue fills and the reader
-blocks: that is the backpressure path, end to end.
+the batcher stops taking, the queue fills and the reader pauses: that is the
+backpressure path, end to end.
+
+This is the one place where events are registered for acknowledgement
+(``AckTracker.register``), as a batch is dispatched: take order is append
+order, so each file's events are registered in the order they were read.
+Queue space is freed (``queue.ack``) only once the output settled the whole
+batch. A batch the deliver function gave up on stays unacknowledged (see
+``sender`` for what giving up means).
+
+Output workers are daemon threads: when shutdown passes its deadline the
+agent stops waiting for a request still in progress (its events are simply
+not committed) instead of letting a hung connection hold the process.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
 from agent.clock import SYSTEM_CLOCK, Clock
@@ -24,35 +32,58 @@ from agent.stats import Stats
 
 if TYPE_CHECKING:
     from agent.acks import AckTracker
-    from agent.spool import DiskQueue, RefRun
+    from agent.spool import DiskQueue, MemoryQueue, RefRun
 
 log = get_logger("batcher")
 
-END = object()  # put on the queue after the last event: flush and stop
+_ACTION_BYTES = 40  # the {"create":{"_id":...}} line that goes with each document
+_STOP = object()
 
 
 class Aborted(Exception):
     """Raised by a deliver function that refuses to send (shutdown deadline
     passed): the batch is neither acknowledged nor counted as failed."""
-_ACTION_BYTES = 40  # the {"create":{"_id":...}} line that goes with each document
 
 
 class _Workers:
     """At most ``workers`` batches in flight; a full pool blocks ``submit``
-    (that is the backpressure). Failures are recorded, never raised: the
-    events of a failed batch stay unacknowledged."""
+    (that is the backpressure). An OutputError is recorded, not raised: the
+    events of that batch stay unacknowledged. Any other exception is a bug:
+    ``on_death`` is told, and the agent stops with a non-zero exit code."""
 
-    def __init__(self, deliver: Callable[[list[Event]], None], workers: int, stats: Stats) -> None:
+    def __init__(self, deliver: Callable[[list[Event]], None], workers: int, stats: Stats,
+                 on_death: Callable[[str, BaseException], None] | None = None) -> None:
         self._deliver = deliver
         self._stats = stats
+        self._on_death = on_death
         self._slots = threading.Semaphore(workers)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="output")
+        self._jobs: "queue.Queue[object]" = queue.Queue()
+        self._threads = [threading.Thread(target=self._loop, name=f"output-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
         self.failures: list[OutputError] = []
 
-    def submit(self, events: list[Event], after: Callable[[], None] | None = None) -> None:
-        """Deliver ``events`` on a worker, then call ``after`` if it worked."""
-        self._slots.acquire()
-        self._pool.submit(self._work, events, after)
+    def submit(self, events: list[Event], after: Callable[[], None] | None = None,
+               quit_: threading.Event | None = None) -> bool:
+        """Deliver ``events`` on a worker, then call ``after`` if it worked.
+        Waits for a free worker; False (nothing submitted) if ``quit_`` is set first."""
+        while not self._slots.acquire(timeout=0.5):
+            if quit_ is not None and quit_.is_set():
+                return False
+        self._jobs.put((events, after))
+        return True
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                return
+            events, after = job  # type: ignore[misc]
+            try:
+                self._work(events, after)
+            finally:
+                self._slots.release()
 
     def _work(self, events: list[Event], after: Callable[[], None] | None) -> None:
         try:
@@ -67,94 +98,47 @@ class _Workers:
             self._stats.error(str(error))
             log.error("gave up delivering a batch; its lines stay unacknowledged", count=len(events),
                       error=str(error))
-        except Exception as error:  # a bug: keep the agent alive, report loudly
+        except Exception as error:  # a bug: never hidden, stops the agent
             self.failures.append(OutputError(f"unexpected error: {error!r}"))
+            self._stats.error(repr(error))
             log.error("unexpected error while delivering a batch", exc_info=True, error=repr(error))
-        finally:
-            self._slots.release()
+            if self._on_death is not None:
+                self._on_death("output", error)
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, quit_: threading.Event | None = None) -> None:
+        """Let the batches in flight finish, then stop the workers; stop
+        waiting once ``quit_`` is set (the workers are daemon threads: a
+        request still in progress is left to the process's end)."""
+        for _ in self._threads:
+            self._jobs.put(_STOP)
+        for thread in self._threads:
+            while thread.is_alive() and not (quit_ is not None and quit_.is_set()):
+                thread.join(0.5)
 
 
-class _Limits:
-    """What both batchers share: the flush limits and the worker pool."""
+class Batcher:
+    """Takes events from the queue, batches them, dispatches them to workers."""
 
-    def __init__(self, deliver: Callable[[list[Event]], None], max_docs: int, max_bytes: int,
-                 flush_interval: float, workers: int, stats: Stats, clock: Clock) -> None:
+    def __init__(self, spool: "DiskQueue | MemoryQueue", deliver: Callable[[list[Event]], None],
+                 acks: "AckTracker", max_docs: int, max_bytes: int, flush_interval: float, workers: int,
+                 stats: Stats, clock: Clock = SYSTEM_CLOCK,
+                 on_death: Callable[[str, BaseException], None] | None = None) -> None:
+        self._spool = spool
+        self._acks = acks
         self._max_docs = max_docs
         self._max_bytes = max_bytes
         self._interval = flush_interval
         self._clock = clock
-        self._workers = _Workers(deliver, workers, stats)
+        self._workers = _Workers(deliver, workers, stats, on_death)
         self.failures = self._workers.failures
-
-
-class Batcher(_Limits):
-    def __init__(self, events: "queue.Queue[object]", deliver: Callable[[list[Event]], None],
-                 max_docs: int, max_bytes: int, flush_interval: float, workers: int, stats: Stats,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
-        super().__init__(deliver, max_docs, max_bytes, flush_interval, workers, stats, clock)
-        self._queue = events
-
-    def run(self) -> None:
-        """Thread body: batch until END, then wait for every in-flight batch."""
-        batch: list[Event] = []
-        size = 0
-        deadline = 0.0
-        try:
-            while True:
-                timeout = max(0.0, deadline - self._clock.monotonic()) if batch else 0.5
-                try:
-                    item = self._queue.get(timeout=timeout)
-                except queue.Empty:
-                    item = None
-                if item is END:
-                    break
-                if item:  # a list of events, in emission order
-                    for event in item:  # type: ignore[union-attr]
-                        if not batch:
-                            deadline = self._clock.monotonic() + self._interval
-                        batch.append(event)
-                        size += len(event.data) + _ACTION_BYTES
-                        if len(batch) >= self._max_docs or size >= self._max_bytes:
-                            self._dispatch(batch)
-                            batch, size = [], 0
-                if batch and self._clock.monotonic() >= deadline:
-                    self._dispatch(batch)
-                    batch, size = [], 0
-            if batch:
-                self._dispatch(batch)
-        finally:
-            self._workers.close()
-
-    def _dispatch(self, batch: list[Event]) -> None:
-        self._workers.submit(batch)
-
-
-class SpoolBatcher(_Limits):
-    """Batches taken from the disk spool instead of the memory queue.
-
-    Events are registered with the ack tracker as they are taken (take
-    order is append order, so each file's events stay in order), and their
-    spool records are acknowledged only after the output settled the whole
-    batch. A batch the output gave up on stays in the spool and is sent
-    again after a restart.
-    """
-
-    def __init__(self, spool: "DiskQueue", deliver: Callable[[list[Event]], None], acks: "AckTracker",
-                 max_docs: int, max_bytes: int, flush_interval: float, workers: int, stats: Stats,
-                 clock: Clock = SYSTEM_CLOCK) -> None:
-        super().__init__(deliver, max_docs, max_bytes, flush_interval, workers, stats, clock)
-        self._spool = spool
-        self._acks = acks
         self.drain = threading.Event()  # the reader is done: take what is left, then stop (--once)
-        self.stop = threading.Event()   # stop taking now; the rest stays in the spool (shutdown)
+        self.stop = threading.Event()   # stop taking now; the rest stays in the queue (shutdown)
+        self._quit = threading.Event()  # stop waiting for batches in flight (past the deadline)
 
     def run(self) -> None:
         """Thread body: a batch is sent when full (docs or bytes) or when its
-        first event is --flush-interval old; with ``drain``, until the spool
-        has nothing left to hand out."""
+        first event is --flush-interval old; with ``drain``, until the queue
+        has nothing left to hand out. Then waits for the batches in flight."""
         events: list[Event] = []
         refs: list["RefRun"] = []
         size = 0
@@ -182,15 +166,23 @@ class SpoolBatcher(_Limits):
                 elif not taken and draining:
                     break
         finally:
-            self._workers.close()
+            # Events taken but not dispatched were never registered: they stay
+            # in the queue (the spool hands them out again after a restart).
+            self._workers.close(self._quit)
 
     def finish(self, drain: bool) -> None:
-        """No more events are coming from the reader: send what the spool
+        """No more events are coming from the reader: send what the queue
         holds, then stop (``drain``, for --once), or stop now and leave it there."""
         (self.drain if drain else self.stop).set()
         self._spool.wake()  # a take waiting for records returns at once
 
+    def quit(self) -> None:
+        """Past the shutdown deadline: stop waiting for requests in flight."""
+        self.stop.set()
+        self._quit.set()
+        self._spool.wake()
+
     def _dispatch(self, events: list[Event], refs: list["RefRun"]) -> None:
         self._acks.register(events)
-        # Spool space is freed only once the output settled the whole batch.
-        self._workers.submit(events, lambda: self._spool.ack(refs))
+        # Queue space is freed only once the output settled the whole batch.
+        self._workers.submit(events, lambda: self._spool.ack(refs), self._quit)

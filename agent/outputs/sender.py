@@ -3,10 +3,20 @@
 MUST: an event is acknowledged (``AckTracker.acknowledge``, which lets the
 registry commit its offset) only when the output stored it, reported it as a
 duplicate of a stored document (409 on create), or it was written to the
-dead-letter file. Items that succeeded are never re-sent; only the failed
-ones are retried. The backoff is capped exponential with full jitter
-(tenacity), unlimited by default (``--max-retries``), and interrupted at once
-by shutdown.
+dead letters. Each event is settled at most once: an attempt returns exactly
+the events it did not settle, and only those are retried, also when a 413
+split the request and one half failed after the other was settled. The
+backoff is capped exponential with full jitter (tenacity), unlimited by
+default (``--max-retries``), and interrupted at once by shutdown.
+
+Giving up (``--max-retries`` reached, daemon mode): the events still pending
+go to the dead letters with the reason ``retries_exhausted`` and the last
+error, are counted (``events_given_up``) and logged, and are then settled
+like rejected documents, so their file's offset and the spool move on;
+``dlq replay`` sends them again once the output is fixed. Without this the
+batch would sit in the spool, unacknowledged and never handed out again,
+until a restart. ``--once`` gives up differently: it reports the failure
+(exit code 3) and leaves the events unacknowledged for the next run.
 """
 
 from __future__ import annotations
@@ -37,13 +47,14 @@ class _ItemsToRetry(TransientOutputError):
 class Sender:
     def __init__(self, output: Output, acks: AckTracker, dead_letters: DeadLetters, stats: Stats,
                  abort: threading.Event, max_retries: int | None, backoff_max: float,
-                 retry_permanent: bool, clock: Clock = SYSTEM_CLOCK) -> None:
+                 retry_permanent: bool, clock: Clock = SYSTEM_CLOCK, give_up_to_dead_letters: bool = True) -> None:
         self._output = output
         self._acks = acks
         self._dead = dead_letters
         self._stats = stats
         self._abort = abort
         self._clock = clock
+        self._give_up_to_dead_letters = give_up_to_dead_letters and max_retries is not None
         # The daemon keeps retrying even "permanent" request errors (bad TLS,
         # 401) because a fixed certificate or rotated key must heal it
         # without a restart; --once reports them instead.
@@ -62,14 +73,30 @@ class Sender:
         )
 
     def deliver(self, events: Sequence[Event]) -> None:
-        """Deliver ``events``; raises the last OutputError when giving up."""
+        """Deliver ``events``. Giving up (see the module doc) dead-letters the
+        pending events in the daemon; with ``--once``, or when shutdown cut the
+        retries short, the last OutputError is raised and they stay pending."""
         pending = list(events)
-        for attempt in self._retrying.copy():
-            with attempt:
-                pending = self._attempt(pending)
-                if pending:
-                    self._stats.add("events_retried", len(pending))
-                    raise _ItemsToRetry(f"{len(pending)} of the documents must be retried")
+        try:
+            for attempt in self._retrying.copy():
+                with attempt:
+                    pending, error = self._attempt(pending)
+                    if pending:
+                        self._stats.add("events_retried", len(pending))
+                        raise error or _ItemsToRetry(f"{len(pending)} of the documents must be retried")
+        except OutputError as error:
+            if self._abort.is_set() or not self._give_up_to_dead_letters:
+                raise
+            self._give_up(pending, error)
+
+    def _give_up(self, pending: list[Event], error: OutputError) -> None:
+        status = getattr(error, "status", 0) or 0
+        verdicts = [(event, ItemVerdict(i, Action.REJECT, status, "retries_exhausted", str(error)))
+                    for i, event in enumerate(pending)]
+        log.error("gave up after --max-retries; the documents go to the dead letters", count=len(pending),
+                  error=str(error))
+        self._stats.add("events_given_up", len(pending))
+        self._settle([], [], verdicts)
 
     def _before_sleep(self, state) -> None:  # type: ignore[no-untyped-def]
         error = state.outcome.exception() if state.outcome else None
@@ -78,29 +105,35 @@ class Sender:
         level("delivery failed, retrying", attempt=state.attempt_number,
               wait=f"{state.upcoming_sleep:.1f}s", error=str(error))
 
-    def _attempt(self, events: list[Event]) -> list[Event]:
-        """One request; acknowledges what is settled, returns what to retry."""
-        response = self._output.send(events)
+    def _attempt(self, events: list[Event]) -> tuple[list[Event], OutputError | None]:
+        """One request (or, after a 413, its halves): settles what it can and
+        returns the events still pending, with the error that kept them."""
+        try:
+            response = self._output.send(events)
+        except OutputError as error:
+            return events, error
         decision = classify(response, len(events))
         if decision.kind == "ack":
             self._settle(events, [], [])
-            return []
+            return [], None
         if decision.kind == "retry":
-            raise TransientOutputError(f"Elasticsearch asked to retry the request: {decision.reason}")
+            return events, TransientOutputError(f"Elasticsearch asked to retry the request: {decision.reason}")
         if decision.kind == "auth":
-            raise AuthError(f"Elasticsearch refused the credentials: {decision.reason}")
+            return events, AuthError(f"Elasticsearch refused the credentials: {decision.reason}")
         if decision.kind == "split":
             if len(events) == 1:
                 verdict = ItemVerdict(0, Action.REJECT, 413, "request_too_large", decision.reason)
                 self._settle([], [], [(events[0], verdict)])
-                return []
+                return [], None
             half = len(events) // 2
-            return self._attempt(events[:half]) + self._attempt(events[half:])
+            first, first_error = self._attempt(events[:half])
+            second, second_error = self._attempt(events[half:])
+            return first + second, first_error or second_error
         if decision.kind == "reject":
             rejected = [(event, ItemVerdict(i, Action.REJECT, response.status, "request_rejected",
                                             decision.reason)) for i, event in enumerate(events)]
             self._settle([], [], rejected)
-            return []
+            return [], None
         stored, duplicates, rejected, retry = [], [], [], []
         for verdict in decision.items:
             event = events[verdict.position]
@@ -113,7 +146,7 @@ class Sender:
             else:
                 retry.append(event)
         self._settle(stored, duplicates, rejected)
-        return retry
+        return retry, None
 
     def _settle(self, stored: list[Event], duplicates: list[Event],
                 rejected: list[tuple[Event, ItemVerdict]]) -> None:

@@ -12,12 +12,15 @@ Modules, in the order data goes through them:
 * ``frames``   segment header and record frame format, resynchronisation after damage;
 * ``segment``  segment and ack files on disk, reading frames back, ``Taken``/``RefRun``;
 * ``recovery`` what ``open`` does with the files it finds; ``Recovery``;
-* ``tail``     the newest batches kept in memory, so a consumer that keeps up skips the disk;
-* ``queue``    ``DiskQueue``: append / take / ack, space bound, fsync policy, threads.
+* ``cache``    the newest batches kept in memory, so a consumer that keeps up skips the disk;
+* ``queue``    ``DiskQueue``: append / take / ack, space bound, fsync policy, threads;
+* ``memory``   ``MemoryQueue``: the same interface without a disk (``--no-spool``), so
+               the agent has one delivery path whichever queue it uses.
 """
 
+from agent.spool.memory import MemoryQueue
 from agent.spool.queue import FSYNC_POLICIES, DiskQueue
 from agent.spool.recovery import Recovery
 from agent.spool.segment import RefRun, SpooledEvent, Taken
 
-__all__ = ["FSYNC_POLICIES", "DiskQueue", "Recovery", "RefRun", "SpooledEvent", "Taken"]
+__all__ = ["FSYNC_POLICIES", "DiskQueue", "MemoryQueue", "Recovery", "RefRun", "SpooledEvent", "Taken"]

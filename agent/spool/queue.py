@@ -51,7 +51,7 @@ own. When the spool is full and the segment being written is fully
 acknowledged, ``append`` seals and deletes it to make room.
 
 Reading: the newest ``cache_bytes`` of appended batches stay in memory
-(tail.py), so a consumer that keeps up never reads the disk; one that falls
+(cache.py), so a consumer that keeps up never reads the disk; one that falls
 behind reads segments back in 1 MiB chunks until it catches up.
 
 Threads: one writer calls ``append``, one consumer ``take``, any threads
@@ -77,7 +77,7 @@ from agent.spool.frames import HEADER_SIZE, Encoder
 from agent.spool.recovery import Recovery, recover
 from agent.spool.segment import (RefRun, Segment, SegmentReader, Taken, create_segment, delete_files,
                                  encode_ack_block, encode_seal_block, open_ack_file, sync_fd, write_all)
-from agent.spool.tail import TailCache
+from agent.spool.cache import TailCache
 
 log = get_logger("spool")
 
@@ -89,6 +89,12 @@ _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 
 class DiskQueue:
     """A bounded, crash-safe FIFO of events on disk; see the module docstring."""
+
+    kind = "spool"
+    # The reader hands over groups this large: one append (and, by default,
+    # one fsync) per group makes the fsync rare; the tailer's tick still
+    # hands over at least every 0.5 s.
+    group_size = 2048
 
     def __init__(self, directory: Path, max_bytes: int, fsync: str = "batch",
                  fsync_interval: float = 1.0, segment_bytes: int = 8 * 1024 * 1024,
@@ -555,6 +561,11 @@ class DiskQueue:
                     sync_fd(segment.ack_fd)
 
     # -- gauges ----------------------------------------------------------------
+
+    def nearly_full(self) -> bool:
+        """True a little before the spool is full, so the reader pauses while
+        the group it is building still fits."""
+        return self._used >= self._max_bytes - min(self._max_bytes // 10, 16 * 1024 * 1024)
 
     def used_bytes(self) -> int:
         """Bytes of segment files on disk."""

@@ -1,10 +1,14 @@
-"""Batcher: flush by count, bytes and age; bounded in-flight batches."""
+"""Batcher: flush by count, bytes and age; bounded in-flight batches; events
+registered at dispatch and queue space freed only after delivery."""
 
-import queue
 import threading
+import time
 
+from agent.acks import AckTracker
+from agent.errors import TransientOutputError
 from agent.events import Event
-from agent.outputs.batcher import END, Batcher
+from agent.outputs.batcher import Aborted, Batcher, _Workers
+from agent.spool import MemoryQueue
 from agent.stats import Stats
 
 
@@ -12,8 +16,14 @@ def _event(i, size=10):
     return Event("k", i, i + 1, f"id{i}", b"x" * size)
 
 
+def _batcher(queue, deliver, **options):
+    settings = dict(max_docs=3, max_bytes=10_000, flush_interval=60.0, workers=1, stats=Stats())
+    settings.update(options)
+    return Batcher(queue, deliver, AckTracker(lambda key, offset: None), **settings)
+
+
 def _run(events, **options):
-    q = queue.Queue()
+    queue = MemoryQueue(1000)
     batches = []
     lock = threading.Lock()
 
@@ -21,12 +31,10 @@ def _run(events, **options):
         with lock:
             batches.append([e.offset for e in batch])
 
-    settings = dict(max_docs=3, max_bytes=10_000, flush_interval=60.0, workers=1, stats=Stats())
-    settings.update(options)
-    batcher = Batcher(q, deliver, **settings)
-    q.put(events[:2])
-    q.put(events[2:])
-    q.put(END)
+    batcher = _batcher(queue, deliver, **options)
+    queue.append(events[:2])
+    queue.append(events[2:])
+    batcher.finish(drain=True)
     batcher.run()
     return batches
 
@@ -41,37 +49,61 @@ def test_flush_by_bytes():
 
 
 def test_flush_by_age():
-    q = queue.Queue()
+    queue = MemoryQueue(1000)
     delivered = threading.Event()
-    batcher = Batcher(q, lambda batch: delivered.set(), max_docs=100, max_bytes=10_000, flush_interval=0.05,
-                      workers=1, stats=Stats())
+    batcher = _batcher(queue, lambda batch: delivered.set(), max_docs=100, flush_interval=0.05)
     thread = threading.Thread(target=batcher.run)
     thread.start()
-    q.put([_event(0)])
+    queue.append([_event(0)])
     assert delivered.wait(5), "a lone event was not flushed after the flush interval"
-    q.put(END)
+    batcher.finish(drain=False)
     thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_queue_space_is_freed_only_after_delivery_and_events_registered_once():
+    queue = MemoryQueue(1000)
+    release = threading.Event()
+    acks = AckTracker(lambda key, offset: None)
+
+    def deliver(batch):
+        release.wait(5)
+        acks.acknowledge(batch)
+
+    batcher = Batcher(queue, deliver, acks, max_docs=2, max_bytes=10_000, flush_interval=0.01, workers=1,
+                      stats=Stats())
+    thread = threading.Thread(target=batcher.run)
+    thread.start()
+    queue.append([_event(i) for i in range(4)])
+    deadline = time.monotonic() + 5
+    while acks.in_flight() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)
+    # Registered as dispatched (the second batch waits for the one worker),
+    # and every event still holds its place in the queue until delivered.
+    assert acks.in_flight() == 4 and queue.pending() == 4
+    release.set()
+    batcher.finish(drain=True)
+    thread.join(5)
+    assert queue.pending() == 0 and acks.in_flight() == 0
 
 
 def test_failures_are_recorded_not_raised():
-    from agent.errors import TransientOutputError
-
-    q = queue.Queue()
+    queue = MemoryQueue(1000)
 
     def deliver(batch):
         raise TransientOutputError("down")
 
     stats = Stats()
-    batcher = Batcher(q, deliver, max_docs=1, max_bytes=10_000, flush_interval=1.0, workers=2, stats=stats)
-    q.put([_event(0), _event(1)])
-    q.put(END)
+    batcher = _batcher(queue, deliver, max_docs=1, workers=2, stats=stats)
+    queue.append([_event(0), _event(1)])
+    batcher.finish(drain=True)
     batcher.run()
     assert len(batcher.failures) == 2 and stats.snapshot().batches_failed == 2
+    assert queue.pending() == 2  # a failed batch keeps its place: nothing freed
 
 
 def test_an_aborted_batch_is_neither_acknowledged_nor_failed():
-    from agent.outputs.batcher import Aborted, _Workers
-
     def deliver(batch):
         raise Aborted()
 
@@ -81,3 +113,37 @@ def test_an_aborted_batch_is_neither_acknowledged_nor_failed():
     workers.submit([_event(0)], after=lambda: acked.append(True))
     workers.close()
     assert acked == [] and workers.failures == [] and stats.snapshot().batches_failed == 0
+
+
+def test_an_unexpected_error_in_delivery_is_a_dead_stage():
+    deaths = []
+
+    def deliver(batch):
+        raise KeyError("bug")
+
+    workers = _Workers(deliver, 1, Stats(), on_death=lambda stage, error: deaths.append((stage, error)))
+    workers.submit([_event(0)])
+    workers.close()
+    assert [stage for stage, _ in deaths] == ["output"] and isinstance(deaths[0][1], KeyError)
+
+
+def test_quit_stops_waiting_for_a_hung_request():
+    queue = MemoryQueue(1000)
+    hung = threading.Event()
+
+    def deliver(batch):
+        hung.set()
+        time.sleep(30)  # a request that never answers (the worker is a daemon thread)
+
+    batcher = _batcher(queue, deliver, max_docs=1, flush_interval=0.01)
+    thread = threading.Thread(target=batcher.run, daemon=True)
+    thread.start()
+    queue.append([_event(0), _event(1)])
+    assert hung.wait(5)
+    batcher.finish(drain=False)
+    thread.join(1.0)
+    assert thread.is_alive()  # still waiting for the batch in flight, as it should before the deadline
+    started = time.monotonic()
+    batcher.quit()
+    thread.join(5)
+    assert not thread.is_alive() and time.monotonic() - started < 2

@@ -52,14 +52,14 @@ def _items(*statuses):
 
 @pytest.fixture
 def harness(tmp_path):
-    def make(answers, max_retries=None, retry_permanent=True):
+    def make(answers, max_retries=None, retry_permanent=True, give_up_to_dead_letters=True):
         commits = {}
         acks = AckTracker(lambda key, offset: commits.__setitem__(key, offset))
         stats = Stats()
         dead = DeadLetters(str(tmp_path / "dead.ndjson"), "logs-x")
         output = ScriptedOutput(answers)
         sender = Sender(output, acks, dead, stats, threading.Event(), max_retries, backoff_max=0.0,
-                        retry_permanent=retry_permanent)
+                        retry_permanent=retry_permanent, give_up_to_dead_letters=give_up_to_dead_letters)
         return sender, output, acks, commits, stats, dead
     return make
 
@@ -112,13 +112,58 @@ def test_transient_request_errors_retry_until_success(harness):
     assert len(output.sent) == 3 and commits == {"k": 20}
 
 
-def test_bounded_retries_give_up_without_acknowledging(harness):
-    sender, output, acks, commits, _, _ = harness([Response(503, None)] * 3, max_retries=2)
+def test_once_gives_up_without_acknowledging(harness):
+    sender, output, acks, commits, _, _ = harness([Response(503, None)] * 3, max_retries=2,
+                                                  give_up_to_dead_letters=False)
     events = _events(1)
     acks.register([events[0]])
     with pytest.raises(TransientOutputError):
         sender.deliver(events)
     assert len(output.sent) == 3 and commits == {} and acks.in_flight() == 1
+
+
+def test_the_daemon_gives_up_into_the_dead_letters_with_the_reason(harness, tmp_path):
+    """--max-retries reached: the pending events go to the dead letters and are
+    settled, so the file's offset and the spool move on (issue 8, item 6)."""
+    sender, output, acks, commits, stats, _ = harness([_items(201, 503), Response(503, None),
+                                                       TransientOutputError("connection refused")],
+                                                      max_retries=2)
+    events = _events(2)
+    acks.register(events)
+    sender.deliver(events)  # does not raise: given up, not failed
+    assert output.sent == [["id0", "id1"], ["id1"], ["id1"]]
+    assert commits == {"k": 20} and acks.in_flight() == 0
+    letters = [json.loads(line) for line in (tmp_path / "dead.ndjson").read_text().splitlines()]
+    assert [letter["_id"] for letter in letters] == ["id1"]
+    assert letters[0]["error"]["type"] == "retries_exhausted"
+    assert "connection refused" in letters[0]["error"]["reason"]
+    snap = stats.snapshot()
+    assert (snap.events_acked, snap.events_given_up, snap.events_rejected) == (1, 1, 1)
+
+
+def test_a_split_request_never_settles_an_event_twice(harness):
+    """413, then the first half is stored and the second half must be retried:
+    the retry carries only the second half, and every event is acknowledged
+    exactly once (issue 8, item 2: in_flight went negative)."""
+    sender, output, acks, commits, stats, _ = harness([Response(413, None), Response(200, {"errors": False}),
+                                                       Response(503, None), Response(200, {"errors": False})])
+    events = _events(4)
+    acks.register(events)
+    sender.deliver(events)
+    assert output.sent == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"], ["id2", "id3"]]
+    assert acks.in_flight() == 0 and commits == {"k": 40}
+    assert stats.snapshot().events_acked == 4
+
+
+def test_a_split_request_with_a_connection_error_in_one_half(harness):
+    sender, output, acks, commits, _, _ = harness([Response(413, None), TransientOutputError("refused"),
+                                                   Response(200, {"errors": False}),
+                                                   Response(200, {"errors": False})])
+    events = _events(4)
+    acks.register(events)
+    sender.deliver(events)
+    assert output.sent == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"], ["id0", "id1"]]
+    assert acks.in_flight() == 0 and commits == {"k": 40}
 
 
 def test_auth_failure_is_fatal_when_not_retrying_permanent_errors(harness):

@@ -1,6 +1,6 @@
 """The tailer while the sink is full: its optional ``accepting()`` says False.
 
-The disk spool (``SpoolHandoff.accepting``) pauses reading this way instead of
+The disk spool (``Handoff.accepting``) pauses reading this way instead of
 blocking ``line()``, so the tailer thread stays free to release deleted files:
 a deleted file is held open (its disk space not freed) for at most
 ``close_removed_after``, after which its unread bytes are counted in

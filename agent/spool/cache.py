@@ -1,4 +1,4 @@
-"""The spool's in-memory tail: the newest appended batches, so that a
+"""The spool's cache of its in-memory tail: the newest appended batches, so that a
 consumer keeping up with the writer is served without reading the disk.
 
 Guarantee: what the cache holds, from ``head`` of its first batch to the end,
