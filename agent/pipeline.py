@@ -1,12 +1,13 @@
 """The daemon: wires tail -> parse -> enrich -> queue -> batch -> output -> acks -> registry.
 
-Concurrency model (one for the whole agent): threads joined by bounded
-hand-offs. The reader thread tails, parses and enriches; with the disk
-spool, a spool-writer thread appends its groups one behind it
-(``handoff``); the batcher thread groups events and hands them to
-``--workers`` output threads; the main thread saves the registry every
-second and handles signals (the handler only records the signal; this
-loop acts on it).
+One delivery path whatever the settings: the reader thread tails, parses,
+enriches and hands groups to ``handoff``, whose spool-writer thread appends
+them to the queue (the disk spool, or with ``--no-spool`` its memory twin);
+the batcher thread takes from the queue, registers events for
+acknowledgement and hands batches to ``--workers`` output threads; the main
+thread saves the registry every second and acts on signals and stage deaths
+(``supervise``). Concurrency model, one for the whole agent: threads joined
+by bounded hand-offs.
 
 Guarantees:
 - a file's offset is committed only after the output acknowledged every
@@ -14,8 +15,10 @@ Guarantees:
   again after a restart, and the deterministic ``_id`` makes that re-send
   harmless;
 - SIGTERM/SIGINT stop reading, flush what is in memory, save offsets and
-  exit 0 within ``--shutdown-timeout``; whatever the output did not confirm
-  by then is simply not committed;
+  exit 0 within ``--shutdown-timeout`` plus a grace of ``SHUTDOWN_GRACE``
+  seconds, in every mode and whatever the output does (down, hung, queue
+  full); whatever the output did not confirm by then is simply not committed;
+- a stage that dies stops the agent with exit code 1 (``supervise``);
 - ``--once`` reads every file to its current end, waits for every
   acknowledgement and returns the exit code documented in ``errors``.
 """
@@ -24,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import queue
 import signal
 import threading
 import time
@@ -35,12 +37,13 @@ from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Config
 from agent.config.resolve import InputSpec
 from agent.enrich import Enricher, agent_id
-from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, ConfigError, OutputError, StateError
+from agent.errors import (EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ConfigError, ModelscribeError,
+                          OutputError, StateError)
 from agent.events import Event, Line, Record, Source
 from agent.outputs import build_output
 from agent.outputs.base import Output
-from agent.handoff import MemoryHandoff, SpoolHandoff
-from agent.outputs.batcher import Aborted, Batcher, SpoolBatcher
+from agent.handoff import Handoff
+from agent.outputs.batcher import Aborted, Batcher
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
 from agent.parsing import ParseSettings, SourceParser, make_parser
@@ -48,13 +51,17 @@ from agent.registry import Registry
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery
 from agent.sources.tailer import Tailer, TailSettings
-from agent.spool import DiskQueue
+from agent.spool import DiskQueue, MemoryQueue
 from agent.stats import Stats
 from agent.transforms import TransformSettings, Transforms, gather, load_or_create_hash_key
 from agent.status import write_status
+from agent.supervise import Supervisor
 
 log = get_logger("pipeline")
 _SAVE_INTERVAL = 1.0
+# After --shutdown-timeout, how long the agent still waits for stages it told
+# to give up (the abort flag) before it saves offsets and exits without them.
+SHUTDOWN_GRACE = 5.0
 
 
 def tail_settings(config: Config) -> TailSettings:
@@ -68,7 +75,8 @@ def parse_settings(config: Config) -> ParseSettings:
     return ParseSettings(format=config.format, multiline_start=config.multiline_start,
                          multiline_max_lines=config.multiline_max_lines,
                          multiline_max_bytes=config.multiline_max_bytes,
-                         multiline_timeout=config.multiline_timeout, keep_original=config.keep_original)
+                         multiline_timeout=config.multiline_timeout, keep_original=config.keep_original,
+                         map_fields=config.map_fields, log_format=config.log_format)
 
 
 def build_transforms(config: Config) -> Transforms:
@@ -97,7 +105,7 @@ class _Sink:
     ack tracker, and the spool's fsync, are paid once per group, not per line.
     """
 
-    def __init__(self, settings: ParseSettings, enricher: Enricher, handoff: MemoryHandoff | SpoolHandoff,
+    def __init__(self, settings: ParseSettings, enricher: Enricher, handoff: Handoff,
                  inputs: tuple[InputSpec, ...] = ()) -> None:
         self._settings = settings
         # Per-input formats of the config file: the first input whose globs
@@ -174,7 +182,6 @@ class Pipeline:
         self.acks = AckTracker(self.registry.commit)
         self._abort = threading.Event()  # stop retrying: shutdown deadline passed
         self._stop = threading.Event()   # stop reading
-        self._signal: int | None = None
         letters_index = None
         if config.dead_letter_index:
             # Imported here: the Elasticsearch client is a third of the start-up
@@ -186,28 +193,22 @@ class Pipeline:
         self.dead_letters = DeadLetters(config.dead_letter_path, config.target, letters_index)
         self._sender = Sender(self.output, self.acks, self.dead_letters, self.stats, self._abort,
                               config.max_retries, config.backoff_max, retry_permanent=not config.once,
-                              clock=clock)
-        resume_after: dict[str, int] = {}
-        self.spool: DiskQueue | None = None
-        self._batcher: Batcher | SpoolBatcher
+                              clock=clock, give_up_to_dead_letters=not config.once)
+        self._supervisor = Supervisor()
+        self.spool: DiskQueue | MemoryQueue
         if config.spool:
             self.spool = DiskQueue(Path(config.spool_path), config.spool_max_bytes, config.spool_fsync, clock=clock)
-            recovery = self.spool.open()
-            if recovery.records or recovery.damaged_frames:
-                log.info("spool recovered", records=recovery.records, segments=recovery.segments,
-                         damaged_frames=recovery.damaged_frames, damaged_bytes=recovery.damaged_bytes)
-            resume_after = dict(recovery.pending_by_source)
-            handoff: MemoryHandoff | SpoolHandoff = SpoolHandoff(self.spool, config.when_full, self._abort,
-                                                                 self.stats, clock)
-            self._batcher = SpoolBatcher(self.spool, self._deliver, self.acks, config.bulk_max_docs,
-                                         config.bulk_max_bytes, config.flush_interval, config.workers,
-                                         self.stats, clock)
         else:
-            # The queue holds groups of events (see _Sink): bound it in events.
-            events: "queue.Queue[object]" = queue.Queue(maxsize=max(2, config.queue_events // MemoryHandoff.group_size))
-            handoff = MemoryHandoff(events, self.acks)
-            self._batcher = Batcher(events, self._deliver, config.bulk_max_docs, config.bulk_max_bytes,
-                                    config.flush_interval, config.workers, self.stats, clock)
+            self.spool = MemoryQueue(config.queue_events, clock)
+        recovery = self.spool.open()
+        if recovery.records or recovery.damaged_frames:
+            log.info("spool recovered", records=recovery.records, segments=recovery.segments,
+                     damaged_frames=recovery.damaged_frames, damaged_bytes=recovery.damaged_bytes)
+        resume_after = dict(recovery.pending_by_source)
+        handoff = Handoff(self.spool, config.when_full, self._abort, self.stats, clock)
+        self._batcher = Batcher(self.spool, self._deliver, self.acks, config.bulk_max_docs,
+                                config.bulk_max_bytes, config.flush_interval, config.workers,
+                                self.stats, clock, on_death=self._supervisor.died)
         self._handoff = handoff
         enricher = Enricher(config.host_name, agent_id(config.state_dir), config.keep_original,
                             build_transforms(config), metrics_target(config))
@@ -230,6 +231,7 @@ class Pipeline:
             return self._run_daemon()
         finally:
             self._close_spool()  # idempotent: also when the preflight failed before reading
+            self._supervisor.close()
             self.output.close()
 
     def _preflight(self) -> int | None:
@@ -248,43 +250,49 @@ class Pipeline:
         failed = self._preflight()
         if failed is not None:
             return failed
-        batcher = threading.Thread(target=self._batcher.run, name="batcher", daemon=True)
+        batcher = self._supervisor.thread("batcher", self._batcher.run)
         batcher.start()
         try:
             self.tailer.run_once()
             self._sink.flush_all()
         finally:
-            self._sink.hand_over()
-            self.tailer.close()
-            self._finish_reading(drain=True)
-            batcher.join()
-            self._save_state()
-            self._close_spool()
+            try:
+                self._sink.hand_over()
+            finally:
+                self.tailer.close()
+                self._finish_reading(drain=True)
+                batcher.join()
+                self._save_state()
+                self._close_spool()
         return self._summary()
 
-    def _finish_reading(self, drain: bool, timeout: float | None = None) -> None:
-        """No more events will be handed over: ``drain`` sends what the spool
-        holds (--once); otherwise it stays there for the next start."""
+    def _finish_reading(self, drain: bool, timeout: float | None = None, grace: float = SHUTDOWN_GRACE) -> None:
+        """No more events will be handed over: ``drain`` sends what the queue
+        holds; otherwise it stays there (the disk spool keeps it for the next
+        start). Bounded by ``timeout`` and then ``grace`` when given."""
         try:
             if not self._handoff.finish(timeout):
-                # The spool stayed full (output down) past the shutdown deadline:
-                # the groups still waiting were never spooled nor committed, so
+                # The queue stayed full (output down) past the shutdown deadline:
+                # the groups still waiting were never queued nor committed, so
                 # they are read again after a restart.
                 self._abort.set()
-                self._handoff.finish(5.0)
+                self._handoff.finish(grace)
+        except ModelscribeError as error:  # a failed append, already raised or not: a dead stage
+            if not any(dead is error for _, dead in self._supervisor.deaths):
+                self._supervisor.died("spool-writer", error)
         finally:
-            if isinstance(self._batcher, SpoolBatcher):
-                self._batcher.finish(drain)
+            self._batcher.finish(drain)
 
     def _close_spool(self) -> None:
-        if self.spool is not None:
-            self.spool.close()
+        self.spool.close()
 
     def _summary(self) -> int:
         snap = self.stats.snapshot()
         log.info("run finished", lines=self._sink.lines, events=self._sink.emitted, acked=snap.events_acked,
                  duplicates=snap.events_duplicate, rejected=snap.events_rejected,
                  unacknowledged=self.acks.in_flight())
+        if self._supervisor.deaths:
+            return EXIT_RUNTIME
         if self._batcher.failures or self.acks.in_flight():
             error = self._batcher.failures[-1] if self._batcher.failures else None
             log.error("not everything could be delivered; offsets stay before the undelivered lines",
@@ -299,23 +307,25 @@ class Pipeline:
     def _run_daemon(self) -> int:
         if self._preflight() is not None:
             log.warning("starting anyway: delivery will be retried until the output is usable")
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)} \
-            if threading.current_thread() is threading.main_thread() else {}
-        reader = threading.Thread(target=self.tailer.run, args=(self._stop,), name="reader", daemon=True)
-        batcher = threading.Thread(target=self._batcher.run, name="batcher", daemon=True)
+        supervisor = self._supervisor
+        supervisor.install_signals()
+        reader = supervisor.thread("reader", self.tailer.run, self._stop)
+        batcher = supervisor.thread("batcher", self._batcher.run)
         batcher.start()
         reader.start()
         try:
-            while not self._stop.is_set():
-                self._stop.wait(_SAVE_INTERVAL)
+            while not supervisor.wait(_SAVE_INTERVAL):
                 self._save_state()
-                if not reader.is_alive() and not self._stop.is_set():
-                    log.error("the reader thread died; shutting down")
-                    self._stop.set()
+                for stage in (reader, batcher):
+                    if not stage.is_alive() and not supervisor.stopping():
+                        supervisor.died(stage.name, RuntimeError(f"the {stage.name} thread ended on its own"))
             self._shutdown(reader, batcher)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            supervisor.restore_signals()
+        if supervisor.deaths:
+            stage, error = supervisor.deaths[0]
+            log.error("stopped because a stage died", stage=stage, error=repr(error))
+            return EXIT_RUNTIME
         return EXIT_OK
 
     def _save_state(self) -> None:
@@ -325,7 +335,7 @@ class Pipeline:
         self.stats.set("events_emitted", self._sink.emitted)
         self.stats.set("lost_bytes", self.tailer.lost_bytes)
         spool = None
-        if self.spool is not None:
+        if isinstance(self.spool, DiskQueue):
             spool = {"path": self.config.spool_path, "used_bytes": self.spool.used_bytes(),
                      "max_bytes": self.spool.max_bytes(), "pending": self.spool.pending(),
                      "oldest_unacked_age": self.spool.oldest_unacked_age()}
@@ -335,33 +345,40 @@ class Pipeline:
             log.warning("cannot write the status file", state_dir=self.config.state_dir, error=error.strerror)
 
     def stop(self) -> None:
-        """Ask a running daemon to shut down (what SIGTERM does)."""
-        self._stop.set()
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self._signal = signum
-        self._stop.set()
+        """Ask a running daemon to shut down (what SIGTERM does); any thread."""
+        self._supervisor.request_stop()
 
     def _shutdown(self, reader: threading.Thread, batcher: threading.Thread) -> None:
+        """The stop protocol, the same in every mode: stop reading, hand the
+        last groups to the queue, stop (disk spool) or drain (memory queue)
+        the batcher, wait for batches in flight, save offsets. Each wait is
+        bounded by the deadline; past it the abort flag makes every stage give
+        up, and the grace bounds how long they get to do so."""
+        self._stop.set()
         deadline = self._clock.monotonic() + self.config.shutdown_timeout
-        log.info("shutting down: flushing in-flight events",
-                 signal=signal.Signals(self._signal).name if self._signal else "-",
+        hard_deadline = deadline + SHUTDOWN_GRACE
+        signum = self._supervisor.signal
+        log.info("shutting down: flushing in-flight events", signal=signal.Signals(signum).name if signum else "-",
                  in_flight=self.acks.in_flight())
 
-        def remaining() -> float:
-            return max(0.0, deadline - self._clock.monotonic())
+        def remaining(until: float) -> float:
+            return max(0.0, until - self._clock.monotonic())
 
-        reader.join(remaining())
+        reader.join(remaining(deadline))
         if reader.is_alive():
-            self._abort.set()  # unblocks the reader by draining the queue without sending
-            reader.join(5.0)
-        self._finish_reading(drain=False, timeout=remaining())
-        batcher.join(remaining())
+            self._abort.set()  # a blocked append gives up, and the reader with it
+            reader.join(remaining(hard_deadline))
+        # What is in memory is lost at exit and read again anyway: send it
+        # while there is time. The disk spool keeps its records for the next start.
+        self._finish_reading(drain=isinstance(self.spool, MemoryQueue), timeout=remaining(deadline),
+                             grace=remaining(hard_deadline))
+        batcher.join(remaining(deadline))
         if batcher.is_alive():
             log.warning("shutdown timeout reached; unacknowledged events will be read again on restart",
                         in_flight=self.acks.in_flight())
             self._abort.set()
-            batcher.join(10.0)
+            self._batcher.quit()
+            batcher.join(remaining(hard_deadline))
         self._save_state()
         self._close_spool()
         log.info("stopped", acked=self.stats.snapshot().events_acked, unacknowledged=self.acks.in_flight())

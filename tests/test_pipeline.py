@@ -77,7 +77,7 @@ def test_spool_batches_respect_count_and_age(tmp_path):
     """With the spool, batches fill up to --bulk-max-docs, and a partial one goes after --flush-interval."""
     from agent.acks import AckTracker
     from agent.events import Event
-    from agent.outputs.batcher import SpoolBatcher
+    from agent.outputs.batcher import Batcher
     from agent.spool import DiskQueue
     from agent.stats import Stats
 
@@ -86,7 +86,7 @@ def test_spool_batches_respect_count_and_age(tmp_path):
     spool.append([Event("k", i, i + 1, f"id{i}", b"{}") for i in range(25)])
     sizes = []
     acks = AckTracker(lambda key, offset: None)
-    batcher = SpoolBatcher(spool, lambda events: sizes.append(len(events)), acks, max_docs=10,
+    batcher = Batcher(spool, lambda events: sizes.append(len(events)), acks, max_docs=10,
                            max_bytes=2**20, flush_interval=0.2, workers=1, stats=Stats())
     thread = threading.Thread(target=batcher.run)
     thread.start()
@@ -99,3 +99,31 @@ def test_spool_batches_respect_count_and_age(tmp_path):
         thread.join(10)
         spool.close()
     assert sizes == [10, 10, 5]
+
+
+def test_a_dead_reader_stops_the_daemon_with_exit_code_1(tmp_path, caplog):
+    """A disk error from the spool writer kills the reader: the daemon must
+    stop with a clear log line and a non-zero exit code (it returned 0)."""
+    from agent.errors import EXIT_RUNTIME, StateError
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "x.log").write_text("".join(f"line {i}\n" for i in range(100)))
+    config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(tmp_path / "state"),
+                      "output": "null", "shutdown_timeout": 2.0}, {})
+    pipeline = Pipeline(config)
+
+    def broken_append(events, timeout=None):
+        raise StateError("cannot write spool segment: No space left on device")
+
+    pipeline.spool.append = broken_append
+    done = []
+    runner = threading.Thread(target=lambda: done.append(pipeline.run()))
+    runner.start()
+    runner.join(30)
+    if runner.is_alive():
+        pipeline.stop()
+        runner.join(10)
+        raise AssertionError("the daemon kept running after its reader died")
+    assert done == [EXIT_RUNTIME]
+    assert "a stage died" in caplog.text and "No space left on device" in caplog.text

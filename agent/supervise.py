@@ -1,0 +1,131 @@
+"""What keeps the daemon honest: stage threads that cannot die unseen,
+signals handled without locks, and the main loop's wake-up.
+
+Guarantees:
+
+- A stage (the reader, the batcher, an output worker) that raises stops the
+  agent: the error is logged once with its traceback, kept in ``deaths``,
+  and the main loop wakes at once; the run then ends with exit code 1
+  (``EXIT_RUNTIME``), never 0.
+- Signal handling is async-signal-safe. The Python handler only stores the
+  signal number (a plain assignment: no lock). ``signal.set_wakeup_fd`` makes
+  the interpreter's C-level handler write a byte to a socket pair that the
+  main loop waits on with ``select``, so the loop wakes at once. Setting a
+  ``threading.Event`` in the handler, as before, takes a lock that the
+  interrupted main thread may itself hold inside ``Event.wait``: a deadlock.
+- ``request_stop`` (another thread, tests) and a stage's death poke the same
+  socket, so one ``wait`` serves every reason to stop.
+"""
+
+from __future__ import annotations
+
+import select
+import signal
+import socket
+import threading
+from typing import Any, Callable
+
+from agent.selflog import get_logger
+
+log = get_logger("supervise")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        # Made on first use (``open``): a pipeline built and never run holds no sockets.
+        self._receive: socket.socket | None = None
+        self._send: socket.socket | None = None
+        self.signal: int | None = None
+        self.deaths: list[tuple[str, BaseException]] = []
+        self._stop_requested = False
+        self._previous: dict[int, Any] = {}
+        self._previous_fd: int | None = None
+
+    def open(self) -> None:
+        if self._receive is None:
+            self._receive, self._send = socket.socketpair()
+            self._receive.setblocking(False)
+            self._send.setblocking(False)
+
+    # -- signals -------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        """Route SIGTERM/SIGINT to this supervisor (only possible in the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.open()
+        assert self._send is not None
+        self._previous_fd = signal.set_wakeup_fd(self._send.fileno(), warn_on_full_buffer=False)
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def restore_signals(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        if self._previous_fd is not None:
+            signal.set_wakeup_fd(self._previous_fd)
+            self._previous_fd = None
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        # Only an assignment: the byte that wakes the main loop was already
+        # written by the interpreter's own handler (set_wakeup_fd).
+        self.signal = signum
+
+    # -- stopping ------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+        self._poke()
+
+    def stopping(self) -> bool:
+        return self.signal is not None or self._stop_requested or bool(self.deaths)
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout`` or until a reason to stop; True if there is one."""
+        self.open()
+        if not self.stopping():
+            readable, _, _ = select.select([self._receive], [], [], timeout)
+            if readable:
+                self._drain()
+        return self.stopping()
+
+    def _poke(self) -> None:
+        try:
+            if self._send is not None:  # no socket: nobody waits on it yet, and wait checks first
+                self._send.send(b"\0")
+        except OSError:
+            pass  # the buffer is full: the loop has wake-ups pending anyway
+
+    def _drain(self) -> None:
+        try:
+            while self._receive is not None and self._receive.recv(512):
+                pass
+        except OSError:
+            pass  # nothing more to read (BlockingIOError) or closed
+
+    # -- stages --------------------------------------------------------------
+
+    def thread(self, name: str, target: Callable[..., None], *args: Any) -> threading.Thread:
+        """A daemon thread whose exception is reported by ``died``."""
+        def body() -> None:
+            try:
+                target(*args)
+            except BaseException as error:  # noqa: BLE001 - reported, and the agent stops
+                self.died(name, error)
+
+        return threading.Thread(target=body, name=name, daemon=True)
+
+    def died(self, stage: str, error: BaseException) -> None:
+        log.error("a stage died; stopping the agent", stage=stage, error=repr(error), exc_info=error)
+        self.deaths.append((stage, error))
+        self._poke()
+
+    def close(self) -> None:
+        self.restore_signals()
+        for sock in (self._receive, self._send):
+            if sock is not None:
+                sock.close()
+        self._receive = self._send = None
