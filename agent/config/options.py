@@ -78,6 +78,9 @@ OPTIONS: tuple[Option, ...] = (
            "without a new line.", group="parsing"),
     Option("keep_original", v.boolean, False, "Keep the raw text in `event.original`.", switch=True,
            group="parsing"),
+    Option("map_fields", v.map_field, (), "JSON key (or dotted path) to a schema field, SOURCE=TARGET "
+           "(repeatable), e.g. meta.took=event.duration:ms or tenant=labels.tenant.", multiple=True,
+           singular="map_field", group="parsing"),
     Option("timezone", v.timezone, None, "Time zone of timestamps written without an offset "
            "(default: the host's).", group="parsing"),
     Option("host_name", v.text, None, "Value of `host.name` (default: this machine's host name).",

@@ -80,6 +80,7 @@ class Config:
     multiline_max_bytes: int
     multiline_timeout: float
     keep_original: bool
+    map_fields: tuple[tuple[str, str], ...]
     timezone: str | None
     host_name: str | None
     fields: tuple[tuple[str, str], ...]

@@ -192,6 +192,14 @@ def timezone(raw: Any) -> str:
     return name
 
 
+def map_field(raw: Any) -> tuple[str, str]:
+    """SOURCE=TARGET (for --map-field): a JSON key or dotted path to a schema
+    field, checked against the schema (agent.parsing.json_keys)."""
+    from agent.parsing.json_keys import parse_map_field
+
+    return parse_map_field(text(raw))
+
+
 def assignment(raw: Any) -> tuple[str, str]:
     """NAME=VALUE (for --field and --label)."""
     name, sep, value = text(raw).partition("=")

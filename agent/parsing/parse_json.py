@@ -30,19 +30,33 @@ nested fields. An undotted ECS name whose value is not an object (``"user":
 "alice"``) would clash with the ECS mapping, so it goes to extra; so does a
 key that collides with one already placed.
 
+Keys that model services commonly log (``model_name``, ``request_id``,
+``status_code``, ``latency_ms``, ``prediction``, ...) and the user's
+``--map-field`` rules become typed fields (``model.name``,
+``http.response.status_code``, ``event.duration`` in ns, ...): the
+catalogue, the units and the coercion rules are in ``json_keys``. They are
+placed after the loop over the keys, so an ECS key anywhere in the object
+wins; a value that does not fit its field stays in extra.
+
 Speed matters here (≥ 200k lines/s of ~300 bytes): one ``orjson.loads``, one
 pass over the keys with dict lookups, no copies of nested objects.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from agent.events import TAG_PARSE_FAILURE, Line, Record
-from agent.parsing import timestamps, tracebacks
+from agent.parsing import json_keys, timestamps, tracebacks
 from agent.parsing.base import LineFormat, TextInfo
+from agent.parsing.json_keys import NO, TIMESTAMP, Rule
+from agent.parsing.json_keys import STATUS as STATUS_PLACE
+
+if TYPE_CHECKING:
+    from agent.parsing.settings import ParseSettings
 
 # ECS field sets a log line may legitimately carry. Left out on purpose:
 # "agent" (describes the shipper, set by enrichment), "data_stream" (routing;
@@ -124,13 +138,13 @@ def _set_leaf(fields: dict[str, Any], root: str, leaf: str, value: Any) -> bool:
 # What to do with a key, decided once per distinct key and cached: the same
 # dozen keys repeat on every line, and one dict lookup is cheaper than
 # re-deriving the decision (this loop is most of the per-line budget).
-_EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT = range(5)
+_EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED = range(6)
 _PLANS: dict[str, tuple[int, Any, Any]] = {}
 _MAX_PLANS = 4096  # user keys are unbounded; past this, decide without caching
 _EXTRA_PLAN = (_EXTRA, None, None)
 
 
-def _plan(key: str) -> tuple[int, Any, Any]:
+def _plan(key: str, plans: dict[str, tuple[int, Any, Any]] = _PLANS) -> tuple[int, Any, Any]:
     plan: tuple[int, Any, Any] = _EXTRA_PLAN
     for role, keys in enumerate((_MESSAGE_KEYS, _TIMESTAMP_KEYS, _LEVEL_KEYS, _LOGGER_KEYS, _STACK_KEYS)):
         if key in keys:
@@ -138,21 +152,59 @@ def _plan(key: str) -> tuple[int, Any, Any]:
             plan = (_ROLE, role, keys[:keys.index(key)])
             break
     else:
-        if "." in key:
+        rule = json_keys.BUILT_IN.get(key)
+        if rule is not None:
+            # (mapped, the rule, an object under this key is ECS's: "process": {...})
+            plan = (_MAPPED, rule, key in ECS_ROOTS)
+        elif "." in key:
             parts = key.split(".")
             if parts[0] in ECS_ROOTS and all(parts):
                 plan = (_DOTTED2, parts[0], parts[1]) if len(parts) == 2 else (_DOTTED, parts, None)
         elif key in ECS_ROOTS:
             plan = (_ECS_OBJECT, None, None)
-    if len(_PLANS) < _MAX_PLANS:
-        _PLANS[key] = plan
+    if len(plans) < _MAX_PLANS:
+        plans[key] = plan
     return plan
 
 
-def map_object(obj: dict[str, Any]) -> tuple[str, float | None, dict[str, Any]]:
+class KeyMap:
+    """The keys with a meaning for one parser: the built-in catalogue of
+    ``json_keys`` and the user's ``--map-field`` rules (which take precedence
+    for their keys), with the decision per key cached as for every key."""
+
+    __slots__ = ("plans", "nested", "_user")
+
+    def __init__(self, map_fields: tuple[tuple[str, str], ...] = ()) -> None:
+        compiled = json_keys.compile_map_fields(map_fields)  # ValueError if unusable
+        self._user: dict[str, Rule] = dict(compiled)
+        # Dotted sources may also name a value inside nested objects.
+        self.nested = tuple((tuple(source.split(".")), rule) for source, rule in compiled if "." in source)
+        self.plans: dict[str, tuple[int, Any, Any]] = {} if compiled else _PLANS
+
+    def plan(self, key: str) -> tuple[int, Any, Any]:
+        rule = self._user.get(key)
+        if rule is None:
+            return _plan(key, self.plans)
+        plan = (_MAPPED, rule, key in ECS_ROOTS)
+        if len(self.plans) < _MAX_PLANS:
+            self.plans[key] = plan
+        return plan
+
+
+DEFAULT_KEYS = KeyMap()
+
+
+@lru_cache(maxsize=64)
+def key_map(map_fields: tuple[tuple[str, str], ...]) -> KeyMap:
+    """The KeyMap of these settings, built once and shared by their parsers."""
+    return DEFAULT_KEYS if not map_fields else KeyMap(map_fields)
+
+
+def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, float | None, dict[str, Any]]:
     """``(message, timestamp, fields)`` of a parsed JSON object (see module doc).
 
     Takes ownership of ``obj``: nested objects are moved into ``fields``.
+    ``keys``: which keys have a meaning (default: the built-in catalogue).
     """
     fields: dict[str, Any] = {}
     extra: dict[str, Any] = {}
@@ -163,9 +215,14 @@ def map_object(obj: dict[str, Any]) -> tuple[str, float | None, dict[str, Any]]:
     # later in the object ("log": {"level": ...}) takes precedence over them.
     level = logger = stack = None
     ecs_log = False  # an ECS key wrote under "log": check its level and reserved leaves
-    plans = _PLANS
+    # (rank, key, value, object holding it or None for obj, rule): placed after
+    # the loop, so that an ECS key anywhere in the object wins over a rule.
+    mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]] | None = None
+    if keys.nested:
+        mapped = _nested_values(obj, keys.nested)
+    plans = keys.plans
     for key, value in obj.items():
-        plan = plans.get(key) or _plan(key)
+        plan = plans.get(key) or keys.plan(key)
         kind = plan[0]
         if kind == _EXTRA:
             extra[key] = value
@@ -210,6 +267,12 @@ def map_object(obj: dict[str, Any]) -> tuple[str, float | None, dict[str, Any]]:
             _put(fields, plan[1], value, extra, key)
             if plan[1][0] == "log":
                 ecs_log = True
+        elif kind == _MAPPED and not (plan[2] and type(value) is dict):
+            rule = plan[1]
+            if mapped is None:
+                mapped = [(rule.rank, key, value, None, rule)]
+            else:
+                mapped.append((rule.rank, key, value, None, rule))
         elif type(value) is not dict:  # _ECS_OBJECT: "user": "alice" would clash with the mapping
             extra[key] = value
         else:
@@ -234,6 +297,8 @@ def map_object(obj: dict[str, Any]) -> tuple[str, float | None, dict[str, Any]]:
         _place_log(fields, extra, "logger", logger)
     if stack is not None and not (isinstance(stack[1], str) and _set_leaf(fields, "error", "stack_trace", stack[1])):
         extra[stack[0]] = stack[1]
+    if mapped is not None:
+        message, timestamp = _apply(mapped, fields, extra, message, timestamp)
 
     if ecs_log:
         log = fields["log"]
@@ -272,6 +337,97 @@ def _place_log(fields: dict[str, Any], extra: dict[str, Any], leaf: str, item: t
     text = value if isinstance(value, str) else _text(value)
     if not _set_leaf(fields, "log", leaf, text.lower() if leaf == "level" else text):
         extra[key] = value
+
+
+def _nested_values(obj: dict[str, Any], nested: tuple[tuple[tuple[str, ...], Rule], ...]
+                   ) -> list[tuple[int, str, Any, dict[str, Any] | None, Rule]] | None:
+    """The values that dotted user sources name inside nested objects."""
+    found = None
+    for parts, rule in nested:
+        node = obj.get(parts[0])
+        for part in parts[1:-1]:
+            if type(node) is not dict:
+                break
+            node = node.get(part)
+        if type(node) is dict and parts[-1] in node:
+            item = (rule.rank, parts[-1], node[parts[-1]], node, rule)
+            found = [item] if found is None else found + [item]
+    return found
+
+
+def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fields: dict[str, Any],
+           extra: dict[str, Any], message: str, timestamp: float | None) -> tuple[str, float | None]:
+    """Place the values of keys with a meaning, best rule first (see ``json_keys``).
+
+    A value lands in its field only if it coerces and the field is still
+    free (an ECS key or a better rule did not fill it); otherwise the key
+    stays in extra as it was (a nested one: where it was).
+    """
+    if len(mapped) > 1:
+        mapped.sort()  # by rank; equal ranks (one rule, literal and nested key) differ by key
+    status = None
+    no = NO
+    for _, key, value, holder, (_, _, coerce, _, requires, place, parents, leaf) in mapped:
+        coerced = coerce(value)
+        placed = False
+        if coerced is no or (requires and not any(_present(fields, path) for path in requires)):
+            pass
+        elif place <= STATUS_PLACE:  # a field: _place, inlined (this runs once per mapped key)
+            node: Any = fields
+            for part in parents:
+                child = node.get(part)
+                if child is None:
+                    child = node[part] = {}
+                elif type(child) is not dict:
+                    break
+                node = child
+            else:
+                if leaf not in node:
+                    node[leaf] = coerced
+                    placed = True
+                    if place == STATUS_PLACE:
+                        status = coerced
+        elif place == TIMESTAMP:
+            placed = timestamp is None
+            if placed:
+                timestamp = coerced
+        else:
+            placed = not message
+            if placed:
+                message = coerced
+        if placed:
+            if holder is not None:
+                holder.pop(key, None)
+        elif holder is None:
+            extra[key] = value
+    if status is not None and 100 <= status <= 599:
+        _place(fields, ("event", "outcome"), json_keys.outcome(status))
+    return message, timestamp
+
+
+def _place(fields: dict[str, Any], path: tuple[str, ...], value: Any) -> bool:
+    """Set the nested field ``path`` unless it is set, or a non-object is in the way."""
+    node = fields
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif type(child) is not dict:
+            return False
+        node = child
+    if path[-1] in node:
+        return False
+    node[path[-1]] = value
+    return True
+
+
+def _present(fields: dict[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = fields
+    for part in path:
+        if type(node) is not dict or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _stamp_rank(stamp: tuple[str, Any]) -> int:
@@ -314,6 +470,10 @@ class JsonFormat(LineFormat):
 
     name = "json"
 
+    def __init__(self, settings: ParseSettings) -> None:
+        super().__init__(settings)
+        self._keys = key_map(settings.map_fields)
+
     def structured(self, line: Line) -> Record | None:
         try:
             obj = orjson.loads(line.text)
@@ -321,7 +481,7 @@ class JsonFormat(LineFormat):
             return None
         if type(obj) is not dict:
             return None
-        message, timestamp, fields = map_object(obj)
+        message, timestamp, fields = map_object(obj, self._keys)
         tags = line.tags
         if len(tags) > 1:
             tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too

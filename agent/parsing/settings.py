@@ -23,6 +23,9 @@ class ParseSettings:
     so anchor it with ``^``) starts a new event and every other line continues
     the current one (Filebeat's ``negate: true, match: after``). When unset,
     Python tracebacks are joined to the log line before them.
+    ``map_fields``: ``(SOURCE, TARGET)`` pairs of ``--map-field``, a JSON key
+    (or dotted path into nested objects) to a schema field (see
+    ``agent.parsing.json_keys``).
     """
 
     format: str = "auto"
@@ -31,6 +34,7 @@ class ParseSettings:
     multiline_max_bytes: int = 1048576
     multiline_timeout: float = 2.0
     keep_original: bool = False
+    map_fields: tuple[tuple[str, str], ...] = ()
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -64,3 +68,11 @@ def validate_settings(settings: ParseSettings) -> None:
         raise ValueError(f"multiline_timeout must be a positive number of seconds, got {timeout}")
     if not isinstance(settings.keep_original, bool):
         raise ValueError(f"keep_original must be true or false, got {settings.keep_original!r}")
+    from agent.parsing.json_keys import compile_map_fields  # here: it reads the schema
+
+    try:
+        compile_map_fields(settings.map_fields)
+    except TypeError:  # an unhashable value where the pairs belong
+        raise ValueError(f"map_field: expected (SOURCE, TARGET) pairs, got {settings.map_fields!r}") from None
+    except ValueError as error:
+        raise ValueError(f"map_field {error}") from None

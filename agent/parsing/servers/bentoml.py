@@ -126,8 +126,8 @@ class BentoMLFormat(PlainFormat):
             fields = self._schema.map(obj)
         else:  # another program's JSON: as --format json reads it
             record = self._json.structured(line)
-            if record is not None:  # (the JSON mapping never makes a "model" object)
-                record.fields.setdefault("model", {"server": SERVER})
+            if record is not None:  # (the JSON mapping's "model" object, if any, is a dict)
+                record.fields.setdefault("model", {})["server"] = SERVER
             return record
         timestamp = fields.pop("@timestamp", None)
         return Record(line.source, line.offset, line.end, "", line.read_time, timestamp, fields,
