@@ -68,6 +68,9 @@ OPTIONS: tuple[Option, ...] = (
     # parsing
     Option("format", v.log_format, "auto", "Log format of every --path (auto detects per line).",
            group="parsing"),
+    Option("log_format", v.text, None, "Python logging format string of the text lines, e.g. "
+           "'%(asctime)s %(levelname)s %(name)s: %(message)s': fills log.logger, log.level, "
+           "@timestamp, process.*, log.origin.* and strips the prefix from the message.", group="parsing"),
     Option("multiline_start", v.regex, None, "Regex of the first line of an event; other lines are "
            "joined to the event before them (default: Python tracebacks are joined).", group="parsing"),
     Option("multiline_max_lines", v.integer(1), 500, "Split a multi-line event after this many lines.",

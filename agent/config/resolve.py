@@ -75,6 +75,7 @@ class Config:
     state_dir: str
     state_ttl: float
     format: str
+    log_format: str | None
     multiline_start: str | None
     multiline_max_lines: int
     multiline_max_bytes: int

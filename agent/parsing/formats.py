@@ -72,6 +72,7 @@ class AutoFormat(LineFormat):
     def __init__(self, settings: ParseSettings) -> None:
         super().__init__(settings)
         self._json = JsonFormat(settings)
+        self._plain = PlainFormat(settings)
         self._detectors = detectors()
         self._budget = DETECT_LINES if self._detectors else 0
         self._target: LineFormat | None = None
@@ -127,10 +128,10 @@ class AutoFormat(LineFormat):
         if target is not None:
             self._switching = False  # an event begins after the switch
             return target.head(text)
-        timestamp, fields = parse_plain(text)
         if _starts_with_brace(text):
+            timestamp, fields = parse_plain(text)
             return TextInfo(timestamp, fields, (TAG_PARSE_FAILURE,), failure_reason(text))
-        return TextInfo(timestamp, fields)
+        return self._plain.head(text)  # --log-format first, then parse_plain
 
     def body(self, text: str) -> str:
         target = self._target

@@ -34,6 +34,9 @@ class ParseSettings:
     multiline_max_bytes: int = 1048576
     multiline_timeout: float = 2.0
     keep_original: bool = False
+    # A Python logging format string (--log-format): text lines that fit it
+    # are read by the parser compiled from it (agent.parsing.python_logging).
+    log_format: str | None = None
     map_fields: tuple[tuple[str, str], ...] = ()
 
 
@@ -68,6 +71,15 @@ def validate_settings(settings: ParseSettings) -> None:
         raise ValueError(f"multiline_timeout must be a positive number of seconds, got {timeout}")
     if not isinstance(settings.keep_original, bool):
         raise ValueError(f"keep_original must be true or false, got {settings.keep_original!r}")
+    if settings.log_format is not None:
+        from agent.parsing.python_logging import compile_layout
+
+        if not isinstance(settings.log_format, str):
+            raise ValueError(f"log_format must be a logging format string, got {settings.log_format!r}")
+        try:
+            compile_layout(settings.log_format)
+        except ValueError as error:
+            raise ValueError(f"log_format {settings.log_format!r} is not usable: {error}") from None
     from agent.parsing.json_keys import compile_map_fields  # here: it reads the schema
 
     try:

@@ -40,9 +40,11 @@ from functools import lru_cache
 
 # One pattern, two uses: fullmatch on JSON strings, match on text prefixes.
 # Groups: year, month, day, hour, minute, second, fraction, zone.
+# A "Z" is a zone only as a word of its own: in "12:00:00 z.worker INFO" it
+# begins a logger name.
 _ISO = (
     r"(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:[.,](\d{1,9}))?"
-    r"(?: ?([Zz]|[+-]\d\d(?::?\d\d)?))?"
+    r"(?: ?([Zz](?![\w.])|[+-]\d\d(?::?\d\d)?))?"
 )
 # ASCII: a line starting with Arabic-Indic digits is not a timestamp.
 _ISO_FULL = re.compile(_ISO, re.ASCII)

@@ -109,14 +109,14 @@ def test_asctime_comma_millis_and_chained_exceptions(fmt: str) -> None:
     first, debug, context, cause, no_message, last = records
 
     assert first.timestamp == pytest.approx(local(2024, 5, 1, 12, 0, 0, 130), abs=1e-6)
-    assert first.fields == {"log": {"level": "info"}}
+    assert first.fields == {"log": {"level": "info", "logger": "inference.server"}}  # the cookbook layout
     assert debug.timestamp == pytest.approx(local(2024, 5, 1, 12, 0, 0, 131), abs=1e-6)
-    assert debug.fields == {"log": {"level": "debug"}}
+    assert debug.fields == {"log": {"level": "debug", "logger": "inference.server"}}
 
     # "During handling of the above exception": blank lines and separator inside.
     check(context, lines, starts, 3, 17)
     assert context.timestamp == pytest.approx(local(2024, 5, 1, 12, 0, 0, 402), abs=1e-6)
-    assert context.fields["log"] == {"level": "error"}
+    assert context.fields["log"] == {"level": "error", "logger": "inference.server"}
     assert context.fields["error"] == {
         "type": "RuntimeError",
         "message": "model config missing: /models/bert/config.json",
@@ -135,7 +135,7 @@ def test_asctime_comma_millis_and_chained_exceptions(fmt: str) -> None:
 
     check(last, lines, starts, 37, 37)
     assert last.timestamp == pytest.approx(local(2024, 5, 1, 12, 0, 3, 561), abs=1e-6)
-    assert last.fields == {"log": {"level": "warning"}}
+    assert last.fields == {"log": {"level": "warning", "logger": "inference.server"}}
 
 
 def test_exception_groups() -> None:
@@ -144,7 +144,7 @@ def test_exception_groups() -> None:
     group, chained, after = records
 
     check(group, lines, starts, 1, 29)
-    assert group.fields["log"] == {"level": "error"}
+    assert group.fields["log"] == {"level": "error", "logger": "inference.server"}
     assert group.fields["error"] == {
         "type": "ExceptionGroup",
         "message": "unhandled errors in a TaskGroup (2 sub-exceptions)",
@@ -153,7 +153,7 @@ def test_exception_groups() -> None:
 
     # A group, then "During handling ...": the group's closing line does not end it.
     check(chained, lines, starts, 30, 44)
-    assert chained.fields["log"] == {"level": "warning"}
+    assert chained.fields["log"] == {"level": "warning", "logger": "inference.server"}
     assert chained.fields["error"]["type"] == "RuntimeError"
     assert chained.fields["error"]["message"] == "no shard could be fetched"
     assert chained.fields["error"]["stack_trace"].startswith("  + Exception Group Traceback")
@@ -168,7 +168,7 @@ def test_syntax_errors_with_and_without_header() -> None:
     logged, bare = records
 
     check(logged, lines, starts, 1, 8)
-    assert logged.fields["log"] == {"level": "critical"}
+    assert logged.fields["log"] == {"level": "critical", "logger": "inference.server"}
     assert logged.fields["error"]["type"] == "SyntaxError"
     assert logged.fields["error"]["message"] == "'(' was never closed"
 

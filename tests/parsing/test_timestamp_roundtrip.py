@@ -211,6 +211,14 @@ LAYOUTS = [
     Layout("mlflow", "mlflow",
            lambda w, f: f"{ymd(w, '/')} {hms(w)} INFO mlflow.models.flavor_backend_registry: Selected",
            digits=0, local=True),
+    # --log-format: the user's own logging format string
+    Layout("log_format asctime", "plain", lambda w, f: f"{ymd(w)} {hms(w)},{f} INFO app.worker: served",
+           local=True, options=(("log_format", "%(asctime)s %(levelname)s %(name)s: %(message)s"),)),
+    Layout("log_format asctime.msecs", "auto", lambda w, f: f"{ymd(w)} {hms(w)}.{f} 42 served",
+           local=True, options=(("log_format", "%(asctime)s.%(msecs)03d %(process)d %(message)s"),)),
+    Layout("log_format created", "plain",
+           lambda w, f: "%d.%s INFO served" % (epoch_ms(w) // 1000, f), digits=6, years=(1970, 2100),
+           options=(("log_format", "%(created)f %(levelname)s %(message)s"),)),
     Layout("kserve", "kserve",
            lambda w, f: f"{ymd(w)} {hms(w)}.{f} 1 kserve INFO [storage.py:_download():236] Copying", local=True),
 ]
