@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from agent.events import Line, Record, Source
 from agent.parsing import ParseSettings, make_parser, validate_settings
 from agent.parsing.json_keys import BUILT_IN, CATALOGUE, compile_map_fields, parse_map_field
-from agent.parsing.parse_json import ECS_ROOTS, KeyMap, map_object
+from agent.parsing.parse_json import (_LEVEL_KEYS, _LOGGER_KEYS, _MESSAGE_KEYS, _STACK_KEYS, _TIMESTAMP_KEYS,
+                                      ECS_ROOTS, KeyMap, map_object)
 from agent.schema import FIELDS, undefined_fields, value_problems
 
 SOURCE = Source("json-keys", "/var/log/model.jsonl")
@@ -308,8 +309,7 @@ def test_no_input_raises_and_every_mapped_field_fits_its_type(obj: dict, with_ru
                        st.integers() | st.text(max_size=5), max_size=6))
 def test_unknown_keys_stay_in_extra_unchanged(obj: dict) -> None:
     _, _, fields = map_object(dict(obj), KeyMap((("meta.took", "event.duration:ms"),)))
-    roles = {"message", "msg", "event", "timestamp", "time", "ts", "created", "asctime", "level", "levelname",
-             "severity", "logger", "logger_name", "name", "exc_info", "exception", "stack_trace"}
+    roles = set(_MESSAGE_KEYS + _TIMESTAMP_KEYS + _LEVEL_KEYS + _LOGGER_KEYS + _STACK_KEYS)
     for key, value in obj.items():
         if key not in roles and key not in ECS_ROOTS and key != "meta.took":
             assert fields["extra"][key] == value
