@@ -272,6 +272,16 @@ def test_the_formats_use_the_settings_mapping() -> None:
     assert record.fields == {"model": {"name": "bert"}}
 
 
+def test_rayserve_json_records_get_both_the_catalogue_and_the_settings_mapping() -> None:
+    obj = {"levelname": "INFO", "asctime": "2024-02-27 10:36:10,127", "deployment": "default_Model",
+           "replica": "rdofcrh4", "message": "scored", "batch_size": 4, "tenant": "acme"}
+    record = record_of(obj, "rayserve", map_fields=(("tenant", "labels.tenant"),))
+    assert record.fields["model"] == {"server": "rayserve", "name": "default_Model", "worker": "rdofcrh4",
+                                      "batch_size": 4}
+    assert record.fields["labels"] == {"tenant": "acme"}
+    assert "extra" not in record.fields
+
+
 def test_bentoml_other_json_lines_keep_their_server() -> None:
     record = record_of({"msg": "hi", "model_name": "iris"}, "bentoml")
     assert record.fields["model"] == {"name": "iris", "server": "bentoml"}

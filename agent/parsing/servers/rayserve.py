@@ -55,7 +55,7 @@ from agent.events import TAG_PARSE_FAILURE, Line, Record
 from agent.parsing import timestamps, tracebacks
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
-from agent.parsing.parse_json import failure_reason, map_object
+from agent.parsing.parse_json import DEFAULT_KEYS, KeyMap, failure_reason, key_map, map_object
 from agent.parsing.parse_text import PlainFormat, parse_plain
 from agent.parsing.servers.access import (LEVELS, client_fields, fallback, nanos, outcome, parse_uvicorn, put_request,
                                           strip_ansi)
@@ -193,14 +193,15 @@ def _core_info(text: str, pos: int, fields: dict[str, Any]) -> TextInfo | None:
     return TextInfo(timestamps.parse_string(stamp), fields, (), None, text[core.end():])
 
 
-def json_fields(obj: dict[str, Any]) -> tuple[str, float | None, dict[str, Any]]:
+def json_fields(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, float | None, dict[str, Any]]:
     """``(message, timestamp, fields)`` of a Ray Serve JSON record (takes ownership).
 
     Lossless like ``--format json``: a Serve key that could not be used (a
-    number where a name belongs, ...) is kept in ``extra``.
+    number where a name belongs, ...) is kept in ``extra``. ``keys``: the
+    JSON keys with a meaning (``--map-field`` included), as for ``--format json``.
     """
     serve = {key: obj.pop(key) for key in _SERVE_KEYS if key in obj}
-    message, timestamp, fields = map_object(obj)
+    message, timestamp, fields = map_object(obj, keys)
     model: dict[str, Any] = {"server": "rayserve"}
     existing = fields.get("model")
     if type(existing) is dict:  # an ECS-style "model.*" key in the record: keep it under ours
@@ -284,6 +285,10 @@ class RayServeFormat(PlainFormat):
     name = "rayserve"
     detect_priority: ClassVar[int] = 40
 
+    def __init__(self, settings: Any) -> None:
+        super().__init__(settings)
+        self._keys = key_map(settings.map_fields)  # the JSON keys with a meaning, --map-field included
+
     @classmethod
     def detect(cls, text: str) -> bool:
         if text[:1] == "{":
@@ -310,7 +315,7 @@ class RayServeFormat(PlainFormat):
             return None
         if type(obj) is not dict:
             return None
-        message, timestamp, fields = json_fields(obj)
+        message, timestamp, fields = json_fields(obj, self._keys)
         tags = line.tags
         if len(tags) > 1:
             tags = tuple(dict.fromkeys(tags))
