@@ -14,9 +14,6 @@ from agent.config.resolve import InputSpec
 from agent.errors import ConfigError
 from agent.parsing.settings import ParseSettings
 
-HAS_LOG_FORMAT = "log_format" in {f.name for f in dataclasses.fields(ParseSettings)}
-HAS_MAP_FIELDS = "map_fields" in {f.name for f in dataclasses.fields(ParseSettings)}
-
 
 def _resolve(tmp_path, text):
     cfg = tmp_path / "agent.yml"
@@ -71,7 +68,6 @@ def test_apply_replaces_each_set_value():
     assert InputSpec(("/a/*.log",)).apply(ParseSettings(format="json")).format == "json"
 
 
-@pytest.mark.skipif(not HAS_LOG_FORMAT, reason="ParseSettings.log_format is being added (issue 8, item 9)")
 def test_log_format_per_input(tmp_path):
     _, run = _resolve(tmp_path, "inputs:\n  - paths: [a.log]\n    log_format: '%(asctime)s %(levelname)s %(message)s'\n")
     spec, = run().inputs
@@ -83,7 +79,6 @@ def test_log_format_per_input(tmp_path):
     assert str(caught.value).startswith(f"{cfg}: inputs[2].log-format: ")  # the key as the file spells it
 
 
-@pytest.mark.skipif(not HAS_MAP_FIELDS, reason="ParseSettings.map_fields is being added (issue 8, item 10)")
 def test_map_fields_per_input_as_a_list_or_a_mapping(tmp_path):
     _, run = _resolve(tmp_path, "inputs:\n  - paths: [a.log]\n    map_fields: [lat=event.duration]\n"
                                 "  - paths: [b.log]\n    map_fields: {lat: event.duration}\n")
