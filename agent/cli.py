@@ -207,7 +207,7 @@ def dlq_replay(to_index: str | None, **params: Any) -> None:
                 kept = {letter.doc_id for letter in keep}
                 index.delete([letter.doc_id for letter in letters if letter.doc_id not in kept])
         else:
-            output = ElasticsearchOutput(config)
+            output = ElasticsearchOutput.from_config(config)
             try:
                 output.preflight()
                 result = replay(config.dead_letter_path, output.send, to_index)
@@ -229,7 +229,7 @@ def _letters_index(config: Config) -> Iterator[Any]:
     from agent.outputs.dead_letter_index import IndexLetters
     from agent.outputs.elasticsearch import ElasticsearchOutput
 
-    output = ElasticsearchOutput(config)
+    output = ElasticsearchOutput.from_config(config)
     try:
         output.preflight()
         yield IndexLetters(output, config.dead_letter_index or "")
@@ -252,7 +252,7 @@ def setup_templates(dry_run: bool, **params: Any) -> None:
 
     try:
         config = _resolve(params, require_paths=False)
-        output = ElasticsearchOutput(config)
+        output = ElasticsearchOutput.from_config(config)
         try:
             actions = install_templates(requester(output), dry_run=dry_run)
         finally:

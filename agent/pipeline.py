@@ -25,7 +25,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
@@ -37,8 +36,7 @@ from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Config
 from agent.config.resolve import InputSpec
 from agent.enrich import Enricher, agent_id
-from agent.errors import (EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ConfigError, ModelscribeError,
-                          OutputError, StateError)
+from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ModelscribeError, OutputError, StateError
 from agent.events import Event, Line, Record, Source
 from agent.outputs import build_output
 from agent.outputs.base import Output
@@ -53,7 +51,7 @@ from agent.sources.discovery import Discovery
 from agent.sources.tailer import Tailer, TailSettings
 from agent.spool import DiskQueue, MemoryQueue
 from agent.stats import Stats
-from agent.transforms import TransformSettings, Transforms, gather, load_or_create_hash_key
+from agent.transforms import Transforms, gather, load_or_create_hash_key
 from agent.status import write_status
 from agent.supervise import Supervisor
 

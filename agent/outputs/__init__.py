@@ -22,4 +22,4 @@ def build_output(config: Config) -> Output:
         from agent.outputs.file import FileOutput
         return FileOutput(config.output[5:])
     from agent.outputs.elasticsearch import ElasticsearchOutput
-    return ElasticsearchOutput(config)
+    return ElasticsearchOutput.from_config(config)

@@ -22,18 +22,21 @@ from __future__ import annotations
 import base64
 import os
 import warnings
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import elastic_transport
 import orjson
 from elasticsearch import Elasticsearch
 
 from agent import AGENT_NAME, __version__
-from agent.config import Config
+from agent.outputs.connection import ConnectionSettings
 from agent.errors import AuthError, ConfigError, PermanentOutputError, TransientOutputError
 from agent.events import Event
 from agent.outputs.base import CheckReport, Response
 from agent.selflog import Secret, get_logger
+
+if TYPE_CHECKING:
+    from agent.config import Config
 
 log = get_logger("output.elasticsearch")
 
@@ -47,7 +50,7 @@ _WRITE_PRIVILEGES = ("create_doc", "auto_configure")
 class _Credential:
     """The Authorization header, re-read when its file changes."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: ConnectionSettings) -> None:
         self._config = config
         self._stamp: tuple[float, int] | None = None
         self._header = self._build(config.api_key, config.password)
@@ -83,13 +86,17 @@ class _Credential:
 class ElasticsearchOutput:
     name = "elasticsearch"
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: ConnectionSettings) -> None:
         self._config = config
         self._target = config.target
         self._bulk_path = f"/{self._target}/_bulk"
         self._credential = _Credential(config)
         self._client = _build_client(config)
         self._transport = self._client.transport
+
+    @classmethod
+    def from_config(cls, config: "Config") -> "ElasticsearchOutput":
+        return cls(ConnectionSettings.from_config(config))
 
     # -- one request -----------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, content_type: str = _JSON,
@@ -198,22 +205,21 @@ class ElasticsearchOutput:
         self._client.close()
 
 
-def _auth_hint(config: Config, response: Response) -> str:
+def _auth_hint(config: ConnectionSettings, response: Response) -> str:
     detail = ""
     if isinstance(response.body, dict) and isinstance(response.body.get("error"), dict):
         detail = f" ({response.body['error'].get('reason')})"
     if response.status == 403:
         return f"HTTP 403: the credentials lack a privilege{detail}"
     if config.api_key is not None:
-        origin = config.origins.get("api_key", "the API key")
-        return f"HTTP 401: the API key from {origin} was rejected{detail}"
+        return f"HTTP 401: the API key from {config.api_key_origin} was rejected{detail}"
     if config.password is not None:
         return f"HTTP 401: user {config.username!r} and the password were rejected{detail}"
     return "HTTP 401: Elasticsearch requires credentials: set --api-key-file or --username " \
            "with --password-file"
 
 
-def raise_for_auth(config: Config, response: Response) -> None:
+def raise_for_auth(config: ConnectionSettings, response: Response) -> None:
     if response.status in (401, 403):
         raise AuthError(_auth_hint(config, response))
 
@@ -227,14 +233,14 @@ def _root_message(error: BaseException) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-def _build_client(config: Config) -> Elasticsearch:
+def _build_client(config: ConnectionSettings) -> Elasticsearch:
     options: dict[str, Any] = {
         "request_timeout": config.request_timeout,
         "max_retries": 0,  # retries are the sender's job, with backoff and per-item care
         "retry_on_timeout": False,
         "http_compress": config.gzip,
         "verify_certs": config.tls_verify,
-        "connections_per_node": config.workers + 2,
+        "connections_per_node": config.connections_per_node,
     }
     if config.ca_cert:
         options["ca_certs"] = config.ca_cert

@@ -58,8 +58,9 @@ def test_the_cli_lets_an_unexpected_replay_error_surface(letters_file: Path, mon
     from agent.outputs import elasticsearch
 
     class Output:
-        def __init__(self, config):
-            pass
+        @classmethod
+        def from_config(cls, config):
+            return cls()
 
         def preflight(self):
             pass

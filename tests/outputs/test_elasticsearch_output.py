@@ -23,7 +23,7 @@ pytestmark = pytest.mark.elasticsearch
 def _output(node, **flags) -> ElasticsearchOutput:
     base = {"es_urls": (node.url,), "ca_cert": node.ca_cert, "api_key_file": node.api_key_file}
     base.update(flags)
-    return ElasticsearchOutput(resolve(base, {}))
+    return ElasticsearchOutput.from_config(resolve(base, {}))
 
 
 def _event(i: int, body: dict) -> Event:
@@ -80,7 +80,7 @@ def test_basic_auth_and_preflight_errors(es_node, tmp_path):
 
 
 def test_tls_without_the_ca_is_refused_clearly(es_node):
-    output = ElasticsearchOutput(resolve({"es_urls": (es_node.url,), "api_key_file": es_node.api_key_file}, {}))
+    output = ElasticsearchOutput.from_config(resolve({"es_urls": (es_node.url,), "api_key_file": es_node.api_key_file}, {}))
     try:
         with pytest.raises(Exception) as caught:
             output.preflight()
@@ -126,7 +126,7 @@ def test_ships_into_elasticsearch_8(es8_node, tmp_path):
 
 
 def test_unreachable_node_is_a_transient_error():
-    output = ElasticsearchOutput(resolve({"es_urls": ("http://127.0.0.1:9",), "request_timeout": "2s"}, {}))
+    output = ElasticsearchOutput.from_config(resolve({"es_urls": ("http://127.0.0.1:9",), "request_timeout": "2s"}, {}))
     try:
         with pytest.raises(TransientOutputError, match="cannot connect to Elasticsearch at http://127.0.0.1:9"):
             output.send([_event(0, {})])

@@ -35,7 +35,7 @@ LACKS = "this cluster lacks constant_keyword (mapped as keyword), match_only_tex
 def _output(node, **flags) -> ElasticsearchOutput:
     base = {"es_urls": (node.url,), "ca_cert": node.ca_cert, "api_key_file": node.api_key_file}
     base.update(flags)
-    return ElasticsearchOutput(resolve(base, {}))
+    return ElasticsearchOutput.from_config(resolve(base, {}))
 
 
 def _ok(es, method: str, path: str, body: Any = None) -> Any:
