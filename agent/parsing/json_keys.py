@@ -131,8 +131,10 @@ class Rule(NamedTuple):
     rank: int
     requires: tuple[tuple[str, ...], ...] = ()
     place: int = 0
-    parents: tuple[str, ...] = ()  # path[:-1] and path[-1], for the per-line code
-    leaf: str = ""
+    # ``put(fields, value)``: coerce and place in one call (the per-line code);
+    # returns the placed value, or NO when it does not coerce or the field
+    # is taken. None for @timestamp and message, which are not fields.
+    put: Callable[[dict[str, Any], Any], Any] | None = None
 
 
 FIELD, STATUS, TIMESTAMP, MESSAGE = range(4)  # (FIELD and STATUS: a field; ``place <= STATUS``)
@@ -142,7 +144,60 @@ def make_rule(target: str, coerce: Callable[[Any], Any], rank: int,
               requires: tuple[tuple[str, ...], ...] = ()) -> Rule:
     place = {"@timestamp": TIMESTAMP, "message": MESSAGE, "http.response.status_code": STATUS}.get(target, FIELD)
     path = tuple(target.split("."))
-    return Rule(target, path, coerce, rank, requires, place, path[:-1], path[-1])
+    put = None if place in (TIMESTAMP, MESSAGE) else _putter(coerce, path, requires)
+    return Rule(target, path, coerce, rank, requires, place, put)
+
+
+def _putter(coerce: Callable[[Any], Any], path: tuple[str, ...],
+            requires: tuple[tuple[str, ...], ...]) -> Callable[[dict[str, Any], Any], Any]:
+    """``put`` of a field rule, specialised for the common two-part path."""
+    if len(path) == 2 and not requires:
+        parent, leaf = path
+
+        def put_two(fields: dict[str, Any], value: Any) -> Any:
+            coerced = coerce(value)
+            if coerced is NO:
+                return NO
+            node = fields.get(parent)
+            if node is None:
+                fields[parent] = {leaf: coerced}
+                return coerced
+            if type(node) is dict and leaf not in node:
+                node[leaf] = coerced
+                return coerced
+            return NO
+
+        return put_two
+
+    def put(fields: dict[str, Any], value: Any) -> Any:
+        if requires and not any(_present(fields, need) for need in requires):
+            return NO
+        coerced = coerce(value)
+        if coerced is NO:
+            return NO
+        node = fields
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif type(child) is not dict:
+                return NO
+            node = child
+        if path[-1] in node:
+            return NO
+        node[path[-1]] = coerced
+        return coerced
+
+    return put
+
+
+def _present(fields: dict[str, Any], path: tuple[str, ...]) -> bool:
+    node: Any = fields
+    for part in path:
+        if type(node) is not dict or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 # -- coercers: value -> typed value, or NO ----------------------------------------

@@ -139,13 +139,13 @@ def _set_leaf(fields: dict[str, Any], root: str, leaf: str, value: Any) -> bool:
 # dozen keys repeat on every line, and one dict lookup is cheaper than
 # re-deriving the decision (this loop is most of the per-line budget).
 _EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED = range(6)
-_PLANS: dict[str, tuple[int, Any, Any]] = {}
+_PLANS: dict[str, tuple[Any, ...]] = {}
 _MAX_PLANS = 4096  # user keys are unbounded; past this, decide without caching
 _EXTRA_PLAN = (_EXTRA, None, None)
 
 
-def _plan(key: str, plans: dict[str, tuple[int, Any, Any]] = _PLANS) -> tuple[int, Any, Any]:
-    plan: tuple[int, Any, Any] = _EXTRA_PLAN
+def _plan(key: str, plans: dict[str, tuple[Any, ...]] = _PLANS) -> tuple[Any, ...]:
+    plan: tuple[Any, ...] = _EXTRA_PLAN
     for role, keys in enumerate((_MESSAGE_KEYS, _TIMESTAMP_KEYS, _LEVEL_KEYS, _LOGGER_KEYS, _STACK_KEYS)):
         if key in keys:
             # (role, the better keys of the same role): a present better key wins.
@@ -155,7 +155,7 @@ def _plan(key: str, plans: dict[str, tuple[int, Any, Any]] = _PLANS) -> tuple[in
         rule = json_keys.BUILT_IN.get(key)
         if rule is not None:
             # (mapped, the rule, an object under this key is ECS's: "process": {...})
-            plan = (_MAPPED, rule, key in ECS_ROOTS)
+            plan = (_MAPPED, rule, key in ECS_ROOTS, rule.rank)
         elif "." in key:
             parts = key.split(".")
             if parts[0] in ECS_ROOTS and all(parts):
@@ -179,13 +179,13 @@ class KeyMap:
         self._user: dict[str, Rule] = dict(compiled)
         # Dotted sources may also name a value inside nested objects.
         self.nested = tuple((tuple(source.split(".")), rule) for source, rule in compiled if "." in source)
-        self.plans: dict[str, tuple[int, Any, Any]] = {} if compiled else _PLANS
+        self.plans: dict[str, tuple[Any, ...]] = {} if compiled else _PLANS
 
-    def plan(self, key: str) -> tuple[int, Any, Any]:
+    def plan(self, key: str) -> tuple[Any, ...]:
         rule = self._user.get(key)
         if rule is None:
             return _plan(key, self.plans)
-        plan = (_MAPPED, rule, key in ECS_ROOTS)
+        plan = (_MAPPED, rule, key in ECS_ROOTS, rule.rank)
         if len(self.plans) < _MAX_PLANS:
             self.plans[key] = plan
         return plan
@@ -268,11 +268,10 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
             if plan[1][0] == "log":
                 ecs_log = True
         elif kind == _MAPPED and not (plan[2] and type(value) is dict):
-            rule = plan[1]
             if mapped is None:
-                mapped = [(rule.rank, key, value, None, rule)]
+                mapped = [(plan[3], key, value, None, plan[1])]
             else:
-                mapped.append((rule.rank, key, value, None, rule))
+                mapped.append((plan[3], key, value, None, plan[1]))
         elif type(value) is not dict:  # _ECS_OBJECT: "user": "alice" would clash with the mapping
             extra[key] = value
         else:
@@ -367,35 +366,25 @@ def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fiel
         mapped.sort()  # by rank; equal ranks (one rule, literal and nested key) differ by key
     status = None
     no = NO
-    for _, key, value, holder, (_, _, coerce, _, requires, place, parents, leaf) in mapped:
-        coerced = coerce(value)
-        placed = False
-        if coerced is no or (requires and not any(_present(fields, path) for path in requires)):
-            pass
-        elif place <= STATUS_PLACE:  # a field: _place, inlined (this runs once per mapped key)
-            node: Any = fields
-            for part in parents:
-                child = node.get(part)
-                if child is None:
-                    child = node[part] = {}
-                elif type(child) is not dict:
-                    break
-                node = child
-            else:
-                if leaf not in node:
-                    node[leaf] = coerced
-                    placed = True
-                    if place == STATUS_PLACE:
-                        status = coerced
-        elif place == TIMESTAMP:
-            placed = timestamp is None
-            if placed:
-                timestamp = coerced
-        else:
-            placed = not message
-            if placed:
-                message = coerced
-        if placed:
+    for _, key, value, holder, rule in mapped:
+        put = rule.put
+        if put is not None:  # a field: coerced and placed in one call
+            result = put(fields, value)
+            ok = result is not no
+            if ok and rule.place == STATUS_PLACE:
+                status = result
+        else:  # the record's timestamp or message
+            result = rule.coerce(value)
+            ok = result is not no
+            if ok and rule.place == TIMESTAMP:
+                ok = timestamp is None
+                if ok:
+                    timestamp = result
+            elif ok:
+                ok = not message
+                if ok:
+                    message = result
+        if ok:
             if holder is not None:
                 holder.pop(key, None)
         elif holder is None:
@@ -418,15 +407,6 @@ def _place(fields: dict[str, Any], path: tuple[str, ...], value: Any) -> bool:
     if path[-1] in node:
         return False
     node[path[-1]] = value
-    return True
-
-
-def _present(fields: dict[str, Any], path: tuple[str, ...]) -> bool:
-    node: Any = fields
-    for part in path:
-        if type(node) is not dict or part not in node:
-            return False
-        node = node[part]
     return True
 
 
