@@ -24,9 +24,14 @@ Widths and flags (``%(name)-12s``, ``%(levelname)8s``, ``%(lineno)04d``,
 ``{``-style strings (``{asctime} {levelname:<8} {message}``) are read too
 when they hold no ``%(``.
 
+Only the message may hold any text: names, files and paths are read without
+blanks (a thread's default "Thread-1 (target)" excepted), and a format with
+the message twice is refused, so reading a line, or refusing one that almost
+fits, costs about linear time even on a megabyte line.
+
 Guarantees: ``compile_layout`` raises ``ValueError`` with a reason a person
 can act on for an unusable string (an unknown attribute, a stray ``%`` or
-brace, no ``message``), and the same string is compiled only once per
+brace, no ``message`` or two), and the same string is compiled only once per
 process. ``LoggingLayout.read`` is total: a line that does not fit the
 layout gives None (the caller reads it as plain text), never an exception,
 and every field it writes is defined in the schema.
@@ -41,8 +46,10 @@ from typing import Any
 from agent.parsing import timestamps
 from agent.parsing.base import TextInfo
 
-# The value of each attribute as logging prints it. Names and files have no
-# blanks; a thread name can ("Thread-1 (worker)"), a path too.
+# The value of each attribute as logging prints it. Only the message may hold
+# any text: two fields that could both take blanks would make a line that
+# almost fits cost cubic time to refuse. So names and paths have no blanks,
+# except the "(target)" Python adds to a thread's default name.
 _ISO = (r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?"
         r"(?: ?(?:[Zz]|[+-]\d\d(?::?\d\d)?))?")
 _VALUES = {
@@ -55,13 +62,13 @@ _VALUES = {
     "name": r"\S+?",
     "module": r"\S+?",
     "filename": r"\S+?",
-    "pathname": r".+?",
+    "pathname": r"\S+?",
     "funcName": r"\S+?",
     "lineno": r"\d+",
     "process": r"\d+",
     "processName": r"\S+?",
     "thread": r"\d+",
-    "threadName": r".+?",
+    "threadName": r"\S+?(?: \([^()]*\))?",
     "taskName": r"\S+?",
     "message": r".*?",
 }
@@ -165,6 +172,14 @@ def _value(key: str, align: str, width: str) -> str:
     return " *" + value + " *"
 
 
+def _again(key: str) -> str:
+    """A repeated attribute: the same text again (the message only once: any
+    text twice would make a refused line cost quadratic time)."""
+    if key == "message":
+        raise ValueError("it has %(message)s twice")
+    return f"(?P={key})"
+
+
 def _check_key(key: str, format_string: str) -> None:
     if key in _UNPRINTABLE:
         raise ValueError(f"attribute {key!r} cannot be read back from a log line")
@@ -191,7 +206,7 @@ def _compile_percent(format_string: str) -> tuple[str, tuple[str, ...]]:
         key = match.group("key")
         _check_key(key, format_string)
         if key in keys:
-            parts.append(f"(?P={key})")
+            parts.append(_again(key))
             continue
         keys.append(key)
         flags = match.group("flags")
@@ -222,7 +237,7 @@ def _compile_brace(format_string: str) -> tuple[str, tuple[str, ...]]:
         key = match.group("key")
         _check_key(key, format_string)
         if key in keys:
-            parts.append(f"(?P={key})")
+            parts.append(_again(key))
             continue
         keys.append(key)
         spec = match.group("spec") or ""
