@@ -153,9 +153,10 @@ def _putter(coerce: Callable[[Any], Any], path: tuple[str, ...],
     """``put`` of a field rule, specialised for the common two-part path."""
     if len(path) == 2 and not requires:
         parent, leaf = path
+        strings = coerce is keyword  # most keys with a meaning hold strings: no call for those
 
         def put_two(fields: dict[str, Any], value: Any) -> Any:
-            coerced = coerce(value)
+            coerced = value if strings and type(value) is str and value else coerce(value)
             if coerced is NO:
                 return NO
             node = fields.get(parent)
@@ -315,20 +316,17 @@ def nanos(factor: int, unit_required: bool = False) -> Callable[[Any], Any]:
         if kind is int:
             number = value * factor
         elif kind is float:
-            if value.is_integer():
-                number = int(value) * factor
-            elif math.isfinite(value):
-                product = value * factor
-                if 0 <= product < _FAST_BELOW:
-                    number = round(product)
-                    # The float product is within 4e-4 of the exact decimal one
-                    # (ulp < 2**-12 below 2**40): away from a .5 boundary both
-                    # round alike; near one, decimal decides.
-                    if abs(abs(product - number) - 0.5) > 1e-3:
-                        return number
-                return _decimal_nanos(repr(value), factor)
-            else:
+            product = value * factor
+            if 0.0 <= product < _FAST_BELOW:  # (False for nan and inf)
+                number = round(product)
+                # The float product is within 4e-4 of the exact decimal one
+                # (ulp < 2**-12 below 2**40): away from a .5 boundary both
+                # round alike; near one, decimal decides.
+                if -0.499 < product - number < 0.499:
+                    return number
+            if not math.isfinite(value):
                 return NO
+            return _decimal_nanos(repr(value), factor)
         else:
             return NO
         return number if 0 <= number < _MAX_LONG else NO

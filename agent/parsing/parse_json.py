@@ -362,7 +362,10 @@ def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fiel
     free (an ECS key or a better rule did not fill it); otherwise the key
     stays in extra as it was (a nested one: where it was).
     """
-    if len(mapped) > 1:
+    if len(mapped) == 2:  # the common case of several: no sort call
+        if mapped[0][0] > mapped[1][0]:
+            mapped.reverse()
+    elif len(mapped) > 2:
         mapped.sort()  # by rank; equal ranks (one rule, literal and nested key) differ by key
     status = None
     no = NO
