@@ -47,6 +47,7 @@ from agent.outputs.sender import Sender
 from agent.parsing import ParseSettings, SourceParser, make_parser
 from agent.registry import Registry
 from agent.selflog import get_logger
+from agent.service import Notifier, status_line
 from agent.sources.discovery import Discovery
 from agent.sources.tailer import Tailer, TailSettings
 from agent.spool import DiskQueue, MemoryQueue
@@ -311,15 +312,25 @@ class Pipeline:
         batcher = supervisor.thread("batcher", self._batcher.run)
         batcher.start()
         reader.start()
+
+        def status() -> str:
+            spool = self.spool.used_bytes() if isinstance(self.spool, DiskQueue) else None
+            return status_line(self.tailer.open_files(), spool, self.stats.snapshot().events_acked)
+
+        # systemd (Type=notify): READY now, watchdog pings only from this loop, STOPPING in _shutdown.
+        notifier = self._notifier = Notifier()
+        notifier.ready(status())
         try:
-            while not supervisor.wait(_SAVE_INTERVAL):
+            while not supervisor.wait(notifier.wait_bound(_SAVE_INTERVAL)):
                 self._save_state()
                 for stage in (reader, batcher):
                     if not stage.is_alive() and not supervisor.stopping():
                         supervisor.died(stage.name, RuntimeError(f"the {stage.name} thread ended on its own"))
+                notifier.tick(status)
             self._shutdown(reader, batcher)
         finally:
             supervisor.restore_signals()
+            notifier.close()
         if supervisor.deaths:
             stage, error = supervisor.deaths[0]
             log.error("stopped because a stage died", stage=stage, error=repr(error))
@@ -358,6 +369,7 @@ class Pipeline:
         signum = self._supervisor.signal
         log.info("shutting down: flushing in-flight events", signal=signal.Signals(signum).name if signum else "-",
                  in_flight=self.acks.in_flight())
+        self._notifier.stopping(f"stopping: {self.acks.in_flight()} events in flight")
 
         def remaining(until: float) -> float:
             return max(0.0, until - self._clock.monotonic())

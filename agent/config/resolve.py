@@ -9,7 +9,9 @@ remembers the origin of each value so ``check config`` can show it.
 Secrets never come from a flag value (it would show in ``ps``): the API key is
 read from ``--api-key-file`` or ``MODELSCRIBE_API_KEY``, the password from
 ``--password-file`` or ``MODELSCRIBE_PASSWORD``, and both are held as
-``Secret``.
+``Secret``. Under systemd, when none of those is given, they come from the
+credentials ``es-api-key`` and ``es-password`` in ``$CREDENTIALS_DIRECTORY``
+(``agent.service``).
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ class Config:
     shutdown_timeout: float
     queue_events: int
     log_level: str
+    metrics_addr: str | None
+    health_blocked_after: float
     api_key: Secret | None = None
     password: Secret | None = None
     hash_key: Secret | None = None
@@ -390,6 +394,18 @@ def _read_secrets(chosen: dict[str, Any], env: Mapping[str, str], origins: dict[
             found[name] = Secret(env[SECRET_ENV[name]].strip())
             origins[name] = f"env {SECRET_ENV[name]}"
             where[name] = SECRET_ENV[name]
+    # systemd's LoadCredential= (agent.service): used for what nothing above gave.
+    from agent.service import CREDENTIALS, CREDENTIALS_ENV, CredentialsError, read_credentials
+
+    try:
+        credentials = read_credentials(env)
+    except CredentialsError as error:
+        raise ConfigError(str(error)) from None
+    for name, (path, value) in credentials.items():
+        if found[name] is None:
+            found[name] = Secret(value)
+            origins[name] = f"credential {path}"
+            where[name] = f"${CREDENTIALS_ENV}/{CREDENTIALS[name]}"
     return found
 
 
