@@ -176,6 +176,10 @@ OPTIONS: tuple[Option, ...] = (
            "and sending (backpressure beyond it).", group="process"),
     Option("log_level", v.choice("debug", "info", "warn", "error"), "info", "Level of the agent's own log.",
            group="process"),
+    Option("metrics_addr", v.listen_address, "127.0.0.1:9464", "HOST:PORT of the Prometheus /metrics and "
+           "/health endpoint, or off (the daemon only; --once never serves it).", group="process"),
+    Option("health_blocked_after", v.positive_duration, 60.0, "/health answers 503 once events have waited "
+           "this long and nothing was acknowledged for as long.", group="process"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}

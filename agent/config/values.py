@@ -217,3 +217,28 @@ def fraction(raw: Any) -> float:
     if not 0 < value <= 1:
         raise ValueError(f"{value} is out of range: must be above 0 and at most 1")
     return value
+
+
+_LISTEN = re.compile(r"^(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9][A-Za-z0-9.-]*)):(?P<port>\d{1,5})$")
+
+
+def listen_address(raw: Any) -> str | None:
+    """HOST:PORT to listen on ([::1]:PORT for IPv6), or 'off' (None). The
+    host is not resolved here: binding it is the server's job at start-up."""
+    value = text(raw).strip()
+    if value.lower() in {"off", "none", "false", "no"}:
+        return None
+    match = _LISTEN.match(value)
+    if not match:
+        raise ValueError(f"{raw!r} is not HOST:PORT (e.g. 127.0.0.1:9464, 0.0.0.0:9464, [::1]:9464) or off")
+    port = int(match.group("port"))
+    if not 1 <= port <= 65535:
+        raise ValueError(f"{raw!r}: the port must be a number between 1 and 65535")
+    if match.group("ip6") is not None:
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(match.group("ip6"))
+        except ValueError:
+            raise ValueError(f"{raw!r}: {match.group('ip6')!r} is not an IPv6 address") from None
+    return value
