@@ -2,7 +2,10 @@
 
 Named after the metrics they will be exported as
 (``modelscribe_<thing>_total``); ``snapshot`` gives a frozen copy for logs,
-``--once`` summaries and tests.
+``--once`` summaries and tests. ``agent.metrics`` reads them at scrape
+time, so nothing here is called per line: request-level figures (retries
+by reason, the bulk request latency histogram, the last acknowledgement)
+are recorded once per request by the sender.
 
 Errors a stage catches to stay alive (a format detector that raised, a
 failure of the file-system event watcher) are counted by kind in the
@@ -13,12 +16,18 @@ own. Each ``Stats`` reports the ones counted since it was created, as
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass
 
 
 # Kinds of caught errors: a fixed, small set (each becomes a counter).
 ERROR_KINDS = ("detector", "watcher")
+# Why a bulk request was retried: a fixed, small set (the label values of
+# modelscribe_retried_requests_total).
+RETRY_REASONS = ("429", "5xx", "connection", "auth", "other")
+# Upper bounds (seconds) of the bulk request latency histogram's buckets.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class ErrorCounts:
@@ -55,6 +64,9 @@ class Snapshot:
     events_retried: int
     events_dropped: int
     events_given_up: int  # --max-retries reached: sent to the dead letters with the reason
+    events_sent: int      # events in bulk requests, re-sends included
+    bytes_sent: int       # their document bytes
+    bytes_emitted: int    # document bytes handed to the queue
     lost_bytes: int
     batches_failed: int
     detector_errors: int  # a format detector raised (the format is skipped for that file)
@@ -64,13 +76,18 @@ class Snapshot:
 
 class Stats:
     _FIELDS = ("lines_read", "events_emitted", "events_acked", "events_duplicate", "events_rejected",
-               "events_retried", "events_dropped", "events_given_up", "lost_bytes", "batches_failed")
+               "events_retried", "events_dropped", "events_given_up", "events_sent", "bytes_sent",
+               "bytes_emitted", "lost_bytes", "batches_failed")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(self._FIELDS, 0)
         self._errors_before = ERRORS.counts()
         self.last_error: str | None = None
+        self._retries = dict.fromkeys(RETRY_REASONS, 0)
+        self._latency = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last one is +Inf
+        self._latency_sum = 0.0
+        self.last_ack_time: float | None = None  # wall clock of the last acknowledgement
 
     def add(self, name: str, amount: int = 1) -> None:
         with self._lock:
@@ -83,6 +100,37 @@ class Stats:
     def error(self, message: str) -> None:
         with self._lock:
             self.last_error = message
+
+    def request(self, seconds: float, events: int, size: int) -> None:
+        """One bulk request done (whatever its outcome): its latency and size."""
+        with self._lock:
+            self._latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self._latency_sum += seconds
+            self._counts["events_sent"] += events
+            self._counts["bytes_sent"] += size
+
+    def retried(self, reason: str) -> None:
+        """A request left events to retry; ``reason`` in RETRY_REASONS."""
+        with self._lock:
+            self._retries[reason if reason in self._retries else "other"] += 1
+
+    def acknowledged(self, now: float) -> None:
+        """The output settled events (stored, duplicate or dead-lettered) at ``now``."""
+        self.last_ack_time = now  # one assignment: no lock needed
+
+    def retries(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._retries)
+
+    def latency(self) -> tuple[list[tuple[float, int]], float]:
+        """Cumulative (upper bound, count) buckets ending with +Inf, and the sum of seconds."""
+        with self._lock:
+            counts, total = list(self._latency), self._latency_sum
+        buckets, running = [], 0
+        for bound, count in zip(LATENCY_BUCKETS + (float("inf"),), counts):
+            running += count
+            buckets.append((bound, running))
+        return buckets, total
 
     def snapshot(self) -> Snapshot:
         errors = {f"{kind}_errors": count - self._errors_before[kind] for kind, count in ERRORS.counts().items()}

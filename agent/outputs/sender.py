@@ -17,10 +17,16 @@ like rejected documents, so their file's offset and the spool move on;
 batch would sit in the spool, unacknowledged and never handed out again,
 until a restart. ``--once`` gives up differently: it reports the failure
 (exit code 3) and leaves the events unacknowledged for the next run.
+
+Self-monitoring is per request, never per event: each request's latency
+and size, each retry's reason (``RETRY_REASONS``: the status of the
+request or of its first retried item, or the kind of transport error), the
+time of the last acknowledgement (``Stats``, read by ``agent.metrics``).
 """
 
 from __future__ import annotations
 
+import operator
 import threading
 from typing import Sequence
 
@@ -38,6 +44,23 @@ from agent.selflog import get_logger
 from agent.stats import Stats
 
 log = get_logger("output")
+_DATA = operator.attrgetter("data")
+
+
+def _status_reason(status: int) -> str:
+    """The retry reason (a ``RETRY_REASONS`` label) of an HTTP status."""
+    if status == 429:
+        return "429"
+    if status in (401, 403):
+        return "auth"
+    return "5xx" if status >= 500 else "other"
+
+
+def _error_reason(error: OutputError) -> str:
+    """The retry reason of a request that got no HTTP answer to classify."""
+    if isinstance(error, AuthError):
+        return "auth"
+    return "connection" if isinstance(error, TransientOutputError) else "other"
 
 
 class _ItemsToRetry(TransientOutputError):
@@ -80,9 +103,10 @@ class Sender:
         try:
             for attempt in self._retrying.copy():
                 with attempt:
-                    pending, error = self._attempt(pending)
+                    pending, error, reason = self._attempt(pending)
                     if pending:
                         self._stats.add("events_retried", len(pending))
+                        self._stats.retried(reason)
                         raise error or _ItemsToRetry(f"{len(pending)} of the documents must be retried")
         except OutputError as error:
             if self._abort.is_set() or not self._give_up_to_dead_letters:
@@ -105,36 +129,42 @@ class Sender:
         level("delivery failed, retrying", attempt=state.attempt_number,
               wait=f"{state.upcoming_sleep:.1f}s", error=str(error))
 
-    def _attempt(self, events: list[Event]) -> tuple[list[Event], OutputError | None]:
+    def _attempt(self, events: list[Event]) -> tuple[list[Event], OutputError | None, str]:
         """One request (or, after a 413, its halves): settles what it can and
-        returns the events still pending, with the error that kept them."""
+        returns the events still pending, with the error that kept them and
+        the retry reason (meaningful only when events are pending)."""
+        started = self._clock.monotonic()
         try:
             response = self._output.send(events)
         except OutputError as error:
-            return events, error
+            return events, error, _error_reason(error)
+        finally:
+            self._stats.request(self._clock.monotonic() - started, len(events), sum(map(len, map(_DATA, events))))
         decision = classify(response, len(events))
         if decision.kind == "ack":
             self._settle(events, [], [])
-            return [], None
+            return [], None, ""
         if decision.kind == "retry":
-            return events, TransientOutputError(f"Elasticsearch asked to retry the request: {decision.reason}")
+            return (events, TransientOutputError(f"Elasticsearch asked to retry the request: {decision.reason}"),
+                    _status_reason(response.status))
         if decision.kind == "auth":
-            return events, AuthError(f"Elasticsearch refused the credentials: {decision.reason}")
+            return events, AuthError(f"Elasticsearch refused the credentials: {decision.reason}"), "auth"
         if decision.kind == "split":
             if len(events) == 1:
                 verdict = ItemVerdict(0, Action.REJECT, 413, "request_too_large", decision.reason)
                 self._settle([], [], [(events[0], verdict)])
-                return [], None
+                return [], None, ""
             half = len(events) // 2
-            first, first_error = self._attempt(events[:half])
-            second, second_error = self._attempt(events[half:])
-            return first + second, first_error or second_error
+            first, first_error, first_reason = self._attempt(events[:half])
+            second, second_error, second_reason = self._attempt(events[half:])
+            return first + second, first_error or second_error, first_reason if first else second_reason
         if decision.kind == "reject":
             rejected = [(event, ItemVerdict(i, Action.REJECT, response.status, "request_rejected",
                                             decision.reason)) for i, event in enumerate(events)]
             self._settle([], [], rejected)
-            return [], None
+            return [], None, ""
         stored, duplicates, rejected, retry = [], [], [], []
+        retry_status = 0
         for verdict in decision.items:
             event = events[verdict.position]
             if verdict.action is Action.ACK:
@@ -145,8 +175,9 @@ class Sender:
                 rejected.append((event, verdict))
             else:
                 retry.append(event)
+                retry_status = retry_status or verdict.status
         self._settle(stored, duplicates, rejected)
-        return retry, None
+        return retry, None, _status_reason(retry_status)
 
     def _settle(self, stored: list[Event], duplicates: list[Event],
                 rejected: list[tuple[Event, ItemVerdict]]) -> None:
@@ -163,6 +194,8 @@ class Sender:
         if duplicates:
             self._stats.add("events_duplicate", len(duplicates))
         self._acks.acknowledge(stored + duplicates + [event for event, _ in rejected])
+        if stored or duplicates or rejected:
+            self._stats.acknowledged(self._clock.time())
 
 
 __all__ = ["Sender", "OutputError"]
