@@ -25,11 +25,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import operator
 import os
 import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
@@ -56,11 +58,15 @@ from agent.transforms import Transforms, gather, load_or_create_hash_key
 from agent.status import write_status
 from agent.supervise import Supervisor
 
+if TYPE_CHECKING:
+    from agent.metrics import MetricsServer
+
 log = get_logger("pipeline")
 _SAVE_INTERVAL = 1.0
 # After --shutdown-timeout, how long the agent still waits for stages it told
 # to give up (the abort flag) before it saves offsets and exits without them.
 SHUTDOWN_GRACE = 5.0
+_DATA = operator.attrgetter("data")
 
 
 def tail_settings(config: Config) -> TailSettings:
@@ -118,6 +124,7 @@ class _Sink:
         self._pending: list[Event] = []
         self.lines = 0
         self.emitted = 0
+        self.emitted_bytes = 0  # counted per group, not per line (agent.metrics)
 
     def line(self, line: Line) -> None:
         self.lines += 1
@@ -145,6 +152,7 @@ class _Sink:
             group, self._pending = self._pending, []
             self._handoff.put(group)
             self.emitted += len(group)
+            self.emitted_bytes += sum(map(len, map(_DATA, group)))
 
     def tick(self, now: float) -> None:
         for parser in list(self._parsers.values()):
@@ -224,14 +232,35 @@ class Pipeline:
         log.info("modelscribe starting", paths=",".join(self.config.all_paths), output=self.config.output,
                  target=self.config.target if self.config.output == "elasticsearch" else "-",
                  once=self.config.once, state_dir=self.config.state_dir)
+        metrics = None
         try:
             if self.config.once:
                 return self._run_once()
+            if self.config.metrics_addr:  # not for --once: it ends before a scrape would see it
+                metrics = self._metrics_server(self.config.metrics_addr)
+                metrics.start()  # a taken port is a ConfigError (exit code 2) before anything is read
             return self._run_daemon()
         finally:
+            if metrics is not None:
+                metrics.stop()
             self._close_spool()  # idempotent: also when the preflight failed before reading
             self._supervisor.close()
             self.output.close()
+
+    def _metrics_server(self, address: str) -> "MetricsServer":
+        """/metrics and /health, reading this pipeline's counters at scrape time."""
+        # Imported here: prometheus-client is of no use to --once, whose start-up time counts.
+        from agent.metrics import AgentView, MetricsServer, file_lags, spool_use
+
+        sink, tailer, spool, registry = self._sink, self.tailer, self.spool, self.registry
+        return MetricsServer(address, AgentView(
+            stats=self.stats,
+            live=lambda: {"lines_read": sink.lines, "events_emitted": sink.emitted,
+                          "bytes_emitted": sink.emitted_bytes, "lost_bytes": tailer.lost_bytes},
+            spool=lambda: spool_use(spool), files=lambda: file_lags(registry.entries()),
+            open_files=tailer.open_files, in_flight=self.acks.in_flight,
+            deaths=lambda: list(self._supervisor.deaths), started=self._started,
+            blocked_after=self.config.health_blocked_after, time=self._clock.time))
 
     def _preflight(self) -> int | None:
         check = getattr(self.output, "preflight", None)
@@ -342,6 +371,7 @@ class Pipeline:
         self.registry.save()
         self.stats.set("lines_read", self._sink.lines)
         self.stats.set("events_emitted", self._sink.emitted)
+        self.stats.set("bytes_emitted", self._sink.emitted_bytes)
         self.stats.set("lost_bytes", self.tailer.lost_bytes)
         spool = None
         if isinstance(self.spool, DiskQueue):
