@@ -367,3 +367,24 @@ def test_sender_counts_each_retry_by_reason_and_observes_each_request(tmp_path):
     assert snapshot.events_sent == 2 + 2 + 2 + 1 and snapshot.events_acked == 2
     assert snapshot.bytes_sent == sum(len(_event(i).data) for i in (0, 1, 0, 1, 0, 1, 1))
     assert stats.last_ack_time is not None
+
+
+# -- the Grafana dashboard ---------------------------------------------------------
+
+def test_the_checked_in_grafana_dashboard_is_up_to_date():
+    import gen_grafana
+
+    assert gen_grafana.DASHBOARD.read_text(encoding="utf-8") == gen_grafana.render(), \
+        "packaging/grafana/modelscribe.json is out of date: run `python3 scripts/gen_grafana.py`"
+
+
+def test_the_dashboard_only_names_exported_metrics():
+    import gen_grafana
+
+    with pytest.raises(KeyError, match="modelscribe_lines_total: not a metric"):
+        gen_grafana.metric("modelscribe_lines_total")
+    assert gen_grafana.metric("modelscribe_bulk_request_duration_seconds_bucket")
+    dashboard = gen_grafana.build()
+    assert dashboard["templating"]["list"][0]["type"] == "datasource"
+    assert all(panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+               for panel in dashboard["panels"])
