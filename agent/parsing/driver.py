@@ -16,16 +16,18 @@ promises, whatever the input and settings:
 - ``Record.offset`` is the offset of the record's first line: unique per
   source (it seeds the document id).
 - ``Record.end`` is the record's commit point, not the end of its last line:
-  ``min(M, O)``, where M is the largest end of a line in the records emitted
-  so far (this one included) and O the first offset of the oldest event
-  still open right after this record is emitted. In emission order the
-  ``end`` values of a source never decrease, and every line before a
-  record's ``end`` belongs to that record or to one emitted before it. So a
-  file's offset may be committed up to the ``end`` of the last record of an
-  acknowledged prefix (in emission order) of its records. For records of
-  consecutive lines (every format but per-thread joining) ``end`` is the end
-  of the record's last line, as it always was. Why this holds, and what it
-  means after a crash: ``multiline``, "Per-thread joining".
+  min(M, O), M the largest end of a line in the records emitted so far (this
+  one included), O the first offset of the oldest event still open right
+  after this record is emitted, lowered to the first line of any emitted
+  record that has lines on both sides of it. In emission order the ``end``
+  values of a source never decrease; every line before a record's ``end``
+  belongs to that record or to one emitted before it; no record has lines
+  on both sides of it. So a file's offset may be committed up to the
+  ``end`` of the last record of an acknowledged prefix (in emission order)
+  of its records, and a restart there reads every record again as it was.
+  For records of consecutive lines (every format but per-thread joining)
+  ``end`` is the end of the record's last line, as it always was. The
+  proofs, and what a crash costs: ``multiline``, "The commit point".
 - Tags of the lines carry over to their record (union, first-seen order).
 
 These rest on one assumption, which the tailer keeps: a source's lines are
@@ -125,6 +127,9 @@ class SourceParser:
         # Open events by lane, oldest first (a lane's new event goes to the end).
         self._open: dict[Hashable, _Event] = {}
         self._high = 0  # M: the largest end of a line in an emitted record
+        # (first, last) of emitted records with lines after the latest commit
+        # point: a later point must not fall inside one either.
+        self._spans: list[tuple[int, int]] = []
         self._bodies = overrides(type(line_format), "body")
         self._out: list[Record] = []
         self._failed_once = False
@@ -235,22 +240,41 @@ class SourceParser:
         building leaves its lines for ``_recover``."""
         opened = self._open
         event = opened[lane]
-        high = self._high
-        last = event.lines[-1].end
-        if last > high:
-            high = last
-        end = high
+        lines = event.lines
+        oldest = None
         if len(opened) > 1:  # O: the oldest event open once this one is closed
             for other in opened.values():
                 if other is not event:
-                    start = other.lines[0].offset
-                    if start < end:
-                        end = start
+                    oldest = other.lines[0].offset
                     break
-        record = self._build(event, split, end)
+        record = self._build(event, split, self._point(lines[0].offset, lines[-1].end, oldest))
         del opened[lane]
-        self._high = high
         self._out.append(record)
+
+    def _point(self, first: int, last: int, oldest: int | None) -> int:
+        """The commit point of a record whose lines run from ``first`` to
+        ``last`` (exclusive), with ``oldest`` the first offset of the oldest
+        event still open after it (None: none is): min(M, O), then lowered
+        to the first line of any emitted record that has lines on both sides
+        of it (see ``multiline``, "The commit point")."""
+        high = self._high
+        if last > high:
+            self._high = high = last
+        point = high if oldest is None or oldest > high else oldest
+        spans = self._spans
+        if last <= point and not spans:
+            return point  # every format that joins only consecutive lines stops here
+        spans.append((first, last))
+        lowered = True
+        while lowered:
+            lowered = False
+            for start, end in spans:
+                if start < point < end:
+                    point = start
+                    lowered = True
+        # A later point is never lower: spans that end at or before it are done.
+        self._spans = [span for span in spans if span[1] > point]
+        return point
 
     def _drain(self) -> list[Record]:
         out = self._out
@@ -333,9 +357,9 @@ class SourceParser:
             while last and _is_blank(texts[last - 1]):
                 last -= 1
             first = lines[0]
-            self._high = end = max(self._high, lines[-1].end)
-            if index + 1 < len(groups):  # the groups still to come are open until then
-                end = min(end, groups[index + 1][0].offset)
+            # The groups still to come are open until then (oldest first).
+            end = self._point(first.offset, lines[-1].end,
+                              groups[index + 1][0].offset if index + 1 < len(groups) else None)
             self._out.append(Record(first.source, first.offset, end, "\n".join(texts[:last]),
                                     first.read_time, None, {}, _union_tags(lines, (TAG_PARSE_FAILURE,)),
                                     "\n".join(texts) if self._keep_original else None, reason, len(lines)))

@@ -41,56 +41,63 @@ always contiguous. A joiner without ``lane`` (every other format) has one
 writer, and its records are contiguous, emitted in offset order.
 
 The commit point. A record's ``offset`` is its first line's (unique: it seeds
-the document id). Its ``end`` is not its last line's end but W = min(M, O):
-M the largest end of a line in the records emitted so far (this one
-included), O the first offset of the oldest event still open right after
-this record is emitted (no open event: W = M). Lines are fed in file order.
+the document id). Its ``end`` is not its last line's end but the point P that
+the file's offset may be committed to once this record and every record
+emitted before it are acknowledged. Lines are fed in file order. Let M be the
+largest end of a line in the records emitted so far (this one included), O
+the first offset of the oldest event still open right after this record is
+emitted, and W = min(M, O) (no open event: W = M). P is W, lowered to the
+first line of any emitted record that has lines on both sides of it, until
+none has (``driver.SourceParser._point``).
 
-1. W never decreases, in emission order: between two emissions M only grows,
-   events that close leave the open set, and an event opened meanwhile
-   starts at a line fed after every line counted in M, so at or after
-   M >= W. Hence also: a record emitted after R starts at or after R.end.
-2. Every line before W belongs to R or a record emitted before R: a line
-   that ends at or before W <= M was fed already; it is not in an event open
-   after R (those start at or after O >= W) nor in a later one (those start
-   at lines not fed yet).
+1. Every line before P belongs to this record or to one emitted before it:
+   a line that ends at or before P <= W <= M was fed already; it is not in
+   an event open after this record (those begin at or after O >= W) nor in
+   a later one (those begin at lines not fed yet).
+2. P never decreases, in emission order. W does not: between two emissions
+   M only grows, events that close leave the open set, and an event opened
+   meanwhile begins at a line fed after every line counted in M. So a record
+   emitted after R begins at or after W(R) >= P(R); lowering a later point
+   below P(R) would need a record with lines on both sides of P(R), which
+   would have been emitted by R (it begins before W(R)) and so would have
+   lowered P(R) itself.
+3. No record has lines on both sides of P: those emitted by then by
+   construction, later ones because they begin at or after W >= P.
 
-So if every record of a file up to R (in emission order) is acknowledged,
-every line before R.end was delivered. The AckTracker registers events in
-emission order and commits the ``end`` of the last event of the
-acknowledged prefix: the committed offset never passes the first line of an
-unacknowledged or not yet emitted record, and never moves back. For
-contiguous records W is the end of the record's last line, as always. The
-price of joining: while a thread's event is open, the file's commit point
-waits at that event's first line (until the thread's next line ends it, or
-``multiline_timeout`` after its last line).
+By 1 and 2, if every record of a file up to R (in emission order) is
+acknowledged, every line before R.end was delivered. The AckTracker
+registers events in emission order and commits the ``end`` of the last event
+of the acknowledged prefix: the committed offset never passes the first line
+of an unacknowledged or not yet emitted record, and never moves back. For
+records of consecutive lines P is the end of the record's last line, as it
+always was (the lowering never applies). The price of joining: while a
+thread's event is open the file's commit point waits at its first line (until
+the thread's next line ends it, or ``multiline_timeout`` after its last line),
+and events that overlap one another hold it at the first one's first line
+until the last of them is emitted.
 
 After a crash (or a stop whose last acknowledgements did not come) the
 reader resumes at the committed offset C, or at the spool recovery's resume
-point, the ``end`` of a spooled record every predecessor of which is spooled
-or delivered: also a W, with the same two properties (the recovery's runs,
-records that start where the previous one ended, now break wherever an
-older open event held ``end`` back, so it may resume earlier than before;
-never later than is safe). What is guaranteed and what it costs:
+point: the ``end`` of a spooled record every predecessor of which is spooled
+or delivered, so also such a P (its runs, records that begin where the
+previous one ended, now break wherever ``end`` was held back, so it may
+resume earlier than before, never later than is safe). What that guarantees:
 
-- Nothing is lost: every line before C is in an acknowledged record, every
-  line after C is read again.
-- A record that began at or after C is rebuilt from the same first line,
-  so with the same document id, and a re-send is dropped as a duplicate.
-  For a thread whose first line after C began an event in the first read,
-  the re-read starts in the same joiner state, so its records come out the
-  same (events cut by the timeout or MAX_OPEN aside: those depend on timing).
-- The edge case: a record emitted before the crash that began before C
-  but had lines after C, i.e. a traceback of one thread interleaved with
-  the older open event (of another thread) that held C back. Its lines
-  after C are read again without their beginning: they become documents of
-  their own (a frame, a headerless traceback, an exception line) with new
-  ids, so that continuation fragment of an already-delivered traceback is
-  indexed a second time, and the same thread's lines right after it may
-  group with the fragment rather than as before (again delivered twice if
-  they had been). Only lines after C of such interleaved records are
-  affected; without interleaving (or after a clean stop whose
-  acknowledgements all came) there is no fragment.
+- Nothing is lost: every line before C is in an acknowledged record, and
+  every line from C on is read again.
+- Nothing is indexed twice under two ids, by 3: no record straddles C, so
+  in every thread the first line from C on began a record in the first read
+  too, and a joiner's state after a line that begins an event depends on
+  that line alone (``continues`` returning False leaves it as ``start``
+  would). So each record that began at or after C is rebuilt with the same
+  lines and the same first line, hence the same document id, and the output
+  drops the re-sends as duplicates. No fragment of a delivered traceback
+  comes back as a document of its own.
+- Except where grouping never was reproducible, for every format: an event
+  the first read cut by ``multiline_timeout`` or by the limit of open events
+  (timing and history), and a continuation cut at a cap when C falls at
+  that cut (the re-read begins it afresh, mid-traceback). Those lines are
+  re-read and may group differently than before.
 
 The joiner protocol: ``start`` when an event begins with nothing open,
 ``continues`` for every other text line, ``reset`` when every open event was

@@ -275,8 +275,11 @@ def test_model_log_tracebacks_of_interleaved_threads() -> None:
     assert stderr.fields["error"] == {"stack_trace": "\n".join(texts_of(lines, 11, 12) + texts_of(lines, 14, 15)),
                                       "type": "MemoryError"}
     assert other_worker.fields["model"]["worker"] == "9001"
-    # Commit points: held at the stderr line 9 while its event is open.
-    assert [record.end for record in records] == [starts[2], starts[9], starts[13], starts[16]]
+    # Commit points. Never inside a record: the stdout event (2-10) has lines
+    # on both sides of the stderr event's start (9), the stderr one (9-15) on
+    # both sides of line 13, so nothing from line 2 on is committed until the
+    # last of them is emitted.
+    assert [record.end for record in records] == [starts[2], starts[2], starts[2], starts[16]]
 
 
 def test_keep_original_keeps_the_prefixed_lines() -> None:
