@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from agent import __version__
-from e2e_helpers import Daemon, wait_for
+from e2e_helpers import Daemon, run_once, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 LINES = 500
@@ -226,3 +226,16 @@ def test_every_dashboard_expression_returns_data(scraped):
             time.sleep(1)
     assert not pending, "dashboard expressions without data: " + "; ".join(
         f"{title}: {expr}" for expr, title in pending.items())
+
+
+def test_a_metrics_port_in_use_stops_the_agent_with_exit_code_2(tmp_path):
+    (tmp_path / "a.log").write_text("one\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = run_once(["run", "--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "state"),
+                           "--output", "null", "--metrics-addr", address], timeout=60)
+    assert result.code == 2, result.stderr
+    assert f"modelscribe: error: --metrics-addr {address}: the port is already in use" in result.stderr
+    assert "new file" not in result.stderr  # refused before reading anything
