@@ -73,6 +73,7 @@ from __future__ import annotations
 import errno
 import os
 import platform
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ from prometheus_client.utils import floatToGoString
 from agent import __version__
 from agent.errors import ConfigError
 from agent.selflog import get_logger
-from agent.stats import ERROR_KINDS, RETRY_REASONS, Stats
+from agent.stats import ERROR_KINDS, RETRY_REASONS, Stats, count_error
 
 log = get_logger("metrics")
 
@@ -352,7 +353,14 @@ class _Handler(BaseHTTPRequestHandler):
     server: "_Server"
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-        path = self.path.split("?", 1)[0]
+        try:
+            self._route(self.path.split("?", 1)[0])
+        except Exception as error:  # noqa: BLE001 - a failed scrape must not pass unseen, nor stop shipping
+            count_error("metrics")
+            log.error("a metrics request failed", path=self.path, error=repr(error), exc_info=error)
+            self._answer(500, "text/plain; charset=utf-8", b"internal error: see the agent's log\n")
+
+    def _route(self, path: str) -> None:
         if path == "/metrics":
             self._answer(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
         elif path == "/health":
@@ -379,8 +387,6 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True  # a restarted agent rebinds at once; a live listener still refuses
 
     def __init__(self, address: tuple[str, int], view: AgentView, registry: CollectorRegistry) -> None:
-        import socket
-
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.view = view
         self.registry = registry

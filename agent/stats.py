@@ -8,7 +8,7 @@ by reason, the bulk request latency histogram, the last acknowledgement)
 are recorded once per request by the sender.
 
 Errors a stage catches to stay alive (a format detector that raised, a
-failure of the file-system event watcher) are counted by kind in the
+failure of the file-system event watcher, a failed ``/metrics`` request) are counted by kind in the
 process-wide ``ERRORS``: the code that catches them has no ``Stats`` of its
 own. Each ``Stats`` reports the ones counted since it was created, as
 ``<kind>_errors``, so they show in ``status.json`` and ``modelscribe status``.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 
 # Kinds of caught errors: a fixed, small set (each becomes a counter).
-ERROR_KINDS = ("detector", "watcher")
+ERROR_KINDS = ("detector", "watcher", "metrics")
 # Why a bulk request was retried: a fixed, small set (the label values of
 # modelscribe_retried_requests_total).
 RETRY_REASONS = ("429", "5xx", "connection", "auth", "other")
@@ -71,6 +71,7 @@ class Snapshot:
     batches_failed: int
     detector_errors: int  # a format detector raised (the format is skipped for that file)
     watcher_errors: int   # the file-system event watcher failed (polling carries on)
+    metrics_errors: int   # a /metrics or /health request failed (answered 500; the agent ships on)
     last_error: str | None
 
 

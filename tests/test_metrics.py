@@ -22,7 +22,7 @@ from agent.config.resolve import resolve
 from agent.errors import ConfigError, TransientOutputError
 from agent.events import Event
 from agent.metrics import (METRICS, OTHER_FILES, AgentCollector, AgentView, MetricsServer, SpoolUse, capped,
-                           check_health, file_lags)
+                           check_health, file_lags, spool_use)
 from agent.outputs.base import Response
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
@@ -102,6 +102,7 @@ def test_counter_values_come_from_stats_and_the_live_reader_counts():
     assert value("modelscribe_sent_bytes_total") == 1000
     assert {l["reason"]: v for l, v in samples["modelscribe_retried_requests_total"]} == \
         {"429": 2, "5xx": 0, "connection": 1, "auth": 0, "other": 0}
+    assert {l["kind"] for l, _ in samples["modelscribe_caught_errors_total"]} == {"detector", "watcher", "metrics"}
     assert {l["stage"] for l, _ in samples["modelscribe_stage_deaths_total"]} == \
         {"reader", "spool-writer", "batcher", "output"}
     buckets = {l["le"]: v for l, v in samples["modelscribe_bulk_request_duration_seconds_bucket"]}
@@ -233,6 +234,24 @@ def test_server_answers_metrics_and_health_over_http():
         assert _get(base + "/nothing")[0] == 404
     finally:
         server.stop()
+
+
+def test_a_failing_scrape_answers_500_and_is_logged_and_counted():
+    stats = Stats()
+
+    def broken() -> SpoolUse:
+        raise RuntimeError("spool closed under us")
+
+    view = AgentView(stats=stats, live=dict, files=list, open_files=lambda: 0, in_flight=lambda: 0, spool=broken,
+                     deaths=list, started=NOW, blocked_after=60.0, time=lambda: NOW)
+    server = MetricsServer("127.0.0.1:0", view)
+    server.start()
+    try:
+        assert _get(f"http://127.0.0.1:{server.port}/metrics")[0] == 500
+        assert _get(f"http://127.0.0.1:{server.port}/health")[0] == 500
+    finally:
+        server.stop()
+    assert stats.snapshot().metrics_errors == 2
 
 
 def test_a_port_in_use_is_a_config_error_naming_the_option():
@@ -388,3 +407,23 @@ def test_the_dashboard_only_names_exported_metrics():
     assert dashboard["templating"]["list"][0]["type"] == "datasource"
     assert all(panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
                for panel in dashboard["panels"])
+
+
+def test_spool_use_reads_the_disk_spool_and_the_memory_queue(tmp_path):
+    from agent.spool import DiskQueue, MemoryQueue
+
+    disk = DiskQueue(tmp_path / "spool", 4 * 1024 * 1024)
+    disk.open()
+    memory = MemoryQueue(64)
+    memory.open()
+    try:
+        for queue in (disk, memory):
+            queue.append([_event(0), _event(1)])
+        on_disk, in_memory = spool_use(disk), spool_use(memory)
+        assert (on_disk.records, on_disk.max_bytes, on_disk.max_records) == (2, 4 * 1024 * 1024, None)
+        assert on_disk.used_bytes > 0 and on_disk.oldest_unacked_age is not None
+        assert (in_memory.records, in_memory.max_bytes, in_memory.max_records) == (2, None, 64)
+        assert in_memory.used_bytes == len(_event(0).data) + len(_event(1).data)
+    finally:
+        disk.close()
+        memory.close()
