@@ -12,15 +12,18 @@ line and exit code report the run):
 
 Guarantees:
 
-- Nothing is counted on the hot path for this module. ``AgentCollector``
-  reads the agent's own counters (``agent.stats.Stats``, the reader's line
-  and event counts, the spool, the registry) when Prometheus scrapes; the
+- Nothing is counted per line for this module. ``AgentCollector`` reads
+  the agent's own counters (``agent.stats.Stats``, the reader's line and
+  event counts, the spool, the registry) when Prometheus scrapes; the
   sender records a request's latency, size and retry reason once per bulk
-  request. A scrape costs a few locks and one ``stat`` per tracked file.
+  request, and the reader adds up the document bytes of each group it hands
+  over (one C-level sum per group, about 50 ns an event). A scrape costs a
+  few locks and one ``stat`` per tracked file.
 - Labels are low-cardinality: ``reason`` and ``kind`` are fixed sets
   (``RETRY_REASONS``, ``ERROR_KINDS``), ``stage`` is one of ``STAGES``, and
-  per-file lag is capped: the ``TOP_FILES`` (50) files with the largest lag get their own ``path`` series, the rest are
-  summed into ``path="other"`` (always present, 0 when there is no rest).
+  per-file lag is capped: the ``TOP_FILES`` (50) files with the largest
+  lag get their own ``path`` series, the rest are summed into
+  ``path="other"`` (always present, 0 when there is no rest).
 - Every labelled counter is exported with all its label values from the
   start (at 0), so ``rate()`` and dashboards see a series before the first
   event of that kind.
@@ -50,7 +53,8 @@ The metrics (``METRICS``; counters end in ``_total``; the Grafana dashboard
     modelscribe_lost_bytes_total                     unread bytes of deleted files released
                                                      while the output was blocked
     modelscribe_failed_batches_total                 batches given up without acknowledgement
-    modelscribe_caught_errors_total{kind}            errors a stage logged and survived
+    modelscribe_caught_errors_total{kind}            errors a stage logged and survived:
+                                                     detector, watcher, metrics (a failed scrape: 500)
     modelscribe_stage_deaths_total{stage}            stages that died (the agent stops)
     modelscribe_bulk_request_duration_seconds        histogram: one observation per bulk request
     modelscribe_in_flight_events                     events sent or being sent, not yet acknowledged
@@ -66,6 +70,8 @@ The metrics (``METRICS``; counters end in ``_total``; the Grafana dashboard
     modelscribe_start_time_seconds                   when the agent started
     modelscribe_healthy                              1 while /health answers 200, else 0
     modelscribe_build_info{version,python}           always 1
+    process_*                                        prometheus-client's ProcessCollector: CPU
+                                                     seconds, resident memory, open fds, ...
 """
 
 from __future__ import annotations
