@@ -13,6 +13,7 @@ own node with special settings.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import elasticsearch_local  # noqa: E402
+
+# Every `modelscribe run` serves /metrics on 127.0.0.1:9464 by default: agents
+# started by tests (subprocesses inherit this) do not, so two of them, or a
+# test run next to a developer's agent, never fight over the port. Tests of
+# the metrics endpoint pass --metrics-addr, which wins over the variable.
+os.environ.setdefault("MODELSCRIBE_METRICS_ADDR", "off")
 
 
 class ElasticsearchHelper:

@@ -110,7 +110,7 @@ def test_a_dead_reader_stops_the_daemon_with_exit_code_1(tmp_path, caplog):
     logs.mkdir()
     (logs / "x.log").write_text("".join(f"line {i}\n" for i in range(100)))
     config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(tmp_path / "state"),
-                      "output": "null", "shutdown_timeout": 2.0}, {})
+                      "output": "null", "shutdown_timeout": 2.0, "metrics_addr": "off"}, {})
     pipeline = Pipeline(config)
 
     def broken_append(events, timeout=None):
