@@ -137,7 +137,7 @@ class Rule(NamedTuple):
     put: Callable[[dict[str, Any], Any], Any] | None = None
 
 
-FIELD, STATUS, TIMESTAMP, MESSAGE = range(4)  # (FIELD and STATUS: a field; ``place <= STATUS``)
+FIELD, STATUS, TIMESTAMP, MESSAGE = range(4)  # where a rule puts its value (Rule.place)
 
 
 def make_rule(target: str, coerce: Callable[[Any], Any], rank: int,
@@ -159,8 +159,8 @@ def _putter(coerce: Callable[[Any], Any], path: tuple[str, ...],
             coerced = value if strings and type(value) is str and value else coerce(value)
             if coerced is NO:
                 return NO
-            node = fields.get(parent)
-            if node is None:
+            node = fields.get(parent, NO)
+            if node is NO:
                 fields[parent] = {leaf: coerced}
                 return coerced
             if type(node) is dict and leaf not in node:
@@ -178,8 +178,8 @@ def _putter(coerce: Callable[[Any], Any], path: tuple[str, ...],
             return NO
         node = fields
         for part in path[:-1]:
-            child = node.get(part)
-            if child is None:
+            child = node.get(part, NO)  # (a null there is a value: not replaced)
+            if child is NO:
                 child = node[part] = {}
             elif type(child) is not dict:
                 return NO

@@ -93,8 +93,8 @@ def _put(node: dict[str, Any], parts: list[str], value: Any, extra: dict[str, An
     ``"log.level"`` next to a ``"log": {...}`` object).
     """
     for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
+        child = node.get(part, _MISSING)  # (a null there is a value: not replaced)
+        if child is _MISSING:
             child = node[part] = {}
         elif type(child) is not dict:
             extra[key] = value
@@ -144,7 +144,7 @@ _MAX_PLANS = 4096  # user keys are unbounded; past this, decide without caching
 _EXTRA_PLAN = (_EXTRA, None, None)
 
 
-def _plan(key: str, plans: dict[str, tuple[Any, ...]] = _PLANS) -> tuple[Any, ...]:
+def _plan(key: str, plans: dict[str, tuple[Any, ...]] = _PLANS, keymap: KeyMap | None = None) -> tuple[Any, ...]:
     plan: tuple[Any, ...] = _EXTRA_PLAN
     for role, keys in enumerate((_MESSAGE_KEYS, _TIMESTAMP_KEYS, _LEVEL_KEYS, _LOGGER_KEYS, _STACK_KEYS)):
         if key in keys:
@@ -154,8 +154,7 @@ def _plan(key: str, plans: dict[str, tuple[Any, ...]] = _PLANS) -> tuple[Any, ..
     else:
         rule = json_keys.BUILT_IN.get(key)
         if rule is not None:
-            # (mapped, the rule, an object under this key is ECS's: "process": {...})
-            plan = (_MAPPED, rule, key in ECS_ROOTS, rule.rank)
+            plan = _mapped_plan(key, rule, keymap)
         elif "." in key:
             parts = key.split(".")
             if parts[0] in ECS_ROOTS and all(parts):
@@ -184,11 +183,43 @@ class KeyMap:
     def plan(self, key: str) -> tuple[Any, ...]:
         rule = self._user.get(key)
         if rule is None:
-            return _plan(key, self.plans)
-        plan = (_MAPPED, rule, key in ECS_ROOTS, rule.rank)
+            return _plan(key, self.plans, self)
+        plan = _mapped_plan(key, rule, self)
         if len(self.plans) < _MAX_PLANS:
             self.plans[key] = plan
         return plan
+
+    def rivals(self, rule: Rule) -> tuple[set[str], set[str]]:
+        """Keys of the rules that beat ``rule`` to its field: top-level keys, and
+        roots of nested sources (present: the line takes the general path)."""
+        target, rank = rule.target, rule.rank
+        keys = {key for key, other in json_keys.BUILT_IN.items() if other.target == target and other.rank < rank}
+        keys.update(key for key, other in self._user.items() if other.target == target and other.rank < rank)
+        roots = {parts[0] for parts, other in self.nested if other.target == target and other.rank <= rank}
+        return keys, roots
+
+
+def _mapped_plan(key: str, rule: Rule, keymap: KeyMap | None) -> tuple[Any, ...]:
+    """``(_MAPPED, rule, an object under this key is ECS's ("process": {...}),
+    rank, fast)``. ``fast``: (names or None, objects), or None when the rule always
+    waits for the end of the object (it requires another field, or fills the
+    timestamp or message). A rule is placed at once, in the loop, when no
+    name of ``names`` is a key of the object and no name of ``objects`` holds
+    an object there: then no better rule and no ECS key can claim its field
+    (ECS keys are only ever written below ECS field sets), and the general
+    path, which defers and sorts, is not needed. A test compares both paths
+    on random objects."""
+    fast = None
+    if rule.put is not None and not rule.requires:
+        rivals, roots = (keymap or DEFAULT_KEYS).rivals(rule)
+        objects: tuple[str, ...] = ()
+        if rule.path[0] in ECS_ROOTS:
+            # Dotted ECS keys on the way claim with any value ("event.duration": 5,
+            # "log.origin": null); the field set's own key only with an object.
+            rivals.update(".".join(rule.path[:end]) for end in range(2, len(rule.path) + 1))
+            objects = (rule.path[0],)
+        fast = (frozenset(rivals | roots) or None, objects)
+    return (_MAPPED, rule, key in ECS_ROOTS, rule.rank, fast)
 
 
 DEFAULT_KEYS = KeyMap()
@@ -218,6 +249,7 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
     # (rank, key, value, object holding it or None for obj, rule): placed after
     # the loop, so that an ECS key anywhere in the object wins over a rule.
     mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]] | None = None
+    status = None  # an HTTP status placed by a rule: event.outcome at the end
     if keys.nested:
         mapped = _nested_values(obj, keys.nested)
     plans = keys.plans
@@ -268,6 +300,18 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
             if plan[1][0] == "log":
                 ecs_log = True
         elif kind == _MAPPED and not (plan[2] and type(value) is dict):
+            fast = plan[4]
+            if fast is not None and (fast[0] is None or fast[0].isdisjoint(obj)):
+                for name in fast[1]:
+                    if type(obj.get(name)) is dict:
+                        break  # an ECS object may claim the field: the general path
+                else:
+                    result = plan[1].put(fields, value)
+                    if result is NO:
+                        extra[key] = value
+                    elif plan[1].place == STATUS_PLACE:
+                        status = result
+                    continue
             if mapped is None:
                 mapped = [(plan[3], key, value, None, plan[1])]
             else:
@@ -297,7 +341,11 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
     if stack is not None and not (isinstance(stack[1], str) and _set_leaf(fields, "error", "stack_trace", stack[1])):
         extra[stack[0]] = stack[1]
     if mapped is not None:
-        message, timestamp = _apply(mapped, fields, extra, message, timestamp)
+        message, timestamp, deferred_status = _apply(mapped, fields, extra, message, timestamp)
+        if deferred_status is not None:
+            status = deferred_status
+    if status is not None and 100 <= status <= 599:
+        _place(fields, ("event", "outcome"), json_keys.outcome(status))
 
     if ecs_log:
         log = fields["log"]
@@ -355,12 +403,13 @@ def _nested_values(obj: dict[str, Any], nested: tuple[tuple[tuple[str, ...], Rul
 
 
 def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fields: dict[str, Any],
-           extra: dict[str, Any], message: str, timestamp: float | None) -> tuple[str, float | None]:
+           extra: dict[str, Any], message: str, timestamp: float | None) -> tuple[str, float | None, Any]:
     """Place the values of keys with a meaning, best rule first (see ``json_keys``).
 
     A value lands in its field only if it coerces and the field is still
     free (an ECS key or a better rule did not fill it); otherwise the key
-    stays in extra as it was (a nested one: where it was).
+    stays in extra as it was (a nested one: where it was). Returns the
+    message, the timestamp and the HTTP status a rule placed, if any.
     """
     if len(mapped) == 2:  # the common case of several: no sort call
         if mapped[0][0] > mapped[1][0]:
@@ -392,17 +441,15 @@ def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fiel
                 holder.pop(key, None)
         elif holder is None:
             extra[key] = value
-    if status is not None and 100 <= status <= 599:
-        _place(fields, ("event", "outcome"), json_keys.outcome(status))
-    return message, timestamp
+    return message, timestamp, status
 
 
 def _place(fields: dict[str, Any], path: tuple[str, ...], value: Any) -> bool:
     """Set the nested field ``path`` unless it is set, or a non-object is in the way."""
     node = fields
     for part in path[:-1]:
-        child = node.get(part)
-        if child is None:
+        child = node.get(part, _MISSING)
+        if child is _MISSING:
             child = node[part] = {}
         elif type(child) is not dict:
             return False

@@ -4,7 +4,9 @@ value of the wrong type in a typed field, a lost key, an exception)."""
 
 from __future__ import annotations
 
+import copy
 from decimal import Decimal
+from unittest import mock
 
 import orjson
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.events import Line, Record, Source
-from agent.parsing import ParseSettings, make_parser, validate_settings
+from agent.parsing import ParseSettings, make_parser, parse_json, validate_settings
 from agent.parsing.json_keys import BUILT_IN, CATALOGUE, compile_map_fields, parse_map_field
 from agent.parsing.parse_json import (_LEVEL_KEYS, _LOGGER_KEYS, _MESSAGE_KEYS, _STACK_KEYS, _TIMESTAMP_KEYS,
                                       ECS_ROOTS, KeyMap, map_object)
@@ -323,6 +325,38 @@ def test_unknown_keys_stay_in_extra_unchanged(obj: dict) -> None:
     for key, value in obj.items():
         if key not in roles and key not in ECS_ROOTS and key != "meta.took":
             assert fields["extra"][key] == value
+
+
+_RIVAL_KEYS = st.sampled_from([
+    "latency_ms", "duration_ms", "latency", "status", "status_code", "model", "model_name", "method", "path",
+    "url", "process", "lineno", "filename", "funcName", "trace_id", "request_id", "my_ms", "meta",
+    "event", "http", "log", "trace", "event.duration", "http.response", "http.response.status_code",
+    "log.origin", "trace.id"])
+_LEAF = st.none() | st.booleans() | st.integers(-5, 700) | st.floats(0, 1e4) | st.sampled_from(
+    ["", "GET", "/p", "abc", "12ms", "0" * 16, "10.0.0.1"])
+_INNER = st.sampled_from(["duration", "outcome", "status_code", "response", "request", "method", "took", "pid",
+                          "id", "origin", "file", "line", "function"])
+_RIVAL_VALUES = _LEAF | st.dictionaries(_INNER, _LEAF | st.dictionaries(_INNER, _LEAF | st.dictionaries(
+    _INNER, _LEAF, max_size=2), max_size=2), max_size=3)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_RIVAL_KEYS, _RIVAL_VALUES), max_size=10), st.booleans())
+def test_placing_at_once_gives_what_waiting_for_the_whole_object_gives(items: list, with_rules: bool) -> None:
+    """A rule is placed during the loop over the keys when nothing can beat it
+    to its field; otherwise it waits for the end of the object. Both must give
+    the same fields: compared against a key map where every rule waits."""
+    rules = (("my_ms", "event.duration:ms"), ("meta.took", "event.duration:ms")) if with_rules else ()
+    rules += (("zz_unused", "labels.zz"),)  # a key map of its own, not the shared default plans
+    obj = dict(items)
+    fast = KeyMap(rules)
+    slow = KeyMap(rules)
+    real = parse_json._mapped_plan
+    with mock.patch.object(parse_json, "_mapped_plan", lambda *args: real(*args)[:4] + (None,)):
+        for key in obj:
+            slow.plan(key)
+    expected = map_object(copy.deepcopy(obj), slow)
+    assert map_object(copy.deepcopy(obj), fast) == expected
 
 
 _UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9}
