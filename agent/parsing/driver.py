@@ -53,6 +53,7 @@ auto-detecting format) describes each event by the state it began in.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any, Hashable
 
 from agent.events import TAG_MULTILINE_SPLIT, TAG_PARSE_FAILURE, Line, Record, Source
@@ -127,9 +128,12 @@ class SourceParser:
         # Open events by lane, oldest first (a lane's new event goes to the end).
         self._open: dict[Hashable, _Event] = {}
         self._high = 0  # M: the largest end of a line in an emitted record
-        # (first, last) of emitted records with lines after the latest commit
-        # point: a later point must not fall inside one either.
-        self._spans: list[tuple[int, int]] = []
+        # Emitted records with lines of other records in between, as merged open
+        # intervals (first line, end of last line), sorted, disjoint; those
+        # that end after the latest commit point (a later one must not fall
+        # inside either).
+        self._starts: list[int] = []
+        self._ends: list[int] = []
         self._bodies = overrides(type(line_format), "body")
         self._out: list[Record] = []
         self._failed_once = False
@@ -214,7 +218,7 @@ class SourceParser:
             lines = event.lines
             if len(lines) >= self._max_lines or event.size + 1 + size > self._max_bytes:
                 self._take(lane, split=True)
-                self._begin(lane, line, size, split=True)
+                self._begin(lane, line, size, True, event)
             else:
                 lines.append(line)
                 event.size += 1 + size
@@ -224,15 +228,27 @@ class SourceParser:
             return
         else:  # the joiner has started the lane's new event already
             self._take(lane)
-        self._begin(lane, line, size, split=False)
+        self._begin(lane, line, size, False, event)
 
-    def _begin(self, lane: Hashable, line: Line, size: int, split: bool) -> None:
+    def _begin(self, lane: Hashable, line: Line, size: int, split: bool, spare: _Event | None = None) -> None:
+        """Open an event in ``lane`` with ``line`` (``spare``: a closed event's
+        object to reuse: one allocation less per record on the hot path)."""
         # The head first: if it raises, nothing is half-set (``_recover``).
         info = self._format.head(line.text)
         opened = self._open
         if len(opened) >= MAX_OPEN:
             self._take(next(iter(opened)))
-        opened[lane] = _Event(line, size, split, 0 if self._joiner.in_traceback else None, info)
+        tb_start = 0 if self._joiner.in_traceback else None
+        if spare is None:
+            opened[lane] = _Event(line, size, split, tb_start, info)
+        else:
+            spare.lines = [line]
+            spare.size = size
+            spare.last_read = line.read_time
+            spare.split = split
+            spare.tb_start = tb_start
+            spare.info = info
+            opened[lane] = spare
 
     def _take(self, lane: Hashable, split: bool = False) -> None:
         """Emit the open event of ``lane``: build its record (with the commit
@@ -241,39 +257,56 @@ class SourceParser:
         opened = self._open
         event = opened[lane]
         lines = event.lines
-        oldest = None
-        if len(opened) > 1:  # O: the oldest event open once this one is closed
+        # The commit point (``multiline``, "The commit point"): min(M, O), O the
+        # oldest event open once this one is closed, then lowered if need be.
+        last = lines[-1].end
+        point = self._high
+        if last > point:
+            self._high = point = last
+        if len(opened) > 1:
             for other in opened.values():
                 if other is not event:
                     oldest = other.lines[0].offset
+                    if oldest < point:
+                        point = oldest
                     break
-        record = self._build(event, split, self._point(lines[0].offset, lines[-1].end, oldest))
+        if self._starts or (self._lanes and len(lines) > 1):
+            point = self._lower(lines, point)
+        record = self._build(event, split, point)
         del opened[lane]
         self._out.append(record)
 
-    def _point(self, first: int, last: int, oldest: int | None) -> int:
-        """The commit point of a record whose lines run from ``first`` to
-        ``last`` (exclusive), with ``oldest`` the first offset of the oldest
-        event still open after it (None: none is): min(M, O), then lowered
-        to the first line of any emitted record that has lines on both sides
-        of it (see ``multiline``, "The commit point")."""
-        high = self._high
-        if last > high:
-            self._high = high = last
-        point = high if oldest is None or oldest > high else oldest
-        spans = self._spans
-        if last <= point and not spans:
-            return point  # every format that joins only consecutive lines stops here
-        spans.append((first, last))
-        lowered = True
-        while lowered:
-            lowered = False
-            for start, end in spans:
-                if start < point < end:
-                    point = start
-                    lowered = True
-        # A later point is never lower: spans that end at or before it are done.
-        self._spans = [span for span in spans if span[1] > point]
+    def _lower(self, lines: list[Line], point: int) -> int:
+        """``point`` (min(M, O) for a record of ``lines``), lowered to the first
+        line of any emitted record that has lines on both sides of it."""
+        last = lines[-1].end
+        starts, ends = self._starts, self._ends
+        if len(lines) > 1:
+            first = lines[0].offset
+            if last - first != sum([line.end - line.offset for line in lines]):
+                # Lines of other records in between: a point must not fall inside.
+                # Merge (first, last) into the disjoint, sorted open intervals.
+                i = bisect_left(starts, first)
+                if i and ends[i - 1] > first:
+                    i -= 1
+                    first = starts[i]
+                j = i
+                while j < len(starts) and starts[j] < last:
+                    if ends[j] > last:
+                        last = ends[j]
+                    j += 1
+                starts[i:j] = [first]
+                ends[i:j] = [last]
+        if not starts:
+            return point  # records of consecutive lines never straddle a point
+        # One interval at most holds the point (they are disjoint); lower it to its start.
+        k = bisect_left(starts, point) - 1
+        if k >= 0 and ends[k] > point:
+            point = starts[k]
+        # A later point is never lower: intervals that end at or before it are done.
+        done = bisect_right(ends, point)
+        if done:
+            del starts[:done], ends[:done]
         return point
 
     def _drain(self) -> list[Record]:
@@ -349,7 +382,6 @@ class SourceParser:
             self._joiner.reset()
         except Exception:  # noqa: BLE001
             self._joiner = _BrokenJoiner()
-            self._lanes = False
         reason = f"internal parser error: {type(error).__name__}"
         for index, lines in enumerate(groups):
             texts = [pending.text for pending in lines]
@@ -358,8 +390,10 @@ class SourceParser:
                 last -= 1
             first = lines[0]
             # The groups still to come are open until then (oldest first).
-            end = self._point(first.offset, lines[-1].end,
-                              groups[index + 1][0].offset if index + 1 < len(groups) else None)
+            end = self._high = max(self._high, lines[-1].end)
+            if index + 1 < len(groups):
+                end = min(end, groups[index + 1][0].offset)
+            end = self._lower(lines, end)
             self._out.append(Record(first.source, first.offset, end, "\n".join(texts[:last]),
                                     first.read_time, None, {}, _union_tags(lines, (TAG_PARSE_FAILURE,)),
                                     "\n".join(texts) if self._keep_original else None, reason, len(lines)))
@@ -369,6 +403,7 @@ class _BrokenJoiner:
     """Stand-in after a joiner failed to reset: every line is its own event."""
 
     in_traceback = False
+    lane = None  # (read if the joiner it replaces had lanes)
 
     def start(self, text: str) -> None:
         pass

@@ -48,7 +48,7 @@ largest end of a line in the records emitted so far (this one included), O
 the first offset of the oldest event still open right after this record is
 emitted, and W = min(M, O) (no open event: W = M). P is W, lowered to the
 first line of any emitted record that has lines on both sides of it, until
-none has (``driver.SourceParser._point``).
+none has (``driver.SourceParser._take``, ``_lower``).
 
 1. Every line before P belongs to this record or to one emitted before it:
    a line that ends at or before P <= W <= M was fed already; it is not in
