@@ -175,7 +175,6 @@ _EXC = 4  # right after an exception line (or its indented continuation)
 _EXC_BLANK = 5  # blank lines after an exception line: a chain separator may follow
 _CHAIN = 6  # after "During handling ..." / "The above exception ...": next traceback
 _IN_TRACEBACK = frozenset({_BODY, _GROUP, _EXC, _EXC_BLANK, _CHAIN})
-_UNFINISHED = frozenset({_BODY, _GROUP, _CHAIN})
 
 
 class TracebackJoiner:
@@ -187,11 +186,6 @@ class TracebackJoiner:
     @property
     def in_traceback(self) -> bool:
         return self._state in _IN_TRACEBACK
-
-    @property
-    def unfinished(self) -> bool:
-        """In a traceback whose exception line has not come yet."""
-        return self._state in _UNFINISHED
 
     def start(self, text: str) -> None:
         if _is_blank(text):

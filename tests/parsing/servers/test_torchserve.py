@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import records_kit
 from agent.events import TAG_MULTILINE_SPLIT, TAG_PARSE_FAILURE, Line, Record, Source
-from agent.parsing import ParseSettings, make_parser
+from agent.parsing import ParseSettings, SourceParser, TextInfo, make_parser
 from agent.parsing.driver import MAX_OPEN
 from agent.parsing.servers import torchserve  # registers the format
 from agent.parsing.servers.torchserve import TorchServeFormat
@@ -472,6 +472,31 @@ def test_lines_without_a_thread_continue_the_line_before_and_stay_contiguous() -
         texts[0:2], [texts[2], texts[3], texts[5], texts[6]], [texts[4]]]
     assert records[0].end == lines[2].offset
     assert records[1].fields["error"]["type"] == "ValueError"
+
+
+class _Exploding(TorchServeFormat):
+    name = "test-exploding-torchserve"
+
+    def head(self, text: str) -> TextInfo:
+        if text.endswith("boom"):
+            raise RuntimeError("bug in a format")
+        return super().head(text)
+
+
+def test_a_bug_while_threads_interleave_loses_no_line() -> None:
+    options = ParseSettings(format="torchserve", keep_original=True)
+    parser = SourceParser(options, SOURCE, _Exploding(options))
+    texts = [W0 + "Invoking custom service failed.", W0 + "Traceback (most recent call last):", W1 + "other",
+             W0 + '  File "/x.py", line 1, in f', FRONT + "boom", W1 + "more", W0 + "ValueError: v"]
+    lines = lines_at(texts)
+    records = [record for line in lines for record in parser.feed(line)] + parser.flush()
+    records_kit.assert_commit_contract(records, lines)
+    # The events open at the failure, and the line, are emitted raw, oldest first.
+    assert [record.original.split("\n") for record in records[:3]] == [
+        [texts[0], texts[1], texts[3]], [texts[2]], [texts[4]]]
+    assert all(TAG_PARSE_FAILURE in record.tags for record in records[:3])
+    assert records[0].end == lines[0].offset  # W0's raw record straddles W1's line: not past its start
+    assert [record.line_count for record in records[3:]] == [1, 1]  # then parsing goes on
 
 
 def test_at_most_max_open_events_are_held() -> None:
