@@ -128,6 +128,11 @@ def test_keys_that_would_clash_with_ecs_go_to_extra() -> None:
     }
 
 
+def test_a_null_on_the_way_is_a_value_not_replaced_by_an_object() -> None:
+    _, _, fields = mapped({"log": {"origin": None}, "log.origin.function": "f", "lineno": 3})
+    assert fields == {"log": {"origin": None}, "extra": {"log.origin.function": "f", "lineno": 3}}
+
+
 def test_fields_enrichment_owns_are_kept_aside() -> None:
     _, _, fields = mapped({"log.offset": 7, "log": {"file": {"path": "/mine"}, "logger": "a"}})
     assert fields == {"log": {"logger": "a"}, "extra": {"log.offset": 7, "log.file": {"path": "/mine"}}}
