@@ -17,17 +17,17 @@ promises, whatever the input and settings:
   source (it seeds the document id).
 - ``Record.end`` is the record's commit point, not the end of its last line:
   min(M, O), M the largest end of a line in the records emitted so far (this
-  one included), O the first offset of the oldest event still open right
-  after this record is emitted, lowered to the first line of any emitted
-  record that has lines on both sides of it. In emission order the ``end``
-  values of a source never decrease; every line before a record's ``end``
-  belongs to that record or to one emitted before it; no record has lines
-  on both sides of it. So a file's offset may be committed up to the
-  ``end`` of the last record of an acknowledged prefix (in emission order)
-  of its records, and a restart there reads every record again as it was.
-  For records of consecutive lines (every format but per-thread joining)
-  ``end`` is the end of the record's last line, as it always was. The
-  proofs, and what a crash costs: ``multiline``, "The commit point".
+  one included), O the origin of the oldest event still open right after
+  this record is emitted, lowered to the origin of any emitted record that
+  has lines on both sides of it. In emission order the ``end`` values of a
+  source never decrease; every line before a record's ``end`` belongs to
+  that record or to one emitted before it; no event straddles it. So a
+  file's offset may be committed up to the ``end`` of the last record of an
+  acknowledged prefix (in emission order) of its records, and a restart
+  there reads every record again as it was. For records of consecutive
+  lines (every format but per-thread joining) ``end`` is the end of the
+  record's last line, as it always was. Definitions, proofs, and what a
+  crash costs: ``multiline``, "The commit point".
 - Tags of the lines carry over to their record (union, first-seen order).
 
 These rest on one assumption, which the tailer keeps: a source's lines are
@@ -36,7 +36,8 @@ fed in file order.
 Caps: an event that would exceed ``multiline_max_lines`` lines or
 ``multiline_max_bytes`` (UTF-8 bytes of the joined message) is emitted tagged
 ``multiline_split``; the continuation lines form the next record of the same
-writer, tagged the same, and the grouping goes on as if no cut happened. At
+writer, tagged the same, and the grouping goes on as if no cut happened (a
+writer's continuation keeps the event's origin: see ``end``). At
 most ``MAX_OPEN`` events are open at once (one per writer): a line that
 opens one more emits the oldest first, as the timeout would.
 
@@ -100,7 +101,7 @@ def _traceback_start(texts: list[str]) -> int | None:
 class _Event:
     """An open event: its lines so far and what its first line said."""
 
-    __slots__ = ("lines", "size", "last_read", "split", "tb_start", "info")
+    __slots__ = ("lines", "size", "last_read", "split", "tb_start", "info", "origin")
 
     def __init__(self, line: Line, size: int, split: bool, tb_start: int | None, info: TextInfo) -> None:
         self.lines = [line]
@@ -109,6 +110,9 @@ class _Event:
         self.split = split  # it continues an event cut at a cap
         self.tb_start = tb_start  # index in lines where a traceback begins
         self.info = info
+        # Where the event began: its first line, or with lanes, for a part
+        # after a cap cut, the first line of its first part.
+        self.origin = line.offset
 
 
 class SourceParser:
@@ -125,7 +129,8 @@ class SourceParser:
         self._max_lines = settings.multiline_max_lines
         self._max_bytes = settings.multiline_max_bytes
         self._timeout = settings.multiline_timeout
-        # Open events by lane, oldest first (a lane's new event goes to the end).
+        # Open events by lane, in origin order (a lane's new event goes to the
+        # end; a writer's part after a cap cut keeps its event's place).
         self._open: dict[Hashable, _Event] = {}
         self._high = 0  # M: the largest end of a line in an emitted record
         # Emitted records with lines of other records in between, as merged open
@@ -217,8 +222,7 @@ class SourceParser:
         elif joined:
             lines = event.lines
             if len(lines) >= self._max_lines or event.size + 1 + size > self._max_bytes:
-                self._take(lane, split=True)
-                self._begin(lane, line, size, True, event)
+                self._cut(lane, event, line, size)
             else:
                 lines.append(line)
                 event.size += 1 + size
@@ -248,7 +252,45 @@ class SourceParser:
             spare.split = split
             spare.tb_start = tb_start
             spare.info = info
+            spare.origin = line.offset
             opened[lane] = spare
+
+    def _cut(self, lane: Hashable, event: _Event, line: Line, size: int) -> None:
+        """A cap: emit ``event``'s lines so far, tagged ``multiline_split``;
+        ``line`` goes on with the event in its place (a new part)."""
+        # The head first: if it raises, nothing is half-set (``_recover``).
+        info = self._format.head(line.text)
+        lines = event.lines
+        last = lines[-1].end
+        point = self._high
+        if last > point:
+            self._high = point = last
+        # O. A writer's event (per-thread joining) keeps its origin and its
+        # place among the open events in the part that goes on, so the commit
+        # point stays at or before its origin until the last part: a restart
+        # never begins inside it. Otherwise the part is an event of its own,
+        # as ever.
+        for other in self._open.values():
+            if other is not event or lane is not None:
+                if other.origin < point:
+                    point = other.origin
+                break
+        if self._starts or lane is not None:
+            point = self._lower(lines, point, event.origin)
+        record = self._build(event, True, point)
+        event.lines = [line]
+        event.size = size
+        event.last_read = line.read_time
+        event.split = True
+        event.tb_start = 0 if self._joiner.in_traceback else None
+        event.info = info
+        if lane is None:
+            event.origin = line.offset
+            opened = self._open
+            if len(opened) > 1:  # the newest origin: last (open events stay in origin order)
+                del opened[lane]
+                opened[lane] = event
+        self._out.append(record)
 
     def _take(self, lane: Hashable, split: bool = False) -> None:
         """Emit the open event of ``lane``: build its record (with the commit
@@ -266,24 +308,23 @@ class SourceParser:
         if len(opened) > 1:
             for other in opened.values():
                 if other is not event:
-                    oldest = other.lines[0].offset
-                    if oldest < point:
-                        point = oldest
+                    if other.origin < point:
+                        point = other.origin
                     break
-        if self._starts or (self._lanes and len(lines) > 1):
-            point = self._lower(lines, point)
+        if self._starts or (self._lanes and (len(lines) > 1 or event.origin != lines[0].offset)):
+            point = self._lower(lines, point, event.origin)
         record = self._build(event, split, point)
         del opened[lane]
         self._out.append(record)
 
-    def _lower(self, lines: list[Line], point: int) -> int:
-        """``point`` (min(M, O) for a record of ``lines``), lowered to the first
-        line of any emitted record that has lines on both sides of it."""
+    def _lower(self, lines: list[Line], point: int, first: int) -> int:
+        """``point`` (min(M, O) for a record of ``lines`` of an event that
+        began at ``first``), lowered to the origin of any emitted event that
+        has lines on both sides of it."""
         last = lines[-1].end
         starts, ends = self._starts, self._ends
-        if len(lines) > 1:
-            first = lines[0].offset
-            if last - first != sum([line.end - line.offset for line in lines]):
+        if first != lines[0].offset or len(lines) > 1:
+            if first != lines[0].offset or last - first != sum([line.end - line.offset for line in lines]):
                 # Lines of other records in between: a point must not fall inside.
                 # Merge (first, last) into the disjoint, sorted open intervals.
                 i = bisect_left(starts, first)
@@ -374,16 +415,16 @@ class SourceParser:
             self._failed_once = True
             _log.error("parser failed; lines emitted unparsed", exc_info=True,
                        path=self.source.path, error=type(error).__name__)
-        groups = [event.lines for event in self._open.values()]
+        groups = [(event.origin, event.lines) for event in self._open.values()]
         self._open = {}
-        if line is not None and not any(pending is line for lines in groups for pending in lines):
-            groups.append([line])  # the newest line: after every open event
+        if line is not None and not any(pending is line for _, lines in groups for pending in lines):
+            groups.append((line.offset, [line]))  # the newest line: after every open event
         try:
             self._joiner.reset()
         except Exception:  # noqa: BLE001
             self._joiner = _BrokenJoiner()
         reason = f"internal parser error: {type(error).__name__}"
-        for index, lines in enumerate(groups):
+        for index, (origin, lines) in enumerate(groups):
             texts = [pending.text for pending in lines]
             last = len(texts)
             while last and _is_blank(texts[last - 1]):
@@ -392,8 +433,8 @@ class SourceParser:
             # The groups still to come are open until then (oldest first).
             end = self._high = max(self._high, lines[-1].end)
             if index + 1 < len(groups):
-                end = min(end, groups[index + 1][0].offset)
-            end = self._lower(lines, end)
+                end = min(end, groups[index + 1][0])
+            end = self._lower(lines, end, origin)
             self._out.append(Record(first.source, first.offset, end, "\n".join(texts[:last]),
                                     first.read_time, None, {}, _union_tags(lines, (TAG_PARSE_FAILURE,)),
                                     "\n".join(texts) if self._keep_original else None, reason, len(lines)))

@@ -43,26 +43,30 @@ writer, and its records are contiguous, emitted in offset order.
 The commit point. A record's ``offset`` is its first line's (unique: it seeds
 the document id). Its ``end`` is not its last line's end but the point P that
 the file's offset may be committed to once this record and every record
-emitted before it are acknowledged. Lines are fed in file order. Let M be the
-largest end of a line in the records emitted so far (this one included), O
-the first offset of the oldest event still open right after this record is
-emitted, and W = min(M, O) (no open event: W = M). P is W, lowered to the
-first line of any emitted record that has lines on both sides of it, until
-none has (``driver.SourceParser._take``, ``_lower``).
+emitted before it are acknowledged. Lines are fed in file order. An event's
+origin is its first line, except that a writer's event cut at a cap
+(per-thread joining) keeps its first part's first line as the origin of
+every later part. Let M be the largest end of a line in the records emitted
+so far (this one included), O the origin of the oldest event still open
+right after this record is emitted, and W = min(M, O) (no open event: W =
+M). P is W, lowered to the origin of any emitted record that has lines on
+both sides of it (spans from its origin to its last line), until none has
+(``driver.SourceParser._take``, ``_cut``, ``_lower``).
 
 1. Every line before P belongs to this record or to one emitted before it:
    a line that ends at or before P <= W <= M was fed already; it is not in
-   an event open after this record (those begin at or after O >= W) nor in
+   an event open after this record (those began at or after O >= W) nor in
    a later one (those begin at lines not fed yet).
 2. P never decreases, in emission order. W does not: between two emissions
    M only grows, events that close leave the open set, and an event opened
    meanwhile begins at a line fed after every line counted in M. So a record
-   emitted after R begins at or after W(R) >= P(R); lowering a later point
-   below P(R) would need a record with lines on both sides of P(R), which
-   would have been emitted by R (it begins before W(R)) and so would have
-   lowered P(R) itself.
-3. No record has lines on both sides of P: those emitted by then by
-   construction, later ones because they begin at or after W >= P.
+   emitted after R has its origin at or after W(R) >= P(R); lowering a later
+   point below P(R) would need a record spanning P(R), which would have been
+   emitted by R (its origin is before W(R)) and so would have lowered P(R)
+   itself.
+3. No event has lines on both sides of P, nor does a writer's event begin
+   before P and go on after it in a later part: those emitted by then by
+   construction, open or later ones because their origin is at or after W.
 
 By 1 and 2, if every record of a file up to R (in emission order) is
 acknowledged, every line before R.end was delivered. The AckTracker
@@ -70,11 +74,12 @@ registers events in emission order and commits the ``end`` of the last event
 of the acknowledged prefix: the committed offset never passes the first line
 of an unacknowledged or not yet emitted record, and never moves back. For
 records of consecutive lines P is the end of the record's last line, as it
-always was (the lowering never applies). The price of joining: while a
-thread's event is open the file's commit point waits at its first line (until
-the thread's next line ends it, or ``multiline_timeout`` after its last line),
-and events that overlap one another hold it at the first one's first line
-until the last of them is emitted.
+always was (the lowering never applies, and without lanes a cap's part is an
+event of its own). The price of joining: while a thread's event is open the
+file's commit point waits at its origin (until the thread's next line ends
+it, or ``multiline_timeout`` after its last line), and events that overlap
+one another hold it at the first one's origin until the last of them is
+emitted.
 
 After a crash (or a stop whose last acknowledgements did not come) the
 reader resumes at the committed offset C, or at the spool recovery's resume
@@ -85,19 +90,19 @@ resume earlier than before, never later than is safe). What that guarantees:
 
 - Nothing is lost: every line before C is in an acknowledged record, and
   every line from C on is read again.
-- Nothing is indexed twice under two ids, by 3: no record straddles C, so
-  in every thread the first line from C on began a record in the first read
-  too, and a joiner's state after a line that begins an event depends on
-  that line alone (``continues`` returning False leaves it as ``start``
+- Nothing is indexed twice under two ids, by 3: in every thread the first
+  line from C on began an event in the first read too (not a part after a
+  cap cut), and a joiner's state after a line that begins an event depends
+  on that line alone (``continues`` returning False leaves it as ``start``
   would). So each record that began at or after C is rebuilt with the same
-  lines and the same first line, hence the same document id, and the output
+  lines, parts and first line, hence the same document id, and the output
   drops the re-sends as duplicates. No fragment of a delivered traceback
   comes back as a document of its own.
-- Except where grouping never was reproducible, for every format: an event
-  the first read cut by ``multiline_timeout`` or by the limit of open events
-  (timing and history), and a continuation cut at a cap when C falls at
-  that cut (the re-read begins it afresh, mid-traceback). Those lines are
-  re-read and may group differently than before.
+- Except where grouping never was reproducible: an event the first read cut
+  by ``multiline_timeout`` or by the limit of open events (timing and
+  history), and, for formats without lanes, a cap cut where C falls (the
+  re-read begins that part afresh, mid-traceback, as it always did). Those
+  lines are re-read and may group differently than before.
 
 The joiner protocol: ``start`` when an event begins with nothing open,
 ``continues`` for every other text line, ``reset`` when every open event was

@@ -296,8 +296,7 @@ def test_commit_never_passes_an_undelivered_line(items: dict[str, list[tuple]], 
         raise AssertionError("a record straddles the committed offset")
     if 0 < committed < log.offset:
         count_case("a restart in the middle")
-    if not timeouts and max_lines == 500 and max_bytes == 1048576:
-        # (A cap cut where the restart begins is re-read afresh: see multiline.)
+    if not timeouts:
         for record, mine in zip(reread, records_kit.lines_of(reread, rest)):
             assert record.offset in before, f"a record of new lines after the restart: {record.original!r}"
             # The same first line: the same document id, so the same lines.
