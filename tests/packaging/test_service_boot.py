@@ -182,6 +182,20 @@ def test_the_packaged_service_ships_a_log_and_stops_cleanly(tools, deb, root, es
         for expected in ("config ok", "modelscribe starting", "shutting down", "stopped"):
             assert expected in journal, expected
         assert es_node.api_key not in journal
+
+        # Config errors the service user meets: exit code 2, a clear line, and no restart loop.
+        text = config.read_text()
+        for broken, message in ((text + "workers: 999\n", "workers: 999 is out of range"), (text, "Permission denied")):
+            config.write_text(broken)
+            config.chmod(0o600 if message == "Permission denied" else 0o644)  # root's, unreadable to the agent
+            assert container.sh("systemctl", "start", "modelscribe", check=False).returncode != 0
+            time.sleep(7)  # past RestartSec=5s: a restart would have happened
+            failed = container.show("ActiveState", "Result", "ExecMainStatus", "NRestarts")
+            # (a start job counts restarts from 0)
+            assert failed == {"ActiveState": "failed", "Result": "exit-code", "ExecMainStatus": "2",
+                              "NRestarts": "0"}, (message, failed)
+            assert message in container.journal()
+            container.sh("systemctl", "reset-failed", "modelscribe")
     finally:
         container.close()
     assert es.count(index) == 60  # nothing doubled by the stop
