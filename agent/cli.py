@@ -82,9 +82,13 @@ def run(**params: Any) -> None:
     """Tail the files and ship them until SIGTERM (or, with --once, to their end)."""
     from agent.pipeline import Pipeline
 
+    # SIGHUP resolves again from the same flags, the environment and the file as they are then.
+    flags = {name: value for name, value in params.items() if name != "config_file"}
+    config_file = params.get("config_file")
     try:
         config = _resolve(params, require_paths=True)
-        code = Pipeline(config).run()
+        code = Pipeline(config, reload=lambda: resolve(flags, os.environ, config_file,
+                                                       require_paths=True)).run()
     except ModelscribeError as error:
         _fail(error)
         return

@@ -20,7 +20,9 @@ Guarantees:
   full); whatever the output did not confirm by then is simply not committed;
 - a stage that dies stops the agent with exit code 1 (``supervise``);
 - ``--once`` reads every file to its current end, waits for every
-  acknowledgement and returns the exit code documented in ``errors``.
+  acknowledgement and returns the exit code documented in ``errors``;
+- SIGHUP re-reads the configuration and applies what can change live, while
+  delivery goes on (``agent.reload``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
@@ -48,6 +50,7 @@ from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
 from agent.parsing import ParseSettings, SourceParser, make_parser
 from agent.registry import Registry
+from agent.reload import Reloader
 from agent.selflog import get_logger
 from agent.service import Notifier, status_line
 from agent.sources.discovery import Discovery
@@ -95,6 +98,12 @@ def build_transforms(config: Config) -> Transforms:
     return Transforms(transform_settings(config, hash_key), gather(config.host_name))
 
 
+def build_enricher(config: Config) -> Enricher:
+    """The enrichment stage (also what a reload swaps in)."""
+    return Enricher(config.host_name, agent_id(config.state_dir), config.keep_original,
+                    build_transforms(config), metrics_target(config))
+
+
 def metrics_target(config: Config) -> str | None:
     """logs-modelscribe-NS -> metrics-modelscribe-NS (only for the logs-* data stream naming)."""
     if config.index is None and config.data_stream.startswith("logs-"):
@@ -121,6 +130,7 @@ class _Sink:
         self._group = handoff.group_size
         self.accepting = handoff.accepting
         self._parsers: dict[str, SourceParser] = {}
+        self._chosen: dict[str, ParseSettings] = {}  # the settings each parser was made with
         self._pending: list[Event] = []
         self.lines = 0
         self.emitted = 0
@@ -133,6 +143,7 @@ class _Sink:
             settings = next((chosen for globs, chosen in self._inputs if globs.matches(line.source.path)),
                             self._settings)
             parser = self._parsers[line.source.key] = make_parser(settings, line.source)
+            self._chosen[line.source.key] = settings
         for record in parser.feed(line):
             event = self._enricher.build(record)
             if event is not None:  # None: sampled out (offsets still advance past it)
@@ -161,6 +172,7 @@ class _Sink:
 
     def source_closed(self, source: Source) -> None:
         parser = self._parsers.pop(source.key, None)
+        self._chosen.pop(source.key, None)
         if parser is not None:
             self._emit_all(parser.flush())
         self.hand_over()
@@ -169,11 +181,36 @@ class _Sink:
     def flush_all(self) -> None:
         for key in list(self._parsers):
             self._emit_all(self._parsers.pop(key).flush())
+        self._chosen.clear()
         self.hand_over()
+
+    def reconfigure(self, settings: ParseSettings, inputs: tuple[InputSpec, ...],
+                    enricher: Enricher | None) -> None:
+        """A reload, on the reader thread (``Tailer.apply``): parse by the new
+        settings from the next line on. A file whose settings change has its
+        parser flushed first (open multi-line events emitted as they stand,
+        with the old enrichment); its next line starts a new parser. Other
+        files keep their parser and the events it holds open."""
+        self._settings = settings
+        self._inputs = [(Discovery(spec.paths), spec.apply(settings)) for spec in inputs]
+        for key, parser in list(self._parsers.items()):
+            path = parser.source.path
+            if next((chosen for globs, chosen in self._inputs if globs.matches(path)),
+                    settings) != self._chosen.get(key):
+                log.debug("parse settings changed; the file's parser is flushed and replaced", path=path)
+                self._emit_all(parser.flush())
+                del self._parsers[key]
+                self._chosen.pop(key, None)
+        self.hand_over()
+        if enricher is not None:
+            self._enricher = enricher
 
 
 class Pipeline:
-    def __init__(self, config: Config, output: Output | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, config: Config, output: Output | None = None, clock: Clock = SYSTEM_CLOCK,
+                 reload: Callable[[], Config] | None = None) -> None:
+        """``reload``: resolves the settings again from the sources the agent
+        started with (SIGHUP); without it a SIGHUP is logged and ignored."""
         self.config = config
         self._clock = clock
         if config.timezone:
@@ -217,10 +254,9 @@ class Pipeline:
                                 config.bulk_max_bytes, config.flush_interval, config.workers,
                                 self.stats, clock, on_death=self._supervisor.died)
         self._handoff = handoff
-        enricher = Enricher(config.host_name, agent_id(config.state_dir), config.keep_original,
-                            build_transforms(config), metrics_target(config))
-        self._sink = _Sink(parse_settings(config), enricher, handoff, config.inputs)
+        self._sink = _Sink(parse_settings(config), build_enricher(config), handoff, config.inputs)
         self.tailer = Tailer(tail_settings(config), self.registry, self._sink, clock, resume_after)
+        self._reloader = Reloader(config, reload, self.tailer, self._sink, self.output) if reload else None
 
     def _deliver(self, events: list[Event]) -> None:
         if self._abort.is_set():
@@ -351,6 +387,8 @@ class Pipeline:
         notifier.ready(status())
         try:
             while not supervisor.wait(notifier.wait_bound(_SAVE_INTERVAL)):
+                if supervisor.take_reload():
+                    self._reload(status)
                 self._save_state()
                 for stage in (reader, batcher):
                     if not stage.is_alive() and not supervisor.stopping():
@@ -365,6 +403,19 @@ class Pipeline:
             log.error("stopped because a stage died", stage=stage, error=repr(error))
             return EXIT_RUNTIME
         return EXIT_OK
+
+    def _reload(self, status: Callable[[], str]) -> None:
+        """SIGHUP: re-read the settings, apply what can change live (``agent.reload``)."""
+        if self._reloader is None:
+            log.warning("reload requested, but this agent was given no way to re-read its settings; ignored")
+            return
+        self._notifier.reloading()
+        self.config = self._reloader.reload()
+        self._notifier.ready(status())
+
+    def reload(self) -> None:
+        """Ask a running daemon to reload (what SIGHUP does); any thread."""
+        self._supervisor.request_reload()
 
     def _save_state(self) -> None:
         """Offsets (what was acknowledged) and the status file for ``modelscribe status``."""

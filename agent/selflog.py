@@ -108,3 +108,8 @@ def configure(level: str = "info", stream: Any = None) -> None:
     root.addHandler(handler)
     root.setLevel(LEVELS[level])
     root.propagate = False
+
+
+def set_level(level: str) -> None:
+    """Change the level only (a reload): handlers, and whatever a test added, stay."""
+    logging.getLogger(_ROOT).setLevel(LEVELS[level])

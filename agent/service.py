@@ -137,6 +137,11 @@ class Notifier:
                 self._last_status = text
                 self.send(f"STATUS={text}")
 
+    def reloading(self) -> None:
+        """A SIGHUP reload begins; ``ready`` ends it (sd_notify(3): RELOADING=1
+        carries the monotonic time for Type=notify-reload units)."""
+        self.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+
     def stopping(self, status: str) -> None:
         self.send("STOPPING=1", f"STATUS={status}")
 

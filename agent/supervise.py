@@ -15,6 +15,10 @@ Guarantees:
   interrupted main thread may itself hold inside ``Event.wait``: a deadlock.
 - ``request_stop`` (another thread, tests) and a stage's death poke the same
   socket, so one ``wait`` serves every reason to stop.
+- SIGHUP is not a stop: its handler only sets ``reload_requested`` (the same
+  plain assignment), the same wake-up byte ends the main loop's ``wait``, and
+  the loop, seeing no reason to stop, takes the request (``take_reload``)
+  and re-reads the configuration (``agent.reload``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from agent.selflog import get_logger
 log = get_logger("supervise")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+RELOAD_SIGNAL = signal.SIGHUP
 
 
 class Supervisor:
@@ -40,6 +45,7 @@ class Supervisor:
         self.signal: int | None = None
         self.deaths: list[tuple[str, BaseException]] = []
         self._stop_requested = False
+        self.reload_requested = False  # set by SIGHUP (or request_reload), cleared by take_reload
         self._previous: dict[int, Any] = {}
         self._previous_fd: int | None = None
 
@@ -52,7 +58,8 @@ class Supervisor:
     # -- signals -------------------------------------------------------------
 
     def install_signals(self) -> None:
-        """Route SIGTERM/SIGINT to this supervisor (only possible in the main thread)."""
+        """Route SIGTERM/SIGINT (stop) and SIGHUP (reload) to this supervisor
+        (only possible in the main thread)."""
         if threading.current_thread() is not threading.main_thread():
             return
         self.open()
@@ -60,6 +67,7 @@ class Supervisor:
         self._previous_fd = signal.set_wakeup_fd(self._send.fileno(), warn_on_full_buffer=False)
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._on_signal)
+        self._previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, self._on_reload)
 
     def restore_signals(self) -> None:
         for sig, handler in self._previous.items():
@@ -74,6 +82,24 @@ class Supervisor:
         # written by the interpreter's own handler (set_wakeup_fd).
         self.signal = signum
 
+    def _on_reload(self, _signum: int, _frame: object) -> None:
+        self.reload_requested = True  # only an assignment, as above
+
+    def request_reload(self) -> None:
+        """What SIGHUP does, from any thread (tests)."""
+        self.reload_requested = True
+        self._poke()
+
+    def take_reload(self) -> bool:
+        """True once per request (main loop). A SIGHUP arriving while this
+        runs may be merged into the request being taken: the configuration is
+        read after the flag is cleared, so it still sees what that SIGHUP
+        announced."""
+        if not self.reload_requested:
+            return False
+        self.reload_requested = False
+        return True
+
     # -- stopping ------------------------------------------------------------
 
     def request_stop(self) -> None:
@@ -84,9 +110,10 @@ class Supervisor:
         return self.signal is not None or self._stop_requested or bool(self.deaths)
 
     def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout`` or until a reason to stop; True if there is one."""
+        """Sleep up to ``timeout``, or until a reason to stop or a reload
+        request; True if there is a reason to stop."""
         self.open()
-        if not self.stopping():
+        if not self.stopping() and not self.reload_requested:
             readable, _, _ = select.select([self._receive], [], [], timeout)
             if readable:
                 self._drain()

@@ -7,7 +7,9 @@ gzip) and send requests through ``client.transport`` with the plain
 ``application/json`` / ``application/x-ndjson`` media types, which every 8.x
 and 9.x node accepts. For the same reason the Authorization header is ours:
 it is rebuilt from the key or password file when the file changes, so a
-rotated credential is picked up without a restart.
+rotated credential is picked up without a restart; a key or password from the
+environment or ``$CREDENTIALS_DIRECTORY`` is replaced on a reload (SIGHUP,
+``set_credentials``).
 
 Every document is sent as ``create`` with its deterministic ``_id`` (see
 ``enrich.document_id``): a re-send can only produce a 409, never a second
@@ -20,6 +22,7 @@ become the agent's TransientOutputError / PermanentOutputError.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
@@ -93,6 +96,18 @@ class ElasticsearchOutput:
         self._credential = _Credential(config)
         self._client = _build_client(config)
         self._transport = self._client.transport
+
+    def set_credentials(self, settings: ConnectionSettings) -> None:
+        """Authenticate with ``settings``' credentials from the next request
+        (a reload: a key or password from the environment or
+        ``$CREDENTIALS_DIRECTORY`` changed, or another file or user is named).
+        Only the credential fields are taken; URLs, TLS and the target stay.
+        Any thread: workers see either the old or the new header, whole."""
+        self._config = dataclasses.replace(
+            self._config, api_key=settings.api_key, api_key_file=settings.api_key_file,
+            api_key_origin=settings.api_key_origin, username=settings.username,
+            password=settings.password, password_file=settings.password_file)
+        self._credential = _Credential(self._config)
 
     @classmethod
     def from_config(cls, config: "Config") -> "ElasticsearchOutput":

@@ -252,6 +252,12 @@ class Watcher:
             self._failed.pop(directory, None)
             self._watched[directory] = (watch, inode)
 
+    def follow(self, discovery: Discovery) -> None:
+        """Watch ``discovery``'s directories from the next ``ensure_watches``
+        (the tailer's thread, on a reload). Directories no longer needed stay
+        watched: their hints only name paths the tailer no longer matches."""
+        self._discovery = discovery
+
     def stop(self) -> None:
         if self._observer is not None:
             self._observer.stop()

@@ -36,6 +36,14 @@ the agent is down* and grown past the committed offset is resumed there. A
 file whose path vanished but which still has links (renamed out of the globs;
 NFS "silly renames") is treated as rotated, closed after ``close_inactive``.
 
+New settings (a reload, ``apply``) are taken at the start of the reader's
+next ``poll``, never in the middle of a file's lines: the ``before`` callback
+runs first (the sink switches its parsers there), then new globs are scanned
+at once, and an open file the new globs no longer match is read to its
+current end (complete lines only), reported with ``source_closed`` and
+closed. Its registry entry stays: if a later reload matches it again, it is
+resumed at its committed offset like any known file.
+
 The tailer never commits offsets: the registry's offsets advance only when
 the output acknowledges (``Registry.commit``). It only records identities
 (``track``), paths (``touch``) and deletions (``mark_gone``).
@@ -68,6 +76,7 @@ READ_BUDGET_CHUNKS = 16  # chunks per file per pass, so one busy file cannot sta
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _ACTIVE, _RENAMED, _DELETED = "active", "renamed", "deleted"
+_UNMATCHED = "unmatched"  # no longer matched after a reload: read to its end, then closed
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,10 @@ class Tailer:
         self._next_scan = float("-inf")
         self._scan_requested = False
         self._last_tick = float("-inf")
+        # ``apply``'s slot: the only state another thread touches (under the lock).
+        self._apply_lock = threading.Lock()
+        self._next_settings: TailSettings | None = None
+        self._before: list[Callable[[], None]] = []
 
     # -- public -----------------------------------------------------------
 
@@ -190,10 +203,47 @@ class Tailer:
                 self._check(harvester, now, once=True)
         self._tick(self._clock.monotonic())
 
+    def apply(self, settings: TailSettings, before: Callable[[], None] | None = None) -> None:
+        """Use ``settings`` from the reader's next ``poll`` (any thread; a reload).
+
+        The reader thread, between two files' reads, calls ``before`` (the
+        sink switching its parsers, so no line is read under the new globs
+        but parsed under the old rules), then takes the settings: new globs
+        are scanned at once; open files they no longer match are read to
+        their current end and closed. A second call before the reader took
+        the first replaces its settings (both ``before`` callbacks run, in order).
+        """
+        with self._apply_lock:
+            self._next_settings = settings
+            if before is not None:
+                self._before.append(before)
+        self._wake.set()
+
+    def _take_settings(self, now: float) -> None:
+        with self._apply_lock:
+            settings, self._next_settings = self._next_settings, None
+            callbacks, self._before = self._before, []
+        if settings is None:
+            return
+        for callback in callbacks:
+            callback()
+        self._settings = settings
+        self._discovery = Discovery(settings.paths, settings.excludes)
+        if self._watcher is not None:
+            self._watcher.follow(self._discovery)
+        self._scan_requested = True
+        log.debug("new tail settings taken", paths=",".join(settings.paths), excludes=",".join(settings.excludes))
+        for harvester in list(self._harvesters.values()):
+            if harvester.state == _ACTIVE and not self._discovery.matches(harvester.path):
+                log.info("file no longer matched; reading it to its end, then closing it", path=harvester.path)
+                harvester.state = _UNMATCHED
+                harvester.next_check = now
+
     def poll(self) -> float:
         """One step of the run loop; returns how long it may sleep."""
         now = self._clock.monotonic()
         self._wake.clear()  # before draining, so hints arriving meanwhile wake the next sleep
+        self._take_settings(now)
         self._take_hints(now)
         if self._scan_requested or now >= self._next_scan:
             self._scan(now)
@@ -355,8 +405,8 @@ class Tailer:
                 self._registry.touch(harvester.source.key, path)
         elif self._by_path.get(path) is not harvester:
             self._by_path[path] = harvester  # renamed away, then back
-        if harvester.state == _RENAMED:
-            harvester.state = _ACTIVE  # renamed back into a glob: tailed as usual
+        if harvester.state in (_RENAMED, _UNMATCHED):
+            harvester.state = _ACTIVE  # renamed back into a glob, or matched again: tailed as usual
 
     def _set_path(self, harvester: _Harvester, path: str) -> None:
         if self._by_path.get(harvester.path) is harvester:
@@ -435,6 +485,12 @@ class Tailer:
 
         if reader.read_pos < size:
             harvester.next_check = now  # budget used up: come back next pass
+            return
+        if harvester.state == _UNMATCHED:
+            # At its end: close it. A last line without newline stays unread
+            # (the committed offset is before it): it comes whole if the file
+            # is matched again.
+            self._finish(harvester)
             return
         if reader.has_pending:
             if once:
@@ -525,7 +581,8 @@ class Tailer:
         deleted file open, so it is let go first."""
         deleted = harvester.state == _DELETED
         log.info("file closed", path=harvester.path,
-                 reason="deleted" if deleted else "renamed away and inactive")
+                 reason="deleted" if deleted else "no longer matched" if harvester.state == _UNMATCHED
+                 else "renamed away and inactive")
         if blocked:
             self._release(harvester)
         if harvester.source is not None:
