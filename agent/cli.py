@@ -3,11 +3,14 @@ package: ``run`` builds a Config and hands it to ``pipeline.Pipeline``.
 
     modelscribe run --path '/var/log/models/*.log' --es-url https://es:9200 --api-key-file KEY
     modelscribe check config [same flags]    # resolved settings, their origin, secrets masked
-    modelscribe check output [same flags]    # version, auth, privileges of the output
+    modelscribe check output [connection flags]    # version, auth, privileges of the output
+    modelscribe status --state-dir DIR        # offsets, lag, spool, dead letters
     modelscribe --version
 
 Every flag has an environment variable (``MODELSCRIBE_<FLAG>``) and a YAML
-key (``--config FILE``); precedence is flag > env > file > default.
+key (``--config FILE``); precedence is flag > env > file > default. Each
+command lists the settings it uses (``agent.cli_options``) and resolves the
+whole configuration.
 """
 
 from __future__ import annotations
@@ -15,33 +18,18 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import click
 
 from agent import __version__
+from agent import cli_options as listed
+from agent.cli_options import GroupedCommand, settings_options
 from agent.config import Config, describe, resolve
-from agent.config.options import OPTIONS
 from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ModelscribeError
 from agent.selflog import configure, get_logger
 
 log = get_logger("cli")
-
-
-def _settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one click option per entry of the option table (plus --config)."""
-    for option in reversed(OPTIONS):
-        help_text = f"{option.help} [env {option.env}]"
-        if option.switch:
-            stem = option.flag[2:]
-            decl = click.option(f"--{stem}/--no-{stem}", option.name, default=None, help=help_text)
-        elif option.multiple:
-            decl = click.option(option.flag, option.name, multiple=True, default=None, help=help_text)
-        else:
-            decl = click.option(option.flag, option.name, default=None, help=help_text)
-        func = decl(func)
-    return click.option("--config", "config_file", default=None, envvar="MODELSCRIBE_CONFIG",
-                        help="YAML file of settings (keys are the option names). [env MODELSCRIBE_CONFIG]")(func)
 
 
 def _resolve(params: dict[str, Any], require_paths: bool) -> Config:
@@ -76,8 +64,8 @@ def main() -> None:
     configure("info")
 
 
-@main.command()
-@_settings_options
+@main.command(cls=GroupedCommand)
+@settings_options()
 def run(**params: Any) -> None:
     """Tail the files and ship them until SIGTERM (or, with --once, to their end)."""
     from agent.pipeline import Pipeline
@@ -87,12 +75,36 @@ def run(**params: Any) -> None:
     config_file = params.get("config_file")
     try:
         config = _resolve(params, require_paths=True)
+        unmatched = _warn_unmatched(config)
         code = Pipeline(config, reload=lambda: resolve(flags, os.environ, config_file,
                                                        require_paths=True)).run()
     except ModelscribeError as error:
         _fail(error)
         return
+    for where, pattern in unmatched:  # --once: the summary says what was not read
+        log.warning(f"nothing was read from {where} {pattern}: no file matched it")
     sys.exit(code)
+
+
+def _warn_unmatched(config: Config) -> list[tuple[str, str]]:
+    """Warn about each glob that matches no file now, named as it was given
+    (``--path``, ``MODELSCRIBE_PATH``, ``FILE: paths``, ``FILE: inputs[2]``).
+    The daemon keeps watching for them; ``--once`` returns them for its summary."""
+    from agent.sources.discovery import Discovery
+
+    origin = config.origins.get("paths", "")
+    where = ("--path" if origin.startswith("flag") else "MODELSCRIBE_PATH" if origin.startswith("env")
+             else f"{config.config_file}: paths")
+    named = [(where, pattern) for pattern in config.paths]
+    named += [(f"{config.config_file}: inputs[{number}]", pattern)
+              for number, spec in enumerate(config.inputs, 1) for pattern in spec.paths]
+    unmatched = [named[number] for number in Discovery(config.all_paths, config.excludes).unmatched()]
+    for where, pattern in unmatched:
+        if config.once:
+            log.warning(f"no file matches {where} {pattern}; --once reads nothing from it")
+        else:
+            log.warning(f"no file matches {where} {pattern} (yet); the agent keeps watching for it")
+    return unmatched if config.once else []
 
 
 @main.group()
@@ -100,8 +112,8 @@ def check() -> None:
     """Validate the configuration or the output without shipping anything."""
 
 
-@check.command("config")
-@_settings_options
+@check.command("config", cls=GroupedCommand)
+@settings_options()
 def check_config(**params: Any) -> None:
     """Print the resolved settings, where each came from, secrets masked."""
     try:
@@ -120,8 +132,8 @@ def check_config(**params: Any) -> None:
     sys.exit(EXIT_OK)
 
 
-@check.command("output")
-@_settings_options
+@check.command("output", cls=GroupedCommand)
+@settings_options(listed.CHECK_OUTPUT)
 def check_output(**params: Any) -> None:
     """Connect to the output and report version, authentication and privileges."""
     from agent.outputs import build_output
@@ -142,18 +154,20 @@ def check_output(**params: Any) -> None:
     sys.exit(EXIT_OK if report.ok else EXIT_OUTPUT)
 
 
-@main.command()
+@main.command(cls=GroupedCommand)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@_settings_options
+@settings_options(listed.STATUS)
 def status(as_json: bool, **params: Any) -> None:
-    """Per file offset, size and lag; spool use; dead letters; last error."""
+    """Per file offset, size and lag; spool use; dead letters; last error.
+
+    A --state-dir that does not exist or cannot be read is an error (exit code 1)."""
     import orjson
 
     from agent.status import render, report
 
     try:
         config = _resolve(params, require_paths=False)
-        data = report(config.state_dir, config.dead_letter_path)
+        data = report(config.state_dir, config.dead_letter_path, origin=config.origins.get("state_dir", "default"))
     except ModelscribeError as error:
         _fail(error)
         return
@@ -165,8 +179,8 @@ def dlq() -> None:
     """Inspect and replay the dead-letter file (documents Elasticsearch rejected)."""
 
 
-@dlq.command("list")
-@_settings_options
+@dlq.command("list", cls=GroupedCommand)
+@settings_options(listed.DLQ)
 def dlq_list(**params: Any) -> None:
     """Count dead letters by target and error type (file, or --dead-letter-index)."""
     from agent.outputs.dead_letter import read_letters, summarize
@@ -194,9 +208,10 @@ def dlq_list(**params: Any) -> None:
         click.echo(f"warning: lines {', '.join(map(str, broken[:10]))} are not dead letters", err=True)
 
 
-@dlq.command("replay")
-@click.option("--to-index", default=None, help="Send to this index instead of each letter's original target.")
-@_settings_options
+@dlq.command("replay", cls=GroupedCommand)
+@click.option("--to-index", default=None, metavar="NAME",
+              help="Send to this index instead of each letter's original target.")
+@settings_options(listed.DLQ)
 def dlq_replay(to_index: str | None, **params: Any) -> None:
     """Re-send the dead letters (after fixing the mapping); those that fail again stay."""
     from agent.outputs.dead_letter import replay, resend
@@ -240,14 +255,15 @@ def _letters_index(config: Config) -> Iterator[Any]:
     finally:
         output.close()
 
+
 @main.group()
 def setup() -> None:
     """Install what makes the data useful in Elasticsearch."""
 
 
-@setup.command("templates")
+@setup.command("templates", cls=GroupedCommand)
 @click.option("--dry-run", is_flag=True, help="Print what would be installed; write nothing.")
-@_settings_options
+@settings_options(listed.SETUP_TEMPLATES)
 def setup_templates(dry_run: bool, **params: Any) -> None:
     """Install the component and index templates of the logs-modelscribe-* and
     metrics-modelscribe-* data streams (idempotent, version-stamped)."""

@@ -9,7 +9,9 @@ The running daemon writes ``STATE_DIR/status.json`` every second (atomic,
 
 ``report(state_dir, dead_letter_path)`` reads it together with the registry
 and the dead-letter file, never modifying any of them, so it works for a
-running or a stopped agent.
+running or a stopped agent. A state directory that does not exist, or that
+this user cannot read, is a ``StateError`` (exit code 1) naming
+``--state-dir``: an empty report would look like an agent with nothing to do.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import orjson
 
 from agent.atomic import write_atomic
+from agent.errors import StateError
 from agent.outputs.dead_letter import read_letters, summarize
 from agent.stats import Snapshot
 
@@ -57,8 +60,28 @@ def _running(pid: Any) -> bool:
     return True
 
 
-def report(state_dir: str, dead_letter_path: str) -> dict[str, Any]:
-    """Everything ``status`` prints, as plain data (``--json`` prints it as is)."""
+def _check_state_dir(state_dir: str, origin: str) -> None:
+    """Raise StateError unless ``state_dir`` is a directory this user can read."""
+    given = "" if origin.startswith("flag") else " (the default)" if origin == "default" else f" (from {origin})"
+    if not os.path.isdir(state_dir):
+        what = "is not a directory" if os.path.exists(state_dir) else "does not exist"
+        raise StateError(f"--state-dir {state_dir}{given}: {what}; no agent has run with this state "
+                         "directory (give the one `modelscribe run` uses)")
+    try:
+        os.listdir(state_dir)
+        with open(os.path.join(state_dir, "registry.json"), "rb"):
+            pass
+    except FileNotFoundError:
+        pass  # an agent that has not saved offsets yet
+    except OSError as error:
+        raise StateError(f"--state-dir {state_dir}{given}: cannot read it: {error.strerror} (run status as "
+                         "the agent's user, or root)") from error
+
+
+def report(state_dir: str, dead_letter_path: str, origin: str = "default") -> dict[str, Any]:
+    """Everything ``status`` prints, as plain data (``--json`` prints it as is).
+    ``origin`` (``flag --state-dir``, ...) is named when the directory is unusable."""
+    _check_state_dir(state_dir, origin)
     registry = _read_json(os.path.join(state_dir, "registry.json"))
     files = []
     entries = registry.get("entries", []) if isinstance(registry, dict) else []

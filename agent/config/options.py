@@ -15,6 +15,10 @@ from agent.config import values as v
 
 ENV_PREFIX = "MODELSCRIBE_"
 
+# The groups of ``Option.group``, as ``--help`` and the README's settings table name them.
+GROUP_TITLES = {"input": "Input", "parsing": "Parsing", "output": "Output", "enrich": "Enrichment",
+                "spool": "Spool", "process": "Process"}
+
 
 @dataclass(frozen=True)
 class Option:

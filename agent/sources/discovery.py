@@ -119,6 +119,13 @@ class Discovery:
             found.update(glob.glob(pattern, recursive=True))
         return sorted(path for path in found if not self.excluded(path))
 
+    def unmatched(self) -> list[int]:
+        """Positions in ``paths`` of the globs that match no file now (excludes
+        applied): what the start-up warning names. Nothing else changes: the
+        tailer keeps scanning and watching for them."""
+        return [number for number, pattern in enumerate(self.paths)
+                if all(self.excluded(path) for path in glob.glob(pattern, recursive=True))]
+
     def watch_dirs(self) -> dict[str, bool]:
         """Directories to watch, and whether recursively."""
         dirs: dict[str, bool] = {}

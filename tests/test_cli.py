@@ -1,0 +1,222 @@
+"""The ``modelscribe`` command as a user meets it: grouped --help with types,
+defaults and choices; each command listing its own settings; the warning for
+a --path that matches nothing; ``status`` on a missing state directory."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from agent import cli_options
+from agent.cli import main
+from agent.config.options import BY_NAME, GROUP_TITLES, OPTIONS
+from agent.errors import EXIT_CONFIG, EXIT_OK, EXIT_RUNTIME
+from e2e_helpers import run_once
+
+
+def _invoke(args, env=None):
+    return CliRunner().invoke(main, args, env=env or {}, catch_exceptions=False, terminal_width=200)
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Help text split at its headings ("Input:", "Options:", ...)."""
+    parts = re.split(r"^([A-Z][A-Za-z ]*):\n", text, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def _flags(text: str) -> set[str]:
+    return set(re.findall(r"^  (?:-h, )?(--[a-z-]+)", text, re.M))
+
+
+def test_run_help_groups_every_setting_as_the_readme_does():
+    result = _invoke(["run", "--help"])
+    assert result.exit_code == 0
+    sections = _sections(result.output)
+    titles = [GROUP_TITLES[group] for group in cli_options.GROUP_ORDER]
+    assert [title for title in sections if title in titles] == titles  # the README's order
+    for option in OPTIONS:
+        stem = option.flag
+        section = sections[GROUP_TITLES[option.group]]
+        assert stem in _flags(section), (option.name, option.group)
+        assert option.env in section
+    assert _flags(sections["Options"]) == {"--config", "--help"}
+
+
+@pytest.mark.parametrize("flag, shown", [
+    ("--scan-interval DURATION", "[default: 10s; env MODELSCRIBE_SCAN_INTERVAL]"),
+    ("--spool-max-bytes SIZE", "[default: 1GiB; env MODELSCRIBE_SPOOL_MAX_BYTES]"),
+    ("--spool-fsync [batch|interval|never]", "[default: batch; env MODELSCRIBE_SPOOL_FSYNC]"),
+    ("--workers N", "[default: 2; range 1-64; env MODELSCRIBE_WORKERS]"),
+    ("--tls-verify / --no-tls-verify", "[default: on; env MODELSCRIBE_TLS_VERIFY]"),
+    ("--path GLOB", "[env MODELSCRIBE_PATH]"),
+    ("--exclude GLOB", "(repeatable). [env MODELSCRIBE_EXCLUDE]"),
+    ("--max-retries N|unlimited", "[default: unlimited; env MODELSCRIBE_MAX_RETRIES]"),
+    ("--format [auto|bentoml|", "[default: auto; env MODELSCRIBE_FORMAT]"),
+    ("--es-url URL", "[default: http://localhost:9200; env MODELSCRIBE_ES_URL]"),
+])
+def test_run_help_shows_type_default_and_choices(flag, shown):
+    blocks = [" ".join(block.split()) for block in re.split(r"\n(?=  -)", _invoke(["run", "--help"]).output)]
+    [block] = [block for block in blocks if block.startswith(flag)]
+    assert shown in block
+
+
+def test_every_converter_has_a_type_name():
+    for option in OPTIONS:
+        if not option.switch:
+            assert cli_options.metavar(option) not in (None, ""), option.name
+    # The factories' arguments are read back (a renamed parameter would lose them).
+    assert cli_options.metavar(BY_NAME["when_full"]) == "[block|drop-newest]"
+    assert "range 16-65536" in cli_options.extra_text(BY_NAME["fingerprint_bytes"])
+
+
+@pytest.mark.parametrize("command, listed", [
+    (["status"], cli_options.STATUS),
+    (["dlq", "list"], cli_options.DLQ),
+    (["dlq", "replay"], cli_options.DLQ),
+    (["check", "output"], cli_options.CHECK_OUTPUT),
+    (["setup", "templates"], cli_options.SETUP_TEMPLATES),
+    (["check", "config"], tuple(option.name for option in OPTIONS)),
+])
+def test_each_command_lists_only_its_own_settings(command, listed):
+    result = _invoke([*command, "--help"])
+    assert result.exit_code == 0
+    sections = _sections(result.output)
+    shown = set().union(*(_flags(text) for title, text in sections.items() if title != "Options"))
+    assert shown == {BY_NAME[name].flag for name in listed}
+
+
+def test_status_lists_state_dir_and_not_the_connection():
+    text = _invoke(["status", "--help"]).output
+    assert "--state-dir" in text and "--dead-letter-file" in text and "--json" in text
+    assert "--es-url" not in text and "--path" not in text and "--workers" not in text
+
+
+def test_commands_still_resolve_every_setting(tmp_path):
+    """A setting a command does not list still comes from its variable, its
+    file key or its default, and a flag of it is accepted (one set of flags
+    serves every command)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    result = _invoke(["status", "--json", "--state-dir", str(state), "--es-url", "http://es:9200"],
+                     env={"MODELSCRIBE_DEAD_LETTER_FILE": str(tmp_path / "dl.ndjson")})
+    assert result.exit_code == EXIT_OK, result.output
+    assert f'"path": "{tmp_path}/dl.ndjson"' in result.output
+    # ... and a bad value of a setting the command does not list still stops it, as run would.
+    bad = _invoke(["status", "--state-dir", str(state)], env={"MODELSCRIBE_WORKERS": "0"})
+    assert bad.exit_code == EXIT_CONFIG
+    assert "MODELSCRIBE_WORKERS: 0 is out of range" in bad.stderr
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--workers", "0"], "--workers: 0 is out of range: must be between 1 and 64"),
+    (["--metrics-addr", "localhost"], "--metrics-addr: 'localhost' is not HOST:PORT"),
+    (["--when-full", "drop"], "--when-full: 'drop' is not one of: block, drop-newest"),
+    (["--es-url", "http://es"], "--es-url: 'http://es' needs a port"),
+    (["--es-url", "https://user:pw@es:9200"], "--es-url: 'https://***@es:9200': credentials do not belong"),
+    (["--scan-interval", "0"], "--scan-interval: must be longer than zero"),
+])
+def test_check_config_rejects_what_run_rejects(tmp_path, args, expected):
+    """Beyond tests/config/test_check_config_cli.py: a few more bad values,
+    the same exit code and message from both commands."""
+    checked = _invoke(["check", "config", *args])
+    ran = _invoke(["run", "--once", "--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "s"), *args])
+    for result in (checked, ran):
+        assert result.exit_code == EXIT_CONFIG, result.output
+        assert f"modelscribe: error: {expected}" in result.stderr
+        assert "pw" not in result.stderr.replace(expected, "")
+    assert not (tmp_path / "s").exists()
+
+
+def test_status_on_a_missing_state_dir_names_it_and_fails(tmp_path):
+    missing = tmp_path / "nope"
+    result = _invoke(["status", "--state-dir", str(missing)])
+    assert result.exit_code == EXIT_RUNTIME
+    assert f"modelscribe: error: --state-dir {missing}: does not exist" in result.stderr
+    assert not missing.exists()  # status writes nothing
+    from_env = _invoke(["status", "--json"], env={"MODELSCRIBE_STATE_DIR": str(missing)})
+    assert from_env.exit_code == EXIT_RUNTIME
+    assert f"--state-dir {missing} (from env MODELSCRIBE_STATE_DIR): does not exist" in from_env.stderr
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    not_dir = _invoke(["status", "--state-dir", str(a_file)])
+    assert not_dir.exit_code in (EXIT_CONFIG, EXIT_RUNTIME)  # resolve refuses a file as state dir first
+    assert f"--state-dir {a_file}" in not_dir.stderr
+
+
+def test_status_of_an_unreadable_state_dir_says_so(tmp_path, monkeypatch):
+    """A user who may not read the agent's 0700 state dir is told so, not
+    shown an empty report (simulated: the tests run as root, who reads anyway)."""
+    import agent.status
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(agent.status.os, "listdir", denied)
+    result = _invoke(["status", "--state-dir", str(tmp_path)])
+    assert result.exit_code == EXIT_RUNTIME
+    assert (f"modelscribe: error: --state-dir {tmp_path}: cannot read it: Permission denied "
+            "(run status as the agent's user, or root)") in result.stderr
+
+
+def test_status_of_an_empty_state_dir_is_ok(tmp_path):
+    result = _invoke(["status", "--state-dir", str(tmp_path)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "files (0):" in result.output
+
+
+def test_a_path_matching_nothing_is_warned_and_once_says_so(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text("one\n")
+    typo = str(tmp_path / "lgos" / "*.log")
+    done = run_once(["run", "--once", "--output", "null", "--state-dir", str(tmp_path / "state"),
+                     "--path", str(logs / "*.log"), "--path", typo])
+    assert done.code == EXIT_OK, done.stderr
+    lines = done.stderr.splitlines()
+    start = [line for line in lines if "no file matches" in line]
+    assert len(start) == 1 and f"no file matches --path {typo}; --once reads nothing from it" in start[0]
+    assert "level=warn" in start[0]
+    summary = [number for number, line in enumerate(lines) if "run finished" in line]
+    unread = [number for number, line in enumerate(lines)
+              if f"nothing was read from --path {typo}: no file matched it" in line]
+    assert summary and unread and unread[0] > summary[0]  # said again at the end, after the summary
+    assert str(logs / "*.log") not in " ".join(start)
+
+
+def test_a_path_excluded_entirely_counts_as_matching_nothing(tmp_path):
+    (tmp_path / "a.log").write_text("one\n")
+    done = run_once(["run", "--once", "--output", "null", "--state-dir", str(tmp_path / "state"),
+                     "--path", str(tmp_path / "*.log"), "--exclude", str(tmp_path / "a.*")],
+                    env={"MODELSCRIBE_LOG_LEVEL": "warn"})
+    assert done.code == EXIT_OK
+    assert f"no file matches --path {tmp_path}/*.log" in done.stderr
+
+
+def test_the_daemon_warns_once_and_keeps_watching(tmp_path):
+    from e2e_helpers import Daemon, wait_for
+
+    logs = tmp_path / "later"
+    out = tmp_path / "out.ndjson"
+    daemon = Daemon(["--path", str(logs / "*.log"), "--state-dir", str(tmp_path / "state"),
+                     "--output", f"file:{out}", "--scan-interval", "0.2"], tmp_path / "agent.log")
+    try:
+        wait_for(lambda: "no file matches" in daemon.log(), 30, "the warning")
+        assert f"no file matches --path {logs}/*.log (yet); the agent keeps watching for it" in daemon.log()
+        logs.mkdir()
+        (logs / "m.log").write_text("arrived\n")
+        wait_for(lambda: out.exists() and b"arrived" in out.read_bytes(), 30, "the file that appeared")
+    finally:
+        assert daemon.stop() == 0
+    assert daemon.log().count("no file matches") == 1
+
+
+def test_paths_from_the_config_file_are_named_by_their_key(tmp_path):
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text("paths: [none/*.log]\ninputs:\n  - paths: [also-none/*.log]\n    format: json\n")
+    done = run_once(["run", "--once", "--output", "null", "--state-dir", str(tmp_path / "state"),
+                     "--config", str(cfg)])
+    assert done.code == EXIT_OK, done.stderr
+    assert f"no file matches {cfg}: paths {tmp_path}/none/*.log" in done.stderr
+    assert f"no file matches {cfg}: inputs[1] {tmp_path}/also-none/*.log" in done.stderr
