@@ -207,10 +207,14 @@ class SourceParser:
             self._begin(joiner.lane if self._lanes else None, line, size, False)
             return
         joined = joiner.continues(text)
-        lane = joiner.lane if self._lanes else None
-        if lane is not None and None in opened:
-            self._take(None)  # an event of no particular writer ends at a writer's line
-        event = opened.get(lane)
+        if self._lanes:
+            lane = joiner.lane
+            if lane is not None and None in opened:
+                self._take(None)  # an event of no particular writer ends at a writer's line
+            event = opened.get(lane)
+        else:  # one writer: its event is the one open
+            lane = None
+            event = opened[None]
         if event is None:
             if joined:  # its event was emitted already (timeout, MAX_OPEN): begin one
                 joiner.start(text)

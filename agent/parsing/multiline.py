@@ -102,10 +102,16 @@ resume earlier than before, never later than is safe). What that guarantees:
   by ``multiline_timeout`` or by the limit of open events (timing and
   history), and, for formats without lanes, a cap cut where C falls (the
   re-read begins that part afresh, mid-traceback, as it always did). Those
-  lines are re-read and may group differently than before.
+  lines are re-read and may group differently than before. Where a re-read
+  record begins at the same line as one the output had already indexed but
+  holds more lines (the part before a timeout cut, now joined with its
+  rest), the output drops it as a duplicate by its id and the rest is not
+  indexed: a corner as old as the timeout, for every format, open to a
+  crash between indexing such a part and committing past it.
 
-The joiner protocol: ``start`` when an event begins with nothing open,
-``continues`` for every other text line, ``reset`` when every open event was
+The joiner protocol: ``start`` when a line begins an event with nothing open,
+or in a lane whose event the driver emitted already (timeout, limit);
+``continues`` for every other text line; ``reset`` when every open event was
 emitted for another reason (JSON line, flush). ``in_traceback`` and ``lane``
 are read right after each call.
 """
