@@ -310,3 +310,73 @@ def test_the_daemon_switches_a_changed_parser_between_two_lines_and_keeps_the_ot
     assert by_message["a first"]["message"] == "a first" and "extra" not in by_message["a first"]
     # b's traceback was joined to its pending line: the reload did not cut it.
     assert "ValueError: bad" in json.dumps(by_message["b first"])
+
+
+# -- SIGHUP and the supervisor ---------------------------------------------------------
+
+def test_sighup_only_sets_a_flag_that_wakes_the_main_loop_and_is_no_stop():
+    import os
+    import signal as signals
+
+    from agent.supervise import Supervisor
+
+    supervisor = Supervisor()
+    supervisor.install_signals()
+    try:
+        os.kill(os.getpid(), signals.SIGHUP)
+        started = time.monotonic()
+        assert supervisor.wait(10) is False  # woken, and not stopping
+        assert time.monotonic() - started < 5
+        assert supervisor.take_reload() is True and supervisor.take_reload() is False
+        assert not supervisor.stopping() and supervisor.signal is None
+    finally:
+        supervisor.close()
+    assert signals.getsignal(signals.SIGHUP) is not supervisor._on_reload  # restored
+
+
+# -- credentials ------------------------------------------------------------------------
+
+def test_a_rotated_credential_of_the_credentials_directory_is_used_from_the_next_request(tmp_path):
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from agent.outputs.elasticsearch import ElasticsearchOutput
+
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("authorization"))
+            body = b"{}"
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "es-api-key").write_text("old-key\n")
+    env = {"CREDENTIALS_DIRECTORY": str(credentials)}
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    running = _config(tmp_path, f"es_url: {url}\n", env=env)
+    output = ElasticsearchOutput.from_config(running)
+    try:
+        output.request("GET", "/")
+        (credentials / "es-api-key").write_text("new-key\n")
+        recorder = _Recorder()
+        reloader = Reloader(running, lambda: _config(tmp_path, f"es_url: {url}\n", env=env), recorder, recorder,
+                            output)
+        assert reloader.reload().api_key == Secret("new-key")
+        assert recorder.applied == []  # nothing for the reader
+        output.request("GET", "/")
+    finally:
+        output.close()
+        server.shutdown()
+        server.server_close()
+    assert seen == ["ApiKey old-key", "ApiKey new-key"]
