@@ -411,7 +411,8 @@ class Pipeline:
             return
         self._notifier.reloading()
         self.config = self._reloader.reload()
-        self._notifier.ready(status())
+        # Not ``ready()``: that would push the next watchdog ping back a whole interval.
+        self._notifier.send("READY=1", f"STATUS={status()}")
 
     def reload(self) -> None:
         """Ask a running daemon to reload (what SIGHUP does); any thread."""

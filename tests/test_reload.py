@@ -380,3 +380,31 @@ def test_a_rotated_credential_of_the_credentials_directory_is_used_from_the_next
         server.shutdown()
         server.server_close()
     assert seen == ["ApiKey old-key", "ApiKey new-key"]
+
+
+def test_systemd_hears_reloading_then_ready(tmp_path, monkeypatch, records):  # records: restores the level
+    import socket
+
+    address = str(tmp_path / "notify.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    listener.bind(address)
+    listener.settimeout(20)
+    monkeypatch.setenv("NOTIFY_SOCKET", address)
+    (tmp_path / "a").mkdir()
+    config = _config(tmp_path, "", output="null", metrics_addr="off")
+    pipeline = Pipeline(config, reload=lambda: _config(tmp_path, "", output="null", metrics_addr="off",
+                                                        log_level="debug"))
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    try:
+        messages = [listener.recv(4096).decode()]
+        assert messages[0].startswith("READY=1")
+        pipeline.reload()
+        messages += [listener.recv(4096).decode(), listener.recv(4096).decode()]
+    finally:
+        pipeline.stop()
+        runner.join(30)
+        listener.close()
+    assert messages[1].startswith("RELOADING=1\nMONOTONIC_USEC=")
+    assert messages[2].startswith("READY=1\nSTATUS=shipping")
+    assert pipeline.config.log_level == "debug"
