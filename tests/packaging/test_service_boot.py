@@ -99,7 +99,7 @@ def _offsets(registry: Path) -> dict[str, int]:
     return {entry["path"]: entry["offset"] for entry in data["entries"]}
 
 
-def test_the_packaged_service_ships_a_log_and_stops_cleanly(tools, deb, root, es_node, es, tmp_path):
+def test_the_packaged_service_ships_a_log_and_stops_cleanly(tools, deb, deb_upgrade, root, es_node, es, tmp_path):
     index = f"modelscribe-nspawn-{uuid.uuid4().hex[:8]}"
     port = _free_port()
     (root / "tmp" / deb.name).write_bytes(deb.read_bytes())
@@ -171,11 +171,24 @@ def test_the_packaged_service_ships_a_log_and_stops_cleanly(tools, deb, root, es
         (dropin / "watchdog.conf").unlink()
         container.sh("systemctl", "daemon-reload")
 
+        # An upgrade while it runs: postinst restarts it on the new package, nothing lost or doubled.
+        before = container.show("MainPID")["MainPID"]
+        (root / "var/tmp" / deb_upgrade.name).write_bytes(deb_upgrade.read_bytes())  # /tmp is a tmpfs in there
+        container.sh("dpkg", "-i", f"/var/tmp/{deb_upgrade.name}", timeout=300)
+        version = container.sh("dpkg-query", "-W", "-f", "${Version}", "modelscribe").stdout
+        assert version.endswith("+upgrade1")
+        container.wait_for(lambda: (s := container.show("MainPID", "ActiveState"))["ActiveState"] == "active"
+                           and s["MainPID"] not in ("0", before), 60, "the agent restarted by the upgrade")
+        with open(log, "a") as handle:
+            handle.writelines(json.dumps({"message": f"upgraded line {n}"}) + "\n" for n in range(5))
+        container.wait_for(lambda: es.count(index) == 65 or None, 60, "the lines written after the upgrade")
+
         # Stop: SIGTERM, a clean exit within TimeoutStopSec, offsets saved at the end of the file.
         stopped = container.sh("systemctl", "stop", "modelscribe")
         assert stopped.returncode == 0
         after = container.show("ActiveState", "Result", "ExecMainStatus", "NRestarts")
-        assert after == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0", "NRestarts": "1"}
+        # (the upgrade's restart job set the count of automatic restarts back to 0)
+        assert after == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0", "NRestarts": "0"}
         assert _offsets(root / "var/lib/modelscribe/registry.json")["/var/log/models/model.log"] == log.stat().st_size
         assert oct((root / "var/lib/modelscribe").stat().st_mode & 0o777) == "0o700"
         journal = container.journal()
@@ -198,4 +211,4 @@ def test_the_packaged_service_ships_a_log_and_stops_cleanly(tools, deb, root, es
             container.sh("systemctl", "reset-failed", "modelscribe")
     finally:
         container.close()
-    assert es.count(index) == 60  # nothing doubled by the stop
+    assert es.count(index) == 65  # nothing doubled by the restarts, the upgrade or the stop
