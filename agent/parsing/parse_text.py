@@ -32,11 +32,15 @@ the first level word among the 80 characters after the timestamp, written
 upper-case level names Python's logging (and most servers) print count, so
 an ordinary word in the message is not taken for a level.
 
-The message stays the whole line here: a layout recognised by guessing must
-never cost text. With ``log_format`` set (``--log-format``), the layout is
-declared, so a line that fits it is read by the parser compiled from it
-(see ``python_logging``), which does strip the prefix; a line that does not
-fit is read as above.
+The message: when a layout above, or basicConfig's ``LEVEL:name:``, gave
+both the level and the logger, the prefix is unmistakable and ``message``
+is the text after it (the prefix's content is in ``@timestamp``,
+``log.level`` and ``log.logger``; ``--keep-original`` keeps the whole line
+in ``event.original``). When only a timestamp and perhaps a level were
+found, the message stays the whole line: a guess must never cost text.
+With ``log_format`` set (``--log-format``), the layout is declared, so a
+line that fits it is read by the parser compiled from it (see
+``python_logging``); a line that does not fit is read as above.
 
 Guarantee: total (never raises), and cheap enough for the plain-text hot path.
 """
@@ -99,18 +103,25 @@ def _ends_word(text: str, index: int) -> bool:
 
 def parse_plain(text: str) -> tuple[float | None, dict[str, Any]]:
     """``(timestamp, fields)`` read from the start of a plain text line."""
+    timestamp, fields, _ = read_plain(text)
+    return timestamp, fields
+
+
+def read_plain(text: str) -> tuple[float | None, dict[str, Any], int]:
+    """``(timestamp, fields, start of the message)``: the start is 0 unless a
+    layout gave both level and logger (see the module doc)."""
     first = text[:1]
     if first.isdigit() or first == "[":
         timestamp, end = timestamps.match_prefix(text)
         if end:
             layout = _LAYOUT.match(text, end)
             if layout is not None:
-                return timestamp, _layout_fields(layout)
+                return timestamp, _layout_fields(layout), layout.end()
             match = _AFTER_TIMESTAMP.search(text, end, end + _SEARCH_WINDOW)
             # "$" also matches at the window's edge: reject a word cut there.
             if match is not None and _ends_word(text, match.end()):
-                return timestamp, {"log": {"level": match.group(1).lower()}}
-            return timestamp, {}
+                return timestamp, {"log": {"level": match.group(1).lower()}}, 0
+            return timestamp, {}, 0
     if "A" <= first <= "W":
         match = _BASIC.match(text)
         if match is not None:
@@ -118,8 +129,9 @@ def parse_plain(text: str) -> tuple[float | None, dict[str, Any]]:
             log = {"level": match.group(1).lower()}
             if logger is not None:
                 log["logger"] = logger
-            return None, {"log": log}
-    return None, {}
+                return None, {"log": log}, match.end()
+            return None, {"log": log}, 0
+    return None, {}, 0
 
 
 def _layout_fields(match: re.Match[str]) -> dict[str, Any]:
@@ -154,5 +166,5 @@ class PlainFormat(LineFormat):
             info = layout.read(text)
             if info is not None:
                 return info
-        timestamp, fields = parse_plain(text)
-        return TextInfo(timestamp, fields)
+        timestamp, fields, start = read_plain(text)
+        return TextInfo(timestamp, fields, message=text[start:] if start else None)

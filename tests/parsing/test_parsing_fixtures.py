@@ -8,6 +8,8 @@ follow what ecs-logging-python, python-json-logger and structlog write.
 
 from __future__ import annotations
 
+import re
+
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -60,13 +62,20 @@ def utc(*args: int) -> float:
     return datetime(*head, micros, tzinfo=timezone.utc).timestamp()
 
 
+# The prefixes of the two logging layouts in these fixtures, written out
+# independently of the parser: basicConfig's "LEVEL:name:" and the cookbook's
+# "TIME - name - LEVEL - ". A record's message starts after them.
+_LAYOUT_PREFIX = re.compile(r"^(?:[A-Z]+:[^\s:]+:|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - \S+ - [A-Z]+ - )")
+
+
 def check(record: Record, lines: list[Line], starts: list[int], first: int, last: int,
           message_last: int | None = None) -> None:
-    """``record`` covers lines first..last; its message is first..message_last."""
+    """``record`` covers lines first..last; its message is first..message_last,
+    without the first line's logging-layout prefix."""
     assert record.offset == starts[first]
     assert record.end == starts[last + 1]
     assert record.line_count == last - first + 1
-    assert record.message == text_of(lines, first, message_last or last)
+    assert record.message == _LAYOUT_PREFIX.sub("", text_of(lines, first, message_last or last), count=1)
     assert record.read_time == lines[first - 1].read_time
 
 

@@ -19,6 +19,9 @@ TRACEBACK = [
     "           ~~^~~",
     "ZeroDivisionError: division by zero",
 ]
+# Its message: basicConfig's "LEVEL:name:" prefix is read into log.level and
+# log.logger, so the message starts after it.
+TRACEBACK_MESSAGE = "\n".join(["request failed", *TRACEBACK[1:]])
 
 
 def make_lines(texts: list[str], start: int = 0, t0: float = 100.0, step: float = 0.5,
@@ -50,9 +53,9 @@ def test_plain_line_is_held_until_the_next_line_shows_it_is_complete() -> None:
     assert parser.feed(first) == []
     assert parser.pending()
     [record] = parser.feed(second)
-    assert record.message == "INFO:app:one"
+    assert record.message == "one"
     assert parser.pending()
-    assert [r.message for r in parser.flush()] == ["INFO:app:two"]
+    assert [r.message for r in parser.flush()] == ["two"]
     assert not parser.pending()
     assert parser.flush() == []
 
@@ -64,7 +67,7 @@ def test_traceback_is_held_until_a_line_ends_it() -> None:
     assert out[:-1] == [[]] * len(TRACEBACK)
     [record] = out[-1]
     assert record.line_count == len(TRACEBACK)
-    assert record.message == "\n".join(TRACEBACK)
+    assert record.message == TRACEBACK_MESSAGE
 
 
 def test_json_line_flushes_pending_text_first_and_is_emitted_at_once() -> None:
@@ -117,7 +120,7 @@ def test_unindented_message_continuation_is_not_joined() -> None:
 def test_trailing_blank_lines_belong_to_the_previous_event() -> None:
     records = run(["INFO:app:one", "", "   ", "INFO:app:two"])
     assert groups(records) == [3, 1]
-    assert records[0].message == "INFO:app:one"
+    assert records[0].message == "one"
     assert records[0].end == records[1].offset
 
 
@@ -139,7 +142,7 @@ def test_traceback_after_a_blank_line_does_not_join_the_line_before_the_blank() 
 def test_blank_lines_after_a_traceback_then_an_unrelated_line() -> None:
     records = run(TRACEBACK + ["", "", "INFO:app:next"])
     assert groups(records) == [8, 1]
-    assert records[0].message == "\n".join(TRACEBACK)
+    assert records[0].message == TRACEBACK_MESSAGE
     assert records[0].fields["error"]["stack_trace"] == "\n".join(TRACEBACK[1:])
 
 
@@ -206,7 +209,7 @@ def test_max_lines_splits_and_tags_every_part() -> None:
     assert first.tags == (TAG_MULTILINE_SPLIT,) and second.tags == (TAG_MULTILINE_SPLIT,)
     assert after.tags == ()
     assert first.end == second.offset and second.end == after.offset
-    assert first.message == "\n".join(TRACEBACK[:4])
+    assert first.message == "\n".join(["request failed", *TRACEBACK[1:4]])
     assert second.message == "\n".join(TRACEBACK[4:])
     # The head part has the log line's fields; the tail part still reads the exception.
     assert first.fields["log"] == {"level": "error", "logger": "app"}
@@ -262,7 +265,7 @@ def test_after_a_timeout_the_rest_of_a_traceback_is_its_own_record() -> None:
     parser.feed(lines[0])
     [head] = parser.flush_expired(200.0)
     records = [r for line in lines[1:] for r in parser.feed(line)] + parser.flush()
-    assert head.message == TRACEBACK[0]
+    assert head.message == "request failed"
     assert groups(records) == [5]
     assert records[0].offset == head.end
     assert records[0].fields["error"]["type"] == "ZeroDivisionError"

@@ -157,12 +157,18 @@ def test_ordinary_text_is_not_a_logger(rest: str) -> None:
     assert fields["log"]["level"] in ("info", "error")
 
 
-def test_the_message_stays_the_whole_line_for_a_recognised_layout() -> None:
+def test_a_recognised_layout_leaves_the_message_without_its_prefix() -> None:
+    """Issue 8: the message kept the whole prefix of a common layout."""
     from agent.parsing import ParseSettings
     from agent.parsing.parse_text import PlainFormat
 
-    info = PlainFormat(ParseSettings(format="plain")).head(STAMP + " - app - INFO - ready")
-    assert info.message is None and info.fields == {"log": {"level": "info", "logger": "app"}}
+    plain = PlainFormat(ParseSettings(format="plain"))
+    info = plain.head(STAMP + " - app - INFO - ready")
+    assert info.message == "ready" and info.fields == {"log": {"level": "info", "logger": "app"}}
+    assert plain.head("ERROR:app.worker:request failed").message == "request failed"
+    # Only a timestamp and a level found: a guess, so the whole line stays.
+    assert plain.head(STAMP + " INFO started worker 3").message is None
+    assert plain.head("nothing to read here").message is None
 
 
 # A logger named "z" right after the time reads as the UTC zone designator.
