@@ -183,6 +183,23 @@ def test_the_packaged_service_ships_a_log_and_stops_cleanly(tools, deb, deb_upgr
             handle.writelines(json.dumps({"message": f"upgraded line {n}"}) + "\n" for n in range(5))
         container.wait_for(lambda: es.count(index) == 65 or None, 60, "the lines written after the upgrade")
 
+        # systemctl reload: a new glob and a label applied by the same process, delivery going on.
+        running = container.show("MainPID")["MainPID"]
+        other = root / "var/log/other"
+        other.mkdir(mode=0o750)
+        (other / "worker.log").write_text("".join(json.dumps({"message": f"other {n}"}) + "\n" for n in range(3)))
+        tools.chroot(root, "chown", "-R", "root:adm", "/var/log/other")
+        (other / "worker.log").chmod(0o640)
+        config.write_text(config.read_text().replace(
+            "\npaths: [/var/log/models/*.log]\n", "\npaths: [/var/log/models/*.log, /var/log/other/*.log]\n")
+            .replace("\n#labels: []\n", "\nlabels: [stage=reloaded]\n"))
+        container.sh("systemctl", "reload", "modelscribe")
+        container.wait_for(lambda: es.count(index) == 68 or None, 60, "the file matched after the reload")
+        assert container.show("MainPID", "ActiveState") == {"MainPID": running, "ActiveState": "active"}
+        shipped = [doc for doc in es.search_all(index) if doc["message"].startswith("other ")]
+        assert len(shipped) == 3 and all(doc["labels"] == {"stage": "reloaded"} for doc in shipped), shipped
+        assert "configuration reloaded" in container.journal()
+
         # Stop: SIGTERM, a clean exit within TimeoutStopSec, offsets saved at the end of the file.
         stopped = container.sh("systemctl", "stop", "modelscribe")
         assert stopped.returncode == 0
@@ -211,4 +228,4 @@ def test_the_packaged_service_ships_a_log_and_stops_cleanly(tools, deb, deb_upgr
             container.sh("systemctl", "reset-failed", "modelscribe")
     finally:
         container.close()
-    assert es.count(index) == 65  # nothing doubled by the restarts, the upgrade or the stop
+    assert es.count(index) == 68  # nothing doubled by the restarts, the upgrade, the reload or the stop
