@@ -86,10 +86,9 @@ def run(**params: Any) -> None:
     sys.exit(code)
 
 
-def _warn_unmatched(config: Config) -> list[tuple[str, str]]:
-    """Warn about each glob that matches no file now, named as it was given
-    (``--path``, ``MODELSCRIBE_PATH``, ``FILE: paths``, ``FILE: inputs[2]``).
-    The daemon keeps watching for them; ``--once`` returns them for its summary."""
+def _unmatched(config: Config) -> list[tuple[str, str]]:
+    """(where, glob) of each glob that matches no file now, named as it was
+    given: ``--path``, ``MODELSCRIBE_PATH``, ``FILE: paths``, ``FILE: inputs[2]``."""
     from agent.sources.discovery import Discovery
 
     origin = config.origins.get("paths", "")
@@ -98,7 +97,13 @@ def _warn_unmatched(config: Config) -> list[tuple[str, str]]:
     named = [(where, pattern) for pattern in config.paths]
     named += [(f"{config.config_file}: inputs[{number}]", pattern)
               for number, spec in enumerate(config.inputs, 1) for pattern in spec.paths]
-    unmatched = [named[number] for number in Discovery(config.all_paths, config.excludes).unmatched()]
+    return [named[number] for number in Discovery(config.all_paths, config.excludes).unmatched()]
+
+
+def _warn_unmatched(config: Config) -> list[tuple[str, str]]:
+    """Warn about each glob that matches no file now. The daemon keeps
+    watching for them; ``--once`` returns them for its summary."""
+    unmatched = _unmatched(config)
     for where, pattern in unmatched:
         if config.once:
             log.warning(f"no file matches {where} {pattern}; --once reads nothing from it")
@@ -128,6 +133,8 @@ def check_config(**params: Any) -> None:
         click.echo(f"{name:<{width}}  {value:<{value_width}}  ({origin})")
     if not config.all_paths:
         click.echo("note: no --path given; `modelscribe run` needs at least one", err=True)
+    for where, pattern in _unmatched(config):
+        click.echo(f"note: no file matches {where} {pattern} (yet)", err=True)
     click.echo("config ok")
     sys.exit(EXIT_OK)
 

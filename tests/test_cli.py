@@ -62,6 +62,19 @@ def test_run_help_shows_type_default_and_choices(flag, shown):
     assert shown in block
 
 
+def test_the_readme_settings_table_groups_options_as_the_help_does():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| (input|parsing|output|enrichment|spool|process) \| (.*) \|$", readme, re.M)
+    assert [group for group, _ in rows] == ["input", "parsing", "output", "enrichment", "spool", "process"]
+    by_flag = {option.flag: option.group for option in OPTIONS}
+    by_flag.update({f"--no-{option.flag[2:]}": option.group for option in OPTIONS if option.switch})
+    for group, text in rows:
+        for flag in re.findall(r"`(--[a-z-]+)", re.sub(r"\([^)]*\)", "", text)):  # not in explanations
+            assert by_flag[flag] == ("enrich" if group == "enrichment" else group), (flag, group)
+
+
 def test_every_converter_has_a_type_name():
     for option in OPTIONS:
         if not option.switch:
@@ -210,6 +223,13 @@ def test_the_daemon_warns_once_and_keeps_watching(tmp_path):
     finally:
         assert daemon.stop() == 0
     assert daemon.log().count("no file matches") == 1
+
+
+def test_check_config_notes_a_glob_that_matches_nothing(tmp_path):
+    (tmp_path / "a.log").write_text("x\n")
+    checked = _invoke(["check", "config", "--path", str(tmp_path / "*.log"), "--path", str(tmp_path / "b/*.log")])
+    assert checked.exit_code == EXIT_OK
+    assert checked.stderr == f"note: no file matches --path {tmp_path}/b/*.log (yet)\n"
 
 
 def test_paths_from_the_config_file_are_named_by_their_key(tmp_path):
