@@ -19,7 +19,8 @@ committed once it and every record emitted before it are acknowledged
 
 Modules, one per step of the stage:
 
-    settings     ParseSettings and validate_settings
+    settings     ParseSettings, the frozen settings of a source
+    validate     validate_settings: are the settings usable (the one place)
     formats      the registry of formats by name (auto, json, plain, ...)
     base         the LineFormat contract a format implements
     parse_json   JSON lines -> ECS-shaped fields
@@ -36,7 +37,8 @@ from agent.events import Source
 from agent.parsing.base import LineFormat, TextInfo
 from agent.parsing.formats import FORMATS, register_format
 from agent.parsing.driver import SourceParser
-from agent.parsing.settings import ParseSettings, validate_settings
+from agent.parsing.settings import ParseSettings
+from agent.parsing.validate import validate_settings
 
 # Registers the model-server formats (torchserve, triton, ...) in FORMATS.
 import agent.parsing.servers  # noqa: E402,F401  (after the registry exists)
