@@ -1,8 +1,9 @@
 """Everything the agent writes under its state directory is private: files
 0600, directories 0700, whatever the umask. Tested on the real command: a
 ``--once`` run to a ``file:`` output with hashed fields (hash key), then one
-to the real node with a mapping conflict (dead-letter file), both under
-umask 000 so no mode comes from the umask by luck."""
+to the real node with a mapping conflict (dead-letter file), and a ``dlq
+replay`` that rewrites the dead-letter file, all under umask 000 so no mode
+comes from the umask by luck."""
 
 from __future__ import annotations
 
@@ -54,6 +55,9 @@ def test_state_files_are_0600_and_directories_0700(es_node, es, tmp_path):
     (logs / "n.log").write_text("".join(json.dumps(line) + "\n" for line in lines))
     to_node = _run_under_umask_000(["run", *common, *es_flags(es_node, "modes-dlq")])
     assert to_node.code == 4, to_node.stderr  # one document rejected: a dead letter
+    # A replay that fails again rewrites the dead-letter file (temp file and rename): still 0600.
+    replayed = _run_under_umask_000(["dlq", "replay", "--state-dir", str(state), *es_flags(es_node, "modes-dlq")])
+    assert replayed.code == 4 and "still_rejected=1" in replayed.stdout, replayed.stdout + replayed.stderr
 
     modes = _modes(state)
     # What the agent keeps: every kind of state file is there to be checked.
