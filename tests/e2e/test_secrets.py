@@ -2,7 +2,8 @@
 
 A real daemon is given a distinctive API key in each of the three ways a user
 can (``--api-key-file``, ``MODELSCRIBE_API_KEY``, systemd's
-``$CREDENTIALS_DIRECTORY/es-api-key``) and a password file for the hash key,
+``$CREDENTIALS_DIRECTORY/es-api-key``), or as the basic-auth password
+(``MODELSCRIBE_PASSWORD``), and a key file for ``--hash-field``,
 with ``--log-level debug``, ``/metrics`` on a free port and an output on a
 closed local port (so the events wait in the spool and the output is retried,
 the code paths that log the most). The key must not appear in the process's
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -45,6 +47,8 @@ def _given(way: str, tmp_path: Path) -> tuple[list[str], dict[str, str]]:
         return ["--api-key-file", str(key)], {}
     if way == "env":
         return [], {"MODELSCRIBE_API_KEY": SECRET}
+    if way == "password":  # basic authentication: the password is the secret
+        return [], {"MODELSCRIBE_USERNAME": "shipper", "MODELSCRIBE_PASSWORD": SECRET}
     credentials = tmp_path / "credentials"
     credentials.mkdir(mode=0o700)
     (credentials / "es-api-key").write_text(SECRET)
@@ -57,7 +61,7 @@ def _assert_clean(text: str | bytes, where: str) -> None:
         assert needle not in text, f"a secret is in {where}"
 
 
-@pytest.mark.parametrize("way", ["file", "env", "credentials"])
+@pytest.mark.parametrize("way", ["file", "env", "credentials", "password"])
 def test_secrets_stay_out_of_argv_log_spool_status_check_and_metrics(tmp_path, way):
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -111,7 +115,8 @@ def test_secrets_stay_out_of_argv_log_spool_status_check_and_metrics(tmp_path, w
 
         checked = run_once(["check", "config", *settings], env=env)
         assert checked.code == 0, checked.stderr
-        assert "api_key" in checked.stdout and "***" in checked.stdout  # shown as present, masked
+        masked = "password" if way == "password" else "api_key"
+        assert re.search(rf"^{masked} +\*\*\* ", checked.stdout, re.M), checked.stdout  # present, masked
         _assert_clean(checked.stdout + checked.stderr, "check config")
     finally:
         code = daemon.stop()
