@@ -170,9 +170,37 @@ def _putter(coerce: Callable[[Any], Any], path: tuple[str, ...],
 
         return put_two
 
-    def put(fields: dict[str, Any], value: Any) -> Any:
-        if requires and not any(_present(fields, need) for need in requires):
+    if len(path) == 3 and not requires:  # http.response.status_code, log.origin.function, ...
+        top, middle, leaf3 = path
+
+        def put_three(fields: dict[str, Any], value: Any) -> Any:
+            coerced = coerce(value)
+            if coerced is NO:
+                return NO
+            node = fields.get(top, NO)
+            if node is NO:
+                fields[top] = {middle: {leaf3: coerced}}
+                return coerced
+            if type(node) is not dict:
+                return NO
+            child = node.get(middle, NO)
+            if child is NO:
+                node[middle] = {leaf3: coerced}
+                return coerced
+            if type(child) is dict and leaf3 not in child:
+                child[leaf3] = coerced
+                return coerced
             return NO
+
+        return put_three
+
+    def put(fields: dict[str, Any], value: Any) -> Any:
+        if requires:
+            for need in requires:  # (a loop, not any(): no generator per line)
+                if _present(fields, need):
+                    break
+            else:
+                return NO
         coerced = coerce(value)
         if coerced is NO:
             return NO
@@ -235,6 +263,8 @@ def long(value: Any) -> Any:
 
 def count(value: Any) -> Any:
     """A non-negative long (a batch size, a token count, a pid, a line number)."""
+    if type(value) is int and 0 <= value < _MAX_LONG:  # the usual value: no call
+        return value
     number = long(value)
     return number if number is not NO and number >= 0 else NO
 
@@ -346,6 +376,8 @@ def _http_method(value: Any) -> Any:
 
 
 def _status_code(value: Any) -> Any:
+    if type(value) is int:  # the usual value: no call
+        return value if 100 <= value <= 599 else NO
     number = long(value)
     return number if number is not NO and 100 <= number <= 599 else NO
 

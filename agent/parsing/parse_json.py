@@ -138,10 +138,12 @@ def _set_leaf(fields: dict[str, Any], root: str, leaf: str, value: Any) -> bool:
 # What to do with a key, decided once per distinct key and cached: the same
 # dozen keys repeat on every line, and one dict lookup is cheaper than
 # re-deriving the decision (this loop is most of the per-line budget).
-_EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED = range(6)
+# _PUT: a rule placed at once, decided for an object's set of keys (KeyMap.shape).
+_EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED, _PUT = range(7)
 _PLANS: dict[str, tuple[Any, ...]] = {}
 _MAX_PLANS = 4096  # user keys are unbounded; past this, decide without caching
 _EXTRA_PLAN = (_EXTRA, None, None)
+_MAX_SHAPES = 1024  # distinct key sets (see KeyMap.shape); past this, plans are decided per line
 
 
 def _plan(key: str, plans: dict[str, tuple[Any, ...]] = _PLANS, keymap: KeyMap | None = None) -> tuple[Any, ...]:
@@ -171,7 +173,7 @@ class KeyMap:
     ``json_keys`` and the user's ``--map-field`` rules (which take precedence
     for their keys), with the decision per key cached as for every key."""
 
-    __slots__ = ("plans", "nested", "_user")
+    __slots__ = ("plans", "shapes", "nested", "_user")
 
     def __init__(self, map_fields: tuple[tuple[str, str], ...] = ()) -> None:
         compiled = json_keys.compile_map_fields(map_fields)  # ValueError if unusable
@@ -179,6 +181,22 @@ class KeyMap:
         # Dotted sources may also name a value inside nested objects.
         self.nested = tuple((tuple(source.split(".")), rule) for source, rule in compiled if "." in source)
         self.plans: dict[str, tuple[Any, ...]] = {} if compiled else _PLANS
+        self.shapes: dict[tuple[str, ...], tuple[tuple[Any, ...], ...]] = {}
+
+    def shape(self, names: tuple[str, ...]) -> tuple[tuple[Any, ...], ...]:
+        """The plans of an object's keys, in order, with what depends only on
+        which keys are present decided once: the better keys of a role that
+        are present, and whether a rule can be placed at once (its rivals and
+        ECS objects absent). The lines of one logger share their keys and
+        their order, so the per-line loop then checks values only."""
+        plans = self.plans
+        per_key = tuple(plans.get(key) or self.plan(key) for key in names)
+        if len(self.shapes) >= _MAX_SHAPES:
+            return per_key  # (undecided plans: the loop decides per line, as it can)
+        present = frozenset(names)
+        decided = tuple(_in_shape(plan, present) for plan in per_key)
+        self.shapes[names] = decided
+        return decided
 
     def plan(self, key: str) -> tuple[Any, ...]:
         rule = self._user.get(key)
@@ -197,6 +215,25 @@ class KeyMap:
         keys.update(key for key, other in self._user.items() if other.target == target and other.rank < rank)
         roots = {parts[0] for parts, other in self.nested if other.target == target and other.rank <= rank}
         return keys, roots
+
+
+def _in_shape(plan: tuple[Any, ...], present: frozenset[str]) -> tuple[Any, ...]:
+    """``plan`` for an object whose keys are ``present`` (see ``KeyMap.shape``)."""
+    kind = plan[0]
+    if kind == _ROLE and plan[2]:
+        # Only the better keys that are present can win ("event" also needs a string value).
+        return (_ROLE, plan[1], tuple(key for key in plan[2] if key in present))
+    if kind == _MAPPED and plan[4] is not None:
+        rivals, objects = plan[4]
+        if rivals is not None and not rivals.isdisjoint(present):
+            return plan[:4] + (None,)  # a rival key is there: wait for the end of the object
+        # No rival: only an ECS object under a present key may still claim the field.
+        objects = tuple(name for name in objects if name in present)
+        if not objects and not plan[2]:
+            # Nothing can claim the field, whatever the values: place it now.
+            return (_PUT, plan[1].put, plan[1].place == STATUS_PLACE)
+        return plan[:4] + ((None, objects),)
+    return plan
 
 
 def _mapped_plan(key: str, rule: Rule, keymap: KeyMap | None) -> tuple[Any, ...]:
@@ -252,11 +289,19 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
     status = None  # an HTTP status placed by a rule: event.outcome at the end
     if keys.nested:
         mapped = _nested_values(obj, keys.nested)
-    plans = keys.plans
-    for key, value in obj.items():
-        plan = plans.get(key) or keys.plan(key)
+    names = tuple(obj)
+    plans = keys.shapes.get(names)
+    if plans is None:
+        plans = keys.shape(names)
+    for plan, key, value in zip(plans, names, obj.values()):
         kind = plan[0]
-        if kind == _EXTRA:
+        if kind == _PUT:  # (first: the most frequent kind on model services' lines)
+            result = plan[1](fields, value)
+            if result is NO:
+                extra[key] = value
+            elif plan[2]:
+                status = result
+        elif kind == _EXTRA:
             extra[key] = value
         elif kind == _ROLE:
             role = plan[1]
