@@ -194,13 +194,35 @@ def _putter(coerce: Callable[[Any], Any], path: tuple[str, ...],
 
         return put_three
 
-    def put(fields: dict[str, Any], value: Any) -> Any:
-        if requires:
-            for need in requires:  # (a loop, not any(): no generator per line)
-                if _present(fields, need):
-                    break
+    if len(path) == 2 and all(len(need) == 3 for need in requires):  # url.path from "path"
+        parent, leaf = path
+
+        def put_two_required(fields: dict[str, Any], value: Any) -> Any:
+            for top, middle, last in requires:  # _present, inlined: this runs on most access lines
+                node = fields.get(top)
+                if type(node) is dict:
+                    node = node.get(middle)
+                    if type(node) is dict and last in node:
+                        break
             else:
                 return NO
+            coerced = coerce(value)
+            if coerced is NO:
+                return NO
+            node = fields.get(parent, NO)
+            if node is NO:
+                fields[parent] = {leaf: coerced}
+                return coerced
+            if type(node) is dict and leaf not in node:
+                node[leaf] = coerced
+                return coerced
+            return NO
+
+        return put_two_required
+
+    def put(fields: dict[str, Any], value: Any) -> Any:
+        if requires and not any(_present(fields, need) for need in requires):
+            return NO
         coerced = coerce(value)
         if coerced is NO:
             return NO
@@ -397,6 +419,9 @@ def outcome(status: int) -> str:
     if status >= 500:
         return "failure"
     return "success" if status < 400 else "unknown"
+
+
+OUTCOMES = tuple(outcome(status) for status in range(600))  # by status: a lookup per line, not a call
 
 
 # -- the built-in catalogue -------------------------------------------------------

@@ -411,7 +411,12 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
         if deferred_status is not None:
             status = deferred_status
     if status is not None and 100 <= status <= 599:
-        _place(fields, ("event", "outcome"), json_keys.outcome(status))
+        # Set only if the line has none (inline: most lines with a mapped key have a status).
+        event = fields.get("event", _MISSING)
+        if event is _MISSING:
+            fields["event"] = {"outcome": json_keys.OUTCOMES[status]}
+        elif type(event) is dict and "outcome" not in event:
+            event["outcome"] = json_keys.OUTCOMES[status]
 
     if ecs_log:
         log = fields["log"]
@@ -508,22 +513,6 @@ def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fiel
         elif holder is None:
             extra[key] = value
     return message, timestamp, status
-
-
-def _place(fields: dict[str, Any], path: tuple[str, ...], value: Any) -> bool:
-    """Set the nested field ``path`` unless it is set, or a non-object is in the way."""
-    node = fields
-    for part in path[:-1]:
-        child = node.get(part, _MISSING)
-        if child is _MISSING:
-            child = node[part] = {}
-        elif type(child) is not dict:
-            return False
-        node = child
-    if path[-1] in node:
-        return False
-    node[path[-1]] = value
-    return True
 
 
 def _stamp_rank(stamp: tuple[str, Any]) -> int:
