@@ -139,7 +139,7 @@ def _set_leaf(fields: dict[str, Any], root: str, leaf: str, value: Any) -> bool:
 # dozen keys repeat on every line, and one dict lookup is cheaper than
 # re-deriving the decision (this loop is most of the per-line budget).
 # _PUT: a rule placed at once, decided for an object's set of keys (KeyMap.shape).
-_EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED, _PUT = range(7)
+_EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED, _PUT, _PUT2 = range(8)
 _PLANS: dict[str, tuple[Any, ...]] = {}
 _MAX_PLANS = 4096  # user keys are unbounded; past this, decide without caching
 _EXTRA_PLAN = (_EXTRA, None, None)
@@ -231,7 +231,10 @@ def _in_shape(plan: tuple[Any, ...], present: frozenset[str]) -> tuple[Any, ...]
         objects = tuple(name for name in objects if name in present)
         if not objects and not plan[2]:
             # Nothing can claim the field, whatever the values: place it now.
-            return (_PUT, plan[1].put, plan[1].place == STATUS_PLACE)
+            rule = plan[1]
+            if len(rule.path) == 2 and not rule.requires and rule.place == json_keys.FIELD:
+                return (_PUT2, rule.path[0], rule.path[1], rule.coerce, rule.coerce is json_keys.keyword)
+            return (_PUT, rule.put, rule.place == STATUS_PLACE)
         return plan[:4] + ((None, objects),)
     return plan
 
@@ -295,7 +298,20 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
         plans = keys.shape(names)
     for plan, key, value in zip(plans, names, obj.values()):
         kind = plan[0]
-        if kind == _PUT:  # (first: the most frequent kind on model services' lines)
+        if kind == _PUT2:  # (first: the most frequent kind on model services' lines)
+            # Rule.put of a two-part field (model.name), inlined: no call per key.
+            coerced = value if plan[4] and type(value) is str and value else plan[3](value)
+            if coerced is NO:
+                extra[key] = value
+                continue
+            node = fields.get(plan[1], _MISSING)
+            if node is _MISSING:
+                fields[plan[1]] = {plan[2]: coerced}
+            elif type(node) is dict and plan[2] not in node:
+                node[plan[2]] = coerced
+            else:
+                extra[key] = value
+        elif kind == _PUT:
             result = plan[1](fields, value)
             if result is NO:
                 extra[key] = value
