@@ -39,7 +39,12 @@ placed after the loop over the keys, so an ECS key anywhere in the object
 wins; a value that does not fit its field stays in extra.
 
 Speed matters here (≥ 200k lines/s of ~300 bytes): one ``orjson.loads``, one
-pass over the keys with dict lookups, no copies of nested objects.
+pass over the keys, no copies of nested objects. What each key means is
+decided once per key (``_plan``), and what depends on the other keys of the
+object (a better key of the same role, a rival of a rule) once per set of
+keys in order (``KeyMap.shape``): the lines of one logger share their keys,
+so the per-line loop only looks at values, and a rule that nothing can beat
+to a two-part field is placed inline.
 """
 
 from __future__ import annotations
@@ -137,13 +142,19 @@ def _set_leaf(fields: dict[str, Any], root: str, leaf: str, value: Any) -> bool:
 
 # What to do with a key, decided once per distinct key and cached: the same
 # dozen keys repeat on every line, and one dict lookup is cheaper than
-# re-deriving the decision (this loop is most of the per-line budget).
+# re-deriving the decision (this loop is most of the per-line budget). The
+# plans of a whole key set are cached too (KeyMap.shapes), with the checks
+# against the other keys already made.
 # _PUT: a rule placed at once, decided for an object's set of keys (KeyMap.shape).
 _EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED, _PUT, _PUT2 = range(8)
 _PLANS: dict[str, tuple[Any, ...]] = {}
 _MAX_PLANS = 4096  # user keys are unbounded; past this, decide without caching
 _EXTRA_PLAN = (_EXTRA, None, None)
-_MAX_SHAPES = 1024  # distinct key sets (see KeyMap.shape); past this, plans are decided per line
+# Key sets cached per KeyMap (see KeyMap.shape), and the most keys of a cached
+# one (bounds the memory when objects have many or ever-changing keys); past
+# these, what depends on the other keys is decided per line.
+_MAX_SHAPES = 1024
+_MAX_SHAPE_KEYS = 64
 
 
 def _plan(key: str, plans: dict[str, tuple[Any, ...]] = _PLANS, keymap: KeyMap | None = None) -> tuple[Any, ...]:
@@ -191,7 +202,7 @@ class KeyMap:
         their order, so the per-line loop then checks values only."""
         plans = self.plans
         per_key = tuple(plans.get(key) or self.plan(key) for key in names)
-        if len(self.shapes) >= _MAX_SHAPES:
+        if len(self.shapes) >= _MAX_SHAPES or len(names) > _MAX_SHAPE_KEYS:
             return per_key  # (undecided plans: the loop decides per line, as it can)
         present = frozenset(names)
         decided = tuple(_in_shape(plan, present) for plan in per_key)

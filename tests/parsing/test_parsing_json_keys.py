@@ -359,6 +359,23 @@ def test_placing_at_once_gives_what_waiting_for_the_whole_object_gives(items: li
     assert map_object(copy.deepcopy(obj), fast) == expected
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(_RIVAL_KEYS, _RIVAL_VALUES), max_size=10), st.booleans())
+def test_plans_decided_per_key_set_give_what_deciding_per_line_gives(items: list, with_rules: bool) -> None:
+    """KeyMap.shape decides once per set of keys what depends on the other
+    keys; a key map that caches no shape decides it per line. Same fields,
+    in the same order (compared as bytes), on the first line of a shape and
+    on the next one."""
+    rules = (("my_ms", "event.duration:ms"), ("meta.took", "event.duration:ms")) if with_rules else ()
+    rules += (("zz_unused", "labels.zz"),)
+    obj = dict(items)
+    shaped = KeyMap(rules)
+    with mock.patch.object(parse_json, "_MAX_SHAPES", 0):
+        expected = orjson.dumps(map_object(copy.deepcopy(obj), KeyMap(rules)))
+    assert orjson.dumps(map_object(copy.deepcopy(obj), shaped)) == expected
+    assert orjson.dumps(map_object(copy.deepcopy(obj), shaped)) == expected  # the cached shape
+
+
 _UNITS = {"ns": 1, "us": 10**3, "ms": 10**6, "s": 10**9}
 
 
