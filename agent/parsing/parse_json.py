@@ -146,7 +146,8 @@ def _set_leaf(fields: dict[str, Any], root: str, leaf: str, value: Any) -> bool:
 # plans of a whole key set are cached too (KeyMap.shapes), with the checks
 # against the other keys already made.
 # _PUT: a rule placed at once, decided for an object's set of keys (KeyMap.shape).
-_EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED, _PUT, _PUT2 = range(8)
+# _LATE: the only rule of such a set that waits for the end of the object.
+_EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED, _PUT, _PUT2, _LATE = range(9)
 _PLANS: dict[str, tuple[Any, ...]] = {}
 _MAX_PLANS = 4096  # user keys are unbounded; past this, decide without caching
 _EXTRA_PLAN = (_EXTRA, None, None)
@@ -205,9 +206,17 @@ class KeyMap:
         if len(self.shapes) >= _MAX_SHAPES or len(names) > _MAX_SHAPE_KEYS:
             return per_key  # (undecided plans: the loop decides per line, as it can)
         present = frozenset(names)
-        decided = tuple(_in_shape(plan, present) for plan in per_key)
-        self.shapes[names] = decided
-        return decided
+        decided = [_in_shape(plan, present) for plan in per_key]
+        waiting = [index for index, plan in enumerate(decided) if plan[0] == _MAPPED]
+        if len(waiting) == 1 and not self.nested:
+            plan = decided[waiting[0]]
+            if plan[4] is None and plan[1].put is not None:
+                # The one rule that waits (url.path from "path": it requires
+                # another field) cannot meet another in _apply: placed after
+                # the loop without the list, the sort and the call.
+                decided[waiting[0]] = (_LATE,) + plan[1:]
+        self.shapes[names] = shape = tuple(decided)
+        return shape
 
     def plan(self, key: str) -> tuple[Any, ...]:
         rule = self._user.get(key)
@@ -301,6 +310,7 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
     # the loop, so that an ECS key anywhere in the object wins over a rule.
     mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]] | None = None
     status = None  # an HTTP status placed by a rule: event.outcome at the end
+    late_rule = late_key = late_value = None  # a _LATE plan's rule, key and value
     if keys.nested:
         mapped = _nested_values(obj, keys.nested)
     names = tuple(obj)
@@ -388,6 +398,8 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
                 mapped = [(plan[3], key, value, None, plan[1])]
             else:
                 mapped.append((plan[3], key, value, None, plan[1]))
+        elif kind == _LATE and not (plan[2] and type(value) is dict):
+            late_rule, late_key, late_value = plan[1], key, value
         elif type(value) is not dict:  # _ECS_OBJECT: "user": "alice" would clash with the mapping
             extra[key] = value
         else:
@@ -433,6 +445,12 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
                 _place_log(fields, extra, "logger", logger)
     if stack is not None and not (isinstance(stack[1], str) and _set_leaf(fields, "error", "stack_trace", stack[1])):
         extra[stack[0]] = stack[1]
+    if late_rule is not None:  # what _apply does with one rule and a top-level key
+        result = late_rule.put(fields, late_value)
+        if result is NO:
+            extra[late_key] = late_value
+        elif late_rule.place == STATUS_PLACE:
+            status = result
     if mapped is not None:
         message, timestamp, deferred_status = _apply(mapped, fields, extra, message, timestamp)
         if deferred_status is not None:
