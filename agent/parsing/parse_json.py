@@ -145,8 +145,9 @@ def _set_leaf(fields: dict[str, Any], root: str, leaf: str, value: Any) -> bool:
 # re-deriving the decision (this loop is most of the per-line budget). The
 # plans of a whole key set are cached too (KeyMap.shapes), with the checks
 # against the other keys already made.
-# _PUT: a rule placed at once, decided for an object's set of keys (KeyMap.shape).
-# _LATE: the only rule of such a set that waits for the end of the object.
+# Decided for an object's set of keys (KeyMap.shape): _PUT, a rule placed at
+# once (_PUT2: one of a two-part field, placed inline); _LATE, the only rule
+# of the set that waits for the end of the object.
 _EXTRA, _ROLE, _DOTTED2, _DOTTED, _ECS_OBJECT, _MAPPED, _PUT, _PUT2, _LATE = range(9)
 _PLANS: dict[str, tuple[Any, ...]] = {}
 _MAX_PLANS = 4096  # user keys are unbounded; past this, decide without caching
