@@ -171,9 +171,9 @@ class Handoff:
             if not self._spool.append(group, timeout=0):
                 self._dropped(len(group))
             return
+        # Past the shutdown deadline (abort) the group is given up: not
+        # spooled, not committed, read again on restart.
         while not self._abort.is_set() and not self._spool.append(group, timeout=0.5):
-            if self._abort.is_set():
-                return  # shutting down: not spooled, not committed, read again on restart
             if not self._blocked_logged:
                 log.warning(f"{self._spool.kind} full: reading paused until the output catches up",
                             **self._usage())
