@@ -11,6 +11,9 @@ The seam other stages use::
     parser.flush()             -> list[Record]   # everything pending (file closed, --once)
     parser.pending()           -> bool
 
+    parser = make_raw_parser(settings, source)   # --parse-at elasticsearch: the same
+                               # grouping (same offsets, ends, ids), raw records (see ``raw``)
+
 Guarantees (see ``driver`` and ``multiline`` for the details): no method
 raises on any input; every Line fed ends up in exactly one Record; a
 record's ``offset`` is its first line's, its ``end`` the offset that may be
@@ -29,6 +32,7 @@ Modules, one per step of the stage:
     tracebacks   what Python tracebacks look like
     multiline    joiners: where events begin, per writer; the commit-point contract
     driver       SourceParser: open events, caps, timeout, records, never raising
+    raw          make_raw_parser: the same grouping, records of the raw text (parse at the cluster)
 """
 
 from __future__ import annotations
@@ -42,10 +46,11 @@ from agent.parsing.validate import validate_settings
 
 # Registers the model-server formats (torchserve, triton, ...) in FORMATS.
 import agent.parsing.servers  # noqa: E402,F401  (after the registry exists)
+from agent.parsing.raw import make_raw_parser  # noqa: E402
 
 __all__ = [
     "FORMATS", "LineFormat", "ParseSettings", "SourceParser", "TextInfo",
-    "make_parser", "register_format", "validate_settings",
+    "make_parser", "make_raw_parser", "register_format", "validate_settings",
 ]
 
 

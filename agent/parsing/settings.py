@@ -23,6 +23,11 @@ class ParseSettings:
     ``map_fields``: ``(SOURCE, TARGET)`` pairs of ``--map-field``, a JSON key
     (or dotted path into nested objects) to a schema field (see
     ``agent.parsing.json_keys``).
+    ``parse_at``: "agent" (``make_parser``: the agent parses) or
+    "elasticsearch" (``make_raw_parser``: the agent groups lines into events
+    the same way and ships their raw text; the cluster's ingest pipelines
+    parse it). The parsers themselves do not read it: the pipeline picks
+    which one to make (``agent.pipeline``).
     """
 
     format: str = "auto"
@@ -35,3 +40,4 @@ class ParseSettings:
     # are read by the parser compiled from it (agent.parsing.python_logging).
     log_format: str | None = None
     map_fields: tuple[tuple[str, str], ...] = ()
+    parse_at: str = "agent"

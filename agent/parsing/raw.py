@@ -1,0 +1,254 @@
+"""Raw records for ``--parse-at elasticsearch``: the agent groups, the cluster parses.
+
+    parser = make_raw_parser(settings, source)   # same interface as make_parser
+
+The parser returned groups a source's lines into events EXACTLY as
+``make_parser(settings, source)`` does: the same lines in each record, the
+same ``offset`` (so the same document ``_id``), the same ``end`` (commit
+point), the same line tags and ``multiline_split`` tags, the same caps,
+timeout and per-thread joining (TorchServe), because it is the same driver
+(``driver.SourceParser``) fed by the same joiner and the same "is this line
+an event of its own" decision. What differs is the record:
+
+- ``message``: the event's lines as read, joined with ``"\\n"`` (no prefix
+  stripped, no trailing blank line removed);
+- ``timestamp`` None (the document's ``@timestamp`` is the read time until
+  the cluster's pipeline parses the line's own), no ``error``, no
+  ``original``;
+- ``fields``: ``{"modelscribe": {"raw": {"format": NAME}}}``, NAME the
+  concrete format the agent would have parsed the event with (under
+  ``auto``: the detected format once there is one; before, "json" for a
+  JSON-object line and "plain" for any other), plus ``"log_format"`` when
+  the source's settings have a ``--log-format``. The cluster's entry
+  pipeline routes on it.
+
+Enrichment is the same in both modes (``agent.enrich``): redaction, static
+fields, model identity from the path, sampling and truncation still run on
+the host, before the spool. A secret never leaves the host.
+
+Why it is cheap: no field is read from any line. The only per-line work
+beyond the driver's is the question the grouping needs answered: is this
+line a JSON object (one ``orjson.loads``, for lines that start with ``{``),
+or for a format whose own ``structured`` is something else (vLLM's payload
+lines), that format's answer.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import orjson
+
+from agent.events import TAG_MULTILINE_SPLIT, Line, Record, Source
+from agent.parsing.base import LineFormat, TextInfo, overrides
+from agent.parsing.driver import SourceParser, _union_tags
+from agent.parsing.formats import FORMATS, AutoFormat
+from agent.parsing.parse_json import JsonFormat
+from agent.parsing.validate import validate_settings
+
+if TYPE_CHECKING:
+    from agent.parsing.multiline import Joiner
+    from agent.parsing.settings import ParseSettings
+
+_loads = orjson.loads
+
+
+def is_json_object(text: str) -> bool:
+    """Does ``JsonFormat.structured`` take ``text`` (a JSON object, maybe
+    with JSON whitespace around it)?"""
+    first = text[:1]
+    if first != "{" and not (first in " \t\r\n" and "{" in text):
+        return False  # orjson would fail, or give something that is not an object
+    try:
+        return type(_loads(text)) is dict
+    except Exception:  # noqa: BLE001 - as JsonFormat.structured: any failure is "not an object"
+        return False
+
+
+def _brace_object(text: str) -> bool:
+    """RayServe's and BentoML's rule: a line that starts with ``{`` and is a JSON object."""
+    if text[:1] != "{":
+        return False
+    try:
+        return type(_loads(text)) is dict
+    except Exception:  # noqa: BLE001
+        return False
+
+
+class _Fields:
+    """The ``fields`` of a raw record: a new dict each time (enrichment and
+    the transforms may add to it)."""
+
+    __slots__ = ("_log_format",)
+
+    def __init__(self, log_format: str | None) -> None:
+        self._log_format = log_format
+
+    def __call__(self, name: str) -> dict[str, Any]:
+        if self._log_format is None:
+            return {"modelscribe": {"raw": {"format": name}}}
+        return {"modelscribe": {"raw": {"format": name, "log_format": self._log_format}}}
+
+
+def _one_line(line: Line, fields: dict[str, Any]) -> Record:
+    tags = line.tags
+    if len(tags) > 1:
+        tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
+    return Record(line.source, line.offset, line.end, line.text, line.read_time, None, fields, tags, None, None, 1)
+
+
+# Formats whose ``structured`` is known to be one of the predicates above.
+# A format not listed that overrides ``structured`` (vLLM: a line with a
+# prompt or an output in it) is asked itself, and its record is shipped as
+# the agent parsed it: such lines carry payloads (see below).
+_PREDICATES: dict[str, Callable[[str], bool]] = {
+    "json": is_json_object,
+    "rayserve": _brace_object,
+    "bentoml": _brace_object,
+}
+# Payload fields (agent.schema: prompts, completions, HTTP bodies) are taken
+# out by the enrichment's transforms unless --keep-payloads, which needs the
+# parsed fields. A JSON object reaches one only through a key ending in
+# ``content`` (http.request.body.content, nested or dotted; or spelt with a
+# \u escape) or a --map-field rule whose target is one: such a line is
+# parsed at the edge, so what the agent would strip never leaves the host.
+_PAYLOAD_NEEDLES = ('content"', "\\u")
+
+
+def _payload_needles(settings: ParseSettings) -> tuple[str, ...]:
+    from agent.transforms.schema import PAYLOAD_FIELDS
+
+    extra = tuple(source.rsplit(".", 1)[-1] + '"' for source, target in settings.map_fields
+                  if target.split(":", 1)[0] in PAYLOAD_FIELDS)
+    return _PAYLOAD_NEEDLES + extra
+
+
+class _Structured:
+    """What the raw parser does with a line the format reads as an event of
+    its own: ``None`` (not one: a text line), a raw record, or the format's
+    own record (parsed at the edge: it may carry a payload)."""
+
+    __slots__ = ("_inner", "_rule", "_needles", "_fields")
+
+    def __init__(self, line_format: LineFormat, settings: ParseSettings, fields: _Fields) -> None:
+        cls = type(line_format)
+        self._inner = line_format
+        self._rule = _PREDICATES.get(cls.name) if cls is FORMATS.get(cls.name) else None
+        if self._rule is None and not overrides(cls, "structured"):
+            self._rule = _never
+        self._needles = _payload_needles(settings)
+        self._fields = fields
+
+    def __call__(self, line: Line, name: str) -> Record | None:
+        rule = self._rule
+        if rule is None:  # (vLLM) the format's own answer and record
+            return self._inner.structured(line)
+        text = line.text
+        if not rule(text):
+            return None
+        for needle in self._needles:
+            if needle in text:
+                return self._inner.structured(line)
+        return _one_line(line, self._fields(name))
+
+
+def _never(text: str) -> bool:
+    return False
+
+
+class RawFormat(LineFormat):
+    """A forced format (``--format NAME``), raw: its joiner, its grouping, no fields."""
+
+    def __init__(self, inner: LineFormat, settings: ParseSettings) -> None:
+        super().__init__(settings)
+        self._inner = inner
+        self._name = type(inner).name
+        self._fields = _Fields(settings.log_format)
+        self._structured = _Structured(inner, settings, self._fields)
+
+    def structured(self, line: Line) -> Record | None:
+        return self._structured(line, self._name)
+
+    def head(self, text: str) -> TextInfo:
+        return TextInfo(None, self._fields(self._name))
+
+    def joiner(self) -> Joiner:
+        return self._inner.joiner()
+
+
+class RawAutoFormat(AutoFormat):
+    """``--format auto``, raw: the same detection, sticky, on the same lines
+    (the first ``DETECT_LINES`` non-blank ones), so the same joiner from the
+    same line on; then the detected format's grouping."""
+
+    def __init__(self, settings: ParseSettings) -> None:
+        super().__init__(settings)
+        self._fields = _Fields(settings.log_format)
+        self._json_rule = _Structured(self._json, settings, self._fields)
+        self._target_rule: _Structured | None = None
+
+    def structured(self, line: Line) -> Record | None:
+        target = self._target
+        if target is None and self._budget:
+            text = line.text
+            if text and not text.isspace():
+                self._detect(text)  # AutoFormat's: sets _target and its joiner
+                target = self._target
+        if target is not None:
+            rule = self._target_rule
+            if rule is None:
+                rule = self._target_rule = _Structured(target, self.settings, self._fields)
+            return rule(line, target.name)
+        text = line.text
+        first = text[:1]
+        if first == "{" or (first.isspace() and text.lstrip()[:1] == "{"):  # as AutoFormat.structured
+            return self._json_rule(line, "json")
+        return None
+
+    def head(self, text: str) -> TextInfo:
+        target = self._target
+        return TextInfo(None, self._fields("plain" if target is None else target.name))
+
+
+class RawSourceParser(SourceParser):
+    """``SourceParser`` with raw records: the grouping and the commit points
+    are the driver's own; only the record built from an event differs."""
+
+    def __init__(self, settings: ParseSettings, source: Source, line_format: LineFormat) -> None:
+        super().__init__(settings, source, line_format)
+        self._raw_fields = _Fields(settings.log_format)
+
+    def _build(self, event: Any, split: bool, end: int) -> Record:
+        lines = event.lines
+        first = lines[0]
+        split = split or event.split
+        fields = event.info.fields
+        if len(lines) == 1:
+            tags = first.tags
+            if split or len(tags) > 1:
+                tags = _union_tags(lines, (TAG_MULTILINE_SPLIT,) if split else ())
+            return Record(first.source, first.offset, end, first.text, first.read_time, None, fields, tags,
+                          None, None, 1)
+        return Record(first.source, first.offset, end, "\n".join([line.text for line in lines]),
+                      first.read_time, None, fields,
+                      _union_tags(lines, (TAG_MULTILINE_SPLIT,) if split else ()), None, None, len(lines))
+
+    def _recover(self, error: Exception, line: Line | None) -> None:
+        # The driver's safety net emits the lines with empty fields; a raw
+        # record still says how the cluster should read it (as plain text:
+        # the format that failed here is not trusted with these lines).
+        before = len(self._out)
+        super()._recover(error, line)
+        raw = self._raw_fields
+        self._out[before:] = [record._replace(fields=raw("plain")) for record in self._out[before:]]
+
+
+def make_raw_parser(settings: ParseSettings, source: Source) -> SourceParser:
+    """A raw parser for one source (see the module doc). Raises ValueError
+    if ``settings`` are unusable, as ``make_parser`` does."""
+    validate_settings(settings)
+    if FORMATS[settings.format] is AutoFormat:
+        line_format: LineFormat = RawAutoFormat(settings)
+    else:
+        line_format = RawFormat(FORMATS[settings.format](settings), settings)
+    return RawSourceParser(settings, source, line_format)
