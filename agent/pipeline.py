@@ -48,7 +48,7 @@ from agent.handoff import Handoff
 from agent.outputs.batcher import Aborted, Batcher
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
-from agent.parsing import ParseSettings, SourceParser, make_parser
+from agent.parsing import ParseSettings, SourceParser, make_parser, make_raw_parser
 from agent.registry import Registry
 from agent.reload import Reloader
 from agent.selflog import get_logger
@@ -84,7 +84,8 @@ def parse_settings(config: Config) -> ParseSettings:
                          multiline_max_lines=config.multiline_max_lines,
                          multiline_max_bytes=config.multiline_max_bytes,
                          multiline_timeout=config.multiline_timeout, keep_original=config.keep_original,
-                         map_fields=config.map_fields, log_format=config.log_format)
+                         map_fields=config.map_fields, log_format=config.log_format,
+                         parse_at=config.parse_at)
 
 
 def build_transforms(config: Config) -> Transforms:
@@ -142,7 +143,9 @@ class _Sink:
         if parser is None:
             settings = next((chosen for globs, chosen in self._inputs if globs.matches(line.source.path)),
                             self._settings)
-            parser = self._parsers[line.source.key] = make_parser(settings, line.source)
+            # --parse-at elasticsearch: the same events, shipped raw for the cluster to parse.
+            make = make_raw_parser if settings.parse_at == "elasticsearch" else make_parser
+            parser = self._parsers[line.source.key] = make(settings, line.source)
             self._chosen[line.source.key] = settings
         for record in parser.feed(line):
             event = self._enricher.build(record)

@@ -88,6 +88,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("map_fields", v.map_field, (), "JSON key (or dotted path) to a schema field, SOURCE=TARGET "
            "(repeatable), e.g. meta.took=event.duration:ms or tenant=labels.tenant.", multiple=True,
            singular="map_field", group="parsing"),
+    Option("parse_at", v.choice("agent", "elasticsearch"), "agent", "Where lines are parsed: agent (here) or "
+           "elasticsearch (multi-line events are still joined here and enrichment, redaction included, "
+           "still runs here; the raw text is parsed by the cluster's ingest pipelines: `modelscribe setup "
+           "pipelines`).", group="parsing"),
     Option("timezone", v.timezone, None, "Time zone of timestamps written without an offset "
            "(default: the host's).", group="parsing"),
     Option("host_name", v.text, None, "Value of `host.name` (default: this machine's host name).",

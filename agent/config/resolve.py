@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 # The parse settings an ``inputs:`` entry may set for its files (ParseSettings
 # field names); every other key of an entry is an error with a did-you-mean.
-INPUT_SETTINGS = ("format", "log_format", "map_fields")
+INPUT_SETTINGS = ("format", "log_format", "map_fields", "parse_at")
 _INPUT_KEYS = ("paths", "path") + INPUT_SETTINGS
 
 
@@ -50,6 +50,7 @@ class InputSpec:
     format: str | None = None
     log_format: str | None = None
     map_fields: tuple[tuple[str, str], ...] | None = None
+    parse_at: str | None = None
     # How the file spelt each setting's key (log-format or log_format), for messages.
     keys: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -84,6 +85,7 @@ class Config:
     multiline_timeout: float
     keep_original: bool
     map_fields: tuple[tuple[str, str], ...]
+    parse_at: str
     timezone: str | None
     host_name: str | None
     fields: tuple[tuple[str, str], ...]
@@ -222,7 +224,7 @@ def _absolute(path: str, base_dir: str) -> str:
 
 
 def _inputs(raw: Any, path: str) -> tuple[InputSpec, ...]:
-    """``inputs: [{paths: [...], format: NAME, log_format: ..., map_fields: ...}, ...]`` (YAML only)."""
+    """``inputs: [{paths: [...], format: NAME, log_format: ..., map_fields: ..., parse_at: ...}, ...]`` (YAML only)."""
     if not isinstance(raw, list):
         raise ConfigError(f"{path}: inputs must be a list of {{paths: [...], format: NAME}}")
     base = os.path.dirname(os.path.abspath(path))

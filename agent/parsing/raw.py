@@ -43,7 +43,6 @@ from agent.events import TAG_MULTILINE_SPLIT, Line, Record, Source
 from agent.parsing.base import LineFormat, TextInfo, overrides
 from agent.parsing.driver import SourceParser, _union_tags
 from agent.parsing.formats import FORMATS, AutoFormat
-from agent.parsing.parse_json import JsonFormat
 from agent.parsing.validate import validate_settings
 
 if TYPE_CHECKING:
