@@ -1,0 +1,329 @@
+"""Feature distributions against a reference: bins, per-window counts, data
+quality counters, PSI and Jensen–Shannon distance.
+
+What it is for: one ``FeatureCounts`` per (window, feature) and one for the
+prediction; the window's drift document carries its bin counts (mergeable:
+bins are fixed by the reference, so counts of many windows or agents add up),
+its quality counters, and ``psi``/``js_distance`` against the reference counts.
+
+Bins (fixed by the reference, never by the window):
+
+- ``NumericBins.from_reference``: the reference's deciles d1..d9 (numpy's
+  default linear quantile definition) as edges of ``(-inf, d1], (d1, d2], ...,
+  (d9, +inf)``. Ties: duplicate edges are merged, so a reference that is mostly
+  one value gets fewer than 10 bins (a constant reference gets two:
+  ``(-inf, c]`` and ``(c, +inf)``). Only finite numbers of the reference count.
+- ``CategoricalBins.from_reference``: the reference's ``max_categories`` most
+  frequent categories (ties by name, so the choice is deterministic) plus
+  ``OTHER`` for everything else; ``dropped`` says how many reference categories
+  the cap sent to ``OTHER``.
+
+What ``FeatureCounts.add`` counts (each value lands in exactly one bin, or in
+``missing``/``type_mismatch`` and no bin):
+
+- ``missing``: None (absent) and NaN — NaN is how numeric tools write "no
+  value", so it is treated as absent, not as a wrong type;
+- ``type_mismatch``: for a numeric feature anything that is not an int or float
+  (strings, even "3.5", lists, objects, and booleans: true is not a number);
+  for a categorical feature lists and objects. Not binned.
+- ``out_of_range``: a number outside the reference's [min, max], ±inf
+  included; it is still binned, in the open end bin.
+- ``unseen_category``: a category not among the kept ones; binned in ``OTHER``.
+
+Categories are compared as strings (``category_key``): "a" is "a", 1 and 1.0
+are "1", true is "true".
+
+Drift measures (both need two non-empty count vectors of the same bins):
+
+- ``psi``: population stability index ``sum((a - e) * ln(a / e))`` over the
+  bins' proportions. Empty bins would make it infinite, so both count vectors
+  get additive (Laplace/Jeffreys) smoothing of ``PSI_PSEUDO_COUNT`` = 0.5 per
+  bin before taking proportions: ``p_i = (c_i + 0.5) / (N + 0.5 * k)``. With a
+  large reference this changes nothing visible; with a small window it keeps a
+  bin that happens to be empty from raising a false alarm.
+- ``js_distance``: Jensen–Shannon distance, base 2 (the square root of the JS
+  divergence computed with log2), in [0, 1]; no smoothing is needed (0·log 0 = 0).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+OTHER = "__other__"
+"""The bin of a categorical feature that holds every category not kept from the reference."""
+
+PSI_PSEUDO_COUNT = 0.5
+"""Added to every bin's count (both sides) before PSI takes proportions."""
+
+DECILES = tuple(i / 10 for i in range(1, 10))
+
+MISSING = "missing"
+TYPE_MISMATCH = "type_mismatch"
+OUT_OF_RANGE = "out_of_range"
+UNSEEN_CATEGORY = "unseen_category"
+QUALITY_KINDS = (MISSING, TYPE_MISMATCH, OUT_OF_RANGE, UNSEEN_CATEGORY)
+
+
+def as_number(value: Any) -> float | None:
+    """``value`` as a float if it is a JSON number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond float range
+        return math.inf if value > 0 else -math.inf
+
+
+def category_key(value: Any) -> str | None:
+    """The string a categorical value (or a class label) is compared as; None
+    for a value that cannot be a category (list, object, None, NaN)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+        return repr(value)
+    return None
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """numpy.quantile(ordered, q) with the default linear method."""
+    rank = q * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class NumericBins:
+    """Open-ended bins ``(-inf, e0], (e0, e1], ..., (ek, +inf)`` from the reference."""
+
+    edges: tuple[float, ...]
+    minimum: float
+    maximum: float
+    reference_counts: tuple[int, ...]
+    kind: str = field(default="numeric", init=False)
+
+    @classmethod
+    def from_reference(cls, values: Iterable[Any]) -> NumericBins:
+        numbers = sorted(x for x in map(as_number, values) if x is not None and math.isfinite(x))
+        if not numbers:
+            raise ValueError("a numeric feature's reference has no finite number; bins cannot be derived")
+        edges = tuple(sorted(set(_quantile(numbers, q) for q in DECILES)))
+        counts = [0] * (len(edges) + 1)
+        for x in numbers:
+            counts[bisect_left(edges, x)] += 1
+        return cls(edges, numbers[0], numbers[-1], tuple(counts))
+
+    @property
+    def size(self) -> int:
+        return len(self.edges) + 1
+
+    @property
+    def labels(self) -> list[str]:
+        bounds = ["-inf", *map(repr, self.edges), "+inf"]
+        return [f"({bounds[i]}, {bounds[i + 1]}{')' if i == len(self.edges) else ']'}" for i in range(self.size)]
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "edges": list(self.edges), "min": self.minimum, "max": self.maximum,
+                "reference_counts": list(self.reference_counts)}
+
+
+@dataclass(frozen=True)
+class CategoricalBins:
+    """The reference's most frequent categories, then ``OTHER``."""
+
+    categories: tuple[str, ...]
+    reference_counts: tuple[int, ...]
+    dropped: int = 0
+    kind: str = field(default="categorical", init=False)
+    _index: dict[str, int] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if OTHER in self.categories:
+            raise ValueError(f"{OTHER!r} is reserved for the other-categories bin")
+        if len(self.reference_counts) != len(self.categories) + 1:
+            raise ValueError("reference_counts needs one count per category plus one for OTHER")
+        self._index.update((name, i) for i, name in enumerate(self.categories))
+
+    @classmethod
+    def from_reference(cls, values: Iterable[Any], max_categories: int = 50) -> CategoricalBins:
+        if max_categories < 1:
+            raise ValueError(f"max_categories must be at least 1, got {max_categories}")
+        seen = Counter(key for key in map(category_key, values) if key is not None)
+        seen.pop(OTHER, None)  # a literal "__other__" in the data is counted as other
+        ranked = sorted(seen.items(), key=lambda item: (-item[1], item[0]))
+        kept = ranked[:max_categories]
+        other = sum(n for _, n in ranked[max_categories:])
+        if not kept:
+            raise ValueError("a categorical feature's reference has no category; bins cannot be derived")
+        return cls(tuple(name for name, _ in kept), (*(n for _, n in kept), other), len(ranked) - len(kept))
+
+    @property
+    def size(self) -> int:
+        return len(self.categories) + 1
+
+    @property
+    def labels(self) -> list[str]:
+        return [*self.categories, OTHER]
+
+    def index(self, key: str) -> int | None:
+        return self._index.get(key)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"kind": self.kind, "categories": list(self.categories),
+                "reference_counts": list(self.reference_counts), "dropped": self.dropped}
+
+
+Bins = NumericBins | CategoricalBins
+
+
+def bins_from_state(state: dict[str, Any]) -> Bins:
+    if state.get("kind") == "numeric":
+        return NumericBins(tuple(map(float, state["edges"])), float(state["min"]), float(state["max"]),
+                           tuple(map(int, state["reference_counts"])))
+    if state.get("kind") == "categorical":
+        return CategoricalBins(tuple(state["categories"]), tuple(map(int, state["reference_counts"])),
+                               int(state.get("dropped", 0)))
+    raise ValueError(f"unknown bins kind {state.get('kind')!r}")
+
+
+def bins_from_reference(values: Sequence[Any], max_categories: int = 50) -> Bins:
+    """Numeric bins when more than half of the reference's present values are
+    numbers (bools excluded), categorical ones otherwise."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    numbers = sum(1 for v in present if as_number(v) is not None)
+    if present and numbers * 2 > len(present):
+        return NumericBins.from_reference(present)
+    return CategoricalBins.from_reference(present, max_categories)
+
+
+class FeatureCounts:
+    """One feature's bin counts and quality counters in one window."""
+
+    __slots__ = ("bins", "counts", "missing", "type_mismatch", "out_of_range", "unseen_category")
+
+    def __init__(self, bins: Bins) -> None:
+        self.bins = bins
+        self.counts = [0] * bins.size
+        self.missing = 0
+        self.type_mismatch = 0
+        self.out_of_range = 0
+        self.unseen_category = 0
+
+    def add(self, value: Any) -> str | None:
+        """Count one value; returns the quality kind it was counted as, or None."""
+        bins = self.bins
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            self.missing += 1
+            return MISSING
+        if isinstance(bins, NumericBins):
+            number = as_number(value)
+            if number is None:
+                self.type_mismatch += 1
+                return TYPE_MISMATCH
+            self.counts[bisect_left(bins.edges, number)] += 1
+            if number < bins.minimum or number > bins.maximum:
+                self.out_of_range += 1
+                return OUT_OF_RANGE
+            return None
+        key = category_key(value)
+        if key is None:
+            self.type_mismatch += 1
+            return TYPE_MISMATCH
+        index = bins.index(key)
+        if index is None:
+            self.counts[-1] += 1
+            self.unseen_category += 1
+            return UNSEEN_CATEGORY
+        self.counts[index] += 1
+        return None
+
+    @property
+    def total(self) -> int:
+        """Values that were binned (missing and type mismatches are not)."""
+        return sum(self.counts)
+
+    def quality(self) -> dict[str, int]:
+        return {kind: getattr(self, kind) for kind in QUALITY_KINDS}
+
+    def merge(self, other: FeatureCounts) -> None:
+        if other.bins != self.bins:
+            raise ValueError("cannot merge feature counts of different bins (different references)")
+        self.counts = [a + b for a, b in zip(self.counts, other.counts)]
+        for kind in QUALITY_KINDS:
+            setattr(self, kind, getattr(self, kind) + getattr(other, kind))
+
+    def to_state(self) -> dict[str, Any]:
+        """The counts only: the bins belong to the reference and are saved with it."""
+        return {"counts": list(self.counts), **self.quality()}
+
+    @classmethod
+    def from_state(cls, bins: Bins, state: dict[str, Any]) -> FeatureCounts:
+        counts = cls(bins)
+        if len(state["counts"]) != bins.size:
+            raise ValueError(f"feature counts have {len(state['counts'])} bins, the reference {bins.size}")
+        counts.counts = [int(n) for n in state["counts"]]
+        for kind in QUALITY_KINDS:
+            setattr(counts, kind, int(state[kind]))
+        return counts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FeatureCounts):
+            return NotImplemented
+        return self.bins == other.bins and self.to_state() == other.to_state()
+
+    def __repr__(self) -> str:
+        return f"FeatureCounts(counts={self.counts}, quality={self.quality()})"
+
+
+def _check(first: Sequence[int], second: Sequence[int]) -> tuple[int, int]:
+    if len(first) != len(second):
+        raise ValueError(f"count vectors of different lengths: {len(first)} and {len(second)}")
+    if any(n < 0 for n in first) or any(n < 0 for n in second):
+        raise ValueError("counts must not be negative")
+    total_first, total_second = sum(first), sum(second)
+    if total_first == 0 or total_second == 0:
+        raise ValueError("drift needs two non-empty count vectors (check FeatureCounts.total first)")
+    return total_first, total_second
+
+
+def psi(expected_counts: Sequence[int], actual_counts: Sequence[int]) -> float:
+    """Population stability index of ``actual`` against ``expected``, with
+    ``PSI_PSEUDO_COUNT`` added to every bin of both (see the module docstring)."""
+    total_expected, total_actual = _check(expected_counts, actual_counts)
+    k = len(expected_counts)
+    denominator_expected = total_expected + PSI_PSEUDO_COUNT * k
+    denominator_actual = total_actual + PSI_PSEUDO_COUNT * k
+    result = 0.0
+    for e, a in zip(expected_counts, actual_counts):
+        pe = (e + PSI_PSEUDO_COUNT) / denominator_expected
+        pa = (a + PSI_PSEUDO_COUNT) / denominator_actual
+        result += (pa - pe) * math.log(pa / pe)
+    return result
+
+
+def js_distance(p_counts: Sequence[int], q_counts: Sequence[int]) -> float:
+    """Jensen–Shannon distance (base 2) between two count vectors, in [0, 1]."""
+    total_p, total_q = _check(p_counts, q_counts)
+    divergence = 0.0
+    for a, b in zip(p_counts, q_counts):
+        p, q = a / total_p, b / total_q
+        m = (p + q) / 2
+        if p > 0:
+            divergence += 0.5 * p * math.log2(p / m)
+        if q > 0:
+            divergence += 0.5 * q * math.log2(q / m)
+    # Rounding can leave a tiny negative divergence for identical vectors.
+    return math.sqrt(min(1.0, max(0.0, divergence)))
