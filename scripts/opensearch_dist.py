@@ -1,0 +1,282 @@
+"""Obtaining and assembling an OpenSearch distribution for the local test harness.
+
+Used by opensearch_local.py; no node is started here.
+
+Why assembling: OpenSearch publishes its *integ-test zip* on Maven Central
+(``org.opensearch.distribution.integ-test-zip:opensearch``), but that zip has
+only the transport module: no ingest processors, no painless, no
+analysis-common.  The modules themselves are published as plain jars
+(``org.opensearch.plugin:ingest-common``, ``lang-painless``,
+``analysis-common``, with their libraries), so this module fetches them with
+Maven and lays them out as the full distribution would, writing each module's
+``plugin-descriptor.properties`` itself.  The security plugin is published as
+an installable zip (``org.opensearch.plugin:opensearch-security:<V>.0:zip``)
+and is unpacked into ``plugins/``.
+
+What it guarantees:
+
+* ``find_java_home(version)`` returns ``$OPENSEARCH_JAVA_HOME`` if set (it
+  must have ``bin/java``), else the newest JDK under /usr/lib/jvm that fits:
+  2.x needs Java 11..23 (it relies on the Java security manager, removed in
+  Java 24), 3.x needs Java >= 21.  Otherwise HarnessError lists the JDKs seen.
+* ``fetch_distribution(version)`` returns ``<cache>/opensearch-<version>``,
+  ``<cache>`` being ``$MODELSCRIBE_OS_CACHE`` (default
+  ``~/.cache/modelscribe/opensearch``).  Downloads (``mvn dependency:copy``
+  and ``dependency:copy-dependencies``) land in ``<cache>/downloads-<version>``
+  and are kept, so a second fetch never uses the network.
+* The tree is built in ``<cache>/.unpack-*`` and renamed into place, so it
+  exists only complete (``MARKER`` is written last); an exclusive ``flock``
+  on ``<cache>/.lock`` serialises fetchers.  Unix modes are restored and the
+  tree is never written to afterwards (nodes get their own config/data/logs).
+* Every jar the module poms pull in (minus the server itself, which the zip
+  ships in ``lib/``) is placed in exactly one module; an unexpected jar is an
+  error rather than a silently missing class at run time.
+* The security plugin is optional: when Maven cannot serve it for `version`
+  the tree is built without it and ``has_security(tree)`` is False (the
+  harness then refuses ``security=True`` with that reason).
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+log = logging.getLogger("opensearch_local.dist")
+
+JVM_ROOT = Path("/usr/lib/jvm")
+MARKER = ".modelscribe-complete"
+SECURITY_PLUGIN = "opensearch-security"
+
+# The modules assembled from Maven jars: name -> (plugin class, extended
+# plugins, artifactId of its main jar, prefixes of the library jars it owns).
+# extended.plugins mirrors the real distribution: ingest-common and
+# analysis-common ship painless whitelist extensions (META-INF/services/
+# org.opensearch.painless.spi.PainlessExtension), so they extend lang-painless
+# and see its SPI classes through the parent class loader.
+MODULES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "lang-painless": ("org.opensearch.painless.PainlessPlugin", "", "lang-painless",
+                      ("lang-painless-", "opensearch-scripting-painless-spi-",
+                       "antlr4-runtime-", "asm-")),
+    "ingest-common": ("org.opensearch.ingest.common.IngestCommonPlugin", "lang-painless",
+                      "ingest-common", ("ingest-common-", "opensearch-grok-",
+                                        "opensearch-dissect-", "joni-", "jcodings-")),
+    "analysis-common": ("org.opensearch.analysis.common.CommonAnalysisPlugin", "lang-painless",
+                        "analysis-common", ("analysis-common-",)),
+}
+# Painless generates classes at run time; the real module grants exactly this.
+PAINLESS_POLICY = """grant {
+  // needed to generate runtime classes
+  permission java.lang.RuntimePermission "createClassLoader";
+  // needed to find the classloader to load whitelisted classes from
+  permission java.lang.RuntimePermission "getClassLoader";
+};
+"""
+
+
+class HarnessError(RuntimeError):
+    """The node could not be fetched, configured, started or stopped."""
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("MODELSCRIBE_OS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "modelscribe" / "opensearch"
+
+
+def _major(version: str) -> int:
+    return int(version.split(".", 1)[0])
+
+
+def has_security(tree: Path) -> bool:
+    return (tree / "plugins" / SECURITY_PLUGIN / "plugin-descriptor.properties").exists()
+
+
+# ------------------------------------------------------------- distribution
+
+def fetch_distribution(version: str) -> Path:
+    """Return the assembled tree for `version`, downloading what is missing."""
+    cache = cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    target = cache / f"opensearch-{version}"
+    if (target / MARKER).exists():
+        return target
+    with open(cache / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (target / MARKER).exists():
+            return target
+        for stale in [target, *cache.glob(".unpack-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+        downloads = cache / f"downloads-{version}"
+        zip_path, jars, security = _download_all(version, downloads)
+        t0 = time.monotonic()
+        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
+        try:
+            _unzip(zip_path, tmp)
+            tree = tmp / target.name
+            if not tree.is_dir():
+                raise HarnessError(f"{zip_path.name} has no top-level {target.name}/ directory")
+            _assemble_modules(tree, version, jars)
+            if security is not None:
+                plugin = tree / "plugins" / SECURITY_PLUGIN
+                _unzip(security, plugin)
+            (tree / MARKER).write_text(version + "\n")
+            (tree / MARKER).chmod(0o644)
+            tree.rename(target)  # atomic: a crash leaves only a .unpack-* dir
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("assembled %s in %.1fs (security plugin: %s)", target.name,
+                 time.monotonic() - t0, "yes" if security else "not available")
+    return target
+
+
+def _assemble_modules(tree: Path, version: str, jars: list[Path]) -> None:
+    placed: set[Path] = set()
+    for name, (classname, extended, _artifact, prefixes) in MODULES.items():
+        module = tree / "modules" / name
+        module.mkdir(parents=True)
+        for jar in jars:
+            if jar.name.startswith(prefixes):
+                shutil.copy(jar, module / jar.name)
+                placed.add(jar)
+        if not any(module.glob(f"{name}-*.jar")):
+            raise HarnessError(f"module {name}: no {name}-{version}.jar among the downloads")
+        (module / "plugin-descriptor.properties").write_text(
+            f"description={name} module (assembled from Maven jars by modelscribe)\n"
+            f"version={version}\nname={name}\nclassname={classname}\n"
+            f"java.version=11\nopensearch.version={version}\ncustom.foldername=\n"
+            f"extended.plugins={extended}\nhas.native.controller=false\n")
+        if name == "lang-painless":
+            (module / "plugin-security.policy").write_text(PAINLESS_POLICY)
+        for path in [module, *module.iterdir()]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    unplaced = sorted(j.name for j in jars if j not in placed)
+    if unplaced:
+        raise HarnessError("jars pulled in by the module poms that no module owns (update "
+                           f"MODULES in {Path(__file__).name}): {', '.join(unplaced)}")
+
+
+# ------------------------------------------------------------- downloads
+
+def _mvn(args: list[str], what: str, cwd: Path | None = None) -> None:
+    if shutil.which("mvn") is None:
+        raise HarnessError("`mvn` not found on PATH: it is needed to fetch OpenSearch")
+    proc = subprocess.run(["mvn", "-q", "-B", *args], cwd=cwd, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise HarnessError(f"mvn could not fetch {what}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+
+
+def _pom(version: str) -> str:
+    # The module poms depend on the server jar (org.opensearch:opensearch),
+    # which the zip already ships in lib/: excluded, with everything it drags in.
+    deps = "".join(
+        f"<dependency><groupId>org.opensearch.plugin</groupId><artifactId>{artifact}"
+        f"</artifactId><version>{version}</version><exclusions><exclusion>"
+        f"<groupId>org.opensearch</groupId><artifactId>opensearch</artifactId>"
+        f"</exclusion></exclusions></dependency>"
+        for _c, _e, artifact, _p in MODULES.values())
+    return ('<project xmlns="http://maven.apache.org/POM/4.0.0"><modelVersion>4.0.0'
+            '</modelVersion><groupId>modelscribe</groupId><artifactId>opensearch-modules'
+            f'</artifactId><version>{version}</version><dependencies>{deps}</dependencies>'
+            '</project>\n')
+
+
+def _download_all(version: str, downloads: Path) -> tuple[Path, list[Path], Path | None]:
+    """(distribution zip, module jars, security plugin zip or None), cached in `downloads`."""
+    downloads.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    zip_path = downloads / f"opensearch-{version}.zip"
+    if not zip_path.exists():
+        artifact = f"org.opensearch.distribution.integ-test-zip:opensearch:{version}:zip"
+        log.info("fetching %s with mvn", artifact)
+        _mvn(["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={downloads}"],
+             artifact)
+    jar_dir = downloads / "modules"
+    if not (jar_dir / ".done").exists():
+        shutil.rmtree(jar_dir, ignore_errors=True)
+        with tempfile.TemporaryDirectory() as build:
+            Path(build, "pom.xml").write_text(_pom(version))
+            log.info("fetching the ingest-common, lang-painless and analysis-common %s jars",
+                     version)
+            _mvn(["dependency:copy-dependencies", f"-DoutputDirectory={jar_dir}"],
+                 f"the OpenSearch {version} module jars", cwd=Path(build))
+        (jar_dir / ".done").write_text("")
+    security: Path | None = downloads / f"{SECURITY_PLUGIN}-{version}.0.zip"
+    missing = downloads / f"{SECURITY_PLUGIN}-{version}.0.missing"
+    if not security.exists() and not missing.exists():
+        artifact = f"org.opensearch.plugin:{SECURITY_PLUGIN}:{version}.0:zip"
+        log.info("fetching %s with mvn", artifact)
+        try:
+            _mvn(["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={downloads}"],
+                 artifact)
+        except HarnessError as err:
+            # Remembered, so that later fetches stay offline; delete the file to retry.
+            missing.write_text(str(err))
+            log.warning("the security plugin is not available for %s: %s", version,
+                        str(err).splitlines()[0])
+    if not security.exists():
+        security = None
+    log.info("downloads for OpenSearch %s ready in %.1fs", version, time.monotonic() - t0)
+    return zip_path, sorted(jar_dir.glob("*.jar")), security
+
+
+def _unzip(archive: Path, dest: Path) -> None:
+    # zipfile drops Unix modes; restore them (bin/* executable, all readable
+    # by the unprivileged node user).
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            path = Path(zf.extract(info, dest))
+            mode = (info.external_attr >> 16) & 0o777
+            if info.is_dir():
+                mode = 0o755
+            elif not mode:
+                mode = 0o755 if path.suffix == ".sh" else 0o644
+            path.chmod(mode | 0o444)
+
+
+# ------------------------------------------------------------- JDK
+
+def _java_major(java_home: Path) -> int | None:
+    try:
+        text = (java_home / "release").read_text()
+    except OSError:
+        return None
+    match = re.search(r'^JAVA_VERSION="([0-9._]+)', text, re.M)
+    if not match:
+        return None
+    parts = match.group(1).split(".")
+    return int(parts[1]) if parts[0] == "1" else int(parts[0])
+
+
+def java_range(version: str) -> tuple[int, int]:
+    """Java majors (lowest, highest) a given OpenSearch version runs on."""
+    # 2.x installs the Java security manager, which Java 24 removed; 3.x dropped it.
+    return (11, 23) if _major(version) < 3 else (21, 99)
+
+
+def find_java_home(version: str) -> Path:
+    env = os.environ.get("OPENSEARCH_JAVA_HOME")
+    if env:
+        if not (Path(env) / "bin" / "java").exists():
+            raise HarnessError(f"OPENSEARCH_JAVA_HOME={env} has no bin/java")
+        return Path(env)
+    low, high = java_range(version)
+    found: dict[Path, int] = {}
+    for home in sorted(JVM_ROOT.glob("*")) if JVM_ROOT.is_dir() else []:
+        home = home.resolve()
+        major = _java_major(home)
+        if major is not None and (home / "bin" / "java").exists():
+            found[home] = major
+    fit = [h for h, m in found.items() if low <= m <= high]
+    if not fit:
+        seen = ", ".join(f"{h} (Java {m})" for h, m in found.items()) or "none"
+        raise HarnessError(
+            f"OpenSearch {version} needs Java {low}..{high}: looked under {JVM_ROOT}/* for a "
+            f"JDK whose `release` file fits; found: {seen}. Set OPENSEARCH_JAVA_HOME.")
+    return max(fit, key=lambda h: found[h])
