@@ -318,6 +318,9 @@ def start_node(work_dir: Union[str, os.PathLike], version: str | None = None,
         shutil.copy(home / "config" / "certs" / "ca.crt", work / "ca.crt")
         (work / "ca.crt").chmod(0o644)
     _write_private(work / "password", password)
+    # The security plugin warns about any config file others can read.
+    for path in [home / "config", *(home / "config").rglob("*")]:
+        path.chmod(0o700 if path.is_dir() else 0o600)
     _chown_tree(home, account)
     _write_state(work, state)
     log.info("prepared node home (Java %s) in %.1fs", java, time.monotonic() - t0)
