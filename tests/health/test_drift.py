@@ -1,0 +1,190 @@
+"""agent.health.drift: bins fixed by the reference (deciles, ties, categories
+and their cap), the quality counters, PSI against numpy with the documented
+smoothing, JS distance against scipy, exact merges, and the state round trip."""
+
+from __future__ import annotations
+
+import math
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import jensenshannon
+
+from agent.health.drift import (OTHER, PSI_PSEUDO_COUNT, CategoricalBins, FeatureCounts, NumericBins,
+                                bins_from_reference, bins_from_state, category_key, js_distance, psi)
+
+finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
+# References with many ties: values drawn from a small set as well as from all floats.
+reference_numbers = st.lists(st.one_of(finite, st.sampled_from([0.0, 1.0, 2.5]), st.integers(-5, 5)),
+                             min_size=1, max_size=200)
+counts = st.lists(st.integers(0, 1000), min_size=2, max_size=12)
+
+
+def numpy_psi(expected, actual):
+    """PSI as the docs state it: 0.5 added to every bin of both, then proportions."""
+    e = np.asarray(expected, dtype=float) + PSI_PSEUDO_COUNT
+    a = np.asarray(actual, dtype=float) + PSI_PSEUDO_COUNT
+    e, a = e / e.sum(), a / a.sum()
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(reference_numbers)
+def test_numeric_bins_are_the_reference_deciles_without_duplicates(reference):
+    bins = NumericBins.from_reference(reference)
+    expected_edges = np.unique(np.quantile(np.asarray(reference, dtype=float), [i / 10 for i in range(1, 10)]))
+    np.testing.assert_allclose(bins.edges, expected_edges, rtol=1e-12, atol=1e-12)
+    assert list(bins.edges) == sorted(set(bins.edges))
+    assert bins.size == len(bins.edges) + 1 <= 10
+    # Right-closed bins (-inf, e0], (e0, e1], ..., (ek, +inf).
+    expected_counts = np.bincount(np.searchsorted(bins.edges, np.asarray(reference, dtype=float), side="left"),
+                                  minlength=bins.size)
+    assert list(bins.reference_counts) == expected_counts.tolist()
+    assert (bins.minimum, bins.maximum) == (min(reference), max(reference))
+
+
+def test_ties_merge_edges_and_a_constant_reference_has_two_bins():
+    assert NumericBins.from_reference([7] * 50).edges == (7.0,)
+    assert NumericBins.from_reference([7] * 50).reference_counts == (50, 0)
+    mostly_zero = NumericBins.from_reference([0.0] * 80 + list(range(1, 21)))
+    assert mostly_zero.edges[0] == 0.0 and mostly_zero.size < 10
+    assert mostly_zero.reference_counts[0] == 80
+
+
+def test_a_reference_of_distinct_values_has_ten_equal_bins():
+    bins = NumericBins.from_reference(range(1000))
+    assert bins.size == 10 and set(bins.reference_counts) == {100}
+    assert bins.labels[0].startswith("(-inf, ") and bins.labels[-1].endswith(", +inf)")
+
+
+values = st.one_of(finite, st.integers(-10**6, 10**6), st.none(), st.just(math.nan), st.just(math.inf),
+                   st.just(-math.inf), st.text(max_size=3), st.booleans(), st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=200, deadline=None)
+@given(reference_numbers, st.lists(values, max_size=100))
+def test_numeric_counts_and_quality_match_an_independent_classification(reference, window):
+    bins = NumericBins.from_reference(reference)
+    feature = FeatureCounts(bins)
+    for value in window:
+        feature.add(value)
+    missing = [v for v in window if v is None or (isinstance(v, float) and math.isnan(v))]
+    numbers = [float(v) for v in window
+               if type(v) in (int, float) and not (isinstance(v, float) and math.isnan(v))]
+    assert feature.missing == len(missing)
+    assert feature.type_mismatch == len(window) - len(missing) - len(numbers)
+    assert feature.out_of_range == sum(1 for x in numbers if x < min(reference) or x > max(reference))
+    assert feature.unseen_category == 0
+    expected = np.bincount(np.searchsorted(bins.edges, np.asarray(numbers, dtype=float), side="left"),
+                           minlength=bins.size)
+    assert feature.counts == expected.tolist()
+    assert feature.total == len(numbers)
+
+
+def test_each_add_reports_its_quality_kind():
+    feature = FeatureCounts(NumericBins.from_reference(range(10)))
+    assert [feature.add(v) for v in [5, None, math.nan, "5", True, {}, 100, -math.inf]] == [
+        None, "missing", "missing", "type_mismatch", "type_mismatch", "type_mismatch", "out_of_range",
+        "out_of_range"]
+    assert feature.counts[0] == 1 and feature.counts[-1] == 1  # -inf and 100 in the open end bins
+    assert feature.quality() == {"missing": 2, "type_mismatch": 3, "out_of_range": 2, "unseen_category": 0}
+
+
+def test_categorical_bins_keep_the_most_frequent_categories_then_other():
+    reference = ["b"] * 5 + ["a"] * 5 + ["c"] * 3 + ["d"] * 1 + [None, [1]]
+    bins = CategoricalBins.from_reference(reference, max_categories=3)
+    assert bins.categories == ("a", "b", "c")  # ties broken by name: deterministic
+    assert bins.reference_counts == (5, 5, 3, 1)
+    assert bins.dropped == 1 and bins.labels == ["a", "b", "c", OTHER]
+    feature = FeatureCounts(bins)
+    assert [feature.add(v) for v in ["a", "d", "zzz", None, [1], "c"]] == [
+        None, "unseen_category", "unseen_category", "missing", "type_mismatch", None]
+    assert feature.counts == [1, 0, 1, 2]
+
+
+def test_categories_compare_as_strings():
+    assert [category_key(v) for v in ["x", 1, 1.0, 2.5, True, False, None, math.nan, [1], {"a": 1}]] == [
+        "x", "1", "1", "2.5", "true", "false", None, None, None, None]
+    bins = CategoricalBins.from_reference([1, 2, "2"])
+    feature = FeatureCounts(bins)
+    feature.add(2.0)
+    feature.add("1")
+    assert feature.counts[bins.index("2")] == 1 and feature.counts[bins.index("1")] == 1
+
+
+def test_the_kind_is_inferred_from_the_reference():
+    assert isinstance(bins_from_reference([1, 2.5, 3, "x", None]), NumericBins)
+    assert isinstance(bins_from_reference(["a", "b", 3]), CategoricalBins)
+    assert isinstance(bins_from_reference([True, False, True]), CategoricalBins)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: NumericBins.from_reference([None, "a", math.nan, math.inf]),
+    lambda: CategoricalBins.from_reference([None, [1]]),
+    lambda: CategoricalBins.from_reference(["a"], max_categories=0),
+])
+def test_a_reference_that_gives_no_bins_is_an_error(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+@settings(max_examples=300, deadline=None)
+@given(counts.flatmap(lambda e: st.tuples(st.just(e), st.lists(st.integers(0, 1000), min_size=len(e),
+                                                                   max_size=len(e)))))
+def test_psi_and_js_distance_equal_numpy_and_scipy(pair):
+    expected, actual = pair
+    if sum(expected) == 0 or sum(actual) == 0:
+        with pytest.raises(ValueError, match="non-empty"):
+            psi(expected, actual)
+        with pytest.raises(ValueError, match="non-empty"):
+            js_distance(expected, actual)
+        return
+    assert psi(expected, actual) == pytest.approx(numpy_psi(expected, actual), rel=1e-9, abs=1e-12)
+    assert psi(expected, actual) >= 0
+    distance = js_distance(expected, actual)
+    assert distance == pytest.approx(float(jensenshannon(expected, actual, base=2)), rel=1e-7, abs=1e-7)
+    assert 0.0 <= distance <= 1.0
+    assert js_distance(actual, expected) == pytest.approx(distance, abs=1e-12)
+
+
+def test_drift_extremes():
+    assert psi([10, 20, 30], [1, 2, 3]) == pytest.approx(numpy_psi([10, 20, 30], [1, 2, 3]))
+    assert js_distance([10, 20, 30], [1, 2, 3]) == pytest.approx(0.0, abs=1e-7)
+    assert js_distance([5, 0], [0, 5]) == pytest.approx(1.0)
+    # An empty bin does not make PSI infinite (the smoothing), but a big shift is still large.
+    assert math.isfinite(psi([100, 0], [0, 100])) and psi([100, 0], [0, 100]) > 5
+    with pytest.raises(ValueError, match="lengths"):
+        psi([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError, match="negative"):
+        js_distance([1, -1], [1, 1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(reference_numbers, st.lists(values, max_size=50), st.lists(values, max_size=50))
+def test_merge_equals_the_counts_of_the_union_and_state_round_trips(reference, first, second):
+    for bins in (NumericBins.from_reference(reference), CategoricalBins.from_reference(reference, 4)):
+        a, b, union = FeatureCounts(bins), FeatureCounts(bins), FeatureCounts(bins)
+        for value in first:
+            a.add(value)
+            union.add(value)
+        for value in second:
+            b.add(value)
+            union.add(value)
+        a.merge(b)
+        assert a == union
+        restored_bins = bins_from_state(msgpack.unpackb(msgpack.packb(bins.to_state())))
+        assert restored_bins == bins
+        restored = FeatureCounts.from_state(restored_bins, msgpack.unpackb(msgpack.packb(a.to_state())))
+        assert restored == a
+
+
+def test_counts_of_different_references_do_not_merge():
+    with pytest.raises(ValueError, match="different bins"):
+        FeatureCounts(NumericBins.from_reference([1, 2])).merge(FeatureCounts(NumericBins.from_reference([1, 3])))
+    with pytest.raises(ValueError, match="bins"):
+        FeatureCounts.from_state(NumericBins.from_reference([1, 2]), {"counts": [1, 2, 3], "missing": 0,
+                                                                     "type_mismatch": 0, "out_of_range": 0,
+                                                                     "unseen_category": 0})
