@@ -9,7 +9,9 @@ JSON line per scenario:
      "cpu_s_per_100k": ..., "peak_rss_mb": ...}
 
 Scenarios: ``null`` (the agent alone with its disk spool, default fsync
-policy, --output null), ``null-nospool`` (the same without the spool: the
+policy, --output null), ``null-plain`` and ``null-torchserve`` (the same on
+two text formats: Python logging lines and TorchServe's log4j lines, each
+with a five-line traceback every 100 lines), ``null-nospool`` (the same without the spool: the
 difference is the spool's cost), ``files1000`` (1,000 files tailed at once)
 and, when ES_URL is set (eval the output of `scripts/elasticsearch-local
 start`), ``elasticsearch`` (the real node, with ES_CA_CERT and
@@ -18,6 +20,14 @@ output is unreachable; then the time to deliver them all to the node).
 
     python3 benchmarks/throughput.py --lines 500000
     python3 benchmarks/throughput.py --lines 300000 --scenarios null,null-nospool --repeat 5
+
+``--parse-at agent|elasticsearch|both`` (default agent): where lines are
+parsed; ``both`` runs each one-core scenario in both modes, interleaved
+(agent, elasticsearch, agent, ...), and names the results
+``SCENARIO@MODE``. The issue-9 figure, parsing in the cluster:
+
+    python3 benchmarks/throughput.py --lines 300000 --scenarios null,null-plain,null-torchserve \
+        --parse-at both --repeat 3
 
 The package is byte-compiled first, as an installed agent is.
 """
@@ -54,12 +64,66 @@ def json_line(rng: random.Random, i: int) -> bytes:
     return line + b" " * max(0, 299 - len(line)) + b"\n"
 
 
-def write_files(directory: Path, lines: int, files: int) -> None:
+_TRACEBACK = ("Traceback (most recent call last):", '  File "/srv/model/handler.py", line 88, in predict',
+              "    return self.model(batch)", '  File "/srv/model/net.py", line 12, in __call__',
+              "RuntimeError: CUDA out of memory")
+
+
+def _stamp(i: int, sep: str, frac: str) -> str:
+    return f"2026-11-27{sep}12:{(i // 60000) % 60:02d}:{(i // 1000) % 60:02d}{frac}{i % 1000:03d}"
+
+
+def plain_line(rng: random.Random, i: int) -> bytes:
+    """Python logging's '%(asctime)s %(levelname)s %(name)s: %(message)s', a traceback
+    (five more lines) after every 100th line; about the size of the JSON lines."""
+    text = (f"{_stamp(i, ' ', ',')} {rng.choice(LEVELS)} model_server.handler: prediction served for request "
+            f"{i:08d} model={rng.choice(MODELS)} latency_ms={rng.random() * 90:.3f} status=200 "
+            f"request_id={rng.getrandbits(64):016x} client=10.0.0.12 batch_size={rng.randint(1, 32)}")
+    if i % 100 == 99:
+        text += "\n" + "\n".join(_TRACEBACK)
+    return text.encode() + b"\n"
+
+
+def torchserve_line(rng: random.Random, i: int) -> bytes:
+    """TorchServe's log4j layout: MODEL_LOG lines of two workers, ACCESS_LOG and
+    metrics lines; every 100th a worker's traceback, a line per frame."""
+    stamp = _stamp(i, "T", ",")
+    kind = i % 4
+    if kind == 3:
+        text = (f"{stamp} [INFO ] W-9000-{rng.choice(MODELS)}_1.0 ACCESS_LOG - /10.0.0.12:51234 "
+                f'"POST /predictions/{rng.choice(MODELS)} HTTP/1.1" 200 {rng.randint(5, 90)}')
+    elif kind == 2:
+        text = (f"{stamp} [INFO ] W-9000-resnet50_1.0 org.pytorch.serve.wlm.WorkerThread - Backend response "
+                f"time: {rng.randint(1, 90)}")
+    else:
+        text = (f"{stamp} [INFO ] W-900{kind}-resnet50_1.0-stdout MODEL_LOG - prediction served for request "
+                f"{i:08d} latency_ms={rng.random() * 90:.3f}")
+    if i % 100 == 99:
+        prefix = f"{stamp} [INFO ] W-9001-resnet50_1.0-stdout MODEL_LOG - "
+        text += "\n" + "\n".join(prefix + line for line in _TRACEBACK)
+    return text.encode() + b"\n"
+
+
+CORPORA = {"json": json_line, "plain": plain_line, "torchserve": torchserve_line}
+
+
+def write_files(directory: Path, lines: int, files: int, corpus: str = "json") -> int:
+    """Write about ``lines`` lines into ``files`` files; the number of lines written."""
     rng = random.Random(42)
+    make = CORPORA[corpus]
     per_file = lines // files
+    written = 0
     for f in range(files):
+        chunks = []
+        i = 0
+        while i < per_file:
+            chunk = make(rng, f * per_file + i)
+            chunks.append(chunk)
+            i += chunk.count(b"\n")
+        written += i
         with open(directory / f"model-{f:04d}.log", "wb") as handle:
-            handle.write(b"".join(json_line(rng, f * per_file + i) for i in range(per_file)))
+            handle.write(b"".join(chunks))
+    return written
 
 
 def compile_package() -> None:
@@ -99,18 +163,19 @@ def run_agent(log_dir: Path, state_dir: Path, extra: list[str], one_core: bool) 
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
-def scenario(name: str, lines: int, files: int, extra: list[str], one_core: bool = True) -> dict:
-    work = Path(tempfile.mkdtemp(prefix=f"modelscribe-bench-{name}-"))
+def scenario(name: str, lines: int, files: int, extra: list[str], one_core: bool = True,
+             corpus: str = "json") -> dict:
+    work = Path(tempfile.mkdtemp(prefix=f"modelscribe-bench-{name.replace('@', '-')}-"))
     try:
         (work / "logs").mkdir()
-        write_files(work / "logs", lines, files)
+        total = write_files(work / "logs", lines, files, corpus)
         measured = run_agent(work / "logs", work / "state", extra, one_core)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    total = (lines // files) * files
     return {"scenario": name, "lines": total, "files": files, **measured,
             "lines_per_s": round(total / measured["seconds"]),
-            "cpu_s_per_100k": round(measured["cpu_seconds"] * 100_000 / total, 3)}
+            "cpu_s_per_100k": round(measured["cpu_seconds"] * 100_000 / total, 3),
+            "cpu_us_per_line": round(measured["cpu_seconds"] * 1e6 / total, 2)}
 
 
 def recovery(lines: int, es_extra: list[str]) -> dict:
@@ -148,23 +213,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=500_000)
     parser.add_argument("--scenarios", default="null,null-nospool,files1000,elasticsearch,recovery")
+    parser.add_argument("--parse-at", choices=("agent", "elasticsearch", "both"), default="agent",
+                        help="where lines are parsed (both: each one-core scenario in both modes, interleaved)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the one-core scenarios this many times, interleaved (the machine's "
                              "noise is about 10 %%), and print a summary line for each")
     args = parser.parse_args()
     wanted = args.scenarios.split(",")
     compile_package()
-    local = [("null", args.lines, 1, ["--output", "null"]),
-             ("null-nospool", args.lines, 1, ["--output", "null", "--no-spool"]),
-             ("files1000", max(args.lines // 5, 100_000), 1000, ["--output", "null"])]
+    local = [("null", args.lines, 1, ["--output", "null"], "json"),
+             ("null-plain", args.lines, 1, ["--output", "null"], "plain"),
+             ("null-torchserve", args.lines, 1, ["--output", "null", "--format", "torchserve"], "torchserve"),
+             ("null-nospool", args.lines, 1, ["--output", "null", "--no-spool"], "json"),
+             ("files1000", max(args.lines // 5, 100_000), 1000, ["--output", "null"], "json")]
+    modes = ["agent", "elasticsearch"] if args.parse_at == "both" else [args.parse_at]
     runs: dict[str, list[dict]] = {}
     for _ in range(max(1, args.repeat)):
-        for name, lines, files, extra in local:
-            if name in wanted:
-                result = scenario(name, lines, files, extra)
-                runs.setdefault(name, []).append(result)
+        for name, lines, files, extra, corpus in local:
+            if name not in wanted:
+                continue
+            for mode in modes:  # interleaved: the machine's drift hits both modes alike
+                label = name if args.parse_at == "agent" else f"{name}@{mode}"
+                result = scenario(label, lines, files, extra + ["--parse-at", mode], corpus=corpus)
+                runs.setdefault(label, []).append(result)
                 print(json.dumps(result), flush=True)
-    if args.repeat > 1:
+    if args.repeat > 1 or len(modes) > 1:
         for name in runs:
             print(json.dumps(summarise(runs[name])), flush=True)
     if "elasticsearch" in wanted or "recovery" in wanted:
@@ -182,8 +255,10 @@ def main() -> None:
         extra = connection + ["--index", index, "--workers", "2"]
         # Elasticsearch itself needs the other core: the agent is not pinned here.
         if "elasticsearch" in wanted:
-            print(json.dumps({**scenario("elasticsearch", args.lines, 1, extra, one_core=False), "index": index}),
-                  flush=True)
+            for mode in modes:
+                label = "elasticsearch" if args.parse_at == "agent" else f"elasticsearch@{mode}"
+                print(json.dumps({**scenario(label, args.lines, 1, extra + ["--parse-at", mode], one_core=False),
+                                  "index": index}), flush=True)
         if "recovery" in wanted:
             print(json.dumps(recovery(args.lines, connection + ["--index", index + "-recovery", "--workers", "2"])),
                   flush=True)

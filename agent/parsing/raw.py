@@ -89,13 +89,6 @@ class _Fields:
         return {"modelscribe": {"raw": {"format": name, "log_format": self._log_format}}}
 
 
-def _one_line(line: Line, fields: dict[str, Any]) -> Record:
-    tags = line.tags
-    if len(tags) > 1:
-        tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
-    return Record(line.source, line.offset, line.end, line.text, line.read_time, None, fields, tags, None, None, 1)
-
-
 # Formats whose ``structured`` is known to be one of the predicates above.
 # A format not listed that overrides ``structured`` (vLLM: a line with a
 # prompt or an output in it) is asked itself, and its record is shipped as
@@ -122,37 +115,54 @@ def _payload_needles(settings: ParseSettings) -> tuple[str, ...]:
     return _PAYLOAD_NEEDLES + extra
 
 
+# How a format's ``structured`` decides (``_Structured``).
+_NEVER, _OBJECT, _BRACE, _ASK = range(4)
+_KINDS = {is_json_object: _OBJECT, _brace_object: _BRACE}
+
+
 class _Structured:
     """What the raw parser does with a line the format reads as an event of
     its own: ``None`` (not one: a text line), a raw record, or the format's
-    own record (parsed at the edge: it may carry a payload)."""
+    own record (parsed at the edge: it may carry a payload). The predicates
+    are inlined: this runs for every line."""
 
-    __slots__ = ("_inner", "_rule", "_needles", "_fields")
+    __slots__ = ("_inner", "_kind", "_needles", "_fields", "_plain_fields")
 
     def __init__(self, line_format: LineFormat, settings: ParseSettings, fields: _Fields) -> None:
         cls = type(line_format)
         self._inner = line_format
-        self._rule = _PREDICATES.get(cls.name) if cls is FORMATS.get(cls.name) else None
-        if self._rule is None and not overrides(cls, "structured"):
-            self._rule = _never
+        rule = _PREDICATES.get(cls.name) if cls is FORMATS.get(cls.name) else None
+        if rule is not None:
+            self._kind = _KINDS[rule]
+        else:
+            self._kind = _ASK if overrides(cls, "structured") else _NEVER
         self._needles = _payload_needles(settings)
         self._fields = fields
+        self._plain_fields = settings.log_format is None
 
     def __call__(self, line: Line, name: str) -> Record | None:
-        rule = self._rule
-        if rule is None:  # (vLLM) the format's own answer and record
+        kind = self._kind
+        if kind == _ASK:  # (vLLM) the format's own answer and record
             return self._inner.structured(line)
+        if kind == _NEVER:
+            return None
         text = line.text
-        if not rule(text):
+        first = text[:1]
+        if first != "{" and (kind == _BRACE or first not in " \t\r\n" or "{" not in text):
+            return None  # (is_json_object and _brace_object, inlined)
+        try:
+            if type(_loads(text)) is not dict:
+                return None
+        except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
             return None
         for needle in self._needles:
             if needle in text:
                 return self._inner.structured(line)
-        return _one_line(line, self._fields(name))
-
-
-def _never(text: str) -> bool:
-    return False
+        tags = line.tags
+        if len(tags) > 1:
+            tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
+        fields = {"modelscribe": {"raw": {"format": name}}} if self._plain_fields else self._fields(name)
+        return Record(line.source, line.offset, line.end, text, line.read_time, None, fields, tags, None, None, 1)
 
 
 class RawFormat(LineFormat):
