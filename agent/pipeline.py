@@ -30,6 +30,7 @@ from __future__ import annotations
 import operator
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ from agent.outputs.sender import Sender
 from agent.parsing import ParseSettings, SourceParser, make_parser, make_raw_parser
 from agent.registry import Registry
 from agent.reload import Reloader
+from agent.self_metrics import Reading, SelfMetrics, target_for as self_metrics_target
 from agent.selflog import get_logger
 from agent.service import Notifier, status_line
 from agent.sources.discovery import Discovery
@@ -133,6 +135,9 @@ class _Sink:
         self._parsers: dict[str, SourceParser] = {}
         self._chosen: dict[str, ParseSettings] = {}  # the settings each parser was made with
         self._pending: list[Event] = []
+        # Called at every tick with the time; each may return an event that is
+        # not a line's (the agent's own metric document).
+        self.periodic: list[Callable[[float], Event | None]] = []
         self.lines = 0
         self.emitted = 0
         self.emitted_bytes = 0  # counted per group, not per line (agent.metrics)
@@ -171,6 +176,10 @@ class _Sink:
     def tick(self, now: float) -> None:
         for parser in list(self._parsers.values()):
             self._emit_all(parser.flush_expired(now))
+        for produce in self.periodic:
+            event = produce(now)
+            if event is not None:
+                self._pending.append(event)
         self.hand_over()
 
     def source_closed(self, source: Source) -> None:
@@ -259,7 +268,26 @@ class Pipeline:
         self._handoff = handoff
         self._sink = _Sink(parse_settings(config), build_enricher(config), handoff, config.inputs)
         self.tailer = Tailer(tail_settings(config), self.registry, self._sink, clock, resume_after)
+        if config.self_metrics_interval is not None and config.output == "elasticsearch" and not config.once:
+            self._sink.periodic.append(self._self_metrics(config.self_metrics_interval).due)
         self._reloader = Reloader(config, reload, self.tailer, self._sink, self.output) if reload else None
+
+    def _self_metrics(self, interval: float) -> SelfMetrics:
+        # file_lags lives with the Prometheus collector, which reads the same figures.
+        from agent.metrics import file_lags
+
+        stats, sink, spool, registry, tailer = self.stats, self._sink, self.spool, self.registry, self.tailer
+
+        def read() -> Reading:
+            snap = stats.snapshot()
+            return Reading(sink.lines, snap.events_acked, snap.events_retried, snap.events_rejected,
+                           snap.events_given_up, spool.used_bytes(), spool.pending(),
+                           sum(lag for _, lag in file_lags(registry.entries())), tailer.open_files(),
+                           stats.last_ack_time)
+
+        config = self.config
+        return SelfMetrics(interval, read, config.host_name or socket.gethostname(), agent_id(config.state_dir),
+                           self_metrics_target(config.data_stream), self._clock.time())
 
     def _deliver(self, events: list[Event]) -> None:
         if self._abort.is_set():

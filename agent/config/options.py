@@ -188,6 +188,9 @@ OPTIONS: tuple[Option, ...] = (
            "/health endpoint, or off (the daemon only; --once never serves it).", group="process"),
     Option("health_blocked_after", v.positive_duration, 60.0, "/health answers 503 once events have waited "
            "this long and nothing was acknowledged for as long.", group="process"),
+    Option("self_metrics_interval", v.optional_duration, 60.0, "How often the agent writes its own metric "
+           "document (metrics-modelscribe-*, event.dataset modelscribe.agent; Elasticsearch output only), "
+           "or off.", group="process"),
 )
 
 BY_NAME = {option.name: option for option in OPTIONS}

@@ -135,6 +135,7 @@ class Config:
     log_level: str
     metrics_addr: str | None
     health_blocked_after: float
+    self_metrics_interval: float | None
     api_key: Secret | None = None
     password: Secret | None = None
     hash_key: Secret | None = None

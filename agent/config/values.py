@@ -40,6 +40,13 @@ def positive_duration(raw: Any) -> float:
     return value
 
 
+def optional_duration(raw: Any) -> float | None:
+    """A positive duration, or 'off' (None)."""
+    if isinstance(raw, str) and raw.strip().lower() in {"off", "none", "false", "no"}:
+        return None
+    return positive_duration(raw)
+
+
 def size(raw: Any) -> int:
     """'10MiB', '5MB', '512kb' or a number of bytes."""
     if isinstance(raw, bool):
