@@ -135,6 +135,9 @@ def check_config(**params: Any) -> None:
         click.echo("note: no --path given; `modelscribe run` needs at least one", err=True)
     for where, pattern in _unmatched(config):
         click.echo(f"note: no file matches {where} {pattern} (yet)", err=True)
+    from agent.health.wiring import describe as describe_health
+    for line in describe_health(config.health):
+        click.echo(line)
     click.echo("config ok")
     sys.exit(EXIT_OK)
 
@@ -289,3 +292,6 @@ def setup_templates(dry_run: bool, **params: Any) -> None:
         return
     for line in format_actions(actions, dry_run):
         click.echo(line)
+
+
+from agent.cli_health import health  # noqa: E402 - registers `modelscribe health` on main

@@ -46,6 +46,7 @@ from agent.events import Event, Line, Record, Source
 from agent.outputs import build_output
 from agent.outputs.base import Output
 from agent.handoff import Handoff
+from agent.health.wiring import Health, committed_offsets
 from agent.outputs.batcher import Aborted, Batcher
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
@@ -235,7 +236,10 @@ class Pipeline:
         self.registry = Registry(Path(config.state_dir), ttl=config.state_ttl, clock=clock)
         self.registry.load()
         self.output = output or build_output(config)
-        self.acks = AckTracker(self.registry.commit)
+        # Model health (issue 10), when the config file asks for it: fed where events are registered.
+        self.health = Health.from_config(config, metrics_target(config) or config.index,
+                                         agent_id(config.state_dir), clock)
+        self.acks = self.health.acks(self.registry.commit) if self.health else AckTracker(self.registry.commit)
         self._abort = threading.Event()  # stop retrying: shutdown deadline passed
         self._stop = threading.Event()   # stop reading
         letters_index = None
@@ -357,6 +361,8 @@ class Pipeline:
                 self.tailer.close()
                 self._finish_reading(drain=True)
                 batcher.join()
+                if self.health is not None:
+                    self.health.finish_once(self._sender.deliver)
                 self._save_state()
                 self._close_spool()
         return self._summary()
@@ -408,6 +414,8 @@ class Pipeline:
         batcher = supervisor.thread("batcher", self._batcher.run)
         batcher.start()
         reader.start()
+        if self.health is not None:
+            self.health.start(supervisor.thread, self._sender.deliver)
 
         def status() -> str:
             spool = self.spool.used_bytes() if isinstance(self.spool, DiskQueue) else None
@@ -451,7 +459,10 @@ class Pipeline:
 
     def _save_state(self) -> None:
         """Offsets (what was acknowledged) and the status file for ``modelscribe status``."""
+        committed = committed_offsets(self.registry) if self.health is not None else {}
         self.registry.save()
+        if self.health is not None:  # after the registry: see agent.health.engine
+            self.health.save(self.registry, committed)
         self.stats.set("lines_read", self._sink.lines)
         self.stats.set("events_emitted", self._sink.emitted)
         self.stats.set("bytes_emitted", self._sink.emitted_bytes)
@@ -502,6 +513,8 @@ class Pipeline:
             self._abort.set()
             self._batcher.quit()
             batcher.join(remaining(hard_deadline))
+        if self.health is not None:
+            self.health.stop(self._sender.deliver, remaining(deadline))
         self._save_state()
         self._close_spool()
         log.info("stopped", acked=self.stats.snapshot().events_acked, unacknowledged=self.acks.in_flight())

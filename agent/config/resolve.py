@@ -142,6 +142,7 @@ class Config:
     inputs: tuple[InputSpec, ...] = ()
     config_file: str | None = None
     origins: Mapping[str, str] = field(default_factory=dict)
+    health: Any = None  # agent.health.config.HealthSettings, from the file's health: block
 
     @property
     def all_paths(self) -> tuple[str, ...]:
@@ -176,6 +177,7 @@ class _FileSettings:
         self.values: dict[str, Any] = {}
         self.keys: dict[str, str] = {}
         self.inputs: tuple[InputSpec, ...] = ()
+        self.health: Any = None  # agent.health.config.HealthSettings
 
     def label(self, name: str) -> str:
         return f"{self.path}: {self.keys[name]}"
@@ -203,6 +205,8 @@ def _load_file(path: str) -> _FileSettings:
         if key == "inputs":
             found.inputs = _inputs(value, path)
             continue
+        if key == "health":
+            continue  # read below, with the inputs' own health blocks (agent.health.config)
         option = by_key.get(str(key))
         if option is None:
             hint = difflib.get_close_matches(str(key), list(by_key) + ["inputs"], n=1)
@@ -216,6 +220,9 @@ def _load_file(path: str) -> _FileSettings:
             continue
         found.values[option.name] = value
         found.keys[option.name] = str(key)
+    if "health" in data or any(isinstance(i, dict) and "health" in i for i in data.get("inputs") or []):
+        from agent.health.config import from_file
+        found.health = from_file(data, path, found.inputs)
     return found
 
 
@@ -238,6 +245,8 @@ def _inputs(raw: Any, path: str) -> tuple[InputSpec, ...]:
                               f"({', '.join(INPUT_SETTINGS)})")
         given: dict[str, tuple[str, Any]] = {}
         for key, value in item.items():
+            if key == "health":
+                continue  # the input's own health fields: agent.health.config.from_file
             name = accepted.get(str(key))
             if name is None:
                 hint = difflib.get_close_matches(str(key), list(_INPUT_KEYS), n=1)
@@ -364,7 +373,8 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
             origins[option.name] = "default"
     secrets = _read_secrets(chosen, env, origins, where)
     inputs = from_file.inputs if from_file is not None else ()
-    config = Config(**chosen, **secrets, inputs=inputs, config_file=config_file, origins=origins)
+    config = Config(**chosen, **secrets, inputs=inputs, config_file=config_file, origins=origins,
+                    health=from_file.health if from_file is not None else None)
     _validate(config, require_paths, where)
     stages.check(config, where)
     return config

@@ -1,0 +1,236 @@
+"""The ``health:`` block of the config file: what model health computes, and from which fields.
+
+Global, or per input (``inputs: [{paths: [...], health: {...}}]``); an
+input's block replaces the global one's ``fields`` for its files, key by key.
+Every value is validated here, once, and a bad one raises ConfigError naming
+``FILE: health.KEY`` (or ``inputs[N].health.KEY``) and why::
+
+    health:
+      enabled: true            # default: on when the block is present
+      window: 60               # seconds, tumbling windows by event time
+      lateness: 30             # seconds a window stays open after its end
+      reference: null          # a .jsonl/.csv file, "previous", or null: the first reference_size events
+      reference_size: 5000
+      label_ttl: 3600          # seconds a prediction waits for its label
+      thresholds: {psi: 0.2, js: 0.1, error_rate: 0.05, p95_ms: null, accuracy_drop: 0.1}
+      caps: {models: 1000, features: 200, categories: 100, pending_labels: 100000}
+      fields:                  # dotted paths into the parsed document; defaults below
+        model: model.name
+        features: "model.input.features.*"   # a list of paths, or PATH.* for every key under PATH
+
+``HealthSettings`` is frozen and crosses into the engine; ``FieldPaths`` is
+what extraction needs (``agent.health.extract``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from agent.errors import ConfigError
+
+# Where each health input comes from when nothing is configured: what the
+# JSON key catalogue (agent.parsing.json_keys) and the server formats write.
+# "model_name", "request_id", "prediction", "features", "latency_ms" of a
+# JSON prediction log land on these, so such a log needs no configuration.
+DEFAULT_FIELDS: Mapping[str, Any] = {
+    "model": "model.name",
+    "version": "model.version",
+    "request_id": "model.request_id",
+    "latency": "event.duration",          # nanoseconds (the catalogue converts latency_ms)
+    "error": None,                         # None: event.outcome failure, status >= 500, log.level error
+    "prediction": "model.prediction",
+    "features": "model.input.features.*",
+    "label": "model.target",
+}
+_FIELD_KEYS = tuple(DEFAULT_FIELDS) + ("latency_unit",)
+LATENCY_UNITS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass(frozen=True)
+class FieldPaths:
+    """Dotted paths of the parsed document (tuples of keys). ``features`` is
+    either explicit paths, or one prefix whose every key is a feature
+    (``features_under``)."""
+
+    model: tuple[str, ...] = ("model", "name")
+    version: tuple[str, ...] | None = ("model", "version")
+    request_id: tuple[str, ...] | None = ("model", "request_id")
+    latency: tuple[str, ...] | None = ("event", "duration")
+    latency_scale: float = 1e-6  # to milliseconds; event.duration is in nanoseconds
+    error: tuple[str, ...] | None = None
+    prediction: tuple[str, ...] | None = ("model", "prediction")
+    features: tuple[tuple[str, ...], ...] = ()
+    features_under: tuple[str, ...] | None = ("model", "input", "features")
+    label: tuple[str, ...] | None = ("model", "target")
+
+    def describe(self) -> str:
+        def dotted(path: tuple[str, ...] | None) -> str:
+            return ".".join(path) if path else "-"
+        features = (dotted(self.features_under) + ".*") if self.features_under else \
+            ",".join(map(dotted, self.features)) or "-"
+        return (f"model={dotted(self.model)} version={dotted(self.version)} "
+                f"request_id={dotted(self.request_id)} latency={dotted(self.latency)} "
+                f"error={dotted(self.error) if self.error else 'outcome/status/level'} "
+                f"prediction={dotted(self.prediction)} features={features} label={dotted(self.label)}")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    psi: float = 0.2
+    js: float = 0.1
+    error_rate: float | None = 0.05
+    p95_ms: float | None = None
+    accuracy_drop: float | None = 0.1
+
+
+@dataclass(frozen=True)
+class Caps:
+    models: int = 1000
+    features: int = 200
+    categories: int = 100
+    pending_labels: int = 100_000
+
+
+@dataclass(frozen=True)
+class HealthSettings:
+    enabled: bool = True
+    window: int = 60  # whole seconds: windows are aligned on the epoch
+    lateness: float = 30.0
+    reference: str | None = None  # a file path, "previous", or None: the first reference_size events
+    reference_size: int = 5000
+    label_ttl: float = 3600.0
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    caps: Caps = field(default_factory=Caps)
+    fields: FieldPaths = field(default_factory=FieldPaths)
+    # Field paths per input, by the input's globs (the first input whose globs match a file wins).
+    per_input: tuple[tuple[tuple[str, ...], FieldPaths], ...] = ()
+
+
+def _path(raw: Any, where: str) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not raw.strip() or any(not part for part in raw.strip().split(".")):
+        raise ConfigError(f"{where}: expected a dotted field path such as model.name, got {raw!r}")
+    return tuple(raw.strip().split("."))
+
+
+def _number(raw: Any, where: str, minimum: float = 0.0, allow_none: bool = False,
+            integer: bool = False) -> Any:
+    if raw is None and allow_none:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < minimum \
+            or (integer and not isinstance(raw, int)):
+        kind = "an integer" if integer else "a number"
+        raise ConfigError(f"{where}: expected {kind} >= {minimum:g}, got {raw!r}")
+    return raw
+
+
+def _mapping(raw: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {', '.join(allowed)}")
+    for key in raw:
+        if key not in allowed:
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{extra}; allowed: {', '.join(allowed)}")
+    return raw
+
+
+def parse_fields(raw: Any, where: str, base: FieldPaths | None = None) -> FieldPaths:
+    """The ``fields:`` mapping on top of ``base`` (the defaults, or the global block)."""
+    given = _mapping(raw, where, _FIELD_KEYS)
+    paths = base or FieldPaths()
+    changes: dict[str, Any] = {}
+    for key in ("model", "version", "request_id", "latency", "error", "prediction", "label"):
+        if key in given:
+            changes[key] = _path(given[key], f"{where}.{key}")
+    if changes.get("model", 1) is None:
+        raise ConfigError(f"{where}.model: the model field cannot be empty")
+    if "latency_unit" in given:
+        unit = given["latency_unit"]
+        if unit not in LATENCY_UNITS:
+            raise ConfigError(f"{where}.latency_unit: one of {', '.join(LATENCY_UNITS)}, got {unit!r}")
+        changes["latency_scale"] = LATENCY_UNITS[unit]
+    elif "latency" in given:
+        changes["latency_scale"] = 1e-6 if changes["latency"] == ("event", "duration") else 1.0
+    if "features" in given:
+        features = given["features"]
+        if isinstance(features, str) and features.strip().endswith(".*"):
+            changes["features_under"] = _path(features.strip()[:-2], f"{where}.features")
+            changes["features"] = ()
+        elif isinstance(features, list):
+            changes["features"] = tuple(_path(item, f"{where}.features[{i}]") for i, item in enumerate(features))
+            changes["features_under"] = None
+        else:
+            raise ConfigError(f"{where}.features: a list of dotted paths, or PATH.* for every key under PATH")
+    return dataclasses.replace(paths, **changes)
+
+
+_KEYS = ("enabled", "window", "lateness", "reference", "reference_size", "label_ttl", "thresholds", "caps",
+         "fields")
+
+
+def parse_health(raw: Any, where: str) -> HealthSettings:
+    """The global ``health:`` block. ``where`` is ``FILE: health``."""
+    if raw is None or raw is True:
+        return HealthSettings()
+    if raw is False:
+        return HealthSettings(enabled=False)
+    given = _mapping(raw, where, _KEYS)
+    values: dict[str, Any] = {}
+    if "enabled" in given:
+        if not isinstance(given["enabled"], bool):
+            raise ConfigError(f"{where}.enabled: true or false, got {given['enabled']!r}")
+        values["enabled"] = given["enabled"]
+    if "window" in given:
+        values["window"] = _number(given["window"], f"{where}.window", minimum=1, integer=True)
+    for key in ("lateness", "label_ttl"):
+        if key in given:
+            values[key] = float(_number(given[key], f"{where}.{key}", minimum=0.0))
+    if "reference_size" in given:
+        values["reference_size"] = _number(given["reference_size"], f"{where}.reference_size", 1, integer=True)
+    if "reference" in given and given["reference"] is not None:
+        reference = given["reference"]
+        if not isinstance(reference, str) or not reference.strip():
+            raise ConfigError(f"{where}.reference: a .jsonl or .csv file, or 'previous', got {reference!r}")
+        values["reference"] = reference.strip()
+    if "thresholds" in given:
+        spec = _mapping(given["thresholds"], f"{where}.thresholds", tuple(f.name for f in dataclasses.fields(Thresholds)))
+        values["thresholds"] = Thresholds(**{
+            key: _number(value, f"{where}.thresholds.{key}", allow_none=key not in ("psi", "js"))
+            for key, value in spec.items()})
+    if "caps" in given:
+        spec = _mapping(given["caps"], f"{where}.caps", tuple(f.name for f in dataclasses.fields(Caps)))
+        values["caps"] = Caps(**{key: _number(value, f"{where}.caps.{key}", 1, integer=True)
+                                 for key, value in spec.items()})
+    if "fields" in given:
+        values["fields"] = parse_fields(given["fields"], f"{where}.fields")
+    return HealthSettings(**values)
+
+
+def with_inputs(settings: HealthSettings, per_input: list[tuple[tuple[str, ...], Any, str]]) -> HealthSettings:
+    """Add the inputs' own ``health: {fields: ...}`` blocks: (globs, raw block, where)."""
+    resolved = []
+    for globs, raw, where in per_input:
+        given = _mapping(raw, where, ("fields",))
+        resolved.append((globs, parse_fields(given.get("fields") or {}, f"{where}.fields", settings.fields)))
+    return dataclasses.replace(settings, per_input=tuple(resolved))
+
+
+def from_file(data: dict[str, Any], path: str, inputs: tuple[Any, ...]) -> HealthSettings | None:
+    """The ``health:`` block of a config file and its inputs' own blocks
+    (``inputs`` are the resolved InputSpecs, in the file's order). None when
+    neither the file nor an input has one."""
+    raw = data.get("health")
+    settings = parse_health(raw, f"{path}: health") if "health" in data else None
+    per_input = []
+    for number, (item, spec) in enumerate(zip(data.get("inputs") or [], inputs), 1):
+        if isinstance(item, dict) and item.get("health") is not None:
+            per_input.append((spec.paths, item["health"], f"{path}: inputs[{number}].health"))
+    if not per_input:
+        return settings
+    return with_inputs(settings or HealthSettings(), per_input)

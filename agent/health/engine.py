@@ -1,0 +1,581 @@
+"""The health engine: events in, window/drift/correction/alert documents out, exact across crashes.
+
+Where it sits in the delivery path (one deterministic point): the batcher
+registers each event for acknowledgement as it dispatches it, in the order
+the queue holds them, which is each file's read order. ``ObservedAcks``
+hands every event to ``HealthEngine.observe`` at that moment, BEFORE the
+event can be sent, acknowledged, committed, or freed from the spool.
+
+Exactness (issue 10, must 7). ``observe`` appends what it extracted to a
+journal (one ``write`` per batch, ``<state_dir>/health/journal-<gen>.jsonl``)
+before it updates the in-memory state. The main thread checkpoints every
+second (``checkpoint``): the whole state, serialised under the lock, written
+atomically to ``state.json``, which names the journal generation that
+follows it; older journals are then deleted. After a SIGKILL the engine
+loads ``state.json`` and replays the journals after it, so it holds exactly
+what it had fed. Every event it fed is remembered by (file key, offset) —
+``covered`` — so an event sent again after the restart (still in the spool,
+or re-read from the committed offset) is not counted twice; an event never
+journaled was never sent, so it is still in the spool or after the committed
+offset, and is fed after the restart. ``covered`` is pruned below the
+registry offsets read just before the registry was saved (those lines are
+never read again). Window closing is by event-time watermark
+(``agent.health.windows``), so the documents do not depend on timing; the
+documents themselves are kept in the checkpoint (the outbox) until the
+output acknowledged them, and carry deterministic ids, so a window sent
+twice is a 409, never a double count.
+
+Limits of exactness, stated: (1) the journal is not fsynced: a power loss
+(not a process kill) may lose the last second of health state; (2) when
+several files feed the same model, how their lines interleave depends on
+timing, so which events are late (beyond ``lateness``) and how label
+corrections are split may differ between runs (the sums do not);
+(3) idle closes (a model silent for window + lateness of wall time) depend
+on timing by nature. Without the spool (``--no-spool``) the same mechanism
+holds: what was sent but not committed is read again and skipped by
+``covered``; events dropped by ``--when-full drop-newest`` or sampled out
+never reach health.
+
+Bounded: models (``caps.models``, by ``Windows``), features per model,
+categories per feature, waiting predictions (``caps.pending_labels``);
+a cap reached is counted and logged once.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import threading
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from agent.acks import AckTracker
+from agent.atomic import write_atomic
+from agent.clock import SYSTEM_CLOCK, Clock
+from agent.errors import OutputError, StateError
+from agent.events import Event
+from agent.health import documents, reference
+from agent.health.alerts import AlertBook
+from agent.health.config import FieldPaths, HealthSettings
+from agent.health.drift import FeatureCounts
+from agent.health.extract import MISSING, Observation, extract
+from agent.health.labels import LabelJoin, Waiting
+from agent.health.state import LabelState, WindowState
+from agent.health.windows import ClosedWindow, ModelKey, Windows
+from agent.selflog import get_logger
+from agent.sources.discovery import Discovery
+
+log = get_logger("health")
+
+FORMAT_VERSION = 1
+STATE_FILE = "state.json"
+HEALTH_SOURCE = "modelscribe-health"  # the source key of health documents (no file, never committed)
+_SHIP_INTERVAL = 0.5
+_SHIP_BATCH = 500
+
+
+class ObservedAcks(AckTracker):
+    """The ack tracker that shows every registered event to health first."""
+
+    def __init__(self, commit: Callable[[str, int], None], observe: Callable[[Sequence[Event]], None]) -> None:
+        super().__init__(commit)
+        self._observe = observe
+
+    def register(self, events: Any) -> None:
+        events = list(events)
+        self._observe(events)
+        super().register(events)
+
+
+def _key_tuple(key: ModelKey) -> tuple[str, ...]:
+    return tuple(part or "" for part in key.to_list())  # type: ignore[misc]
+
+
+class HealthEngine:
+    def __init__(self, settings: HealthSettings, state_dir: str, target: str | None, agent: dict[str, Any],
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings = settings
+        self.directory = os.path.join(state_dir, "health")
+        self._target = target
+        self._agent = agent
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._window = int(settings.window)
+        self._w = self._window
+        self._lateness = settings.lateness
+        self._inputs = [(Discovery(globs), paths) for globs, paths in settings.per_input]
+        self._paths_by_source: dict[str, FieldPaths] = {}
+        self._prefilter = self._prefilter_of(settings)
+        self._logged: set[str] = set()
+        self._file_reference = None
+        if settings.reference not in (None, "previous"):
+            self._file_reference = reference.from_file(settings.reference, settings.caps.features,
+                                                       settings.caps.categories)
+        try:
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise StateError(f"cannot create {self.directory}: {error.strerror}") from error
+        self._fresh()
+        self._load()
+        self._ship_wake = threading.Event()
+
+    # -- state ----------------------------------------------------------------------
+
+    def _fresh(self) -> None:
+        caps = self.settings.caps
+        self.windows = Windows(self._window, self._lateness, new_state=self._new_window, max_models=caps.models,
+                               clock=self._clock)
+        self._references: dict[str, reference.ModelReference] = {}
+        self._collectors: dict[str, reference.Collector] = {}
+        self._previous: dict[tuple[tuple[str, ...], str], list[int]] = {}
+        self._join = LabelJoin(self.settings.label_ttl, caps.pending_labels)
+        self._corrections: dict[tuple[tuple[str, ...], float], LabelState] = {}
+        self._correction_numbers: dict[tuple[tuple[str, ...], float], int] = {}
+        self._watermarks: dict[tuple[str, ...], float] = {}
+        self._frontier: dict[tuple[str, ...], int] = {}
+        self._max_time = -math.inf
+        self._alerts = AlertBook()
+        self._covered: dict[str, set[int]] = {}
+        self._outbox: dict[str, bytes] = {}
+        self.counters = {"observed": 0, "unmatched_labels": 0, "features_capped": 0, "windows": 0,
+                         "documents": 0}
+        self._journal_gen = 0
+        self._journal_fd: int | None = None
+        self._references_dirty = False
+        self._dirty = True
+
+    def _new_window(self) -> WindowState:
+        return WindowState(self.settings.caps.categories)
+
+    def _journal_path(self, gen: int) -> str:
+        return os.path.join(self.directory, f"journal-{gen:010d}.jsonl")
+
+    def _load(self) -> None:
+        path = os.path.join(self.directory, STATE_FILE)
+        state = None
+        try:
+            with open(path, "rb") as handle:
+                state = orjson.loads(handle.read())
+            if not isinstance(state, dict) or state.get("version") != FORMAT_VERSION:
+                raise ValueError("unknown version")
+        except FileNotFoundError:
+            state = None
+        except (OSError, ValueError, orjson.JSONDecodeError) as error:
+            log.warning("the health state is not usable; health starts empty", path=path, error=str(error))
+            state = None
+        if state is not None:
+            try:
+                self._restore(state)
+            except (KeyError, TypeError, ValueError) as error:
+                log.warning("the health state is not usable; health starts empty", path=path, error=str(error))
+                self._fresh()
+        if self.settings.reference is None or self.settings.reference == "previous":
+            stored = reference.load_store(self.directory)
+            # A model still collecting in the checkpoint collects again (a replay
+            # must count the same events without bins as the first run did).
+            self._references = {mid: ref for mid, ref in stored.items() if mid not in self._collectors}
+        self._take_reset()
+        # Replay the journals the checkpoint does not cover, in order.
+        replayed = 0
+        journals = sorted(glob.glob(os.path.join(self.directory, "journal-*.jsonl")))
+        for journal in journals:
+            gen = int(os.path.basename(journal)[8:-6])
+            if gen < self._journal_gen:
+                os.unlink(journal)
+                continue
+            replayed += self._replay(journal)
+            self._journal_gen = max(self._journal_gen, gen + 1)
+        if replayed:
+            log.info("health state restored from its journal", events=replayed)
+
+    def _replay(self, path: str) -> int:
+        count = 0
+        with open(path, "rb") as handle:
+            for line in handle:
+                try:
+                    source_key, offset, fields = orjson.loads(line)
+                except (orjson.JSONDecodeError, ValueError):
+                    continue  # a torn last line (power loss): what it held was never acknowledged
+                if not self._cover(source_key, offset):
+                    continue
+                fields[1] = tuple(fields[1])
+                self._apply(Observation(*fields))
+                count += 1
+        return count
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        caps = self.settings.caps
+        saved = state["windows"]
+        if saved["window_seconds"] == self._window and saved["lateness_seconds"] == self._lateness:
+            self.windows = Windows.from_state(saved, new_state=self._new_window,
+                                              state_from=lambda s: WindowState.from_state(s, caps.categories),
+                                              max_models=caps.models, clock=self._clock)
+        else:
+            log.warning("health.window or health.lateness changed: the open windows of the last run are dropped")
+        self._collectors = {mid: reference.Collector.from_state(c) for mid, c in state["collectors"].items()}
+        self._previous = {(tuple(k), name): counts for k, name, counts in state["previous"]}
+        self._join = LabelJoin.from_state(state["labels"], self.settings.label_ttl, caps.pending_labels)
+        self._corrections = {(tuple(k), start): LabelState.from_state(s, caps.categories)
+                             for k, start, s in state["corrections"]}
+        self._correction_numbers = {(tuple(k), start): n for k, start, n in state["correction_numbers"]}
+        self._watermarks = {tuple(k): t for k, t in state["watermarks"]}
+        self._frontier = {tuple(k): i for k, i in state["frontier"]}
+        self._max_time = state["max_time"] if state["max_time"] is not None else -math.inf
+        self._alerts = AlertBook.from_state(state["alerts"])
+        self._covered = {key: set(offsets) for key, offsets in state["covered"].items()}
+        self._outbox = {doc_id: data.encode() for doc_id, data in state["outbox"]}
+        self.counters.update(state["counters"])
+        self._journal_gen = int(state["journal"])
+
+    def _snapshot(self) -> bytes:
+        return orjson.dumps({
+            "version": FORMAT_VERSION, "journal": self._journal_gen,
+            "windows": self.windows.to_state(lambda s: s.to_state()),
+            "collectors": {mid: c.to_state() for mid, c in self._collectors.items()},
+            "previous": [[list(k), name, counts] for (k, name), counts in self._previous.items()],
+            "labels": self._join.to_state(),
+            "corrections": [[list(k), start, s.to_state()] for (k, start), s in self._corrections.items()],
+            "correction_numbers": [[list(k), start, n] for (k, start), n in self._correction_numbers.items()],
+            "watermarks": [[list(k), t] for k, t in self._watermarks.items()],
+            "frontier": [[list(k), i] for k, i in self._frontier.items()],
+            "max_time": self._max_time if math.isfinite(self._max_time) else None,
+            "alerts": self._alerts.to_state(),
+            "covered": {key: sorted(offsets) for key, offsets in self._covered.items()},
+            "outbox": [[doc_id, data.decode()] for doc_id, data in self._outbox.items()],
+            "counters": self.counters}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def checkpoint(self, committed: dict[str, int] | None = None) -> None:
+        """Save the state atomically and start a new journal (main thread).
+        ``committed``: the registry's offsets, read before it was saved; the
+        lines below them are never read again, so ``covered`` forgets them."""
+        with self._lock:
+            self._take_reset()
+            if committed is not None:
+                for key in list(self._covered):
+                    below = committed.get(key)
+                    if below is not None:
+                        offsets = self._covered[key]
+                        kept = {o for o in offsets if o >= below}
+                        if len(kept) != len(offsets):
+                            self._covered[key] = kept
+                            self._dirty = True
+                        if not kept:
+                            del self._covered[key]
+            if not self._dirty and not self._references_dirty:
+                return
+            references = dict(self._references) if self._references_dirty else None
+            self._references_dirty = False
+            old_gen = self._journal_gen
+            self._journal_gen += 1
+            if self._journal_fd is not None:
+                os.close(self._journal_fd)
+                self._journal_fd = None
+            body = self._snapshot()
+            self._dirty = False
+        try:
+            if references is not None:
+                reference.save_store(self.directory, references)
+            write_atomic(os.path.join(self.directory, STATE_FILE), body, prefix=".state.")
+        except OSError as error:
+            raise StateError(f"cannot write {self.directory}/{STATE_FILE}: {error.strerror}") from error
+        for gen in range(old_gen, old_gen + 1):
+            try:
+                os.unlink(self._journal_path(gen))
+            except FileNotFoundError:
+                pass
+
+    def _take_reset(self) -> None:
+        marker = os.path.join(self.directory, reference.RESET_MARKER)
+        if os.path.exists(marker):
+            log.info("reference reset: references are collected again from the next events")
+            self._references.clear()
+            self._collectors.clear()
+            self._previous.clear()
+            self._references_dirty = True
+            self._dirty = True
+            try:
+                os.unlink(marker)
+            except OSError:
+                pass
+
+    # -- feeding --------------------------------------------------------------------
+
+    @staticmethod
+    def _prefilter_of(settings: HealthSettings) -> tuple[bytes, ...]:
+        heads = {settings.fields.model[0]}
+        if settings.fields.label:
+            heads.add(settings.fields.label[0])
+        heads.add("extra")
+        for _, paths in settings.per_input:
+            heads.add(paths.model[0])
+            if paths.label:
+                heads.add(paths.label[0])
+        return tuple(orjson.dumps(h) for h in sorted(heads))
+
+    def _paths(self, source_key: str, doc: dict[str, Any]) -> FieldPaths:
+        paths = self._paths_by_source.get(source_key)
+        if paths is None:
+            paths = self.settings.fields
+            log_field = doc.get("log")
+            file = log_field.get("file") if isinstance(log_field, dict) else None
+            path = file.get("path") if isinstance(file, dict) else None
+            if isinstance(path, str):
+                paths = next((p for globs, p in self._inputs if globs.matches(path)), paths)
+            if len(self._paths_by_source) > 10_000:
+                self._paths_by_source.clear()
+            self._paths_by_source[source_key] = paths
+        return paths
+
+    def _cover(self, source_key: str, offset: int) -> bool:
+        """Remember (file, offset); False when it was fed before."""
+        offsets = self._covered.get(source_key)
+        if offsets is None:
+            offsets = self._covered[source_key] = set()
+        elif offset in offsets:
+            return False
+        offsets.add(offset)
+        return True
+
+    def observe(self, events: Sequence[Event]) -> None:
+        """Feed events about to be sent (the batcher's thread, in queue order)."""
+        heads = self._prefilter
+        found: list[tuple[Event, Observation]] = []
+        for event in events:
+            data = event.data
+            if not any(head in data for head in heads):
+                continue
+            try:
+                doc = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            obs = extract(doc, self._paths(event.source_key, doc))
+            if obs is not None:
+                found.append((event, obs))
+        if not found:
+            return
+        with self._lock:
+            fresh = [(e, o) for e, o in found if self._cover(e.source_key, e.offset)]
+            if not fresh:
+                return
+            self._journal(fresh)
+            for _, obs in fresh:
+                self._apply(obs)
+            self._dirty = True
+
+    def _journal(self, fresh: list[tuple[Event, Observation]]) -> None:
+        body = b"".join(orjson.dumps([e.source_key, e.offset, list(o)]) + b"\n" for e, o in fresh)
+        try:
+            if self._journal_fd is None:
+                self._journal_fd = os.open(self._journal_path(self._journal_gen),
+                                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            view = memoryview(body)
+            while view:
+                written = os.write(self._journal_fd, view)
+                view = view[written:]
+        except OSError as error:
+            raise StateError(f"cannot write the health journal in {self.directory}: {error.strerror}") from error
+
+    def _once(self, what: str, message: str, **fields: Any) -> None:
+        if what not in self._logged:
+            self._logged.add(what)
+            log.warning(message, **fields)
+
+    def _reference_for(self, mid: str) -> reference.ModelReference | None:
+        if self._file_reference is not None:
+            return self._file_reference
+        return self._references.get(mid)
+
+    def _apply(self, obs: Observation) -> None:
+        self.counters["observed"] += 1
+        if obs.time > self._max_time:
+            self._max_time = obs.time
+            self._join.expire(obs.time)
+        if obs.label is not MISSING and obs.prediction is MISSING and obs.request_id is not None:
+            self._label(obs)
+            return
+        if not obs.key[0]:
+            return
+        key = ModelKey(obs.key[0], obs.key[1] or None, obs.key[2] or None, obs.key[3] or None)
+        kt = obs.key
+        mid = reference.model_id(kt)
+        ref = self._reference_for(mid)
+        over_cap = self.windows.over_cap
+        state = self.windows.observe(key, obs.time)
+        if self.windows.over_cap != over_cap:
+            self._once("models", "health: too many models; events of new models are not counted",
+                       cap=self.settings.caps.models)
+        old = self._watermarks.get(kt)
+        if math.isfinite(obs.time) and (old is None or obs.time > old):
+            self._watermarks[kt] = obs.time
+            if old is not None and self._due_below(obs.time) > self._due_below(old):
+                self._flush_corrections(kt)
+        if state is not None:
+            raised = state.add(obs, ref.features if ref else None, ref.prediction if ref else None,
+                               self.settings.caps.features)
+            for raised_kind in raised:
+                self._once(raised_kind, "health: a model input did not fit its reference (counted in the "
+                           "figures)", kind=raised_kind, model=key.model)
+            if obs.request_id is not None and obs.prediction is not MISSING:
+                if obs.label is not MISSING:
+                    state.labels.add(obs.label, obs.prediction)
+                else:
+                    start = math.floor(obs.time / self._w) * self._w
+                    if not self._join.remember(obs.request_id, Waiting(kt, start, obs.prediction, obs.time)):
+                        self._once("labels", "health: too many predictions wait for a label; the oldest "
+                                   "are forgotten", cap=self.settings.caps.pending_labels)
+        if ref is None and self._file_reference is None:
+            collector = self._collectors.get(mid)
+            if collector is None:
+                collector = self._collectors[mid] = reference.Collector(self.settings.reference_size)
+            if collector.add(obs.features, obs.prediction, self.settings.caps.features):
+                self._references[mid] = reference.freeze(collector.features, collector.predictions,
+                                                         self.settings.caps.categories)
+                del self._collectors[mid]
+                self._references_dirty = True
+                log.info("health: reference complete", model=key.model, events=collector.seen,
+                         features=len(self._references[mid].features))
+
+    def _due_below(self, watermark: float) -> int:
+        return math.floor((watermark - self._lateness) / self._w)
+
+    def _accepting(self, kt: tuple[str, ...], start: float) -> bool:
+        wm = self._watermarks.get(kt)
+        if wm is None:
+            return False
+        index = math.floor(start / self._w)
+        return index >= max(self._due_below(wm), self._frontier.get(kt, -1 << 62))
+
+    def _label(self, obs: Observation) -> None:
+        waiting = self._join.take(obs.request_id)  # type: ignore[arg-type]
+        if waiting is None:
+            self.counters["unmatched_labels"] += 1
+            self._once("unmatched", "health: a label for an unknown request id (never seen, expired or "
+                       "forgotten); counted", request_id=obs.request_id)
+            return
+        kt = waiting.key
+        if self._accepting(kt, waiting.start):
+            state = self.windows.observe(ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None),
+                                         waiting.start)
+            if state is not None:
+                state.labels.add(obs.label, waiting.prediction)
+                return
+        correction = self._corrections.get((kt, waiting.start))
+        if correction is None:
+            correction = self._corrections[(kt, waiting.start)] = LabelState(self.settings.caps.categories)
+        correction.add(obs.label, waiting.prediction)
+
+    def _flush_corrections(self, kt: tuple[str, ...] | None) -> None:
+        for (key, start) in [k for k in self._corrections if kt is None or k[0] == kt]:
+            labels = self._corrections.pop((key, start))
+            number = self._correction_numbers.get((key, start), 0) + 1
+            self._correction_numbers[(key, start)] = number
+            mk = ModelKey(key[0], key[1] or None, key[2] or None, key[3] or None)
+            self._put(*documents.correction_document(mk, start, self._window, labels, number, self._agent))
+        # Correction numbers are needed while a label may still come for the window.
+        horizon = self._max_time - self.settings.label_ttl - 2 * (self._w + self._lateness)
+        for stale in [k for k in self._correction_numbers if k[1] < horizon]:
+            del self._correction_numbers[stale]
+
+    def _put(self, doc_id: str, doc: dict[str, Any]) -> None:
+        self._outbox[doc_id] = documents.serialise(doc)
+        self.counters["documents"] += 1
+        self._dirty = True
+
+    # -- closing --------------------------------------------------------------------
+
+    def close_due(self, final: bool = False) -> int:
+        """Turn the windows that are due (all of them with ``final``) into documents."""
+        with self._lock:
+            closed = self.windows.close_due()
+            if final:
+                closed += self.windows.close_all()
+            for window in closed:
+                self._close(window)
+            if final:
+                self._flush_corrections(None)
+            return len(closed)
+
+    def _close(self, window: ClosedWindow) -> None:
+        key, start, state = window.key, window.start, window.state
+        kt = _key_tuple(key)
+        if window.reason != "watermark":
+            index = math.floor(start / self._w) + 1
+            self._frontier[kt] = max(self._frontier.get(kt, index), index)
+            self._flush_corrections(kt)
+        self.counters["windows"] += 1
+        self._put(*documents.window_document(key, start, self._window, state, window.late, self._agent))
+        thresholds = self.settings.thresholds
+        mode = "file" if self._file_reference is not None else \
+            "previous" if self.settings.reference == "previous" else "first_events"
+        worst: float | None = None
+        parts = [(name, "feature", counts) for name, counts in sorted(state.features.items())]
+        if state.prediction is not None:
+            parts.append(("prediction", "prediction", state.prediction))
+        for name, role, counts in parts:
+            if mode == "previous":
+                expected = self._previous.get((kt, role + ":" + name))
+                self._previous[(kt, role + ":" + name)] = list(counts.counts)
+            else:
+                expected = list(counts.bins.reference_counts)
+            doc_id, doc, _ = documents.drift_document(key, start, self._window, name, role, counts, expected, mode,
+                                                      thresholds.psi, thresholds.js, self._agent)
+            self._put(doc_id, doc)
+            drift = doc["model"]["drift"]
+            if "psi" in drift:
+                score = max(drift["psi"] / thresholds.psi if thresholds.psi else 0.0,
+                            drift["js"] / thresholds.js if thresholds.js else 0.0)
+                worst = score if worst is None else max(worst, score)
+        metrics = state.labels.classification.metrics() if state.labels.classification else None
+        figures = {
+            "error_rate": (state.errors / state.requests if state.requests else None, thresholds.error_rate),
+            "latency_p95": (state.latency.percentile(95.0) if state.latency.count else None, thresholds.p95_ms),
+            "drift": (worst, 1.0),
+            "accuracy_drop": (self._alerts.accuracy_drop(kt, metrics.accuracy if metrics else None,
+                                                         metrics.n if metrics else 0), thresholds.accuracy_drop),
+        }
+        for change in self._alerts.evaluate(kt, figures):
+            self._put(*documents.alert_document(key, start, change.rule, change.started, change.value,
+                                                change.threshold, self._agent))
+
+    # -- shipping -------------------------------------------------------------------
+
+    def pending_documents(self) -> int:
+        with self._lock:
+            return len(self._outbox)
+
+    def ship(self, deliver: Callable[[list[Event]], None]) -> int:
+        """Send what the outbox holds (any thread but the batcher's); returns how
+        many were acknowledged. An OutputError leaves them for the next call."""
+        with self._lock:
+            batch = list(self._outbox.items())[:_SHIP_BATCH]
+        if not batch:
+            return 0
+        events = [Event(HEALTH_SOURCE, 0, 0, doc_id, data, self._target) for doc_id, data in batch]
+        try:
+            deliver(events)
+        except OutputError as error:
+            self._once("ship", "health documents could not be sent yet; kept for the next attempt",
+                       error=str(error))
+            return 0
+        with self._lock:
+            for doc_id, data in batch:
+                if self._outbox.get(doc_id) is data:
+                    del self._outbox[doc_id]
+            self._dirty = True
+        return len(batch)
+
+    def run_shipper(self, deliver: Callable[[list[Event]], None], stop: threading.Event) -> None:
+        """The health thread of the daemon: close due windows, send their documents."""
+        while not stop.is_set():
+            self.close_due()
+            while self.ship(deliver) and not stop.is_set():
+                pass
+            stop.wait(_SHIP_INTERVAL)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._journal_fd is not None:
+                os.close(self._journal_fd)
+                self._journal_fd = None

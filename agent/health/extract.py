@@ -1,0 +1,172 @@
+"""What model health reads from one final document: an ``Observation``.
+
+Reads the document as the agent ships it (the parsed and enriched fields,
+not the raw line), along the dotted paths of ``agent.health.config.FieldPaths``.
+The defaults are where the JSON key catalogue and the model-server formats
+put things, so none of these needs configuration:
+
+- a JSON prediction log: ``model_name`` -> model.name, ``request_id`` ->
+  model.request_id, ``prediction`` -> model.prediction (a bare value under
+  ``value``), ``features`` -> model.input.features, ``latency_ms`` ->
+  event.duration (ns), ``ground_truth`` -> model.target, ``label`` ->
+  extra.label;
+- BentoML monitor records: role feature -> model.input.features, prediction
+  -> model.prediction, target -> model.target (``agent.parsing.servers.bentoml``);
+- the server formats (TorchServe, Triton, KServe, vLLM, ...): model.name,
+  model.version, event.duration, event.outcome / http.response.status_code.
+
+A document without a model name and without a label is not a health
+observation (``extract`` returns None). A label record (a request id and a
+label, no prediction) may carry no model: the join finds it by request id.
+
+Total: never raises on any document; a value of the wrong type is passed on
+as it is and counted by the statistics (type_mismatch), a NaN, infinite or
+negative latency is reported as ``BAD_LATENCY`` and counted by the engine.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from agent.health.config import FieldPaths
+
+MISSING: Any = None
+BAD_LATENCY = -1.0  # latency_ms for a value that is not a finite, non-negative number
+_DEFAULT_LABEL = ("model", "target")
+_LABEL_FALLBACK = ("extra", "label")
+
+
+class Observation(NamedTuple):
+    """One model event as health sees it (``key`` = model, version, service, host)."""
+
+    time: float
+    key: tuple[str, str, str, str]
+    request_id: str | None
+    latency_ms: float | None        # None: not logged; BAD_LATENCY: logged but unusable
+    error: bool
+    prediction: Any                  # MISSING (None) when not logged
+    features: dict[str, Any] | None  # name -> value as logged (None values: missing)
+    label: Any                       # MISSING when not logged
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+def get_path(doc: Any, path: tuple[str, ...] | None) -> Any:
+    if path is None:
+        return None
+    node = doc
+    for part in path:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+        if node is None:
+            return None
+    return node
+
+
+def _scalar(value: Any) -> Any:
+    """A flattened model.prediction/model.target holds a bare value under
+    "value"; an object with a label or class names the predicted class."""
+    if isinstance(value, dict):
+        for key in ("value", "label", "class", "prediction", "predicted_label"):
+            if key in value:
+                return _scalar(value[key])
+        return MISSING
+    if isinstance(value, list):
+        return value[0] if len(value) == 1 and not isinstance(value[0], (dict, list)) else MISSING
+    return value
+
+
+def _time(doc: dict[str, Any]) -> float | None:
+    stamp = doc.get("@timestamp")
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        return float(stamp) if math.isfinite(stamp) else None
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except ValueError:
+        return None
+
+
+def _is_error(doc: dict[str, Any], paths: FieldPaths) -> bool:
+    if paths.error is not None:
+        value = get_path(doc, paths.error)
+        if isinstance(value, str):
+            return value.lower() in ("true", "1", "yes", "error", "failure", "failed")
+        return bool(value)
+    event = doc.get("event")
+    if isinstance(event, dict) and event.get("outcome") == "failure":
+        return True
+    status = get_path(doc, ("http", "response", "status_code"))
+    if isinstance(status, int) and not isinstance(status, bool) and status >= 500:
+        return True
+    level = get_path(doc, ("log", "level"))
+    return isinstance(level, str) and level.lower() in ("error", "critical", "fatal")
+
+
+def _latency(doc: dict[str, Any], paths: FieldPaths) -> float | None:
+    value = get_path(doc, paths.latency)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return BAD_LATENCY
+    ms = value * paths.latency_scale
+    return ms if math.isfinite(ms) and ms >= 0 else BAD_LATENCY
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _features(doc: dict[str, Any], paths: FieldPaths) -> dict[str, Any] | None:
+    if paths.features_under is not None:
+        under = get_path(doc, paths.features_under)
+        return under if isinstance(under, dict) and under else None
+    if not paths.features:
+        return None
+    return {".".join(path): get_path(doc, path) for path in paths.features}
+
+
+def _name(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def extract(doc: Any, paths: FieldPaths) -> Observation | None:
+    """The observation in ``doc``, or None when it is not about a model."""
+    if not isinstance(doc, dict):
+        return None
+    model = get_path(doc, paths.model)
+    label = get_path(doc, paths.label)
+    if label is not None:
+        label = _scalar(label)
+    elif paths.label == _DEFAULT_LABEL:
+        label = _scalar(get_path(doc, _LABEL_FALLBACK))
+    if isinstance(model, (dict, list)):
+        model = None
+    request_id = get_path(doc, paths.request_id)
+    if isinstance(request_id, (dict, list)):
+        request_id = None
+    if model is None and (label is None or request_id is None):
+        return None
+    when = _time(doc)
+    if when is None:
+        return None
+    service = get_path(doc, ("service", "name"))
+    host = get_path(doc, ("host", "name"))
+    key = (_name(model), _name(get_path(doc, paths.version)), _name(service), _name(host))
+    prediction = get_path(doc, paths.prediction)
+    usage = get_path(doc, ("gen_ai", "usage"))
+    return Observation(
+        when, key, None if request_id is None else _name(request_id), _latency(doc, paths),
+        _is_error(doc, paths), MISSING if prediction is None else _scalar(prediction),
+        _features(doc, paths), label,
+        _count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
+        _count(usage.get("output_tokens")) if isinstance(usage, dict) else None)

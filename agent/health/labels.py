@@ -1,0 +1,78 @@
+"""Joining delayed ground truth to predictions by request id.
+
+A prediction with a request id waits here (``remember``) for at most
+``label_ttl`` seconds of EVENT time (the largest event time the engine has
+seen, so the result does not depend on when the agent runs), and at most
+``cap`` predictions wait at once: beyond it the oldest is forgotten and
+counted in ``evicted``. A label (``take``) finds its prediction and says in
+which window (model key, window start) it is to be counted; a label whose
+request id is unknown (never seen, expired or evicted) returns None and is
+counted by the caller. A request id seen twice keeps the later prediction.
+
+Checkpointed as a list in insertion order.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+
+class Waiting(NamedTuple):
+    key: tuple[str, str | None, str | None, str | None]
+    start: float
+    prediction: Any
+    time: float
+
+
+class LabelJoin:
+    def __init__(self, ttl: float, cap: int) -> None:
+        self.ttl = ttl
+        self.cap = cap
+        self._waiting: OrderedDict[str, Waiting] = OrderedDict()
+        self.expired = 0
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def remember(self, request_id: str, waiting: Waiting) -> bool:
+        """False when the cap made room by forgetting the oldest prediction."""
+        self._waiting.pop(request_id, None)
+        self._waiting[request_id] = waiting
+        if len(self._waiting) > self.cap:
+            self._waiting.popitem(last=False)
+            self.evicted += 1
+            return False
+        return True
+
+    def take(self, request_id: str) -> Waiting | None:
+        return self._waiting.pop(request_id, None)
+
+    def expire(self, now: float) -> int:
+        """Forget predictions older than ``now - ttl`` (event time). Insertion
+        order is close to time order; one that arrived late stays a little
+        longer, which is harmless."""
+        limit = now - self.ttl
+        gone = 0
+        while self._waiting:
+            request_id, waiting = next(iter(self._waiting.items()))
+            if waiting.time >= limit:
+                break
+            del self._waiting[request_id]
+            gone += 1
+        self.expired += gone
+        return gone
+
+    def to_state(self) -> dict[str, Any]:
+        return {"waiting": [[rid, list(w.key), w.start, w.prediction, w.time] for rid, w in self._waiting.items()],
+                "expired": self.expired, "evicted": self.evicted}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], ttl: float, cap: int) -> LabelJoin:
+        join = cls(ttl, cap)
+        for rid, key, start, prediction, time in state["waiting"]:
+            join._waiting[rid] = Waiting(tuple(key), start, prediction, time)  # type: ignore[arg-type]
+        join.expired = int(state["expired"])
+        join.evicted = int(state["evicted"])
+        return join

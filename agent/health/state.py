@@ -1,0 +1,146 @@
+"""What one window of one model accumulates: ``WindowState``, and ``LabelState``
+(the labelled part alone, which is also what a correction carries).
+
+Every part is mergeable (counts, a fixed-bucket histogram, bin counts fixed
+by the reference, confusion counts) and converts to and from plain
+JSON/msgpack types for the engine's checkpoint. The bins a window counts
+with are the reference's at the time the window opened a feature, saved with
+the counts, so a window restored after a reset of the reference still
+carries consistent counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent.health.accuracy import ClassificationCounts, RegressionCounts
+from agent.health.drift import Bins, FeatureCounts, as_number, bins_from_state
+from agent.health.extract import BAD_LATENCY, MISSING, Observation
+from agent.health.histogram import LatencyHistogram
+
+
+def is_regression(true: Any, predicted: Any) -> bool:
+    """A pair is a regression pair when both are numbers and one is not whole."""
+    t, p = as_number(true), as_number(predicted)
+    return t is not None and p is not None and (not float(t).is_integer() or not float(p).is_integer())
+
+
+class LabelState:
+    """Labelled predictions: confusion counts or error sums, and refusals."""
+
+    __slots__ = ("classification", "regression", "unusable", "max_classes")
+
+    def __init__(self, max_classes: int = 50) -> None:
+        self.classification: ClassificationCounts | None = None
+        self.regression: RegressionCounts | None = None
+        self.unusable = 0
+        self.max_classes = max_classes
+
+    @property
+    def labelled(self) -> int:
+        return (self.classification.n if self.classification else 0) + \
+            (self.regression.n if self.regression else 0)
+
+    def add(self, true: Any, predicted: Any) -> None:
+        if is_regression(true, predicted):
+            if self.regression is None:
+                self.regression = RegressionCounts()
+            ok = self.regression.add(true, predicted)
+        else:
+            if self.classification is None:
+                self.classification = ClassificationCounts(self.max_classes)
+            ok = self.classification.add(true, predicted)
+        if not ok:
+            self.unusable += 1
+
+    def to_state(self) -> dict[str, Any]:
+        return {"c": self.classification.to_state() if self.classification else None,
+                "r": self.regression.to_state() if self.regression else None, "u": self.unusable}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], max_classes: int = 50) -> LabelState:
+        labels = cls(max_classes)
+        if state["c"] is not None:
+            labels.classification = ClassificationCounts.from_state(state["c"])
+        if state["r"] is not None:
+            labels.regression = RegressionCounts.from_state(state["r"])
+        labels.unusable = int(state["u"])
+        return labels
+
+
+class WindowState:
+    """Everything one window of one model counts."""
+
+    __slots__ = ("requests", "errors", "bad_latency", "no_prediction", "input_tokens", "output_tokens",
+                 "latency", "features", "features_capped", "prediction", "labels", "unmatched_labels")
+
+    def __init__(self, max_classes: int = 50) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.bad_latency = 0
+        self.no_prediction = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.latency = LatencyHistogram()
+        self.features: dict[str, FeatureCounts] = {}
+        self.features_capped = 0
+        self.prediction: FeatureCounts | None = None
+        self.labels = LabelState(max_classes)
+        self.unmatched_labels = 0
+
+    def add(self, obs: Observation, features: dict[str, Bins] | None, prediction: Bins | None,
+            max_features: int) -> list[str]:
+        """Count one request; returns the quality kinds it raised (for the once-per-kind log)."""
+        self.requests += 1
+        if obs.error:
+            self.errors += 1
+        raised: list[str] = []
+        if obs.latency_ms is not None:
+            if obs.latency_ms == BAD_LATENCY or not self.latency.add(obs.latency_ms):
+                self.bad_latency += 1
+                raised.append("bad_latency")
+        if obs.input_tokens:
+            self.input_tokens += obs.input_tokens
+        if obs.output_tokens:
+            self.output_tokens += obs.output_tokens
+        if obs.prediction is MISSING:
+            self.no_prediction += 1
+        if features:
+            values = obs.features or {}
+            for name, bins in features.items():
+                counts = self.features.get(name)
+                if counts is None:
+                    if len(self.features) >= max_features:
+                        self.features_capped += 1
+                        continue
+                    counts = self.features[name] = FeatureCounts(bins)
+                kind = counts.add(values.get(name))
+                if kind is not None:
+                    raised.append(kind)
+        if prediction is not None and obs.prediction is not MISSING:
+            if self.prediction is None:
+                self.prediction = FeatureCounts(prediction)
+            kind = self.prediction.add(obs.prediction)
+            if kind is not None:
+                raised.append(kind)
+        return raised
+
+    def to_state(self) -> dict[str, Any]:
+        return {"n": [self.requests, self.errors, self.bad_latency, self.no_prediction, self.input_tokens,
+                      self.output_tokens, self.features_capped, self.unmatched_labels],
+                "lat": self.latency.to_state(),
+                "f": {name: [c.bins.to_state(), c.to_state()] for name, c in self.features.items()},
+                "p": [self.prediction.bins.to_state(), self.prediction.to_state()] if self.prediction else None,
+                "l": self.labels.to_state()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], max_classes: int = 50) -> WindowState:
+        window = cls(max_classes)
+        (window.requests, window.errors, window.bad_latency, window.no_prediction, window.input_tokens,
+         window.output_tokens, window.features_capped, window.unmatched_labels) = state["n"]
+        window.latency = LatencyHistogram.from_state(state["lat"])
+        window.features = {name: FeatureCounts.from_state(bins_from_state(b), c) for name, (b, c) in state["f"].items()}
+        if state["p"] is not None:
+            window.prediction = FeatureCounts.from_state(bins_from_state(state["p"][0]), state["p"][1])
+        window.labels = LabelState.from_state(state["l"], max_classes)
+        return window

@@ -1,0 +1,110 @@
+"""How the daemon runs model health: the few calls ``agent.pipeline`` makes.
+
+- ``Health.from_config`` (None when the config file has no enabled
+  ``health:`` block: health costs nothing then);
+- ``acks(commit)``: the ack tracker that feeds the engine at registration
+  (``engine.ObservedAcks``: the one point where health sees events);
+- ``start(thread, deliver, stop)``: the health thread (closes due windows,
+  sends their documents through the same sender as every other event);
+- ``save(registry)``: on the main thread after the registry's save — the
+  engine's checkpoint, pruned below the offsets read before that save;
+- ``finish_once(deliver)`` (``--once``: every window is closed, its documents
+  sent) and ``stop(deliver, timeout)`` (daemon shutdown: windows stay open
+  in the checkpoint, what the outbox holds is sent while there is time).
+
+Where documents go: ``metrics-modelscribe-<namespace>`` when the agent
+writes to a ``logs-modelscribe-*`` data stream (what ``pipeline.metrics_target``
+gives), else the agent's own target (``--index``).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from agent import AGENT_NAME, __version__
+from agent.acks import AckTracker
+from agent.clock import SYSTEM_CLOCK, Clock, FakeClock
+from agent.events import Event
+from agent.health.engine import HealthEngine, ObservedAcks
+from agent.selflog import get_logger
+
+if TYPE_CHECKING:
+    from agent.config import Config
+    from agent.registry import Registry
+
+log = get_logger("health")
+Deliver = Callable[[list[Event]], None]
+
+
+class Health:
+    def __init__(self, engine: HealthEngine) -> None:
+        self.engine = engine
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_config(cls, config: "Config", target: str | None, agent_id: str,
+                    clock: Clock = SYSTEM_CLOCK) -> "Health | None":
+        settings = getattr(config, "health", None)
+        if settings is None or not settings.enabled:
+            return None
+        agent = {"name": AGENT_NAME, "type": AGENT_NAME, "version": __version__, "id": agent_id}
+        # Windows' idle timer runs on wall time; a FakeClock (tests) is passed through.
+        engine = HealthEngine(settings, config.state_dir, target, agent,
+                              clock if isinstance(clock, FakeClock) else SYSTEM_CLOCK)
+        log.info("model health on", window=settings.window, lateness=settings.lateness,
+                 reference=settings.reference or f"first {settings.reference_size} events",
+                 target=target or "-")
+        return cls(engine)
+
+    def acks(self, commit: Callable[[str, int], None]) -> AckTracker:
+        return ObservedAcks(commit, self.engine.observe)
+
+    def start(self, thread: Callable[..., threading.Thread], deliver: Deliver) -> threading.Thread:
+        self._thread = thread("health", self.engine.run_shipper, deliver, self._stop)
+        self._thread.start()
+        return self._thread
+
+    def save(self, registry: "Registry", committed: dict[str, int]) -> None:
+        del registry  # the offsets were read before its save: see the module doc
+        self.engine.checkpoint(committed)
+
+    def finish_once(self, deliver: Deliver) -> None:
+        self.engine.close_due(final=True)
+        while self.engine.ship(deliver):
+            pass
+
+    def stop(self, deliver: Deliver, timeout: float) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            self.engine.close_due()
+            self.engine.ship(deliver)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def describe(self) -> list[str]:
+        return describe(self.engine.settings)
+
+
+def committed_offsets(registry: "Registry") -> dict[str, int]:
+    return {entry.key: entry.offset for entry in registry.entries()}
+
+
+def describe(settings: Any) -> list[str]:
+    """What health computes, for ``check config``."""
+    if settings is None or not settings.enabled:
+        return ["health: off (add a health: block to the config file to turn it on)"]
+    ref = settings.reference or f"the first {settings.reference_size} events of each model"
+    lines = [f"health: windows of {settings.window}s, lateness {settings.lateness:g}s, reference {ref}, "
+             f"label_ttl {settings.label_ttl:g}s",
+             f"health: thresholds psi {settings.thresholds.psi:g} js {settings.thresholds.js:g} "
+             f"error_rate {settings.thresholds.error_rate} p95_ms {settings.thresholds.p95_ms} "
+             f"accuracy_drop {settings.thresholds.accuracy_drop}",
+             f"health: fields (every other input) {settings.fields.describe()}"]
+    for globs, paths in settings.per_input:
+        lines.append(f"health: fields for {', '.join(globs)}: {paths.describe()}")
+    return lines
