@@ -9,7 +9,9 @@ analysis-common.  The modules themselves are published as plain jars
 (``org.opensearch.plugin:ingest-common``, ``lang-painless``,
 ``analysis-common``, with their libraries), so this module fetches them with
 Maven and lays them out as the full distribution would, writing each module's
-``plugin-descriptor.properties`` itself.  The security plugin is published as
+``plugin-descriptor.properties`` (and the real module's security policy) itself.
+lang-mustache is included because ingest processors render their ``{{ }}``
+templates with it.  The security plugin is published as
 an installable zip (``org.opensearch.plugin:opensearch-security:<V>.0:zip``)
 and is unpacked into ``plugins/``.
 
@@ -28,6 +30,7 @@ What it guarantees:
   exists only complete (``MARKER`` is written last); an exclusive ``flock``
   on ``<cache>/.lock`` serialises fetchers.  Unix modes are restored and the
   tree is never written to afterwards (nodes get their own config/data/logs).
+  MARKER holds the layout (module list): a tree of an older layout is rebuilt.
 * Every jar the module poms pull in (minus the server itself, which the zip
   ships in ``lib/``) is placed in exactly one module; an unexpected jar is an
   error rather than a silently missing class at run time.
@@ -69,15 +72,28 @@ MODULES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
                                         "opensearch-dissect-", "joni-", "jcodings-")),
     "analysis-common": ("org.opensearch.analysis.common.CommonAnalysisPlugin", "lang-painless",
                         "analysis-common", ("analysis-common-",)),
+    # Mustache renders the {{ }} templates of ingest processors (set values,
+    # fail messages, on_failure metadata); without it they stay literal text.
+    # Published under the artifactId lang-mustache-client.
+    "lang-mustache": ("org.opensearch.script.mustache.MustachePlugin", "",
+                      "lang-mustache-client", ("lang-mustache-client-", "compiler-")),
 }
-# Painless generates classes at run time; the real module grants exactly this.
-PAINLESS_POLICY = """grant {
-  // needed to generate runtime classes
+# The permissions the real modules grant (plugin-security.policy).
+POLICIES = {
+    # Painless generates classes at run time.
+    "lang-painless": """grant {
   permission java.lang.RuntimePermission "createClassLoader";
-  // needed to find the classloader to load whitelisted classes from
   permission java.lang.RuntimePermission "getClassLoader";
 };
-"""
+""",
+    # mustache.java reflects over the objects it renders.
+    "lang-mustache": """grant {
+  permission java.lang.RuntimePermission "accessDeclaredMembers";
+};
+""",
+}
+# Written into MARKER: a tree assembled by an older layout is rebuilt.
+LAYOUT = "modules=" + ",".join(MODULES) + ";security=1"
 
 
 class HarnessError(RuntimeError):
@@ -104,11 +120,11 @@ def fetch_distribution(version: str) -> Path:
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"opensearch-{version}"
-    if (target / MARKER).exists():
+    if _complete(target):
         return target
     with open(cache / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (target / MARKER).exists():
+        if _complete(target):
             return target
         for stale in [target, *cache.glob(".unpack-*")]:
             shutil.rmtree(stale, ignore_errors=True)
@@ -125,7 +141,7 @@ def fetch_distribution(version: str) -> Path:
             if security is not None:
                 plugin = tree / "plugins" / SECURITY_PLUGIN
                 _unzip(security, plugin)
-            (tree / MARKER).write_text(version + "\n")
+            (tree / MARKER).write_text(LAYOUT + "\n")
             (tree / MARKER).chmod(0o644)
             tree.rename(target)  # atomic: a crash leaves only a .unpack-* dir
         finally:
@@ -135,24 +151,31 @@ def fetch_distribution(version: str) -> Path:
     return target
 
 
+def _complete(tree: Path) -> bool:
+    try:
+        return (tree / MARKER).read_text().strip() == LAYOUT
+    except OSError:
+        return False
+
+
 def _assemble_modules(tree: Path, version: str, jars: list[Path]) -> None:
     placed: set[Path] = set()
-    for name, (classname, extended, _artifact, prefixes) in MODULES.items():
+    for name, (classname, extended, artifact, prefixes) in MODULES.items():
         module = tree / "modules" / name
         module.mkdir(parents=True)
         for jar in jars:
             if jar.name.startswith(prefixes):
                 shutil.copy(jar, module / jar.name)
                 placed.add(jar)
-        if not any(module.glob(f"{name}-*.jar")):
-            raise HarnessError(f"module {name}: no {name}-{version}.jar among the downloads")
+        if not any(module.glob(f"{artifact}-*.jar")):
+            raise HarnessError(f"module {name}: no {artifact}-{version}.jar among the downloads")
         (module / "plugin-descriptor.properties").write_text(
             f"description={name} module (assembled from Maven jars by modelscribe)\n"
             f"version={version}\nname={name}\nclassname={classname}\n"
             f"java.version=11\nopensearch.version={version}\ncustom.foldername=\n"
             f"extended.plugins={extended}\nhas.native.controller=false\n")
-        if name == "lang-painless":
-            (module / "plugin-security.policy").write_text(PAINLESS_POLICY)
+        if name in POLICIES:
+            (module / "plugin-security.policy").write_text(POLICIES[name])
         for path in [module, *module.iterdir()]:
             path.chmod(0o755 if path.is_dir() else 0o644)
     unplaced = sorted(j.name for j in jars if j not in placed)
@@ -198,15 +221,16 @@ def _download_all(version: str, downloads: Path) -> tuple[Path, list[Path], Path
         _mvn(["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={downloads}"],
              artifact)
     jar_dir = downloads / "modules"
-    if not (jar_dir / ".done").exists():
+    pom = _pom(version)
+    done = jar_dir / ".done"  # holds the pom it was made from
+    if not done.exists() or done.read_text() != pom:
         shutil.rmtree(jar_dir, ignore_errors=True)
         with tempfile.TemporaryDirectory() as build:
-            Path(build, "pom.xml").write_text(_pom(version))
-            log.info("fetching the ingest-common, lang-painless and analysis-common %s jars",
-                     version)
+            Path(build, "pom.xml").write_text(pom)
+            log.info("fetching the %s %s jars", ", ".join(MODULES), version)
             _mvn(["dependency:copy-dependencies", f"-DoutputDirectory={jar_dir}"],
                  f"the OpenSearch {version} module jars", cwd=Path(build))
-        (jar_dir / ".done").write_text("")
+        done.write_text(pom)
     security: Path | None = downloads / f"{SECURITY_PLUGIN}-{version}.0.zip"
     missing = downloads / f"{SECURITY_PLUGIN}-{version}.0.missing"
     if not security.exists() and not missing.exists():

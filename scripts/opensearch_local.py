@@ -8,12 +8,12 @@ Importable module (tests/opensearch_fixtures.py) and CLI::
 What it guarantees:
 
 * The distribution is OpenSearch's integ-test zip plus the ingest-common,
-  lang-painless and analysis-common modules and the security plugin, all from
+  lang-painless, lang-mustache and analysis-common modules and the security plugin, all from
   Maven Central, assembled once per version in ``$MODELSCRIBE_OS_CACHE``
   (default ``~/.cache/modelscribe/opensearch``): see opensearch_dist.py.  So
   the node has every ingest-common processor (grok, dissect, date, json, kv,
-  urldecode, convert, script with painless, ...), unlike the Elasticsearch
-  integ-test zip.
+  urldecode, convert, script with painless, ``{{ }}`` templates, ...),
+  unlike the Elasticsearch integ-test zip.
 * Every ``start_node`` builds a fresh node home in its work dir (config,
   data, logs), binds HTTP and transport to 127.0.0.1 on free ports and
   returns only once the cluster is yellow (and, secured, once the security
