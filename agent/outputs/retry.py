@@ -18,11 +18,23 @@
                     is rejected with the response's reason
 
 An event that will be retried is never counted as rejected or dropped.
+
+A missing ingest pipeline is not bad input but a cluster not set up yet
+(``--parse-at elasticsearch``, or an index template naming a pipeline that
+``modelscribe setup pipelines`` has not installed): Elasticsearch answers
+each item ``400 illegal_argument_exception: pipeline with id [NAME] does not
+exist``. Rejecting those would dead-letter every document until someone
+runs setup, so the whole request is retried instead ("retry", with a reason
+that names the pipeline and the command), like an outage: the documents
+wait in the spool, nothing read is lost, and shipping resumes by itself once
+the pipeline exists (items the cluster stored meanwhile come back as
+duplicates of their deterministic ``_id``).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +65,23 @@ class Decision:
 
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Elasticsearch 8.x/9.x (checked on the real node: tests/outputs/test_missing_pipeline.py).
+_MISSING_PIPELINE = re.compile(r"pipeline with id \[(.*?)\] does not exist")
+
+
+def missing_pipeline_reason(name: str) -> str:
+    """What the agent says, and logs on every retry, while ``name`` is missing."""
+    return (f"ingest pipeline [{name}] does not exist on the cluster: run `modelscribe setup pipelines` "
+            "(the index template sends documents through it); the documents wait in the spool and are "
+            "retried until it exists, nothing is lost")
+
+
+def _missing_pipeline(error_type: str | None, reason: str | None) -> str | None:
+    """The pipeline's name if an error says it does not exist."""
+    if error_type != "illegal_argument_exception" or not reason:
+        return None
+    found = _MISSING_PIPELINE.search(reason)
+    return found.group(1) if found else None
 
 
 def _error_text(body: Any) -> tuple[str | None, str | None]:
@@ -84,6 +113,9 @@ def classify(response: Response, count: int) -> Decision:
     if status in RETRY_STATUSES or status >= 500:
         return Decision("retry", reason=_describe(status, body))
     if status >= 400:
+        missing = _missing_pipeline(*_error_text(body)) if status == 400 else None
+        if missing is not None:
+            return Decision("retry", reason=missing_pipeline_reason(missing))
         return Decision("reject", reason=_describe(status, body))
     if not isinstance(body, dict):
         return Decision("retry", reason="malformed bulk response: not a JSON object")
@@ -101,6 +133,10 @@ def classify(response: Response, count: int) -> Decision:
             continue
         error_type, reason = _error_text(result)
         item_status = result["status"]
+        if item_status == 400:
+            missing = _missing_pipeline(error_type, reason)
+            if missing is not None:
+                return Decision("retry", reason=missing_pipeline_reason(missing))
         verdicts.append(ItemVerdict(position, item_action(item_status, error_type), item_status,
                                     error_type, reason))
     return Decision("items", tuple(verdicts))
