@@ -49,7 +49,7 @@ def document_id(*parts: Any) -> str:
 
 def _base(key: ModelKey, start: float, kind: str, dataset: str, agent: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = {"@timestamp": format_timestamp(start),
-                           "event": {"kind": kind, "dataset": dataset, "module": "modelscribe"},
+                           "event": {"kind": kind, "dataset": dataset},
                            "model": {"name": key.model}, "agent": agent}
     if key.version:
         doc["model"]["version"] = key.version
@@ -74,8 +74,9 @@ def label_fields(labels: LabelState, requests: int | None) -> dict[str, Any]:
         out["accuracy"] = {
             "n": metrics.n, "accuracy": metrics.accuracy, "precision_macro": metrics.macro_precision,
             "recall_macro": metrics.macro_recall, "f1_macro": metrics.macro_f1,
-            "per_class": {name: {"precision": m.precision, "recall": m.recall, "f1": m.f1, "support": m.support}
-                          for name, m in sorted(metrics.per_class.items())},
+            "per_class": {_safe_key(f"{name}__{figure}"): value for name, m in sorted(metrics.per_class.items())
+                          for figure, value in (("precision", m.precision), ("recall", m.recall), ("f1", m.f1),
+                                                ("support", m.support))},
             "confusion": {_safe_key(f"{true}__{predicted}"): n
                           for (true, predicted), n in sorted(counts.pairs.items())}}
     if labels.regression is not None and labels.regression.n:

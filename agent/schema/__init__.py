@@ -47,13 +47,15 @@ from agent.errors import ModelscribeError
 SCHEMA_FILE = "fields.yml"
 
 TYPES = frozenset({"keyword", "text", "match_only_text", "long", "double", "date", "ip",
-                   "boolean", "flattened", "object", "constant_keyword"})
+                   "boolean", "flattened", "object", "constant_keyword", "histogram"})
 
 # Types that live in optional Elasticsearch modules (mapper-extras,
 # constant-keyword); minimal distributions such as the integ-test zip lack
 # them. Each falls back to a type of the same field_caps family, so
 # queries and data views behave the same on either.
-FALLBACK_TYPES: Mapping[str, str] = {"match_only_text": "text", "constant_keyword": "keyword"}
+FALLBACK_TYPES: Mapping[str, str] = {"match_only_text": "text", "constant_keyword": "keyword",
+                                     # x-pack analytics; OpenSearch has none: values/counts stay readable
+                                     "histogram": "object"}
 
 # Types whose Elasticsearch family (what _field_caps reports) differs from
 # their name.
@@ -104,7 +106,7 @@ class Field:
     @property
     def free_inside(self) -> bool:
         """True when any key below the field is allowed (flattened, children objects)."""
-        return self.type == "flattened" or self.children is not None
+        return self.type in ("flattened", "histogram") or self.children is not None
 
 
 # ------------------------------------------------------------------ loading
@@ -406,6 +408,8 @@ def _leaf_problem(type_name: str, value: Any) -> str | None:
             if problem:
                 return problem
         return None
+    if type_name == "histogram":
+        return _histogram_problem(value)
     if isinstance(value, dict):
         return f"an object where a {type_name} is declared"
     if type_name in ("keyword", "constant_keyword", "text", "match_only_text"):
@@ -429,6 +433,21 @@ def _leaf_problem(type_name: str, value: Any) -> str | None:
         except ValueError:
             return f"{value!r} is not an IPv4 or IPv6 literal"
         return None
+    return None
+
+
+def _histogram_problem(value: Any) -> str | None:
+    """Elasticsearch's histogram field: {"values": ascending numbers, "counts": non-negative integers}."""
+    if not isinstance(value, dict) or set(value) != {"values", "counts"}:
+        return f"{value!r} is not a histogram ({{\"values\": [...], \"counts\": [...]}})"
+    values, counts = value["values"], value["counts"]
+    if not isinstance(values, list) or not isinstance(counts, list) or len(values) != len(counts):
+        return "a histogram needs lists of values and counts of the same length"
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in values) \
+            or any(b <= a for a, b in zip(values, values[1:])):
+        return "a histogram's values must be finite numbers in ascending order"
+    if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in counts):
+        return "a histogram's counts must be non-negative integers"
     return None
 
 

@@ -62,6 +62,26 @@ AGREED = {
     "model.sample_rate": "double", "data_stream.type": "constant_keyword",
     "data_stream.dataset": "constant_keyword", "data_stream.namespace": "constant_keyword",
     "ecs.version": "keyword",
+    # model health (issue 10: agent.health)
+    "event.action": "keyword", "model.accuracy.accuracy": "double", "model.accuracy.confusion": "object",
+    "model.accuracy.f1_macro": "double", "model.accuracy.n": "long", "model.accuracy.per_class": "object",
+    "model.accuracy.precision_macro": "double", "model.accuracy.recall_macro": "double", "model.alert.rule":
+    "keyword", "model.alert.state": "keyword", "model.alert.threshold": "double", "model.alert.value": "double",
+    "model.drift.alert": "boolean", "model.drift.bin_counts": "long", "model.drift.bin_labels": "keyword",
+    "model.drift.count": "long", "model.drift.js": "double", "model.drift.psi": "double", "model.drift.reference":
+    "keyword", "model.drift.window_seconds": "long", "model.feature.kind": "keyword", "model.feature.name":
+    "keyword", "model.feature.role": "keyword", "model.health.bad_latency": "long", "model.health.correction":
+    "long", "model.health.error_rate": "double", "model.health.errors": "long", "model.health.features_capped":
+    "long", "model.health.labelled": "long", "model.health.labelled_share": "double",
+    "model.health.labels_unmatched": "long", "model.health.labels_unusable": "long", "model.health.late": "long",
+    "model.health.latency.count": "long", "model.health.latency.histogram": "histogram", "model.health.latency.p50":
+    "double", "model.health.latency.p90": "double", "model.health.latency.p95": "double",
+    "model.health.latency.p99": "double", "model.health.no_prediction": "long", "model.health.requests": "long",
+    "model.health.tokens.input": "long", "model.health.tokens.output": "long", "model.health.window_seconds":
+    "long", "model.quality.missing": "long", "model.quality.out_of_range": "long", "model.quality.type_mismatch":
+    "long", "model.quality.unseen_category": "long", "model.regression.mae": "double", "model.regression.n": "long",
+    "model.regression.rmse": "double", "model.regression.sum_abs_error": "double",
+    "model.regression.sum_squared_error": "double",
 }
 PAYLOADS = {"gen_ai.prompt", "gen_ai.completion", "http.request.body.content", "http.response.body.content"}
 
@@ -108,8 +128,10 @@ def test_mappings_carry_the_declared_types():
                                                     "depth_limit": 50}
     assert _mapped(body["properties"], "model.stats") == {"type": "object", "dynamic": True,
                                                           "subobjects": False}
-    assert body["dynamic_templates"] == [{"model_stats_children": {
-        "path_match": "model.stats.*", "unmatch_mapping_type": "object", "mapping": {"type": "double"}}}]
+    assert body["dynamic_templates"] == [{f"{name.replace('.', '_')}_children": {
+        "path_match": f"{name}.*", "unmatch_mapping_type": "object", "mapping": {"type": kind}}}
+        for name, kind in (("model.accuracy.confusion", "long"), ("model.accuracy.per_class", "double"),
+                           ("model.stats", "double"))]
 
 
 def test_mappings_fall_back_for_types_the_cluster_lacks():
