@@ -212,7 +212,8 @@ def bins_from_reference(values: Sequence[Any], max_categories: int = 50) -> Bins
 class FeatureCounts:
     """One feature's bin counts and quality counters in one window."""
 
-    __slots__ = ("bins", "counts", "missing", "type_mismatch", "out_of_range", "unseen_category")
+    __slots__ = ("bins", "counts", "missing", "type_mismatch", "out_of_range", "unseen_category",
+                 "_edges", "_minimum", "_maximum", "_lookup")
 
     def __init__(self, bins: Bins) -> None:
         self.bins = bins
@@ -221,28 +222,54 @@ class FeatureCounts:
         self.type_mismatch = 0
         self.out_of_range = 0
         self.unseen_category = 0
+        # Copied out of the bins: add() runs per feature per event, on the hot path.
+        if isinstance(bins, NumericBins):
+            self._edges, self._minimum, self._maximum = bins.edges, bins.minimum, bins.maximum
+            self._lookup = None
+        else:
+            self._edges, self._minimum, self._maximum = (), 0.0, 0.0
+            self._lookup = bins._index
 
     def add(self, value: Any) -> str | None:
         """Count one value; returns the quality kind it was counted as, or None."""
-        bins = self.bins
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            self.missing += 1
-            return MISSING
-        if isinstance(bins, NumericBins):
-            number = as_number(value)
-            if number is None:
-                self.type_mismatch += 1
-                return TYPE_MISMATCH
-            self.counts[bisect_left(bins.edges, number)] += 1
-            if number < bins.minimum or number > bins.maximum:
+        kind = value.__class__
+        lookup = self._lookup
+        if lookup is None:  # numeric
+            if kind is float:
+                if value != value:  # NaN
+                    self.missing += 1
+                    return MISSING
+            elif kind is int:
+                try:
+                    value = float(value)
+                except OverflowError:  # an int beyond float range
+                    value = math.inf if value > 0 else -math.inf
+            elif value is None:
+                self.missing += 1
+                return MISSING
+            else:
+                number = as_number(value)  # int and float subclasses; bool is refused there
+                if number is None:
+                    self.type_mismatch += 1
+                    return TYPE_MISMATCH
+                if number != number:
+                    self.missing += 1
+                    return MISSING
+                value = number
+            self.counts[bisect_left(self._edges, value)] += 1
+            if value < self._minimum or value > self._maximum:
                 self.out_of_range += 1
                 return OUT_OF_RANGE
             return None
-        key = category_key(value)
-        if key is None:
-            self.type_mismatch += 1
-            return TYPE_MISMATCH
-        index = bins.index(key)
+        if kind is not str:
+            if value is None or (isinstance(value, float) and value != value):
+                self.missing += 1
+                return MISSING
+            value = category_key(value)
+            if value is None:
+                self.type_mismatch += 1
+                return TYPE_MISMATCH
+        index = lookup.get(value)
         if index is None:
             self.counts[-1] += 1
             self.unseen_category += 1

@@ -83,23 +83,34 @@ class LatencyHistogram:
         self.max: float | None = None
 
     def add(self, value: Any) -> bool:
-        """Count ``value``; False (nothing counted) for NaN, ±inf, < 0 or a non-number."""
-        # bool is an int subclass, but True is no latency.
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        value = float(value)
+        """Count ``value``; False (nothing counted) for NaN, ±inf, < 0, an int
+        beyond float range or a non-number."""
+        if value.__class__ is not float:
+            # bool is an int subclass, but True is no latency.
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return False
+            try:
+                value = float(value)
+            except OverflowError:
+                return False
         if not (0.0 <= value < math.inf):  # also false for NaN
             return False
         if value < MIN_VALUE:
             self.zero += 1
         else:
-            index = bucket_index(value)
-            self._buckets[index] = self._buckets.get(index, 0) + 1
+            # bucket_index(), inlined: this runs for every event on the hot path.
+            index = _MAX_INDEX if value > MAX_VALUE else math.ceil(math.log(value) / _LOG_GAMMA)
+            if index < _MIN_INDEX:
+                index = _MIN_INDEX
+            buckets = self._buckets
+            buckets[index] = buckets.get(index, 0) + 1
         self.count += 1
         self.total += value
-        if self.min is None or value < self.min:
+        if self.count == 1:
+            self.min = self.max = value
+        elif value < self.min:  # type: ignore[operator]
             self.min = value
-        if self.max is None or value > self.max:
+        elif value > self.max:  # type: ignore[operator]
             self.max = value
         return True
 

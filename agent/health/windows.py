@@ -172,8 +172,8 @@ class Windows:
         """The state of ``event_time``'s window for ``key``, to add the event into;
         None when the event is late, its time is not a finite number, or ``key``
         is a new model beyond ``max_models`` (see the counters)."""
-        t = _finite(event_time)
-        if t is None:
+        t = event_time if event_time.__class__ is float else _finite(event_time)
+        if t is None or not (-math.inf < t < math.inf):  # also false for NaN
             self.bad_time += 1
             return None
         k = self._keys.get(key)
@@ -183,16 +183,27 @@ class Windows:
                 return None
             k = self._keys[key] = _Key(self._wall(0.0))
         else:
-            k.last_wall = self._wall(k.last_wall)
-        k.watermark = t if k.watermark is None else max(k.watermark, t)
-        index = math.floor(t / self.window_seconds)
-        closed_below = self._closed_below(k)
+            now = self._clock.time()
+            if -math.inf < now < math.inf:
+                k.last_wall = now
+        watermark = k.watermark
+        if watermark is None or t > watermark:
+            k.watermark = watermark = t
+        w = self.window_seconds
+        index = math.floor(t / w)
+        # Inlined _closed_below(): this runs for every event on the hot path.
+        closed_below = math.floor((watermark - self.lateness_seconds) / w)
+        if k.frontier > closed_below:
+            closed_below = k.frontier
         if index < closed_below:
             self.late += 1
-            current = max(math.floor(k.watermark / self.window_seconds), closed_below)
+            current = max(math.floor(watermark / w), closed_below)
             self._slot(k, int(current)).late += 1
             return None
-        return self._slot(k, index).state
+        slot = k.open.get(index)
+        if slot is None:
+            slot = k.open[index] = _Slot(self._new_state())
+        return slot.state
 
     # -- closing --------------------------------------------------------------
 

@@ -91,6 +91,21 @@ def test_each_add_reports_its_quality_kind():
         "out_of_range"]
     assert feature.counts[0] == 1 and feature.counts[-1] == 1  # -inf and 100 in the open end bins
     assert feature.quality() == {"missing": 2, "type_mismatch": 3, "out_of_range": 2, "unseen_category": 0}
+    assert feature.add(10**400) == "out_of_range" and feature.counts[-1] == 2  # beyond float range: +inf
+    assert feature.add(-(10**400)) == "out_of_range" and feature.counts[0] == 2
+
+
+class _Float(float):
+    pass
+
+
+def test_subclasses_of_numbers_take_the_slow_path_with_the_same_result():
+    numeric = FeatureCounts(NumericBins.from_reference(range(10)))
+    assert [numeric.add(v) for v in [_Float(3.0), _Float(math.nan), _Float(20.0)]] == [
+        None, "missing", "out_of_range"]
+    categorical = FeatureCounts(CategoricalBins.from_reference(["1", "2.5"]))
+    assert [categorical.add(v) for v in [_Float(1.0), 2.5, _Float(math.nan), 7]] == [
+        None, None, "missing", "unseen_category"]
 
 
 def test_categorical_bins_keep_the_most_frequent_categories_then_other():

@@ -94,7 +94,8 @@ def test_the_elasticsearch_value_is_sorted_distinct_values_with_their_counts(val
         assert abs(nearest - value) <= (RELATIVE_ERROR + SLACK) * value + MIN_VALUE
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1.0, -1e-9, "12", None, True, [1.0]])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1.0, -1e-9, -3, 10**400, "12", None, True,
+                                   [1.0]])
 def test_values_that_are_no_latency_are_refused_and_not_counted(value):
     histogram = LatencyHistogram()
     assert histogram.add(value) is False
