@@ -24,8 +24,9 @@ What it guarantees:
   Values above ``MAX_VALUE`` (10⁹, 11.6 days in ms) are counted in the top
   bucket and reported as at most ``MAX_VALUE``. Hence at most ``MAX_BUCKETS``
   (~1,400) buckets per histogram, whatever is added: bounded memory.
-- ``add`` refuses NaN, ±inf, negative numbers and non-numbers (returns False,
-  counts nothing): the caller counts those as bad values.
+- ``add`` refuses NaN, ±inf, negative numbers, ints beyond float range and
+  non-numbers, booleans included (returns False, counts nothing): the caller
+  counts those as bad values.
 - ``to_state``/``from_state`` round-trip through plain lists of ints and floats
   (msgpack-able, for checkpoints).
 """

@@ -234,3 +234,55 @@ def test_a_state_of_another_version_is_refused():
     state["v"] = 2
     with pytest.raises(ValueError, match="version"):
         Windows.from_state(state, new_state=list, state_from=list)
+
+
+clock_actions = st.lists(st.one_of(
+    events, events, events,
+    st.tuples(st.just("advance"), st.sampled_from([1, 30, 89, 91, 200, -500])),
+    st.just(("close",)), st.just(("restart",))), max_size=80)
+
+
+@settings(max_examples=300, deadline=None)
+@given(clock_actions, sizes)
+def test_with_a_moving_clock_every_event_is_in_one_window_or_counted_late(ops, size):
+    window, lateness = size
+    clock = FakeClock()
+    windows = Windows(window, lateness, new_state=list, clock=clock)
+    closed: list[ClosedWindow] = []
+    times: dict[int, float] = {}
+    # The idle timer of each key, as the docstring states it: started by the key's
+    # events, restarted by a restore and by a clock found to have gone backwards.
+    timer: dict[ModelKey, float] = {}
+    watermark: dict[ModelKey, float] = {}
+    for number, op in enumerate(ops):
+        if op[0] == "event":
+            key, t = KEYS[op[1]], BASE + op[2] / 2
+            watermark[key] = max(watermark.get(key, t), t)
+            timer[key] = clock.time()
+            state = windows.observe(key, t)
+            if state is not None:
+                state.append(number)
+                times[number] = t
+        elif op[0] == "advance":
+            clock.advance(op[1])
+        elif op[0] == "close":
+            now = clock.time()
+            timer = {key: min(start, now) for key, start in timer.items()}
+            for c in windows.close_due():
+                if c.reason == "watermark":
+                    assert c.end + lateness <= watermark[c.key]
+                else:
+                    assert c.reason == "idle" and now - timer[c.key] > window + lateness
+                closed.append(c)
+        else:
+            saved = msgpack.packb(windows.to_state(state_of=list))
+            windows = Windows.from_state(msgpack.unpackb(saved), new_state=list, state_from=list, clock=clock)
+            timer = dict.fromkeys(timer, clock.time())
+    closed.extend(windows.close_all())
+    assert len({(c.key, c.start) for c in closed}) == len(closed), "a window was closed twice"
+    for c in closed:
+        assert all(c.start <= times[i] < c.end for i in c.state)
+    placed = sum(len(c.state) for c in closed)
+    late = sum(c.late for c in closed)
+    assert late == windows.late
+    assert placed + late == sum(1 for op in ops if op[0] == "event")
