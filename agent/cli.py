@@ -268,30 +268,86 @@ def _letters_index(config: Config) -> Iterator[Any]:
 
 @main.group()
 def setup() -> None:
-    """Install what makes the data useful in Elasticsearch."""
+    """Install what makes the data useful in Elasticsearch or OpenSearch: index
+    templates, ingest pipelines, retention (idempotent, version-stamped)."""
 
 
-@setup.command("templates", cls=GroupedCommand)
-@click.option("--dry-run", is_flag=True, help="Print what would be installed; write nothing.")
-@settings_options(listed.SETUP_TEMPLATES)
-def setup_templates(dry_run: bool, **params: Any) -> None:
-    """Install the component and index templates of the logs-modelscribe-* and
-    metrics-modelscribe-* data streams (idempotent, version-stamped)."""
+def _setup_command(name: str, steps: tuple[str, ...], doc: str, cleanup: bool, retention: bool) -> None:
+    """Declare ``modelscribe setup <name>``; every one shares the flags and the report."""
+
+    def command(dry_run: bool, force: bool, engine: str, cleanup: bool = False, retention: str | None = None,
+                **params: Any) -> None:
+        _run_setup(steps, dry_run, force, engine, cleanup, retention, params)
+
+    command.__doc__ = doc
+    command = settings_options(listed.SETUP_TEMPLATES)(command)
+    if retention:
+        command = click.option("--retention", default=None, metavar="DURATION",
+                               help="Delete data older than this (e.g. 30d, 12h). Default: keep the installed "
+                                    "retention, 30d on a first install.")(command)
+    if cleanup:
+        command = click.option("--cleanup", is_flag=True,
+                               help="Also delete our pipelines of older versions that nothing references.")(command)
+    command = click.option("--engine", type=click.Choice(["elasticsearch", "opensearch"]), default="elasticsearch",
+                           show_default=True,
+                           help="The engine a --dry-run plans for when no cluster answers.")(command)
+    command = click.option("--force", is_flag=True,
+                           help="Overwrite objects a newer modelscribe (or someone else) installed.")(command)
+    command = click.option("--dry-run", is_flag=True,
+                           help="Print what would be installed; write nothing (works without a cluster).")(command)
+    setup.command(name, cls=GroupedCommand)(command)
+
+
+def _run_setup(steps: tuple[str, ...], dry_run: bool, force: bool, engine: str, cleanup: bool,
+               retention: str | None, params: dict[str, Any]) -> None:
+    from agent.config.values import positive_duration
+    from agent.errors import ConfigError, TransientOutputError
     from agent.outputs.elasticsearch import ElasticsearchOutput
-    from agent.setup.templates import format_actions, install_templates, requester
+    from agent.setup.install import SetupOptions, run_setup
+    from agent.setup.report import format_actions
+    from agent.setup.templates import requester
 
     try:
+        seconds = None
+        if retention is not None:
+            try:
+                seconds = positive_duration(retention)
+            except ValueError as error:
+                raise ConfigError(f"--retention {retention}: {error}") from error
+        options = SetupOptions(steps, dry_run, force, cleanup, seconds, engine)
         config = _resolve(params, require_paths=False)
         output = ElasticsearchOutput.from_config(config)
         try:
-            actions = install_templates(requester(output), dry_run=dry_run)
+            try:
+                result = run_setup(requester(output), options)
+            except TransientOutputError as error:
+                if not dry_run:
+                    raise
+                click.echo(f"note: no cluster answered ({error}); planning for a fresh {engine} cluster")
+                result = run_setup(None, options)
         finally:
             output.close()
     except ModelscribeError as error:
         _fail(error)
         return
-    for line in format_actions(actions, dry_run):
+    click.echo(f"cluster: {result.cluster.describe()}")
+    for line in format_actions(result.actions, dry_run):
         click.echo(line)
 
 
+_setup_command("templates", ("templates",), """Install the component and index templates of the
+    logs-modelscribe-* and metrics-modelscribe-* data streams, wired to the ingest pipelines when
+    they are installed.""", cleanup=False, retention=False)
+_setup_command("pipelines", ("pipelines",), """Install the ingest pipelines (pipelines/*.yml), named
+    with this version; skipped when the cluster lacks a processor they use.""", cleanup=True, retention=False)
+_setup_command("lifecycle", ("lifecycle",), """Set the retention of the data streams: data stream
+    lifecycle or ILM on Elasticsearch, ISM on OpenSearch.""", cleanup=False, retention=True)
+_setup_command("all", ("pipelines", "lifecycle", "templates"), """Pipelines, lifecycle, then
+    templates (each step as its own command does it).""", cleanup=True, retention=True)
+
+
 from agent.cli_health import health  # noqa: E402 - registers `modelscribe health` on main
+
+from agent.cli_kibana import dashboards  # noqa: E402
+
+setup.add_command(dashboards)

@@ -37,6 +37,7 @@ from agent.errors import AuthError, ConfigError, PermanentOutputError, Transient
 from agent.events import Event
 from agent.outputs.base import CheckReport, Response
 from agent.selflog import Secret, get_logger
+from agent.setup.privileges import access
 
 if TYPE_CHECKING:
     from agent.config import Config
@@ -211,10 +212,21 @@ class ElasticsearchOutput:
                 lines.append(("privileges", f"FAILED: missing {', '.join(missing)} on {self._target}"))
             else:
                 lines.append(("privileges", f"ok: {', '.join(_WRITE_PRIVILEGES)} on {self._target}"))
+            lines += self._roles()
         else:
             lines.append(("auth", "security is not enabled on this cluster"))
         lines.append(("target", self._target))
         return CheckReport(ok, tuple(lines))
+
+    def _roles(self) -> list[tuple[str, str]]:
+        """Which of the two roles of docs/security.md (shipping, setup) the credentials hold."""
+        def request(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            response = self.request(method, path, None if body is None else orjson.dumps(body))
+            return response.status, response.body
+
+        shipping, setup = access(request)
+        return [("can ship (modelscribe run)", shipping.describe()),
+                ("can set up (modelscribe setup)", setup.describe())]
 
     def close(self) -> None:
         self._client.close()

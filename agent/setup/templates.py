@@ -54,18 +54,17 @@ import hashlib
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import orjson
 
 from agent import AGENT_NAME, __version__
 from agent import schema
-from agent.errors import AuthError, PermanentOutputError, TransientOutputError
+from agent.errors import PermanentOutputError
+from agent.setup.report import (CREATED, SKIPPED, UNCHANGED, UPDATED, WOULD_CREATE, WOULD_UPDATE,  # noqa: F401
+                                Action, Request, check, format_actions, outcome, reason)
 
-# request(method, path, body) -> (status, parsed JSON body); error statuses
-# are returned, not raised. tests/conftest.py's helper has this shape; for
-# ElasticsearchOutput use requester().
-Request = Callable[[str, str, Any], "tuple[int, Any]"]
+ELASTICSEARCH, OPENSEARCH = "elasticsearch", "opensearch"  # agent.setup.cluster's engine names
 
 MANAGED_BY = AGENT_NAME
 PRIORITY = 250
@@ -77,9 +76,8 @@ INDEX_TEMPLATES: Mapping[str, str] = {"logs-modelscribe": "logs", "metrics-model
 COMPONENT = "component template"
 INDEX = "index template"
 
-# Outcomes of an Action.
-CREATED, UPDATED, UNCHANGED = "created", "updated", "unchanged"
-WOULD_CREATE, WOULD_UPDATE = "would-create", "would-update"
+LIFECYCLE_COMPONENT = "modelscribe-lifecycle"  # written by ``setup lifecycle`` (agent.setup.lifecycle)
+PRIVILEGE = "manage_index_templates cluster"
 
 _CHECK_PATTERN = "modelscribe-mapping-check-*"
 _LIST_FILTER = ",".join("index_templates." + key for key in (
@@ -104,16 +102,6 @@ class Template:
         return ("/_component_template/" if self.kind == COMPONENT else "/_index_template/") + self.name
 
 
-@dataclass(frozen=True)
-class Action:
-    """What install_templates did (or, in a dry run, would do) to one template."""
-
-    what: str  # COMPONENT or INDEX
-    name: str
-    outcome: str  # created | updated | unchanged | would-create | would-update
-    detail: str = ""
-
-
 # ------------------------------------------------------------------ building
 
 def version_number(version: str = __version__) -> int:
@@ -127,45 +115,97 @@ def version_number(version: str = __version__) -> int:
     return major * 1_000_000 + minor * 1_000 + patch
 
 
-def settings() -> dict[str, Any]:
-    return {"index": {
-        "codec": "best_compression",
-        "mapping": {"ignore_malformed": True,
-                    "total_fields": {"ignore_dynamic_beyond_limit": True}},
-    }}
+def settings(pipelines: tuple[str, str] | None = None, engine: str = ELASTICSEARCH) -> dict[str, Any]:
+    """The index settings; `pipelines` = (entry, final) wires the ingest pipelines."""
+    mapping: dict[str, Any] = {"ignore_malformed": True}
+    if engine != OPENSEARCH:  # Elasticsearch 8.13+; OpenSearch has no such setting
+        mapping["total_fields"] = {"ignore_dynamic_beyond_limit": True}
+    index: dict[str, Any] = {"codec": "best_compression", "mapping": mapping}
+    if pipelines is not None:
+        # default_pipeline parses raw lines (a request may name another
+        # pipeline, or _none, when its documents are parsed already);
+        # final_pipeline runs whatever the request named, so event.ingested,
+        # failure capture and the @custom hook apply to every shipper.
+        index["default_pipeline"], index["final_pipeline"] = pipelines
+    return {"index": index}
+
+
+# The JSON types a dynamic template can match on OpenSearch, objects excepted.
+_LEAF_JSON_TYPES = ("long", "double", "string", "boolean", "date")
+
+
+def _opensearch_dynamic(templates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``unmatch_mapping_type: object`` is Elasticsearch 8.x's: OpenSearch gets
+    one template per leaf JSON type instead, so an object below a children
+    field stays an object (there is no ``subobjects: false`` to flatten it)
+    and its leaves are matched by the same ``path_match``."""
+    result = []
+    for entry in templates:
+        ((name, body),) = entry.items()
+        if body.get("unmatch_mapping_type") != "object":
+            result.append({name: opensearch_mappings(body)})
+            continue
+        rest = {key: opensearch_mappings(value) for key, value in body.items() if key != "unmatch_mapping_type"}
+        result += [{f"{name}_{kind}": {**rest, "match_mapping_type": kind}} for kind in _LEAF_JSON_TYPES]
+    return result
+
+
+def opensearch_mappings(mappings: Any) -> Any:
+    """Our mappings in OpenSearch's terms: ``flat_object`` for ``flattened``
+    (it takes no options), no ``subobjects`` (OpenSearch has no such
+    parameter: an object below such a field becomes an object mapping) and
+    dynamic templates by leaf type (above)."""
+    if isinstance(mappings, list):
+        return [opensearch_mappings(item) for item in mappings]
+    if not isinstance(mappings, dict):
+        return mappings
+    if mappings.get("type") == "flattened":
+        return {"type": "flat_object"}
+    return {key: _opensearch_dynamic(value) if key == "dynamic_templates" else opensearch_mappings(value)
+            for key, value in mappings.items() if key != "subobjects"}
+
+
+def mappings(unsupported: frozenset[str], engine: str) -> dict[str, Any]:
+    built = schema.mappings(unsupported)
+    return opensearch_mappings(built) if engine == OPENSEARCH else built
 
 
 def _hash(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
-def _stamp(kind: str, name: str, body: dict[str, Any]) -> Template:
+def stamp(kind: str, name: str, body: dict[str, Any]) -> Template:
     meta = {"managed_by": MANAGED_BY, "version": __version__, "schema_hash": schema.schema_hash(),
             "template_hash": _hash(body)}
     return Template(kind, name, {**body, "version": version_number(), "_meta": meta})
 
 
-def build_templates(unsupported: frozenset[str] = frozenset()) -> tuple[Template, ...]:
+def build_templates(unsupported: frozenset[str] = frozenset(), pipelines: tuple[str, str] | None = None,
+                    engine: str = ELASTICSEARCH) -> tuple[Template, ...]:
     """The four templates, components first (the order they must be PUT in).
 
     `unsupported`: field types the cluster lacks (see agent.schema.mappings).
+    `pipelines`: (entry, final) ingest pipelines to wire, or None.
     """
     templates = [
-        _stamp(COMPONENT, SETTINGS_COMPONENT, {"template": {"settings": settings()}}),
-        _stamp(COMPONENT, MAPPINGS_COMPONENT, {"template": {"mappings": schema.mappings(unsupported)}}),
+        stamp(COMPONENT, SETTINGS_COMPONENT, {"template": {"settings": settings(pipelines, engine)}}),
+        stamp(COMPONENT, MAPPINGS_COMPONENT, {"template": {"mappings": mappings(unsupported, engine)}}),
     ]
     for name in INDEX_TEMPLATES:
-        custom = name + "@custom"
-        templates.append(_stamp(INDEX, name, {
-            "index_patterns": [name + "-*"],
-            "data_stream": {},
-            "priority": PRIORITY,
-            "composed_of": [SETTINGS_COMPONENT, MAPPINGS_COMPONENT, custom],
-            "ignore_missing_component_templates": [custom],
+        body: dict[str, Any] = {"index_patterns": [name + "-*"], "data_stream": {}, "priority": PRIORITY}
+        if engine == OPENSEARCH:
+            # OpenSearch (forked from 7.10) has neither
+            # ignore_missing_component_templates nor allow_auto_create: it
+            # composes only what exists, and ISM needs no component.
+            body["composed_of"] = [SETTINGS_COMPONENT, MAPPINGS_COMPONENT]
+        else:
+            custom = name + "@custom"
+            body["composed_of"] = [SETTINGS_COMPONENT, MAPPINGS_COMPONENT, LIFECYCLE_COMPONENT, custom]
+            body["ignore_missing_component_templates"] = [LIFECYCLE_COMPONENT, custom]
             # The agent relies on the first bulk request creating the data
             # stream, even where action.auto_create_index is restricted.
-            "allow_auto_create": True,
-        }))
+            body["allow_auto_create"] = True
+        templates.append(stamp(INDEX, name, body))
     return tuple(templates)
 
 
@@ -212,12 +252,13 @@ def _overlaps(template: Template, others: Mapping[str, dict]) -> tuple[list[str]
 
 
 def plan(desired: tuple[Template, ...], components: Mapping[str, dict],
-         index_templates: Mapping[str, dict]) -> list[tuple[Template, str, str]]:
-    """(template, "create" | "update" | "unchanged", detail) for each desired template.
+         index_templates: Mapping[str, dict], force: bool = False) -> list[tuple[Template, str, str]]:
+    """(template, "create" | "update" | "unchanged" | "skip", detail) for each desired template.
 
     `components` / `index_templates` map names to installed bodies as GET
     returns them (index templates: all of the cluster's, for the overlap
-    check). Raises TemplateConflictError listing every conflict found.
+    check). One installed by a newer modelscribe is skipped, or with
+    `force` downgraded. Raises TemplateConflictError listing every conflict found.
     """
     steps, conflicts = [], []
     ours = version_number()
@@ -237,10 +278,13 @@ def plan(desired: tuple[Template, ...], components: Mapping[str, dict],
                              f"rename or delete it, then run this again")
             continue
         theirs = installed.get("version")
-        if isinstance(theirs, int) and theirs > ours:
+        if isinstance(theirs, int) and theirs > ours and not force:
             notes.insert(0, f"installed by {MANAGED_BY} {meta.get('version')}, newer than "
-                            f"{__version__}: left alone")
-            steps.append((template, "unchanged", "; ".join(notes)))
+                            f"{__version__}: left alone (--force downgrades it)")
+            steps.append((template, "skip", "; ".join(notes)))
+        elif isinstance(theirs, int) and theirs > ours:
+            notes.insert(0, f"downgraded from {MANAGED_BY} {meta.get('version')} (--force)")
+            steps.append((template, "update", "; ".join(notes)))
         elif meta == template.body["_meta"] and theirs == template.body["version"]:
             steps.append((template, "unchanged", "; ".join(notes)))
         else:
@@ -253,50 +297,31 @@ def plan(desired: tuple[Template, ...], components: Mapping[str, dict],
 
 # ------------------------------------------------------------------ talking to Elasticsearch
 
-def _reason(body: Any) -> str:
-    """Every ``reason`` in an error body, outermost first."""
-    reasons = []
-    error = body.get("error") if isinstance(body, dict) else None
-    while isinstance(error, dict):
-        if error.get("reason"):
-            reasons.append(str(error["reason"]))
-        error = error.get("caused_by")
-    return ": ".join(reasons) if reasons else str(body)[:500]
-
-
 def _check(status: int, body: Any, doing: str) -> None:
-    if status < 300:
-        return
-    reason = _reason(body)
-    if status == 401:
-        raise AuthError(f"{doing}: Elasticsearch refused the credentials (HTTP 401): {reason}")
-    if status == 403:
-        raise AuthError(f"{doing}: the credentials lack the manage_index_templates cluster "
-                        f"privilege (HTTP 403): {reason}")
-    if status == 429 or status >= 500:
-        raise TransientOutputError(f"{doing}: HTTP {status}: {reason}")
-    raise PermanentOutputError(f"{doing}: HTTP {status}: {reason}")
+    check(status, body, doing, PRIVILEGE)
 
 
-def unsupported_types(request: Request) -> frozenset[str]:
+def unsupported_types(request: Request, engine: str = ELASTICSEARCH) -> frozenset[str]:
     """Field types of the schema that this cluster lacks, found with ``_simulate``.
 
     One request on a full distribution; one more per missing type. Any other
     refusal of our mappings or settings is raised, before anything is written.
     """
-    missing: set[str] = set()
+    # OpenSearch's constant_keyword needs its one value in the mapping; ours
+    # (data_stream.*) differ per data stream under one template.
+    missing: set[str] = {"constant_keyword"} if engine == OPENSEARCH else set()
     for _ in range(len(schema.FALLBACK_TYPES) + 1):
         body = {"index_patterns": [_CHECK_PATTERN],
-                "template": {"settings": settings(), "mappings": schema.mappings(frozenset(missing))}}
+                "template": {"settings": settings(None, engine), "mappings": mappings(frozenset(missing), engine)}}
         status, answer = request("POST", "/_index_template/_simulate", body)
         if status == 200:
             return frozenset(missing)
         if status != 400:
             _check(status, answer, "checking the modelscribe mappings")
-        reason = _reason(answer)
-        found = {name for name in schema.FALLBACK_TYPES if name not in missing and f"[{name}]" in reason}
+        why = reason(answer)
+        found = {name for name in schema.FALLBACK_TYPES if name not in missing and f"[{name}]" in why}
         if not found:
-            raise PermanentOutputError(f"Elasticsearch refuses the modelscribe mappings: {reason}")
+            raise PermanentOutputError(f"the cluster refuses the modelscribe mappings: {why}")
         missing |= found
     raise PermanentOutputError("Elasticsearch refuses the modelscribe mappings even with fallback types")
 
@@ -315,16 +340,27 @@ def _installed(request: Request) -> tuple[dict[str, dict], dict[str, dict]]:
     return components, index_templates
 
 
-def install_templates(request: Request, dry_run: bool = False) -> list[Action]:
+def install_templates(request: Request | None, dry_run: bool = False, force: bool = False,
+                      pipelines: tuple[str, str] | None = None, engine: str = ELASTICSEARCH,
+                      wiring: str = "") -> list[Action]:
     """Install (or, with dry_run, plan) the templates; one Action per template.
 
+    `request` None: an offline dry run (every template would be created).
+    `pipelines`: (entry, final) to wire into the settings, or None;
+    `wiring` says why they are not (reported on the settings component).
     Raises TemplateConflictError (nothing written), AuthError (401/403),
     TransientOutputError (429/5xx) or PermanentOutputError (any other refusal).
     """
-    unsupported = unsupported_types(request)
-    desired = build_templates(unsupported)
-    components, index_templates = _installed(request)
-    steps = plan(desired, components, index_templates)
+    if request is None:
+        assert dry_run, "only a dry run goes without a cluster"
+        unsupported: frozenset[str] = frozenset()
+        components: dict[str, dict] = {}
+        index_templates: dict[str, dict] = {}
+    else:
+        unsupported = unsupported_types(request, engine)
+        components, index_templates = _installed(request)
+    desired = build_templates(unsupported, pipelines, engine)
+    steps = plan(desired, components, index_templates, force)
     fallback = ""
     if unsupported:
         pairs = sorted((name, schema.FALLBACK_TYPES[name]) for name in unsupported)
@@ -333,17 +369,19 @@ def install_templates(request: Request, dry_run: bool = False) -> list[Action]:
     for template, step, detail in steps:
         if template.name == MAPPINGS_COMPONENT and fallback:
             detail = "; ".join(filter(None, [fallback, detail]))
-        if step == "unchanged":
-            outcome = UNCHANGED
-        elif dry_run:
-            outcome = WOULD_CREATE if step == "create" else WOULD_UPDATE
-        else:
+        if template.name == SETTINGS_COMPONENT and wiring:
+            detail = "; ".join(filter(None, [wiring, detail]))
+        if step in ("unchanged", "skip"):
+            actions.append(Action(template.kind, template.name, UNCHANGED if step == "unchanged" else SKIPPED,
+                                  detail))
+            continue
+        if not dry_run:
+            assert request is not None
             # create=true: a template that appeared since we looked is not overwritten.
             path = template.path + ("?create=true" if step == "create" else "")
             status, body = request("PUT", path, template.body)
             _check(status, body, f"installing {template.kind} {template.name}")
-            outcome = CREATED if step == "create" else UPDATED
-        actions.append(Action(template.kind, template.name, outcome, detail))
+        actions.append(Action(template.kind, template.name, outcome(step, dry_run), detail))
     return actions
 
 
@@ -355,16 +393,3 @@ def requester(output: Any) -> Request:
         return response.status, response.body
 
     return request
-
-
-def format_actions(actions: list[Action], dry_run: bool = False) -> list[str]:
-    """The lines ``modelscribe setup templates`` prints."""
-    lines = [f"{action.what} {action.name}: {action.outcome}"
-             + (f" ({action.detail})" if action.detail else "") for action in actions]
-    if dry_run:
-        lines.append("dry run: nothing was written")
-    elif all(action.outcome == UNCHANGED for action in actions):
-        lines.append("templates up to date")
-    else:
-        lines.append("templates installed")
-    return lines

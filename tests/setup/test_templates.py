@@ -32,9 +32,32 @@ def test_index_templates_are_data_streams_that_beat_the_stack_defaults():
         # The stack's logs-*-* / metrics-*-* are priority 100, Fleet integrations 200.
         assert body["priority"] == templates.PRIORITY > 200
         custom = f"{kind}-modelscribe@custom"
-        assert body["composed_of"] == ["modelscribe-settings", "modelscribe-mappings", custom]
-        assert body["ignore_missing_component_templates"] == [custom]
+        assert body["composed_of"] == ["modelscribe-settings", "modelscribe-mappings", "modelscribe-lifecycle",
+                                       custom]
+        assert body["ignore_missing_component_templates"] == ["modelscribe-lifecycle", custom]
         assert body["allow_auto_create"] is True
+
+
+def test_settings_wire_the_entry_and_final_pipelines_only_when_given():
+    assert "default_pipeline" not in build_templates()[0].body["template"]["settings"]["index"]
+    wired = build_templates(pipelines=("modelscribe-entry-0.1.0", "modelscribe-final-0.1.0"))[0]
+    index = wired.body["template"]["settings"]["index"]
+    assert index["default_pipeline"] == "modelscribe-entry-0.1.0"
+    assert index["final_pipeline"] == "modelscribe-final-0.1.0"
+    # The wiring is part of the body, hence of the hash: wiring later is an update.
+    assert wired.body["_meta"]["template_hash"] != build_templates()[0].body["_meta"]["template_hash"]
+
+
+def test_opensearch_templates_use_its_types_and_keys():
+    built = {t.name: t.body for t in build_templates(engine="opensearch")}
+    text = str(built["modelscribe-mappings"])
+    assert "flattened" not in text and "subobjects" not in text and "'flat_object'" in text
+    assert templates.opensearch_mappings({"type": "flattened", "ignore_above": 1}) == {"type": "flat_object"}
+    assert built["modelscribe-settings"]["template"]["settings"]["index"]["mapping"] == {"ignore_malformed": True}
+    for name in ("logs-modelscribe", "metrics-modelscribe"):
+        assert built[name]["composed_of"] == ["modelscribe-settings", "modelscribe-mappings"]
+        assert "ignore_missing_component_templates" not in built[name]
+        assert "allow_auto_create" not in built[name]
 
 
 def test_components_carry_the_schema_mappings_and_the_settings():
@@ -137,8 +160,12 @@ def test_plan_leaves_identical_templates_alone_and_updates_changed_ones():
 def test_plan_never_downgrades_a_newer_install():
     desired = build_templates()
     newer = {**desired[2].body["_meta"], "version": "9.0.0"}
-    steps = plan(desired, {}, {"logs-modelscribe": _installed(desired[2], version=9_000_000, _meta=newer)})
-    assert steps[2][1:] == ("unchanged", "installed by modelscribe 9.0.0, newer than 0.1.0: left alone")
+    installed = {"logs-modelscribe": _installed(desired[2], version=9_000_000, _meta=newer)}
+    steps = plan(desired, {}, installed)
+    assert steps[2][1:] == ("skip", "installed by modelscribe 9.0.0, newer than 0.1.0: left alone "
+                                    "(--force downgrades it)")
+    forced = plan(desired, {}, installed, force=True)
+    assert forced[2][1:] == ("update", "downgraded from modelscribe 9.0.0 (--force)")
 
 
 def test_plan_refuses_templates_it_does_not_manage():
@@ -173,18 +200,22 @@ def test_plan_refuses_an_overlap_at_the_same_priority_and_reports_higher_ones():
 def test_format_actions():
     actions = [Action(COMPONENT, "modelscribe-settings", "created"),
                Action(COMPONENT, "modelscribe-mappings", "created", "this cluster lacks x (mapped as y)"),
-               Action(INDEX, "logs-modelscribe", "unchanged")]
+               Action(INDEX, "logs-modelscribe", "unchanged"),
+               Action("ingest pipeline", "modelscribe-json-0.1.0", "skipped", "this cluster lacks grok")]
     assert format_actions(actions) == [
         "component template modelscribe-settings: created",
         "component template modelscribe-mappings: created (this cluster lacks x (mapped as y))",
         "index template logs-modelscribe: unchanged",
-        "templates installed",
+        "ingest pipeline modelscribe-json-0.1.0: skipped (this cluster lacks grok)",
+        "done (2 created, 1 unchanged, 1 skipped)",
     ]
     assert format_actions(actions[2:]) == ["index template logs-modelscribe: unchanged",
-                                           "templates up to date"]
+                                           "ingest pipeline modelscribe-json-0.1.0: skipped (this cluster lacks grok)",
+                                           "up to date (1 unchanged, 1 skipped)"]
     dry = [Action(INDEX, "logs-modelscribe", "would-update")]
     assert format_actions(dry, dry_run=True) == ["index template logs-modelscribe: would-update",
-                                                 "dry run: nothing was written"]
+                                                 "dry run: nothing was written (1 would-update)"]
+    assert format_actions([]) == ["up to date (nothing to do)"]
 
 
 def test_requester_adapts_the_output_request_signature():
