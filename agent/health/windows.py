@@ -205,6 +205,28 @@ class Windows:
             slot = k.open[index] = _Slot(self._new_state())
         return slot.state
 
+    def open_state(self, key: ModelKey, event_time: float) -> Any | None:
+        """The state of ``key``'s window holding ``event_time`` while that window
+        still takes events; None when it is due, closed or was never opened.
+
+        Counts nothing and moves nothing (no watermark, no idle timer, no late
+        count): it is for adding a fact that arrives later about an earlier
+        event — a label joined to its prediction — to that event's window."""
+        t = _finite(event_time)
+        k = self._keys.get(key)
+        if t is None or k is None or k.watermark is None:
+            return None
+        index = math.floor(t / self.window_seconds)
+        if index < self._closed_below(k):
+            return None
+        slot = k.open.get(index)
+        return None if slot is None else slot.state
+
+    def watermark(self, key: ModelKey) -> float | None:
+        """The largest event time seen for ``key`` (None for an unknown key)."""
+        k = self._keys.get(key)
+        return None if k is None else k.watermark
+
     # -- closing --------------------------------------------------------------
 
     def _closed(self, key: ModelKey, index: int, slot: _Slot, reason: str) -> ClosedWindow:

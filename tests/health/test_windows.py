@@ -286,3 +286,24 @@ def test_with_a_moving_clock_every_event_is_in_one_window_or_counted_late(ops, s
     late = sum(c.late for c in closed)
     assert late == windows.late
     assert placed + late == sum(1 for op in ops if op[0] == "event")
+
+
+def test_open_state_finds_an_open_window_without_counting_or_moving_anything():
+    clock = FakeClock()
+    windows = Windows(60, 30, new_state=list, clock=clock)
+    key = KEYS[0]
+    state = windows.observe(key, 10.0)
+    assert windows.open_state(key, 59.0) is state
+    assert windows.open_state(key, 70.0) is None  # a window never opened
+    assert windows.open_state(KEYS[1], 10.0) is None  # an unknown key
+    assert windows.open_state(key, math.nan) is None
+    windows.observe(key, 95.0)
+    assert windows.watermark(key) == 95.0 and windows.watermark(KEYS[1]) is None
+    assert windows.open_state(key, 10.0) is None  # due: 60 <= 95 - 30, even before close_due
+    before = windows.counters()
+    clock.advance(60)
+    assert windows.open_state(key, 95.0) is not None
+    clock.advance(31)  # open_state did not restart the idle timer: 91 s since the last event
+    assert windows.counters() == before and windows.watermark(key) == 95.0
+    assert {c.reason for c in windows.close_due()} == {"watermark", "idle"}
+    assert windows.open_state(key, 95.0) is None  # closed
