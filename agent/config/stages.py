@@ -90,6 +90,7 @@ def check(config: Config, where: Mapping[str, str]) -> None:
         check_input(spec, settings, f"{config.config_file}: inputs[{number}]")
     _check_spool(config, where)
     _check_output_files(config, where)
+    _check_parse_at(config, where)
 
 
 def _check_transforms(config: Config, where: Mapping[str, str], by_flag: Mapping[str, str]) -> None:
@@ -125,6 +126,25 @@ def check_input(spec: object, settings: ParseSettings, label: str) -> None:
         key, rest = _split_key(str(error), [f.name for f in fields(applied)])
         written = getattr(spec, "keys", {}).get(key, key)
         raise ConfigError(f"{label}.{written}: {rest}" if key else f"{label}: {error}") from None
+
+
+def _check_parse_at(config: Config, where: Mapping[str, str]) -> None:
+    """--redact-field and --hash-field act on parsed fields: with --parse-at
+    elasticsearch the field is not there yet and its value leaves the host
+    inside the raw line. Refused, so nothing meant to be redacted or hashed
+    reaches the cluster (pattern redaction works on the raw text and stays)."""
+    rules = [name for name in ("redact_fields", "hash_fields") if getattr(config, name)]
+    if not rules:
+        return
+    raw = [where.get("parse_at", "--parse-at")] if config.parse_at == "elasticsearch" else []
+    raw += [f"{config.config_file}: inputs[{number}].{getattr(spec, 'keys', {}).get('parse_at', 'parse_at')}"
+            for number, spec in enumerate(config.inputs, 1) if getattr(spec, "parse_at", None) == "elasticsearch"]
+    if raw:
+        given = " and ".join(where.get(name, name) for name in rules)
+        verb = "acts" if len(rules) == 1 else "act"
+        raise ConfigError(f"{given} {verb} on parsed fields, but {', '.join(raw)} ships the raw line for the cluster "
+                          "to parse: the value would leave this host inside it. Use --redact-pattern (it "
+                          "applies to the raw text), or --parse-at agent for these files")
 
 
 def _split_key(message: str, names: list[str]) -> tuple[str | None, str]:

@@ -116,3 +116,30 @@ def test_check_config_shows_it(tmp_path):
     shown = [line.split() for line in done.stdout.splitlines()]
     assert ["parse_at", "agent", "(env", "MODELSCRIBE_PARSE_AT)"] in shown
     assert any(row[:1] == ["inputs[1]"] and "(parse_at=elasticsearch)" in row for row in shown), done.stdout
+
+
+@pytest.mark.parametrize("flags, env, file_text, expected", [
+    ({"redact_fields": ("user.email",), "parse_at": "elasticsearch"}, {}, None,
+     "--redact-field acts on parsed fields, but --parse-at ships the raw line"),
+    ({"hash_fields": ("user.id",)}, {"MODELSCRIBE_PARSE_AT": "elasticsearch"}, None,
+     "--hash-field acts on parsed fields, but MODELSCRIBE_PARSE_AT ships the raw line"),
+    ({}, {"MODELSCRIBE_REDACT_FIELD": "user.email"},
+     "inputs:\n  - paths: [a.log]\n  - paths: [b.log]\n    parse-at: elasticsearch\n",
+     "MODELSCRIBE_REDACT_FIELD acts on parsed fields, but {cfg}: inputs[2].parse-at ships the raw line"),
+])
+def test_field_rules_are_refused_with_raw_shipping(tmp_path, flags, env, file_text, expected):
+    """A redacted or hashed field is not there yet in a raw document: its value would leave the host."""
+    cfg = None
+    if file_text is not None:
+        cfg = tmp_path / "agent.yml"
+        cfg.write_text(file_text)
+    with pytest.raises(ConfigError) as caught:
+        resolve(flags, env, str(cfg) if cfg else None)
+    assert str(caught.value).startswith(expected.format(cfg=cfg))
+    assert "--redact-pattern" in str(caught.value)
+
+
+def test_field_rules_with_agent_parsing_and_patterns_with_raw_are_fine():
+    assert resolve({"redact_fields": ("user.email",), "parse_at": "agent"}, {}).redact_fields == ("user.email",)
+    config = resolve({"redact_patterns": ("email",), "parse_at": "elasticsearch"}, {})
+    assert config.redact_patterns == ("email",)
