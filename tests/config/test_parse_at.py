@@ -143,3 +143,21 @@ def test_field_rules_with_agent_parsing_and_patterns_with_raw_are_fine():
     assert resolve({"redact_fields": ("user.email",), "parse_at": "agent"}, {}).redact_fields == ("user.email",)
     config = resolve({"redact_patterns": ("email",), "parse_at": "elasticsearch"}, {})
     assert config.redact_patterns == ("email",)
+
+
+def test_a_reload_that_changes_an_inputs_parse_at_replaces_its_parser(tmp_path):
+    """SIGHUP: the file's open event is flushed as it stood, its next line goes to a raw parser."""
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(f"inputs:\n  - paths: ['{tmp_path}/*.log']\n")
+    before = resolve({}, {}, str(cfg))
+    enricher = _Enricher()
+    sink = _Sink(parse_settings(before), enricher, _Handoff(), before.inputs)
+    source = Source("k", f"{tmp_path}/a.log")
+    sink.line(Line(source, 0, 6, "hello", 1.0))  # held: a traceback may follow
+    assert not enricher.built
+    cfg.write_text(f"inputs:\n  - paths: ['{tmp_path}/*.log']\n    parse_at: elasticsearch\n")
+    after = resolve({}, {}, str(cfg))
+    sink.reconfigure(parse_settings(after), after.inputs, None)
+    assert [record.message for record in enricher.built] == ["hello"]
+    sink.line(Line(source, 6, 12, "world", 2.0))
+    assert isinstance(sink._parsers["k"], RawSourceParser)
