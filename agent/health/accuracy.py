@@ -22,8 +22,10 @@ What it guarantees:
   that is not counted and adds to ``dropped``. ``merge`` is exact and does not
   apply the cap (two capped counters hold at most twice the cap).
 - ``RegressionCounts`` keeps n, Σ|err| and Σerr²; ``mae`` and ``rmse`` equal
-  numpy's on the same pairs up to float rounding. Non-finite numbers are refused.
-- ``to_state``/``from_state`` use plain lists, ints and floats (msgpack-able).
+  numpy's on the same pairs up to float rounding. Non-finite numbers, and a
+  pair that would make Σerr² overflow, are refused.
+- ``to_state``/``from_state`` use plain lists, ints, strings and finite floats
+  (msgpack- and JSON-able).
 """
 
 from __future__ import annotations
@@ -168,11 +170,12 @@ class RegressionCounts:
         if t is None or p is None:
             return False
         error = t - p
-        if not math.isfinite(error) or not math.isfinite(error * error):
+        sum_sq = self.sum_sq + error * error
+        if not math.isfinite(sum_sq):  # also catches a non-finite error; a state holds no inf
             return False
         self.n += 1
         self.sum_abs += abs(error)
-        self.sum_sq += error * error
+        self.sum_sq = sum_sq
         return True
 
     def merge(self, other: RegressionCounts) -> None:

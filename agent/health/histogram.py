@@ -22,13 +22,13 @@ What it guarantees:
 - Values below ``MIN_VALUE`` (1 µs when the unit is ms, and 0 itself) are
   counted in a zero bucket represented by 0.0: absolute error < ``MIN_VALUE``.
   Values above ``MAX_VALUE`` (10⁹, 11.6 days in ms) are counted in the top
-  bucket and reported as at most ``MAX_VALUE``. Hence at most ``MAX_BUCKETS``
+  bucket, reported as at most ``MAX_VALUE`` and summed as ``MAX_VALUE``. Hence at most ``MAX_BUCKETS``
   (~1,400) buckets per histogram, whatever is added: bounded memory.
 - ``add`` refuses NaN, ±inf, negative numbers, ints beyond float range and
   non-numbers, booleans included (returns False, counts nothing): the caller
   counts those as bad values.
-- ``to_state``/``from_state`` round-trip through plain lists of ints and floats
-  (msgpack-able, for checkpoints).
+- ``to_state``/``from_state`` round-trip through plain lists of ints and
+  finite floats (msgpack- and JSON-able, for checkpoints).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ class LatencyHistogram:
             buckets = self._buckets
             buckets[index] = buckets.get(index, 0) + 1
         self.count += 1
-        self.total += value
+        # Clamped like the buckets, so the sum stays finite (a state holds no inf).
+        self.total += value if value <= MAX_VALUE else MAX_VALUE
         if self.count == 1:
             self.min = self.max = value
         elif value < self.min:  # type: ignore[operator]

@@ -39,8 +39,9 @@ What it guarantees:
 - An event stamped far in the future moves the watermark: the key's open
   windows become due and the events that follow are late (counted, not lost).
 
-State (``to_state``): plain dicts, lists, ints, floats and strings, with the
-per-window state objects serialised by the caller's ``state_of`` hook.
+State (``to_state``): plain dicts, lists, ints, finite floats, strings and
+None (msgpack- and JSON-able), with the per-window state objects serialised by
+the caller's ``state_of`` hook.
 """
 
 from __future__ import annotations

@@ -9,12 +9,20 @@ import warnings
 
 import msgpack
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
 from agent.health.accuracy import ClassificationCounts, RegressionCounts
+
+
+def checkpoint(state):
+    """``state`` after the trip a checkpoint makes: msgpack, and JSON (the engine's
+    state file; a non-finite float would come back as null there)."""
+    return orjson.loads(orjson.dumps(msgpack.unpackb(msgpack.packb(state))))
+
 
 labels = st.one_of(st.sampled_from(["cat", "dog", "bird", "1"]), st.integers(0, 3))
 pairs = st.lists(st.tuples(labels, labels), max_size=80)
@@ -72,11 +80,11 @@ def test_merge_equals_the_counts_of_the_union(first, second):
 
 @settings(max_examples=100, deadline=None)
 @given(pairs)
-def test_the_classification_state_round_trips_through_msgpack(pairs_):
+def test_the_classification_state_round_trips_through_a_checkpoint(pairs_):
     counts = ClassificationCounts(max_classes=5)
     for true, predicted in pairs_:
         counts.add(true, predicted)  # some pairs are dropped by the cap: dropped is state too
-    restored = ClassificationCounts.from_state(msgpack.unpackb(msgpack.packb(counts.to_state())))
+    restored = ClassificationCounts.from_state(checkpoint(counts.to_state()))
     assert restored == counts and restored.max_classes == 5
 
 
@@ -120,13 +128,21 @@ def test_regression_metrics_equal_numpy_and_merge_is_the_union(first, second):
     errors = np.array([t for t, _ in union]) - np.array([p for _, p in union])
     assert counts.mae == pytest.approx(float(np.mean(np.abs(errors))), rel=1e-9, abs=1e-9)
     assert counts.rmse == pytest.approx(float(np.sqrt(np.mean(errors ** 2))), rel=1e-9, abs=1e-9)
-    restored = RegressionCounts.from_state(msgpack.unpackb(msgpack.packb(counts.to_state())))
+    restored = RegressionCounts.from_state(checkpoint(counts.to_state()))
     assert restored == counts
 
 
 @pytest.mark.parametrize("true, predicted", [(math.nan, 1.0), (1.0, math.inf), ("1", 1.0), (True, 1.0),
-                                             (None, 1.0), (1e200, -1e200)])
+                                             (None, 1.0), (1e200, -1e200), (1e160, 0.0)])
 def test_regression_refuses_what_is_not_a_finite_error(true, predicted):
     counts = RegressionCounts()
     assert counts.add(true, predicted) is False
     assert counts.n == 0 and counts.mae is None
+
+
+def test_a_pair_that_would_overflow_the_sums_is_refused_and_the_state_stays_finite():
+    counts = RegressionCounts()
+    assert counts.add(1e154, 0.0)  # err² = 1e308, the largest decade a float holds
+    assert counts.add(1e154, 0.0) is False  # 2e308 would overflow
+    assert counts.n == 1 and math.isfinite(counts.sum_sq)
+    assert RegressionCounts.from_state(checkpoint(counts.to_state())) == counts

@@ -8,12 +8,20 @@ import math
 
 import msgpack
 import numpy as np
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.health.histogram import (MAX_BUCKETS, MAX_VALUE, MIN_VALUE, RELATIVE_ERROR, LatencyHistogram,
                                     bucket_index, representative)
+
+
+def checkpoint(state):
+    """``state`` after the trip a checkpoint makes: msgpack, and JSON (the engine's
+    state file; a non-finite float would come back as null there)."""
+    return orjson.loads(orjson.dumps(msgpack.unpackb(msgpack.packb(state))))
+
 
 # Latencies from a microsecond to a day (ms), plus the zero bucket's range.
 tracked = st.floats(min_value=MIN_VALUE, max_value=86_400_000.0, allow_nan=False)
@@ -73,10 +81,9 @@ def test_merge_is_the_histogram_of_the_union(first, second):
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(any_value, max_size=200))
-def test_the_state_round_trips_through_msgpack(values):
+def test_the_state_round_trips_through_a_checkpoint(values):
     histogram = histogram_of(values)
-    packed = msgpack.packb(histogram.to_state())
-    restored = LatencyHistogram.from_state(msgpack.unpackb(packed))
+    restored = LatencyHistogram.from_state(checkpoint(histogram.to_state()))
     assert restored == histogram
     assert restored.to_es() == histogram.to_es()
     assert restored.to_state() == histogram.to_state()
@@ -131,3 +138,9 @@ def test_a_state_of_another_version_is_refused():
     state["v"] = 99
     with pytest.raises(ValueError, match="version"):
         LatencyHistogram.from_state(state)
+
+
+def test_huge_values_keep_the_state_finite():
+    histogram = histogram_of([1e308, 1e308, 5.0])
+    assert math.isfinite(histogram.total) and histogram.max == 1e308
+    assert LatencyHistogram.from_state(checkpoint(histogram.to_state())) == histogram

@@ -8,12 +8,20 @@ from __future__ import annotations
 import math
 
 import msgpack
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.clock import FakeClock
 from agent.health.windows import ClosedWindow, ModelKey, Windows
+
+
+def checkpoint(state):
+    """``state`` after the trip a checkpoint makes: msgpack, and JSON (the engine's
+    state file; a non-finite float would come back as null there)."""
+    return orjson.loads(orjson.dumps(msgpack.unpackb(msgpack.packb(state))))
+
 
 BASE = 1_700_000_000  # event times are BASE + halves: exact in floats, so the model's arithmetic is exact
 KEYS = [ModelKey("churn", "3", "api", "h1"), ModelKey("churn", "4"), ModelKey("fraud", None, None, "h2")]
@@ -46,7 +54,7 @@ def expected_windows(ops, window, lateness):
 
 def run(ops, window, lateness, clock):
     """Feed ``ops`` into a window manager; 'close' calls close_due, 'restart'
-    goes through a msgpack checkpoint into a new manager. Returns every closed
+    goes through a checkpoint (msgpack and JSON) into a new manager. Returns every closed
     window and the manager."""
     windows = Windows(window, lateness, new_state=list, clock=clock)
     closed: list[ClosedWindow] = []
@@ -63,8 +71,8 @@ def run(ops, window, lateness, clock):
                                                and KEYS[o[1]] == c.key)
             closed.extend(due)
         else:
-            saved = msgpack.packb(windows.to_state(state_of=list))
-            windows = Windows.from_state(msgpack.unpackb(saved), new_state=list, state_from=list, clock=clock)
+            saved = checkpoint(windows.to_state(state_of=list))
+            windows = Windows.from_state(saved, new_state=list, state_from=list, clock=clock)
     closed.extend(windows.close_all())
     return closed, windows
 
@@ -210,8 +218,8 @@ def test_the_state_is_plain_data_and_keeps_counters_and_open_windows():
     windows.observe(KEYS[2], 12.0)  # late
     windows.observe(KEYS[0], math.nan)
     state = windows.to_state(state_of=list)
-    assert msgpack.unpackb(msgpack.packb(state)) == state
-    restored = Windows.from_state(msgpack.unpackb(msgpack.packb(state)), new_state=list, state_from=list,
+    assert checkpoint(state) == state
+    restored = Windows.from_state(checkpoint(state), new_state=list, state_from=list,
                                   clock=clock)
     assert restored.counters() == windows.counters()
     assert (restored.window_seconds, restored.lateness_seconds) == (10, 5)
@@ -275,8 +283,8 @@ def test_with_a_moving_clock_every_event_is_in_one_window_or_counted_late(ops, s
                     assert c.reason == "idle" and now - timer[c.key] > window + lateness
                 closed.append(c)
         else:
-            saved = msgpack.packb(windows.to_state(state_of=list))
-            windows = Windows.from_state(msgpack.unpackb(saved), new_state=list, state_from=list, clock=clock)
+            saved = checkpoint(windows.to_state(state_of=list))
+            windows = Windows.from_state(saved, new_state=list, state_from=list, clock=clock)
             timer = dict.fromkeys(timer, clock.time())
     closed.extend(windows.close_all())
     assert len({(c.key, c.start) for c in closed}) == len(closed), "a window was closed twice"
