@@ -1,0 +1,167 @@
+"""The two implementations of one specification, side by side.
+
+``agent_documents`` parses a fixture as the agent does (``make_parser``) and
+``raw_documents`` as ``--parse-at elasticsearch`` ships it
+(``make_raw_parser``); both go through the same enrichment. ``through_pipelines``
+runs raw documents through the installed entry and final pipelines of a
+real node (``_simulate``), and ``differences`` lists, field by field, where
+two documents differ.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import orjson
+
+from agent.enrich import Enricher
+from agent.events import Line, Source
+from agent.parsing import ParseSettings, make_parser, make_raw_parser, timestamps
+from agent.setup.pipeline_defs import ENTRY, FINAL, load_pipelines
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+READ_TIME = 1733300000.0  # 2024-12-04: far from every fixture's own time
+
+# Fields that may differ, with the reason (docs/pipelines.md lists them too).
+IGNORED = frozenset({
+    "event.ingested",  # set by the cluster only
+})
+
+Request = Callable[[str, str, Any], tuple[int, Any]]
+
+
+def fixture_files() -> list[Path]:
+    """Every fixture file of every format (parsing/ and servers/<server>/...)."""
+    found = [path for path in (FIXTURES / "parsing").iterdir() if path.is_file()]
+    found += [path for path in (FIXTURES / "servers").rglob("*") if path.is_file()]
+    return sorted(found)
+
+
+def lines_of(path: Path, source: Source) -> list[Line]:
+    data = path.read_bytes()
+    lines: list[Line] = []
+    offset = 0
+    pieces = data.split(b"\n")
+    if pieces and pieces[-1] == b"":
+        pieces.pop()
+    for number, raw in enumerate(pieces, start=1):
+        end = offset + len(raw) + 1
+        lines.append(Line(source, offset, end, raw.decode("utf-8", "replace"), READ_TIME + number / 1000.0))
+        offset = end
+    return lines
+
+
+class UTC:
+    """The host's zone set to UTC while parsing: the cluster reads a time
+    without a zone as UTC (see docs/pipelines.md), the agent in the host's zone."""
+
+    def __enter__(self) -> None:
+        self._old = os.environ.get("TZ")
+        os.environ["TZ"] = "UTC"
+        time.tzset()
+        timestamps._minute_base.cache_clear()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._old is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = self._old
+        time.tzset()
+        timestamps._minute_base.cache_clear()
+
+
+def _documents(path: Path, settings: ParseSettings, raw: bool) -> list[dict[str, Any]]:
+    source = Source("fixture-key", f"/var/log/{path.parent.name}/{path.name}")
+    parser = (make_raw_parser if raw else make_parser)(settings, source)
+    enricher = Enricher("host-1", "agent-1", settings.keep_original)
+    records = []
+    with UTC():
+        for line in lines_of(path, source):
+            records.extend(parser.feed(line))
+        records.extend(parser.flush())
+        events = [enricher.build(record) for record in records]
+    return [orjson.loads(event.data) for event in events if event is not None]
+
+
+def agent_documents(path: Path, settings: ParseSettings) -> list[dict[str, Any]]:
+    return _documents(path, settings, raw=False)
+
+
+def raw_documents(path: Path, settings: ParseSettings) -> list[dict[str, Any]]:
+    return _documents(path, settings, raw=True)
+
+
+def install(request: Request) -> None:
+    for name, body in load_pipelines().items():
+        status, resp = request("PUT", f"/_ingest/pipeline/{name}", body)
+        if status >= 300:
+            raise AssertionError(f"PUT pipeline {name} -> {status}: {_reason(resp)}")
+
+
+def _simulate(request: Request, name: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    status, resp = request("POST", f"/_ingest/pipeline/{name}/_simulate",
+                           {"docs": [{"_source": doc} for doc in docs]})
+    if status >= 300:
+        raise AssertionError(f"simulate {name} -> {status}: {resp}")
+    out = []
+    for entry in resp["docs"]:
+        if "doc" not in entry:
+            raise AssertionError(f"simulate {name}: the document failed: {entry}")
+        out.append(entry["doc"]["_source"])
+    return out
+
+
+def through_pipelines(request: Request, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``docs`` through the entry pipeline (the default) then the final one."""
+    if not docs:
+        return []
+    return _simulate(request, FINAL, _simulate(request, ENTRY, docs))
+
+
+def _flat(doc: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(doc, dict) and doc:
+        for key, value in doc.items():
+            yield from _flat(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], doc
+
+
+# The cluster's reason for a line that is not a JSON object (orjson's error
+# messages, "invalid JSON at column 5: ...", cannot be reproduced by the
+# engine's own JSON parser); the parse_failure tag is the same.
+CLUSTER_JSON_REASON = "not a JSON object"
+
+
+def _accepted(key: str, a: Any, c: Any, agent: dict[str, Any]) -> bool:
+    """An intentional difference (docs/pipelines.md, "Intentional differences")."""
+    if key == "error.message" and "parse_failure" in agent.get("tags", ()):
+        return isinstance(a, str) and a.startswith("invalid JSON") and c == CLUSTER_JSON_REASON
+    return False
+
+
+def differences(agent: dict[str, Any], cluster: dict[str, Any]) -> list[str]:
+    """One readable line per leaf that differs (ignored fields left out)."""
+    mine = dict(_flat(agent))
+    theirs = dict(_flat(cluster))
+    out = []
+    for key in sorted(set(mine) | set(theirs)):
+        if key in IGNORED:
+            continue
+        a, c = mine.get(key, "<missing>"), theirs.get(key, "<missing>")
+        if (a != c or type(a) is not type(c)) and not _accepted(key, a, c, agent):
+            out.append(f"  {key}: agent {a!r} != cluster {c!r}")
+    return out
+
+
+def _reason(resp: Any) -> str:
+    """The useful part of an error response (painless compile errors are long)."""
+    try:
+        cause = resp["error"]["root_cause"][0]
+        detail = resp["error"].get("caused_by", {})
+        return (f"{cause.get('type')} {cause.get('reason')} tag={cause.get('processor_tag')} "
+                f"at {cause.get('script_stack')} caused by {detail.get('reason')}")
+    except (KeyError, IndexError, TypeError):
+        return str(resp)[:2000]

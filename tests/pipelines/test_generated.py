@@ -1,0 +1,50 @@
+"""The generated parts of pipelines/ are current (one definition: agent/parsing)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import gen_pipelines  # noqa: E402
+
+from agent.parsing import json_keys, parse_text  # noqa: E402
+
+
+def test_generated_files_are_current() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_pipelines.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_catalogue_change_makes_json_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    current = (ROOT / "pipelines" / "json.yml").read_text(encoding="utf-8")
+    assert gen_pipelines.json_yaml() == current
+    rules = dict(json_keys.BUILT_IN)
+    rules["model_title"] = rules["model_name"]
+    monkeypatch.setattr(json_keys, "BUILT_IN", rules)
+    assert gen_pipelines.json_yaml() != current
+
+
+def test_every_catalogue_key_is_in_the_pipeline() -> None:
+    text = gen_pipelines.json_params()
+    for key, rule in json_keys.BUILT_IN.items():
+        assert f'"{key}": [{list(rule.path)!r}'.replace("'", '"') in text, key
+
+
+def test_plain_prefix_follows_the_agent_regexes(monkeypatch: pytest.MonkeyPatch) -> None:
+    current = (ROOT / "pipelines" / "plain-prefix.yml").read_text(encoding="utf-8")
+    assert gen_pipelines.plain_prefix_yaml() == current
+    monkeypatch.setattr(parse_text, "_SEARCH_WINDOW", 120)
+    assert gen_pipelines.plain_prefix_yaml() != current
+
+
+def test_joni_translation() -> None:
+    assert gen_pipelines.joni(r"(?P<a>\d+)\s[\w.]\S", ascii_classes=True) == \
+        r"(?<msp_a>[0-9]+)[ \t\n\r\f\v][A-Za-z0-9_.][^ \t\n\r\f\v]"
+    assert gen_pipelines.joni(r"(?P<a>\d+)\s", ascii_classes=False) == r"(?<msp_a>\d+)\s"
+    assert gen_pipelines.joni(r"[^\]\s]", ascii_classes=True) == r"[^\] \t\n\r\f\v]"
