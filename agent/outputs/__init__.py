@@ -21,5 +21,9 @@ def build_output(config: Config) -> Output:
     if config.output.startswith("file:"):
         from agent.outputs.file import FileOutput
         return FileOutput(config.output[5:])
+    if config.output == "opensearch":
+        # The same bulk delivery path, OpenSearch's security and version APIs.
+        from agent.outputs.opensearch import OpenSearchOutput
+        return OpenSearchOutput.from_config(config)
     from agent.outputs.elasticsearch import ElasticsearchOutput
     return ElasticsearchOutput.from_config(config)

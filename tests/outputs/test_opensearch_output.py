@@ -1,0 +1,186 @@
+"""The OpenSearch output against the real secured OpenSearch node.
+
+Real bulk answers through the one classifier (stored, duplicate on re-send,
+mapping rejection), the Sender end to end (exactly once, rejected documents
+in the dead letters before their ack, a node that goes down and comes back),
+a missing ingest pipeline retried with the setup command, credentials
+(preflight, check), and telling the engines apart by ``GET /``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+import orjson
+import pytest
+
+import opensearch_local
+from agent.acks import AckTracker
+from agent.config import resolve
+from agent.errors import AuthError
+from agent.events import Event
+from agent.outputs.base import Response
+from agent.outputs.dead_letter import DeadLetters
+from agent.outputs.opensearch import OpenSearchOutput, detect_engine
+from agent.outputs.retry import Action, classify
+from agent.outputs.sender import Sender
+from agent.stats import Stats
+
+
+def _output(node, **flags) -> OpenSearchOutput:
+    base = {"es_urls": (node.url,), "ca_cert": node.ca_cert, "username": node.username,
+            "password_file": node.password_file}
+    base.update(flags)
+    return OpenSearchOutput.from_config(resolve(base, {}))
+
+
+def _event(i: int, body: dict, key: str = "src") -> Event:
+    return Event(key, i, i + 1, f"{key}-{i}",
+                 orjson.dumps({"@timestamp": "2026-12-04T10:00:00.000Z", **body}))
+
+
+def _sender(output, tmp_path, commits, max_retries=None):
+    acks = AckTracker(lambda key, offset: commits.__setitem__(key, offset))
+    stats = Stats()
+    dead = DeadLetters(str(tmp_path / "dead.ndjson"), "unused")
+    sender = Sender(output, acks, dead, stats, threading.Event(), max_retries, backoff_max=1.0,
+                    retry_permanent=True)
+    return sender, acks, stats
+
+
+def test_real_bulk_responses_classify_per_item(os_node, os):
+    os.ok("PUT", "/os-out-items", {"mappings": {"properties": {"latency": {"type": "long"}}}})
+    output = _output(os_node, index="os-out-items")
+    try:
+        first = output.send([_event(0, {"latency": 5}), _event(1, {"latency": 6})])
+        assert classify(first, 2).kind == "ack"
+        mixed = output.send([_event(0, {"latency": 5}), _event(2, {"latency": "not a number"}),
+                             _event(3, {"latency": 7})])
+        decision = classify(mixed, 3)
+        assert decision.kind == "items"
+        assert [v.action for v in decision.items] == [Action.DUPLICATE, Action.REJECT, Action.ACK]
+        assert decision.items[0].error_type == "version_conflict_engine_exception"
+        # OpenSearch's name for what Elasticsearch calls document_parsing_exception.
+        assert decision.items[1].error_type == "mapper_parsing_exception"
+        assert "latency" in decision.items[1].reason
+    finally:
+        output.close()
+        assert os.count("os-out-items") == 3
+        os.delete_index("os-out-items")
+
+
+def test_sender_ships_once_and_dead_letters_before_ack(os_node, os, tmp_path):
+    os.ok("PUT", "/os-out-send", {"mappings": {"properties": {"latency": {"type": "long"}}}})
+    output = _output(os_node, index="os-out-send")
+    commits: dict[str, int] = {}
+    sender, acks, stats = _sender(output, tmp_path, commits)
+    events = [_event(i, {"latency": i}) for i in range(20)]
+    events[7] = _event(7, {"latency": "seven"})
+    try:
+        acks.register(events)
+        sender.deliver(events)
+        assert commits == {"src": 20}  # every offset committed, the rejected one too
+        assert stats.snapshot().events_acked == 19 and stats.snapshot().events_rejected == 1
+        (letter,) = [json.loads(line) for line in (tmp_path / "dead.ndjson").read_text().splitlines()]
+        assert letter["_id"] == "src-7" and letter["status"] == 400
+        assert letter["error"]["type"] == "mapper_parsing_exception"
+        assert letter["document"]["latency"] == "seven"
+        # A re-send (a crash before the registry commit) stores nothing twice.
+        acks.register(events)
+        sender.deliver(events)
+        assert stats.snapshot().events_duplicate == 19
+        assert os.count("os-out-send") == 19
+    finally:
+        output.close()
+        os.delete_index("os-out-send")
+
+
+def test_node_down_then_back_delivers_everything_once(os_node, os, tmp_path):
+    output = _output(os_node, index="os-out-fault", request_timeout=5.0)
+    commits: dict[str, int] = {}
+    sender, acks, stats = _sender(output, tmp_path, commits)
+    events = [_event(i, {"n": i}, key="fault") for i in range(50)]
+    try:
+        opensearch_local.stop_node(os_node)
+        acks.register(events)
+        worker = threading.Thread(target=sender.deliver, args=(events,))
+        worker.start()
+        try:
+            # Retries while the node is down: connection errors, nothing settled.
+            waited = threading.Event()
+            for _ in range(300):  # at most 60 s
+                if stats.retries()["connection"] >= 2 or waited.wait(0.2):
+                    break
+            assert stats.retries()["connection"] >= 2
+            assert commits == {}
+        finally:
+            opensearch_local.restart_node(os_node)
+        worker.join(120)
+        assert not worker.is_alive()
+        assert commits == {"fault": 50}
+        assert os.count("os-out-fault") == 50
+        assert stats.snapshot().events_acked == 50
+    finally:
+        output.close()
+        os.delete_index("os-out-fault")
+
+
+def test_missing_pipeline_is_retried_naming_setup(os_node, os):
+    name = "os-missing-pipeline-test"
+    os.request("DELETE", f"/_ingest/pipeline/{name}")
+    os.ok("PUT", "/os-out-pipe", {"settings": {"index.default_pipeline": name}})
+    output = _output(os_node, index="os-out-pipe")
+    events = [_event(i, {"message": f"line {i}"}) for i in range(3)]
+    try:
+        response = output.send(events)
+        decision = classify(response, 3)
+        assert decision.kind == "retry", response.body
+        assert f"[{name}]" in decision.reason and "modelscribe setup pipelines" in decision.reason
+        os.ok("PUT", f"/_ingest/pipeline/{name}", {"processors": [
+            {"set": {"tag": "t", "field": "event.kind", "value": "event"}}]})
+        assert classify(output.send(events), 3).kind == "ack"
+        docs = os.search_all("os-out-pipe")
+        assert [d["event"]["kind"] for d in docs] == ["event"] * 3
+    finally:
+        output.close()
+        os.delete_index("os-out-pipe")
+        os.request("DELETE", f"/_ingest/pipeline/{name}")
+
+
+def test_preflight_and_check_with_the_password(os_node):
+    output = _output(os_node, index="os-out-check")
+    try:
+        output.preflight()
+        report = output.check()
+    finally:
+        output.close()
+    lines = dict(report.lines)
+    assert report.ok, report.lines
+    assert lines["version"].startswith(f"opensearch {os_node.version} ")
+    assert lines["auth"].startswith("ok as admin (roles:") and "all_access" in lines["auth"]
+    assert lines["privileges"].startswith("not checked in advance")
+
+
+def test_wrong_password_is_refused_with_a_clear_message(os_node, tmp_path):
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    output = _output(os_node, password_file=str(wrong))
+    try:
+        with pytest.raises(AuthError, match="OpenSearch rejected user 'admin' and the password"):
+            output.preflight()
+        report = output.check()
+        assert not report.ok
+        assert dict(report.lines)["auth"].startswith("FAILED: HTTP 401")
+        # A bulk request with the wrong password is an "auth" decision: retried, not rejected.
+        assert classify(output.send([_event(0, {})]), 1).kind == "auth"
+    finally:
+        output.close()
+
+
+def test_detect_engine_from_the_root_endpoint(os_node):
+    status, body = opensearch_local.request(os_node, "GET", "/")
+    assert detect_engine(Response(status, body)) == "opensearch"
+    # Elasticsearch's root has no "distribution" key (shape of a 9.x answer).
+    assert detect_engine(Response(200, {"version": {"number": "9.2.8", "build_flavor": "default"}})) \
+        == "elasticsearch"
+    assert detect_engine(Response(401, "Unauthorized")) is None
