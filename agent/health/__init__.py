@@ -18,8 +18,11 @@ The package map (pure statistics first, then what builds on them):
   across a crash and a restore; late events counted, never dropped.
 
 These four modules are pure: no I/O, no logging, no threads; every state
-converts to and from plain msgpack-able values (``to_state``/``from_state``) and
-merges exactly. Field extraction, configuration, the reference, the label join,
+converts to and from plain msgpack- and JSON-able values
+(``to_state``/``from_state``) and merges exactly. Bad data never raises (it is
+refused and counted); bad arguments and unreadable states raise ValueError,
+which the caller translates (a checkpoint that cannot be read is a StateError
+of the engine, not of these modules). Field extraction, configuration, the reference, the label join,
 alerts and the window documents build on them in the other modules of this
 package. User documentation: docs/health-statistics.md.
 """
