@@ -55,6 +55,7 @@ from agent.clock import SYSTEM_CLOCK, Clock
 
 _STATE_VERSION = 1
 DEFAULT_MAX_MODELS = 200
+_UNKNOWN = math.inf  # an idle timer started while the clock gave no usable time
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,7 @@ class Windows:
             if len(self._keys) >= self.max_models:
                 self.over_cap += 1
                 return None
-            k = self._keys[key] = _Key(self._wall(0.0))
+            k = self._keys[key] = _Key(self._wall(_UNKNOWN))
         else:
             now = self._clock.time()
             if -math.inf < now < math.inf:
@@ -247,7 +248,9 @@ class Windows:
             k = self._keys[key]
             idle = False
             if wall is not None:
-                if wall < k.last_wall:
+                if k.last_wall == _UNKNOWN:  # the clock was unusable when the timer started
+                    k.last_wall = wall
+                elif wall < k.last_wall:
                     went_backwards = True
                     k.last_wall = wall
                 elif wall - k.last_wall > self.window_seconds + self.lateness_seconds:
@@ -325,7 +328,7 @@ class Windows:
             raise ValueError(f"windows state version {state.get('v')!r}, expected {_STATE_VERSION}")
         windows = cls(int(state["window_seconds"]), state["lateness_seconds"], new_state=new_state,
                       max_models=max_models, clock=clock, forget_after_seconds=forget_after_seconds)
-        now = windows._wall(0.0)
+        now = windows._wall(_UNKNOWN)
         for saved in state["keys"]:
             k = _Key(now)  # the idle timer restarts: a replay first, then idleness
             k.watermark = saved["watermark"]

@@ -315,3 +315,24 @@ def test_open_state_finds_an_open_window_without_counting_or_moving_anything():
     assert windows.counters() == before and windows.watermark(key) == 95.0
     assert {c.reason for c in windows.close_due()} == {"watermark", "idle"}
     assert windows.open_state(key, 95.0) is None  # closed
+
+
+class _BrokenClock(FakeClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.broken = True
+
+    def time(self) -> float:
+        return math.nan if self.broken else super().time()
+
+
+def test_an_idle_timer_started_on_a_broken_clock_starts_at_the_next_usable_time():
+    clock = _BrokenClock()
+    windows = Windows(60, 30, new_state=list, clock=clock)
+    windows.observe(KEYS[0], 10.0).append(1)
+    assert windows.close_due() == [] and windows.bad_clock == 1
+    clock.broken = False
+    assert windows.close_due() == []  # not idle from the epoch, and not a backward jump
+    assert windows.clock_backwards == 0
+    clock.advance(91)
+    assert [c.reason for c in windows.close_due()] == ["idle"]
