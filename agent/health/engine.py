@@ -280,11 +280,14 @@ class HealthEngine:
             write_atomic(os.path.join(self.directory, STATE_FILE), body, prefix=".state.")
         except OSError as error:
             raise StateError(f"cannot write {self.directory}/{STATE_FILE}: {error.strerror}") from error
-        for gen in range(old_gen, old_gen + 1):
-            try:
-                os.unlink(self._journal_path(gen))
-            except FileNotFoundError:
-                pass
+        # Every journal before the one the snapshot names is in the snapshot
+        # (also those replayed at start-up).
+        for journal in glob.glob(os.path.join(self.directory, "journal-*.jsonl")):
+            if int(os.path.basename(journal)[8:-6]) <= old_gen:
+                try:
+                    os.unlink(journal)
+                except FileNotFoundError:
+                    pass
 
     def _take_reset(self) -> None:
         marker = os.path.join(self.directory, reference.RESET_MARKER)

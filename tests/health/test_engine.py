@@ -1,0 +1,280 @@
+"""The health engine: exact across crashes (a model of the agent's restarts), labels joined in the
+prediction's window or as corrections, bounded, and the checkpoint format."""
+
+from __future__ import annotations
+
+import os
+import random
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.clock import FakeClock
+from agent.events import Event
+from agent.health.config import parse_health
+from agent.health.engine import HealthEngine, ObservedAcks
+
+AGENT = {"name": "modelscribe", "id": "test"}
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_events(seed: int, count: int = 400, files: int = 2) -> list[list[Event]]:
+    """Per file, events in read order: predictions of one model per file, labels 30 events later,
+    a few bad values, and a little disorder in time (within the lateness and beyond it)."""
+    rng = random.Random(seed)
+    out = []
+    for f in range(files):
+        events, offset, t = [], 0, 1_767_225_600.0
+        for i in range(count):
+            t += rng.uniform(0.0, 0.6)
+            jitter = -rng.uniform(0, 40) if rng.random() < 0.03 else 0.0
+            doc: dict[str, Any] = {
+                "@timestamp": _stamp(t + jitter),
+                "model": {"name": f"model-{f}", "request_id": f"{f}-{i}",
+                          "prediction": {"value": rng.choice(["cat", "dog"])},
+                          "input": {"features": {"age": rng.gauss(40, 10) if rng.random() > 0.02 else "n/a",
+                                                 "country": rng.choice(["DE", "FR", "US", "IT"])}}},
+                "event": {"duration": int(rng.expovariate(1 / 20) * 1e6)},
+                "host": {"name": "h1"}}
+            if rng.random() < 0.05:
+                doc["event"]["outcome"] = "failure"
+            data = orjson.dumps(doc)
+            events.append(Event(f"file-{f}", offset, offset + len(data) + 1, f"id-{f}-{offset}", data))
+            offset += len(data) + 1
+            if i >= 30 and i % 3 == 0:
+                label = orjson.dumps({"@timestamp": _stamp(t), "model": {"request_id": f"{f}-{i - 30}",
+                                                                       "target": {"value": rng.choice(["cat", "dog"])}}})
+                events.append(Event(f"file-{f}", offset, offset + len(label) + 1, f"id-{f}-{offset}", label))
+                offset += len(label) + 1
+        out.append(events)
+    return out
+
+
+SETTINGS = parse_health({"window": 10, "lateness": 5, "reference_size": 50, "label_ttl": 120}, "test: health")
+
+
+def _interleave(per_file: list[list[Event]], seed: int) -> list[Event]:
+    rng = random.Random(seed)
+    positions = [0] * len(per_file)
+    order = []
+    while any(p < len(f) for p, f in zip(positions, per_file)):
+        choices = [i for i, f in enumerate(per_file) if positions[i] < len(f)]
+        i = rng.choice(choices)
+        order.append(per_file[i][positions[i]])
+        positions[i] += 1
+    return order
+
+
+class Shipped:
+    """What Elasticsearch would hold: create by id; a second create of an id is a 409."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, dict[str, Any]] = {}
+
+    def deliver(self, events: list[Event]) -> None:
+        for event in events:
+            doc = orjson.loads(event.data)
+            if event.doc_id in self.docs:
+                assert self.docs[event.doc_id] == doc, f"id {event.doc_id} sent twice with different content"
+            else:
+                self.docs[event.doc_id] = doc
+
+
+def uninterrupted(tmp_path, events: list[Event], batch: int = 17) -> dict[str, dict[str, Any]]:
+    engine = HealthEngine(SETTINGS, str(tmp_path / "clean"), None, AGENT, FakeClock())
+    shipped = Shipped()
+    for i in range(0, len(events), batch):
+        engine.observe(events[i:i + batch])
+        if i % (batch * 5) == 0:
+            engine.close_due()
+            engine.ship(shipped.deliver)
+    engine.close_due(final=True)
+    while engine.ship(shipped.deliver):
+        pass
+    engine.close()
+    return shipped.docs
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), crashes=st.integers(1, 12))
+def test_crashes_at_random_points_give_the_same_documents_as_an_uninterrupted_run(tmp_path_factory, seed, crashes):
+    """The agent's contract modelled: events are fed (registered) in each file's order; some are
+    acknowledged (out of order), which frees them from the spool; the registry commits each file's
+    acknowledged prefix and is saved, then health checkpoints. A crash loses memory only. After it
+    the agent sends again, in order, what the spool still holds (fed, not acknowledged) and then
+    what was never fed; or, without the spool, everything after the saved registry offsets."""
+    tmp_path = tmp_path_factory.mktemp("crash")
+    events = _interleave(make_events(seed), seed)
+    expected = uninterrupted(tmp_path, events)
+    rng = random.Random(seed)
+    crash_points = set(rng.sample(range(1, len(events)), min(crashes, len(events) - 1)))
+    shipped = Shipped()
+    state = str(tmp_path / "crashy")
+    engine = HealthEngine(SETTINGS, state, None, AGENT, FakeClock())
+    acked: set[int] = set()
+    saved: dict[str, int] = {}  # the registry on disk
+
+    def committed() -> dict[str, int]:
+        """Each file's end of its longest acknowledged prefix (what the registry commits)."""
+        out: dict[str, int] = {}
+        blocked: set[str] = set()
+        for i, event in enumerate(events[:fed_to]):
+            if event.source_key in blocked:
+                continue
+            if i in acked:
+                out[event.source_key] = event.end
+            else:
+                blocked.add(event.source_key)
+        return out
+
+    queue = list(range(len(events)))  # indexes in the order they are (re)sent
+    fed_to = 0  # events[:fed_to] were fed at least once
+    in_flight: set[int] = set()
+    while queue:
+        step = rng.randint(1, 25)
+        batch, queue = queue[:step], queue[step:]
+        engine.observe([events[i] for i in batch])
+        fed_to = max(fed_to, batch[-1] + 1)
+        in_flight.update(batch)  # only what was sent since the last restart can be acknowledged
+        late_acks = {i for i in in_flight if rng.random() < 0.2} | {i for i in batch if rng.random() < 0.7}
+        acked.update(late_acks)
+        in_flight -= late_acks
+        roll = rng.random()
+        if roll < 0.3:
+            snapshot = committed()
+            saved = snapshot
+            engine.checkpoint(snapshot)
+        elif roll < 0.5:
+            engine.close_due()
+            engine.ship(shipped.deliver)
+        if crash_points and fed_to >= min(crash_points):
+            crash_points.discard(min(crash_points))
+            engine.close()  # SIGKILL: memory gone, files stay
+            engine = HealthEngine(SETTINGS, state, None, AGENT, FakeClock())
+            in_flight = set()
+            if rng.random() < 0.5:  # the spool: what is not acknowledged, then what was never fed
+                queue = [i for i in range(fed_to) if i not in acked] + list(range(fed_to, len(events)))
+            else:  # no spool: every line after the saved offsets is read again
+                queue = [i for i in range(len(events)) if events[i].offset >= saved.get(events[i].source_key, 0)]
+                acked -= set(queue)
+    engine.close_due(final=True)
+    while engine.ship(shipped.deliver):
+        pass
+    engine.close()
+    assert shipped.docs.keys() == expected.keys()
+    assert shipped.docs == expected
+
+
+def test_a_window_document_carries_the_counts_of_its_requests(tmp_path):
+    events = make_events(3, count=300, files=1)[0]
+    docs = uninterrupted(tmp_path, events)
+    windows = [d for d in docs.values() if d["event"]["dataset"] == "modelscribe.health" and d["event"]["kind"] == "metric"
+               and "requests" in d["model"]["health"]]
+    requests = sum(d["model"]["health"]["requests"] + d["model"]["health"]["late"] for d in windows)
+    assert requests == 300
+    late = sum(d["model"]["health"]["late"] for d in windows)
+    failures = sum(1 for e in events if b'"failure"' in e.data)
+    errors = sum(d["model"]["health"]["errors"] for d in windows)
+    assert failures - late <= errors <= failures  # a late request is counted as late only
+    assert all(d["model"]["health"]["window_seconds"] == 10 for d in windows)
+
+
+def test_labels_are_counted_in_the_window_of_their_prediction_or_as_a_correction(tmp_path):
+    engine = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, FakeClock())
+    t0 = 1_767_225_600.0
+
+    def ev(offset: int, doc: dict[str, Any]) -> Event:
+        return Event("f", offset, offset + 1, f"i{offset}", orjson.dumps(doc))
+
+    pred = {"@timestamp": _stamp(t0 + 1), "model": {"name": "m", "request_id": "a", "prediction": {"value": 1}}}
+    pred2 = {"@timestamp": _stamp(t0 + 2), "model": {"name": "m", "request_id": "b", "prediction": {"value": 0}}}
+    label_a = {"@timestamp": _stamp(t0 + 3), "model": {"request_id": "a", "target": {"value": 1}}}
+    later = {"@timestamp": _stamp(t0 + 40), "model": {"name": "m", "request_id": "c", "prediction": {"value": 1}}}
+    label_b = {"@timestamp": _stamp(t0 + 41), "extra": {"label": 1}, "model": {"request_id": "b"}}
+    unknown = {"@timestamp": _stamp(t0 + 42), "model": {"request_id": "zzz", "target": {"value": 1}}}
+    even_later = {"@timestamp": _stamp(t0 + 80), "model": {"name": "m", "request_id": "d", "prediction": {"value": 1}}}
+    engine.observe([ev(i, d) for i, d in enumerate([pred, pred2, label_a, later, label_b, unknown, even_later])])
+    shipped = Shipped()
+    engine.close_due()
+    engine.ship(shipped.deliver)
+    first = [d for d in shipped.docs.values() if d["@timestamp"].endswith("00:00.000Z")
+             and d["event"]["dataset"] == "modelscribe.health"]
+    window = next(d for d in first if "correction" not in d["model"]["health"])
+    correction = next(d for d in first if "correction" in d["model"]["health"])
+    assert window["model"]["health"]["requests"] == 2
+    assert window["model"]["health"]["labelled"] == 1  # a, while the window was open
+    assert window["model"]["accuracy"]["confusion"] == {"1__1": 1}
+    assert correction["model"]["health"]["correction"] == 1
+    assert correction["model"]["health"]["labelled"] == 1  # b, after the window was due
+    assert correction["model"]["accuracy"]["confusion"] == {"1__0": 1}
+    assert engine.counters["unmatched_labels"] == 1
+
+
+def test_a_duplicate_event_is_not_counted_twice(tmp_path):
+    events = make_events(5, count=100, files=1)[0]
+    engine = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, FakeClock())
+    engine.observe(events[:60])
+    engine.observe(events[40:])  # a retry / re-read sends 40..59 again
+    engine.close_due(final=True)
+    shipped = Shipped()
+    while engine.ship(shipped.deliver):
+        pass
+    assert uninterrupted(tmp_path, events) == shipped.docs
+
+
+def test_the_ack_tracker_feeds_health_before_it_registers(tmp_path):
+    seen: list[int] = []
+    commits: list[tuple[str, int]] = []
+    acks = ObservedAcks(lambda key, offset: commits.append((key, offset)), lambda events: seen.extend(
+        e.offset for e in events))
+    events = [Event("f", i * 10, i * 10 + 10, f"i{i}", b"{}") for i in range(3)]
+    acks.register(iter(events))  # an iterator: consumed once, by both
+    assert seen == [0, 10, 20] and acks.in_flight() == 3
+    acks.acknowledge(events)
+    assert commits == [("f", 30)]
+
+
+def test_caps_bound_models_and_waiting_labels(tmp_path):
+    capped = parse_health({"window": 10, "caps": {"models": 3, "pending_labels": 5}}, "test: health")
+    engine = HealthEngine(capped, str(tmp_path), None, AGENT, FakeClock())
+    t0 = 1_767_225_600.0
+    events = [Event("f", i, i + 1, f"i{i}", orjson.dumps({
+        "@timestamp": _stamp(t0 + i), "model": {"name": f"m{i % 10}", "request_id": str(i),
+                                               "prediction": {"value": 1}}})) for i in range(100)]
+    engine.observe(events)
+    assert engine.windows.models == 3
+    assert engine.windows.over_cap == 70
+    assert len(engine._join) == 5 and engine._join.evicted == 25
+
+
+def test_the_checkpoint_survives_a_restart_and_the_journal_is_cleaned(tmp_path):
+    events = make_events(9, count=80, files=1)[0]
+    engine = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, FakeClock())
+    engine.observe(events[:40])
+    engine.checkpoint({})
+    engine.observe(events[40:])
+    engine.close()
+    files = sorted(os.listdir(tmp_path / "health"))
+    assert "state.json" in files and sum(f.startswith("journal-") for f in files) == 1
+    state = orjson.loads((tmp_path / "health" / "state.json").read_bytes())
+    assert state["version"] == 1
+    again = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, FakeClock())
+    assert again.counters["observed"] == engine.counters["observed"]
+    again.checkpoint({"file-0": events[-1].end})
+    assert sum(f.startswith("journal-") for f in os.listdir(tmp_path / "health")) == 0
+    assert "file-0" not in again._covered
+    again.close()
+
+
+def test_a_broken_state_file_starts_health_empty(tmp_path):
+    (tmp_path / "health").mkdir()
+    (tmp_path / "health" / "state.json").write_bytes(b"{not json")
+    engine = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, FakeClock())
+    assert engine.counters["observed"] == 0
+    engine.close()
