@@ -1,0 +1,115 @@
+"""What the entry and final pipelines promise besides parity, on the real node:
+documents the agent parsed are left alone, other shippers' lines are parsed
+as auto would, a failure is recorded and never drops the document (also
+through index.default_pipeline / final_pipeline and _bulk), and the user's
+modelscribe@custom hook runs when it exists."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agent.setup.pipeline_defs import ENTRY, FINAL
+from pipeline_parity import through_pipelines
+
+AGENT = {"name": "modelscribe", "type": "modelscribe", "version": "0.1.0", "id": "a"}
+
+
+def raw(message: str, fmt: str, **extra: Any) -> dict[str, Any]:
+    return {"@timestamp": "2024-12-04T08:00:00.000Z", "message": message, "log": {"file": {"path": "/x.log"}, "offset": 0},
+            "host": {"name": "h"}, "agent": AGENT, "modelscribe": {"raw": {"format": fmt}}, **extra}
+
+
+def test_a_document_parsed_by_the_agent_is_left_alone(ingest: Any) -> None:
+    doc = {"@timestamp": "2024-05-01T12:00:00.130Z", "message": '{"not": "parsed again"}',
+           "log": {"level": "info", "file": {"path": "/x.log"}, "offset": 0}, "agent": AGENT,
+           "modelscribe": {"health": {"drift": 0.1}}}
+    out, = through_pipelines(ingest, [doc])
+    ingested = out["event"].pop("ingested")
+    assert ingested and not out["event"]
+    del out["event"]
+    assert out == doc
+
+
+@pytest.mark.parametrize("message, expected", [
+    ('{"level": "ERROR", "message": "boom", "model_name": "m", "timestamp": "2024-05-01T12:00:00Z"}',
+     {"message": "boom", "log": {"level": "error"}, "model": {"name": "m"}, "@timestamp": "2024-05-01T12:00:00.000Z"}),
+    ("2024-05-01 12:00:00,123 - app.worker - ERROR - boom",
+     {"message": "boom", "log": {"level": "error", "logger": "app.worker"}, "@timestamp": "2024-05-01T12:00:00.123Z"}),
+    ("no prefix at all", {"message": "no prefix at all", "@timestamp": "2024-12-04T08:00:00.000Z"}),
+])
+def test_another_shippers_line_is_read_as_auto_would(ingest: Any, message: str, expected: dict[str, Any]) -> None:
+    doc = {"@timestamp": "2024-12-04T08:00:00.000Z", "message": message, "agent": {"name": "filebeat"},
+           "log": {"file": {"path": "/var/log/app.log"}}}
+    out, = through_pipelines(ingest, [doc])
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            assert {name: out[key].get(name) for name in value} == value, (key, out)
+        else:
+            assert out[key] == value, (key, out)
+    assert out["agent"] == {"name": "filebeat"} and "modelscribe" not in out
+    assert "tags" not in out
+
+
+def test_an_unknown_format_is_indexed_with_the_failure_recorded(ingest: Any) -> None:
+    out, = through_pipelines(ingest, [raw("line of a format from the future", "quantum", tags=["partial_line"])])
+    assert out["message"] == "line of a format from the future"
+    assert out["event"]["kind"] == "pipeline_error"
+    assert out["tags"] == ["partial_line", "pipeline_error"]
+    assert "entry-unknown-format" in out["error"]["message"] and "quantum" in out["error"]["message"]
+    assert "modelscribe" not in out
+
+
+def test_a_line_too_big_for_the_engine_is_a_parse_failure_not_a_lost_document(ingest: Any) -> None:
+    out, = through_pipelines(ingest, [raw('{"message": "x", "count": 123456789012345678901234}', "json")])
+    assert out["tags"] == ["parse_failure"]
+    assert "64 bits" in out["error"]["message"]
+    assert out["message"] == '{"message": "x", "count": 123456789012345678901234}'
+
+
+def test_custom_hook_runs_and_its_failure_is_recorded(ingest: Any) -> None:
+    hook = "/_ingest/pipeline/modelscribe@custom"
+    try:
+        status, _ = ingest("PUT", hook, {"processors": [{"set": {"tag": "t", "field": "labels.team", "value": "ml"}}]})
+        assert status == 200
+        out, = through_pipelines(ingest, [raw("hello", "plain")])
+        assert out["labels"] == {"team": "ml"} and "error" not in out
+        ingest("PUT", hook, {"processors": [{"fail": {"tag": "mine", "message": "refused by the team"}}]})
+        out, = through_pipelines(ingest, [raw("hello", "plain")])
+        assert out["message"] == "hello"
+        assert out["event"]["kind"] == "pipeline_error" and out["tags"] == ["pipeline_error"]
+        assert "refused by the team" in out["error"]["message"]
+    finally:
+        ingest("DELETE", hook)
+    out, = through_pipelines(ingest, [raw("hello", "plain")])
+    assert "error" not in out and "tags" not in out  # no hook: nothing to report
+
+
+def test_through_index_settings_and_bulk_nothing_is_dropped(ingest: Any) -> None:
+    index = "modelscribe-pipeline-test"
+    ingest("DELETE", f"/{index}")
+    status, resp = ingest("PUT", f"/{index}", {"settings": {"index.default_pipeline": ENTRY,
+                                                            "index.final_pipeline": FINAL,
+                                                            "number_of_replicas": 0}})
+    assert status == 200, resp
+    try:
+        docs = [raw("2024-05-01 12:00:00,123 - app - ERROR - boom", "plain"),
+                raw('{"message": "ok", "status_code": 503}', "json"),
+                raw("from the future", "quantum"),
+                raw("{broken json", "json")]
+        body = "".join(json.dumps({"create": {"_id": str(n)}}) + "\n" + json.dumps(doc) + "\n"
+                       for n, doc in enumerate(docs))
+        status, resp = ingest("POST", f"/{index}/_bulk?refresh=true", body)
+        assert status == 200 and not resp["errors"], resp
+        status, resp = ingest("POST", f"/{index}/_search", {"size": 10, "sort": ["_id"]})
+        found = {hit["_id"]: hit["_source"] for hit in resp["hits"]["hits"]}
+        assert sorted(found) == ["0", "1", "2", "3"]
+        assert found["0"]["log"]["logger"] == "app" and found["0"]["message"] == "boom"
+        assert found["1"]["event"]["outcome"] == "failure" and found["1"]["http"]["response"]["status_code"] == 503
+        assert found["2"]["event"]["kind"] == "pipeline_error"
+        assert found["3"]["tags"] == ["parse_failure"] and found["3"]["message"] == "{broken json"
+        assert all(doc["event"]["ingested"] for doc in found.values())
+    finally:
+        ingest("DELETE", f"/{index}")
