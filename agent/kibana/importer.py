@@ -1,0 +1,226 @@
+"""``modelscribe setup dashboards``: import kibana/modelscribe.ndjson into Kibana.
+
+The steps, each with a message naming the URL and what is wrong when it fails:
+
+1. ``GET /api/status``: reachable, credentials accepted, version at least
+   ``OLDEST_KIBANA`` (8.8); an older Kibana is refused before anything is
+   written (its migrations do not know our objects' format).
+2. ``GET /api/spaces/space/<id>`` when ``--space`` names one: a space that
+   does not exist is a configuration error (exit code 2), not an import into
+   the default space.
+3. ``POST [/s/<space>]/api/saved_objects/_import?overwrite=true``: one
+   multipart/form-data request (field ``file``, ``modelscribe.ndjson``,
+   ``application/ndjson``) with ``kbn-xsrf``; Kibana imports every object or
+   reports per object why not.
+
+The report lists every object of the file with its outcome (``created``,
+``overwritten``, ``failed: <reason>``, or ``not reported`` when Kibana said
+nothing of it), so a partial import says exactly what was installed.
+
+Exit codes (agent.errors): 0 every object imported; 2 a bad option (an
+unknown space); 3 Kibana unreachable, the credentials refused, a missing
+privilege, or a Kibana too old; 4 some objects failed (the report says which).
+
+Credentials and TLS are the Elasticsearch connection's (``--api-key-file``,
+``--username``/``--password-file``, ``--ca-cert``, ``--client-cert``,
+``--tls-verify``): Kibana accepts the same API keys and users.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import AuthError, ConfigError, ModelscribeError, PermanentOutputError, TransientOutputError
+from agent.kibana.render import OLDEST_KIBANA
+from agent.selflog import Secret
+
+EXIT_PARTIAL = 4
+_VERSION = re.compile(r"(\d+)\.(\d+)")
+
+
+class PartialImport(ModelscribeError):
+    """Kibana imported some objects and refused others (exit code 4)."""
+
+    exit_code = EXIT_PARTIAL
+
+
+@dataclass(frozen=True)
+class KibanaSettings:
+    url: str
+    space: str | None = None
+    api_key: Secret | None = None
+    username: str | None = None
+    password: Secret | None = None
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    tls_verify: bool = True
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    type: str
+    id: str
+    title: str
+    result: str  # created, overwritten, failed: <reason>, not reported
+
+
+class Kibana:
+    """The few Kibana HTTP calls setup needs; every failure becomes one of our errors."""
+
+    def __init__(self, settings: KibanaSettings) -> None:
+        parsed = urllib.parse.urlsplit(settings.url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"--kibana-url {settings.url!r}: expected http(s)://HOST[:PORT][/base-path]")
+        self._settings = settings
+        self._base = settings.url.rstrip("/")
+        self._context = _ssl_context(settings) if parsed.scheme == "https" else None
+
+    def _auth(self) -> dict[str, str]:
+        settings = self._settings
+        if settings.api_key is not None:
+            return {"Authorization": "ApiKey " + settings.api_key.reveal()}
+        if settings.username and settings.password is not None:
+            raw = f"{settings.username}:{settings.password.reveal()}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode("ascii")}
+        return {}
+
+    def call(self, method: str, path: str, body: bytes | None = None,
+             content_type: str | None = None) -> tuple[int, Any]:
+        headers = {"kbn-xsrf": "modelscribe", "Accept": "application/json", **self._auth()}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(self._base + path, data=body, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self._settings.timeout, context=self._context) as answer:
+                return answer.status, _json_or_text(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _json_or_text(error.read())
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise TransientOutputError(f"Kibana at {self._base} is unreachable: {reason}") from error
+
+    def version(self) -> tuple[int, int]:
+        status, body = self.call("GET", "/api/status")
+        self._check_access(status, body, "read its status (GET /api/status)")
+        number = body.get("version", {}).get("number", "") if isinstance(body, dict) else ""
+        match = _VERSION.match(str(number))
+        if status != 200 or not match:
+            raise PermanentOutputError(f"{self._base} did not answer as Kibana does on /api/status "
+                                       f"(HTTP {status}); is --kibana-url the Kibana URL, not Elasticsearch's?")
+        found = (int(match.group(1)), int(match.group(2)))
+        if found < OLDEST_KIBANA:
+            raise PermanentOutputError(
+                f"Kibana at {self._base} is {number}; the dashboards need Kibana "
+                f"{OLDEST_KIBANA[0]}.{OLDEST_KIBANA[1]} or later (upgrade Kibana; nothing was imported)")
+        return found
+
+    def check_space(self, space: str) -> None:
+        status, body = self.call("GET", f"/api/spaces/space/{urllib.parse.quote(space, safe='')}")
+        if status == 404:
+            raise ConfigError(f"--space {space}: Kibana at {self._base} has no such space "
+                              f"(create it, or leave out --space for the default space); nothing was imported")
+        self._check_access(status, body, f"read the space {space!r}")
+        if status != 200:
+            raise PermanentOutputError(f"Kibana at {self._base} answered HTTP {status} for the space {space!r}: "
+                                       f"{_reason(body)}")
+
+    def import_objects(self, ndjson: bytes, space: str | None) -> dict[str, Any]:
+        boundary = f"modelscribe-{uuid.uuid4().hex}"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"modelscribe.ndjson\""
+                f"\r\nContent-Type: application/ndjson\r\n\r\n").encode() + ndjson + f"\r\n--{boundary}--\r\n".encode()
+        prefix = f"/s/{urllib.parse.quote(space, safe='')}" if space and space != "default" else ""
+        status, answer = self.call("POST", f"{prefix}/api/saved_objects/_import?overwrite=true", body,
+                                   f"multipart/form-data; boundary={boundary}")
+        self._check_access(status, answer, "import saved objects (the Saved Objects Management or "
+                                           "Dashboard privilege: all)")
+        if status != 200 or not isinstance(answer, dict):
+            raise PermanentOutputError(f"Kibana at {self._base} refused the import: HTTP {status}: {_reason(answer)}")
+        return answer
+
+    def _check_access(self, status: int, body: Any, doing: str) -> None:
+        if status == 401:
+            raise AuthError(f"Kibana at {self._base} refused the credentials (401): pass --api-key-file or "
+                            f"--username/--password-file of a user Kibana accepts")
+        if status == 403:
+            raise AuthError(f"Kibana at {self._base}: the credentials lack the privilege to {doing} (403): "
+                            f"{_reason(body)}")
+
+
+def import_dashboards(settings: KibanaSettings, ndjson: bytes) -> list[Outcome]:
+    """Import the file; the outcome of each of its objects, in file order.
+    Raises PartialImport (with the outcomes in its message) if any failed."""
+    kibana = Kibana(settings)
+    kibana.version()
+    if settings.space and settings.space != "default":
+        kibana.check_space(settings.space)
+    answer = kibana.import_objects(ndjson, settings.space)
+    outcomes = outcomes_of(ndjson, answer)
+    failed = [o for o in outcomes if o.result != "created" and o.result != "overwritten"]
+    if failed:
+        raise PartialImport(format_outcomes(outcomes) + f"\n{len(failed)} of {len(outcomes)} objects were not "
+                            f"imported into {settings.url}")
+    return outcomes
+
+
+def outcomes_of(ndjson: bytes, answer: dict[str, Any]) -> list[Outcome]:
+    done = {(r.get("type"), r.get("id")): r for r in answer.get("successResults") or []}
+    errors = {(e.get("type"), e.get("id")): e for e in answer.get("errors") or []}
+    outcomes = []
+    for line in ndjson.decode().splitlines():
+        if not line.strip():
+            continue
+        obj = json.loads(line)
+        key = (obj["type"], obj["id"])
+        title = obj.get("attributes", {}).get("title", "")
+        if key in errors:
+            error = errors[key].get("error") or {}
+            detail = error.get("type", "unknown")
+            if error.get("references"):
+                detail += " " + ", ".join(f"{r.get('type')}/{r.get('id')}" for r in error["references"])
+            elif error.get("message"):
+                detail += f" ({error['message']})"
+            outcomes.append(Outcome(*key, title, f"failed: {detail}"))
+        elif key in done:
+            outcomes.append(Outcome(*key, title, "overwritten" if done[key].get("overwrite") else "created"))
+        else:
+            outcomes.append(Outcome(*key, title, "not reported"))
+    return outcomes
+
+
+def format_outcomes(outcomes: list[Outcome]) -> str:
+    return "\n".join(f"{o.result:<12} {o.type:<14} {o.id}  {o.title}" for o in outcomes)
+
+
+def _ssl_context(settings: KibanaSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=settings.ca_cert) if settings.ca_cert \
+        else ssl.create_default_context()
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.client_cert:
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    return context
+
+
+def _json_or_text(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")[:500]
+
+
+def _reason(body: Any) -> str:
+    if isinstance(body, dict):
+        return str(body.get("message") or body.get("error") or body)[:300]
+    return str(body)[:300]
