@@ -52,6 +52,13 @@ if TYPE_CHECKING:
 _loads = orjson.loads
 
 
+def _dumps(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj)
+    except orjson.JSONEncodeError:  # not for what orjson.loads gave; if ever: the safe side
+        return b'content"'  # (parsed at the edge)
+
+
 def is_json_object(text: str) -> bool:
     """Does ``JsonFormat.structured`` take ``text`` (a JSON object, maybe
     with JSON whitespace around it)?"""
@@ -101,10 +108,12 @@ _PREDICATES: dict[str, Callable[[str], bool]] = {
 # Payload fields (agent.schema: prompts, completions, HTTP bodies) are taken
 # out by the enrichment's transforms unless --keep-payloads, which needs the
 # parsed fields. A JSON object reaches one only through a key ending in
-# ``content`` (http.request.body.content, nested or dotted; or spelt with a
-# \u escape) or a --map-field rule whose target is one: such a line is
-# parsed at the edge, so what the agent would strip never leaves the host.
-_PAYLOAD_NEEDLES = ('content"', "\\u")
+# ``content`` (http.request.body.content, nested or dotted) or a --map-field
+# rule whose target is one: such a line is parsed at the edge, so what the
+# agent would strip never leaves the host. A key may be spelt with \u
+# escapes: a line with one is looked at again as orjson writes the parsed
+# object back (no escapes but the required ones).
+_PAYLOAD_NEEDLES = ('content"',)
 
 
 def _payload_needles(settings: ParseSettings) -> tuple[str, ...]:
@@ -151,13 +160,19 @@ class _Structured:
         if first != "{" and (kind == _BRACE or first not in " \t\r\n" or "{" not in text):
             return None  # (is_json_object and _brace_object, inlined)
         try:
-            if type(_loads(text)) is not dict:
-                return None
+            obj = _loads(text)
         except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
+            return None
+        if type(obj) is not dict:
             return None
         for needle in self._needles:
             if needle in text:
                 return self._inner.structured(line)
+        if "\\u" in text:
+            unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
+            for needle in self._needles:
+                if needle in unescaped:
+                    return self._inner.structured(line)
         tags = line.tags
         if len(tags) > 1:
             tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too

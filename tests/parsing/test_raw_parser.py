@@ -59,6 +59,16 @@ def feed(make, options: ParseSettings, lines: list[Line], expire_at: list[float 
     return records
 
 
+def _has_payload(fields: dict) -> bool:
+    """Does a parsed record hold a field the transforms strip (agent.schema's payload fields)?"""
+    http = fields.get("http") if isinstance(fields.get("http"), dict) else {}
+    bodies = [(http.get(side) or {}).get("body") for side in ("request", "response")
+              if isinstance(http.get(side), dict)]
+    gen_ai = fields.get("gen_ai") if isinstance(fields.get("gen_ai"), dict) else {}
+    return any(isinstance(body, dict) and "content" in body for body in bodies) or \
+        "prompt" in gen_ai or "completion" in gen_ai
+
+
 def _raw_name(record: Record) -> str | None:
     raw = record.fields.get("modelscribe", {}).get("raw") if record.fields else None
     return raw["format"] if raw else None
@@ -76,6 +86,8 @@ def assert_same_grouping(options: ParseSettings, lines: list[Line], expire_at: l
         line_tags = tuple(dict.fromkeys(tag for tag in agent.tags if tag != TAG_PARSE_FAILURE))
         assert (mine.source, mine.offset, mine.end, mine.line_count, mine.read_time, mine.tags) == \
             (agent.source, agent.offset, agent.end, agent.line_count, agent.read_time, line_tags), where
+        if _has_payload(agent.fields):
+            assert _raw_name(mine) is None, f"{where}: a payload would leave the host in a raw record"
         if _raw_name(mine) is None:
             # Parsed at the edge (a line that may carry a payload): the agent's own record.
             assert mine == agent._replace(original=mine.original), where
@@ -134,9 +146,11 @@ def test_torchserve_threads_interleaved_are_joined_per_thread():
 def test_a_json_line_that_may_carry_a_payload_is_parsed_at_the_edge():
     texts = ['{"message": "ok", "level": "info"}',
              '{"message": "call", "http": {"request": {"body": {"content": "secret prompt"}}}}',
-             '{"message": "caf\\u00e9"}']
-    raw = assert_same_grouping(ParseSettings(format="json"), as_lines(texts), [None] * 3)
-    assert [_raw_name(record) for record in raw] == ["json", None, None]
+             '{"message": "caf\\u00e9"}',
+             '{"message": "escaped", "http": {"response": {"body": {"cont\\u0065nt": "secret"}}}}']
+    raw = assert_same_grouping(ParseSettings(format="json"), as_lines(texts), [None] * 4)
+    assert [_raw_name(record) for record in raw] == ["json", None, "json", None]
+    assert raw[3].fields["http"]["response"]["body"]["content"] == "secret"
     assert raw[1].fields["http"]["request"]["body"]["content"] == "secret prompt"  # the transforms strip it
     assert raw[1].message == "call"
 
@@ -181,6 +195,8 @@ FRAGMENTS = sorted({text for path in FIXTURE_FILES for text in fixture_texts(pat
     "  + Exception Group Traceback (most recent call last):", "  | ExceptionGroup: eg (2 sub-exceptions)",
     "Stack (most recent call last):", '{"message": "json", "level": "INFO"}', '{"broken": ', "{", "[1, 2]",
     '  {"indented": true}', '{"http": {"response": {"body": {"content": "x"}}}}', "é ü 日本語 🙂",
+    '{"http": {"request": {"body": {"cont\\u0065nt": "y"}}}}', '{"message": "caf\\u00e9"}',
+    '{"http.request.body.content": "z", "prompt": "p"}',
 })
 TEXT = st.one_of(
     st.sampled_from(FRAGMENTS),
