@@ -35,6 +35,7 @@ installed before it, then the cause; its exit code is the cause's
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -164,6 +165,27 @@ def _put_or_post(kibana: Any, base: str, path: str, create: dict[str, Any], upda
     raise RuleRefused(f"Kibana at {base} refused {what} {ident}: HTTP {status}: {_reason(body)}")
 
 
+def _check_version(kibana: Any, base: str) -> None:
+    # Not the shared client's version(): its oldest supported Kibana is the
+    # dashboards' (and its message says so); the rules have their own.
+    status, body = kibana.call("GET", "/api/status")
+    if status == 401:
+        raise AuthError(f"Kibana at {base} refused the credentials (401): pass --api-key-file or "
+                        f"--username/--password-file of a user Kibana accepts")
+    if status == 403:
+        raise AuthError(f"Kibana at {base}: the credentials cannot read its status (403): {_reason(body)}")
+    number = str(body.get("version", {}).get("number", "")) if isinstance(body, dict) else ""
+    found = re.match(r"(\d+)\.(\d+)", number)
+    if status != 200 or not found:
+        raise PermanentOutputError(f"{base} did not answer as Kibana does on /api/status (HTTP {status}); "
+                                   f"is --kibana-url the Kibana URL, not Elasticsearch's?")
+    oldest = tuple(int(part) for part in kibana_rules.OLDEST_KIBANA.split("."))
+    if (int(found.group(1)), int(found.group(2))) < oldest:
+        raise PermanentOutputError(
+            f"Kibana at {base} is {number}; the rules need Kibana {kibana_rules.OLDEST_KIBANA} or later "
+            f"(upgrade Kibana; nothing was installed)")
+
+
 def install_rules(settings: Any, rules: tuple[Rule, ...] = RULES) -> list[Installed]:
     """Install the index connector and one ES query rule per rule into Kibana."""
     from agent.kibana.importer import Kibana  # shared client (setup dashboards)
@@ -171,12 +193,7 @@ def install_rules(settings: Any, rules: tuple[Rule, ...] = RULES) -> list[Instal
     require_fields()
     kibana = Kibana(settings)
     base = settings.url.rstrip("/")
-    version = kibana.version()
-    oldest = tuple(int(part) for part in kibana_rules.OLDEST_KIBANA.split("."))
-    if version < oldest:
-        raise PermanentOutputError(
-            f"Kibana at {base} is {version[0]}.{version[1]}; the rules need Kibana "
-            f"{kibana_rules.OLDEST_KIBANA} or later (upgrade Kibana; nothing was installed)")
+    _check_version(kibana, base)
     if settings.space and settings.space != "default":
         kibana.check_space(settings.space)
     prefix = _space_prefix(settings.space)

@@ -48,9 +48,11 @@ CONSUMER = "stackAlerts"
 ACTION_GROUP = "query matched"
 CONNECTOR_ID = "modelscribe-alerts-index"
 TERM_SIZE = 100
-# The oldest Kibana whose ES query rule has every option used here
-# (groupBy/termField arrived in 8.10, action-level frequency in 8.6).
-OLDEST_KIBANA = "8.10"
+# The oldest Kibana whose ES query rule has every option used here: the
+# 8.7 reference is the first to document its aggregation and "grouped over"
+# options (8.6's counts matching documents only). Checked against the
+# reference, not against a running Kibana.
+OLDEST_KIBANA = "8.7"
 
 _COMPARATORS = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
                 "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}

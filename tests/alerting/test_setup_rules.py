@@ -161,8 +161,8 @@ def test_an_unreachable_kibana_names_the_url():
 
 
 def test_a_kibana_older_than_the_rule_options_is_refused_before_writing():
-    with FakeKibana(version="8.9.3") as kibana:
+    with FakeKibana(version="8.6.2") as kibana:
         result = _run("--kibana-url", kibana.url)
     assert result.exit_code == 3, result.output
-    assert "8.9" in result.output and kibana_rules.OLDEST_KIBANA in result.output
+    assert "8.6" in result.output and kibana_rules.OLDEST_KIBANA in result.output
     assert kibana.writes() == []
