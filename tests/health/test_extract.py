@@ -1,0 +1,106 @@
+"""Where health reads its fields: defaults that need no configuration (the JSON prediction log
+through the real JSON parser, BentoML monitor roles), configured paths, and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.enrich import Enricher
+from agent.errors import ConfigError
+from agent.events import Line, Source
+from agent.health.config import FieldPaths, parse_fields, parse_health
+from agent.health.extract import BAD_LATENCY, MISSING, extract
+from agent.parsing import ParseSettings, make_parser
+
+SOURCE = Source("k", "/logs/predictions.log")
+
+
+def parsed(text: str, fmt: str = "json") -> dict:
+    """The document the agent ships for one line (parser + enrichment), as health reads it."""
+    parser = make_parser(ParseSettings(format=fmt), SOURCE)
+    records = list(parser.feed(Line(SOURCE, 0, len(text) + 1, text, 1_767_225_600.0))) + list(parser.flush())
+    event = Enricher("edge-1", "agent-id", False).build(records[0])
+    return orjson.loads(event.data)
+
+
+def test_a_json_prediction_log_needs_no_configuration():
+    doc = parsed('{"timestamp": "2026-01-01T00:00:01Z", "model_name": "churn", "request_id": "r1", '
+                 '"prediction": 1, "features": {"age": 41.5, "country": "DE"}, "latency_ms": 12.5}')
+    obs = extract(doc, FieldPaths())
+    assert obs is not None
+    assert obs.key == ("churn", "", "", "edge-1")
+    assert obs.request_id == "r1"
+    assert obs.latency_ms == pytest.approx(12.5)
+    assert obs.prediction == 1
+    assert obs.features == {"age": 41.5, "country": "DE"}
+    assert obs.label is MISSING
+    assert obs.time == 1_767_225_601.0
+    assert obs.error is False
+
+
+def test_a_label_record_has_no_model_and_no_prediction():
+    for text in ('{"timestamp": "2026-01-01T00:00:09Z", "request_id": "r1", "label": 0}',
+                 '{"timestamp": "2026-01-01T00:00:09Z", "request_id": "r1", "ground_truth": 0}'):
+        obs = extract(parsed(text), FieldPaths())
+        assert obs is not None and obs.label == 0 and obs.prediction is MISSING and obs.key[0] == ""
+
+
+def test_errors_come_from_the_outcome_the_status_or_the_level():
+    assert extract(parsed('{"model_name": "m", "status": 503, "latency_ms": 3}'), FieldPaths()).error
+    assert not extract(parsed('{"model_name": "m", "status": 404, "latency_ms": 3}'), FieldPaths()).error
+    assert extract(parsed('{"model_name": "m", "level": "ERROR"}'), FieldPaths()).error
+    custom = parse_fields({"error": "extra.failed"}, "test")
+    assert extract(parsed('{"model_name": "m", "failed": true}'), custom).error
+    assert not extract(parsed('{"model_name": "m", "failed": false}'), custom).error
+
+
+def test_bentoml_monitor_roles_fill_features_prediction_and_target(tmp_path):
+    doc = {"@timestamp": "2026-01-01T00:00:00.000Z", "model": {
+        "name": "iris", "request_id": "42", "input": {"features": {"sepal_len": 5.1}},
+        "prediction": {"value": "setosa"}, "target": {"value": "setosa"}}}
+    obs = extract(doc, FieldPaths())
+    assert obs.features == {"sepal_len": 5.1} and obs.prediction == "setosa" and obs.label == "setosa"
+
+
+def test_configured_paths_and_a_feature_list():
+    paths = parse_fields({"model": "extra.m", "request_id": "extra.rid", "latency": "extra.took",
+                          "latency_unit": "s", "features": ["extra.a", "extra.b"], "prediction": "extra.y"}, "t")
+    doc = parsed('{"m": "x", "rid": "q", "took": 0.25, "a": 1, "b": "z", "y": 3}')
+    obs = extract(doc, paths)
+    assert obs.key[0] == "x" and obs.request_id == "q" and obs.latency_ms == pytest.approx(250.0)
+    assert obs.features == {"extra.a": 1, "extra.b": "z"} and obs.prediction == 3
+
+
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-5", '"fast"'])
+def test_an_unusable_latency_is_reported_as_bad(raw):
+    doc = {"@timestamp": "2026-01-01T00:00:00.000Z", "model": {"name": "m"}, "extra": {"lat": None}}
+    doc["extra"]["lat"] = {"NaN": math.nan, "Infinity": math.inf, "-5": -5, '"fast"': "fast"}[raw]
+    assert extract(doc, parse_fields({"latency": "extra.lat"}, "t")).latency_ms == BAD_LATENCY
+
+
+def test_bad_config_names_the_key():
+    with pytest.raises(ConfigError, match=r"f\.yml: health\.window"):
+        parse_health({"window": 0}, "f.yml: health")
+    with pytest.raises(ConfigError, match=r"did you mean 'lateness'"):
+        parse_health({"latenes": 3}, "f.yml: health")
+    with pytest.raises(ConfigError, match=r"health\.fields\.features"):
+        parse_health({"fields": {"features": 3}}, "f.yml: health")
+    with pytest.raises(ConfigError, match=r"thresholds\.psi"):
+        parse_health({"thresholds": {"psi": None}}, "f.yml: health")
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                      max_size=3), max_leaves=12)
+
+
+@given(st.dictionaries(st.sampled_from(["@timestamp", "model", "event", "extra", "http", "log", "gen_ai"]),
+                       json_values, max_size=6))
+def test_extract_never_raises(doc):
+    extract(doc, FieldPaths())
+    extract(doc, parse_fields({"features": ["model.x", "extra"], "error": "event.failed"}, "t"))

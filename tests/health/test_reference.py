@@ -1,0 +1,110 @@
+"""References: from a JSON lines or CSV file, from the first events (kept across restarts, reset
+by the command), and the previous window."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from agent.clock import FakeClock
+from agent.errors import ConfigError
+from agent.events import Event
+from agent.health import reference
+from agent.health.config import parse_health
+from agent.health.drift import CategoricalBins, NumericBins
+from agent.health.engine import HealthEngine
+
+AGENT = {"name": "modelscribe"}
+T0 = 1_767_225_600.0
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_a_jsonl_reference_with_features_objects_or_flat_rows(tmp_path):
+    nested = tmp_path / "ref.jsonl"
+    nested.write_text("".join(orjson.dumps({"features": {"age": i, "country": "DE" if i % 2 else "FR"},
+                                            "prediction": i % 3}).decode() + "\n" for i in range(100)))
+    flat = tmp_path / "flat.jsonl"
+    flat.write_text("".join(orjson.dumps({"age": i, "country": "DE" if i % 2 else "FR", "prediction": i % 3,
+                                          "label": 1}).decode() + "\n" for i in range(100)))
+    for path in (nested, flat):
+        ref = reference.from_file(str(path), 50, 50)
+        assert set(ref.features) == {"age", "country"}
+        assert isinstance(ref.features["age"], NumericBins) and ref.features["age"].minimum == 0
+        assert isinstance(ref.features["country"], CategoricalBins)
+        assert sum(ref.features["age"].reference_counts) == 100 and ref.prediction is not None
+
+
+def test_a_csv_reference_reads_numbers_as_numbers(tmp_path):
+    path = tmp_path / "ref.csv"
+    path.write_text("age,country,prediction\n" + "".join(f"{i},{'DE' if i % 2 else 'FR'},{i % 2}\n"
+                                                         for i in range(50)) + ",DE,1\n")
+    ref = reference.from_file(str(path), 50, 50)
+    assert isinstance(ref.features["age"], NumericBins) and ref.features["age"].maximum == 49
+    assert ref.features["country"].categories == ("DE", "FR")
+
+
+def test_a_bad_reference_file_is_a_config_error_naming_the_line(tmp_path):
+    path = tmp_path / "ref.jsonl"
+    path.write_text('{"age": 1}\nnot json\n')
+    with pytest.raises(ConfigError, match=r"ref\.jsonl: line 2"):
+        reference.from_file(str(path), 50, 50)
+    with pytest.raises(ConfigError, match="cannot read"):
+        reference.from_file(str(tmp_path / "missing.csv"), 50, 50)
+
+
+def _events(start: int, count: int, value) -> list[Event]:
+    return [Event("f", i, i + 1, str(i), orjson.dumps({
+        "@timestamp": _stamp(T0 + i), "model": {"name": "m", "input": {"features": {"x": value(i)}}}}))
+        for i in range(start, start + count)]
+
+
+def test_the_first_events_reference_is_kept_across_restarts_and_reset_by_the_command(tmp_path):
+    settings = parse_health({"window": 10, "reference_size": 30}, "t: health")
+    engine = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    engine.observe(_events(0, 40, lambda i: i))
+    engine.checkpoint({})
+    engine.close()
+    stored = orjson.loads((tmp_path / "health" / "reference.json").read_bytes())
+    assert stored["version"] == 1 and list(stored["models"]) == ["m\u0000"]
+    again = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    assert again._references["m\u0000"].features["x"].maximum == 29
+    again.close()
+    done = subprocess.run([sys.executable, "-m", "agent", "health", "reset-reference", "--state-dir", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and "collected again" in done.stdout
+    assert not (tmp_path / "health" / "reference.json").exists()
+    after = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    assert after._references == {}
+    after.observe(_events(100, 30, lambda i: i * 10))
+    assert after._references["m\u0000"].features["x"].minimum == 1000
+    assert not (tmp_path / "health" / reference.RESET_MARKER).exists()
+    after.close()
+
+
+def test_a_corrupt_reference_file_is_moved_aside(tmp_path):
+    (tmp_path / "health").mkdir()
+    (tmp_path / "health" / "reference.json").write_text('{"version": 9}')
+    assert reference.load_store(str(tmp_path / "health")) == {}
+    assert any(name.startswith("reference.json.corrupt-") for name in os.listdir(tmp_path / "health"))
+
+
+def test_previous_compares_each_window_with_the_one_before(tmp_path):
+    settings = parse_health({"window": 10, "lateness": 0, "reference": "previous", "reference_size": 10},
+                            "t: health")
+    engine = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    engine.observe(_events(0, 50, lambda i: "a" if i < 30 else "b"))
+    engine.close_due(final=True)
+    drift = {d["@timestamp"]: d["model"]["drift"] for d in map(orjson.loads, engine._outbox.values())
+             if d["event"]["dataset"] == "modelscribe.drift"}
+    assert "psi" not in drift[_stamp(T0 + 10)]  # the first window counted has nothing before it
+    assert drift[_stamp(T0 + 20)]["psi"] == pytest.approx(0.0) and drift[_stamp(T0 + 20)]["reference"] == "previous"
+    assert drift[_stamp(T0 + 30)]["alert"] is True  # all "b" (other) after all "a"
+    assert drift[_stamp(T0 + 40)]["psi"] == pytest.approx(0.0)
