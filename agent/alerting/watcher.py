@@ -101,7 +101,7 @@ def condition(rule: Rule) -> dict[str, Any]:
 def watch(rule: Rule) -> dict[str, Any]:
     """The body of ``PUT _watcher/watch/<rule.id>``."""
     text = (f"modelscribe {rule.id} ({rule.severity}): {rule.title}. "
-            "{{ctx.payload.aggregations.groups.buckets.size}} group(s) looked at, watch {{ctx.watch_id}}")
+            "{{ctx.payload.hits.total}} matching documents, watch {{ctx.watch_id}}")
     return {
         "metadata": {"managed_by": "modelscribe", **rule.summary(), "description": rule.description},
         "trigger": {"schedule": {"interval": f"{rule.every_minutes}m"}},
