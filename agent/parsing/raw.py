@@ -22,9 +22,20 @@ an event of its own" decision. What differs is the record:
   the source's settings have a ``--log-format``. The cluster's entry
   pipeline routes on it.
 
-Enrichment is the same in both modes (``agent.enrich``): redaction, static
-fields, model identity from the path, sampling and truncation still run on
-the host, before the spool. A secret never leaves the host.
+The exception: a line that may carry a payload (a vLLM prompt or output
+line; a JSON object with a key ending in ``content``, or one a --map-field
+rule sends to a payload field) is parsed here and its record is the
+format's own, without ``modelscribe.raw``: payload stripping needs the
+parsed fields, and the entry pipeline leaves such documents alone. Same
+grouping, same ``_id``. ``parse_failure`` is never set on a raw record: that
+verdict is the cluster's.
+
+Enrichment is the same in both modes (``agent.enrich``): pattern redaction,
+static fields, model identity from the path, truncation still run on the
+host, before the spool, so a secret never leaves the host. (Field rules,
+--redact-field and --hash-field, need parsed fields: the config refuses
+them with raw shipping; --sample never drops a raw record, it cannot tell
+a successful request from it.)
 
 Why it is cheap: no field is read from any line. The only per-line work
 beyond the driver's is the question the grouping needs answered: is this
