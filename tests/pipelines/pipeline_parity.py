@@ -21,6 +21,7 @@ from agent.enrich import Enricher
 from agent.events import Line, Source
 from agent.parsing import ParseSettings, make_parser, make_raw_parser, timestamps
 from agent.setup.pipeline_defs import ENTRY, FINAL, load_pipelines
+from agent.transforms import HostInfo, Transforms, TransformSettings
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 READ_TIME = 1733300000.0  # 2024-12-04: far from every fixture's own time
@@ -73,10 +74,21 @@ class UTC:
         timestamps._minute_base.cache_clear()
 
 
-def _documents(path: Path, settings: ParseSettings, raw: bool) -> list[dict[str, Any]]:
+HOST = HostInfo(name="host-1", ips=("10.0.0.5",), os_name="Debian", os_version="12", architecture="x86_64",
+                os_kernel="6.1.0", os_type="linux")
+# The agent's defaults, as a deployment sets them: they fill only where the
+# line has no value, in both modes.
+TRANSFORMS = TransformSettings(fields=(("model.name", "from-flag"), ("event.dataset", "app.log")),
+                               labels=(("team", "ml"),), service_name="inference",
+                               model_from_path=("/var/log/{model.version}/*",))
+
+
+def _documents(path: Path, settings: ParseSettings, raw: bool,
+               transforms: TransformSettings | None = None) -> list[dict[str, Any]]:
     source = Source("fixture-key", f"/var/log/{path.parent.name}/{path.name}")
     parser = (make_raw_parser if raw else make_parser)(settings, source)
-    enricher = Enricher("host-1", "agent-1", settings.keep_original)
+    enricher = Enricher("host-1", "agent-1", settings.keep_original,
+                        None if transforms is None else Transforms(transforms, HOST))
     records = []
     with UTC():
         for line in lines_of(path, source):
@@ -86,12 +98,14 @@ def _documents(path: Path, settings: ParseSettings, raw: bool) -> list[dict[str,
     return [orjson.loads(event.data) for event in events if event is not None]
 
 
-def agent_documents(path: Path, settings: ParseSettings) -> list[dict[str, Any]]:
-    return _documents(path, settings, raw=False)
+def agent_documents(path: Path, settings: ParseSettings,
+                    transforms: TransformSettings | None = None) -> list[dict[str, Any]]:
+    return _documents(path, settings, False, transforms)
 
 
-def raw_documents(path: Path, settings: ParseSettings) -> list[dict[str, Any]]:
-    return _documents(path, settings, raw=True)
+def raw_documents(path: Path, settings: ParseSettings,
+                  transforms: TransformSettings | None = None) -> list[dict[str, Any]]:
+    return _documents(path, settings, True, transforms)
 
 
 def install(request: Request) -> None:

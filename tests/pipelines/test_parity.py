@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from agent.parsing import ParseSettings
-from pipeline_parity import (FIXTURES, agent_documents, differences, fixture_files, raw_documents,
+from pipeline_parity import (FIXTURES, TRANSFORMS, agent_documents, differences, fixture_files, raw_documents,
                              through_pipelines)
 
 WITH_PIPELINE = {"json", "plain"}
@@ -53,9 +53,21 @@ def _raw_formats(raw: list[dict[str, Any]]) -> set[str]:
 
 @pytest.mark.parametrize("path, fmt", _cases())
 def test_agent_and_cluster_make_the_same_documents(ingest: Any, path: Path, fmt: str) -> None:
+    _check(ingest, path, fmt, None)
+
+
+@pytest.mark.parametrize("path", [path for path in fixture_files() if path.parent.name == "parsing"],
+                         ids=lambda path: path.name)
+def test_same_documents_with_the_agents_defaults(ingest: Any, path: Path) -> None:
+    """--field, --label, --service-name, model from the path and host metadata
+    fill what the line leaves empty, in both modes; the line's values win."""
+    _check(ingest, path, "auto", TRANSFORMS)
+
+
+def _check(ingest: Any, path: Path, fmt: str, transforms: Any) -> None:
     settings = ParseSettings(format=fmt)
-    agent = agent_documents(path, settings)
-    raw = raw_documents(path, settings)
+    agent = agent_documents(path, settings, transforms)
+    raw = raw_documents(path, settings, transforms)
     assert len(agent) == len(raw) and agent
     assert [doc["log"]["offset"] for doc in agent] == [doc["log"]["offset"] for doc in raw]
     missing = _raw_formats(raw) - WITH_PIPELINE
