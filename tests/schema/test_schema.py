@@ -82,6 +82,15 @@ AGREED = {
     "long", "model.quality.unseen_category": "long", "model.regression.mae": "double", "model.regression.n": "long",
     "model.regression.rmse": "double", "model.regression.sum_abs_error": "double",
     "model.regression.sum_squared_error": "double",
+    # the agent's own metric documents (agent.self_metrics)
+    "modelscribe.agent.interval_seconds": "double", "modelscribe.agent.lines_read": "long",
+    "modelscribe.agent.events_acknowledged": "long", "modelscribe.agent.events_retried": "long",
+    "modelscribe.agent.dead_letters": "long", "modelscribe.agent.events_given_up": "long",
+    "modelscribe.agent.spool_bytes": "long", "modelscribe.agent.spool_records": "long",
+    "modelscribe.agent.file_lag_bytes": "long", "modelscribe.agent.open_files": "long",
+    "modelscribe.agent.last_ack_age_seconds": "double",
+    # --parse-at elasticsearch: what the ingest pipelines parse (removed by them)
+    "modelscribe.raw.format": "keyword", "modelscribe.raw.log_format": "keyword",
 }
 PAYLOADS = {"gen_ai.prompt", "gen_ai.completion", "http.request.body.content", "http.response.body.content"}
 
@@ -102,7 +111,7 @@ def test_payload_and_ecs_flags():
 
 def test_closed_value_lists_and_stored_only_original():
     assert FIELDS["event.outcome"].allowed == ("success", "failure", "unknown")
-    assert FIELDS["event.kind"].allowed == ("event", "metric")
+    assert FIELDS["event.kind"].allowed == ("event", "metric", "alert", "pipeline_error")
     assert FIELDS["model.stream"].allowed == ("stdout", "stderr")
     original = FIELDS["event.original"]
     assert (original.index, original.doc_values) == (False, False)
