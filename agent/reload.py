@@ -55,7 +55,7 @@ log = get_logger("reload")
 TAIL = frozenset({"paths", "excludes", "scan_interval", "partial_line_timeout", "close_inactive",
                   "close_removed_after"})
 PARSE = frozenset({"inputs", "format", "log_format", "multiline_start", "multiline_max_lines",
-                   "multiline_max_bytes", "multiline_timeout", "keep_original", "map_fields"})
+                   "multiline_max_bytes", "multiline_timeout", "keep_original", "map_fields", "parse_at"})
 ENRICH = frozenset({"host_name", "fields", "labels", "service_name", "model_from_path", "kubernetes_paths",
                     "host_metadata", "keep_payloads", "redact_fields", "redact_patterns", "redact_defaults",
                     "hash_fields", "hash_key_file", "hash_key", "sample", "max_field_bytes", "keep_original"})
