@@ -13,7 +13,8 @@ Every value is validated here, once, and a bad one raises ConfigError naming
       reference_size: 5000
       label_ttl: 3600          # seconds a prediction waits for its label
       thresholds: {psi: 0.2, js: 0.1, error_rate: 0.05, p95_ms: null, accuracy_drop: 0.1}
-      caps: {models: 1000, features: 200, categories: 100, pending_labels: 100000}
+      caps: {models: 1000, features: 200, categories: 100, pending_labels: 100000,
+             reference_values: 2000000}
       fields:                  # dotted paths into the parsed document; defaults below
         model: model.name
         features: "model.input.features.*"   # a list of paths, or PATH.* for every key under PATH
@@ -93,6 +94,9 @@ class Caps:
     features: int = 200
     categories: int = 100
     pending_labels: int = 100_000
+    # Values held while references are collected (all models together): a
+    # model whose collection would pass it freezes its reference early.
+    reference_values: int = 2_000_000
 
 
 @dataclass(frozen=True)

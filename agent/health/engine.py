@@ -141,6 +141,7 @@ class HealthEngine:
         self._outbox: dict[str, bytes] = {}
         self.counters = {"observed": 0, "unmatched_labels": 0, "features_capped": 0, "windows": 0,
                          "documents": 0}
+        self._held = 0  # values the collectors hold (caps.reference_values)
         self._journal_gen = 0
         self._journal_fd: int | None = None
         self._references_dirty = False
@@ -215,6 +216,7 @@ class HealthEngine:
         else:
             log.warning("health.window or health.lateness changed: the open windows of the last run are dropped")
         self._collectors = {mid: reference.Collector.from_state(c) for mid, c in state["collectors"].items()}
+        self._held = sum(c.held for c in self._collectors.values())
         self._previous = {(tuple(k), name): counts for k, name, counts in state["previous"]}
         self._join = LabelJoin.from_state(state["labels"], self.settings.label_ttl, caps.pending_labels)
         self._corrections = {(tuple(k), start): LabelState.from_state(s, caps.categories)
@@ -295,6 +297,7 @@ class HealthEngine:
             log.info("reference reset: references are collected again from the next events")
             self._references.clear()
             self._collectors.clear()
+            self._held = 0
             self._previous.clear()
             self._references_dirty = True
             self._dirty = True
@@ -432,7 +435,16 @@ class HealthEngine:
             collector = self._collectors.get(mid)
             if collector is None:
                 collector = self._collectors[mid] = reference.Collector(self.settings.reference_size)
-            if collector.add(obs.features, obs.prediction, self.settings.caps.features):
+            before = collector.held
+            complete = collector.add(obs.features, obs.prediction, self.settings.caps.features)
+            self._held += collector.held - before
+            if not complete and self._held >= self.settings.caps.reference_values:
+                complete = True
+                self._once("reference_values", "health: the values held to build references reached "
+                           "caps.reference_values; a reference is made from fewer events",
+                           cap=self.settings.caps.reference_values, model=key.model, events=collector.seen)
+            if complete:
+                self._held -= collector.held
                 self._references[mid] = reference.freeze(collector.features, collector.predictions,
                                                          self.settings.caps.categories)
                 del self._collectors[mid]

@@ -116,6 +116,11 @@ class Collector:
         self.predictions.append(prediction)
         return self.seen >= self.size
 
+    @property
+    def held(self) -> int:
+        """Values held: one per event and feature, and the prediction."""
+        return self.seen * (len(self.features) + 1)
+
     def to_state(self) -> dict[str, Any]:
         return {"size": self.size, "seen": self.seen, "features": self.features, "predictions": self.predictions}
 

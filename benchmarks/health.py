@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""The cost of model health, and the memory of its state.
+
+``cost`` (the issue-10 figure): ``modelscribe run --once --output null`` over
+N JSON prediction lines with 20 features each (model_name, request_id,
+prediction, latency_ms, features: 14 numbers and 6 categories; one label line
+every 4 lines), pinned to one core, with and without a ``health:`` block,
+interleaved (without, with, without, ...), so both see the same machine
+state. Prints one JSON line per run and a summary: median lines/s of each,
+and the cost = 1 - with/without.
+
+``memory``: the health engine alone (no agent), fed 100 models x 50
+features until every model has its reference and an open window, then the
+process's peak RSS minus the RSS before the engine was made, and the size of
+the checkpoint it writes.
+
+    python3 benchmarks/health.py cost --lines 200000 --repeat 3
+    python3 benchmarks/health.py memory --models 100 --features 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE = 1_767_225_600.0
+
+
+def _stamp(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def write_corpus(path: Path, lines: int, features: int = 20) -> None:
+    rng = random.Random(1)
+    countries = ["DE", "FR", "US", "IT", "ES", "NL"]
+    with open(path, "w", encoding="utf-8") as handle:
+        for n in range(lines):
+            t = BASE + n * 0.01
+            if n % 4 == 3:
+                handle.write(json.dumps({"timestamp": _stamp(t), "request_id": f"r{n - 40}",
+                                         "ground_truth": rng.choice(["a", "b"])}) + "\n")
+                continue
+            feats = {f"num_{i}": round(rng.gauss(i, 1), 3) for i in range(features - 6)}
+            feats.update({f"cat_{i}": rng.choice(countries) for i in range(6)})
+            handle.write(json.dumps({"timestamp": _stamp(t), "model_name": f"model-{n % 4}", "request_id": f"r{n}",
+                                     "prediction": rng.choice(["a", "b"]), "latency_ms": round(rng.expovariate(0.05), 3),
+                                     "features": feats}) + "\n")
+
+
+def run_once(logs: Path, state: Path, config: Path | None) -> dict:
+    command = [sys.executable, "-m", "agent", "run", "--once", "--path", str(logs / "*.log"), "--state-dir", str(state),
+               "--output", "null", "--log-level", "warn"]
+    if config is not None:
+        command += ["--config", str(config)]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, {0}), cwd=ROOT,
+                               stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"agent failed: {' '.join(command)}")
+    return {"seconds": round(elapsed, 3), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
+def cost(lines: int, repeat: int) -> None:
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "agent")], check=True)
+    work = Path(tempfile.mkdtemp(prefix="modelscribe-bench-health-"))
+    try:
+        (work / "logs").mkdir()
+        write_corpus(work / "logs" / "predictions.log", lines)
+        config = work / "health.yml"
+        config.write_text("health: {window: 60, lateness: 30, reference_size: 5000}\n")
+        rates: dict[str, list[float]] = {"without": [], "with": []}
+        for run in range(repeat):
+            for mode in ("without", "with"):
+                state = work / f"state-{mode}-{run}"
+                result = run_once(work / "logs", state, config if mode == "with" else None)
+                result.update(mode=mode, run=run, lines=lines, lines_per_s=round(lines / result["seconds"]))
+                rates[mode].append(result["lines_per_s"])
+                print(json.dumps(result), flush=True)
+                shutil.rmtree(state)
+        without, with_ = statistics.median(rates["without"]), statistics.median(rates["with"])
+        print(json.dumps({"summary": "health cost, 20 features per event, one core", "lines": lines,
+                          "runs": repeat, "lines_per_s_without": without, "lines_per_s_with": with_,
+                          "cost_percent": round(100 * (1 - with_ / without), 1)}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory(models: int, features: int, reference_size: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    import orjson
+
+    from agent.clock import FakeClock
+    from agent.events import Event
+    from agent.health.config import parse_health
+    from agent.health.engine import HealthEngine
+
+    rng = random.Random(3)
+    state = Path(tempfile.mkdtemp(prefix="modelscribe-bench-health-mem-"))
+    try:
+        before = _rss_mb()
+        settings = parse_health({"window": 60, "lateness": 30, "reference_size": reference_size,
+                                 "caps": {"models": models, "features": features}}, "bench: health")
+        engine = HealthEngine(settings, str(state), None, {"name": "modelscribe"}, FakeClock())
+        offset = 0
+        # Enough events per model to complete its reference, spread over two windows.
+        for n in range(reference_size + 50):
+            batch = []
+            for m in range(models):
+                feats = {f"f{i}": (round(rng.gauss(i, 1), 3) if i % 5 else rng.choice("abcdefgh"))
+                         for i in range(features)}
+                data = orjson.dumps({"@timestamp": _stamp(BASE + n * 90 / reference_size),
+                                     "model": {"name": f"model-{m}", "request_id": f"{m}-{n}",
+                                               "prediction": {"value": rng.choice(["a", "b"])},
+                                               "input": {"features": feats}}, "event": {"duration": 5_000_000}})
+                batch.append(Event("bench", offset, offset + 1, str(offset), data))
+                offset += 1
+            engine.observe(batch)
+            if n % 500 == 0:
+                engine.checkpoint({"bench": offset})
+        engine.close_due()
+        engine.checkpoint({"bench": offset})
+        after = _rss_mb()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"models": models, "features": features, "reference_size": reference_size,
+                          "open_windows": engine.windows.open_windows, "rss_before_mb": round(before, 1),
+                          "rss_after_mb": round(after, 1), "state_rss_mb": round(after - before, 1),
+                          "peak_rss_mb": round(peak, 1),
+                          "checkpoint_kb": round(os.path.getsize(state / "health" / "state.json") / 1024),
+                          "reference_kb": round(os.path.getsize(state / "health" / "reference.json") / 1024)}))
+        engine.close()
+    finally:
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    c = sub.add_parser("cost")
+    c.add_argument("--lines", type=int, default=200_000)
+    c.add_argument("--repeat", type=int, default=3)
+    m = sub.add_parser("memory")
+    m.add_argument("--models", type=int, default=100)
+    m.add_argument("--features", type=int, default=50)
+    m.add_argument("--reference-size", type=int, default=1000)
+    args = parser.parse_args()
+    if args.what == "cost":
+        cost(args.lines, args.repeat)
+    else:
+        memory(args.models, args.features, args.reference_size)
+
+
+if __name__ == "__main__":
+    main()
