@@ -111,3 +111,28 @@ def test_generated_json_lines(ingest: Any, tmp_path: Path, seed: int) -> None:
 @pytest.mark.parametrize("seed", [1, 2])
 def test_generated_plain_lines(ingest: Any, tmp_path: Path, seed: int) -> None:
     _compare(ingest, tmp_path, _plain_lines(150, seed), "auto")
+
+
+SECRETS = [
+    '{"message": "login by alice@example.com", "level": "info", "user_agent": "curl"}',
+    '{"msg": "call", "headers": {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"}}',
+    "2024-05-01 12:00:00,123 - app.auth - WARNING - password reset for bob@example.org",
+    "ERROR:app.auth:token Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl rejected",
+    "Traceback (most recent call last):",
+    '  File "/a.py", line 1, in f',
+    "ValueError: no user carol@example.net",
+]
+
+
+def test_redacted_lines_with_the_agents_defaults(ingest: Any, tmp_path: Path) -> None:
+    """Pattern redaction runs on the host before the line leaves it, in both
+    modes; the cluster's parse of the redacted raw line equals the agent's."""
+    from pipeline_parity import TRANSFORMS
+    path = tmp_path / "secrets.log"
+    path.write_text("\n".join(SECRETS) + "\n", encoding="utf-8")
+    agent = agent_documents(path, ParseSettings(format="auto"), TRANSFORMS)
+    assert sum("redacted" in doc.get("tags", ()) for doc in agent) == 2  # the bearer tokens (default patterns)
+    cluster = through_pipelines(ingest, raw_documents(path, ParseSettings(format="auto"), TRANSFORMS))
+    report = [f"offset {a['log']['offset']}:\n" + "\n".join(d) for a, c in zip(agent, cluster)
+              if (d := differences(a, c))]
+    assert not report, "\n".join(report)
