@@ -5,6 +5,7 @@
 
     kibana/watchers/<slug>.json     PUT _watcher/watch/modelscribe-<slug> bodies
     kibana/rules/<slug>.json        POST /api/alerting/rule/modelscribe-<slug> bodies
+    kibana/rules/_connector.json    POST /api/actions/connector/modelscribe-alerts-index body
     kibana/elastalert/<slug>.yaml   ElastAlert2 rule files
 
 The output depends on the rules and the schema only (no dates, no
@@ -36,7 +37,7 @@ def _json(body: dict) -> str:
 def render() -> dict[Path, str]:
     """Every generated file (relative to the repository root) and its text."""
     require_fields()
-    files: dict[Path, str] = {}
+    files: dict[Path, str] = {Path("kibana/rules/_connector.json"): _json(kibana_rules.connector_body())}
     for rule in RULES:
         files[Path("kibana/watchers") / f"{rule.slug}.json"] = _json(watcher.watch(rule))
         files[Path("kibana/rules") / f"{rule.slug}.json"] = _json(kibana_rules.rule_body(rule))
