@@ -1,7 +1,7 @@
 """Fixtures of the alerting tests: templates on the real node and seeded scenarios.
 
 pytest runs with ``--import-mode=importlib``: this directory is put on
-``sys.path`` so the tests can import ``scenarios``.
+``sys.path`` so the tests can import ``alerting_scenarios`` (a name no other test directory uses).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-import scenarios  # noqa: E402
+import alerting_scenarios as scenarios  # noqa: E402
 
 from agent.alerting.rules import check_fields  # noqa: E402
 from agent.setup.templates import install_templates  # noqa: E402

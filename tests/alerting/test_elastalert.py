@@ -15,7 +15,7 @@ from pathlib import Path
 
 import elastalert_kit
 import pytest
-import scenarios
+import alerting_scenarios as scenarios
 
 from agent.alerting.rules import RULES
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import scenarios
+import alerting_scenarios as scenarios
 
 from agent.alerting import kibana_rules
 from agent.alerting.rules import RULES, by_slug

@@ -24,7 +24,7 @@ class FakeKibana:
     a create; `forbid` (a path fragment) answers 403 to writes matching it."""
 
     def __init__(self, version: str = "8.15.2", spaces: tuple[str, ...] = ("default", "ml"),
-                 existing: frozenset[str] = frozenset(), forbid: str | None = None) -> None:
+                 existing: frozenset[str] = frozenset(), forbid: str | None = None, status_code: int = 200) -> None:
         self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
         fake = self
 
@@ -49,7 +49,10 @@ class FakeKibana:
 
             def do_GET(self) -> None:
                 self._record()
-                if self.path == "/api/status":
+                if self.path == "/api/status" and status_code != 200:
+                    self._answer(status_code, {"statusCode": status_code, "error": "Unauthorized",
+                                               "message": "[security_exception] unable to authenticate"})
+                elif self.path == "/api/status":
                     self._answer(200, {"name": "kb", "version": {"number": version}})
                 elif self.path.startswith("/api/spaces/space/"):
                     space = self.path.rsplit("/", 1)[1]
@@ -165,4 +168,12 @@ def test_a_kibana_older_than_the_rule_options_is_refused_before_writing():
         result = _run("--kibana-url", kibana.url)
     assert result.exit_code == 3, result.output
     assert "8.6" in result.output and kibana_rules.OLDEST_KIBANA in result.output
+    assert kibana.writes() == []
+
+
+def test_refused_credentials_name_the_url_and_the_flags():
+    with FakeKibana(status_code=401) as kibana:
+        result = _run("--kibana-url", kibana.url)
+    assert result.exit_code == 3, result.output
+    assert kibana.url in result.output and "401" in result.output and "--api-key-file" in result.output
     assert kibana.writes() == []

@@ -14,7 +14,7 @@ import copy
 from typing import Any
 
 import pytest
-import scenarios
+import alerting_scenarios as scenarios
 
 from agent.alerting import evaluate, watcher
 from agent.alerting.rules import RULES, Rule
