@@ -11,6 +11,7 @@ two documents differ.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -156,8 +157,35 @@ def _accepted(key: str, a: Any, c: Any, agent: dict[str, Any]) -> bool:
     return False
 
 
+_NOT_A_SERVER_LINE = re.compile(r"not a [a-z]+ log line")
+
+
+def _unforced(agent: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:
+    """The agent's document as a detected (not forced) server format makes it:
+    a raw document does not say whether --format NAME was forced, and the
+    cluster reads a line of no shape of that server as auto detection does,
+    without the parse_failure tag and "not a NAME log line" (docs/pipelines.md)."""
+    error = agent.get("error")
+    if not (isinstance(error, dict) and isinstance(error.get("message"), str)
+            and _NOT_A_SERVER_LINE.fullmatch(error["message"]) and "error" not in cluster):
+        return agent
+    out = dict(agent)
+    rest = {key: value for key, value in error.items() if key != "message"}
+    if rest:
+        out["error"] = rest
+    else:
+        del out["error"]
+    tags = [tag for tag in agent.get("tags", []) if tag != "parse_failure"]
+    if tags:
+        out["tags"] = tags
+    else:
+        out.pop("tags", None)
+    return out
+
+
 def differences(agent: dict[str, Any], cluster: dict[str, Any]) -> list[str]:
     """One readable line per leaf that differs (ignored fields left out)."""
+    agent = _unforced(agent, cluster)
     mine = dict(_flat(agent))
     theirs = dict(_flat(cluster))
     out = []

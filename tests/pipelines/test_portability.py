@@ -34,6 +34,7 @@ SHARED: dict[str, dict[str, str]] = {
     "pipeline": {"name": "core option (not ignore_missing_pipeline: ES 8 only, OpenSearch refuses it)"},
     "script": {"lang": "painless in both", "source": "inline script, both",
                "params": "script parameters, both"},
+    "urldecode": {"field": "core option (URLDecoder in both; + is protected by the caller)"},
 }
 
 # Never: present in one engine only.
