@@ -5,6 +5,7 @@ package: ``run`` builds a Config and hands it to ``pipeline.Pipeline``.
     modelscribe check config [same flags]    # resolved settings, their origin, secrets masked
     modelscribe check output [connection flags]    # version, auth, privileges of the output
     modelscribe status --state-dir DIR        # offsets, lag, spool, dead letters
+    modelscribe setup all|templates|pipelines|lifecycle [--dry-run] [--cleanup] [--retention 30d]
     modelscribe --version
 
 Every flag has an environment variable (``MODELSCRIBE_<FLAG>``) and a YAML

@@ -157,9 +157,9 @@ def _ilm(request: Request | None, retention: str, dry_run: bool) -> Action:
     if request is not None:
         status, body = request("GET", f"/_ilm/policy/{POLICY}", None)
         if status == 200:
-            current = body[POLICY]["policy"]
-            if current.get("_meta") == desired["policy"]["_meta"] and current.get("phases") == \
-                    desired["policy"]["phases"]:
+            # _meta (version, retention) decides: ILM stores the phases with
+            # defaults filled in (delete_searchable_snapshot...), never as sent.
+            if body[POLICY]["policy"].get("_meta") == desired["policy"]["_meta"]:
                 return Action("ILM policy", POLICY, UNCHANGED, f"retention {retention}")
             step = "update"
         elif status != 404:
@@ -207,12 +207,9 @@ def _ism(request: Request | None, retention: str, kept: str, dry_run: bool) -> l
     if request is not None:
         status, body = request("GET", path, None)
         if status == 200:
-            current = body.get("policy") or {}
-            same = all(current.get(key) == value for key, value in desired["policy"].items()
-                       if key != "ism_template") and \
-                [{k: t.get(k) for k in ("index_patterns", "priority")} for t in current.get("ism_template") or []] \
-                == desired["policy"]["ism_template"]
-            if same:
+            # The description carries our version and the retention; ISM
+            # stores states with defaults filled in (retry...), never as sent.
+            if (body.get("policy") or {}).get("description") == desired["policy"]["description"]:
                 return [Action("ISM policy", POLICY, UNCHANGED, f"retention {retention}{kept}")]
             step, query = "update", f"?if_seq_no={body['_seq_no']}&if_primary_term={body['_primary_term']}"
         elif status != 404:

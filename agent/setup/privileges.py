@@ -43,7 +43,7 @@ SETUP: Mapping[str, Any] = {
 # What each setup step needs (cluster privileges, index privileges on STREAMS).
 STEP_NEEDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "detect": (("monitor",), ()),
-    "templates": (("manage_index_templates",), ()),
+    "templates": (("manage_index_templates", "read_pipeline"), ()),  # wired only to pipelines that exist
     "pipelines": (("manage_ingest_pipelines",), ()),
     "lifecycle": (("manage_index_templates",), ("manage_data_stream_lifecycle",)),
     "lifecycle-ilm": (("manage_ilm", "manage_index_templates"), ("manage",)),

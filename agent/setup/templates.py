@@ -7,10 +7,11 @@ What ``install_templates`` puts on a cluster:
     index template      logs-modelscribe       logs-modelscribe-*     data stream
     index template      metrics-modelscribe    metrics-modelscribe-*  data stream
 
-Both index templates are composed of the two components and of an optional
-``<template>@custom`` component (Fleet's convention, ignored when missing)
-where an operator adds an ILM policy, replicas or extra fields without
-touching ours. Their priority (250) beats the stack's built-in ``logs`` and
+Both index templates are composed of the two components, of the optional
+``modelscribe-lifecycle`` component (``setup lifecycle``, agent.setup.lifecycle)
+and of an optional ``<template>@custom`` component (Fleet's convention,
+ignored when missing) where an operator adds replicas or extra fields
+without touching ours. Their priority (250) beats the stack's built-in ``logs`` and
 ``metrics`` templates (``logs-*-*``, ``metrics-*-*``, priority 100) and
 Fleet integrations (200), so on a stock cluster our mappings take over for
 our data streams only.
@@ -20,6 +21,21 @@ Settings: ``index.mapping.ignore_malformed`` (a bad value, say an invalid
 whole document being rejected), ``total_fields.ignore_dynamic_beyond_limit``
 (keys under ``model.stats`` beyond the field limit are kept in _source, not
 rejected) and ``best_compression`` (logs are read rarely and compress well).
+
+Ingest pipelines: given (entry, final), the settings name them as
+``index.default_pipeline`` (parses raw lines; a request that names another
+pipeline, or ``_none``, skips it) and ``index.final_pipeline`` (always runs:
+``event.ingested``, failure capture and the ``modelscribe@custom`` hook reach
+documents of every shipper). agent.setup.install passes them only when both
+pipelines exist, since an index whose default pipeline is missing refuses
+every document.
+
+OpenSearch (``engine``): ``flat_object`` for ``flattened``, no
+``subobjects``, dynamic templates by leaf JSON type instead of
+``unmatch_mapping_type``, ``keyword`` for ``constant_keyword`` (OpenSearch's
+needs a fixed value), no ``total_fields.ignore_dynamic_beyond_limit``, and
+index templates composed of our two components only (no
+``ignore_missing_component_templates`` or ``allow_auto_create`` there).
 
 Every body carries ``version`` (an integer from the agent version) and
 ``_meta``: ``managed_by``, the agent ``version``, ``schema_hash`` (of
@@ -35,7 +51,8 @@ Guarantees of ``install_templates``:
   replaced by their fallback (agent.schema.FALLBACK_TYPES).
 - Idempotent: a template whose ``_meta`` and ``version`` equal ours is left
   alone (``unchanged``); only differing ones are written. A template
-  installed by a newer modelscribe is never downgraded. (The body itself is
+  installed by a newer modelscribe is ``skipped``, never downgraded unless
+  ``force``. (The body itself is
   not compared: a hand-edited template that kept our ``_meta`` is not
   repaired.)
 - Never overwrites what it does not manage: a template under one of our
@@ -61,8 +78,7 @@ import orjson
 from agent import AGENT_NAME, __version__
 from agent import schema
 from agent.errors import PermanentOutputError
-from agent.setup.report import (CREATED, SKIPPED, UNCHANGED, UPDATED, WOULD_CREATE, WOULD_UPDATE,  # noqa: F401
-                                Action, Request, check, format_actions, outcome, reason)
+from agent.setup.report import SKIPPED, UNCHANGED, Action, Request, check, outcome, reason
 
 ELASTICSEARCH, OPENSEARCH = "elasticsearch", "opensearch"  # agent.setup.cluster's engine names
 

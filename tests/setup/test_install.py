@@ -5,9 +5,12 @@ real nodes: test_setup_es.py, test_setup_os.py)."""
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,7 +92,7 @@ def _has_privileges(granted: set[str]):
 
 
 def test_require_names_every_missing_privilege_in_a_stable_order():
-    request = _has_privileges({"monitor", "manage_index_templates"})
+    request = _has_privileges({"monitor", "manage_index_templates", "read_pipeline"})
     privileges.require(request, ["detect", "templates"])
     with pytest.raises(AuthError) as caught:
         privileges.require(request, ["detect", "pipelines", "lifecycle", "templates"])
@@ -160,3 +163,10 @@ def test_cleanup_keeps_what_templates_indices_or_kept_pipelines_reference():
     assert actions["modelscribe-hook-0.0.1"][1] == "older version still referenced by ingest pipeline users-pipeline"
     assert actions["modelscribe-tmpl-0.0.1"][1] == "older version still referenced by index template other"
     assert "modelscribe-foreign-0.0.1" not in actions and "modelscribe-entry-99.0.0" not in actions
+
+
+def test_docs_security_shows_exactly_the_roles_setup_checks():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    blocks = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
+    assert blocks == [{"modelscribe-shipping": dict(privileges.SHIPPING)},
+                      {"modelscribe-setup": dict(privileges.SETUP)}]

@@ -64,3 +64,44 @@ def test_offline_plan_on_opensearch_uses_ism():
     assert [(a.what, a.name, a.outcome, a.detail) for a in actions] == [
         ("ISM policy", "modelscribe", "would-create", "retention 7d")]
     assert assumed("opensearch").lifecycle == ISM
+
+
+class StoredPolicies:
+    """GET answers shaped as ILM / ISM store policies (defaults filled in); PUTs recorded."""
+
+    def __init__(self, ilm: dict | None = None, ism: dict | None = None) -> None:
+        self.ilm, self.ism, self.puts = ilm, ism, []
+
+    def __call__(self, method: str, path: str, body=None):
+        if method in ("PUT", "POST"):
+            self.puts.append(path)
+            return 200, {"acknowledged": True}
+        if path == "/_ilm/policy/modelscribe" and self.ilm is not None:
+            return 200, {"modelscribe": {"version": 1, "policy": self.ilm}}
+        if path == "/_plugins/_ism/policies/modelscribe" and self.ism is not None:
+            return 200, {"_id": "modelscribe", "_seq_no": 4, "_primary_term": 1, "policy": self.ism}
+        return 404, {}
+
+
+def test_ilm_policy_as_stored_counts_as_unchanged_and_a_new_retention_updates_it():
+    stored = ilm_policy("30d")["policy"]
+    stored = {**stored, "phases": {**stored["phases"], "delete": {
+        "min_age": "30d", "actions": {"delete": {"delete_searchable_snapshot": True}}}}}
+    cluster = Cluster("elasticsearch", "8.10.0", None, "basic", frozenset({ILM}))
+    fake = StoredPolicies(ilm=stored)
+    actions = install_lifecycle(fake, cluster, retention=30 * 86400.0)
+    assert actions[0].outcome == "unchanged"
+    assert install_lifecycle(fake, cluster, retention=7 * 86400.0)[0].outcome == "updated"
+    assert fake.puts[-2:] == ["/_ilm/policy/modelscribe", "/_component_template/modelscribe-lifecycle"]
+
+
+def test_ism_policy_as_stored_counts_as_unchanged_and_updates_carry_the_sequence_number():
+    stored = ism_policy("30d")["policy"]
+    stored = {**stored, "policy_id": "modelscribe", "states": [
+        {**state, "actions": [{"retry": {"count": 3}, **action} for action in state["actions"]]}
+        for state in stored["states"]]}
+    fake = StoredPolicies(ism=stored)
+    cluster = Cluster("opensearch", "2.19.1", None, None, frozenset({ISM}))
+    assert [a.outcome for a in install_lifecycle(fake, cluster)] == ["unchanged"]
+    assert install_lifecycle(fake, cluster, retention=86400.0)[0].outcome == "updated"
+    assert fake.puts[0] == "/_plugins/_ism/policies/modelscribe?if_seq_no=4&if_primary_term=1"

@@ -207,8 +207,8 @@ def test_shipping_only_key_ships_but_cannot_set_up(es_node, es, tmp_path):
     refused = _agent("setup", "templates", *_flags(es_node, str(key_file)))
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert refused.stderr.strip() == (
-        "modelscribe: error: these credentials cannot run modelscribe setup templates: missing the privilege "
-        "manage_index_templates (cluster) (see the setup role in docs/security.md)")
+        "modelscribe: error: these credentials cannot run modelscribe setup templates: missing the privileges "
+        "manage_index_templates (cluster), read_pipeline (cluster) (see the setup role in docs/security.md)")
     refused = _agent("setup", "all", "--cleanup", *_flags(es_node, str(key_file)))
     assert refused.returncode == 3
     for name in ("manage_index_templates (cluster)", "manage_ingest_pipelines (cluster)",
@@ -228,3 +228,26 @@ def test_setup_role_can_set_up(es_node, es, tmp_path):
     # The setup role's manage includes auto_configure; it never writes documents.
     assert ("can ship (modelscribe run): no, missing create_doc on logs-modelscribe-*, create_doc on "
             "metrics-modelscribe-*") in checked.stdout
+
+
+def test_a_newer_install_is_skipped_unless_forced(es_node, es):
+    request = _request(es)
+    install_templates(request)
+    (current,) = _ok(es, "GET", "/_index_template/metrics-modelscribe")["index_templates"]
+    newer = {key: value for key, value in current["index_template"].items()
+             if key not in ("created_date", "created_date_millis", "modified_date", "modified_date_millis")}
+    newer.update(version=9_000_000, _meta={**newer["_meta"], "version": "9.0.0"})
+    _ok(es, "PUT", "/_index_template/metrics-modelscribe", newer)
+    try:
+        kept = _agent("setup", "templates", *_flags(es_node))
+        assert kept.returncode == 0, kept.stderr
+        assert ("index template metrics-modelscribe: skipped (installed by modelscribe 9.0.0, newer than "
+                f"{__version__}: left alone (--force downgrades it))") in kept.stdout.splitlines()
+        assert _ok(es, "GET", "/_index_template/metrics-modelscribe")["index_templates"][0][
+            "index_template"]["version"] == 9_000_000
+        forced = _agent("setup", "templates", "--force", *_flags(es_node))
+        assert forced.returncode == 0, forced.stderr
+        assert "index template metrics-modelscribe: updated (downgraded from modelscribe 9.0.0 (--force))" in \
+            forced.stdout.splitlines()
+    finally:
+        install_templates(request, force=True)

@@ -12,9 +12,9 @@ tests/setup/test_lifecycle.py only.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
 from agent import __version__, schema
 from agent.setup.cluster import detect
 from agent.setup.install import SetupOptions, run_setup
@@ -77,12 +77,78 @@ def test_setup_all_on_opensearch(os_node, os):
         install_templates(request, engine="opensearch")  # unwired, for whoever comes next
 
 
+def _agent(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=120)
+
+
 def test_cli_setup_templates_on_opensearch(os_node):
     flags = ["--es-url", os_node.url, "--ca-cert", os_node.ca_cert, "--username", os_node.username,
              "--password-file", os_node.password_file]
-    done = subprocess.run([sys.executable, "-m", "agent", "setup", "templates", *flags], capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ))
+    done = _agent("setup", "templates", *flags)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith(f"cluster: OpenSearch {os_node.version}; licence none; ")
     assert lines[-1].startswith(("done (", "up to date ("))
+
+
+# The roles of docs/security.md for OpenSearch, as its security plugin takes them.
+OS_ROLES = {
+    "modelscribe_shipping": {
+        "cluster_permissions": ["cluster_monitor", "indices:data/write/bulk"],
+        "index_permissions": [{"index_patterns": ["logs-modelscribe-*", "metrics-modelscribe-*"],
+                               "allowed_actions": ["indices:data/write/index", "indices:data/write/bulk*",
+                                                   "indices:admin/create", "indices:admin/data_stream/create",
+                                                   "indices:admin/mapping/put"]}]},
+    "modelscribe_setup": {
+        "cluster_permissions": ["cluster_monitor", "cluster:admin/ingest/pipeline/*",
+                                "indices:admin/index_template/*", "cluster:admin/component_template/*",
+                                "indices:admin/template/*", "cluster:admin/opendistro/ism/*"],
+        "index_permissions": [{"index_patterns": ["logs-modelscribe-*", "metrics-modelscribe-*",
+                                                  ".ds-logs-modelscribe-*", ".ds-metrics-modelscribe-*"],
+                               "allowed_actions": ["indices:admin/get", "indices:admin/settings/update",
+                                                   "indices:monitor/settings/get"]}]},
+}
+
+
+def _user(os_helper, tmp_path, role: str) -> list[str]:
+    """A user holding only `role`; the connection flags that log in as it."""
+    name = role.replace("modelscribe_", "ms-user-")
+    password = "Vq" + "7-karst-Meridian-" + str(len(role) * 7)
+    os_helper.ok("PUT", f"/_plugins/_security/api/roles/{role}", OS_ROLES[role])
+    os_helper.ok("PUT", f"/_plugins/_security/api/internalusers/{name}",
+                 {"password": password, "opendistro_security_roles": [role]})
+    password_file = tmp_path / f"{name}.password"
+    password_file.write_text(password)
+    password_file.chmod(0o600)
+    return ["--username", name, "--password-file", str(password_file)]
+
+
+def test_opensearch_roles_of_the_docs(os_node, os, tmp_path):
+    connection = ["--es-url", os_node.url, "--ca-cert", os_node.ca_cert]
+    with open(Path(__file__).resolve().parents[2] / "docs" / "security.md") as docs:
+        text = docs.read()
+    for role, body in OS_ROLES.items():  # the page shows these same permissions
+        for permission in body["cluster_permissions"]:
+            assert f'"{permission}"' in text, (role, permission)
+        for permission in body["index_permissions"][0]["allowed_actions"]:
+            assert f'"{permission}"' in text, (role, permission)
+
+    setup_flags = _user(os, tmp_path, "modelscribe_setup")
+    os.ok("PUT", "/_ingest/pipeline/modelscribe-osold-0.0.1", {"processors": []})
+    done = _agent("setup", "all", "--cleanup", *connection, *setup_flags)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ("ingest pipeline modelscribe-osold-0.0.1: deleted (older version, referenced by nothing; only the "
+            "indices of logs-modelscribe-*,metrics-modelscribe-* were checked") in done.stdout
+
+    shipping_flags = _user(os, tmp_path, "modelscribe_shipping")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "model.log").write_text('{"level": "info", "message": "shipped with the shipping role"}\n')
+    stream = "logs-modelscribe-osshiponly"
+    shipped = _agent("run", "--once", "--path", str(logs / "*.log"), "--state-dir", str(tmp_path / "state"),
+                     "--index", stream, *connection, *shipping_flags)
+    assert shipped.returncode == 0, shipped.stderr
+    assert os.count(stream) == 1
+    refused = _agent("setup", "templates", *connection, *shipping_flags)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "(HTTP 403): no permissions for [cluster:admin/" in refused.stderr

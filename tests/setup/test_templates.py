@@ -10,8 +10,9 @@ import pytest
 from agent import __version__, schema
 from agent.outputs.base import Response
 from agent.setup import templates
-from agent.setup.templates import (COMPONENT, INDEX, Action, TemplateConflictError, build_templates,
-                                   format_actions, patterns_overlap, plan, requester, version_number)
+from agent.setup.report import Action, format_actions
+from agent.setup.templates import (COMPONENT, INDEX, TemplateConflictError, build_templates, patterns_overlap, plan,
+                                   requester, version_number)
 
 NAMES = ["modelscribe-settings", "modelscribe-mappings", "logs-modelscribe", "metrics-modelscribe"]
 
