@@ -158,6 +158,28 @@ def _complete(tree: Path) -> bool:
         return False
 
 
+def _plugin_class(jar: Path, expected: str) -> str:
+    """`expected` if `jar` has it, else the one other *Plugin class of its package.
+
+    3.x renamed the module classes (PainlessPlugin -> PainlessModulePlugin, ...).
+    """
+    package, _, _ = expected.rpartition(".")
+    prefix = package.replace(".", "/") + "/"
+    try:
+        with zipfile.ZipFile(jar) as zf:
+            names = zf.namelist()
+    except (OSError, zipfile.BadZipFile) as err:
+        raise HarnessError(f"cannot read {jar}: {err}") from err
+    if prefix + expected.rpartition(".")[2] + ".class" in names:
+        return expected
+    found = [n[:-6].replace("/", ".") for n in names if n.startswith(prefix)
+             and "/" not in n[len(prefix):] and n.endswith("Plugin.class") and "$" not in n]
+    if len(found) != 1:
+        raise HarnessError(f"{jar.name}: no plugin class {expected} and {len(found)} other "
+                           f"candidates in {package}: {found}")
+    return found[0]
+
+
 def _assemble_modules(tree: Path, version: str, jars: list[Path]) -> None:
     placed: set[Path] = set()
     for name, (classname, extended, artifact, prefixes) in MODULES.items():
@@ -167,8 +189,10 @@ def _assemble_modules(tree: Path, version: str, jars: list[Path]) -> None:
             if jar.name.startswith(prefixes):
                 shutil.copy(jar, module / jar.name)
                 placed.add(jar)
-        if not any(module.glob(f"{artifact}-*.jar")):
+        main = sorted(module.glob(f"{artifact}-*.jar"))
+        if not main:
             raise HarnessError(f"module {name}: no {artifact}-{version}.jar among the downloads")
+        classname = _plugin_class(main[0], classname)
         (module / "plugin-descriptor.properties").write_text(
             f"description={name} module (assembled from Maven jars by modelscribe)\n"
             f"version={version}\nname={name}\nclassname={classname}\n"

@@ -187,11 +187,15 @@ def test_fetch_reports_a_download_error(tmp_path):
 
 
 def test_unexpected_module_jar_is_refused(tmp_path):
+    import zipfile
     jars = []
-    for name in ("lang-painless-9.9.9.jar", "ingest-common-9.9.9.jar",
-                 "analysis-common-9.9.9.jar", "lang-mustache-client-9.9.9.jar", "surprise-1.0.jar"):
-        (tmp_path / name).write_bytes(b"")
-        jars.append(tmp_path / name)
+    for classname, _extended, artifact, _prefixes in opensearch_dist.MODULES.values():
+        jar = tmp_path / f"{artifact}-9.9.9.jar"
+        with zipfile.ZipFile(jar, "w") as zf:  # a main jar holding its plugin class
+            zf.writestr(classname.replace(".", "/") + ".class", b"")
+        jars.append(jar)
+    (tmp_path / "surprise-1.0.jar").write_bytes(b"")
+    jars.append(tmp_path / "surprise-1.0.jar")
     with pytest.raises(opensearch_dist.HarnessError, match="surprise-1.0.jar"):
         opensearch_dist._assemble_modules(tmp_path / "tree", "9.9.9", jars)
 
@@ -199,3 +203,19 @@ def test_unexpected_module_jar_is_refused(tmp_path):
 def test_java_range_per_major():
     assert opensearch_dist.java_range("2.19.1") == (11, 23)
     assert opensearch_dist.java_range("3.3.2")[0] == 21
+
+
+def test_plugin_class_is_taken_from_the_jar_when_renamed(tmp_path):
+    import zipfile
+    jar = tmp_path / "lang-painless-3.3.2.jar"
+    with zipfile.ZipFile(jar, "w") as zf:
+        for name in ("org/opensearch/painless/PainlessModulePlugin.class",
+                     "org/opensearch/painless/PainlessModulePlugin$Inner.class",
+                     "org/opensearch/painless/spi/WhitelistPlugin.class"):
+            zf.writestr(name, b"")
+    assert opensearch_dist._plugin_class(jar, "org.opensearch.painless.PainlessPlugin") == \
+        "org.opensearch.painless.PainlessModulePlugin"
+    with zipfile.ZipFile(jar, "a") as zf:
+        zf.writestr("org/opensearch/painless/OtherPlugin.class", b"")
+    with pytest.raises(opensearch_dist.HarnessError, match="2 other candidates"):
+        opensearch_dist._plugin_class(jar, "org.opensearch.painless.PainlessPlugin")
