@@ -152,3 +152,40 @@ def test_opensearch_roles_of_the_docs(os_node, os, tmp_path):
     refused = _agent("setup", "templates", *connection, *shipping_flags)
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert "(HTTP 403): no permissions for [cluster:admin/" in refused.stderr
+
+
+def test_setup_all_with_the_shipped_pipelines_wires_them_for_the_agent(os_node, os, tmp_path):
+    """The real pipelines/*.yml on the real ingest engine: installed, wired,
+    and a document the agent ships goes through them (the final pipeline
+    sets event.ingested). Parity of the parsing itself: tests/pipelines/."""
+    from agent.setup.pipeline_defs import ENTRY as SHIPPED_ENTRY, FINAL as SHIPPED_FINAL
+
+    flags = ["--es-url", os_node.url, "--ca-cert", os_node.ca_cert, "--username", os_node.username,
+             "--password-file", os_node.password_file]
+    try:
+        done = _agent("setup", "all", *flags)
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = done.stdout.splitlines()
+        assert any(line.startswith(f"ingest pipeline {SHIPPED_ENTRY}: ") for line in lines)
+        settings = next(line for line in lines if line.startswith("component template modelscribe-settings: "))
+        assert "not wired" not in settings, settings
+        simulated = os.ok("POST", "/_index_template/_simulate_index/logs-modelscribe-ospipes")
+        index = simulated["template"]["settings"]["index"]
+        assert (index["default_pipeline"], index["final_pipeline"]) == (SHIPPED_ENTRY, SHIPPED_FINAL)
+
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        (logs / "model.log").write_text('{"level": "info", "message": "through the pipelines"}\n')
+        stream = "logs-modelscribe-ospipes"
+        shipped = _agent("run", "--once", "--path", str(logs / "*.log"), "--state-dir", str(tmp_path / "state"),
+                         "--index", stream, *flags)
+        assert shipped.returncode == 0, shipped.stderr
+        (source,) = os.search_all(stream)
+        assert source["message"] == "through the pipelines"
+        assert source["event"]["ingested"], source
+        assert "pipeline_error" not in source.get("tags", []), source
+
+        again = _agent("setup", "all", *flags)
+        assert again.stdout.splitlines()[-1].startswith("up to date ("), again.stdout
+    finally:
+        install_templates(_request(os), engine="opensearch")  # unwired, for whoever comes next
