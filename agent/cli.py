@@ -352,3 +352,7 @@ from agent.cli_health import health  # noqa: E402 - registers `modelscribe healt
 from agent.cli_kibana import dashboards  # noqa: E402
 
 setup.add_command(dashboards)
+
+from agent.cli_alerting import register as register_alerting  # noqa: E402
+
+register_alerting(setup)
