@@ -16,7 +16,7 @@ a document's own fields, and the plain pipeline removes them), and the
 patterns compiled with ``re.ASCII`` get ASCII classes written out
 (``\\d`` -> ``[0-9]``...), because Joni's shorthand classes are Unicode.
 
-Generated: pipelines/plain-prefix.yml (whole), and the ``params`` of the
+Generated: pipelines/plain-prefix.yml and pipelines/gunicorn-shape.yml (whole), and the ``params`` of the
 json-map script in pipelines/json.yml (between the BEGIN/END GENERATED
 markers): the key catalogue of ``agent.parsing.json_keys`` (key -> [target
 path, coercer, rank, requires, sets event.outcome]), the roles of
@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.parsing import json_keys, parse_json, parse_text, timestamps  # noqa: E402
+from agent.parsing.servers import gunicorn  # noqa: E402
 
 _ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
 _NOT = {"D": "d", "W": "w", "S": "s"}
@@ -83,6 +84,66 @@ def joni(pattern: str, ascii_classes: bool) -> str:
         out.append(char)
         i += 1
     return "".join(out)
+
+
+def numbered(pattern: str, prefix: str) -> str:
+    """``pattern`` with every unnamed capturing group named ``(?P<PREFIXn>``, n from 1."""
+    out: list[str] = []
+    count = 0
+    i = 0
+    in_class = False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            if pattern[i + 1:i + 2] == "]":
+                out.append("[]")
+                i += 2
+                continue
+        elif char == "(" and pattern[i + 1:i + 2] != "?":
+            count += 1
+            out.append(f"(?P<{prefix}{count}>")
+            i += 1
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def gunicorn_patterns() -> tuple[list[str], list[str]]:
+    """(error-log patterns, access-log patterns) of agent/parsing/servers/gunicorn.py."""
+    stamp = joni(r"(?>\[?(?P<ts>" + timestamps._ISO + r")\]?)", ascii_classes=True)
+    error = joni(numbered(gunicorn._ERROR.pattern, "e"), ascii_classes=False)
+    access = joni(numbered(gunicorn._ACCESS.pattern, "a"), ascii_classes=False)
+    return ["^" + stamp + error + "(?<msp_rest>.*)"], ["^" + access]
+
+
+def gunicorn_yaml() -> str:
+    error, access = gunicorn_patterns()
+    return HEADER + """description: >-
+  gunicorn's error-log and access-log lines, read with the regexes of
+  agent/parsing/servers/gunicorn.py (_ERROR after an ISO timestamp, _ACCESS)
+  translated to grok; the gunicorn pipeline reads the msp_* captures.
+processors:
+  - grok:
+      tag: gunicorn-shape-error
+      if: ctx.modelscribe.raw.head.startsWith('[')
+      field: modelscribe.raw.head
+      ignore_failure: true
+      patterns:
+""" + "".join(f"        - {_quote(p)}\n" for p in error) + """  - grok:
+      tag: gunicorn-shape-access
+      if: "!ctx.modelscribe.raw.head.startsWith('[')"
+      field: modelscribe.raw.head
+      ignore_failure: true
+      patterns:
+""" + "".join(f"        - {_quote(p)}\n" for p in access)
 
 
 def prefix_patterns() -> list[str]:
@@ -172,7 +233,7 @@ def json_yaml() -> str:
     return head + json_params() + tail
 
 
-GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml}
+GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml}
 
 
 def main(argv: list[str]) -> int:

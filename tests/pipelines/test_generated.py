@@ -43,6 +43,19 @@ def test_plain_prefix_follows_the_agent_regexes(monkeypatch: pytest.MonkeyPatch)
     assert gen_pipelines.plain_prefix_yaml() != current
 
 
+def test_gunicorn_shapes_follow_the_agent_regexes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    from agent.parsing.servers import gunicorn
+    current = (ROOT / "pipelines" / "gunicorn-shape.yml").read_text(encoding="utf-8")
+    assert gen_pipelines.gunicorn_yaml() == current
+    monkeypatch.setattr(gunicorn, "_ERROR", re.compile(r" ?\[(\d+)\] \[([A-Za-z]+)\] "))
+    assert gen_pipelines.gunicorn_yaml() != current
+
+
+def test_numbered_groups() -> None:
+    assert gen_pipelines.numbered(r"(a)(?:b)(c[(])\(", "x") == r"(?P<x1>a)(?:b)(?P<x2>c[(])\("
+
+
 def test_joni_translation() -> None:
     assert gen_pipelines.joni(r"(?P<a>\d+)\s[\w.]\S", ascii_classes=True) == \
         r"(?<msp_a>[0-9]+)[ \t\n\r\f\v][A-Za-z0-9_.][^ \t\n\r\f\v]"
