@@ -18,8 +18,12 @@ what it had fed. Every event it fed is remembered by (file key, offset) —
 or re-read from the committed offset) is not counted twice; an event never
 journaled was never sent, so it is still in the spool or after the committed
 offset, and is fed after the restart. ``covered`` is pruned below the
-registry offsets read just before the registry was saved (those lines are
-never read again). Window closing is by event-time watermark
+registry offsets read just before the registry was saved, ``PRUNE_DELAY``
+checkpoints earlier: those lines are never read again, and the spool has
+written the acks of those records by then (it writes an ack block right
+after the registry commit; a SIGKILL in between makes it hand the records
+out again, which the delay covers as long as that write follows its commit
+within ``PRUNE_DELAY`` seconds). Window closing is by event-time watermark
 (``agent.health.windows``), so the documents do not depend on timing; the
 documents themselves are kept in the checkpoint (the outbox) until the
 output acknowledged them, and carry deterministic ids, so a window sent
@@ -44,6 +48,7 @@ a cap reached is counted and logged once.
 from __future__ import annotations
 
 import glob
+from collections import deque
 import math
 import os
 import threading
@@ -73,6 +78,7 @@ FORMAT_VERSION = 1
 STATE_FILE = "state.json"
 HEALTH_SOURCE = "modelscribe-health"  # the source key of health documents (no file, never committed)
 _SHIP_INTERVAL = 0.5
+PRUNE_DELAY = 3  # checkpoints (seconds, in the daemon)
 _SHIP_BATCH = 500
 
 
@@ -120,6 +126,7 @@ class HealthEngine:
         self._fresh()
         self._load()
         self._ship_wake = threading.Event()
+        self._commit_history: deque[dict[str, int]] = deque(maxlen=PRUNE_DELAY + 1)
 
     # -- state ----------------------------------------------------------------------
 
@@ -254,6 +261,13 @@ class HealthEngine:
         lines below them are never read again, so ``covered`` forgets them."""
         with self._lock:
             self._take_reset()
+            if committed is not None:
+                # Pruned with the offsets of PRUNE_DELAY checkpoints ago: the
+                # registry commits when the output acknowledges, and the spool
+                # writes its ack block a moment later; a SIGKILL in between
+                # makes the spool hand those records out again.
+                self._commit_history.append(committed)
+                committed = self._commit_history[0] if len(self._commit_history) > PRUNE_DELAY else None
             if committed is not None:
                 for key in list(self._covered):
                     below = committed.get(key)
@@ -412,11 +426,7 @@ class HealthEngine:
         if self.windows.over_cap != over_cap:
             self._once("models", "health: too many models; events of new models are not counted",
                        cap=self.settings.caps.models)
-        old = self._watermarks.get(kt)
-        if math.isfinite(obs.time) and (old is None or obs.time > old):
-            self._watermarks[kt] = obs.time
-            if old is not None and self._due_below(obs.time) > self._due_below(old):
-                self._flush_corrections(kt)
+        self._advance(kt, obs.time)
         if state is not None:
             raised = state.add(obs, ref.features if ref else None, ref.prediction if ref else None,
                                self.settings.caps.features)
@@ -452,6 +462,15 @@ class HealthEngine:
                 log.info("health: reference complete", model=key.model, events=collector.seen,
                          features=len(self._references[mid].features))
 
+    def _advance(self, kt: tuple[str, ...], when: float) -> None:
+        """The model's watermark, as ``Windows`` keeps it; a window becoming due
+        is the (deterministic) moment its pending corrections are written."""
+        old = self._watermarks.get(kt)
+        if math.isfinite(when) and (old is None or when > old):
+            self._watermarks[kt] = when
+            if old is not None and self._due_below(when) > self._due_below(old):
+                self._flush_corrections(kt)
+
     def _due_below(self, watermark: float) -> int:
         return math.floor((watermark - self._lateness) / self._w)
 
@@ -466,6 +485,13 @@ class HealthEngine:
         waiting = self._join.take(obs.request_id)  # type: ignore[arg-type]
         if waiting is None:
             self.counters["unmatched_labels"] += 1
+            if obs.key[0]:  # a label record that names its model: counted in that model's window
+                kt = obs.key
+                state = self.windows.observe(ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None),
+                                             obs.time)
+                self._advance(kt, obs.time)
+                if state is not None:
+                    state.unmatched_labels += 1
             self._once("unmatched", "health: a label for an unknown request id (never seen, expired or "
                        "forgotten); counted", request_id=obs.request_id)
             return
