@@ -13,7 +13,7 @@ from agent.health.alerts import AlertBook
 from agent.health.config import parse_health
 from agent.health.documents import document_id
 from agent.health.engine import HealthEngine
-from health.test_engine import AGENT, SETTINGS, make_events, uninterrupted
+from health.test_engine import AGENT, make_events, uninterrupted
 
 
 def test_every_document_fits_the_schema(tmp_path):
