@@ -16,7 +16,7 @@ a document's own fields, and the plain pipeline removes them), and the
 patterns compiled with ``re.ASCII`` get ASCII classes written out
 (``\\d`` -> ``[0-9]``...), because Joni's shorthand classes are Unicode.
 
-Generated: pipelines/plain-prefix.yml and pipelines/gunicorn-shape.yml (whole), and the ``params`` of the
+Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml and triton-shape.yml (whole), and the ``params`` of the
 json-map script in pipelines/json.yml (between the BEGIN/END GENERATED
 markers): the key catalogue of ``agent.parsing.json_keys`` (key -> [target
 path, coercer, rank, requires, sets event.outcome]), the roles of
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.parsing import json_keys, parse_json, parse_text, timestamps  # noqa: E402
-from agent.parsing.servers import gunicorn  # noqa: E402
+from agent.parsing.servers import gunicorn, triton  # noqa: E402
 
 _ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
 _NOT = {"D": "d", "W": "w", "S": "s"}
@@ -146,6 +146,57 @@ processors:
 """ + "".join(f"        - {_quote(p)}\n" for p in access)
 
 
+def triton_yaml() -> str:
+    """Triton's two head layouts and the searches of its messages (servers/triton.py)."""
+    default = "^" + joni(numbered(triton._DEFAULT.pattern, "d"), ascii_classes=True) + "(?<msp_rest>.*)"
+    iso = "^" + joni(numbered(triton._ISO.pattern, "i"), ascii_classes=True) + "(?<msp_rest>.*)"
+    searches = [
+        ("quoted", "message.indexOf(\"'\") >= 0", joni(numbered(triton._QUOTED_MODEL.pattern, "q"), False)),
+        ("loading", "message.indexOf(\"'\") < 0 && message.indexOf('loading: ') >= 0",
+         joni(numbered(triton._LOADING.pattern, "l"), False)),
+        ("backend", "message.indexOf(\"'\") < 0 && message.indexOf('loading: ') < 0 && "
+         "message.indexOf('TRITONBACKEND_ModelInitialize: ') >= 0", joni(numbered(triton._BACKEND_INIT.pattern, "b"), False)),
+        ("http", "message.indexOf(\"'\") < 0 && message.indexOf('loading: ') < 0 && "
+         "message.indexOf('TRITONBACKEND_ModelInitialize: ') < 0 && message.startsWith('HTTP request: ')",
+         "^" + joni(numbered(triton._HTTP_REQUEST.pattern, "h"), False)),
+        ("pb-error", "message.indexOf('Traceback (most recent call last):') < 0 && message.indexOf(String.valueOf((char) 10)) >= 0",
+         "(?m)" + joni(numbered(triton._PB_ERROR.pattern, "p"), False)),
+    ]
+    out = [HEADER, """description: >-
+  Triton's head layouts (default glog and ISO8601) and the searches its
+  pipeline makes in a message (model names, HTTP requests, pybind11 errors):
+  the regexes of agent/parsing/servers/triton.py translated to grok, on
+  modelscribe.raw.head and modelscribe.raw.tmsg; the triton pipeline reads the
+  msp_* captures. A regex search is a grok pattern without an anchor.
+processors:
+  - grok:
+      tag: triton-shape-default
+      if: ctx.modelscribe.raw.head.length() > 0 && 'IWEF'.indexOf(ctx.modelscribe.raw.head.substring(0, 1)) >= 0
+      field: modelscribe.raw.head
+      ignore_failure: true
+      patterns:
+""", f"        - {_quote(default)}\n", """  - grok:
+      tag: triton-shape-iso
+      if: ctx.modelscribe.raw.head.length() > 0 && Character.isDigit(ctx.modelscribe.raw.head.charAt(0))
+      field: modelscribe.raw.head
+      ignore_failure: true
+      patterns:
+"""]
+    out.append(f"        - {_quote(iso)}\n")
+    for name, condition, pattern in searches:
+        out.append(f"""  - grok:
+      tag: triton-search-{name}
+      if: >-
+        ctx.modelscribe.raw.tmsg instanceof String && ctx.modelscribe.raw.tmsg.length() > 0 &&
+        {condition.replace("message.", "ctx.modelscribe.raw.tmsg.")}
+      field: modelscribe.raw.tmsg
+      ignore_failure: true
+      patterns:
+        - {_quote(pattern)}
+""")
+    return "".join(out)
+
+
 def prefix_patterns() -> list[str]:
     """The grok patterns of a plain line's head, tried in order (first match wins)."""
     stamp = joni(r"(?>\[?(?P<ts>" + timestamps._ISO + r")\]?)", ascii_classes=True)
@@ -233,7 +284,8 @@ def json_yaml() -> str:
     return head + json_params() + tail
 
 
-GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml}
+GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml,
+             "triton-shape.yml": triton_yaml}
 
 
 def main(argv: list[str]) -> int:
