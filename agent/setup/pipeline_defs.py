@@ -26,6 +26,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -140,7 +141,8 @@ def read_definitions(directory: Path = PIPELINES_DIR) -> dict[str, dict[str, Any
 
 @lru_cache(maxsize=4)
 def _load(directory: Path, version: str) -> tuple[tuple[str, str], ...]:
-    import json
+    # Read and checked once per process (the files ship with the package);
+    # kept as JSON text so every caller gets its own copy.
     bodies = read_definitions(directory)
     return tuple((installed_name(name, version), json.dumps(_versioned(body, version), sort_keys=True))
                  for name, body in sorted(bodies.items()))
@@ -148,7 +150,6 @@ def _load(directory: Path, version: str) -> tuple[tuple[str, str], ...]:
 
 def load_pipelines(directory: Path = PIPELINES_DIR, version: str = __version__) -> dict[str, dict[str, Any]]:
     """Installed name -> JSON body of every pipeline (a new dict each call)."""
-    import json
     return {name: json.loads(body) for name, body in _load(directory, version)}
 
 
