@@ -4,7 +4,8 @@ Real bulk answers through the one classifier (stored, duplicate on re-send,
 mapping rejection), the Sender end to end (exactly once, rejected documents
 in the dead letters before their ack, a node that goes down and comes back),
 a missing ingest pipeline retried with the setup command, credentials
-(preflight, check), and telling the engines apart by ``GET /``.
+(preflight, check), telling the engines apart by ``GET /``, and a node
+that answers 429 for part of the items (only those are sent again).
 """
 from __future__ import annotations
 
@@ -184,3 +185,51 @@ def test_detect_engine_from_the_root_endpoint(os_node):
     assert detect_engine(Response(200, {"version": {"number": "9.2.8", "build_flavor": "default"}})) \
         == "elasticsearch"
     assert detect_engine(Response(401, "Unauthorized")) is None
+
+
+def test_partial_429_retries_only_the_rejected_items(tmp_path):
+    """A node with one write thread and a one-slot queue answers some bulk
+    items 429: only those are sent again, and every document lands once."""
+    node = opensearch_local.start_node(tmp_path / "busy", settings={
+        "thread_pool.write.size": 1, "thread_pool.write.queue_size": 1})
+    try:
+        status, body = opensearch_local.request(node, "PUT", "/os-out-429", {"settings": {
+            "number_of_shards": 4, "number_of_replicas": 0, "max_result_window": 20_000}})
+        assert status == 200, body
+        output = _output(node, index="os-out-429")
+        commits: dict[str, int] = {}
+        acks = AckTracker(lambda key, offset: commits.__setitem__(key, offset))
+        stats = Stats()
+        dead = DeadLetters(str(tmp_path / "dead.ndjson"), "unused")
+        batches = [[_event(b * 100 + i, {"n": b * 100 + i}, key=f"k{b % 6}") for i in range(100)]
+                   for b in range(60)]
+
+        def work(mine):
+            sender = Sender(output, acks, dead, stats, threading.Event(), None, backoff_max=0.5,
+                            retry_permanent=True)
+            for batch in mine:
+                sender.deliver(batch)
+
+        for batch in batches:
+            acks.register(batch)
+        threads = [threading.Thread(target=work, args=(batches[t::6],)) for t in range(6)]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(300)
+        finally:
+            output.close()
+        assert not any(thread.is_alive() for thread in threads)
+        assert stats.retries()["429"] > 0, "the tiny write queue never answered 429: proves nothing"
+        assert stats.snapshot().events_rejected == 0 and not (tmp_path / "dead.ndjson").exists()
+        # Had stored items been sent again they would come back as 409 duplicates.
+        assert stats.snapshot().events_acked == 6000 and stats.snapshot().events_duplicate == 0
+        assert commits == {f"k{k}": 5500 + 100 * k for k in range(6)}  # end of each key's last event
+        opensearch_local.request(node, "POST", "/os-out-429/_refresh")
+        status, body = opensearch_local.request(node, "POST", "/os-out-429/_search", {
+            "size": 10_000, "_source": ["n"]})
+        got = [hit["_source"]["n"] for hit in body["hits"]["hits"]]
+        assert sorted(got) == list(range(6000))
+    finally:
+        opensearch_local.remove_node(node)
