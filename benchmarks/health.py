@@ -10,9 +10,11 @@ state. Prints one JSON line per run and a summary: median lines/s of each,
 and the cost = 1 - with/without.
 
 ``memory``: the health engine alone (no agent), fed 100 models x 50
-features until every model has its reference and an open window, then the
-process's peak RSS minus the RSS before the engine was made, and the size of
-the checkpoint it writes.
+features until every model has its reference and an open window (and, no
+label ever coming, the label join full at its cap): the RSS it added, the
+memory Python objects hold then (``live_python_mb``: the state, measured
+with tracemalloc, which slows the run) and at the peak (while references are
+collected), and the size of the checkpoint it writes.
 
     python3 benchmarks/health.py cost --lines 200000 --repeat 3
     python3 benchmarks/health.py memory --models 100 --features 50
@@ -117,9 +119,13 @@ def memory(models: int, features: int, reference_size: int) -> None:
     from agent.health.config import parse_health
     from agent.health.engine import HealthEngine
 
+    import gc
+    import tracemalloc
+
     rng = random.Random(3)
     state = Path(tempfile.mkdtemp(prefix="modelscribe-bench-health-mem-"))
     try:
+        tracemalloc.start()
         before = _rss_mb()
         settings = parse_health({"window": 60, "lateness": 30, "reference_size": reference_size,
                                  "caps": {"models": models, "features": features}}, "bench: health")
@@ -142,11 +148,14 @@ def memory(models: int, features: int, reference_size: int) -> None:
                 engine.checkpoint({"bench": offset})
         engine.close_due()
         engine.checkpoint({"bench": offset})
+        gc.collect()
+        live, traced_peak = tracemalloc.get_traced_memory()
         after = _rss_mb()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"models": models, "features": features, "reference_size": reference_size,
                           "open_windows": engine.windows.open_windows, "rss_before_mb": round(before, 1),
                           "rss_after_mb": round(after, 1), "state_rss_mb": round(after - before, 1),
+                          "live_python_mb": round(live / 2**20, 1), "live_peak_mb": round(traced_peak / 2**20, 1),
                           "peak_rss_mb": round(peak, 1),
                           "checkpoint_kb": round(os.path.getsize(state / "health" / "state.json") / 1024),
                           "reference_kb": round(os.path.getsize(state / "health" / "reference.json") / 1024)}))

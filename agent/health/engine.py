@@ -139,6 +139,7 @@ class HealthEngine(Persisted):
         self._max_time = -math.inf
         self._alerts = AlertBook()
         self._covered: dict[str, set[int]] = {}
+        self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._outbox: dict[str, bytes] = {}
         self.counters = {"observed": 0, "unmatched_labels": 0, "features_capped": 0, "windows": 0,
                          "documents": 0}
@@ -235,8 +236,12 @@ class HealthEngine(Persisted):
             return
         if not obs.key[0]:
             return
-        key = ModelKey(obs.key[0], obs.key[1] or None, obs.key[2] or None, obs.key[3] or None)
-        kt = obs.key
+        # One tuple per model key: the waiting predictions share it instead of
+        # holding four strings each (bounded by caps.models, then cleared).
+        kt = self._interned.setdefault(obs.key, obs.key)
+        if len(self._interned) > 4 * self.settings.caps.models:
+            self._interned.clear()
+        key = ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None)
         mid = reference.model_id(kt)
         ref = self._reference_for(mid)
         over_cap = self.windows.over_cap
