@@ -73,6 +73,7 @@ _SAVE_INTERVAL = 1.0
 # to give up (the abort flag) before it saves offsets and exits without them.
 SHUTDOWN_GRACE = 5.0
 _DATA = operator.attrgetter("data")
+_INDEXING = ("elasticsearch", "opensearch")  # outputs with a cluster behind them
 
 
 def tail_settings(config: Config) -> TailSettings:
@@ -272,7 +273,7 @@ class Pipeline:
         self._handoff = handoff
         self._sink = _Sink(parse_settings(config), build_enricher(config), handoff, config.inputs)
         self.tailer = Tailer(tail_settings(config), self.registry, self._sink, clock, resume_after)
-        if config.self_metrics_interval is not None and config.output == "elasticsearch" and not config.once:
+        if config.self_metrics_interval is not None and config.output in _INDEXING and not config.once:
             self._sink.periodic.append(self._self_metrics(config.self_metrics_interval).due)
         self._reloader = Reloader(config, reload, self.tailer, self._sink, self.output) if reload else None
 
@@ -301,7 +302,7 @@ class Pipeline:
     # -- entry points --------------------------------------------------------
     def run(self) -> int:
         log.info("modelscribe starting", paths=",".join(self.config.all_paths), output=self.config.output,
-                 target=self.config.target if self.config.output == "elasticsearch" else "-",
+                 target=self.config.target if self.config.output in _INDEXING else "-",
                  once=self.config.once, state_dir=self.config.state_dir)
         metrics = None
         try:

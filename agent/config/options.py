@@ -127,7 +127,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_field_bytes", v.size, 32000, "String fields longer than this are cut and tagged "
            "field_truncated.", group="enrich"),
     # output
-    Option("output", v.output, "elasticsearch", "elasticsearch, file:PATH (NDJSON), console or null.",
+    Option("output", v.output, "elasticsearch", "elasticsearch, opensearch, file:PATH (NDJSON), console or null.",
            group="output"),
     Option("es_urls", v.url, ("http://localhost:9200",), "Elasticsearch URL (repeatable).",
            multiple=True, group="output", singular="es_url"),

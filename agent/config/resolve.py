@@ -468,4 +468,4 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
 
 def config_field_names() -> set[str]:
     return {f.name for f in fields(Config)} - {"api_key", "password", "hash_key", "inputs", "config_file",
-                                               "origins"}
+                                               "origins", "health"}

@@ -166,13 +166,13 @@ def index_name(raw: Any) -> str:
 
 
 def output(raw: Any) -> str:
-    """'elasticsearch', 'console', 'null' or 'file:PATH'."""
+    """'elasticsearch', 'opensearch', 'console', 'null' or 'file:PATH'."""
     value = text(raw).strip()
-    if value in {"elasticsearch", "console", "null"}:
+    if value in {"elasticsearch", "opensearch", "console", "null"}:
         return value
     if value.startswith("file:") and len(value) > 5:
         return value
-    raise ValueError(f"{raw!r} is not an output (use elasticsearch, file:PATH, console or null)")
+    raise ValueError(f"{raw!r} is not an output (use elasticsearch, opensearch, file:PATH, console or null)")
 
 
 def log_format(raw: Any) -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,7 +38,18 @@ import yaml
 from agent import __version__
 from agent.errors import ConfigError
 
-PIPELINES_DIR = Path(__file__).resolve().parents[2] / "pipelines"
+
+
+def _pipelines_dir() -> Path:
+    """pipelines/ of a checkout (or an editable install); else where the wheel's
+    data files put it (pyproject.toml: share/modelscribe/pipelines under the prefix)."""
+    checkout = Path(__file__).resolve().parents[2] / "pipelines"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "modelscribe" / "pipelines"
+
+
+PIPELINES_DIR = _pipelines_dir()
 PREFIX = "modelscribe-"
 CUSTOM_HOOK = "modelscribe@custom"
 _NAME = re.compile(r"[a-z][a-z0-9-]*\Z")

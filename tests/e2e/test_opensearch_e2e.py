@@ -2,11 +2,6 @@
 command with ``--output opensearch`` ships every line exactly once (with its
 offset), survives the node going down and coming back, and puts a document
 OpenSearch rejects in the dead letters, from where ``dlq replay`` re-sends it.
-
-These need the configuration to accept ``--output opensearch``
-(agent/config/values.py ``output``).  Until it does they are reported as
-xfailed and not run; once it does they run as ordinary tests (all three
-passed here with that one change applied).
 """
 from __future__ import annotations
 
@@ -17,21 +12,6 @@ import pytest
 
 import opensearch_local
 from e2e_helpers import Daemon, GrowingFiles, create_index, run_once, wait_for
-
-
-def _accepts_opensearch() -> bool:
-    from agent.config import values
-    try:
-        values.output("opensearch")
-    except ValueError:
-        return False
-    return True
-
-
-# Not run while the value is refused (reported as xfailed with the reason):
-# each would only fail on its first command, after minutes of waiting.
-pytestmark = pytest.mark.xfail(not _accepts_opensearch(), run=False,
-                               reason="agent/config/values.py output() does not accept 'opensearch' yet")
 
 
 def os_flags(node, target: str) -> list[str]:

@@ -69,6 +69,9 @@ def test_install_upgrade_remove_purge(tools, deb, deb_upgrade, root):
     assert list((root / "opt/modelscribe/lib").rglob("*.pyc"))  # postinst compiled the byte code
     checked = tools.chroot(root, "modelscribe", "check", "config", "--config", "/etc/modelscribe/modelscribe.yml")
     assert "config ok" in checked.stdout
+    # The ingest pipelines ship with the package (pyproject.toml data files): setup finds them.
+    planned = tools.chroot(root, "modelscribe", "setup", "pipelines", "--dry-run", "--es-url", "http://127.0.0.1:9")
+    assert planned.returncode == 0 and f"modelscribe-entry-{version}" in planned.stdout, planned.stdout
     # The agent works from the package, as the service user, on a file in /var/log.
     (root / "var/log/models").mkdir()
     (root / "var/log/models/model.log").write_text('{"message": "packaged"}\n')
