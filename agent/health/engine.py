@@ -139,7 +139,7 @@ class HealthEngine(Persisted):
         self._max_time = -math.inf
         self._alerts = AlertBook()
         self._covered: dict[str, set[int]] = {}
-        self._interned: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._interned: dict[tuple[str, ...], tuple[tuple[str, ...], ModelKey, str]] = {}
         self._outbox: dict[str, bytes] = {}
         self.counters = {"observed": 0, "unmatched_labels": 0, "features_capped": 0, "windows": 0,
                          "documents": 0}
@@ -238,11 +238,14 @@ class HealthEngine(Persisted):
             return
         # One tuple per model key: the waiting predictions share it instead of
         # holding four strings each (bounded by caps.models, then cleared).
-        kt = self._interned.setdefault(obs.key, obs.key)
-        if len(self._interned) > 4 * self.settings.caps.models:
-            self._interned.clear()
-        key = ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None)
-        mid = reference.model_id(kt)
+        known = self._interned.get(obs.key)
+        if known is None:
+            if len(self._interned) >= 4 * self.settings.caps.models:
+                self._interned.clear()
+            kt = obs.key
+            known = self._interned[kt] = (kt, ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None),
+                                          reference.model_id(kt))
+        kt, key, mid = known
         ref = self._reference_for(mid)
         over_cap = self.windows.over_cap
         state = self.windows.observe(key, obs.time)

@@ -58,11 +58,11 @@ def get_path(doc: Any, path: tuple[str, ...] | None) -> Any:
         return None
     node = doc
     for part in path:
-        if not isinstance(node, dict):
+        # None and every non-object end the walk (an exact type check: the
+        # parsed document holds plain dicts, and this runs ~10 times an event).
+        if node.__class__ is not dict:
             return None
         node = node.get(part)
-        if node is None:
-            return None
     return node
 
 
@@ -159,11 +159,14 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
     when = _time(doc)
     if when is None:
         return None
-    service = get_path(doc, ("service", "name"))
-    host = get_path(doc, ("host", "name"))
+    service = doc.get("service")
+    service = service.get("name") if service.__class__ is dict else None
+    host = doc.get("host")
+    host = host.get("name") if host.__class__ is dict else None
     key = (_name(model), _name(get_path(doc, paths.version)), _name(service), _name(host))
     prediction = get_path(doc, paths.prediction)
-    usage = get_path(doc, ("gen_ai", "usage"))
+    usage = doc.get("gen_ai")
+    usage = usage.get("usage") if usage.__class__ is dict else None
     return Observation(
         when, key, None if request_id is None else _name(request_id), _latency(doc, paths),
         _is_error(doc, paths), MISSING if prediction is None else _scalar(prediction),
