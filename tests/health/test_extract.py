@@ -104,3 +104,36 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
 def test_extract_never_raises(doc):
     extract(doc, FieldPaths())
     extract(doc, parse_fields({"features": ["model.x", "extra"], "error": "event.failed"}, "t"))
+
+
+def test_the_config_file_block_global_and_per_input(tmp_path):
+    import subprocess
+    import sys
+
+    from agent.config.resolve import resolve
+
+    config = tmp_path / "modelscribe.yml"
+    config.write_text("paths: [/logs/*.log]\nhealth:\n  window: 30\n  fields: {latency: extra.took, latency_unit: s}\n"
+                      "inputs:\n  - paths: /fraud/*.log\n    format: json\n"
+                      "    health: {fields: {model: extra.service, features: [extra.amount]}}\n")
+    resolved = resolve({}, {}, str(config)).health
+    assert resolved.window == 30 and resolved.fields.latency == ("extra", "took")
+    (globs, paths), = resolved.per_input
+    assert globs == ("/fraud/*.log",) and paths.model == ("extra", "service")
+    assert paths.latency == ("extra", "took")  # inherited from the global block
+    assert paths.features == (("extra", "amount"),) and paths.features_under is None
+    shown = subprocess.run([sys.executable, "-m", "agent", "check", "config", "--config", str(config)],
+                           capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert "health: windows of 30s" in shown.stdout
+    assert "health: fields for /fraud/*.log: model=extra.service" in shown.stdout
+    assert "features=extra.amount" in shown.stdout
+    config.write_text("health: {window: 0}\n")
+    bad = subprocess.run([sys.executable, "-m", "agent", "check", "config", "--config", str(config)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and f"{config}: health.window" in bad.stderr
+    none = tmp_path / "none.yml"
+    none.write_text("paths: [/logs/*.log]\n")
+    off = subprocess.run([sys.executable, "-m", "agent", "check", "config", "--config", str(none)],
+                         capture_output=True, text=True)
+    assert "health: off" in off.stdout
