@@ -14,7 +14,7 @@ Every value is validated here, once, and a bad one raises ConfigError naming
       label_ttl: 3600          # seconds a prediction waits for its label
       thresholds: {psi: 0.2, js: 0.1, error_rate: 0.05, p95_ms: null, accuracy_drop: 0.1}
       caps: {models: 1000, features: 200, categories: 100, pending_labels: 100000,
-             reference_values: 2000000}
+             reference_values: 2000000, outbox: 50000}
       fields:                  # dotted paths into the parsed document; defaults below
         model: model.name
         features: "model.input.features.*"   # a list of paths, or PATH.* for every key under PATH
@@ -97,6 +97,8 @@ class Caps:
     # Values held while references are collected (all models together): a
     # model whose collection would pass it freezes its reference early.
     reference_values: int = 2_000_000
+    # Health documents waiting for the output (kept in the checkpoint).
+    outbox: int = 50_000
 
 
 @dataclass(frozen=True)

@@ -349,6 +349,12 @@ class HealthEngine(Persisted):
         self._outbox[doc_id] = documents.serialise(doc)
         self.counters["documents"] += 1
         self._dirty = True
+        if len(self._outbox) > self.settings.caps.outbox:
+            # The output has been down for long: the oldest documents go first.
+            del self._outbox[next(iter(self._outbox))]
+            self.counters["documents_dropped"] = self.counters.get("documents_dropped", 0) + 1
+            self._once("outbox", "health: too many documents wait for the output; the oldest are dropped",
+                       cap=self.settings.caps.outbox)
 
     # -- closing --------------------------------------------------------------------
 

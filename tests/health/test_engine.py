@@ -286,3 +286,16 @@ def test_a_broken_state_file_starts_health_empty(tmp_path):
     engine = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, FakeClock())
     assert engine.counters["observed"] == 0
     engine.close()
+
+
+def test_the_outbox_is_bounded_while_the_output_is_down(tmp_path):
+    capped = parse_health({"window": 10, "lateness": 0, "caps": {"outbox": 5}}, "test: health")
+    engine = HealthEngine(capped, str(tmp_path), None, AGENT, FakeClock())
+    t0 = 1_767_225_600.0
+    engine.observe([Event("f", i, i + 1, f"i{i}", orjson.dumps({
+        "@timestamp": _stamp(t0 + i * 10), "model": {"name": "m"}})) for i in range(20)])
+    engine.close_due(final=True)
+    assert engine.pending_documents() == 5 and engine.counters["documents_dropped"] == 15
+    shipped = Shipped()
+    engine.ship(shipped.deliver)
+    assert sorted(d["@timestamp"] for d in shipped.docs.values()) == [_stamp(t0 + i * 10) for i in range(15, 20)]
