@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import elasticsearch_local  # noqa: E402
-sys.path.insert(1, str(Path(__file__).resolve().parent)); pytest_plugins = ["opensearch_fixtures"]  # os_node, os
+pytest_plugins = ["opensearch_fixtures"]  # os_node, os: the OpenSearch node (tests/ is on pythonpath)
 
 # Every `modelscribe run` serves /metrics on 127.0.0.1:9464 by default: agents
 # started by tests (subprocesses inherit this) do not, so two of them, or a
