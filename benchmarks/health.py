@@ -57,7 +57,8 @@ def write_corpus(path: Path, lines: int, features: int = 20) -> None:
             feats = {f"num_{i}": round(rng.gauss(i, 1), 3) for i in range(features - 6)}
             feats.update({f"cat_{i}": rng.choice(countries) for i in range(6)})
             handle.write(json.dumps({"timestamp": _stamp(t), "model_name": f"model-{n % 4}", "request_id": f"r{n}",
-                                     "prediction": rng.choice(["a", "b"]), "latency_ms": round(rng.expovariate(0.05), 3),
+                                     "prediction": rng.choice(["a", "b"]),
+                                     "latency_ms": round(rng.expovariate(0.05), 3),
                                      "features": feats}) + "\n")
 
 

@@ -205,7 +205,8 @@ def parse_health(raw: Any, where: str) -> HealthSettings:
             raise ConfigError(f"{where}.reference: a .jsonl or .csv file, or 'previous', got {reference!r}")
         values["reference"] = reference.strip()
     if "thresholds" in given:
-        spec = _mapping(given["thresholds"], f"{where}.thresholds", tuple(f.name for f in dataclasses.fields(Thresholds)))
+        names = tuple(f.name for f in dataclasses.fields(Thresholds))
+        spec = _mapping(given["thresholds"], f"{where}.thresholds", names)
         values["thresholds"] = Thresholds(**{
             key: _number(value, f"{where}.thresholds.{key}", allow_none=key not in ("psi", "js"))
             for key, value in spec.items()})

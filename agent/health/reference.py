@@ -144,7 +144,8 @@ def load_store(directory: str) -> dict[str, ModelReference]:
         with open(path, "rb") as handle:
             data = orjson.loads(handle.read())
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
-            raise ValueError(f"version {data.get('version') if isinstance(data, dict) else '?'} is not {FORMAT_VERSION}")
+            found = data.get("version") if isinstance(data, dict) else "?"
+            raise ValueError(f"version {found} is not {FORMAT_VERSION}")
         return {name: ModelReference.from_state(state) for name, state in data["models"].items()}
     except FileNotFoundError:
         return {}

@@ -1,7 +1,8 @@
 """Model health exact across crashes (issue 10, must 7), with the real agent and the real node:
 SIGKILL at random points while the files grow, then one clean stop; the health documents in
 Elasticsearch equal, id for id and count for count, those of one uninterrupted run over the same
-lines."""
+lines. With the disk spool, and without it (the memory queue is lost at the kill; what was sent
+and not committed is read again and skipped by health)."""
 
 from __future__ import annotations
 
@@ -114,17 +115,19 @@ def _lines_indexed(es, index: str) -> int:
     return body.get("count", 0) if status == 200 else 0
 
 
-def test_sigkill_at_random_points_gives_the_windows_of_an_uninterrupted_run(es_node, es, tmp_path):
+@pytest.mark.parametrize("spool", ["spool", "no-spool"])
+def test_sigkill_at_random_points_gives_the_windows_of_an_uninterrupted_run(es_node, es, tmp_path, spool):
     logs = tmp_path / "logs"
     logs.mkdir()
     config = tmp_path / "modelscribe.yml"
     config.write_text("health:\n  window: 10\n  lateness: 5\n  reference_size: 300\n  label_ttl: 600\n")
-    crashed, clean = "health-crashed", "health-clean"
+    crashed, clean = f"health-crashed-{spool}", f"health-clean-{spool}"
     create_index(es.request, crashed)
     create_index(es.request, clean)
     args = ["--config", str(config), "--path", str(logs / "*.log"), "--state-dir", str(tmp_path / "state"),
             "--flush-interval", "100ms", "--bulk-max-docs", "200", "--scan-interval", "1s",
-            "--host-name", "edge-1", *es_flags(es_node, crashed)]
+            "--host-name", "edge-1", *(["--no-spool"] if spool == "no-spool" else []),
+            *es_flags(es_node, crashed)]
     rng = random.Random(7)
     kills = 0
     with PredictionLogs(logs) as files:
@@ -165,7 +168,8 @@ def test_sigkill_at_random_points_gives_the_windows_of_an_uninterrupted_run(es_n
         return json.dumps(doc, sort_keys=True)[:600]
 
     assert got.keys() == expected.keys(), (
-        [brief(expected[i]) for i in expected.keys() - got.keys()][:5], [brief(got[i]) for i in got.keys() - expected.keys()][:5])
+        [brief(expected[i]) for i in expected.keys() - got.keys()][:5],
+        [brief(got[i]) for i in got.keys() - expected.keys()][:5])
     differing = [f"{doc['@timestamp']} {doc['model']['name']} {doc['event']['dataset']} {path}: {theirs} != {ours}"
                  for doc_id, doc in expected.items() for path, theirs, ours in _diff(got[doc_id], doc)]
     assert not differing, "\n".join(differing[:20])

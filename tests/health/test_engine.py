@@ -48,8 +48,9 @@ def make_events(seed: int, count: int = 400, files: int = 2) -> list[list[Event]
             events.append(Event(f"file-{f}", offset, offset + len(data) + 1, f"id-{f}-{offset}", data))
             offset += len(data) + 1
             if i >= 30 and i % 3 == 0:
-                label = orjson.dumps({"@timestamp": _stamp(t), "model": {"request_id": f"{f}-{i - 30}",
-                                                                       "target": {"value": rng.choice(["cat", "dog"])}}})
+                truth = {"value": rng.choice(["cat", "dog"])}
+                label = orjson.dumps({"@timestamp": _stamp(t),
+                                      "model": {"request_id": f"{f}-{i - 30}", "target": truth}})
                 events.append(Event(f"file-{f}", offset, offset + len(label) + 1, f"id-{f}-{offset}", label))
                 offset += len(label) + 1
         out.append(events)
@@ -181,7 +182,8 @@ def test_crashes_at_random_points_give_the_same_documents_as_an_uninterrupted_ru
 def test_a_window_document_carries_the_counts_of_its_requests(tmp_path):
     events = make_events(3, count=300, files=1)[0]
     docs = uninterrupted(tmp_path, events)
-    windows = [d for d in docs.values() if d["event"]["dataset"] == "modelscribe.health" and d["event"]["kind"] == "metric"
+    windows = [d for d in docs.values()
+               if d["event"]["dataset"] == "modelscribe.health" and d["event"]["kind"] == "metric"
                and "requests" in d["model"]["health"]]
     requests = sum(d["model"]["health"]["requests"] + d["model"]["health"]["late"] for d in windows)
     assert requests == 300
