@@ -10,10 +10,11 @@ Files in ``<state_dir>/health/``:
   "max_time", "alerts", "covered": {file key: [offsets]}, "outbox": [[id,
   document]], "counters"}``. Another version, or a file that does not parse,
   is logged and health starts empty (never a refusal to start).
-- ``journal-N.jsonl``: one line per event fed after the checkpoint that
-  names N: ``[file key, offset, Observation as a list]``, appended with one
-  ``write`` per batch (so a killed process loses nothing it wrote; a torn
-  last line, from a power loss, is skipped). Journals before the one the
+- ``journal-N.log``: one line per event fed after the checkpoint that
+  names N: ``FILE_KEY<TAB>OFFSET<TAB>DOCUMENT`` (the document as shipped, one
+  JSON line: replaying extracts from it again, so feeding pays no second
+  serialisation), appended with one ``write`` per batch (so a killed process
+  loses nothing it wrote; a torn last line, from a power loss, is skipped). Journals before the one the
   checkpoint names are deleted after it is written.
 - ``reference.json`` (``agent.health.reference``) and ``reference.reset``
   (the marker ``modelscribe health reset-reference`` leaves).
@@ -33,7 +34,7 @@ from agent.atomic import write_atomic
 from agent.errors import StateError
 from agent.health import reference
 from agent.health.alerts import AlertBook
-from agent.health.extract import Observation
+from agent.health.extract import Observation, extract
 from agent.health.labels import LabelJoin
 from agent.health.state import LabelState, WindowState
 from agent.health.windows import Windows
@@ -55,7 +56,7 @@ class Persisted:
     _commit_history: deque[dict[str, int]]
 
     def _journal_path(self, gen: int) -> str:
-        return os.path.join(self.directory, f"journal-{gen:010d}.jsonl")
+        return os.path.join(self.directory, f"journal-{gen:010d}.log")
 
     def _load(self) -> None:
         path = os.path.join(self.directory, STATE_FILE)
@@ -84,9 +85,9 @@ class Persisted:
         self._take_reset()
         # Replay the journals the checkpoint does not cover, in order.
         replayed = 0
-        journals = sorted(glob.glob(os.path.join(self.directory, "journal-*.jsonl")))
+        journals = sorted(glob.glob(os.path.join(self.directory, "journal-*.log")))
         for journal in journals:
-            gen = int(os.path.basename(journal)[8:-6])
+            gen = int(os.path.basename(journal)[8:-4])
             if gen < self._journal_gen:
                 os.unlink(journal)
                 continue
@@ -100,13 +101,16 @@ class Persisted:
         with open(path, "rb") as handle:
             for line in handle:
                 try:
-                    source_key, offset, fields = orjson.loads(line)
+                    key, offset, data = line.rstrip(b"\n").split(b"\t", 2)
+                    source_key = key.decode()
+                    doc = orjson.loads(data)
+                    obs = extract(doc, self._paths(source_key, doc))
+                    position = int(offset)
                 except (orjson.JSONDecodeError, ValueError):
                     continue  # a torn last line (power loss): what it held was never acknowledged
-                if not self._cover(source_key, offset):
+                if obs is None or not self._cover(source_key, position):
                     continue
-                fields[1] = tuple(fields[1])
-                self._apply(Observation(*fields))
+                self._apply(obs)
                 count += 1
         return count
 
@@ -195,8 +199,8 @@ class Persisted:
             raise StateError(f"cannot write {self.directory}/{STATE_FILE}: {error.strerror}") from error
         # Every journal before the one the snapshot names is in the snapshot
         # (also those replayed at start-up).
-        for journal in glob.glob(os.path.join(self.directory, "journal-*.jsonl")):
-            if int(os.path.basename(journal)[8:-6]) <= old_gen:
+        for journal in glob.glob(os.path.join(self.directory, "journal-*.log")):
+            if int(os.path.basename(journal)[8:-4]) <= old_gen:
                 try:
                     os.unlink(journal)
                 except FileNotFoundError:
@@ -218,7 +222,7 @@ class Persisted:
                 pass
 
     def _journal(self, fresh: list[tuple[Event, Observation]]) -> None:
-        body = b"".join(orjson.dumps([e.source_key, e.offset, list(o)]) + b"\n" for e, o in fresh)
+        body = b"".join(b"%s\t%d\t%s\n" % (e.source_key.encode(), e.offset, e.data) for e, _ in fresh)
         try:
             if self._journal_fd is None:
                 self._journal_fd = os.open(self._journal_path(self._journal_gen),

@@ -7,7 +7,7 @@ hands every event to ``HealthEngine.observe`` at that moment, BEFORE the
 event can be sent, acknowledged, committed, or freed from the spool.
 
 Exactness (issue 10, must 7). ``observe`` appends what it extracted to a
-journal (one ``write`` per batch, ``<state_dir>/health/journal-<gen>.jsonl``)
+journal (one ``write`` per batch, ``<state_dir>/health/journal-<gen>.log``)
 before it updates the in-memory state. The main thread checkpoints every
 second (``checkpoint``): the whole state, serialised under the lock, written
 atomically to ``state.json``, which names the journal generation that
