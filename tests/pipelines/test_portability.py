@@ -34,6 +34,8 @@ SHARED: dict[str, dict[str, str]] = {
     "pipeline": {"name": "core option (not ignore_missing_pipeline: ES 8 only, OpenSearch refuses it)"},
     "script": {"lang": "painless in both", "source": "inline script, both",
                "params": "script parameters, both"},
+    "gsub": {"field": "core option", "pattern": "core option (java.util.regex in both engines)",
+             "replacement": "core option"},
     "urldecode": {"field": "core option (URLDecoder in both; + is protected by the caller)"},
 }
 
