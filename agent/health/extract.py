@@ -79,16 +79,23 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+# Event times health accepts: 1970 to the year 9999 (a window's @timestamp must be writable);
+# a document stamped outside is not a health observation.
+_EARLIEST, _LATEST = 0.0, 253_402_300_799.0
+
+
 def _time(doc: dict[str, Any]) -> float | None:
     stamp = doc.get("@timestamp")
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
-        return float(stamp) if math.isfinite(stamp) else None
-    if not isinstance(stamp, str):
+        when = float(stamp)
+    elif isinstance(stamp, str):
+        try:
+            when = datetime.fromisoformat(stamp).timestamp()
+        except (ValueError, OverflowError):
+            return None
+    else:
         return None
-    try:
-        return datetime.fromisoformat(stamp).timestamp()
-    except ValueError:
-        return None
+    return when if _EARLIEST <= when <= _LATEST else None
 
 
 def _is_error(doc: dict[str, Any], paths: FieldPaths) -> bool:

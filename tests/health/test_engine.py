@@ -301,3 +301,34 @@ def test_the_outbox_is_bounded_while_the_output_is_down(tmp_path):
     shipped = Shipped()
     engine.ship(shipped.deliver)
     assert sorted(d["@timestamp"] for d in shipped.docs.values()) == [_stamp(t0 + i * 10) for i in range(15, 20)]
+
+
+_values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats() | st.text(max_size=4),
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                                  max_size=3), max_leaves=10)
+_docs = st.fixed_dictionaries({
+    "@timestamp": st.sampled_from(["2026-01-01T00:00:00.000Z", "2026-01-01T00:00:07.500Z", "1999-12-31T23:59:59Z",
+                                   "not a date"]) | _values,
+    "model": st.fixed_dictionaries({"name": st.sampled_from(["m1", "m2"]) | _values,
+                                    "request_id": st.sampled_from(["a", "b", "c"]) | _values,
+                                    "prediction": _values, "target": _values,
+                                    "input": st.fixed_dictionaries({"features": _values})}),
+    "event": st.fixed_dictionaries({"duration": _values, "outcome": _values})})
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=st.lists(_docs, min_size=1, max_size=40))
+def test_bad_input_never_raises(tmp_path_factory, docs):
+    """Wrong types, NaN and infinite values, labels for unknown ids, times that go backwards."""
+    tiny = parse_health({"window": 5, "lateness": 1, "reference_size": 3}, "test: health")
+    engine = HealthEngine(tiny, str(tmp_path_factory.mktemp("bad")), None, AGENT, FakeClock())
+    events = [Event("f", i, i + 1, str(i), orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS, default=str))
+              for i, doc in enumerate(docs)]
+    engine.observe(events)
+    engine.checkpoint({})
+    engine.close_due(final=True)
+    engine.close()
+    again = HealthEngine(tiny, engine.directory[:-len("/health")], None, AGENT, FakeClock())
+    again.observe(events)  # all seen: nothing counted twice, nothing raised
+    assert again.counters["observed"] == engine.counters["observed"]
+    again.close()
