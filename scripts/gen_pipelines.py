@@ -16,7 +16,7 @@ a document's own fields, and the plain pipeline removes them), and the
 patterns compiled with ``re.ASCII`` get ASCII classes written out
 (``\\d`` -> ``[0-9]``...), because Joni's shorthand classes are Unicode.
 
-Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml and torchserve-shape.yml (whole), and the ``params`` of the
+Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml, torchserve-shape.yml and vllm-shape.yml (whole), and the ``params`` of the
 json-map script in pipelines/json.yml (between the BEGIN/END GENERATED
 markers): the key catalogue of ``agent.parsing.json_keys`` (key -> [target
 path, coercer, rank, requires, sets event.outcome]), the roles of
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.parsing import json_keys, parse_json, parse_text, timestamps  # noqa: E402
-from agent.parsing.servers import gunicorn, torchserve, triton  # noqa: E402
+from agent.parsing.servers import gunicorn, torchserve, triton, vllm  # noqa: E402
 
 _ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
 _NOT = {"D": "d", "W": "w", "S": "s"}
@@ -257,6 +257,43 @@ processors:
     return "".join(out)
 
 
+def vllm_yaml() -> str:
+    """vLLM's process tag, its logger's head and a request line's start (servers/vllm.py)."""
+    tag = joni(numbered(vllm._TAG.pattern, "g"), False)
+    line = "^(?:" + tag.replace("(?<msp_g", "(?<msp_h") + ")?" + joni(numbered(vllm._LINE.pattern, "v"), False) + "(?<msp_rest>.*)"
+    request = "^" + joni(numbered(vllm._REQUEST.pattern, "r"), False)
+    return HEADER + f"""description: >-
+  vLLM's shapes: the process tag of newer releases (on modelscribe.raw.head:
+  msp_g*, where a uvicorn line would start after it), vLLM's logger head after
+  it (msp_v*, msp_rest: the message) and the start of a request line in that
+  message (modelscribe.raw.vmsg: msp_r*): the regexes of
+  agent/parsing/servers/vllm.py translated to grok; the vllm pipeline reads
+  the msp_* captures.
+processors:
+  - grok:
+      tag: vllm-shape-tag
+      if: ctx.modelscribe.raw.vmsg == null && ctx.modelscribe.raw.head.startsWith('(')
+      field: modelscribe.raw.head
+      ignore_failure: true
+      patterns:
+        - {_quote("^(?<msp_gtag>" + tag + ")")}
+  - grok:
+      tag: vllm-shape-line
+      if: ctx.modelscribe.raw.vmsg == null
+      field: modelscribe.raw.head
+      ignore_failure: true
+      patterns:
+        - {_quote(line)}
+  - grok:
+      tag: vllm-shape-request
+      if: ctx.modelscribe.raw.vmsg instanceof String
+      field: modelscribe.raw.vmsg
+      ignore_failure: true
+      patterns:
+        - {_quote(request)}
+"""
+
+
 def prefix_patterns() -> list[str]:
     """The grok patterns of a plain line's head, tried in order (first match wins)."""
     stamp = joni(r"(?>\[?(?P<ts>" + timestamps._ISO + r")\]?)", ascii_classes=True)
@@ -345,7 +382,8 @@ def json_yaml() -> str:
 
 
 GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml,
-             "triton-shape.yml": triton_yaml, "torchserve-shape.yml": torchserve_yaml}
+             "triton-shape.yml": triton_yaml, "torchserve-shape.yml": torchserve_yaml,
+             "vllm-shape.yml": vllm_yaml}
 
 
 def main(argv: list[str]) -> int:

@@ -1,0 +1,84 @@
+"""Parity beyond the fixtures for the server formats: hand-picked corner
+lines of each server's shapes (the branches of the agent's parser that no
+fixture takes), through both implementations, forced and detected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from test_generated_lines import _compare
+
+TORCHSERVE = [
+    "2024-05-01T10:00:00,123 - /127.0.0.1:52486 \"POST /predictions/m/3.0 HTTP/1.1\" 200 25",
+    "2024-05-01 10:00:00.5 - host.example/10.0.0.1 \"GET /models HTTP/1.1\" 200 -1",
+    "2024-05-01T10:00:00 - /10.0.0.1:1 \"POST /models HTTP/1.1\" 201 3",
+    "2024-05-01T10:00:00,1 - /10.0.0.1:1 \"PUT /models/m/2.0/set-default HTTP/1.1\" 200 3",
+    "2024-05-01T10:00:00,1 - /10.0.0.1:1 \"DELETE /models/m/ HTTP/1.1\" 200 3",
+    "2024-05-01T10:00:00,1 - /10.0.0.1:1 \"GET /metrics HTTP/1.1\" 200 3",
+    "2024-05-01T10:00:00,1 - /10.0.0.1:1 \"POST /wfpredict/flow/1 HTTP/1.1\" 200 3",
+    "2024-05-01T10:00:00,1 - /10.0.0.1:123456 \"GET /a%2Fb+c?x=1 HTTP/1.0\" 404 3",
+    "2024-05-01T10:00:00,1 - /10.0.0.1:1 \"GET /noprotocol\" 200 3",
+    "2024-05-01T10:00:00,1 - /10.0.0.1:1 \"gRPC x.Service/Unknown HTTP/2.0\" 0 3",
+    "2024-05-01T10:00:00,1 - /10.0.0.1:1 \"gRPC x.Service/Ping\" 0 3",
+    "2024-05-01T10:00:00,1 - Lat.ms:inf|#ModelName:m,model_version:2|#type:COUNTER|#hostname:h,requestID:r1,timestamp:1714557600",
+    "2024-05-01T10:00:00,1 - Lat.ms: 12 |#a:1,b,:c|#hostname:,1714557600123,req-9",
+    "2024-05-01T10:00:00,1 - Lat.ms:1e3|#|#hostname:h,timestamp:x",
+    "2024-05-01T10:00:00,1 - Lat.ms:abc|#ModelName:m|#hostname:h,17145576000000000000",
+    "Mem.Percent:12.5|#Level:Host|#hostname:h,1714557600",
+    "2024-05-01T10:00:00,1 [INFO ] BackendWorker-9000 org.pytorch.serve.wlm.WorkerThread - started",
+    "2024-05-01T10:00:00,1 [INFO ] W-9000-plain-stderr MODEL_LOG - no version",
+    "2024-05-01T10:00:00,1 [INFO ] W-9000-my_model_v_1.0 MODEL_METRICS - X.ms:1|#ModelName:other|#hostname:h,timestamp:1714557600",
+    "2024-05-01T10:00:00,1 [INFO ] W-9000-m_1 ACCESS_LOG - not an access line",
+    "2024-05-01T10:00:00,1 [WARN ] main org.pytorch.serve.Other -",
+    "a line of nothing TorchServe writes",
+    "2024-05-01T10:00:00,1 [INFO ] W-9001-m_1-stdout MODEL_LOG - Traceback (most recent call last):",
+    "2024-05-01T10:00:00,1 [INFO ] W-9002-m_1-stdout MODEL_LOG - unrelated",
+    "2024-05-01T10:00:00,1 [INFO ] W-9001-m_1-stdout MODEL_LOG -   File \"/a.py\", line 1, in f",
+    "2024-05-01T10:00:00,1 [INFO ] W-9001-m_1-stdout MODEL_LOG - ValueError: bad",
+    "2024-05-01T10:00:00,1 [INFO ] W-9001-m_1-stdout MODEL_LOG - ",
+]
+
+VLLM = [
+    "INFO 05-01 10:00:00 api_server.py:212] plain message",
+    "INFO 02-29 10:00:00.25 [x.py:1] leap day",
+    "INFO 02-30 10:00:00 [x.py:1] no such day",
+    "DEBUG 05-01 10:00:00 [x.py:12345678901] long line number",
+    "(VllmWorker rank=0 pid=77, ip=10.0.0.2) WARNING 05-01 10:00:00 [w.py:9] worker",
+    "(pid=12345678901) INFO 05-01 10:00:00 [w.py:9] long pid",
+    "(APIServer pid=1) INFO:     127.0.0.1:1 - \"GET /v1/models HTTP/1.1\" 200 OK",
+    "(APIServer pid=1) \x1b[32mINFO\x1b[0m:     Started server process [1]",
+    "(APIServer pid=1) something else",
+    "INFO 05-01 10:00:00 [logger.py:1] Added request cmpl-1.",
+    "INFO 05-01 10:00:00 [logger.py:1] Finished request a.b.c.",
+    "INFO 05-01 10:00:00 [logger.py:1] Aborted request x (streaming complete):",
+    "INFO 05-01 10:00:00 [logger.py:1] Received request r-2: params: SamplingParams(temperature=1, top_p=1e-1,"
+    " top_k=-1, max_tokens=None, max_tokens=16, temperature=None), lora_request: LoRARequest(lora_name='ad1',"
+    " lora_int_id=1), prompt_token_ids_len: 12, prompt_len: 3",
+    "INFO 05-01 10:00:00 [logger.py:1] Received request r-3: params: SamplingParams(top_k=5.5, max_tokens=1e400)",
+    "INFO 05-01 10:00:00 [logger.py:1] Generated response r-4: output_token_count: 7, finish_reason: stop",
+    "INFO 05-01 10:00:00 [logger.py:1] Request nothing here",
+    "INFO 05-01 10:00:00 [metrics.py:1] Prefix cache hit rate: GPU: 45.12%, CPU: 0.00%",
+    "INFO 05-01 10:00:00 [metrics.py:1] Speculative metrics: Draft acceptance rate: 0.690, System efficiency: 0.5,"
+    " Number of speculative tokens: 4, Number of accepted tokens: 10, Number of draft tokens: 12,"
+    " Number of emitted tokens: 14.",
+    "INFO 05-01 10:00:00 [metrics.py:1] Avg prompt throughput: 1 tokens/s, Weird: 3 bananas, Odd: -2.5",
+    "INFO 05-01 10:00:00 [metrics.py:1] Avg prompt throughput: 1 tokens/s",
+    "ERROR 05-01 10:00:00 [x.py:1] failed",
+    "Traceback (most recent call last):",
+    "  File \"/a.py\", line 1, in f",
+    "ValueError: bad",
+    "not vllm at all",
+]
+
+
+@pytest.mark.parametrize("fmt", ["torchserve", "auto"])
+def test_torchserve_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
+    _compare(ingest, tmp_path, TORCHSERVE, fmt)
+
+
+@pytest.mark.parametrize("fmt", ["vllm", "auto"])
+def test_vllm_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
+    _compare(ingest, tmp_path, VLLM, fmt)
