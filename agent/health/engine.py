@@ -446,3 +446,7 @@ class HealthEngine(Persisted):
             while self.ship(deliver) and not stop.is_set():
                 pass
             stop.wait(_SHIP_INTERVAL)
+        # Stopping: one last try for what the outbox holds (the caller's join
+        # bounds it; what is not acknowledged stays in the checkpoint).
+        self.close_due()
+        self.ship(deliver)

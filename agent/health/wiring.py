@@ -76,12 +76,13 @@ class Health:
             pass
 
     def stop(self, deliver: Deliver, timeout: float) -> None:
+        """The health thread's last send, bounded by ``timeout``: never on
+        this thread, whose shutdown must not wait on an output that is down
+        (what is not sent stays in the checkpoint for the next start)."""
+        del deliver  # the thread has its own
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        if self._thread is None or not self._thread.is_alive():
-            self.engine.close_due()
-            self.engine.ship(deliver)
 
     def close(self) -> None:
         self.engine.close()
