@@ -262,6 +262,8 @@ class Pipeline:
         else:
             self.spool = MemoryQueue(config.queue_events, clock)
         recovery = self.spool.open()
+        if self.health is not None:
+            self.health.recovered(recovery.records)
         if recovery.records or recovery.damaged_frames:
             log.info("spool recovered", records=recovery.records, segments=recovery.segments,
                      damaged_frames=recovery.damaged_frames, damaged_bytes=recovery.damaged_bytes)

@@ -169,6 +169,8 @@ class Persisted:
                 # makes the spool hand those records out again.
                 self._commit_history.append(committed)
                 committed = self._commit_history[0] if len(self._commit_history) > PRUNE_DELAY else None
+            if committed is not None and self._hold > 0:
+                committed = None  # the spool still re-delivers what it recovered: see hold_pruning
             if committed is not None:
                 for key in list(self._covered):
                     below = committed.get(key)

@@ -19,11 +19,12 @@ or re-read from the committed offset) is not counted twice; an event never
 journaled was never sent, so it is still in the spool or after the committed
 offset, and is fed after the restart. ``covered`` is pruned below the
 registry offsets read just before the registry was saved, ``PRUNE_DELAY``
-checkpoints earlier: those lines are never read again, and the spool has
-written the acks of those records by then (it writes an ack block right
-after the registry commit; a SIGKILL in between makes it hand the records
-out again, which the delay covers as long as that write follows its commit
-within ``PRUNE_DELAY`` seconds). Window closing is by event-time watermark
+checkpoints earlier (those lines are never read again, and by then the spool
+has written its acks for them: it writes an ack block right after the
+registry commit), and not at all after a start until the records the spool
+recovered have been handed out again (``hold_pruning``): a SIGKILL between a
+commit and its ack block makes the spool re-deliver committed records.
+Window closing is by event-time watermark
 (``agent.health.windows``), so the documents do not depend on timing; the
 documents themselves are kept in the checkpoint (the outbox) until the
 output acknowledged them, and carry deterministic ids, so a window sent
@@ -121,6 +122,14 @@ class HealthEngine(Persisted):
         self._fresh()
         self._load()
         self._commit_history: deque[dict[str, int]] = deque(maxlen=PRUNE_DELAY + 1)
+        self._hold = 0  # events still to be registered before ``covered`` may be pruned
+
+    def hold_pruning(self, recovered: int) -> None:
+        """The spool recovered ``recovered`` records: they are handed out first,
+        and some may be records the registry committed whose ack block the kill
+        beat. Until that many events are registered, nothing is pruned."""
+        with self._lock:
+            self._hold = recovered
 
     # -- state ----------------------------------------------------------------------
 
@@ -192,6 +201,9 @@ class HealthEngine(Persisted):
 
     def observe(self, events: Sequence[Event]) -> None:
         """Feed events about to be sent (the batcher's thread, in queue order)."""
+        if self._hold > 0:
+            with self._lock:
+                self._hold -= len(events)
         heads = self._prefilter
         found: list[tuple[Event, Observation]] = []
         for event in events:

@@ -12,11 +12,18 @@ put things, so none of these needs configuration:
   extra.label;
 - BentoML monitor records: role feature -> model.input.features, prediction
   -> model.prediction, target -> model.target (``agent.parsing.servers.bentoml``);
+  the model is the monitor's name (model.monitor.name) when there is no
+  model.name, and a prediction or target of one column is that column's value;
 - the server formats (TorchServe, Triton, KServe, vLLM, ...): model.name,
   model.version, event.duration, event.outcome / http.response.status_code.
 
 A document without a model name and without a label is not a health
-observation (``extract`` returns None). A label record (a request id and a
+observation (``extract`` returns None), nor is a metric line (``event.kind``
+other than event) or a line that names a model but carries nothing of a
+request (no latency, prediction, request id, features, label, token usage,
+HTTP status or outcome: "loading model resnet"). Without configuration the
+model is model.name, else BentoML's model.monitor.name, else
+gen_ai.request.model (LLM servers). A label record (a request id and a
 label, no prediction) may carry no model: the join finds it by request id.
 
 Total: never raises on any document; a value of the wrong type is passed on
@@ -36,6 +43,11 @@ MISSING: Any = None
 BAD_LATENCY = -1.0  # latency_ms for a value that is not a finite, non-negative number
 _DEFAULT_LABEL = ("model", "target")
 _LABEL_FALLBACK = ("extra", "label")
+_DEFAULT_MODEL = ("model", "name")
+_MODEL_FALLBACK = ("model", "monitor", "name")  # BentoML monitor records name the monitor, not the model
+_GEN_AI_MODEL = ("gen_ai", "request", "model")  # LLM servers name the model of each request there
+# model.operation values of probes, not inference requests (KServe, Triton's HTTP API).
+_NOT_REQUESTS = frozenset({"ready", "health", "live", "metadata"})
 
 
 class Observation(NamedTuple):
@@ -73,6 +85,8 @@ def _scalar(value: Any) -> Any:
         for key in ("value", "label", "class", "prediction", "predicted_label"):
             if key in value:
                 return _scalar(value[key])
+        if len(value) == 1:  # one named column (BentoML: {"pred": "setosa"})
+            return _scalar(next(iter(value.values())))
         return MISSING
     if isinstance(value, list):
         return value[0] if len(value) == 1 and not isinstance(value[0], (dict, list)) else MISSING
@@ -150,7 +164,17 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
     """The observation in ``doc``, or None when it is not about a model."""
     if not isinstance(doc, dict):
         return None
+    event = doc.get("event")
+    if event.__class__ is dict and event.get("kind") not in (None, "event"):
+        return None  # a metric line, an alert, a pipeline error: not a request
+    operation = get_path(doc, ("model", "operation"))
+    if operation in _NOT_REQUESTS:
+        return None
     model = get_path(doc, paths.model)
+    if model is None and paths.model == _DEFAULT_MODEL:
+        model = get_path(doc, _MODEL_FALLBACK)
+        if model is None:
+            model = get_path(doc, _GEN_AI_MODEL)
     label = get_path(doc, paths.label)
     if label is not None:
         label = _scalar(label)
@@ -174,9 +198,16 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
     prediction = get_path(doc, paths.prediction)
     usage = doc.get("gen_ai")
     usage = usage.get("usage") if usage.__class__ is dict else None
+    latency = _latency(doc, paths)
+    features = _features(doc, paths)
+    if (latency is None and prediction is None and request_id is None and features is None and label is None
+            and usage is None and get_path(doc, ("http", "response", "status_code")) is None
+            and (event.__class__ is not dict or event.get("outcome") is None)
+            and get_path(doc, paths.error) is None):
+        return None  # a line that names a model but is no request ("loading model resnet")
     return Observation(
-        when, key, None if request_id is None else _name(request_id), _latency(doc, paths),
+        when, key, None if request_id is None else _name(request_id), latency,
         _is_error(doc, paths), MISSING if prediction is None else _scalar(prediction),
-        _features(doc, paths), label,
+        features, label,
         _count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
         _count(usage.get("output_tokens")) if isinstance(usage, dict) else None)

@@ -66,6 +66,10 @@ class Health:
         self._thread.start()
         return self._thread
 
+    def recovered(self, records: int) -> None:
+        """The spool recovered ``records`` records (re-delivered first)."""
+        self.engine.hold_pruning(records)
+
     def save(self, registry: "Registry", committed: dict[str, int]) -> None:
         del registry  # the offsets were read before its save: see the module doc
         self.engine.checkpoint(committed)

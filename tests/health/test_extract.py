@@ -53,7 +53,8 @@ def test_a_label_record_has_no_model_and_no_prediction():
 def test_errors_come_from_the_outcome_the_status_or_the_level():
     assert extract(parsed('{"model_name": "m", "status": 503, "latency_ms": 3}'), FieldPaths()).error
     assert not extract(parsed('{"model_name": "m", "status": 404, "latency_ms": 3}'), FieldPaths()).error
-    assert extract(parsed('{"model_name": "m", "level": "ERROR"}'), FieldPaths()).error
+    assert extract(parsed('{"model_name": "m", "level": "ERROR", "latency_ms": 3}'), FieldPaths()).error
+    assert extract(parsed('{"model_name": "m", "level": "ERROR"}'), FieldPaths()) is None  # a log line, no request
     custom = parse_fields({"error": "extra.failed"}, "test")
     assert extract(parsed('{"model_name": "m", "failed": true}'), custom).error
     assert not extract(parsed('{"model_name": "m", "failed": false}'), custom).error
@@ -137,3 +138,50 @@ def test_the_config_file_block_global_and_per_input(tmp_path):
     off = subprocess.run([sys.executable, "-m", "agent", "check", "config", "--config", str(none)],
                          capture_output=True, text=True)
     assert "health: off" in off.stdout
+
+
+def test_bentoml_monitor_records_through_the_real_parser(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "servers" / "bentoml" / "monitoring"
+    shutil.copytree(fixtures, tmp_path / "monitoring")
+    data = tmp_path / "monitoring" / "iris_classifier_prediction" / "data" / "data.0.log"
+    source = Source("bento", str(data))
+    parser = make_parser(ParseSettings(format="bentoml"), source)
+    text = data.read_text().split("\n")[0]
+    [record] = list(parser.feed(Line(source, 0, len(text) + 1, text, 1.0)))
+    doc = orjson.loads(Enricher("edge-1", "agent-id", False).build(record).data)
+    obs = extract(doc, FieldPaths())
+    assert obs.key[0] == "iris_classifier_prediction" and obs.key[2] == "iris_classifier"
+    assert obs.features == {"sepal length": 5.1, "sepal width": 3.5, "petal length": 1.4, "petal width": 0.2}
+    assert obs.prediction == "setosa" and obs.label == "setosa" and obs.request_id == "8213476905214387731"
+
+
+def test_server_formats_fill_the_fields_without_configuration():
+    """TorchServe's access log and KServe's: requests with a model, latency or outcome; metric
+    lines, probes and lines that only mention a model are not requests."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "fixtures" / "servers"
+    found: dict[str, list] = {}
+    for fmt, name in (("torchserve", "torchserve/access_log.log"), ("torchserve", "torchserve/model_metrics.log"),
+                      ("kserve", "kserve/kserve.log"), ("triton", "triton/default.log")):
+        path = root / name
+        source = Source(name, str(path))
+        parser = make_parser(ParseSettings(format=fmt), source)
+        offset, records = 0, []
+        for text in path.read_text().split("\n"):
+            records += parser.feed(Line(source, offset, offset + len(text) + 1, text, 1.0))
+            offset += len(text) + 1
+        records += parser.flush()
+        enricher = Enricher("edge-1", "agent-id", False)
+        found[name] = [o for r in records if (o := extract(orjson.loads(enricher.build(r).data), FieldPaths()))]
+    torchserve = found["torchserve/access_log.log"]
+    assert torchserve and {o.key[0] for o in torchserve} == {"resnet-18", "bert_sentiment"}
+    assert any(o.latency_ms is not None and o.latency_ms > 0 for o in torchserve)
+    assert found["torchserve/model_metrics.log"] == []  # metric lines
+    assert found["triton/default.log"] == []  # "loading model ...": no request
+    kserve = found["kserve/kserve.log"]
+    assert {o.key[0] for o in kserve} == {"sklearn-iris"} and len(kserve) == 4  # predict, explain, 2 infer
+    assert sum(o.error for o in kserve) == 1  # the 500
