@@ -16,7 +16,7 @@ a document's own fields, and the plain pipeline removes them), and the
 patterns compiled with ``re.ASCII`` get ASCII classes written out
 (``\\d`` -> ``[0-9]``...), because Joni's shorthand classes are Unicode.
 
-Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml, torchserve-shape.yml and vllm-shape.yml (whole), and the ``params`` of the
+Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml, torchserve-shape.yml, vllm-shape.yml and rayserve-shape.yml (whole), and the ``params`` of the
 json-map script in pipelines/json.yml (between the BEGIN/END GENERATED
 markers): the key catalogue of ``agent.parsing.json_keys`` (key -> [target
 path, coercer, rank, requires, sets event.outcome]), the roles of
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.parsing import json_keys, parse_json, parse_text, timestamps  # noqa: E402
-from agent.parsing.servers import gunicorn, torchserve, triton, vllm  # noqa: E402
+from agent.parsing.servers import gunicorn, rayserve, torchserve, triton, vllm  # noqa: E402
 
 _ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
 _NOT = {"D": "d", "W": "w", "S": "s"}
@@ -294,6 +294,68 @@ processors:
 """
 
 
+def rayserve_yaml() -> str:
+    """Ray Serve's actor tag, its three text layouts, Ray core's driver lines,
+    access messages and the 2.9 JSON message prefix (servers/rayserve.py)."""
+    def actor(prefix: str) -> str:
+        return joni(numbered(rayserve._ACTOR.pattern, prefix), False)
+
+    def serve(prefix: str) -> str:
+        return joni(numbered(rayserve._SERVE.pattern, prefix), False)
+
+    heads = [
+        ("old", "^(?:" + actor("ao") + ")?" + serve("so") + joni(numbered(rayserve._OLD_TAIL.pattern, "o"), False)),
+        ("new", "^(?:" + actor("an") + ")?" + serve("sn") + joni(numbered(rayserve._NEW_TAIL.pattern, "n"), False)),
+        ("serve", "^(?:" + actor("au") + ")?" + serve("su")),
+        ("core", "^(?:" + actor("ac") + ")?" + joni(numbered(rayserve._CORE.pattern, "c"), False)),
+    ]
+    out = [HEADER, """description: >-
+  Ray Serve's shapes: on modelscribe.raw.rhead (the head line without colour
+  codes) the actor tag (msp_y*), then the first of the Serve layouts with the
+  2.0-2.9 tail (msp_so*, msp_o*), the 2.10+ tail (msp_sn*, msp_n*), no tail
+  (msp_su*), or Ray core's driver line (msp_c*), msp_rest the message; on
+  modelscribe.raw.rmsg an access message (msp_x*) and the file:line prefix
+  2.9 wrote into a JSON message (msp_j*): the regexes of
+  agent/parsing/servers/rayserve.py translated to grok; the rayserve pipeline
+  reads the msp_* captures.
+processors:
+  - grok:
+      tag: rayserve-shape-actor
+      if: ctx.modelscribe.raw.rstage == 'head' && ctx.modelscribe.raw.rhead.startsWith('(')
+      field: modelscribe.raw.rhead
+      ignore_failure: true
+      patterns:
+""", f"        - {_quote('^(?<msp_yall>' + actor('y') + ')')}\n"]
+    for name, pattern in heads:
+        out.append(f"""  - grok:
+      tag: rayserve-shape-{name}
+      if: ctx.modelscribe.raw.rstage == 'head' && ctx.msp_rest == null
+      field: modelscribe.raw.rhead
+      ignore_failure: true
+      patterns:
+        - {_quote(pattern + "(?<msp_rest>.*)")}
+""")
+    # \\A, not ^: a JSON message may hold newlines, and Joni's ^ and $ are line anchors.
+    access = "\\A" + joni(numbered(rayserve._ACCESS.pattern, "x"), False)[:-1] + "\\z"
+    prefix = "\\A(?<msp_jall>" + joni(numbered(rayserve._JSON_PREFIX.pattern, "j"), False) + ")"
+    out.append(f"""  - grok:
+      tag: rayserve-shape-access
+      if: ctx.modelscribe.raw.rstage == 'message' && ctx.modelscribe.raw.rmsg.endsWith('ms')
+      field: modelscribe.raw.rmsg
+      ignore_failure: true
+      patterns:
+        - {_quote(access)}
+  - grok:
+      tag: rayserve-shape-json-prefix
+      if: ctx.modelscribe.raw.rstage == 'json'
+      field: modelscribe.raw.rmsg
+      ignore_failure: true
+      patterns:
+        - {_quote(prefix)}
+""")
+    return "".join(out)
+
+
 def prefix_patterns() -> list[str]:
     """The grok patterns of a plain line's head, tried in order (first match wins)."""
     stamp = joni(r"(?>\[?(?P<ts>" + timestamps._ISO + r")\]?)", ascii_classes=True)
@@ -383,7 +445,7 @@ def json_yaml() -> str:
 
 GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml,
              "triton-shape.yml": triton_yaml, "torchserve-shape.yml": torchserve_yaml,
-             "vllm-shape.yml": vllm_yaml}
+             "vllm-shape.yml": vllm_yaml, "rayserve-shape.yml": rayserve_yaml}
 
 
 def main(argv: list[str]) -> int:

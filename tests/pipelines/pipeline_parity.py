@@ -160,16 +160,21 @@ def _accepted(key: str, a: Any, c: Any, agent: dict[str, Any]) -> bool:
 
 
 _NOT_A_SERVER_LINE = re.compile(r"not a [a-z]+ log line")
+# rayserve and bentoml, forced: a line starting with { that is not a JSON object gets the JSON reason
+_NOT_AN_OBJECT = re.compile(r"invalid JSON.*|JSON value is [a-z ]+, not an object")
 
 
 def _unforced(agent: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:
     """The agent's document as a detected (not forced) server format makes it:
     a raw document does not say whether --format NAME was forced, and the
     cluster reads a line of no shape of that server as auto detection does,
-    without the parse_failure tag and "not a NAME log line" (docs/pipelines.md)."""
+    without the parse_failure tag and "not a NAME log line" (or, for Ray Serve
+    and BentoML, the reason a line starting with { is not a JSON object)
+    (docs/pipelines.md)."""
     error = agent.get("error")
     if not (isinstance(error, dict) and isinstance(error.get("message"), str)
-            and _NOT_A_SERVER_LINE.fullmatch(error["message"]) and "error" not in cluster):
+            and (_NOT_A_SERVER_LINE.fullmatch(error["message"]) or _NOT_AN_OBJECT.fullmatch(error["message"]))
+            and "error" not in cluster):
         return agent
     out = dict(agent)
     rest = {key: value for key, value in error.items() if key != "message"}

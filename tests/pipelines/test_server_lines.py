@@ -73,6 +73,33 @@ VLLM = [
     "not vllm at all",
 ]
 
+RAYSERVE = [
+    "INFO 2024-12-31 01:22:10,101 default_Model 3npxyudx -- Started.",
+    "WARNING 2024-12-31 01:22:10,101 default_Model 3npxyudx r1 -- [::1]:8000 GET /a%20b?x=1 404 1.25ms",
+    "INFO 2024-12-31 01:22:10,101 proxy 10.0.0.5 r2 -- host-a:80 POST /v1/models/m:predict 200 0.5ms",
+    "INFO 2024-12-31 01:22:10,101 default_Model 3npxyudx r3 -- GET 503 2ms",
+    "INFO 2024-12-31 01:22:10,101 default_Model 3npxyudx r4 -- CALL predict TIMEOUT 2.5ms",
+    "INFO 2024-12-31 01:22:10,101 default_Model 3npxyudx r5 -- HANDLE OK 0.0005ms",
+    "INFO 2024-02-27 16:05:11,245 default_Model 256v3hq4 4db9 /route replica.py:373 - POST 200 0.6ms",
+    "INFO 2024-02-27 16:05:11,245 default_Model 256v3hq4 4db9 / app <string>:12 - text",
+    "INFO 2024-02-27 16:05:11,245 default_Model 256v3hq4 a b c d replica.py:1 - four tokens",
+    "ERROR 2024-02-27 16:05:11,245 serve_controller 1 no tail at all",
+    "(ServeReplica:app:M pid=42) \x1b[36mINFO 2024-12-31 01:22:10,101 app_M id -- coloured\x1b[0m",
+    "(ProxyActor pid=1, ip=10.0.0.9) INFO:     10.0.0.1:5 - \"GET /-/healthz HTTP/1.1\" 200 OK",
+    "(ProxyActor pid=1) plain actor output",
+    "(raylet pid=2) 2023-04-10 15:57:32,100\tWARNING x.py:1 -- core line after a tag",
+    "{\"levelname\": \"INFO\", \"deployment\": \"d\", \"replica\": \"r\", \"message\": \"<string>:7 - hello\"}",
+    "{\"message\": \"CALL f OK 1ms\", \"lineno\": \"12\", \"filename\": \"a.py\", \"process\": 4294967296,"
+    " \"component_name\": \"controller\", \"route\": \"\", \"model\": \"llm\", \"timestamp_ns\": \"soon\"}",
+    "{\"message\": \"GET /x 200 1ms\", \"route\": \"/y\", \"model\": {\"version\": \"2\"}, \"log\": {\"origin\": 1},"
+    " \"exc_text\": \"not a traceback\", \"component_name\": \"replica\", \"level\": \"warning\"}",
+    "{\"message\": \"x\", \"route\": \"/r\", \"url\": {\"path\": \"/other\"}, \"timestamp_ns\": 1735787045678,"
+    " \"exc_text\": \"Traceback (most recent call last):\\n  File \\\"a.py\\\", line 1\\nKeyError: 'k'\\n\"}",
+    "{not json",
+    "[1, 2]",
+    "print output from user code",
+]
+
 
 @pytest.mark.parametrize("fmt", ["torchserve", "auto"])
 def test_torchserve_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
@@ -82,3 +109,8 @@ def test_torchserve_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["vllm", "auto"])
 def test_vllm_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
     _compare(ingest, tmp_path, VLLM, fmt)
+
+
+@pytest.mark.parametrize("fmt", ["rayserve", "auto"])
+def test_rayserve_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
+    _compare(ingest, tmp_path, RAYSERVE, fmt)
