@@ -112,7 +112,7 @@ def test_the_sink_flushes_its_handoff_when_a_file_closes() -> None:
     from agent.enrich import Enricher
     from agent.events import Line, Source
     from agent.parsing import ParseSettings
-    from agent.pipeline import _Sink
+    from agent.sink import Sink as _Sink
 
     calls: list[tuple] = []
 

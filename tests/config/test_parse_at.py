@@ -14,7 +14,8 @@ from agent.config.stages import parse_settings as stage_settings
 from agent.errors import ConfigError
 from agent.events import Line, Source
 from agent.parsing.raw import RawSourceParser
-from agent.pipeline import _Sink, parse_settings
+from agent.pipeline import parse_settings
+from agent.sink import Sink
 
 
 def test_default_is_agent():
@@ -94,7 +95,7 @@ def test_the_daemon_makes_a_raw_parser_for_an_elasticsearch_input(tmp_path):
                    "    parse_at: elasticsearch\n")
     config = resolve({}, {}, str(cfg))
     enricher = _Enricher()
-    sink = _Sink(parse_settings(config), enricher, _Handoff(), config.inputs)
+    sink = Sink(parse_settings(config), enricher, _Handoff(), config.inputs)
     raw, agent = Source("k1", f"{tmp_path}/raw/a.log"), Source("k2", f"{tmp_path}/plain/a.log")
     for source in (raw, agent):
         sink.line(Line(source, 0, 10, '{"msg": "x"}', 1.0))
@@ -151,7 +152,7 @@ def test_a_reload_that_changes_an_inputs_parse_at_replaces_its_parser(tmp_path):
     cfg.write_text(f"inputs:\n  - paths: ['{tmp_path}/*.log']\n")
     before = resolve({}, {}, str(cfg))
     enricher = _Enricher()
-    sink = _Sink(parse_settings(before), enricher, _Handoff(), before.inputs)
+    sink = Sink(parse_settings(before), enricher, _Handoff(), before.inputs)
     source = Source("k", f"{tmp_path}/a.log")
     sink.line(Line(source, 0, 6, "hello", 1.0))  # held: a traceback may follow
     assert not enricher.built

@@ -1,0 +1,130 @@
+"""The reader thread's sink: each line read is parsed, enriched and handed over.
+
+    tailer --line()--> Sink --parse (per file)--> enrich --group--> Handoff
+
+One ``SourceParser`` per file (``make_parser``, or ``make_raw_parser`` for
+the files ``--parse-at elasticsearch`` applies to), chosen by the first
+``inputs:`` entry whose globs match the file, else the global settings.
+Events go to the hand-off in groups; ``periodic`` producers (the agent's own
+metric documents) add theirs at every tick. Only the reader thread calls it.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Callable
+
+from agent.config.resolve import InputSpec
+from agent.enrich import Enricher
+from agent.events import Event, Line, Record, Source
+from agent.handoff import Handoff
+from agent.parsing import ParseSettings, SourceParser, make_parser, make_raw_parser
+from agent.selflog import get_logger
+from agent.sources.discovery import Discovery
+
+log = get_logger("pipeline")
+_DATA = operator.attrgetter("data")
+
+
+class Sink:
+    """The tailer's LineSink: parse, enrich, hand over (may block).
+
+    Events are handed over in groups (``handoff.group_size``; and at every
+    tick, at most 0.5 s apart), so the locks of the queue, the spool and the
+    ack tracker, and the spool's fsync, are paid once per group, not per line.
+    """
+
+    def __init__(self, settings: ParseSettings, enricher: Enricher, handoff: Handoff,
+                 inputs: tuple[InputSpec, ...] = ()) -> None:
+        self._settings = settings
+        # Per-input formats of the config file: the first input whose globs
+        # match a file decides its format; other files use --format.
+        self._inputs = [(Discovery(spec.paths), spec.apply(settings)) for spec in inputs]
+        self._enricher = enricher
+        self._handoff = handoff
+        self._group = handoff.group_size
+        self.accepting = handoff.accepting
+        self._parsers: dict[str, SourceParser] = {}
+        self._chosen: dict[str, ParseSettings] = {}  # the settings each parser was made with
+        self._pending: list[Event] = []
+        # Called at every tick with the time; each may return an event that is
+        # not a line's (the agent's own metric document).
+        self.periodic: list[Callable[[float], Event | None]] = []
+        self.lines = 0
+        self.emitted = 0
+        self.emitted_bytes = 0  # counted per group, not per line (agent.metrics)
+
+    def line(self, line: Line) -> None:
+        self.lines += 1
+        parser = self._parsers.get(line.source.key)
+        if parser is None:
+            settings = next((chosen for globs, chosen in self._inputs if globs.matches(line.source.path)),
+                            self._settings)
+            # --parse-at elasticsearch: the same events, shipped raw for the cluster to parse.
+            make = make_raw_parser if settings.parse_at == "elasticsearch" else make_parser
+            parser = self._parsers[line.source.key] = make(settings, line.source)
+            self._chosen[line.source.key] = settings
+        for record in parser.feed(line):
+            event = self._enricher.build(record)
+            if event is not None:  # None: sampled out (offsets still advance past it)
+                self._pending.append(event)
+        if len(self._pending) >= self._group:
+            self.hand_over()
+
+    def _emit_all(self, records: list[Record]) -> None:
+        for record in records:
+            event = self._enricher.build(record)
+            if event is not None:
+                self._pending.append(event)
+
+    def hand_over(self) -> None:
+        """Give the pending events to the sending side."""
+        if self._pending:
+            group, self._pending = self._pending, []
+            self._handoff.put(group)
+            self.emitted += len(group)
+            self.emitted_bytes += sum(map(len, map(_DATA, group)))
+
+    def tick(self, now: float) -> None:
+        for parser in list(self._parsers.values()):
+            self._emit_all(parser.flush_expired(now))
+        for produce in self.periodic:
+            event = produce(now)
+            if event is not None:
+                self._pending.append(event)
+        self.hand_over()
+
+    def source_closed(self, source: Source) -> None:
+        parser = self._parsers.pop(source.key, None)
+        self._chosen.pop(source.key, None)
+        if parser is not None:
+            self._emit_all(parser.flush())
+        self.hand_over()
+        self._handoff.flush()  # the tailer lets go of the file next: its lines must be safe first
+
+    def flush_all(self) -> None:
+        for key in list(self._parsers):
+            self._emit_all(self._parsers.pop(key).flush())
+        self._chosen.clear()
+        self.hand_over()
+
+    def reconfigure(self, settings: ParseSettings, inputs: tuple[InputSpec, ...],
+                    enricher: Enricher | None) -> None:
+        """A reload, on the reader thread (``Tailer.apply``): parse by the new
+        settings from the next line on. A file whose settings change has its
+        parser flushed first (open multi-line events emitted as they stand,
+        with the old enrichment); its next line starts a new parser. Other
+        files keep their parser and the events it holds open."""
+        self._settings = settings
+        self._inputs = [(Discovery(spec.paths), spec.apply(settings)) for spec in inputs]
+        for key, parser in list(self._parsers.items()):
+            path = parser.source.path
+            if next((chosen for globs, chosen in self._inputs if globs.matches(path)),
+                    settings) != self._chosen.get(key):
+                log.debug("parse settings changed; the file's parser is flushed and replaced", path=path)
+                self._emit_all(parser.flush())
+                del self._parsers[key]
+                self._chosen.pop(key, None)
+        self.hand_over()
+        if enricher is not None:
+            self._enricher = enricher
