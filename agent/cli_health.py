@@ -34,6 +34,9 @@ def reset_reference(**params: Any) -> None:
 
     try:
         config = _resolve(params, require_paths=False)
+        if not os.path.isdir(config.state_dir):  # nothing to reset; create no state directory
+            click.echo(f"no state directory {config.state_dir}; nothing to reset")
+            sys.exit(EXIT_OK)
         existed = reset(os.path.join(config.state_dir, "health"))
     except ModelscribeError as error:
         _fail(error)
