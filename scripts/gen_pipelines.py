@@ -16,7 +16,7 @@ a document's own fields, and the plain pipeline removes them), and the
 patterns compiled with ``re.ASCII`` get ASCII classes written out
 (``\\d`` -> ``[0-9]``...), because Joni's shorthand classes are Unicode.
 
-Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml, torchserve-shape.yml, vllm-shape.yml and rayserve-shape.yml (whole), and the ``params`` of the
+Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml, torchserve-shape.yml, vllm-shape.yml, rayserve-shape.yml and bentoml-shape.yml (whole), and the ``params`` of the
 json-map script in pipelines/json.yml (between the BEGIN/END GENERATED
 markers): the key catalogue of ``agent.parsing.json_keys`` (key -> [target
 path, coercer, rank, requires, sets event.outcome]), the roles of
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from agent.parsing import json_keys, parse_json, parse_text, timestamps  # noqa: E402
-from agent.parsing.servers import gunicorn, rayserve, torchserve, triton, vllm  # noqa: E402
+from agent.parsing.servers import bentoml, gunicorn, rayserve, torchserve, triton, vllm  # noqa: E402
 
 _ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
 _NOT = {"D": "d", "W": "w", "S": "s"}
@@ -356,6 +356,54 @@ processors:
     return "".join(out)
 
 
+def bentoml_yaml() -> str:
+    """BentoML's server line prefix, trace suffix, access and websocket messages (servers/bentoml.py)."""
+    prefix = "^" + joni(numbered(bentoml._PREFIX.pattern, "p"), ascii_classes=True) + "(?<msp_rest>.*)"
+    trace = "(?<msp_tall>" + joni(numbered(bentoml._TRACE.pattern, "t"), False)[:-1] + ")\\z"
+    access = "\\A" + joni(numbered(bentoml._ACCESS.pattern, "a"), False)
+    websocket = "\\A" + joni(numbered(bentoml._WEBSOCKET.pattern, "w"), False)[:-1] + "\\z"
+    return HEADER + f"""description: >-
+  BentoML's shapes: the server line's prefix (on modelscribe.raw.head while
+  modelscribe.raw.bstage is head: msp_p*, msp_rest the message), the trace
+  suffix of a message (on modelscribe.raw.bmsg while bstage is message:
+  msp_t*, msp_tall the whole suffix), the access and websocket messages
+  (bstage access: msp_a*, msp_w*): the regexes of
+  agent/parsing/servers/bentoml.py translated to grok; the bentoml pipeline
+  reads the msp_* captures.
+processors:
+  - grok:
+      tag: bentoml-shape-prefix
+      if: ctx.modelscribe.raw.bstage == 'head'
+      field: modelscribe.raw.head
+      ignore_failure: true
+      patterns:
+        - {_quote(prefix)}
+  - grok:
+      tag: bentoml-shape-trace
+      if: >-
+        ctx.modelscribe.raw.bstage == 'message' && ctx.modelscribe.raw.bmsg.endsWith(')') &&
+        ctx.modelscribe.raw.bmsg.indexOf(' (trace=') >= 0
+      field: modelscribe.raw.bmsg
+      ignore_failure: true
+      patterns:
+        - {_quote(trace)}
+  - grok:
+      tag: bentoml-shape-access
+      if: ctx.modelscribe.raw.bstage == 'access'
+      field: modelscribe.raw.bmsg
+      ignore_failure: true
+      patterns:
+        - {_quote(access)}
+  - grok:
+      tag: bentoml-shape-websocket
+      if: ctx.modelscribe.raw.bstage == 'access' && ctx.msp_a1 == null
+      field: modelscribe.raw.bmsg
+      ignore_failure: true
+      patterns:
+        - {_quote(websocket)}
+"""
+
+
 def prefix_patterns() -> list[str]:
     """The grok patterns of a plain line's head, tried in order (first match wins)."""
     stamp = joni(r"(?>\[?(?P<ts>" + timestamps._ISO + r")\]?)", ascii_classes=True)
@@ -445,7 +493,8 @@ def json_yaml() -> str:
 
 GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml,
              "triton-shape.yml": triton_yaml, "torchserve-shape.yml": torchserve_yaml,
-             "vllm-shape.yml": vllm_yaml, "rayserve-shape.yml": rayserve_yaml}
+             "vllm-shape.yml": vllm_yaml, "rayserve-shape.yml": rayserve_yaml,
+             "bentoml-shape.yml": bentoml_yaml}
 
 
 def main(argv: list[str]) -> int:

@@ -22,11 +22,13 @@ an event of its own" decision. What differs is the record:
   the source's settings have a ``--log-format``. The cluster's entry
   pipeline routes on it.
 
-The exception: a line that may carry a payload (a vLLM prompt or output
+The exceptions: a line that may carry a payload (a vLLM prompt or output
 line; a JSON object with a key ending in ``content``, or one a --map-field
 rule sends to a payload field) is parsed here and its record is the
 format's own, without ``modelscribe.raw``: payload stripping needs the
-parsed fields, and the entry pipeline leaves such documents alone. Same
+parsed fields, and the entry pipeline leaves such documents alone. So is a
+BentoML monitor record (its columns' roles are in a schema file on the
+host, which the cluster cannot read). Same
 grouping, same ``_id``. ``parse_failure`` is never set on a raw record: that
 verdict is the cluster's.
 
@@ -135,6 +137,21 @@ def _payload_needles(settings: ParseSettings) -> tuple[str, ...]:
     return _PAYLOAD_NEEDLES + extra
 
 
+
+
+def _edge_records(name: str) -> Callable[[str, dict[str, Any]], bool] | None:
+    """Which JSON objects of format ``name`` the cluster cannot reproduce, so
+    they are parsed here and shipped as the agent's own record (like payload
+    lines). BentoML's monitor records take their columns' roles from a schema
+    file on the host (``servers/bentoml.py``); the schema line itself and
+    other JSON lines need nothing from the host and go raw."""
+    if name != "bentoml":
+        return None
+    from agent.parsing.servers.bentoml import _is_record  # (imported late: servers import this package)
+
+    return lambda text, obj: '"trace_id"' in text and _is_record(obj)
+
+
 # How a format's ``structured`` decides (``_Structured``).
 _NEVER, _OBJECT, _BRACE, _ASK = range(4)
 _KINDS = {is_json_object: _OBJECT, _brace_object: _BRACE}
@@ -146,7 +163,7 @@ class _Structured:
     own record (parsed at the edge: it may carry a payload). The predicates
     are inlined: this runs for every line."""
 
-    __slots__ = ("_inner", "_kind", "_needles", "_fields", "_plain_fields")
+    __slots__ = ("_inner", "_kind", "_needles", "_fields", "_plain_fields", "_edge")
 
     def __init__(self, line_format: LineFormat, settings: ParseSettings, fields: _Fields) -> None:
         cls = type(line_format)
@@ -159,6 +176,7 @@ class _Structured:
         self._needles = _payload_needles(settings)
         self._fields = fields
         self._plain_fields = settings.log_format is None
+        self._edge = _edge_records(cls.name) if rule is not None else None
 
     def __call__(self, line: Line, name: str) -> Record | None:
         kind = self._kind
@@ -176,6 +194,8 @@ class _Structured:
             return None
         if type(obj) is not dict:
             return None
+        if self._edge is not None and self._edge(text, obj):
+            return self._inner.structured(line)
         for needle in self._needles:
             if needle in text:
                 return self._inner.structured(line)

@@ -25,7 +25,7 @@ from agent.parsing import ParseSettings
 from pipeline_parity import (FIXTURES, TRANSFORMS, agent_documents, differences, fixture_files, raw_documents,
                              through_pipelines)
 
-WITH_PIPELINE = {"json", "plain", "uvicorn", "kserve", "gunicorn", "mlflow", "triton", "torchserve", "vllm", "rayserve"}
+WITH_PIPELINE = {"json", "plain", "uvicorn", "kserve", "gunicorn", "mlflow", "triton", "torchserve", "vllm", "rayserve", "bentoml"}
 
 
 def _cases() -> list[Any]:

@@ -100,6 +100,30 @@ RAYSERVE = [
     "print output from user code",
 ]
 
+BENTOML = [
+    "2024-05-01T10:00:00+0000 [INFO] [cli] Starting",
+    "2024-05-01T10:00:00.5-0130 [DEBUG] [] no component",
+    "2024-05-01T10:00:00,123456+0200 [WARNING] [runner:clf:x] runner, worker not a number",
+    "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] [::1]:5 (scheme=https,method=GET,path=/healthz?a=b,"
+    "type=,length=) (status=204,type=,length=) 0.5ms",
+    "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] 10.0.0.1:7 (scheme=http,method=POST,path=/v2/models/m/infer,"
+    "type=application/json,length=12) (status=404,length=9) 1.25ms (trace=ab,span=cd,sampled=1)",
+    "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] _ (scheme=http,method=POST,path=/a%20b/c) (status=500) 2ms",
+    "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] h:1 (scheme=ws,path=/stream) - connection open",
+    "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] not access (scheme=x (trace=zz,span=1,sampled=0)",
+    "2024-05-01T10:00:00+0000 [INFO] [api_server::] text (trace=0a,span=0b,sampled=0,service.name=other)",
+    '{"meta_data": {"bento_name": "b", "bento_version": "not available"}, "columns": [], "x": 1}',
+    '{"meta_data": {"bento_name": "", "bento_version": "v1"}, "columns": "no list"}',
+    '{"timestamp": "2024-05-01T10:00:00", "request_id": "r", "trace_id": "0", "sepal": 1.5}',
+    '{"message": "other json", "level": "warning", "model": "m"}',
+    "{not json",
+    "plain text",
+    "2024-05-01T10:00:04+0000 [ERROR] [api_server:svc:1] Exception on /classify [POST]",
+    "Traceback (most recent call last):",
+    '  File "a.py", line 1, in f',
+    "KeyError: 'k'",
+]
+
 
 @pytest.mark.parametrize("fmt", ["torchserve", "auto"])
 def test_torchserve_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
@@ -114,3 +138,22 @@ def test_vllm_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
 @pytest.mark.parametrize("fmt", ["rayserve", "auto"])
 def test_rayserve_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
     _compare(ingest, tmp_path, RAYSERVE, fmt)
+
+
+@pytest.mark.parametrize("fmt", ["bentoml", "auto"])
+def test_bentoml_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
+    _compare(ingest, tmp_path, BENTOML, fmt)
+
+
+def test_bentoml_monitor_records_are_parsed_on_the_host() -> None:
+    """A monitor record's columns' roles are in a schema file on the host: the
+    raw parser ships the agent's own document for it (no modelscribe.raw), and
+    the schema line itself raw."""
+    from agent.parsing import ParseSettings
+    from pipeline_parity import FIXTURES, raw_documents
+    folder = FIXTURES / "servers" / "bentoml" / "monitoring" / "iris_classifier_prediction"
+    for fmt in ("bentoml", "auto"):
+        records = raw_documents(folder / "data" / "data.0.log", ParseSettings(format=fmt))
+        assert records and all("modelscribe" not in doc and doc["model"]["server"] == "bentoml" for doc in records)
+        schema = raw_documents(folder / "schema" / "schema.0.log", ParseSettings(format=fmt))
+        assert schema and all(doc["modelscribe"]["raw"]["format"] == "bentoml" for doc in schema)
