@@ -102,7 +102,10 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     rank = q * (len(ordered) - 1)
     low = math.floor(rank)
     high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    a, b, t = ordered[low], ordered[high], rank - low
+    # numpy's lerp: from the upper end when t >= 0.5, so a tiny gap is not rounded away
+    # (0.0 and 5e-324 at t = 0.5 give 5e-324, not 0.0: found by hypothesis).
+    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
 @dataclass(frozen=True)
