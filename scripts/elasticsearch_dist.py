@@ -39,28 +39,29 @@ What it guarantees:
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import re
-import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
+# Maven, unzip, the atomic cache tree and the JDK search are shared with
+# opensearch_dist (node_dist.py, next to this file).
+try:
+    import node_dist  # noqa: F401
+except ModuleNotFoundError:  # loaded by file path, without scripts/ on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from node_dist import HarnessError, build_tree, major as _major, mvn, newest_jdk, unzip  # noqa: E402
+
 # A child of elasticsearch_local's logger: same output, same filtering.
 log = logging.getLogger("elasticsearch_local.dist")
 
-JVM_ROOT = Path("/usr/lib/jvm")
 # Minimum Java major version per Elasticsearch major version.
 MIN_JAVA = {8: 17, 9: 21}
-
-
-class HarnessError(RuntimeError):
-    """The node could not be fetched, configured, started or stopped."""
 
 
 def cache_dir() -> Path:
@@ -68,42 +69,27 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "modelscribe" / "elasticsearch"
 
 
-def _major(version: str) -> int:
-    return int(version.split(".", 1)[0])
-
-
 # ------------------------------------------------------------- distribution
 
 def fetch_distribution(version: str, java_home: Path) -> Path:
     """Return the unpacked distribution for `version` (with the shim plugin), fetching it if needed."""
     cache = cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"elasticsearch-{version}"
-    complete = target / "plugins" / SHIM_NAME / "named_components.json"
-    if complete.exists():
-        return target
-    # One fetcher at a time per cache (parallel CI jobs, CLI + pytest).
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if complete.exists():
-            return target
-        # Leftovers of an interrupted unpack or of an older, shim-less harness.
-        for stale in [target, *cache.glob(".unpack-*")]:
-            shutil.rmtree(stale, ignore_errors=True)
+
+    def complete(tree: Path) -> bool:
+        return (tree / "plugins" / SHIM_NAME / "named_components.json").exists()
+
+    def build(tree: Path) -> None:
         archive = cache / f"elasticsearch-{version}.zip"
         if not archive.exists():
             _download(version, cache)
         t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
-        try:
-            _unzip(archive, tmp)
-            _build_shim(tmp / target.name, version, java_home)
-            # rename is atomic: a crash leaves only a .unpack-* dir to clean up.
-            (tmp / target.name).rename(target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        unzip(archive, tree.parent)
+        _build_shim(tree, version, java_home)
         log.info("unpacked %s and built the shim plugin in %.1fs", archive.name,
                  time.monotonic() - t0)
+
+    build_tree(cache, target, complete, build)
     return target
 
 
@@ -224,70 +210,21 @@ def _build_shim(dist: Path, version: str, java_home: Path) -> None:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
-# ------------------------------------------------------------- download + unpack
+# ------------------------------------------------------------- download + JDK
 
 def _download(version: str, cache: Path) -> None:
-    if shutil.which("mvn") is None:
-        raise HarnessError("`mvn` not found on PATH: it is needed to fetch Elasticsearch")
     artifact = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{version}:zip"
     log.info("fetching %s with mvn", artifact)
     t0 = time.monotonic()
-    proc = subprocess.run(
-        ["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={artifact}",
-         f"-DoutputDirectory={cache}"],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True,
-    )
-    if proc.returncode != 0 or not (cache / f"elasticsearch-{version}.zip").exists():
-        raise HarnessError(f"mvn could not fetch {artifact}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    mvn(["dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={cache}"], artifact,
+        "Elasticsearch")
+    if not (cache / f"elasticsearch-{version}.zip").exists():
+        raise HarnessError(f"mvn could not fetch {artifact}: no {cache}/elasticsearch-{version}.zip")
     log.info("fetched %s in %.1fs", artifact, time.monotonic() - t0)
-
-
-def _unzip(archive: Path, dest: Path) -> None:
-    # zipfile drops Unix modes; restore them so bin/* stay executable and the
-    # tree is readable by the unprivileged node user.
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            path = Path(zf.extract(info, dest))
-            mode = (info.external_attr >> 16) & 0o777
-            if info.is_dir():
-                mode = 0o755
-            elif not mode:
-                mode = 0o644
-            path.chmod(mode)
-
-
-# ------------------------------------------------------------- JDK
-
-def _java_major(java_home: Path) -> int | None:
-    try:
-        text = (java_home / "release").read_text()
-    except OSError:
-        return None
-    match = re.search(r'^JAVA_VERSION="([0-9._]+)', text, re.M)
-    if not match:
-        return None
-    parts = match.group(1).split(".")
-    return int(parts[1]) if parts[0] == "1" else int(parts[0])  # "1.8.0" -> 8
 
 
 def find_java_home(version: str) -> Path:
     """ES_JAVA_HOME if set, else the newest JDK under /usr/lib/jvm fit for `version`."""
-    env = os.environ.get("ES_JAVA_HOME")
-    if env:
-        if not (Path(env) / "bin" / "java").exists():
-            raise HarnessError(f"ES_JAVA_HOME={env} has no bin/java")
-        return Path(env)
     need = MIN_JAVA.get(_major(version), 21)
-    found: dict[Path, int] = {}
-    for home in sorted(JVM_ROOT.glob("*")) if JVM_ROOT.is_dir() else []:
-        home = home.resolve()
-        major = _java_major(home)
-        if major is not None and (home / "bin" / "java").exists():
-            found[home] = major
-    fit = [h for h, m in found.items() if m >= need]
-    if not fit:
-        seen = ", ".join(f"{h} (Java {m})" for h, m in found.items()) or "none"
-        raise HarnessError(
-            f"Elasticsearch {version} needs Java >= {need}: looked for a JDK under {JVM_ROOT}/* "
-            f"whose `release` file has JAVA_VERSION >= {need}; found: {seen}. Set ES_JAVA_HOME.")
-    return max(fit, key=lambda h: found[h])
+    return newest_jdk("Elasticsearch", version, "ES_JAVA_HOME", lambda java: java >= need,
+                      f"Java >= {need}")

@@ -40,20 +40,26 @@ What it guarantees:
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
-import re
 import shutil
-import subprocess
+import sys
 import tempfile
 import time
 import zipfile
 from pathlib import Path
 
+# Maven, unzip, the atomic cache tree and the JDK search are shared with
+# elasticsearch_dist (node_dist.py, next to this file).
+try:
+    import node_dist  # noqa: F401
+except ModuleNotFoundError:  # loaded by file path, without scripts/ on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from node_dist import (  # noqa: E402,F401  (HarnessError re-exported)
+    HarnessError, build_tree, major as _major, mvn, newest_jdk, unzip as _unzip)
+
 log = logging.getLogger("opensearch_local.dist")
 
-JVM_ROOT = Path("/usr/lib/jvm")
 MARKER = ".modelscribe-complete"
 SECURITY_PLUGIN = "opensearch-security"
 
@@ -96,17 +102,9 @@ POLICIES = {
 LAYOUT = "modules=" + ",".join(MODULES) + ";security=1"
 
 
-class HarnessError(RuntimeError):
-    """The node could not be fetched, configured, started or stopped."""
-
-
 def cache_dir() -> Path:
     env = os.environ.get("MODELSCRIBE_OS_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "modelscribe" / "opensearch"
-
-
-def _major(version: str) -> int:
-    return int(version.split(".", 1)[0])
 
 
 def has_security(tree: Path) -> bool:
@@ -118,36 +116,23 @@ def has_security(tree: Path) -> bool:
 def fetch_distribution(version: str) -> Path:
     """Return the assembled tree for `version`, downloading what is missing."""
     cache = cache_dir()
-    cache.mkdir(parents=True, exist_ok=True)
     target = cache / f"opensearch-{version}"
-    if _complete(target):
-        return target
-    with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if _complete(target):
-            return target
-        for stale in [target, *cache.glob(".unpack-*")]:
-            shutil.rmtree(stale, ignore_errors=True)
-        downloads = cache / f"downloads-{version}"
-        zip_path, jars, security = _download_all(version, downloads)
+
+    def build(tree: Path) -> None:
+        zip_path, jars, security = _download_all(version, cache / f"downloads-{version}")
         t0 = time.monotonic()
-        tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
-        try:
-            _unzip(zip_path, tmp)
-            tree = tmp / target.name
-            if not tree.is_dir():
-                raise HarnessError(f"{zip_path.name} has no top-level {target.name}/ directory")
-            _assemble_modules(tree, version, jars)
-            if security is not None:
-                plugin = tree / "plugins" / SECURITY_PLUGIN
-                _unzip(security, plugin)
-            (tree / MARKER).write_text(LAYOUT + "\n")
-            (tree / MARKER).chmod(0o644)
-            tree.rename(target)  # atomic: a crash leaves only a .unpack-* dir
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        _unzip(zip_path, tree.parent)
+        if not tree.is_dir():
+            raise HarnessError(f"{zip_path.name} has no top-level {target.name}/ directory")
+        _assemble_modules(tree, version, jars)
+        if security is not None:
+            _unzip(security, tree / "plugins" / SECURITY_PLUGIN)
+        (tree / MARKER).write_text(LAYOUT + "\n")
+        (tree / MARKER).chmod(0o644)
         log.info("assembled %s in %.1fs (security plugin: %s)", target.name,
                  time.monotonic() - t0, "yes" if security else "not available")
+
+    build_tree(cache, target, _complete, build)
     return target
 
 
@@ -211,12 +196,7 @@ def _assemble_modules(tree: Path, version: str, jars: list[Path]) -> None:
 # ------------------------------------------------------------- downloads
 
 def _mvn(args: list[str], what: str, cwd: Path | None = None) -> None:
-    if shutil.which("mvn") is None:
-        raise HarnessError("`mvn` not found on PATH: it is needed to fetch OpenSearch")
-    proc = subprocess.run(["mvn", "-q", "-B", *args], cwd=cwd, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise HarnessError(f"mvn could not fetch {what}:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    mvn(args, what, "OpenSearch", cwd)
 
 
 def _pom(version: str) -> str:
@@ -274,33 +254,7 @@ def _download_all(version: str, downloads: Path) -> tuple[Path, list[Path], Path
     return zip_path, sorted(jar_dir.glob("*.jar")), security
 
 
-def _unzip(archive: Path, dest: Path) -> None:
-    # zipfile drops Unix modes; restore them (bin/* executable, all readable
-    # by the unprivileged node user).
-    with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
-            path = Path(zf.extract(info, dest))
-            mode = (info.external_attr >> 16) & 0o777
-            if info.is_dir():
-                mode = 0o755
-            elif not mode:
-                mode = 0o755 if path.suffix == ".sh" else 0o644
-            path.chmod(mode | 0o444)
-
-
 # ------------------------------------------------------------- JDK
-
-def _java_major(java_home: Path) -> int | None:
-    try:
-        text = (java_home / "release").read_text()
-    except OSError:
-        return None
-    match = re.search(r'^JAVA_VERSION="([0-9._]+)', text, re.M)
-    if not match:
-        return None
-    parts = match.group(1).split(".")
-    return int(parts[1]) if parts[0] == "1" else int(parts[0])
-
 
 def java_range(version: str) -> tuple[int, int]:
     """Java majors (lowest, highest) a given OpenSearch version runs on."""
@@ -309,22 +263,6 @@ def java_range(version: str) -> tuple[int, int]:
 
 
 def find_java_home(version: str) -> Path:
-    env = os.environ.get("OPENSEARCH_JAVA_HOME")
-    if env:
-        if not (Path(env) / "bin" / "java").exists():
-            raise HarnessError(f"OPENSEARCH_JAVA_HOME={env} has no bin/java")
-        return Path(env)
     low, high = java_range(version)
-    found: dict[Path, int] = {}
-    for home in sorted(JVM_ROOT.glob("*")) if JVM_ROOT.is_dir() else []:
-        home = home.resolve()
-        major = _java_major(home)
-        if major is not None and (home / "bin" / "java").exists():
-            found[home] = major
-    fit = [h for h, m in found.items() if low <= m <= high]
-    if not fit:
-        seen = ", ".join(f"{h} (Java {m})" for h, m in found.items()) or "none"
-        raise HarnessError(
-            f"OpenSearch {version} needs Java {low}..{high}: looked under {JVM_ROOT}/* for a "
-            f"JDK whose `release` file fits; found: {seen}. Set OPENSEARCH_JAVA_HOME.")
-    return max(fit, key=lambda h: found[h])
+    return newest_jdk("OpenSearch", version, "OPENSEARCH_JAVA_HOME",
+                      lambda java: low <= java <= high, f"Java {low}..{high}")
