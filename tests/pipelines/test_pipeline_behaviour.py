@@ -113,3 +113,46 @@ def test_through_index_settings_and_bulk_nothing_is_dropped(ingest: Any) -> None
         assert all(doc["event"]["ingested"] for doc in found.values())
     finally:
         ingest("DELETE", f"/{index}")
+
+
+def test_a_metric_event_goes_to_the_metrics_data_stream(ingest: Any, tmp_path: Any) -> None:
+    """As the agent routes event.kind: metric to metrics-<rest> of its logs-<rest>
+    data stream, the entry pipeline sets _index for a raw document (a bulk
+    create into the logs stream lands in the metrics stream); a re-sent
+    document conflicts there (409), so exactly-once holds; a document the
+    agent parsed keeps the index it was sent to."""
+    from agent.parsing import ParseSettings
+    from pipeline_parity import raw_documents
+    names = {kind: f"{kind}-mstest-default" for kind in ("logs", "metrics")}
+    try:
+        for kind in names:
+            status, resp = ingest("PUT", f"/_index_template/mstest-{kind}", {
+                "index_patterns": [f"{kind}-mstest-*"], "data_stream": {}, "priority": 500,
+                "template": {"settings": {"index.default_pipeline": ENTRY, "index.final_pipeline": FINAL,
+                                          "number_of_replicas": 0}}})
+            assert status == 200, resp
+        path = tmp_path / "ts_metrics.log"
+        path.write_text("2024-05-01T10:00:00,001 - Requests2XX.Count:1.0|#Level:Host|#hostname:h,timestamp:1714557600\n"
+                        "2024-05-01T10:00:00,123 - /127.0.0.1:1 \"POST /predictions/m HTTP/1.1\" 200 25\n")
+        docs = raw_documents(path, ParseSettings(format="torchserve"))
+        parsed = {"@timestamp": "2024-05-01T10:00:00.000Z", "message": "m", "agent": AGENT, "event": {"kind": "metric"}}
+        lines = []
+        for number, doc in enumerate(docs + [parsed]):
+            lines += [json.dumps({"create": {"_index": names["logs"], "_id": f"id{number}"}}), json.dumps(doc)]
+        body = "\n".join(lines) + "\n"
+        status, resp = ingest("POST", "/_bulk?refresh=true", body)
+        assert status == 200 and not resp["errors"], resp
+        landed = [item["create"]["_index"] for item in resp["items"]]
+        assert [name.split("-")[1] for name in landed] == ["metrics", "logs", "logs"], landed
+        status, again = ingest("POST", "/_bulk?refresh=true", body)
+        assert [item["create"]["status"] for item in again["items"]] == [409, 409, 409], again
+        status, found = ingest("GET", f"/{names['metrics']}/_search", None)
+        hits = found["hits"]["hits"]
+        assert [hit["_id"] for hit in hits] == ["id0"]
+        source = hits[0]["_source"]
+        assert source["event"]["kind"] == "metric" and source["model"]["metric"]["name"] == "Requests2XX"
+        assert "modelscribe" not in source
+    finally:
+        for kind, name in names.items():
+            ingest("DELETE", f"/_data_stream/{name}", None)
+            ingest("DELETE", f"/_index_template/mstest-{kind}", None)
