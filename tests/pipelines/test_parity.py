@@ -8,10 +8,10 @@ entry and final pipelines of a real OpenSearch node (conftest.py). The two
 must be equal field by field, apart from ``event.ingested`` and the
 intentional differences of docs/pipelines.md (``pipeline_parity._accepted``).
 
-A fixture whose raw documents name a format without a pipeline yet
-(``WITH_PIPELINE``) is reported as xfail naming the format: it cannot reach
-parity today; adding a format's pipeline means adding it to WITH_PIPELINE,
-and then every fixture of it must pass.
+A fixture whose raw documents name a format without a pipeline
+(``WITH_PIPELINE``: today every format the agent reads) is reported as xfail
+naming the format; adding a format means adding its pipeline and its name to
+WITH_PIPELINE, and then every fixture of it must pass.
 """
 
 from __future__ import annotations
@@ -56,11 +56,11 @@ def test_agent_and_cluster_make_the_same_documents(ingest: Any, path: Path, fmt:
     _check(ingest, path, fmt, None)
 
 
-@pytest.mark.parametrize("path", [path for path in fixture_files() if path.parent.name == "parsing"],
-                         ids=lambda path: path.name)
+@pytest.mark.parametrize("path", fixture_files(), ids=lambda path: str(path.relative_to(FIXTURES)))
 def test_same_documents_with_the_agents_defaults(ingest: Any, path: Path) -> None:
     """--field, --label, --service-name, model from the path and host metadata
-    fill what the line leaves empty, in both modes; the line's values win."""
+    fill what the line leaves empty, in both modes; the line's values win
+    (every fixture, the server formats' too, read as auto reads them)."""
     _check(ingest, path, "auto", TRANSFORMS)
 
 
