@@ -53,7 +53,6 @@ auto-created data streams do work).
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import dataclasses
 import json
@@ -61,45 +60,39 @@ import logging
 import os
 import pwd
 import secrets
-import shlex
 import shutil
-import signal
-import socket
 import ssl
-import stat
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Union
 
 # Fetching the distribution, the JDK and the shim plugin live in
 # elasticsearch_dist (next to this file); their public names are re-exported.
+# The node's life (account, home, state, process group, CLI) is shared with
+# the OpenSearch harness in local_node.
 try:
     import elasticsearch_dist  # noqa: F401
 except ModuleNotFoundError:  # loaded by file path, without scripts/ on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from elasticsearch_dist import (  # noqa: E402,F401  (re-exported)
     HarnessError, cache_dir, fetch_distribution, find_java_home)
+import local_node  # noqa: E402
+from local_node import (  # noqa: E402
+    as_node_user as _as_node_user, chown_tree as _chown_tree, free_port as _free_port,
+    grant_search as _grant_search, new_home as _new_home, node_account as _node_account,
+    write_private as _write_private, write_state as _write_state)
 
 log = logging.getLogger("elasticsearch_local")
 
 DEFAULT_VERSION = "9.2.8"
-ES_USER = "modelscribe-es"
+ES_USER = local_node.NODE_USER
 CLUSTER_NAME = "modelscribe-test"
 HEAP = "-Xms512m -Xmx512m"
 START_TIMEOUT = 120.0
 STOP_GRACE = 30.0
-
-# Popen objects of nodes this process started: kept so that stop_node can
-# reap them (an unreaped Popen raises ResourceWarning under pytest).
-_CHILDREN: dict[int, subprocess.Popen] = {}
-
 
 @dataclasses.dataclass(frozen=True)
 class Node:
@@ -127,77 +120,7 @@ def default_version() -> str:
     return os.environ.get("MODELSCRIBE_ES_VERSION") or DEFAULT_VERSION
 
 
-# ------------------------------------------------------------- node account
-
-def _node_account() -> pwd.struct_passwd | None:
-    """The account the node runs as: None means the current user."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam(ES_USER)
-    except KeyError:
-        pass
-    proc = subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--user-group",
-         "--shell", "/usr/sbin/nologin", ES_USER],
-        stdin=subprocess.DEVNULL, capture_output=True, text=True)
-    # exit code 9: created meanwhile by a concurrent start.
-    if proc.returncode not in (0, 9):
-        raise HarnessError(f"could not create user {ES_USER}: {proc.stderr.strip()}")
-    return pwd.getpwnam(ES_USER)
-
-
-def _unreachable(path: Path, account: pwd.struct_passwd | None) -> list[Path]:
-    """The directories on the way to `path` that the node user cannot traverse."""
-    if account is None:
-        return []
-    blocked = []
-    for directory in reversed([path, *path.parents]):
-        st = directory.stat()
-        if st.st_uid != account.pw_uid and not st.st_mode & stat.S_IXOTH:
-            blocked.append(directory)
-    return blocked
-
-
-def _grant_search(path: Path, account: pwd.struct_passwd | None) -> None:
-    """Let the node user traverse every ancestor of the cached distribution.
-
-    The default cache is below /root (0700).  Only the search bit (o+x) is
-    added: listings stay private.  Used for the cache only: a node home in a
-    private place is relocated instead (see _new_home), because a concurrent
-    pytest run resets /tmp/pytest-of-root to 0700 at any time.
-    """
-    for directory in _unreachable(path, account):
-        log.info("adding o+x to %s so %s can reach %s", directory, ES_USER, path)
-        directory.chmod(stat.S_IMODE(directory.stat().st_mode) | stat.S_IXOTH)
-
-
-def _chown_tree(path: Path, account: pwd.struct_passwd | None) -> None:
-    if account is None:
-        return
-    for root, dirs, files in os.walk(path):
-        os.chown(root, account.pw_uid, account.pw_gid)
-        for name in dirs + files:
-            os.chown(os.path.join(root, name), account.pw_uid, account.pw_gid)
-
-
-def _as_node_user(account: pwd.struct_passwd | None) -> dict[str, Any]:
-    if account is None:
-        return {}
-    # extra_groups=[] drops root's supplementary groups too.
-    return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
-
-
 # ------------------------------------------------------------- node home
-
-def _free_port(exclude: int | None = None) -> int:
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port != exclude:
-            return port
-
 
 def _node_env(state: dict, home: Path) -> dict[str, str]:
     env = dict(os.environ)
@@ -310,59 +233,7 @@ def _make_credentials(state: dict, home: Path, account, password: str,
     _chown_tree(certs, account)
 
 
-def _new_home(work: Path, account: pwd.struct_passwd | None) -> Path:
-    """Create the node home: <work>/node, or a symlink there to a reachable one.
-
-    When the node user cannot traverse down to the work dir (pytest's
-    tmp_path, ~/.cache as root), the home is made in the system temp dir and
-    <work>/node points to it; remove_node deletes it.
-    """
-    _discard_home(work)
-    if _unreachable(work, account):
-        home = Path(tempfile.mkdtemp(prefix="modelscribe-es-node-"))
-        (work / "node").symlink_to(home)
-    else:
-        home = work / "node"
-        home.mkdir()
-    for sub in ("data", "logs", "tmp"):
-        (home / sub).mkdir()
-    return home
-
-
-def _discard_home(work: Path) -> None:
-    link = work / "node"
-    if link.is_symlink():
-        shutil.rmtree(link.resolve(), ignore_errors=True)
-        link.unlink()
-    else:
-        shutil.rmtree(link, ignore_errors=True)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    path.chmod(0o600)
-
-
-# ------------------------------------------------------------- state file
-
-def _state_path(work: Path) -> Path:
-    return work / "state.json"
-
-
-def _read_state(work: Path) -> dict | None:
-    try:
-        return json.loads(_state_path(work).read_text())
-    except FileNotFoundError:
-        return None
-
-
-def _write_state(work: Path, state: dict) -> None:
-    tmp = _state_path(work).with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(_state_path(work))
-
+# ------------------------------------------------------------- state
 
 def _node_from_state(state: dict) -> Node:
     work = Path(state["home"])
@@ -375,100 +246,6 @@ def _node_from_state(state: dict) -> Node:
         version=state["version"], home=str(work), pid=state.get("pid") or 0,
         client_cert=str(work / "client.crt") if client else None,
         client_key=str(work / "client.key") if client else None)
-
-
-def _work_dir_of(node_or_workdir: Union[Node, str, os.PathLike]) -> Path:
-    if isinstance(node_or_workdir, Node):
-        return Path(node_or_workdir.home)
-    return Path(node_or_workdir).resolve()
-
-
-# ------------------------------------------------------------- processes
-
-def _group_alive(pgid: int | None) -> bool:
-    """True while a live (non-zombie) Elasticsearch process is in group `pgid`.
-
-    Scans /proc rather than kill(0): zombies count as alive for kill(), and an
-    orphaned node JVM may stay a zombie when PID 1 does not reap.  Requiring
-    "elasticsearch" in the command line guards against a reused pid.
-    """
-    if not pgid:
-        return False
-    with os.scandir("/proc") as entries:
-        for entry in entries:
-            if not entry.name.isdigit():
-                continue
-            try:
-                fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-                if fields[0] == "Z" or int(fields[2]) != pgid:
-                    continue
-                if b"elasticsearch" in Path(entry.path, "cmdline").read_bytes():
-                    return True
-            except (OSError, IndexError, ValueError):
-                continue  # the process went away while we looked
-    return False
-
-
-def _launch(state: dict, work: Path) -> int:
-    home = Path(state["node_home"])  # the real path: the node user may not pass <work>
-    account = _node_account()
-    with open(home / "logs" / "console.log", "ab") as console:
-        proc = subprocess.Popen(
-            [str(Path(state["dist"]) / "bin" / "elasticsearch")],
-            env=_node_env(state, home), cwd=home / "logs",  # gc.log, hs_err land here
-            stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT,
-            start_new_session=True,  # own process group; survives the CLI exiting
-            **_as_node_user(account))
-    _CHILDREN[proc.pid] = proc
-    state["pid"] = proc.pid
-    _write_state(work, state)
-    return proc.pid
-
-
-def _log_tail(work: Path, lines: int = 60) -> str:
-    out = []
-    for name in (f"{CLUSTER_NAME}.log", "console.log"):
-        path = work / "node" / "logs" / name
-        if path.exists():
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            out.append(f"--- tail of {path} ---\n" + "\n".join(text))
-    return "\n".join(out) or f"(no log files under {work / 'node' / 'logs'})"
-
-
-def _wait_ready(node: Node, pid: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        child = _CHILDREN.get(pid)
-        if child is not None:
-            child.poll()
-        if not _group_alive(pid):
-            raise HarnessError(f"Elasticsearch exited during startup\n{_log_tail(Path(node.home))}")
-        try:
-            status, _ = request(node, "GET", "/_cluster/health?wait_for_status=yellow&timeout=5s",
-                                timeout=10)
-            if status == 200:
-                return
-        except (urllib.error.URLError, OSError):
-            pass  # not listening yet, or TLS not up yet
-        if time.monotonic() > deadline:
-            raise HarnessError(f"Elasticsearch did not get ready within {timeout:.0f}s\n"
-                               f"{_log_tail(Path(node.home))}")
-        time.sleep(0.5)
-
-
-def _boot(state: dict, work: Path, timeout: float) -> Node:
-    """Launch from `state` and wait; on failure stop what was launched."""
-    t0 = time.monotonic()
-    pid = _launch(state, work)
-    node = _node_from_state(state)
-    try:
-        _wait_ready(node, pid, timeout)
-    except BaseException:
-        stop_node(work)
-        raise
-    log.info("Elasticsearch %s ready at %s in %.1fs", state["version"], state["url"],
-             time.monotonic() - t0)
-    return node
 
 
 # ------------------------------------------------------------- public API
@@ -495,11 +272,7 @@ def start_node(work_dir: Union[str, os.PathLike], version: str | None = None,
     `client_auth`: HTTPS requires a client certificate; the node gets one signed by
     its CA (``Node.client_cert``/``client_key``), which ``request`` presents.
     """
-    work = Path(work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    old = _read_state(work)
-    if old and _group_alive(old.get("pid")):
-        raise HarnessError(f"a node is already running from {work} (pid {old['pid']}); stop it first")
+    work = local_node.claim_work_dir(ENGINE, work_dir)
     version = version or default_version()
     t0 = time.monotonic()
     java, dist, account = _prepare(version)
@@ -529,7 +302,7 @@ def start_node(work_dir: Union[str, os.PathLike], version: str | None = None,
     _write_state(work, state)
     log.info("prepared node home (Java %s) in %.1fs", java, time.monotonic() - t0)
 
-    node = _boot(state, work, timeout)
+    node = local_node.boot(ENGINE, state, work, timeout)
     try:
         status, body = request(node, "POST", "/_security/api_key", {"name": "modelscribe-tests"})
         if status != 200 or not isinstance(body, dict) or "encoded" not in body:
@@ -544,13 +317,7 @@ def start_node(work_dir: Union[str, os.PathLike], version: str | None = None,
 def restart_node(node_or_workdir: Union[Node, str, os.PathLike], *,
                  timeout: float = START_TIMEOUT) -> Node:
     """Start again a stopped node: same data, ports, certificates and credentials."""
-    work = _work_dir_of(node_or_workdir)
-    state = _read_state(work)
-    if state is None:
-        raise HarnessError(f"no node state in {work}")
-    if _group_alive(state.get("pid")):
-        raise HarnessError(f"the node in {work} is still running (pid {state['pid']})")
-    return _boot(state, work, timeout)
+    return local_node.restart_node(ENGINE, node_or_workdir, timeout)
 
 
 def stop_node(node_or_workdir: Union[Node, str, os.PathLike], *, grace: float = STOP_GRACE) -> bool:
@@ -559,63 +326,17 @@ def stop_node(node_or_workdir: Union[Node, str, os.PathLike], *, grace: float = 
     Returns True if a running node was stopped.  Uses the pid in the state
     file, so a Node from before a restart_node still stops the current process.
     """
-    work = _work_dir_of(node_or_workdir)
-    state = _read_state(work)
-    if state is None or not state.get("pid"):
-        return False
-    pid = state["pid"]
-    child = _CHILDREN.pop(pid, None)
-    was_alive = _group_alive(pid)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        if not _group_alive(pid):
-            break
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if child is not None:
-                child.poll()
-            if not _group_alive(pid):
-                break
-            time.sleep(0.2)
-    if _group_alive(pid):
-        raise HarnessError(f"could not stop Elasticsearch process group {pid}")
-    if child is not None:
-        child.wait()
-    state["pid"] = None
-    _write_state(work, state)
-    return was_alive
+    return local_node.stop_node(ENGINE, node_or_workdir, grace)
 
 
 def remove_node(node_or_workdir: Union[Node, str, os.PathLike]) -> None:
     """Stop the node and delete its data; its logs are kept in <work>/node-logs."""
-    work = _work_dir_of(node_or_workdir)
-    stop_node(work)
-    logs = work / "node" / "logs"
-    if (work / "node").is_symlink() and logs.is_dir():
-        shutil.rmtree(work / "node-logs", ignore_errors=True)
-        shutil.copytree(logs, work / "node-logs")
-    _discard_home(work)
+    local_node.remove_node(ENGINE, node_or_workdir)
 
 
 def node_status(work_dir: Union[str, os.PathLike]) -> tuple[Node | None, bool, bool]:
     """(node or None if never started here, process running, node answering)."""
-    work = Path(work_dir).resolve()
-    state = _read_state(work)
-    if state is None or not (work / "password").exists():
-        return None, False, False
-    node = _node_from_state(state)
-    running = _group_alive(state.get("pid"))
-    answering = False
-    if running:
-        try:
-            # No "GET /" here: its handler lives in a module the integ-test zip lacks.
-            answering = request(node, "GET", "/_cluster/health", timeout=5)[0] == 200
-        except (urllib.error.URLError, OSError):
-            pass
-    return node, running, answering
+    return local_node.node_status(ENGINE, work_dir)
 
 
 # One TLS context per (CA, client certificate, client key).
@@ -641,113 +362,59 @@ def request(node: Node, method: str, path: str, body: Any = None, auth: str | No
     error statuses are returned, not raised; connection errors raise.  The
     node's client certificate, if it has one, is always presented.
     """
-    data: bytes | None = None
-    if isinstance(body, (dict, list)):
-        data = json.dumps(body).encode()
-    elif isinstance(body, str):
-        data = body.encode()
-    elif body is not None:
-        data = bytes(body)
-    endpoint = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    ctype = "application/x-ndjson" if endpoint in ("_bulk", "_msearch") else "application/json"
-    headers = {"Accept": "application/json", "Content-Type": ctype}
     if auth == "password":
         token = base64.b64encode(f"elastic:{node.password}".encode()).decode()
-        headers["Authorization"] = f"Basic {token}"
+        headers = {"Authorization": f"Basic {token}"}
     elif auth == "api_key":
-        headers["Authorization"] = f"ApiKey {node.api_key}"
-    elif auth is not None:
+        headers = {"Authorization": f"ApiKey {node.api_key}"}
+    elif auth is None:
+        headers = {}
+    else:
         raise ValueError(f"auth must be 'password', 'api_key' or None, not {auth!r}")
-    req = urllib.request.Request(node.url + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=timeout, context=_ssl_context(node)) as resp:
-            status, raw, rtype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as err:
-        with err:  # closes the response it carries
-            status, raw, rtype = err.code, err.read(), err.headers.get("Content-Type", "")
-    if not raw:
-        return status, None
-    if "json" in rtype:
-        return status, json.loads(raw)
-    return status, raw.decode(errors="replace")
+    return local_node.send(node.url, method, path, body, headers, _ssl_context(node), timeout)
+
+
+ENGINE = local_node.Engine(product="Elasticsearch", binary="elasticsearch",
+                           cluster_name=CLUSTER_NAME, node_env=_node_env,
+                           node_from_state=_node_from_state, request=request,
+                           launch_cwd="logs")  # gc.log, hs_err land there
 
 
 # ------------------------------------------------------------- CLI
 
 def _print_env(node: Node) -> None:
-    for key, value in (("ES_URL", node.url), ("ES_CA_CERT", node.ca_cert),
-                       ("ES_API_KEY_FILE", node.api_key_file),
-                       ("ES_PASSWORD_FILE", node.password_file),
-                       ("ES_VERSION", node.version), ("ES_HOME", node.home),
-                       ("ES_CLIENT_CERT", node.client_cert), ("ES_CLIENT_KEY", node.client_key)):
-        if value is not None:  # the client certificate exists only with --client-auth
-            print(f"{key}={shlex.quote(value)}")
+    # The client certificate exists only with --client-auth (None: not printed).
+    local_node.print_env((("ES_URL", node.url), ("ES_CA_CERT", node.ca_cert),
+                          ("ES_API_KEY_FILE", node.api_key_file),
+                          ("ES_PASSWORD_FILE", node.password_file),
+                          ("ES_VERSION", node.version), ("ES_HOME", node.home),
+                          ("ES_CLIENT_CERT", node.client_cert),
+                          ("ES_CLIENT_KEY", node.client_key)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Local Elasticsearch node for modelscribe tests.")
-    parser.add_argument("command", choices=["start", "stop", "status", "fetch"],
-                        help="fetch: download, unpack and prepare the distribution only, "
-                             "print its path")
-    parser.add_argument("--version", help=f"Elasticsearch version (default {default_version()})")
-    parser.add_argument("--home", type=Path, default=default_work_dir(),
-                        help="work dir holding the node (default %(default)s)")
-    parser.add_argument("-E", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra elasticsearch.yml setting (start only); VALUE is YAML/JSON")
+    parser = local_node.cli_parser(ENGINE, "elasticsearch.yml", default_version(),
+                                   default_work_dir())
     parser.add_argument("--client-auth", action="store_true",
                         help="start only: HTTPS requires a client certificate; one signed by the "
                              "node's CA is made and printed as ES_CLIENT_CERT/ES_CLIENT_KEY")
     args = parser.parse_args(argv)
-    # Progress goes to stderr so that stdout stays shell-evaluable.
-    logging.basicConfig(level=logging.INFO, format="elasticsearch-local: %(message)s",
-                        stream=sys.stderr)
-    # The node is meant to outlive this process: no "still running" warning.
-    warnings.filterwarnings("ignore", r"subprocess \d+ is still running", ResourceWarning)
-    try:
-        if args.command == "fetch":
-            version = args.version or default_version()
-            java, dist, _ = _prepare(version)
-            log.info("Elasticsearch %s ready to start (Java %s)", version, java)
-            print(dist)
-        elif args.command == "start":
-            node, running, answering = node_status(args.home)
-            if node is None or not answering:
-                if running:
-                    stop_node(args.home)
-                extra = {}
-                for item in args.settings:
-                    key, _, value = item.partition("=")
-                    try:
-                        extra[key] = json.loads(value)
-                    except ValueError:
-                        extra[key] = value
-                node = start_node(args.home, args.version, extra, client_auth=args.client_auth)
-            elif args.version and args.version != node.version:
-                raise HarnessError(f"Elasticsearch {node.version} is already running from "
-                                   f"{args.home}; stop it first")
-            elif args.client_auth and node.client_cert is None:
-                raise HarnessError(f"the node running from {args.home} does not require client "
-                                   f"certificates; stop it first")
-            _print_env(node)
-        elif args.command == "status":
-            node, running, answering = node_status(args.home)
-            if node is None:
-                print(f"ES_STATUS=absent  # no node in {args.home}")
-                return 1
-            _print_env(node)
-            print(f"ES_PID={node.pid if running else ''}")
-            print(f"ES_STATUS={'answering' if answering else 'running' if running else 'stopped'}")
-            return 0 if answering else 1
-        else:
-            pid = (_read_state(args.home.resolve()) or {}).get("pid")
-            if stop_node(args.home):
-                print(f"stopped Elasticsearch (process group {pid})")
-            else:
-                print(f"no Elasticsearch running from {args.home}")
-    except HarnessError as err:
-        print(f"elasticsearch-local: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    def fetch() -> Path:
+        version = args.version or default_version()
+        java, dist, _ = _prepare(version)
+        log.info("Elasticsearch %s ready to start (Java %s)", version, java)
+        return dist
+
+    def mismatch(node: Node) -> str | None:
+        if args.client_auth and node.client_cert is None:
+            return "does not require client certificates"
+        return None
+
+    return local_node.cli(
+        ENGINE, "elasticsearch-local", args, fetch=fetch, env=_print_env, mismatch=mismatch,
+        start=lambda extra: start_node(args.home, args.version, extra,
+                                       client_auth=args.client_auth))
 
 
 if __name__ == "__main__":
