@@ -14,7 +14,7 @@ before a failure is printed first.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -22,34 +22,49 @@ from agent import cli_options as listed
 from agent.cli_options import GroupedCommand, settings_options
 
 
+def _install(params: dict[str, Any], install: Callable[[Any], list]) -> list | None:
+    """Resolve the config, run `install(config)` and print what was installed.
+
+    On failure, what was installed before it is printed, then the error
+    (exit code by its class); None is returned."""
+    from agent.alerting.install import PartialInstall, format_installed
+    from agent.cli import _fail, _resolve
+    from agent.errors import ModelscribeError
+
+    try:
+        installed = install(_resolve(params, require_paths=False))
+    except PartialInstall as error:
+        for line in format_installed(error.installed):
+            click.echo(line)
+        _fail(error)
+        return None
+    except ModelscribeError as error:
+        _fail(error)
+        return None
+    for line in format_installed(installed):
+        click.echo(line)
+    return installed
+
+
 @click.command("watchers", cls=GroupedCommand)
 @settings_options(listed.SETUP_TEMPLATES)
 def watchers(**params: Any) -> None:
     """Install the anomaly rules as Elasticsearch Watcher watches (needs a Standard,
     Gold or higher licence: on Basic nothing is written and the reason is printed)."""
-    from agent.alerting.install import PartialInstall, format_installed, install_watchers
-    from agent.cli import _fail, _resolve
-    from agent.errors import ModelscribeError
+    from agent.alerting.install import install_watchers
     from agent.outputs.elasticsearch import ElasticsearchOutput
     from agent.setup.templates import requester
 
-    try:
-        config = _resolve(params, require_paths=False)
+    def install(config: Any) -> list:
         output = ElasticsearchOutput.from_config(config)
         try:
-            installed = install_watchers(requester(output))
+            return install_watchers(requester(output))
         finally:
             output.close()
-    except PartialInstall as error:
-        for line in format_installed(error.installed):
-            click.echo(line)
-        _fail(error)
+
+    installed = _install(params, install)
+    if installed is None:
         return
-    except ModelscribeError as error:
-        _fail(error)
-        return
-    for line in format_installed(installed):
-        click.echo(line)
     if installed and installed[0].outcome == "skipped":
         click.echo("watchers: skipped")
     else:
@@ -64,27 +79,17 @@ def watchers(**params: Any) -> None:
 def rules(kibana_url: str, space: str | None, **params: Any) -> None:
     """Install the anomaly rules as Kibana "Elasticsearch query" rules (any licence),
     with an index connector writing what fires into modelscribe-alerts."""
-    from agent.alerting.install import PartialInstall, format_installed, install_rules
-    from agent.cli import _fail, _resolve
-    from agent.errors import ModelscribeError
+    from agent.alerting.install import install_rules
     from agent.kibana.importer import KibanaSettings
 
-    try:
-        config = _resolve(params, require_paths=False)
-        settings = KibanaSettings(kibana_url, space, config.api_key, config.username, config.password,
-                                  config.ca_cert, config.client_cert, config.client_key, config.tls_verify,
-                                  config.request_timeout)
-        installed = install_rules(settings)
-    except PartialInstall as error:
-        for line in format_installed(error.installed):
-            click.echo(line)
-        _fail(error)
+    def install(config: Any) -> list:
+        return install_rules(KibanaSettings(
+            kibana_url, space, config.api_key, config.username, config.password, config.ca_cert,
+            config.client_cert, config.client_key, config.tls_verify, config.request_timeout))
+
+    installed = _install(params, install)
+    if installed is None:
         return
-    except ModelscribeError as error:
-        _fail(error)
-        return
-    for line in format_installed(installed):
-        click.echo(line)
     click.echo(f"{len(installed) - 1} rules installed into {kibana_url}" + (f" (space {space})" if space else ""))
 
 
