@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from click.testing import CliRunner
+
+import kibana_fake
 
 from agent.alerting import kibana_rules
 from agent.alerting.rules import RULES
@@ -19,81 +19,26 @@ from agent.cli import main
 KEY = "a2V5OnNlY3JldA=="
 
 
-class FakeKibana:
-    """Status, spaces, connector and rule endpoints; `existing` ids answer 409 to
-    a create; `forbid` (a path fragment) answers 403 to writes matching it."""
+class FakeKibana(kibana_fake.FakeKibana):
+    """Connector and rule endpoints on top of status and spaces; `existing` ids answer
+    409 to a create; `forbid` (a path fragment) answers 403 to writes matching it."""
 
-    def __init__(self, version: str = "8.15.2", spaces: tuple[str, ...] = ("default", "ml"),
-                 existing: frozenset[str] = frozenset(), forbid: str | None = None, status_code: int = 200) -> None:
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        fake = self
+    def __init__(self, existing: frozenset[str] = frozenset(), forbid: str | None = None,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.existing, self.forbid = existing, forbid
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _answer(self, code: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _record(self) -> bytes:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                fake.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
-                                      body))
-                return body
-
-            def do_GET(self) -> None:
-                self._record()
-                if self.path == "/api/status" and status_code != 200:
-                    self._answer(status_code, {"statusCode": status_code, "error": "Unauthorized",
-                                               "message": "[security_exception] unable to authenticate"})
-                elif self.path == "/api/status":
-                    self._answer(200, {"name": "kb", "version": {"number": version}})
-                elif self.path.startswith("/api/spaces/space/"):
-                    space = self.path.rsplit("/", 1)[1]
-                    if space in spaces:
-                        self._answer(200, {"id": space, "name": space})
-                    else:
-                        self._answer(404, {"statusCode": 404, "error": "Not Found", "message": "Not Found"})
-                else:
-                    self._answer(404, {"message": "Not Found"})
-
-            def _write(self) -> None:
-                body = json.loads(self._record())
-                ident = self.path.rsplit("/", 1)[1]
-                if forbid and forbid in self.path:
-                    self._answer(403, {"statusCode": 403, "error": "Forbidden",
-                                       "message": "Unauthorized to create a \".es-query\" rule for \"stackAlerts\""})
-                elif self.command == "POST" and ident in existing:
-                    self._answer(409, {"statusCode": 409, "error": "Conflict",
-                                       "message": f"Saved object [alert/{ident}] conflict"})
-                elif self.headers.get("kbn-xsrf") is None:
-                    self._answer(400, {"message": "Request must contain a kbn-xsrf header."})
-                else:
-                    self._answer(200, {"id": ident, **body})
-
-            do_POST = do_PUT = _write
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FakeKibana":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def writes(self) -> list[tuple[str, str, dict]]:
-        return [(method, path, json.loads(body)) for method, path, _, body in self.requests
-                if method in ("POST", "PUT")]
+    def write(self, method, path, headers, body):
+        ident = path.rsplit("/", 1)[1]
+        if self.forbid and self.forbid in path:
+            return 403, {"statusCode": 403, "error": "Forbidden",
+                         "message": "Unauthorized to create a \".es-query\" rule for \"stackAlerts\""}
+        if method == "POST" and ident in self.existing:
+            return 409, {"statusCode": 409, "error": "Conflict",
+                         "message": f"Saved object [alert/{ident}] conflict"}
+        if headers.get("kbn-xsrf") is None:
+            return 400, {"message": "Request must contain a kbn-xsrf header."}
+        return 200, {"id": ident, **json.loads(body)}
 
 
 def _run(*args: str):

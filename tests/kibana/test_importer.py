@@ -9,83 +9,40 @@ import email.parser
 import email.policy
 import json
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from click.testing import CliRunner
+
+import kibana_fake
 
 from agent.cli import main
 from agent.kibana.render import ndjson, saved_objects
 
 
-class FakeKibana:
-    """Answers /api/status, /api/spaces/space/<id> and the import; records every request."""
+class FakeKibana(kibana_fake.FakeKibana):
+    """The saved-objects import on top of status and spaces: `import_code` other than
+    200 refuses it; objects whose id is in `failing` come back as errors."""
 
-    def __init__(self, version: str = "8.15.2", spaces: tuple[str, ...] = ("default", "ml"),
-                 status_code: int = 200, import_code: int = 200, failing: tuple[str, ...] = ()) -> None:
-        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
-        fake = self
+    def __init__(self, import_code: int = 200, failing: tuple[str, ...] = (), **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.import_code, self.failing = import_code, failing
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _answer(self, code: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                fake.requests.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}, b""))
-                if self.path == "/api/status":
-                    if status_code != 200:
-                        self._answer(status_code, {"statusCode": status_code, "message": "Unauthorized"})
-                    else:
-                        self._answer(200, {"name": "kb", "version": {"number": version}})
-                elif self.path.startswith("/api/spaces/space/"):
-                    space = self.path.rsplit("/", 1)[1]
-                    if space in spaces:
-                        self._answer(200, {"id": space, "name": space})
-                    else:
-                        self._answer(404, {"statusCode": 404, "error": "Not Found", "message": "Not Found"})
-                else:
-                    self._answer(404, {"message": "Not Found"})
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                fake.requests.append(("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                if import_code != 200:
-                    self._answer(import_code, {"statusCode": import_code, "error": "Forbidden",
-                                               "message": "Unable to bulk_create dashboard"})
-                    return
-                objects = [json.loads(line) for line in _file_part(self.headers, body).splitlines() if line]
-                ok = [o for o in objects if o["id"] not in failing]
-                bad = [o for o in objects if o["id"] in failing]
-                self._answer(200, {
-                    "success": not bad, "successCount": len(ok),
-                    "successResults": [{"type": o["type"], "id": o["id"], "meta": {"title": "t"},
-                                        **({"overwrite": True} if o["type"] == "index-pattern" else {})}
-                                       for o in ok],
-                    **({"errors": [{"type": o["type"], "id": o["id"], "title": "t",
-                                    "error": {"type": "missing_references",
-                                              "references": [{"type": "index-pattern", "id": "gone"}]}}
-                                   for o in bad]} if bad else {})})
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "FakeKibana":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def write(self, method, path, headers, body):
+        if self.import_code != 200:
+            return self.import_code, {"statusCode": self.import_code, "error": "Forbidden",
+                                      "message": "Unable to bulk_create dashboard"}
+        objects = [json.loads(line) for line in _file_part(headers, body).splitlines() if line]
+        ok = [o for o in objects if o["id"] not in self.failing]
+        bad = [o for o in objects if o["id"] in self.failing]
+        return 200, {
+            "success": not bad, "successCount": len(ok),
+            "successResults": [{"type": o["type"], "id": o["id"], "meta": {"title": "t"},
+                                **({"overwrite": True} if o["type"] == "index-pattern" else {})}
+                               for o in ok],
+            **({"errors": [{"type": o["type"], "id": o["id"], "title": "t",
+                            "error": {"type": "missing_references",
+                                      "references": [{"type": "index-pattern", "id": "gone"}]}}
+                           for o in bad]} if bad else {})}
 
 
 def _file_part(headers, body: bytes) -> str:
