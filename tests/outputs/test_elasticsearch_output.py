@@ -14,8 +14,8 @@ from agent.config import resolve
 from agent.errors import AuthError, TransientOutputError
 from agent.events import Event
 from agent.outputs.elasticsearch import ElasticsearchOutput
-from agent.outputs.retry import Action, classify
 from e2e_helpers import es_flags, run_once
+from output_checks import check_bulk_items_classify
 
 pytestmark = pytest.mark.elasticsearch
 
@@ -31,21 +31,7 @@ def _event(i: int, body: dict) -> Event:
 
 
 def test_real_bulk_responses_classify_per_item(es_node, es):
-    es.request("PUT", "/out-items", {"mappings": {"properties": {"latency": {"type": "long"}}}})
-    output = _output(es_node, index="out-items")
-    try:
-        first = output.send([_event(0, {"latency": 5}), _event(1, {"latency": 6})])
-        assert classify(first, 2).kind == "ack"
-        mixed = output.send([_event(0, {"latency": 5}), _event(2, {"latency": "not a number"}),
-                             _event(3, {"latency": 7})])
-        decision = classify(mixed, 3)
-        assert decision.kind == "items"
-        assert [v.action for v in decision.items] == [Action.DUPLICATE, Action.REJECT, Action.ACK]
-        assert decision.items[0].error_type == "version_conflict_engine_exception"
-        assert decision.items[1].status == 400 and "latency" in decision.items[1].reason
-    finally:
-        output.close()
-    assert es.count("out-items") == 3
+    check_bulk_items_classify(_output(es_node, index="out-items"), es, "out-items", _event)
 
 
 def test_default_target_is_a_data_stream_once_templates_are_installed(es_node, es, tmp_path):

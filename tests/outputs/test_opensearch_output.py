@@ -23,9 +23,10 @@ from agent.events import Event
 from agent.outputs.base import Response
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.opensearch import OpenSearchOutput, detect_engine
-from agent.outputs.retry import Action, classify
+from agent.outputs.retry import classify
 from agent.outputs.sender import Sender
 from agent.stats import Stats
+from output_checks import check_bulk_items_classify
 
 
 def _output(node, **flags) -> OpenSearchOutput:
@@ -50,24 +51,11 @@ def _sender(output, tmp_path, commits, max_retries=None):
 
 
 def test_real_bulk_responses_classify_per_item(os_node, os):
-    os.ok("PUT", "/os-out-items", {"mappings": {"properties": {"latency": {"type": "long"}}}})
-    output = _output(os_node, index="os-out-items")
-    try:
-        first = output.send([_event(0, {"latency": 5}), _event(1, {"latency": 6})])
-        assert classify(first, 2).kind == "ack"
-        mixed = output.send([_event(0, {"latency": 5}), _event(2, {"latency": "not a number"}),
-                             _event(3, {"latency": 7})])
-        decision = classify(mixed, 3)
-        assert decision.kind == "items"
-        assert [v.action for v in decision.items] == [Action.DUPLICATE, Action.REJECT, Action.ACK]
-        assert decision.items[0].error_type == "version_conflict_engine_exception"
-        # OpenSearch's name for what Elasticsearch calls document_parsing_exception.
-        assert decision.items[1].error_type == "mapper_parsing_exception"
-        assert "latency" in decision.items[1].reason
-    finally:
-        output.close()
-        assert os.count("os-out-items") == 3
-        os.delete_index("os-out-items")
+    items = check_bulk_items_classify(_output(os_node, index="os-out-items"), os, "os-out-items",
+                                      _event)
+    # OpenSearch's name for what Elasticsearch calls document_parsing_exception.
+    assert items[1].error_type == "mapper_parsing_exception"
+    os.delete_index("os-out-items")
 
 
 def test_sender_ships_once_and_dead_letters_before_ack(os_node, os, tmp_path):
