@@ -164,17 +164,30 @@ _NOT_A_SERVER_LINE = re.compile(r"not a [a-z]+ log line")
 _NOT_AN_OBJECT = re.compile(r"invalid JSON.*|JSON value is [a-z ]+, not an object")
 
 
-def _unforced(agent: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:
+def _unforced(agent: dict[str, Any], cluster: dict[str, Any], forced: bool) -> dict[str, Any]:
     """The agent's document as a detected (not forced) server format makes it:
     a raw document does not say whether --format NAME was forced, and the
     cluster reads a line of no shape of that server as auto detection does,
     without the parse_failure tag and "not a NAME log line" (or, for Ray Serve
     and BentoML, the reason a line starting with { is not a JSON object)
-    (docs/pipelines.md)."""
+    (docs/pipelines.md). ``forced``: the agent read the source with --format
+    NAME of a server; then an event whose head was no line of that server
+    keeps the parse_failure tag even when a traceback in it gave error.message
+    (which hides the reason), and the cluster has neither."""
     error = agent.get("error")
+    theirs = cluster.get("error")
+    if (forced and "parse_failure" in agent.get("tags", ()) and "parse_failure" not in cluster.get("tags", ())
+            and isinstance(error, dict) and isinstance(theirs, dict) and error.get("message") == theirs.get("message")):
+        out = dict(agent)
+        tags = [tag for tag in agent["tags"] if tag != "parse_failure"]
+        if tags:
+            out["tags"] = tags
+        else:
+            del out["tags"]
+        return out
     if not (isinstance(error, dict) and isinstance(error.get("message"), str)
             and (_NOT_A_SERVER_LINE.fullmatch(error["message"]) or _NOT_AN_OBJECT.fullmatch(error["message"]))
-            and "error" not in cluster):
+            and not (isinstance(cluster.get("error"), dict) and "message" in cluster["error"])):
         return agent
     out = dict(agent)
     rest = {key: value for key, value in error.items() if key != "message"}
@@ -190,9 +203,10 @@ def _unforced(agent: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def differences(agent: dict[str, Any], cluster: dict[str, Any]) -> list[str]:
-    """One readable line per leaf that differs (ignored fields left out)."""
-    agent = _unforced(agent, cluster)
+def differences(agent: dict[str, Any], cluster: dict[str, Any], fmt: str = "auto") -> list[str]:
+    """One readable line per leaf that differs (ignored fields left out);
+    ``fmt`` the --format the agent read the source with."""
+    agent = _unforced(agent, cluster, fmt not in ("auto", "json", "plain"))
     mine = dict(_flat(agent))
     theirs = dict(_flat(cluster))
     out = []

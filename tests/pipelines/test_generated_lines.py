@@ -54,6 +54,8 @@ def _json_lines(count: int, seed: int) -> list[str]:
 LEVELS = ["INFO", "ERROR", "WARNING", "DEBUG", "CRITICAL", "WARN", "info"]
 LOGGERS = ["app.worker", "root", "__main__", "model.pt", "uvicorn.error", "x"]
 TEXT_STAMPS = ["2024-05-01 12:00:00,123", "2024-05-01T12:00:00.123+02:00", "[2024-05-01 12:00:05 +0000]",
+               "2024-05-01T12:00:00+0070", "2024-05-01T12:00:00-23:99", "2024-05-01T12:00:00+2400",
+               "2024-05-01 12:00:00 +0070", "2024-12-31T23:59:60+0070",
                "2024-05-01 12:00:00", "2024-13-01 12:00:00", "2024-05-01T12:00:00Z"]
 
 
@@ -86,7 +88,7 @@ def _compare(ingest: Any, tmp_path: Path, lines: list[str], fmt: str) -> None:
     cluster = through_pipelines(ingest, raw_documents(path, settings))
     report = []
     for mine, theirs in zip(agent, cluster):
-        diff = differences(mine, theirs)
+        diff = differences(mine, theirs, fmt)
         if diff:
             text = lines_at(lines, mine)
             report.append(f"line {text!r}:\n" + "\n".join(diff))

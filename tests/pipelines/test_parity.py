@@ -76,7 +76,7 @@ def _check(ingest: Any, path: Path, fmt: str, transforms: Any) -> None:
     cluster = through_pipelines(ingest, raw)
     report = []
     for mine, theirs in zip(agent, cluster):
-        diff = differences(mine, theirs)
+        diff = differences(mine, theirs, fmt)
         if diff:
             report.append(f"document at offset {mine['log']['offset']}:\n" + "\n".join(diff))
     assert not report, f"{path.name} ({fmt}): {len(report)} of {len(agent)} documents differ\n" + "\n".join(report)

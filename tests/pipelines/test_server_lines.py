@@ -1,14 +1,20 @@
 """Parity beyond the fixtures for the server formats: hand-picked corner
 lines of each server's shapes (the branches of the agent's parser that no
-fixture takes), through both implementations, forced and detected."""
+fixture takes), and the fixtures' lines mutated at random (characters cut,
+inserted, repeated; lines shuffled, so events join differently), through
+both implementations, forced and detected."""
 
 from __future__ import annotations
 
+import json
+import random
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pipeline_parity import FIXTURES
 from test_generated_lines import _compare
 
 TORCHSERVE = [
@@ -32,6 +38,8 @@ TORCHSERVE = [
     "2024-05-01T10:00:00,1 [INFO ] W-9000-plain-stderr MODEL_LOG - no version",
     "2024-05-01T10:00:00,1 [INFO ] W-9000-my_model_v_1.0 MODEL_METRICS - X.ms:1|#ModelName:other|#hostname:h,timestamp:1714557600",
     "2024-05-01T10:00:00,1 [INFO ] W-9000-m_1 ACCESS_LOG - not an access line",
+    "2024-05-01T10:00:00,1 [INFO ] W-9000-other_2.0 ACCESS_LOG - /10.0.0.1:1 \"POST /predictions/m HTTP/1.1\" 200 3",
+    "2024-05-01T10:00:00,1 [INFO ] W-9000-other_2.0 ACCESS_LOG - /10.0.0.1:1 \"GET /models/m2 HTTP/1.1\" 200 3",
     "2024-05-01T10:00:00,1 [WARN ] main org.pytorch.serve.Other -",
     "a line of nothing TorchServe writes",
     "2024-05-01T10:00:00,1 [INFO ] W-9001-m_1-stdout MODEL_LOG - Traceback (most recent call last):",
@@ -157,3 +165,53 @@ def test_bentoml_monitor_records_are_parsed_on_the_host() -> None:
         assert records and all("modelscribe" not in doc and doc["model"]["server"] == "bentoml" for doc in records)
         schema = raw_documents(folder / "schema" / "schema.0.log", ParseSettings(format=fmt))
         assert schema and all(doc["modelscribe"]["raw"]["format"] == "bentoml" for doc in schema)
+
+
+SERVERS = ["torchserve", "vllm", "rayserve", "bentoml"]
+
+
+def _mutate(line: str, rng: random.Random) -> str:
+    for _ in range(rng.randint(1, 3)):
+        if not line:
+            break
+        i = rng.randrange(len(line))
+        op = rng.random()
+        if op < 0.3:
+            line = line[:i] + line[i + 1:]
+        elif op < 0.5:
+            line = line[:i] + rng.choice(" :,-()[]|#.0123456789x\"'{}/") + line[i:]
+        elif op < 0.7:
+            j = rng.randrange(len(line))
+            line = line[:min(i, j)] + line[max(i, j):]
+        else:
+            line = line[:i] + line[i:i + 5] + line[i:]
+    return line
+
+
+def _documented_difference(line: str) -> bool:
+    """Mutations that hit an intentional difference of docs/pipelines.md: a
+    malformed % escape in a path (10), a JSON object with a duplicate key (9)."""
+    if re.search(r"%(?![0-9A-Fa-f]{2})", line):
+        return True
+    if line.startswith("{"):
+        keys: list[bool] = []
+        try:
+            json.loads(line, object_pairs_hook=lambda pairs: keys.append(len(pairs) != len(dict(pairs))))
+        except ValueError:
+            return False
+        return any(keys)
+    return False
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("seed", range(5))
+def test_mutated_fixture_lines(ingest: Any, tmp_path: Path, server: str, seed: int) -> None:
+    rng = random.Random(seed * 100 + SERVERS.index(server))
+    lines = [line for path in sorted((FIXTURES / "servers" / server).rglob("*")) if path.is_file()
+             for line in path.read_text(encoding="utf-8").splitlines()]
+    out = []
+    for line in lines * 3:
+        mutated = _mutate(line, rng) if rng.random() < 0.7 else line
+        out.append(line if _documented_difference(mutated) else mutated)
+    rng.shuffle(out)
+    _compare(ingest, tmp_path, out, server if seed % 2 else "auto")
