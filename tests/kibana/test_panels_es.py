@@ -46,6 +46,13 @@ def _prediction_log(path: Path) -> None:
         if n % 3 == 0:  # delayed ground truth for a third of the requests
             lines.append(json.dumps({"@timestamp": when + 5, "request_id": f"r{n}",
                                      "ground_truth": prediction if n % 4 else "maybe", "message": "label"}))
+        if n % 4 == 0:  # a regression model, labelled at once
+            price = round(age * 3.1, 2)
+            lines.append(json.dumps({"@timestamp": when, "model_name": "price", "request_id": f"p{n}",
+                                     "prediction": price, "features": {"age": round(age, 1)}, "latency_ms": 3.5,
+                                     "message": "priced"}))
+            lines.append(json.dumps({"@timestamp": when + 2, "request_id": f"p{n}",
+                                     "ground_truth": round(price + rng.gauss(0, 4), 2), "message": "label"}))
     lines.append(json.dumps({"@timestamp": START + 3600, "model_name": "churn", "request_id": "last",
                              "prediction": "no", "latency_ms": 1, "message": "closes every window"}))
     path.write_text("\n".join(lines) + "\n")
@@ -78,7 +85,8 @@ def shipped(es_node, tmp_path_factory):
     predictions = work / "predictions.jsonl"
     _prediction_log(predictions)
     config = work / "agent.yml"
-    config.write_text(f"paths: [{predictions}]\nformat: json\nhealth:\n  reference_size: 300\n")
+    # Per model and version, the first 60 events are the reference; the drift comes after.
+    config.write_text(f"paths: [{predictions}]\nformat: json\nhealth:\n  reference_size: 60\n")
     done = run_once(["run", "--once", "--config", str(config), "--data-stream", INDEX[LOGS],
                      "--state-dir", str(work / "health-state"), *es_flags(es_node)], timeout=300)
     assert done.code == 0, done.stderr
