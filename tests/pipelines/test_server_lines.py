@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline_parity import FIXTURES
-from test_generated_lines import _compare
+from test_generated_lines import _compare, _json_lines
 
 TORCHSERVE = [
     "2024-05-01T10:00:00,123 - /127.0.0.1:52486 \"POST /predictions/m/3.0 HTTP/1.1\" 200 25",
@@ -215,3 +215,33 @@ def test_mutated_fixture_lines(ingest: Any, tmp_path: Path, server: str, seed: i
         out.append(line if _documented_difference(mutated) else mutated)
     rng.shuffle(out)
     _compare(ingest, tmp_path, out, server if seed % 2 else "auto")
+
+
+SERVE_KEYS = ["deployment", "replica", "request_id", "route", "application", "component_name", "component_id",
+              "filename", "lineno", "process", "exc_text", "timestamp_ns"]
+SERVE_VALUES = ["", "x", "/r", "/a%20b", "replica", "proxy", "controller", "a.py", 12, -3, 2**31, "12", 4242,
+                "Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'k'\n", 1735787045678123456,
+                "2024-05-01T10:00:00Z", None, True, {"a": 1}]
+SERVE_MESSAGES = ["a.py:12 - hi", "<string>:3 - x", "GET /p 200 1ms", "CALL f OK 0.5ms", "1.2.3.4:5 POST / 404 2.5ms",
+                  "plain"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rayserve_json_records(ingest: Any, tmp_path: Path, seed: int) -> None:
+    """Generated JSON lines (every catalogue key) with Ray Serve's keys and messages mixed in."""
+    rng = random.Random(seed)
+    lines = []
+    for line in _json_lines(60, seed):
+        obj = json.loads(line)
+        for key in rng.sample(SERVE_KEYS, rng.randint(0, 6)):
+            obj[key] = rng.choice(SERVE_VALUES)
+        if rng.random() < 0.5:
+            obj["message"] = rng.choice(SERVE_MESSAGES)
+        lines.append(json.dumps(obj))
+    _compare(ingest, tmp_path, lines, "rayserve")
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_bentoml_other_json_lines(ingest: Any, tmp_path: Path, seed: int) -> None:
+    """JSON lines that are no monitor record nor schema: read as --format json reads them, with model.server."""
+    _compare(ingest, tmp_path, _json_lines(100, seed), "bentoml")
