@@ -203,6 +203,13 @@ processors:
 _JAVA_ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\x0B"}
 
 
+def _grok(tag: str, condition: str, field: str, pattern: str, folded: bool = False) -> str:
+    """One grok processor of a generated file (``folded``: the condition on its own lines)."""
+    condition = "if: >-\n        " + condition if folded else "if: " + condition
+    return (f"  - grok:\n      tag: {tag}\n      {condition}\n      field: {field}\n"
+            f"      ignore_failure: true\n      patterns:\n        - {_quote(pattern)}\n")
+
+
 def torchserve_yaml() -> str:
     """TorchServe's log4j prefix, metric, access and worker-thread shapes (servers/torchserve.py)."""
     prefix = "^" + joni(numbered(torchserve._PREFIX.pattern, "t"), ascii_classes=True) + "(?<msp_rest>.*)"
@@ -211,15 +218,15 @@ def torchserve_yaml() -> str:
     # line end (?d), as the agent reads one line at a time.
     strip = "(?md)^" + joni(torchserve._PREFIX.pattern, ascii_classes=True, classes=_JAVA_ASCII)
     strip = re.sub(r"\((?!\?)", "(?:", strip)
+    thread = "ctx.modelscribe.raw.thread instanceof String && ctx.modelscribe.raw.thread.startsWith"
     searches = [
         ("metric", "ctx.modelscribe.raw.tmsg.indexOf('|#') >= 0", "modelscribe.raw.tmsg",
          "^" + joni(numbered(torchserve._METRIC.pattern, "m"), False)),
         ("access", "ctx.modelscribe.raw.tmsg.indexOf('\"') >= 0", "modelscribe.raw.tmsg",
          "^" + joni(numbered(torchserve._ACCESS.pattern, "a"), False)),
-        ("worker", "ctx.modelscribe.raw.thread instanceof String && ctx.modelscribe.raw.thread.startsWith('W-')",
-         "modelscribe.raw.thread", "^" + joni(numbered(torchserve._WORKER.pattern, "w"), False)),
-        ("backend", "ctx.modelscribe.raw.thread instanceof String && ctx.modelscribe.raw.thread.startsWith('BackendWorker-')",
-         "modelscribe.raw.thread", "^" + joni(numbered(torchserve._BACKEND.pattern, "b"), False)),
+        ("worker", thread + "('W-')", "modelscribe.raw.thread", "^" + joni(numbered(torchserve._WORKER.pattern, "w"), False)),
+        ("backend", thread + "('BackendWorker-')", "modelscribe.raw.thread",
+         "^" + joni(numbered(torchserve._BACKEND.pattern, "b"), False)),
     ]
     out = [HEADER, """description: >-
   TorchServe's shapes: the log4j prefix of a line (on modelscribe.raw.head
@@ -230,23 +237,11 @@ def torchserve_yaml() -> str:
   (and to a Java regex for gsub); the torchserve pipeline reads the msp_*
   captures.
 processors:
-  - grok:
-      tag: torchserve-shape-prefix
-      if: ctx.modelscribe.raw.tstage == 'head' && ctx.modelscribe.raw.head.length() > 0 && Character.isDigit(ctx.modelscribe.raw.head.charAt(0))
-      field: modelscribe.raw.head
-      ignore_failure: true
-      patterns:
-""", f"        - {_quote(prefix)}\n"]
+""", _grok("torchserve-shape-prefix", "ctx.modelscribe.raw.tstage == 'head' && ctx.modelscribe.raw.head.length() > 0 && "
+           "Character.isDigit(ctx.modelscribe.raw.head.charAt(0))", "modelscribe.raw.head", prefix)]
     for name, condition, field, pattern in searches:
-        out.append(f"""  - grok:
-      tag: torchserve-shape-{name}
-      if: >-
-        ctx.modelscribe.raw.tstage == 'message' && {condition}
-      field: {field}
-      ignore_failure: true
-      patterns:
-        - {_quote(pattern)}
-""")
+        out.append(_grok(f"torchserve-shape-{name}", "ctx.modelscribe.raw.tstage == 'message' && " + condition, field,
+                         pattern, folded=True))
     out.append(f"""  - gsub:
       tag: torchserve-shape-bodies
       if: ctx.modelscribe.raw.tstage == 'bodies'
@@ -262,7 +257,7 @@ def vllm_yaml() -> str:
     tag = joni(numbered(vllm._TAG.pattern, "g"), False)
     line = "^(?:" + tag.replace("(?<msp_g", "(?<msp_h") + ")?" + joni(numbered(vllm._LINE.pattern, "v"), False) + "(?<msp_rest>.*)"
     request = "^" + joni(numbered(vllm._REQUEST.pattern, "r"), False)
-    return HEADER + f"""description: >-
+    return HEADER + """description: >-
   vLLM's shapes: the process tag of newer releases (on modelscribe.raw.head:
   msp_g*, where a uvicorn line would start after it), vLLM's logger head after
   it (msp_v*, msp_rest: the message) and the start of a request line in that
@@ -270,28 +265,12 @@ def vllm_yaml() -> str:
   agent/parsing/servers/vllm.py translated to grok; the vllm pipeline reads
   the msp_* captures.
 processors:
-  - grok:
-      tag: vllm-shape-tag
-      if: ctx.modelscribe.raw.vmsg == null && ctx.modelscribe.raw.head.startsWith('(')
-      field: modelscribe.raw.head
-      ignore_failure: true
-      patterns:
-        - {_quote("^(?<msp_gtag>" + tag + ")")}
-  - grok:
-      tag: vllm-shape-line
-      if: ctx.modelscribe.raw.vmsg == null
-      field: modelscribe.raw.head
-      ignore_failure: true
-      patterns:
-        - {_quote(line)}
-  - grok:
-      tag: vllm-shape-request
-      if: ctx.modelscribe.raw.vmsg instanceof String
-      field: modelscribe.raw.vmsg
-      ignore_failure: true
-      patterns:
-        - {_quote(request)}
-"""
+""" + "".join([
+        _grok("vllm-shape-tag", "ctx.modelscribe.raw.vmsg == null && ctx.modelscribe.raw.head.startsWith('(')",
+              "modelscribe.raw.head", "^(?<msp_gtag>" + tag + ")"),
+        _grok("vllm-shape-line", "ctx.modelscribe.raw.vmsg == null", "modelscribe.raw.head", line),
+        _grok("vllm-shape-request", "ctx.modelscribe.raw.vmsg instanceof String", "modelscribe.raw.vmsg", request),
+    ])
 
 
 def rayserve_yaml() -> str:
@@ -309,6 +288,9 @@ def rayserve_yaml() -> str:
         ("serve", "^(?:" + actor("au") + ")?" + serve("su")),
         ("core", "^(?:" + actor("ac") + ")?" + joni(numbered(rayserve._CORE.pattern, "c"), False)),
     ]
+    # \\A, not ^: a JSON message may hold newlines, and Joni's ^ and $ are line anchors.
+    access = "\\A" + joni(numbered(rayserve._ACCESS.pattern, "x"), False)[:-1] + "\\z"
+    prefix = "\\A(?<msp_jall>" + joni(numbered(rayserve._JSON_PREFIX.pattern, "j"), False) + ")"
     out = [HEADER, """description: >-
   Ray Serve's shapes: on modelscribe.raw.rhead (the head line without colour
   codes) the actor tag (msp_y*), then the first of the Serve layouts with the
@@ -319,40 +301,14 @@ def rayserve_yaml() -> str:
   agent/parsing/servers/rayserve.py translated to grok; the rayserve pipeline
   reads the msp_* captures.
 processors:
-  - grok:
-      tag: rayserve-shape-actor
-      if: ctx.modelscribe.raw.rstage == 'head' && ctx.modelscribe.raw.rhead.startsWith('(')
-      field: modelscribe.raw.rhead
-      ignore_failure: true
-      patterns:
-""", f"        - {_quote('^(?<msp_yall>' + actor('y') + ')')}\n"]
+""", _grok("rayserve-shape-actor", "ctx.modelscribe.raw.rstage == 'head' && ctx.modelscribe.raw.rhead.startsWith('(')",
+           "modelscribe.raw.rhead", "^(?<msp_yall>" + actor("y") + ")")]
     for name, pattern in heads:
-        out.append(f"""  - grok:
-      tag: rayserve-shape-{name}
-      if: ctx.modelscribe.raw.rstage == 'head' && ctx.msp_rest == null
-      field: modelscribe.raw.rhead
-      ignore_failure: true
-      patterns:
-        - {_quote(pattern + "(?<msp_rest>.*)")}
-""")
-    # \\A, not ^: a JSON message may hold newlines, and Joni's ^ and $ are line anchors.
-    access = "\\A" + joni(numbered(rayserve._ACCESS.pattern, "x"), False)[:-1] + "\\z"
-    prefix = "\\A(?<msp_jall>" + joni(numbered(rayserve._JSON_PREFIX.pattern, "j"), False) + ")"
-    out.append(f"""  - grok:
-      tag: rayserve-shape-access
-      if: ctx.modelscribe.raw.rstage == 'message' && ctx.modelscribe.raw.rmsg.endsWith('ms')
-      field: modelscribe.raw.rmsg
-      ignore_failure: true
-      patterns:
-        - {_quote(access)}
-  - grok:
-      tag: rayserve-shape-json-prefix
-      if: ctx.modelscribe.raw.rstage == 'json'
-      field: modelscribe.raw.rmsg
-      ignore_failure: true
-      patterns:
-        - {_quote(prefix)}
-""")
+        out.append(_grok(f"rayserve-shape-{name}", "ctx.modelscribe.raw.rstage == 'head' && ctx.msp_rest == null",
+                         "modelscribe.raw.rhead", pattern + "(?<msp_rest>.*)"))
+    out.append(_grok("rayserve-shape-access", "ctx.modelscribe.raw.rstage == 'message' && "
+                     "ctx.modelscribe.raw.rmsg.endsWith('ms')", "modelscribe.raw.rmsg", access))
+    out.append(_grok("rayserve-shape-json-prefix", "ctx.modelscribe.raw.rstage == 'json'", "modelscribe.raw.rmsg", prefix))
     return "".join(out)
 
 
@@ -362,7 +318,7 @@ def bentoml_yaml() -> str:
     trace = "(?<msp_tall>" + joni(numbered(bentoml._TRACE.pattern, "t"), False)[:-1] + ")\\z"
     access = "\\A" + joni(numbered(bentoml._ACCESS.pattern, "a"), False)
     websocket = "\\A" + joni(numbered(bentoml._WEBSOCKET.pattern, "w"), False)[:-1] + "\\z"
-    return HEADER + f"""description: >-
+    return HEADER + """description: >-
   BentoML's shapes: the server line's prefix (on modelscribe.raw.head while
   modelscribe.raw.bstage is head: msp_p*, msp_rest the message), the trace
   suffix of a message (on modelscribe.raw.bmsg while bstage is message:
@@ -371,37 +327,14 @@ def bentoml_yaml() -> str:
   agent/parsing/servers/bentoml.py translated to grok; the bentoml pipeline
   reads the msp_* captures.
 processors:
-  - grok:
-      tag: bentoml-shape-prefix
-      if: ctx.modelscribe.raw.bstage == 'head'
-      field: modelscribe.raw.head
-      ignore_failure: true
-      patterns:
-        - {_quote(prefix)}
-  - grok:
-      tag: bentoml-shape-trace
-      if: >-
-        ctx.modelscribe.raw.bstage == 'message' && ctx.modelscribe.raw.bmsg.endsWith(')') &&
-        ctx.modelscribe.raw.bmsg.indexOf(' (trace=') >= 0
-      field: modelscribe.raw.bmsg
-      ignore_failure: true
-      patterns:
-        - {_quote(trace)}
-  - grok:
-      tag: bentoml-shape-access
-      if: ctx.modelscribe.raw.bstage == 'access'
-      field: modelscribe.raw.bmsg
-      ignore_failure: true
-      patterns:
-        - {_quote(access)}
-  - grok:
-      tag: bentoml-shape-websocket
-      if: ctx.modelscribe.raw.bstage == 'access' && ctx.msp_a1 == null
-      field: modelscribe.raw.bmsg
-      ignore_failure: true
-      patterns:
-        - {_quote(websocket)}
-"""
+""" + "".join([
+        _grok("bentoml-shape-prefix", "ctx.modelscribe.raw.bstage == 'head'", "modelscribe.raw.head", prefix),
+        _grok("bentoml-shape-trace", "ctx.modelscribe.raw.bstage == 'message' && ctx.modelscribe.raw.bmsg.endsWith(')') &&"
+              "\n        ctx.modelscribe.raw.bmsg.indexOf(' (trace=') >= 0", "modelscribe.raw.bmsg", trace, folded=True),
+        _grok("bentoml-shape-access", "ctx.modelscribe.raw.bstage == 'access'", "modelscribe.raw.bmsg", access),
+        _grok("bentoml-shape-websocket", "ctx.modelscribe.raw.bstage == 'access' && ctx.msp_a1 == null",
+              "modelscribe.raw.bmsg", websocket),
+    ])
 
 
 def prefix_patterns() -> list[str]:
