@@ -54,6 +54,8 @@ class Persisted:
     """Checkpoint, journal and replay, on the engine's attributes (set by ``HealthEngine._fresh``)."""
 
     _commit_history: deque[dict[str, int]]
+    _pinned: dict[str, dict[int, int | None]]
+    _checkpoints: int
 
     def _journal_path(self, gen: int) -> str:
         return os.path.join(self.directory, f"journal-{gen:010d}.log")
@@ -167,8 +169,10 @@ class Persisted:
                 # registry commits when the output acknowledges, and the spool
                 # writes its ack block a moment later; a SIGKILL in between
                 # makes the spool hand those records out again.
+                self._checkpoints += 1
                 self._commit_history.append(committed)
                 committed = self._commit_history[0] if len(self._commit_history) > PRUNE_DELAY else None
+                self._release_pins()
             if committed is not None and self._hold > 0:
                 committed = None  # the spool still re-delivers what it recovered: see hold_pruning
             if committed is not None:
@@ -176,7 +180,12 @@ class Persisted:
                     below = committed.get(key)
                     if below is not None:
                         offsets = self._covered[key]
-                        kept = {o for o in offsets if o >= below}
+                        # A re-delivered event below the offsets stays while the
+                        # spool may hand it out again: the registry committed past
+                        # it before it came back, so its offset says nothing of
+                        # this delivery's ack (see HealthEngine.acknowledged).
+                        pins = self._pinned.get(key, {})
+                        kept = {o for o in offsets if o >= below or o in pins}
                         if len(kept) != len(offsets):
                             self._covered[key] = kept
                             self._dirty = True
@@ -207,6 +216,17 @@ class Persisted:
                     os.unlink(journal)
                 except FileNotFoundError:
                     pass
+
+    def _release_pins(self) -> None:
+        """Forget the pins acknowledged PRUNE_DELAY checkpoints or more ago
+        (the same delay a registry commit gets before it prunes)."""
+        for key in list(self._pinned):
+            pins = self._pinned[key]
+            limit = self._checkpoints - PRUNE_DELAY
+            for offset in [o for o, at in pins.items() if at is not None and at < limit]:
+                del pins[offset]
+            if not pins:
+                del self._pinned[key]
 
     def _take_reset(self) -> None:
         marker = os.path.join(self.directory, reference.RESET_MARKER)

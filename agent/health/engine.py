@@ -23,7 +23,14 @@ checkpoints earlier (those lines are never read again, and by then the spool
 has written its acks for them: it writes an ack block right after the
 registry commit), and not at all after a start until the records the spool
 recovered have been handed out again (``hold_pruning``): a SIGKILL between a
-commit and its ack block makes the spool re-deliver committed records.
+commit and its ack block makes the spool re-deliver committed records. An
+event fed again (re-delivered by the spool, or re-read) is pinned: it stays
+in ``covered``, whatever the offsets, until ``PRUNE_DELAY`` checkpoints after
+the output acknowledged it (``ObservedAcks`` calls ``acknowledged``). The
+registry committed past it before it came back, so the offsets say nothing of
+this delivery: until the spool writes its ack block, a kill makes the spool
+hand it out once more, however long the output took (an output slow to
+acknowledge a re-delivered record, then a kill, counted it twice).
 Window closing is by event-time watermark
 (``agent.health.windows``), so the documents do not depend on timing; the
 documents themselves are kept in the checkpoint (the outbox) until the
@@ -79,16 +86,26 @@ _SHIP_BATCH = 500
 
 
 class ObservedAcks(AckTracker):
-    """The ack tracker that shows every registered event to health first."""
+    """The ack tracker that shows every registered event to health first, and
+    every acknowledgement after (health keeps a re-delivered event's offset
+    until the spool has written its ack: see ``HealthEngine.acknowledged``)."""
 
-    def __init__(self, commit: Callable[[str, int], None], observe: Callable[[Sequence[Event]], None]) -> None:
+    def __init__(self, commit: Callable[[str, int], None], observe: Callable[[Sequence[Event]], None],
+                 acknowledged: Callable[[Sequence[Event]], None] | None = None) -> None:
         super().__init__(commit)
         self._observe = observe
+        self._acknowledged = acknowledged
 
     def register(self, events: Any) -> None:
         events = list(events)
         self._observe(events)
         super().register(events)
+
+    def acknowledge(self, events: Any) -> None:
+        events = list(events)
+        super().acknowledge(events)
+        if self._acknowledged is not None:
+            self._acknowledged(events)
 
 
 def _key_tuple(key: ModelKey) -> tuple[str, ...]:
@@ -123,6 +140,12 @@ class HealthEngine(Persisted):
         self._load()
         self._commit_history: deque[dict[str, int]] = deque(maxlen=PRUNE_DELAY + 1)
         self._hold = 0  # events still to be registered before ``covered`` may be pruned
+        # Events fed again (re-delivered by the spool, or re-read): file key ->
+        # offset -> the number of checkpoints taken when the output acknowledged
+        # them (None while in flight). Not pruned from ``covered`` before
+        # PRUNE_DELAY checkpoints after that acknowledgement (see ``acknowledged``).
+        self._pinned: dict[str, dict[int, int | None]] = {}
+        self._checkpoints = 0
 
     def hold_pruning(self, recovered: int) -> None:
         """The spool recovered ``recovered`` records: they are handed out first,
@@ -220,13 +243,35 @@ class HealthEngine(Persisted):
         if not found:
             return
         with self._lock:
-            fresh = [(e, o) for e, o in found if self._cover(e.source_key, e.offset)]
+            fresh: list[tuple[Event, Observation]] = []
+            for e, o in found:
+                if self._cover(e.source_key, e.offset):
+                    fresh.append((e, o))
+                else:  # fed before: it may come back again until the spool has its ack
+                    pins = self._pinned.get(e.source_key)
+                    if pins is None:
+                        pins = self._pinned[e.source_key] = {}
+                    pins[e.offset] = None
             if not fresh:
                 return
             self._journal(fresh)
             for _, obs in fresh:
                 self._apply(obs)
             self._dirty = True
+
+    def acknowledged(self, events: Sequence[Event]) -> None:
+        """The output acknowledged ``events`` (an output thread; the spool
+        writes their ack block right after). A pinned (re-delivered) event may
+        leave ``covered`` PRUNE_DELAY checkpoints from now, as an event
+        committed by the registry now may: before that, a kill may beat its ack
+        block and the spool hands it out once more."""
+        if not self._pinned:
+            return
+        with self._lock:
+            for event in events:
+                pins = self._pinned.get(event.source_key)
+                if pins is not None and event.offset in pins:
+                    pins[event.offset] = self._checkpoints
 
     def _once(self, what: str, message: str, **fields: Any) -> None:
         if what not in self._logged:

@@ -3,7 +3,9 @@
 - ``Health.from_config`` (None when the config file has no enabled
   ``health:`` block: health costs nothing then);
 - ``acks(commit)``: the ack tracker that feeds the engine at registration
-  (``engine.ObservedAcks``: the one point where health sees events);
+  (``engine.ObservedAcks``: the one point where health sees events) and
+  tells it what the output acknowledged (when a re-delivered event may be
+  forgotten);
 - ``start(thread, deliver, stop)``: the health thread (closes due windows,
   sends their documents through the same sender as every other event);
 - ``save(registry)``: on the main thread after the registry's save — the
@@ -59,7 +61,7 @@ class Health:
         return cls(engine)
 
     def acks(self, commit: Callable[[str, int], None]) -> AckTracker:
-        return ObservedAcks(commit, self.engine.observe)
+        return ObservedAcks(commit, self.engine.observe, self.engine.acknowledged)
 
     def start(self, thread: Callable[..., threading.Thread], deliver: Deliver) -> threading.Thread:
         self._thread = thread("health", self.engine.run_shipper, deliver, self._stop)

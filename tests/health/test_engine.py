@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from agent.clock import FakeClock
 from agent.events import Event
 from agent.health.config import parse_health
+from agent.health.checkpoint import PRUNE_DELAY
 from agent.health.engine import HealthEngine, ObservedAcks
 
 AGENT = {"name": "modelscribe", "id": "test"}
@@ -105,6 +106,7 @@ def uninterrupted(tmp_path, events: list[Event], batch: int = 17) -> dict[str, d
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 10_000), crashes=st.integers(1, 12))
 @example(seed=0, crashes=6)  # a long re-delivery after a restart: needs hold_pruning
+@example(seed=751, crashes=10)  # a re-delivered event acknowledged late: needs the pins
 def test_crashes_at_random_points_give_the_same_documents_as_an_uninterrupted_run(tmp_path_factory, seed, crashes):
     """The agent's contract modelled: events are fed (registered) in each file's order; some are
     acknowledged (out of order), which frees them from the spool; the registry commits each file's
@@ -146,6 +148,7 @@ def test_crashes_at_random_points_give_the_same_documents_as_an_uninterrupted_ru
         fed_to = max(fed_to, batch[-1] + 1)
         in_flight.update(batch)  # only what was sent since the last restart can be acknowledged
         late_acks = {i for i in in_flight if rng.random() < 0.2} | {i for i in batch if rng.random() < 0.7}
+        engine.acknowledged([events[i] for i in sorted(late_acks)])  # what ObservedAcks.acknowledge tells it
         acked.update(late_acks)
         in_flight -= late_acks
         recent |= late_acks
@@ -242,13 +245,57 @@ def test_a_duplicate_event_is_not_counted_twice(tmp_path):
 def test_the_ack_tracker_feeds_health_before_it_registers(tmp_path):
     seen: list[int] = []
     commits: list[tuple[str, int]] = []
+    told: list[tuple[list[tuple[str, int]], int]] = []
     acks = ObservedAcks(lambda key, offset: commits.append((key, offset)), lambda events: seen.extend(
-        e.offset for e in events))
+        e.offset for e in events), lambda events: told.append((list(commits), len(events))))
     events = [Event("f", i * 10, i * 10 + 10, f"i{i}", b"{}") for i in range(3)]
     acks.register(iter(events))  # an iterator: consumed once, by both
     assert seen == [0, 10, 20] and acks.in_flight() == 3
-    acks.acknowledge(events)
+    acks.acknowledge(iter(events))
     assert commits == [("f", 30)]
+    assert told == [([("f", 30)], 3)]  # health hears of the acknowledgement, after the commit
+
+
+def test_a_redelivered_event_is_kept_until_its_acknowledgement_is_old(tmp_path):
+    """The interleaving of seed 751: the registry committed past events whose ack block a kill
+    beat; after the restart the spool hands them out again, the hold ends once they are
+    registered, and the output is slow to acknowledge them. Checkpoints go on with offsets past
+    them; another kill comes before their acknowledgement and the spool hands them out a third
+    time: they must still be known, or they are counted twice (they were counted as late)."""
+    events = make_events(11, count=60, files=1)[0]
+    expected = uninterrupted(tmp_path, events)
+    state = str(tmp_path / "crashy")
+    engine = HealthEngine(SETTINGS, state, None, AGENT, FakeClock())
+    engine.observe(events[:30])
+    engine.acknowledged(events[:30])
+    committed = {"file-0": events[29].end}
+    engine.checkpoint(committed)
+    engine.close()  # SIGKILL after the registry's save, before the spool's ack block for 20..29
+
+    engine = HealthEngine(SETTINGS, state, None, AGENT, FakeClock())
+    engine.hold_pruning(10)
+    engine.observe(events[20:30])  # the spool hands them out again (fed before: skipped)
+    engine.observe(events[30:40])  # then new ones; the output acknowledges none of them yet
+    for _ in range(6):
+        engine.checkpoint(committed)  # the registry stays at 29's end (nothing acknowledged since)
+    assert all(e.offset in engine._covered["file-0"] for e in events[20:30])
+    engine.close()  # SIGKILL: the spool holds 20..39, none acknowledged
+
+    engine = HealthEngine(SETTINGS, state, None, AGENT, FakeClock())
+    engine.hold_pruning(20)
+    engine.observe(events[20:])
+    engine.acknowledged(events[20:])
+    shipped = Shipped()
+    engine.close_due(final=True)
+    while engine.ship(shipped.deliver):
+        pass
+    assert shipped.docs == expected
+    # Bounded: PRUNE_DELAY checkpoints after the acknowledgement the pins and the offsets go.
+    done = {"file-0": events[-1].end}
+    for _ in range(PRUNE_DELAY + 1):
+        engine.checkpoint(done)
+    assert engine._pinned == {} and "file-0" not in engine._covered
+    engine.close()
 
 
 def test_caps_bound_models_and_waiting_labels(tmp_path):
