@@ -118,6 +118,7 @@ BENTOML = [
     "type=application/json,length=12) (status=404,length=9) 1.25ms (trace=ab,span=cd,sampled=1)",
     "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] _ (scheme=http,method=POST,path=/a%20b/c) (status=500) 2ms",
     "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] h:1 (scheme=ws,path=/stream) - connection open",
+    "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] h:1 (scheme=http,method=GET,path=path=/x) (status=200) 1ms",
     "2024-05-01T10:00:00+0000 [INFO] [api_server:svc:3] not access (scheme=x (trace=zz,span=1,sampled=0)",
     "2024-05-01T10:00:00+0000 [INFO] [api_server::] text (trace=0a,span=0b,sampled=0,service.name=other)",
     '{"meta_data": {"bento_name": "b", "bento_version": "not available"}, "columns": [], "x": 1}',
