@@ -98,8 +98,19 @@ def shipped(es_node, tmp_path_factory):
     return es
 
 
+# The integ-test distribution has no analytics module, hence no histogram field type: the
+# template maps model.health.latency.histogram as an object there (agent.schema), and the
+# panels over it cannot be searched. Strict: on a node with the type they must pass.
+_NO_HISTOGRAM = pytest.mark.xfail(strict=True, reason="this distribution has no histogram field type "
+                                                      "(README, Kibana): the panel's field is not aggregatable")
+
+
 def _panels():
-    return [(board.id, number, panel) for board in dashboards() for number, panel in enumerate(board.panels)]
+    return [pytest.param(board.id, number, panel,
+                         marks=[_NO_HISTOGRAM] if any(schema.FIELDS.get(name) is not None
+                                                      and schema.FIELDS[name].type == "histogram"
+                                                      for name in panel.fields()) else [])
+            for board in dashboards() for number, panel in enumerate(board.panels)]
 
 
 def _leaves(aggregations: dict):
@@ -133,10 +144,6 @@ def test_panel_fields_are_aggregatable_and_its_search_returns_data(shipped, boar
     assert status == 200, caps
     for name in fields:
         found = caps["fields"].get(name)
-        if found is None and schema.FIELDS.get(name) is not None and schema.FIELDS[name].type == "histogram":
-            # The integ-test distribution has no analytics module, hence no histogram type: the
-            # template maps the field as a disabled object there (agent.schema.FALLBACK_TYPES).
-            pytest.skip(f"{name}: this Elasticsearch distribution has no histogram field type (README, Kibana)")
         assert found, f"{board} panel {number} ({panel.title}): {name} is not in {index}'s mappings"
         assert all(kind["aggregatable"] for kind in found.values()), (name, found)
     status, answer = shipped.request("POST", f"/{index}/_search", panel.search())
