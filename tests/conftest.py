@@ -74,3 +74,9 @@ def es_node(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def es(es_node: elasticsearch_local.Node) -> ElasticsearchHelper:
     return ElasticsearchHelper(es_node)
+
+
+@pytest.fixture(scope="session")
+def es_session(es_node: elasticsearch_local.Node) -> ElasticsearchHelper:
+    """``es`` for module- or session-scoped fixtures that fill the node once."""
+    return ElasticsearchHelper(es_node)

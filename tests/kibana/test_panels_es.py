@@ -66,11 +66,9 @@ def _self_metric_docs() -> list[bytes]:
 
 
 @pytest.fixture(scope="module")
-def shipped(es_node, tmp_path_factory):
+def shipped(es_node, es_session, tmp_path_factory):
     """The node with this module's data streams filled (built once)."""
-    from conftest import ElasticsearchHelper
-
-    es = ElasticsearchHelper(es_node)
+    es = es_session
     work = tmp_path_factory.mktemp("panels")
     for index in INDEX.values():
         es.delete_index(index)
