@@ -84,7 +84,14 @@ def scraped(tmp_path_factory):
     log_path = logs / "model.log"
     log_path.write_text("".join(f"2026-12-04 10:00:{i % 60:02d} INFO model.serve: request={i} status=200\n"
                                 for i in range(LINES)))
-    shipping_port, blocked_port, prometheus_port, closed_port = (_free_port() for _ in range(4))
+    shipping_port, blocked_port, prometheus_port = (_free_port() for _ in range(3))
+    # The blocked agent's "Elasticsearch": a port held bound but not listening, so that a
+    # connection is refused for the whole test. A port merely found free can be taken as
+    # the source port of a connection to itself (a TCP self-connect on loopback), and the
+    # agent then talks to its own request: once seen in CI as a never-blocked agent.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
     config = work / "prometheus.yml"
     config.write_text(
         "global:\n"
@@ -130,6 +137,7 @@ def scraped(tmp_path_factory):
         setup.wait_value(f'count(up{{job="modelscribe"}} == 1)', 2, timeout=60)
         yield setup
     finally:
+        closed.close()
         prometheus.terminate()
         try:
             prometheus.wait(20)
