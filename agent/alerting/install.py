@@ -35,7 +35,6 @@ installed before it, then the cause; its exit code is the cause's
 from __future__ import annotations
 
 import json
-import re
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -153,37 +152,18 @@ def _put_or_post(kibana: Any, base: str, path: str, create: dict[str, Any], upda
         outcome = UPDATED
     if status in (200, 201, 204):
         return Installed(what, ident, outcome)
-    if status == 401:
-        raise AuthError(f"Kibana at {base} refused the credentials (401): pass --api-key-file or "
-                        f"--username/--password-file of a user Kibana accepts")
-    if status == 403:
-        raise AuthError(f"Kibana at {base}: the credentials lack the privilege to write {what} {ident} "
-                        f"(403; Stack Rules and Actions and Connectors: all, in the space): {_reason(body)}")
+    kibana.check_access(status, body, f"write {what} {ident} (Stack Rules and Actions and Connectors: all, "
+                                      f"in the space)")
     if status == 404:
         raise PermanentOutputError(f"Kibana at {base} answered 404 for {path}: {_reason(body)} "
                                    f"(is the space right, and the Alerting plugin enabled?)")
     raise RuleRefused(f"Kibana at {base} refused {what} {ident}: HTTP {status}: {_reason(body)}")
 
 
-def _check_version(kibana: Any, base: str) -> None:
-    # Not the shared client's version(): its oldest supported Kibana is the
-    # dashboards' (and its message says so); the rules have their own.
-    status, body = kibana.call("GET", "/api/status")
-    if status == 401:
-        raise AuthError(f"Kibana at {base} refused the credentials (401): pass --api-key-file or "
-                        f"--username/--password-file of a user Kibana accepts")
-    if status == 403:
-        raise AuthError(f"Kibana at {base}: the credentials cannot read its status (403): {_reason(body)}")
-    number = str(body.get("version", {}).get("number", "")) if isinstance(body, dict) else ""
-    found = re.match(r"(\d+)\.(\d+)", number)
-    if status != 200 or not found:
-        raise PermanentOutputError(f"{base} did not answer as Kibana does on /api/status (HTTP {status}); "
-                                   f"is --kibana-url the Kibana URL, not Elasticsearch's?")
+def _check_version(kibana: Any) -> None:
+    # The rules' oldest Kibana is their own, not the dashboards'.
     oldest = tuple(int(part) for part in kibana_rules.OLDEST_KIBANA.split("."))
-    if (int(found.group(1)), int(found.group(2))) < oldest:
-        raise PermanentOutputError(
-            f"Kibana at {base} is {number}; the rules need Kibana {kibana_rules.OLDEST_KIBANA} or later "
-            f"(upgrade Kibana; nothing was installed)")
+    kibana.version(oldest, needs="the rules need", nothing="nothing was installed")
 
 
 def install_rules(settings: Any, rules: tuple[Rule, ...] = RULES) -> list[Installed]:
@@ -193,7 +173,7 @@ def install_rules(settings: Any, rules: tuple[Rule, ...] = RULES) -> list[Instal
     require_fields()
     kibana = Kibana(settings)
     base = settings.url.rstrip("/")
-    _check_version(kibana, base)
+    _check_version(kibana)
     if settings.space and settings.space != "default":
         kibana.check_space(settings.space)
     prefix = _space_prefix(settings.space)

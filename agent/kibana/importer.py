@@ -110,19 +110,22 @@ class Kibana:
             reason = getattr(error, "reason", error)
             raise TransientOutputError(f"Kibana at {self._base} is unreachable: {reason}") from error
 
-    def version(self) -> tuple[int, int]:
+    def version(self, oldest: tuple[int, int] = OLDEST_KIBANA, needs: str = "the dashboards need",
+                nothing: str = "nothing was imported") -> tuple[int, int]:
+        """Kibana's (major, minor); PermanentOutputError when older than ``oldest``
+        (``needs``/``nothing`` word the message for the command that asks)."""
         status, body = self.call("GET", "/api/status")
-        self._check_access(status, body, "read its status (GET /api/status)")
+        self.check_access(status, body, "read its status (GET /api/status)")
         number = body.get("version", {}).get("number", "") if isinstance(body, dict) else ""
         match = _VERSION.match(str(number))
         if status != 200 or not match:
             raise PermanentOutputError(f"{self._base} did not answer as Kibana does on /api/status "
                                        f"(HTTP {status}); is --kibana-url the Kibana URL, not Elasticsearch's?")
         found = (int(match.group(1)), int(match.group(2)))
-        if found < OLDEST_KIBANA:
+        if found < oldest:
             raise PermanentOutputError(
-                f"Kibana at {self._base} is {number}; the dashboards need Kibana "
-                f"{OLDEST_KIBANA[0]}.{OLDEST_KIBANA[1]} or later (upgrade Kibana; nothing was imported)")
+                f"Kibana at {self._base} is {number}; {needs} Kibana "
+                f"{oldest[0]}.{oldest[1]} or later (upgrade Kibana; {nothing})")
         return found
 
     def check_space(self, space: str) -> None:
@@ -130,7 +133,7 @@ class Kibana:
         if status == 404:
             raise ConfigError(f"--space {space}: Kibana at {self._base} has no such space "
                               f"(create it, or leave out --space for the default space); nothing was imported")
-        self._check_access(status, body, f"read the space {space!r}")
+        self.check_access(status, body, f"read the space {space!r}")
         if status != 200:
             raise PermanentOutputError(f"Kibana at {self._base} answered HTTP {status} for the space {space!r}: "
                                        f"{_reason(body)}")
@@ -142,13 +145,14 @@ class Kibana:
         prefix = f"/s/{urllib.parse.quote(space, safe='')}" if space and space != "default" else ""
         status, answer = self.call("POST", f"{prefix}/api/saved_objects/_import?overwrite=true", body,
                                    f"multipart/form-data; boundary={boundary}")
-        self._check_access(status, answer, "import saved objects (the Saved Objects Management or "
+        self.check_access(status, answer, "import saved objects (the Saved Objects Management or "
                                            "Dashboard privilege: all)")
         if status != 200 or not isinstance(answer, dict):
             raise PermanentOutputError(f"Kibana at {self._base} refused the import: HTTP {status}: {_reason(answer)}")
         return answer
 
-    def _check_access(self, status: int, body: Any, doing: str) -> None:
+    def check_access(self, status: int, body: Any, doing: str) -> None:
+        """AuthError naming the URL for a 401 or a 403 (``doing``: what was refused)."""
         if status == 401:
             raise AuthError(f"Kibana at {self._base} refused the credentials (401): pass --api-key-file or "
                             f"--username/--password-file of a user Kibana accepts")
