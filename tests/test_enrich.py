@@ -1,9 +1,11 @@
 """Enrichment: the final document and its deterministic id."""
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent import __version__
-from agent.enrich import Enricher, agent_id, document_id, format_timestamp
+from agent.enrich import Enricher, _DocumentIds, agent_id, document_id, format_timestamp
 from agent.events import Record, Source
 
 
@@ -43,6 +45,20 @@ def test_document_ids_are_deterministic_and_distinct():
     assert len(document_id("k", 10)) == 20
     ids = {document_id(key, offset) for key in ("a", "b") for offset in range(1000)}
     assert len(ids) == 2000
+
+
+def test_document_ids_never_change_across_versions():
+    # A line re-sent by an upgraded agent must get the id the old agent gave it.
+    assert document_id("abc123", 120) == "9H0WLiKTAW0uB5j5Zhqn"
+    assert document_id("\u00fc/\u00df:9", 0) == "gJmPTY-VHao932pqzYRO"
+
+
+@given(st.text(max_size=40), st.integers(min_value=0, max_value=2**63 - 1))
+@settings(max_examples=300, deadline=None)
+def test_the_enrichers_ids_are_document_id(key, offset):
+    ids = _DocumentIds()
+    assert ids(key, offset) == document_id(key, offset)
+    assert ids(key, offset + 1) == document_id(key, offset + 1)  # the cached base is not consumed
 
 
 def test_agent_id_is_stable(tmp_path):
