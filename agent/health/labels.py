@@ -10,6 +10,12 @@ request id is unknown (never seen, expired or evicted) returns None and is
 counted by the caller. A request id seen twice keeps the later prediction.
 
 Checkpointed as a list in insertion order.
+
+Held as plain tuples ``(request_id, key, start, prediction, time)``, the
+checkpoint's rows themselves: a plain tuple of atoms is untracked by the
+garbage collector (a NamedTuple never is), so up to ``cap`` waiting
+predictions do not make every full collection longer, and ``to_state``
+copies no row (it ran for every waiting prediction at every checkpoint).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ class LabelJoin:
     def __init__(self, ttl: float, cap: int) -> None:
         self.ttl = ttl
         self.cap = cap
-        self._waiting: OrderedDict[str, Waiting] = OrderedDict()
+        self._waiting: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self.expired = 0
         self.evicted = 0
 
@@ -39,7 +45,7 @@ class LabelJoin:
     def remember(self, request_id: str, waiting: Waiting) -> bool:
         """False when the cap made room by forgetting the oldest prediction."""
         self._waiting.pop(request_id, None)
-        self._waiting[request_id] = waiting
+        self._waiting[request_id] = (request_id, *waiting)
         if len(self._waiting) > self.cap:
             self._waiting.popitem(last=False)
             self.evicted += 1
@@ -47,7 +53,8 @@ class LabelJoin:
         return True
 
     def take(self, request_id: str) -> Waiting | None:
-        return self._waiting.pop(request_id, None)
+        row = self._waiting.pop(request_id, None)
+        return None if row is None else Waiting(*row[1:])
 
     def expire(self, now: float) -> int:
         """Forget predictions older than ``now - ttl`` (event time). Insertion
@@ -56,8 +63,8 @@ class LabelJoin:
         limit = now - self.ttl
         gone = 0
         while self._waiting:
-            request_id, waiting = next(iter(self._waiting.items()))
-            if waiting.time >= limit:
+            request_id, _, _, _, time = next(iter(self._waiting.values()))
+            if time >= limit:
                 break
             del self._waiting[request_id]
             gone += 1
@@ -65,14 +72,15 @@ class LabelJoin:
         return gone
 
     def to_state(self) -> dict[str, Any]:
-        return {"waiting": [[rid, list(w.key), w.start, w.prediction, w.time] for rid, w in self._waiting.items()],
+        # The rows as they are (orjson writes a tuple as an array): read-only for the caller.
+        return {"waiting": list(self._waiting.values()),
                 "expired": self.expired, "evicted": self.evicted}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], ttl: float, cap: int) -> LabelJoin:
         join = cls(ttl, cap)
         for rid, key, start, prediction, time in state["waiting"]:
-            join._waiting[rid] = Waiting(tuple(key), start, prediction, time)  # type: ignore[arg-type]
+            join._waiting[rid] = (rid, tuple(key), start, prediction, time)
         join.expired = int(state["expired"])
         join.evicted = int(state["evicted"])
         return join

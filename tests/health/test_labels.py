@@ -41,3 +41,20 @@ def test_the_state_round_trips():
     join.remember("c", _w(1001))
     again = LabelJoin.from_state(orjson.loads(orjson.dumps(join.to_state())), 60, 10)
     assert again.to_state() == join.to_state() and again.take("c") == _w(1001)
+
+
+def test_the_checkpoint_rows_keep_their_format():
+    join = LabelJoin(ttl=60, cap=10)
+    join.remember("a", Waiting(("m", "1", "", "h"), 0, "cat", 5.5))
+    assert orjson.loads(orjson.dumps(join.to_state())) == {
+        "waiting": [["a", ["m", "1", "", "h"], 0, "cat", 5.5]], "expired": 0, "evicted": 0}
+
+
+def test_waiting_predictions_leave_the_garbage_collectors_work():
+    # Up to caps.pending_labels rows wait: tracked ones made every full collection scan them.
+    import gc
+
+    join = LabelJoin(ttl=60, cap=10)
+    join.remember("a", Waiting(("m", "", "", ""), 0, "cat", 5.5))
+    gc.collect()
+    assert not any(gc.is_tracked(row) for row in join._waiting.values())
