@@ -33,6 +33,11 @@ What ``FeatureCounts.add`` counts (each value lands in exactly one bin, or in
 Categories are compared as strings (``category_key``): "a" is "a", 1 and 1.0
 are "1", true is "true".
 
+``FeatureCounts.add_many`` counts a batch of values to exactly what ``add``
+of each in turn counts (counting commutes), in fewer interpreter steps: the
+floats and ints of the batch are sorted once and cut at the edges, the
+strings counted by a ``Counter``; every other value goes through ``add``.
+
 Drift measures (both need two non-empty count vectors of the same bins):
 
 - ``psi``: population stability index ``sum((a - e) * ln(a / e))`` over the
@@ -48,7 +53,7 @@ Drift measures (both need two non-empty count vectors of the same bins):
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -279,6 +284,67 @@ class FeatureCounts:
             return UNSEEN_CATEGORY
         self.counts[index] += 1
         return None
+
+    def add_many(self, values: Sequence[Any]) -> list[str]:
+        """Count every value of ``values``, exactly as ``add`` of each in turn
+        would; returns the quality kinds counted (each once, in no set order)."""
+        kinds: dict[str, None] = {}
+        lookup = self._lookup
+        if lookup is None:  # numeric
+            numbers = [v for v in values if v.__class__ is float]
+            if len(numbers) != len(values):
+                rest = [v for v in values if v.__class__ is not float]
+                ints = [v for v in rest if v.__class__ is int]
+                try:
+                    numbers += list(map(float, ints))  # add's conversion (all at once or not at all)
+                    rest = [v for v in rest if v.__class__ is not int]
+                except OverflowError:  # an int beyond float range: add's infinities, value by value
+                    pass
+                for value in rest:
+                    kind = self.add(value)
+                    if kind is not None:
+                        kinds[kind] = None
+            present = [v for v in numbers if v == v]  # NaN is missing
+            if len(present) != len(numbers):
+                self.missing += len(numbers) - len(present)
+                kinds[MISSING] = None
+            if present:
+                # add() puts v in bin bisect_left(edges, v), i.e. (e[i-1], e[i]]: the
+                # sorted values up to bisect_right(sorted, e[i]) fill the bins up to i.
+                present.sort()
+                counts = self.counts
+                below = 0
+                for i, edge in enumerate(self._edges):
+                    upto = bisect_right(present, edge)
+                    counts[i] += upto - below
+                    below = upto
+                counts[-1] += len(present) - below
+                outside = bisect_right(present, self._minimum) + len(present) - bisect_right(present, self._maximum)
+                if outside:
+                    self.out_of_range += outside
+                    kinds[OUT_OF_RANGE] = None
+            return list(kinds)
+        strings = [v for v in values if v.__class__ is str]
+        if len(strings) != len(values):
+            for value in values:
+                if value.__class__ is not str:
+                    kind = self.add(value)
+                    if kind is not None:
+                        kinds[kind] = None
+        if strings:
+            counts = self.counts
+            unseen = 0
+            for key, n in Counter(strings).items():
+                index = lookup.get(key)
+                if index is None:
+                    unseen += n
+                else:
+                    counts[index] += n
+            if unseen:
+                counts[-1] += unseen
+                self.unseen_category += unseen
+                kinds[UNSEEN_CATEGORY] = None
+        return list(kinds)
 
     @property
     def total(self) -> int:
