@@ -319,7 +319,7 @@ class FeatureCounts:
                     counts[i] += upto - below
                     below = upto
                 counts[-1] += len(present) - below
-                outside = bisect_right(present, self._minimum) + len(present) - bisect_right(present, self._maximum)
+                outside = bisect_left(present, self._minimum) + len(present) - bisect_right(present, self._maximum)
                 if outside:
                     self.out_of_range += outside
                     kinds[OUT_OF_RANGE] = None

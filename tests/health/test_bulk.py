@@ -1,0 +1,89 @@
+"""Bulk counting (``FeatureCounts.add_many``, ``WindowState.add_many``) counts
+exactly what per-value ``add`` counts, on generated batches of every kind of
+value a JSON document (or a caller) can hold."""
+
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.health.drift import CategoricalBins, FeatureCounts, NumericBins
+
+
+class _Float(float):
+    pass
+
+
+class _Str(str):
+    pass
+
+
+finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
+reference_numbers = st.lists(st.one_of(finite, st.sampled_from([0.0, -0.0, 1.0, 2.5]), st.integers(-5, 5)),
+                             min_size=1, max_size=60)
+reference_categories = st.lists(st.one_of(st.sampled_from(["a", "b", "c", "1", "2.5", "true"]), st.text(max_size=2),
+                                          st.integers(-3, 3), st.booleans()), min_size=1, max_size=60)
+# Everything a value can be: numbers (ties with the edges included), NaN, None, bools,
+# ints beyond float range, strings, numbers as strings, nested objects, subclasses.
+values = st.one_of(
+    finite, st.sampled_from([0.0, -0.0, 1.0, 2.5, 1e300, -1e300]), st.integers(-10, 10),
+    st.integers(-10**6, 10**6), st.sampled_from([10**400, -(10**400), 2**1024, 2**1023]),
+    st.none(), st.just(math.nan), st.just(math.inf), st.just(-math.inf), st.booleans(),
+    st.text(max_size=3), st.sampled_from(["a", "b", "c", "1", "2.5", "3.5", "nan", "true", "__other__"]),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.builds(_Float, finite), st.just(_Float(math.nan)), st.builds(_Str, st.sampled_from(["a", "z"])))
+batches = st.lists(values, max_size=120)
+
+
+def _one_by_one(bins, batch):
+    counts = FeatureCounts(bins)
+    kinds = {kind for kind in map(counts.add, batch) if kind is not None}
+    return counts, kinds
+
+
+def _same(bulk: FeatureCounts, single: FeatureCounts) -> None:
+    assert bulk.counts == single.counts
+    assert bulk.quality() == single.quality()
+
+
+@settings(max_examples=400, deadline=None)
+@given(reference_numbers, st.lists(batches, min_size=1, max_size=3))
+def test_numeric_bulk_counts_what_each_value_counts(reference, batches):
+    bins = NumericBins.from_reference(reference)
+    bulk = FeatureCounts(bins)
+    bulk_kinds: set[str] = set()
+    for batch in batches:
+        bulk_kinds.update(bulk.add_many(batch))
+    single, kinds = _one_by_one(bins, [v for batch in batches for v in batch])
+    _same(bulk, single)
+    assert bulk_kinds == kinds
+
+
+@settings(max_examples=400, deadline=None)
+@given(reference_categories, st.integers(1, 5), st.lists(batches, min_size=1, max_size=3))
+def test_categorical_bulk_counts_what_each_value_counts(reference, cap, batches):
+    bins = CategoricalBins.from_reference(reference, max_categories=cap)
+    bulk = FeatureCounts(bins)
+    bulk_kinds: set[str] = set()
+    for batch in batches:
+        bulk_kinds.update(bulk.add_many(batch))
+    single, kinds = _one_by_one(bins, [v for batch in batches for v in batch])
+    _same(bulk, single)
+    assert bulk_kinds == kinds
+
+
+def test_bulk_corner_values_by_hand():
+    numeric = FeatureCounts(NumericBins.from_reference(range(10)))  # edges 0.9 .. 8.1, range [0, 9]
+    kinds = numeric.add_many([0.9, 0.9000000000000001, 10**400, -math.inf, math.nan, None, True, "5", 9, 9.5])
+    assert sorted(kinds) == ["missing", "out_of_range", "type_mismatch"]
+    assert numeric.counts[0] == 2 and numeric.counts[1] == 1 and numeric.counts[-1] == 3
+    assert numeric.quality() == {"missing": 2, "type_mismatch": 2, "out_of_range": 3, "unseen_category": 0}
+    categorical = FeatureCounts(CategoricalBins.from_reference(["a", "a", "b", 1], max_categories=2))
+    assert sorted(categorical.add_many(["a", "b", 1, 1.0, True, "z", [1], None])) == [
+        "missing", "type_mismatch", "unseen_category"]
+    # Kept: a (2), then "1" before "b" (a tie, broken by name); 1 and 1.0 are "1";
+    # b, true ("true") and z are other.
+    assert categorical.bins.categories == ("a", "1")
+    assert categorical.counts == [1, 2, 3] and categorical.unseen_category == 3
