@@ -114,6 +114,9 @@ class Persisted:
                     continue
                 self._apply(obs)
                 count += 1
+                if count % 1000 == 0:
+                    self._count_batch()
+        self._count_batch()
         return count
 
     def _restore(self, state: dict[str, Any]) -> None:

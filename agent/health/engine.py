@@ -173,6 +173,9 @@ class HealthEngine(Persisted):
         self._covered: dict[str, set[int]] = {}
         self._interned: dict[tuple[str, ...], tuple[tuple[str, ...], ModelKey, str]] = {}
         self._outbox: dict[str, bytes] = {}
+        # Requests _apply set aside for _count_batch: (id(window state), id(reference)) ->
+        # (window state, reference, model name, observations); empty outside observe/replay.
+        self._batch: dict[tuple[int, int], tuple[WindowState, Any, str, list[Observation]]] = {}
         self.counters = {"observed": 0, "unmatched_labels": 0, "features_capped": 0, "windows": 0,
                          "documents": 0}
         self._held = 0  # values the collectors hold (caps.reference_values)
@@ -257,6 +260,7 @@ class HealthEngine(Persisted):
             self._journal(fresh)
             for _, obs in fresh:
                 self._apply(obs)
+            self._count_batch()
             self._dirty = True
 
     def acknowledged(self, events: Sequence[Event]) -> None:
@@ -311,11 +315,11 @@ class HealthEngine(Persisted):
                        cap=self.settings.caps.models)
         self._advance(kt, obs.time)
         if state is not None:
-            raised = state.add(obs, ref.features if ref else None, ref.prediction if ref else None,
-                               self.settings.caps.features)
-            for raised_kind in raised:
-                self._once(raised_kind, "health: a model input did not fit its reference (counted in the "
-                           "figures)", kind=raised_kind, model=key.model)
+            # Counted by _count_batch, per window and reference, before the lock is released.
+            group = self._batch.get((id(state), id(ref)))
+            if group is None:
+                group = self._batch[(id(state), id(ref))] = (state, ref, key.model, [])
+            group[3].append(obs)
             if obs.request_id is not None and obs.prediction is not MISSING:
                 if obs.label is not MISSING:
                     state.labels.add(obs.label, obs.prediction)
@@ -344,6 +348,20 @@ class HealthEngine(Persisted):
                 self._references_dirty = True
                 log.info("health: reference complete", model=key.model, events=collector.seen,
                          features=len(self._references[mid].features))
+
+    def _count_batch(self) -> None:
+        """Count what ``_apply`` set aside: each window's requests of the batch
+        in one step (``WindowState.add_many``: the figures ``add`` of each in
+        turn gives). Nothing reads a window's counts before this: closing and
+        checkpoints take the lock ``observe`` holds."""
+        batch, self._batch = self._batch, {}
+        max_features = self.settings.caps.features
+        for state, ref, model, observations in batch.values():
+            raised = state.add_many(observations, ref.features if ref else None, ref.prediction if ref else None,
+                                    max_features)
+            for raised_kind in raised:
+                self._once(raised_kind, "health: a model input did not fit its reference (counted in the "
+                           "figures)", kind=raised_kind, model=model)
 
     def _advance(self, kt: tuple[str, ...], when: float) -> None:
         """The model's watermark, as ``Windows`` keeps it; a window becoming due

@@ -11,12 +11,14 @@ carries consistent counts.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 from agent.health.accuracy import ClassificationCounts, RegressionCounts
 from agent.health.drift import Bins, FeatureCounts, as_number, bins_from_state
 from agent.health.extract import BAD_LATENCY, MISSING, Observation
 from agent.health.histogram import LatencyHistogram
+
+_NONE: dict[str, Any] = {}  # the features of an event that logged none
 
 
 def is_regression(true: Any, predicted: Any) -> bool:
@@ -124,6 +126,45 @@ class WindowState:
             if kind is not None:
                 raised.append(kind)
         return raised
+
+    def add_many(self, observations: Sequence[Observation], features: dict[str, Bins] | None,
+                 prediction: Bins | None, max_features: int) -> list[str]:
+        """Count requests as ``add`` of each in turn would (the engine's batch
+        path): each feature's values of the batch as one column, counted by
+        ``FeatureCounts.add_many``. Returns the quality kinds raised, each once."""
+        raised: dict[str, None] = {}
+        self.requests += len(observations)
+        latency = self.latency
+        for obs in observations:
+            if obs.error:
+                self.errors += 1
+            ms = obs.latency_ms
+            if ms is not None and (ms == BAD_LATENCY or not latency.add(ms)):
+                self.bad_latency += 1
+                raised["bad_latency"] = None
+            if obs.input_tokens:
+                self.input_tokens += obs.input_tokens
+            if obs.output_tokens:
+                self.output_tokens += obs.output_tokens
+        predictions = [obs.prediction for obs in observations if obs.prediction is not MISSING]
+        self.no_prediction += len(observations) - len(predictions)
+        if features and observations:
+            names = tuple(features)
+            # One row per event (C-level lookups), turned into one column per feature.
+            rows = [tuple(map((obs.features or _NONE).get, names)) for obs in observations]
+            for name, column in zip(names, zip(*rows)):
+                counts = self.features.get(name)
+                if counts is None:
+                    if len(self.features) >= max_features:
+                        self.features_capped += len(column)
+                        continue
+                    counts = self.features[name] = FeatureCounts(features[name])
+                raised.update(dict.fromkeys(counts.add_many(column)))
+        if prediction is not None and predictions:
+            if self.prediction is None:
+                self.prediction = FeatureCounts(prediction)
+            raised.update(dict.fromkeys(self.prediction.add_many(predictions)))
+        return list(raised)
 
     def to_state(self) -> dict[str, Any]:
         return {"n": [self.requests, self.errors, self.bad_latency, self.no_prediction, self.input_tokens,

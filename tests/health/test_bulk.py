@@ -87,3 +87,40 @@ def test_bulk_corner_values_by_hand():
     # b, true ("true") and z are other.
     assert categorical.bins.categories == ("a", "1")
     assert categorical.counts == [1, 2, 3] and categorical.unseen_category == 3
+
+
+# -- a window's requests of a batch at once ---------------------------------------------
+
+from agent.health.drift import bins_from_reference  # noqa: E402
+from agent.health.extract import BAD_LATENCY, MISSING, Observation  # noqa: E402
+from agent.health.state import WindowState  # noqa: E402
+
+NAMES = ("a", "b", "c", "d")
+latencies = st.one_of(st.none(), st.just(BAD_LATENCY), st.floats(allow_nan=True), st.integers(-5, 10**6),
+                      st.just(10**400), st.booleans())
+observations = st.builds(
+    lambda latency, error, prediction, features, tokens: Observation(
+        0.0, ("m", "", "", ""), None, latency, error, prediction, features, MISSING, *tokens),
+    latencies, st.booleans(), st.one_of(st.just(MISSING), values),
+    st.one_of(st.none(), st.dictionaries(st.sampled_from(NAMES + ("x",)), values, max_size=5)),
+    st.tuples(st.one_of(st.none(), st.integers(0, 100)), st.one_of(st.none(), st.integers(0, 100))))
+references = st.dictionaries(st.sampled_from(NAMES), st.one_of(reference_numbers, reference_categories),
+                             max_size=4).map(lambda columns: {name: bins_from_reference(column, 3)
+                                                              for name, column in columns.items()})
+
+
+@settings(max_examples=300, deadline=None)
+@given(references, st.one_of(st.none(), reference_categories), st.integers(0, 4),
+       st.lists(st.lists(observations, max_size=30), min_size=1, max_size=3))
+def test_a_windows_batch_counts_what_each_request_counts(features, prediction, max_features, batches):
+    prediction_bins = bins_from_reference(prediction, 3) if prediction else None
+    bulk, single = WindowState(3), WindowState(3)
+    bulk_raised: set[str] = set()
+    raised: set[str] = set()
+    for batch in batches:
+        bulk_raised.update(bulk.add_many(batch, features or None, prediction_bins, max_features))
+        for obs in batch:
+            raised.update(single.add(obs, features or None, prediction_bins, max_features))
+    assert bulk.to_state() == single.to_state()
+    assert list(bulk.features) == list(single.features)  # the same features kept under the cap
+    assert bulk_raised == raised

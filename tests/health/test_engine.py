@@ -382,3 +382,30 @@ def test_bad_input_never_raises(tmp_path_factory, docs):
     again.observe(events)  # all seen: nothing counted twice, nothing raised
     assert again.counters["observed"] == engine.counters["observed"]
     again.close()
+
+
+def _documents(tmp_path, settings, events: list[Event], batch: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    engine = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    for i in range(0, len(events), batch):
+        engine.observe(events[i:i + batch])
+    state = orjson.loads(engine._snapshot())
+    engine.close_due(final=True)
+    shipped = Shipped()
+    while engine.ship(shipped.deliver):
+        pass
+    engine.close()
+    return shipped.docs, {k: v for k, v in state.items() if k not in ("journal", "outbox")}
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), features_cap=st.sampled_from([1, 200]))
+def test_a_batch_is_counted_as_its_events_one_by_one(tmp_path_factory, seed, features_cap):
+    # observe sets a batch's requests aside per window and reference and counts them in
+    # one step: the reference completes mid-batch, events are late, the features cap bites.
+    settings_ = parse_health({"window": 10, "lateness": 5, "reference_size": 50, "label_ttl": 120,
+                              "caps": {"features": features_cap}}, "test: health")
+    events = _interleave(make_events(seed, count=300), seed)
+    one_by_one = _documents(tmp_path_factory.mktemp("single"), settings_, events, 1)
+    at_once = _documents(tmp_path_factory.mktemp("batch"), settings_, events, len(events))
+    assert at_once == one_by_one
+    assert any(doc.get("model", {}).get("drift") for doc in at_once[0].values())  # drift was counted
