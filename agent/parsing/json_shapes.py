@@ -1,41 +1,43 @@
-"""The loop of ``parse_json.map_object`` compiled for one set of keys.
+"""``parse_json.map_object`` compiled for one set of keys.
 
 The lines of one logger share their keys, in the same order (a *shape*), and
 ``KeyMap.shape`` already decides per shape what each key means. What is left
 per line is the interpreter of those plans: a zip over the keys, a dispatch on
-the plan's kind, tuple indexing. Once a shape has been seen often enough
-(``KeyMap.compile_after``), this module writes that loop out for it as Python
-source, one block per key with the plan's kind, role and constants resolved,
-and compiles it: the same operations in the same order, minus the
-interpretation (about a fifth of the JSON parser's time on a typical line).
+the plan's kind, tuple indexing, and the steps after the loop that this set
+of keys can never need. Once a shape has been seen often enough
+(``KeyMap.compile_after``), this module writes ``map_object`` out for it as
+Python source, one block per key with the plan's kind, role and constants
+resolved, then the steps after the loop that the shape can need, and
+compiles it: the same operations in the same order, minus the interpretation
+(about 30 % of ``map_object``'s time on a typical model-service line).
 
 Guarantees:
 
-- Equivalence: a compiled shape returns exactly the state the interpreted
-  loop of ``map_object`` reaches for the same object (a hypothesis test
-  compares both on random objects and key maps). Each block below is the
-  interpreted branch with its constants substituted, nothing more.
+- Equivalence: a compiled shape returns exactly what ``map_object``'s
+  interpreted path (the reference) returns for the same object: a hypothesis
+  test compares both on random objects and key maps, and one object per
+  branch. Each block is the interpreted branch with its constants
+  substituted; a step after the loop is left out only when no plan of the
+  shape can set what it reads.
 - No text of a log line reaches the generated source: keys and plan values
-  are bound as globals ``k<i>`` and ``p<i>_<j>`` of the generated function,
+  are bound as globals ``k<i>`` and ``p<i>_<j>`` of the generated function;
   the source holds only identifiers made here.
-- Bounded: shapes of at most ``parse_json._MAX_SHAPE_KEYS`` keys, and only
-  shapes the key map caches (at most ``_MAX_SHAPES``).
+- Bounded: only shapes the key map caches (at most ``_MAX_SHAPES``, each of
+  at most ``_MAX_SHAPE_KEYS`` keys), and only once seen ``compile_after``
+  times, so ever-changing keys cost no compiles.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
-# The state the loop leaves for the rest of map_object, in this order.
-STATE = ("fields", "extra", "message", "timestamp", "stamps", "level", "logger", "stack", "ecs_log",
-         "mapped", "status", "late_rule", "late_key", "late_value")
-
-
 def compile_shape(names: tuple[str, ...], plans: tuple[tuple[Any, ...], ...],
                   env: dict[str, Any]) -> Callable[[dict[str, Any], Any], tuple[Any, ...]]:
-    """``shaped(obj, mapped) -> STATE`` for objects whose keys are ``names``
-    (in order) with the decided ``plans``. ``env``: parse_json's kinds, roles
-    and helpers (passed in: this module cannot import parse_json)."""
+    """``shaped(obj, mapped) -> (message, timestamp, fields)``: ``map_object``
+    for objects whose keys are ``names`` (in order) with the decided ``plans``
+    (``mapped``: the values of nested user sources, or None). ``env``:
+    parse_json's kinds, roles and helpers (passed in: this module cannot
+    import parse_json)."""
     namespace: dict[str, Any] = dict(env)
     body: list[str] = []
     for index, (key, plan) in enumerate(zip(names, plans)):
@@ -54,10 +56,100 @@ def compile_shape(names: tuple[str, ...], plans: tuple[tuple[Any, ...], ...],
         "    ecs_log = False",
         f"    ({values},) = obj.values()" if names else "    pass",
         *("    " + line for line in body),
-        f"    return ({', '.join(STATE)})",
+        *("    " + line for line in _epilogue(names, plans, env)),
+        "    return message, timestamp, fields",
     ])
     exec(compile(source, f"<json shape of {len(names)} keys>", "exec"), namespace)  # noqa: S102 - our own source
     return namespace["shaped"]
+
+
+def _epilogue(names: tuple[str, ...], plans: tuple[tuple[Any, ...], ...], env: dict[str, Any]) -> list[str]:
+    """map_object after its loop, without the steps this shape can never need."""
+    roles = {plan[1] for plan in plans if plan[0] == env["_ROLE"]}
+    lines: list[str] = []
+    if any(plan[0] == env["_ROLE"] and plan[1] == env["_TIMESTAMP"] and plan[2] for plan in plans):
+        lines += ["if stamps is not None:",
+                  "    stamps.sort(key=_stamp_rank)",
+                  "    for key, value in stamps:",
+                  "        if timestamp is None:",
+                  "            timestamp = parse_value(value)",
+                  "            if timestamp is not None:",
+                  "                continue",
+                  "        extra[key] = value"]
+    if roles & {env["_LEVEL"], env["_LOGGER"]}:
+        lines += ["if level is not None or logger is not None:",
+                  "    log = fields.get('log', _MISSING)",
+                  "    created = log is _MISSING",
+                  "    if created:",
+                  "        log = fields['log'] = {}",
+                  "    if type(log) is dict:",
+                  "        if level is not None:",
+                  "            if type(level[1]) is str and 'level' not in log:",
+                  "                log['level'] = level[1].lower()",
+                  "            else:",
+                  "                _place_log(fields, extra, 'level', level)",
+                  "        if logger is not None:",
+                  "            if type(logger[1]) is str and 'logger' not in log:",
+                  "                log['logger'] = logger[1]",
+                  "            else:",
+                  "                _place_log(fields, extra, 'logger', logger)",
+                  "        if created and not log:",
+                  "            del fields['log']",
+                  "    else:",
+                  "        if level is not None:",
+                  "            _place_log(fields, extra, 'level', level)",
+                  "        if logger is not None:",
+                  "            _place_log(fields, extra, 'logger', logger)"]
+    if env["_STACK"] in roles:
+        lines += ["if stack is not None and not (isinstance(stack[1], str)"
+                  " and _set_leaf(fields, 'error', 'stack_trace', stack[1])):",
+                  "    extra[stack[0]] = stack[1]"]
+    if any(plan[0] == env["_LATE"] for plan in plans):
+        lines += ["if late_rule is not None:",
+                  "    result = late_rule.put(fields, late_value)",
+                  "    if result is NO:",
+                  "        extra[late_key] = late_value",
+                  "    elif late_rule.place == STATUS_PLACE:",
+                  "        status = result"]
+    lines += ["if mapped is not None:",
+              "    message, timestamp, deferred_status = _apply(mapped, fields, extra, message, timestamp)",
+              "    if deferred_status is not None:",
+              "        status = deferred_status",
+              "if status is not None and 100 <= status <= 599:",
+              "    event = fields.get('event', _MISSING)",
+              "    if event is _MISSING:",
+              "        fields['event'] = {'outcome': OUTCOMES[status]}",
+              "    elif type(event) is dict and 'outcome' not in event:",
+              "        event['outcome'] = OUTCOMES[status]"]
+    if any(_may_write_log(key, plan, env) for key, plan in zip(names, plans)):
+        lines += ["if ecs_log:",
+                  "    log = fields['log']",
+                  "    value = log.get('level')",
+                  "    if value is not None and not isinstance(value, (dict, list)):",
+                  "        log['level'] = (value if isinstance(value, str) else _text(value)).lower()",
+                  "    if 'file' in log:",
+                  "        extra['log.file'] = log.pop('file')",
+                  "    if 'offset' in log:",
+                  "        extra['log.offset'] = log.pop('offset')"]
+    lines += ["if 'error' in fields:",
+              "    error = fields['error']",
+              "    if type(error) is dict:",
+              "        _describe_error(error)",
+              "if extra:",
+              "    fields['extra'] = extra"]
+    return lines
+
+
+def _may_write_log(key: str, plan: tuple[Any, ...], env: dict[str, Any]) -> bool:
+    """Whether this key's block can set ``ecs_log`` (an ECS key under "log")."""
+    kind = plan[0]
+    if kind == env["_DOTTED2"]:
+        return plan[1] == "log"
+    if kind == env["_DOTTED"]:
+        return plan[1][0] == "log"
+    if kind in (env["_MAPPED"], env["_LATE"]):
+        return bool(plan[2]) and key == "log"
+    return kind == env["_ECS_OBJECT"] and key == "log"
 
 
 def _block(i: int, key: str, plan: tuple[Any, ...], env: dict[str, Any]) -> list[str]:

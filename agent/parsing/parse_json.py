@@ -320,7 +320,13 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
 
     Takes ownership of ``obj``: nested objects are moved into ``fields``.
     ``keys``: which keys have a meaning (default: the built-in catalogue).
+    A common set of keys is mapped by this function written out for it
+    (``json_shapes``); what follows is the reference it must equal.
     """
+    names = tuple(obj)
+    shaped = keys.compiled.get(names)
+    if shaped is not None:
+        return shaped(obj, _nested_values(obj, keys.nested) if keys.nested else None)
     fields: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     message = ""
@@ -337,18 +343,11 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
     late_rule = late_key = late_value = None  # a _LATE plan's rule, key and value
     if keys.nested:
         mapped = _nested_values(obj, keys.nested)
-    names = tuple(obj)
-    shaped = keys.compiled.get(names)
-    if shaped is not None:  # this loop, written out for these keys (json_shapes)
-        (fields, extra, message, timestamp, stamps, level, logger, stack, ecs_log, mapped, status,
-         late_rule, late_key, late_value) = shaped(obj, mapped)
-        plans = ()
+    plans = keys.shapes.get(names)
+    if plans is None:
+        plans = keys.shape(names)
     else:
-        plans = keys.shapes.get(names)
-        if plans is None:
-            plans = keys.shape(names)
-        else:
-            keys.seen(names, plans)
+        keys.seen(names, plans)
     for plan, key, value in zip(plans, names, obj.values()):
         kind = plan[0]
         if kind == _PUT2:  # (first: the most frequent kind on model services' lines)
@@ -624,7 +623,9 @@ def failure_reason(text: str) -> str:
 
 _SHAPE_ENV.update(
     NO=NO, _MISSING=_MISSING, STATUS_PLACE=STATUS_PLACE, _put=_put, _text=_text,
-    _better_present=_better_present, parse_value=timestamps.parse_value,
+    _better_present=_better_present, parse_value=timestamps.parse_value, _stamp_rank=_stamp_rank,
+    _place_log=_place_log, _set_leaf=_set_leaf, _apply=_apply, _describe_error=_describe_error,
+    OUTCOMES=json_keys.OUTCOMES,
     _EXTRA=_EXTRA, _ROLE=_ROLE, _DOTTED2=_DOTTED2, _DOTTED=_DOTTED, _ECS_OBJECT=_ECS_OBJECT,
     _MAPPED=_MAPPED, _PUT=_PUT, _PUT2=_PUT2, _LATE=_LATE,
     _MESSAGE=_MESSAGE, _TIMESTAMP=_TIMESTAMP, _LEVEL=_LEVEL, _LOGGER=_LOGGER, _STACK=_STACK)

@@ -73,6 +73,7 @@ _BRANCHES = [
     {"process": {"pid": 1}, "user": "alice", "error": {"stack_trace": "Traceback (most recent call last):\nE: x"}},
     {"exc_info": "Traceback (most recent call last):\nValueError: v", "message": 3.5, "level": None},
     {"model": 5, "model_name": "m", "latency_ms": "fast", "duration_ms": 12, "request_id": ""},
+    {"ts": 1764244800, "time": 1764244801, "@timestamp": "not a time"},  # held back, then ranked
 ]
 
 
@@ -80,6 +81,10 @@ def test_every_branch_of_the_loop() -> None:
     for obj in _BRANCHES:
         expected, got = _both(obj, ())
         assert got == expected, obj
+    # A user rule on an ECS field set's key: an object there is still ECS's.
+    for value in ({"level": "WARN", "offset": 5}, "plain"):
+        expected, got = _both({"log": value, "message": "m"}, (("log", "labels.log"),))
+        assert got == expected, value
 
 
 def test_a_typical_model_service_line() -> None:
