@@ -147,6 +147,8 @@ class Enricher:
         self._stamps = _Timestamps()
         self._ids = _DocumentIds()
         self._transforms = transforms
+        # The transforms append the host object to a document without one.
+        self._host_appended = transforms is not None and transforms.appends_host(self._host)
         # Metric events (event.kind: metric) go to the metrics data stream
         # that matches the logs one, when the target is a logs data stream.
         self._metrics_target = metrics_target
@@ -163,7 +165,10 @@ class Enricher:
         placed = {"file": {"path": record.source.path}, "offset": record.offset}
         doc["log"] = {**log, **placed} if isinstance(log, dict) else placed
         host = doc.get("host")
-        doc["host"] = {**host, "name": self._host} if isinstance(host, dict) else {"name": self._host}
+        if host is not None:
+            doc["host"] = {**host, "name": self._host} if isinstance(host, dict) else {"name": self._host}
+        elif not self._host_appended:
+            doc["host"] = {"name": self._host}
         doc["agent"] = self._agent
         if record.tags:
             doc["tags"] = list(record.tags)

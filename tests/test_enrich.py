@@ -69,3 +69,25 @@ def test_agent_id_is_stable(tmp_path):
 
 def test_format_timestamp_millis():
     assert format_timestamp(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_a_document_without_host_gets_the_same_bytes_as_one_with_the_bare_host_name():
+    # The enrichment leaves host out when the transforms append it as bytes
+    # (Transforms.appends_host); the result must not differ from building
+    # {"name": ...} first, which takes the transforms' general check.
+    from agent.transforms import TransformSettings, Transforms
+    from agent.transforms.static import HostInfo
+
+    host = HostInfo(name="h1", ips=("10.0.0.2",), os_name="Debian", os_version="12", architecture="x86_64")
+    for settings in (TransformSettings(), TransformSettings(redact_fields=("user.name",))):
+        transforms = Transforms(settings, host)
+        enricher = Enricher("h1", "agent-1", keep_original=False, transforms=transforms)
+        assert enricher._host_appended is (not settings.redact_fields)
+        for fields in ({}, {"log": {"level": "info"}, "model": {"name": "m"}}):
+            bare = enricher.build(_record(fields=fields)).data
+            named = enricher.build(_record(fields={**fields, "host": {"name": "h1"}})).data
+            assert bare == named
+            assert orjson.loads(bare)["host"]["ip"] == ["10.0.0.2"]
+    other = Enricher("other-name", "agent-1", keep_original=False, transforms=Transforms(TransformSettings(), host))
+    assert not other._host_appended
+    assert orjson.loads(other.build(_record()).data)["host"]["name"] == "other-name"

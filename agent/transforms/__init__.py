@@ -224,6 +224,12 @@ class Transforms:
         self._static = static
         self._max = settings.max_field_bytes
 
+    def appends_host(self, name: str) -> bool:
+        """Whether a document without ``host`` gets this host object as bytes,
+        exactly as one with ``host: {"name": name}`` does (so the enrichment
+        need not build that object only for ``_run`` to remove it)."""
+        return self._host_tail is not None and self._host.name == name and not self._rules.active  # type: ignore[union-attr]
+
     def _splice_bytes(self) -> bytes | None:
         """``,"host":{...}`` when the host object may be appended to serialised documents.
 
