@@ -34,7 +34,7 @@ from agent.atomic import write_atomic
 from agent.errors import StateError
 from agent.health import reference
 from agent.health.alerts import AlertBook
-from agent.health.extract import Observation, extract
+from agent.health.extract import Observation
 from agent.health.labels import LabelJoin
 from agent.health.state import LabelState, WindowState
 from agent.health.windows import Windows
@@ -56,6 +56,7 @@ class Persisted:
     _commit_history: deque[dict[str, int]]
     _pinned: dict[str, dict[int, int | None]]
     _checkpoints: int
+    _extractors: dict[str, Any]
 
     def _journal_path(self, gen: int) -> str:
         return os.path.join(self.directory, f"journal-{gen:010d}.log")
@@ -106,7 +107,7 @@ class Persisted:
                     key, offset, data = line.rstrip(b"\n").split(b"\t", 2)
                     source_key = key.decode()
                     doc = orjson.loads(data)
-                    obs = extract(doc, self._paths(source_key, doc))
+                    obs = (self._extractors.get(source_key) or self._extractor(source_key, doc))(doc)
                     position = int(offset)
                 except (orjson.JSONDecodeError, ValueError):
                     continue  # a torn last line (power loss): what it held was never acknowledged

@@ -71,7 +71,7 @@ from agent.health import documents, reference
 from agent.health.alerts import AlertBook
 from agent.health.checkpoint import PRUNE_DELAY, Persisted
 from agent.health.config import FieldPaths, HealthSettings
-from agent.health.extract import MISSING, Observation, extract
+from agent.health.extract import MISSING, Observation, extractor
 from agent.health.labels import LabelJoin, Waiting
 from agent.health.state import LabelState, WindowState
 from agent.health.windows import ClosedWindow, ModelKey, Windows
@@ -126,6 +126,7 @@ class HealthEngine(Persisted):
         self._lateness = settings.lateness
         self._inputs = [(Discovery(globs), paths) for globs, paths in settings.per_input]
         self._paths_by_source: dict[str, FieldPaths] = {}
+        self._extractors: dict[str, Callable[[Any], Observation | None]] = {}
         self._prefilter = self._prefilter_of(settings)
         self._logged: set[str] = set()
         self._file_reference = None
@@ -215,6 +216,13 @@ class HealthEngine(Persisted):
             self._paths_by_source[source_key] = paths
         return paths
 
+    def _extractor(self, source_key: str, doc: dict[str, Any]) -> Callable[[Any], Observation | None]:
+        """The extraction function of the source's field paths (cached per source)."""
+        if len(self._extractors) > 10_000:
+            self._extractors.clear()
+        function = self._extractors[source_key] = extractor(self._paths(source_key, doc))
+        return function
+
     def _cover(self, source_key: str, offset: int) -> bool:
         """Remember (file, offset); False when it was fed before."""
         offsets = self._covered.get(source_key)
@@ -231,16 +239,21 @@ class HealthEngine(Persisted):
             with self._lock:
                 self._hold -= len(events)
         heads = self._prefilter
+        extractors = self._extractors
+        loads = orjson.loads
         found: list[tuple[Event, Observation]] = []
         for event in events:
             data = event.data
-            if not any(head in data for head in heads):
+            for head in heads:
+                if head in data:
+                    break
+            else:
                 continue
             try:
-                doc = orjson.loads(data)
+                doc = loads(data)
             except orjson.JSONDecodeError:
                 continue
-            obs = extract(doc, self._paths(event.source_key, doc))
+            obs = (extractors.get(event.source_key) or self._extractor(event.source_key, doc))(doc)
             if obs is not None:
                 found.append((event, obs))
         if not found:

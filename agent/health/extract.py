@@ -26,6 +26,11 @@ model is model.name, else BentoML's model.monitor.name, else
 gen_ai.request.model (LLM servers). A label record (a request id and a
 label, no prediction) may carry no model: the join finds it by request id.
 
+``extractor(paths)`` is what the engine calls per event: for the default
+paths, a version with every path walked by hand and each shared object read
+once (``model``, ``event``, ``http``); for any other paths, ``extract``
+itself. Both give the same observation (a hypothesis test holds them equal).
+
 Total: never raises on any document; a value of the wrong type is passed on
 as it is and counted by the statistics (type_mismatch), a NaN, infinite or
 negative latency is reported as ``BAD_LATENCY`` and counted by the engine.
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 from agent.health.config import FieldPaths
 
@@ -101,6 +106,8 @@ _EARLIEST, _LATEST = 0.0, 253_402_300_799.0
 def _time(doc: dict[str, Any]) -> float | None:
     stamp = doc.get("@timestamp")
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+        if stamp.__class__ is int and not _EARLIEST <= stamp <= _LATEST:
+            return None  # (float() of an int beyond float range raises)
         when = float(stamp)
     elif isinstance(stamp, str):
         try:
@@ -129,7 +136,10 @@ def _is_error(doc: dict[str, Any], paths: FieldPaths) -> bool:
 
 
 def _latency(doc: dict[str, Any], paths: FieldPaths) -> float | None:
-    value = get_path(doc, paths.latency)
+    return _milliseconds(get_path(doc, paths.latency), paths.latency_scale)
+
+
+def _milliseconds(value: Any, scale: float) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -137,7 +147,10 @@ def _latency(doc: dict[str, Any], paths: FieldPaths) -> float | None:
             value = float(value)
         except (TypeError, ValueError):
             return BAD_LATENCY
-    ms = value * paths.latency_scale
+    try:
+        ms = value * scale
+    except OverflowError:  # an int beyond float range
+        return BAD_LATENCY
     return ms if math.isfinite(ms) and ms >= 0 else BAD_LATENCY
 
 
@@ -168,7 +181,7 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
     if event.__class__ is dict and event.get("kind") not in (None, "event"):
         return None  # a metric line, an alert, a pipeline error: not a request
     operation = get_path(doc, ("model", "operation"))
-    if operation in _NOT_REQUESTS:
+    if operation.__class__ is str and operation in _NOT_REQUESTS:  # (a list or object is no probe's name)
         return None
     model = get_path(doc, paths.model)
     if model is None and paths.model == _DEFAULT_MODEL:
@@ -209,5 +222,93 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
         when, key, None if request_id is None else _name(request_id), latency,
         _is_error(doc, paths), MISSING if prediction is None else _scalar(prediction),
         features, label,
+        _count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
+        _count(usage.get("output_tokens")) if isinstance(usage, dict) else None)
+
+
+_DEFAULT_PATHS = FieldPaths()
+_DEFAULT_SCALE = _DEFAULT_PATHS.latency_scale
+_ERROR_LEVELS = ("error", "critical", "fatal")
+
+
+def extractor(paths: FieldPaths) -> Callable[[Any], Observation | None]:
+    """The function that extracts along ``paths`` (``extract`` with them, faster for the defaults)."""
+    if paths == _DEFAULT_PATHS:
+        return _extract_default
+    return lambda doc: extract(doc, paths)
+
+
+def _extract_default(doc: Any) -> Observation | None:
+    """``extract(doc, FieldPaths())``, each path walked by hand (the hot path of health)."""
+    if doc.__class__ is not dict:
+        return extract(doc, _DEFAULT_PATHS)
+    event = doc.get("event")
+    if event.__class__ is dict:
+        kind = event.get("kind")
+        if kind is not None and kind != "event":
+            return None  # a metric line, an alert, a pipeline error: not a request
+        duration = event.get("duration")
+    else:
+        event = duration = None
+    model_obj = doc.get("model")
+    if model_obj.__class__ is dict:
+        operation = model_obj.get("operation")
+        if operation.__class__ is str and operation in _NOT_REQUESTS:
+            return None
+        model = model_obj.get("name")
+        if model is None:
+            monitor = model_obj.get("monitor")
+            model = monitor.get("name") if monitor.__class__ is dict else None
+        label = model_obj.get("target")
+        request_id = model_obj.get("request_id")
+        version = model_obj.get("version")
+        prediction = model_obj.get("prediction")
+        inputs = model_obj.get("input")
+        features = inputs.get("features") if inputs.__class__ is dict else None
+    else:
+        model = label = request_id = version = prediction = features = None
+    if model is None:
+        model = get_path(doc, _GEN_AI_MODEL)
+    if label is not None:
+        label = _scalar(label)
+    else:
+        label = _scalar(get_path(doc, _LABEL_FALLBACK))
+    if isinstance(model, (dict, list)):
+        model = None
+    if isinstance(request_id, (dict, list)):
+        request_id = None
+    if model is None and (label is None or request_id is None):
+        return None
+    when = _time(doc)
+    if when is None:
+        return None
+    service = doc.get("service")
+    service = service.get("name") if service.__class__ is dict else None
+    host = doc.get("host")
+    host = host.get("name") if host.__class__ is dict else None
+    key = (model if model.__class__ is str else _name(model), version if version.__class__ is str else _name(version),
+           service if service.__class__ is str else _name(service), host if host.__class__ is str else _name(host))
+    usage = doc.get("gen_ai")
+    usage = usage.get("usage") if usage.__class__ is dict else None
+    latency = None if duration is None else _milliseconds(duration, _DEFAULT_SCALE)
+    if not (isinstance(features, dict) and features):
+        features = None
+    http = doc.get("http")
+    response = http.get("response") if http.__class__ is dict else None
+    status = response.get("status_code") if response.__class__ is dict else None
+    outcome = None if event is None else event.get("outcome")
+    if (latency is None and prediction is None and request_id is None and features is None and label is None
+            and usage is None and status is None and outcome is None):
+        return None  # a line that names a model but is no request ("loading model resnet")
+    if outcome == "failure":
+        error = True
+    elif isinstance(status, int) and not isinstance(status, bool) and status >= 500:
+        error = True
+    else:
+        level = get_path(doc, ("log", "level"))
+        error = isinstance(level, str) and level.lower() in _ERROR_LEVELS
+    return Observation(
+        when, key, None if request_id is None else _name(request_id), latency, error,
+        MISSING if prediction is None else _scalar(prediction), features, label,
         _count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
         _count(usage.get("output_tokens")) if isinstance(usage, dict) else None)

@@ -7,14 +7,14 @@ import math
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.enrich import Enricher
 from agent.errors import ConfigError
 from agent.events import Line, Source
 from agent.health.config import FieldPaths, parse_fields, parse_health
-from agent.health.extract import BAD_LATENCY, MISSING, extract
+from agent.health.extract import BAD_LATENCY, MISSING, extract, extractor
 from agent.parsing import ParseSettings, make_parser
 
 SOURCE = Source("k", "/logs/predictions.log")
@@ -185,3 +185,64 @@ def test_server_formats_fill_the_fields_without_configuration():
     kserve = found["kserve/kserve.log"]
     assert {o.key[0] for o in kserve} == {"sklearn-iris"} and len(kserve) == 4  # predict, explain, 2 infer
     assert sum(o.error for o in kserve) == 1  # the 500
+
+
+# Documents health may see, built from the keys extraction reads, with any JSON value
+# (and the values that steer it) at each of them.
+_leaf = st.one_of(st.none(), st.booleans(), st.integers(-10, 600), st.just(10**400),
+                  st.floats(allow_nan=True), st.text(max_size=3),
+                  st.sampled_from(["event", "metric", "failure", "ERROR", "ready", "m1", "2026-01-01T00:00:01Z",
+                                   "2026-01-01T00:00:01.250+02:00", "1969-12-31T00:00:00Z", "x"]),
+                  st.lists(st.integers(), max_size=2))
+
+
+def _objects(keys: list[str], inner=_leaf, usual=None):
+    """Mostly an object with each of ``keys`` or not (``usual`` values, when given, half the time)."""
+    value = inner if usual is None else st.one_of(usual, inner)
+    objects = st.fixed_dictionaries({}, optional={key: value for key in keys})
+    # (one_of flattens nested one_ofs: _leaf alone would be 8 branches of 11)
+    return st.one_of(objects, objects, objects, st.sampled_from([None, 3, "x", [1], True, 2.5]))
+
+
+_nested = st.one_of(_leaf, st.dictionaries(st.sampled_from(["value", "label", "features", "name", "a"]),
+                                           st.one_of(_leaf, st.dictionaries(st.sampled_from(["f", "g"]), _leaf,
+                                                                            max_size=2)),
+                                           max_size=2))
+_named = st.one_of(st.sampled_from(["m1", "r1", "cat", 3]), _nested)
+_model_object = st.fixed_dictionaries({}, optional={
+    **{key: _named for key in ["name", "version", "request_id", "operation", "target", "prediction", "monitor"]},
+    "input": st.one_of(st.fixed_dictionaries({"features": st.one_of(
+        st.dictionaries(st.sampled_from(["f", "g"]), _leaf, max_size=2), _leaf)}), _nested)})
+_model = st.one_of(_model_object, _model_object, _model_object, st.sampled_from([None, "m", [1]]))
+_stamps = st.one_of(st.sampled_from(["2026-01-01T00:00:01Z", "2026-01-01T00:00:01.250+02:00"]),
+                    st.floats(0, 2e11), st.sampled_from([None, "x", "1969-12-31T00:00:00Z", True, 10**400, -1, [1]]))
+_documents = st.fixed_dictionaries({"@timestamp": _stamps, "model": _model}, optional={
+    "event": _objects(["kind", "duration", "outcome"], usual=st.sampled_from(["event", 5_000_000, "failure"])),
+    "extra": _objects(["label"]),
+    "http": _objects(["response"], _objects(["status_code"], usual=st.sampled_from([200, 503]))),
+    "log": _objects(["level", "file"], usual=st.sampled_from(["info", "error"])),
+    "gen_ai": _objects(["usage", "request"], _objects(["model", "input_tokens", "output_tokens"])),
+    "service": _objects(["name"]), "host": _objects(["name"])})
+
+
+def _same(a, b) -> bool:
+    return repr(a) == repr(b)  # NaN anywhere compares unequal to itself; its repr does not
+
+
+@settings(max_examples=500, deadline=None)
+@given(_documents)
+def test_the_default_extractor_is_extract_with_the_default_paths(doc):
+    assert _same(extractor(FieldPaths())(doc), extract(doc, FieldPaths()))
+
+
+def test_the_default_extractor_on_real_documents():
+    lines = ['{"timestamp": "2026-01-01T00:00:01Z", "model_name": "churn", "request_id": "r1", "prediction": 1, '
+             '"features": {"age": 41.5, "country": "DE"}, "latency_ms": 12.5}',
+             '{"timestamp": "2026-01-01T00:00:02Z", "request_id": "r1", "ground_truth": 0}',
+             '{"timestamp": "2026-01-01T00:00:03Z", "model_name": "m", "status": 503, "level": "error"}']
+    for line in lines:
+        doc = parsed(line)
+        assert extractor(FieldPaths())(doc) == extract(doc, FieldPaths()) is not None
+    configured = FieldPaths(model=("svc",), features=(("a",), ("b", "c")), features_under=None)
+    doc = {"@timestamp": 5.0, "svc": "m", "a": 1, "b": {"c": "x"}}
+    assert extractor(configured)(doc) == extract(doc, configured) is not None
