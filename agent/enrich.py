@@ -149,6 +149,8 @@ class Enricher:
         self._transforms = transforms
         # The transforms append the host object to a document without one.
         self._host_appended = transforms is not None and transforms.appends_host(self._host)
+        if transforms is not None:
+            transforms.append_agent(self._agent)
         # Metric events (event.kind: metric) go to the metrics data stream
         # that matches the logs one, when the target is a logs data stream.
         self._metrics_target = metrics_target

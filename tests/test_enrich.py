@@ -91,3 +91,25 @@ def test_a_document_without_host_gets_the_same_bytes_as_one_with_the_bare_host_n
     other = Enricher("other-name", "agent-1", keep_original=False, transforms=Transforms(TransformSettings(), host))
     assert not other._host_appended
     assert orjson.loads(other.build(_record()).data)["host"]["name"] == "other-name"
+
+
+def test_the_agent_object_appended_as_bytes_reads_back_the_same():
+    from agent.transforms import TransformSettings, Transforms
+    from agent.transforms.static import HostInfo
+
+    host = HostInfo(name="h1", ips=("10.0.0.2",))
+    spliced = Enricher("h1", "agent-1", keep_original=False, transforms=Transforms(TransformSettings(), host))
+    plain = Transforms(TransformSettings(), host)  # never told about the agent: serialises it in place
+    for fields in ({}, {"model": {"name": "m"}, "tags": ["x"]}):
+        record = _record(fields=fields, tags=("partial_line",))
+        data = spliced.build(record).data
+        doc = orjson.loads(data)
+        assert list(doc)[-2:] == ["agent", "host"]
+        assert doc["agent"] == {"name": "modelscribe", "type": "modelscribe", "version": __version__, "id": "agent-1"}
+        unspliced = Enricher("h1", "agent-1", keep_original=False, transforms=plain)
+        unspliced._transforms._agent = None
+        assert orjson.loads(unspliced.build(record).data) == doc
+    # An agent object a pattern's prefilter fires on is never appended unchecked.
+    refusing = Transforms(TransformSettings(), host)
+    refusing.append_agent({"name": "sk-" + "a" * 40})
+    assert refusing._agent is None

@@ -25,9 +25,9 @@ Order, per document (each step is skipped when its options are off):
    ``redacted``) and truncation of oversized fields (tag
    ``field_truncated``) done only when the serialised bytes show they are
    needed: a document with nothing to redact and no long field is
-   serialised exactly once and never walked. The host object, the same in
-   nearly every document, is appended as bytes serialised at start-up (so
-   ``host`` is the last key).
+   serialised exactly once and never walked. The agent and host objects,
+   the same in nearly every document, are appended as bytes serialised at
+   start-up (so ``agent`` then ``host`` are the last keys).
 
 Cost per typical document (~15 fields, ~800 bytes; measured on the 2-vCPU
 development VM, beyond the one ``orjson.dumps`` the agent needs anyway):
@@ -216,6 +216,9 @@ class Transforms:
         # host is merged on its own: its usual case is one dict look-up.
         self._host = HostMerge(static.pop("host")) if "host" in static else None
         self._host_tail = self._splice_bytes()
+        # The enrichment's agent object, appended with the host (append_agent).
+        self._agent: dict[str, Any] | None = None
+        self._agent_tail = self._agent_tail_end = self._agent_only = b""
         if self._host_tail is not None:
             self._host_tail_end = self._host_tail + b"}"
             self._host_only = b"{" + self._host_tail[1:] + b"}"
@@ -229,6 +232,22 @@ class Transforms:
         exactly as one with ``host: {"name": name}`` does (so the enrichment
         need not build that object only for ``_run`` to remove it)."""
         return self._host_tail is not None and self._host.name == name and not self._rules.active  # type: ignore[union-attr]
+
+    def append_agent(self, agent: dict[str, Any]) -> None:
+        """Documents whose ``agent`` is this very object (the enrichment's,
+        read-only) get it appended as bytes together with the host object:
+        ~110 bytes per document neither serialised nor prefilter-scanned again.
+        Not done if no host is appended or a pattern's prefilter fires on it."""
+        if self._host_tail is None:
+            return
+        alone = {"agent": agent}
+        data = orjson.dumps(alone)
+        if self._redactor.patterns and self._redactor.triggered(alone, data):
+            return
+        self._agent = agent
+        self._agent_tail = b"," + data[1:-1] + self._host_tail
+        self._agent_tail_end = self._agent_tail + b"}"
+        self._agent_only = b"{" + self._agent_tail[1:] + b"}"
 
     def _splice_bytes(self) -> bytes | None:
         """``,"host":{...}`` when the host object may be appended to serialised documents.
@@ -292,12 +311,15 @@ class Transforms:
         if tree:
             merge_defaults(doc, tree)
         spliced = False
+        agent = None
         if self._host is not None:
             host = doc.get("host")
             if self._host_tail is not None and (host is None or (
                     type(host) is dict and len(host) == 1 and host.get("name") == self._host.name)):
                 doc.pop("host", None)
                 spliced = True
+                if self._agent is not None and doc.get("agent") is self._agent:
+                    agent = doc.pop("agent")
             else:
                 self._host.merge(doc)
         if tags:
@@ -308,10 +330,15 @@ class Transforms:
         except TypeError:
             doc, data = _dumps(doc)
         if spliced:
+            if agent is not None:
+                doc["agent"] = agent
+                tail, tail_end, alone = self._agent_tail, self._agent_tail_end, self._agent_only
+            else:
+                tail, tail_end, alone = self._host_tail, self._host_tail_end, self._host_only
             doc["host"] = self._host.full  # type: ignore[union-attr]
-            if len(data) + len(self._host_tail) <= self._max and not (  # type: ignore[arg-type]
+            if len(data) + len(tail) <= self._max and not (  # type: ignore[arg-type]
                     self._redactor.patterns and self._redactor.triggered(doc, data)):
-                return doc, (data[:-1] + self._host_tail_end) if len(data) > 2 else self._host_only
+                return doc, (data[:-1] + tail_end) if len(data) > 2 else alone
             doc, data = _dumps(doc)
         elif not (len(data) > self._max or (self._redactor.patterns and self._redactor.triggered(doc, data))):
             return doc, data
