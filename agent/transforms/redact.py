@@ -266,9 +266,20 @@ class Redactor:
                              for gate, search in pattern.checks())
         self._functions = tuple(p for p in patterns if p.prefilter is not None)
         self._user = tuple(p for p in patterns if p.search is not None)
+        # Only literal prefilters on the bytes as they are (the defaults): the short loop below.
+        self._literal_only = not (self._lowered or self._functions or self._user)
 
     def triggered(self, doc: dict[str, Any], data: bytes) -> tuple[Pattern, ...]:
         """The patterns that may match somewhere in ``doc`` (serialised as ``data``)."""
+        if self._literal_only:  # runs for every document: nearly always finds nothing
+            found: list[Pattern] | None = None
+            for gate, search, pattern in self._checks:
+                if (gate is None or gate in data) and search(data) is not None:
+                    if found is None:
+                        found = [pattern]
+                    elif pattern not in found:
+                        found.append(pattern)
+            return () if found is None else tuple(found)
         hits: list[Pattern] = []
         lowered = data.lower() if self._lowered else data
         for gate, search, pattern in self._checks:
