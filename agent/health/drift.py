@@ -113,6 +113,23 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
 
 
+_NUMBER_TYPES = frozenset({float, int})
+_JSON_TYPES = frozenset({float, int, str, bool, type(None), list, dict})
+
+
+def _finite_numbers(values: Iterable[Any]) -> list[float]:
+    """``[x for x in map(as_number, values) if x is not None and math.isfinite(x)]``,
+    in C-level steps when every value is a plain float or int (a reference
+    freezes thousands of values per feature on the hot path)."""
+    values = list(values)
+    if set(map(type, values)) <= _NUMBER_TYPES:
+        try:
+            return list(filter(math.isfinite, map(float, values)))
+        except OverflowError:  # an int beyond float range: as_number's infinity, dropped below
+            pass
+    return [x for x in map(as_number, values) if x is not None and math.isfinite(x)]
+
+
 @dataclass(frozen=True)
 class NumericBins:
     """Open-ended bins ``(-inf, e0], (e0, e1], ..., (ek, +inf)`` from the reference."""
@@ -125,13 +142,18 @@ class NumericBins:
 
     @classmethod
     def from_reference(cls, values: Iterable[Any]) -> NumericBins:
-        numbers = sorted(x for x in map(as_number, values) if x is not None and math.isfinite(x))
+        numbers = sorted(_finite_numbers(values))
         if not numbers:
             raise ValueError("a numeric feature's reference has no finite number; bins cannot be derived")
         edges = tuple(sorted(set(_quantile(numbers, q) for q in DECILES)))
-        counts = [0] * (len(edges) + 1)
-        for x in numbers:
-            counts[bisect_left(edges, x)] += 1
+        # Bin i is (e[i-1], e[i]]: the sorted numbers cut after each edge.
+        counts = []
+        below = 0
+        for edge in edges:
+            upto = bisect_right(numbers, edge)
+            counts.append(upto - below)
+            below = upto
+        counts.append(len(numbers) - below)
         return cls(edges, numbers[0], numbers[-1], tuple(counts))
 
     @property
@@ -169,7 +191,11 @@ class CategoricalBins:
     def from_reference(cls, values: Iterable[Any], max_categories: int = 50) -> CategoricalBins:
         if max_categories < 1:
             raise ValueError(f"max_categories must be at least 1, got {max_categories}")
-        seen = Counter(key for key in map(category_key, values) if key is not None)
+        values = list(values)
+        if set(map(type, values)) == {str}:  # category_key of a str is the str
+            seen = Counter(values)
+        else:
+            seen = Counter(key for key in map(category_key, values) if key is not None)
         seen.pop(OTHER, None)  # a literal "__other__" in the data is counted as other
         ranked = sorted(seen.items(), key=lambda item: (-item[1], item[0]))
         kept = ranked[:max_categories]
@@ -210,8 +236,14 @@ def bins_from_state(state: dict[str, Any]) -> Bins:
 def bins_from_reference(values: Sequence[Any], max_categories: int = 50) -> Bins:
     """Numeric bins when more than half of the reference's present values are
     numbers (bools excluded), categorical ones otherwise."""
-    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    numbers = sum(1 for v in present if as_number(v) is not None)
+    if set(map(type, values)) <= _JSON_TYPES:  # what a parsed document holds: faster, same result
+        # Of these types only a float NaN is unequal to itself (containers compare
+        # their items by identity first).
+        present = [v for v in values if v is not None and v == v]
+        numbers = sum(map(_NUMBER_TYPES.__contains__, map(type, present)))
+    else:
+        present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        numbers = sum(1 for v in present if as_number(v) is not None)
     if present and numbers * 2 > len(present):
         return NumericBins.from_reference(present)
     return CategoricalBins.from_reference(present, max_categories)

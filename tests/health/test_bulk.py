@@ -124,3 +124,56 @@ def test_a_windows_batch_counts_what_each_request_counts(features, prediction, m
     assert bulk.to_state() == single.to_state()
     assert list(bulk.features) == list(single.features)  # the same features kept under the cap
     assert bulk_raised == raised
+
+
+# -- freezing a reference ----------------------------------------------------------------
+
+from collections import Counter  # noqa: E402
+from bisect import bisect_left  # noqa: E402
+
+from agent.health import drift  # noqa: E402
+
+
+def _bins_value_by_value(values, max_categories):
+    """bins_from_reference as it was written value by value (the specification of the fast one)."""
+    present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    numbers = sum(1 for v in present if drift.as_number(v) is not None)
+    if present and numbers * 2 > len(present):
+        ordered = sorted(x for x in map(drift.as_number, present) if x is not None and math.isfinite(x))
+        if not ordered:
+            raise ValueError("no finite number")
+        edges = tuple(sorted(set(drift._quantile(ordered, q) for q in drift.DECILES)))
+        counts = [0] * (len(edges) + 1)
+        for x in ordered:
+            counts[bisect_left(edges, x)] += 1
+        return NumericBins(edges, ordered[0], ordered[-1], tuple(counts))
+    seen = Counter(key for key in map(drift.category_key, present) if key is not None)
+    seen.pop(drift.OTHER, None)
+    ranked = sorted(seen.items(), key=lambda item: (-item[1], item[0]))
+    kept = ranked[:max_categories]
+    if not kept:
+        raise ValueError("no category")
+    return CategoricalBins(tuple(name for name, _ in kept), (*(n for _, n in kept),
+                                                              sum(n for _, n in ranked[max_categories:])),
+                           len(ranked) - len(kept))
+
+
+def _outcome(function, *args):
+    try:
+        result = function(*args)
+    except ValueError:
+        return "ValueError"
+    return repr(result.to_state())  # repr: -0.0 and 0.0 told apart
+
+
+reference_values = st.one_of(
+    st.lists(st.one_of(finite, st.integers(-10, 10)), max_size=80),  # the fast paths
+    st.lists(st.sampled_from(["a", "b", "c", "__other__"]), max_size=80),
+    st.lists(values, max_size=80))
+
+
+@settings(max_examples=400, deadline=None)
+@given(reference_values, st.integers(1, 4))
+def test_a_reference_freezes_to_the_bins_of_the_value_by_value_definition(values, max_categories):
+    assert _outcome(drift.bins_from_reference, values, max_categories) == \
+        _outcome(_bins_value_by_value, values, max_categories)
