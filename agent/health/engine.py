@@ -72,7 +72,7 @@ from agent.health.alerts import AlertBook
 from agent.health.checkpoint import PRUNE_DELAY, Persisted
 from agent.health.config import FieldPaths, HealthSettings
 from agent.health.extract import MISSING, Observation, extractor
-from agent.health.labels import LabelJoin, Waiting
+from agent.health.labels import LabelJoin
 from agent.health.state import LabelState, WindowState
 from agent.health.windows import ClosedWindow, ModelKey, Windows
 from agent.selflog import get_logger
@@ -338,7 +338,7 @@ class HealthEngine(Persisted):
                     state.labels.add(obs.label, obs.prediction)
                 else:
                     start = math.floor(obs.time / self._w) * self._w
-                    if not self._join.remember(obs.request_id, Waiting(kt, start, obs.prediction, obs.time)):
+                    if not self._join.wait(obs.request_id, kt, start, obs.prediction, obs.time):
                         self._once("labels", "health: too many predictions wait for a label; the oldest "
                                    "are forgotten", cap=self.settings.caps.pending_labels)
         if ref is None and self._file_reference is None:

@@ -44,10 +44,15 @@ class LabelJoin:
 
     def remember(self, request_id: str, waiting: Waiting) -> bool:
         """False when the cap made room by forgetting the oldest prediction."""
-        self._waiting.pop(request_id, None)
-        self._waiting[request_id] = (request_id, *waiting)
-        if len(self._waiting) > self.cap:
-            self._waiting.popitem(last=False)
+        return self.wait(request_id, *waiting)
+
+    def wait(self, request_id: str, key: tuple[str, ...], start: float, prediction: Any, time: float) -> bool:
+        """``remember(request_id, Waiting(key, start, prediction, time))``, without the Waiting."""
+        waiting = self._waiting
+        waiting.pop(request_id, None)
+        waiting[request_id] = (request_id, key, start, prediction, time)
+        if len(waiting) > self.cap:
+            waiting.popitem(last=False)
             self.evicted += 1
             return False
         return True

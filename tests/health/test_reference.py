@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.clock import FakeClock
 from agent.errors import ConfigError
@@ -108,3 +110,31 @@ def test_previous_compares_each_window_with_the_one_before(tmp_path):
     assert drift[_stamp(T0 + 20)]["psi"] == pytest.approx(0.0) and drift[_stamp(T0 + 20)]["reference"] == "previous"
     assert drift[_stamp(T0 + 30)]["alert"] is True  # all "b" (other) after all "a"
     assert drift[_stamp(T0 + 40)]["psi"] == pytest.approx(0.0)
+
+
+def _collect_value_by_value(events, max_features):
+    """Collector.add as written before its fast path (the specification)."""
+    columns: dict[str, list] = {}
+    for index, features in enumerate(events):
+        for name, value in (features or {}).items():
+            column = columns.get(name)
+            if column is None:
+                if len(columns) >= max_features:
+                    continue
+                column = columns[name] = [None] * index
+            column.append(value)
+        for column in columns.values():
+            if len(column) < index + 1:
+                column.append(None)
+    return columns
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.dictionaries(st.sampled_from(["a", "b", "c"]), st.integers(), max_size=3)),
+                max_size=20), st.integers(1, 3))
+def test_collecting_keeps_every_events_values_in_its_column(events, max_features):
+    collector = reference.Collector(size=1000)
+    for features in events:
+        collector.add(features, 1, max_features)
+    expected = _collect_value_by_value(events, max_features)
+    assert collector.features == expected and list(collector.features) == list(expected)
