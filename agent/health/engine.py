@@ -200,7 +200,10 @@ class HealthEngine(Persisted):
             heads.add(paths.model[0])
             if paths.label:
                 heads.add(paths.label[0])
-        return tuple(orjson.dumps(h) for h in sorted(heads))
+        # The model's head first: a model event then matches at the first search
+        # (each miss scans the whole document).
+        first = settings.fields.model[0]
+        return tuple(orjson.dumps(h) for h in sorted(heads, key=lambda h: (h != first, h)))
 
     def _paths(self, source_key: str, doc: dict[str, Any]) -> FieldPaths:
         paths = self._paths_by_source.get(source_key)

@@ -229,6 +229,7 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
 _DEFAULT_PATHS = FieldPaths()
 _DEFAULT_SCALE = _DEFAULT_PATHS.latency_scale
 _ERROR_LEVELS = ("error", "critical", "fatal")
+_ATOMS = frozenset({str, int, float, bool})
 
 
 def extractor(paths: FieldPaths) -> Callable[[Any], Observation | None]:
@@ -272,7 +273,10 @@ def _extract_default(doc: Any) -> Observation | None:
     if label is not None:
         label = _scalar(label)
     else:
-        label = _scalar(get_path(doc, _LABEL_FALLBACK))
+        extra = doc.get("extra")
+        label = extra.get("label") if extra.__class__ is dict else None
+        if label is not None:
+            label = _scalar(label)
     if isinstance(model, (dict, list)):
         model = None
     if isinstance(request_id, (dict, list)):
@@ -305,10 +309,16 @@ def _extract_default(doc: Any) -> Observation | None:
     elif isinstance(status, int) and not isinstance(status, bool) and status >= 500:
         error = True
     else:
-        level = get_path(doc, ("log", "level"))
+        level = doc.get("log")
+        level = level.get("level") if level.__class__ is dict else None
         error = isinstance(level, str) and level.lower() in _ERROR_LEVELS
+    if prediction is None:
+        prediction = MISSING
+    elif prediction.__class__ is dict and prediction.get("value").__class__ in _ATOMS:
+        prediction = prediction["value"]  # _scalar's first rule, the usual shape: {"value": 1}
+    else:
+        prediction = _scalar(prediction)
     return Observation(
-        when, key, None if request_id is None else _name(request_id), latency, error,
-        MISSING if prediction is None else _scalar(prediction), features, label,
+        when, key, None if request_id is None else _name(request_id), latency, error, prediction, features, label,
         _count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
         _count(usage.get("output_tokens")) if isinstance(usage, dict) else None)
