@@ -30,7 +30,7 @@ import orjson
 from agent import AGENT_NAME, __version__
 from agent.atomic import write_atomic
 from agent.errors import StateError
-from agent.events import Event, Record
+from agent.events import Event, Record, new
 from agent.transforms import Transforms
 
 
@@ -194,4 +194,4 @@ class Enricher:
                 return None
         else:
             data = orjson.dumps(doc, default=str)
-        return Event(record.source.key, record.offset, record.end, doc_id, data, target)
+        return new(Event, (record.source.key, record.offset, record.end, doc_id, data, target))

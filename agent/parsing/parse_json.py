@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
-from agent.events import TAG_PARSE_FAILURE, Line, Record
+from agent.events import TAG_PARSE_FAILURE, Line, Record, new
 from agent.parsing import json_keys, json_shapes, timestamps, tracebacks
 from agent.parsing.base import LineFormat, TextInfo
 from agent.parsing.json_keys import NO, TIMESTAMP, Rule
@@ -656,8 +656,8 @@ class JsonFormat(LineFormat):
         tags = line.tags
         if len(tags) > 1:
             tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
-        return Record(line.source, line.offset, line.end, message, line.read_time, timestamp, fields,
-                      tags, line.text if self.keep_original else None, None, 1)
+        return new(Record, (line.source, line.offset, line.end, message, line.read_time, timestamp, fields,
+                            tags, line.text if self.keep_original else None, None, 1))
 
     def head(self, text: str) -> TextInfo:
         if not text or text.isspace():

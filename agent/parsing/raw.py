@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import orjson
 
-from agent.events import TAG_MULTILINE_SPLIT, Line, Record, Source
+from agent.events import TAG_MULTILINE_SPLIT, Line, Record, Source, new
 from agent.parsing.base import LineFormat, TextInfo, overrides
 from agent.parsing.driver import SourceParser, _union_tags
 from agent.parsing.formats import FORMATS, AutoFormat
@@ -208,7 +208,8 @@ class _Structured:
         if len(tags) > 1:
             tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
         fields = {"modelscribe": {"raw": {"format": name}}} if self._plain_fields else self._fields(name)
-        return Record(line.source, line.offset, line.end, text, line.read_time, None, fields, tags, None, None, 1)
+        return new(Record, (line.source, line.offset, line.end, text, line.read_time, None, fields, tags,
+                            None, None, 1))
 
 
 class RawFormat(LineFormat):
@@ -282,8 +283,8 @@ class RawSourceParser(SourceParser):
             tags = first.tags
             if split or len(tags) > 1:
                 tags = _union_tags(lines, (TAG_MULTILINE_SPLIT,) if split else ())
-            return Record(first.source, first.offset, end, first.text, first.read_time, None, fields, tags,
-                          None, None, 1)
+            return new(Record, (first.source, first.offset, end, first.text, first.read_time, None, fields, tags,
+                                None, None, 1))
         return Record(first.source, first.offset, end, "\n".join([line.text for line in lines]),
                       first.read_time, None, fields,
                       _union_tags(lines, (TAG_MULTILINE_SPLIT,) if split else ()), None, None, len(lines))

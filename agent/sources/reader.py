@@ -24,7 +24,7 @@ and never walks bytes one at a time in Python.
 
 from __future__ import annotations
 
-from agent.events import TAG_INVALID_UTF8, TAG_PARTIAL, TAG_TRUNCATED, Line, Source
+from agent.events import TAG_INVALID_UTF8, TAG_PARTIAL, TAG_TRUNCATED, Line, Source, new
 
 _NO_TAGS: tuple[str, ...] = ()
 _INVALID = (TAG_INVALID_UTF8,)
@@ -128,7 +128,7 @@ class LineReader:
             else:
                 text, tags = decode_cut(raw[:limit])
                 tags = (TAG_TRUNCATED, *tags)
-            append(Line(source, offset, end, text, now, tags))  # type: ignore[arg-type]
+            append(new(Line, (source, offset, end, text, now, tags)))  # (events.new: every field, in order)
             offset = end
         self.offset = offset
         if tail:
