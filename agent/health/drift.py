@@ -114,6 +114,8 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 
 
 _NUMBER_TYPES = frozenset({float, int})
+_FLOAT = frozenset({float})
+_STR = frozenset({str})
 _JSON_TYPES = frozenset({float, int, str, bool, type(None), list, dict})
 
 
@@ -323,6 +325,11 @@ class FeatureCounts:
         kinds: dict[str, None] = {}
         lookup = self._lookup
         if lookup is None:  # numeric
+            if set(map(type, values)) <= _FLOAT:
+                total = sum(values)
+                if total == total:  # no NaN (nor +inf with -inf): every value is binned
+                    self._cut(sorted(values), kinds)
+                    return list(kinds)
             numbers = [v for v in values if v.__class__ is float]
             if len(numbers) != len(values):
                 rest = [v for v in values if v.__class__ is not float]
@@ -341,22 +348,13 @@ class FeatureCounts:
                 self.missing += len(numbers) - len(present)
                 kinds[MISSING] = None
             if present:
-                # add() puts v in bin bisect_left(edges, v), i.e. (e[i-1], e[i]]: the
-                # sorted values up to bisect_right(sorted, e[i]) fill the bins up to i.
                 present.sort()
-                counts = self.counts
-                below = 0
-                for i, edge in enumerate(self._edges):
-                    upto = bisect_right(present, edge)
-                    counts[i] += upto - below
-                    below = upto
-                counts[-1] += len(present) - below
-                outside = bisect_left(present, self._minimum) + len(present) - bisect_right(present, self._maximum)
-                if outside:
-                    self.out_of_range += outside
-                    kinds[OUT_OF_RANGE] = None
+                self._cut(present, kinds)
             return list(kinds)
-        strings = [v for v in values if v.__class__ is str]
+        if set(map(type, values)) <= _STR:
+            strings = values
+        else:
+            strings = [v for v in values if v.__class__ is str]
         if len(strings) != len(values):
             for value in values:
                 if value.__class__ is not str:
@@ -377,6 +375,22 @@ class FeatureCounts:
                 self.unseen_category += unseen
                 kinds[UNSEEN_CATEGORY] = None
         return list(kinds)
+
+    def _cut(self, ordered: list[float], kinds: dict[str, None]) -> None:
+        """Bin sorted numbers (no NaN). add() puts v in bin bisect_left(edges, v),
+        i.e. (e[i-1], e[i]]: the sorted values up to bisect_right(sorted, e[i])
+        fill the bins up to i."""
+        counts = self.counts
+        below = 0
+        for i, edge in enumerate(self._edges):
+            upto = bisect_right(ordered, edge)
+            counts[i] += upto - below
+            below = upto
+        counts[-1] += len(ordered) - below
+        outside = bisect_left(ordered, self._minimum) + len(ordered) - bisect_right(ordered, self._maximum)
+        if outside:
+            self.out_of_range += outside
+            kinds[OUT_OF_RANGE] = None
 
     @property
     def total(self) -> int:

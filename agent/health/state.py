@@ -11,6 +11,8 @@ carries consistent counts.
 
 from __future__ import annotations
 
+from itertools import repeat
+from operator import attrgetter
 from typing import Any, Sequence
 
 from agent.health.accuracy import ClassificationCounts, RegressionCounts
@@ -134,25 +136,21 @@ class WindowState:
         ``FeatureCounts.add_many``. Returns the quality kinds raised, each once."""
         raised: dict[str, None] = {}
         self.requests += len(observations)
+        # Each figure in one C-level pass over the batch (truthy errors, truthy token counts).
+        self.errors += len(list(filter(None, map(attrgetter("error"), observations))))
         latency = self.latency
-        for obs in observations:
-            if obs.error:
-                self.errors += 1
-            ms = obs.latency_ms
+        for ms in map(attrgetter("latency_ms"), observations):
             if ms is not None and (ms == BAD_LATENCY or not latency.add(ms)):
                 self.bad_latency += 1
                 raised["bad_latency"] = None
-            if obs.input_tokens:
-                self.input_tokens += obs.input_tokens
-            if obs.output_tokens:
-                self.output_tokens += obs.output_tokens
+        self.input_tokens += sum(filter(None, map(attrgetter("input_tokens"), observations)))
+        self.output_tokens += sum(filter(None, map(attrgetter("output_tokens"), observations)))
         predictions = [obs.prediction for obs in observations if obs.prediction is not MISSING]
         self.no_prediction += len(observations) - len(predictions)
         if features and observations:
-            names = tuple(features)
-            # One row per event (C-level lookups), turned into one column per feature.
-            rows = [tuple(map((obs.features or _NONE).get, names)) for obs in observations]
-            for name, column in zip(names, zip(*rows)):
+            values = [obs.features or _NONE for obs in observations]
+            for name in features:
+                column = list(map(dict.get, values, repeat(name)))  # a C-level loop
                 counts = self.features.get(name)
                 if counts is None:
                     if len(self.features) >= max_features:
