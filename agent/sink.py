@@ -1,6 +1,6 @@
 """The reader thread's sink: each line read is parsed, enriched and handed over.
 
-    tailer --line()--> Sink --parse (per file)--> enrich --group--> Handoff
+    tailer --extend(lines)--> Sink --parse (per file)--> enrich --group--> Handoff
 
 One ``SourceParser`` per file (``make_parser``, or ``make_raw_parser`` for
 the files ``--parse-at elasticsearch`` applies to), chosen by the first
@@ -58,18 +58,40 @@ class Sink:
         self.lines += 1
         parser = self._parsers.get(line.source.key)
         if parser is None:
-            settings = next((chosen for globs, chosen in self._inputs if globs.matches(line.source.path)),
-                            self._settings)
-            # --parse-at elasticsearch: the same events, shipped raw for the cluster to parse.
-            make = make_raw_parser if settings.parse_at == "elasticsearch" else make_parser
-            parser = self._parsers[line.source.key] = make(settings, line.source)
-            self._chosen[line.source.key] = settings
+            parser = self._parser(line.source)
         for record in parser.feed(line):
             event = self._enricher.build(record)
             if event is not None:  # None: sampled out (offsets still advance past it)
                 self._pending.append(event)
         if len(self._pending) >= self._group:
             self.hand_over()
+
+    def extend(self, lines: list[Line]) -> None:
+        """``line`` for each of ``lines`` (one file's, in order), with the
+        per-line look-ups made once: the reader's hot loop."""
+        self.lines += len(lines)
+        parser = self._parser(lines[0].source)
+        feed, build, group = parser.feed, self._enricher.build, self._group
+        pending = self._pending
+        for line in lines:
+            for record in feed(line):
+                event = build(record)
+                if event is not None:  # None: sampled out (offsets still advance past it)
+                    pending.append(event)
+            if len(pending) >= group:
+                self.hand_over()  # may block (backpressure)
+                pending = self._pending
+
+    def _parser(self, source: Source) -> SourceParser:
+        parser = self._parsers.get(source.key)
+        if parser is None:
+            settings = next((chosen for globs, chosen in self._inputs if globs.matches(source.path)),
+                            self._settings)
+            # --parse-at elasticsearch: the same events, shipped raw for the cluster to parse.
+            make = make_raw_parser if settings.parse_at == "elasticsearch" else make_parser
+            parser = self._parsers[source.key] = make(settings, source)
+            self._chosen[source.key] = settings
+        return parser
 
     def _emit_all(self, records: list[Record]) -> None:
         for record in records:

@@ -162,6 +162,9 @@ class _Sink:
     def line(self, line: Line) -> None:
         self.lines.append(line)
 
+    def extend(self, lines: list[Line]) -> None:
+        self.lines.extend(lines)
+
     def tick(self, now: float) -> None:
         pass
 

@@ -110,6 +110,8 @@ class TailSettings:
 class LineSink(Protocol):
     def line(self, line: Line) -> None: ...  # may block: backpressure
 
+    def extend(self, lines: list[Line]) -> None: ...  # line() for each, in order (one call per read)
+
     def tick(self, now: float) -> None: ...  # at least every 0.5 s from the tailer thread
 
     def source_closed(self, source: Source) -> None: ...  # no more lines for this key
@@ -532,9 +534,9 @@ class Tailer:
     def _deliver(self, harvester: _Harvester, data: bytes) -> None:
         if harvester.source is None and b"\n" in data:
             self._assign_identity(harvester, harvester.reader.read_pos + len(data))
-        line = self._sink.line
-        for item in harvester.reader.feed(data, harvester.source, self._clock.time()):
-            line(item)
+        lines = harvester.reader.feed(data, harvester.source, self._clock.time())
+        if lines:
+            self._sink.extend(lines)
 
     def _flush(self, harvester: _Harvester) -> None:
         if harvester.source is None:

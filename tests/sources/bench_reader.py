@@ -74,6 +74,9 @@ class CountingSink:
     def line(self, line) -> None:
         self.count += 1
 
+    def extend(self, lines) -> None:
+        self.count += len(lines)
+
     def tick(self, now: float) -> None:
         pass
 

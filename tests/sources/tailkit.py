@@ -40,6 +40,10 @@ class RecordingSink:
         with self._lock:
             self.lines.append(line)
 
+    def extend(self, lines: list[Line]) -> None:
+        for line in lines:
+            self.line(line)
+
     def tick(self, now: float) -> None:
         with self._lock:
             self.ticks.append(now)
