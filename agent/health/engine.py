@@ -174,9 +174,11 @@ class HealthEngine(Persisted):
         self._covered: dict[str, set[int]] = {}
         self._interned: dict[tuple[str, ...], tuple[tuple[str, ...], ModelKey, str]] = {}
         self._outbox: dict[str, bytes] = {}
-        # Requests _apply set aside for _count_batch: (id(window state), id(reference)) ->
-        # (window state, reference, model name, observations); empty outside observe/replay.
-        self._batch: dict[tuple[int, int], tuple[WindowState, Any, str, list[Observation]]] = {}
+        # Requests _apply set aside for _count_batch, in groups of one window state and
+        # one reference: (window state, reference, model name, observations), and each
+        # window's current group. Empty outside observe/replay.
+        self._groups: list[tuple[WindowState, Any, str, list[Observation]]] = []
+        self._batch: dict[WindowState, tuple[WindowState, Any, str, list[Observation]]] = {}
         self.counters = {"observed": 0, "unmatched_labels": 0, "features_capped": 0, "windows": 0,
                          "documents": 0}
         self._held = 0  # values the collectors hold (caps.reference_values)
@@ -323,7 +325,7 @@ class HealthEngine(Persisted):
             known = self._interned[kt] = (kt, ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None),
                                           reference.model_id(kt))
         kt, key, mid = known
-        ref = self._reference_for(mid)
+        ref = self._file_reference if self._file_reference is not None else self._references.get(mid)
         over_cap = self.windows.over_cap
         state = self.windows.observe(key, obs.time)
         if self.windows.over_cap != over_cap:
@@ -332,9 +334,10 @@ class HealthEngine(Persisted):
         self._advance(kt, obs.time)
         if state is not None:
             # Counted by _count_batch, per window and reference, before the lock is released.
-            group = self._batch.get((id(state), id(ref)))
-            if group is None:
-                group = self._batch[(id(state), id(ref))] = (state, ref, key.model, [])
+            group = self._batch.get(state)
+            if group is None or group[1] is not ref:  # (a new group when the reference completed)
+                group = self._batch[state] = (state, ref, key.model, [])
+                self._groups.append(group)
             group[3].append(obs)
             if obs.request_id is not None and obs.prediction is not MISSING:
                 if obs.label is not MISSING:
@@ -370,9 +373,10 @@ class HealthEngine(Persisted):
         in one step (``WindowState.add_many``: the figures ``add`` of each in
         turn gives). Nothing reads a window's counts before this: closing and
         checkpoints take the lock ``observe`` holds."""
-        batch, self._batch = self._batch, {}
+        groups, self._groups = self._groups, []
+        self._batch.clear()
         max_features = self.settings.caps.features
-        for state, ref, model, observations in batch.values():
+        for state, ref, model, observations in groups:
             raised = state.add_many(observations, ref.features if ref else None, ref.prediction if ref else None,
                                     max_features)
             for raised_kind in raised:
@@ -385,7 +389,9 @@ class HealthEngine(Persisted):
         old = self._watermarks.get(kt)
         if math.isfinite(when) and (old is None or when > old):
             self._watermarks[kt] = when
-            if old is not None and self._due_below(when) > self._due_below(old):
+            # _due_below(when) > _due_below(old), inlined: this runs for every event.
+            if old is not None and math.floor((when - self._lateness) / self._w) > \
+                    math.floor((old - self._lateness) / self._w):
                 self._flush_corrections(kt)
 
     def _due_below(self, watermark: float) -> int:
