@@ -17,6 +17,7 @@ whole configuration.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from typing import Any, Iterator
@@ -77,8 +78,11 @@ def run(**params: Any) -> None:
     try:
         config = _resolve(params, require_paths=True)
         unmatched = _warn_unmatched(config)
-        code = Pipeline(config, reload=lambda: resolve(flags, os.environ, config_file,
-                                                       require_paths=True)).run()
+        pipeline = Pipeline(config, reload=lambda: resolve(flags, os.environ, config_file, require_paths=True))
+        # What exists now (modules, configuration, the pipeline) lives as long
+        # as the process: the cyclic collector need not walk it again.
+        gc.freeze()
+        code = pipeline.run()
     except ModelscribeError as error:
         _fail(error)
         return

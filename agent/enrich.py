@@ -157,14 +157,15 @@ class Enricher:
 
     def build(self, record: Record) -> Event | None:
         """The event for ``record``, or None when sampling dropped it."""
+        source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
         # The parser's dicts are not ours to change: copy on write, one level
         # at a time, only where the agent adds a key.
-        doc: dict[str, Any] = dict(record.fields) if record.fields else {}
-        doc["@timestamp"] = self._stamps.format(record.timestamp if record.timestamp is not None
-                                                else record.read_time)
-        doc["message"] = record.message
+        doc: dict[str, Any] = dict(fields) if fields else {}
+        doc["@timestamp"] = self._stamps.format(timestamp if timestamp is not None else read_time)
+        doc["message"] = message
         log = doc.get("log")
-        placed = {"file": {"path": record.source.path}, "offset": record.offset}
+        path = source.path
+        placed = {"file": {"path": path}, "offset": offset}
         doc["log"] = {**log, **placed} if isinstance(log, dict) else placed
         host = doc.get("host")
         if host is not None:
@@ -172,26 +173,25 @@ class Enricher:
         elif not self._host_appended:
             doc["host"] = {"name": self._host}
         doc["agent"] = self._agent
-        if record.tags:
-            doc["tags"] = list(record.tags)
-        if record.error:
-            error = doc.get("error")
-            doc["error"] = {"message": record.error, **error} if isinstance(error, dict) \
-                else {"message": record.error}
-        if self._keep_original and record.original is not None:
+        if tags:
+            doc["tags"] = list(tags)
+        if error:
+            known = doc.get("error")
+            doc["error"] = {"message": error, **known} if isinstance(known, dict) else {"message": error}
+        if self._keep_original and original is not None:
             event = doc.get("event")
-            doc["event"] = {**event, "original": record.original} if isinstance(event, dict) \
-                else {"original": record.original}
-        doc_id = self._ids(record.source.key, record.offset)
+            doc["event"] = {**event, "original": original} if isinstance(event, dict) else {"original": original}
+        key = source.key
+        doc_id = self._ids(key, offset)
         target = None
         if self._metrics_target is not None:
-            event_fields = record.fields.get("event")
+            event_fields = fields.get("event")
             if isinstance(event_fields, dict) and event_fields.get("kind") == "metric":
                 target = self._metrics_target
         if self._transforms is not None:
-            data = self._transforms.process(doc, record.source.path, doc_id)
+            data = self._transforms.process(doc, path, doc_id)
             if data is None:
                 return None
         else:
             data = orjson.dumps(doc, default=str)
-        return new(Event, (record.source.key, record.offset, record.end, doc_id, data, target))
+        return new(Event, (key, offset, end, doc_id, data, target))

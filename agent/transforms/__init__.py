@@ -295,12 +295,12 @@ class Transforms:
             if sampled is False:
                 return None
         # 2. payloads (the checks inline: most documents have none)
-        tags: list[str] = []
+        tags: list[str] | None = None
         if self._strip:
             gen_ai, http = doc.get("gen_ai"), doc.get("http")
             if ((type(gen_ai) is dict and ("prompt" in gen_ai or "completion" in gen_ai))
                     or (type(http) is dict and has_body(http))) and strip_payloads(doc):
-                tags.append(TAG_PAYLOAD_REMOVED)
+                tags = [TAG_PAYLOAD_REMOVED]
         # 3. field rules, 4. sample mark
         if self._rules.active:
             doc = self._rules.apply(doc)
