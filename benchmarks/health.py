@@ -9,6 +9,15 @@ interleaved (without, with, without, ...), so both see the same machine
 state. Prints one JSON line per run and a summary: median lines/s of each,
 and the cost = 1 - with/without.
 
+``breakdown``: where health's time goes, per event: the same corpus shipped
+once to a file (``--output file:PATH``), then fed to the engine alone in
+batches of 1000, as the batcher hands them, with every phase of
+``HealthEngine.observe`` timed apart (the prefilter, ``orjson.loads``,
+extraction, ``covered``, the journal, ``_apply``, the batch's counting, a
+checkpoint every 10 batches) and the garbage collector's share; then
+``observe`` itself, untouched, for the total. Mirrors ``observe``'s steps:
+keep it in step when they change.
+
 ``memory``: the health engine alone (no agent), fed 100 models x 50
 features until every model has its reference and an open window (and, no
 label ever coming, the label join full at its cap): the RSS it added, the
@@ -17,6 +26,7 @@ with tracemalloc, which slows the run) and at the peak (while references are
 collected), and the size of the checkpoint it writes.
 
     python3 benchmarks/health.py cost --lines 200000 --repeat 3
+    python3 benchmarks/health.py breakdown --lines 100000
     python3 benchmarks/health.py memory --models 100 --features 50
 """
 
@@ -103,6 +113,99 @@ def cost(lines: int, repeat: int) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def breakdown(lines: int, repeat: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    import gc
+
+    import orjson
+
+    from agent.clock import FakeClock
+    from agent.events import Event
+    from agent.health.config import parse_health
+    from agent.health.engine import HealthEngine
+
+    work = Path(tempfile.mkdtemp(prefix="modelscribe-bench-health-breakdown-"))
+    try:
+        (work / "logs").mkdir()
+        write_corpus(work / "logs" / "predictions.log", lines)
+        shipped = work / "shipped.ndjson"
+        subprocess.run([sys.executable, "-m", "agent", "run", "--once", "--path", str(work / "logs" / "*.log"),
+                        "--state-dir", str(work / "state-ship"), "--output", f"file:{shipped}", "--log-level",
+                        "error"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        data = shipped.read_bytes().splitlines()
+        batches = [[Event("bench", n, n + 1, str(n), data[n]) for n in range(i, min(i + 1000, len(data)))]
+                   for i in range(0, len(data), 1000)]
+        settings = parse_health({"window": 60, "lateness": 30, "reference_size": 5000}, "bench: health")
+        gc.collect()
+        gc.freeze()  # the corpus held here is no part of an agent's heap
+        gc_time = [0.0, 0.0]
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                gc_time[1] = time.perf_counter()
+            else:
+                gc_time[0] += time.perf_counter() - gc_time[1]
+
+        gc.callbacks.append(on_gc)
+        clock = time.perf_counter
+        for run in range(repeat):
+            phases = dict.fromkeys(("prefilter", "loads", "extract", "covered", "journal", "apply", "count",
+                                    "checkpoint"), 0.0)
+            gc_time[0] = 0.0
+            engine = HealthEngine(settings, str(work / f"state-{run}"), None, {"name": "bench"}, FakeClock())
+            for i, batch in enumerate(batches):
+                heads = engine._prefilter
+                t = clock()
+                kept = [e for e in batch if any(head in e.data for head in heads)]
+                phases["prefilter"] += clock() - t
+                # Parsing twice (alone, then with extraction), as observe does it: one
+                # document alive at a time (keeping a batch's would feed the collector).
+                t = clock()
+                for e in kept:
+                    orjson.loads(e.data)
+                phases["loads"] += clock() - t
+                t = clock()
+                found = [(e, o) for e in kept for doc in (orjson.loads(e.data),)
+                         if (o := engine._extractor(e.source_key, doc)(doc)) is not None]
+                phases["extract"] += clock() - t
+                t = clock()
+                fresh = [(e, o) for e, o in found if engine._cover(e.source_key, e.offset)]
+                phases["covered"] += clock() - t
+                t = clock()
+                engine._journal(fresh)
+                phases["journal"] += clock() - t
+                t = clock()
+                for _, obs in fresh:
+                    engine._apply(obs)
+                phases["apply"] += clock() - t
+                t = clock()
+                engine._count_batch()
+                phases["count"] += clock() - t
+                if i % 10 == 9:
+                    t = clock()
+                    engine.checkpoint({})
+                    phases["checkpoint"] += clock() - t
+            phases["extract"] -= phases["loads"]
+            engine.close()
+            collected = gc_time[0]
+            engine = HealthEngine(settings, str(work / f"state-whole-{run}"), None, {"name": "bench"}, FakeClock())
+            t = clock()
+            for i, batch in enumerate(batches):
+                engine.observe(batch)
+                if i % 10 == 9:
+                    engine.checkpoint({})
+            whole = clock() - t
+            engine.close()
+            per_event = {name: round(seconds / len(data) * 1e6, 2) for name, seconds in phases.items()}
+            print(json.dumps({"run": run, "events": len(data), "us_per_event": per_event,
+                              "phases_total_us": round(sum(phases.values()) / len(data) * 1e6, 2),
+                              "gc_us": round(collected / len(data) * 1e6, 2),
+                              "observe_us_per_event": round(whole / len(data) * 1e6, 2),
+                              "load_average": os.getloadavg()[0]}), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _rss_mb() -> float:
     with open("/proc/self/status", encoding="ascii") as handle:
         for line in handle:
@@ -171,6 +274,9 @@ def main() -> None:
     c = sub.add_parser("cost")
     c.add_argument("--lines", type=int, default=200_000)
     c.add_argument("--repeat", type=int, default=3)
+    b = sub.add_parser("breakdown")
+    b.add_argument("--lines", type=int, default=100_000)
+    b.add_argument("--repeat", type=int, default=2)
     m = sub.add_parser("memory")
     m.add_argument("--models", type=int, default=100)
     m.add_argument("--features", type=int, default=50)
@@ -178,6 +284,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "cost":
         cost(args.lines, args.repeat)
+    elif args.what == "breakdown":
+        breakdown(args.lines, args.repeat)
     else:
         memory(args.models, args.features, args.reference_size)
 
