@@ -171,8 +171,9 @@ def breakdown(lines: int, repeat: int) -> None:
                 t = clock()
                 fresh = [(e, o) for e, o in found if engine._cover(e.source_key, e.offset)]
                 phases["covered"] += clock() - t
+                fresh_events = [e for e, _ in fresh]
                 t = clock()
-                engine._journal(fresh)
+                engine._journal(fresh_events)
                 phases["journal"] += clock() - t
                 t = clock()
                 for _, obs in fresh:

@@ -34,7 +34,6 @@ from agent.atomic import write_atomic
 from agent.errors import StateError
 from agent.health import reference
 from agent.health.alerts import AlertBook
-from agent.health.extract import Observation
 from agent.health.labels import LabelJoin
 from agent.health.state import LabelState, WindowState
 from agent.health.windows import Windows
@@ -247,8 +246,15 @@ class Persisted:
             except OSError:
                 pass
 
-    def _journal(self, fresh: list[tuple[Event, Observation]]) -> None:
-        body = b"".join(b"%s\t%d\t%s\n" % (e.source_key.encode(), e.offset, e.data) for e, _ in fresh)
+    def _journal(self, fresh: list[Event]) -> None:
+        keys: dict[str, bytes] = {}
+        parts: list[bytes] = []
+        for e in fresh:
+            key = keys.get(e.source_key)
+            if key is None:
+                key = keys[e.source_key] = e.source_key.encode() + b"\t"
+            parts += (key, b"%d\t" % e.offset, e.data, b"\n")
+        body = b"".join(parts)
         try:
             if self._journal_fd is None:
                 self._journal_fd = os.open(self._journal_path(self._journal_gen),

@@ -246,7 +246,8 @@ class HealthEngine(Persisted):
         heads = self._prefilter
         extractors = self._extractors
         loads = orjson.loads
-        found: list[tuple[Event, Observation]] = []
+        found: list[Event] = []  # and found_obs: parallel lists, no pair per event
+        found_obs: list[Observation] = []
         for event in events:
             data = event.data
             for head in heads:
@@ -260,23 +261,32 @@ class HealthEngine(Persisted):
                 continue
             obs = (extractors.get(event.source_key) or self._extractor(event.source_key, doc))(doc)
             if obs is not None:
-                found.append((event, obs))
+                found.append(event)
+                found_obs.append(obs)
         if not found:
             return
         with self._lock:
-            fresh: list[tuple[Event, Observation]] = []
-            for e, o in found:
-                if self._cover(e.source_key, e.offset):
-                    fresh.append((e, o))
-                else:  # fed before: it may come back again until the spool has its ack
+            fresh: list[Event] = []
+            fresh_obs: list[Observation] = []
+            covered = self._covered
+            for e, o in zip(found, found_obs):
+                # _cover, inlined: remember (file, offset) unless it was fed before.
+                offsets = covered.get(e.source_key)
+                if offsets is None:
+                    offsets = covered[e.source_key] = set()
+                elif e.offset in offsets:  # fed before: it may come back again until the spool has its ack
                     pins = self._pinned.get(e.source_key)
                     if pins is None:
                         pins = self._pinned[e.source_key] = {}
                     pins[e.offset] = None
+                    continue
+                offsets.add(e.offset)
+                fresh.append(e)
+                fresh_obs.append(o)
             if not fresh:
                 return
             self._journal(fresh)
-            for _, obs in fresh:
+            for obs in fresh_obs:
                 self._apply(obs)
             self._count_batch()
             self._dirty = True
