@@ -81,8 +81,7 @@ def assert_same_grouping(options: ParseSettings, lines: list[Line], expire_at: l
     assert len(raw) == len(parsed)
     for position, (agent, mine) in enumerate(zip(parsed, raw)):
         where = f"record {position} (offset {agent.offset})"
-        # (dict.fromkeys: BentoML's monitor records keep a line's repeated tag twice;
-        # every other record, raw ones included, lists a tag once.)
+        # (Every record, raw or not, lists a tag once, even a tag its line repeats.)
         line_tags = tuple(dict.fromkeys(tag for tag in agent.tags if tag != TAG_PARSE_FAILURE))
         assert (mine.source, mine.offset, mine.end, mine.line_count, mine.read_time, mine.tags) == \
             (agent.source, agent.offset, agent.end, agent.line_count, agent.read_time, line_tags), where

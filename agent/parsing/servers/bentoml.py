@@ -130,8 +130,11 @@ class BentoMLFormat(PlainFormat):
                 record.fields.setdefault("model", {})["server"] = SERVER
             return record
         timestamp = fields.pop("@timestamp", None)
+        tags = line.tags
+        if len(tags) > 1:
+            tags = tuple(dict.fromkeys(tags))  # a record lists a tag once, as every format's does
         return Record(line.source, line.offset, line.end, "", line.read_time, timestamp, fields,
-                      line.tags, text if self.keep_original else None, None, 1)
+                      tags, text if self.keep_original else None, None, 1)
 
     # -- server lines ---------------------------------------------------------
 

@@ -137,6 +137,17 @@ def test_monitor_records_without_a_schema(tmp_path: Path) -> None:
     }
 
 
+def test_a_monitor_record_lists_a_repeated_line_tag_once(tmp_path: Path) -> None:
+    # Found by the raw parser's generated parity test: every record lists a tag once.
+    text = (FIXTURES / MONITOR / "data" / "data.0.log").read_text().splitlines()[0]
+    source = Source("k", str(tmp_path / "data.0.log"))
+    parser = make_parser(ParseSettings(format="bentoml"), source)
+    line = Line(source, 0, len(text) + 1, text, 1.0, ("truncated", "invalid_utf8", "truncated"))
+    records = parser.feed(line) + parser.flush()
+    assert [record.tags for record in records] == [("truncated", "invalid_utf8")]
+    assert records[0].fields["model"]["request_id"] == "8213476905214387731"
+
+
 def test_a_schema_written_later_is_picked_up(monitor_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bentoml, "SCHEMA_RECHECK", 0.0)
     schema = monitor_dir / "schema" / "schema.0.log"
