@@ -95,18 +95,22 @@ def _brace_object(text: str) -> bool:
 
 
 class _Fields:
-    """The ``fields`` of a raw record: a new dict each time (enrichment and
-    the transforms may add to it)."""
+    """The ``fields`` of a raw record: a new top-level dict each time (the
+    enrichment and the transforms may add keys to it); the ``modelscribe``
+    object under it is shared, as they never change a nested object in place."""
 
-    __slots__ = ("_log_format",)
+    __slots__ = ("_log_format", "_shared")
 
     def __init__(self, log_format: str | None) -> None:
         self._log_format = log_format
+        self._shared: dict[str, dict[str, Any]] = {}
 
     def __call__(self, name: str) -> dict[str, Any]:
-        if self._log_format is None:
-            return {"modelscribe": {"raw": {"format": name}}}
-        return {"modelscribe": {"raw": {"format": name, "log_format": self._log_format}}}
+        shared = self._shared.get(name)
+        if shared is None:
+            raw = {"format": name} if self._log_format is None else {"format": name, "log_format": self._log_format}
+            shared = self._shared[name] = {"raw": raw}
+        return {"modelscribe": shared}
 
 
 # Formats whose ``structured`` is known to be one of the predicates above.
@@ -163,7 +167,7 @@ class _Structured:
     own record (parsed at the edge: it may carry a payload). The predicates
     are inlined: this runs for every line."""
 
-    __slots__ = ("_inner", "_kind", "_needles", "_fields", "_plain_fields", "_edge")
+    __slots__ = ("_inner", "_kind", "_needles", "_fields", "_edge")
 
     def __init__(self, line_format: LineFormat, settings: ParseSettings, fields: _Fields) -> None:
         cls = type(line_format)
@@ -175,7 +179,6 @@ class _Structured:
             self._kind = _ASK if overrides(cls, "structured") else _NEVER
         self._needles = _payload_needles(settings)
         self._fields = fields
-        self._plain_fields = settings.log_format is None
         self._edge = _edge_records(cls.name) if rule is not None else None
 
     def __call__(self, line: Line, name: str) -> Record | None:
@@ -207,7 +210,7 @@ class _Structured:
         tags = line.tags
         if len(tags) > 1:
             tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
-        fields = {"modelscribe": {"raw": {"format": name}}} if self._plain_fields else self._fields(name)
+        fields = self._fields(name)
         return new(Record, (line.source, line.offset, line.end, text, line.read_time, None, fields, tags,
                             None, None, 1))
 
