@@ -116,7 +116,7 @@ class Persisted:
                 count += 1
                 if count % 1000 == 0:
                     self._count_batch()
-        self._count_batch()
+        self._count_batch()  # (an exception above leaves HealthEngine.__init__: nothing to count)
         return count
 
     def _restore(self, state: dict[str, Any]) -> None:

@@ -286,9 +286,11 @@ class HealthEngine(Persisted):
             if not fresh:
                 return
             self._journal(fresh)
-            for obs in fresh_obs:
-                self._apply(obs)
-            self._count_batch()
+            try:
+                for obs in fresh_obs:
+                    self._apply(obs)
+            finally:  # what was applied is counted before the lock goes, whatever happens
+                self._count_batch()
             self._dirty = True
 
     def acknowledged(self, events: Sequence[Event]) -> None:
