@@ -16,7 +16,7 @@ from operator import attrgetter
 from typing import Any, Sequence
 
 from agent.health.accuracy import ClassificationCounts, RegressionCounts
-from agent.health.drift import Bins, FeatureCounts, as_number, bins_from_state
+from agent.health.drift import BULK_MIN, Bins, FeatureCounts, as_number, bins_from_state
 from agent.health.extract import BAD_LATENCY, MISSING, Observation
 from agent.health.histogram import LatencyHistogram
 
@@ -135,6 +135,10 @@ class WindowState:
         path): each feature's values of the batch as one column, counted by
         ``FeatureCounts.add_many``. Returns the quality kinds raised, each once."""
         raised: dict[str, None] = {}
+        if len(observations) < BULK_MIN:  # a few requests: each in turn is cheaper
+            for obs in observations:
+                raised.update(dict.fromkeys(self.add(obs, features, prediction, max_features)))
+            return list(raised)
         self.requests += len(observations)
         # Each figure in one C-level pass over the batch (truthy errors, truthy token counts).
         self.errors += len(list(filter(None, map(attrgetter("error"), observations))))

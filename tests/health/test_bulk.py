@@ -111,7 +111,7 @@ references = st.dictionaries(st.sampled_from(NAMES), st.one_of(reference_numbers
 
 @settings(max_examples=300, deadline=None)
 @given(references, st.one_of(st.none(), reference_categories), st.integers(0, 4),
-       st.lists(st.lists(observations, max_size=30), min_size=1, max_size=3))
+       st.lists(st.lists(observations, max_size=60), min_size=1, max_size=3))
 def test_a_windows_batch_counts_what_each_request_counts(features, prediction, max_features, batches):
     prediction_bins = bins_from_reference(prediction, 3) if prediction else None
     bulk, single = WindowState(3), WindowState(3)
@@ -177,3 +177,9 @@ reference_values = st.one_of(
 def test_a_reference_freezes_to_the_bins_of_the_value_by_value_definition(values, max_categories):
     assert _outcome(drift.bins_from_reference, values, max_categories) == \
         _outcome(_bins_value_by_value, values, max_categories)
+
+
+def test_both_paths_are_exercised():
+    # Below BULK_MIN values are counted one by one; the hypothesis tests above draw
+    # batches on both sides of it (up to 120 values, 60 requests).
+    assert 1 < drift.BULK_MIN < 60
