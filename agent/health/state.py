@@ -11,7 +11,6 @@ carries consistent counts.
 
 from __future__ import annotations
 
-from itertools import repeat
 from operator import attrgetter
 from typing import Any, Sequence
 
@@ -152,9 +151,11 @@ class WindowState:
         predictions = [obs.prediction for obs in observations if obs.prediction is not MISSING]
         self.no_prediction += len(observations) - len(predictions)
         if features and observations:
-            values = [obs.features or _NONE for obs in observations]
-            for name in features:
-                column = list(map(dict.get, values, repeat(name)))  # a C-level loop
+            names = tuple(features)
+            # One row per event (C-level lookups in one dict at a time: its entries are
+            # near each other in memory), turned into one column per feature.
+            rows = [tuple(map((obs.features or _NONE).get, names)) for obs in observations]
+            for name, column in zip(names, zip(*rows)):
                 counts = self.features.get(name)
                 if counts is None:
                     if len(self.features) >= max_features:
