@@ -230,6 +230,7 @@ _DEFAULT_PATHS = FieldPaths()
 _DEFAULT_SCALE = _DEFAULT_PATHS.latency_scale
 _ERROR_LEVELS = ("error", "critical", "fatal")
 _ATOMS = frozenset({str, int, float, bool})
+_new_tuple = tuple.__new__
 
 
 def extractor(paths: FieldPaths) -> Callable[[Any], Observation | None]:
@@ -318,7 +319,9 @@ def _extract_default(doc: Any) -> Observation | None:
         prediction = prediction["value"]  # _scalar's first rule, the usual shape: {"value": 1}
     else:
         prediction = _scalar(prediction)
-    return Observation(
+    # tuple.__new__ with all ten fields: what Observation(...) does without its
+    # generated Python-level __new__ (measurable at one call per event).
+    return _new_tuple(Observation, (
         when, key, None if request_id is None else _name(request_id), latency, error, prediction, features, label,
         _count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
-        _count(usage.get("output_tokens")) if isinstance(usage, dict) else None)
+        _count(usage.get("output_tokens")) if isinstance(usage, dict) else None))
