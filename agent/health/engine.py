@@ -48,6 +48,9 @@ holds: what was sent but not committed is read again and skipped by
 ``covered``; events dropped by ``--when-full drop-newest`` or sampled out
 never reach health.
 
+The engine's two other halves: its state on disk (``agent.health.checkpoint``)
+and closing windows into documents and sending them (``agent.health.shipping``).
+
 Bounded: models (``caps.models``, by ``Windows``), features per model,
 categories per feature, waiting predictions (``caps.pending_labels``);
 a cap reached is counted and logged once.
@@ -65,7 +68,7 @@ import orjson
 
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.errors import OutputError, StateError
+from agent.errors import StateError
 from agent.events import Event
 from agent.health import documents, reference
 from agent.health.alerts import AlertBook
@@ -73,16 +76,14 @@ from agent.health.checkpoint import PRUNE_DELAY, Persisted
 from agent.health.config import FieldPaths, HealthSettings
 from agent.health.extract import MISSING, Observation, extractor
 from agent.health.labels import LabelJoin
+from agent.health.shipping import Shipping
 from agent.health.state import LabelState, WindowState
-from agent.health.windows import ClosedWindow, ModelKey, Windows
+from agent.health.windows import ModelKey, Windows
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery
 
 log = get_logger("health")
 
-HEALTH_SOURCE = "modelscribe-health"  # the source key of health documents (no file, never committed)
-_SHIP_INTERVAL = 0.5
-_SHIP_BATCH = 500
 
 
 class ObservedAcks(AckTracker):
@@ -108,11 +109,7 @@ class ObservedAcks(AckTracker):
             self._acknowledged(events)
 
 
-def _key_tuple(key: ModelKey) -> tuple[str, ...]:
-    return tuple(part or "" for part in key.to_list())  # type: ignore[misc]
-
-
-class HealthEngine(Persisted):
+class HealthEngine(Persisted, Shipping):
     def __init__(self, settings: HealthSettings, state_dir: str, target: str | None, agent: dict[str, Any],
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
@@ -464,98 +461,3 @@ class HealthEngine(Persisted):
             self.counters["documents_dropped"] = self.counters.get("documents_dropped", 0) + 1
             self._once("outbox", "health: too many documents wait for the output; the oldest are dropped",
                        cap=self.settings.caps.outbox)
-
-    # -- closing --------------------------------------------------------------------
-
-    def close_due(self, final: bool = False) -> int:
-        """Turn the windows that are due (all of them with ``final``) into documents."""
-        with self._lock:
-            closed = self.windows.close_due()
-            if final:
-                closed += self.windows.close_all()
-            for window in closed:
-                self._close(window)
-            if final:
-                self._flush_corrections(None)
-            return len(closed)
-
-    def _close(self, window: ClosedWindow) -> None:
-        key, start, state = window.key, window.start, window.state
-        kt = _key_tuple(key)
-        if window.reason != "watermark":
-            index = math.floor(start / self._w) + 1
-            self._frontier[kt] = max(self._frontier.get(kt, index), index)
-            self._flush_corrections(kt)
-        self.counters["windows"] += 1
-        self._put(*documents.window_document(key, start, self._window, state, window.late, self._agent))
-        thresholds = self.settings.thresholds
-        mode = "file" if self._file_reference is not None else \
-            "previous" if self.settings.reference == "previous" else "first_events"
-        worst: float | None = None
-        parts = [(name, "feature", counts) for name, counts in sorted(state.features.items())]
-        if state.prediction is not None:
-            parts.append(("prediction", "prediction", state.prediction))
-        for name, role, counts in parts:
-            if mode == "previous":
-                expected = self._previous.get((kt, role + ":" + name))
-                self._previous[(kt, role + ":" + name)] = list(counts.counts)
-            else:
-                expected = list(counts.bins.reference_counts)
-            doc_id, doc, _ = documents.drift_document(key, start, self._window, name, role, counts, expected, mode,
-                                                      thresholds.psi, thresholds.js, self._agent)
-            self._put(doc_id, doc)
-            drift = doc["model"]["drift"]
-            if "psi" in drift:
-                score = max(drift["psi"] / thresholds.psi if thresholds.psi else 0.0,
-                            drift["js"] / thresholds.js if thresholds.js else 0.0)
-                worst = score if worst is None else max(worst, score)
-        metrics = state.labels.classification.metrics() if state.labels.classification else None
-        figures = {
-            "error_rate": (state.errors / state.requests if state.requests else None, thresholds.error_rate),
-            "latency_p95": (state.latency.percentile(95.0) if state.latency.count else None, thresholds.p95_ms),
-            "drift": (worst, 1.0),
-            "accuracy_drop": (self._alerts.accuracy_drop(kt, metrics.accuracy if metrics else None,
-                                                         metrics.n if metrics else 0), thresholds.accuracy_drop),
-        }
-        for change in self._alerts.evaluate(kt, figures):
-            self._put(*documents.alert_document(key, start, change.rule, change.started, change.value,
-                                                change.threshold, self._agent))
-
-    # -- shipping -------------------------------------------------------------------
-
-    def pending_documents(self) -> int:
-        with self._lock:
-            return len(self._outbox)
-
-    def ship(self, deliver: Callable[[list[Event]], None]) -> int:
-        """Send what the outbox holds (any thread but the batcher's); returns how
-        many were acknowledged. An OutputError leaves them for the next call."""
-        with self._lock:
-            batch = list(self._outbox.items())[:_SHIP_BATCH]
-        if not batch:
-            return 0
-        events = [Event(HEALTH_SOURCE, 0, 0, doc_id, data, self._target) for doc_id, data in batch]
-        try:
-            deliver(events)
-        except OutputError as error:
-            self._once("ship", "health documents could not be sent yet; kept for the next attempt",
-                       error=str(error))
-            return 0
-        with self._lock:
-            for doc_id, data in batch:
-                if self._outbox.get(doc_id) is data:
-                    del self._outbox[doc_id]
-            self._dirty = True
-        return len(batch)
-
-    def run_shipper(self, deliver: Callable[[list[Event]], None], stop: threading.Event) -> None:
-        """The health thread of the daemon: close due windows, send their documents."""
-        while not stop.is_set():
-            self.close_due()
-            while self.ship(deliver) and not stop.is_set():
-                pass
-            stop.wait(_SHIP_INTERVAL)
-        # Stopping: one last try for what the outbox holds (the caller's join
-        # bounds it; what is not acknowledged stays in the checkpoint).
-        self.close_due()
-        self.ship(deliver)
