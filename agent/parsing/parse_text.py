@@ -134,14 +134,21 @@ def read_plain(text: str) -> tuple[float | None, dict[str, Any], int]:
     return None, {}, 0
 
 
+# _LAYOUT_GROUPS as positions in match.groups() (a tuple: groupdict() builds
+# a dict of every group, 0.6 µs more per line).
+_INDEX = {name: number - 1 for name, number in _LAYOUT.groupindex.items()}
+_LAYOUT_POSITIONS = tuple((_INDEX[level], _INDEX[logger], logger == "n3") for level, logger in _LAYOUT_GROUPS)
+_FUNCTION3, _LINE3 = _INDEX["f3"], _INDEX["o3"]
+
+
 def _layout_fields(match: re.Match[str]) -> dict[str, Any]:
-    groups = match.groupdict()
-    for level_group, logger_group in _LAYOUT_GROUPS:
-        logger = groups[logger_group]
+    groups = match.groups()
+    for level_at, logger_at, loguru in _LAYOUT_POSITIONS:
+        logger = groups[logger_at]
         if logger is not None:
-            log: dict[str, Any] = {"level": groups[level_group].lower(), "logger": logger}
-            if logger_group == "n3":  # loguru: name:function:line
-                log["origin"] = {"function": groups["f3"], "file": {"line": int(groups["o3"])}}
+            log: dict[str, Any] = {"level": groups[level_at].lower(), "logger": logger}
+            if loguru:  # name:function:line
+                log["origin"] = {"function": groups[_FUNCTION3], "file": {"line": int(groups[_LINE3])}}
             return {"log": log}
     return {}  # not reached: every alternative has a logger
 
