@@ -44,7 +44,9 @@ decided once per key (``_plan``), and what depends on the other keys of the
 object (a better key of the same role, a rival of a rule) once per set of
 keys in order (``KeyMap.shape``): the lines of one logger share their keys,
 so the per-line loop only looks at values, and a rule that nothing can beat
-to a two-part field is placed inline.
+to a two-part field is placed inline. A key set seen often enough gets this
+whole function written out for it (``json_shapes``), which the interpreted
+path here must equal.
 """
 
 from __future__ import annotations
