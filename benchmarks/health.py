@@ -20,14 +20,16 @@ keep it in step when they change.
 
 ``memory``: the health engine alone (no agent), fed 100 models x 50
 features until every model has its reference and an open window (and, no
-label ever coming, the label join full at its cap): the RSS it added, the
-memory Python objects hold then (``live_python_mb``: the state, measured
-with tracemalloc, which slows the run) and at the peak (while references are
-collected), and the size of the checkpoint it writes.
+label ever coming, the label join full at its cap): the RSS it added and
+the size of the checkpoint it writes; with ``--trace``, also the memory
+Python objects hold then (``live_python_mb``: the state, measured with
+tracemalloc, which slows the run and whose own bookkeeping inflates the RSS
+figures of that run) and at the peak (while references are collected).
 
     python3 benchmarks/health.py cost --lines 200000 --repeat 3
     python3 benchmarks/health.py breakdown --lines 100000
     python3 benchmarks/health.py memory --models 100 --features 50
+    python3 benchmarks/health.py memory --models 100 --features 50 --trace
 """
 
 from __future__ import annotations
@@ -215,7 +217,7 @@ def _rss_mb() -> float:
     return 0.0
 
 
-def memory(models: int, features: int, reference_size: int) -> None:
+def memory(models: int, features: int, reference_size: int, trace: bool) -> None:
     sys.path.insert(0, str(ROOT))
     import orjson
 
@@ -230,7 +232,8 @@ def memory(models: int, features: int, reference_size: int) -> None:
     rng = random.Random(3)
     state = Path(tempfile.mkdtemp(prefix="modelscribe-bench-health-mem-"))
     try:
-        tracemalloc.start()
+        if trace:  # (its own bookkeeping, a record per live block, inflates the RSS)
+            tracemalloc.start()
         before = _rss_mb()
         settings = parse_health({"window": 60, "lateness": 30, "reference_size": reference_size,
                                  "caps": {"models": models, "features": features}}, "bench: health")
@@ -254,13 +257,14 @@ def memory(models: int, features: int, reference_size: int) -> None:
         engine.close_due()
         engine.checkpoint({"bench": offset})
         gc.collect()
-        live, traced_peak = tracemalloc.get_traced_memory()
+        live, traced_peak = tracemalloc.get_traced_memory() if trace else (0, 0)
         after = _rss_mb()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"models": models, "features": features, "reference_size": reference_size,
                           "open_windows": engine.windows.open_windows, "rss_before_mb": round(before, 1),
                           "rss_after_mb": round(after, 1), "state_rss_mb": round(after - before, 1),
-                          "live_python_mb": round(live / 2**20, 1), "live_peak_mb": round(traced_peak / 2**20, 1),
+                          **({"live_python_mb": round(live / 2**20, 1), "live_peak_mb": round(traced_peak / 2**20, 1)}
+                             if trace else {}),
                           "peak_rss_mb": round(peak, 1),
                           "checkpoint_kb": round(os.path.getsize(state / "health" / "state.json") / 1024),
                           "reference_kb": round(os.path.getsize(state / "health" / "reference.json") / 1024)}))
@@ -282,13 +286,15 @@ def main() -> None:
     m.add_argument("--models", type=int, default=100)
     m.add_argument("--features", type=int, default=50)
     m.add_argument("--reference-size", type=int, default=1000)
+    m.add_argument("--trace", action="store_true",
+                   help="measure the live Python memory with tracemalloc (its bookkeeping inflates the RSS figures)")
     args = parser.parse_args()
     if args.what == "cost":
         cost(args.lines, args.repeat)
     elif args.what == "breakdown":
         breakdown(args.lines, args.repeat)
     else:
-        memory(args.models, args.features, args.reference_size)
+        memory(args.models, args.features, args.reference_size, args.trace)
 
 
 if __name__ == "__main__":
