@@ -20,7 +20,7 @@ Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml, tor
 json-map script in pipelines/json.yml (between the BEGIN/END GENERATED
 markers): the key catalogue of ``agent.parsing.json_keys`` (key -> [target
 path, coercer, rank, requires, sets event.outcome]), the roles of
-``parse_json`` (message, timestamp, level, logger, stack keys, best first),
+``json_plans`` (message, timestamp, level, logger, stack keys, best first),
 its ECS roots and the HTTP methods.
 """
 
@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.parsing import json_keys, parse_json, parse_text, timestamps  # noqa: E402
+from agent.parsing import json_keys, json_plans, parse_text, timestamps  # noqa: E402
 from agent.parsing.servers import bentoml, gunicorn, rayserve, torchserve, triton, vllm  # noqa: E402
 
 _ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
@@ -401,13 +401,13 @@ def json_params() -> str:
                  rule.place == json_keys.STATUS]
         lines.append(f"          {_flow(key)}: {_flow(entry)}\n")
     lines.append("        roles:\n")
-    for role, keys in (("message", parse_json._MESSAGE_KEYS), ("timestamp", parse_json._TIMESTAMP_KEYS),
-                       ("level", parse_json._LEVEL_KEYS), ("logger", parse_json._LOGGER_KEYS),
-                       ("stack", parse_json._STACK_KEYS)):
+    for role, keys in (("message", json_plans._MESSAGE_KEYS), ("timestamp", json_plans._TIMESTAMP_KEYS),
+                       ("level", json_plans._LEVEL_KEYS), ("logger", json_plans._LOGGER_KEYS),
+                       ("stack", json_plans._STACK_KEYS)):
         for index, key in enumerate(keys):
             lines.append(f"          {_flow(key)}: {_flow([role, list(keys[:index])])}\n")
-    lines.append(f"        timestamp_keys: {_flow(list(parse_json._TIMESTAMP_KEYS))}\n")
-    lines.append(f"        ecs_roots: {_flow(sorted(parse_json.ECS_ROOTS))}\n")
+    lines.append(f"        timestamp_keys: {_flow(list(json_plans._TIMESTAMP_KEYS))}\n")
+    lines.append(f"        ecs_roots: {_flow(sorted(json_plans.ECS_ROOTS))}\n")
     lines.append(f"        http_methods: {_flow(sorted(json_keys._HTTP_METHODS))}\n")
     units = re.search(r"\((ns\|[^)]*)\)\?", json_keys._NUMBER.pattern).group(1).split("|")
     lines.append(f"        duration_units: {_flow(units)}\n")

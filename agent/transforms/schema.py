@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from agent.parsing.parse_json import ECS_ROOTS
+from agent.parsing.json_plans import ECS_ROOTS
 from agent.schema import FIELDS, payload_fields
 
 KEYWORD, TEXT, LONG, DOUBLE, IP, DATE, FLATTENED, OBJECT = (

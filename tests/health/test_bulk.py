@@ -48,10 +48,7 @@ def _same(bulk: FeatureCounts, single: FeatureCounts) -> None:
     assert bulk.quality() == single.quality()
 
 
-@settings(max_examples=400, deadline=None)
-@given(reference_numbers, st.lists(batches, min_size=1, max_size=3))
-def test_numeric_bulk_counts_what_each_value_counts(reference, batches):
-    bins = NumericBins.from_reference(reference)
+def _bulk_equals_one_by_one(bins, batches) -> None:
     bulk = FeatureCounts(bins)
     bulk_kinds: set[str] = set()
     for batch in batches:
@@ -59,19 +56,18 @@ def test_numeric_bulk_counts_what_each_value_counts(reference, batches):
     single, kinds = _one_by_one(bins, [v for batch in batches for v in batch])
     _same(bulk, single)
     assert bulk_kinds == kinds
+
+
+@settings(max_examples=400, deadline=None)
+@given(reference_numbers, st.lists(batches, min_size=1, max_size=3))
+def test_numeric_bulk_counts_what_each_value_counts(reference, batches):
+    _bulk_equals_one_by_one(NumericBins.from_reference(reference), batches)
 
 
 @settings(max_examples=400, deadline=None)
 @given(reference_categories, st.integers(1, 5), st.lists(batches, min_size=1, max_size=3))
 def test_categorical_bulk_counts_what_each_value_counts(reference, cap, batches):
-    bins = CategoricalBins.from_reference(reference, max_categories=cap)
-    bulk = FeatureCounts(bins)
-    bulk_kinds: set[str] = set()
-    for batch in batches:
-        bulk_kinds.update(bulk.add_many(batch))
-    single, kinds = _one_by_one(bins, [v for batch in batches for v in batch])
-    _same(bulk, single)
-    assert bulk_kinds == kinds
+    _bulk_equals_one_by_one(CategoricalBins.from_reference(reference, max_categories=cap), batches)
 
 
 def test_bulk_corner_values_by_hand():

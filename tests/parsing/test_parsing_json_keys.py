@@ -14,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.events import Line, Record, Source
-from agent.parsing import ParseSettings, make_parser, parse_json, validate_settings
+from agent.parsing import ParseSettings, json_plans, make_parser, validate_settings
 from agent.parsing.json_keys import BUILT_IN, CATALOGUE, compile_map_fields, parse_map_field
-from agent.parsing.parse_json import (_LEVEL_KEYS, _LOGGER_KEYS, _MESSAGE_KEYS, _STACK_KEYS, _TIMESTAMP_KEYS,
-                                      ECS_ROOTS, KeyMap, map_object)
+from agent.parsing.json_plans import (_LEVEL_KEYS, _LOGGER_KEYS, _MESSAGE_KEYS, _STACK_KEYS, _TIMESTAMP_KEYS,
+                                      ECS_ROOTS, KeyMap)
+from agent.parsing.parse_json import map_object
 from agent.schema import FIELDS, undefined_fields, value_problems
 
 SOURCE = Source("json-keys", "/var/log/model.jsonl")
@@ -351,8 +352,8 @@ def test_placing_at_once_gives_what_waiting_for_the_whole_object_gives(items: li
     obj = dict(items)
     fast = KeyMap(rules)
     slow = KeyMap(rules)
-    real = parse_json._mapped_plan
-    with mock.patch.object(parse_json, "_mapped_plan", lambda *args: real(*args)[:4] + (None,)):
+    real = json_plans._mapped_plan
+    with mock.patch.object(json_plans, "_mapped_plan", lambda *args: real(*args)[:4] + (None,)):
         for key in obj:
             slow.plan(key)
     expected = map_object(copy.deepcopy(obj), slow)
@@ -370,7 +371,7 @@ def test_plans_decided_per_key_set_give_what_deciding_per_line_gives(items: list
     rules += (("zz_unused", "labels.zz"),)
     obj = dict(items)
     shaped = KeyMap(rules)
-    with mock.patch.object(parse_json, "_MAX_SHAPES", 0):
+    with mock.patch.object(json_plans, "_MAX_SHAPES", 0):
         expected = orjson.dumps(map_object(copy.deepcopy(obj), KeyMap(rules)))
     assert orjson.dumps(map_object(copy.deepcopy(obj), shaped)) == expected
     assert orjson.dumps(map_object(copy.deepcopy(obj), shaped)) == expected  # the cached shape
