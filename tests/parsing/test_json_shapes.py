@@ -9,7 +9,8 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.parsing.parse_json import KeyMap, map_object
+from agent.parsing.json_plans import KeyMap
+from agent.parsing.parse_json import map_object
 
 _KEYS = st.sampled_from([
     # roles, best first within each, and structlog's "event"

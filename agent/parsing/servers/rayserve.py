@@ -55,7 +55,8 @@ from agent.events import TAG_PARSE_FAILURE, Line, Record
 from agent.parsing import timestamps, tracebacks
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
-from agent.parsing.parse_json import DEFAULT_KEYS, KeyMap, failure_reason, key_map, map_object
+from agent.parsing.json_plans import DEFAULT_KEYS, KeyMap, key_map
+from agent.parsing.parse_json import failure_reason, map_object
 from agent.parsing.parse_text import PlainFormat, parse_plain
 from agent.parsing.servers.access import (LEVELS, client_fields, fallback, nanos, outcome, parse_uvicorn, put_request,
                                           strip_ansi)
