@@ -1,11 +1,25 @@
 """Outputs: where documents go. Every output implements ``base.Output`` and
 goes through the same delivery path (``sender``): a batch is acknowledged
-only after the output confirmed it, which is what lets the registry commit."""
+only after the output confirmed it, which is what lets the registry commit.
+
+``--output elasticsearch`` (the default) asks the cluster's root endpoint
+what it is, once, when the output is built: an OpenSearch cluster gets the
+OpenSearch output (its security and version APIs; delivery is the same). A
+cluster that does not answer within ``DETECT_TIMEOUT`` keeps the
+Elasticsearch output: shipping works the same on both engines, only
+``check``, the start-up check of ``--once`` and the hints of an
+authentication failure speak Elasticsearch until the agent restarts.
+"""
 
 from __future__ import annotations
 
 from agent.config import Config
+from agent.errors import OutputError
 from agent.outputs.base import Output
+from agent.selflog import get_logger
+
+log = get_logger("output")
+DETECT_TIMEOUT = 5.0  # seconds; the start-up must not wait long for a cluster that is down
 
 
 def build_output(config: Config) -> Output:
@@ -26,4 +40,17 @@ def build_output(config: Config) -> Output:
         from agent.outputs.opensearch import OpenSearchOutput
         return OpenSearchOutput.from_config(config)
     from agent.outputs.elasticsearch import ElasticsearchOutput
-    return ElasticsearchOutput.from_config(config)
+    from agent.outputs.opensearch import OpenSearchOutput, detect_engine
+
+    output = ElasticsearchOutput.from_config(config)
+    try:
+        engine = detect_engine(output.request("GET", "/", timeout=DETECT_TIMEOUT))
+    except OutputError as error:  # down or refusing now: see the module docstring
+        log.debug("cannot tell the cluster's engine; the Elasticsearch output is used", error=str(error))
+        return output
+    if engine != "opensearch":
+        return output
+    output.close()
+    log.info("the cluster's root endpoint says OpenSearch: the OpenSearch output is used (--output opensearch)",
+             url=config.es_urls[0])
+    return OpenSearchOutput.from_config(config)

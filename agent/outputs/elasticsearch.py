@@ -116,7 +116,7 @@ class ElasticsearchOutput:
 
     # -- one request -----------------------------------------------------
     def request(self, method: str, path: str, body: Any = None, content_type: str = _JSON,
-                params: dict[str, str] | None = None) -> Response:
+                params: dict[str, str] | None = None, timeout: float | None = None) -> Response:
         headers = {"accept": _JSON, "user-agent": f"{AGENT_NAME}/{__version__}"}
         auth = self._credential.header()
         if auth:
@@ -126,7 +126,11 @@ class ElasticsearchOutput:
         if params:
             path += "?" + "&".join(f"{key}={value}" for key, value in params.items())
         try:
-            meta, data = self._transport.perform_request(method, path, headers=headers, body=body)
+            if timeout is None:
+                meta, data = self._transport.perform_request(method, path, headers=headers, body=body)
+            else:
+                meta, data = self._transport.perform_request(method, path, headers=headers, body=body,
+                                                             request_timeout=timeout)
         except elastic_transport.TlsError as error:
             detail = _root_message(error)
             hint = "--client-cert / --client-key" if "CERTIFICATE_REQUIRED" in detail.upper() \

@@ -118,3 +118,15 @@ def test_unreachable_node_is_a_transient_error():
             output.send([_event(0, {})])
     finally:
         output.close()
+
+
+def test_the_default_output_stays_elasticsearch_on_elasticsearch_and_when_down(es_node):
+    from agent.outputs import build_output
+
+    for flags in ({"es_urls": (es_node.url,), "ca_cert": es_node.ca_cert, "api_key_file": es_node.api_key_file},
+                  {"es_urls": ("http://127.0.0.1:9",)}):  # nothing listens: cannot tell, Elasticsearch's APIs
+        output = build_output(resolve(flags, {}))
+        try:
+            assert type(output) is ElasticsearchOutput
+        finally:
+            output.close()

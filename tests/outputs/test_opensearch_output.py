@@ -175,6 +175,34 @@ def test_detect_engine_from_the_root_endpoint(os_node):
     assert detect_engine(Response(401, "Unauthorized")) is None
 
 
+def test_the_default_output_detects_opensearch_from_the_root_endpoint(os_node, os, tmp_path):
+    """No --output opensearch: the root endpoint decides, and the agent ships,
+    checks and reports as the OpenSearch output."""
+    from e2e_helpers import run_once
+
+    from agent.outputs import build_output
+
+    flags = {"es_urls": (os_node.url,), "ca_cert": os_node.ca_cert, "username": os_node.username,
+             "password_file": os_node.password_file}
+    output = build_output(resolve(flags, {}))
+    try:
+        assert type(output) is OpenSearchOutput
+    finally:
+        output.close()
+    cli = ["--es-url", os_node.url, "--ca-cert", os_node.ca_cert, "--username", os_node.username,
+           "--password-file", os_node.password_file]
+    check = run_once(["check", "output", *cli])
+    assert check.code == 0 and f"version: opensearch {os_node.version}" in check.stdout, check.stdout
+    log = tmp_path / "m.log"
+    log.write_text("".join(f'{{"message": "line {n}"}}\n' for n in range(5)))
+    os.delete_index("os-detected")
+    shipped = run_once(["run", "--once", "--path", str(log), "--state-dir", str(tmp_path / "state"),
+                        "--index", "os-detected", *cli])
+    assert shipped.code == 0, shipped.stderr
+    os.ok("POST", "/os-detected/_refresh")
+    assert os.ok("GET", "/os-detected/_count")["count"] == 5
+
+
 def test_partial_429_retries_only_the_rejected_items(tmp_path):
     """A node with one write thread and a one-slot queue answers some bulk
     items 429: only those are sent again, and every document lands once."""
