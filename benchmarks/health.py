@@ -4,7 +4,7 @@
 ``cost`` (the issue-10 figure): ``modelscribe run --once --output null`` over
 N JSON prediction lines with 20 features each (model_name, request_id,
 prediction, latency_ms, features: 14 numbers and 6 categories; one label line
-every 4 lines), pinned to one core, with and without a ``health:`` block,
+every 4 lines, the ground truth of a prediction 41 to 43 lines earlier), pinned to one core, with and without a ``health:`` block,
 interleaved (without, with, without, ...), so both see the same machine
 state. Prints one JSON line per run and a summary: median lines/s of each,
 and the cost = 1 - with/without.
@@ -62,8 +62,8 @@ def write_corpus(path: Path, lines: int, features: int = 20) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for n in range(lines):
             t = BASE + n * 0.01
-            if n % 4 == 3:
-                handle.write(json.dumps({"timestamp": _stamp(t), "request_id": f"r{n - 40}",
+            if n % 4 == 3:  # the label of a prediction 41 to 43 lines back (models 2, 1, 0 in turn)
+                handle.write(json.dumps({"timestamp": _stamp(t), "request_id": f"r{n - 41 - (n // 4) % 3}",
                                          "ground_truth": rng.choice(["a", "b"])}) + "\n")
                 continue
             feats = {f"num_{i}": round(rng.gauss(i, 1), 3) for i in range(features - 6)}
