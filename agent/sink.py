@@ -55,16 +55,7 @@ class Sink:
         self.emitted_bytes = 0  # counted per group, not per line (agent.metrics)
 
     def line(self, line: Line) -> None:
-        self.lines += 1
-        parser = self._parsers.get(line.source.key)
-        if parser is None:
-            parser = self._parser(line.source)
-        for record in parser.feed(line):
-            event = self._enricher.build(record)
-            if event is not None:  # None: sampled out (offsets still advance past it)
-                self._pending.append(event)
-        if len(self._pending) >= self._group:
-            self.hand_over()
+        self.extend([line])
 
     def extend(self, lines: list[Line]) -> None:
         """``line`` for each of ``lines`` (one file's, in order), with the

@@ -42,6 +42,7 @@ import math
 from datetime import datetime
 from typing import Any, Callable, NamedTuple
 
+from agent.events import new
 from agent.health.config import FieldPaths
 
 MISSING: Any = None
@@ -230,7 +231,6 @@ _DEFAULT_PATHS = FieldPaths()
 _DEFAULT_SCALE = _DEFAULT_PATHS.latency_scale
 _ERROR_LEVELS = ("error", "critical", "fatal")
 _ATOMS = frozenset({str, int, float, bool})
-_new_tuple = tuple.__new__
 
 
 def extractor(paths: FieldPaths) -> Callable[[Any], Observation | None]:
@@ -319,9 +319,9 @@ def _extract_default(doc: Any) -> Observation | None:
         prediction = prediction["value"]  # _scalar's first rule, the usual shape: {"value": 1}
     else:
         prediction = _scalar(prediction)
-    # tuple.__new__ with all ten fields: what Observation(...) does without its
-    # generated Python-level __new__ (measurable at one call per event).
-    return _new_tuple(Observation, (
+    # events.new with all ten fields: Observation(...) without its generated
+    # Python-level __new__ (measurable at one call per event).
+    return new(Observation, (
         when, key, None if request_id is None else _name(request_id), latency, error, prediction, features, label,
         _count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
         _count(usage.get("output_tokens")) if isinstance(usage, dict) else None))

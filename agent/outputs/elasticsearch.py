@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import elastic_transport
 import orjson
+from elastic_transport.client_utils import DEFAULT
 from elasticsearch import Elasticsearch
 
 from agent import AGENT_NAME, __version__
@@ -126,11 +127,8 @@ class ElasticsearchOutput:
         if params:
             path += "?" + "&".join(f"{key}={value}" for key, value in params.items())
         try:
-            if timeout is None:
-                meta, data = self._transport.perform_request(method, path, headers=headers, body=body)
-            else:
-                meta, data = self._transport.perform_request(method, path, headers=headers, body=body,
-                                                             request_timeout=timeout)
+            meta, data = self._transport.perform_request(method, path, headers=headers, body=body,
+                                                         request_timeout=DEFAULT if timeout is None else timeout)
         except elastic_transport.TlsError as error:
             detail = _root_message(error)
             hint = "--client-cert / --client-key" if "CERTIFICATE_REQUIRED" in detail.upper() \

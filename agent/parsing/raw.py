@@ -141,8 +141,6 @@ def _payload_needles(settings: ParseSettings) -> tuple[str, ...]:
     return _PAYLOAD_NEEDLES + extra
 
 
-
-
 def _edge_records(name: str) -> Callable[[str, dict[str, Any]], bool] | None:
     """Which JSON objects of format ``name`` the cluster cannot reproduce, so
     they are parsed here and shipped as the agent's own record (like payload

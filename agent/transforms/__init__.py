@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -197,6 +197,20 @@ def _check_target(name: str, flag: str) -> None:
         raise ValueError(f"{flag} {name}: {schema.clashes(name)} is a value, not an object")
 
 
+class _Tail(NamedTuple):
+    """Objects appended to serialised documents as bytes: ``tail`` is
+    ``,"key":{...}...``; ``closing`` ends a document with it, ``alone`` is a
+    document of nothing else."""
+
+    tail: bytes
+    closing: bytes
+    alone: bytes
+
+    @classmethod
+    def of(cls, tail: bytes) -> _Tail:
+        return cls(tail, tail + b"}", b"{" + tail[1:] + b"}")
+
+
 class Transforms:
     """The per-document rules of one agent (see the module docstring)."""
 
@@ -218,10 +232,7 @@ class Transforms:
         self._host_tail = self._splice_bytes()
         # The enrichment's agent object, appended with the host (append_agent).
         self._agent: dict[str, Any] | None = None
-        self._agent_tail = self._agent_tail_end = self._agent_only = b""
-        if self._host_tail is not None:
-            self._host_tail_end = self._host_tail + b"}"
-            self._host_only = b"{" + self._host_tail[1:] + b"}"
+        self._agent_tail: _Tail | None = None
         self._paths = PathFields(compile_templates(settings.model_from_path), settings.kubernetes_paths,
                                  static, self._scrub_all)
         self._static = static
@@ -245,11 +256,9 @@ class Transforms:
         if self._redactor.patterns and self._redactor.triggered(alone, data):
             return
         self._agent = agent
-        self._agent_tail = b"," + data[1:-1] + self._host_tail
-        self._agent_tail_end = self._agent_tail + b"}"
-        self._agent_only = b"{" + self._agent_tail[1:] + b"}"
+        self._agent_tail = _Tail.of(b"," + data[1:-1] + self._host_tail.tail)
 
-    def _splice_bytes(self) -> bytes | None:
+    def _splice_bytes(self) -> _Tail | None:
         """``,"host":{...}`` when the host object may be appended to serialised documents.
 
         The host object is the same in nearly every document: serialising it
@@ -262,7 +271,7 @@ class Transforms:
         data = orjson.dumps(alone)
         if self._redactor.patterns and self._redactor.triggered(alone, data):
             return None
-        return b"," + data[1:-1]
+        return _Tail.of(b"," + data[1:-1])
 
     def _scrubbed(self, tree: dict[str, Any]) -> dict[str, Any]:
         if not self._scrub_all:
@@ -332,13 +341,13 @@ class Transforms:
         if spliced:
             if agent is not None:
                 doc["agent"] = agent
-                tail, tail_end, alone = self._agent_tail, self._agent_tail_end, self._agent_only
+                tail = self._agent_tail
             else:
-                tail, tail_end, alone = self._host_tail, self._host_tail_end, self._host_only
+                tail = self._host_tail
             doc["host"] = self._host.full  # type: ignore[union-attr]
-            if len(data) + len(tail) <= self._max and not (  # type: ignore[arg-type]
+            if len(data) + len(tail.tail) <= self._max and not (  # type: ignore[union-attr]
                     self._redactor.patterns and self._redactor.triggered(doc, data)):
-                return doc, (data[:-1] + tail_end) if len(data) > 2 else alone
+                return doc, (data[:-1] + tail.closing) if len(data) > 2 else tail.alone  # type: ignore[union-attr]
             doc, data = _dumps(doc)
         elif not (len(data) > self._max or (self._redactor.patterns and self._redactor.triggered(doc, data))):
             return doc, data
