@@ -1,38 +1,29 @@
-"""The harvesters: tail every matched file, follow it through rename, truncation and deletion.
+"""The tailer: tail every matched file, follow it through rename, truncation and deletion.
 
 One thread runs the ``Tailer``. It holds one file descriptor per open file
 (no thread per file) and polls each with a backoff (0.25 s while it grows,
 doubling to 2 s when idle, reset by growth or a watchdog event); a full glob
-scan runs every ``scan_interval`` and whenever a rename is noticed.
+scan runs every ``scan_interval`` and whenever a rename is noticed. Finding,
+opening and releasing files, and knowing them by dev/inode across renames, is
+``harvesters``' part (a base of ``Tailer``); this module reads them.
 
 Guarantees:
 
 * every complete line of a file is pushed to ``LineSink.line`` once, in file
   order, with byte offsets (see ``reader``); while ``line()`` blocks the tailer
   reads nothing, which is the agent's backpressure;
-* a file is known by dev/inode, not by path: a file renamed to another matched
-  path keeps its harvester (never opened twice); a file renamed away is read to
-  its end and closed once it has been idle for ``close_inactive``; a new file at
-  the old path is read from offset 0;
-* a known file is resumed at its *committed* offset (``Registry.lookup``), so
-  lines not acknowledged before a crash come again with the same key and
-  offsets. A file smaller than its committed offset, or whose first bytes
-  changed, is a new content: new key, read from 0;
+* a file renamed away is read to its end and closed once it has been idle for
+  ``close_inactive``;
 * truncation of an open file (size below the read position) starts a new
   content (new key) at 0; nothing of the old content is sent again;
 * a deleted file is drained, closed, reported with ``LineSink.source_closed``
   and marked gone in the registry, so a reused inode is never resumed;
 * a last line without newline is held until its newline arrives, or sent
   tagged ``TAG_PARTIAL`` once the file has not grown for
-  ``partial_line_timeout``; later bytes start a new line;
-* file-system errors stop at this boundary: an unreadable path, a directory or
-  a FIFO matched by a glob, a file gone between glob and open are logged once
-  per path and error, retried at later scans, and never stop other files.
+  ``partial_line_timeout``; later bytes start a new line.
 
 Limits: truncation is seen from sizes, so a file truncated and regrown past
-the read position between two checks is read on from the old position; a file
-truncated, or deleted and its inode reused with the same first line, *while
-the agent is down* and grown past the committed offset is resumed there. A
+the read position between two checks is read on from the old position. A
 file whose path vanished but which still has links (renamed out of the globs;
 NFS "silly renames") is treated as rotated, closed after ``close_inactive``.
 
@@ -52,7 +43,6 @@ the output acknowledges (``Registry.commit``). It only records identities
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
@@ -61,22 +51,16 @@ from agent.clock import SYSTEM_CLOCK, Clock
 from agent.events import Line, Source
 from agent.registry import Entry, Registry
 from agent.selflog import get_logger
-from agent.sources.discovery import Discovery, Hint, Watcher, describe_error, describe_mode
-from agent.sources.identity import (Fingerprint, names_file, next_generation, prefix_hasher,
-                                    read_fingerprint, source_key)
-from agent.sources.reader import LineReader
+from agent.sources.discovery import Discovery, Watcher, describe_error
+from agent.sources.harvesters import (_ACTIVE, _DELETED, _RENAMED, _UNMATCHED, MAX_CHECK_INTERVAL,
+                                      MIN_CHECK_INTERVAL, Harvesters, _Harvester)
+from agent.sources.identity import Fingerprint, names_file, next_generation, read_fingerprint, source_key
 
 log = get_logger("tail")
 
-MIN_CHECK_INTERVAL = 0.25  # seconds between stats of a growing file
-MAX_CHECK_INTERVAL = 2.0  # ... and of an idle one
 TICK_INTERVAL = 0.25  # sink.tick cadence; half the promised 0.5 s for slack
 STOP_CHECK_INTERVAL = 0.1  # longest sleep slice, so run() notices stop quickly
 READ_BUDGET_CHUNKS = 16  # chunks per file per pass, so one busy file cannot starve the rest
-
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-_ACTIVE, _RENAMED, _DELETED = "active", "renamed", "deleted"
-_UNMATCHED = "unmatched"  # no longer matched after a reload: read to its end, then closed
 
 
 @dataclass(frozen=True)
@@ -117,29 +101,7 @@ class LineSink(Protocol):
     def source_closed(self, source: Source) -> None: ...  # no more lines for this key
 
 
-class _Harvester:
-    """The tailer's private state for one open file."""
-
-    __slots__ = ("fd", "dev", "inode", "path", "source", "reader", "state", "size",
-                 "last_growth", "next_check", "interval", "deleted_at")
-
-    def __init__(self, fd: int, dev: int, inode: int, path: str, reader: LineReader,
-                 source: Source | None, now: float) -> None:
-        self.fd = fd
-        self.dev = dev
-        self.inode = inode
-        self.path = path
-        self.source = source  # None until the first line is about to be emitted
-        self.reader = reader
-        self.state = _ACTIVE
-        self.size = -1  # file size at the last check
-        self.last_growth = now  # monotonic
-        self.next_check = now
-        self.interval = MIN_CHECK_INTERVAL
-        self.deleted_at: float | None = None  # monotonic time the deletion was noticed
-
-
-class Tailer:
+class Tailer(Harvesters):
     """Tails the files matched by ``settings.paths`` into ``sink``."""
 
     def __init__(self, settings: TailSettings, registry: Registry, sink: LineSink,
@@ -306,133 +268,6 @@ class Tailer:
         self._last_tick = now
         self._sink.tick(self._clock.time())
 
-    def _take_hints(self, now: float) -> None:
-        if self._watcher is None:
-            return
-        for hint in self._watcher.drain():
-            self._on_hint(hint, now)
-
-    def _on_hint(self, hint: Hint, now: float) -> None:
-        if hint.rescan:
-            self._scan_requested = True
-            return
-        harvester = self._by_path.get(hint.path)
-        if harvester is not None:
-            harvester.next_check = now
-            harvester.interval = MIN_CHECK_INTERVAL
-        if (harvester is None or hint.appeared) and self._discovery.matches(hint.path):
-            if self._retry_at.get(hint.path, now) <= now:
-                self._discover(hint.path, now)
-
-    # -- discovery ----------------------------------------------------------
-
-    def _scan(self, now: float) -> None:
-        self._scan_requested = False
-        self._next_scan = now + self._settings.scan_interval
-        if self._watcher is not None:
-            self._watcher.ensure_watches()
-        paths = self._discovery.scan()
-        for path in paths:
-            self._discover(path, now)
-        matched = set(paths)
-        for path in [path for path in self._problems if path not in matched]:
-            self._clear_problem(path)  # so the same problem, if it returns, is logged again
-        for harvester in self._harvesters.values():
-            if harvester.source is not None:
-                self._registry.touch(harvester.source.key, harvester.path)
-
-    def _discover(self, path: str, now: float) -> None:
-        """Make sure the file at ``path`` is tailed (opening it if new)."""
-        try:
-            info = os.stat(path)
-        except OSError as error:
-            self._problem(path, now, describe_error(error))
-            return
-        if not stat.S_ISREG(info.st_mode):
-            self._problem(path, now, describe_mode(info.st_mode))
-            return
-        known = self._harvesters.get((info.st_dev, info.st_ino))
-        if known is not None:
-            self._seen_at(known, path)
-            self._clear_problem(path, opened=True)
-            return
-        self._open(path, now)
-
-    def _open(self, path: str, now: float) -> None:
-        try:
-            fd = os.open(path, _OPEN_FLAGS)
-        except OSError as error:
-            self._problem(path, now, describe_error(error))
-            return
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):  # replaced between stat and open
-                os.close(fd)
-                self._problem(path, now, describe_mode(info.st_mode))
-                return
-            known = self._harvesters.get((info.st_dev, info.st_ino))
-            if known is not None:
-                os.close(fd)
-                self._seen_at(known, path)
-                return
-            entry = self._registry.lookup(info.st_dev, info.st_ino, prefix_hasher(fd))
-        except OSError as error:
-            os.close(fd)
-            self._problem(path, now, describe_error(error))
-            return
-        self._clear_problem(path, opened=True)
-        source, start = None, 0
-        if entry is not None and info.st_size < entry.offset:
-            log.warning("file truncated", path=path, offset=entry.offset, size=info.st_size)
-            self._registry.mark_gone(entry.key)
-        elif entry is not None:
-            source, start = Source(entry.key, path), max(entry.offset, self._resume_after.pop(entry.key, 0))
-            self._registry.touch(entry.key, path)
-            log.info("resuming file", path=path, offset=start, key=entry.key)
-        else:
-            log.info("new file", path=path)
-        harvester = _Harvester(fd, info.st_dev, info.st_ino, path,
-                               LineReader(start, self._settings.max_line_bytes), source, now)
-        self._harvesters[(info.st_dev, info.st_ino)] = harvester
-        self._by_path[path] = harvester
-
-    def _seen_at(self, harvester: _Harvester, path: str) -> None:
-        """An open file was found at ``path`` by a scan or a hint."""
-        if harvester.path != path:
-            if harvester.state == _ACTIVE and names_file(harvester.path, harvester.dev, harvester.inode):
-                return  # a second link to the same file: keep the first name
-            log.info("file renamed", path=path, previous=harvester.path)
-            self._set_path(harvester, path)
-            if harvester.source is not None:
-                self._registry.touch(harvester.source.key, path)
-        elif self._by_path.get(path) is not harvester:
-            self._by_path[path] = harvester  # renamed away, then back
-        if harvester.state in (_RENAMED, _UNMATCHED):
-            harvester.state = _ACTIVE  # renamed back into a glob, or matched again: tailed as usual
-
-    def _set_path(self, harvester: _Harvester, path: str) -> None:
-        if self._by_path.get(harvester.path) is harvester:
-            del self._by_path[harvester.path]
-        harvester.path = path
-        self._by_path[path] = harvester
-        if harvester.source is not None:
-            harvester.source = Source(harvester.source.key, path)
-
-    def _problem(self, path: str, now: float, error: str,
-                 message: str = "cannot tail file; will retry at later scans") -> None:
-        self._retry_at[path] = now + self._settings.scan_interval
-        if self._problems.get(path) != (message, error):
-            self._problems[path] = (message, error)
-            log.warning(message, path=path, error=error)
-
-    def _clear_problem(self, path: str, opened: bool = False) -> None:
-        self._retry_at.pop(path, None)
-        problem = self._problems.get(path)
-        # A file that opens but keeps failing to read must not be logged at
-        # every scan: read failures are only forgotten when the path goes away.
-        if problem is not None and not (opened and problem[0] == "file read failed; closing it"):
-            del self._problems[path]
-
     # -- one file -----------------------------------------------------------
 
     def _check(self, harvester: _Harvester, now: float, once: bool) -> None:
@@ -592,16 +427,3 @@ class Tailer:
                 self._registry.mark_gone(harvester.source.key)
             self._sink.source_closed(harvester.source)
         self._release(harvester)
-
-    def _release(self, harvester: _Harvester) -> None:
-        if harvester.fd < 0:
-            return
-        try:
-            os.close(harvester.fd)
-        except OSError:
-            pass
-        harvester.fd = -1
-        self._harvesters.pop((harvester.dev, harvester.inode), None)
-        if self._by_path.get(harvester.path) is harvester:
-            del self._by_path[harvester.path]
-

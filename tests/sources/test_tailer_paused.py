@@ -19,7 +19,8 @@ import pytest
 
 from agent.clock import FakeClock
 from agent.events import Line
-from agent.sources.tailer import MAX_CHECK_INTERVAL, Tailer
+from agent.sources.harvesters import MAX_CHECK_INTERVAL
+from agent.sources.tailer import Tailer
 from tailkit import RecordingSink, append, held_open, make, tiles
 
 CLOSE_REMOVED_AFTER = 30.0

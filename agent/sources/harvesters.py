@@ -1,0 +1,234 @@
+"""The tailer's open files (harvesters): which file is open under which path,
+and how a path found by a glob scan or a watcher hint becomes an open file.
+
+``Harvesters`` is a base of ``Tailer`` (see ``tailer``, which runs the read
+loop and owns the state annotated here); this module holds the per-file state
+(``_Harvester``) and the side of the tailer that finds, opens, renames and
+releases files.
+
+Guarantees:
+
+* a file is known by dev/inode, not by path: a file renamed to another matched
+  path keeps its harvester (never opened twice); a new file at the old path of
+  a renamed one is read from offset 0;
+* a known file is resumed at its *committed* offset (``Registry.lookup``), so
+  lines not acknowledged before a crash come again with the same key and
+  offsets. A file smaller than its committed offset, or whose first bytes
+  changed, is a new content: new key, read from 0;
+* file-system errors stop at this boundary: an unreadable path, a directory or
+  a FIFO matched by a glob, a file gone between glob and open are logged once
+  per path and error, retried at later scans, and never stop other files.
+
+Limits: a file truncated, or deleted and its inode reused with the same first
+line, *while the agent is down* and grown past the committed offset is resumed
+there.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from typing import TYPE_CHECKING
+
+from agent.events import Source
+from agent.registry import Registry
+from agent.selflog import get_logger
+from agent.sources.discovery import Discovery, Hint, Watcher, describe_error, describe_mode
+from agent.sources.identity import names_file, prefix_hasher
+from agent.sources.reader import LineReader
+
+if TYPE_CHECKING:  # only for an annotation: tailer imports this module at run time
+    from agent.sources.tailer import TailSettings
+
+log = get_logger("tail")
+
+MIN_CHECK_INTERVAL = 0.25  # seconds between stats of a growing file
+MAX_CHECK_INTERVAL = 2.0  # ... and of an idle one
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+_ACTIVE, _RENAMED, _DELETED = "active", "renamed", "deleted"
+_UNMATCHED = "unmatched"  # no longer matched after a reload: read to its end, then closed
+
+
+class _Harvester:
+    """The tailer's private state for one open file."""
+
+    __slots__ = ("fd", "dev", "inode", "path", "source", "reader", "state", "size",
+                 "last_growth", "next_check", "interval", "deleted_at")
+
+    def __init__(self, fd: int, dev: int, inode: int, path: str, reader: LineReader,
+                 source: Source | None, now: float) -> None:
+        self.fd = fd
+        self.dev = dev
+        self.inode = inode
+        self.path = path
+        self.source = source  # None until the first line is about to be emitted
+        self.reader = reader
+        self.state = _ACTIVE
+        self.size = -1  # file size at the last check
+        self.last_growth = now  # monotonic
+        self.next_check = now
+        self.interval = MIN_CHECK_INTERVAL
+        self.deleted_at: float | None = None  # monotonic time the deletion was noticed
+
+
+class Harvesters:
+    """The open files of a ``Tailer``, by dev/inode and by path.
+
+    A base class only: ``Tailer.__init__`` sets the state annotated here.
+    """
+
+    _settings: TailSettings
+    _registry: Registry
+    _resume_after: dict[str, int]
+    _discovery: Discovery
+    _watcher: Watcher | None
+    _harvesters: dict[tuple[int, int], _Harvester]
+    _by_path: dict[str, _Harvester]
+    _problems: dict[str, tuple[str, str]]
+    _retry_at: dict[str, float]
+    _scan_requested: bool
+    _next_scan: float
+
+    # -- hints from the watcher ---------------------------------------------
+
+    def _take_hints(self, now: float) -> None:
+        if self._watcher is None:
+            return
+        for hint in self._watcher.drain():
+            self._on_hint(hint, now)
+
+    def _on_hint(self, hint: Hint, now: float) -> None:
+        if hint.rescan:
+            self._scan_requested = True
+            return
+        harvester = self._by_path.get(hint.path)
+        if harvester is not None:
+            harvester.next_check = now
+            harvester.interval = MIN_CHECK_INTERVAL
+        if (harvester is None or hint.appeared) and self._discovery.matches(hint.path):
+            if self._retry_at.get(hint.path, now) <= now:
+                self._discover(hint.path, now)
+
+    # -- discovery ----------------------------------------------------------
+
+    def _scan(self, now: float) -> None:
+        self._scan_requested = False
+        self._next_scan = now + self._settings.scan_interval
+        if self._watcher is not None:
+            self._watcher.ensure_watches()
+        paths = self._discovery.scan()
+        for path in paths:
+            self._discover(path, now)
+        matched = set(paths)
+        for path in [path for path in self._problems if path not in matched]:
+            self._clear_problem(path)  # so the same problem, if it returns, is logged again
+        for harvester in self._harvesters.values():
+            if harvester.source is not None:
+                self._registry.touch(harvester.source.key, harvester.path)
+
+    def _discover(self, path: str, now: float) -> None:
+        """Make sure the file at ``path`` is tailed (opening it if new)."""
+        try:
+            info = os.stat(path)
+        except OSError as error:
+            self._problem(path, now, describe_error(error))
+            return
+        if not stat.S_ISREG(info.st_mode):
+            self._problem(path, now, describe_mode(info.st_mode))
+            return
+        known = self._harvesters.get((info.st_dev, info.st_ino))
+        if known is not None:
+            self._seen_at(known, path)
+            self._clear_problem(path, opened=True)
+            return
+        self._open(path, now)
+
+    def _open(self, path: str, now: float) -> None:
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError as error:
+            self._problem(path, now, describe_error(error))
+            return
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):  # replaced between stat and open
+                os.close(fd)
+                self._problem(path, now, describe_mode(info.st_mode))
+                return
+            known = self._harvesters.get((info.st_dev, info.st_ino))
+            if known is not None:
+                os.close(fd)
+                self._seen_at(known, path)
+                return
+            entry = self._registry.lookup(info.st_dev, info.st_ino, prefix_hasher(fd))
+        except OSError as error:
+            os.close(fd)
+            self._problem(path, now, describe_error(error))
+            return
+        self._clear_problem(path, opened=True)
+        source, start = None, 0
+        if entry is not None and info.st_size < entry.offset:
+            log.warning("file truncated", path=path, offset=entry.offset, size=info.st_size)
+            self._registry.mark_gone(entry.key)
+        elif entry is not None:
+            source, start = Source(entry.key, path), max(entry.offset, self._resume_after.pop(entry.key, 0))
+            self._registry.touch(entry.key, path)
+            log.info("resuming file", path=path, offset=start, key=entry.key)
+        else:
+            log.info("new file", path=path)
+        harvester = _Harvester(fd, info.st_dev, info.st_ino, path,
+                               LineReader(start, self._settings.max_line_bytes), source, now)
+        self._harvesters[(info.st_dev, info.st_ino)] = harvester
+        self._by_path[path] = harvester
+
+    def _seen_at(self, harvester: _Harvester, path: str) -> None:
+        """An open file was found at ``path`` by a scan or a hint."""
+        if harvester.path != path:
+            if harvester.state == _ACTIVE and names_file(harvester.path, harvester.dev, harvester.inode):
+                return  # a second link to the same file: keep the first name
+            log.info("file renamed", path=path, previous=harvester.path)
+            self._set_path(harvester, path)
+            if harvester.source is not None:
+                self._registry.touch(harvester.source.key, path)
+        elif self._by_path.get(path) is not harvester:
+            self._by_path[path] = harvester  # renamed away, then back
+        if harvester.state in (_RENAMED, _UNMATCHED):
+            harvester.state = _ACTIVE  # renamed back into a glob, or matched again: tailed as usual
+
+    def _set_path(self, harvester: _Harvester, path: str) -> None:
+        if self._by_path.get(harvester.path) is harvester:
+            del self._by_path[harvester.path]
+        harvester.path = path
+        self._by_path[path] = harvester
+        if harvester.source is not None:
+            harvester.source = Source(harvester.source.key, path)
+
+    def _problem(self, path: str, now: float, error: str,
+                 message: str = "cannot tail file; will retry at later scans") -> None:
+        self._retry_at[path] = now + self._settings.scan_interval
+        if self._problems.get(path) != (message, error):
+            self._problems[path] = (message, error)
+            log.warning(message, path=path, error=error)
+
+    def _clear_problem(self, path: str, opened: bool = False) -> None:
+        self._retry_at.pop(path, None)
+        problem = self._problems.get(path)
+        # A file that opens but keeps failing to read must not be logged at
+        # every scan: read failures are only forgotten when the path goes away.
+        if problem is not None and not (opened and problem[0] == "file read failed; closing it"):
+            del self._problems[path]
+
+    # -- letting go ---------------------------------------------------------
+
+    def _release(self, harvester: _Harvester) -> None:
+        if harvester.fd < 0:
+            return
+        try:
+            os.close(harvester.fd)
+        except OSError:
+            pass
+        harvester.fd = -1
+        self._harvesters.pop((harvester.dev, harvester.inode), None)
+        if self._by_path.get(harvester.path) is harvester:
+            del self._by_path[harvester.path]
