@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.parsing import json_keys, json_plans, parse_text, timestamps  # noqa: E402
+from agent.parsing import json_coerce, json_keys, json_plans, parse_text, timestamps  # noqa: E402
 from agent.parsing.servers import bentoml, gunicorn, rayserve, torchserve, triton, vllm  # noqa: E402
 
 _ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
@@ -409,7 +409,7 @@ def json_params() -> str:
     lines.append(f"        timestamp_keys: {_flow(list(json_plans._TIMESTAMP_KEYS))}\n")
     lines.append(f"        ecs_roots: {_flow(sorted(json_plans.ECS_ROOTS))}\n")
     lines.append(f"        http_methods: {_flow(sorted(json_keys._HTTP_METHODS))}\n")
-    units = re.search(r"\((ns\|[^)]*)\)\?", json_keys._NUMBER.pattern).group(1).split("|")
+    units = re.search(r"\((ns\|[^)]*)\)\?", json_coerce._NUMBER.pattern).group(1).split("|")
     lines.append(f"        duration_units: {_flow(units)}\n")
     lines.append(END)
     return "".join(lines)

@@ -4,11 +4,10 @@ key's value into a typed schema field.
 
 Guarantees:
 
-- Deterministic and total: a rule's ``coerce`` never raises; it returns the
-  typed value, or ``NO`` when the value does not fit the target (the wrong
-  type, out of range, an unknown unit). The JSON mapping then keeps the key
-  in ``extra``, as it was, so a stray ``"latency_ms": "abc"`` can never cause
-  a mapping conflict in Elasticsearch.
+- Deterministic and total: a rule's ``coerce`` (``json_coerce``) never
+  raises; when it returns ``NO`` (the value does not fit the target) the
+  JSON mapping keeps the key in ``extra``, as it was, so a stray
+  ``"latency_ms": "abc"`` can never cause a mapping conflict in Elasticsearch.
 - A rule only fills a field the line did not set otherwise: ECS keys
   (``"event": {"duration": ...}``, ``"http.response.status_code"``) win over
   every rule, the user's rules over the built-in ones, and within one target
@@ -38,7 +37,7 @@ The built-in catalogue (``CATALOGUE``), target: keys, best first::
                            as likely a file path); the value must start with "/"
     user_agent.original    user_agent (a string; an object is ECS's user_agent)
     client.ip              client_ip, remote_addr (an IP literal only)
-    event.duration         in nanoseconds, converted exactly (below), from
+    event.duration         in nanoseconds, converted exactly (json_coerce), from
                            STEM_ns, STEM_us, STEM_ms, STEM_s, STEM_sec, STEM_seconds for the
                            stems duration, latency, elapsed, response_time, took (in that
                            order); the bare stems only with a unit in the value ("12.5ms")
@@ -64,13 +63,6 @@ protocol the raw tensors, a payload), ``user_id`` (personal data, and no
 schema field), ``version`` (of what?), ``target`` and ``label`` (too
 ambiguous), and every key not named here.
 
-Durations: an integer is multiplied exactly; a float is read from its
-shortest repr (what the log line wrote: 3.2 ms is 3200000 ns, not
-3200000.0000000005) with ``decimal`` and rounded half to even to whole
-nanoseconds; a string may be a number with an optional unit (``"12.5ms"``,
-``"3 s"``, units ns, us, µs, ms, s) and its own unit wins over the key's.
-Negative durations and ones beyond a long stay in extra.
-
 User mappings (``ParseSettings.map_fields``: ``(SOURCE, TARGET)`` pairs,
 ``compile_map_fields``): SOURCE is a top-level key, or a dotted path into
 nested objects (``meta.latency``: a literal key ``"meta.latency"`` or
@@ -90,26 +82,15 @@ sets itself (``tags``, ``agent.*``, ``log.file.path``, ``log.offset``,
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import re
-from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import Any, Callable, NamedTuple
 
-from agent.parsing import timestamps
+from agent.parsing.json_coerce import (_UNITS, NO, any_value, boolean, count, double, flattened, ip, keyword, long,
+                                       nanos, text, timestamp)
 from agent.schema import FIELDS
 
-NO: Any = object()  # what a coercer returns for a value that does not fit
-
-_MAX_LONG = 1 << 63
-_FAST_BELOW = float(1 << 40)  # ns (18 minutes): float products below this are exact to 2**-12
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-          "sec": 1_000_000_000, "seconds": 1_000_000_000}
 _SPEC_UNITS = ("ns", "us", "ms", "s")
-_NUMBER = re.compile(r"\s*(-?(?:\d{1,20}(?:\.\d{0,20})?|\.\d{1,20})(?:[eE][+-]?\d{1,3})?)\s*"
-                     r"(ns|us|µs|μs|ms|s)?\s*\Z")
-_INTEGER = re.compile(r"\s*(-?\d{1,19})\s*\Z")
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
 
@@ -251,146 +232,7 @@ def _present(fields: dict[str, Any], path: tuple[str, ...]) -> bool:
     return True
 
 
-# -- coercers: value -> typed value, or NO ----------------------------------------
-
-
-def keyword(value: Any) -> Any:
-    kind = type(value)
-    if kind is str:
-        return value if value else NO
-    if kind is int:
-        return str(value)
-    if kind is float:
-        return repr(value) if math.isfinite(value) else NO
-    return NO
-
-
-def long(value: Any) -> Any:
-    kind = type(value)
-    if kind is int:
-        number = value
-    elif kind is float:
-        if not value.is_integer():  # (False for inf and nan too)
-            return NO
-        number = int(value)
-    elif kind is str:
-        match = _INTEGER.match(value)
-        if match is None:
-            return NO
-        number = int(match.group(1))
-    else:
-        return NO
-    return number if -_MAX_LONG <= number < _MAX_LONG else NO
-
-
-def count(value: Any) -> Any:
-    """A non-negative long (a batch size, a token count, a pid, a line number)."""
-    if type(value) is int and 0 <= value < _MAX_LONG:  # the usual value: no call
-        return value
-    number = long(value)
-    return number if number is not NO and number >= 0 else NO
-
-
-def double(value: Any) -> Any:
-    kind = type(value)
-    if kind is int:
-        return value if -_MAX_LONG <= value < _MAX_LONG else NO
-    if kind is float:
-        return value if math.isfinite(value) else NO
-    if kind is str:
-        match = _NUMBER.match(value)
-        if match is None or match.group(2):
-            return NO
-        number = float(match.group(1))
-        return number if math.isfinite(number) else NO
-    return NO
-
-
-def boolean(value: Any) -> Any:
-    if type(value) is bool:
-        return value
-    if type(value) is str:
-        text = value.strip().lower()
-        if text in ("true", "false"):
-            return text == "true"
-    return NO
-
-
-def ip(value: Any) -> Any:
-    if type(value) is not str or "%" in value or len(value) > 45:
-        return NO
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return NO
-    return value
-
-
-def flattened(value: Any) -> Any:
-    """A flattened field takes an object: a bare value or array goes under "value"."""
-    if value is None:
-        return NO
-    return value if type(value) is dict else {"value": value}
-
-
-def any_value(value: Any) -> Any:
-    """Inside a flattened field: any JSON value but null."""
-    return NO if value is None else value
-
-
-def text(value: Any) -> Any:
-    kind = type(value)
-    if kind is str:
-        return value
-    return keyword(value)
-
-
-def timestamp(value: Any) -> Any:
-    stamp = timestamps.parse_value(value)
-    return NO if stamp is None else stamp
-
-
-def nanos(factor: int, unit_required: bool = False) -> Callable[[Any], Any]:
-    """Coercer of a duration in units of ``factor`` ns into whole nanoseconds."""
-
-    def coerce(value: Any) -> Any:
-        kind = type(value)
-        if kind is str:
-            match = _NUMBER.match(value)
-            if match is None:
-                return NO
-            unit = match.group(2)
-            if unit is None and unit_required:
-                return NO
-            return _decimal_nanos(match.group(1), _UNITS[unit] if unit else factor)
-        if unit_required:
-            return NO
-        if kind is int:
-            number = value * factor
-        elif kind is float:
-            product = value * factor
-            if 0.0 <= product < _FAST_BELOW:  # (False for nan and inf)
-                number = round(product)
-                # The float product is within 4e-4 of the exact decimal one
-                # (ulp < 2**-12 below 2**40): away from a .5 boundary both
-                # round alike; near one, decimal decides.
-                if -0.499 < product - number < 0.499:
-                    return number
-            if not math.isfinite(value):
-                return NO
-            return _decimal_nanos(repr(value), factor)
-        else:
-            return NO
-        return number if 0 <= number < _MAX_LONG else NO
-
-    return coerce
-
-
-def _decimal_nanos(number: str, factor: int) -> Any:
-    exact = Decimal(number) * factor
-    if not 0 <= exact < _MAX_LONG:
-        return NO
-    return int(exact.to_integral_value(ROUND_HALF_EVEN))
+# -- coercers of the catalogue alone (the general ones are in json_coerce) ----------
 
 
 def _http_method(value: Any) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Callable
 
-from agent.parsing import json_keys, json_shapes
+from agent.parsing import json_coerce, json_keys, json_shapes
 from agent.parsing.json_keys import Rule
 from agent.parsing.json_keys import STATUS as STATUS_PLACE
 
@@ -186,7 +186,7 @@ def _in_shape(plan: tuple[Any, ...], present: frozenset[str]) -> tuple[Any, ...]
             # Nothing can claim the field, whatever the values: place it now.
             rule = plan[1]
             if len(rule.path) == 2 and not rule.requires and rule.place == json_keys.FIELD:
-                return (_PUT2, rule.path[0], rule.path[1], rule.coerce, rule.coerce is json_keys.keyword)
+                return (_PUT2, rule.path[0], rule.path[1], rule.coerce, rule.coerce is json_coerce.keyword)
             return (_PUT, rule.put, rule.place == STATUS_PLACE)
         return plan[:4] + ((None, objects),)
     return plan

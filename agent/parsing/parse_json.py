@@ -58,7 +58,8 @@ import orjson
 from agent.events import TAG_PARSE_FAILURE, Line, Record, new
 from agent.parsing import json_keys, timestamps, tracebacks
 from agent.parsing.base import LineFormat, TextInfo
-from agent.parsing.json_keys import NO, TIMESTAMP, Rule
+from agent.parsing.json_coerce import NO
+from agent.parsing.json_keys import TIMESTAMP, Rule
 from agent.parsing.json_keys import STATUS as STATUS_PLACE
 from agent.parsing.json_plans import (_DOTTED, _DOTTED2, _ECS_OBJECT, _EXTRA, _LATE, _MAPPED, _PUT, _PUT2, _ROLE,
                                       _SHAPE_ENV, _TIMESTAMP_KEYS, DEFAULT_KEYS, KeyMap, key_map)
