@@ -6,27 +6,21 @@ intact record in it is acknowledged and it is not the segment being written;
 nothing unacknowledged is ever deleted, and a full spool makes ``append``
 wait (backpressure) instead of dropping.
 
+``DiskQueue`` is written in three modules, one per side of the queue, each
+stating its own invariants: this one (construction, ``open`` and ``close``,
+``append``, the space bound, the fsync policy, the gauges), take.py
+(``TakeMixin``: the read cursor, ``take``) and ack.py (``AckMixin``: ``ack``,
+sealing and deleting segments). The state they share is set in ``__init__``
+here, and the lock order below binds all three.
+
 Invariants:
 
-* ``take`` hands out records in append order, each at most once per open;
-  after ``open`` every unacknowledged intact record is handed out again, in
-  order (on-disk format: frames.py, segment.py; what open does: recovery.py).
-* Acks are persisted per segment (segment.py). A restart re-delivers exactly
-  the unacknowledged records, plus any record whose ack had not reached the
-  disk: allowed, because the output dedupes by ``doc_id`` (deterministic id,
-  ``op_type: create``).
-* ``take`` hands out a ``Taken``: the events and ``RefRun``s, each naming
-  consecutive records, so that handing out and acknowledging cost a few
-  steps per run, not per record. A ref is meaningful only to the DiskQueue
-  that handed it out: its ordinals are that instance's. Unknown and
-  repeated refs are ignored.
 * ``used_bytes`` is the size of the segment files on disk (headers
   included; ack files, 4 bytes per acknowledged record, are not counted) and
   never exceeds ``max_bytes``. A batch that cannot fit even in an empty
   spool is a ValueError; a batch that does not fit now waits for acks.
-* Damage never stops the spool: ``open`` counts and skips it; a frame found
-  damaged while running (the disk changed under us) loses the records from
-  it to the end of that segment's unread part, with a warning.
+* Damage never stops the spool: ``open`` counts and skips it (recovery.py);
+  ``take`` steps over what it finds while running (take.py).
 
 Durability (``fsync``): every append is one ``write`` of whole frames and
 every ack one ``write`` of an ack block, so a crash of the process loses
@@ -50,10 +44,6 @@ in steps of at most 25 %); a batch larger than that gets a segment of its
 own. When the spool is full and the segment being written is fully
 acknowledged, ``append`` seals and deletes it to make room.
 
-Reading: the newest ``cache_bytes`` of appended batches stay in memory
-(cache.py), so a consumer that keeps up never reads the disk; one that falls
-behind reads segments back in 1 MiB chunks until it catches up.
-
 Threads: one writer calls ``append``, one consumer ``take``, any threads
 ``ack``. Locks, always taken in this order: ``_write_lock`` (the segment
 being written), ``_ack_lock`` (ack files, deleting segments), ``_lock`` (the
@@ -66,28 +56,28 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import StateError
 from agent.events import Event
 from agent.selflog import get_logger
+from agent.spool.ack import _CLOSED, _NEW, _OPEN, AckMixin
+from agent.spool.cache import TailCache
 from agent.spool.frames import HEADER_SIZE, Encoder
 from agent.spool.recovery import Recovery, recover
-from agent.spool.segment import (RefRun, Segment, SegmentReader, Taken, create_segment, delete_files,
-                                 encode_ack_block, encode_seal_block, open_ack_file, sync_fd, write_all)
-from agent.spool.cache import TailCache
+from agent.spool.segment import Segment, SegmentReader, create_segment, sync_fd, write_all
+from agent.spool.take import TakeMixin
 
 log = get_logger("spool")
 
 FSYNC_POLICIES = ("batch", "interval", "never")
 MIN_SEGMENT_BYTES = 4096
 _WAIT_SLICE = 1.0  # an unbounded wait re-checks this often
-_NEW, _OPEN, _CLOSED = "new", "open", "closed"
 
 
-class DiskQueue:
+class DiskQueue(TakeMixin, AckMixin):
     """A bounded, crash-safe FIFO of events on disk; see the module docstring."""
 
     kind = "spool"
@@ -349,193 +339,6 @@ class DiskQueue:
             self._segments[seg_id] = segment
             self._active = segment
             self._used += segment.size
-
-    # -- take ------------------------------------------------------------------
-
-    def take(self, max_events: int, max_bytes: int, timeout: float) -> Taken:
-        """The next records not handed out yet, in append order: at most
-        ``max_events``, and no more data bytes than ``max_bytes`` except that
-        the record reaching the limit is included (so at least one always is).
-        Waits up to ``timeout`` seconds for at least one; empty if none came,
-        if ``wake`` was called, or if the queue was closed."""
-        if not self._require_open():
-            return Taken()
-        deadline = self._clock.monotonic() + timeout
-        while True:
-            with self._take_lock:
-                if self._state != _OPEN:
-                    return Taken()
-                self._readable.clear()  # before looking: an append after it sets it again
-                out = self._collect(max(1, max_events), max(1, max_bytes))
-            if out or self._woken:
-                self._woken = False
-                return out
-            wait = deadline - self._clock.monotonic()
-            if wait <= 0:
-                return out
-            self._clock.wait(self._readable, wait)
-
-    def wake(self) -> None:
-        """Make a waiting ``take`` return now (with what there is, maybe nothing)."""
-        self._woken = True
-        self._readable.set()
-
-    def _collect(self, max_events: int, max_bytes: int) -> Taken:
-        out = Taken()
-        while len(out) < max_events and out.nbytes < max_bytes:
-            with self._lock:
-                segment = self._advance()
-                if segment is None:
-                    break
-                seg_id = segment.id
-                tail_start = self._tail.start_in(seg_id)
-                if tail_start is not None and tail_start[0] == self._cur_ord:
-                    self._cur_ord, self._cur_pos = self._tail.serve(
-                        seg_id, segment.acked, max_events - len(out), max_bytes - out.nbytes, out)
-                    continue
-                if tail_start is not None and tail_start[0] < self._cur_ord:
-                    # Cannot happen (the tail never holds handed-out records);
-                    # if it did, looping on it forever would be the worst outcome.
-                    log.error("spool memory tail is behind the read cursor; dropping it",
-                              segment=seg_id, tail=tail_start[0], cursor=self._cur_ord)
-                    self._tail.drop_before(seg_id + 1)
-                    continue
-                # Read the disk up to where the tail starts, or to the segment's end.
-                stop, stop_pos = tail_start or (segment.count, segment.size)
-                limit = segment.size
-            # Disk reads happen outside _lock: the writer and ackers carry on.
-            reader = self._reader
-            try:
-                if reader is None or reader.seg_id != seg_id:
-                    if reader is not None:
-                        reader.close()
-                    self._reader = None
-                    reader = self._reader = SegmentReader(segment)
-                ordinal, pos, reason = reader.read(
-                    self._cur_ord, self._cur_pos, stop, limit, segment.acked, segment.damaged,
-                    max_events - len(out), max_bytes - out.nbytes, out)
-            except OSError as error:
-                raise StateError(f"cannot read spool segment {segment.path}: {error}") from error
-            self._cur_ord, self._cur_pos = ordinal, pos
-            if reason:
-                self._lose_rest(segment, stop, stop_pos, reason)
-        return out
-
-    def _advance(self) -> Segment | None:
-        """The segment holding the record at the cursor, moving the cursor past
-        finished segments; None at the write head. Called with _lock held."""
-        while True:
-            segment = self._segments.get(self._cur_seg)
-            if segment is not None and self._cur_ord < segment.count:
-                return segment
-            if segment is not None and not segment.sealed:
-                return None
-            later = [seg_id for seg_id in self._segments if seg_id > self._cur_seg]
-            if not later:
-                return None
-            self._cur_seg, self._cur_ord, self._cur_pos = later[0], 0, HEADER_SIZE
-            # Batches of a segment the cursor left (possible only if refs
-            # acknowledged records not handed out yet) can never be served.
-            self._tail.drop_before(self._cur_seg)
-
-    def _lose_rest(self, segment: Segment, stop: int, stop_pos: int, reason: str) -> None:
-        """A frame read back is damaged: count the records up to ``stop`` (whose
-        frame starts at ``stop_pos``) as
-        gone so the segment can still be freed. They are not written to the
-        ack file: the next open finds the damage again and reports it."""
-        with self._ack_lock:
-            with self._lock:
-                # Stand-in positions: lost records are not written to the ack file.
-                lost = segment.mark(self._cur_ord, range(self._cur_ord, stop), [])
-                self._pending -= lost
-                damaged_at = self._cur_pos
-                self._cur_ord, self._cur_pos = stop, stop_pos
-                delete = segment.sealed and segment.fully_acked and not segment.deleting
-                if delete:
-                    segment.deleting = True
-            log.warning("spool frame damaged while reading; records lost", segment=str(segment.path),
-                        offset=damaged_at, records=lost, reason=reason)
-            if delete:
-                self._delete(segment)
-
-    # -- ack ---------------------------------------------------------------------
-
-    def ack(self, refs: Iterable[RefRun]) -> None:
-        """Mark records delivered, in any order, from any thread. Their ack
-        blocks are written (and synced, with fsync="batch") before this
-        returns; a segment whose records are all acknowledged is deleted,
-        unless it is being written. Unknown or repeated refs are ignored."""
-        with self._ack_lock:
-            if self._state != _OPEN:
-                return
-            touched: dict[Segment, list[int]] = {}
-            to_delete: list[Segment] = []
-            with self._lock:
-                segments = self._segments
-                acked = 0
-                for run in refs:
-                    segment = segments.get(run.segment)
-                    if segment is None or segment.deleting:
-                        continue
-                    positions = touched.get(segment)
-                    if positions is None:
-                        positions = touched[segment] = []
-                    acked += segment.mark(run.first, run.positions, positions)
-                self._pending -= acked
-                freed = False
-                for segment in touched:
-                    if segment.fully_acked:
-                        if segment.sealed:
-                            segment.deleting = True
-                            to_delete.append(segment)
-                        else:
-                            freed = True  # append may seal and delete it
-            problem: Exception | None = None
-            for segment, positions in touched.items():
-                if positions and not segment.deleting:
-                    try:
-                        self._write_acks(segment, positions)
-                    except OSError as error:
-                        problem = problem or error
-            for segment in to_delete:
-                try:
-                    self._delete(segment)
-                except StateError as error:
-                    problem = problem or error
-        if freed:
-            self._space.set()
-        if problem is not None:
-            # The records stay acknowledged in memory; only their persistence
-            # failed, which costs re-delivery after a restart, never data.
-            raise StateError(f"cannot record acknowledgements in {self.directory}: {problem}") from problem
-
-    def _write_acks(self, segment: Segment, positions: list[int]) -> None:
-        if segment.ack_fd is None:
-            segment.ack_fd = open_ack_file(segment, self.directory, self._durable)
-        write_all(segment.ack_fd, encode_ack_block(positions))
-        self._ack_dirty.add(segment)  # synced by the background thread (see Durability)
-
-    def _seal(self, segment: Segment) -> None:
-        """Record the final size of a segment no longer written to (segment.py
-        explains why). Called with _ack_lock held."""
-        if segment.ack_fd is None:
-            segment.ack_fd = open_ack_file(segment, self.directory, self._durable)
-        write_all(segment.ack_fd, encode_seal_block(segment.size))
-        if self._durable:
-            sync_fd(segment.ack_fd)
-        self._ack_dirty.discard(segment)
-
-    def _delete(self, segment: Segment) -> None:
-        """Remove a fully acknowledged, sealed segment. Called with _ack_lock held."""
-        self._ack_dirty.discard(segment)
-        try:
-            delete_files(segment)
-        except OSError as error:
-            raise StateError(f"cannot delete spool segment {segment.path}: {error}") from error
-        with self._lock:
-            self._segments.pop(segment.id, None)
-            self._used -= segment.size
-        self._space.set()
 
     # -- background sync ("interval") ------------------------------------------
 
