@@ -34,7 +34,8 @@ Keys that model services commonly log (``model_name``, ``request_id``,
 ``status_code``, ``latency_ms``, ``prediction``, ...) and the user's
 ``--map-field`` rules become typed fields (``model.name``,
 ``http.response.status_code``, ``event.duration`` in ns, ...): the
-catalogue, the units and the coercion rules are in ``json_keys``. They are
+catalogue and the mapping rules are in ``json_keys``, the units and the
+coercers in ``json_coerce``. They are
 placed after the loop over the keys, so an ECS key anywhere in the object
 wins; a value that does not fit its field stays in extra.
 
