@@ -13,7 +13,9 @@ Modules, in the order data goes through them:
 * ``segment``  segment and ack files on disk, reading frames back, ``Taken``/``RefRun``;
 * ``recovery`` what ``open`` does with the files it finds; ``Recovery``;
 * ``cache``    the newest batches kept in memory, so a consumer that keeps up skips the disk;
-* ``queue``    ``DiskQueue``: append / take / ack, space bound, fsync policy, threads;
+* ``queue``    ``DiskQueue``: open, append, space bound, fsync policy, threads; its
+               read side (``take``: ``TakeMixin``) and its acknowledging side
+               (``ack``: ``AckMixin``, sealing and deleting segments) are modules of their own;
 * ``memory``   ``MemoryQueue``: the same interface without a disk (``--no-spool``), so
                the agent has one delivery path whichever queue it uses.
 """
