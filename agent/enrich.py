@@ -89,13 +89,19 @@ class _Timestamps:
     the scaling error far below the slack.
     """
 
-    __slots__ = ("_prefixes",)
+    __slots__ = ("_prefixes", "_last", "_text")
     _LIMIT = 4096
 
     def __init__(self) -> None:
         self._prefixes: dict[int, str] = {}
+        # The last answer: lines without a time of their own (raw records,
+        # plain text) carry their read's time, the same for a whole chunk.
+        self._last: float | None = None
+        self._text = ""
 
     def format(self, epoch: float) -> str:
+        if epoch == self._last:
+            return self._text
         second = int(epoch // 1)
         slack = _SLACK_MS if -_SLACK_LIMIT < epoch < _SLACK_LIMIT else math.ulp(epoch) * 1000.0
         millis = int((epoch - second) * 1000.0 + slack)
@@ -111,7 +117,9 @@ class _Timestamps:
             prefix = self._prefixes[second] = (
                 f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
                 f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}")
-        return prefix + _MILLIS[millis]
+        text = self._text = prefix + _MILLIS[millis]
+        self._last = epoch
+        return text
 
 
 def format_timestamp(epoch: float) -> str:

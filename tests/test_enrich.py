@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import __version__
-from agent.enrich import Enricher, _DocumentIds, agent_id, document_id, format_timestamp
+from agent.enrich import Enricher, _DocumentIds, _Timestamps, agent_id, document_id, format_timestamp
 from agent.events import Record, Source
 
 
@@ -69,6 +69,17 @@ def test_agent_id_is_stable(tmp_path):
 
 def test_format_timestamp_millis():
     assert format_timestamp(0) == "1970-01-01T00:00:00.000Z"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([0.0, -0.0, 1.0005, 1.004, 1_764_000_000.999, 1_764_000_001.0, 59.9999999])
+                | st.floats(min_value=-1e10, max_value=4e9, allow_nan=False), max_size=30))
+def test_one_timestamp_formatter_answers_as_a_fresh_one_whatever_came_before(epochs):
+    # The formatter remembers its last answer (a chunk's lines share their read time):
+    # a repeat, an alternation or a value equal to the last (0.0 and -0.0) changes nothing.
+    shared = _Timestamps()
+    for epoch in epochs + epochs[::-1]:
+        assert shared.format(epoch) == format_timestamp(epoch)
 
 
 def test_a_document_without_host_gets_the_same_bytes_as_one_with_the_bare_host_name():
