@@ -7,11 +7,11 @@ Every value is validated here, once, and a bad one raises ConfigError naming
 
     health:
       enabled: true            # default: on when the block is present
-      window: 60               # seconds, tumbling windows by event time
-      lateness: 30             # seconds a window stays open after its end
+      window: 60               # tumbling windows by event time: seconds, or 60s, 5m, 1h (whole seconds)
+      lateness: 30             # how long a window stays open after its end: seconds, or 30s, 2m
       reference: null          # a .jsonl/.csv file, "previous", or null: the first reference_size events
       reference_size: 5000
-      label_ttl: 3600          # seconds a prediction waits for its label
+      label_ttl: 3600          # how long a prediction waits for its label: seconds, or 1h, 90m
       thresholds: {psi: 0.2, js: 0.1, error_rate: 0.05, p95_ms: null, accuracy_drop: 0.1}
       caps: {models: 1000, features: 200, categories: 100, pending_labels: 100000,
              reference_values: 2000000, outbox: 50000}
@@ -31,6 +31,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from agent.config.values import duration
 from agent.errors import ConfigError
 
 # Where each health input comes from when nothing is configured: what the
@@ -135,6 +136,16 @@ def _number(raw: Any, where: str, minimum: float = 0.0, allow_none: bool = False
     return raw
 
 
+def _seconds(raw: Any, where: str) -> float:
+    """A duration as every other time setting takes it (``agent.config.values.duration``)."""
+    if isinstance(raw, float) and not math.isfinite(raw):
+        raise ConfigError(f"{where}: expected a duration such as 30, 30s, 5m or 1h, got {raw!r}")
+    try:
+        return duration(raw)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
 def _mapping(raw: Any, where: str, allowed: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with keys {', '.join(allowed)}")
@@ -193,10 +204,14 @@ def parse_health(raw: Any, where: str) -> HealthSettings:
             raise ConfigError(f"{where}.enabled: true or false, got {given['enabled']!r}")
         values["enabled"] = given["enabled"]
     if "window" in given:
-        values["window"] = _number(given["window"], f"{where}.window", minimum=1, integer=True)
+        window = _seconds(given["window"], f"{where}.window")
+        if window < 1 or window != int(window):
+            raise ConfigError(f"{where}.window: whole seconds, at least 1 (windows are aligned on the epoch), "
+                              f"got {given['window']!r}")
+        values["window"] = int(window)
     for key in ("lateness", "label_ttl"):
         if key in given:
-            values[key] = float(_number(given[key], f"{where}.{key}", minimum=0.0))
+            values[key] = _seconds(given[key], f"{where}.{key}")
     if "reference_size" in given:
         values["reference_size"] = _number(given["reference_size"], f"{where}.reference_size", 1, integer=True)
     if "reference" in given and given["reference"] is not None:

@@ -95,6 +95,23 @@ def test_bad_config_names_the_key():
         parse_health({"thresholds": {"psi": None}}, "f.yml: health")
 
 
+def test_the_time_settings_take_durations_as_every_other_time_setting():
+    settings = parse_health({"window": "5m", "lateness": "30s", "label_ttl": "2h"}, "f.yml: health")
+    assert (settings.window, settings.lateness, settings.label_ttl) == (300, 30.0, 7200.0)
+    assert type(settings.window) is int  # windows are aligned on the epoch in whole seconds
+    assert parse_health({"window": 90, "lateness": 0.5}, "f.yml: health").window == 90
+    for bad, reason in (("1.5s", "whole seconds"), (0, "whole seconds"), ("500ms", "whole seconds"),
+                        ("abc", "not a duration"), (-5, "negative"), (float("inf"), "expected a duration"),
+                        (True, "expected a duration")):
+        with pytest.raises(ConfigError, match=rf"f\.yml: health\.window: .*{reason}"):
+            parse_health({"window": bad}, "f.yml: health")
+    for key in ("lateness", "label_ttl"):
+        with pytest.raises(ConfigError, match=rf"f\.yml: health\.{key}: .*not a duration"):
+            parse_health({key: "soon"}, "f.yml: health")
+        with pytest.raises(ConfigError, match=rf"f\.yml: health\.{key}: .*expected a duration"):
+            parse_health({key: float("nan")}, "f.yml: health")
+
+
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                                       max_size=3), max_leaves=12)
