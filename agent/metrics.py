@@ -120,7 +120,8 @@ class Metric:
 _SNAPSHOT_COUNTERS = {
     "lines_read": Metric("modelscribe_read_lines_total", "counter", "Lines read from the files."),
     "events_emitted": Metric("modelscribe_emitted_events_total", "counter",
-                             "Events parsed, enriched and handed to the queue."),
+                             "Events parsed, enriched and handed to the queue (model health's window "
+                             "documents skip the queue: they count in sent and acknowledged only)."),
     "bytes_emitted": Metric("modelscribe_emitted_bytes_total", "counter",
                             "Document bytes (serialised JSON) of the events handed to the queue."),
     "events_sent": Metric("modelscribe_sent_events_total", "counter",
