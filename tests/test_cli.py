@@ -126,6 +126,11 @@ def test_commands_still_resolve_every_setting(tmp_path):
     (["--workers", "0"], "--workers: 0 is out of range: must be between 1 and 64"),
     (["--metrics-addr", "localhost"], "--metrics-addr: 'localhost' is not HOST:PORT"),
     (["--when-full", "drop"], "--when-full: 'drop' is not one of: block, drop-newest"),
+    (["--when-full", "drop-newst"], "--when-full: 'drop-newst' is not one of: block, drop-newest "
+                                    "(did you mean 'drop-newest'?)"),
+    (["--format", "torchserv"], "--format: 'torchserv' is not a known format (one of: auto, bentoml, gunicorn, "
+                                "json, kserve, mlflow, plain, rayserve, torchserve, triton, uvicorn, vllm) "
+                                "(did you mean 'torchserve'?)"),
     (["--es-url", "http://es"], "--es-url: 'http://es' needs a port"),
     (["--es-url", "https://user:pw@es:9200"], "--es-url: 'https://***@es:9200': credentials do not belong"),
     (["--scan-interval", "0"], "--scan-interval: must be longer than zero"),

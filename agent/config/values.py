@@ -4,6 +4,7 @@ where the value came from (flag, variable or file key)."""
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -101,9 +102,14 @@ def choice(*allowed: str) -> Callable[[Any], str]:
     def convert(raw: Any) -> str:
         text = str(raw).strip().lower()
         if text not in allowed:
-            raise ValueError(f"{raw!r} is not one of: {', '.join(allowed)}")
+            raise ValueError(f"{raw!r} is not one of: {', '.join(allowed)}{_did_you_mean(text, allowed)}")
         return text
     return convert
+
+
+def _did_you_mean(text: str, allowed: Any) -> str:
+    close = difflib.get_close_matches(text, list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def text(raw: Any) -> str:
@@ -182,7 +188,8 @@ def log_format(raw: Any) -> str:
 
     name = text(raw).strip().lower()
     if name not in FORMATS:
-        raise ValueError(f"{raw!r} is not a known format (one of: {', '.join(sorted(FORMATS))})")
+        raise ValueError(f"{raw!r} is not a known format (one of: {', '.join(sorted(FORMATS))})"
+                         f"{_did_you_mean(name, FORMATS)}")
     return name
 
 
