@@ -23,14 +23,14 @@ import socket
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import orjson
 
 from agent import AGENT_NAME, __version__
 from agent.atomic import write_atomic
 from agent.errors import StateError
-from agent.events import Event, Record, new
+from agent.events import Event, Record, Source, new
 from agent.transforms import Transforms
 
 
@@ -143,11 +143,130 @@ def agent_id(state_dir: str) -> str:
     return new
 
 
+# The probe a template is cut from (``_Templates``): values that cannot occur
+# elsewhere in a document, found exactly once each or no template is made.
+_PROBE_TEXT = "\x00modelscribe template probe\x00"
+_PROBE_OFFSET = 7_346_829_105_563_281_907
+_PROBE_TIME = 4_102_444_800.777  # 2100-01-01T00:00:00.777Z
+# A literal holding one of these bytes could span a template piece and a value;
+# one made only of these could match inside a timestamp or an offset.
+_JSON_BYTES = frozenset(b'"{}[],:\\')
+_NUMBER_BYTES = frozenset(b"0123456789-:.TZ")
+
+
+class _Template(NamedTuple):
+    """A raw record's document cut around its three values: ``head``,
+    timestamp, ``middle``, message (JSON), ``before``, offset, ``tail``."""
+
+    shared: Any  # the fields' shared object, held so that its id stays its own
+    head: bytes
+    middle: bytes
+    before: bytes
+    tail: bytes
+    target: str | None
+
+
+class _Templates:
+    """Raw records (``--parse-at elasticsearch``) differ only in their
+    message, offset and read time, so their documents are the same bytes
+    around those three values: the general path builds one probe document per
+    file and shape, which is cut into a template, and each record's document
+    is then joined from it. No document ``dict`` is built and the redaction
+    prefilter reads the message only.
+
+    Guarantee: a templated document is byte for byte what the general path
+    makes (tests/test_enrich.py compares both on generated records and
+    settings). Why it holds: everything in the pieces is the same in every
+    document of the template (the transforms' defaults, host and path fields
+    depend on the keys and the path), and a template is made only when nothing
+    but literals in a document's bytes can set two of them apart
+    (``Transforms.template_literals``: no sampling, no field rules) and no
+    literal can span a piece and a value or lie inside a timestamp or an
+    offset. So a message that may need redaction, or does not serialise, goes
+    the general way; the truncation of long fields spares ``message``."""
+
+    __slots__ = ("_make", "_stamps", "_check", "_cache", "_source", "_shared", "_template", "_time", "_stamp")
+    _LIMIT = 4096
+
+    def __init__(self, make: Callable[[Record], Event | None], stamps: _Timestamps, transforms: Transforms) -> None:
+        self._make = make
+        self._stamps = stamps
+        self._check = transforms.may_redact
+        self._cache: dict[tuple[str, int], _Template | None] = {}
+        self._source: Any = None  # the last record's source and shared object, and its template
+        self._shared: Any = None
+        self._template: _Template | None = None
+        self._time: float | None = None
+        self._stamp = b""
+
+    @staticmethod
+    def usable(transforms: Transforms | None) -> bool:
+        literals = transforms.template_literals() if transforms is not None else None
+        return literals is not None and not any(
+            _JSON_BYTES.intersection(literal) or _NUMBER_BYTES.issuperset(literal) for literal in literals)
+
+    def build(self, source: Source, offset: int, end: int, message: str, read_time: float,
+              fields: dict[str, Any], ids: _DocumentIds) -> Event | None:
+        """The record's event, or None: build it the general way."""
+        shared = fields.get("modelscribe")
+        if source is self._source and shared is self._shared:
+            template = self._template
+        else:
+            template = self._find(source, fields, shared)
+        if template is None:
+            return None
+        try:
+            text = orjson.dumps(message)
+        except TypeError:  # (a lone surrogate: the general path repairs it)
+            return None
+        if self._check(text):
+            return None
+        if read_time != self._time:
+            self._stamp = self._stamps.format(read_time).encode()
+            self._time = read_time
+        data = b"".join((template.head, self._stamp, template.middle, text, template.before, b"%d" % offset,
+                         template.tail))
+        key = source.key
+        return new(Event, (key, offset, end, ids(key, offset), data, template.target))
+
+    def _find(self, source: Source, fields: dict[str, Any], shared: Any) -> _Template | None:
+        if type(shared) is not dict or len(shared) != 1 or "raw" not in shared:
+            return None  # not a raw record's fields
+        key = (source.path, id(shared))
+        if key in self._cache:
+            template = self._cache[key]
+        else:
+            if len(self._cache) >= self._LIMIT:
+                self._cache.clear()
+            template = self._cache[key] = self._cut(source, fields)
+        self._source, self._shared, self._template = source, shared, template
+        return template
+
+    def _cut(self, source: Source, fields: dict[str, Any]) -> _Template | None:
+        probe = new(Record, (source, _PROBE_OFFSET, _PROBE_OFFSET + 1, _PROBE_TEXT, _PROBE_TIME, None, fields,
+                             (), None, None, 1))
+        event = self._make(probe)
+        if event is None:
+            return None
+        data = event.data
+        stamp = b'"' + self._stamps.format(_PROBE_TIME).encode() + b'"'
+        text = orjson.dumps(_PROBE_TEXT)
+        number = b":%d" % _PROBE_OFFSET
+        if any(data.count(value) != 1 for value in (stamp, text, number)):
+            return None  # a configured value equal to a probe's: where to cut is not certain
+        at_stamp, at_text, at_number = data.index(stamp) + 1, data.index(text), data.index(number) + 1
+        if not at_stamp < at_text < at_number:
+            return None
+        return _Template(fields["modelscribe"], data[:at_stamp], data[at_stamp + len(stamp) - 2:at_text],
+                         data[at_text + len(text):at_number], data[at_number + len(number) - 1:], event.target)
+
+
 class Enricher:
     """Builds documents; one per agent, used by the reader thread only."""
 
     def __init__(self, host_name: str | None, agent_identifier: str, keep_original: bool,
-                 transforms: Transforms | None = None, metrics_target: str | None = None) -> None:
+                 transforms: Transforms | None = None, metrics_target: str | None = None,
+                 templates: bool = True) -> None:
         self._host = host_name or socket.gethostname()
         self._agent = {"name": AGENT_NAME, "type": AGENT_NAME, "version": __version__,
                        "id": agent_identifier}
@@ -162,9 +281,21 @@ class Enricher:
         # Metric events (event.kind: metric) go to the metrics data stream
         # that matches the logs one, when the target is a logs data stream.
         self._metrics_target = metrics_target
+        self._templates = (_Templates(self._build, self._stamps, transforms)  # type: ignore[arg-type]
+                           if templates and _Templates.usable(transforms) else None)
 
     def build(self, record: Record) -> Event | None:
         """The event for ``record``, or None when sampling dropped it."""
+        source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
+        if (timestamp is None and not tags and fields and len(fields) == 1 and original is None and error is None
+                and self._templates is not None):
+            event = self._templates.build(source, offset, end, message, read_time, fields, self._ids)
+            if event is not None:
+                return event
+        return self._build(record)
+
+    def _build(self, record: Record) -> Event | None:
+        """``build``, the general way."""
         source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
         # The parser's dicts are not ours to change: copy on write, one level
         # at a time, only where the agent adds a key.

@@ -124,3 +124,74 @@ def test_the_agent_object_appended_as_bytes_reads_back_the_same():
     refusing = Transforms(TransformSettings(), host)
     refusing.append_agent({"name": "sk-" + "a" * 40})
     assert refusing._agent is None
+
+
+# -- raw records' documents joined from a template (_Templates) --------------------------------------------
+
+_SECRETS = ["Authorization: Bearer abc.def-ghi", "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345", "key=sk-abcdefghijklmnopqrstuvwx", "hf_abcdefghijklmnopqrstuvwxyzABCD",
+            "token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "AIzaSyA1234567890abcdefghijklmnopqrstu",
+            "mail bob@example.com card 4111 1111 1111 1111", "lone \ud800 surrogate", '{"q": "\\u0073k-x"}']
+_PATHS = ["/var/log/m/a.log", '/srv/"quoted" dir/ü.log', "/models/resnet50/serve.log", "/var/log/m/sk-1/a.log",
+          "/var/log/hf_abcdefghijklmnopqrstuvwxyzABCD/a.log"]
+_TEMPLATE_SETTINGS = [
+    {}, {"redact_defaults": False}, {"model_from_path": ("/models/{model.name}/*.log",)},
+    {"fields": (("service.environment", "prod"),), "labels": (("team", "search"),)},
+    {"max_field_bytes": 64}, {"host_metadata": False}, {"redact_patterns": ("email", "card")},
+    {"sample_rate": 0.5}, {"redact_fields": ("message",)}, {"keep_payloads": True}, {"labels": (("team", "sk-1"),)},
+]
+
+
+def _raw_fields(name="json"):
+    shared = {"raw": {"format": name}}  # as agent.parsing.raw._Fields: a new top level, the inner object shared
+    return lambda: {"modelscribe": shared}
+
+
+def _enrichers(changes, host_name="h1"):
+    from agent.transforms import TransformSettings, Transforms
+    from agent.transforms.static import HostInfo
+
+    host = HostInfo(name="h1", ips=("10.0.0.2",), os_name="Debian")
+    made = []
+    for templates in (True, False):
+        transforms = Transforms(TransformSettings(**changes), host)
+        made.append(Enricher(host_name, "agent-1", keep_original=False, transforms=transforms, templates=templates))
+    return made
+
+
+@settings(max_examples=150, deadline=None)
+@given(changes=st.sampled_from(_TEMPLATE_SETTINGS), host_name=st.sampled_from(["h1", "other"]),
+       records=st.lists(st.tuples(st.sampled_from(_PATHS), st.integers(0, 2**53),
+                                  st.sampled_from([1_764_000_000.25, 1_764_000_000.25, 0.0, 4_102_444_800.777])
+                                  | st.floats(0, 4e9), st.text(max_size=100) | st.sampled_from(_SECRETS),
+                                  st.sampled_from([(), ("partial_line",)]), st.sampled_from(["json", "plain"])),
+                        min_size=1, max_size=12))
+def test_a_templated_document_is_the_general_paths_byte_for_byte(changes, host_name, records):
+    templated, general = _enrichers(changes, host_name)
+    shapes = {name: _raw_fields(name) for name in ("json", "plain")}
+    sources = {path: Source(f"key-{i}", path) for i, path in enumerate(_PATHS)}
+    for path, offset, read_time, message, tags, name in records:
+        record = Record(sources[path], offset, offset + len(message) + 1, message, read_time,
+                        fields=shapes[name](), tags=tags)
+        assert templated.build(record) == general.build(record)
+
+
+def test_raw_records_take_the_template_with_the_default_settings_and_not_when_a_rule_needs_the_document():
+    templated, general = _enrichers({})
+    fields = _raw_fields()
+    source = Source("k", "/var/log/m/a.log")
+    for offset in (0, 301, 602):
+        record = Record(source, offset, offset + 300, '{"level": "info", "msg": "served"}', 1_764_000_000.5,
+                        fields=fields())
+        assert templated.build(record) == general.build(record)
+    assert templated._templates is not None and templated._templates._template is not None
+    assert general._templates is None
+    # A secret in the message: the general path redacts it (and tags the document).
+    secret = Record(source, 903, 960, "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345", 1_764_000_000.5,
+                    fields=fields())
+    assert b"[REDACTED:bearer]" in templated.build(secret).data
+    # A configured value equal to the probe's timestamp: where to cut is not certain, no template.
+    odd, plain = _enrichers({"labels": (("note", "2100-01-01T00:00:00.777Z"),)})
+    record = Record(source, 0, 10, "served", 1_764_000_000.5, fields=fields())
+    assert odd.build(record) == plain.build(record) and odd._templates._template is None
+    for changes in ({"sample_rate": 0.5}, {"redact_fields": ("message",)}, {"redact_patterns": ("email",)}):
+        assert _enrichers(changes)[0]._templates is None, changes

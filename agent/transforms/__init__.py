@@ -244,6 +244,21 @@ class Transforms:
         need not build that object only for ``_run`` to remove it)."""
         return self._host_tail is not None and self._host.name == name and not self._rules.active  # type: ignore[union-attr]
 
+    def template_literals(self) -> tuple[bytes, ...] | None:
+        """For documents built from a template (``agent.enrich``): the
+        literals of the redaction prefilter, when nothing but those literals
+        occurring in a document's bytes can make these transforms treat two
+        documents of the same shape differently (no sampling, no field rules,
+        only literal prefilters); else None. Defaults, host, path fields and
+        payload stripping depend on the document's keys and path only."""
+        if self._sampler is not None or self._rules.active:
+            return None
+        return self._redactor.literals if self._redactor.patterns else ()
+
+    def may_redact(self, data: bytes) -> bool:
+        """Whether the redaction prefilter fires on ``data`` (with ``template_literals``)."""
+        return bool(self._redactor.patterns) and bool(self._redactor.triggered({}, data))
+
     def append_agent(self, agent: dict[str, Any]) -> None:
         """Documents whose ``agent`` is this very object (the enrichment's,
         read-only) get it appended as bytes together with the host object:

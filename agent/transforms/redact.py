@@ -268,6 +268,9 @@ class Redactor:
         self._user = tuple(p for p in patterns if p.search is not None)
         # Only literal prefilters on the bytes as they are (the defaults): the short loop below.
         self._literal_only = not (self._lowered or self._functions or self._user)
+        # Those literals, when they are all the prefilter looks for (else None).
+        self.literals: tuple[bytes, ...] | None = (
+            tuple(lit for p in patterns for lit in p.byte_literals) if self._literal_only else None)
 
     def triggered(self, doc: dict[str, Any], data: bytes) -> tuple[Pattern, ...]:
         """The patterns that may match somewhere in ``doc`` (serialised as ``data``)."""
