@@ -7,7 +7,8 @@ parser's fields, applies the transforms (static fields, model identity from
 the path, payload stripping and redaction, sampling, truncation: see
 ``agent.transforms``), serialises once and derives the deterministic
 document id. Redaction happens here, before the spool: sensitive data never
-touches the disk.
+touches the disk. Raw records (``--parse-at elasticsearch``) are joined from
+a per-file template of the same bytes (``_Templates``).
 
 Guarantee: the same (source key, offset) always yields the same ``_id``, so a
 line re-sent after a crash or a retry is rejected by Elasticsearch as a

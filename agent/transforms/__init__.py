@@ -9,6 +9,8 @@ The seam (used by ``agent.enrich.Enricher``)::
     data = transforms.process(doc, path, doc_id) # bytes to write, or None: sampled out
     doc = transforms.apply(doc, path, doc_id)    # the same, as the final dict (serialises once
                                                  # internally: prefer process)
+    transforms.template_literals()               # what a document template may rely on (agent.enrich)
+    transforms.may_redact(data)                  # the redaction prefilter alone, for a template's value
     key = load_or_create_hash_key(state_dir)     # when --hash-field has no key
     parse_assignment("team=search", "--label")   # -> ("team", "search"), for the CLI values
 
