@@ -186,12 +186,15 @@ class _Templates:
     offset. So a message that may need redaction, or does not serialise, goes
     the general way; the truncation of long fields spares ``message``."""
 
-    __slots__ = ("_make", "_stamps", "_check", "_cache", "_source", "_shared", "_template", "_time", "_stamp")
+    __slots__ = ("_make", "_stamps", "_ids", "_check", "_cache", "_source", "_shared", "_template", "_time",
+                 "_stamp")
     _LIMIT = 4096
 
-    def __init__(self, make: Callable[[Record], Event | None], stamps: _Timestamps, transforms: Transforms) -> None:
+    def __init__(self, make: Callable[[Record], Event | None], stamps: _Timestamps, ids: _DocumentIds,
+                 transforms: Transforms) -> None:
         self._make = make
         self._stamps = stamps
+        self._ids = ids
         self._check = transforms.may_redact
         self._cache: dict[tuple[str, int], _Template | None] = {}
         self._source: Any = None  # the last record's source and shared object, and its template
@@ -207,7 +210,7 @@ class _Templates:
             _JSON_BYTES.intersection(literal) or _NUMBER_BYTES.issuperset(literal) for literal in literals)
 
     def build(self, source: Source, offset: int, end: int, message: str, read_time: float,
-              fields: dict[str, Any], ids: _DocumentIds) -> Event | None:
+              fields: dict[str, Any]) -> Event | None:
         """The record's event, or None: build it the general way."""
         shared = fields.get("modelscribe")
         if source is self._source and shared is self._shared:
@@ -228,7 +231,7 @@ class _Templates:
         data = b"".join((template.head, self._stamp, template.middle, text, template.before, b"%d" % offset,
                          template.tail))
         key = source.key
-        return new(Event, (key, offset, end, ids(key, offset), data, template.target))
+        return new(Event, (key, offset, end, self._ids(key, offset), data, template.target))
 
     def _find(self, source: Source, fields: dict[str, Any], shared: Any) -> _Template | None:
         if type(shared) is not dict or len(shared) != 1 or "raw" not in shared:
@@ -282,7 +285,7 @@ class Enricher:
         # Metric events (event.kind: metric) go to the metrics data stream
         # that matches the logs one, when the target is a logs data stream.
         self._metrics_target = metrics_target
-        self._templates = (_Templates(self._build, self._stamps, transforms)  # type: ignore[arg-type]
+        self._templates = (_Templates(self._build, self._stamps, self._ids, transforms)  # type: ignore[arg-type]
                            if templates and _Templates.usable(transforms) else None)
 
     def build(self, record: Record) -> Event | None:
@@ -290,7 +293,7 @@ class Enricher:
         source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
         if (timestamp is None and not tags and fields and len(fields) == 1 and original is None and error is None
                 and self._templates is not None):
-            event = self._templates.build(source, offset, end, message, read_time, fields, self._ids)
+            event = self._templates.build(source, offset, end, message, read_time, fields)
             if event is not None:
                 return event
         return self._build(record)
