@@ -279,7 +279,9 @@ def wait_ready(engine: Engine, node: Any, pid: int, timeout: float) -> None:
         child = CHILDREN.get(pid)
         if child is not None:
             child.poll()
-        if not _alive(engine, pid):
+        # Dead only if still so half a second later: one CI run saw a node that
+        # went on running reported gone during its start-up (a /proc read).
+        if not _alive(engine, pid) and (time.sleep(0.5) or not _alive(engine, pid)):
             raise HarnessError(f"{engine.product} exited during startup\n"
                                f"{log_tail(engine, Path(node.home))}")
         try:
@@ -305,7 +307,7 @@ def boot(engine: Engine, state: dict, work: Path, timeout: float) -> Any:
     try:
         wait_ready(engine, node, pid, timeout)
     except BaseException:
-        stop_node(engine, work)
+        stop_node(engine, work, 30.0)
         raise
     log.info("%s %s ready at %s in %.1fs", engine.product, state["version"], state["url"],
              time.monotonic() - t0)

@@ -174,3 +174,12 @@ def test_stop_and_restart_keep_data_port_and_credentials(es_node, es):
     assert esl.request(node, "GET", "/_security/_authenticate", auth="api_key")[0] == 200
     assert es.count("harness-restart") == 1
     es.delete_index("harness-restart")
+
+
+def test_a_node_that_is_not_ready_in_time_is_stopped_and_named(tmp_path):
+    # boot's failure path stops what it launched (it once raised a TypeError
+    # there instead, leaving the node running and hiding the reason).
+    with pytest.raises(esl.HarnessError, match="did not get ready within 1s"):
+        esl.start_node(tmp_path / "slow", timeout=1)
+    # stop_node clears the pid only once the process group is seen gone.
+    assert esl.local_node.read_state(tmp_path / "slow")["pid"] is None
