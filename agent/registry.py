@@ -36,7 +36,9 @@ rename, fsync of the directory) with mode 0600, and only when something
 changed. The state directory is created with mode 0700.
 
 Thread safety: every method may be called from any thread. ``commit`` comes
-from output workers, ``save`` from the main thread, the rest from the tailer.
+from output workers, ``save`` from the main thread (and ``settle``, which
+saves a newly tracked file at once, from the reader thread), the rest from
+the tailer.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ class Registry:
         self._by_inode: dict[tuple[int, int], set[str]] = {}
         self._changes = 0  # bumped on every change
         self._saved = 0  # value of _changes the file on disk reflects
+        self._tracked = 0  # value of _changes right after the latest ``track``
         self._prepare_dir()
 
     # -- state directory -------------------------------------------------
@@ -276,6 +279,18 @@ class Registry:
                     self._entries[key] = dataclasses.replace(other, gone=True)
             self._put(entry)
             self._changes += 1
+            self._tracked = self._changes
+
+    def settle(self) -> None:
+        """Save now if a file was tracked since the last save.
+
+        Called before a new file's first events are handed over: its key
+        hashes the bytes the file had when first read, so after a crash
+        before the periodic save the key would be computed anew over more
+        bytes, and lines already shipped would go again under other ids.
+        """
+        if self._tracked > self._saved:
+            self.save()
 
     def commit(self, key: str, offset: int) -> None:
         """Advance the committed offset of ``key``; never backwards; unknown keys ignored."""
