@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Callable
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Config
+from agent.cuts import CutLog
 from agent.enrich import Enricher, agent_id
 from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ModelscribeError, OutputError, StateError
 from agent.events import Event
@@ -129,6 +130,8 @@ class Pipeline:
         _prepare_state_dir(config.state_dir)
         self.registry = Registry(Path(config.state_dir), ttl=config.state_ttl, clock=clock)
         self.registry.load()
+        self.cuts = CutLog(Path(config.state_dir), self.registry, clock)
+        self.cuts.load()
         self.output = output or build_output(config)
         # Model health (issue 10), when the config file asks for it: fed where events are registered.
         self.health = Health.from_config(config, metrics_target(config) or config.index,
@@ -166,8 +169,8 @@ class Pipeline:
                                 config.bulk_max_bytes, config.flush_interval, config.workers,
                                 self.stats, clock, on_death=self._supervisor.died)
         self._handoff = handoff
-        self._sink = Sink(parse_settings(config), build_enricher(config), handoff, config.inputs)
-        self.tailer = Tailer(tail_settings(config), self.registry, self._sink, clock, resume_after)
+        self._sink = Sink(parse_settings(config), build_enricher(config), handoff, config.inputs, self.cuts)
+        self.tailer = Tailer(tail_settings(config), self.registry, self._sink, clock, resume_after, self.cuts)
         if config.self_metrics_interval is not None and config.output in _INDEXING and not config.once:
             self._sink.periodic.append(self._self_metrics(config.self_metrics_interval).due)
         self._reloader = Reloader(config, reload, self.tailer, self._sink, self.output) if reload else None

@@ -7,6 +7,12 @@ the files ``--parse-at elasticsearch`` applies to), chosen by the first
 ``inputs:`` entry whose globs match the file, else the global settings.
 Events go to the hand-off in groups; ``periodic`` producers (the agent's own
 metric documents) add theirs at every tick. Only the reader thread calls it.
+
+Before each hand-over, ``CutLog.settle`` makes durable what a restart needs
+to rebuild the same events: a new file's registry entry, and the cuts the
+clock made (an event emitted by ``--multiline-timeout``, a file's close, a
+reload or the stop, which the parser lists in ``timed``); a parser made for
+a file read again gets the cuts made in it before (``agent.cuts``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import operator
 from typing import Callable
 
 from agent.config.resolve import InputSpec
+from agent.cuts import CutLog
 from agent.enrich import Enricher
 from agent.events import Event, Line, Record, Source
 from agent.handoff import Handoff
@@ -35,8 +42,9 @@ class Sink:
     """
 
     def __init__(self, settings: ParseSettings, enricher: Enricher, handoff: Handoff,
-                 inputs: tuple[InputSpec, ...] = ()) -> None:
+                 inputs: tuple[InputSpec, ...] = (), cuts: CutLog | None = None) -> None:
         self._settings = settings
+        self._cuts = cuts
         # Per-input formats of the config file: the first input whose globs
         # match a file decides its format; other files use --format.
         self._inputs = [(Discovery(spec.paths), spec.apply(settings)) for spec in inputs]
@@ -82,9 +90,18 @@ class Sink:
             make = make_raw_parser if settings.parse_at == "elasticsearch" else make_parser
             parser = self._parsers[source.key] = make(settings, source)
             self._chosen[source.key] = settings
+            if self._cuts is not None:
+                cuts = self._cuts.event_cuts(source.key)
+                if cuts:
+                    parser.cut_at(cuts)
         return parser
 
-    def _emit_all(self, records: list[Record]) -> None:
+    def _emit_all(self, parser: SourceParser, records: list[Record]) -> None:
+        """Enrich the records a flush of ``parser`` emitted; keep the cuts it made."""
+        if parser.timed:
+            if self._cuts is not None:
+                self._cuts.add_events(parser.source.key, parser.timed)
+            parser.timed = []
         for record in records:
             event = self._enricher.build(record)
             if event is not None:
@@ -94,13 +111,15 @@ class Sink:
         """Give the pending events to the sending side."""
         if self._pending:
             group, self._pending = self._pending, []
+            if self._cuts is not None:
+                self._cuts.settle()  # before anything of the group can be shipped
             self._handoff.put(group)
             self.emitted += len(group)
             self.emitted_bytes += sum(map(len, map(_DATA, group)))
 
     def tick(self, now: float) -> None:
         for parser in list(self._parsers.values()):
-            self._emit_all(parser.flush_expired(now))
+            self._emit_all(parser, parser.flush_expired(now))
         for produce in self.periodic:
             event = produce(now)
             if event is not None:
@@ -111,13 +130,14 @@ class Sink:
         parser = self._parsers.pop(source.key, None)
         self._chosen.pop(source.key, None)
         if parser is not None:
-            self._emit_all(parser.flush())
+            self._emit_all(parser, parser.flush())
         self.hand_over()
         self._handoff.flush()  # the tailer lets go of the file next: its lines must be safe first
 
     def flush_all(self) -> None:
         for key in list(self._parsers):
-            self._emit_all(self._parsers.pop(key).flush())
+            parser = self._parsers.pop(key)
+            self._emit_all(parser, parser.flush())
         self._chosen.clear()
         self.hand_over()
 
@@ -135,7 +155,7 @@ class Sink:
             if next((chosen for globs, chosen in self._inputs if globs.matches(path)),
                     settings) != self._chosen.get(key):
                 log.debug("parse settings changed; the file's parser is flushed and replaced", path=path)
-                self._emit_all(parser.flush())
+                self._emit_all(parser, parser.flush())
                 del self._parsers[key]
                 self._chosen.pop(key, None)
         self.hand_over()

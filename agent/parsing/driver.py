@@ -46,6 +46,15 @@ whether they continue (any plain line may be followed by a traceback), or
 until ``flush_expired(now)`` finds that the event's last line was read more
 than ``multiline_timeout`` seconds before ``now`` (per event).
 
+Cuts by time: such an emission (by ``flush_expired`` or ``flush``) depends on
+the clock, not on the lines, so the parser lists it in ``timed`` as (offset
+of the event's first line, end of its last line); the sink keeps the list
+durably (``agent.cuts``) before the record is shipped. A parser given those
+cuts (``cut_at``) for lines read again after a crash emits each such event
+at that line, as the clock did, so the same records come out with the same
+ids (else the event and the lines that followed its pause would join into
+one record under the first part's id, which the index already holds).
+
 Messages: the first line's ``head`` may give the message text (a format that
 reads a prefix into fields); later lines go through the format's ``body``.
 ``head`` is asked when an event begins, so a format whose state changes (the
@@ -142,8 +151,19 @@ class SourceParser:
         self._bodies = overrides(type(line_format), "body")
         self._out: list[Record] = []
         self._failed_once = False
+        # Cuts by time: made here (for the sink to keep), and to make again.
+        self.timed: list[tuple[int, int]] = []
+        self._replay: dict[int, int] = {}
+        self._replay_end = 0
 
     # -- public ---------------------------------------------------------------
+
+    def cut_at(self, cuts: dict[int, int]) -> None:
+        """Emit the event whose first line is at ``first`` when its line ending
+        at ``cuts[first]`` arrives, as the clock did when the lines were read
+        before (``agent.cuts``)."""
+        self._replay.update(cuts)
+        self._replay_end = max(self._replay.values(), default=0)
 
     def feed(self, line: Line) -> list[Record]:
         """Records completed by ``line`` (often none or one)."""
@@ -153,6 +173,8 @@ class SourceParser:
                 self._high = record.end  # the JSON hot path: nothing open, nothing to join
                 return [record]
             self._feed(line, record)
+            if self._replay:
+                self._replay_cut(line)
         except Exception as error:  # noqa: BLE001 - the never-raise promise
             self._recover(error, line)
         return self._drain()
@@ -168,7 +190,7 @@ class SourceParser:
             if len(expired) == len(opened):
                 return self.flush()
             for lane in expired:
-                self._take(lane)
+                self._timed_take(lane)
         except Exception as error:  # noqa: BLE001
             self._recover(error, None)
         return self._drain()
@@ -178,11 +200,29 @@ class SourceParser:
         try:
             opened = self._open
             while opened:
-                self._take(next(iter(opened)))
+                self._timed_take(next(iter(opened)))
             self._joiner.reset()
         except Exception as error:  # noqa: BLE001
             self._recover(error, None)
         return self._drain()
+
+    def _timed_take(self, lane: Hashable) -> None:
+        lines = self._open[lane].lines
+        self.timed.append((lines[0].offset, lines[-1].end))
+        self._take(lane)
+
+    def _replay_cut(self, line: Line) -> None:
+        """``line`` ends an event the clock ended when it was read before: emit it."""
+        replay = self._replay
+        for lane, event in self._open.items():
+            if event.lines[-1] is line:
+                first = event.lines[0].offset
+                if replay.get(first) == line.end:
+                    del replay[first]
+                    self._take(lane)
+                break
+        if line.end >= self._replay_end:
+            replay.clear()  # every cut lies behind: the hot path again
 
     def pending(self) -> bool:
         return bool(self._open)

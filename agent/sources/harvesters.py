@@ -30,6 +30,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
+from agent.cuts import CutLog
 from agent.events import Source
 from agent.registry import Registry
 from agent.selflog import get_logger
@@ -80,6 +81,7 @@ class Harvesters:
 
     _settings: TailSettings
     _registry: Registry
+    _cuts: CutLog | None
     _resume_after: dict[str, int]
     _discovery: Discovery
     _watcher: Watcher | None
@@ -177,8 +179,9 @@ class Harvesters:
             log.info("resuming file", path=path, offset=start, key=entry.key)
         else:
             log.info("new file", path=path)
+        cuts = self._cuts.line_cuts(source.key) if source is not None and self._cuts is not None else None
         harvester = _Harvester(fd, info.st_dev, info.st_ino, path,
-                               LineReader(start, self._settings.max_line_bytes), source, now)
+                               LineReader(start, self._settings.max_line_bytes, cuts), source, now)
         self._harvesters[(info.st_dev, info.st_ino)] = harvester
         self._by_path[path] = harvester
 

@@ -16,7 +16,11 @@ Guarantees:
 * a line longer than ``max_line_bytes`` keeps its first ``max_line_bytes``
   bytes (never cutting a UTF-8 character in two), the rest is skipped up to the
   newline without being held in memory, and it is tagged ``TAG_TRUNCATED``.
-  Memory per file is bounded by ``max_line_bytes`` plus one chunk.
+  Memory per file is bounded by ``max_line_bytes`` plus one chunk;
+* ``cuts`` (from ``agent.cuts``: where partial lines ended when the bytes
+  were read before a crash): a line is cut at each of those offsets as the
+  earlier ``flush`` cut it, tagged ``TAG_PARTIAL``, whatever follows there
+  now, so a file read again gives the same lines.
 
 It is the hot loop of the agent: it splits whole chunks with ``bytes.split``
 and never walks bytes one at a time in Python.
@@ -64,15 +68,23 @@ class LineReader:
     ``read_pos`` the offset of the next byte to feed.
     """
 
-    __slots__ = ("offset", "max_line_bytes", "_pending", "_skipped")
+    __slots__ = ("offset", "max_line_bytes", "_pending", "_skipped", "_cuts")
 
-    def __init__(self, offset: int, max_line_bytes: int) -> None:
+    def __init__(self, offset: int, max_line_bytes: int, cuts: list[int] | None = None) -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be at least 1")
         self.offset = offset
         self.max_line_bytes = max_line_bytes
         self._pending = bytearray()  # kept bytes of the unfinished line
         self._skipped = 0  # bytes of the unfinished line dropped past max_line_bytes
+        self._cuts: list[int] = []
+        if cuts:
+            self.cut_at(cuts)
+
+    def cut_at(self, cuts: list[int]) -> None:
+        """Cut a line at each of these offsets (ahead of ``read_pos``) as ``flush`` did there before."""
+        start = self.read_pos
+        self._cuts = sorted(point for point in set(cuts) | set(self._cuts) if point > start)
 
     @property
     def read_pos(self) -> int:
@@ -84,7 +96,11 @@ class LineReader:
         return bool(self._pending) or self._skipped > 0
 
     def reset(self, offset: int) -> None:
-        """Forget the unfinished line and continue at ``offset`` (truncation)."""
+        """Forget the unfinished line and the cuts; continue at ``offset`` (truncation: new content)."""
+        self._forget(offset)
+        self._cuts = []
+
+    def _forget(self, offset: int) -> None:
         self.offset = offset
         self._pending = bytearray()
         self._skipped = 0
@@ -95,6 +111,25 @@ class LineReader:
         ``source`` may be None only if the caller knows ``data`` holds no
         newline (identity is assigned when the first line is about to be emitted).
         """
+        cuts = self._cuts
+        if cuts and cuts[0] <= self.read_pos + len(data):
+            return self._feed_cut(data, source, now)
+        return self._feed(data, source, now)
+
+    def _feed_cut(self, data: bytes, source: Source | None, now: float) -> list[Line]:
+        """``feed`` where a cut falls: the bytes up to it, the partial line it ends, the rest."""
+        lines: list[Line] = []
+        cuts = self._cuts
+        while cuts and cuts[0] <= self.read_pos + len(data):
+            split = cuts.pop(0) - self.read_pos
+            if split > 0:
+                lines += self._feed(data[:split], source, now)
+                data = data[split:]
+            if self.has_pending:
+                lines.append(self._take(source, now, (TAG_PARTIAL,), 0))
+        return lines + self._feed(data, source, now)
+
+    def _feed(self, data: bytes, source: Source | None, now: float) -> list[Line]:
         lines: list[Line] = []
         if not data:
             return lines
@@ -162,6 +197,6 @@ class LineReader:
             text, tags = decode(raw)
         end = self.read_pos + terminator
         line = Line(source, self.offset, end, text, now, (*extra, *tags))  # type: ignore[arg-type]
-        self.reset(end)
+        self._forget(end)
         return line
 

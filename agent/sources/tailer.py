@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
 from agent.clock import SYSTEM_CLOCK, Clock
+from agent.cuts import CutLog
 from agent.events import Line, Source
 from agent.registry import Entry, Registry
 from agent.selflog import get_logger
@@ -105,9 +106,12 @@ class Tailer(Harvesters):
     """Tails the files matched by ``settings.paths`` into ``sink``."""
 
     def __init__(self, settings: TailSettings, registry: Registry, sink: LineSink,
-                 clock: Clock = SYSTEM_CLOCK, resume_after: Mapping[str, int] | None = None) -> None:
+                 clock: Clock = SYSTEM_CLOCK, resume_after: Mapping[str, int] | None = None,
+                 cuts: CutLog | None = None) -> None:
         self._settings = settings
         self._registry = registry
+        # Where partial lines were cut (``agent.cuts``): kept, and cut again in files read again.
+        self._cuts = cuts
         self._sink = sink
         # Optional part of the sink protocol: a sink that can be full (the
         # disk spool) says so, and the tailer stops reading instead of
@@ -378,6 +382,8 @@ class Tailer(Harvesters):
             self._assign_identity(harvester, harvester.reader.read_pos)
         item = harvester.reader.flush(harvester.source, self._clock.time())
         if item is not None:
+            if self._cuts is not None:
+                self._cuts.add_line(item.source.key, item.end)
             self._sink.line(item)
 
     def _assign_identity(self, harvester: _Harvester, available: int) -> None:
@@ -393,6 +399,10 @@ class Tailer(Harvesters):
             fp_len=fingerprint.length, fp_hash=fingerprint.digest, generation=generation,
             offset=0, updated=self._clock.time(), gone=False))
         harvester.source = Source(key, harvester.path)
+        if self._cuts is not None:  # a file first read by a run that crashed: cut where it was
+            cuts = self._cuts.line_cuts(key)
+            if cuts:
+                harvester.reader.cut_at(cuts)
 
     def _truncated(self, harvester: _Harvester, size: int, now: float) -> None:
         log.warning("file truncated", path=harvester.path, offset=harvester.reader.read_pos, size=size)

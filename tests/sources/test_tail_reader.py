@@ -101,3 +101,51 @@ def _invalid(body: bytes) -> bool:
     except UnicodeDecodeError:
         return True
     return False
+
+
+def test_a_line_cut_by_the_clock_is_cut_there_when_read_again():
+    first = LineReader(0, 100)
+    assert first.feed(b"ok\npart", SOURCE, 1.0)[0].text == "ok"
+    partial = first.flush(SOURCE, 9.0)  # the file stood still: the clock cut the line
+    assert (partial.text, partial.end, partial.tags) == ("part", 7, (TAG_PARTIAL,))
+    # Read again from 3 after a crash, the writer having finished the line since:
+    again = LineReader(3, 100, cuts=[7, 2])  # a cut behind the start is ignored
+    lines = feed_all(again, [b"part", b"-rest\nnext\n"])
+    assert [(l.text, l.offset, l.end, l.tags) for l in lines] == [
+        ("part", 3, 7, (TAG_PARTIAL,)), ("-rest", 7, 13, ()), ("next", 13, 18, ())]
+    # reset (truncation: another content) forgets the cuts
+    again = LineReader(0, 100, cuts=[2])
+    again.reset(0)
+    assert [l.text for l in again.feed(b"abcd\n", SOURCE, 1.0)] == ["abcd"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(min_size=1, max_size=400).map(lambda b: b.replace(b"\x00", b"\n")),
+       reads=st.lists(st.integers(1, 60), min_size=1, max_size=40),
+       stills=st.sets(st.integers(0, 40)), limit=st.sampled_from([4, 16, 1000]),
+       restart=st.integers(0, 100), rechunk=st.lists(st.integers(1, 60), min_size=1, max_size=40))
+def test_read_again_with_the_cuts_the_lines_are_the_same(data, reads, stills, limit, restart, rechunk):
+    """A file read in chunks, the clock flushing the unfinished line after some
+    of them; read again from the start of any of its lines, in other chunks,
+    with the cuts recorded: the same lines from there on."""
+    reader, lines, cuts, position = LineReader(0, limit), [], [], 0
+    for number, size in enumerate(reads):
+        chunk = data[position:position + size]
+        position += len(chunk)
+        lines += reader.feed(chunk, SOURCE, 1.0)
+        if number in stills and reader.has_pending:
+            partial = reader.flush(SOURCE, 1.0)
+            cuts.append(partial.end)
+            lines.append(partial)
+    lines += reader.feed(data[position:], SOURCE, 1.0)
+    start = lines[restart % len(lines)].offset if lines else 0
+    again, rest, position = LineReader(start, limit, cuts=cuts), [], start
+    for size in rechunk * (len(data) // sum(rechunk) + 1):
+        rest += again.feed(data[position:position + size], SOURCE, 2.0)
+        position += size
+    if again.has_pending:
+        rest.append(again.flush(SOURCE, 2.0))
+    if reader.has_pending:
+        lines.append(reader.flush(SOURCE, 1.0))
+    expected = [(l.offset, l.end, l.text, l.tags) for l in lines if l.offset >= start]
+    assert [(l.offset, l.end, l.text, l.tags) for l in rest] == expected
