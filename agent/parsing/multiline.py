@@ -98,16 +98,23 @@ resume earlier than before, never later than is safe). What that guarantees:
   lines, parts and first line, hence the same document id, and the output
   drops the re-sends as duplicates. No fragment of a delivered traceback
   comes back as a document of its own.
-- Except where grouping never was reproducible: an event the first read cut
-  by ``multiline_timeout`` or by the limit of open events (timing and
-  history), and, for formats without lanes, a cap cut where C falls (the
-  re-read begins that part afresh, mid-traceback, as it always did). Those
-  lines are re-read and may group differently than before. Where a re-read
-  record begins at the same line as one the output had already indexed but
-  holds more lines (the part before a timeout cut, now joined with its
-  rest), the output drops it as a duplicate by its id and the rest is not
-  indexed: a corner as old as the timeout, for every format, open to a
-  crash between indexing such a part and committing past it.
+- An event the first read ended by the clock (``multiline_timeout``, or a
+  flush: the file closed, a reload, the stop) is ended at the same line on
+  the re-read: the driver lists such cuts (``SourceParser.timed``), the
+  agent keeps them on disk before the record is shipped (``agent.cuts``),
+  and a parser for lines read again is given them (``cut_at``). Without
+  that, the part before the cut, joined with its rest, would come back
+  under the id the output already holds and the rest would be dropped with
+  it as a duplicate.
+- Except where grouping never was reproducible: an event cut by the limit
+  of open events (it depends on the events open before C); for formats
+  without lanes, a cap cut where C falls (the re-read begins that part
+  afresh, mid-traceback, as it always did); and C right at the end of an
+  event the clock ended, when the lines after it continue it without
+  naming their writer (log4j's stack lines): the line that said whose they
+  are lies before C. Those lines are re-read and may group differently
+  than before (in the cases seen, into more records: some lines may be
+  indexed twice).
 
 The joiner protocol: ``start`` when a line begins an event with nothing open,
 or in a lane whose event the driver emitted already (timeout, limit);
