@@ -1,0 +1,84 @@
+"""The sink keeps what a restart needs before it hands events over
+(``agent.cuts``): a new file's registry entry and the cuts the clock made,
+and a parser made for a file read again cuts where the clock cut before."""
+
+from __future__ import annotations
+
+import json
+
+from agent.clock import FakeClock
+from agent.cuts import CutLog
+from agent.events import Event, Line, Source
+from agent.parsing import ParseSettings
+from agent.registry import Registry
+from agent.sink import Sink
+from test_registry import entry
+
+SOURCE = Source("k1", "/logs/k1.log")
+HEAD = "2026-12-04 10:00:00,000 ERROR app: request failed"
+TRACEBACK = ["Traceback (most recent call last):", '  File "/srv/model.py", line 3, in predict',
+             "ValueError: bad input"]
+
+
+class _Enricher:
+    def build(self, record):
+        return Event(record.source.key, record.offset, record.end, str(record.offset), record.message.encode())
+
+
+class _Handoff:
+    """Reads the state files at the moment a group is handed over."""
+
+    group_size = 1000
+    accepting = True
+
+    def __init__(self, state):
+        self.state = state
+        self.groups = []
+
+    def put(self, group):
+        registry = json.loads((self.state / "registry.json").read_text())
+        cuts_file = self.state / "cuts.json"
+        cuts = json.loads(cuts_file.read_text()) if cuts_file.exists() else None
+        self.groups.append(([(event.offset, event.data.decode()) for event in group],
+                            [item["key"] for item in registry["entries"]], cuts))
+
+
+def lines(texts, start=0, read_time=1.0):
+    out, offset = [], start
+    for text in texts:
+        end = offset + len(text.encode()) + 1
+        out.append(Line(SOURCE, offset, end, text, read_time))
+        offset = end
+    return out
+
+
+def test_the_entry_and_the_cuts_are_on_disk_before_the_events_are_handed_over(tmp_path):
+    clock = FakeClock()
+    registry = Registry(tmp_path / "state", clock=clock)
+    registry.load()
+    cuts = CutLog(registry.state_dir, registry, clock)
+    handoff = _Handoff(registry.state_dir)
+    sink = Sink(ParseSettings(format="plain", multiline_timeout=2.0), _Enricher(), handoff, cuts=cuts)
+    registry.track(entry("k1"))  # the tailer tracks a new file before its first line
+    head = lines([HEAD])
+    sink.extend(head)  # held: a traceback may follow
+    sink.tick(10.0)  # the writer paused: the clock ends the event
+    [(events, keys, on_disk)] = handoff.groups
+    assert events == [(0, HEAD)]
+    assert keys == ["k1"]
+    assert on_disk == {"version": 1, "sources": {"k1": {"lines": [], "events": [[0, head[0].end]]}}}
+
+    # Read again after a crash (nothing committed): the traceback written
+    # after the pause does not join the event the clock ended.
+    again = Sink(ParseSettings(format="plain", multiline_timeout=2.0), _Enricher(), handoff, cuts=cuts)
+    rest = lines(TRACEBACK, start=head[0].end)
+    again.extend(lines([HEAD]) + rest)
+    again.flush_all()
+    assert [offset for offset, _ in handoff.groups[-1][0]] == [0, rest[0].offset]
+    assert handoff.groups[-1][0][0][1] == HEAD
+
+    # Without the cut log the same lines become one event under the first line's id.
+    plain = Sink(ParseSettings(format="plain", multiline_timeout=2.0), _Enricher(), handoff)
+    plain.extend(lines([HEAD]) + rest)
+    plain.flush_all()
+    assert [offset for offset, _ in handoff.groups[-1][0]] == [0]
