@@ -41,9 +41,11 @@ def test_state_files_are_0600_and_directories_0700(es_node, es, tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     lines = [{"message": f"served {i}", "latency": "slow" if i == 3 else i, "user": f"user-{i}"} for i in range(8)]
-    (logs / "m.log").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    # The last line without its newline: the clock cuts it, and the cut log is written.
+    (logs / "m.log").write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"message": "unfinished"}')
     state = tmp_path / "state"
-    common = ["--once", "--path", str(logs / "*.log"), "--state-dir", str(state), "--hash-field", "user"]
+    common = ["--once", "--path", str(logs / "*.log"), "--state-dir", str(state), "--hash-field", "user",
+              "--partial-line-timeout", "0"]
 
     to_file = _run_under_umask_000(["run", *common, "--output", f"file:{tmp_path / 'out.ndjson'}"])
     assert to_file.code == 0, to_file.stderr
@@ -62,7 +64,8 @@ def test_state_files_are_0600_and_directories_0700(es_node, es, tmp_path):
     modes = _modes(state)
     # What the agent keeps: every kind of state file is there to be checked.
     names = set(modes)
-    for expected in ("registry.json", "status.json", "agent_id", "hash_key", "dead-letter.ndjson", "spool"):
+    for expected in ("registry.json", "cuts.json", "status.json", "agent_id", "hash_key", "dead-letter.ndjson",
+                     "spool"):
         assert expected in names, sorted(names)
     assert any(name.endswith(".seg") for name in names) and any(name.endswith(".ack") for name in names), names
     wrong = {}
