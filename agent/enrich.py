@@ -187,7 +187,7 @@ class _Templates:
     the general way; the truncation of long fields spares ``message``."""
 
     __slots__ = ("_make", "_stamps", "_ids", "_check", "_cache", "_source", "_shared", "_template", "_time",
-                 "_stamp")
+                 "_stamp", "_literals")
     _LIMIT = 4096
 
     def __init__(self, make: Callable[[Record], Event | None], stamps: _Timestamps, ids: _DocumentIds,
@@ -196,6 +196,7 @@ class _Templates:
         self._stamps = stamps
         self._ids = ids
         self._check = transforms.may_redact
+        self._literals = transforms.literal_checks()
         self._cache: dict[tuple[str, int], _Template | None] = {}
         self._source: Any = None  # the last record's source and shared object, and its template
         self._shared: Any = None
@@ -209,9 +210,20 @@ class _Templates:
         return literals is not None and not any(
             _JSON_BYTES.intersection(literal) or _NUMBER_BYTES.issuperset(literal) for literal in literals)
 
+    def scan(self, text: str) -> tuple[bytes, ...]:
+        """The prefilter's literals that occur in ``text`` (a read's lines,
+        joined): what ``build`` still looks for in the messages of records
+        made of those lines. A pattern can only match where its literal is;
+        a literal absent from a message's text cannot appear in its JSON form
+        except by escaping, which the patterns, matching the text, never see."""
+        data = text.encode("utf-8", "surrogatepass")
+        return tuple([literal for literal, gate, search in self._literals
+                      if (gate is None or gate in data) and search(data) is not None])
+
     def build(self, source: Source, offset: int, end: int, message: str, read_time: float,
-              fields: dict[str, Any]) -> Event | None:
-        """The record's event, or None: build it the general way."""
+              fields: dict[str, Any], present: tuple[bytes, ...] | None = None) -> Event | None:
+        """The record's event, or None: build it the general way. ``present``:
+        ``scan``'s answer for the lines the record is made of (None: not known)."""
         shared = fields.get("modelscribe")
         if source is self._source and shared is self._shared:
             template = self._template
@@ -223,8 +235,13 @@ class _Templates:
             text = orjson.dumps(message)
         except TypeError:  # (a lone surrogate: the general path repairs it)
             return None
-        if self._check(text):
-            return None
+        if present is None:
+            if self._check(text):
+                return None
+        elif present:
+            for literal in present:
+                if literal in text:
+                    return None
         if read_time != self._time:
             self._stamp = self._stamps.format(read_time).encode()
             self._time = read_time
@@ -287,13 +304,18 @@ class Enricher:
         self._metrics_target = metrics_target
         self._templates = (_Templates(self._build, self._stamps, self._ids, transforms)  # type: ignore[arg-type]
                            if templates and _Templates.usable(transforms) else None)
+        # For the sink: the redaction prefilter's literals found in a read's
+        # lines at once (``_Templates.scan``); None when no template is made.
+        self.scan: Callable[[str], tuple[bytes, ...]] | None = (
+            self._templates.scan if self._templates is not None else None)
 
-    def build(self, record: Record) -> Event | None:
-        """The event for ``record``, or None when sampling dropped it."""
+    def build(self, record: Record, present: tuple[bytes, ...] | None = None) -> Event | None:
+        """The event for ``record``, or None when sampling dropped it.
+        ``present``: ``scan``'s answer for lines that hold all of the record's."""
         source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
         if (timestamp is None and not tags and fields and len(fields) == 1 and original is None and error is None
                 and self._templates is not None):
-            event = self._templates.build(source, offset, end, message, read_time, fields)
+            event = self._templates.build(source, offset, end, message, read_time, fields, present)
             if event is not None:
                 return event
         return self._build(record)

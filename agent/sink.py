@@ -31,6 +31,9 @@ from agent.sources.discovery import Discovery
 
 log = get_logger("pipeline")
 _DATA = operator.attrgetter("data")
+# Lines read at once from which the prefilter's literals are looked for in
+# all of them together (fewer: one by one, as they are built).
+_SCAN_FROM = 8
 
 
 class Sink:
@@ -72,9 +75,17 @@ class Sink:
         parser = self._parser(lines[0].source)
         feed, build, group = parser.feed, self._enricher.build, self._group
         pending = self._pending
+        # The redaction prefilter's literals looked for in all these lines at
+        # once; a record made of them only (it begins at or after the first:
+        # lines are fed in file order) is checked for those found, if any.
+        scan = self._enricher.scan
+        present, first = None, 0
+        if scan is not None and len(lines) >= _SCAN_FROM:
+            present = scan("\n".join([line.text for line in lines]))
+            first = lines[0].offset
         for line in lines:
             for record in feed(line):
-                event = build(record)
+                event = build(record, present if record.offset >= first else None)
                 if event is not None:  # None: sampled out (offsets still advance past it)
                     pending.append(event)
             if len(pending) >= group:

@@ -175,6 +175,27 @@ def test_a_templated_document_is_the_general_paths_byte_for_byte(changes, host_n
         assert templated.build(record) == general.build(record)
 
 
+@settings(max_examples=150, deadline=None)
+@given(changes=st.sampled_from(_TEMPLATE_SETTINGS),
+       messages=st.lists(st.text(max_size=100) | st.sampled_from(_SECRETS) | st.sampled_from(["served", "ok"]),
+                         min_size=1, max_size=12),
+       others=st.lists(st.text(max_size=60) | st.sampled_from(_SECRETS), max_size=3))
+def test_the_literals_found_in_a_whole_read_give_the_general_paths_documents(changes, messages, others):
+    """The sink's batch prefilter (``Enricher.scan`` over one read's lines,
+    joined, the record's among them): what it finds, or does not, changes no
+    document."""
+    templated, general = _enrichers(changes)
+    fields = _raw_fields()
+    source = Source("k", "/var/log/m/a.log")
+    present = templated.scan("\n".join(messages + others)) if templated.scan is not None else None
+    assert (templated.scan is None) == (templated._templates is None) and general.scan is None
+    offset = 0
+    for message in messages:
+        record = Record(source, offset, offset + len(message) + 1, message, 1_764_000_000.5, fields=fields())
+        assert templated.build(record, present) == general.build(record)
+        offset += len(message.encode("utf-8", "surrogatepass")) + 1
+
+
 def test_raw_records_take_the_template_with_the_default_settings_and_not_when_a_rule_needs_the_document():
     templated, general = _enrichers({})
     fields = _raw_fields()

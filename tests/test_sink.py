@@ -21,7 +21,9 @@ TRACEBACK = ["Traceback (most recent call last):", '  File "/srv/model.py", line
 
 
 class _Enricher:
-    def build(self, record):
+    scan = None  # no batch prefilter
+
+    def build(self, record, present=None):
         return Event(record.source.key, record.offset, record.end, str(record.offset), record.message.encode())
 
 
@@ -82,3 +84,36 @@ def test_the_entry_and_the_cuts_are_on_disk_before_the_events_are_handed_over(tm
     plain.extend(lines([HEAD]) + rest)
     plain.flush_all()
     assert [offset for offset, _ in handoff.groups[-1][0]] == [0]
+
+
+def test_a_record_with_lines_of_an_earlier_read_gets_the_whole_prefilter(tmp_path):
+    """The literals are looked for once per read; a record that began in an
+    earlier read (a held line with a secret, emitted when the next read's
+    first line shows it ended) is checked in full, not by that read's scan."""
+    from agent.enrich import Enricher
+    from agent.transforms import TransformSettings, Transforms
+    from agent.transforms.static import HostInfo
+
+    transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
+    enricher = Enricher("h1", "agent-1", keep_original=False, transforms=transforms)
+    assert enricher.scan is not None  # the default patterns: the batch prefilter is on
+
+    class Handoff:
+        group_size = 1000
+        accepting = True
+        events: list = []
+
+        def put(self, group):
+            self.events.extend(group)
+
+    handoff = Handoff()
+    sink = Sink(ParseSettings(format="plain", parse_at="elasticsearch"), enricher, handoff)
+    secret = lines([HEAD + " Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345"])
+    sink.extend(secret)  # held: a traceback may follow
+    clean = lines([f"2026-12-04 10:00:0{n},000 INFO app: served {n}" for n in range(10)], start=secret[0].end)
+    sink.extend(clean)
+    sink.flush_all()
+    by_offset = {event.offset: event.data for event in handoff.events}
+    assert sorted(by_offset) == [line.offset for line in secret + clean]
+    assert b"[REDACTED:bearer]" in by_offset[0] and b"abcdefghijklmnopqrstuvwxyz012345" not in by_offset[0]
+    assert all(b"REDACTED" not in by_offset[line.offset] for line in clean)

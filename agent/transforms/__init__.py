@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import orjson
 
@@ -256,6 +256,11 @@ class Transforms:
         if self._sampler is not None or self._rules.active:
             return None
         return self._redactor.literals if self._redactor.patterns else ()
+
+    def literal_checks(self) -> tuple[tuple[bytes, bytes | None, Callable[[bytes], Any]], ...]:
+        """With ``template_literals``: each literal with its gate byte and its
+        search, the way ``may_redact`` looks for it."""
+        return self._redactor.literal_checks
 
     def may_redact(self, data: bytes) -> bool:
         """Whether the redaction prefilter fires on ``data`` (with ``template_literals``)."""

@@ -268,9 +268,12 @@ class Redactor:
         self._user = tuple(p for p in patterns if p.search is not None)
         # Only literal prefilters on the bytes as they are (the defaults): the short loop below.
         self._literal_only = not (self._lowered or self._functions or self._user)
-        # Those literals, when they are all the prefilter looks for (else None).
+        # Those literals, when they are all the prefilter looks for (else None),
+        # and each with its gate and search (as in ``_checks``).
         self.literals: tuple[bytes, ...] | None = (
             tuple(lit for p in patterns for lit in p.byte_literals) if self._literal_only else None)
+        self.literal_checks = tuple((literal, gate, search) for pattern in patterns if self._literal_only
+                                    for literal, (gate, search) in zip(pattern.byte_literals, pattern.checks()))
 
     def triggered(self, doc: dict[str, Any], data: bytes) -> tuple[Pattern, ...]:
         """The patterns that may match somewhere in ``doc`` (serialised as ``data``)."""

@@ -81,10 +81,12 @@ class _Handoff:
 class _Enricher:
     """Keeps the records it is given (the real one is tested in tests/test_enrich.py)."""
 
+    scan = None  # no batch prefilter
+
     def __init__(self):
         self.built = []
 
-    def build(self, record):
+    def build(self, record, present=None):
         self.built.append(record)
         return None
 
