@@ -200,7 +200,7 @@ class _Structured:
         for needle in self._needles:
             if needle in text:
                 return self._inner.structured(line)
-        if "\\u" in text:
+        if "\\" in text and "\\u" in text:  # (a one-character search first: memchr)
             unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
             for needle in self._needles:
                 if needle in unescaped:
