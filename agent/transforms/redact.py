@@ -261,9 +261,11 @@ class Redactor:
     def __init__(self, patterns: tuple[Pattern, ...]) -> None:
         self.patterns = patterns
         self._lowered = any(p.lowered for p in patterns)
-        self._checks = tuple((gate, search, pattern) for pattern in patterns
-                             if pattern.search is None and pattern.prefilter is None
-                             for gate, search in pattern.checks())
+        # (literal, gate, search, pattern) of every literal prefilter, each regex compiled once.
+        found = [(literal, gate, search, pattern) for pattern in patterns
+                 if pattern.search is None and pattern.prefilter is None
+                 for literal, (gate, search) in zip(pattern.byte_literals, pattern.checks())]
+        self._checks = tuple((gate, search, pattern) for _, gate, search, pattern in found)
         self._functions = tuple(p for p in patterns if p.prefilter is not None)
         self._user = tuple(p for p in patterns if p.search is not None)
         # Only literal prefilters on the bytes as they are (the defaults): the short loop below.
@@ -271,9 +273,9 @@ class Redactor:
         # Those literals, when they are all the prefilter looks for (else None),
         # and each with its gate and search (as in ``_checks``).
         self.literals: tuple[bytes, ...] | None = (
-            tuple(lit for p in patterns for lit in p.byte_literals) if self._literal_only else None)
-        self.literal_checks = tuple((literal, gate, search) for pattern in patterns if self._literal_only
-                                    for literal, (gate, search) in zip(pattern.byte_literals, pattern.checks()))
+            tuple(literal for literal, _, _, _ in found) if self._literal_only else None)
+        self.literal_checks = tuple((literal, gate, search) for literal, gate, search, _ in found
+                                    if self._literal_only)
 
     def triggered(self, doc: dict[str, Any], data: bytes) -> tuple[Pattern, ...]:
         """The patterns that may match somewhere in ``doc`` (serialised as ``data``)."""
