@@ -24,7 +24,7 @@ import socket
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import orjson
 
@@ -220,35 +220,67 @@ class _Templates:
         return tuple([literal for literal, gate, search in self._literals
                       if (gate is None or gate in data) and search(data) is not None])
 
-    def build(self, source: Source, offset: int, end: int, message: str, read_time: float,
-              fields: dict[str, Any], present: tuple[bytes, ...] | None = None) -> Event | None:
-        """The record's event, or None: build it the general way. ``present``:
-        ``scan``'s answer for the lines the record is made of (None: not known)."""
+    def build_all(self, records: Sequence[Record], present: tuple[bytes, ...] | None, first: int,
+                  general: Callable[[Record], Event | None]) -> list[Event]:
+        """The events of ``records``: each templated when it can be, else
+        ``general(record)`` (skipped when that gives None: sampled out).
+        ``present``: ``scan``'s answer for the lines of the records that begin
+        at or after offset ``first`` (None: not known). One loop for a read's
+        records: this runs for every line."""
+        events: list[Event] = []
+        append = events.append
+        dumps, ids, check = orjson.dumps, self._ids, self._check
+        last_fields: Any = None  # the last templated record's fields, and what they gave
+        template: _Template | None = None
+        prefix = b""  # the template's head, timestamp and middle, joined
+        for record in records:
+            source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
+            if timestamp is None and not tags and fields and len(fields) == 1 and original is None and error is None:
+                if fields is not last_fields or source is not self._source or read_time != self._time:
+                    template = self._template_of(source, fields, read_time)
+                    if template is not None:
+                        last_fields = fields
+                        prefix = b"".join((template.head, self._stamp, template.middle))
+                    else:
+                        last_fields = None
+                if template is not None:
+                    try:
+                        text = dumps(message)
+                        # The redaction prefilter: a pattern may match (the general path then).
+                        known = present if offset >= first else None
+                        if known is None:
+                            clean = not check(text)
+                        else:
+                            clean = True
+                            for literal in known:
+                                if literal in text:
+                                    clean = False
+                                    break
+                    except TypeError:  # (a lone surrogate: the general path repairs it)
+                        clean = False
+                    if clean:
+                        key = source.key
+                        append(new(Event, (key, offset, end, ids(key, offset),
+                                           b"".join((prefix, text, template.before, b"%d" % offset, template.tail)),
+                                           template.target)))
+                        continue
+            event = general(record)
+            if event is not None:  # None: sampled out (offsets still advance past it)
+                append(event)
+        return events
+
+    def _template_of(self, source: Source, fields: dict[str, Any], read_time: float) -> _Template | None:
+        """The template for a record of ``source`` with ``fields``, None if it
+        has none; the timestamp of ``read_time`` made ready (``_stamp``)."""
         shared = fields.get("modelscribe")
         if source is self._source and shared is self._shared:
             template = self._template
         else:
             template = self._find(source, fields, shared)
-        if template is None:
-            return None
-        try:
-            text = orjson.dumps(message)
-        except TypeError:  # (a lone surrogate: the general path repairs it)
-            return None
-        if present is None:
-            if self._check(text):
-                return None
-        elif present:
-            for literal in present:
-                if literal in text:
-                    return None
         if read_time != self._time:
             self._stamp = self._stamps.format(read_time).encode()
             self._time = read_time
-        data = b"".join((template.head, self._stamp, template.middle, text, template.before, b"%d" % offset,
-                         template.tail))
-        key = source.key
-        return new(Event, (key, offset, end, self._ids(key, offset), data, template.target))
+        return template
 
     def _find(self, source: Source, fields: dict[str, Any], shared: Any) -> _Template | None:
         if type(shared) is not dict or len(shared) != 1 or "raw" not in shared:
@@ -312,13 +344,20 @@ class Enricher:
     def build(self, record: Record, present: tuple[bytes, ...] | None = None) -> Event | None:
         """The event for ``record``, or None when sampling dropped it.
         ``present``: ``scan``'s answer for lines that hold all of the record's."""
-        source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
-        if (timestamp is None and not tags and fields and len(fields) == 1 and original is None and error is None
-                and self._templates is not None):
-            event = self._templates.build(source, offset, end, message, read_time, fields, present)
-            if event is not None:
-                return event
-        return self._build(record)
+        if self._templates is None:
+            return self._build(record)
+        events = self._templates.build_all((record,), present, 0, self._build)
+        return events[0] if events else None
+
+    def build_all(self, records: Sequence[Record], present: tuple[bytes, ...] | None = None,
+                  first: int = 0) -> list[Event]:
+        """``build`` for each of ``records`` (one source's, in order), without
+        those sampling dropped; ``present`` holds for the records that begin at
+        or after offset ``first``."""
+        if self._templates is not None:
+            return self._templates.build_all(records, present, first, self._build)
+        events = [self._build(record) for record in records]
+        return [event for event in events if event is not None]
 
     def _build(self, record: Record) -> Event | None:
         """``build``, the general way."""

@@ -69,12 +69,10 @@ class Sink:
         self.extend([line])
 
     def extend(self, lines: list[Line]) -> None:
-        """``line`` for each of ``lines`` (one file's, in order), with the
-        per-line look-ups made once: the reader's hot loop."""
+        """``line`` for each of ``lines`` (one file's, in order), in batches:
+        the reader's hot loop."""
         self.lines += len(lines)
         parser = self._parser(lines[0].source)
-        feed, build, group = parser.feed, self._enricher.build, self._group
-        pending = self._pending
         # The redaction prefilter's literals looked for in all these lines at
         # once; a record made of them only (it begins at or after the first:
         # lines are fed in file order) is checked for those found, if any.
@@ -83,14 +81,17 @@ class Sink:
         if scan is not None and len(lines) >= _SCAN_FROM:
             present = scan("\n".join([line.text for line in lines]))
             first = lines[0].offset
-        for line in lines:
-            for record in feed(line):
-                event = build(record, present if record.offset >= first else None)
-                if event is not None:  # None: sampled out (offsets still advance past it)
-                    pending.append(event)
-            if len(pending) >= group:
+        feed, build, group = parser.feed_many, self._enricher.build_all, self._group
+        index, count = 0, len(lines)
+        while index < count:
+            # As many lines as fill the group: a group is handed over as it fills.
+            take = max(group - len(self._pending), 1)
+            records = feed(lines[index:index + take] if index or take < count else lines)
+            index += take
+            if records:
+                self._pending += build(records, present, first)
+            if len(self._pending) >= group:
                 self.hand_over()  # may block (backpressure)
-                pending = self._pending
 
     def _parser(self, source: Source) -> SourceParser:
         parser = self._parsers.get(source.key)

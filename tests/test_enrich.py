@@ -196,6 +196,37 @@ def test_the_literals_found_in_a_whole_read_give_the_general_paths_documents(cha
         offset += len(message.encode("utf-8", "surrogatepass")) + 1
 
 
+@settings(max_examples=200, deadline=None)
+@given(changes=st.sampled_from(_TEMPLATE_SETTINGS),
+       records=st.lists(st.tuples(st.sampled_from(_PATHS[:2]), st.sampled_from([1_764_000_000.25, 1_764_000_001.5]),
+                                  st.text(max_size=60) | st.sampled_from(_SECRETS) | st.just("served"),
+                                  st.sampled_from([(), (), ("partial_line",)]), st.sampled_from(["json", "plain"]),
+                                  st.sampled_from([True, True, False])),
+                        min_size=1, max_size=16),
+       scanned_from=st.integers(0, 16))
+def test_a_batch_gives_the_documents_of_one_by_one(changes, records, scanned_from):
+    """``build_all`` (the sink's hot path: one loop over a read's records,
+    which share their fields dict and read time in runs) equals the general
+    path record by record, sampled-out records left out, with ``present``
+    found in the lines of the records from ``first`` on."""
+    templated, general = _enrichers(changes)
+    shapes = {name: _raw_fields(name) for name in ("json", "plain")}
+    shared = {name: make() for name, make in shapes.items()}
+    sources = {path: Source(f"key-{i}", path) for i, path in enumerate(_PATHS)}
+    made, offset = [], 0
+    for path, read_time, message, tags, name, same in records:
+        made.append(Record(sources[path], offset, offset + 7, message, read_time,
+                           fields=shared[name] if same else shapes[name](), tags=tags))
+        offset += 7
+    first = scanned_from * 7
+    present = None
+    if templated.scan is not None:
+        present = templated.scan("\n".join(record.message for record in made if record.offset >= first))
+    expected = [event for event in map(general.build, made) if event is not None]
+    assert templated.build_all(made, present, first) == expected
+    assert general.build_all(made) == expected
+
+
 def test_raw_records_take_the_template_with_the_default_settings_and_not_when_a_rule_needs_the_document():
     templated, general = _enrichers({})
     fields = _raw_fields()

@@ -26,6 +26,9 @@ class _Enricher:
     def build(self, record, present=None):
         return Event(record.source.key, record.offset, record.end, str(record.offset), record.message.encode())
 
+    def build_all(self, records, present=None, first=0):
+        return [self.build(record) for record in records]
+
 
 class _Handoff:
     """Reads the state files at the moment a group is handed over."""

@@ -149,6 +149,11 @@ class SourceParser:
         self._starts: list[int] = []
         self._ends: list[int] = []
         self._bodies = overrides(type(line_format), "body")
+        # ``take_run(lines, index, out)``: a raw format's batch of ``structured``
+        # (``agent.parsing.raw``): appends the records of the lines from
+        # ``index`` on while each is an event of its own; returns the index of
+        # the first line it did not take.
+        self._run = getattr(line_format, "take_run", None)
         self._out: list[Record] = []
         self._failed_once = False
         # Cuts by time: made here (for the sink to keep), and to make again.
@@ -178,6 +183,32 @@ class SourceParser:
         except Exception as error:  # noqa: BLE001 - the never-raise promise
             self._recover(error, line)
         return self._drain()
+
+    def feed_many(self, lines: list[Line]) -> list[Record]:
+        """The records ``feed`` would give for each of ``lines`` in turn, in
+        that order. While no event is open, the format's ``take_run`` (raw
+        formats) takes a run of lines that are events of their own at once."""
+        out: list[Record] = []
+        run = self._run
+        index, count = 0, len(lines)
+        while index < count:
+            if run is not None and not self._open:
+                before = len(out)
+                try:
+                    after = run(lines, index, out)
+                except Exception:  # noqa: BLE001 - never raise: the lines go one by one
+                    _log.error("batch parsing failed; the lines are parsed one by one", exc_info=True,
+                               path=self.source.path)
+                    run = self._run = None
+                    del out[before:]
+                    after = index
+                if after != index:
+                    self._high = out[-1].end  # (as ``feed``'s hot path, for the run's last)
+                    index = after
+                    continue
+            out += self.feed(lines[index])
+            index += 1
+        return out
 
     def flush_expired(self, now: float) -> list[Record]:
         """Emit each open event whose last line was read over ``timeout`` before ``now``."""

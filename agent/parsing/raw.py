@@ -48,7 +48,7 @@ lines), that format's answer.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 
@@ -95,9 +95,12 @@ def _brace_object(text: str) -> bool:
 
 
 class _Fields:
-    """The ``fields`` of a raw record: a new top-level dict each time (the
-    enrichment and the transforms may add keys to it); the ``modelscribe``
-    object under it is shared, as they never change a nested object in place."""
+    """The ``fields`` of a raw record: a new top-level dict each time it is
+    asked (an event's head: the driver's own records add keys to theirs); the
+    ``modelscribe`` object under it is shared, as nothing changes a nested
+    object in place. The records of one ``take_run`` share one top-level
+    dict: a record's fields are never changed once it is made (``agent.events``;
+    the enrichment copies before it adds)."""
 
     __slots__ = ("_log_format", "_shared")
 
@@ -162,8 +165,8 @@ _KINDS = {is_json_object: _OBJECT, _brace_object: _BRACE}
 class _Structured:
     """What the raw parser does with a line the format reads as an event of
     its own: ``None`` (not one: a text line), a raw record, or the format's
-    own record (parsed at the edge: it may carry a payload). The predicates
-    are inlined: this runs for every line."""
+    own record (parsed at the edge: it may carry a payload); ``take_run``, the
+    same for a run of lines at once (``SourceParser.feed_many``)."""
 
     __slots__ = ("_inner", "_kind", "_needles", "_fields", "_edge")
 
@@ -185,32 +188,58 @@ class _Structured:
             return self._inner.structured(line)
         if kind == _NEVER:
             return None
+        out: list[Record] = []
+        if self.take_run((line,), 0, out, name):
+            return out[0]
+        # Not a raw record: a text line, or an object the format parses here
+        # (the run refuses a JSON object only for the edge or a payload).
         text = line.text
         first = text[:1]
         if first != "{" and (kind == _BRACE or first not in " \t\r\n" or "{" not in text):
-            return None  # (is_json_object and _brace_object, inlined)
+            return None
         try:
             obj = _loads(text)
         except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
             return None
-        if type(obj) is not dict:
-            return None
-        if self._edge is not None and self._edge(text, obj):
-            return self._inner.structured(line)
-        for needle in self._needles:
-            if needle in text:
-                return self._inner.structured(line)
-        if "\\" in text and "\\u" in text:  # (a one-character search first: memchr)
-            unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
-            for needle in self._needles:
-                if needle in unescaped:
-                    return self._inner.structured(line)
-        tags = line.tags
-        if len(tags) > 1:
-            tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
+        return self._inner.structured(line) if type(obj) is dict else None
+
+    def take_run(self, lines: Sequence[Line], index: int, out: list[Record], name: str) -> int:
+        """Append the raw records of ``lines[index:]`` while each line is one
+        (a JSON object the cluster can parse, see the module doc); return the
+        index of the first line that is not. The check is inlined here: this
+        runs for every line."""
+        kind = self._kind
+        if kind != _OBJECT and kind != _BRACE:
+            return index
+        brace = kind == _BRACE
+        edge, needles = self._edge, self._needles
+        # One fields dict for the run's records: nothing changes a record's
+        # fields in place (agent.events).
         fields = self._fields(name)
-        return new(Record, (line.source, line.offset, line.end, text, line.read_time, None, fields, tags,
-                            None, None, 1))
+        append = out.append
+        for index in range(index, len(lines)):  # noqa: B020 - the loop's index is the answer
+            source, offset, end, text, read_time, tags = lines[index]
+            first = text[:1]
+            if first != "{" and (brace or first not in " \t\r\n" or "{" not in text):
+                return index  # (is_json_object and _brace_object, inlined)
+            try:
+                obj = _loads(text)
+            except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
+                return index
+            if type(obj) is not dict or (edge is not None and edge(text, obj)):
+                return index
+            for needle in needles:
+                if needle in text:
+                    return index
+            if "\\" in text and "\\u" in text:  # (a one-character search first: memchr)
+                unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
+                for needle in needles:
+                    if needle in unescaped:
+                        return index
+            if len(tags) > 1:
+                tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
+            append(new(Record, (source, offset, end, text, read_time, None, fields, tags, None, None, 1)))
+        return len(lines)
 
 
 class RawFormat(LineFormat):
@@ -225,6 +254,9 @@ class RawFormat(LineFormat):
 
     def structured(self, line: Line) -> Record | None:
         return self._structured(line, self._name)
+
+    def take_run(self, lines: Sequence[Line], index: int, out: list[Record]) -> int:
+        return self._structured.take_run(lines, index, out, self._name)
 
     def head(self, text: str) -> TextInfo:
         return TextInfo(None, self._fields(self._name))
@@ -261,6 +293,19 @@ class RawAutoFormat(AutoFormat):
         if first == "{" or (first.isspace() and text.lstrip()[:1] == "{"):  # as AutoFormat.structured
             return self._json_rule(line, "json")
         return None
+
+    def take_run(self, lines: Sequence[Line], index: int, out: list[Record]) -> int:
+        """``structured``'s raw records for a run of lines, once detection is
+        over (before, each line may change what the next ones are). Without a
+        target: the JSON rule, which takes only lines ``structured`` would give
+        it (a JSON object's first character is ``{`` or JSON whitespace)."""
+        target = self._target
+        if target is None:
+            return index if self._budget else self._json_rule.take_run(lines, index, out, "json")
+        rule = self._target_rule
+        if rule is None:
+            rule = self._target_rule = _Structured(target, self.settings, self._fields)
+        return rule.take_run(lines, index, out, target.name)
 
     def head(self, text: str) -> TextInfo:
         target = self._target

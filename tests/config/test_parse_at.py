@@ -90,6 +90,10 @@ class _Enricher:
         self.built.append(record)
         return None
 
+    def build_all(self, records, present=None, first=0):
+        self.built.extend(records)
+        return []
+
 
 def test_the_daemon_makes_a_raw_parser_for_an_elasticsearch_input(tmp_path):
     cfg = tmp_path / "agent.yml"

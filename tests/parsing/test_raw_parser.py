@@ -243,3 +243,79 @@ def test_fixture_lines_under_caps_and_timeouts(path, name, max_lines, max_bytes,
     expire_at = [data.draw(st.sampled_from([None, None, line.read_time + 5.0])) for line in lines]
     options = ParseSettings(format=name, multiline_max_lines=max_lines, multiline_max_bytes=max_bytes)
     assert_same_grouping(options, lines, expire_at)
+
+
+# -- batches -------------------------------------------------------------------------
+
+JSON_HEAVY = st.one_of(
+    st.sampled_from(['{"message": "json", "level": "INFO"}', ' {"a": 1}', '{"a": [1, {"b": "c"}]}',
+                     '{"message": "caf\\u00e9"}', '{"message": "\\\\u"}', '{"b": {"content": 1}}']),
+    TEXT,
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(OPTIONS, st.lists(JSON_HEAVY, max_size=60), st.lists(st.integers(1, 12), min_size=1, max_size=12),
+       st.booleans(), st.data())
+def test_batches_give_the_records_of_line_by_line(options, texts, sizes, raw, data):
+    """``feed_many`` (the sink's hot path, with the raw formats' ``take_run``)
+    emits exactly the records that ``feed`` of each line does, for both
+    parsers, with the clock's cuts replayed and expiry between batches."""
+    make = make_raw_parser if raw else make_parser
+    lines = as_lines(texts, tags=[data.draw(TAGS) for _ in texts])
+    cuts = data.draw(st.dictionaries(st.sampled_from([line.offset for line in lines] or [0]),
+                                     st.sampled_from([line.end for line in lines] or [1]), max_size=3))
+    batches, start = [], 0
+    while start < len(lines):
+        size = sizes[len(batches) % len(sizes)]
+        batches.append(lines[start:start + size])
+        start += size
+    expire = [data.draw(st.sampled_from([None, None, 1000.5, 1010.0])) for _ in batches]
+
+    one, many = make(options, SOURCE), make(options, SOURCE)
+    one.cut_at(dict(cuts))
+    many.cut_at(dict(cuts))
+    by_line: list[Record] = []
+    by_batch: list[Record] = []
+    for batch, now in zip(batches, expire):
+        for line in batch:
+            by_line += one.feed(line)
+        by_batch += many.feed_many(batch)
+        if now is not None:
+            by_line += one.flush_expired(now)
+            by_batch += many.flush_expired(now)
+    by_line += one.flush()
+    by_batch += many.flush()
+    assert by_batch == by_line
+    assert many.timed == one.timed
+
+
+def test_a_batch_of_json_lines_is_taken_as_one_run():
+    """The run itself is used (not only the line-by-line path), and stops where
+    a line is not an event of its own: text, a payload line, an edge line."""
+    lines = as_lines(['{"a": 1}', '{"b": 2}', "plain text", '{"c": 3}',
+                      '{"http": {"request": {"body": {"content": "x"}}}}', '{"d": 4}'])
+    parser = make_raw_parser(ParseSettings(format="json"), SOURCE)
+    taken: list[Record] = []
+    assert parser._format.take_run(lines, 0, taken) == 2
+    assert [record.offset for record in taken] == [lines[0].offset, lines[1].offset]
+    assert parser._format.take_run(lines, 3, taken) == 4
+    records = parser.feed_many(lines) + parser.flush()
+    assert [record.offset for record in records] == [line.offset for line in lines]
+    assert _raw_name(records[4]) is None  # the payload line: parsed at the edge
+    assert all(_raw_name(record) == "json" for index, record in enumerate(records) if index != 4)
+
+
+def test_a_failing_run_falls_back_to_line_by_line(monkeypatch):
+    """The never-raise promise holds for the batch: a bug in a run costs no line."""
+    lines = as_lines(['{"a": 1}', '{"b": 2}', "text", '{"c": 3}'])
+    parser = make_raw_parser(ParseSettings(format="json"), SOURCE)
+
+    def broken(lines, index, out):
+        out.append("half a run")
+        raise RuntimeError("bug")
+
+    parser._run = broken
+    records = parser.feed_many(lines) + parser.flush()
+    assert [record.offset for record in records] == [line.offset for line in lines]
+    assert parser._run is None
