@@ -56,14 +56,19 @@ class _DocumentIds:
         self._bases: dict[str, Any] = {}
 
     def __call__(self, source_key: str, offset: int) -> str:
+        hasher = self.base(source_key).copy()
+        hasher.update(b"%d" % offset)
+        return binascii.b2a_base64(hasher.digest(), newline=False).translate(_URLSAFE).decode("ascii")
+
+    def base(self, source_key: str) -> Any:
+        """The hash state after ``source_key``'s bytes: copy it, add the
+        offset's digits, encode the digest as ``__call__`` does."""
         base = self._bases.get(source_key)
         if base is None:
             if len(self._bases) >= self._LIMIT:
                 self._bases.clear()
             base = self._bases[source_key] = hashlib.blake2b(f"{source_key}:".encode(), digest_size=15)
-        hasher = base.copy()
-        hasher.update(b"%d" % offset)
-        return binascii.b2a_base64(hasher.digest(), newline=False).translate(_URLSAFE).decode("ascii")
+        return base
 
 
 # Slack added before flooring to the millisecond, in milliseconds: more than
@@ -233,6 +238,10 @@ class _Templates:
         last_fields: Any = None  # the last templated record's fields, and what they gave
         template: _Template | None = None
         prefix = b""  # the template's head, timestamp and middle, joined
+        id_source: Any = None  # the source of id_base, the hash state of its key
+        id_base: Any = None
+        key = ""
+        b2a = binascii.b2a_base64
         for record in records:
             source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
             if timestamp is None and not tags and fields and len(fields) == 1 and original is None and error is None:
@@ -259,9 +268,15 @@ class _Templates:
                     except TypeError:  # (a lone surrogate: the general path repairs it)
                         clean = False
                     if clean:
-                        key = source.key
-                        append(new(Event, (key, offset, end, ids(key, offset),
-                                           b"".join((prefix, text, template.before, b"%d" % offset, template.tail)),
+                        digits = b"%d" % offset
+                        if source is not id_source:
+                            id_source, key = source, source.key
+                            id_base = ids.base(key)
+                        hasher = id_base.copy()  # (the document id, as _DocumentIds: inlined)
+                        hasher.update(digits)
+                        append(new(Event, (key, offset, end,
+                                           b2a(hasher.digest(), newline=False).translate(_URLSAFE).decode("ascii"),
+                                           b"".join((prefix, text, template.before, digits, template.tail)),
                                            template.target)))
                         continue
             event = general(record)

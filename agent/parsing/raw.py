@@ -43,7 +43,9 @@ Why it is cheap: no field is read from any line. The only per-line work
 beyond the driver's is the question the grouping needs answered: is this
 line a JSON object (one ``orjson.loads``, for lines that start with ``{``),
 or for a format whose own ``structured`` is something else (vLLM's payload
-lines), that format's answer.
+lines), that format's answer. And a run of lines that are each an event of
+their own (JSON objects, while no event is open) is taken in one loop
+(``take_run``, through ``SourceParser.feed_many``), not line by line.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from agent.events import TAG_INVALID_UTF8, TAG_PARTIAL, TAG_TRUNCATED, Line, Sou
 
 _NO_TAGS: tuple[str, ...] = ()
 _INVALID = (TAG_INVALID_UTF8,)
+_CUT = (TAG_TRUNCATED,)
 
 
 def decode(raw: bytes) -> tuple[str, tuple[str, ...]]:
@@ -142,11 +143,29 @@ class LineReader:
             self._hold(data[:newline])
             lines.append(self._take(source, now, _NO_TAGS, 1))
             start = newline + 1
-        parts = (data[start:] if start else data).split(b"\n")
-        tail = parts.pop()
+        data = data[start:] if start else data
         offset = self.offset
         limit = self.max_line_bytes
         append = lines.append
+        if data.isascii() and b"\r" not in data:
+            # The common chunk: one decode for all its lines (a character is a
+            # byte), no line to repair, none ending in a carriage return.
+            texts = data.decode("ascii").split("\n")
+            tail_text = texts.pop()
+            for text in texts:
+                size = len(text)
+                end = offset + size + 1
+                if size <= limit:
+                    append(new(Line, (source, offset, end, text, now, _NO_TAGS)))
+                else:
+                    append(new(Line, (source, offset, end, text[:limit], now, _CUT)))
+                offset = end
+            self.offset = offset
+            if tail_text:
+                self._hold(tail_text.encode("ascii"))
+            return lines
+        parts = data.split(b"\n")
+        tail = parts.pop()
         for raw in parts:
             size = len(raw)
             end = offset + size + 1

@@ -95,6 +95,29 @@ def test_any_bytes_in_any_chunks_tile_the_input(data, cuts, limit):
     assert position == len(data)
 
 
+@settings(max_examples=300, deadline=None)
+@given(data=st.text(st.sampled_from("ab{}\" \n\n\r"), max_size=400).map(str.encode),
+       cuts=st.lists(st.integers(0, 400), max_size=8),
+       limit=st.integers(1, 40))
+def test_ascii_chunks_give_exact_lines(data, cuts, limit):
+    """The ASCII chunk's fast path (one decode per chunk) and the general one
+    (a chunk with a carriage return) give the same lines: exact text, a
+    truncated line's first ``limit`` bytes."""
+    points = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
+    reader = LineReader(0, limit)
+    lines = feed_all(reader, [data[a:b] for a, b in zip(points, points[1:])])
+    complete = data.split(b"\n")[:-1]
+    assert len(lines) == len(complete)
+    position = 0
+    for line, body in zip(lines, complete):
+        assert (line.offset, line.end) == (position, position + len(body) + 1)
+        if len(body) > limit:
+            assert (line.text, line.tags) == (body[:limit].decode(), (TAG_TRUNCATED,))
+        else:
+            assert (line.text, line.tags) == (body.decode().removesuffix("\r"), ())
+        position = line.end
+
+
 def _invalid(body: bytes) -> bool:
     try:
         body.decode()
