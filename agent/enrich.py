@@ -235,7 +235,7 @@ class _Templates:
         events: list[Event] = []
         append = events.append
         dumps, ids, check = orjson.dumps, self._ids, self._check
-        last_fields: Any = None  # the last templated record's fields, and what they gave
+        last_shared: Any = None  # the last templated record's modelscribe object, and what it gave
         template: _Template | None = None
         prefix = b""  # the template's head, timestamp and middle, joined
         id_source: Any = None  # the source of id_base, the hash state of its key
@@ -245,13 +245,14 @@ class _Templates:
         for record in records:
             source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
             if timestamp is None and not tags and fields and len(fields) == 1 and original is None and error is None:
-                if fields is not last_fields or source is not self._source or read_time != self._time:
-                    template = self._template_of(source, fields, read_time)
+                shared = fields.get("modelscribe")
+                if shared is not last_shared or source is not self._source or read_time != self._time:
+                    template = self._template_of(source, fields, shared, read_time)
                     if template is not None:
-                        last_fields = fields
+                        last_shared = shared
                         prefix = b"".join((template.head, self._stamp, template.middle))
                     else:
-                        last_fields = None
+                        last_shared = None
                 if template is not None:
                     try:
                         text = dumps(message)
@@ -284,10 +285,11 @@ class _Templates:
                 append(event)
         return events
 
-    def _template_of(self, source: Source, fields: dict[str, Any], read_time: float) -> _Template | None:
-        """The template for a record of ``source`` with ``fields``, None if it
-        has none; the timestamp of ``read_time`` made ready (``_stamp``)."""
-        shared = fields.get("modelscribe")
+    def _template_of(self, source: Source, fields: dict[str, Any], shared: Any,
+                     read_time: float) -> _Template | None:
+        """The template for a record of ``source`` with ``fields`` (``shared``:
+        their modelscribe object), None if it has none; the timestamp of
+        ``read_time`` made ready (``_stamp``)."""
         if source is self._source and shared is self._shared:
             template = self._template
         else:
