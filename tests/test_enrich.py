@@ -142,7 +142,7 @@ _TEMPLATE_SETTINGS = [
 
 
 def _raw_fields(name="json"):
-    shared = {"raw": {"format": name}}  # as agent.parsing.raw._Fields: a new top level, the inner object shared
+    shared = {"raw": {"format": name}}  # a new top level each time; agent.parsing.raw._Fields shares one
     return lambda: {"modelscribe": shared}
 
 

@@ -49,7 +49,8 @@ class TextInfo(NamedTuple):
 
     Immutable like the frozen dataclasses between stages, but a NamedTuple:
     one is built per plain-text record, and it never leaves this package.
-    ``fields`` must be a new dict each time (the parser adds ``error`` to it).
+    ``fields`` must be a new dict each time (the parser adds ``error`` to it;
+    the raw parser adds nothing, and its formats share one per name).
     ``message``: the line's contribution to the record's message when it is
     not the whole line (a prefix was read into fields); None: the whole line.
     """

@@ -97,25 +97,32 @@ def _brace_object(text: str) -> bool:
 
 
 class _Fields:
-    """The ``fields`` of a raw record: a new top-level dict each time it is
-    asked (an event's head: the driver's own records add keys to theirs); the
-    ``modelscribe`` object under it is shared, as nothing changes a nested
-    object in place. The records of one ``take_run`` share one top-level
-    dict: a record's fields are never changed once it is made (``agent.events``;
-    the enrichment copies before it adds)."""
+    """The ``fields`` of a raw record, one dict per format name, shared by
+    all the records of that name, and their events' ``TextInfo``: a record's
+    fields are never changed in place (``agent.events``: the enrichment
+    copies before it adds; ``RawSourceParser._build``, unlike the driver's,
+    adds no ``error``)."""
 
-    __slots__ = ("_log_format", "_shared")
+    __slots__ = ("_log_format", "_shared", "_infos")
 
     def __init__(self, log_format: str | None) -> None:
         self._log_format = log_format
         self._shared: dict[str, dict[str, Any]] = {}
+        self._infos: dict[str, TextInfo] = {}
 
     def __call__(self, name: str) -> dict[str, Any]:
         shared = self._shared.get(name)
         if shared is None:
             raw = {"format": name} if self._log_format is None else {"format": name, "log_format": self._log_format}
-            shared = self._shared[name] = {"raw": raw}
-        return {"modelscribe": shared}
+            shared = self._shared[name] = {"modelscribe": {"raw": raw}}
+        return shared
+
+    def info(self, name: str) -> TextInfo:
+        """The ``TextInfo`` of a raw text event of format ``name``."""
+        info = self._infos.get(name)
+        if info is None:
+            info = self._infos[name] = TextInfo(None, self(name))
+        return info
 
 
 # Formats whose ``structured`` is known to be one of the predicates above.
@@ -215,8 +222,6 @@ class _Structured:
             return index
         brace = kind == _BRACE
         edge, needles = self._edge, self._needles
-        # One fields dict for the run's records: nothing changes a record's
-        # fields in place (agent.events).
         fields = self._fields(name)
         append = out.append
         for index in range(index, len(lines)):  # noqa: B020 - the loop's index is the answer
@@ -261,7 +266,7 @@ class RawFormat(LineFormat):
         return self._structured.take_run(lines, index, out, self._name)
 
     def head(self, text: str) -> TextInfo:
-        return TextInfo(None, self._fields(self._name))
+        return self._fields.info(self._name)
 
     def joiner(self) -> Joiner:
         return self._inner.joiner()
@@ -311,7 +316,7 @@ class RawAutoFormat(AutoFormat):
 
     def head(self, text: str) -> TextInfo:
         target = self._target
-        return TextInfo(None, self._fields("plain" if target is None else target.name))
+        return self._fields.info("plain" if target is None else target.name)
 
 
 class RawSourceParser(SourceParser):
