@@ -76,9 +76,10 @@ class Sink:
         # The redaction prefilter's literals looked for in all these lines at
         # once; a record made of them only (it begins at or after the first:
         # lines are fed in file order) is checked for those found, if any.
+        # (Only raw records are templated: for parsed ones it would be wasted.)
         scan = self._enricher.scan
         present, first = None, 0
-        if scan is not None and len(lines) >= _SCAN_FROM:
+        if scan is not None and parser.raw_records and len(lines) >= _SCAN_FROM:
             present = scan("\n".join([line.text for line in lines]))
             first = lines[0].offset
         feed, build, group = parser.feed_many, self._enricher.build_all, self._group

@@ -120,3 +120,30 @@ def test_a_record_with_lines_of_an_earlier_read_gets_the_whole_prefilter(tmp_pat
     assert sorted(by_offset) == [line.offset for line in secret + clean]
     assert b"[REDACTED:bearer]" in by_offset[0] and b"abcdefghijklmnopqrstuvwxyz012345" not in by_offset[0]
     assert all(b"REDACTED" not in by_offset[line.offset] for line in clean)
+
+
+def test_a_read_is_scanned_for_the_prefilter_only_when_its_records_are_raw():
+    """The once-per-read scan serves templated (raw) records only: parsed
+    records get the whole check, so scanning their reads would be wasted."""
+    from agent.enrich import Enricher
+    from agent.transforms import TransformSettings, Transforms
+    from agent.transforms.static import HostInfo
+
+    class Handoff:
+        group_size = 1000
+        accepting = True
+
+        def put(self, group):
+            pass
+
+    scanned = {}
+    for parse_at in ("agent", "elasticsearch"):
+        transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
+        enricher = Enricher("h1", "agent-1", keep_original=False, transforms=transforms)
+        calls = []
+        real = enricher.scan
+        enricher.scan = lambda text, real=real, calls=calls: calls.append(text) or real(text)
+        sink = Sink(ParseSettings(format="plain", parse_at=parse_at), enricher, Handoff())
+        sink.extend(lines([f"2026-12-04 10:00:0{n},000 INFO app: served {n}" for n in range(10)]))
+        scanned[parse_at] = len(calls)
+    assert scanned == {"agent": 0, "elasticsearch": 1}

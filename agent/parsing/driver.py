@@ -127,6 +127,8 @@ class _Event:
 class SourceParser:
     """Turns one source's Lines into Records; holds the open events."""
 
+    raw_records = False  # (``agent.parsing.raw``: records of raw lines, for the cluster to parse)
+
     def __init__(self, settings: ParseSettings, source: Source, line_format: LineFormat) -> None:
         self.source = source
         self._format = line_format

@@ -323,6 +323,8 @@ class RawSourceParser(SourceParser):
     """``SourceParser`` with raw records: the grouping and the commit points
     are the driver's own; only the record built from an event differs."""
 
+    raw_records = True
+
     def __init__(self, settings: ParseSettings, source: Source, line_format: LineFormat) -> None:
         super().__init__(settings, source, line_format)
         self._raw_fields = _Fields(settings.log_format)
