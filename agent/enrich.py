@@ -192,7 +192,7 @@ class _Templates:
     the general way; the truncation of long fields spares ``message``."""
 
     __slots__ = ("_make", "_stamps", "_ids", "_check", "_cache", "_source", "_shared", "_template", "_time",
-                 "_stamp", "_literals")
+                 "_stamp", "literals")
     _LIMIT = 4096
 
     def __init__(self, make: Callable[[Record], Event | None], stamps: _Timestamps, ids: _DocumentIds,
@@ -201,7 +201,7 @@ class _Templates:
         self._stamps = stamps
         self._ids = ids
         self._check = transforms.may_redact
-        self._literals = transforms.literal_checks()
+        self.literals = transforms.literal_checks()  # (literal, gate byte, search)
         self._cache: dict[tuple[str, int], _Template | None] = {}
         self._source: Any = None  # the last record's source and shared object, and its template
         self._shared: Any = None
@@ -215,14 +215,14 @@ class _Templates:
         return literals is not None and not any(
             _JSON_BYTES.intersection(literal) or _NUMBER_BYTES.issuperset(literal) for literal in literals)
 
-    def scan(self, text: str) -> tuple[bytes, ...]:
-        """The prefilter's literals that occur in ``text`` (a read's lines,
-        joined): what ``build`` still looks for in the messages of records
-        made of those lines. A pattern can only match where its literal is;
-        a literal absent from a message's text cannot appear in its JSON form
-        except by escaping, which the patterns, matching the text, never see."""
-        data = text.encode("utf-8", "surrogatepass")
-        return tuple([literal for literal, gate, search in self._literals
+    def scan(self, data: bytes) -> tuple[bytes, ...]:
+        """The prefilter's literals that occur in ``data`` (a read's lines,
+        joined, UTF-8): what ``build`` still looks for in the messages of
+        records made of those lines. A pattern can only match where its
+        literal is; a literal absent from a message's text cannot appear in its
+        JSON form except by escaping, which the patterns, matching the text,
+        never see."""
+        return tuple([literal for literal, gate, search in self.literals
                       if (gate is None or gate in data) and search(data) is not None])
 
     def build_all(self, records: Sequence[Record], present: tuple[bytes, ...] | None, first: int,
@@ -257,15 +257,15 @@ class _Templates:
                     try:
                         text = dumps(message)
                         # The redaction prefilter: a pattern may match (the general path then).
-                        known = present if offset >= first else None
-                        if known is None:
+                        if present is None or offset < first:
                             clean = not check(text)
                         else:
                             clean = True
-                            for literal in known:
-                                if literal in text:
-                                    clean = False
-                                    break
+                            if present:
+                                for literal in present:
+                                    if literal in text:
+                                        clean = False
+                                        break
                     except TypeError:  # (a lone surrogate: the general path repairs it)
                         clean = False
                     if clean:
@@ -355,8 +355,14 @@ class Enricher:
                            if templates and _Templates.usable(transforms) else None)
         # For the sink: the redaction prefilter's literals found in a read's
         # lines at once (``_Templates.scan``); None when no template is made.
-        self.scan: Callable[[str], tuple[bytes, ...]] | None = (
+        self.scan: Callable[[bytes], tuple[bytes, ...]] | None = (
             self._templates.scan if self._templates is not None else None)
+        # The bytes a read's lines were cut from may be scanned in place of
+        # the lines: every literal is ASCII, and the reader keeps each ASCII
+        # byte of a line, in order, as a character of its text (it replaces
+        # undecodable bytes, never drops them; it drops a trailing \r).
+        self.scan_bytes_read = self._templates is not None and all(
+            literal.isascii() for literal, _, _ in self._templates.literals)
 
     def build(self, record: Record, present: tuple[bytes, ...] | None = None) -> Event | None:
         """The event for ``record``, or None when sampling dropped it.

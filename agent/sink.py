@@ -68,20 +68,24 @@ class Sink:
     def line(self, line: Line) -> None:
         self.extend([line])
 
-    def extend(self, lines: list[Line]) -> None:
+    def extend(self, lines: list[Line], data: bytes | None = None, at: int = 0) -> None:
         """``line`` for each of ``lines`` (one file's, in order), in batches:
-        the reader's hot loop."""
+        the reader's hot loop. ``data``: the bytes read from file offset
+        ``at``, of which every line beginning at or after ``at`` was cut."""
         self.lines += len(lines)
         parser = self._parser(lines[0].source)
         # The redaction prefilter's literals looked for in all these lines at
-        # once; a record made of them only (it begins at or after the first:
+        # once; a record made of them only (it begins at or after ``first``:
         # lines are fed in file order) is checked for those found, if any.
         # (Only raw records are templated: for parsed ones it would be wasted.)
         scan = self._enricher.scan
         present, first = None, 0
         if scan is not None and parser.raw_records and len(lines) >= _SCAN_FROM:
-            present = scan("\n".join([line.text for line in lines]))
-            first = lines[0].offset
+            if data is not None and self._enricher.scan_bytes_read:
+                present, first = scan(data), at
+            else:
+                present = scan("\n".join([line.text for line in lines]).encode("utf-8", "surrogatepass"))
+                first = lines[0].offset
         feed, build, group = parser.feed_many, self._enricher.build_all, self._group
         index, count = 0, len(lines)
         while index < count:

@@ -187,7 +187,8 @@ def test_the_literals_found_in_a_whole_read_give_the_general_paths_documents(cha
     templated, general = _enrichers(changes)
     fields = _raw_fields()
     source = Source("k", "/var/log/m/a.log")
-    present = templated.scan("\n".join(messages + others)) if templated.scan is not None else None
+    joined = "\n".join(messages + others).encode("utf-8", "surrogatepass")
+    present = templated.scan(joined) if templated.scan is not None else None
     assert (templated.scan is None) == (templated._templates is None) and general.scan is None
     offset = 0
     for message in messages:
@@ -221,7 +222,8 @@ def test_a_batch_gives_the_documents_of_one_by_one(changes, records, scanned_fro
     first = scanned_from * 7
     present = None
     if templated.scan is not None:
-        present = templated.scan("\n".join(record.message for record in made if record.offset >= first))
+        present = templated.scan("\n".join(record.message for record in made if record.offset >= first)
+                                 .encode("utf-8", "surrogatepass"))
     expected = [event for event in map(general.build, made) if event is not None]
     assert templated.build_all(made, present, first) == expected
     assert general.build_all(made) == expected

@@ -162,7 +162,7 @@ class _Sink:
     def line(self, line: Line) -> None:
         self.lines.append(line)
 
-    def extend(self, lines: list[Line]) -> None:
+    def extend(self, lines: list[Line], data=None, at=0) -> None:
         self.lines.extend(lines)
 
     def tick(self, now: float) -> None:

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from agent.clock import FakeClock
 from agent.cuts import CutLog
 from agent.events import Event, Line, Source
@@ -147,3 +150,91 @@ def test_a_read_is_scanned_for_the_prefilter_only_when_its_records_are_raw():
         sink.extend(lines([f"2026-12-04 10:00:0{n},000 INFO app: served {n}" for n in range(10)]))
         scanned[parse_at] = len(calls)
     assert scanned == {"agent": 0, "elasticsearch": 1}
+
+
+_PIECES = [b'{"msg": "served", "n": 1}', b'{"msg": "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345"}',
+           b"2026-12-04 10:00:00,000 INFO app: served", b"key=sk-abcdefghijklmnopqrstuvwx", b"hf_",
+           b"abcdefghijklmnopqrstuvwxyzABCD", b"\xff\xfe bad bytes", b"\r", b"ear", b"er x", b"\xc3", b"\xa9",
+           b"Traceback (most recent call last):", b'  File "/srv/m.py", line 3, in f', b"ValueError: x",
+           b"caf\xc3\xa9 eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", b"AIzaSyA1234567890abcdefghijklmnopqrstu"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(pieces=st.lists(st.lists(st.sampled_from(_PIECES), max_size=4).map(b"".join), min_size=8, max_size=60),
+       cuts=st.lists(st.integers(0, 4000), max_size=3), limit=st.sampled_from([24, 4096, 4096]),
+       name=st.sampled_from(["auto", "json", "plain"]))
+def test_scanning_the_bytes_read_gives_the_documents_of_scanning_the_lines(pieces, cuts, limit, name):
+    """The tailer hands the sink the bytes a read's lines were cut from, and
+    the prefilter's literals are looked for in them (no join of the lines):
+    whatever the bytes (undecodable ones, carriage returns, lines cut at the
+    limit, secrets split between reads), every document is the one made when
+    the lines themselves are scanned, and the one made without any scan."""
+    from agent.enrich import Enricher
+    from agent.sources.reader import LineReader
+    from agent.transforms import TransformSettings, Transforms
+    from agent.transforms.static import HostInfo
+
+    data = b"\n".join(pieces) + b"\n"
+    points = sorted({cut for cut in cuts if cut < len(data)} | {0, len(data)})
+
+    class Handoff:
+        group_size = 7
+        accepting = True
+
+        def __init__(self):
+            self.events = []
+
+        def put(self, group):
+            self.events.extend(group)
+
+    def documents(mode):
+        transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
+        enricher = Enricher("h1", "agent-1", keep_original=False, transforms=transforms, templates=mode != "none")
+        assert (enricher.scan is not None) == (mode != "none") and (mode == "none" or enricher.scan_bytes_read)
+        handoff = Handoff()
+        sink = Sink(ParseSettings(format=name, parse_at="elasticsearch"), enricher, handoff)
+        reader = LineReader(0, limit)
+        for start, end in zip(points, points[1:]):
+            at = reader.read_pos
+            read = reader.feed(data[start:end], SOURCE, 1.0)
+            if read:
+                sink.extend(read, data[start:end], at) if mode == "bytes" else sink.extend(read)
+        sink.flush_all()
+        return [(event.offset, event.doc_id, event.data) for event in handoff.events]
+
+    by_bytes = documents("bytes")
+    assert by_bytes == documents("lines") == documents("none")
+    assert b"abcdefghijklmnopqrstuvwxyz012345" not in b"".join(doc for _, _, doc in by_bytes)
+
+
+def test_a_line_split_between_reads_gets_the_whole_prefilter():
+    """The secret's literal lies in the bytes of the read before: the line
+    began before the bytes scanned, so the scan of its own read does not vouch
+    for it."""
+    from agent.enrich import Enricher
+    from agent.sources.reader import LineReader
+    from agent.transforms import TransformSettings, Transforms
+    from agent.transforms.static import HostInfo
+
+    class Handoff:
+        group_size = 1000
+        accepting = True
+        events: list = []
+
+        def put(self, group):
+            self.events.extend(group)
+
+    transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
+    handoff = Handoff()
+    sink = Sink(ParseSettings(format="json", parse_at="elasticsearch"),
+                Enricher("h1", "agent-1", keep_original=False, transforms=transforms), handoff)
+    data = b'{"msg": "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345"}\n' + b'{"a": 1}\n' * 10
+    reader = LineReader(0, 4096)
+    for start, end in ((0, 40), (40, len(data))):  # "Bearer" in the first read, the rest of its line in the second
+        at = reader.read_pos
+        read = reader.feed(data[start:end], SOURCE, 1.0)
+        if read:
+            sink.extend(read, data[start:end], at)
+    sink.flush_all()
+    assert len(handoff.events) == 11
+    assert b"[REDACTED:bearer]" in handoff.events[0].data and b"abcdefghijklmnopqrstuvwxyz" not in handoff.events[0].data

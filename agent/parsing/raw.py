@@ -222,6 +222,7 @@ class _Structured:
             return index
         brace = kind == _BRACE
         edge, needles = self._edge, self._needles
+        needle, more = needles[0], needles[1:]  # (most often one: 'content"')
         fields = self._fields(name)
         append = out.append
         for index in range(index, len(lines)):  # noqa: B020 - the loop's index is the answer
@@ -235,14 +236,12 @@ class _Structured:
                 return index
             if type(obj) is not dict or (edge is not None and edge(text, obj)):
                 return index
-            for needle in needles:
-                if needle in text:
-                    return index
+            if needle in text or (more and any(other in text for other in more)):
+                return index
             if "\\" in text and "\\u" in text:  # (a one-character search first: memchr)
                 unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
-                for needle in needles:
-                    if needle in unescaped:
-                        return index
+                if any(each in unescaped for each in needles):
+                    return index
             if len(tags) > 1:
                 tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
             append(new(Record, (source, offset, end, text, read_time, None, fields, tags, None, None, 1)))

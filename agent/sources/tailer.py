@@ -95,7 +95,10 @@ class TailSettings:
 class LineSink(Protocol):
     def line(self, line: Line) -> None: ...  # may block: backpressure
 
-    def extend(self, lines: list[Line]) -> None: ...  # line() for each, in order (one call per read)
+    # line() for each, in order (one call per read); ``data``: the bytes read,
+    # from file offset ``at``, of which every line that begins at or after
+    # ``at`` was cut.
+    def extend(self, lines: list[Line], data: bytes | None = None, at: int = 0) -> None: ...
 
     def tick(self, now: float) -> None: ...  # at least every 0.5 s from the tailer thread
 
@@ -373,9 +376,10 @@ class Tailer(Harvesters):
     def _deliver(self, harvester: _Harvester, data: bytes) -> None:
         if harvester.source is None and b"\n" in data:
             self._assign_identity(harvester, harvester.reader.read_pos + len(data))
+        at = harvester.reader.read_pos
         lines = harvester.reader.feed(data, harvester.source, self._clock.time())
         if lines:
-            self._sink.extend(lines)
+            self._sink.extend(lines, data, at)
 
     def _flush(self, harvester: _Harvester) -> None:
         if harvester.source is None:

@@ -74,7 +74,7 @@ class CountingSink:
     def line(self, line) -> None:
         self.count += 1
 
-    def extend(self, lines) -> None:
+    def extend(self, lines, data=None, at=0) -> None:
         self.count += len(lines)
 
     def tick(self, now: float) -> None:

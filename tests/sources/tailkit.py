@@ -40,7 +40,7 @@ class RecordingSink:
         with self._lock:
             self.lines.append(line)
 
-    def extend(self, lines: list[Line]) -> None:
+    def extend(self, lines: list[Line], data=None, at=0) -> None:
         for line in lines:
             self.line(line)
 
