@@ -28,9 +28,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from itertools import groupby
+from operator import attrgetter
 from typing import Callable, Iterable
 
 from agent.events import Event
+
+_KEY, _OFFSET, _END = attrgetter("source_key"), attrgetter("offset"), attrgetter("end")
 
 
 class _FileAcks:
@@ -54,33 +58,50 @@ class AckTracker:
         """Record events about to be sent, in the order they were read.
         Registering an event already in flight does nothing."""
         with self._lock:
-            for event in events:
-                state = self._files.get(event.source_key)
+            # A batch holds runs of one file's events: each run is taken at
+            # once when none of it is in flight yet (the usual case).
+            for key, run in groupby(events, _KEY):
+                run = list(run)
+                offsets = list(map(_OFFSET, run))
+                state = self._files.get(key)
                 if state is None:
-                    state = self._files[event.source_key] = _FileAcks()
-                elif event.offset in state.pending:
+                    state = self._files[key] = _FileAcks()
+                pending = state.pending
+                if pending.isdisjoint(offsets) and len(set(offsets)) == len(offsets):
+                    state.order.extend(zip(offsets, map(_END, run)))
+                    pending.update(offsets)
+                    self._in_flight += len(offsets)
                     continue
-                state.order.append((event.offset, event.end))
-                state.pending.add(event.offset)
-                self._in_flight += 1
+                for offset, end in zip(offsets, map(_END, run)):
+                    if offset not in pending:
+                        state.order.append((offset, end))
+                        pending.add(offset)
+                        self._in_flight += 1
 
     def acknowledge(self, events: Iterable[Event]) -> None:
         commits: dict[str, int] = {}
         with self._lock:
-            for event in events:
-                state = self._files.get(event.source_key)
-                if state is None or event.offset not in state.pending:
+            for key, run in groupby(events, _KEY):
+                state = self._files.get(key)
+                if state is None:
                     continue  # not in flight: settled before, or never registered
-                state.pending.discard(event.offset)
-                self._in_flight -= 1
-                order, pending = state.order, state.pending
+                pending = state.pending
+                settled = pending.intersection(map(_OFFSET, run))
+                if not settled:
+                    continue
+                pending.difference_update(settled)
+                self._in_flight -= len(settled)
+                order = state.order
                 committed = None
+                if not pending:  # the whole file's events settled: all of order goes
+                    committed = order[-1][1]
+                    order.clear()
                 while order and order[0][0] not in pending:
                     committed = order.popleft()[1]
                 if committed is not None:
-                    commits[event.source_key] = committed
+                    commits[key] = committed
                 if not order:
-                    del self._files[event.source_key]
+                    del self._files[key]
             if self._in_flight == 0:
                 self._lock.notify_all()
         # Outside the lock: the registry has its own, and ordering between

@@ -99,3 +99,52 @@ def test_committed_offset_never_passes_an_unacknowledged_event(sizes, random):
             assert all(e.end in acked for e in events if e.end <= commits[-1])
     assert commits[-1] == offset
     assert commits == sorted(commits)
+
+
+class _OneByOne:
+    """The tracker's rules event by event, as the module doc states them: the
+    reference the batch implementation is held to."""
+
+    def __init__(self):
+        self.files, self.in_flight, self.commits = {}, 0, []
+
+    def register(self, events):
+        for event in events:
+            order, pending = self.files.setdefault(event.source_key, ([], set()))
+            if event.offset not in pending:
+                order.append((event.offset, event.end))
+                pending.add(event.offset)
+                self.in_flight += 1
+
+    def acknowledge(self, events):
+        commits = {}
+        for event in events:
+            state = self.files.get(event.source_key)
+            if state is None or event.offset not in state[1]:
+                continue
+            order, pending = state
+            pending.discard(event.offset)
+            self.in_flight -= 1
+            while order and order[0][0] not in pending:
+                commits[event.source_key] = order.pop(0)[1]
+            if not order:
+                del self.files[event.source_key]
+        self.commits += commits.items()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.booleans(),
+                          st.lists(st.tuples(st.sampled_from("abc"), st.integers(0, 12)), max_size=12)),
+                max_size=25))
+def test_batches_settle_as_events_one_by_one(operations):
+    """Batches of runs of one file's events, events of several files,
+    repeated or unknown events, in any order: the same commits, in the same
+    order, and the same count in flight as the rules applied event by event."""
+    commits = []
+    tracker, reference = AckTracker(lambda key, offset: commits.append((key, offset))), _OneByOne()
+    for is_ack, batch in operations:
+        events = [_event(key, offset * 10, offset * 10 + 10) for key, offset in batch]
+        (tracker.acknowledge if is_ack else tracker.register)(events)
+        (reference.acknowledge if is_ack else reference.register)(events)
+        assert commits == reference.commits
+        assert tracker.in_flight() == reference.in_flight
