@@ -31,7 +31,7 @@ import orjson
 from agent import AGENT_NAME, __version__
 from agent.atomic import write_atomic
 from agent.errors import StateError
-from agent.events import Event, Record, Source, new
+from agent.events import Event, LineRun, Record, Source, new, records_of
 from agent.transforms import Transforms
 
 
@@ -225,13 +225,13 @@ class _Templates:
         return tuple([literal for literal, gate, search in self.literals
                       if (gate is None or gate in data) and search(data) is not None])
 
-    def build_all(self, records: Sequence[Record], present: tuple[bytes, ...] | None, first: int,
+    def build_all(self, records: Sequence[Record | LineRun], present: tuple[bytes, ...] | None, first: int,
                   general: Callable[[Record], Event | None]) -> list[Event]:
-        """The events of ``records``: each templated when it can be, else
-        ``general(record)`` (skipped when that gives None: sampled out).
-        ``present``: ``scan``'s answer for the lines of the records that begin
-        at or after offset ``first`` (None: not known). One loop for a read's
-        records: this runs for every line."""
+        """The events of ``records`` (a run's records read from its lines):
+        each templated when it can be, else ``general(record)`` (skipped when
+        that gives None: sampled out). ``present``: ``scan``'s answer for the
+        lines of the records that begin at or after offset ``first`` (None:
+        not known). One loop for a read's records: this runs for every line."""
         events: list[Event] = []
         append = events.append
         dumps, ids, check = orjson.dumps, self._ids, self._check
@@ -242,47 +242,62 @@ class _Templates:
         id_base: Any = None
         key = ""
         b2a = binascii.b2a_base64
-        for record in records:
-            source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
-            if timestamp is None and not tags and fields and len(fields) == 1 and original is None and error is None:
-                shared = fields.get("modelscribe")
-                if shared is not last_shared or source is not self._source or read_time != self._time:
-                    template = self._template_of(source, fields, shared, read_time)
-                    if template is not None:
-                        last_shared = shared
-                        prefix = b"".join((template.head, self._stamp, template.middle))
-                    else:
-                        last_shared = None
-                if template is not None:
-                    try:
-                        text = dumps(message)
-                        # The redaction prefilter: a pattern may match (the general path then).
-                        if present is None or offset < first:
-                            clean = not check(text)
+        for item in records:
+            run = type(item) is LineRun
+            if run:
+                fields = item.fields
+                rows: Sequence[Any] = item.lines[item.start:item.stop]
+            else:
+                rows = (item,)
+            for record in rows:
+                if run:
+                    source, offset, end, message, read_time, tags = record
+                    templated = not tags
+                else:
+                    source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
+                    templated = (timestamp is None and not tags and fields and len(fields) == 1 and original is None
+                                 and error is None)
+                if templated:
+                    shared = fields.get("modelscribe")
+                    if shared is not last_shared or source is not self._source or read_time != self._time:
+                        template = self._template_of(source, fields, shared, read_time)
+                        if template is not None:
+                            last_shared = shared
+                            prefix = b"".join((template.head, self._stamp, template.middle))
                         else:
-                            clean = True
-                            if present:
-                                for literal in present:
-                                    if literal in text:
-                                        clean = False
-                                        break
-                    except TypeError:  # (a lone surrogate: the general path repairs it)
-                        clean = False
-                    if clean:
-                        digits = b"%d" % offset
-                        if source is not id_source:
-                            id_source, key = source, source.key
-                            id_base = ids.base(key)
-                        hasher = id_base.copy()  # (the document id, as _DocumentIds: inlined)
-                        hasher.update(digits)
-                        append(new(Event, (key, offset, end,
-                                           b2a(hasher.digest(), newline=False).translate(_URLSAFE).decode("ascii"),
-                                           b"".join((prefix, text, template.before, digits, template.tail)),
-                                           template.target)))
-                        continue
-            event = general(record)
-            if event is not None:  # None: sampled out (offsets still advance past it)
-                append(event)
+                            last_shared = None
+                    if template is not None:
+                        try:
+                            text = dumps(message)
+                            # The redaction prefilter: a pattern may match (the general path then).
+                            if present is None or offset < first:
+                                clean = not check(text)
+                            else:
+                                clean = True
+                                if present:
+                                    for literal in present:
+                                        if literal in text:
+                                            clean = False
+                                            break
+                        except TypeError:  # (a lone surrogate: the general path repairs it)
+                            clean = False
+                        if clean:
+                            digits = b"%d" % offset
+                            if source is not id_source:
+                                id_source, key = source, source.key
+                                id_base = ids.base(key)
+                            hasher = id_base.copy()  # (the document id, as _DocumentIds: inlined)
+                            hasher.update(digits)
+                            append(new(Event, (key, offset, end,
+                                               b2a(hasher.digest(), newline=False).translate(_URLSAFE).decode("ascii"),
+                                               b"".join((prefix, text, template.before, digits, template.tail)),
+                                               template.target)))
+                            continue
+                if run:  # the run's record, built as it goes the general way
+                    record = LineRun((record,), 0, 1, fields).records()[0]
+                event = general(record)
+                if event is not None:  # None: sampled out (offsets still advance past it)
+                    append(event)
         return events
 
     def _template_of(self, source: Source, fields: dict[str, Any], shared: Any,
@@ -372,14 +387,14 @@ class Enricher:
         events = self._templates.build_all((record,), present, 0, self._build)
         return events[0] if events else None
 
-    def build_all(self, records: Sequence[Record], present: tuple[bytes, ...] | None = None,
+    def build_all(self, records: Sequence[Record | LineRun], present: tuple[bytes, ...] | None = None,
                   first: int = 0) -> list[Event]:
         """``build`` for each of ``records`` (one source's, in order), without
         those sampling dropped; ``present`` holds for the records that begin at
         or after offset ``first``."""
         if self._templates is not None:
             return self._templates.build_all(records, present, first, self._build)
-        events = [self._build(record) for record in records]
+        events = [self._build(record) for record in records_of(records)]
         return [event for event in events if event is not None]
 
     def _build(self, record: Record) -> Event | None:

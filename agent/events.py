@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 # Tags the agent puts on events; one place so tests and docs agree.
 TAG_TRUNCATED = "truncated"  # line longer than --max-line-bytes, cut
@@ -83,6 +83,36 @@ class Record(NamedTuple):
     original: str | None = None
     error: str | None = None
     line_count: int = 1
+
+
+class LineRun(NamedTuple):
+    """Records not built one by one: each of ``lines[start:stop]`` is a record
+    of its own, ``Record(line.source, line.offset, line.end, line.text,
+    line.read_time, None, fields, tags, None, None, 1)``, its line's tags
+    listed once (``records``). The raw parser's runs of JSON objects
+    (``agent.parsing.raw``), which the enrichment reads in one loop."""
+
+    lines: Sequence[Line]
+    start: int
+    stop: int
+    fields: dict[str, Any]
+
+    def records(self) -> list[Record]:
+        fields = self.fields
+        return [new(Record, (source, offset, end, text, read_time, None, fields,
+                             tuple(dict.fromkeys(tags)) if len(tags) > 1 else tags, None, None, 1))
+                for source, offset, end, text, read_time, tags in self.lines[self.start:self.stop]]
+
+
+def records_of(items: Sequence[Record | LineRun]) -> list[Record]:
+    """The records of ``items``, each run's built."""
+    out: list[Record] = []
+    for item in items:
+        if type(item) is LineRun:
+            out += item.records()
+        else:
+            out.append(item)
+    return out
 
 
 class Event(NamedTuple):

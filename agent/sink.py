@@ -86,7 +86,7 @@ class Sink:
             else:
                 present = scan("\n".join([line.text for line in lines]).encode("utf-8", "surrogatepass"))
                 first = lines[0].offset
-        feed, build, group = parser.feed_many, self._enricher.build_all, self._group
+        feed, build, group = parser.feed_batch, self._enricher.build_all, self._group
         index, count = 0, len(lines)
         while index < count:
             # As many lines as fill the group: a group is handed over as it fills.

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from agent import __version__
 from agent.enrich import Enricher, _DocumentIds, _Timestamps, agent_id, document_id, format_timestamp
-from agent.events import Record, Source
+from agent.events import Line, LineRun, Record, Source
 
 
 def _record(**changes):
@@ -204,8 +204,8 @@ def test_the_literals_found_in_a_whole_read_give_the_general_paths_documents(cha
                                   st.sampled_from([(), (), ("partial_line",)]), st.sampled_from(["json", "plain"]),
                                   st.sampled_from([True, True, False])),
                         min_size=1, max_size=16),
-       scanned_from=st.integers(0, 16))
-def test_a_batch_gives_the_documents_of_one_by_one(changes, records, scanned_from):
+       scanned_from=st.integers(0, 16), same_lines=st.booleans())
+def test_a_batch_gives_the_documents_of_one_by_one(changes, records, scanned_from, same_lines):
     """``build_all`` (the sink's hot path: one loop over a read's records,
     which share their fields dict and read time in runs) equals the general
     path record by record, sampled-out records left out, with ``present``
@@ -227,6 +227,21 @@ def test_a_batch_gives_the_documents_of_one_by_one(changes, records, scanned_fro
     expected = [event for event in map(general.build, made) if event is not None]
     assert templated.build_all(made, present, first) == expected
     assert general.build_all(made) == expected
+    # The same records as the raw parser's runs give them: lines, and the fields they share.
+    as_runs, index = [], 0
+    while index < len(made):
+        record = made[index]
+        stop = index + 1
+        while (stop < len(made) and made[stop].fields is record.fields and made[stop].source is record.source
+               and made[stop].read_time == record.read_time):
+            stop += 1
+        lines = [Line(each.source, each.offset, each.end, each.message, each.read_time, each.tags)
+                 for each in made[index:stop]]
+        as_runs.append(LineRun([lines[0], *lines], 1, stop - index + 1, record.fields) if same_lines
+                       else LineRun(lines, 0, len(lines), record.fields))
+        index = stop
+    assert templated.build_all(as_runs, present, first) == expected
+    assert general.build_all(as_runs) == expected
 
 
 def test_raw_records_take_the_template_with_the_default_settings_and_not_when_a_rule_needs_the_document():

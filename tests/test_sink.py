@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from agent.clock import FakeClock
 from agent.cuts import CutLog
-from agent.events import Event, Line, Source
+from agent.events import Event, Line, Source, records_of
 from agent.parsing import ParseSettings
 from agent.registry import Registry
 from agent.sink import Sink
@@ -30,7 +30,7 @@ class _Enricher:
         return Event(record.source.key, record.offset, record.end, str(record.offset), record.message.encode())
 
     def build_all(self, records, present=None, first=0):
-        return [self.build(record) for record in records]
+        return [self.build(record) for record in records_of(records)]
 
 
 class _Handoff:

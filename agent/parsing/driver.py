@@ -66,7 +66,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from typing import TYPE_CHECKING, Any, Hashable
 
-from agent.events import TAG_MULTILINE_SPLIT, TAG_PARSE_FAILURE, Line, Record, Source
+from agent.events import TAG_MULTILINE_SPLIT, TAG_PARSE_FAILURE, Line, LineRun, Record, Source, records_of
 from agent.parsing import tracebacks
 from agent.parsing.base import overrides
 from agent.parsing.multiline import Joiner
@@ -152,9 +152,9 @@ class SourceParser:
         self._ends: list[int] = []
         self._bodies = overrides(type(line_format), "body")
         # ``take_run(lines, index, out)``: a raw format's batch of ``structured``
-        # (``agent.parsing.raw``): appends the records of the lines from
-        # ``index`` on while each is an event of its own; returns the index of
-        # the first line it did not take.
+        # (``agent.parsing.raw``): takes the lines from ``index`` on while each
+        # is an event of its own, appends them to ``out`` as one ``LineRun``,
+        # returns the index of the first line it did not take.
         self._run = getattr(line_format, "take_run", None)
         self._out: list[Record] = []
         self._failed_once = False
@@ -187,10 +187,14 @@ class SourceParser:
         return self._drain()
 
     def feed_many(self, lines: list[Line]) -> list[Record]:
-        """The records ``feed`` would give for each of ``lines`` in turn, in
-        that order. While no event is open, the format's ``take_run`` (raw
-        formats) takes a run of lines that are events of their own at once."""
-        out: list[Record] = []
+        """The records ``feed`` would give for each of ``lines`` in turn, in that order."""
+        return records_of(self.feed_batch(lines))
+
+    def feed_batch(self, lines: list[Line]) -> list[Record | LineRun]:
+        """``feed_many``, with runs of lines that are events of their own (raw
+        JSON objects, while no event is open) left as ``LineRun`` items: the
+        format's ``take_run`` (raw formats) takes them at once."""
+        out: list[Record | LineRun] = []
         run = self._run
         index, count = 0, len(lines)
         while index < count:
@@ -205,7 +209,7 @@ class SourceParser:
                     del out[before:]
                     after = index
                 if after != index:
-                    self._high = out[-1].end  # (as ``feed``'s hot path, for the run's last)
+                    self._high = lines[after - 1].end  # (as ``feed``'s hot path, for the run's last)
                     index = after
                     continue
             out += self.feed(lines[index])

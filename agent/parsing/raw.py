@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 
-from agent.events import TAG_MULTILINE_SPLIT, Line, Record, Source, new
+from agent.events import TAG_MULTILINE_SPLIT, Line, LineRun, Record, Source, new
 from agent.parsing.base import LineFormat, TextInfo, overrides
 from agent.parsing.driver import SourceParser, _union_tags
 from agent.parsing.formats import FORMATS, AutoFormat
@@ -197,9 +197,9 @@ class _Structured:
             return self._inner.structured(line)
         if kind == _NEVER:
             return None
-        out: list[Record] = []
+        out: list[Any] = []
         if self.take_run((line,), 0, out, name):
-            return out[0]
+            return out[0].records()[0]
         # Not a raw record: a text line, or an object the format parses here
         # (the run refuses a JSON object only for the edge or a payload).
         text = line.text
@@ -212,40 +212,45 @@ class _Structured:
             return None
         return self._inner.structured(line) if type(obj) is dict else None
 
-    def take_run(self, lines: Sequence[Line], index: int, out: list[Record], name: str) -> int:
-        """Append the raw records of ``lines[index:]`` while each line is one
-        (a JSON object the cluster can parse, see the module doc); return the
-        index of the first line that is not. The check is inlined here: this
-        runs for every line."""
+    def take_run(self, lines: Sequence[Line], index: int, out: list[Any], name: str) -> int:
+        """Take the lines of ``lines[index:]`` while each is a raw record of
+        its own (a JSON object the cluster can parse, see the module doc),
+        append them to ``out`` as one ``LineRun``, and return the index of the
+        first line that is not one. The check is inlined here: this runs for
+        every line."""
         kind = self._kind
         if kind != _OBJECT and kind != _BRACE:
             return index
+        start = index
         brace = kind == _BRACE
         edge, needles = self._edge, self._needles
         needle, more = needles[0], needles[1:]  # (most often one: 'content"')
-        fields = self._fields(name)
-        append = out.append
-        for index in range(index, len(lines)):  # noqa: B020 - the loop's index is the answer
-            source, offset, end, text, read_time, tags = lines[index]
+        stop = len(lines)
+        for index in range(index, stop):  # noqa: B020 - the loop's index is the answer
+            text = lines[index].text
             first = text[:1]
             if first != "{" and (brace or first not in " \t\r\n" or "{" not in text):
-                return index  # (is_json_object and _brace_object, inlined)
+                stop = index  # (is_json_object and _brace_object, inlined)
+                break
             try:
                 obj = _loads(text)
             except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
-                return index
+                stop = index
+                break
             if type(obj) is not dict or (edge is not None and edge(text, obj)):
-                return index
+                stop = index
+                break
             if needle in text or (more and any(other in text for other in more)):
-                return index
+                stop = index
+                break
             if "\\" in text and "\\u" in text:  # (a one-character search first: memchr)
                 unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
                 if any(each in unescaped for each in needles):
-                    return index
-            if len(tags) > 1:
-                tags = tuple(dict.fromkeys(tags))  # the union promise holds for one line too
-            append(new(Record, (source, offset, end, text, read_time, None, fields, tags, None, None, 1)))
-        return len(lines)
+                    stop = index
+                    break
+        if stop > start:
+            out.append(LineRun(lines, start, stop, self._fields(name)))
+        return stop
 
 
 class RawFormat(LineFormat):

@@ -12,7 +12,7 @@ import pytest
 from agent.config import resolve
 from agent.config.stages import parse_settings as stage_settings
 from agent.errors import ConfigError
-from agent.events import Line, Source
+from agent.events import Line, Source, records_of
 from agent.parsing.raw import RawSourceParser
 from agent.pipeline import parse_settings
 from agent.sink import Sink
@@ -91,7 +91,7 @@ class _Enricher:
         return None
 
     def build_all(self, records, present=None, first=0):
-        self.built.extend(records)
+        self.built.extend(records_of(records))
         return []
 
 

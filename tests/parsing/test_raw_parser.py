@@ -22,7 +22,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.events import TAG_INVALID_UTF8, TAG_PARSE_FAILURE, TAG_PARTIAL, TAG_TRUNCATED, Line, Record, Source
+from agent.events import (TAG_INVALID_UTF8, TAG_PARSE_FAILURE, TAG_PARTIAL, TAG_TRUNCATED, Line, LineRun, Record, Source,
+                          records_of)
 from agent.parsing import FORMATS, ParseSettings, make_parser, make_raw_parser
 from agent.parsing.raw import is_json_object
 
@@ -296,10 +297,14 @@ def test_a_batch_of_json_lines_is_taken_as_one_run():
     lines = as_lines(['{"a": 1}', '{"b": 2}', "plain text", '{"c": 3}',
                       '{"http": {"request": {"body": {"content": "x"}}}}', '{"d": 4}'])
     parser = make_raw_parser(ParseSettings(format="json"), SOURCE)
-    taken: list[Record] = []
+    taken: list = []
     assert parser._format.take_run(lines, 0, taken) == 2
-    assert [record.offset for record in taken] == [lines[0].offset, lines[1].offset]
+    assert [record.offset for record in records_of(taken)] == [lines[0].offset, lines[1].offset]
     assert parser._format.take_run(lines, 3, taken) == 4
+    assert [type(item) for item in taken] == [LineRun, LineRun]
+    # (the text line is held until the next line: that one is fed on its own)
+    assert [type(item) for item in parser.feed_batch(lines)] == [LineRun, Record, Record, Record, LineRun]
+    parser = make_raw_parser(ParseSettings(format="json"), SOURCE)
     records = parser.feed_many(lines) + parser.flush()
     assert [record.offset for record in records] == [line.offset for line in lines]
     assert _raw_name(records[4]) is None  # the payload line: parsed at the edge
