@@ -60,6 +60,29 @@ def lines(texts, start=0, read_time=1.0):
     return out
 
 
+class _Collect:
+    """A hand-off that keeps the events it is given."""
+
+    accepting = True
+
+    def __init__(self, group_size=1000):
+        self.group_size = group_size
+        self.events = []
+
+    def put(self, group):
+        self.events.extend(group)
+
+
+def _enricher(templates=True):
+    """The real enricher with the default transforms (redaction on)."""
+    from agent.enrich import Enricher
+    from agent.transforms import TransformSettings, Transforms
+    from agent.transforms.static import HostInfo
+
+    transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
+    return Enricher("h1", "agent-1", keep_original=False, transforms=transforms, templates=templates)
+
+
 def test_the_entry_and_the_cuts_are_on_disk_before_the_events_are_handed_over(tmp_path):
     clock = FakeClock()
     registry = Registry(tmp_path / "state", clock=clock)
@@ -96,23 +119,9 @@ def test_a_record_with_lines_of_an_earlier_read_gets_the_whole_prefilter(tmp_pat
     """The literals are looked for once per read; a record that began in an
     earlier read (a held line with a secret, emitted when the next read's
     first line shows it ended) is checked in full, not by that read's scan."""
-    from agent.enrich import Enricher
-    from agent.transforms import TransformSettings, Transforms
-    from agent.transforms.static import HostInfo
-
-    transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
-    enricher = Enricher("h1", "agent-1", keep_original=False, transforms=transforms)
+    enricher = _enricher()
     assert enricher.scan is not None  # the default patterns: the batch prefilter is on
-
-    class Handoff:
-        group_size = 1000
-        accepting = True
-        events: list = []
-
-        def put(self, group):
-            self.events.extend(group)
-
-    handoff = Handoff()
+    handoff = _Collect()
     sink = Sink(ParseSettings(format="plain", parse_at="elasticsearch"), enricher, handoff)
     secret = lines([HEAD + " Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345"])
     sink.extend(secret)  # held: a traceback may follow
@@ -128,25 +137,13 @@ def test_a_record_with_lines_of_an_earlier_read_gets_the_whole_prefilter(tmp_pat
 def test_a_read_is_scanned_for_the_prefilter_only_when_its_records_are_raw():
     """The once-per-read scan serves templated (raw) records only: parsed
     records get the whole check, so scanning their reads would be wasted."""
-    from agent.enrich import Enricher
-    from agent.transforms import TransformSettings, Transforms
-    from agent.transforms.static import HostInfo
-
-    class Handoff:
-        group_size = 1000
-        accepting = True
-
-        def put(self, group):
-            pass
-
     scanned = {}
     for parse_at in ("agent", "elasticsearch"):
-        transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
-        enricher = Enricher("h1", "agent-1", keep_original=False, transforms=transforms)
+        enricher = _enricher()
         calls = []
         real = enricher.scan
         enricher.scan = lambda text, real=real, calls=calls: calls.append(text) or real(text)
-        sink = Sink(ParseSettings(format="plain", parse_at=parse_at), enricher, Handoff())
+        sink = Sink(ParseSettings(format="plain", parse_at=parse_at), enricher, _Collect())
         sink.extend(lines([f"2026-12-04 10:00:0{n},000 INFO app: served {n}" for n in range(10)]))
         scanned[parse_at] = len(calls)
     assert scanned == {"agent": 0, "elasticsearch": 1}
@@ -169,29 +166,15 @@ def test_scanning_the_bytes_read_gives_the_documents_of_scanning_the_lines(piece
     whatever the bytes (undecodable ones, carriage returns, lines cut at the
     limit, secrets split between reads), every document is the one made when
     the lines themselves are scanned, and the one made without any scan."""
-    from agent.enrich import Enricher
     from agent.sources.reader import LineReader
-    from agent.transforms import TransformSettings, Transforms
-    from agent.transforms.static import HostInfo
 
     data = b"\n".join(pieces) + b"\n"
     points = sorted({cut for cut in cuts if cut < len(data)} | {0, len(data)})
 
-    class Handoff:
-        group_size = 7
-        accepting = True
-
-        def __init__(self):
-            self.events = []
-
-        def put(self, group):
-            self.events.extend(group)
-
     def documents(mode):
-        transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
-        enricher = Enricher("h1", "agent-1", keep_original=False, transforms=transforms, templates=mode != "none")
+        enricher = _enricher(templates=mode != "none")
         assert (enricher.scan is not None) == (mode != "none") and (mode == "none" or enricher.scan_bytes_read)
-        handoff = Handoff()
+        handoff = _Collect(group_size=7)
         sink = Sink(ParseSettings(format=name, parse_at="elasticsearch"), enricher, handoff)
         reader = LineReader(0, limit)
         for start, end in zip(points, points[1:]):
@@ -211,23 +194,10 @@ def test_a_line_split_between_reads_gets_the_whole_prefilter():
     """The secret's literal lies in the bytes of the read before: the line
     began before the bytes scanned, so the scan of its own read does not vouch
     for it."""
-    from agent.enrich import Enricher
     from agent.sources.reader import LineReader
-    from agent.transforms import TransformSettings, Transforms
-    from agent.transforms.static import HostInfo
 
-    class Handoff:
-        group_size = 1000
-        accepting = True
-        events: list = []
-
-        def put(self, group):
-            self.events.extend(group)
-
-    transforms = Transforms(TransformSettings(), HostInfo(name="h1", ips=(), os_name="Debian"))
-    handoff = Handoff()
-    sink = Sink(ParseSettings(format="json", parse_at="elasticsearch"),
-                Enricher("h1", "agent-1", keep_original=False, transforms=transforms), handoff)
+    handoff = _Collect()
+    sink = Sink(ParseSettings(format="json", parse_at="elasticsearch"), _enricher(), handoff)
     data = b'{"msg": "Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345"}\n' + b'{"a": 1}\n' * 10
     reader = LineReader(0, 4096)
     for start, end in ((0, 40), (40, len(data))):  # "Bearer" in the first read, the rest of its line in the second
