@@ -130,13 +130,22 @@ def extra_text(option: Option) -> str:
     return "[" + "; ".join(parts) + "]"
 
 
+# Each option's help and metavar, made once: every command declares every
+# option, and reading a converter's closure (inspect) is slow enough to show
+# in the start-up time of each run.
+_TEXTS: dict[str, tuple[str, str | None]] = {}
+
+
 def _declaration(option: Option, hidden: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    texts = _TEXTS.get(option.name)
+    if texts is None:
+        texts = _TEXTS[option.name] = (f"{option.help} {extra_text(option)}", metavar(option))
     # default=None: resolve() tells a flag given from one absent by the None.
-    common: dict[str, Any] = {"default": None, "hidden": hidden, "help": f"{option.help} {extra_text(option)}"}
+    common: dict[str, Any] = {"default": None, "hidden": hidden, "help": texts[0]}
     if option.switch:
         stem = option.flag[2:]
         return click.option(f"--{stem}/--no-{stem}", option.name, **common)
-    return click.option(option.flag, option.name, multiple=option.multiple, metavar=metavar(option), **common)
+    return click.option(option.flag, option.name, multiple=option.multiple, metavar=texts[1], **common)
 
 
 def settings_options(names: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
