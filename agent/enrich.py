@@ -8,7 +8,8 @@ the path, payload stripping and redaction, sampling, truncation: see
 ``agent.transforms``), serialises once and derives the deterministic
 document id. Redaction happens here, before the spool: sensitive data never
 touches the disk. Raw records (``--parse-at elasticsearch``) are joined from
-a per-file template of the same bytes (``_Templates``).
+a per-file template of the same bytes (``_Templates``), a read's records in
+one loop (``build_all``).
 
 Guarantee: the same (source key, offset) always yields the same ``_id``, so a
 line re-sent after a crash or a retry is rejected by Elasticsearch as a

@@ -1,7 +1,10 @@
 """The values that cross stage boundaries.
 
     sources  --Line-->  parsing  --Record-->  enrich  --Event-->  outputs
-                                                               <--Ack (via acks.AckTracker)
+                                 (--LineRun-->)                <--Ack (via acks.AckTracker)
+
+(A ``LineRun`` stands for the records of a run of lines that are each a
+record of its own, not built one by one: the raw parser's JSON lines.)
 
 All are immutable: a stage never mutates what it received. ``Source`` and
 ``Batch`` are frozen, slotted dataclasses. ``Line``, ``Record`` and ``Event``,

@@ -1,6 +1,9 @@
 """The reader thread's sink: each line read is parsed, enriched and handed over.
 
-    tailer --extend(lines)--> Sink --parse (per file)--> enrich --group--> Handoff
+    tailer --extend(lines, bytes read)--> Sink --parse (per file)--> enrich --group--> Handoff
+
+A read's lines cross the stages together: the parser's ``feed_batch``, then
+the enrichment's ``build_all``, then the hand-off in groups of its size.
 
 One ``SourceParser`` per file (``make_parser``, or ``make_raw_parser`` for
 the files ``--parse-at elasticsearch`` applies to), chosen by the first

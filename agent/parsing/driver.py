@@ -6,9 +6,13 @@
 applies the caps and the timeout, and builds the records. It MUST keep these
 promises, whatever the input and settings:
 
-- ``feed`` / ``flush_expired`` / ``flush`` never raise (a bug in a format is
-  caught, logged once, and the lines involved are emitted raw, tagged
-  ``parse_failure``).
+- ``feed`` / ``feed_many`` / ``feed_batch`` / ``flush_expired`` / ``flush``
+  never raise (a bug in a format is caught, logged once, and the lines
+  involved are emitted raw, tagged ``parse_failure``; a bug in a raw format's
+  ``take_run`` sends the lines one by one from then on).
+- ``feed_many(lines)`` gives exactly the records ``feed`` gives for each line
+  in turn; ``feed_batch`` the same with runs of raw JSON lines left as
+  ``LineRun`` items (``agent.events``), for the enrichment to read in one loop.
 - No line is lost or duplicated: every Line fed ends up in exactly one
   Record. A record's lines are in file order; a record may skip lines of
   other writers (per-thread joining), so records are not always emitted in
