@@ -92,7 +92,8 @@ class Sink:
         feed, build, group = parser.feed_batch, self._enricher.build_all, self._group
         index, count = 0, len(lines)
         while index < count:
-            # As many lines as fill the group: a group is handed over as it fills.
+            # As many lines as fill the group: a group is handed over as it
+            # fills. (No copy of the lines when the whole read fits.)
             take = max(group - len(self._pending), 1)
             records = feed(lines[index:index + take] if index or take < count else lines)
             index += take

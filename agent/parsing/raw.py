@@ -45,7 +45,7 @@ line a JSON object (one ``orjson.loads``, for lines that start with ``{``),
 or for a format whose own ``structured`` is something else (vLLM's payload
 lines), that format's answer. And a run of lines that are each an event of
 their own (JSON objects, while no event is open) is taken in one loop
-(``take_run``, through ``SourceParser.feed_many``), not line by line.
+(``take_run``, through ``SourceParser.feed_batch``), not line by line.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ class _Structured:
     """What the raw parser does with a line the format reads as an event of
     its own: ``None`` (not one: a text line), a raw record, or the format's
     own record (parsed at the edge: it may carry a payload); ``take_run``, the
-    same for a run of lines at once (``SourceParser.feed_many``)."""
+    same for a run of lines at once (``SourceParser.feed_batch``)."""
 
     __slots__ = ("_inner", "_kind", "_needles", "_fields", "_edge")
 
@@ -221,35 +221,30 @@ class _Structured:
         kind = self._kind
         if kind != _OBJECT and kind != _BRACE:
             return index
-        start = index
         brace = kind == _BRACE
         edge, needles = self._edge, self._needles
         needle, more = needles[0], needles[1:]  # (most often one: 'content"')
         stop = len(lines)
-        for index in range(index, stop):  # noqa: B020 - the loop's index is the answer
-            text = lines[index].text
+        for position in range(index, stop):
+            text = lines[position].text
             first = text[:1]
-            if first != "{" and (brace or first not in " \t\r\n" or "{" not in text):
-                stop = index  # (is_json_object and _brace_object, inlined)
-                break
-            try:
-                obj = _loads(text)
-            except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
-                stop = index
-                break
-            if type(obj) is not dict or (edge is not None and edge(text, obj)):
-                stop = index
-                break
-            if needle in text or (more and any(other in text for other in more)):
-                stop = index
-                break
-            if "\\" in text and "\\u" in text:  # (a one-character search first: memchr)
-                unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
-                if any(each in unescaped for each in needles):
-                    stop = index
-                    break
-        if stop > start:
-            out.append(LineRun(lines, start, stop, self._fields(name)))
+            # (is_json_object and _brace_object, inlined; then the payload checks)
+            if first == "{" or (not brace and first in " \t\r\n" and "{" in text):
+                try:
+                    obj = _loads(text)
+                except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
+                    obj = None
+                if (type(obj) is dict and (edge is None or not edge(text, obj)) and needle not in text
+                        and not (more and any(other in text for other in more))):
+                    if "\\" not in text or "\\u" not in text:  # (a one-character search first: memchr)
+                        continue
+                    unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
+                    if not any(each in unescaped for each in needles):
+                        continue
+            stop = position  # the first line that is not one
+            break
+        if stop > index:
+            out.append(LineRun(lines, index, stop, self._fields(name)))
         return stop
 
 
