@@ -197,20 +197,30 @@ class _Structured:
             return self._inner.structured(line)
         if kind == _NEVER:
             return None
-        out: list[Any] = []
-        if self.take_run((line,), 0, out, name):
-            return out[0].records()[0]
-        # Not a raw record: a text line, or an object the format parses here
-        # (the run refuses a JSON object only for the edge or a payload).
         text = line.text
         first = text[:1]
         if first != "{" and (kind == _BRACE or first not in " \t\r\n" or "{" not in text):
-            return None
+            return None  # (is_json_object and _brace_object, inlined)
         try:
             obj = _loads(text)
         except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
             return None
-        return self._inner.structured(line) if type(obj) is dict else None
+        if type(obj) is not dict:
+            return None
+        if self._parsed_here(text, obj):
+            return self._inner.structured(line)
+        return LineRun((line,), 0, 1, self._fields(name)).records()[0]
+
+    def _parsed_here(self, text: str, obj: dict[str, Any]) -> bool:
+        """Is the JSON object ``obj`` (of ``text``) parsed at the edge: one the
+        cluster cannot reproduce, or one that may carry a payload?"""
+        needles = self._needles
+        if (self._edge is not None and self._edge(text, obj)) or any(needle in text for needle in needles):
+            return True
+        if "\\" in text and "\\u" in text:  # (a one-character search first: memchr)
+            unescaped = _dumps(obj).decode("utf-8", "surrogatepass")
+            return any(needle in unescaped for needle in needles)
+        return False
 
     def take_run(self, lines: Sequence[Line], index: int, out: list[Any], name: str) -> int:
         """Take the lines of ``lines[index:]`` while each is a raw record of
@@ -228,7 +238,7 @@ class _Structured:
         for position in range(index, stop):
             text = lines[position].text
             first = text[:1]
-            # (is_json_object and _brace_object, inlined; then the payload checks)
+            # (is_json_object and _brace_object, then ``_parsed_here``, inlined)
             if first == "{" or (not brace and first in " \t\r\n" and "{" in text):
                 try:
                     obj = _loads(text)
