@@ -57,17 +57,18 @@ timed(enrich.Enricher, "build_all", "enrich")
 timed(enrich._Templates, "scan", "scan")
 timed(sink.Sink, "extend", "sink")
 
-threads = {}
+threads = {}  # task id -> CPU seconds, at its latest sample
+names = {}  # task id -> thread name (kept once a thread has ended)
 tick = os.sysconf("SC_CLK_TCK")
 
 def sample():
-    names = {str(thread.native_id): thread.name for thread in threading.enumerate()}
+    names.update((str(thread.native_id), thread.name) for thread in threading.enumerate())
     for task in os.listdir(f"/proc/{os.getpid()}/task"):
         try:
             fields = open(f"/proc/{os.getpid()}/task/{task}/stat").read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        threads[names.get(task, task)] = (int(fields[11]) + int(fields[12])) / tick
+        threads[task] = (int(fields[11]) + int(fields[12])) / tick
 
 joining = threading.Thread.join
 def join(self, *args, **kwargs):  # the agent's threads end by being joined: sample each before
@@ -76,7 +77,9 @@ def join(self, *args, **kwargs):  # the agent's threads end by being joined: sam
 threading.Thread.join = join
 
 import atexit
-atexit.register(lambda: print(json.dumps({"stages": spent, "threads": threads}), file=sys.stderr))
+atexit.register(lambda: print(json.dumps({"stages": spent, "threads": {names.get(task, task): seconds
+                                                                         for task, seconds in threads.items()}}),
+                              file=sys.stderr))
 from agent.cli import entry
 sys.argv = ["modelscribe", *sys.argv[1:]]
 entry()
