@@ -59,6 +59,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.health.native import NATIVE
+
 OTHER = "__other__"
 """The bin of a categorical feature that holds every category not kept from the reference."""
 
@@ -255,6 +257,9 @@ def bins_from_reference(values: Sequence[Any], max_categories: int = 50) -> Bins
     return CategoricalBins.from_reference(present, max_categories)
 
 
+_NO_FEATURES: dict[str, Any] = {}
+
+
 class FeatureCounts:
     """One feature's bin counts and quality counters in one window."""
 
@@ -326,6 +331,42 @@ class FeatureCounts:
     def add_many(self, values: Sequence[Any]) -> list[str]:
         """Count every value of ``values``, exactly as ``add`` of each in turn
         would; returns the quality kinds counted (each once, in no set order)."""
+        if NATIVE is not None:
+            return self._tally(NATIVE.count_values(values, self._edges, self._minimum, self._maximum, self._lookup,
+                                                   self.counts))
+        return self.add_many_python(values)
+
+    def add_feature(self, feature_dicts: list[dict[str, Any] | None], name: str) -> list[str]:
+        """``add_many`` of ``(d or {}).get(name)`` for each feature dict ``d``
+        (None: an event that logged no features)."""
+        if NATIVE is not None:
+            return self._tally(NATIVE.count_feature(feature_dicts, name, self._edges, self._minimum, self._maximum,
+                                                    self._lookup, self.counts))
+        return self.add_many_python([(d or _NO_FEATURES).get(name) for d in feature_dicts])
+
+    def _tally(self, tally: tuple[int, int, int, list[Any]]) -> list[str]:
+        """What the C counting (``agent/health/_native.c``) left to do: its
+        quality counts, and ``add`` of each value of a type it leaves to Python."""
+        missing, out_of_range, unseen, rest = tally
+        kinds: dict[str, None] = {}
+        if missing:
+            self.missing += missing
+            kinds[MISSING] = None
+        if out_of_range:
+            self.out_of_range += out_of_range
+            kinds[OUT_OF_RANGE] = None
+        if unseen:
+            self.unseen_category += unseen
+            kinds[UNSEEN_CATEGORY] = None
+        for value in rest:
+            kind = self.add(value)
+            if kind is not None:
+                kinds[kind] = None
+        return list(kinds)
+
+    def add_many_python(self, values: Sequence[Any]) -> list[str]:
+        """``add_many`` in Python (the specification of the C version, and what
+        runs without it)."""
         kinds: dict[str, None] = {}
         if len(values) < BULK_MIN:  # a few values: each in turn is cheaper
             for value in values:

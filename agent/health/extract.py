@@ -44,6 +44,7 @@ from typing import Any, Callable, NamedTuple
 
 from agent.events import new
 from agent.health.config import FieldPaths
+from agent.health.native import NATIVE
 
 MISSING: Any = None
 BAD_LATENCY = -1.0  # latency_ms for a value that is not a finite, non-negative number
@@ -234,9 +235,10 @@ _ATOMS = frozenset({str, int, float, bool})
 
 
 def extractor(paths: FieldPaths) -> Callable[[Any], Observation | None]:
-    """The function that extracts along ``paths`` (``extract`` with them, faster for the defaults)."""
+    """The function that extracts along ``paths`` (``extract`` with them,
+    faster for the defaults: in C when it was built, see ``agent.health.native``)."""
     if paths == _DEFAULT_PATHS:
-        return _extract_default
+        return _extract_native if _extract_native is not None else _extract_default
     return lambda doc: extract(doc, paths)
 
 
@@ -325,3 +327,20 @@ def _extract_default(doc: Any) -> Observation | None:
         when, key, None if request_id is None else _name(request_id), latency, error, prediction, features, label,
         _count(usage.get("input_tokens")) if isinstance(usage, dict) else None,
         _count(usage.get("output_tokens")) if isinstance(usage, dict) else None))
+
+
+def _zulu() -> bool:
+    """Whether this Python's ``datetime.fromisoformat`` takes a trailing Z (3.11 on)."""
+    try:
+        datetime.fromisoformat("2000-01-01T00:00:00Z")
+    except ValueError:
+        return False
+    return True
+
+
+_extract_native: Callable[[Any], Observation | None] | None = None
+if NATIVE is not None:
+    # The C version of _extract_default defers to these for what it does not handle itself.
+    NATIVE.configure(Observation, lambda doc: extract(doc, _DEFAULT_PATHS), _time, _scalar, _name, _milliseconds,
+                     _NOT_REQUESTS, _DEFAULT_SCALE, _zulu())
+    _extract_native = NATIVE.extract_default

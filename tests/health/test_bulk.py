@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_switch import IMPLEMENTATIONS, health_implementation
 
+from agent.health import drift
 from agent.health.drift import CategoricalBins, FeatureCounts, NumericBins
 
 
@@ -18,6 +21,14 @@ class _Float(float):
 
 class _Str(str):
     pass
+
+
+class _Dict(dict):
+    """A feature object that is not a plain dict (C defers to its own ``get``)."""
+
+    def get(self, key, default=None):
+        value = super().get(key, default)
+        return "seen" if value == "a" else value
 
 
 finite = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
@@ -58,19 +69,45 @@ def _bulk_equals_one_by_one(bins, batches) -> None:
     assert bulk_kinds == kinds
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @settings(max_examples=400, deadline=None)
-@given(reference_numbers, st.lists(batches, min_size=1, max_size=3))
-def test_numeric_bulk_counts_what_each_value_counts(reference, batches):
-    _bulk_equals_one_by_one(NumericBins.from_reference(reference), batches)
+@given(reference=reference_numbers, batches=st.lists(batches, min_size=1, max_size=3))
+def test_numeric_bulk_counts_what_each_value_counts(implementation, reference, batches):
+    with health_implementation(implementation):
+        _bulk_equals_one_by_one(NumericBins.from_reference(reference), batches)
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @settings(max_examples=400, deadline=None)
-@given(reference_categories, st.integers(1, 5), st.lists(batches, min_size=1, max_size=3))
-def test_categorical_bulk_counts_what_each_value_counts(reference, cap, batches):
-    _bulk_equals_one_by_one(CategoricalBins.from_reference(reference, max_categories=cap), batches)
+@given(reference=reference_categories, cap=st.integers(1, 5), batches=st.lists(batches, min_size=1, max_size=3))
+def test_categorical_bulk_counts_what_each_value_counts(implementation, reference, cap, batches):
+    with health_implementation(implementation):
+        _bulk_equals_one_by_one(CategoricalBins.from_reference(reference, max_categories=cap), batches)
 
 
-def test_bulk_corner_values_by_hand():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@settings(max_examples=300, deadline=None)
+@given(reference=st.one_of(reference_numbers, reference_categories),
+       dicts=st.lists(st.one_of(st.none(), st.dictionaries(st.sampled_from(["f", "g"]), values, max_size=2),
+                                st.builds(_Dict, st.dictionaries(st.sampled_from(["f", "g"]), values, max_size=2))),
+                      max_size=40))
+def test_a_feature_of_many_dicts_counts_what_each_value_counts(implementation, reference, dicts):
+    bins = drift.bins_from_reference(reference, 3)
+    with health_implementation(implementation):
+        counts = FeatureCounts(bins)
+        kinds = set(counts.add_feature(dicts, "f"))
+    single, single_kinds = _one_by_one(bins, [(d or {}).get("f") for d in dicts])
+    _same(counts, single)
+    assert kinds == single_kinds
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_bulk_corner_values_by_hand(implementation):
+    with health_implementation(implementation):
+        _corner_values()
+
+
+def _corner_values():
     numeric = FeatureCounts(NumericBins.from_reference(range(10)))  # edges 0.9 .. 8.1, range [0, 9]
     kinds = numeric.add_many([0.9, 0.9000000000000001, 10**400, -math.inf, math.nan, None, True, "5", 9, 9.5])
     assert sorted(kinds) == ["missing", "out_of_range", "type_mismatch"]
@@ -105,16 +142,19 @@ references = st.dictionaries(st.sampled_from(NAMES), st.one_of(reference_numbers
                                                               for name, column in columns.items()})
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @settings(max_examples=300, deadline=None)
-@given(references, st.one_of(st.none(), reference_categories), st.integers(0, 4),
-       st.lists(st.lists(observations, max_size=60), min_size=1, max_size=3))
-def test_a_windows_batch_counts_what_each_request_counts(features, prediction, max_features, batches):
+@given(features=references, prediction=st.one_of(st.none(), reference_categories), max_features=st.integers(0, 4),
+       batches=st.lists(st.lists(observations, max_size=60), min_size=1, max_size=3))
+def test_a_windows_batch_counts_what_each_request_counts(implementation, features, prediction, max_features,
+                                                         batches):
     prediction_bins = bins_from_reference(prediction, 3) if prediction else None
     bulk, single = WindowState(3), WindowState(3)
     bulk_raised: set[str] = set()
     raised: set[str] = set()
     for batch in batches:
-        bulk_raised.update(bulk.add_many(batch, features or None, prediction_bins, max_features))
+        with health_implementation(implementation):
+            bulk_raised.update(bulk.add_many(batch, features or None, prediction_bins, max_features))
         for obs in batch:
             raised.update(single.add(obs, features or None, prediction_bins, max_features))
     assert bulk.to_state() == single.to_state()

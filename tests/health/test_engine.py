@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from native_switch import IMPLEMENTATIONS, health_implementation
 
 from agent.clock import FakeClock
 from agent.events import Event
@@ -101,6 +102,19 @@ def uninterrupted(tmp_path, events: list[Event], batch: int = 17) -> dict[str, d
         pass
     engine.close()
     return shipped.docs
+
+
+def test_the_c_hot_path_gives_the_documents_of_the_python_one(tmp_path):
+    """The engine with health's native extraction and counting (agent/health/_native.c)
+    writes the documents it writes with the Python functions, on a corpus with bad values,
+    late events and labels."""
+    events = _interleave(make_events(7, count=600, files=3), 7)
+    shipped = {}
+    for implementation in IMPLEMENTATIONS:
+        with health_implementation(implementation):
+            shipped[implementation] = uninterrupted(tmp_path / implementation, events)
+    assert len(shipped["python"]) > 30
+    assert shipped["c"] == shipped["python"]
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -4,11 +4,13 @@ through the real JSON parser, BentoML monitor roles), configured paths, and bad 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from native_switch import IMPLEMENTATIONS, health_implementation
 
 from agent.enrich import Enricher
 from agent.errors import ConfigError
@@ -231,13 +233,33 @@ _model_object = st.fixed_dictionaries({}, optional={
     "input": st.one_of(st.fixed_dictionaries({"features": st.one_of(
         st.dictionaries(st.sampled_from(["f", "g"]), _leaf, max_size=2), _leaf)}), _nested)})
 _model = st.one_of(_model_object, _model_object, _model_object, st.sampled_from([None, "m", [1]]))
-_stamps = st.one_of(st.sampled_from(["2026-01-01T00:00:01Z", "2026-01-01T00:00:01.250+02:00"]),
-                    st.floats(0, 2e11), st.sampled_from([None, "x", "1969-12-31T00:00:00Z", True, 10**400, -1, [1]]))
+# Timestamps in the agent's own shape (the C extraction parses these itself) and near misses of it.
+_zulu = st.builds(lambda moment, digits, stamp: stamp(moment, digits),
+                  st.one_of(st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2300, 1, 1)),
+                            st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59))),
+                  st.sampled_from([0, 3, 6]),
+                  st.sampled_from([lambda m, d: m.isoformat(timespec={0: "seconds", 3: "milliseconds",
+                                                                      6: "microseconds"}[d]) + "Z",
+                                   lambda m, d: m.isoformat(timespec="seconds") + "." + "1" * (d + 1) + "Z",
+                                   lambda m, d: m.isoformat(sep=" ", timespec="milliseconds") + "Z",
+                                   lambda m, d: m.isoformat(timespec="milliseconds") + "z",
+                                   lambda m, d: m.isoformat(timespec="milliseconds") + "+00:00",
+                                   lambda m, d: m.isoformat(timespec="milliseconds")]))
+_stamps = st.one_of(st.sampled_from(["2026-01-01T00:00:01Z", "2026-01-01T00:00:01.250+02:00"]), _zulu,
+                    st.floats(0, 2e11), st.integers(-5, 2**70),
+                    st.sampled_from([None, "x", "1969-12-31T00:00:00Z", True, 10**400, -1, [1], 253402300799,
+                                     253402300800, "2026-02-29T00:00:00Z", "2024-02-29T00:00:00.000Z",
+                                     "2100-02-29T00:00:00Z", "2000-02-29T23:59:59.999999Z", "2026-13-01T00:00:00Z",
+                                     "2026-01-01T24:00:00Z", "2026-01-01T23:59:60Z", "0000-01-01T00:00:00Z",
+                                     "9999-12-31T23:59:59.999Z", "7454-05-04T22:42:38.999029Z", "2026-01-01T00:00:0xZ", "2026-01-01T00:00:00.1Z",
+                                     "２０２６-01-01T00:00:00Z", "2026-01-01T00:00:00.000Z\n"]))
 _documents = st.fixed_dictionaries({"@timestamp": _stamps, "model": _model}, optional={
     "event": _objects(["kind", "duration", "outcome"], usual=st.sampled_from(["event", 5_000_000, "failure"])),
     "extra": _objects(["label"]),
     "http": _objects(["response"], _objects(["status_code"], usual=st.sampled_from([200, 503]))),
-    "log": _objects(["level", "file"], usual=st.sampled_from(["info", "error"])),
+    "log": _objects(["level", "file"], usual=st.sampled_from(["info", "error", "ERROR", "Fatal", "critical",
+                                                               "CRITICAL", "errors", "\u212aritical", "fatal\u00e9",
+                                                               "FATA\u0141"])),
     "gen_ai": _objects(["usage", "request"], _objects(["model", "input_tokens", "output_tokens"])),
     "service": _objects(["name"]), "host": _objects(["name"])})
 
@@ -246,10 +268,37 @@ def _same(a, b) -> bool:
     return repr(a) == repr(b)  # NaN anywhere compares unequal to itself; its repr does not
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @settings(max_examples=500, deadline=None)
-@given(_documents)
-def test_the_default_extractor_is_extract_with_the_default_paths(doc):
-    assert _same(extractor(FieldPaths())(doc), extract(doc, FieldPaths()))
+@given(doc=_documents)
+def test_the_default_extractor_is_extract_with_the_default_paths(implementation, doc):
+    with health_implementation(implementation):
+        assert _same(extractor(FieldPaths())(doc), extract(doc, FieldPaths()))
+
+
+# Requests (a model, a request id) that reach every step of extraction: the time, the
+# error rules, the tokens, the prediction's shapes.
+_requests = st.fixed_dictionaries({
+    "@timestamp": st.one_of(_zulu, _zulu, _stamps),
+    "model": st.fixed_dictionaries({"name": st.sampled_from(["m", 7, "é"]), "request_id": _named}, optional={
+        "prediction": _nested, "target": _nested, "version": _named})}, optional={
+    "event": st.fixed_dictionaries({}, optional={"duration": _leaf, "outcome": st.sampled_from(["failure", "x", 1])}),
+    "http": st.fixed_dictionaries({"response": st.fixed_dictionaries({"status_code": st.one_of(
+        st.sampled_from([499, 500, 503, True, "503", 10**30, 500.0]), _leaf)})}),
+    "log": st.fixed_dictionaries({"level": st.one_of(st.sampled_from(
+        ["error", "ERROR", "Fatal", "critical", "CRITICAL", "errors", "crit", "\u212aritical", "fatal\u00e9",
+         "ERRO\u0280", "\u0130rror"]), _leaf)}),
+    "gen_ai": st.fixed_dictionaries({"usage": st.one_of(st.fixed_dictionaries({}, optional={
+        "input_tokens": st.one_of(st.integers(-3, 10**20), _leaf), "output_tokens": _leaf}), _leaf)}),
+    "service": _objects(["name"]), "host": _objects(["name"])})
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@settings(max_examples=1000, deadline=None)
+@given(doc=_requests)
+def test_the_default_extractor_on_requests_is_extract(implementation, doc):
+    with health_implementation(implementation):
+        assert _same(extractor(FieldPaths())(doc), extract(doc, FieldPaths()))
 
 
 def test_the_default_extractor_on_real_documents():

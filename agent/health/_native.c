@@ -1,0 +1,665 @@
+/* The native hot path of model health: extraction and feature counting in C.
+ *
+ * What it is for: health's cost per event (issue 10). Two pure functions of
+ * the Python engine run once per event or per feature value; this module does
+ * the same work without Python bytecode:
+ *
+ *   extract_default(doc)      agent.health.extract._extract_default
+ *   count_values(...)         FeatureCounts.add of each value in turn
+ *   count_feature(...)        the same over one feature of many feature dicts
+ *
+ * What it guarantees: the Python functions are the specification. Every value
+ * this module does not handle itself (a type other than the exact JSON types,
+ * an int beyond 64 bits, a timestamp not in the agent's own shape, a string
+ * that is not ASCII where case matters) is handed to the Python helpers that
+ * configure() received, so the results are the same for every input, not only
+ * for the usual ones. tests/health/test_native.py holds both implementations
+ * equal on generated documents and values. Nothing here keeps state between
+ * calls except the helpers and interned keys set by configure().
+ *
+ * Built by setup.py as an optional extension: without a C compiler the agent
+ * runs the Python functions (agent/health/native.py decides).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <string.h>
+#include <strings.h>
+
+/* Set by configure(). */
+static PyObject *Observation;   /* the NamedTuple type */
+static PyObject *py_fallback;   /* extract(doc, default paths), for a doc that is not a plain dict */
+static PyObject *py_time;       /* _time(doc) */
+static PyObject *py_scalar;     /* _scalar(value) */
+static PyObject *py_name;       /* _name(value) */
+static PyObject *py_millis;     /* _milliseconds(value, scale) */
+static PyObject *not_requests;  /* frozenset of model.operation values of probes */
+static double default_scale;
+static int zulu_ok;             /* datetime.fromisoformat takes a trailing Z (Python >= 3.11) */
+
+static PyObject *K_event, *K_kind, *K_duration, *K_model, *K_operation, *K_name, *K_monitor, *K_target,
+    *K_request_id, *K_version, *K_prediction, *K_input, *K_features, *K_gen_ai, *K_request, *K_extra,
+    *K_label, *K_timestamp, *K_service, *K_host, *K_usage, *K_http, *K_response, *K_status_code,
+    *K_outcome, *K_log, *K_level, *K_value, *K_input_tokens, *K_output_tokens, *S_event, *S_failure,
+    *S_empty, *I_500, *I_0;
+
+/* ``value >= 0`` for an int: 1, 0, or -1 (error). */
+static inline int nonnegative(PyObject *value) {
+    return PyObject_RichCompareBool(value, I_0, Py_GE);
+}
+
+#define LATEST 253402300799.0  /* 9999-12-31T23:59:59Z: the latest event time health takes */
+#define BAD_LATENCY (-1.0)
+
+/* dict.get(key) on an exact dict, borrowed; NULL with no error set when absent. */
+static inline PyObject *get(PyObject *dict, PyObject *key) {
+    return PyDict_GetItemWithError(dict, key);
+}
+
+/* ``node.get(key) if node.__class__ is dict else None`` (borrowed, never NULL unless an error is set). */
+static inline PyObject *step(PyObject *node, PyObject *key) {
+    if (node == NULL || !PyDict_CheckExact(node)) return Py_None;
+    PyObject *value = get(node, key);
+    if (value == NULL) return PyErr_Occurred() ? NULL : Py_None;
+    return value;
+}
+
+#define STEP(var, node, key) do { var = step(node, key); if (var == NULL) goto error; } while (0)
+
+/* _scalar(value): plain values are themselves; objects and lists go to Python. New reference. */
+static PyObject *scalar(PyObject *value) {
+    if (PyDict_Check(value) || PyList_Check(value)) return PyObject_CallOneArg(py_scalar, value);
+    Py_INCREF(value);
+    return value;
+}
+
+/* _name(value): a str as is, None as "", anything else through Python. New reference. */
+static PyObject *name_of(PyObject *value) {
+    if (PyUnicode_CheckExact(value)) { Py_INCREF(value); return value; }
+    if (value == Py_None) { Py_INCREF(S_empty); return S_empty; }
+    return PyObject_CallOneArg(py_name, value);
+}
+
+static int digits(const char *s, int n) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static long long days_from_civil(int y, int m, int d) {
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    int yoe = y - (int)(era * 400);
+    int doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* The agent's own @timestamp shape, YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z, as
+ * datetime.fromisoformat(text).timestamp() gives it. 1: *when set; 0: not
+ * that shape (Python decides); the result is exact: the microseconds since
+ * the epoch are an integer below 2**53, and one IEEE division by 10**6 rounds
+ * it as Python's int / int does. */
+static int iso_zulu(PyObject *text, double *when) {
+    if (!zulu_ok || !PyUnicode_IS_ASCII(text)) return 0;
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    const char *s = (const char *)PyUnicode_DATA(text);
+    if ((n != 20 && n != 24 && n != 27) || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' ||
+        s[16] != ':' || s[n - 1] != 'Z')
+        return 0;
+    int year = digits(s, 4), month = digits(s + 5, 2), day = digits(s + 8, 2);
+    int hour = digits(s + 11, 2), minute = digits(s + 14, 2), second = digits(s + 17, 2);
+    if (year < 1 || month < 1 || month > 12 || day < 1 || hour < 0 || hour > 23 || minute < 0 ||
+        minute > 59 || second < 0 || second > 59)
+        return 0;
+    static const int month_days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (day > month_days[month - 1] + (month == 2 && leap)) return 0;
+    long long micros = 0;
+    if (n > 20) {
+        if (s[19] != '.') return 0;
+        int width = (int)n - 21;
+        int fraction = digits(s + 20, width);
+        if (fraction < 0) return 0;
+        micros = width == 3 ? fraction * 1000LL : fraction;
+    }
+    long long seconds = days_from_civil(year, month, day) * 86400LL + hour * 3600 + minute * 60 + second;
+    if (seconds < 0 || seconds > 9007199254LL) return 0;  /* micros must stay below 2**53 */
+    *when = (double)(seconds * 1000000LL + micros) / 1e6;
+    return 1;
+}
+
+/* _time(doc): the event time, or -1 (no usable time). -2: an error is set. */
+static double event_time(PyObject *doc) {
+    PyObject *stamp = get(doc, K_timestamp);
+    if (stamp == NULL && PyErr_Occurred()) return -2;
+    double when;
+    if (stamp != NULL && PyFloat_CheckExact(stamp)) {
+        when = PyFloat_AS_DOUBLE(stamp);
+    } else if (stamp != NULL && PyLong_CheckExact(stamp)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(stamp, &overflow);
+        if (overflow) return -1;  /* beyond 64 bits: far outside 1970..9999 */
+        if (v == -1 && PyErr_Occurred()) return -2;
+        when = (double)v;  /* exact within 1970..9999, and the range is checked below */
+    } else if (stamp != NULL && PyUnicode_CheckExact(stamp) && iso_zulu(stamp, &when)) {
+        ;
+    } else if (stamp == NULL || stamp == Py_None) {
+        return -1;
+    } else {
+        PyObject *result = PyObject_CallOneArg(py_time, doc);
+        if (result == NULL) return -2;
+        if (result == Py_None) { Py_DECREF(result); return -1; }
+        when = PyFloat_AsDouble(result);
+        Py_DECREF(result);
+        if (when == -1.0 && PyErr_Occurred()) return -2;
+        return when;
+    }
+    return (when >= 0.0 && when <= LATEST) ? when : -1;
+}
+
+/* _milliseconds(duration, default scale): a new float, or NULL with an error. */
+static PyObject *latency_of(PyObject *duration) {
+    double value;
+    if (PyFloat_CheckExact(duration)) {
+        value = PyFloat_AS_DOUBLE(duration);
+    } else if (PyLong_CheckExact(duration)) {
+        value = PyLong_AsDouble(duration);
+        if (value == -1.0 && PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
+            PyErr_Clear();  /* an int beyond float range */
+            return PyFloat_FromDouble(BAD_LATENCY);
+        }
+    } else {
+        PyObject *scale = PyFloat_FromDouble(default_scale);
+        if (scale == NULL) return NULL;
+        PyObject *result = PyObject_CallFunctionObjArgs(py_millis, duration, scale, NULL);
+        Py_DECREF(scale);
+        return result;
+    }
+    double ms = value * default_scale;
+    return PyFloat_FromDouble(isfinite(ms) && ms >= 0 ? ms : BAD_LATENCY);
+}
+
+/* ``isinstance(level, str) and level.lower() in ("error", "critical", "fatal")``: 1, 0 or -1 (error). */
+static int error_level(PyObject *level) {
+    if (!PyUnicode_Check(level)) return 0;
+    PyObject *lower;
+    if (PyUnicode_IS_ASCII(level)) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(level);
+        if (n != 5 && n != 8) return 0;
+        const char *s = (const char *)PyUnicode_DATA(level);
+        return (n == 5 && (strncasecmp(s, "error", 5) == 0 || strncasecmp(s, "fatal", 5) == 0)) ||
+               (n == 8 && strncasecmp(s, "critical", 8) == 0);
+    }
+    /* str.lower() of a non-ASCII string may still give ASCII (the Kelvin sign): Python decides. */
+    lower = PyObject_CallMethod(level, "lower", NULL);
+    if (lower == NULL) return -1;
+    int found = PyUnicode_Check(lower) && (PyUnicode_CompareWithASCIIString(lower, "error") == 0 ||
+                                           PyUnicode_CompareWithASCIIString(lower, "critical") == 0 ||
+                                           PyUnicode_CompareWithASCIIString(lower, "fatal") == 0);
+    Py_DECREF(lower);
+    return found;
+}
+
+/* _count(usage.get(key)) for a dict ``usage``: a non-negative int (not a bool) as is, else None. New reference. */
+static PyObject *token_count(PyObject *usage, PyObject *key) {
+    PyObject *value;
+    if (PyDict_CheckExact(usage)) {
+        value = get(usage, key);
+        if (value == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            Py_RETURN_NONE;
+        }
+        Py_INCREF(value);
+    } else if ((value = PyObject_CallMethod(usage, "get", "O", key)) == NULL) {
+        return NULL;
+    }
+    int ok = PyLong_Check(value) && !PyBool_Check(value) ? nonnegative(value) : 0;
+    if (ok < 0) { Py_DECREF(value); return NULL; }
+    if (ok) return value;
+    Py_DECREF(value);
+    Py_RETURN_NONE;
+}
+
+static int is_atom(PyObject *v) {
+    return PyUnicode_CheckExact(v) || PyLong_CheckExact(v) || PyFloat_CheckExact(v) || PyBool_Check(v);
+}
+
+static PyObject *extract_default(PyObject *module, PyObject *doc) {
+    if (Observation == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "agent.health._native: configure() was not called");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(doc)) return PyObject_CallOneArg(py_fallback, doc);
+    PyObject *event, *duration = Py_None, *model_obj, *model, *label, *request_id, *version, *prediction,
+        *features, *service, *host, *usage, *http, *response, *status, *outcome, *log, *level;
+    /* Owned references, released at the end. */
+    PyObject *label_v = NULL, *prediction_v = NULL, *latency = NULL, *key = NULL, *rid = NULL,
+        *in_tokens = NULL, *out_tokens = NULL, *result = NULL;
+
+    STEP(event, doc, K_event);
+    if (PyDict_CheckExact(event)) {
+        PyObject *kind;
+        STEP(kind, event, K_kind);
+        if (kind != Py_None) {
+            int other = PyObject_RichCompareBool(kind, S_event, Py_NE);
+            if (other < 0) goto error;
+            if (other) Py_RETURN_NONE;  /* a metric line, an alert, a pipeline error: not a request */
+        }
+        STEP(duration, event, K_duration);
+    } else {
+        event = Py_None;
+    }
+    STEP(model_obj, doc, K_model);
+    if (PyDict_CheckExact(model_obj)) {
+        PyObject *operation, *inputs;
+        STEP(operation, model_obj, K_operation);
+        if (PyUnicode_CheckExact(operation)) {
+            int probe = PySet_Contains(not_requests, operation);
+            if (probe < 0) goto error;
+            if (probe) Py_RETURN_NONE;
+        }
+        STEP(model, model_obj, K_name);
+        if (model == Py_None) {
+            PyObject *monitor;
+            STEP(monitor, model_obj, K_monitor);
+            STEP(model, monitor, K_name);
+        }
+        STEP(label, model_obj, K_target);
+        STEP(request_id, model_obj, K_request_id);
+        STEP(version, model_obj, K_version);
+        STEP(prediction, model_obj, K_prediction);
+        STEP(inputs, model_obj, K_input);
+        STEP(features, inputs, K_features);
+    } else {
+        model = label = request_id = version = prediction = features = Py_None;
+    }
+    if (model == Py_None) {
+        PyObject *gen_ai, *request;
+        STEP(gen_ai, doc, K_gen_ai);
+        STEP(request, gen_ai, K_request);
+        STEP(model, request, K_model);
+    }
+    if (label == Py_None) {
+        PyObject *extra;
+        STEP(extra, doc, K_extra);
+        STEP(label, extra, K_label);
+    }
+    if (label != Py_None && (label_v = scalar(label)) == NULL) goto error;
+    if (label_v == NULL) { label_v = Py_None; Py_INCREF(label_v); }
+    if (PyDict_Check(model) || PyList_Check(model)) model = Py_None;
+    if (PyDict_Check(request_id) || PyList_Check(request_id)) request_id = Py_None;
+    if (model == Py_None && (label_v == Py_None || request_id == Py_None)) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    double when = event_time(doc);
+    if (when == -2) goto error;
+    if (when == -1) { result = Py_None; Py_INCREF(result); goto done; }
+    STEP(service, doc, K_service);
+    STEP(service, service, K_name);
+    STEP(host, doc, K_host);
+    STEP(host, host, K_name);
+    key = PyTuple_New(4);
+    if (key == NULL) goto error;
+    PyObject *parts[4] = {model, version, service, host};
+    for (int i = 0; i < 4; i++) {
+        PyObject *part = name_of(parts[i]);
+        if (part == NULL) goto error;
+        PyTuple_SET_ITEM(key, i, part);
+    }
+    STEP(usage, doc, K_gen_ai);
+    STEP(usage, usage, K_usage);
+    if (duration == Py_None) {
+        latency = Py_None;
+        Py_INCREF(latency);
+    } else if ((latency = latency_of(duration)) == NULL) {
+        goto error;
+    }
+    if (!(PyDict_Check(features) && PyDict_GET_SIZE(features) > 0)) features = Py_None;
+    STEP(http, doc, K_http);
+    STEP(response, http, K_response);
+    STEP(status, response, K_status_code);
+    if (event == Py_None) outcome = Py_None;
+    else STEP(outcome, event, K_outcome);
+    if (latency == Py_None && prediction == Py_None && request_id == Py_None && features == Py_None &&
+        label_v == Py_None && usage == Py_None && status == Py_None && outcome == Py_None) {
+        result = Py_None;  /* a line that names a model but is no request ("loading model resnet") */
+        Py_INCREF(result);
+        goto done;
+    }
+    int error = PyObject_RichCompareBool(outcome, S_failure, Py_EQ);
+    if (error < 0) goto error;
+    if (!error && PyLong_Check(status) && !PyBool_Check(status)) {
+        error = PyObject_RichCompareBool(status, I_500, Py_GE);
+        if (error < 0) goto error;
+    }
+    if (!error) {
+        STEP(log, doc, K_log);
+        STEP(level, log, K_level);
+        error = error_level(level);
+        if (error < 0) goto error;
+    }
+    if (prediction == Py_None) {
+        prediction_v = Py_None;
+        Py_INCREF(prediction_v);
+    } else {
+        PyObject *value = NULL;
+        if (PyDict_CheckExact(prediction)) {
+            value = get(prediction, K_value);
+            if (value == NULL && PyErr_Occurred()) goto error;
+        }
+        if (value != NULL && is_atom(value)) {  /* _scalar's first rule, the usual shape: {"value": 1} */
+            prediction_v = value;
+            Py_INCREF(prediction_v);
+        } else if ((prediction_v = scalar(prediction)) == NULL) {
+            goto error;
+        }
+    }
+    if (request_id == Py_None) {
+        rid = Py_None;
+        Py_INCREF(rid);
+    } else if ((rid = name_of(request_id)) == NULL) {
+        goto error;
+    }
+    if (PyDict_Check(usage)) {
+        if ((in_tokens = token_count(usage, K_input_tokens)) == NULL) goto error;
+        if ((out_tokens = token_count(usage, K_output_tokens)) == NULL) goto error;
+    } else {
+        in_tokens = Py_None;
+        out_tokens = Py_None;
+        Py_INCREF(in_tokens);
+        Py_INCREF(out_tokens);
+    }
+    PyObject *when_obj = PyFloat_FromDouble(when);
+    if (when_obj == NULL) goto error;
+    /* tuple.__new__(Observation, ...): the NamedTuple without its Python-level __new__. */
+    result = ((PyTypeObject *)Observation)->tp_alloc((PyTypeObject *)Observation, 10);
+    if (result == NULL) { Py_DECREF(when_obj); goto error; }
+    PyObject *items[10] = {when_obj, key, rid, latency, error ? Py_True : Py_False, prediction_v,
+                           features, label_v, in_tokens, out_tokens};
+    for (int i = 0; i < 10; i++) {
+        if (i != 0) Py_INCREF(items[i]);  /* when_obj is new already */
+        PyTuple_SET_ITEM(result, i, items[i]);
+    }
+    goto done;
+error:
+    Py_CLEAR(result);
+done:
+    Py_XDECREF(label_v);
+    Py_XDECREF(prediction_v);
+    Py_XDECREF(latency);
+    Py_XDECREF(key);
+    Py_XDECREF(rid);
+    Py_XDECREF(in_tokens);
+    Py_XDECREF(out_tokens);
+    return result;
+}
+
+/* ---- counting ------------------------------------------------------------------------------ */
+
+/* What one call counted besides the bins (FeatureCounts' quality counters). */
+typedef struct {
+    Py_ssize_t missing, out_of_range, unseen;
+    PyObject *rest;  /* values FeatureCounts.add must count (other types), or NULL */
+} Tally;
+
+typedef struct {
+    double *edges;
+    Py_ssize_t n_edges;
+    double minimum, maximum;
+    PyObject *lookup;  /* categorical: category -> bin index; NULL for numeric bins */
+    Py_ssize_t *counts;
+    Py_ssize_t n_counts;
+} Bins;
+
+static int defer(Tally *tally, PyObject *value) {
+    if (tally->rest == NULL && (tally->rest = PyList_New(0)) == NULL) return -1;
+    return PyList_Append(tally->rest, value);
+}
+
+/* FeatureCounts.add(value) for the values it handles without Python; others are deferred. */
+static int count_one(Bins *bins, Tally *tally, PyObject *value) {
+    if (bins->lookup == NULL) {
+        double v;
+        if (PyFloat_CheckExact(value)) {
+            v = PyFloat_AS_DOUBLE(value);
+            if (v != v) { tally->missing++; return 0; }
+        } else if (PyLong_CheckExact(value)) {
+            v = PyLong_AsDouble(value);
+            if (v == -1.0 && PyErr_Occurred()) {
+                if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return -1;
+                PyErr_Clear();
+                int positive = nonnegative(value);
+                if (positive < 0) return -1;
+                v = positive ? INFINITY : -INFINITY;
+            }
+        } else if (value == Py_None) {
+            tally->missing++;
+            return 0;
+        } else {
+            return defer(tally, value);
+        }
+        /* bisect_left(edges, v) */
+        Py_ssize_t lo = 0, hi = bins->n_edges;
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (bins->edges[mid] < v) lo = mid + 1;
+            else hi = mid;
+        }
+        bins->counts[lo]++;
+        if (v < bins->minimum || v > bins->maximum) tally->out_of_range++;
+        return 0;
+    }
+    if (!PyUnicode_CheckExact(value)) return defer(tally, value);
+    PyObject *index = PyDict_GetItemWithError(bins->lookup, value);
+    if (index == NULL) {
+        if (PyErr_Occurred()) return -1;
+        bins->counts[bins->n_counts - 1]++;
+        tally->unseen++;
+        return 0;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(index);
+    if (i == -1 && PyErr_Occurred()) return -1;
+    if (i < 0 || i >= bins->n_counts) {
+        PyErr_SetString(PyExc_ValueError, "a category's bin index is outside its counts");
+        return -1;
+    }
+    bins->counts[i]++;
+    return 0;
+}
+
+/* The bins of a FeatureCounts, read from its slots: (edges, minimum, maximum, lookup, counts). */
+static int bins_open(Bins *bins, PyObject *edges, double minimum, double maximum, PyObject *lookup,
+                     PyObject *counts) {
+    memset(bins, 0, sizeof(*bins));
+    if (!PyList_CheckExact(counts) || PyList_GET_SIZE(counts) == 0) {
+        PyErr_SetString(PyExc_TypeError, "counts must be a non-empty list");
+        return -1;
+    }
+    bins->n_counts = PyList_GET_SIZE(counts);
+    bins->counts = PyMem_Calloc((size_t)bins->n_counts, sizeof(Py_ssize_t));
+    if (bins->counts == NULL) { PyErr_NoMemory(); return -1; }
+    bins->minimum = minimum;
+    bins->maximum = maximum;
+    if (lookup != Py_None) {
+        if (!PyDict_Check(lookup)) { PyErr_SetString(PyExc_TypeError, "lookup must be a dict"); return -1; }
+        bins->lookup = lookup;
+        return 0;
+    }
+    PyObject *seq = PySequence_Fast(edges, "edges must be a sequence");
+    if (seq == NULL) return -1;
+    bins->n_edges = PySequence_Fast_GET_SIZE(seq);
+    if (bins->n_edges >= bins->n_counts) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "numeric bins need one count more than edges");
+        return -1;
+    }
+    bins->edges = PyMem_Malloc(sizeof(double) * (size_t)(bins->n_edges ? bins->n_edges : 1));
+    if (bins->edges == NULL) { Py_DECREF(seq); PyErr_NoMemory(); return -1; }
+    for (Py_ssize_t i = 0; i < bins->n_edges; i++) {
+        bins->edges[i] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(seq, i));
+        if (bins->edges[i] == -1.0 && PyErr_Occurred()) { Py_DECREF(seq); return -1; }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+/* Adds the C counts into the Python list; frees the bins. */
+static int bins_close(Bins *bins, PyObject *counts, int ok) {
+    for (Py_ssize_t i = 0; ok && i < bins->n_counts; i++) {
+        if (bins->counts[i] == 0) continue;
+        PyObject *old = PyList_GET_ITEM(counts, i);
+        PyObject *add = PyLong_FromSsize_t(bins->counts[i]);
+        PyObject *sum = add == NULL ? NULL : PyNumber_Add(old, add);
+        Py_XDECREF(add);
+        if (sum == NULL) { ok = 0; break; }
+        PyList_SET_ITEM(counts, i, sum);
+        Py_DECREF(old);
+    }
+    PyMem_Free(bins->edges);
+    PyMem_Free(bins->counts);
+    return ok ? 0 : -1;
+}
+
+/* The tally as (missing, out_of_range, unseen, rest): rest is the list of deferred values. */
+static PyObject *tally_result(Tally *tally) {
+    PyObject *rest = tally->rest ? tally->rest : PyList_New(0);
+    if (rest == NULL) return NULL;
+    tally->rest = NULL;
+    return Py_BuildValue("nnnN", tally->missing, tally->out_of_range, tally->unseen, rest);
+}
+
+/* count_values(values, edges, minimum, maximum, lookup, counts) -> (missing, out_of_range, unseen, rest).
+ * The bins of ``counts`` (a list, updated in place) get what FeatureCounts.add
+ * of each value would give them; the values of other types come back in
+ * ``rest``, for FeatureCounts.add itself. */
+static PyObject *count_values(PyObject *module, PyObject *args) {
+    PyObject *values, *edges, *lookup, *counts;
+    double minimum, maximum;
+    if (!PyArg_ParseTuple(args, "OOddOO", &values, &edges, &minimum, &maximum, &lookup, &counts)) return NULL;
+    PyObject *seq = PySequence_Fast(values, "values must be a sequence");
+    if (seq == NULL) return NULL;
+    Bins bins;
+    Tally tally = {0, 0, 0, NULL};
+    int ok = bins_open(&bins, edges, minimum, maximum, lookup, counts) == 0;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; ok && i < n; i++)
+        ok = count_one(&bins, &tally, PySequence_Fast_GET_ITEM(seq, i)) == 0;
+    Py_DECREF(seq);
+    ok = bins_close(&bins, counts, ok) == 0 && ok;
+    if (!ok) { Py_XDECREF(tally.rest); return NULL; }
+    return tally_result(&tally);
+}
+
+/* count_feature(dicts, name, edges, minimum, maximum, lookup, counts) -> as count_values, over
+ * ``(d or {}).get(name)`` of each feature dict ``d`` (None: no features: the value is missing). */
+static PyObject *count_feature(PyObject *module, PyObject *args) {
+    PyObject *dicts, *name, *edges, *lookup, *counts;
+    double minimum, maximum;
+    if (!PyArg_ParseTuple(args, "O!OOddOO", &PyList_Type, &dicts, &name, &edges, &minimum, &maximum, &lookup,
+                          &counts))
+        return NULL;
+    Bins bins;
+    Tally tally = {0, 0, 0, NULL};
+    int ok = bins_open(&bins, edges, minimum, maximum, lookup, counts) == 0;
+    Py_ssize_t n = PyList_GET_SIZE(dicts);
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *d = PyList_GET_ITEM(dicts, i), *value;
+        if (d == Py_None) {
+            value = Py_None;
+        } else if (PyDict_CheckExact(d)) {
+            value = PyDict_GetItemWithError(d, name);
+            if (value == NULL) {
+                if (PyErr_Occurred()) { ok = 0; break; }
+                value = Py_None;
+            }
+        } else {  /* ``(d or {}).get(name)``, as Python does it, for anything else */
+            int truth = PyObject_IsTrue(d);
+            if (truth < 0) { ok = 0; break; }
+            if (!truth) {
+                value = Py_None;
+            } else {
+                PyObject *owned = PyObject_CallMethod(d, "get", "O", name);
+                if (owned == NULL) { ok = 0; break; }
+                ok = count_one(&bins, &tally, owned) == 0;
+                Py_DECREF(owned);
+                continue;
+            }
+        }
+        ok = count_one(&bins, &tally, value) == 0;
+    }
+    ok = bins_close(&bins, counts, ok) == 0 && ok;
+    if (!ok) { Py_XDECREF(tally.rest); return NULL; }
+    return tally_result(&tally);
+}
+
+/* ---- set-up ---------------------------------------------------------------------------------- */
+
+static PyObject *configure(PyObject *module, PyObject *args) {
+    PyObject *observation, *fallback, *time, *scalar_f, *name_f, *millis, *probes;
+    double scale;
+    int zulu;
+    if (!PyArg_ParseTuple(args, "OOOOOOO!dp", &observation, &fallback, &time, &scalar_f, &name_f, &millis,
+                          &PyFrozenSet_Type, &probes, &scale, &zulu))
+        return NULL;
+    if (!PyType_Check(observation) || !PyType_IsSubtype((PyTypeObject *)observation, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "the observation type must be a tuple subclass");
+        return NULL;
+    }
+    PyObject **slots[] = {&Observation, &py_fallback, &py_time, &py_scalar, &py_name, &py_millis,
+                          &not_requests};
+    PyObject *values[] = {observation, fallback, time, scalar_f, name_f, millis, probes};
+    for (int i = 0; i < 7; i++) {
+        Py_INCREF(values[i]);
+        Py_XSETREF(*slots[i], values[i]);
+    }
+    default_scale = scale;
+    zulu_ok = zulu;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", configure, METH_VARARGS,
+     "configure(Observation, fallback, time, scalar, name, milliseconds, probes, scale, zulu): the Python "
+     "helpers the native functions defer to (agent.health.extract calls it at import)."},
+    {"extract_default", extract_default, METH_O, "agent.health.extract._extract_default, in C."},
+    {"count_values", count_values, METH_VARARGS,
+     "count_values(values, edges, minimum, maximum, lookup, counts) -> (missing, out_of_range, unseen, rest)"},
+    {"count_feature", count_feature, METH_VARARGS,
+     "count_feature(dicts, name, edges, minimum, maximum, lookup, counts) -> as count_values"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "agent.health._native",
+                                        "Health's native hot path: see agent/health/_native.c.", -1, methods,
+                                        NULL, NULL, NULL, NULL};
+
+static int intern(PyObject **slot, const char *text) {
+    *slot = PyUnicode_InternFromString(text);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC PyInit__native(void) {
+    struct { PyObject **slot; const char *text; } keys[] = {
+        {&K_event, "event"}, {&K_kind, "kind"}, {&K_duration, "duration"}, {&K_model, "model"},
+        {&K_operation, "operation"}, {&K_name, "name"}, {&K_monitor, "monitor"}, {&K_target, "target"},
+        {&K_request_id, "request_id"}, {&K_version, "version"}, {&K_prediction, "prediction"},
+        {&K_input, "input"}, {&K_features, "features"}, {&K_gen_ai, "gen_ai"}, {&K_request, "request"},
+        {&K_extra, "extra"}, {&K_label, "label"}, {&K_timestamp, "@timestamp"}, {&K_service, "service"},
+        {&K_host, "host"}, {&K_usage, "usage"}, {&K_http, "http"}, {&K_response, "response"},
+        {&K_status_code, "status_code"}, {&K_outcome, "outcome"}, {&K_log, "log"}, {&K_level, "level"},
+        {&K_value, "value"}, {&K_input_tokens, "input_tokens"}, {&K_output_tokens, "output_tokens"},
+        {&S_event, "event"}, {&S_failure, "failure"}, {&S_empty, ""},
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (intern(keys[i].slot, keys[i].text) < 0) return NULL;
+    if ((I_500 = PyLong_FromLong(500)) == NULL || (I_0 = PyLong_FromLong(0)) == NULL) return NULL;
+    return PyModule_Create(&module_def);
+}

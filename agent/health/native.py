@@ -1,0 +1,26 @@
+"""Which implementation of health's hot path runs: C when it was built, else Python.
+
+``agent/health/_native.c`` (built by setup.py when a C compiler is there)
+does per event what ``agent.health.extract._extract_default`` and
+``FeatureCounts.add`` do, and defers to them for every value it does not
+handle itself: the Python functions are the specification, and
+tests/health/test_native.py holds the two equal on generated input.
+
+``MODELSCRIBE_HEALTH_NATIVE=0`` in the environment turns the C functions
+off (the benchmark compares the two this way; a suspected bug in them can
+be ruled out the same way). ``NATIVE`` is the module, or None.
+"""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+NATIVE: ModuleType | None
+try:
+    from agent.health import _native as NATIVE  # type: ignore[attr-defined]
+except ImportError:  # built without a C compiler: the Python functions run
+    NATIVE = None
+
+if os.environ.get("MODELSCRIBE_HEALTH_NATIVE", "1").strip() == "0":
+    NATIVE = None

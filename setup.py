@@ -1,0 +1,12 @@
+"""The one thing pyproject.toml cannot declare: health's optional C extension.
+
+``agent/health/_native.c`` is health's hot path in C (extraction and feature
+counting, issue 10's cost). It is optional: where no C compiler or Python
+headers are found, the build goes on without it and the agent runs the
+Python functions it mirrors (``agent/health/native.py``), with the same
+results, only slower.
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("agent.health._native", ["agent/health/_native.c"], optional=True)])
