@@ -7,6 +7,7 @@
  *   extract_default(doc)      agent.health.extract._extract_default
  *   count_values(...)         FeatureCounts.add of each value in turn
  *   count_feature(...)        the same over one feature of many feature dicts
+ *   add_latencies(...)        LatencyHistogram.add of each latency of a batch
  *
  * What it guarantees: the Python functions are the specification. Every value
  * this module does not handle itself (a type other than the exact JSON types,
@@ -600,6 +601,76 @@ static PyObject *count_feature(PyObject *module, PyObject *args) {
     return tally_result(&tally);
 }
 
+/* ---- latency histogram ----------------------------------------------------------------------- */
+
+/* add_latencies(values, buckets, zero, count, total, min, max, min_value, max_value, log_gamma,
+ *               min_index, max_index) -> (zero, count, total, min, max, refused), or None.
+ * LatencyHistogram.add of each value in turn, for a batch of floats (None: no
+ * latency logged, skipped): ``buckets`` (index -> count) is updated in place,
+ * the other figures are returned. The sum is taken in the same order as
+ * Python's, so it is the same float. None (nothing changed): a value, or the
+ * minimum or maximum so far, is not a float; Python counts the batch. */
+static PyObject *add_latencies(PyObject *module, PyObject *args) {
+    PyObject *values, *buckets, *min_obj, *max_obj;
+    Py_ssize_t zero, count;
+    double total, min_value, max_value, log_gamma;
+    long min_index, max_index;
+    if (!PyArg_ParseTuple(args, "O!O!nndOOdddll", &PyList_Type, &values, &PyDict_Type, &buckets, &zero, &count,
+                          &total, &min_obj, &max_obj, &min_value, &max_value, &log_gamma, &min_index, &max_index))
+        return NULL;
+    if (max_index < min_index || max_index - min_index > 100000) {
+        PyErr_SetString(PyExc_ValueError, "bucket indexes out of order");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (v != Py_None && !PyFloat_CheckExact(v)) Py_RETURN_NONE;
+    }
+    if (count > 0 && !(PyFloat_CheckExact(min_obj) && PyFloat_CheckExact(max_obj))) Py_RETURN_NONE;
+    double low = count > 0 ? PyFloat_AS_DOUBLE(min_obj) : 0.0, high = count > 0 ? PyFloat_AS_DOUBLE(max_obj) : 0.0;
+    Py_ssize_t width = (Py_ssize_t)(max_index - min_index) + 1, refused = 0;
+    Py_ssize_t *added = PyMem_Calloc((size_t)width, sizeof(Py_ssize_t));
+    if (added == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyList_GET_ITEM(values, i);
+        if (v == Py_None) continue;
+        double value = PyFloat_AS_DOUBLE(v);
+        if (!(value >= 0.0 && value < INFINITY)) { refused++; continue; }  /* also NaN */
+        if (value < min_value) {
+            zero++;
+        } else {
+            long index = value > max_value ? max_index : (long)ceil(log(value) / log_gamma);
+            if (index < min_index) index = min_index;
+            if (index > max_index) index = max_index;  /* (cannot happen: value <= max_value) */
+            added[index - min_index]++;
+        }
+        count++;
+        total += value <= max_value ? value : max_value;
+        if (count == 1) low = high = value;
+        else if (value < low) low = value;
+        else if (value > high) high = value;
+    }
+    int ok = 1;
+    for (Py_ssize_t i = 0; ok && i < width; i++) {
+        if (added[i] == 0) continue;
+        PyObject *index = PyLong_FromLong(min_index + (long)i), *old, *sum = NULL;
+        if (index == NULL) { ok = 0; break; }
+        old = PyDict_GetItemWithError(buckets, index);
+        if (old == NULL && PyErr_Occurred()) { Py_DECREF(index); ok = 0; break; }
+        PyObject *add = PyLong_FromSsize_t(added[i]);
+        if (add != NULL) sum = old == NULL ? (Py_INCREF(add), add) : PyNumber_Add(old, add);
+        Py_XDECREF(add);
+        ok = sum != NULL && PyDict_SetItem(buckets, index, sum) == 0;
+        Py_XDECREF(sum);
+        Py_DECREF(index);
+    }
+    PyMem_Free(added);
+    if (!ok) return NULL;
+    if (count == 0) return Py_BuildValue("nndOOn", zero, count, total, Py_None, Py_None, refused);
+    return Py_BuildValue("nndddn", zero, count, total, low, high, refused);
+}
+
 /* ---- set-up ---------------------------------------------------------------------------------- */
 
 static PyObject *configure(PyObject *module, PyObject *args) {
@@ -632,6 +703,9 @@ static PyMethodDef methods[] = {
     {"extract_default", extract_default, METH_O, "agent.health.extract._extract_default, in C."},
     {"count_values", count_values, METH_VARARGS,
      "count_values(values, edges, minimum, maximum, lookup, counts) -> (missing, out_of_range, unseen, rest)"},
+    {"add_latencies", add_latencies, METH_VARARGS,
+     "add_latencies(values, buckets, zero, count, total, min, max, min_value, max_value, log_gamma, min_index, "
+     "max_index) -> (zero, count, total, min, max, refused), or None: LatencyHistogram.add of each float"},
     {"count_feature", count_feature, METH_VARARGS,
      "count_feature(dicts, name, edges, minimum, maximum, lookup, counts) -> as count_values"},
     {NULL, NULL, 0, NULL},

@@ -77,14 +77,17 @@ class ClassificationCounts:
     def add(self, true: Any, predicted: Any) -> bool:
         """Count one labelled prediction; False when a label is unusable (not counted)
         or the class cap is reached (not counted, ``dropped`` incremented)."""
-        true_key, predicted_key = category_key(true), category_key(predicted)
+        true_key = true if true.__class__ is str else category_key(true)
+        predicted_key = predicted if predicted.__class__ is str else category_key(predicted)
         if true_key is None or predicted_key is None:
             return False
-        new = {true_key, predicted_key} - self.labels
-        if new and len(self.labels) + len(new) > self.max_classes:
-            self.dropped += 1
-            return False
-        self.labels |= new
+        labels = self.labels
+        if true_key not in labels or predicted_key not in labels:  # (a new class: rare after the first labels)
+            new = {true_key, predicted_key} - labels
+            if len(labels) + len(new) > self.max_classes:
+                self.dropped += 1
+                return False
+            labels |= new
         key = (true_key, predicted_key)
         self.pairs[key] = self.pairs.get(key, 0) + 1
         return True

@@ -324,16 +324,7 @@ class HealthEngine(Persisted, Shipping):
             return
         if not obs.key[0]:
             return
-        # One tuple per model key: the waiting predictions share it instead of
-        # holding four strings each (bounded by caps.models, then cleared).
-        known = self._interned.get(obs.key)
-        if known is None:
-            if len(self._interned) >= 4 * self.settings.caps.models:
-                self._interned.clear()
-            kt = obs.key
-            known = self._interned[kt] = (kt, ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None),
-                                          reference.model_id(kt))
-        kt, key, mid = known
+        kt, key, mid = self._interned.get(obs.key) or self._intern(obs.key)
         ref = self._file_reference if self._file_reference is not None else self._references.get(mid)
         over_cap = self.windows.over_cap
         state = self.windows.observe(key, obs.time)
@@ -377,6 +368,16 @@ class HealthEngine(Persisted, Shipping):
                 log.info("health: reference complete", model=key.model, events=collector.seen,
                          features=len(self._references[mid].features))
 
+    def _intern(self, kt: tuple[str, ...]) -> tuple[tuple[str, ...], ModelKey, str]:
+        """One (key tuple, ModelKey, model id) per model key: the waiting predictions
+        share the tuple instead of holding four strings each, and no event builds a
+        ModelKey (bounded by caps.models, then cleared)."""
+        if len(self._interned) >= 4 * self.settings.caps.models:
+            self._interned.clear()
+        known = self._interned[kt] = (kt, ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None),
+                                      reference.model_id(kt))
+        return known
+
     def _count_batch(self) -> None:
         """Count what ``_apply`` set aside: each window's requests of the batch
         in one step (``WindowState.add_many``: the figures ``add`` of each in
@@ -418,9 +419,8 @@ class HealthEngine(Persisted, Shipping):
         if waiting is None:
             self.counters["unmatched_labels"] += 1
             if obs.key[0]:  # a label record that names its model: counted in that model's window
-                kt = obs.key
-                state = self.windows.observe(ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None),
-                                             obs.time)
+                kt, key, _ = self._interned.get(obs.key) or self._intern(obs.key)
+                state = self.windows.observe(key, obs.time)
                 self._advance(kt, obs.time)
                 if state is not None:
                     state.unmatched_labels += 1
@@ -429,8 +429,7 @@ class HealthEngine(Persisted, Shipping):
             return
         kt = waiting.key
         if self._accepting(kt, waiting.start):
-            state = self.windows.observe(ModelKey(kt[0], kt[1] or None, kt[2] or None, kt[3] or None),
-                                         waiting.start)
+            state = self.windows.observe((self._interned.get(kt) or self._intern(kt))[1], waiting.start)
             if state is not None:
                 state.labels.add(obs.label, waiting.prediction)
                 return

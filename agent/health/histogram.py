@@ -37,6 +37,8 @@ import math
 from bisect import bisect_left
 from typing import Any
 
+from agent.health.native import NATIVE
+
 RELATIVE_ERROR = 0.01
 """Every reported value (bucket representative, percentile) is within 1 % of the true one."""
 
@@ -115,6 +117,17 @@ class LatencyHistogram:
         elif value > self.max:  # type: ignore[operator]
             self.max = value
         return True
+
+    def add_many(self, values: list[Any]) -> int:
+        """``add`` of each value in turn, None skipped (no latency logged); returns
+        how many were refused. In C for a batch of floats (``agent/health/_native.c``)."""
+        if NATIVE is not None:
+            done = NATIVE.add_latencies(values, self._buckets, self.zero, self.count, self.total, self.min,
+                                        self.max, MIN_VALUE, MAX_VALUE, _LOG_GAMMA, _MIN_INDEX, _MAX_INDEX)
+            if done is not None:
+                self.zero, self.count, self.total, self.min, self.max, refused = done
+                return refused
+        return sum(1 for value in values if value is not None and not self.add(value))
 
     def merge(self, other: LatencyHistogram) -> None:
         """Add ``other``'s counts into this histogram (exact: same buckets everywhere)."""

@@ -49,7 +49,8 @@ class LabelJoin:
     def wait(self, request_id: str, key: tuple[str, ...], start: float, prediction: Any, time: float) -> bool:
         """``remember(request_id, Waiting(key, start, prediction, time))``, without the Waiting."""
         waiting = self._waiting
-        waiting.pop(request_id, None)
+        if request_id in waiting:  # (OrderedDict.pop costs more than a dict look-up: most ids are new)
+            del waiting[request_id]
         waiting[request_id] = (request_id, key, start, prediction, time)
         if len(waiting) > self.cap:
             waiting.popitem(last=False)

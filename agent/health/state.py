@@ -46,7 +46,8 @@ class LabelState:
             (self.regression.n if self.regression else 0)
 
     def add(self, true: Any, predicted: Any) -> None:
-        if is_regression(true, predicted):
+        # Two strings (class names, the usual labels) are never a regression pair.
+        if not (true.__class__ is str and predicted.__class__ is str) and is_regression(true, predicted):
             if self.regression is None:
                 self.regression = RegressionCounts()
             ok = self.regression.add(true, predicted)
@@ -142,11 +143,11 @@ class WindowState:
         self.requests += len(observations)
         # Each figure in one C-level pass over the batch (truthy errors, truthy token counts).
         self.errors += len(list(filter(None, map(attrgetter("error"), observations))))
-        latency = self.latency
-        for ms in map(attrgetter("latency_ms"), observations):
-            if ms is not None and (ms == BAD_LATENCY or not latency.add(ms)):
-                self.bad_latency += 1
-                raised["bad_latency"] = None
+        # BAD_LATENCY is negative: the histogram refuses it, as it refuses every unusable value.
+        refused = self.latency.add_many(list(map(attrgetter("latency_ms"), observations)))
+        if refused:
+            self.bad_latency += refused
+            raised["bad_latency"] = None
         self.input_tokens += sum(filter(None, map(attrgetter("input_tokens"), observations)))
         self.output_tokens += sum(filter(None, map(attrgetter("output_tokens"), observations)))
         predictions = [obs.prediction for obs in observations if obs.prediction is not MISSING]

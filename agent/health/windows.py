@@ -49,18 +49,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agent.clock import SYSTEM_CLOCK, Clock
 
 _STATE_VERSION = 1
 DEFAULT_MAX_MODELS = 200
+# Module-level names for observe, which runs for every event (no attribute lookups).
+_floor = math.floor
+_INF = math.inf
+_NEG_INF = -math.inf
 _UNKNOWN = math.inf  # an idle timer started while the clock gave no usable time
 
 
-@dataclass(frozen=True)
-class ModelKey:
-    """What windows are kept per: model name and version, service and host when present."""
+class ModelKey(NamedTuple):
+    """What windows are kept per: model name and version, service and host when present.
+
+    A NamedTuple, not a frozen dataclass: every event looks its key up in a
+    dict, and a dataclass's generated ``__hash__`` runs Python code each time."""
 
     model: str
     version: str | None = None
@@ -143,6 +149,7 @@ class Windows:
         self.forget_after_seconds = forget_after_seconds
         self._new_state = new_state
         self._clock = clock
+        self._now = clock.time  # (bound once: observe reads the clock for every event)
         self._keys: dict[ModelKey, _Key] = {}
         self.late = 0
         self.over_cap = 0
@@ -175,7 +182,7 @@ class Windows:
         None when the event is late, its time is not a finite number, or ``key``
         is a new model beyond ``max_models`` (see the counters)."""
         t = event_time if event_time.__class__ is float else _finite(event_time)
-        if t is None or not (-math.inf < t < math.inf):  # also false for NaN
+        if t is None or not (_NEG_INF < t < _INF):  # also false for NaN
             self.bad_time += 1
             return None
         k = self._keys.get(key)
@@ -185,16 +192,16 @@ class Windows:
                 return None
             k = self._keys[key] = _Key(self._wall(_UNKNOWN))
         else:
-            now = self._clock.time()
-            if -math.inf < now < math.inf:
+            now = self._now()
+            if _NEG_INF < now < _INF:
                 k.last_wall = now
         watermark = k.watermark
         if watermark is None or t > watermark:
             k.watermark = watermark = t
         w = self.window_seconds
-        index = math.floor(t / w)
+        index = _floor(t / w)
         # Inlined _closed_below(): this runs for every event on the hot path.
-        closed_below = math.floor((watermark - self.lateness_seconds) / w)
+        closed_below = _floor((watermark - self.lateness_seconds) / w)
         if k.frontier > closed_below:
             closed_below = k.frontier
         if index < closed_below:

@@ -144,3 +144,30 @@ def test_huge_values_keep_the_state_finite():
     histogram = histogram_of([1e308, 1e308, 5.0])
     assert math.isfinite(histogram.total) and histogram.max == 1e308
     assert LatencyHistogram.from_state(checkpoint(histogram.to_state())) == histogram
+
+
+# -- a batch at once (in C when it is built) ----------------------------------------------
+
+from native_switch import IMPLEMENTATIONS, health_implementation  # noqa: E402
+
+from agent.health.histogram import MAX_VALUE, MIN_VALUE  # noqa: E402
+
+_latencies = st.one_of(st.none(), st.floats(allow_nan=True), st.floats(0, 1e4),
+                       st.sampled_from([0.0, -0.0, MIN_VALUE, MIN_VALUE * 0.999, MAX_VALUE, MAX_VALUE * 1.001, -1.0,
+                                        math.inf, 1e308]))
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@settings(max_examples=300, deadline=None)
+@given(batches=st.lists(st.one_of(st.lists(_latencies, max_size=50),  # floats only: counted in C
+                                  st.lists(st.one_of(_latencies, st.integers(-2, 10), st.booleans()), max_size=50)),
+                        min_size=1, max_size=3))
+def test_a_batch_counts_what_each_value_counts(implementation, batches):
+    bulk, single = LatencyHistogram(), LatencyHistogram()
+    refused = expected = 0
+    for batch in batches:
+        with health_implementation(implementation):
+            refused += bulk.add_many(batch)
+        expected += sum(1 for value in batch if value is not None and not single.add(value))
+    assert repr(bulk.to_state()) == repr(single.to_state())  # (repr: the same floats, the same sum's rounding)
+    assert refused == expected
