@@ -9,6 +9,10 @@ interleaved (without, with, without, ...), so both see the same machine
 state. Prints one JSON line per run and a summary: median lines/s of each,
 and the cost = 1 - with/without.
 
+With ``--python-too``, a third mode runs health with its C module turned
+off (``MODELSCRIBE_HEALTH_NATIVE=0``), interleaved with the other two: what
+``agent/health/_native.c`` saves.
+
 ``breakdown``: where health's time goes, per event: the same corpus shipped
 once to a file (``--output file:PATH``), then fed to the engine alone in
 batches of 1000, as the batcher hands them, with every phase of
@@ -27,6 +31,7 @@ tracemalloc, which slows the run and whose own bookkeeping inflates the RSS
 figures of that run) and at the peak (while references are collected).
 
     python3 benchmarks/health.py cost --lines 200000 --repeat 3
+    python3 benchmarks/health.py cost --lines 100000 --repeat 3 --python-too
     python3 benchmarks/health.py breakdown --lines 100000
     python3 benchmarks/health.py memory --models 100 --features 50
     python3 benchmarks/health.py memory --models 100 --features 50 --trace
@@ -74,14 +79,14 @@ def write_corpus(path: Path, lines: int, features: int = 20) -> None:
                                      "features": feats}) + "\n")
 
 
-def run_once(logs: Path, state: Path, config: Path | None) -> dict:
+def run_once(logs: Path, state: Path, config: Path | None, env: dict[str, str] | None = None) -> dict:
     command = [sys.executable, "-m", "agent", "run", "--once", "--path", str(logs / "*.log"), "--state-dir", str(state),
                "--output", "null", "--log-level", "warn"]
     if config is not None:
         command += ["--config", str(config)]
     started = time.perf_counter()
     process = subprocess.Popen(command, preexec_fn=lambda: os.sched_setaffinity(0, {0}), cwd=ROOT,
-                               stdout=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     _, status, usage = os.wait4(process.pid, 0)
     elapsed = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
@@ -90,7 +95,7 @@ def run_once(logs: Path, state: Path, config: Path | None) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
-def cost(lines: int, repeat: int) -> None:
+def cost(lines: int, repeat: int, python_too: bool = False) -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "agent")], check=True)
     work = Path(tempfile.mkdtemp(prefix="modelscribe-bench-health-"))
     try:
@@ -98,19 +103,28 @@ def cost(lines: int, repeat: int) -> None:
         write_corpus(work / "logs" / "predictions.log", lines)
         config = work / "health.yml"
         config.write_text("health: {window: 60, lateness: 30, reference_size: 5000}\n")
-        rates: dict[str, list[float]] = {"without": [], "with": []}
+        modes = ("without", "with", "with-python") if python_too else ("without", "with")
+        rates: dict[str, list[float]] = {mode: [] for mode in modes}
         for run in range(repeat):
-            for mode in ("without", "with"):
+            for mode in modes:
                 state = work / f"state-{mode}-{run}"
-                result = run_once(work / "logs", state, config if mode == "with" else None)
+                # with-python: health's hot path in Python, its C module turned off (agent/health/native.py)
+                result = run_once(work / "logs", state, None if mode == "without" else config,
+                                  {"MODELSCRIBE_HEALTH_NATIVE": "0" if mode == "with-python" else "1"})
                 result.update(mode=mode, run=run, lines=lines, lines_per_s=round(lines / result["seconds"]))
                 rates[mode].append(result["lines_per_s"])
                 print(json.dumps(result), flush=True)
                 shutil.rmtree(state)
         without, with_ = statistics.median(rates["without"]), statistics.median(rates["with"])
-        print(json.dumps({"summary": "health cost, 20 features per event, one core", "lines": lines,
-                          "runs": repeat, "lines_per_s_without": without, "lines_per_s_with": with_,
-                          "cost_percent": round(100 * (1 - with_ / without), 1)}))
+        summary = {"summary": "health cost, 20 features per event, one core", "lines": lines, "runs": repeat,
+                   "lines_per_s_without": without, "lines_per_s_with": with_,
+                   "cost_percent": round(100 * (1 - with_ / without), 1),
+                   "health_us_per_line": round(1e6 / with_ - 1e6 / without, 2)}
+        if python_too:
+            python = statistics.median(rates["with-python"])
+            summary.update(lines_per_s_with_python=python, cost_percent_python=round(100 * (1 - python / without), 1),
+                           health_us_per_line_python=round(1e6 / python - 1e6 / without, 2))
+        print(json.dumps(summary))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -279,6 +293,8 @@ def main() -> None:
     c = sub.add_parser("cost")
     c.add_argument("--lines", type=int, default=200_000)
     c.add_argument("--repeat", type=int, default=3)
+    c.add_argument("--python-too", action="store_true",
+                   help="also run health with its C module off (MODELSCRIBE_HEALTH_NATIVE=0), interleaved")
     b = sub.add_parser("breakdown")
     b.add_argument("--lines", type=int, default=100_000)
     b.add_argument("--repeat", type=int, default=2)
@@ -290,7 +306,7 @@ def main() -> None:
                    help="measure the live Python memory with tracemalloc (its bookkeeping inflates the RSS figures)")
     args = parser.parse_args()
     if args.what == "cost":
-        cost(args.lines, args.repeat)
+        cost(args.lines, args.repeat, args.python_too)
     elif args.what == "breakdown":
         breakdown(args.lines, args.repeat)
     else:
