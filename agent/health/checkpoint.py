@@ -112,7 +112,7 @@ class Persisted:
                     continue  # a torn last line (power loss): what it held was never acknowledged
                 if obs is None or not self._cover(source_key, position):
                     continue
-                self._apply(obs)
+                self._apply((obs,))
                 count += 1
                 if count % 1000 == 0:
                     self._count_batch()

@@ -62,7 +62,7 @@ import math
 import os
 import threading
 from collections import deque
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 
@@ -83,6 +83,7 @@ from agent.selflog import get_logger
 from agent.sources.discovery import Discovery
 
 log = get_logger("health")
+_floor = math.floor
 
 
 
@@ -284,8 +285,7 @@ class HealthEngine(Persisted, Shipping):
                 return
             self._journal(fresh)
             try:
-                for obs in fresh_obs:
-                    self._apply(obs)
+                self._apply(fresh_obs)
             finally:  # what was applied is counted before the lock goes, whatever happens
                 self._count_batch()
             self._dirty = True
@@ -314,59 +314,76 @@ class HealthEngine(Persisted, Shipping):
             return self._file_reference
         return self._references.get(mid)
 
-    def _apply(self, obs: Observation) -> None:
-        self.counters["observed"] += 1
-        if obs.time > self._max_time:
-            self._max_time = obs.time
-            self._join.expire(obs.time)
-        if obs.label is not MISSING and obs.prediction is MISSING and obs.request_id is not None:
-            self._label(obs)
-            return
-        if not obs.key[0]:
-            return
-        kt, key, mid = self._interned.get(obs.key) or self._intern(obs.key)
-        ref = self._file_reference if self._file_reference is not None else self._references.get(mid)
-        over_cap = self.windows.over_cap
-        state = self.windows.observe(key, obs.time)
-        if self.windows.over_cap != over_cap:
-            self._once("models", "health: too many models; events of new models are not counted",
-                       cap=self.settings.caps.models)
-        self._advance(kt, obs.time)
-        if state is not None:
-            # Counted by _count_batch, per window and reference, before the lock is released.
-            group = self._batch.get(state)
-            if group is None or group[1] is not ref:  # (a new group when the reference completed)
-                group = self._batch[state] = (state, ref, key.model, [])
-                self._groups.append(group)
-            group[3].append(obs)
-            if obs.request_id is not None and obs.prediction is not MISSING:
-                if obs.label is not MISSING:
-                    state.labels.add(obs.label, obs.prediction)
-                else:
-                    start = math.floor(obs.time / self._w) * self._w
-                    if not self._join.wait(obs.request_id, kt, start, obs.prediction, obs.time):
+    def _apply(self, observations: Iterable[Observation]) -> None:
+        """Apply each observation in turn: its window (or its label's), the label join,
+        the reference it helps collect; the window's counting is set aside for
+        ``_count_batch``. (One call per batch: what it reads of ``self`` is bound once.)"""
+        counters = self.counters
+        join = self._join
+        interned = self._interned
+        windows = self.windows
+        observe = windows.observe
+        file_reference = self._file_reference
+        references = self._references
+        batch = self._batch
+        groups = self._groups
+        w = self._w
+        for obs in observations:
+            time, obs_key, request_id, _, _, prediction, _, label, _, _ = obs
+            counters["observed"] += 1
+            if time > self._max_time:
+                self._max_time = time
+                join.expire(time)
+            if label is not MISSING and prediction is MISSING and request_id is not None:
+                self._label(obs)
+                continue
+            if not obs_key[0]:
+                continue
+            kt, key, mid = interned.get(obs_key) or self._intern(obs_key)
+            ref = file_reference if file_reference is not None else references.get(mid)
+            over_cap = windows.over_cap
+            state = observe(key, time)
+            if windows.over_cap != over_cap:
+                self._once("models", "health: too many models; events of new models are not counted",
+                           cap=self.settings.caps.models)
+            self._advance(kt, time)
+            if state is not None:
+                # Counted by _count_batch, per window and reference, before the lock is released.
+                group = batch.get(state)
+                if group is None or group[1] is not ref:  # (a new group when the reference completed)
+                    group = batch[state] = (state, ref, key.model, [])
+                    groups.append(group)
+                group[3].append(obs)
+                if request_id is not None and prediction is not MISSING:
+                    if label is not MISSING:
+                        state.labels.add(label, prediction)
+                    elif not join.wait(request_id, kt, _floor(time / w) * w, prediction, time):
                         self._once("labels", "health: too many predictions wait for a label; the oldest "
                                    "are forgotten", cap=self.settings.caps.pending_labels)
-        if ref is None and self._file_reference is None:
-            collector = self._collectors.get(mid)
-            if collector is None:
-                collector = self._collectors[mid] = reference.Collector(self.settings.reference_size)
-            before = collector.held
-            complete = collector.add(obs.features, obs.prediction, self.settings.caps.features)
-            self._held += collector.held - before
-            if not complete and self._held >= self.settings.caps.reference_values:
-                complete = True
-                self._once("reference_values", "health: the values held to build references reached "
-                           "caps.reference_values; a reference is made from fewer events",
-                           cap=self.settings.caps.reference_values, model=key.model, events=collector.seen)
-            if complete:
-                self._held -= collector.held
-                self._references[mid] = reference.freeze(collector.features, collector.predictions,
-                                                         self.settings.caps.categories)
-                del self._collectors[mid]
-                self._references_dirty = True
-                log.info("health: reference complete", model=key.model, events=collector.seen,
-                         features=len(self._references[mid].features))
+            if ref is None and file_reference is None:
+                self._collect(obs, key, mid)
+
+    def _collect(self, obs: Observation, key: ModelKey, mid: str) -> None:
+        """Add the observation to its model's reference while the reference is collected."""
+        collector = self._collectors.get(mid)
+        if collector is None:
+            collector = self._collectors[mid] = reference.Collector(self.settings.reference_size)
+        before = collector.held
+        complete = collector.add(obs.features, obs.prediction, self.settings.caps.features)
+        self._held += collector.held - before
+        if not complete and self._held >= self.settings.caps.reference_values:
+            complete = True
+            self._once("reference_values", "health: the values held to build references reached "
+                       "caps.reference_values; a reference is made from fewer events",
+                       cap=self.settings.caps.reference_values, model=key.model, events=collector.seen)
+        if complete:
+            self._held -= collector.held
+            self._references[mid] = reference.freeze(collector.features, collector.predictions,
+                                                     self.settings.caps.categories)
+            del self._collectors[mid]
+            self._references_dirty = True
+            log.info("health: reference complete", model=key.model, events=collector.seen,
+                     features=len(self._references[mid].features))
 
     def _intern(self, kt: tuple[str, ...]) -> tuple[tuple[str, ...], ModelKey, str]:
         """One (key tuple, ModelKey, model id) per model key: the waiting predictions

@@ -20,6 +20,7 @@ copies no row (it ran for every waiting prediction at every checkpoint).
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
@@ -36,6 +37,10 @@ class LabelJoin:
         self.ttl = ttl
         self.cap = cap
         self._waiting: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        # At most the time of the first waiting prediction (insertion order), which
+        # ``expire`` compares: -inf when not known, inf when none waits. Lets
+        # ``expire``, called for nearly every event, return at once.
+        self._oldest = math.inf
         self.expired = 0
         self.evicted = 0
 
@@ -51,29 +56,41 @@ class LabelJoin:
         waiting = self._waiting
         if request_id in waiting:  # (OrderedDict.pop costs more than a dict look-up: most ids are new)
             del waiting[request_id]
+            self._oldest = -math.inf  # (it may have been the oldest)
+        elif not waiting:
+            self._oldest = time
         waiting[request_id] = (request_id, key, start, prediction, time)
         if len(waiting) > self.cap:
             waiting.popitem(last=False)
+            self._oldest = -math.inf
             self.evicted += 1
             return False
         return True
 
     def take(self, request_id: str) -> Waiting | None:
         row = self._waiting.pop(request_id, None)
-        return None if row is None else Waiting(*row[1:])
+        if row is None:
+            return None
+        self._oldest = -math.inf  # (it may have been the oldest)
+        return Waiting(*row[1:])
 
     def expire(self, now: float) -> int:
         """Forget predictions older than ``now - ttl`` (event time). Insertion
         order is close to time order; one that arrived late stays a little
         longer, which is harmless."""
         limit = now - self.ttl
+        if limit <= self._oldest:  # the first waiting prediction is not older: nothing expires
+            return 0
         gone = 0
+        oldest = math.inf
         while self._waiting:
             request_id, _, _, _, time = next(iter(self._waiting.values()))
             if time >= limit:
+                oldest = time
                 break
             del self._waiting[request_id]
             gone += 1
+        self._oldest = oldest
         self.expired += gone
         return gone
 
@@ -87,6 +104,7 @@ class LabelJoin:
         join = cls(ttl, cap)
         for rid, key, start, prediction, time in state["waiting"]:
             join._waiting[rid] = (rid, tuple(key), start, prediction, time)
+        join._oldest = -math.inf
         join.expired = int(state["expired"])
         join.evicted = int(state["evicted"])
         return join

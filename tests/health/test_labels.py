@@ -59,3 +59,61 @@ def test_waiting_predictions_leave_the_garbage_collectors_work():
     gc.collect()
     gc.collect()  # the first may untrack the key tuple only after it looked at the row
     assert not any(gc.is_tracked(row) for row in join._waiting.values())
+
+
+# -- the join against a plain model of it (expire's early return must change nothing) ----
+
+from collections import OrderedDict  # noqa: E402
+
+from hypothesis import example, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+class _PlainJoin:
+    """The rules, written the simplest way: insertion order, a re-waited id moves to the
+    end, the cap forgets the first, expire forgets from the first while it is too old."""
+
+    def __init__(self, ttl: float, cap: int) -> None:
+        self.ttl, self.cap, self.rows = ttl, cap, OrderedDict()
+
+    def wait(self, rid, time) -> bool:
+        self.rows.pop(rid, None)
+        self.rows[rid] = time
+        if len(self.rows) > self.cap:
+            self.rows.popitem(last=False)
+            return False
+        return True
+
+    def take(self, rid):
+        return self.rows.pop(rid, None)
+
+    def expire(self, now) -> int:
+        gone = 0
+        while self.rows and next(iter(self.rows.values())) < now - self.ttl:
+            self.rows.popitem(last=False)
+            gone += 1
+        return gone
+
+
+_steps = st.lists(st.tuples(st.sampled_from(["wait", "take", "expire", "round_trip"]), st.integers(0, 6),
+                            st.one_of(st.integers(0, 100).map(float), st.floats(0, 100))), max_size=60)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(ttl=st.sampled_from([0.0, 5.0, 30.0]), cap=st.integers(1, 5), steps=_steps)
+# The first waiting prediction taken, then the cap forgetting it, while the next one is older.
+@example(ttl=5.0, cap=5, steps=[("wait", 1, 50.0), ("wait", 2, 10.0), ("take", 1, 0.0), ("expire", 0, 40.0)])
+@example(ttl=5.0, cap=1, steps=[("wait", 1, 50.0), ("wait", 2, 10.0), ("expire", 0, 40.0)])
+def test_the_join_follows_its_rules_step_by_step(ttl, cap, steps):
+    join, plain = LabelJoin(ttl, cap), _PlainJoin(ttl, cap)
+    for action, rid, time in steps:
+        if action == "wait":
+            assert join.wait(f"r{rid}", ("m", "", "", ""), 0.0, "p", time) == plain.wait(f"r{rid}", time)
+        elif action == "take":
+            taken, expected = join.take(f"r{rid}"), plain.take(f"r{rid}")
+            assert (taken.time if taken else None) == expected
+        elif action == "expire":
+            assert join.expire(time) == plain.expire(time)
+        else:
+            join = LabelJoin.from_state(orjson.loads(orjson.dumps(join.to_state())), ttl, cap)
+        assert [row[0] for row in join.to_state()["waiting"]] == list(plain.rows)
