@@ -59,7 +59,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.health.native import NATIVE
+from agent.health import native
 
 OTHER = "__other__"
 """The bin of a categorical feature that holds every category not kept from the reference."""
@@ -331,17 +331,19 @@ class FeatureCounts:
     def add_many(self, values: Sequence[Any]) -> list[str]:
         """Count every value of ``values``, exactly as ``add`` of each in turn
         would; returns the quality kinds counted (each once, in no set order)."""
-        if NATIVE is not None:
-            return self._tally(NATIVE.count_values(values, self._edges, self._minimum, self._maximum, self._lookup,
-                                                   self.counts))
+        accelerated = native.NATIVE
+        if accelerated is not None:
+            return self._tally(accelerated.count_values(values, self._edges, self._minimum, self._maximum,
+                                                        self._lookup, self.counts))
         return self.add_many_python(values)
 
     def add_feature(self, feature_dicts: list[dict[str, Any] | None], name: str) -> list[str]:
         """``add_many`` of ``(d or {}).get(name)`` for each feature dict ``d``
         (None: an event that logged no features)."""
-        if NATIVE is not None:
-            return self._tally(NATIVE.count_feature(feature_dicts, name, self._edges, self._minimum, self._maximum,
-                                                    self._lookup, self.counts))
+        accelerated = native.NATIVE
+        if accelerated is not None:
+            return self._tally(accelerated.count_feature(feature_dicts, name, self._edges, self._minimum,
+                                                         self._maximum, self._lookup, self.counts))
         return self.add_many_python([(d or _NO_FEATURES).get(name) for d in feature_dicts])
 
     def _tally(self, tally: tuple[int, int, int, list[Any]]) -> list[str]:

@@ -44,7 +44,7 @@ from typing import Any, Callable, NamedTuple
 
 from agent.events import new
 from agent.health.config import FieldPaths
-from agent.health.native import NATIVE
+from agent.health import native
 
 MISSING: Any = None
 BAD_LATENCY = -1.0  # latency_ms for a value that is not a finite, non-negative number
@@ -238,7 +238,7 @@ def extractor(paths: FieldPaths) -> Callable[[Any], Observation | None]:
     """The function that extracts along ``paths`` (``extract`` with them,
     faster for the defaults: in C when it was built, see ``agent.health.native``)."""
     if paths == _DEFAULT_PATHS:
-        return _extract_native if _extract_native is not None else _extract_default
+        return native.NATIVE.extract_default if native.NATIVE is not None else _extract_default
     return lambda doc: extract(doc, paths)
 
 
@@ -338,9 +338,7 @@ def _zulu() -> bool:
     return True
 
 
-_extract_native: Callable[[Any], Observation | None] | None = None
-if NATIVE is not None:
+if native.NATIVE is not None:
     # The C version of _extract_default defers to these for what it does not handle itself.
-    NATIVE.configure(Observation, lambda doc: extract(doc, _DEFAULT_PATHS), _time, _scalar, _name, _milliseconds,
-                     _NOT_REQUESTS, _DEFAULT_SCALE, _zulu())
-    _extract_native = NATIVE.extract_default
+    native.NATIVE.configure(Observation, lambda doc: extract(doc, _DEFAULT_PATHS), _time, _scalar, _name,
+                            _milliseconds, _NOT_REQUESTS, _DEFAULT_SCALE, _zulu())

@@ -37,7 +37,7 @@ import math
 from bisect import bisect_left
 from typing import Any
 
-from agent.health.native import NATIVE
+from agent.health import native
 
 RELATIVE_ERROR = 0.01
 """Every reported value (bucket representative, percentile) is within 1 % of the true one."""
@@ -121,9 +121,10 @@ class LatencyHistogram:
     def add_many(self, values: list[Any]) -> int:
         """``add`` of each value in turn, None skipped (no latency logged); returns
         how many were refused. In C for a batch of floats (``agent/health/_native.c``)."""
-        if NATIVE is not None:
-            done = NATIVE.add_latencies(values, self._buckets, self.zero, self.count, self.total, self.min,
-                                        self.max, MIN_VALUE, MAX_VALUE, _LOG_GAMMA, _MIN_INDEX, _MAX_INDEX)
+        accelerated = native.NATIVE
+        if accelerated is not None:
+            done = accelerated.add_latencies(values, self._buckets, self.zero, self.count, self.total, self.min,
+                                             self.max, MIN_VALUE, MAX_VALUE, _LOG_GAMMA, _MIN_INDEX, _MAX_INDEX)
             if done is not None:
                 self.zero, self.count, self.total, self.min, self.max, refused = done
                 return refused

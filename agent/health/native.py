@@ -8,7 +8,9 @@ tests/health/test_native.py holds the two equal on generated input.
 
 ``MODELSCRIBE_HEALTH_NATIVE=0`` in the environment turns the C functions
 off (the benchmark compares the two this way; a suspected bug in them can
-be ruled out the same way). ``NATIVE`` is the module, or None.
+be ruled out the same way). ``NATIVE`` is the module, or None; its callers
+read it here at each call (``native.NATIVE``), so one assignment switches
+every one of them (tests/native_switch.py does).
 """
 
 from __future__ import annotations

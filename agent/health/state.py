@@ -18,7 +18,7 @@ from agent.health.accuracy import ClassificationCounts, RegressionCounts
 from agent.health.drift import BULK_MIN, Bins, FeatureCounts, as_number, bins_from_state
 from agent.health.extract import BAD_LATENCY, MISSING, Observation
 from agent.health.histogram import LatencyHistogram
-from agent.health.native import NATIVE
+from agent.health import native
 
 _NONE: dict[str, Any] = {}  # the features of an event that logged none
 
@@ -136,7 +136,7 @@ class WindowState:
         path): each feature's values of the batch as one column, counted by
         ``FeatureCounts.add_many``. Returns the quality kinds raised, each once."""
         raised: dict[str, None] = {}
-        if NATIVE is None and len(observations) < BULK_MIN:  # a few requests: each in turn is cheaper
+        if native.NATIVE is None and len(observations) < BULK_MIN:  # a few requests: each in turn is cheaper
             for obs in observations:
                 raised.update(dict.fromkeys(self.add(obs, features, prediction, max_features)))
             return list(raised)
@@ -152,7 +152,7 @@ class WindowState:
         self.output_tokens += sum(filter(None, map(attrgetter("output_tokens"), observations)))
         predictions = [obs.prediction for obs in observations if obs.prediction is not MISSING]
         self.no_prediction += len(observations) - len(predictions)
-        if features and observations and NATIVE is not None:
+        if features and observations and native.NATIVE is not None:
             # In C, one feature at a time over the batch's feature dicts (agent/health/_native.c).
             dicts = list(map(attrgetter("features"), observations))
             for name, bins in features.items():
