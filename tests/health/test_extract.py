@@ -302,6 +302,30 @@ def test_the_default_extractor_on_requests_is_extract(implementation, doc):
         assert _same(extractor(FieldPaths())(doc), extract(doc, FieldPaths()))
 
 
+# Any JSON document at all, with the keys extraction reads among others: the C extraction
+# must answer what the Python one answers, whatever nests where.
+_json = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True), st.text(max_size=4),
+              _stamps),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(
+        st.one_of(st.sampled_from(["model", "name", "event", "kind", "duration", "features", "input", "prediction",
+                                   "value", "label", "target", "request_id", "outcome", "usage", "input_tokens",
+                                   "http", "response", "status_code", "log", "level", "gen_ai", "request",
+                                   "monitor", "operation", "@timestamp", "extra", "service", "host", "version"]),
+                  st.text(max_size=3)), inner, max_size=4)),
+    max_leaves=25)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@settings(max_examples=1000, deadline=None)
+@given(doc=st.one_of(st.dictionaries(st.sampled_from(["model", "event", "@timestamp", "http", "log", "gen_ai",
+                                                      "extra", "service", "host", "agent"]), _json, max_size=8),
+                     _json))
+def test_the_default_extractor_on_any_json_is_extract(implementation, doc):
+    with health_implementation(implementation):
+        assert _same(extractor(FieldPaths())(doc), extract(doc, FieldPaths()))
+
+
 def test_the_default_extractor_on_real_documents():
     lines = ['{"timestamp": "2026-01-01T00:00:01Z", "model_name": "churn", "request_id": "r1", "prediction": 1, '
              '"features": {"age": 41.5, "country": "DE"}, "latency_ms": 12.5}',
