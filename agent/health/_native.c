@@ -42,7 +42,7 @@ static PyObject *K_event, *K_kind, *K_duration, *K_model, *K_operation, *K_name,
     *K_request_id, *K_version, *K_prediction, *K_input, *K_features, *K_gen_ai, *K_request, *K_extra,
     *K_label, *K_timestamp, *K_service, *K_host, *K_usage, *K_http, *K_response, *K_status_code,
     *K_outcome, *K_log, *K_level, *K_value, *K_input_tokens, *K_output_tokens, *S_event, *S_failure,
-    *S_empty, *I_500, *I_0;
+    *S_empty, *I_500, *I_0, *error_levels;
 
 /* ``value >= 0`` for an int: 1, 0, or -1 (error). */
 static inline int nonnegative(PyObject *value) {
@@ -190,19 +190,18 @@ static PyObject *latency_of(PyObject *duration) {
 static int error_level(PyObject *level) {
     if (!PyUnicode_Check(level)) return 0;
     PyObject *lower;
-    if (PyUnicode_IS_ASCII(level)) {
+    if (PyUnicode_CheckExact(level) && PyUnicode_IS_ASCII(level)) {
         Py_ssize_t n = PyUnicode_GET_LENGTH(level);
         if (n != 5 && n != 8) return 0;
         const char *s = (const char *)PyUnicode_DATA(level);
         return (n == 5 && (strncasecmp(s, "error", 5) == 0 || strncasecmp(s, "fatal", 5) == 0)) ||
                (n == 8 && strncasecmp(s, "critical", 8) == 0);
     }
-    /* str.lower() of a non-ASCII string may still give ASCII (the Kelvin sign): Python decides. */
+    /* str.lower() of a non-ASCII string may still give ASCII (the Kelvin sign), and a str
+     * subclass may have its own lower(): Python decides, as extraction writes it. */
     lower = PyObject_CallMethod(level, "lower", NULL);
     if (lower == NULL) return -1;
-    int found = PyUnicode_Check(lower) && (PyUnicode_CompareWithASCIIString(lower, "error") == 0 ||
-                                           PyUnicode_CompareWithASCIIString(lower, "critical") == 0 ||
-                                           PyUnicode_CompareWithASCIIString(lower, "fatal") == 0);
+    int found = PySequence_Contains(error_levels, lower);
     Py_DECREF(lower);
     return found;
 }
@@ -735,5 +734,6 @@ PyMODINIT_FUNC PyInit__native(void) {
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (intern(keys[i].slot, keys[i].text) < 0) return NULL;
     if ((I_500 = PyLong_FromLong(500)) == NULL || (I_0 = PyLong_FromLong(0)) == NULL) return NULL;
+    if ((error_levels = Py_BuildValue("(sss)", "error", "critical", "fatal")) == NULL) return NULL;
     return PyModule_Create(&module_def);
 }
