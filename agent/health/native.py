@@ -6,8 +6,8 @@ does per event what ``agent.health.extract._extract_default`` and
 handle itself: the Python functions are the specification, and
 tests/health/test_native.py holds the two equal on generated input.
 
-``MODELSCRIBE_HEALTH_NATIVE=0`` in the environment turns the C functions
-off (the benchmark compares the two this way; a suspected bug in them can
+``MODELSCRIBE_HEALTH_NATIVE=0`` (or ``false``, ``off``, ``no``) in the
+environment turns the C functions off (the benchmark compares the two this way; a suspected bug in them can
 be ruled out the same way). ``NATIVE`` is the module, or None; its callers
 read it here at each call (``native.NATIVE``), so one assignment switches
 every one of them (tests/native_switch.py does).
@@ -24,5 +24,5 @@ try:
 except ImportError:  # built without a C compiler: the Python functions run
     NATIVE = None
 
-if os.environ.get("MODELSCRIBE_HEALTH_NATIVE", "1").strip() == "0":
+if os.environ.get("MODELSCRIBE_HEALTH_NATIVE", "").strip().lower() in ("0", "false", "off", "no"):
     NATIVE = None
