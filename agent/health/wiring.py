@@ -28,6 +28,7 @@ from agent import AGENT_NAME, __version__
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock, FakeClock
 from agent.events import Event
+from agent.health import native
 from agent.health.engine import HealthEngine, ObservedAcks
 from agent.selflog import get_logger
 
@@ -114,4 +115,7 @@ def describe(settings: Any) -> list[str]:
              f"health: fields (every other input) {settings.fields.describe()}"]
     for globs, paths in settings.per_input:
         lines.append(f"health: fields for {', '.join(globs)}: {paths.describe()}")
+    lines.append("health: hot path in C (agent/health/_native.c)" if native.NATIVE is not None else
+                 "health: hot path in Python (the C module was not built, or MODELSCRIBE_HEALTH_NATIVE turns it "
+                 "off): the same figures, at a higher CPU cost")
     return lines

@@ -47,3 +47,17 @@ def test_a_wrong_call_is_a_type_error_not_a_crash():
         native.NATIVE.count_values([1.0], (0.5, 0.7), 0.0, 1.0, None, [0, 0])  # a count short
     with pytest.raises(TypeError):
         native.NATIVE.count_feature("not a list", "f", (0.5,), 0.0, 1.0, None, [0, 0])
+
+
+def test_check_config_says_which_hot_path_runs(tmp_path):
+    config = tmp_path / "modelscribe.yml"
+    config.write_text("paths: [/logs/*.log]\nhealth: {}\n")
+    shown = {}
+    for value in ("1", "0"):
+        done = subprocess.run([sys.executable, "-m", "agent", "check", "config", "--config", str(config)],
+                              capture_output=True, text=True, env={**os.environ, "MODELSCRIBE_HEALTH_NATIVE": value})
+        assert done.returncode == 0, done.stderr
+        shown[value] = done.stdout
+    assert "health: hot path in Python" in shown["0"]
+    if native.NATIVE is not None:
+        assert "health: hot path in C" in shown["1"]
