@@ -329,11 +329,11 @@ class HealthEngine(Persisted, Shipping):
         groups = self._groups
         w = self._w
         for obs in observations:
-            time, obs_key, request_id, _, _, prediction, _, label, _, _ = obs
+            when, obs_key, request_id, _, _, prediction, _, label, _, _ = obs
             counters["observed"] += 1
-            if time > self._max_time:
-                self._max_time = time
-                join.expire(time)
+            if when > self._max_time:
+                self._max_time = when
+                join.expire(when)
             if label is not MISSING and prediction is MISSING and request_id is not None:
                 self._label(obs)
                 continue
@@ -342,11 +342,11 @@ class HealthEngine(Persisted, Shipping):
             kt, key, mid = interned.get(obs_key) or self._intern(obs_key)
             ref = file_reference if file_reference is not None else references.get(mid)
             over_cap = windows.over_cap
-            state = observe(key, time)
+            state = observe(key, when)
             if windows.over_cap != over_cap:
                 self._once("models", "health: too many models; events of new models are not counted",
                            cap=self.settings.caps.models)
-            self._advance(kt, time)
+            self._advance(kt, when)
             if state is not None:
                 # Counted by _count_batch, per window and reference, before the lock is released.
                 group = batch.get(state)
@@ -357,7 +357,7 @@ class HealthEngine(Persisted, Shipping):
                 if request_id is not None and prediction is not MISSING:
                     if label is not MISSING:
                         state.labels.add(label, prediction)
-                    elif not join.wait(request_id, kt, _floor(time / w) * w, prediction, time):
+                    elif not join.wait(request_id, kt, _floor(when / w) * w, prediction, when):
                         self._once("labels", "health: too many predictions wait for a label; the oldest "
                                    "are forgotten", cap=self.settings.caps.pending_labels)
             if ref is None and file_reference is None:
