@@ -347,7 +347,7 @@ class FeatureCounts:
         return self.add_many_python([(d or _NO_FEATURES).get(name) for d in feature_dicts])
 
     def _tally(self, tally: tuple[int, int, int, list[Any]]) -> list[str]:
-        """What the C counting (``agent/health/_native.c``) left to do: its
+        """What the C counting (``agent/health/_native_counts.c``) left to do: its
         quality counts, and ``add`` of each value of a type it leaves to Python."""
         missing, out_of_range, unseen, rest = tally
         kinds: dict[str, None] = {}

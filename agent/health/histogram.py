@@ -120,7 +120,7 @@ class LatencyHistogram:
 
     def add_many(self, values: list[Any]) -> int:
         """``add`` of each value in turn, None skipped (no latency logged); returns
-        how many were refused. In C for a batch of floats (``agent/health/_native.c``)."""
+        how many were refused. In C for a batch of floats (``agent/health/_native_counts.c``)."""
         accelerated = native.NATIVE
         if accelerated is not None:
             done = accelerated.add_latencies(values, self._buckets, self.zero, self.count, self.total, self.min,

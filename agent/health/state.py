@@ -20,7 +20,6 @@ from agent.health.extract import BAD_LATENCY, MISSING, Observation
 from agent.health.histogram import LatencyHistogram
 from agent.health import native
 
-_NONE: dict[str, Any] = {}  # the features of an event that logged none
 
 
 def is_regression(true: Any, predicted: Any) -> bool:
@@ -133,8 +132,8 @@ class WindowState:
     def add_many(self, observations: Sequence[Observation], features: dict[str, Bins] | None,
                  prediction: Bins | None, max_features: int) -> list[str]:
         """Count requests as ``add`` of each in turn would (the engine's batch
-        path): each feature's values of the batch as one column, counted by
-        ``FeatureCounts.add_many``. Returns the quality kinds raised, each once."""
+        path): each feature's values of the batch counted at once, by
+        ``FeatureCounts.add_feature``. Returns the quality kinds raised, each once."""
         raised: dict[str, None] = {}
         if native.NATIVE is None and len(observations) < BULK_MIN:  # a few requests: each in turn is cheaper
             for obs in observations:
@@ -152,8 +151,8 @@ class WindowState:
         self.output_tokens += sum(filter(None, map(attrgetter("output_tokens"), observations)))
         predictions = [obs.prediction for obs in observations if obs.prediction is not MISSING]
         self.no_prediction += len(observations) - len(predictions)
-        if features and observations and native.NATIVE is not None:
-            # In C, one feature at a time over the batch's feature dicts (agent/health/_native.c).
+        if features and observations:
+            # One feature at a time over the batch's feature objects (in C when it is built).
             dicts = list(map(attrgetter("features"), observations))
             for name, bins in features.items():
                 counts = self.features.get(name)
@@ -163,19 +162,6 @@ class WindowState:
                         continue
                     counts = self.features[name] = FeatureCounts(bins)
                 raised.update(dict.fromkeys(counts.add_feature(dicts, name)))
-        elif features and observations:
-            names = tuple(features)
-            # One row per event (C-level lookups in one dict at a time: its entries are
-            # near each other in memory), turned into one column per feature.
-            rows = [tuple(map((obs.features or _NONE).get, names)) for obs in observations]
-            for name, column in zip(names, zip(*rows)):
-                counts = self.features.get(name)
-                if counts is None:
-                    if len(self.features) >= max_features:
-                        self.features_capped += len(column)
-                        continue
-                    counts = self.features[name] = FeatureCounts(features[name])
-                raised.update(dict.fromkeys(counts.add_many(column)))
         if prediction is not None and predictions:
             if self.prediction is None:
                 self.prediction = FeatureCounts(prediction)

@@ -29,7 +29,7 @@ def test_the_package_name_fields_and_contents(tools, deb):
     assert ".pyc" not in listing and "__pycache__" not in listing  # compiled by postinst
     # Health's C module, compiled for Debian's python3 (its source is not installed).
     assert re.search(r"/agent/health/_native\.cpython-3\d+-[\w-]+\.so\n", listing), "no agent/health/_native*.so"
-    assert "_native.c\n" not in listing
+    assert "_native.c\n" not in listing and "_native.h\n" not in listing
     assert tools.run("dpkg-deb", "-I", str(deb), "conffiles").stdout.split() == ["/etc/modelscribe/modelscribe.yml"]
 
 
