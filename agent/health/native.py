@@ -1,16 +1,18 @@
 """Which implementation of health's hot path runs: C when it was built, else Python.
 
-``agent/health/_native.c`` (built by setup.py when a C compiler is there)
-does per event what ``agent.health.extract._extract_default`` and
-``FeatureCounts.add`` do, and defers to them for every value it does not
-handle itself: the Python functions are the specification, and
-tests/health/test_native.py holds the two equal on generated input.
+``agent/health/_native.c`` and ``_native_counts.c`` (built by setup.py when
+a C compiler is there) do per event what ``extract._extract_default``,
+``FeatureCounts.add`` and ``LatencyHistogram.add`` do, and defer to them for
+every value they do not handle themselves: the Python functions are the
+specification. The tests of each (tests/health/test_extract.py, test_bulk.py,
+test_histogram.py, test_engine.py) run under both implementations.
 
 ``MODELSCRIBE_HEALTH_NATIVE=0`` (or ``false``, ``off``, ``no``) in the
-environment turns the C functions off (the benchmark compares the two this way; a suspected bug in them can
-be ruled out the same way). ``NATIVE`` is the module, or None; its callers
-read it here at each call (``native.NATIVE``), so one assignment switches
-every one of them (tests/native_switch.py does).
+environment turns the C functions off: the benchmark compares the two this
+way, and a suspected bug in them can be ruled out the same way. ``NATIVE``
+is the module, or None; its callers read it here at each call
+(``native.NATIVE``), so one assignment switches every one of them
+(tests/native_switch.py does).
 """
 
 from __future__ import annotations
