@@ -16,9 +16,11 @@ off (``MODELSCRIBE_HEALTH_NATIVE=0``), interleaved with the other two: what
 ``breakdown``: where health's time goes, per event: the same corpus shipped
 once to a file (``--output file:PATH``), then fed to the engine alone in
 batches of 1000, as the batcher hands them, with every phase of
-``HealthEngine.observe`` timed apart (the prefilter, ``orjson.loads``,
-extraction, ``covered``, the journal, ``_apply``, the batch's counting, a
-checkpoint every 10 batches) and the garbage collector's share; then
+``HealthEngine.observe`` timed apart (``intake.select``: the prefilter, the
+decoding and the extraction, whose first two are also timed on their own
+under ``within_select``; ``intake.cover``; the journal; ``_apply``; the
+batch's counting; a checkpoint every 10 batches) and the garbage
+collector's share; then
 ``observe`` itself, untouched, for the total. Mirrors ``observe``'s steps:
 keep it in step when they change.
 
@@ -138,6 +140,7 @@ def breakdown(lines: int, repeat: int) -> None:
     from agent.clock import FakeClock
     from agent.events import Event
     from agent.health.config import parse_health
+    from agent.health import intake
     from agent.health.engine import HealthEngine
 
     work = Path(tempfile.mkdtemp(prefix="modelscribe-bench-health-breakdown-"))
@@ -165,34 +168,30 @@ def breakdown(lines: int, repeat: int) -> None:
         gc.callbacks.append(on_gc)
         clock = time.perf_counter
         for run in range(repeat):
-            phases = dict.fromkeys(("prefilter", "loads", "extract", "covered", "journal", "apply", "count",
-                                    "checkpoint"), 0.0)
+            phases = dict.fromkeys(("select", "covered", "journal", "apply", "count", "checkpoint"), 0.0)
+            within_select = dict.fromkeys(("prefilter", "loads"), 0.0)  # parts of select, timed on their own
             gc_time[0] = 0.0
             engine = HealthEngine(settings, str(work / f"state-{run}"), None, {"name": "bench"}, FakeClock())
             for i, batch in enumerate(batches):
                 heads = engine._prefilter
                 t = clock()
                 kept = [e for e in batch if any(head in e.data for head in heads)]
-                phases["prefilter"] += clock() - t
-                # Parsing twice (alone, then with extraction), as observe does it: one
-                # document alive at a time (keeping a batch's would feed the collector).
+                within_select["prefilter"] += clock() - t
                 t = clock()
                 for e in kept:
-                    orjson.loads(e.data)
-                phases["loads"] += clock() - t
+                    orjson.loads(e.data)  # one document alive at a time
+                within_select["loads"] += clock() - t
                 t = clock()
-                found = [(e, o) for e in kept for doc in (orjson.loads(e.data),)
-                         if (o := engine._extractor(e.source_key, doc)(doc)) is not None]
-                phases["extract"] += clock() - t
+                found, found_obs = intake.select(batch, heads, engine._extractors, engine._extractor)
+                phases["select"] += clock() - t
                 t = clock()
-                fresh = [(e, o) for e, o in found if engine._cover(e.source_key, e.offset)]
+                fresh, fresh_obs = intake.cover(engine._covered, engine._pinned, found, found_obs)
                 phases["covered"] += clock() - t
-                fresh_events = [e for e, _ in fresh]
                 t = clock()
-                engine._journal(fresh_events)
+                engine._journal(fresh)
                 phases["journal"] += clock() - t
                 t = clock()
-                engine._apply([obs for _, obs in fresh])
+                engine._apply(fresh_obs)
                 phases["apply"] += clock() - t
                 t = clock()
                 engine._count_batch()
@@ -201,7 +200,6 @@ def breakdown(lines: int, repeat: int) -> None:
                     t = clock()
                     engine.checkpoint({})
                     phases["checkpoint"] += clock() - t
-            phases["extract"] -= phases["loads"]
             engine.close()
             collected = gc_time[0]
             engine = HealthEngine(settings, str(work / f"state-whole-{run}"), None, {"name": "bench"}, FakeClock())
@@ -213,7 +211,8 @@ def breakdown(lines: int, repeat: int) -> None:
             whole = clock() - t
             engine.close()
             per_event = {name: round(seconds / len(data) * 1e6, 2) for name, seconds in phases.items()}
-            print(json.dumps({"run": run, "events": len(data), "us_per_event": per_event,
+            parts = {name: round(seconds / len(data) * 1e6, 2) for name, seconds in within_select.items()}
+            print(json.dumps({"run": run, "events": len(data), "us_per_event": per_event, "within_select": parts,
                               "phases_total_us": round(sum(phases.values()) / len(data) * 1e6, 2),
                               "gc_us": round(collected / len(data) * 1e6, 2),
                               "observe_us_per_event": round(whole / len(data) * 1e6, 2),

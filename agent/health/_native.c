@@ -1,4 +1,4 @@
-/* The native hot path of model health: extraction and feature counting in C.
+/* The native hot path of model health: extraction, feature counting and the intake in C.
  *
  * What it is for: health's cost per event (issue 10). Two pure functions of
  * the Python engine run once per event or per feature value; this module does
@@ -8,6 +8,7 @@
  *   count_values(...)         FeatureCounts.add of each value in turn
  *   count_feature(...)        the same over one feature of many feature dicts
  *   add_latencies(...)        LatencyHistogram.add of each latency of a batch
+ *   select, cover, journal_body   agent.health.intake (in _native_intake.c)
  *
  * What it guarantees: the Python functions are the specification. Every value
  * this module does not handle itself (a type other than the exact JSON types,
@@ -19,7 +20,7 @@
  * calls except the helpers and interned keys set by configure().
  *
  * Built by setup.py as an optional extension, with _native_counts.c (the
- * counting functions): without a C compiler the agent runs the Python
+ * counting functions) and _native_intake.c: without a C compiler the agent runs the Python
  * functions (agent/health/native.py decides).
  */
 #include "_native.h"  /* (first: it includes Python.h) */
@@ -440,6 +441,15 @@ static PyMethodDef methods[] = {
      "max_index) -> (zero, count, total, min, max, refused), or None: LatencyHistogram.add of each float"},
     {"count_feature", health_count_feature, METH_VARARGS,
      "count_feature(dicts, name, edges, minimum, maximum, lookup, counts) -> as count_values"},
+    {"configure_intake", health_configure_intake, METH_VARARGS,
+     "configure_intake(Event, loads, decode_error): what the intake functions use (agent.health.intake calls it "
+     "at import)."},
+    {"select", health_select, METH_VARARGS,
+     "select(events, heads, extractors, make_extractor) -> (found, found_obs), or None: intake.select_python"},
+    {"cover", health_cover, METH_VARARGS,
+     "cover(covered, pinned, found, found_obs) -> (fresh, fresh_obs), or None: intake.cover_python"},
+    {"journal_body", health_journal_body, METH_O, "journal_body(events) -> bytes, or None: "
+     "intake.journal_body_python"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,7 +32,7 @@ import orjson
 
 from agent.atomic import write_atomic
 from agent.errors import StateError
-from agent.health import reference
+from agent.health import intake, reference
 from agent.health.alerts import AlertBook
 from agent.health.labels import LabelJoin
 from agent.health.state import LabelState, WindowState
@@ -247,14 +247,7 @@ class Persisted:
                 pass
 
     def _journal(self, fresh: list[Event]) -> None:
-        keys: dict[str, bytes] = {}
-        parts: list[bytes] = []
-        for e in fresh:
-            key = keys.get(e.source_key)
-            if key is None:
-                key = keys[e.source_key] = e.source_key.encode() + b"\t"
-            parts += (key, b"%d\t" % e.offset, e.data, b"\n")
-        body = b"".join(parts)
+        body = intake.journal_body(fresh)
         try:
             if self._journal_fd is None:
                 self._journal_fd = os.open(self._journal_path(self._journal_gen),

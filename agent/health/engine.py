@@ -70,7 +70,7 @@ from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import StateError
 from agent.events import Event
-from agent.health import documents, reference
+from agent.health import documents, intake, reference
 from agent.health.alerts import AlertBook
 from agent.health.checkpoint import PRUNE_DELAY, Persisted
 from agent.health.config import FieldPaths, HealthSettings
@@ -241,46 +241,11 @@ class HealthEngine(Persisted, Shipping):
         if self._hold > 0:
             with self._lock:
                 self._hold -= len(events)
-        heads = self._prefilter
-        extractors = self._extractors
-        loads = orjson.loads
-        found: list[Event] = []  # and found_obs: parallel lists, no pair per event
-        found_obs: list[Observation] = []
-        for event in events:
-            data = event.data
-            for head in heads:
-                if head in data:
-                    break
-            else:
-                continue
-            try:
-                doc = loads(data)
-            except orjson.JSONDecodeError:
-                continue
-            obs = (extractors.get(event.source_key) or self._extractor(event.source_key, doc))(doc)
-            if obs is not None:
-                found.append(event)
-                found_obs.append(obs)
+        found, found_obs = intake.select(events, self._prefilter, self._extractors, self._extractor)
         if not found:
             return
         with self._lock:
-            fresh: list[Event] = []
-            fresh_obs: list[Observation] = []
-            covered = self._covered
-            for e, o in zip(found, found_obs):
-                # _cover, inlined: remember (file, offset) unless it was fed before.
-                offsets = covered.get(e.source_key)
-                if offsets is None:
-                    offsets = covered[e.source_key] = set()
-                elif e.offset in offsets:  # fed before: it may come back again until the spool has its ack
-                    pins = self._pinned.get(e.source_key)
-                    if pins is None:
-                        pins = self._pinned[e.source_key] = {}
-                    pins[e.offset] = None
-                    continue
-                offsets.add(e.offset)
-                fresh.append(e)
-                fresh_obs.append(o)
+            fresh, fresh_obs = intake.cover(self._covered, self._pinned, found, found_obs)
             if not fresh:
                 return
             self._journal(fresh)
