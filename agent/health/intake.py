@@ -36,17 +36,22 @@ Extractor = Callable[[Any], "Observation | None"]
 MakeExtractor = Callable[[str, Any], Extractor]
 
 
+def _c_or_python(name: str, python_function: Callable[..., Any], *args: Any) -> Any:
+    """The C function ``name`` of the module when it is on and takes ``args``, else ``python_function``."""
+    module = native.NATIVE
+    if module is not None:
+        done = getattr(module, name)(*args)
+        if done is not None:
+            return done
+    return python_function(*args)
+
+
 def select(events: Sequence[Event], heads: tuple[bytes, ...], extractors: dict[str, Extractor],
            make_extractor: MakeExtractor) -> tuple[list[Event], list[Observation]]:
     """(events that are observations, their observations): parallel lists, no pair per event.
     ``extractors``: source key -> extractor, read first; ``make_extractor(key, doc)``
     otherwise (it caches the one it makes)."""
-    module = native.NATIVE
-    if module is not None:
-        done = module.select(events, heads, extractors, make_extractor)
-        if done is not None:
-            return done
-    return select_python(events, heads, extractors, make_extractor)
+    return _c_or_python("select", select_python, events, heads, extractors, make_extractor)
 
 
 def select_python(events: Sequence[Event], heads: tuple[bytes, ...], extractors: dict[str, Extractor],
@@ -77,12 +82,7 @@ def cover(covered: dict[str, set[int]], pinned: dict[str, dict[int, int | None]]
     """The events of ``found`` (and their observations) not in ``covered``,
     now added to it; each one already there is pinned (``pinned[key][offset]
     = None``: in flight again)."""
-    module = native.NATIVE
-    if module is not None:
-        done = module.cover(covered, pinned, found, found_obs)
-        if done is not None:
-            return done
-    return cover_python(covered, pinned, found, found_obs)
+    return _c_or_python("cover", cover_python, covered, pinned, found, found_obs)
 
 
 def cover_python(covered: dict[str, set[int]], pinned: dict[str, dict[int, int | None]], found: Sequence[Event],
@@ -107,12 +107,7 @@ def cover_python(covered: dict[str, set[int]], pinned: dict[str, dict[int, int |
 
 def journal_body(events: Sequence[Event]) -> bytes:
     """The journal's lines for ``events``, in order."""
-    module = native.NATIVE
-    if module is not None:
-        done = module.journal_body(events)
-        if done is not None:
-            return done
-    return journal_body_python(events)
+    return _c_or_python("journal_body", journal_body_python, events)
 
 
 def journal_body_python(events: Sequence[Event]) -> bytes:
