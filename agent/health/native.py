@@ -1,11 +1,13 @@
 """Which implementation of health's hot path runs: C when it was built, else Python.
 
-``agent/health/_native.c`` and ``_native_counts.c`` (built by setup.py when
-a C compiler is there) do per event what ``extract._extract_default``,
-``FeatureCounts.add`` and ``LatencyHistogram.add`` do, and defer to them for
-every value they do not handle themselves: the Python functions are the
-specification. The tests of each (tests/health/test_extract.py, test_bulk.py,
-test_histogram.py, test_engine.py) run under both implementations.
+``agent/health/_native.c``, ``_native_counts.c`` and ``_native_intake.c``
+(built by setup.py when a C compiler is there) do per event what
+``extract._extract_default``, ``FeatureCounts.add``, ``LatencyHistogram.add``
+and the intake of a batch (``agent.health.intake``: select, cover, the
+journal's bytes) do, and defer to them for every value they do not handle
+themselves: the Python functions are the specification. The tests of each
+(tests/health/test_extract.py, test_bulk.py, test_histogram.py,
+test_intake.py, test_engine.py) run under both implementations.
 
 ``MODELSCRIBE_HEALTH_NATIVE=0`` (or ``false``, ``off``, ``no``) in the
 environment turns the C functions off: the benchmark compares the two this

@@ -1,8 +1,8 @@
 """Which implementation of health's hot path runs (``agent.health.native``).
 
 That the C functions agree with the Python ones is tested where each Python
-function is: tests/health/test_extract.py, test_bulk.py and test_engine.py
-run under both (``native_switch``).
+function is: tests/health/test_extract.py, test_bulk.py, test_histogram.py,
+test_intake.py and test_engine.py run under both (``native_switch``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ def test_the_c_module_is_built_in_ci():
     if native.NATIVE is None and not os.environ.get("CI"):
         pytest.skip("agent/health/_native.c was not built here (no C compiler?)")
     assert native.NATIVE is not None
-    assert {"configure", "extract_default", "count_values", "count_feature"} <= set(dir(native.NATIVE))
+    assert {"configure", "extract_default", "count_values", "count_feature", "add_latencies", "configure_intake",
+            "select", "cover", "journal_body"} <= set(dir(native.NATIVE))
 
 
 def test_the_environment_turns_the_c_functions_off():
