@@ -14,7 +14,7 @@ What it guarantees:
   division: a class never predicted has precision 0, a class never true has
   recall 0, and F1 is ``2·tp / (2·tp + fp + fn)``, 0 when tp is 0. Macro
   averages are the unweighted means over those classes.
-- Labels are compared as strings (``drift.category_key``: 1, 1.0 and "1" are
+- Labels are compared as strings (``bins.category_key``: 1, 1.0 and "1" are
   the same class, true is "true"); a label that cannot be a class (None, NaN, a
   list, an object) is refused (``add`` returns False) and the caller counts it.
 - Bounded: at most ``max_classes`` distinct labels are tracked per counter
@@ -34,7 +34,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from agent.health.drift import as_number, category_key
+from agent.health.bins import as_number, category_key
 
 DEFAULT_MAX_CLASSES = 50
 

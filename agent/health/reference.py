@@ -43,7 +43,7 @@ import orjson
 
 from agent.atomic import write_atomic
 from agent.errors import ConfigError, StateError
-from agent.health.drift import Bins, bins_from_reference, bins_from_state
+from agent.health.bins import Bins, bins_from_reference, bins_from_state
 from agent.selflog import get_logger
 
 log = get_logger("health")

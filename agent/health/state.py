@@ -15,7 +15,8 @@ from operator import attrgetter
 from typing import Any, Sequence
 
 from agent.health.accuracy import ClassificationCounts, RegressionCounts
-from agent.health.drift import BULK_MIN, Bins, FeatureCounts, as_number, bins_from_state
+from agent.health.bins import Bins, as_number, bins_from_state
+from agent.health.drift import BULK_MIN, FeatureCounts
 from agent.health.extract import BAD_LATENCY, MISSING, Observation
 from agent.health.histogram import LatencyHistogram
 from agent.health import native

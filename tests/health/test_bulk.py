@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from native_switch import IMPLEMENTATIONS, health_implementation
 
-from agent.health import drift
-from agent.health.drift import CategoricalBins, FeatureCounts, NumericBins
+from agent.health import bins as health_bins
+from agent.health.bins import CategoricalBins, NumericBins
+from agent.health.drift import FeatureCounts
 
 
 class _Float(float):
@@ -92,7 +93,7 @@ def test_categorical_bulk_counts_what_each_value_counts(implementation, referenc
                                 st.builds(_Dict, st.dictionaries(st.sampled_from(["f", "g"]), values, max_size=2))),
                       max_size=40))
 def test_a_feature_of_many_dicts_counts_what_each_value_counts(implementation, reference, dicts):
-    bins = drift.bins_from_reference(reference, 3)
+    bins = health_bins.bins_from_reference(reference, 3)
     with health_implementation(implementation):
         counts = FeatureCounts(bins)
         kinds = set(counts.add_feature(dicts, "f"))
@@ -124,7 +125,7 @@ def _corner_values():
 
 # -- a window's requests of a batch at once ---------------------------------------------
 
-from agent.health.drift import bins_from_reference  # noqa: E402
+from agent.health.bins import bins_from_reference  # noqa: E402
 from agent.health.extract import BAD_LATENCY, MISSING, Observation  # noqa: E402
 from agent.health.state import WindowState  # noqa: E402
 
@@ -173,18 +174,18 @@ from agent.health import drift  # noqa: E402
 def _bins_value_by_value(values, max_categories):
     """bins_from_reference as it was written value by value (the specification of the fast one)."""
     present = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    numbers = sum(1 for v in present if drift.as_number(v) is not None)
+    numbers = sum(1 for v in present if health_bins.as_number(v) is not None)
     if present and numbers * 2 > len(present):
-        ordered = sorted(x for x in map(drift.as_number, present) if x is not None and math.isfinite(x))
+        ordered = sorted(x for x in map(health_bins.as_number, present) if x is not None and math.isfinite(x))
         if not ordered:
             raise ValueError("no finite number")
-        edges = tuple(sorted(set(drift._quantile(ordered, q) for q in drift.DECILES)))
+        edges = tuple(sorted(set(health_bins._quantile(ordered, q) for q in health_bins.DECILES)))
         counts = [0] * (len(edges) + 1)
         for x in ordered:
             counts[bisect_left(edges, x)] += 1
         return NumericBins(edges, ordered[0], ordered[-1], tuple(counts))
-    seen = Counter(key for key in map(drift.category_key, present) if key is not None)
-    seen.pop(drift.OTHER, None)
+    seen = Counter(key for key in map(health_bins.category_key, present) if key is not None)
+    seen.pop(health_bins.OTHER, None)
     ranked = sorted(seen.items(), key=lambda item: (-item[1], item[0]))
     kept = ranked[:max_categories]
     if not kept:
@@ -211,7 +212,7 @@ reference_values = st.one_of(
 @settings(max_examples=400, deadline=None)
 @given(reference_values, st.integers(1, 4))
 def test_a_reference_freezes_to_the_bins_of_the_value_by_value_definition(values, max_categories):
-    assert _outcome(drift.bins_from_reference, values, max_categories) == \
+    assert _outcome(health_bins.bins_from_reference, values, max_categories) == \
         _outcome(_bins_value_by_value, values, max_categories)
 
 

@@ -1,5 +1,5 @@
-"""agent.health.drift: bins fixed by the reference (deciles, ties, categories
-and their cap), the quality counters, PSI against numpy with the documented
+"""agent.health.drift: counting in the reference's bins (agent.health.bins;
+their own tests are in test_bins.py), the quality counters, PSI against numpy with the documented
 smoothing, JS distance against scipy, exact merges, and the state round trip."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import jensenshannon
 
-from agent.health.drift import (OTHER, PSI_PSEUDO_COUNT, CategoricalBins, FeatureCounts, NumericBins,
-                                bins_from_reference, bins_from_state, category_key, js_distance, psi)
+from agent.health.bins import OTHER, CategoricalBins, NumericBins, bins_from_state, category_key
+from agent.health.drift import PSI_PSEUDO_COUNT, FeatureCounts, js_distance, psi
 
 
 def checkpoint(state):
@@ -37,35 +37,6 @@ def numpy_psi(expected, actual):
     a = np.asarray(actual, dtype=float) + PSI_PSEUDO_COUNT
     e, a = e / e.sum(), a / a.sum()
     return float(np.sum((a - e) * np.log(a / e)))
-
-
-@settings(max_examples=200, deadline=None)
-@given(reference_numbers)
-def test_numeric_bins_are_the_reference_deciles_without_duplicates(reference):
-    bins = NumericBins.from_reference(reference)
-    expected_edges = np.unique(np.quantile(np.asarray(reference, dtype=float), [i / 10 for i in range(1, 10)]))
-    np.testing.assert_allclose(bins.edges, expected_edges, rtol=1e-12, atol=1e-12)
-    assert list(bins.edges) == sorted(set(bins.edges))
-    assert bins.size == len(bins.edges) + 1 <= 10
-    # Right-closed bins (-inf, e0], (e0, e1], ..., (ek, +inf).
-    expected_counts = np.bincount(np.searchsorted(bins.edges, np.asarray(reference, dtype=float), side="left"),
-                                  minlength=bins.size)
-    assert list(bins.reference_counts) == expected_counts.tolist()
-    assert (bins.minimum, bins.maximum) == (min(reference), max(reference))
-
-
-def test_ties_merge_edges_and_a_constant_reference_has_two_bins():
-    assert NumericBins.from_reference([7] * 50).edges == (7.0,)
-    assert NumericBins.from_reference([7] * 50).reference_counts == (50, 0)
-    mostly_zero = NumericBins.from_reference([0.0] * 80 + list(range(1, 21)))
-    assert mostly_zero.edges[0] == 0.0 and mostly_zero.size < 10
-    assert mostly_zero.reference_counts[0] == 80
-
-
-def test_a_reference_of_distinct_values_has_ten_equal_bins():
-    bins = NumericBins.from_reference(range(1000))
-    assert bins.size == 10 and set(bins.reference_counts) == {100}
-    assert bins.labels[0].startswith("(-inf, ") and bins.labels[-1].endswith(", +inf)")
 
 
 values = st.one_of(finite, st.integers(-10**6, 10**6), st.none(), st.just(math.nan), st.just(math.inf),
@@ -136,22 +107,6 @@ def test_categories_compare_as_strings():
     feature.add(2.0)
     feature.add("1")
     assert feature.counts[bins.index("2")] == 1 and feature.counts[bins.index("1")] == 1
-
-
-def test_the_kind_is_inferred_from_the_reference():
-    assert isinstance(bins_from_reference([1, 2.5, 3, "x", None]), NumericBins)
-    assert isinstance(bins_from_reference(["a", "b", 3]), CategoricalBins)
-    assert isinstance(bins_from_reference([True, False, True]), CategoricalBins)
-
-
-@pytest.mark.parametrize("make", [
-    lambda: NumericBins.from_reference([None, "a", math.nan, math.inf]),
-    lambda: CategoricalBins.from_reference([None, [1]]),
-    lambda: CategoricalBins.from_reference(["a"], max_categories=0),
-])
-def test_a_reference_that_gives_no_bins_is_an_error(make):
-    with pytest.raises(ValueError):
-        make()
 
 
 @settings(max_examples=300, deadline=None)

@@ -18,7 +18,7 @@ from agent.errors import ConfigError
 from agent.events import Event
 from agent.health import reference
 from agent.health.config import parse_health
-from agent.health.drift import CategoricalBins, NumericBins
+from agent.health.bins import CategoricalBins, NumericBins
 from agent.health.engine import HealthEngine
 
 AGENT = {"name": "modelscribe"}
