@@ -26,7 +26,12 @@ What it guarantees:
   reported. The idle timer is not saved: ``from_state`` re-arms it, so a
   restart never closes a window before the replay had a chance to fill it.
 - Bad input never raises: a NaN/±inf/non-number event time is counted in
-  ``bad_time`` (there is no window to put it in); a ``now`` that is not finite
+  ``bad_time`` (there is no window to put it in), and so is a time before
+  1970 or less than one window before the end of the year 9999
+  (``latest_time``): a window document's ``@timestamp`` is its window's
+  start, and an event may count in the window after its own (a late event
+  after an idle close counts in the first window not closed), so a window
+  could otherwise start where no document can be written; a ``now`` that is not finite
   in ``bad_clock``; a clock that went backwards in ``clock_backwards`` (the idle
   timers restart from the new time).
 - Bounded: at most ``max_models`` keys; an event of a new key beyond the cap
@@ -60,6 +65,7 @@ _floor = math.floor
 _INF = math.inf
 _NEG_INF = -math.inf
 _UNKNOWN = math.inf  # an idle timer started while the clock gave no usable time
+LATEST_DOCUMENT_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: the last @timestamp a document can carry
 
 
 class ModelKey(NamedTuple):
@@ -145,6 +151,7 @@ class Windows:
             raise ValueError(f"max_models must be at least 1, got {max_models!r}")
         self.window_seconds = window_seconds
         self.lateness_seconds = lateness_seconds
+        self.latest_time = LATEST_DOCUMENT_TIME - window_seconds  # the latest event time observe takes
         self.max_models = max_models
         self.forget_after_seconds = forget_after_seconds
         self._new_state = new_state
@@ -179,10 +186,11 @@ class Windows:
 
     def observe(self, key: ModelKey, event_time: float) -> Any | None:
         """The state of ``event_time``'s window for ``key``, to add the event into;
-        None when the event is late, its time is not a finite number, or ``key``
-        is a new model beyond ``max_models`` (see the counters)."""
+        None when the event is late, its time is not a finite number from 1970
+        to ``latest_time``, or ``key`` is a new model beyond ``max_models`` (see
+        the counters)."""
         t = event_time if event_time.__class__ is float else _finite(event_time)
-        if t is None or not (_NEG_INF < t < _INF):  # also false for NaN
+        if t is None or not (0.0 <= t <= self.latest_time):  # also false for NaN
             self.bad_time += 1
             return None
         k = self._keys.get(key)

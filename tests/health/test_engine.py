@@ -398,6 +398,23 @@ def test_bad_input_never_raises(tmp_path_factory, docs):
     again.close()
 
 
+def test_an_event_stamped_at_the_end_of_the_year_9999_is_a_bad_time_not_a_crash(tmp_path):
+    """Found by tests/health/test_apply.py: such an event, an idle close, then a late event
+    made a window start in the year 10000, and every close_due raised OverflowError."""
+    clock = FakeClock()
+    engine = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, clock)
+    docs = [{"@timestamp": stamp, "model": {"name": "m", "request_id": f"r{n}", "prediction": {"value": "cat"}}}
+            for n, stamp in enumerate(["9999-12-31T23:59:55.000Z", "2026-01-01T00:00:00.000Z"])]
+    for n, doc in enumerate(docs):
+        engine.observe([Event("f", n, n + 1, str(n), orjson.dumps(doc))])
+        clock.advance(100)
+        engine.close_due()
+    engine.close_due(final=True)
+    assert engine.windows.bad_time == 1
+    assert all(orjson.loads(data)["@timestamp"].startswith("2026") for data in engine._outbox.values())
+    engine.close()
+
+
 def _documents(tmp_path, settings, events: list[Event], batch: int) -> tuple[dict[str, Any], dict[str, Any]]:
     engine = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
     for i in range(0, len(events), batch):

@@ -6,6 +6,7 @@ model cap, and forgetting idle keys."""
 from __future__ import annotations
 
 import math
+from datetime import datetime, timezone
 
 import msgpack
 import orjson
@@ -186,6 +187,25 @@ def test_an_event_time_that_is_no_number_is_counted(t):
     windows = Windows(new_state=list, clock=FakeClock())
     assert windows.observe(KEYS[0], t) is None
     assert windows.bad_time == 1 and windows.models == 0 and windows.late == 0
+
+
+def test_no_window_starts_where_no_document_can_be_written():
+    """A window's start is its document's @timestamp, which ends with the year 9999: an
+    event less than one window before that end, or before 1970, is a bad time. The last
+    time taken still leaves room for the window after its own, where a late event
+    counts after an idle close (found by tests/health/test_apply.py)."""
+    clock = FakeClock()
+    windows = Windows(10, 5, new_state=list, clock=clock)
+    last = 253_402_300_799.0 - 10
+    assert windows.latest_time == last
+    assert windows.observe(KEYS[0], last + 0.5) is None and windows.observe(KEYS[0], -1.0) is None
+    assert windows.bad_time == 2 and windows.models == 0
+    windows.observe(KEYS[0], last).append("x")
+    clock.advance(16)
+    assert [c.start for c in windows.close_due()] == [253_402_300_780]
+    assert windows.observe(KEYS[0], 1_767_225_600.0) is None  # late: counted after the closed window
+    assert [(c.start, c.late) for c in windows.close_all()] == [(253_402_300_790, 1)]
+    assert datetime.fromtimestamp(253_402_300_790, timezone.utc).year == 9999
 
 
 def test_models_beyond_the_cap_are_counted_and_known_ones_still_work():
