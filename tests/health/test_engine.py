@@ -372,7 +372,9 @@ _values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1
                                                                                   max_size=3), max_leaves=10)
 _docs = st.fixed_dictionaries({
     "@timestamp": st.sampled_from(["2026-01-01T00:00:00.000Z", "2026-01-01T00:00:07.500Z", "1999-12-31T23:59:59Z",
-                                   "not a date"]) | _values,
+                                   "not a date", "9999-12-31T23:59:59.000Z", "9999-12-31T23:59:57Z",
+                                   "1970-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "1969-12-31T23:59:59Z"])
+    | st.sampled_from([253_402_300_799, 253_402_300_796.5, 0, -1.0]) | _values,
     "model": st.fixed_dictionaries({"name": st.sampled_from(["m1", "m2"]) | _values,
                                     "request_id": st.sampled_from(["a", "b", "c"]) | _values,
                                     "prediction": _values, "target": _values,
@@ -381,14 +383,20 @@ _docs = st.fixed_dictionaries({
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(docs=st.lists(_docs, min_size=1, max_size=40))
-def test_bad_input_never_raises(tmp_path_factory, docs):
-    """Wrong types, NaN and infinite values, labels for unknown ids, times that go backwards."""
+@given(docs=st.lists(_docs, min_size=1, max_size=40), cuts=st.lists(st.integers(0, 40), max_size=4))
+def test_bad_input_never_raises(tmp_path_factory, docs, cuts):
+    """Wrong types, NaN and infinite values, labels for unknown ids, times that go backwards or
+    lie at the ends of what a document can carry; windows closed by idleness between batches."""
     tiny = parse_health({"window": 5, "lateness": 1, "reference_size": 3}, "test: health")
-    engine = HealthEngine(tiny, str(tmp_path_factory.mktemp("bad")), None, AGENT, FakeClock())
+    clock = FakeClock()
+    engine = HealthEngine(tiny, str(tmp_path_factory.mktemp("bad")), None, AGENT, clock)
     events = [Event("f", i, i + 1, str(i), orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS, default=str))
               for i, doc in enumerate(docs)]
-    engine.observe(events)
+    bounds = sorted({0, len(events), *(min(cut, len(events)) for cut in cuts)})
+    for start, stop in zip(bounds, bounds[1:]):
+        engine.observe(events[start:stop])
+        clock.advance(10)  # more than window + lateness: idle closes
+        engine.close_due()
     engine.checkpoint({})
     engine.close_due(final=True)
     engine.close()
