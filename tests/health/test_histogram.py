@@ -150,8 +150,6 @@ def test_huge_values_keep_the_state_finite():
 
 from native_switch import IMPLEMENTATIONS, health_implementation  # noqa: E402
 
-from agent.health.histogram import MAX_VALUE, MIN_VALUE  # noqa: E402
-
 _latencies = st.one_of(st.none(), st.floats(allow_nan=True), st.floats(0, 1e4),
                        st.sampled_from([0.0, -0.0, MIN_VALUE, MIN_VALUE * 0.999, MAX_VALUE, MAX_VALUE * 1.001, -1.0,
                                         math.inf, 1e308]))
