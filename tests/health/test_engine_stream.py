@@ -23,7 +23,7 @@ from agent.clock import FakeClock
 from agent.health.config import parse_health
 from agent.health.engine import HealthEngine
 from agent.health.extract import Observation
-from tests.native_switch import IMPLEMENTATIONS, health_implementation
+from native_switch import IMPLEMENTATIONS, health_implementation
 
 AGENT = {"name": "modelscribe", "id": "test"}
 T0 = 1_767_225_600.0

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 
 from agent.events import Event
 from agent.health import intake
-from tests.native_switch import IMPLEMENTATIONS, health_implementation
+from native_switch import IMPLEMENTATIONS, health_implementation
 
 HEADS = (b'"model"', b'"extra"')
 
