@@ -1,7 +1,8 @@
 """What ``HealthEngine.observe`` does to a batch before its state changes.
 
-Three steps, each a pure function of its arguments (the dictionaries
-``cover`` is given are the engine's, and it updates them):
+Three steps, each working on its arguments alone (``cover`` updates the two
+dictionaries it is given, the engine's; ``select``'s ``make_extractor``
+caches what it makes):
 
 - ``select``: the events that are health observations, with their
   ``Observation``: a cheap byte test first (``heads``: none of them in the
