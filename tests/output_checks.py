@@ -18,8 +18,11 @@ def check_bulk_items_classify(output: Any, helper: Any, index: str,
     engine-specific checks."""
     helper.ok("PUT", f"/{index}", {"mappings": {"properties": {"latency": {"type": "long"}}}})
     try:
-        first = output.send([event(0, {"latency": 5}), event(1, {"latency": 6})])
-        assert classify(first, 2).kind == "ack"
+        sent = [event(0, {"latency": 5}), event(1, {"latency": 6})]
+        first = output.send(sent)
+        assert [next(iter(item.values()))["_id"] for item in first.body["items"]] == [e.doc_id for e in sent]
+        assert classify(first, 2, [e.doc_id for e in sent]).kind == "ack"
+        assert classify(first, 2, [e.doc_id for e in reversed(sent)]).kind == "retry"
         mixed = output.send([event(0, {"latency": 5}), event(2, {"latency": "not a number"}),
                              event(3, {"latency": 7})])
         decision = classify(mixed, 3)

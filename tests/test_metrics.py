@@ -23,7 +23,7 @@ from agent.errors import ConfigError, TransientOutputError
 from agent.events import Event
 from agent.metrics import (METRICS, OTHER_FILES, AgentCollector, AgentView, MetricsServer, SpoolUse, capped,
                            check_health, file_lags, spool_use)
-from agent.outputs.base import Response
+from agent.outputs.base import Response, all_created
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
 from agent.pipeline import Pipeline
@@ -362,7 +362,7 @@ class _Scripted:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return answer(events) if callable(answer) else answer
 
 
 def test_sender_counts_each_retry_by_reason_and_observes_each_request(tmp_path):
@@ -370,7 +370,7 @@ def test_sender_counts_each_retry_by_reason_and_observes_each_request(tmp_path):
         {"create": {"status": 201}},
         {"create": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "busy"}}}]})
     answers = [Response(503, {"error": "unavailable"}), TransientOutputError("cannot connect"), item_429,
-               Response(200, {"errors": False})]
+               all_created]
     stats = Stats()
     acks = AckTracker(lambda key, offset: None)
     events = [_event(0), _event(1)]

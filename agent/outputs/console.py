@@ -6,7 +6,7 @@ import sys
 from typing import BinaryIO, Sequence
 
 from agent.events import Event
-from agent.outputs.base import ALL_CREATED, CheckReport, Response
+from agent.outputs.base import all_created, CheckReport, Response
 
 
 class ConsoleOutput:
@@ -18,7 +18,7 @@ class ConsoleOutput:
     def send(self, events: Sequence[Event]) -> Response:
         self._stream.write(b"".join(event.data + b"\n" for event in events))
         self._stream.flush()
-        return ALL_CREATED
+        return all_created(events)
 
     def check(self) -> CheckReport:
         return CheckReport(True, (("console", "ok: documents go to standard output"),))

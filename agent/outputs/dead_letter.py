@@ -191,7 +191,7 @@ def resend(letters: Sequence[Letter], send: Callable[[Sequence[Event]], Response
         events = [Event("dead-letter", letter.line, letter.line + 1, letter.doc_id, letter.document,
                         to_index or letter.target or None) for letter in chunk]
         try:
-            decision = classify(send(events), len(events))
+            decision = classify(send(events), len(events), [event.doc_id for event in events])
         except OutputError as error:  # the output's own failure: keep these letters, say why
             log.warning("dead letters not re-sent; kept for the next replay", letters=len(chunk),
                         error=str(error))

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import elastic_transport
 import orjson
-from elastic_transport.client_utils import DEFAULT
 from elasticsearch import Elasticsearch
 
 from agent import AGENT_NAME, __version__
@@ -47,7 +46,7 @@ log = get_logger("output.elasticsearch")
 
 _JSON = "application/json"
 _NDJSON = "application/x-ndjson"
-_BULK_FILTER = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+_BULK_FILTER = "errors,items.*._id,items.*.status,items.*.error.type,items.*.error.reason"
 # Privileges a writer needs on its target (data streams: auto_configure creates it).
 _WRITE_PRIVILEGES = ("create_doc", "auto_configure")
 
@@ -128,7 +127,8 @@ class ElasticsearchOutput:
             path += "?" + "&".join(f"{key}={value}" for key, value in params.items())
         try:
             meta, data = self._transport.perform_request(method, path, headers=headers, body=body,
-                                                         request_timeout=DEFAULT if timeout is None else timeout)
+                                                         request_timeout=self._config.request_timeout if timeout is None
+                                                         else timeout)
         except elastic_transport.TlsError as error:
             detail = _root_message(error)
             hint = "--client-cert / --client-key" if "CERTIFICATE_REQUIRED" in detail.upper() \

@@ -14,7 +14,7 @@ from typing import Sequence
 
 from agent.errors import PermanentOutputError
 from agent.events import Event
-from agent.outputs.base import ALL_CREATED, CheckReport, Response
+from agent.outputs.base import all_created, CheckReport, Response
 
 
 class FileOutput:
@@ -44,7 +44,7 @@ class FileOutput:
             os.fsync(fd)
         except OSError as error:
             raise PermanentOutputError(f"--output file:{self._path}: write failed: {error.strerror}") from error
-        return ALL_CREATED
+        return all_created(events)
 
     def preflight(self) -> None:
         self._open()

@@ -1,23 +1,43 @@
 """The retry decision, as one pure function of a bulk response.
 
-    classify(response, count) -> Decision
+    classify(response, count, ids) -> Decision
 
     Decision.kind   meaning
     ------------    -------------------------------------------------------
-    "ack"           every item is stored: acknowledge all
+    "ack"           every item is stored (each item says so; ``errors:
+                    false`` alone is not believed): acknowledge all
     "items"         look at Decision.items: each is ACK, DUPLICATE (409 on a
                     create: indexed before, acknowledged), RETRY (429, 5xx,
                     401/403 on an item) or REJECT (mapping/parse errors and
                     other 4xx: retrying cannot help, goes to the dead letters)
-    "retry"         retry the whole request (429, 5xx, malformed body)
+    "retry"         retry the whole request (429, 5xx, a malformed body or
+                    items that do not answer the documents sent, one by
+                    one and in order; a redirect or a 4xx that is not
+                    Elasticsearch refusing the documents: see below)
     "auth"          401/403 on the request: credentials or privileges;
                     retried by the daemon (a rotated key must recover),
                     fatal for --once
     "split"         413: the body is too large; send it in halves
-    "reject"        the request itself was refused (other 4xx): every item
-                    is rejected with the response's reason
+    "reject"        Elasticsearch refused the request itself (400 with an
+                    Elasticsearch error body): every item is rejected
+                    with the response's reason
 
 An event that will be retried is never counted as rejected or dropped.
+
+Only a 2xx answer can acknowledge, and only through its items: the bulk
+filter keeps each item's status and ``_id``, so ``classify`` checks that
+there is one item per document sent, in order (``ids``), each with a 2xx
+status, before it says "ack". A proxy or a broken server answering
+``{"errors": false}`` without items, fewer items, or items of other ids
+gets the request retried (a document stored meanwhile comes back as a 409
+duplicate of its ``_id``), never acknowledged unseen.
+
+Redirects (3xx) and 4xx answers other than 400, 401, 403 and 413 (404,
+405, 407, 409 on the request, ...) are not Elasticsearch judging the
+documents: a wrong ``--es-url`` path, a proxy, an index that is not
+created yet (404 with ``action.auto_create_index`` off). Dead-lettering
+the whole stream for them would move every file's offset on; they are
+retried with a reason that says what to check, like an outage.
 
 A missing ingest pipeline is not bad input but a cluster not set up yet
 (``--parse-at elasticsearch``, or an index template naming a pipeline that
@@ -36,7 +56,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from agent.outputs.base import Response
 
@@ -104,7 +124,10 @@ def item_action(status: int, error_type: str | None) -> Action:
     return Action.REJECT
 
 
-def classify(response: Response, count: int) -> Decision:
+def classify(response: Response, count: int, ids: Sequence[str] | None = None) -> Decision:
+    """The decision on ``response`` to a bulk request of ``count`` documents
+    (``ids``: their ``_id`` in the order sent; items that name another
+    ``_id`` at their position make the request retried)."""
     status, body = response.status, response.body
     if status in (401, 403):
         return Decision("auth", reason=_describe(status, body))
@@ -112,25 +135,35 @@ def classify(response: Response, count: int) -> Decision:
         return Decision("split", reason="request body too large (413)")
     if status in RETRY_STATUSES or status >= 500:
         return Decision("retry", reason=_describe(status, body))
-    if status >= 400:
-        missing = _missing_pipeline(*_error_text(body)) if status == 400 else None
+    if 300 <= status < 400:
+        return Decision("retry", reason=f"HTTP {status}: a redirect, which the agent does not follow; "
+                                        "point --es-url at the cluster itself")
+    if status == 400:
+        missing = _missing_pipeline(*_error_text(body))
         if missing is not None:
             return Decision("retry", reason=missing_pipeline_reason(missing))
-        return Decision("reject", reason=_describe(status, body))
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            return Decision("reject", reason=_describe(status, body))
+    if not 200 <= status < 300:
+        return Decision("retry", reason=f"{_describe(status, body)}: not Elasticsearch refusing the documents "
+                                        "(check --es-url, a proxy, or that the target index exists)")
     if not isinstance(body, dict):
         return Decision("retry", reason="malformed bulk response: not a JSON object")
-    if body.get("errors") is False:
-        return Decision("ack")
     items = body.get("items")
     if not isinstance(items, list) or len(items) != count:
         got = len(items) if isinstance(items, list) else "no"
         return Decision("retry", reason=f"malformed bulk response: {got} items for {count} documents")
+    if body.get("errors") is False and _all_stored(items, ids):
+        return Decision("ack")
     verdicts = []
     for position, item in enumerate(items):
         result = next(iter(item.values()), None) if isinstance(item, dict) and item else None
         if not isinstance(result, dict) or not isinstance(result.get("status"), int):
             verdicts.append(ItemVerdict(position, Action.RETRY, 0, None, "malformed bulk item"))
             continue
+        if ids is not None and "_id" in result and result["_id"] != ids[position]:
+            return Decision("retry", reason=f"malformed bulk response: item {position} answers _id "
+                                            f"{str(result['_id'])[:80]!r}, sent {ids[position]!r} there")
         error_type, reason = _error_text(result)
         item_status = result["status"]
         if item_status == 400:
@@ -140,6 +173,21 @@ def classify(response: Response, count: int) -> Decision:
         verdicts.append(ItemVerdict(position, item_action(item_status, error_type), item_status,
                                     error_type, reason))
     return Decision("items", tuple(verdicts))
+
+
+def _all_stored(items: list[Any], ids: Sequence[str] | None) -> bool:
+    """Every item a 2xx of the document sent at its position (the usual
+    answer, checked without a verdict per item)."""
+    for position, item in enumerate(items):
+        result = next(iter(item.values()), None) if item.__class__ is dict and item else None
+        if result.__class__ is not dict:
+            return False
+        status = result.get("status")
+        if status.__class__ is not int or not 200 <= status < 300:
+            return False
+        if ids is not None and result.get("_id", ids[position]) != ids[position]:
+            return False
+    return True
 
 
 def _describe(status: int, body: Any) -> str:

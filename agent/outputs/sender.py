@@ -140,7 +140,7 @@ class Sender:
             return events, error, _error_reason(error)
         finally:
             self._stats.request(self._clock.monotonic() - started, len(events), sum(map(len, map(_DATA, events))))
-        decision = classify(response, len(events))
+        decision = classify(response, len(events), [event.doc_id for event in events])
         if decision.kind == "ack":
             self._settle(events, [], [])
             return [], None, ""

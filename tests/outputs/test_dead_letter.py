@@ -7,7 +7,7 @@ import pytest
 
 from agent.errors import StateError
 from agent.events import Event
-from agent.outputs.base import Response
+from agent.outputs.base import Response, all_created
 from agent.outputs.dead_letter import DeadLetters, read_letters, replay, summarize
 from agent.outputs.retry import Action, ItemVerdict
 
@@ -56,7 +56,7 @@ def test_writer_waiting_on_a_replay_does_not_lose_its_letter(tmp_path):
     def slow_send(events):
         started.set()
         release.wait(5)
-        return Response(200, {"errors": False})
+        return all_created(events)
 
     replayer = threading.Thread(target=replay, args=(path, slow_send, None))
     replayer.start()
@@ -76,7 +76,7 @@ def test_broken_lines_are_reported_and_block_a_replay(tmp_path):
     letters, broken = read_letters(str(path))
     assert letters == [] and broken == [1, 2]
     with pytest.raises(StateError, match="lines 1, 2 are not dead letters"):
-        replay(str(path), lambda events: Response(200, {"errors": False}), None)
+        replay(str(path), all_created, None)
 
 
 def test_letters_fall_back_to_the_file_when_the_index_refuses(tmp_path):

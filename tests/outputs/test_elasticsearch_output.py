@@ -4,6 +4,8 @@ default data stream, credentials, and both supported majors (8.x and 9.x)."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import orjson
@@ -118,6 +120,24 @@ def test_unreachable_node_is_a_transient_error():
             output.send([_event(0, {})])
     finally:
         output.close()
+
+
+def test_request_timeout_is_the_configured_one(tmp_path):
+    """A server that takes the request and never answers: the send fails after
+    --request-timeout (1 s here), not after the transport's default of 10 s."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    output = ElasticsearchOutput.from_config(resolve(
+        {"es_urls": (f"http://127.0.0.1:{server.getsockname()[1]}",), "request_timeout": "1s"}, {}))
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientOutputError, match="did not answer within 1s"):
+            output.send([_event(0, {})])
+        assert time.monotonic() - started < 8
+    finally:
+        output.close()
+        server.close()
 
 
 def test_the_default_output_stays_elasticsearch_on_elasticsearch_and_when_down(es_node):

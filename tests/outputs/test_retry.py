@@ -8,15 +8,49 @@ from agent.outputs.base import Response
 from agent.outputs.retry import Action, classify
 
 
-def _item(status, error_type=None, reason=None):
-    result = {"status": status}
+def _item(status, error_type=None, reason=None, doc_id=None):
+    result = {"status": status} if doc_id is None else {"_id": doc_id, "status": status}
     if error_type:
         result["error"] = {"type": error_type, "reason": reason or "r"}
     return {"create": result}
 
 
 def test_all_created_is_acknowledged():
-    assert classify(Response(200, {"errors": False}), 3).kind == "ack"
+    ids = ["a", "b", "c"]
+    body = {"errors": False, "items": [_item(201, doc_id=i) for i in ids]}
+    assert classify(Response(200, body), 3, ids).kind == "ack"
+    assert classify(Response(200, body), 3).kind == "ack"
+
+
+def test_errors_false_is_not_believed_over_the_items():
+    body = {"errors": False, "items": [_item(201), _item(400, "document_parsing_exception")]}
+    decision = classify(Response(200, body), 2)
+    assert decision.kind == "items"
+    assert [v.action for v in decision.items] == [Action.ACK, Action.REJECT]
+    for body in ({"errors": False}, {"errors": False, "items": [_item(201)]}, {"errors": False, "items": None}):
+        decision = classify(Response(200, body), 2)
+        assert decision.kind == "retry" and "items for 2 documents" in decision.reason
+
+
+def test_items_of_other_ids_retry_the_request():
+    body = {"errors": True, "items": [_item(400, "document_parsing_exception", doc_id="b"), _item(201, doc_id="a")]}
+    decision = classify(Response(200, body), 2, ["a", "b"])
+    assert decision.kind == "retry" and "item 0 answers _id 'b', sent 'a'" in decision.reason
+    body["errors"] = False
+    assert classify(Response(200, body), 2, ["a", "b"]).kind == "retry"
+
+
+def test_redirects_and_foreign_4xx_are_retried_with_what_to_check():
+    stored = {"errors": False, "items": [_item(201)]}
+    for status in (301, 302, 307, 308):
+        decision = classify(Response(status, stored), 1)
+        assert decision.kind == "retry" and "redirect" in decision.reason and "--es-url" in decision.reason
+    for status, body in ((404, "<html>Not Found</html>"), (405, None), (407, "proxy auth"),
+                         (409, {"error": {"type": "x", "reason": "y"}}), (404, {"error": {
+                             "type": "index_not_found_exception", "reason": "no such index [x]"}}),
+                         (400, "<html>bad request</html>"), (199, stored)):
+        decision = classify(Response(status, body), 1)
+        assert decision.kind == "retry" and "--es-url" in decision.reason, (status, decision)
 
 
 def test_mixed_items():
@@ -64,3 +98,6 @@ def test_classify_never_raises_and_accounts_for_every_item(status, body, count):
     assert decision.kind in {"ack", "items", "retry", "auth", "split", "reject"}
     if decision.kind == "items":
         assert [v.position for v in decision.items] == list(range(count))
+    if decision.kind == "ack":  # only one 2xx item per document acknowledges
+        assert 200 <= status < 300 and len(body["items"]) == count
+        assert all(200 <= item["create"]["status"] < 300 for item in body["items"])

@@ -10,7 +10,7 @@ import pytest
 from agent.acks import AckTracker
 from agent.errors import AuthError, TransientOutputError
 from agent.events import Event
-from agent.outputs.base import Response
+from agent.outputs.base import Response, all_created
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.sender import Sender
 from agent.stats import Stats
@@ -104,7 +104,7 @@ def test_rejected_items_go_to_dead_letters_then_are_acknowledged(harness, tmp_pa
 
 def test_transient_request_errors_retry_until_success(harness):
     sender, output, acks, commits, _, _ = harness([TransientOutputError("refused"), Response(503, None),
-                                                   Response(200, {"errors": False})])
+                                                   all_created])
     events = _events(2)
     for event in events:
         acks.register([event])
@@ -145,8 +145,8 @@ def test_a_split_request_never_settles_an_event_twice(harness):
     """413, then the first half is stored and the second half must be retried:
     the retry carries only the second half, and every event is acknowledged
     exactly once (issue 8, item 2: in_flight went negative)."""
-    sender, output, acks, commits, stats, _ = harness([Response(413, None), Response(200, {"errors": False}),
-                                                       Response(503, None), Response(200, {"errors": False})])
+    sender, output, acks, commits, stats, _ = harness([Response(413, None), all_created,
+                                                       Response(503, None), all_created])
     events = _events(4)
     acks.register(events)
     sender.deliver(events)
@@ -157,8 +157,8 @@ def test_a_split_request_never_settles_an_event_twice(harness):
 
 def test_a_split_request_with_a_connection_error_in_one_half(harness):
     sender, output, acks, commits, _, _ = harness([Response(413, None), TransientOutputError("refused"),
-                                                   Response(200, {"errors": False}),
-                                                   Response(200, {"errors": False})])
+                                                   all_created,
+                                                   all_created])
     events = _events(4)
     acks.register(events)
     sender.deliver(events)
@@ -176,8 +176,8 @@ def test_auth_failure_is_fatal_when_not_retrying_permanent_errors(harness):
 
 
 def test_too_large_requests_are_split(harness):
-    sender, output, acks, commits, _, _ = harness([Response(413, None), Response(200, {"errors": False}),
-                                                   Response(200, {"errors": False})])
+    sender, output, acks, commits, _, _ = harness([Response(413, None), all_created,
+                                                   all_created])
     events = _events(4)
     for event in events:
         acks.register([event])
