@@ -25,7 +25,7 @@ import threading
 from typing import TYPE_CHECKING, Callable
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.errors import OutputError
+from agent.errors import OutputError, StateError
 from agent.events import Event
 from agent.selflog import get_logger
 from agent.stats import Stats
@@ -89,7 +89,7 @@ class _Workers:
         try:
             self._deliver(events)
             if after is not None:
-                after()
+                self._release(after)
         except Aborted:
             pass  # not sent, not acknowledged: read again (or taken from the spool) after a restart
         except OutputError as error:
@@ -104,6 +104,18 @@ class _Workers:
             log.error("unexpected error while delivering a batch", exc_info=True, error=repr(error))
             if self._on_death is not None:
                 self._on_death("output", error)
+
+    def _release(self, after: Callable[[], None]) -> None:
+        """Free the batch's spool records. Their acknowledgement is already in
+        memory when the spool cannot write it (a full disk): a restart would
+        only deliver them again, as duplicates of their ids. Not worth
+        stopping the agent for; logged."""
+        try:
+            after()
+        except StateError as error:
+            self._stats.error(str(error))
+            log.warning("the spool could not record acknowledgements; after a restart those records are "
+                        "sent again and land as duplicates of their ids, nothing is lost", error=str(error))
 
     def close(self, quit_: threading.Event | None = None) -> None:
         """Let the batches in flight finish, then stop the workers; stop

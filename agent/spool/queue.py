@@ -21,6 +21,11 @@ Invariants:
   spool is a ValueError; a batch that does not fit now waits for acks.
 * Damage never stops the spool: ``open`` counts and skips it (recovery.py);
   ``take`` steps over what it finds while running (take.py).
+* A full disk (ENOSPC, EDQUOT) is a full spool, whatever ``max_bytes``
+  says: the partial write is cut back (the segment stays intact at its
+  previous size), ``append`` waits as for acks and tries again; a warning
+  says so once, and another when writing resumes. Only other write errors
+  (EIO, a file that cannot be cut back) raise StateError.
 
 Durability (``fsync``): every append is one ``write`` of whole frames and
 every ack one ``write`` of an ack block, so a crash of the process loses
@@ -54,6 +59,7 @@ taken only by ``take``, before ``_ack_lock``. Disk I/O never runs under
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Sequence
@@ -124,6 +130,7 @@ class DiskQueue(TakeMixin, AckMixin):
         self._pending = 0
         self._ack_dirty: set[Segment] = set()
         self._encoder = Encoder()
+        self._disk_full_since: float | None = None  # when a write last failed for want of space
         self._tail = TailCache(cache_bytes)
         # The read cursor: the next record to hand out (guarded by _take_lock).
         self._cur_seg = 0
@@ -265,7 +272,13 @@ class DiskQueue(TakeMixin, AckMixin):
                     return False
                 roll = True
         if roll:
-            self._roll()
+            try:
+                self._roll()
+            except StateError as error:
+                if not _disk_full(error.__cause__):
+                    raise
+                self._warn_disk_full(error.__cause__)  # the next try rolls again
+                return False
         active = self._active
         assert active is not None and active.fd is not None
         base = active.size
@@ -274,12 +287,20 @@ class DiskQueue(TakeMixin, AckMixin):
             if self._fsync == "batch":
                 sync_fd(active.fd)
         except OSError as error:
-            active.broken = True
             try:
                 os.ftruncate(active.fd, base)
+                os.lseek(active.fd, base, os.SEEK_SET)
             except OSError:
-                pass
+                active.broken = True
+            else:
+                if _disk_full(error):
+                    self._warn_disk_full(error)
+                    return False
+                active.broken = True
             raise StateError(f"cannot write spool segment {active.path}: {error}") from error
+        if self._disk_full_since is not None:
+            log.warning("spool: writing resumed after the disk was full", directory=str(self.directory))
+            self._disk_full_since = None
         now = self._clock.time()
         count = len(events)
         with self._lock:
@@ -294,6 +315,13 @@ class DiskQueue(TakeMixin, AckMixin):
             self._tail.add(active.id, first, base, starts, events, size)
         self._readable.set()
         return True
+
+    def _warn_disk_full(self, error: OSError) -> None:
+        if self._disk_full_since is None:
+            self._disk_full_since = self._clock.time()
+            log.warning("spool: the disk is full; reading waits until space is freed (acknowledged "
+                        "records, or space freed by others), nothing is lost", directory=str(self.directory),
+                        error=error.strerror)
 
     def _roll(self) -> None:
         """Seal the active segment (deleting it if fully acknowledged) and start
@@ -391,3 +419,7 @@ class DiskQueue(TakeMixin, AckMixin):
                 if appended is not None:
                     return max(0.0, self._clock.time() - appended)
         return None
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)

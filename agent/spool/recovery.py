@@ -7,7 +7,9 @@ Guarantees of ``recover``:
   stepped over (see frames.py for the resynchronisation), and the intact
   frames before and after it, in this segment and in every other, are kept;
 * a segment of another format version is renamed ``*.seg.unsupported`` and
-  left alone (never interpreted, never deleted);
+  left alone (never interpreted, never deleted); its ack file is removed,
+  and it counts as damage for ``pending_by_source`` (below): what it holds
+  is read again from the files, as far as they still exist;
 * a damaged ack file is rewritten with its intact blocks (the lost acks only
   cause re-delivery); an ack file without its segment is removed;
 * a segment shorter than its seal (segment.py) lost frames at its end: that
@@ -28,6 +30,11 @@ checked) ends every run, and a source first seen after it gets no entry.
 The reader should resume at max(registry offset, this value); a source with
 no entry at its registry offset. What that re-reads and was spooled already
 is delivered twice, which the output dedupes.
+
+Not detected: a segment file deleted by hand. Segments are deleted after
+delivery too, so a missing one cannot be told from a delivered one; the
+runs then start after it and what it held is lost unless the registry
+offset is still below it.
 """
 
 from __future__ import annotations
@@ -162,8 +169,12 @@ def _recover_segment(directory: Path, seg_id: int, newest: bool, runs: _Runs,
         if status == HEADER_UNSUPPORTED:
             aside = path.with_name(path.name[:-len(SEG_SUFFIX)] + UNSUPPORTED_SUFFIX)
             os.replace(path, aside)
-            log.warning("spool segment has an unsupported format version; set aside",
-                        segment=str(path), version=version, moved_to=str(aside))
+            # Its records are unknown to this version: like damage, it ends every source's
+            # run, so the reader resumes at the registry's offsets and reads them again.
+            runs.damage()
+            unlink_quietly(directory / ack_name(seg_id))  # the acks of records never read
+            log.warning("spool segment has an unsupported format version; set aside, its lines are read "
+                        "again from the files", segment=str(path), version=version, moved_to=str(aside))
             return None
         segment = Segment(directory, seg_id, created if status != HEADER_DAMAGED else stat.st_mtime)
         segment.size = size

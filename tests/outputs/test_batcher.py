@@ -5,7 +5,7 @@ import threading
 import time
 
 from agent.acks import AckTracker
-from agent.errors import TransientOutputError
+from agent.errors import StateError, TransientOutputError
 from agent.events import Event
 from agent.outputs.batcher import Aborted, Batcher, _Workers
 from agent.spool import MemoryQueue
@@ -125,6 +125,23 @@ def test_an_unexpected_error_in_delivery_is_a_dead_stage():
     workers.submit([_event(0)])
     workers.close()
     assert [stage for stage, _ in deaths] == ["output"] and isinstance(deaths[0][1], KeyError)
+
+
+def test_acks_the_spool_cannot_record_are_logged_not_fatal():
+    """A full disk under the spool makes ``DiskQueue.ack`` raise StateError after
+    the acknowledgement is in memory: a restart only re-delivers, so the agent
+    goes on (an unexpected error would stop it)."""
+    deaths, stats = [], Stats()
+
+    def release():
+        raise StateError("cannot record acknowledgements in /spool: [Errno 28] No space left on device")
+
+    workers = _Workers(lambda batch: None, 1, stats, on_death=lambda stage, error: deaths.append((stage, error)))
+    workers.submit([_event(0)], release)
+    workers.submit([_event(1)])
+    workers.close()
+    assert deaths == [] and workers.failures == []
+    assert "No space left on device" in stats.snapshot().last_error
 
 
 def test_quit_stops_waiting_for_a_hung_request():

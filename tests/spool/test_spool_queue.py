@@ -446,3 +446,85 @@ def test_stale_files_are_cleaned_and_foreign_ones_ignored(tmp_path: Path) -> Non
     names = sorted(os.listdir(directory))
     # A new segment gets an id above every file seen, even an orphan ack file.
     assert names == ["0000000000000010.ack", "0000000000000010.seg", "notes.txt"]
+
+
+class _DiskFills:
+    """``write_all`` that, while ``full`` is set, writes part of the data and
+    then fails as a full disk does (ENOSPC or EDQUOT)."""
+
+    def __init__(self, real, code: int) -> None:
+        self.real, self.code, self.full, self.failures = real, code, False, 0
+
+    def __call__(self, fd: int, data) -> None:
+        if self.full:
+            self.failures += 1
+            os.write(fd, bytes(data)[: max(1, len(data) // 2)])
+            raise OSError(self.code, os.strerror(self.code))
+        self.real(fd, data)
+
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EDQUOT"])
+def test_a_full_disk_makes_append_wait_and_loses_nothing(tmp_path: Path, monkeypatch, code: str) -> None:
+    import errno as errno_module
+
+    import agent.spool.queue as queue_module
+    import agent.spool.segment as segment_module
+
+    fills = _DiskFills(queue_module.write_all, getattr(errno_module, code))
+    monkeypatch.setattr(queue_module, "write_all", fills)
+    monkeypatch.setattr(segment_module, "write_all", fills)  # a new segment's header, seals
+    queue = opened(tmp_path / "spool", segment_bytes=64 * 1024, max_bytes=16 * MiB)
+    sent = events(30)
+    assert queue.append(sent[:10])
+    fills.full = True
+    assert queue.append(sent[10:20], timeout=0.3) is False  # waits, then gives up: nothing written
+    assert fills.failures >= 1
+    writer = threading.Thread(target=queue.append, args=(sent[10:20],))
+    writer.start()
+    time.sleep(0.3)
+    assert writer.is_alive()  # still waiting for space, not dead
+    fills.full = False
+    writer.join(10)
+    assert not writer.is_alive()
+    assert queue.append(sent[20:])
+    assert [r.event for r in drain(queue)] == sent
+    queue.close()
+    reopened = DiskQueue(tmp_path / "spool", 16 * MiB)
+    assert reopened.open().damaged_frames == 0  # the partial writes were cut back
+    assert [r.event for r in drain(reopened)] == sent
+    reopened.close()
+
+
+def test_a_full_disk_when_a_segment_must_roll(tmp_path: Path, monkeypatch) -> None:
+    import errno as errno_module
+
+    import agent.spool.queue as queue_module
+    import agent.spool.segment as segment_module
+
+    fills = _DiskFills(segment_module.write_all, errno_module.ENOSPC)
+    monkeypatch.setattr(segment_module, "write_all", fills)  # the new segment's header fails
+    queue = opened(tmp_path / "spool", segment_bytes=4096, max_bytes=16 * MiB)
+    sent = events(20, size=4000)  # every batch of 10 takes a segment of its own
+    assert queue.append(sent[:10])
+    fills.full = True
+    assert queue.append(sent[10:], timeout=0.3) is False
+    assert fills.failures >= 1
+    fills.full = False
+    assert queue.append(sent[10:])
+    assert len(seg_files(tmp_path / "spool")) == 2
+    assert [r.event for r in drain(queue)] == sent
+    queue.close()
+
+
+def test_other_write_errors_still_raise(tmp_path: Path, monkeypatch) -> None:
+    import errno as errno_module
+
+    import agent.spool.queue as queue_module
+
+    fills = _DiskFills(queue_module.write_all, errno_module.EIO)
+    monkeypatch.setattr(queue_module, "write_all", fills)
+    queue = opened(tmp_path / "spool")
+    fills.full = True
+    with pytest.raises(StateError, match="cannot write spool segment"):
+        queue.append(events(3), timeout=0.3)
+    queue.close()

@@ -272,9 +272,14 @@ def test_an_unsupported_version_is_set_aside(pristine: Built, tmp_path: Path) ->
     raw[24:28] = struct.pack("<I", zlib.crc32(bytes(raw[:24])))
     victim.write_bytes(bytes(raw))
     queue = DiskQueue(built.directory, 16 * MiB)
+    had_acks = victim.with_suffix(".ack").exists()
     recovery = queue.open()
     assert recovery.damaged_frames == 0
     assert victim.with_name(victim.name + ".unsupported").exists()
+    assert had_acks and not victim.with_suffix(".ack").exists()
+    # Its records are unknown: no source may resume past them, the reader goes back to the
+    # registry's offsets (the set-aside segment was the oldest, so every source starts there).
+    assert recovery.pending_by_source == {}
     assert [s.event for s in drain(queue)] == built.expected()
     queue.close()
 
