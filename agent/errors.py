@@ -53,9 +53,14 @@ class StateError(ModelscribeError):
 
 
 class OutputError(ModelscribeError):
-    """The output could not take data."""
+    """The output could not take data. ``status``: the HTTP status of the
+    answer that said so, 0 when there was none (no answer, a local output)."""
 
     exit_code = EXIT_OUTPUT
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TransientOutputError(OutputError):

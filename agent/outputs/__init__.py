@@ -44,11 +44,18 @@ def build_output(config: Config) -> Output:
 
     output = ElasticsearchOutput.from_config(config)
     try:
-        engine = detect_engine(output.request("GET", "/", timeout=DETECT_TIMEOUT))
+        root = output.request("GET", "/", timeout=DETECT_TIMEOUT)
     except OutputError as error:  # down or refusing now: see the module docstring
         log.debug("cannot tell the cluster's engine; the Elasticsearch output is used", error=str(error))
         return output
+    engine = detect_engine(root)
     if engine != "opensearch":
+        if engine == "elasticsearch":
+            number = str(root.body["version"].get("number", "?"))
+            if number.split(".")[0] not in ("8", "9"):
+                log.warning("this Elasticsearch version is not supported (8.x, 9.x): shipping anyway, but data "
+                            "streams, templates and setup may not work; `modelscribe check output` says more",
+                            version=number, url=config.es_urls[0])
         return output
     output.close()
     log.info("the cluster's root endpoint says OpenSearch: the OpenSearch output is used (--output opensearch)",

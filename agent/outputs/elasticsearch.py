@@ -139,10 +139,14 @@ class ElasticsearchOutput:
             raise TransientOutputError(f"Elasticsearch did not answer within "
                                        f"{self._config.request_timeout:g}s ({method} {path})") from error
         except elastic_transport.ConnectionError as error:
+            if _broke(error):  # sent, then the answer never came whole: it may have been applied
+                raise TransientOutputError(
+                    f"the connection to Elasticsearch at {', '.join(self._config.es_urls)} broke before the "
+                    f"answer ({method} {path}): {_root_message(error)}") from error
             raise TransientOutputError(f"cannot connect to Elasticsearch at "
                                        f"{', '.join(self._config.es_urls)}: {_root_message(error)}") from error
         except elastic_transport.SerializationError as error:
-            raise TransientOutputError(f"malformed response from Elasticsearch: {error}") from error
+            raise TransientOutputError(f"malformed response from Elasticsearch: {_shorten(str(error))}") from error
         except elastic_transport.TransportError as error:
             raise TransientOutputError(f"transport error talking to Elasticsearch: {error}") from error
         return Response(meta.status, data)
@@ -253,13 +257,31 @@ def raise_for_auth(config: ConnectionSettings, response: Response) -> None:
         raise AuthError(_auth_hint(config, response))
 
 
+def _chain(error: BaseException) -> list[BaseException]:
+    """``error`` and its causes, outermost first."""
+    found = [error]
+    while found[-1].__cause__ is not None or found[-1].__context__ is not None:
+        found.append(found[-1].__cause__ or found[-1].__context__)  # type: ignore[arg-type]
+    return found
+
+
 def _root_message(error: BaseException) -> str:
     """The innermost useful message of a transport error chain."""
-    seen = error
-    while seen.__cause__ is not None or seen.__context__ is not None:
-        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
-    text = str(seen) or type(seen).__name__
+    seen = _chain(error)[-1]
+    return _shorten(str(seen) or type(seen).__name__)
+
+
+def _shorten(text: str) -> str:
+    """At most 300 characters of ``text`` (a response body may be megabytes, logged on every retry)."""
     return text if len(text) < 300 else text[:300] + "..."
+
+
+# What the chain ends with when the server took the request and then dropped the connection.
+_BROKEN = ("RemoteDisconnected", "IncompleteRead", "ProtocolError", "ConnectionResetError", "BrokenPipeError")
+
+
+def _broke(error: BaseException) -> bool:
+    return any(type(e).__name__ in _BROKEN for e in _chain(error))
 
 
 def _build_client(config: ConnectionSettings) -> Elasticsearch:

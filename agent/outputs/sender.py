@@ -114,7 +114,7 @@ class Sender:
             self._give_up(pending, error)
 
     def _give_up(self, pending: list[Event], error: OutputError) -> None:
-        status = getattr(error, "status", 0) or 0
+        status = error.status
         verdicts = [(event, ItemVerdict(i, Action.REJECT, status, "retries_exhausted", str(error)))
                     for i, event in enumerate(pending)]
         log.error("gave up after --max-retries; the documents go to the dead letters", count=len(pending),
@@ -145,10 +145,11 @@ class Sender:
             self._settle(events, [], [])
             return [], None, ""
         if decision.kind == "retry":
-            return (events, TransientOutputError(f"Elasticsearch asked to retry the request: {decision.reason}"),
-                    _status_reason(response.status))
+            return (events, TransientOutputError(f"Elasticsearch asked to retry the request: {decision.reason}",
+                                                 response.status), _status_reason(response.status))
         if decision.kind == "auth":
-            return events, AuthError(f"Elasticsearch refused the credentials: {decision.reason}"), "auth"
+            return (events, AuthError(f"Elasticsearch refused the credentials: {decision.reason}", response.status),
+                    "auth")
         if decision.kind == "split":
             if len(events) == 1:
                 verdict = ItemVerdict(0, Action.REJECT, 413, "request_too_large", decision.reason)
@@ -177,7 +178,11 @@ class Sender:
                 retry.append(event)
                 retry_status = retry_status or verdict.status
         self._settle(stored, duplicates, rejected)
-        return retry, None, _status_reason(retry_status)
+        if not retry:
+            return [], None, ""
+        why = f"HTTP {retry_status} on the first" if retry_status else "malformed items"
+        return (retry, _ItemsToRetry(f"{len(retry)} of the documents must be retried ({why})", retry_status),
+                _status_reason(retry_status))
 
     def _settle(self, stored: list[Event], duplicates: list[Event],
                 rejected: list[tuple[Event, ItemVerdict]]) -> None:

@@ -52,9 +52,12 @@ class AckMixin:
 
     def ack(self, refs: Iterable[RefRun]) -> None:
         """Mark records delivered, in any order, from any thread. Their ack
-        blocks are written (and synced, with fsync="batch") before this
-        returns; a segment whose records are all acknowledged is deleted,
-        unless it is being written. Unknown or repeated refs are ignored."""
+        blocks are written before this returns (synced by the background
+        thread within a second, see queue.py's Durability); a segment whose
+        records are all acknowledged is deleted, unless it is being written.
+        Unknown or repeated refs are ignored. StateError when the blocks
+        could not be written: the records are acknowledged in memory all the
+        same, and a restart would only deliver them again."""
         with self._ack_lock:
             if self._state != _OPEN:
                 return

@@ -30,7 +30,7 @@ integer 1): that pair is the sync marker used below.
 A frame is *damaged* when its header or payload runs past the end of the
 file (a torn write), when the checksum fails, or when the payload is not a
 version-1 record. Resynchronisation after damage at byte ``p``: look for the
-next ``96 01`` after ``p`` (``bytes.find``, so a multi-megabyte segment is
+next ``97 01`` after ``p`` (``bytes.find``, so a multi-megabyte segment is
 crossed in C, not byte by byte in Python); the frame would start 8 bytes
 before it; accept it only if its length fits in the file, its crc32 matches
 and its payload decodes to a version-1 record, else look for the next

@@ -5,6 +5,8 @@ default data stream, credentials, and both supported majors (8.x and 9.x)."""
 from __future__ import annotations
 
 import socket
+import struct
+import threading
 import time
 from pathlib import Path
 
@@ -140,12 +142,106 @@ def test_request_timeout_is_the_configured_one(tmp_path):
         server.close()
 
 
-def test_the_default_output_stays_elasticsearch_on_elasticsearch_and_when_down(es_node):
+def _one_answer_server(answer):
+    """A socket server on 127.0.0.1 that reads a request and then calls ``answer(connection)``."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.recv(1 << 16)
+            answer(connection)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def _output_at(server):
+    return ElasticsearchOutput.from_config(resolve(
+        {"es_urls": (f"http://127.0.0.1:{server.getsockname()[1]}",), "request_timeout": "2s"}, {}))
+
+
+def test_a_connection_dropped_after_the_request_is_not_called_a_connect_failure():
+    def reset(connection):
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+
+    server = _one_answer_server(reset)
+    output = _output_at(server)
+    try:
+        with pytest.raises(TransientOutputError, match="broke before the answer") as caught:
+            output.send([_event(0, {})])
+        assert "cannot connect" not in str(caught.value)
+    finally:
+        output.close()
+        server.close()
+
+
+def test_a_truncated_body_is_not_logged_whole():
+    def truncated(connection):
+        body = b'{"errors":false,"items":[' + b'{"create":{"status":201}},' * 2000
+        connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                           % (len(body), body))
+        connection.close()
+
+    server = _one_answer_server(truncated)
+    output = _output_at(server)
+    try:
+        with pytest.raises(TransientOutputError, match="malformed response") as caught:
+            output.send([_event(0, {})])
+        assert len(str(caught.value)) < 500
+    finally:
+        output.close()
+        server.close()
+
+
+def test_an_unsupported_version_is_warned_about_at_start(caplog):
+    """``run`` builds its output through ``build_output``, whose engine probe
+    (``GET /``) also says when the version is not one we support."""
+    import http.server
+
+    from agent.outputs import build_output
+
+    class Old(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the handler's API
+            body = orjson.dumps({"cluster_name": "old", "version": {"number": "7.17.9"}})
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Old)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with caplog.at_level("WARNING"):
+            output = build_output(resolve({"es_urls": (f"http://127.0.0.1:{server.server_address[1]}",)}, {}))
+            output.close()
+        assert type(output) is ElasticsearchOutput
+        warned = [r for r in caplog.records if "version is not supported" in r.getMessage()]
+        assert len(warned) == 1 and "7.17.9" in str(warned[0].__dict__)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_default_output_stays_elasticsearch_on_elasticsearch_and_when_down(es_node, caplog):
     from agent.outputs import build_output
 
     for flags in ({"es_urls": (es_node.url,), "ca_cert": es_node.ca_cert, "api_key_file": es_node.api_key_file},
                   {"es_urls": ("http://127.0.0.1:9",)}):  # nothing listens: cannot tell, Elasticsearch's APIs
-        output = build_output(resolve(flags, {}))
+        with caplog.at_level("WARNING"):
+            output = build_output(resolve(flags, {}))
+        assert not [r for r in caplog.records if "not supported" in r.getMessage()]
         try:
             assert type(output) is ElasticsearchOutput
         finally:

@@ -137,8 +137,19 @@ def test_the_daemon_gives_up_into_the_dead_letters_with_the_reason(harness, tmp_
     assert [letter["_id"] for letter in letters] == ["id1"]
     assert letters[0]["error"]["type"] == "retries_exhausted"
     assert "connection refused" in letters[0]["error"]["reason"]
+    assert letters[0]["status"] == 0  # the last error had no HTTP answer
     snap = stats.snapshot()
     assert (snap.events_acked, snap.events_given_up, snap.events_rejected) == (1, 1, 1)
+
+
+def test_a_give_up_records_the_last_http_status(harness, tmp_path):
+    sender, output, acks, commits, stats, _ = harness([Response(503, None), _items(201, 429)], max_retries=1)
+    events = _events(2)
+    acks.register(events)
+    sender.deliver(events)
+    letters = [json.loads(line) for line in (tmp_path / "dead.ndjson").read_text().splitlines()]
+    assert [(letter["_id"], letter["status"]) for letter in letters] == [("id1", 429)]
+    assert "HTTP 429 on the first" in letters[0]["error"]["reason"]
 
 
 def test_a_split_request_never_settles_an_event_twice(harness):
