@@ -14,6 +14,11 @@ one loop (``build_all``).
 Guarantee: the same (source key, offset) always yields the same ``_id``, so a
 line re-sent after a crash or a retry is rejected by Elasticsearch as a
 duplicate (``op_type: create``) instead of being indexed twice.
+
+Guarantee: no record's time makes enrichment raise. A parser's timestamp
+outside what ``@timestamp`` can hold (years 1 - 9999) gives way to the
+record's read time, so one line cannot stop the reader (which would read the
+same line again after a restart).
 """
 
 from __future__ import annotations
@@ -82,6 +87,11 @@ _SLACK_MS = 0.0005
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SLACK_LIMIT = 2.0 ** 32
 _MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))  # a look-up is 4x cheaper than formatting
+# What ``_Timestamps`` can write (datetime's years 1 - 9999, to the
+# millisecond). The parsers' timestamps keep to it (agent.parsing.timestamps);
+# enrichment checks again so that no time a parser hands over can raise.
+_FIRST_EPOCH = -62135596800.0  # 0001-01-01T00:00:00.000Z
+_LAST_EPOCH = 253402300799.999  # 9999-12-31T23:59:59.999Z
 
 
 class _Timestamps:
@@ -107,8 +117,13 @@ class _Timestamps:
         self._text = ""
 
     def format(self, epoch: float) -> str:
+        """Total: a time outside years 1 - 9999 is written as the nearest
+        end of that range, NaN as the epoch's start (a caller with a better
+        time to fall back on checks the range first, as ``_build`` does)."""
         if epoch == self._last:
             return self._text
+        if not _FIRST_EPOCH <= epoch <= _LAST_EPOCH:
+            return self._outside(epoch)
         second = int(epoch // 1)
         slack = _SLACK_MS if -_SLACK_LIMIT < epoch < _SLACK_LIMIT else math.ulp(epoch) * 1000.0
         millis = int((epoch - second) * 1000.0 + slack)
@@ -127,6 +142,11 @@ class _Timestamps:
         text = self._text = prefix + _MILLIS[millis]
         self._last = epoch
         return text
+
+    def _outside(self, epoch: float) -> str:
+        if epoch != epoch:  # NaN
+            return self.format(0.0)
+        return self.format(_FIRST_EPOCH if epoch < _FIRST_EPOCH else _LAST_EPOCH)
 
 
 def format_timestamp(epoch: float) -> str:
@@ -404,7 +424,11 @@ class Enricher:
         # The parser's dicts are not ours to change: copy on write, one level
         # at a time, only where the agent adds a key.
         doc: dict[str, Any] = dict(fields) if fields else {}
-        doc["@timestamp"] = self._stamps.format(timestamp if timestamp is not None else read_time)
+        # A parser's time outside what can be written (a parser missing a
+        # range check) gives way to the read time: one record's time must
+        # never stop the reader, which would read the same line again.
+        doc["@timestamp"] = self._stamps.format(
+            timestamp if timestamp is not None and _FIRST_EPOCH <= timestamp <= _LAST_EPOCH else read_time)
         doc["message"] = message
         log = doc.get("log")
         path = source.path

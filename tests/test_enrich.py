@@ -264,3 +264,30 @@ def test_raw_records_take_the_template_with_the_default_settings_and_not_when_a_
     assert odd.build(record) == plain.build(record) and odd._templates._template is None
     for changes in ({"sample_rate": 0.5}, {"redact_fields": ("message",)}, {"redact_patterns": ("email",)}):
         assert _enrichers(changes)[0]._templates is None, changes
+
+
+# -- a time that cannot be written never raises (defence in depth) ------------
+
+@given(st.floats() | st.integers(min_value=-(10 ** 20), max_value=10 ** 20))
+def test_format_timestamp_is_total(epoch):
+    text = format_timestamp(epoch)
+    assert len(text) == 24 and text.endswith("Z")
+    assert "0001-01-01T00:00:00.000Z" <= text <= "9999-12-31T23:59:59.999Z"
+
+
+def test_an_out_of_range_time_is_written_as_the_nearest_end():
+    assert format_timestamp(-9e10) == "0001-01-01T00:00:00.000Z"
+    assert format_timestamp(253402300800.0) == "9999-12-31T23:59:59.999Z"
+    assert format_timestamp(float("nan")) == "1970-01-01T00:00:00.000Z"
+    assert format_timestamp(253402300799.999) == "9999-12-31T23:59:59.999Z"
+
+
+@given(st.floats() | st.integers(min_value=-(10 ** 20), max_value=10 ** 20))
+def test_a_parsers_time_that_cannot_be_written_gives_way_to_the_read_time(timestamp):
+    # A parser missing a range check must not stop the reader (which would
+    # read the same line again after a restart: a crash loop).
+    doc = orjson.loads(Enricher("h", "a", keep_original=False).build(_record(timestamp=timestamp)).data)
+    if -62135596800.0 <= timestamp <= 253402300799.999:
+        assert doc["@timestamp"] == format_timestamp(timestamp)
+    else:
+        assert doc["@timestamp"] == "2023-11-14T22:13:20.500Z"  # the read time

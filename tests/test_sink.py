@@ -208,3 +208,17 @@ def test_a_line_split_between_reads_gets_the_whole_prefilter():
     sink.flush_all()
     assert len(handoff.events) == 11
     assert b"[REDACTED:bearer]" in handoff.events[0].data and b"abcdefghijklmnopqrstuvwxyz" not in handoff.events[0].data
+
+
+def test_a_line_with_a_time_before_the_year_1_is_shipped_with_its_read_time():
+    # A negative epoch in milliseconds once reached the enrichment, which
+    # raised OverflowError out of extend: the reader died and, restarted,
+    # read the same line again.
+    handoff = _Collect()
+    sink = Sink(ParseSettings(format="json"), _enricher(), handoff)
+    sink.extend(lines(['{"message": "m", "ts": -90000000000000}', "next"], read_time=1_700_000_000.5))
+    sink.flush_all()
+    doc = json.loads(handoff.events[0].data)
+    assert doc["@timestamp"] == "2023-11-14T22:13:20.500Z"
+    assert doc["extra"] == {"ts": -90000000000000}
+    assert len(handoff.events) == 2

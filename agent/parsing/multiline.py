@@ -13,7 +13,10 @@ the rest (caps, timeout, building records, never raising). How lines group:
   joins the log line right before it, including chained exceptions,
   exception groups, carets and SyntaxError output; a traceback with no log
   line before it is a record of its own. Every other text line starts an
-  event.
+  event: a level name is never read as an exception type (``INFO:     ...``
+  after frames is the next record), logging's ``stack_info`` block ends at
+  its first unindented line, and werkzeug's `` * Restarting with stat``
+  notices never continue an exception message.
 
 Blank lines: a blank (empty or whitespace-only) line continues whatever event
 is open, in both modes. Inside a traceback that is what Python writes
@@ -192,7 +195,18 @@ _GROUP = 3  # in an exception group (every line indented, "  | ...")
 _EXC = 4  # right after an exception line (or its indented continuation)
 _EXC_BLANK = 5  # blank lines after an exception line: a chain separator may follow
 _CHAIN = 6  # after "During handling ..." / "The above exception ...": next traceback
-_IN_TRACEBACK = frozenset({_BODY, _GROUP, _EXC, _EXC_BLANK, _CHAIN})
+# In logging's stack_info block: only its frames follow. logging writes the
+# block last in a record (message, exc_info, then stack), and no exception
+# line ends it, so any unindented line is the next record's.
+_STACK = 7
+_IN_TRACEBACK = frozenset({_BODY, _GROUP, _EXC, _EXC_BLANK, _CHAIN, _STACK})
+
+# werkzeug's development-server notices (" * Restarting with stat"): indented,
+# but never the continuation of an exception message before them. Only these
+# exact openings: " * item" alone could be a message's own bullet list.
+_SERVER_NOTICE = re.compile(
+    r" \* (?:Restarting with |Running on |Serving Flask app |Debug mode: |Debugger is active!|Debugger PIN: "
+    r"|Detected change in )")
 
 
 class TracebackJoiner:
@@ -209,7 +223,7 @@ class TracebackJoiner:
         if _is_blank(text):
             self._state = _TAIL
         elif tracebacks.starts_traceback(text):
-            self._state = _GROUP if tracebacks.is_group_header(text) else _BODY
+            self._state = _opening(text)
         else:
             self._state = _HEAD
 
@@ -224,7 +238,7 @@ class TracebackJoiner:
                 self._state = _TAIL
                 return True
             if tracebacks.starts_traceback(text):
-                self._state = _GROUP if tracebacks.is_group_header(text) else _BODY
+                self._state = _opening(text)
                 return True
             return False  # a new ordinary line: the state stays _HEAD
         if blank:
@@ -237,16 +251,16 @@ class TracebackJoiner:
             if tracebacks.exception_line(text) is not None:
                 self._state = _EXC
                 return True
-        elif state == _GROUP:
+        elif state == _GROUP or state == _STACK:
             if text[0] in " \t":
                 return True
         elif state == _EXC:
-            if text[0] in " \t" and not tracebacks.is_file_frame(text):
+            if text[0] in " \t" and not tracebacks.is_file_frame(text) and _SERVER_NOTICE.match(text) is None:
                 # An indented continuation of the exception message. (A frame
                 # line here opens a header-less SyntaxError of its own.)
                 return True
             if text == tracebacks.STACK_HEADER:  # logging's stack_info after exc_info
-                self._state = _BODY
+                self._state = _STACK
                 return True
         elif state == _CHAIN:  # the next traceback of the chain
             if text == tracebacks.HEADER or tracebacks.is_file_frame(text):
@@ -257,8 +271,15 @@ class TracebackJoiner:
                 return True
             self.start(text)
             return False
-        if state != _TAIL and text in tracebacks.CHAIN_SEPARATORS:
+        if state != _TAIL and state != _STACK and text in tracebacks.CHAIN_SEPARATORS:
             self._state = _CHAIN
             return True
         self.start(text)
         return False
+
+
+def _opening(text: str) -> int:
+    """The state after a line that opens a traceback (``starts_traceback``)."""
+    if text == tracebacks.STACK_HEADER:
+        return _STACK
+    return _GROUP if tracebacks.is_group_header(text) else _BODY

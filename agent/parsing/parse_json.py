@@ -6,7 +6,9 @@ Guarantees:
   number, a string) is not a structured event: ``JsonFormat.structured``
   returns None and ``head`` explains why, so the line becomes a text record
   with message = the raw text, tag ``parse_failure``, ``error`` = a short
-  reason, no timestamp. (A blank line is not a failure, just an empty record.)
+  reason, no timestamp. (A blank line is not a failure, just an empty record.
+  A lone surrogate escape, ``"caf\\udce9"``, is not one either: the line is
+  read with U+FFFD in its place, see ``json_decode``.)
 - Lossless: every key of the object is either mapped or kept under
   ``fields["extra"]``; nothing is dropped.
 
@@ -58,6 +60,7 @@ import orjson
 
 from agent.events import TAG_PARSE_FAILURE, Line, Record, new
 from agent.parsing import json_keys, timestamps, tracebacks
+from agent.parsing.json_decode import loads
 from agent.parsing.base import LineFormat, TextInfo
 from agent.parsing.json_coerce import NO
 from agent.parsing.json_keys import TIMESTAMP, Rule
@@ -420,7 +423,7 @@ def _describe_error(error: dict[str, Any]) -> None:
 def failure_reason(text: str) -> str:
     """Why ``text`` is not a JSON object, in a short sentence."""
     try:
-        value = orjson.loads(text)
+        value = loads(text)
     except orjson.JSONDecodeError as error:
         reason = f"invalid JSON at column {error.colno}: {error.msg}"
         return reason if len(reason) <= _MAX_REASON else reason[:_MAX_REASON - 3] + "..."
@@ -456,7 +459,7 @@ class JsonFormat(LineFormat):
 
     def structured(self, line: Line) -> Record | None:
         try:
-            obj = orjson.loads(line.text)
+            obj = loads(line.text)  # (a lone surrogate escape too: json_decode)
         except Exception:  # noqa: BLE001 - orjson raises JSONDecodeError; anything else is a failure too
             return None
         if type(obj) is not dict:

@@ -33,7 +33,9 @@ Guarantees: ``compile_layout`` raises ``ValueError`` with a reason a person
 can act on for an unusable string (an unknown attribute, a stray ``%`` or
 brace, no ``message`` or two), and the same string is compiled only once per
 process. ``LoggingLayout.read`` is total: a line that does not fit the
-layout gives None (the caller reads it as plain text), never an exception,
+layout gives None (the caller reads it as plain text), never an exception
+(a number no attribute could hold, such as a 5000-digit line number, does
+not fit),
 and every field it writes is defined in the schema.
 """
 
@@ -126,7 +128,10 @@ class LoggingLayout:
         if "filename" in values or "pathname" in values:
             origin["file"] = {"name": values.get("filename") or values["pathname"]}
         if "lineno" in values:
-            origin.setdefault("file", {})["line"] = int(values["lineno"])
+            line = _integer(values["lineno"])
+            if line is None:
+                return None
+            origin.setdefault("file", {})["line"] = line
         if "funcName" in values:
             origin["function"] = values["funcName"]
         if origin:
@@ -134,11 +139,17 @@ class LoggingLayout:
         if log:
             fields["log"] = log
         if "process" in keys:
-            process["pid"] = int(values["process"])
+            pid = _integer(values["process"])
+            if pid is None:
+                return None
+            process["pid"] = pid
         if "processName" in keys:
             process["name"] = values["processName"]
         if "thread" in keys:
-            thread["id"] = int(values["thread"])
+            thread_id = _integer(values["thread"])
+            if thread_id is None:
+                return None
+            thread["id"] = thread_id
         if "threadName" in keys:
             thread["name"] = values["threadName"]
         if thread:
@@ -146,6 +157,19 @@ class LoggingLayout:
         if process:
             fields["process"] = process
         return TextInfo(timestamp, fields, (), None, values["message"])
+
+
+# More significant digits than a thread id (an unsigned 64-bit number) can
+# have: no line logging wrote. int() would also refuse a run of over 4300.
+_MAX_DIGITS = 20
+
+
+def _integer(digits: str) -> int | None:
+    """The number ``%(lineno)d`` & co. wrote (zero padding allowed), or None
+    when no attribute could hold it: the line then does not fit the layout and
+    is read as plain text, its text kept whole in the message."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) <= _MAX_DIGITS else None
 
 
 def _with_millis(stamp: str, msecs: str) -> float | None:

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import orjson
 
 from agent.events import TAG_MULTILINE_SPLIT, Line, LineRun, Record, Source, new
+from agent.parsing import json_decode
 from agent.parsing.base import LineFormat, TextInfo, overrides
 from agent.parsing.driver import SourceParser, _union_tags
 from agent.parsing.formats import FORMATS, AutoFormat
@@ -65,6 +66,10 @@ if TYPE_CHECKING:
     from agent.parsing.settings import ParseSettings
 
 _loads = orjson.loads
+# A line only the lenient decoder reads (a lone surrogate escape, see
+# json_decode) is an object as the formats' own structured() say, and is
+# parsed at the edge: the cluster's JSON processor may not read it the same.
+_lenient_loads = json_decode.loads
 
 
 def _dumps(obj: Any) -> bytes:
@@ -81,7 +86,7 @@ def is_json_object(text: str) -> bool:
     if first != "{" and not (first in " \t\r\n" and "{" in text):
         return False  # orjson would fail, or give something that is not an object
     try:
-        return type(_loads(text)) is dict
+        return type(_lenient_loads(text)) is dict
     except Exception:  # noqa: BLE001 - as JsonFormat.structured: any failure is "not an object"
         return False
 
@@ -91,7 +96,7 @@ def _brace_object(text: str) -> bool:
     if text[:1] != "{":
         return False
     try:
-        return type(_loads(text)) is dict
+        return type(_lenient_loads(text)) is dict
     except Exception:  # noqa: BLE001
         return False
 
@@ -204,7 +209,11 @@ class _Structured:
         try:
             obj = _loads(text)
         except Exception:  # noqa: BLE001 - as the formats' own structured: not an object
-            return None
+            try:
+                obj = _lenient_loads(text)
+            except Exception:  # noqa: BLE001
+                return None
+            return self._inner.structured(line) if type(obj) is dict else None
         if type(obj) is not dict:
             return None
         if self._parsed_here(text, obj):

@@ -97,12 +97,14 @@ def _minute_base(year: int, month: int, day: int, hour: int, minute: int,
 
 # What datetime (and so every later stage) can represent, to the millisecond:
 # 0001-01-01T00:00:00.000 .. 9999-12-31T23:59:59.999.
-_MIN_EPOCH = -62135596800.0
-_MAX_EPOCH = 253402300799.999
+FIRST_EPOCH = -62135596800.0
+LAST_EPOCH = 253402300799.999
 
 
-def _in_range(value: float) -> float | None:
-    return value if _MIN_EPOCH <= value <= _MAX_EPOCH else None
+def in_range(value: float) -> float | None:
+    """``value`` if it is an epoch every later stage can format, else None
+    (NaN included). An epoch a parser computes itself passes through here."""
+    return value if FIRST_EPOCH <= value <= LAST_EPOCH else None
 
 
 def _from_groups(groups: tuple[str, ...]) -> float | None:
@@ -112,8 +114,8 @@ def _from_groups(groups: tuple[str, ...]) -> float | None:
     if base is None or seconds > 60:  # 60: a leap second, kept as the next minute's :00
         return None
     if fraction:
-        return _in_range(base + seconds + int(fraction) / _FRACTION_DIVISOR[len(fraction)])
-    return _in_range(base + seconds)
+        return in_range(base + seconds + int(fraction) / _FRACTION_DIVISOR[len(fraction)])
+    return in_range(base + seconds)
 
 
 def from_epoch(number: float | int) -> float | None:
@@ -129,12 +131,14 @@ def from_epoch(number: float | int) -> float | None:
     # Integer divisors: an int divided by an int is rounded once, so a
     # nanosecond count is not first rounded to a float of 256 ns steps.
     if magnitude >= 1e17:
-        return _in_range(number / 1_000_000_000)
+        return in_range(number / 1_000_000_000)
     if magnitude >= 1e14:
-        return _in_range(number / 1_000_000)
+        return in_range(number / 1_000_000)
     if magnitude >= 1e11:
-        return number / 1000  # (below 1e14 ms: always in range)
-    return _in_range(float(number))  # -9e10 s is before the year 1
+        # Checked too: below 1e14 ms is in range only when positive (-9e13 ms
+        # is before the year 1, and formatting it would raise).
+        return in_range(number / 1000)
+    return in_range(float(number))  # -9e10 s is before the year 1
 
 
 def parse_string(text: str) -> float | None:
@@ -144,7 +148,7 @@ def parse_string(text: str) -> float | None:
     # it to date-times (it would also take "20240501" or a bare date).
     if _FAST_ISO and len(text) >= 19 and text[4] == "-" and text[10] in "Tt ":
         try:
-            return _in_range(_fromisoformat(text).timestamp())
+            return in_range(_fromisoformat(text).timestamp())
         except (ValueError, OverflowError, OSError):
             pass  # a leap second, a space before the zone, 3.10: the regex decides
     match = _ISO_FULL.fullmatch(text)
@@ -164,7 +168,7 @@ def parse_value(value: object) -> float | None:
                 epoch = _fromisoformat(value).timestamp()
             except (ValueError, OverflowError, OSError):
                 return parse_string(value)
-            return epoch if _MIN_EPOCH <= epoch <= _MAX_EPOCH else None
+            return epoch if FIRST_EPOCH <= epoch <= LAST_EPOCH else None
         return parse_string(value)
     if isinstance(value, str):
         return parse_string(value)
@@ -190,7 +194,7 @@ def match_prefix(text: str) -> tuple[float | None, int]:
         return None, 0
     if _FAST_ISO:
         try:
-            return _in_range(_fromisoformat(match.group(1)).timestamp()), match.end()
+            return in_range(_fromisoformat(match.group(1)).timestamp()), match.end()
         except (ValueError, OverflowError, OSError):
             pass  # a leap second, an out-of-range date: the arithmetic decides
     return _from_groups(match.groups()[1:]), match.end()

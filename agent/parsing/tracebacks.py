@@ -26,7 +26,8 @@ The shapes recognised (CPython 3.8 - 3.13, ``traceback.print_exception``):
     SyntaxError: invalid syntax
 
     Stack (most recent call last):                logging's stack_info=True (frames,
-      File ...                                    no exception)
+      File ...                                    no exception; always the end of
+                                                  its record)
 
 The multi-line joiner uses the predicates; ``describe`` reads the type and
 message of the last exception of a chain (the one that was finally raised).
@@ -51,6 +52,10 @@ _EXCEPTION = re.compile(r"(" + _NAME + r")(?::(?: (.*))?)?")
 _GROUP_EXCEPTION = re.compile(r"  \| (" + _NAME + r")(?::(?: (.*))?)?")
 _GROUP_HEADER = re.compile(r"\s*\+ Exception Group Traceback \(most recent call last\):")
 _FILE_FRAME = re.compile(r"\s+File \"[^\"]*\", line \d+")
+# Level names as logging and servers print them ("INFO:     127.0.0.1 ..."):
+# a line starting with one is the next record, never an exception line,
+# even right after frames (a cut traceback, logging's stack_info).
+_LEVEL_WORDS = frozenset({"CRITICAL", "FATAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG", "TRACE", "NOTSET"})
 
 
 def is_indented(text: str) -> bool:
@@ -67,11 +72,13 @@ def is_file_frame(text: str) -> bool:
 
 
 def exception_line(text: str) -> tuple[str, str | None] | None:
-    """``(type, message)`` when ``text`` reads like an unindented exception line."""
+    """``(type, message)`` when ``text`` reads like an unindented exception
+    line (``ValueError: x``, ``requests.exceptions.HTTPError: y``,
+    ``KeyboardInterrupt``); not when its "type" is a level name (``INFO:``)."""
     if not text or text[0] in (" ", "\t"):
         return None
     match = _EXCEPTION.fullmatch(text)
-    if match is None:
+    if match is None or match.group(1) in _LEVEL_WORDS:
         return None
     return match.group(1), match.group(2)
 

@@ -265,3 +265,43 @@ def test_any_object_maps_to_serialisable_fields(obj: dict) -> None:
     orjson.dumps(fields)  # what the output will do with it
     record = one(text, "json")
     assert record.tags == () and record.error is None
+
+
+# -- lone surrogate escapes (json.dumps of a non-UTF-8 file name) -------------
+
+def test_a_lone_surrogate_escape_keeps_the_fields() -> None:
+    # orjson refuses the whole line for it: it was a parse failure, no fields.
+    record = one('{"message": "cannot open /data/caf\\udce9.bin", "levelname": "ERROR", '
+                 '"ts": "2024-05-01T12:00:00Z", "f\\udc80": ["\\ud83d\\ude00", "\\ud83d", 7]}')
+    assert record.tags == () and record.error is None
+    assert record.message == "cannot open /data/caf\ufffd.bin"
+    assert record.fields["log"]["level"] == "error"
+    assert record.timestamp == datetime(2024, 5, 1, 12, tzinfo=timezone.utc).timestamp()
+    assert record.fields["extra"] == {"f\ufffd": ["\U0001f600", "\ufffd", 7]}
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ('{"message": "caf\\udce9", "n": NaN}', "invalid JSON at column 17: invalid high surrogate"),
+    ('{"message": "caf\\udce9", "n": 1e400}', "invalid JSON at column 17: invalid high surrogate"),
+    ('{"message": "caf\\udce9"', "invalid JSON at column 17: invalid high surrogate"),
+    ('["caf\\udce9"]', "JSON value is an array, not an object"),
+])
+def test_a_line_with_a_surrogate_escape_is_otherwise_read_as_orjson_reads(text: str, reason: str) -> None:
+    record = one(text)
+    assert record.tags == (TAG_PARSE_FAILURE,) and record.message == text
+    assert record.error.startswith(reason)
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2 ** 70), max_value=2 ** 70)
+                    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+                    lambda children: st.lists(children, max_size=4)
+                    | st.dictionaries(st.text(max_size=5), children, max_size=4), max_leaves=12))
+def test_the_lenient_decoder_reads_what_orjson_reads(value: object) -> None:
+    # The retry must not change what a value is: with a lone surrogate added
+    # to a line, everything else reads as orjson reads it.
+    import json
+
+    from agent.parsing.json_decode import loads
+    text = json.dumps({"v": value})
+    expected = orjson.loads(text)["v"]
+    assert orjson.dumps(loads(text[:-1] + ', "s": "\\udce9"}')) == orjson.dumps({"v": expected, "s": "\ufffd"})

@@ -313,3 +313,52 @@ def test_registry_lists_the_built_in_formats() -> None:
 def test_empty_input(fmt: str) -> None:
     parser = make_parser(ParseSettings(format=fmt), SOURCE)
     assert parser.flush() == [] and parser.flush_expired(0.0) == [] and not parser.pending()
+
+
+# -- the next record after a traceback is not swallowed -----------------------
+
+STACK_INFO = ["INFO:     slow request", "Stack (most recent call last):", '  File "/app/main.py", line 3, in <module>',
+              '    log.info("slow request", stack_info=True)']
+
+
+@pytest.mark.parametrize("fmt", ["uvicorn", "plain", "auto"])
+def test_an_access_line_after_a_stack_info_block_is_a_record_of_its_own(fmt: str) -> None:
+    records = run(STACK_INFO + ['INFO:     127.0.0.1:5000 - "GET / HTTP/1.1" 200 OK', "INFO:     Shutting down"],
+                  format=fmt)
+    assert groups(records) == [4, 1, 1]
+    assert "error" not in records[0].fields
+
+
+@pytest.mark.parametrize("following", ["app: next record", "KeyboardInterrupt", "ValueError: not this one's"])
+def test_a_stack_info_block_ends_at_the_first_unindented_line(following: str) -> None:
+    # logging writes the stack last in a record, and no exception line ends it.
+    records = run(STACK_INFO + [following], format="plain")
+    assert groups(records) == [4, 1]
+
+
+def test_a_traceback_cut_before_its_exception_line_does_not_take_a_level_line() -> None:
+    records = run(["ERROR app crashed", "Traceback (most recent call last):", '  File "/app/main.py", line 3, in f',
+                   "WARNING: retrying"], format="plain")
+    assert groups(records) == [3, 1]
+    assert records[0].fields["error"] == {"stack_trace": "\n".join(
+        ["Traceback (most recent call last):", '  File "/app/main.py", line 3, in f'])}
+
+
+def test_exception_lines_and_their_indented_messages_still_join() -> None:
+    records = run(["ERROR app crashed", "Traceback (most recent call last):", '  File "/app/main.py", line 3, in f',
+                   "requests.exceptions.HTTPError: y", "  more of the message", " * a bullet of it", "next"],
+                  format="plain")
+    assert groups(records) == [6, 1]
+    assert records[0].fields["error"]["type"] == "requests.exceptions.HTTPError"
+    assert records[0].fields["error"]["message"] == "y\n  more of the message\n * a bullet of it"
+
+
+@pytest.mark.parametrize("notice", [" * Restarting with stat", " * Restarting with watchdog (inotify)",
+                                    " * Debugger is active!", " * Debugger PIN: 123-456-789",
+                                    " * Running on http://127.0.0.1:5000", " * Detected change in '/app/x.py', reloading"])
+def test_a_werkzeug_notice_after_an_exception_line_is_its_own_record(notice: str) -> None:
+    records = run(["ERROR app crashed", "Traceback (most recent call last):", '  File "/app/main.py", line 3, in f',
+                   "ValueError: boom", notice], format="plain")
+    assert groups(records) == [4, 1]
+    assert records[0].fields["error"]["message"] == "boom"
+    assert records[1].message == notice

@@ -98,3 +98,24 @@ def test_fast_path_agrees_with_the_arithmetic(moment: datetime, sep: str, dot: s
         aware = moment.replace(microsecond=0, tzinfo=timezone(sign * timedelta(hours=hours, minutes=minutes)))
         fraction = float("0." + text.split(dot)[1][:digits]) if digits else 0.0
         assert slow == pytest.approx(aware.timestamp() + fraction, abs=1e-4)
+
+
+# -- out-of-range epochs: None, never a time later stages cannot write ----------
+
+@pytest.mark.parametrize("value", [
+    -90_000_000_000_000, -99_999_999_999_999, -62_135_596_800_001, "-90000000000000", -9e13,
+])
+def test_a_negative_epoch_in_milliseconds_before_the_year_1_is_none(value: object) -> None:
+    assert timestamps.parse_value(value) is None
+
+
+def test_the_first_millisecond_of_the_year_1_is_kept() -> None:
+    assert timestamps.parse_value(-62_135_596_800_000) == timestamps.FIRST_EPOCH
+
+
+@given(st.integers(min_value=-(10 ** 30), max_value=10 ** 30)
+       | st.floats(allow_nan=True, allow_infinity=True)
+       | st.integers(min_value=-(10 ** 30), max_value=10 ** 30).map(str))
+def test_any_epoch_gives_none_or_a_time_within_the_years_1_to_9999(value: object) -> None:
+    epoch = timestamps.parse_value(value)
+    assert epoch is None or timestamps.FIRST_EPOCH <= epoch <= timestamps.LAST_EPOCH

@@ -90,3 +90,23 @@ def test_describe_a_group_uses_the_groups_own_line_not_a_sub_exception() -> None
 def test_describe_never_raises(lines: list[str], require_header: bool) -> None:
     result = tracebacks.describe(lines, require_header)
     assert result is None or len(result) == 2
+
+
+@pytest.mark.parametrize("text", [
+    'INFO:     127.0.0.1:5000 - "GET / HTTP/1.1" 200 OK', "WARNING: low disk", "ERROR: failed", "DEBUG",
+    "CRITICAL: down", "WARN: x", "FATAL: y",
+])
+def test_a_level_name_is_not_an_exception_type(text: str) -> None:
+    # Read as one, the next record after a traceback without its exception
+    # line (a cut one, logging's stack_info) was joined to it.
+    assert tracebacks.exception_line(text) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("requests.exceptions.HTTPError: y", ("requests.exceptions.HTTPError", "y")),
+    ("Info: x", ("Info", "x")),  # a class of that name in another case is still one
+    ("INFOError: x", ("INFOError", "x")),
+    ("app.INFO: x", ("app.INFO", "x")),
+])
+def test_names_near_a_level_name_are_still_exception_types(text: str, expected: tuple[str, str]) -> None:
+    assert tracebacks.exception_line(text) == expected

@@ -217,3 +217,26 @@ def test_a_long_line_that_almost_fits_is_refused_quickly(log_format: str) -> Non
     for text in ("a " * 20000, "a: " * 20000, "2026-11-27 09:00:09,004 " + "x - y " * 10000):
         assert layout.read(text) is None
     assert time.perf_counter() - started < 2.0
+
+
+@pytest.mark.parametrize("log_format", [
+    "%(asctime)s %(lineno)d %(message)s",
+    "%(asctime)s %(process)d %(message)s",
+    "%(asctime)s %(thread)d %(message)s",
+    "%(asctime)s %(message)s [%(lineno)d]",
+])
+def test_a_number_no_field_can_hold_makes_the_line_plain_text(log_format: str) -> None:
+    # int() refuses a run of over 4300 digits: the line once went to the
+    # driver's safety net as an "internal parser error", losing its fields.
+    digits = "9" * 5000
+    text = log_format.replace("%(asctime)s", "2024-05-01 12:00:00,130").replace("%(message)s", "hi")
+    text = text.replace("%(lineno)d", digits).replace("%(process)d", digits).replace("%(thread)d", digits)
+    [record] = parse([text], log_format)
+    assert record.tags == () and record.error is None
+    assert record.message == text
+    assert compile_layout(log_format).read(text) is None
+
+
+def test_zero_padded_numbers_are_still_read() -> None:
+    [record] = parse(["2024-05-01 12:00:00,130 " + "0" * 30 + "42 hi"], "%(asctime)s %(lineno)030d %(message)s")
+    assert record.fields["log"]["origin"]["file"]["line"] == 42 and record.message == "hi"

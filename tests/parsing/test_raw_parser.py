@@ -324,3 +324,13 @@ def test_a_failing_run_falls_back_to_line_by_line(monkeypatch):
     records = parser.feed_many(lines) + parser.flush()
     assert [record.offset for record in records] == [line.offset for line in lines]
     assert parser._run is None
+
+
+def test_a_json_line_with_a_lone_surrogate_escape_is_an_object_parsed_at_the_edge():
+    # Only the lenient decoder reads it (agent.parsing.json_decode): the raw
+    # parser groups it as the agent does and leaves it to the agent's parser.
+    texts = ['{"message": "ok"}', '{"message": "caf\\udce9.bin", "level": "error"}', '{"message": "ok"}']
+    assert is_json_object(texts[1])
+    raw = assert_same_grouping(ParseSettings(format="json"), as_lines(texts), [None] * 3)
+    assert [_raw_name(record) for record in raw] == ["json", None, "json"]
+    assert raw[1].message == "caf\ufffd.bin" and raw[1].fields["log"]["level"] == "error"

@@ -344,3 +344,39 @@ def test_every_millisecond_of_a_second(layout: Layout, second: datetime) -> None
             expected.append(rendered[1])
     now = time.time() if layout.clock_bound else second.timestamp() + 3600
     assert parse_and_index(layout, texts, now) == expected
+
+
+# -- any epoch, at every entry point that reads one --------------------------
+
+_EPOCH_LINES: list[tuple[str, Callable[[str], str], dict[str, object]]] = [
+    *[("json", lambda number, key=key: f'{{"message": "m", "{key}": {number}}}', {})
+      for key in ("@timestamp", "timestamp", "time", "ts", "created", "asctime")],
+    ("json", lambda number: f'{{"message": "m", "ts": "{number}"}}', {}),
+    ("torchserve", lambda number: ("2024-05-01T10:00:00,110 - HandlerTime.Milliseconds:3.21|#ModelName:r"
+                                   f"|#hostname:h,requestID:x,timestamp:{number}"), {}),
+    ("torchserve", lambda number: f"2024-05-01T10:00:00,110 - HandlerTime.ms:3.21|#ModelName:r|#hostname:h,{number},r",
+     {}),
+    ("rayserve", lambda number: f'{{"deployment": "d", "replica": "r", "message": "m", "timestamp_ns": {number}}}',
+     {}),
+    ("bentoml", lambda number: f'{{"timestamp": {number}, "request_id": "1", "trace_id": "2"}}', {}),
+    ("plain", lambda number: f"{number}.000000 hi", {"log_format": "%(created)f %(message)s"}),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_EPOCH_LINES),
+       st.integers(min_value=-(10 ** 21), max_value=10 ** 21)
+       | st.sampled_from([-90_000_000_000_000, -99_999_999_999_999, -62_135_596_800_001, 253_402_300_800_000]))
+def test_any_integer_epoch_gives_a_time_in_the_years_1_to_9999_or_the_read_time(case, number: int) -> None:
+    # A negative epoch in milliseconds once passed the range check and made
+    # the enrichment raise: the reader died and crash-looped on the line.
+    fmt, make, options = case
+    read_time = 1_700_000_000.5
+    parser = make_parser(ParseSettings(format=fmt, **options), SOURCE)
+    text = make(str(number))
+    records = parser.feed(Line(SOURCE, 0, len(text) + 1, text, read_time)) + parser.flush()
+    assert len(records) == 1 and records[0].tags == ()
+    epoch = records[0].timestamp
+    assert epoch is None or -62135596800.0 <= epoch <= 253402300799.999
+    stamp = orjson.loads(Enricher("host", "agent", keep_original=False).build(records[0]).data)["@timestamp"]
+    assert stamp == format_timestamp(read_time if epoch is None else epoch)

@@ -54,12 +54,12 @@ from typing import Any, ClassVar
 import orjson
 
 from agent.events import Line, Record
-from agent.parsing import timestamps
+from agent.parsing import json_decode, timestamps
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
 from agent.parsing.parse_json import JsonFormat
 from agent.parsing.parse_text import PlainFormat
-from agent.parsing.servers.access import client_fields, fallback, put_request
+from agent.parsing.servers.access import client_fields, fallback, nanos, put_request
 
 SERVER = "bentoml"
 SCHEMA_RECHECK = 10.0
@@ -189,9 +189,11 @@ def _access(message: str, fields: dict[str, Any], model: dict[str, Any], extra: 
         fields["client"] = client
     put_request(fields, model, method, path, None, int(status))
     http = fields["http"]
-    if request_length:
+    # A length of 19 digits or more is no long (and int() refuses very long
+    # digit runs): it stays in the message only.
+    if request_length and len(request_length) < 19:
         http["request"]["bytes"] = int(request_length)
-    if response_length:
+    if response_length and len(response_length) < 19:
         http["response"]["bytes"] = int(response_length)
     if scheme:
         extra["url_scheme"] = scheme
@@ -199,7 +201,9 @@ def _access(message: str, fields: dict[str, Any], model: dict[str, Any], extra: 
         extra["request_content_type"] = request_type
     if response_type:
         extra["response_content_type"] = response_type
-    fields["event"]["duration"] = int(round(float(millis) * 1e6))
+    duration = nanos(float(millis), 1e6)  # None beyond a long (float() takes any digit run)
+    if duration is not None:
+        fields["event"]["duration"] = duration
     if "operation" not in model:
         url_path = fields["url"].get("path", "")
         operation = _OWN_ENDPOINTS.get(url_path)
@@ -216,7 +220,7 @@ def _monitor_object(text: str) -> dict[str, Any] | None:
     if '"trace_id"' not in text and '"meta_data"' not in text:
         return None
     try:
-        obj = orjson.loads(text)
+        obj = json_decode.loads(text)
     except orjson.JSONDecodeError:
         return None
     return obj if type(obj) is dict else None

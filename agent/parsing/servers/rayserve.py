@@ -49,10 +49,8 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-import orjson
-
 from agent.events import TAG_PARSE_FAILURE, Line, Record
-from agent.parsing import timestamps, tracebacks
+from agent.parsing import json_decode, timestamps, tracebacks
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
 from agent.parsing.json_plans import DEFAULT_KEYS, KeyMap, key_map
@@ -311,7 +309,7 @@ class RayServeFormat(PlainFormat):
         if text[:1] != "{":
             return None
         try:
-            obj = orjson.loads(text)
+            obj = json_decode.loads(text)
         except Exception:  # noqa: BLE001 - not JSON: a text line (head says why)
             return None
         if type(obj) is not dict:

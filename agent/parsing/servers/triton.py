@@ -27,7 +27,8 @@ Joining: a prefixed line starts an entry, any other line continues it (an
 unprefixed Python traceback from a backend's stub is read for ``error``).
 
 Guarantee: total; one anchored regex per layout, cheap substring checks
-before the model-name searches.
+before the model-name searches. A time is either None or within what
+``timestamps.in_range`` accepts (years 1 - 9999).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from agent.parsing import tracebacks
+from agent.parsing import timestamps, tracebacks
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
 from agent.parsing.multiline import Joiner, TracebackJoiner
@@ -150,16 +151,21 @@ class TritonFormat(PlainFormat):
             letter, month, day, hour, minute, second, micros, pid, file_name, line = match.groups()
             year = _year_this_hour(int(month), int(day), int(self.clock() // 3600))
             base = None if year is None else _utc_minute(year, int(month), int(day), int(hour), int(minute))
-            timestamp = None if base is None or int(second) > 60 else base + int(second) + int(micros) / 1e6
+            timestamp = (None if base is None or int(second) > 60
+                         else timestamps.in_range(base + int(second) + int(micros) / 1e6))
         else:
             match = _ISO.match(text) if first.isdigit() else None
             if match is None:
                 return fallback(text, SERVER, self.strict)
             year_text, month, day, hour, minute, second, fraction, letter, pid, file_name, line = match.groups()
             base = _utc_minute(int(year_text), int(month), int(day), int(hour), int(minute))
-            timestamp = None if base is None or int(second) > 60 else base + int(second)
-            if timestamp is not None and fraction:
-                timestamp += int(fraction) / 10 ** len(fraction)
+            timestamp = None
+            if base is not None and int(second) <= 60:
+                # Range-checked after the seconds and fraction are added: a
+                # leap second or a fraction near 1 carries 9999-12-31 23:59
+                # past the last time a later stage can format.
+                timestamp = timestamps.in_range(
+                    base + int(second) + (int(fraction) / 10 ** len(fraction) if fraction else 0))
         message = _unquote(text[match.end():])
         model: dict[str, Any] = {"server": SERVER}
         fields: dict[str, Any] = {

@@ -238,3 +238,34 @@ def test_no_input_raises_and_every_line_is_in_one_record(texts: list[str], fmt: 
 def test_module_registers_the_format() -> None:
     from agent.parsing import FORMATS
     assert FORMATS["bentoml"] is bentoml.BentoMLFormat
+
+
+# -- digit runs no field can hold: left in the message, never an error ---------
+
+_ACCESS_LINE = ("2024-05-01T10:00:02+0000 [INFO] [api_server:iris:1] 127.0.0.1:5 (scheme=http,method=POST,"
+                "path=/classify,type=application/json,length={request}) (status=200,type=application/json,"
+                "length={response}) {millis}ms")
+
+
+@pytest.mark.parametrize(("request_length", "response_length", "millis"), [
+    ("20", "3", "9" * 400),  # float() gives inf: was OverflowError
+    ("9" * 5000, "3", "12.3"),  # beyond int()'s digit limit: was ValueError
+    ("20", "9" * 5000, "12.3"),
+    ("20", "3", "99999999999999.3"),  # 1e20 ns: beyond a long
+    ("9" * 19, "3", "12.3"),
+])
+def test_an_access_line_with_numbers_beyond_a_long_keeps_its_other_fields(
+        request_length: str, response_length: str, millis: str) -> None:
+    text = _ACCESS_LINE.format(request=request_length, response=response_length, millis=millis)
+    source = Source("bento-digits", "/var/log/bentoml/server.log")
+    parser = make_parser(ParseSettings(format="bentoml"), source)
+    records = parser.feed(Line(source, 0, len(text) + 1, text, 1.0)) + parser.flush()
+    assert len(records) == 1
+    record = records[0]
+    assert record.tags == () and record.error is None
+    http = record.fields["http"]
+    assert http["response"]["status_code"] == 200
+    assert http["request"].get("bytes", 20) == 20 and http["response"].get("bytes", 3) == 3
+    duration = record.fields["event"].get("duration")
+    assert duration is None or 0 <= duration < 1 << 63
+    assert millis + "ms" in record.message

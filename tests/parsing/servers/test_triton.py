@@ -207,3 +207,33 @@ def test_no_input_raises_and_every_line_is_in_one_record(texts: list[str], fmt: 
 def test_module_registers_the_format() -> None:
     from agent.parsing import FORMATS
     assert FORMATS["triton"] is triton.TritonFormat
+
+
+# -- times past 9999-12-31T23:59:59.999Z: none, never one that cannot be written --
+
+@pytest.mark.parametrize("text", [
+    "9999-12-31T23:59:60Z I 1 model_lifecycle.cc:1] x",
+    "9999-12-31T23:59:59.999999999Z I 1 a.cc:1] x",
+    "9999-12-31T23:59:59.9999Z I 1 a.cc:1] x",
+])
+def test_an_iso_time_past_the_year_9999_is_none(text: str) -> None:
+    # A leap second or a long fraction carried the last minute of 9999 past
+    # what the enrichment can write: it raised and the reader died.
+    info = TritonFormat(ParseSettings(format="triton")).head(text)
+    assert info.timestamp is None
+    assert info.fields["log"]["level"] == "info"
+
+
+def test_the_last_millisecond_of_the_year_9999_is_kept() -> None:
+    info = TritonFormat(ParseSettings(format="triton")).head("9999-12-31T23:59:59.999Z I 1 a.cc:1] x")
+    assert info.timestamp == pytest.approx(253402300799.999)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 9999), st.integers(1, 12), st.integers(1, 31), st.integers(0, 23), st.integers(0, 59),
+       st.integers(0, 60), st.text("0123456789", max_size=9))
+def test_any_iso_time_is_none_or_within_the_years_1_to_9999(year, month, day, hour, minute, second, fraction):
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}"
+    text += (f".{fraction}" if fraction else "") + "Z I 1 a.cc:1] x"
+    timestamp = TritonFormat(ParseSettings(format="triton")).head(text).timestamp
+    assert timestamp is None or -62135596800.0 <= timestamp <= 253402300799.999
