@@ -38,9 +38,16 @@ _YOUNG_COLLECTION = 10_000
 
 def _resolve(params: dict[str, Any], require_paths: bool) -> Config:
     config_file = params.pop("config_file", None)
-    config = resolve(params, os.environ, config_file, require_paths=require_paths)
+    config = resolve(params, os.environ, config_file, require_paths=require_paths, config_origin=_config_origin())
     configure(config.log_level)
     return config
+
+
+def _config_origin() -> str:
+    """How messages name the config file: --config, or MODELSCRIBE_CONFIG when it came from there."""
+    context = click.get_current_context(silent=True)
+    source = context.get_parameter_source("config_file") if context is not None else None
+    return "MODELSCRIBE_CONFIG" if source is click.core.ParameterSource.ENVIRONMENT else "--config"
 
 
 def _fail(error: ModelscribeError) -> None:
@@ -77,10 +84,12 @@ def run(**params: Any) -> None:
     # SIGHUP resolves again from the same flags, the environment and the file as they are then.
     flags = {name: value for name, value in params.items() if name != "config_file"}
     config_file = params.get("config_file")
+    origin = _config_origin()
     try:
         config = _resolve(params, require_paths=True)
         unmatched = _warn_unmatched(config)
-        pipeline = Pipeline(config, reload=lambda: resolve(flags, os.environ, config_file, require_paths=True))
+        pipeline = Pipeline(config, reload=lambda: resolve(flags, os.environ, config_file, require_paths=True,
+                                                           config_origin=origin))
         # What exists now (modules, configuration, the pipeline) lives as long
         # as the process: the cyclic collector need not walk it again.
         gc.freeze()
@@ -314,7 +323,7 @@ def _setup_command(name: str, steps: tuple[str, ...], doc: str, cleanup: bool, r
 
 def _run_setup(steps: tuple[str, ...], dry_run: bool, force: bool, engine: str, cleanup: bool,
                retention: str | None, params: dict[str, Any]) -> None:
-    from agent.config.values import positive_duration
+    from agent.config.values import duration
     from agent.errors import ConfigError, TransientOutputError
     from agent.outputs.elasticsearch import ElasticsearchOutput
     from agent.setup.install import SetupOptions, run_setup
@@ -325,9 +334,13 @@ def _run_setup(steps: tuple[str, ...], dry_run: bool, force: bool, engine: str, 
         seconds = None
         if retention is not None:
             try:
-                seconds = positive_duration(retention)
+                seconds = duration(retention)
             except ValueError as error:
-                raise ConfigError(f"--retention {retention}: {error}") from error
+                raise ConfigError(f"--retention {retention}: {error}") from None
+            # The cluster keeps whole seconds (30d, 12h, 45s): anything else would be rounded silently.
+            if seconds < 1 or seconds != int(seconds):
+                raise ConfigError(f"--retention {retention}: a whole number of seconds, at least 1s "
+                                  "(e.g. 30d, 12h, 90m, 45s)")
         options = SetupOptions(steps, dry_run, force, cleanup, seconds, engine)
         config = _resolve(params, require_paths=False)
         output = ElasticsearchOutput.from_config(config)

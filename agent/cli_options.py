@@ -44,7 +44,7 @@ _METAVARS = {
     "host_name": "NAME", "username": "NAME", "log_format": "FORMAT", "redact_patterns": "NAME|REGEX",
 }
 _BY_CONVERTER: dict[Callable[..., Any], str] = {
-    v.duration: "DURATION", v.positive_duration: "DURATION", v.size: "SIZE", v.regex: "REGEX", v.url: "URL",
+    v.duration: "DURATION", v.positive_duration: "DURATION", v.optional_duration: "DURATION|off", v.size: "SIZE", v.regex: "REGEX", v.url: "URL",
     v.index_name: "NAME", v.output: "[elasticsearch|file:PATH|console|null]", v.retries: "N|unlimited",
     v.fraction: "RATE", v.listen_address: "HOST:PORT|off", v.timezone: "ZONE", v.map_field: "SOURCE=TARGET",
     v.assignment: "NAME=VALUE",
@@ -107,7 +107,7 @@ def default_text(option: Option) -> str | None:
         return ", ".join(map(str, default)) or None
     if default is None:
         return "unlimited" if option.convert is v.retries else None
-    if option.convert in (v.duration, v.positive_duration):
+    if option.convert in (v.duration, v.positive_duration, v.optional_duration):
         return _duration(default)
     if option.convert is v.size:
         return _size(default)

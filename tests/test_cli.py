@@ -55,6 +55,7 @@ def test_run_help_groups_every_setting_as_the_readme_does():
     ("--max-retries N|unlimited", "[default: unlimited; env MODELSCRIBE_MAX_RETRIES]"),
     ("--format [auto|bentoml|", "[default: auto; env MODELSCRIBE_FORMAT]"),
     ("--es-url URL", "[default: http://localhost:9200; env MODELSCRIBE_ES_URL]"),
+    ("--self-metrics-interval DURATION|off", "[default: 1m; env MODELSCRIBE_SELF_METRICS_INTERVAL]"),
 ])
 def test_run_help_shows_type_default_and_choices(flag, shown):
     blocks = [" ".join(block.split()) for block in re.split(r"\n(?=  -)", _invoke(["run", "--help"]).output)]
@@ -245,3 +246,72 @@ def test_paths_from_the_config_file_are_named_by_their_key(tmp_path):
     assert done.code == EXIT_OK, done.stderr
     assert f"no file matches {cfg}: paths {tmp_path}/none/*.log" in done.stderr
     assert f"no file matches {cfg}: inputs[1] {tmp_path}/also-none/*.log" in done.stderr
+
+
+@pytest.mark.parametrize("retention, expected", [
+    ("0.4s", "--retention 0.4s: a whole number of seconds, at least 1s"),
+    ("1ms", "--retention 1ms: a whole number of seconds, at least 1s"),
+    ("1.2s", "--retention 1.2s: a whole number of seconds"),
+    ("0", "--retention 0: a whole number of seconds"),
+    ("99999999999999d", "--retention 99999999999999d: '99999999999999d' is too long: a duration is at most 3650d"),
+    ("soon", "--retention soon: 'soon' is not a duration"),
+])
+def test_a_retention_the_cluster_cannot_keep_is_a_config_error(retention, expected):
+    for command in ("lifecycle", "all"):
+        result = _invoke(["setup", command, "--dry-run", "--es-url", "http://127.0.0.1:1", "--retention", retention])
+        assert result.exit_code == EXIT_CONFIG, result.output
+        assert result.stderr.startswith(f"modelscribe: error: {expected}")
+
+
+def test_a_whole_retention_is_planned_as_given():
+    result = _invoke(["setup", "lifecycle", "--dry-run", "--es-url", "http://127.0.0.1:1", "--retention", "90m"])
+    assert result.exit_code == EXIT_OK, result.output
+    assert "90m" in result.stdout
+
+
+_STATE = ["--state-dir", "{tmp}/state", "--path", "{tmp}/*.log"]
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "--once", *_STATE, "--max-retries", "0"], ["check", "output"], ["check", "config"],
+    ["setup", "templates", "--dry-run"], ["dlq", "list", "--state-dir", "{tmp}/state"],
+])
+@pytest.mark.parametrize("key", ["Zq9\nKw", "Zq9ключKw"])
+def test_an_unusable_api_key_stops_every_command_without_showing_it(tmp_path, command, key):
+    (tmp_path / "a.log").write_text("line\n")
+    (tmp_path / "key").write_text(key)
+    args = [part.format(tmp=tmp_path) for part in command] + ["--es-url", "http://127.0.0.1:1"]
+    for extra, env in ((["--api-key-file", str(tmp_path / "key")], {}), ([], {"MODELSCRIBE_API_KEY": key})):
+        result = _invoke(args + extra, env=env)
+        assert result.exit_code == EXIT_CONFIG, result.output
+        assert "the API key must be one line of printable ASCII" in result.stderr
+        assert "Zq9" not in result.output and "Kw" not in result.output
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["setup", "templates", "--dry-run", "--es-url", "http://a..b:9200"], "'a..b' is not a host name"),
+    (["check", "output", "--es-url", "http://" + "a" * 64 + ":9200"], "is not a host name"),
+    (["check", "config", "--es-url", "https://jdoe:se/cret@es:9200"], "'https://***@es:9200': credentials"),
+])
+def test_urls_the_client_would_choke_on_are_config_errors(args, expected):
+    result = _invoke(args)
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert expected in result.stderr and "se/cret" not in result.stderr
+
+
+def test_errors_about_the_file_from_modelscribe_config_name_the_variable(tmp_path):
+    missing = tmp_path / "nope.yml"
+    result = _invoke(["check", "config"], env={"MODELSCRIBE_CONFIG": str(missing)})
+    assert result.exit_code == EXIT_CONFIG
+    assert result.stderr.startswith(f"modelscribe: error: MODELSCRIBE_CONFIG {missing}: cannot read the file")
+    flagged = _invoke(["check", "config", "--config", str(missing)])
+    assert flagged.stderr.startswith(f"modelscribe: error: --config {missing}: cannot read the file")
+
+
+def test_a_binary_config_file_is_a_config_error(tmp_path):
+    cfg = tmp_path / "agent.yml"
+    cfg.write_bytes(b"\x7fELF\x02\x01\x01\x00" + bytes(range(128, 256)))
+    for command in (["check", "config"], ["run", "--once", "--path", str(tmp_path / "*.log")]):
+        result = _invoke([*command, "--config", str(cfg)])
+        assert result.exit_code == EXIT_CONFIG, result.output
+        assert f"--config {cfg}: not UTF-8 text (byte 0x80 at line 1)" in result.stderr

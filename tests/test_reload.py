@@ -117,6 +117,26 @@ def test_a_config_that_does_not_resolve_is_refused_whole_with_one_error_line(tmp
     assert recorder.applied == [] and reloader.config is running
 
 
+@pytest.mark.parametrize("content, expected", [
+    (b"format: json\n\xff\xfe\x80\n", "not UTF-8 text (byte 0xff at line 2)"),
+    (b"health:\n  fields: {latency_unit: [ms]}\n", "health.fields.latency_unit: one of ns, us, ms, s"),
+    (b"max_line_bytes: .inf\n", "max_line_bytes: inf is too large"),
+    (b"scan_interval: .nan\n", "scan_interval: nan is not a duration"),
+    (b"workers: 2\nworkers: 3\n", "the key 'workers' is given twice"),
+])
+def test_bad_input_on_reload_is_refused_with_one_line_not_a_traceback(tmp_path, records, content, expected):
+    running = _config(tmp_path, "format: plain\n")
+    recorder = _Recorder()
+    cfg = tmp_path / "agent.yml"
+    reloader = Reloader(running, lambda: resolve({"paths": running.paths, "state_dir": running.state_dir}, {},
+                                                 str(cfg), require_paths=True), recorder, recorder, recorder)
+    cfg.write_bytes(content)
+    assert reloader.reload() is running
+    errors = [r for r in records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["reload refused: the configuration is not valid; the running one stays"]
+    assert expected in errors[0].kv["error"] and not errors[0].exc_info
+
+
 def test_a_restart_setting_is_warned_about_once_per_change(tmp_path, records):
     running = _config(tmp_path, "workers: 2\n")
     texts = iter(["workers: 4\nformat: json\n", "workers: 4\nformat: json\n", "workers: 5\nformat: json\n"])

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import yaml
 
-from agent.config import stages
+from agent.config import stages, yamlfile
+from agent.config import values as v
 from agent.config.options import BY_NAME, OPTIONS, SECRET_ENV, Option
+from agent.config.secrets import read_secrets
 from agent.errors import ConfigError
 from agent.selflog import Secret
 
@@ -183,22 +185,34 @@ class _FileSettings:
         return f"{self.path}: {self.keys[name]}"
 
 
-def _load_file(path: str) -> _FileSettings:
+def _load_file(path: str, origin: str = "--config") -> _FileSettings:
+    """The settings of the config file ``path`` (``origin``: --config or
+    MODELSCRIBE_CONFIG, as messages about the file as a whole name it)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+        with open(path, "rb") as handle:
+            content = handle.read()
     except OSError as error:
-        raise ConfigError(f"--config {path}: cannot read the file: {error.strerror}") from error
+        raise ConfigError(f"{origin} {path}: cannot read the file: {error.strerror}") from error
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = content.count(b"\n", 0, error.start) + 1
+        raise ConfigError(f"{origin} {path}: not UTF-8 text (byte 0x{content[error.start]:02x} at line {line}); "
+                          "a config file is YAML text") from None
+    try:
+        data = yamlfile.load(text)
+    except yamlfile.DuplicateKey as error:
+        raise ConfigError(f"{origin} {path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"--config {path}: not valid YAML{where}: "
+        raise ConfigError(f"{origin} {path}: not valid YAML{where}: "
                           f"{getattr(error, 'problem', None) or error}") from error
     found = _FileSettings(path)
     if data is None:
         return found
     if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: the file must hold a mapping of settings, not a "
+        raise ConfigError(f"{origin} {path}: the file must hold a mapping of settings, not a "
                           f"{type(data).__name__}")
     by_key = {key: option for option in OPTIONS for key in option.keys}
     for key, value in data.items():
@@ -222,7 +236,7 @@ def _load_file(path: str) -> _FileSettings:
         found.keys[option.name] = str(key)
     if "health" in data or any(isinstance(i, dict) and "health" in i for i in data.get("inputs") or []):
         from agent.health.config import from_file
-        found.health = from_file(data, path, found.inputs)
+        found.health = from_file(yamlfile.plain(data), path, found.inputs)
     return found
 
 
@@ -284,16 +298,31 @@ def _input_setting(name: str, raw: Any, where: str) -> Any:
     option = BY_NAME.get(name)
     try:
         if name == "map_fields":
-            items = [f"{source}={target}" for source, target in raw.items()] if isinstance(raw, dict) \
-                else raw if isinstance(raw, list) else [raw]
+            items = [_pair_item(source, target, where) for source, target in raw.items()] \
+                if isinstance(raw, dict) else raw if isinstance(raw, list) else [raw]
             if not all(isinstance(item, str) for item in items):
                 raise ValueError("expected SOURCE=TARGET items or a mapping {SOURCE: TARGET}")
             return tuple(option.convert(item) if option else _pair(item) for item in items)
         if isinstance(raw, (list, dict)):
             raise ValueError(f"expected a single value, not a {'list' if isinstance(raw, list) else 'mapping'}")
-        return option.convert(raw) if option else str(raw)
+        return option.convert(yamlfile.scalar(option.convert, raw)) if option else str(raw)
     except ValueError as error:
         raise ConfigError(f"{where}: {error}") from None
+
+
+def _pair_item(name: Any, value: Any, where: str) -> str:
+    """``NAME=VALUE`` of one entry of a mapping given for a list of pairs
+    (``labels: {version: '1.10'}``), each side a text scalar."""
+    if value is None:
+        raise ConfigError(f"{where}.{name}: no value (YAML reads an empty value or ~ as null); "
+                          "write '' for an empty one")
+    if isinstance(value, (list, dict)):
+        raise ConfigError(f"{where}.{name}: expected a single value, not a "
+                          f"{'list' if isinstance(value, list) else 'mapping'}")
+    try:
+        return f"{yamlfile.scalar(v.text, name)}={yamlfile.scalar(v.text, value)}"
+    except ValueError as error:
+        raise ConfigError(f"{where}.{name}: {error}") from None
 
 
 def _pair(raw: str) -> tuple[str, str]:
@@ -315,9 +344,13 @@ def _convert(option: Option, raw: Any, where: str, base_dir: str | None, from_fi
         if from_file and isinstance(raw, dict):
             if option.name not in _PAIR_OPTIONS:
                 raise ConfigError(f"{where}: expected a list (or one value), not a mapping")
-            raw = [f"{name}={value}" for name, value in raw.items()]
+            raw = [_pair_item(name, value, where) for name, value in raw.items()]
         items = raw if isinstance(raw, (list, tuple)) else [raw]
         numbered = from_file and isinstance(raw, list)
+        for number, item in enumerate(items, 1):
+            if item is None:
+                raise ConfigError(f"{where}[{number}]: an empty item (YAML reads ~, null or a bare '-' as no "
+                                  "value); remove it, or quote the text")
         return tuple(_convert_one(option, item, f"{where}[{number}]" if numbered else where, base_dir, from_file)
                      for number, item in enumerate(items, 1))
     if raw is None:
@@ -329,7 +362,7 @@ def _convert_one(option: Option, raw: Any, where: str, base_dir: str | None, fro
     if from_file and isinstance(raw, (list, dict)):
         raise ConfigError(f"{where}: expected a single value, not a {'list' if isinstance(raw, list) else 'mapping'}")
     try:
-        value = option.convert(raw)
+        value = option.convert(yamlfile.scalar(option.convert, raw) if from_file else raw)
     except ValueError as error:
         raise ConfigError(f"{where}: {error}") from None
     if value is not None and base_dir:
@@ -341,10 +374,11 @@ def _convert_one(option: Option, raw: Any, where: str, base_dir: str | None, fro
 
 
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str | None = None,
-            require_paths: bool = False) -> Config:
+            require_paths: bool = False, config_origin: str = "--config") -> Config:
     """Build the Config. ``flags`` maps option names to values given on the
-    command line (absent or None when not given)."""
-    from_file = _load_file(config_file) if config_file else None
+    command line (absent or None when not given); ``config_origin`` names
+    where ``config_file`` was given (--config or MODELSCRIBE_CONFIG)."""
+    from_file = _load_file(config_file, config_origin) if config_file else None
     file_dir = os.path.dirname(os.path.abspath(config_file)) if config_file else None
     chosen: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -360,6 +394,9 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
             raw: Any = env[option.env]
             if option.multiple:
                 raw = _split_env(raw) if option.env_split else [raw]
+                if not raw:
+                    raise ConfigError(f"{option.env}: {env[option.env]!r} holds no value (values are separated "
+                                      "by commas); unset the variable to use the file's or the default")
             chosen[option.name] = _convert(option, raw, option.env, os.getcwd())
             origins[option.name] = f"env {option.env}"
         elif from_file is not None and option.name in from_file.values:
@@ -371,7 +408,7 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
             where[option.name] = option.flag
             chosen[option.name] = option.default
             origins[option.name] = "default"
-    secrets = _read_secrets(chosen, env, origins, where)
+    secrets = read_secrets(chosen, env, origins, where)
     inputs = from_file.inputs if from_file is not None else ()
     config = Config(**chosen, **secrets, inputs=inputs, config_file=config_file, origins=origins,
                     health=from_file.health if from_file is not None else None)
@@ -380,50 +417,11 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
     return config
 
 
-def _read_secret_file(path: str, where: str) -> Secret:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            value = handle.read().strip()
-    except OSError as error:
-        raise ConfigError(f"{where} {path}: cannot read the file: {error.strerror}") from error
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{where} {path}: the file is not UTF-8 text") from error
-    if not value:
-        raise ConfigError(f"{where} {path}: the file is empty")
-    return Secret(value)
-
-
-def _read_secrets(chosen: dict[str, Any], env: Mapping[str, str], origins: dict[str, str],
-                  where: dict[str, str]) -> dict[str, Any]:
-    found: dict[str, Any] = {"api_key": None, "password": None, "hash_key": None}
-    for name, file_option in (("api_key", "api_key_file"), ("password", "password_file"),
-                              ("hash_key", "hash_key_file")):
-        path = chosen[file_option]
-        if path:
-            found[name] = _read_secret_file(path, where[file_option])
-            origins[name] = f"file {path}"
-            where[name] = where[file_option]
-        elif env.get(SECRET_ENV[name], "").strip():
-            found[name] = Secret(env[SECRET_ENV[name]].strip())
-            origins[name] = f"env {SECRET_ENV[name]}"
-            where[name] = SECRET_ENV[name]
-    # systemd's LoadCredential= (agent.service): used for what nothing above gave.
-    from agent.service import CREDENTIALS, CREDENTIALS_ENV, CredentialsError, read_credentials
-
-    try:
-        credentials = read_credentials(env)
-    except CredentialsError as error:
-        raise ConfigError(str(error)) from None
-    for name, (path, value) in credentials.items():
-        if found[name] is None:
-            found[name] = Secret(value)
-            origins[name] = f"credential {path}"
-            where[name] = f"${CREDENTIALS_ENV}/{CREDENTIALS[name]}"
-    return found
-
-
 def _validate(config: Config, require_paths: bool, where: Mapping[str, str]) -> None:
     """Checks across settings; messages name each value where it came from."""
+    if not config.es_urls:
+        raise ConfigError(f"{where['es_urls']}: no URL given; at least one Elasticsearch URL is needed "
+                          "(e.g. http://localhost:9200)")
     if require_paths and not config.all_paths:
         raise ConfigError("--path: at least one glob of files to tail is required "
                           "(flag --path, env MODELSCRIBE_PATH or 'paths' in the config file)")

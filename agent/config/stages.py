@@ -91,6 +91,15 @@ def check(config: Config, where: Mapping[str, str]) -> None:
     _check_spool(config, where)
     _check_output_files(config, where)
     _check_parse_at(config, where)
+    _check_health(config)
+
+
+def _check_health(config: Config) -> None:
+    """The health reference file is read now, as the engine reads it at start-up."""
+    if config.health is not None:
+        from agent.health.config import check_reference
+
+        check_reference(config.health, f"{config.config_file}: health.reference")
 
 
 def _check_transforms(config: Config, where: Mapping[str, str], by_flag: Mapping[str, str]) -> None:
@@ -100,6 +109,25 @@ def _check_transforms(config: Config, where: Mapping[str, str], by_flag: Mapping
         validate(transform_settings(config, _PLACEHOLDER_KEY))
     except ValueError as error:
         raise ConfigError(relabel(str(error), where, by_flag)) from None
+    _check_pattern_names(config, where)
+
+
+def _check_pattern_names(config: Config, where: Mapping[str, str]) -> None:
+    """A --redact-pattern that is a plain word close to a built-in name
+    (``emial``, ``Email``, ``cards``) is a typo far more often than a regex
+    meant to redact that one word: refused with a did-you-mean, and the way
+    to write the word as a regex."""
+    import difflib
+
+    from agent.transforms.patterns import BUILTINS
+
+    for spec in config.redact_patterns:
+        if spec in BUILTINS or not re.fullmatch(r"[A-Za-z_-]+", spec):
+            continue
+        close = difflib.get_close_matches(spec.lower().replace("-", "_"), list(BUILTINS), n=1, cutoff=0.75)
+        if close:
+            raise ConfigError(f"{where['redact_patterns']} {spec!r}: not a built-in pattern (did you mean "
+                              f"{close[0]!r}?); to redact the word {spec!r} itself, write the regex (?:{spec})")
 
 
 def _check_parsing(config: Config, where: Mapping[str, str]) -> ParseSettings:
@@ -174,6 +202,27 @@ def _check_spool(config: Config, where: Mapping[str, str]) -> None:
     if config.spool_max_bytes < smallest:
         raise ConfigError(f"{where['spool_max_bytes']}: {config.spool_max_bytes} bytes is too small for "
                           f"the spool (at least {smallest})")
+    if config.spool_dir:  # the default, STATE_DIR/spool, is checked with the state directory
+        _check_directory(config.spool_dir, f"{where['spool_dir']} {config.spool_dir}")
+
+
+def _check_directory(path: str, label: str) -> None:
+    """A directory the agent creates if needed: it is one, or it can be made
+    in its nearest existing parent."""
+    target = os.path.abspath(path)
+    if os.path.exists(target):
+        if not os.path.isdir(target):
+            raise ConfigError(f"{label}: exists and is not a directory")
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise ConfigError(f"{label}: the directory is not writable")
+        return
+    parent = os.path.dirname(target)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ConfigError(f"{label}: cannot be created: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label}: cannot be created: {parent} is not writable")
 
 
 def _check_output_files(config: Config, where: Mapping[str, str]) -> None:

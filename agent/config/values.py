@@ -5,6 +5,7 @@ where the value came from (flag, variable or file key)."""
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -17,13 +18,26 @@ _SIZE_UNITS = {None: 1, "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
+# Upper bounds. A duration is waited for, added to clocks and handed to
+# timers: past a few centuries it overflows them (time_t, threading's
+# TIMEOUT_MAX, about 292 years), so ten years is the most any setting takes
+# (a TTL of ten years already means "keep"). A size is counted in 64-bit
+# integers (the status report, the spool's headers): one pebibyte is far
+# beyond any line, request or disk and far below 2**63.
+MAX_DURATION = 3650 * 86400.0
+MAX_DURATION_TEXT = "3650d (10 years)"
+MAX_SIZE = 1024 ** 5
+MAX_SIZE_TEXT = "1048576GiB (1 PiB)"
+
 
 def duration(raw: Any) -> float:
-    """'250ms', '5s', '2m', '1h', '7d' or a number of seconds."""
+    """'250ms', '5s', '2m', '1h', '7d' or a number of seconds; finite, at most MAX_DURATION."""
     if isinstance(raw, bool):
         raise ValueError("expected a duration such as 5s, 250ms, 2m, 1h or 7d")
     if isinstance(raw, (int, float)):
-        value = float(raw)
+        value = float(raw) if not isinstance(raw, int) or abs(raw) < 2 ** 63 else math.inf
+        if math.isnan(value):
+            raise ValueError(f"{raw!r} is not a duration (use e.g. 5s, 250ms, 2m, 1h, 7d)")
     else:
         match = _DURATION.match(str(raw))
         if not match:
@@ -31,6 +45,8 @@ def duration(raw: Any) -> float:
         value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if value < 0:
         raise ValueError("a duration cannot be negative")
+    if value > MAX_DURATION:
+        raise ValueError(f"{raw!r} is too long: a duration is at most {MAX_DURATION_TEXT}")
     return value
 
 
@@ -42,27 +58,32 @@ def positive_duration(raw: Any) -> float:
 
 
 def optional_duration(raw: Any) -> float | None:
-    """A positive duration, or 'off' (None)."""
-    if isinstance(raw, str) and raw.strip().lower() in {"off", "none", "false", "no"}:
+    """A positive duration, or 'off' (None). YAML reads an unquoted ``off``
+    as false: that is 'off' too."""
+    if raw is False or isinstance(raw, str) and raw.strip().lower() in {"off", "none", "false", "no"}:
         return None
     return positive_duration(raw)
 
 
 def size(raw: Any) -> int:
-    """'10MiB', '5MB', '512kb' or a number of bytes."""
+    """'10MiB', '5MB', '512kb' or a number of bytes; at most MAX_SIZE."""
     if isinstance(raw, bool):
         raise ValueError("expected a size such as 512KiB or 10MB")
     if isinstance(raw, (int, float)):
-        value = int(raw)
+        amount = raw
     else:
         match = _SIZE.match(str(raw))
         if not match:
             raise ValueError(f"{raw!r} is not a size (use e.g. 1048576, 512KiB, 10MB, 1GiB)")
         unit = match.group(2).lower() if match.group(2) else None
-        value = int(float(match.group(1)) * _SIZE_UNITS[unit])
-    if value <= 0:
+        amount = float(match.group(1)) * _SIZE_UNITS[unit]
+    if isinstance(amount, float) and math.isnan(amount):
+        raise ValueError(f"{raw!r} is not a size (use e.g. 1048576, 512KiB, 10MB, 1GiB)")
+    if amount < 1:
         raise ValueError("a size must be positive")
-    return value
+    if amount > MAX_SIZE:
+        raise ValueError(f"{raw!r} is too large: a size is at most {MAX_SIZE_TEXT}")
+    return int(amount)
 
 
 def boolean(raw: Any) -> bool:
@@ -74,6 +95,11 @@ def boolean(raw: Any) -> bool:
     if text in _FALSE:
         return False
     raise ValueError(f"{raw!r} is not a boolean (use true or false)")
+
+
+# The converters that read numbers (``integer`` adds each one it makes): the
+# config file's YAML numbers go to them as numbers (agent.config.yamlfile).
+NUMERIC: set[Callable[[Any], Any]] = set()
 
 
 def integer(low: int, high: int | None = None) -> Callable[[Any], int]:
@@ -88,6 +114,7 @@ def integer(low: int, high: int | None = None) -> Callable[[Any], int]:
             bound = f"between {low} and {high}" if high is not None else f"at least {low}"
             raise ValueError(f"{value} is out of range: must be {bound}")
         return value
+    NUMERIC.add(convert)
     return convert
 
 
@@ -132,20 +159,25 @@ def url(raw: Any) -> str:
     """An Elasticsearch node URL, as the client will take it: http:// with a
     port, or https:// (port 443 when none); an optional path prefix. User and
     password in the URL are refused: they would show in ``ps`` and in
-    ``check config`` (use --username/--password-file or --api-key-file)."""
+    ``check config`` (use --username/--password-file or --api-key-file).
+    No message shows what comes before the URL's last ``@``: a password may
+    hold ``/``, ``#``, ``?`` or ``@``, which end the host part early."""
     value = text(raw).strip().rstrip("/")
+    if "@" in value:
+        scheme = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value)
+        host = value.rpartition("@")[2].split("/", 1)[0]
+        raise ValueError(f"'{scheme.group(0) if scheme else ''}***@{host}': credentials do not belong in the "
+                         "URL (use --username with --password-file, or --api-key-file)")
     if not re.match(r"^https?://[^/\s]+", value):
         raise ValueError(f"{raw!r} is not an http:// or https:// URL")
     parts = urlsplit(value)
-    if "@" in parts.netloc:
-        raise ValueError(f"{_without_password(value)!r}: credentials do not belong in the URL (use "
-                         "--username with --password-file, or --api-key-file)")
     try:
         port = parts.port
     except ValueError:
         raise ValueError(f"{raw!r}: the port must be a number between 1 and 65535") from None
     if not parts.hostname:
         raise ValueError(f"{raw!r} names no host")
+    _check_host(parts.hostname, raw)
     if port is None and parts.scheme == "http":
         raise ValueError(f"{raw!r} needs a port, e.g. {value}:9200 (only https:// defaults to 443)")
     if port == 0:
@@ -155,8 +187,20 @@ def url(raw: Any) -> str:
     return value
 
 
-def _without_password(value: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", value)
+def _check_host(host: str, raw: Any) -> None:
+    """A host name the HTTP client can connect to: an IP address, or names
+    of 1 to 63 characters (letters, digits, '-', '_') joined by dots."""
+    if ":" in host:  # an IPv6 address in brackets: urlsplit has checked it
+        return
+    if not re.fullmatch(r"[\w.-]+", host):
+        raise ValueError(f"{raw!r}: {host!r} is not a host name (letters, digits, '-', '_' and dots)")
+    try:
+        encoded = host.encode("idna")  # what the client does; refuses empty and over-long parts
+    except UnicodeError:
+        encoded = b""
+    if not encoded or len(encoded) > 253:
+        raise ValueError(f"{raw!r}: {host!r} is not a host name (each dot-separated part has 1 to 63 "
+                         "characters, the whole at most 253)")
 
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -169,7 +170,7 @@ def parse_fields(raw: Any, where: str, base: FieldPaths | None = None) -> FieldP
         raise ConfigError(f"{where}.model: the model field cannot be empty")
     if "latency_unit" in given:
         unit = given["latency_unit"]
-        if unit not in LATENCY_UNITS:
+        if not isinstance(unit, str) or unit not in LATENCY_UNITS:
             raise ConfigError(f"{where}.latency_unit: one of {', '.join(LATENCY_UNITS)}, got {unit!r}")
         changes["latency_scale"] = LATENCY_UNITS[unit]
     elif "latency" in given:
@@ -191,8 +192,9 @@ _KEYS = ("enabled", "window", "lateness", "reference", "reference_size", "label_
          "fields")
 
 
-def parse_health(raw: Any, where: str) -> HealthSettings:
-    """The global ``health:`` block. ``where`` is ``FILE: health``."""
+def parse_health(raw: Any, where: str, base_dir: str | None = None) -> HealthSettings:
+    """The global ``health:`` block. ``where`` is ``FILE: health``; a relative
+    ``reference`` file is relative to ``base_dir`` (the config file's directory)."""
     if raw is None or raw is True:
         return HealthSettings()
     if raw is False:
@@ -219,6 +221,9 @@ def parse_health(raw: Any, where: str) -> HealthSettings:
         if not isinstance(reference, str) or not reference.strip():
             raise ConfigError(f"{where}.reference: a .jsonl or .csv file, or 'previous', got {reference!r}")
         values["reference"] = reference.strip()
+        if values["reference"] != "previous" and base_dir is not None:
+            path = os.path.expanduser(values["reference"])
+            values["reference"] = os.path.normpath(os.path.join(base_dir, path))
     if "thresholds" in given:
         names = tuple(f.name for f in dataclasses.fields(Thresholds))
         spec = _mapping(given["thresholds"], f"{where}.thresholds", names)
@@ -232,6 +237,22 @@ def parse_health(raw: Any, where: str) -> HealthSettings:
     if "fields" in given:
         values["fields"] = parse_fields(given["fields"], f"{where}.fields")
     return HealthSettings(**values)
+
+
+def check_reference(settings: HealthSettings | None, where: str) -> None:
+    """Read the reference file as the engine will at start-up, so ``check
+    config`` refuses what ``run`` would; ``where`` names the key
+    (``FILE: health.reference``)."""
+    if settings is None or not settings.enabled or settings.reference in (None, "previous"):
+        return
+    from agent.health import reference
+
+    try:
+        reference.from_file(settings.reference, settings.caps.features, settings.caps.categories)
+    except ConfigError as error:
+        message = str(error)
+        prefix = "health.reference "
+        raise ConfigError(f"{where} {message[len(prefix):] if message.startswith(prefix) else message}") from None
 
 
 def with_inputs(settings: HealthSettings, per_input: list[tuple[tuple[str, ...], Any, str]]) -> HealthSettings:
@@ -248,7 +269,8 @@ def from_file(data: dict[str, Any], path: str, inputs: tuple[Any, ...]) -> Healt
     (``inputs`` are the resolved InputSpecs, in the file's order). None when
     neither the file nor an input has one."""
     raw = data.get("health")
-    settings = parse_health(raw, f"{path}: health") if "health" in data else None
+    settings = parse_health(raw, f"{path}: health", os.path.dirname(os.path.abspath(path))) \
+        if "health" in data else None
     per_input = []
     for number, (item, spec) in enumerate(zip(data.get("inputs") or [], inputs), 1):
         if isinstance(item, dict) and item.get("health") is not None:
