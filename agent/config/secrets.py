@@ -34,7 +34,7 @@ _KEY_RULE = "the API key must be one line of printable ASCII (an API key is base
 _PASSWORD_RULE = "the password must be one line without control characters"
 
 
-def _check_secret(name: str, secret: Secret, where: str) -> None:
+def check_secret(name: str, secret: Secret, where: str) -> None:
     """ConfigError naming ``where`` when ``secret`` cannot be used; the value is never shown."""
     if name == "hash_key":
         return
@@ -57,12 +57,12 @@ def read_secrets(chosen: dict[str, Any], env: Mapping[str, str], origins: dict[s
             found[name] = _read_file(path, where[file_option])
             origins[name] = f"file {path}"
             where[name] = where[file_option]
-            _check_secret(name, found[name], f"{where[file_option]} {path}")
+            check_secret(name, found[name], f"{where[file_option]} {path}")
         elif env.get(SECRET_ENV[name], "").strip():
             found[name] = Secret(env[SECRET_ENV[name]].strip())
             origins[name] = f"env {SECRET_ENV[name]}"
             where[name] = SECRET_ENV[name]
-            _check_secret(name, found[name], SECRET_ENV[name])
+            check_secret(name, found[name], SECRET_ENV[name])
     # systemd's LoadCredential= (agent.service): used for what nothing above gave.
     from agent.service import CREDENTIALS, CREDENTIALS_ENV, CredentialsError, read_credentials
 
@@ -75,5 +75,5 @@ def read_secrets(chosen: dict[str, Any], env: Mapping[str, str], origins: dict[s
             found[name] = Secret(value)
             origins[name] = f"credential {path}"
             where[name] = f"${CREDENTIALS_ENV}/{CREDENTIALS[name]}"
-            _check_secret(name, found[name], f"{where[name]} ({path})")
+            check_secret(name, found[name], f"{where[name]} ({path})")
     return found

@@ -32,6 +32,7 @@ import orjson
 from elasticsearch import Elasticsearch
 
 from agent import AGENT_NAME, __version__
+from agent.config.secrets import check_secret
 from agent.outputs.connection import ConnectionSettings
 from agent.errors import AuthError, ConfigError, PermanentOutputError, TransientOutputError
 from agent.events import Event
@@ -77,6 +78,7 @@ class _Credential:
                     with open(path, encoding="utf-8") as handle:
                         value = Secret(handle.read().strip())
                     if value.reveal():
+                        check_secret("api_key" if self._config.api_key_file else "password", value, path)
                         self._header = self._build(value if self._config.api_key_file else None,
                                                    value if self._config.password_file else None)
                         log.info("credential file changed, using the new value", path=path)
@@ -84,6 +86,11 @@ class _Credential:
             except OSError as error:
                 log.warning("cannot re-read the credential file, keeping the previous value",
                             path=path, error=error.strerror)
+            except (UnicodeDecodeError, ConfigError) as error:
+                self._stamp = stamp  # said once per change of the file
+                reason = "not UTF-8 text" if isinstance(error, UnicodeDecodeError) else str(error)
+                log.warning("the credential file changed but its new value cannot be used; keeping the "
+                            "previous value", path=path, error=reason)
         return self._header
 
 

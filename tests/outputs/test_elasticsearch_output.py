@@ -92,6 +92,26 @@ def test_a_rotated_api_key_file_is_picked_up_without_restart(es_node, tmp_path):
         output.close()
 
 
+def test_a_rotated_key_that_cannot_be_sent_keeps_the_previous_one(es_node, tmp_path, caplog):
+    """A key file rewritten with a line break inside (a pasting mistake) would
+    make every request fail in the HTTP client, printing the key: it is refused
+    with a warning that does not show it, and the previous key stays in use."""
+    key_file = tmp_path / "key"
+    key = Path(es_node.api_key_file).read_text().strip()
+    key_file.write_text(key + "\n")
+    output = _output(es_node, api_key_file=str(key_file))
+    try:
+        output.preflight()
+        time.sleep(0.01)  # a new mtime
+        key_file.write_text(key[:10] + "\n" + key[10:] + "\n")
+        with caplog.at_level("WARNING"):
+            output.preflight()  # the previous key: no error
+        warned = [r for r in caplog.records if "cannot be used" in r.getMessage()]
+        assert len(warned) == 1 and key[10:] not in str(warned[0].__dict__)
+    finally:
+        output.close()
+
+
 @pytest.fixture(scope="module")
 def es8_node(tmp_path_factory):
     work = tmp_path_factory.mktemp("elasticsearch8")
