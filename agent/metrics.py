@@ -101,6 +101,16 @@ from agent.stats import ERROR_KINDS, RETRY_REASONS, Stats, count_error
 log = get_logger("metrics")
 
 TOP_FILES = 50
+def _label(path: str) -> str:
+    """A path as a label value: the exposition is UTF-8, and a file name need
+    not be; its undecodable bytes show as ``\\xNN`` (as in ``status``)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 OTHER_FILES = "other"  # the path label of the files past the top N (paths are absolute: no clash)
 # Stage names as the supervisor reports deaths (output workers all count as "output").
 STAGES = ("reader", "spool-writer", "batcher", "output")
@@ -322,7 +332,7 @@ class AgentCollector:
         lag = GaugeMetricFamily("modelscribe_file_lag_bytes", METRICS["modelscribe_file_lag_bytes"].help,
                                 labels=["path"])
         for path, value in capped(view.files(), view.top_files):
-            lag.add_metric([path], value)
+            lag.add_metric([_label(path)], value)
         yield lag
         yield _gauge("modelscribe_open_files", view.open_files())
         if view.stats.last_ack_time is not None:

@@ -19,6 +19,18 @@ Guarantees:
   seconds, in every mode and whatever the output does (down, hung, queue
   full); whatever the output did not confirm by then is simply not committed;
 - a stage that dies stops the agent with exit code 1 (``supervise``);
+- a registry save that fails (disk full, read-only or immutable state dir,
+  EIO) never stops the agent: it is logged (an error at once, then every
+  ``SAVE_FAILURE_LOG_INTERVAL`` seconds while it lasts, and ``last_error``
+  in ``modelscribe status``) and retried every second; shipping goes on and
+  only the offsets on disk lag, so a restart meanwhile re-sends lines under
+  the same ids. Stopping would protect nothing and turn a passing ENOSPC into
+  an outage. Only the final save at shutdown (or at the end of ``--once``)
+  failing changes the exit code: 1, with an error naming the file;
+- ``--state-ttl`` below ``MIN_STATE_TTL`` is raised to it with a warning:
+  entries of files not open at the moment (a restart, the gap between two
+  ``--once`` runs) must outlive a restart, or every file is read again from 0.
+  Entries of open files never expire whatever the value (``Registry.hold``);
 - ``--once`` reads every file to its current end, waits for every
   acknowledgement and returns the exit code documented in ``errors``;
 - SIGHUP re-reads the configuration and applies what can change live, while
@@ -68,6 +80,8 @@ if TYPE_CHECKING:
 
 log = get_logger("pipeline")
 _SAVE_INTERVAL = 1.0
+SAVE_FAILURE_LOG_INTERVAL = 60.0  # seconds between two "still cannot save" errors
+MIN_STATE_TTL = 3600.0  # long enough to outlive a restart or a reboot
 # After --shutdown-timeout, how long the agent still waits for stages it told
 # to give up (the abort flag) before it saves offsets and exits without them.
 SHUTDOWN_GRACE = 5.0
@@ -128,7 +142,16 @@ class Pipeline:
         self.stats = Stats()
         self._started = clock.time()
         _prepare_state_dir(config.state_dir)
-        self.registry = Registry(Path(config.state_dir), ttl=config.state_ttl, clock=clock)
+        ttl = config.state_ttl
+        if ttl < MIN_STATE_TTL:
+            log.warning("--state-ttl is too short to survive a restart; using the minimum instead",
+                        state_ttl=ttl, minimum=MIN_STATE_TTL)
+            ttl = MIN_STATE_TTL
+        self.registry = Registry(Path(config.state_dir), ttl=ttl, clock=clock)
+        self._save_failing_since: float | None = None  # monotonic; the registry cannot be saved since
+        self._save_failure_logged = 0.0  # monotonic time of the last "cannot save" error
+        self._final_save_failed = False
+        self._status_failed = False  # the status file could not be written (logged once)
         self.registry.load()
         self.cuts = CutLog(Path(config.state_dir), self.registry, clock)
         self.cuts.load()
@@ -262,7 +285,7 @@ class Pipeline:
                 batcher.join()
                 if self.health is not None:
                     self.health.finish_once(self._sender.deliver)
-                self._save_state()
+                self._save_state(final=True)
                 self._close_spool()
         return self._summary()
 
@@ -291,7 +314,7 @@ class Pipeline:
         log.info("run finished", lines=self._sink.lines, events=self._sink.emitted, acked=snap.events_acked,
                  duplicates=snap.events_duplicate, rejected=snap.events_rejected,
                  unacknowledged=self.acks.in_flight())
-        if self._supervisor.deaths:
+        if self._supervisor.deaths or self._final_save_failed:
             return EXIT_RUNTIME
         if self._batcher.failures or self.acks.in_flight():
             error = self._batcher.failures[-1] if self._batcher.failures else None
@@ -340,7 +363,7 @@ class Pipeline:
             stage, error = supervisor.deaths[0]
             log.error("stopped because a stage died", stage=stage, error=repr(error))
             return EXIT_RUNTIME
-        return EXIT_OK
+        return EXIT_RUNTIME if self._final_save_failed else EXIT_OK
 
     def _reload(self, status: Callable[[], str]) -> None:
         """SIGHUP: re-read the settings, apply what can change live (``agent.reload``)."""
@@ -356,11 +379,13 @@ class Pipeline:
         """Ask a running daemon to reload (what SIGHUP does); any thread."""
         self._supervisor.request_reload()
 
-    def _save_state(self) -> None:
-        """Offsets (what was acknowledged) and the status file for ``modelscribe status``."""
+    def _save_state(self, final: bool = False) -> None:
+        """Offsets (what was acknowledged) and the status file for ``modelscribe status``.
+
+        ``final``: the last save before exit; its failure sets the exit code."""
         committed = committed_offsets(self.registry) if self.health is not None else {}
-        self.registry.save()
-        if self.health is not None:  # after the registry: see agent.health.engine
+        # After the registry, and only if it was saved: see agent.health.engine.
+        if self._save_registry(final) and self.health is not None:
             self.health.save(self.registry, committed)
         self.stats.set("lines_read", self._sink.lines)
         self.stats.set("events_emitted", self._sink.emitted)
@@ -374,7 +399,38 @@ class Pipeline:
         try:
             write_status(self.config.state_dir, self._started, self.stats.snapshot(), spool)
         except OSError as error:
-            log.warning("cannot write the status file", state_dir=self.config.state_dir, error=error.strerror)
+            if not self._status_failed:  # once per failing streak, not every second
+                log.warning("cannot write the status file", state_dir=self.config.state_dir, error=error.strerror)
+            self._status_failed = True
+        else:
+            self._status_failed = False
+
+    def _save_registry(self, final: bool) -> bool:
+        """Save the registry; a failure is logged, never raised (see the module docstring)."""
+        try:
+            self.registry.save()
+        except StateError as error:
+            now = self._clock.monotonic()
+            self.stats.error(str(error))
+            if final:
+                self._final_save_failed = True
+                log.error("cannot save offsets before exiting; lines acknowledged since the last save "
+                          "will be sent again at the next start", path=str(self.registry.path), error=str(error))
+            elif self._save_failing_since is None:
+                self._save_failing_since = self._save_failure_logged = now
+                log.error("cannot save the registry; shipping goes on, retried every second",
+                          path=str(self.registry.path), error=str(error))
+            elif now - self._save_failure_logged >= SAVE_FAILURE_LOG_INTERVAL:
+                self._save_failure_logged = now
+                log.error("still cannot save the registry; shipping goes on, retried every second",
+                          path=str(self.registry.path), failing_for=round(now - self._save_failing_since),
+                          error=str(error))
+            return False
+        if self._save_failing_since is not None:
+            log.info("registry saved again", path=str(self.registry.path),
+                     failed_for=round(self._clock.monotonic() - self._save_failing_since))
+            self._save_failing_since = None
+        return True
 
     def stop(self) -> None:
         """Ask a running daemon to shut down (what SIGTERM does); any thread."""
@@ -414,9 +470,10 @@ class Pipeline:
             batcher.join(remaining(hard_deadline))
         if self.health is not None:
             self.health.stop(self._sender.deliver, remaining(deadline))
-        self._save_state()
+        self._save_state(final=True)
         self._close_spool()
-        log.info("stopped", acked=self.stats.snapshot().events_acked, unacknowledged=self.acks.in_flight())
+        log.info("stopped", acked=self.stats.snapshot().events_acked, unacknowledged=self.acks.in_flight(),
+                 offsets_saved=not self._final_save_failed)
 
 
 def _prepare_state_dir(path: str) -> None:

@@ -14,6 +14,16 @@ On-disk format: ``<state_dir>/registry.json``, UTF-8 JSON::
                   "fp_hash": "<32 hex>", "generation": 0, "offset": 18234,
                   "updated": 1767225600.0, "gone": false}, ...]}
 
+Paths: a file name need not be valid UTF-8, and JSON text must be. ``path``
+holds the name as text; for a name that is not valid UTF-8 it is a readable,
+lossy form (each undecodable byte written ``\\xNN``) and the entry also has
+``"path_bytes": "<base64 of the name's bytes>"``, which is authoritative: the
+name is read back byte for byte (in memory it is the ``surrogateescape`` text
+that ``os.listdir`` and ``glob`` return). ``path_bytes`` is optional, so the
+format stays version 1: an agent that predates it ignores the field and only
+sees the readable form, which costs nothing but a label (files are resumed by
+dev/inode and fingerprint, never by path).
+
 Invariants of the file (and of the in-memory table):
 
 * ``version`` is 1; any other value, or a file that does not parse into this
@@ -29,11 +39,19 @@ Invariants of the file (and of the in-memory table):
   inode that was reused, must never be resumed into). Gone entries are kept
   until they expire so a reused inode gets a fresh generation;
 * ``updated`` is the wall-clock time the file was last seen (to about a
-  minute); entries not updated for ``ttl`` seconds are dropped at save.
+  minute, and exactly when it is closed: ``release``); entries not updated
+  for ``ttl`` seconds are dropped at save, except those of files the tailer
+  holds open (``hold``/``release``): whatever the ttl, the offsets of a file
+  being read are never forgotten.
 
 The file is replaced atomically (temp file in the same directory, fsync,
 rename, fsync of the directory) with mode 0600, and only when something
 changed. The state directory is created with mode 0700.
+
+A failed write raises ``StateError`` from ``save`` (the caller decides: the
+daemon logs it and retries at its next save, ``agent.pipeline``); from
+``settle`` it is logged and retried at the next hand-over, never raised into
+the reader: shipping goes on, the offsets on disk only lag.
 
 Thread safety: every method may be called from any thread. ``commit`` comes
 from output workers, ``save`` from the main thread (and ``settle``, which
@@ -43,6 +61,8 @@ the tailer.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import os
 import tempfile
@@ -69,6 +89,7 @@ _TEMP_SUFFIX = ".tmp"
 # it drives a TTL measured in days, and rewriting the registry every scan for
 # a timestamp nobody needs to the second would be wasted I/O.
 TOUCH_RESOLUTION = 60.0
+SETTLE_RETRY_INTERVAL = 1.0  # seconds between two settle saves after one failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +115,45 @@ _FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
+def path_to_json(path: str) -> dict[str, str]:
+    """``{"path": ...}``, plus ``path_bytes`` when the name is not valid UTF-8."""
+    try:
+        path.encode("utf-8")
+        return {"path": path}
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = path.encode("utf-8", "surrogateescape")  # what os.fsencode does on POSIX
+    except UnicodeEncodeError:
+        # A surrogate that no file name decodes to (not from the file system):
+        # kept, not reversible, rather than failing every save.
+        raw = path.encode("utf-8", "surrogatepass")
+    return {"path": raw.decode("utf-8", "backslashreplace"),
+            "path_bytes": base64.b64encode(raw).decode("ascii")}
+
+
+def path_from_json(item: dict[str, Any]) -> str:
+    """The path of an entry as written by ``path_to_json`` (ValueError if malformed)."""
+    raw = item.get("path_bytes")
+    if raw is None:
+        path = item.get("path")
+        if not isinstance(path, str):
+            raise ValueError("entry field 'path' is missing or has the wrong type")
+        return path
+    if not isinstance(raw, str):
+        raise ValueError("entry field 'path_bytes' is not a string")
+    try:
+        return base64.b64decode(raw, validate=True).decode("utf-8", "surrogateescape")
+    except binascii.Error as error:
+        raise ValueError(f"entry field 'path_bytes' is not base64: {error}") from error
+
+
+def _entry_to_json(entry: Entry) -> dict[str, Any]:
+    item = dataclasses.asdict(entry)
+    item.update(path_to_json(entry.path))
+    return item
+
+
 def _entry_from_json(item: Any) -> Entry:
     if not isinstance(item, dict):
         raise ValueError("an entry is not an object")
@@ -107,6 +167,7 @@ def _entry_from_json(item: Any) -> Entry:
     if values["offset"] < 0 or values["fp_len"] < 0 or values["generation"] < 0:
         raise ValueError("entry has a negative offset, fp_len or generation")
     values["updated"] = float(values["updated"])
+    values["path"] = path_from_json(item)
     return Entry(**values)
 
 
@@ -125,6 +186,9 @@ class Registry:
         self._changes = 0  # bumped on every change
         self._saved = 0  # value of _changes the file on disk reflects
         self._tracked = 0  # value of _changes right after the latest ``track``
+        self._held: set[str] = set()  # keys of files the tailer has open: never expired
+        self._settle_failed = False  # a settle save failed (logged once until one succeeds)
+        self._settle_retry_at = float("-inf")  # monotonic; no settle save attempted before
         self._prepare_dir()
 
     # -- state directory -------------------------------------------------
@@ -207,7 +271,8 @@ class Registry:
         with self._save_lock:
             now = self._clock.time()
             with self._lock:
-                expired = [key for key, entry in self._entries.items() if now - entry.updated > self.ttl]
+                expired = [key for key, entry in self._entries.items()
+                           if now - entry.updated > self.ttl and key not in self._held]
                 for key in expired:
                     self._drop(key)
                 if expired:
@@ -219,7 +284,7 @@ class Registry:
             # The file is written outside the table lock: output threads keep
             # committing while the fsyncs run.
             body = orjson.dumps({"version": FORMAT_VERSION,
-                                 "entries": [dataclasses.asdict(entry) for entry in entries]})
+                                 "entries": [_entry_to_json(entry) for entry in entries]})
             self._write(body)
             with self._lock:
                 self._saved = max(self._saved, version)
@@ -289,8 +354,24 @@ class Registry:
         before the periodic save the key would be computed anew over more
         bytes, and lines already shipped would go again under other ids.
         """
-        if self._tracked > self._saved:
-            self.save()
+        if self._tracked > self._saved and self._clock.monotonic() >= self._settle_retry_at:
+            try:
+                self.save()
+            except StateError as error:
+                # At most one attempt a second: a hand-over happens for every
+                # group of lines, and a full disk would be asked at each.
+                self._settle_retry_at = self._clock.monotonic() + SETTLE_RETRY_INTERVAL
+                # Like a failed cuts.json write: not a reason to stop reading.
+                # The key is only at risk if the agent also crashes before a
+                # save succeeds (the main loop retries every second).
+                if not self._settle_failed:
+                    log.error("cannot save the registry before handing over a new file's lines; "
+                              "retried at the next hand-over", path=str(self.path), error=str(error))
+                self._settle_failed = True
+                return
+            if self._settle_failed:
+                log.info("registry saved again", path=str(self.path))
+            self._settle_failed = False
 
     def commit(self, key: str, offset: int) -> None:
         """Advance the committed offset of ``key``; never backwards; unknown keys ignored."""
@@ -311,6 +392,22 @@ class Registry:
             if entry.path == path and now - entry.updated < TOUCH_RESOLUTION:
                 return
             self._entries[key] = dataclasses.replace(entry, path=path, updated=now)
+            self._changes += 1
+
+    def hold(self, key: str) -> None:
+        """The tailer has the file of ``key`` open: its entry must not expire."""
+        with self._lock:
+            self._held.add(key)
+
+    def release(self, key: str) -> None:
+        """The tailer closed the file of ``key``: it was last seen now."""
+        now = self._clock.time()
+        with self._lock:
+            self._held.discard(key)
+            entry = self._entries.get(key)
+            if entry is None or entry.updated >= now:
+                return
+            self._entries[key] = dataclasses.replace(entry, updated=now)
             self._changes += 1
 
     def mark_gone(self, key: str) -> None:

@@ -12,6 +12,8 @@ and the dead-letter file, never modifying any of them, so it works for a
 running or a stopped agent. A state directory that does not exist, or that
 this user cannot read, is a ``StateError`` (exit code 1) naming
 ``--state-dir``: an empty report would look like an agent with nothing to do.
+A file name that is not valid UTF-8 is shown in the registry's readable form
+(``\\xNN`` escapes) and stat'ed by its exact bytes (``path_bytes``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import orjson
 from agent.atomic import write_atomic
 from agent.errors import StateError
 from agent.outputs.dead_letter import read_letters, summarize
+from agent.registry import path_from_json
 from agent.stats import Snapshot
 
 STATUS_FILE = "status.json"
@@ -88,12 +91,12 @@ def report(state_dir: str, dead_letter_path: str, origin: str = "default") -> di
     for entry in sorted(entries, key=lambda e: str(e.get("path"))):
         if entry.get("gone"):
             continue
-        path = str(entry.get("path"))
+        path = str(entry.get("path"))  # shown: readable even for a name that is not UTF-8
         try:
-            info = os.stat(path)
+            info = os.stat(path_from_json(entry))
             same = info.st_ino == entry.get("inode") and info.st_dev == entry.get("dev")
             size: int | None = info.st_size if same else None
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a damaged path_bytes; the file counts as gone
             size = None
         offset = int(entry.get("offset", 0))
         files.append({"path": path, "key": entry.get("key"), "dev": entry.get("dev"), "inode": entry.get("inode"),

@@ -140,6 +140,15 @@ def test_file_lag_is_capped_to_the_top_files_plus_other():
     assert len(samples["modelscribe_file_lag_bytes"]) == 6
 
 
+def test_a_file_name_that_is_not_utf8_is_a_readable_label():
+    """os.listdir gives such a name as surrogate-escaped text, which the
+    exposition cannot encode: every scrape failed while one was tailed."""
+    name = b"/logs/bad\xff.log".decode("utf-8", "surrogateescape")
+    samples = _scrape(_view(files=[(name, 5), ("/logs/good.log", 3)]))
+    paths = {labels["path"]: value for labels, value in samples["modelscribe_file_lag_bytes"]}
+    assert paths == {"/logs/bad\\xff.log": 5, "/logs/good.log": 3, OTHER_FILES: 0}
+
+
 def test_file_lags_read_real_files_against_the_registry(tmp_path):
     registry = Registry(tmp_path / "state")
     registry.load()

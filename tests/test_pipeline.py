@@ -127,3 +127,86 @@ def test_a_dead_reader_stops_the_daemon_with_exit_code_1(tmp_path, caplog):
         raise AssertionError("the daemon kept running after its reader died")
     assert done == [EXIT_RUNTIME]
     assert "a stage died" in caplog.text and "No space left on device" in caplog.text
+
+
+def _wait(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_failing_registry_save_is_logged_and_retried_not_fatal(tmp_path, caplog):
+    """A registry that cannot be written (here: registry.json replaced by a
+    directory, so the atomic rename fails) exited the daemon at once, with no
+    stop protocol. It must keep shipping, log, and save again once it can; a
+    final save that fails makes the exit code 1 with a clear error."""
+    import logging
+
+    from agent.errors import EXIT_RUNTIME
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "x.log"
+    app.write_text("".join(f"line {i}\n" for i in range(10)))
+    out = tmp_path / "out.ndjson"
+    state = tmp_path / "state"
+    config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(state), "output": f"file:{out}",
+                      "shutdown_timeout": 5.0, "metrics_addr": "off", "scan_interval": 0.5,
+                      "flush_interval": 0.1}, {})
+    pipeline = Pipeline(config)
+    registry_file = state / "registry.json"
+
+    def shipped():
+        return len(out.read_text().splitlines()) if out.exists() else 0
+
+    def committed():
+        try:
+            return json.loads(registry_file.read_text())["entries"][0]["offset"]
+        except (OSError, ValueError, LookupError):
+            return -1
+
+    done = []
+    with caplog.at_level(logging.INFO, logger="modelscribe"):
+        runner = threading.Thread(target=lambda: done.append(pipeline.run()))
+        runner.start()
+        try:
+            assert _wait(lambda: committed() == app.stat().st_size), "first lines saved"
+            registry_file.unlink()
+            registry_file.mkdir()  # every save fails from now on
+            with open(app, "a") as handle:
+                handle.write("".join(f"line {i}\n" for i in range(10, 20)))
+            assert _wait(lambda: shipped() == 20), "shipping goes on"
+            assert _wait(lambda: "cannot save the registry; shipping goes on" in caplog.text)
+            time.sleep(1.5)
+            assert runner.is_alive(), "a failed save stopped the daemon"
+            assert caplog.text.count("cannot save the registry; shipping goes on") == 1, "logged once, not every second"
+            registry_file.rmdir()
+            assert _wait(lambda: committed() == app.stat().st_size), "saved again once it can"
+            assert "registry saved again" in caplog.text
+            registry_file.unlink()
+            registry_file.mkdir()  # and the final save fails too
+        finally:
+            pipeline.stop()
+            runner.join(30)
+    assert not runner.is_alive()
+    assert done == [EXIT_RUNTIME]
+    final = [r for r in caplog.records if r.getMessage().startswith("cannot save offsets before exiting")]
+    assert len(final) == 1 and final[0].kv["path"] == str(registry_file)
+    assert any(r.getMessage() == "stopped" and r.kv["offsets_saved"] is False for r in caplog.records)
+
+
+def test_a_state_ttl_of_zero_does_not_make_once_runs_ship_again(tmp_path, caplog):
+    """--state-ttl 0 dropped every entry at each save: each --once run re-shipped the whole file."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "x.log").write_text("".join(f"line {i}\n" for i in range(5)))
+    flags = {"paths": (str(logs / "*.log"),), "state_ttl": 0.0}
+    assert [d["message"] for d in _run(tmp_path, flags)] == [f"line {i}" for i in range(5)]
+    with open(logs / "x.log", "a") as handle:
+        handle.write("line 5\n")
+    docs = _run(tmp_path, flags)  # the file output appends: the second run's documents follow the first's
+    assert [d["message"] for d in docs] == [f"line {i}" for i in range(6)]
+    assert "--state-ttl is too short" in caplog.text

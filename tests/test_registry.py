@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -9,6 +10,8 @@ import stat
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.clock import FakeClock
 from agent.errors import StateError
@@ -247,3 +250,93 @@ def test_thread_safety_smoke(state, clock):
             key = f"k{(offset + worker) % 20}"
             expected[key] = max(expected.get(key, 0), offset)
     assert offsets == expected
+
+
+# -- file names that are not valid UTF-8 (audit F1) ----------------------------
+
+def test_a_path_that_is_not_utf8_is_saved_reversibly_and_readably(state, clock):
+    path = os.fsdecode(b"/logs/bad\xff\xfe.log")  # what glob returns: surrogate escapes
+    registry = Registry(state, clock=clock)
+    registry.load()
+    registry.track(dataclasses.replace(entry("k1"), path=path))
+    registry.track(entry("k2", inode=11))
+    registry.save()  # raised TypeError (orjson refuses surrogates), every time
+    document = json.loads((state / "registry.json").read_text(encoding="utf-8"))
+    by_key = {item["key"]: item for item in document["entries"]}
+    assert document["version"] == 1
+    assert by_key["k1"]["path"] == "/logs/bad\\xff\\xfe.log"  # what an older agent or a person sees
+    assert "path_bytes" in by_key["k1"] and "path_bytes" not in by_key["k2"]
+    again = Registry(state, clock=clock)
+    again.load()
+    assert again.get("k1").path == path and os.fsencode(again.get("k1").path) == b"/logs/bad\xff\xfe.log"
+    assert again.get("k2").path == "/logs/k2.log"
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.binary(min_size=1, max_size=40).filter(lambda b: b"\0" not in b and b"/" not in b))
+def test_any_file_name_round_trips_through_the_registry(tmp_path_factory, name):
+    state = tmp_path_factory.mktemp("state")
+    clock = FakeClock()
+    path = "/logs/" + os.fsdecode(name)
+    registry = Registry(state, clock=clock)
+    registry.load()
+    registry.track(dataclasses.replace(entry("k1"), path=path))
+    registry.save()
+    again = Registry(state, clock=clock)
+    again.load()
+    assert again.get("k1").path == path
+
+
+def test_a_damaged_path_bytes_is_corruption(state, clock):
+    state.mkdir()
+    item = {**dataclasses.asdict(entry("k1")), "path_bytes": "not base64!"}
+    (state / "registry.json").write_text(json.dumps({"version": 1, "entries": [item]}))
+    registry = Registry(state, clock=clock)
+    registry.load()
+    assert registry.entries() == [] and any(n.startswith("registry.json.corrupt-") for n in os.listdir(state))
+
+
+# -- entries of open files never expire (audit F6) -------------------------------
+
+def test_a_held_entry_survives_any_ttl_and_expires_from_its_release(state, clock):
+    registry = Registry(state, ttl=0.0, clock=clock)
+    registry.load()
+    registry.track(entry("open", updated=clock.time()))
+    registry.track(entry("closed", inode=11, updated=clock.time()))
+    registry.hold("open")
+    clock.advance(3600)
+    registry.save()
+    assert [e.key for e in registry.entries()] == ["open"], "a file being read keeps its offsets"
+    registry.commit("open", 10)
+    assert registry.get("open").offset == 10
+    registry = Registry(state, ttl=100.0, clock=clock)
+    registry.load()
+    registry.hold("open")
+    clock.advance(500)
+    registry.release("open")  # closed now: last seen now, not at its last touch
+    registry.save()
+    assert registry.get("open").updated == clock.time()
+    clock.advance(101)
+    registry.save()
+    assert registry.entries() == []
+
+
+# -- a failed save in settle (reader thread) is not fatal (audit F7) ------------
+
+def test_settle_logs_a_failed_save_and_retries_it(state, clock, caplog):
+    registry = Registry(state, clock=clock)
+    registry.load()
+    (state / "registry.json").mkdir()  # os.replace onto a directory fails: a real failed write
+    registry.track(entry("k1"))
+    with caplog.at_level(logging.ERROR, logger="modelscribe"):
+        registry.settle()
+        registry.settle()
+    failures = [r for r in caplog.records if r.getMessage().startswith("cannot save the registry before")]
+    assert len(failures) == 1, "logged once per failing streak"
+    assert failures[0].kv["path"] == str(state / "registry.json") and "Is a directory" in failures[0].kv["error"]
+    with pytest.raises(StateError):
+        registry.save()  # the main loop's save still says so (it logs and retries)
+    (state / "registry.json").rmdir()
+    clock.advance(2)
+    registry.settle()
+    assert not registry.dirty and json.loads((state / "registry.json").read_text())["entries"][0]["key"] == "k1"

@@ -146,11 +146,11 @@ def test_a_wedged_main_loop_stops_the_watchdog_pings(tmp_path, short_dir, monkey
     wedge, wedged, release = threading.Event(), threading.Event(), threading.Event()
     save = pipeline._save_state
 
-    def save_state() -> None:
+    def save_state(final: bool = False) -> None:
         if wedge.is_set() and not release.is_set():
             wedged.set()
             release.wait(30)
-        save()
+        save(final)
 
     pipeline._save_state = save_state
     done: list[int] = []

@@ -26,3 +26,27 @@ def test_report_of_a_stopped_agent(tmp_path):
     assert data["counters"]["events_acked"] == 2
     text = render(data)
     assert "lag_bytes=6" in text and "agent: not running" in text and "dead letters: 0" in text
+
+
+def test_a_file_name_that_is_not_utf8_is_shown_readably_and_stat_ed_exactly(tmp_path):
+    import json
+
+    from agent.clock import FakeClock
+    from agent.registry import Entry, Registry
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    name = os.path.join(os.fsencode(logs), b"bad\xff.log")
+    with open(name, "wb") as handle:
+        handle.write(b"0123456789\n")
+    info = os.stat(name)
+    registry = Registry(tmp_path / "state", clock=FakeClock())
+    registry.load()
+    registry.track(Entry(key="k1", path=os.fsdecode(name), dev=info.st_dev, inode=info.st_ino, fp_len=11,
+                         fp_hash="ab" * 16, generation=0, offset=4, updated=FakeClock().time()))
+    registry.save()
+    data = report(str(tmp_path / "state"), str(tmp_path / "dead.ndjson"))
+    (item,) = data["files"]
+    assert item["path"] == f"{logs}/bad\\xff.log" and (item["size"], item["lag_bytes"]) == (11, 7)
+    json.dumps(data, ensure_ascii=False).encode("utf-8")  # --json and the text form print it as UTF-8
+    render(data).encode("utf-8")

@@ -19,9 +19,21 @@ Guarantees:
   a FIFO matched by a glob, a file gone between glob and open are logged once
   per path and error, retried at later scans, and never stop other files.
 
+* a file rotated away while the agent was stopped is finished after the
+  restart: at the first scan, a live registry entry whose file was not opened
+  by it, whose path no longer names that file, and whose file is found under
+  another name *in the same directory* (same dev/inode, one ``scandir`` per
+  such directory) with more bytes than the committed offset and the same
+  first bytes (``Registry.lookup``: an inode reused by another content is
+  never read) is read from its committed offset to its end, then closed after
+  ``close_inactive``, exactly as a file renamed away while the agent runs
+  (``_RENAMED``; its lines keep the path the registry knew). A file still at
+  its path but no longer matched (the globs changed) is left alone.
+
 Limits: a file truncated, or deleted and its inode reused with the same first
 line, *while the agent is down* and grown past the committed offset is resumed
-there.
+there. A file rotated into another directory (logrotate ``olddir``) while the
+agent was down is not looked for.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ from typing import TYPE_CHECKING
 
 from agent.cuts import CutLog
 from agent.events import Source
-from agent.registry import Registry
+from agent.registry import Entry, Registry
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Hint, Watcher, describe_error, describe_mode
 from agent.sources.identity import names_file, prefix_hasher
@@ -45,6 +57,9 @@ log = get_logger("tail")
 
 MIN_CHECK_INTERVAL = 0.25  # seconds between stats of a growing file
 MAX_CHECK_INTERVAL = 2.0  # ... and of an idle one
+# Names looked at per directory when finding files rotated away while the
+# agent was stopped: bounds the start-up cost of a huge directory.
+MAX_RECOVERY_NAMES = 100_000
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _ACTIVE, _RENAMED, _DELETED = "active", "renamed", "deleted"
@@ -55,7 +70,7 @@ class _Harvester:
     """The tailer's private state for one open file."""
 
     __slots__ = ("fd", "dev", "inode", "path", "source", "reader", "state", "size",
-                 "last_growth", "next_check", "interval", "deleted_at")
+                 "last_growth", "next_check", "interval", "deleted_at", "fingerprint")
 
     def __init__(self, fd: int, dev: int, inode: int, path: str, reader: LineReader,
                  source: Source | None, now: float) -> None:
@@ -71,6 +86,9 @@ class _Harvester:
         self.next_check = now
         self.interval = MIN_CHECK_INTERVAL
         self.deleted_at: float | None = None  # monotonic time the deletion was noticed
+        # (fp_len, fp_hash) of the content being read, while it has a key: a
+        # growing file whose first bytes no longer match was rewritten.
+        self.fingerprint: tuple[int, str] | None = None
 
 
 class Harvesters:
@@ -91,6 +109,7 @@ class Harvesters:
     _retry_at: dict[str, float]
     _scan_requested: bool
     _next_scan: float
+    _recovered: bool  # the start-up search for rotated files ran
 
     # -- hints from the watcher ---------------------------------------------
 
@@ -125,6 +144,9 @@ class Harvesters:
         matched = set(paths)
         for path in [path for path in self._problems if path not in matched]:
             self._clear_problem(path)  # so the same problem, if it returns, is logged again
+        if not self._recovered:  # after the globs: a rotated file they match is simply open
+            self._recovered = True
+            self._recover_rotated(now)
         for harvester in self._harvesters.values():
             if harvester.source is not None:
                 self._registry.touch(harvester.source.key, harvester.path)
@@ -176,14 +198,77 @@ class Harvesters:
         elif entry is not None:
             source, start = Source(entry.key, path), max(entry.offset, self._resume_after.pop(entry.key, 0))
             self._registry.touch(entry.key, path)
+            self._registry.hold(entry.key)
             log.info("resuming file", path=path, offset=start, key=entry.key)
         else:
             log.info("new file", path=path)
         cuts = self._cuts.line_cuts(source.key) if source is not None and self._cuts is not None else None
         harvester = _Harvester(fd, info.st_dev, info.st_ino, path,
                                LineReader(start, self._settings.max_line_bytes, cuts), source, now)
+        if source is not None and entry is not None:
+            harvester.fingerprint = (entry.fp_len, entry.fp_hash)
         self._harvesters[(info.st_dev, info.st_ino)] = harvester
         self._by_path[path] = harvester
+
+    # -- files rotated away while the agent was stopped ---------------------
+
+    def _recover_rotated(self, now: float) -> None:
+        """Open, to finish them, the files rotated out of the globs while the agent was down."""
+        by_dir: dict[str, dict[int, list[Entry]]] = {}
+        for entry in self._registry.entries():
+            if entry.gone or (entry.dev, entry.inode) in self._harvesters:
+                continue
+            if names_file(entry.path, entry.dev, entry.inode):
+                continue  # still at its path, no longer matched: the globs changed, it was not rotated
+            inodes = by_dir.setdefault(os.path.dirname(entry.path), {})
+            inodes.setdefault(entry.inode, []).append(entry)
+        for directory, inodes in by_dir.items():
+            try:
+                with os.scandir(directory) as listing:
+                    for count, item in enumerate(listing):
+                        if count >= MAX_RECOVERY_NAMES:
+                            log.warning("directory too large to look for files rotated while the agent was "
+                                        "stopped; the rest of it is not looked at", path=directory,
+                                        names=MAX_RECOVERY_NAMES)
+                            break
+                        for entry in inodes.get(item.inode(), ()):  # d_ino: no stat per name
+                            self._resume_rotated(item.path, entry, now)
+            except OSError as error:  # the directory is gone or unreadable: nothing to finish there
+                log.debug("cannot look for rotated files", path=directory, error=describe_error(error))
+
+    def _resume_rotated(self, path: str, entry: Entry, now: float) -> None:
+        if (entry.dev, entry.inode) in self._harvesters:
+            return
+        try:
+            info = os.stat(path, follow_symlinks=False)
+            if (not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (entry.dev, entry.inode)
+                    or info.st_size <= entry.offset):
+                return  # another file with that inode number, or nothing left to read
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError:
+            return
+        try:
+            info = os.fstat(fd)
+            same = (info.st_dev, info.st_ino) == (entry.dev, entry.inode) and info.st_size > entry.offset
+            # The fingerprint: an inode reused by another content must never be read on.
+            found = self._registry.lookup(entry.dev, entry.inode, prefix_hasher(fd)) if same else None
+        except OSError:
+            found = None
+        if found is None or found.key != entry.key:
+            os.close(fd)
+            return
+        start = max(entry.offset, self._resume_after.pop(entry.key, 0))
+        log.info("file rotated away while the agent was stopped; reading it to its end", path=entry.path,
+                 now_at=path, offset=start, size=info.st_size, key=entry.key)
+        cuts = self._cuts.line_cuts(entry.key) if self._cuts is not None else None
+        harvester = _Harvester(fd, entry.dev, entry.inode, entry.path,
+                               LineReader(start, self._settings.max_line_bytes, cuts),
+                               Source(entry.key, entry.path), now)
+        # Not in _by_path: the old path may name the new file by now.
+        harvester.state = _RENAMED
+        harvester.fingerprint = (entry.fp_len, entry.fp_hash)
+        self._harvesters[(entry.dev, entry.inode)] = harvester
+        self._registry.hold(entry.key)
 
     def _seen_at(self, harvester: _Harvester, path: str) -> None:
         """An open file was found at ``path`` by a scan or a hint."""
@@ -232,6 +317,8 @@ class Harvesters:
         except OSError:
             pass
         harvester.fd = -1
+        if harvester.source is not None:
+            self._registry.release(harvester.source.key)
         self._harvesters.pop((harvester.dev, harvester.inode), None)
         if self._by_path.get(harvester.path) is harvester:
             del self._by_path[harvester.path]

@@ -13,18 +13,24 @@ Guarantees:
   order, with byte offsets (see ``reader``); while ``line()`` blocks the tailer
   reads nothing, which is the agent's backpressure;
 * a file renamed away is read to its end and closed once it has been idle for
-  ``close_inactive``;
-* truncation of an open file (size below the read position) starts a new
-  content (new key) at 0; nothing of the old content is sent again;
+  ``close_inactive``; one renamed out of the globs while the agent was
+  stopped is found again at the first scan and finished the same way (see
+  ``harvesters``);
+* truncation of an open file starts a new content (new key) at 0; nothing of
+  the old content is sent again. It is seen when the size is below the read
+  position, or when the file's size changed and its first ``fp_len`` bytes
+  (the fingerprint, one ``pread``) no longer hash to its key's: a program
+  that reopened its log with ``open(path, "w")`` and wrote past the old read
+  position between two checks;
 * a deleted file is drained, closed, reported with ``LineSink.source_closed``
   and marked gone in the registry, so a reused inode is never resumed;
 * a last line without newline is held until its newline arrives, or sent
   tagged ``TAG_PARTIAL`` once the file has not grown for
   ``partial_line_timeout``; later bytes start a new line.
 
-Limits: truncation is seen from sizes, so a file truncated and regrown past
-the read position between two checks is read on from the old position. A
-file whose path vanished but which still has links (renamed out of the globs;
+Limits: a file truncated and rewritten between two checks to exactly its old
+size, or with the same first line (a constant header), is read on from the
+old position. A file whose path vanished but which still has links (renamed out of the globs;
 NFS "silly renames") is treated as rotated, closed after ``close_inactive``.
 
 New settings (a reload, ``apply``) are taken at the start of the reader's
@@ -55,7 +61,8 @@ from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Watcher, describe_error
 from agent.sources.harvesters import (_ACTIVE, _DELETED, _RENAMED, _UNMATCHED, MAX_CHECK_INTERVAL,
                                       MIN_CHECK_INTERVAL, Harvesters, _Harvester)
-from agent.sources.identity import Fingerprint, names_file, next_generation, read_fingerprint, source_key
+from agent.sources.identity import (Fingerprint, hash_prefix, names_file, next_generation, read_fingerprint,
+                                    read_prefix, source_key)
 
 log = get_logger("tail")
 
@@ -134,6 +141,7 @@ class Tailer(Harvesters):
         self._stop: threading.Event | None = None
         self._watcher: Watcher | None = None
         self._next_scan = float("-inf")
+        self._recovered = False  # files rotated away while stopped: looked for at the first scan
         self._scan_requested = False
         self._last_tick = float("-inf")
         # ``apply``'s slot: the only state another thread touches (under the lock).
@@ -293,6 +301,8 @@ class Tailer(Harvesters):
         reader = harvester.reader
         if size < reader.read_pos:
             self._truncated(harvester, size, now)
+        elif size != harvester.size and self._rewritten(harvester):
+            self._truncated(harvester, size, now, reason="first bytes changed")
         if size != harvester.size:
             harvester.size = size
             harvester.last_growth = now
@@ -403,21 +413,33 @@ class Tailer(Harvesters):
             fp_len=fingerprint.length, fp_hash=fingerprint.digest, generation=generation,
             offset=0, updated=self._clock.time(), gone=False))
         harvester.source = Source(key, harvester.path)
+        harvester.fingerprint = (fingerprint.length, fingerprint.digest)
+        self._registry.hold(key)
         if self._cuts is not None:  # a file first read by a run that crashed: cut where it was
             cuts = self._cuts.line_cuts(key)
             if cuts:
                 harvester.reader.cut_at(cuts)
 
-    def _truncated(self, harvester: _Harvester, size: int, now: float) -> None:
-        log.warning("file truncated", path=harvester.path, offset=harvester.reader.read_pos, size=size)
+    def _rewritten(self, harvester: _Harvester) -> bool:
+        """Do the file's first bytes differ from those its key was made of?"""
+        if harvester.fingerprint is None:
+            return False
+        length, digest = harvester.fingerprint
+        return hash_prefix(read_prefix(harvester.fd, length)) != digest
+
+    def _truncated(self, harvester: _Harvester, size: int, now: float, reason: str = "smaller than read") -> None:
+        log.warning("file truncated", path=harvester.path, offset=harvester.reader.read_pos, size=size,
+                    reason=reason)
         old = harvester.source
         if old is not None:
             # Bytes read but not yet sent belong to the old content: send them
             # now rather than lose them; nothing already sent is sent again.
             self._flush(harvester)
             self._registry.mark_gone(old.key)
+            self._registry.release(old.key)
             self._sink.source_closed(old)
         harvester.source = None
+        harvester.fingerprint = None
         harvester.reader.reset(0)
         harvester.size = size
         harvester.last_growth = now
