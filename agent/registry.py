@@ -12,7 +12,18 @@ On-disk format: ``<state_dir>/registry.json``, UTF-8 JSON::
      "entries": [{"key": "3f2a9c0d1e2b4a5f", "path": "/var/log/app.log",
                   "dev": 2049, "inode": 131077, "fp_len": 58,
                   "fp_hash": "<32 hex>", "generation": 0, "offset": 18234,
-                  "updated": 1767225600.0, "gone": false}, ...]}
+                  "updated": 1767225600.0, "gone": false}, ...],
+     "retired": [[2049, 131077, "<32 hex>", 0, 1767225600.0], ...]}
+
+``retired`` (optional; an agent that predates it ignores it, so the format
+stays version 1): what is left of an entry dropped for ``ttl``, as
+``[dev, inode, fp_hash, generation, dropped at]``. A new content on that
+inode with the same first bytes (a reused inode, a log re-created with the
+same header) must not get the dropped entry's key again: its lines would
+carry ids Elasticsearch already holds and be refused as duplicates. So the
+generation of a new content counts these too (``generations``). They are
+kept for ``max(RETIRED_MIN_TTL, 4 * ttl)``, at most ``MAX_RETIRED`` of them
+(the oldest go first).
 
 Paths: a file name need not be valid UTF-8, and JSON text must be. ``path``
 holds the name as text; for a name that is not valid UTF-8 it is a readable,
@@ -89,6 +100,8 @@ _TEMP_SUFFIX = ".tmp"
 # it drives a TTL measured in days, and rewriting the registry every scan for
 # a timestamp nobody needs to the second would be wasted I/O.
 TOUCH_RESOLUTION = 60.0
+RETIRED_MIN_TTL = 30 * 86400.0  # how long a dropped entry's generation is remembered, at least
+MAX_RETIRED = 10_000  # ... and how many (about 80 bytes each in the file)
 SETTLE_RETRY_INTERVAL = 1.0  # seconds between two settle saves after one failed
 
 
@@ -187,6 +200,8 @@ class Registry:
         self._saved = 0  # value of _changes the file on disk reflects
         self._tracked = 0  # value of _changes right after the latest ``track``
         self._held: set[str] = set()  # keys of files the tailer has open: never expired
+        # (dev, inode, fp_hash) -> (generation, dropped at) of entries dropped for ttl.
+        self._retired: dict[tuple[int, int, str], tuple[int, float]] = {}
         self._settle_failed = False  # a settle save failed (logged once until one succeeds)
         self._settle_retry_at = float("-inf")  # monotonic; no settle save attempted before
         self._prepare_dir()
@@ -213,24 +228,26 @@ class Registry:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             entries: list[Entry] = []
+            retired: dict[tuple[int, int, str], tuple[int, float]] = {}
         except OSError as error:
             raise StateError(f"cannot read {self.path}: {error}") from error
         else:
             try:
-                entries = self._parse(raw)
+                entries, retired = self._parse(raw)
             except ValueError as error:  # orjson.JSONDecodeError is a ValueError
-                entries = []
+                entries, retired = [], {}
                 self._move_aside(str(error))
         with self._lock:
             self._entries = {}
             self._by_inode = {}
+            self._retired = retired
             for entry in entries:
                 self._put(entry)
             self._changes += 1
             self._saved = self._changes
 
     @staticmethod
-    def _parse(raw: bytes) -> list[Entry]:
+    def _parse(raw: bytes) -> tuple[list[Entry], dict[tuple[int, int, str], tuple[int, float]]]:
         document = orjson.loads(raw)
         if not isinstance(document, dict):
             raise ValueError("top level is not an object")
@@ -242,7 +259,7 @@ class Registry:
         entries = [_entry_from_json(item) for item in items]
         if len({entry.key for entry in entries}) != len(entries):
             raise ValueError("duplicate keys")
-        return entries
+        return entries, _retired_from_json(document.get("retired", []))
 
     def _move_aside(self, reason: str) -> None:
         aside = self.path.with_name(f"{FILE_NAME}.corrupt-{int(self._clock.time() * 1000)}")
@@ -274,17 +291,27 @@ class Registry:
                 expired = [key for key, entry in self._entries.items()
                            if now - entry.updated > self.ttl and key not in self._held]
                 for key in expired:
+                    self._retire(self._entries[key], now)
                     self._drop(key)
-                if expired:
+                horizon = now - max(RETIRED_MIN_TTL, 4 * self.ttl)
+                stale = [found for found, (_, dropped) in self._retired.items() if dropped < horizon]
+                for found in stale:
+                    del self._retired[found]
+                if expired or stale:
                     self._changes += 1
                 if self._changes == self._saved:
                     return
                 version = self._changes
                 entries = sorted(self._entries.values(), key=lambda entry: entry.key)
+                retired = [[dev, inode, digest, generation, dropped]
+                           for (dev, inode, digest), (generation, dropped) in sorted(self._retired.items())]
             # The file is written outside the table lock: output threads keep
             # committing while the fsyncs run.
-            body = orjson.dumps({"version": FORMAT_VERSION,
-                                 "entries": [_entry_to_json(entry) for entry in entries]})
+            document: dict[str, Any] = {"version": FORMAT_VERSION,
+                                        "entries": [_entry_to_json(entry) for entry in entries]}
+            if retired:
+                document["retired"] = retired
+            body = orjson.dumps(document)
             self._write(body)
             with self._lock:
                 self._saved = max(self._saved, version)
@@ -330,10 +357,25 @@ class Registry:
                 return entry
         return None
 
-    def history(self, dev: int, inode: int) -> list[Entry]:
-        """Every entry (live or gone) for this dev/inode, to pick a new generation."""
+    def generations(self, dev: int, inode: int) -> list[tuple[str, int]]:
+        """``(fp_hash, generation)`` of every content this dev/inode had that the
+        registry remembers (entries live or gone, and retired ones), to pick a
+        new content's generation (``identity.next_generation``)."""
         with self._lock:
-            return [self._entries[key] for key in self._by_inode.get((dev, inode), ())]
+            known = [(self._entries[key].fp_hash, self._entries[key].generation)
+                     for key in self._by_inode.get((dev, inode), ())]
+            known += [(digest, generation) for (d, i, digest), (generation, _) in self._retired.items()
+                      if (d, i) == (dev, inode)]
+        return known
+
+    def _retire(self, entry: Entry, now: float) -> None:
+        """Remember the generation of ``entry``, dropped for ttl (under the lock)."""
+        found = (entry.dev, entry.inode, entry.fp_hash)
+        known = self._retired.get(found)
+        if known is None or known[0] <= entry.generation:
+            self._retired[found] = (entry.generation, now)
+        if len(self._retired) > MAX_RETIRED:
+            del self._retired[min(self._retired, key=lambda k: self._retired[k][1])]
 
     def track(self, entry: Entry) -> None:
         """Add or replace (by key); retire other live entries of the same inode."""
@@ -433,3 +475,16 @@ class Registry:
         """True if the table changed since it was last loaded or saved."""
         with self._lock:
             return self._changes != self._saved
+
+
+def _retired_from_json(items: Any) -> dict[tuple[int, int, str], tuple[int, float]]:
+    if not isinstance(items, list):
+        raise ValueError("retired is not a list")
+    retired: dict[tuple[int, int, str], tuple[int, float]] = {}
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 5 and all(type(n) is int for n in item[:2])
+                and isinstance(item[2], str) and type(item[3]) is int and item[3] >= 0
+                and type(item[4]) in (int, float)):
+            raise ValueError(f"a retired entry is not [dev, inode, fp_hash, generation, time]: {item!r:.100}")
+        retired[(item[0], item[1], item[2])] = (item[3], float(item[4]))
+    return retired

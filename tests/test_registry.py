@@ -96,6 +96,9 @@ def test_missing_file_loads_empty(state, clock):
     b'{"version": 1, "entries": [{"key": "k", "path": "/p", "dev": true, "inode": 1, "fp_len": 1,'
     b' "fp_hash": "h", "generation": 0, "offset": 1, "updated": 1.0, "gone": false}]}',
     b"\xff\xfe",
+    b'{"version": 1, "entries": [], "retired": {}}',
+    b'{"version": 1, "entries": [], "retired": [[1, 2, "h", -1, 1.0]]}',
+    b'{"version": 1, "entries": [], "retired": [[1, 2, "h"]]}',
 ])
 def test_corrupt_file_is_moved_aside_and_start_is_empty(state, clock, content):
     state.mkdir(mode=0o700)
@@ -147,6 +150,39 @@ def test_ttl_drops_entries_not_seen_for_too_long(state, clock):
     assert [e.key for e in again.entries()] == ["fresh"]
 
 
+def test_an_entry_dropped_for_ttl_keeps_its_generation_taken(state, clock):
+    """Audit F3: once the registry forgot a file, new content on the same inode
+    with the same first bytes got generation 0 again, i.e. the forgotten
+    content's key: its lines' ids were already in Elasticsearch, refused as
+    duplicates and never indexed. The dropped entry is remembered as retired."""
+    from agent.registry import MAX_RETIRED, RETIRED_MIN_TTL
+    from agent.sources.identity import next_generation, source_key
+
+    registry = Registry(state, ttl=100.0, clock=clock)
+    registry.load()
+    digest = "cd" * 16
+    old_key = source_key(1, 10, 2, digest)
+    registry.track(entry(old_key, inode=10, fp_hash=digest, generation=2, updated=clock.time()))
+    registry.save()
+    clock.advance(200)
+    registry.save()
+    assert registry.entries() == []
+    again = Registry(state, ttl=100.0, clock=clock)
+    again.load()  # remembered across a restart
+    generation = next_generation(again.generations(1, 10), digest)
+    assert generation == 3 and source_key(1, 10, generation, digest) != old_key
+    assert next_generation(again.generations(1, 11), digest) == 0  # another inode: unaffected
+    clock.advance(RETIRED_MIN_TTL + 1)
+    again.save()
+    assert again.generations(1, 10) == []  # forgotten in the end
+    for inode in range(MAX_RETIRED + 5):  # bounded: the oldest go first
+        again.track(entry(f"k{inode}", inode=inode, fp_hash=digest, updated=clock.time()))
+        clock.advance(0.001)
+    clock.advance(200)
+    again.save()
+    assert again.generations(1, 0) == [] and again.generations(1, MAX_RETIRED + 4) == [(digest, 0)]
+
+
 def test_commit_never_moves_backwards_and_ignores_unknown_keys(state, clock):
     registry = Registry(state, clock=clock)
     registry.track(entry("k1"))
@@ -170,7 +206,7 @@ def test_lookup_matches_dev_inode_and_fingerprint_and_skips_gone(state, clock):
     assert registry.lookup(1, 10, lambda n: "bb") is None
     registry.mark_gone("k1")
     assert registry.lookup(1, 10, fingerprint_of) is None
-    assert [e.key for e in registry.history(1, 10)] == ["k1"]
+    assert registry.generations(1, 10) == [("aa", 0)]
 
 
 def test_tracking_a_new_content_retires_the_old_one_of_the_same_inode(state, clock):

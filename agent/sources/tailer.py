@@ -404,8 +404,7 @@ class Tailer(Harvesters):
         """Give the content starting at offset 0 its key (first line about to go out)."""
         fingerprint: Fingerprint = read_fingerprint(
             harvester.fd, min(self._settings.fingerprint_bytes, available))
-        known = self._registry.history(harvester.dev, harvester.inode)
-        generation = next_generation(((entry.fp_hash, entry.generation) for entry in known),
+        generation = next_generation(self._registry.generations(harvester.dev, harvester.inode),
                                      fingerprint.digest)
         key = source_key(harvester.dev, harvester.inode, generation, fingerprint.digest)
         self._registry.track(Entry(
