@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = get_logger("output.elasticsearch")
 
+PREFLIGHT_TIMEOUT = 10.0  # seconds
 _JSON = "application/json"
 _NDJSON = "application/x-ndjson"
 _BULK_FILTER = "errors,items.*._id,items.*.status,items.*.error.type,items.*.error.reason"
@@ -143,8 +144,9 @@ class ElasticsearchOutput:
             raise PermanentOutputError(f"TLS handshake with {self._config.es_urls[0]} failed: "
                                        f"{detail} (check {hint})") from error
         except elastic_transport.ConnectionTimeout as error:
-            raise TransientOutputError(f"Elasticsearch did not answer within "
-                                       f"{self._config.request_timeout:g}s ({method} {path})") from error
+            waited = self._config.request_timeout if timeout is None else timeout
+            raise TransientOutputError(f"Elasticsearch did not answer within {waited:g}s ({method} {path})") \
+                from error
         except elastic_transport.ConnectionError as error:
             if _broke(error):  # sent, then the answer never came whole: it may have been applied
                 raise TransientOutputError(
@@ -177,8 +179,13 @@ class ElasticsearchOutput:
         ``_authenticate`` needs no privilege, so a write-only key passes; a
         cluster without security answers it with an error that is not 401.
         """
-        response = self.request("GET", "/_security/_authenticate")
+        response = self.request("GET", "/_security/_authenticate", timeout=self.preflight_timeout())
         raise_for_auth(self._config, response)
+
+    def preflight_timeout(self) -> float:
+        """The start-up check waits at most this: the daemon starts reading
+        (and tells systemd it is ready) only after it, whatever it finds."""
+        return min(self._config.request_timeout, PREFLIGHT_TIMEOUT)
 
     def _version(self) -> tuple[str, str] | None:
         """(version, cluster name). ``GET /`` lives in a module that minimal

@@ -80,7 +80,7 @@ class OpenSearchOutput(ElasticsearchOutput):
 
     def preflight(self) -> None:
         """Fail fast when the cluster is unreachable or refuses the credentials."""
-        response = self.request("GET", AUTHINFO)
+        response = self.request("GET", AUTHINFO, timeout=self.preflight_timeout())
         if response.status in (401, 403):
             raise AuthError(_auth_hint(self._config, response))
 

@@ -162,6 +162,25 @@ def test_request_timeout_is_the_configured_one(tmp_path):
         server.close()
 
 
+def test_the_start_up_check_waits_less_than_a_long_request_timeout(monkeypatch):
+    """The daemon reads nothing (and tells systemd nothing) before its
+    preflight: a hung cluster must not hold the start for --request-timeout."""
+    import agent.outputs.elasticsearch as module
+
+    monkeypatch.setattr(module, "PREFLIGHT_TIMEOUT", 1.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    output = ElasticsearchOutput.from_config(resolve(
+        {"es_urls": (f"http://127.0.0.1:{server.getsockname()[1]}",), "request_timeout": "120s"}, {}))
+    try:
+        with pytest.raises(TransientOutputError, match="did not answer within 1s"):
+            output.preflight()
+    finally:
+        output.close()
+        server.close()
+
+
 def _one_answer_server(answer):
     """A socket server on 127.0.0.1 that reads a request and then calls ``answer(connection)``."""
     server = socket.socket()
