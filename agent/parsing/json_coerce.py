@@ -28,6 +28,8 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, Callable
 
 from agent.parsing import timestamps
+from agent.parsing.json_fit import capped
+from agent.schema import FLATTENED_DEPTH_LIMIT
 
 NO: Any = object()  # what a coercer returns for a value that does not fit
 
@@ -113,15 +115,29 @@ def ip(value: Any) -> Any:
 
 
 def flattened(value: Any) -> Any:
-    """A flattened field takes an object: a bare value or array goes under "value"."""
+    """A flattened field takes an object: a bare value or array goes under "value".
+    Objects nested deeper than the field accepts become JSON text (``json_fit.capped``)."""
     if value is None:
         return NO
-    return value if type(value) is dict else {"value": value}
+    if type(value) is dict:
+        return capped(value, FLATTENED_DEPTH_LIMIT)
+    return {"value": capped(value, FLATTENED_DEPTH_LIMIT - 1)}
 
 
 def any_value(value: Any) -> Any:
-    """Inside a flattened field: any JSON value but null."""
-    return NO if value is None else value
+    """Inside a flattened field, one level down: any JSON value but null."""
+    return NO if value is None else capped(value, FLATTENED_DEPTH_LIMIT - 1)
+
+
+def inside_flattened(levels: int) -> Callable[[Any], Any]:
+    """``any_value`` for a name ``levels`` keys below a flattened field
+    (``model.prediction.a.b``: 2)."""
+    if levels <= 1:
+        return any_value
+
+    def below(value: Any) -> Any:
+        return NO if value is None else capped(value, FLATTENED_DEPTH_LIMIT - levels)
+    return below
 
 
 def text(value: Any) -> Any:

@@ -86,8 +86,8 @@ import re
 from functools import lru_cache
 from typing import Any, Callable, NamedTuple
 
-from agent.parsing.json_coerce import (_UNITS, NO, any_value, boolean, count, double, flattened, ip, keyword, long,
-                                       nanos, text, timestamp)
+from agent.parsing.json_coerce import (_UNITS, NO, boolean, count, double, flattened, inside_flattened, ip, keyword,
+                                       long, nanos, text, timestamp)
 from agent.schema import FIELDS
 
 _SPEC_UNITS = ("ns", "us", "ms", "s")
@@ -364,7 +364,7 @@ def _coercer(target: str) -> Callable[[Any], Any]:
             if parent_field.children:
                 return _BY_TYPE[parent_field.children]
             if parent_field.type == "flattened":
-                return keyword if parent == "labels" else any_value
+                return keyword if parent == "labels" else inside_flattened(name.count(".") - parent.count("."))
             raise ValueError(f"{name} is below {parent}, a {parent_field.type} field, not an object")
     if any(other.startswith(name + ".") for other in FIELDS):
         raise ValueError(f"{name} is an object, not a leaf field")

@@ -19,19 +19,20 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Callable
 
-from agent.parsing import json_coerce, json_keys, json_shapes
+from agent.parsing import json_coerce, json_fit, json_keys, json_shapes
 from agent.parsing.json_keys import Rule
 from agent.parsing.json_keys import STATUS as STATUS_PLACE
 
 
-# ECS field sets a log line may legitimately carry. Left out on purpose:
+# ECS field sets a log line may legitimately carry (gen_ai: the schema's
+# prompts and completions, which payload stripping must find). Left out on purpose:
 # "agent" (describes the shipper, set by enrichment), "data_stream" (routing;
 # a mismatching value makes Elasticsearch reject the document), "tags" (the
 # agent's own tags), "message" and "@timestamp" (mapped by role, below). For the same
 # reason log.file and log.offset (set by enrichment) are moved to extra.
 ECS_ROOTS = frozenset({
     "as", "client", "cloud", "code_signature", "container", "destination", "device",
-    "dll", "dns", "ecs", "elf", "email", "error", "event", "faas", "file", "geo",
+    "dll", "dns", "ecs", "elf", "email", "error", "event", "faas", "file", "gen_ai", "geo",
     "group", "hash", "host", "http", "interface", "labels", "log", "macho", "network",
     "observer", "orchestrator", "organization", "os", "package", "pe", "process",
     "registry", "related", "risk", "rule", "server", "service", "source", "span",
@@ -84,8 +85,13 @@ def _plan(key: str, plans: dict[str, tuple[Any, ...]] = _PLANS, keymap: KeyMap |
             plan = _mapped_plan(key, rule, keymap)
         elif "." in key:
             parts = key.split(".")
-            if parts[0] in ECS_ROOTS and all(parts):
-                plan = (_DOTTED2, parts[0], parts[1]) if len(parts) == 2 else (_DOTTED, parts, None)
+            if parts[0] in ECS_ROOTS:
+                # (.., what its value must be: json_fit; None: not mapped, anything goes)
+                entry = json_fit.resolve(parts)
+                if len(parts) == 2 and entry is not json_fit.MISFIT:
+                    plan = (_DOTTED2, parts[0], parts[1], entry)
+                else:
+                    plan = (_DOTTED, parts, entry)
         elif key in ECS_ROOTS:
             plan = (_ECS_OBJECT, None, None)
     if len(plans) < _MAX_PLANS:

@@ -130,14 +130,18 @@ def _epilogue(names: tuple[str, ...], plans: tuple[tuple[Any, ...], ...], env: d
                   "    if value is not None and not isinstance(value, (dict, list)):",
                   "        log['level'] = (value if isinstance(value, str) else _text(value)).lower()",
                   "    if 'file' in log:",
-                  "        extra['log.file'] = log.pop('file')",
+                  "        keep(extra, 'log.file', log.pop('file'))",
                   "    if 'offset' in log:",
-                  "        extra['log.offset'] = log.pop('offset')"]
+                  "        keep(extra, 'log.offset', log.pop('offset'))"]
     lines += ["if 'error' in fields:",
               "    error = fields['error']",
               "    if type(error) is dict:",
               "        _describe_error(error)",
               "if extra:",
+              "    for value in extra.values():",
+              "        if type(value) is dict or type(value) is list:",
+              "            cap_extra(extra)",
+              "            break",
               "    fields['extra'] = extra"]
     return lines
 
@@ -192,12 +196,12 @@ def _block(i: int, key: str, plan: tuple[Any, ...], env: dict[str, Any]) -> list
                  f"    _put(fields, [p{i}_1, p{i}_2], {v}, extra, {k})"]
         if plan[1] == "log":
             lines.append("ecs_log = True")
-        return lines
+        return _fitted(i, plan[3], f"p{i}_3", lines, env)
     if kind == env["_DOTTED"]:
         lines = [f"_put(fields, p{i}_1, {v}, extra, {k})"]
         if plan[1][0] == "log":
             lines.append("ecs_log = True")
-        return lines
+        return _fitted(i, plan[2], f"p{i}_2", lines, env)
     if kind == env["_MAPPED"]:
         return _guarded(i, key, plan, [
             f"fast = p{i}_4",
@@ -217,28 +221,54 @@ def _block(i: int, key: str, plan: tuple[Any, ...], env: dict[str, Any]) -> list
             "    if mapped is None:",
             f"        mapped = [(p{i}_3, {k}, {v}, None, p{i}_1)]",
             "    else:",
-            f"        mapped.append((p{i}_3, {k}, {v}, None, p{i}_1))"])
+            f"        mapped.append((p{i}_3, {k}, {v}, None, p{i}_1))"], env)
     if kind == env["_LATE"]:
-        return _guarded(i, key, plan, [f"late_rule, late_key, late_value = p{i}_1, {k}, {v}"])
-    return _ecs_object(i, key)  # _ECS_OBJECT
+        return _guarded(i, key, plan, [f"late_rule, late_key, late_value = p{i}_1, {k}, {v}"], env)
+    return _ecs_object(i, key, env)  # _ECS_OBJECT
 
 
-def _guarded(i: int, key: str, plan: tuple[Any, ...], lines: list[str]) -> list[str]:
+def _fitted(i: int, check: Any, slot: str, lines: list[str], env: dict[str, Any]) -> list[str]:
+    """A dotted ECS key's block: its value checked against the mapping first
+    (``check``: its json_fit entry, bound as ``slot``), as in the interpreted loop."""
+    if check is None:
+        return lines
+    if check is env["LEAF_ENTRY"]:  # a string fits every leaf: no call for the usual value
+        return [f"if (type(v{i}) is dict or type(v{i}) is list) and fit(v{i}, {slot}, k{i}, extra) is NO_FIT:",
+                f"    keep(extra, k{i}, v{i})",
+                "else:", *("    " + line for line in lines)]
+    return [f"f = fit(v{i}, {slot}, k{i}, extra)",
+            "if f is NO_FIT:",
+            f"    keep(extra, k{i}, v{i})",
+            "else:",
+            f"    v{i} = f",
+            *("    " + line for line in lines)]
+
+
+def _guarded(i: int, key: str, plan: tuple[Any, ...], lines: list[str], env: dict[str, Any]) -> list[str]:
     """A rule's block; when the key is also an ECS field set (plan[2]), an
     object there is ECS's, as in the interpreted loop's last branches."""
     if not plan[2]:
         return lines
     return [f"if type(v{i}) is not dict:", *("    " + line for line in lines),
-            "else:", *("    " + line for line in _ecs_object(i, key))]
+            "else:", *("    " + line for line in _ecs_object(i, key, env))]
 
 
-def _ecs_object(i: int, key: str) -> list[str]:
+def _ecs_object(i: int, key: str, env: dict[str, Any]) -> list[str]:
+    entry = env["ROOTS"].get(key)
+    if entry is None:
+        fitted = []
+    elif entry[0] == env["OBJECT"]:  # (the entry is fixed per key: resolved here, once)
+        fitted = [f"    fit_object(v{i}, ROOTS[k{i}][1], k{i}, extra)"]
+    else:
+        fitted = [f"    v{i} = fit(v{i}, ROOTS[k{i}], k{i}, extra)"]
     lines = [f"if type(v{i}) is not dict:",
              f"    extra[k{i}] = v{i}",
-             f"elif k{i} in fields:",
-             f"    _put(fields, [k{i}], v{i}, extra, k{i})",
              "else:",
-             f"    fields[k{i}] = v{i}"]
+             *fitted,
+             f"    if k{i} in fields:",
+             f"        _put(fields, [k{i}], v{i}, extra, k{i})",
+             "    else:",
+             f"        fields[k{i}] = v{i}"]
     if key == "log":
         lines += [f"if type(v{i}) is dict:", "    ecs_log = True"]
     return lines
@@ -248,7 +278,8 @@ def _role_block(i: int, key: str, plan: tuple[Any, ...], env: dict[str, Any]) ->
     role, k, v = plan[1], f"k{i}", f"v{i}"
     branches: list[tuple[str, list[str]]] = []
     if key == "event":
-        branches.append((f"type({v}) is dict", [f"_put(fields, ['event'], {v}, extra, {k})"]))
+        branches.append((f"type({v}) is dict", [f"fit_object({v}, _EVENT, {k}, extra)",
+                                                f"_put(fields, ['event'], {v}, extra, {k})"]))
     if plan[2]:
         held = ([f"stamps = [({k}, {v})] if stamps is None else stamps + [({k}, {v})]"]
                 if role == env["_TIMESTAMP"] else [f"extra[{k}] = {v}"])

@@ -11,6 +11,9 @@ Guarantees:
   read with U+FFFD in its place, see ``json_decode``.)
 - Lossless: every key of the object is either mapped or kept under
   ``fields["extra"]``; nothing is dropped.
+- Indexable: no value is placed where the index mapping would reject the
+  document (``json_fit``; tests/schema/test_json_fit_es.py indexes such
+  lines into a real node).
 
 Mapping (the first present key of each list wins; the others go to extra):
 
@@ -26,11 +29,22 @@ Mapping (the first present key of each list wins; the others go to extra):
                read from it when it is a Python traceback and not given.
 
 Keys whose first dotted part is an ECS field set (``log.level``,
-``service.name``, ``trace.id``, ``ecs.version``) and ECS objects as written by
-ecs-logging-python (``"log": {...}``, ``"process": {...}``) pass through into
-nested fields. An undotted ECS name whose value is not an object (``"user":
-"alice"``) would clash with the ECS mapping, so it goes to extra; so does a
-key that collides with one already placed.
+``service.name``, ``trace.id``, ``ecs.version``, ``gen_ai.prompt``) and ECS
+objects as written by ecs-logging-python (``"log": {...}``, ``"process":
+{...}``) pass through into nested fields, as far as the index mapping takes
+them (``json_fit``, derived from the schema): a value whose shape the mapping
+refuses (a string where it has an object, ``{"http": {"request": {"body":
+"x"}}}``; an object in a keyword or text field; a key below a leaf,
+``"log.level.x"``; an empty or blank key) goes to extra under its dotted key
+(``extra["http.request.body"]``), as an undotted ECS name whose value is not
+an object does (``"user": "alice"``); so does a key that collides with one
+already placed. Two values for one key of extra are both kept, as a list
+(``{"log.offset": 1, "log": {"offset": 2}}``: the line's log.offset and
+log.file are set aside for enrichment's, see below, and meet the other
+spelling there). Objects nested deeper than a flattened field accepts (extra,
+labels, model.prediction, ...: 50 levels) are kept as JSON text from the level
+that would exceed it. A payload kept in extra this way is still stripped
+(agent/transforms/payloads.py).
 
 Keys that model services commonly log (``model_name``, ``request_id``,
 ``status_code``, ``latency_ms``, ``prediction``, ...) and the user's
@@ -63,7 +77,9 @@ from agent.parsing import json_keys, timestamps, tracebacks
 from agent.parsing.json_decode import loads
 from agent.parsing.base import LineFormat, TextInfo
 from agent.parsing.json_coerce import NO
-from agent.parsing.json_keys import TIMESTAMP, Rule
+from agent.parsing.json_apply import _apply, _nested_values
+from agent.parsing.json_fit import LEAF_ENTRY, NO_FIT, OBJECT, ROOTS, cap_extra, fit, fit_object, keep
+from agent.parsing.json_keys import Rule
 from agent.parsing.json_keys import STATUS as STATUS_PLACE
 from agent.parsing.json_plans import (_DOTTED, _DOTTED2, _ECS_OBJECT, _EXTRA, _LATE, _MAPPED, _PUT, _PUT2, _ROLE,
                                       _SHAPE_ENV, _TIMESTAMP_KEYS, DEFAULT_KEYS, KeyMap, key_map)
@@ -74,20 +90,22 @@ if TYPE_CHECKING:
 _MESSAGE, _TIMESTAMP, _LEVEL, _LOGGER, _STACK = range(5)
 _MISSING = object()
 _MAX_REASON = 160
+_EVENT = ROOTS["event"][1]
 
 
 def _put(node: dict[str, Any], parts: list[str], value: Any, extra: dict[str, Any], key: str) -> None:
     """Place ``value`` at the nested path ``parts``; on a clash keep it in extra.
 
     Two objects at the same path are merged key by key (ecs-logging writes
-    ``"log.level"`` next to a ``"log": {...}`` object).
+    ``"log.level"`` next to a ``"log": {...}`` object). ``value`` already fits
+    the mapping at ``parts`` (``json_fit``).
     """
     for part in parts[:-1]:
         child = node.get(part, _MISSING)  # (a null there is a value: not replaced)
         if child is _MISSING:
             child = node[part] = {}
         elif type(child) is not dict:
-            extra[key] = value
+            keep(extra, key, value)
             return
         node = child
     last = parts[-1]
@@ -101,7 +119,7 @@ def _put(node: dict[str, Any], parts: list[str], value: Any, extra: dict[str, An
             else:
                 existing[sub_key] = sub_value
     else:
-        extra[key] = value
+        keep(extra, key, value)
 
 
 def _text(value: Any) -> str:
@@ -186,7 +204,8 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
         elif kind == _ROLE:
             role = plan[1]
             if key == "event" and type(value) is dict:
-                _put(fields, ["event"], value, extra, key)  # ECS's event object, not structlog's
+                fit_object(value, _EVENT, key, extra)  # ECS's event object, not structlog's
+                _put(fields, ["event"], value, extra, key)
             elif plan[2] and _better_present(obj, plan[2]):  # rare: two keys of one role
                 if role == _TIMESTAMP:  # the better one may not parse: keep as a fallback
                     stamps = [(key, value)] if stamps is None else stamps + [(key, value)]
@@ -210,6 +229,13 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
             else:
                 stack = (key, value)
         elif kind == _DOTTED2:  # the common two-part key: no list, no call
+            check = plan[3]  # what the mapping takes there (json_fit); a string fits every leaf
+            if check is not None and (check is not LEAF_ENTRY or type(value) is dict or type(value) is list):
+                fitted = fit(value, check, key, extra)
+                if fitted is NO_FIT:
+                    keep(extra, key, value)
+                    continue
+                value = fitted
             root = plan[1]
             node = fields.get(root)
             if node is None:
@@ -221,6 +247,12 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
             if root == "log":
                 ecs_log = True
         elif kind == _DOTTED:
+            if plan[2] is not None:
+                fitted = fit(value, plan[2], key, extra)
+                if fitted is NO_FIT:
+                    keep(extra, key, value)
+                    continue
+                value = fitted
             _put(fields, plan[1], value, extra, key)
             if plan[1][0] == "log":
                 ecs_log = True
@@ -246,6 +278,12 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
         elif type(value) is not dict:  # _ECS_OBJECT: "user": "alice" would clash with the mapping
             extra[key] = value
         else:
+            entry = ROOTS.get(key)
+            if entry is not None:  # (an object fits every root: only what is inside may move to extra)
+                if entry[0] == OBJECT:
+                    fit_object(value, entry[1], key, extra)
+                else:
+                    value = fit(value, entry, key, extra)
             if key in fields:
                 _put(fields, [key], value, extra, key)
             else:
@@ -313,15 +351,20 @@ def map_object(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, f
             log["level"] = (value if isinstance(value, str) else _text(value)).lower()
         # Enrichment writes log.file.path and log.offset (where the line was
         # read); a line's own values would be overwritten, so keep them aside.
+        # (keep: "log.offset" and "log": {"offset": ...} may both be there)
         if "file" in log:
-            extra["log.file"] = log.pop("file")
+            keep(extra, "log.file", log.pop("file"))
         if "offset" in log:
-            extra["log.offset"] = log.pop("offset")
+            keep(extra, "log.offset", log.pop("offset"))
     if "error" in fields:
         error = fields["error"]
         if type(error) is dict:
             _describe_error(error)
     if extra:
+        for value in extra.values():
+            if type(value) is dict or type(value) is list:
+                cap_extra(extra)  # (flattened: at most 50 objects deep)
+                break
         fields["extra"] = extra
     return message, timestamp, fields
 
@@ -343,64 +386,6 @@ def _place_log(fields: dict[str, Any], extra: dict[str, Any], leaf: str, item: t
     text = value if isinstance(value, str) else _text(value)
     if not _set_leaf(fields, "log", leaf, text.lower() if leaf == "level" else text):
         extra[key] = value
-
-
-def _nested_values(obj: dict[str, Any], nested: tuple[tuple[tuple[str, ...], Rule], ...]
-                   ) -> list[tuple[int, str, Any, dict[str, Any] | None, Rule]] | None:
-    """The values that dotted user sources name inside nested objects."""
-    found = None
-    for parts, rule in nested:
-        node = obj.get(parts[0])
-        for part in parts[1:-1]:
-            if type(node) is not dict:
-                break
-            node = node.get(part)
-        if type(node) is dict and parts[-1] in node:
-            item = (rule.rank, parts[-1], node[parts[-1]], node, rule)
-            found = [item] if found is None else found + [item]
-    return found
-
-
-def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fields: dict[str, Any],
-           extra: dict[str, Any], message: str, timestamp: float | None) -> tuple[str, float | None, Any]:
-    """Place the values of keys with a meaning, best rule first (see ``json_keys``).
-
-    A value lands in its field only if it coerces and the field is still
-    free (an ECS key or a better rule did not fill it); otherwise the key
-    stays in extra as it was (a nested one: where it was). Returns the
-    message, the timestamp and the HTTP status a rule placed, if any.
-    """
-    if len(mapped) == 2:  # the common case of several: no sort call
-        if mapped[0][0] > mapped[1][0]:
-            mapped.reverse()
-    elif len(mapped) > 2:
-        mapped.sort()  # by rank; equal ranks (one rule, literal and nested key) differ by key
-    status = None
-    no = NO
-    for _, key, value, holder, rule in mapped:
-        put = rule.put
-        if put is not None:  # a field: coerced and placed in one call
-            result = put(fields, value)
-            ok = result is not no
-            if ok and rule.place == STATUS_PLACE:
-                status = result
-        else:  # the record's timestamp or message
-            result = rule.coerce(value)
-            ok = result is not no
-            if ok and rule.place == TIMESTAMP:
-                ok = timestamp is None
-                if ok:
-                    timestamp = result
-            elif ok:
-                ok = not message
-                if ok:
-                    message = result
-        if ok:
-            if holder is not None:
-                holder.pop(key, None)
-        elif holder is None:
-            extra[key] = value
-    return message, timestamp, status
 
 
 def _stamp_rank(stamp: tuple[str, Any]) -> int:
@@ -437,7 +422,8 @@ _SHAPE_ENV.update(
     NO=NO, _MISSING=_MISSING, STATUS_PLACE=STATUS_PLACE, _put=_put, _text=_text,
     _better_present=_better_present, parse_value=timestamps.parse_value, _stamp_rank=_stamp_rank,
     _place_log=_place_log, _set_leaf=_set_leaf, _apply=_apply, _describe_error=_describe_error,
-    OUTCOMES=json_keys.OUTCOMES,
+    OUTCOMES=json_keys.OUTCOMES, keep=keep, fit=fit, fit_object=fit_object, NO_FIT=NO_FIT,
+    LEAF_ENTRY=LEAF_ENTRY, ROOTS=ROOTS, cap_extra=cap_extra, _EVENT=_EVENT, OBJECT=OBJECT,
     _EXTRA=_EXTRA, _ROLE=_ROLE, _DOTTED2=_DOTTED2, _DOTTED=_DOTTED, _ECS_OBJECT=_ECS_OBJECT,
     _MAPPED=_MAPPED, _PUT=_PUT, _PUT2=_PUT2, _LATE=_LATE,
     _MESSAGE=_MESSAGE, _TIMESTAMP=_TIMESTAMP, _LEVEL=_LEVEL, _LOGGER=_LOGGER, _STACK=_STACK)

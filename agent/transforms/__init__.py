@@ -61,7 +61,8 @@ from agent.transforms import patterns as _patterns
 from agent.transforms import schema
 from agent.transforms.model_path import PathFields, compile_templates
 from agent.transforms.patterns import DEFAULT_PATTERNS
-from agent.transforms.redact import FieldRules, Redactor, has_body, load_or_create_hash_key, strip_payloads
+from agent.transforms.payloads import has_body, strip_payloads
+from agent.transforms.redact import FieldRules, Redactor, load_or_create_hash_key
 from agent.transforms.sample import Sampler
 from agent.transforms.static import HostInfo, HostMerge, build_tree, convert, gather, merge_defaults
 from agent.transforms.truncate import sanitise, truncate_fields
@@ -328,9 +329,10 @@ class Transforms:
         # 2. payloads (the checks inline: most documents have none)
         tags: list[str] | None = None
         if self._strip:
-            gen_ai, http = doc.get("gen_ai"), doc.get("http")
+            gen_ai, http, extra = doc.get("gen_ai"), doc.get("http"), doc.get("extra")
             if ((type(gen_ai) is dict and ("prompt" in gen_ai or "completion" in gen_ai))
-                    or (type(http) is dict and has_body(http))) and strip_payloads(doc):
+                    or (type(http) is dict and has_body(http))
+                    or (type(extra) is dict and not schema.PAYLOAD_KEYS.isdisjoint(extra))) and strip_payloads(doc):
                 tags = [TAG_PAYLOAD_REMOVED]
         # 3. field rules, 4. sample mark
         if self._rules.active:

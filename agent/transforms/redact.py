@@ -1,13 +1,8 @@
-"""Privacy: payload stripping, field redaction, keyed hashing, pattern redaction.
+"""Privacy: field redaction, keyed hashing, pattern redaction (payload
+stripping is ``agent.transforms.payloads``).
 
 Guarantees:
 
-- Payload fields (``schema.PAYLOAD_FIELDS``: prompts, completions, request
-  and response bodies) are removed unless --keep-payloads; their text is
-  also cut out of ``message`` and ``event.original`` (as written, JSON-quoted
-  or Python-repr-quoted), so the prompt of an LLM server's "Received request"
-  line does not survive in the line itself. The event is tagged
-  ``payload_removed``.
 - --redact-field replaces a value with ``[REDACTED]``; a value that cannot
   hold a string (a number, an address, an object) is removed instead so the
   document still fits the index mapping.
@@ -50,88 +45,6 @@ DEPTH_MARKER = "[depth limit]"
 _DELETE = object()
 _SCALARS = (int, float, bool, type(None))
 
-
-# -- payloads --------------------------------------------------------------
-
-def _quoted_forms(text: str) -> list[str]:
-    """How a payload appears inside a log line: JSON- and repr-quoted, and bare when long."""
-    forms = ['"' + orjson.dumps(text).decode()[1:-1] + '"', repr(text)]
-    if len(text) >= 16:
-        forms.append(text)
-        forms.append(orjson.dumps(text).decode()[1:-1])
-    return forms
-
-
-def _cut(text: Any, payloads: list[str]) -> Any:
-    if type(text) is not str:
-        return text
-    for payload in payloads:
-        for form in _quoted_forms(payload):
-            if form and form in text:
-                text = text.replace(form, "[REMOVED:payload]")
-    return text
-
-
-def _as_text(value: Any) -> str:
-    """How a non-string payload (a JSON body kept as an object) was written in the line."""
-    if type(value) is str:
-        return value
-    try:
-        return orjson.dumps(value, default=str).decode()
-    except TypeError:
-        try:
-            return str(value)
-        except Exception:
-            return ""
-
-
-def has_body(http: dict[str, Any]) -> bool:
-    request, response = http.get("request"), http.get("response")
-    return (type(request) is dict and "body" in request) or (type(response) is dict and "body" in response)
-
-
-def strip_payloads(doc: dict[str, Any]) -> bool:
-    """Remove the payload fields of ``doc`` (top level changed in place). True if any was there."""
-    removed: list[str] = []
-    gen_ai = doc.get("gen_ai")
-    if type(gen_ai) is dict and ("prompt" in gen_ai or "completion" in gen_ai):
-        kept = dict(gen_ai)
-        for key in ("prompt", "completion"):
-            value = kept.pop(key, None)
-            if value is not None:
-                removed.append(value)
-        doc["gen_ai"] = kept
-    http = doc.get("http")
-    if type(http) is dict and has_body(http):
-        new_http = None
-        for side in ("request", "response"):
-            part = http.get(side)
-            if type(part) is dict:
-                body = part.get("body")
-                if type(body) is dict and "content" in body:
-                    new_body = dict(body)
-                    value = new_body.pop("content")
-                    if value is not None:
-                        removed.append(value)
-                    new_part = dict(part)
-                    new_part["body"] = new_body
-                    if new_http is None:
-                        new_http = dict(http)
-                    new_http[side] = new_part
-        if new_http is not None:
-            doc["http"] = new_http
-    if not removed:
-        return False
-    texts = [text for text in map(_as_text, removed) if text]
-    if texts:
-        doc["message"] = _cut(doc.get("message"), texts)
-        event = doc.get("event")
-        if type(event) is dict and type(event.get("original")) is str:
-            doc["event"] = {**event, "original": _cut(event["original"], texts)}
-    return True
-
-
-# -- field rules -----------------------------------------------------------
 
 def keyed_hash(key: bytes, value: Any) -> str:
     if type(value) is str:

@@ -32,6 +32,14 @@ OPEN_OBJECTS: dict[str, str] = {name: (KEYWORD if name == "labels" else field.ch
 # The schema's payload fields: removed unless --keep-payloads.
 PAYLOAD_FIELDS: tuple[str, ...] = tuple(sorted(payload_fields()))
 
+# The dotted keys under which a parser keeps a payload that did not fit its
+# field in ``extra`` (``{"http": {"request": {"body": "..."}}}`` gives
+# ``extra["http.request.body"]``, see agent/parsing/json_fit): the payload
+# fields and each parent all of whose fields are payloads (the body objects).
+PAYLOAD_KEYS: frozenset[str] = frozenset(PAYLOAD_FIELDS) | frozenset(
+    parent for name in PAYLOAD_FIELDS for parent in (name.rsplit(".", i)[0] for i in range(1, name.count(".")))
+    if all(FIELDS[other].payload for other in FIELDS if other.startswith(parent + ".")))
+
 # Set by the agent itself; configuration may neither overwrite nor redact them.
 PROTECTED: frozenset[str] = frozenset({"@timestamp", "message", "tags", "log.file.path", "log.offset",
                                        "agent", "model.sample_rate"})

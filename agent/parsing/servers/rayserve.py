@@ -37,7 +37,9 @@ one object per line with ``levelname``, ``asctime``, ``message``,
 ``component_name``, ``component_id`` mapped as above; Ray's other context
 (``job_id``, ``worker_id``, ``node_id``, ``actor_id``, ``task_id``) and
 user keys stay in ``extra``; ECS-shaped keys map as ``--format json`` maps
-them.
+them (a value whose shape the index mapping refuses stays in ``extra`` under
+its dotted key, and objects nested too deep for ``extra`` become JSON text:
+``parsing/json_fit``).
 
 Guarantee: never raises; a line of neither shape is plain text (tagged
 ``parse_failure`` when the format was forced; a ``{`` line that is not a
@@ -53,6 +55,7 @@ from agent.events import TAG_PARSE_FAILURE, Line, Record
 from agent.parsing import json_decode, timestamps, tracebacks
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
+from agent.parsing.json_fit import cap_extra
 from agent.parsing.json_plans import DEFAULT_KEYS, KeyMap, key_map
 from agent.parsing.parse_json import failure_reason, map_object
 from agent.parsing.parse_text import PlainFormat, parse_plain
@@ -269,6 +272,7 @@ def json_fields(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, 
         used.add("route")
     leftovers = {key: value for key, value in serve.items() if key not in used}
     if leftovers:
+        cap_extra(leftovers)  # (into the flattened extra: at most 50 objects deep, as map_object's)
         extra = fields.get("extra")
         if type(extra) is dict:
             extra.update(leftovers)
