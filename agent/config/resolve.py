@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -189,7 +190,11 @@ def _load_file(path: str, origin: str = "--config") -> _FileSettings:
     """The settings of the config file ``path`` (``origin``: --config or
     MODELSCRIBE_CONFIG, as messages about the file as a whole name it)."""
     try:
-        with open(path, "rb") as handle:
+        # O_NONBLOCK: a FIFO (or a device) named by mistake must not hang the command at open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise ConfigError(f"{origin} {path}: not a regular file (a config file is YAML text)")
             content = handle.read()
     except OSError as error:
         raise ConfigError(f"{origin} {path}: cannot read the file: {error.strerror}") from error

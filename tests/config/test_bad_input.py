@@ -293,3 +293,15 @@ def test_a_near_miss_of_a_builtin_pattern_name_is_refused_with_a_suggestion(tmp_
 @pytest.mark.parametrize("spec", ["email", "card", "password", "(?:emial)", r"token=\w+"])
 def test_builtin_names_and_other_words_and_regexes_are_taken(spec):
     assert resolve({"redact_patterns": (spec,)}, {}).redact_patterns == (spec,)
+
+
+def test_a_config_that_is_a_fifo_or_a_directory_is_refused_at_once(tmp_path):
+    """A FIFO given as --config blocked the command forever at open()."""
+    fifo = tmp_path / "agent.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError) as caught:
+        resolve({}, {}, str(fifo))
+    assert str(caught.value) == f"--config {fifo}: not a regular file (a config file is YAML text)"
+    with pytest.raises(ConfigError) as caught:
+        resolve({}, {}, str(tmp_path))
+    assert str(caught.value) == f"--config {tmp_path}: cannot read the file: Is a directory"
