@@ -85,16 +85,21 @@ def is_json_object(text: str) -> bool:
     first = text[:1]
     if first != "{" and not (first in " \t\r\n" and "{" in text):
         return False  # orjson would fail, or give something that is not an object
-    try:
-        return type(_lenient_loads(text)) is dict
-    except Exception:  # noqa: BLE001 - as JsonFormat.structured: any failure is "not an object"
-        return False
+    return _an_object(text)
 
 
 def _brace_object(text: str) -> bool:
     """RayServe's and BentoML's rule: a line that starts with ``{`` and is a JSON object."""
-    if text[:1] != "{":
-        return False
+    return text[:1] == "{" and _an_object(text)
+
+
+def _an_object(text: str) -> bool:
+    # orjson first, without json_decode's wrapper (this runs for every line
+    # in raw mode); the lenient decoder only for a line orjson refused.
+    try:
+        return type(_loads(text)) is dict
+    except Exception:  # noqa: BLE001 - as JsonFormat.structured: any failure is "not an object"
+        pass
     try:
         return type(_lenient_loads(text)) is dict
     except Exception:  # noqa: BLE001
