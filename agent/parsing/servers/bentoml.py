@@ -57,9 +57,11 @@ from agent.events import Line, Record
 from agent.parsing import json_decode, timestamps
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
+from agent.parsing.json_fit import cap_extra, capped
 from agent.parsing.parse_json import JsonFormat
 from agent.parsing.parse_text import PlainFormat
 from agent.parsing.servers.access import client_fields, fallback, nanos, put_request
+from agent.schema import FLATTENED_DEPTH_LIMIT
 
 SERVER = "bentoml"
 SCHEMA_RECHECK = 10.0
@@ -242,6 +244,7 @@ def _schema_fields(obj: dict[str, Any]) -> dict[str, Any]:
         fields["service"] = service
     extra = {key: value for key, value in obj.items() if key != "meta_data"}
     if extra:
+        cap_extra(extra)
         fields["extra"] = extra
     return fields
 
@@ -364,7 +367,15 @@ class _Schema:
                     if inner is not None:
                         node = node.setdefault(inner, {})
                     node[key] = value
+        # The roles' fields are flattened: at most 50 objects deep, their own included.
+        features = model.get("input", {}).get("features")
+        if features is not None:
+            model["input"]["features"] = capped(features, FLATTENED_DEPTH_LIMIT)
+        for role in ("prediction", "target"):
+            if role in model:
+                model[role] = capped(model[role], FLATTENED_DEPTH_LIMIT)
         if extra:
+            cap_extra(extra)
             fields["extra"] = extra
         return fields
 

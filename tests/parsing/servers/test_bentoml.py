@@ -269,3 +269,33 @@ def test_an_access_line_with_numbers_beyond_a_long_keeps_its_other_fields(
     duration = record.fields["event"].get("duration")
     assert duration is None or 0 <= duration < 1 << 63
     assert millis + "ms" in record.message
+
+
+def test_monitor_values_nested_past_the_flattened_limit_become_json_text(monitor_dir: Path) -> None:
+    """model.input.features, model.prediction, model.target and extra are
+    flattened fields: Elasticsearch refuses an object nested more than 50
+    deep in one, so from the 50th level down the value is its JSON text."""
+    import json
+
+    from agent.schema import FLATTENED_DEPTH_LIMIT
+
+    def nested(levels: int) -> dict:
+        value: dict = {"leaf": 1}
+        for _ in range(levels - 1):
+            value = {"x": value}
+        return value
+
+    def depth(value: object) -> int:
+        return 1 + max(map(depth, value.values()), default=0) if isinstance(value, dict) else 0
+
+    data = monitor_dir / "data" / "data.0.log"
+    record = {"timestamp": "2024-05-01T10:00:02.118934", "request_id": "1", "trace_id": "0",
+              "sepal length": nested(60), "pred": nested(60), "label": "setosa", "other": nested(60)}
+    data.write_text(json.dumps(record) + "\n")
+    fields = parse_path(data)[0][0].fields
+    for flattened in (fields["model"]["input"]["features"], fields["model"]["prediction"], fields["extra"]):
+        assert depth(flattened) == FLATTENED_DEPTH_LIMIT
+    cut = fields["extra"]["other"]  # extra is level 1, "other" level 2, ...
+    for _ in range(FLATTENED_DEPTH_LIMIT - 1):
+        cut = cut["x"]
+    assert json.loads(cut) == nested(60 - (FLATTENED_DEPTH_LIMIT - 1))  # nothing lost
