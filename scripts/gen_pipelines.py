@@ -21,7 +21,11 @@ json-map script in pipelines/json.yml (between the BEGIN/END GENERATED
 markers): the key catalogue of ``agent.parsing.json_keys`` (key -> [target
 path, coercer, rank, requires, sets event.outcome]), the roles of
 ``json_plans`` (message, timestamp, level, logger, stack keys, best first),
-its ECS roots and the HTTP methods.
+its ECS roots and the HTTP methods, and the shape the index mapping gives
+each ECS path (``json_fit.ROOTS`` as ``fit_roots``: an object as the map of
+its keys, any other path as "leaf", "flat" or "open"; with
+``flattened_depth``), which the script's fit functions read as
+``agent.parsing.json_fit`` reads ROOTS.
 """
 
 from __future__ import annotations
@@ -33,8 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.parsing import json_coerce, json_keys, json_plans, parse_text, timestamps  # noqa: E402
+from agent.parsing import json_coerce, json_fit, json_keys, json_plans, parse_text, timestamps  # noqa: E402
 from agent.parsing.servers import bentoml, gunicorn, rayserve, torchserve, triton, vllm  # noqa: E402
+from agent.schema import FLATTENED_DEPTH_LIMIT  # noqa: E402
 
 _ASCII = {"d": "0-9", "w": "A-Za-z0-9_", "s": " \\t\\n\\r\\f\\v"}
 _NOT = {"D": "d", "W": "w", "S": "s"}
@@ -394,6 +399,17 @@ BEGIN = "        # BEGIN GENERATED json keys\n"
 END = "        # END GENERATED json keys\n"
 
 
+_FIT_KINDS = {json_fit.LEAF: "leaf", json_fit.FLAT: "flat", json_fit.OPEN: "open"}
+
+
+def fit_table(entry: tuple) -> object:
+    """One json_fit.ROOTS entry in the pipeline's compact form: an OBJECT as
+    the map of its keys' entries, any other kind by its name."""
+    if entry[0] == json_fit.OBJECT:
+        return {key: fit_table(child) for key, child in entry[1].items()}
+    return _FIT_KINDS[entry[0]]
+
+
 def json_params() -> str:
     lines = [BEGIN, "        keys:\n"]
     for key, rule in json_keys.BUILT_IN.items():
@@ -411,6 +427,10 @@ def json_params() -> str:
     lines.append(f"        http_methods: {_flow(sorted(json_keys._HTTP_METHODS))}\n")
     units = re.search(r"\((ns\|[^)]*)\)\?", json_coerce._NUMBER.pattern).group(1).split("|")
     lines.append(f"        duration_units: {_flow(units)}\n")
+    lines.append("        fit_roots:\n")  # one line per root: a schema change shows as a small diff
+    for key, entry in json_fit.ROOTS.items():
+        lines.append(f"          {_flow(key)}: {_flow(fit_table(entry))}\n")
+    lines.append(f"        flattened_depth: {FLATTENED_DEPTH_LIMIT}\n")
     lines.append(END)
     return "".join(lines)
 

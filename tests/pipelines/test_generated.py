@@ -30,6 +30,15 @@ def test_catalogue_change_makes_json_stale(monkeypatch: pytest.MonkeyPatch) -> N
     assert gen_pipelines.json_yaml() != current
 
 
+def test_the_hand_written_depth_limit_of_bentoml_is_the_schemas() -> None:
+    """pipelines/bentoml.yml repeats json.yml's capping (painless scripts cannot
+    share functions) with its own flattened_depth param, not generated."""
+    from agent.schema import FLATTENED_DEPTH_LIMIT
+
+    text = (ROOT / "pipelines" / "bentoml.yml").read_text(encoding="utf-8")
+    assert f"flattened_depth: {FLATTENED_DEPTH_LIMIT}\n" in text
+
+
 def test_every_catalogue_key_is_in_the_pipeline() -> None:
     text = gen_pipelines.json_params()
     for key, rule in json_keys.BUILT_IN.items():
