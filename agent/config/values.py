@@ -97,8 +97,9 @@ def boolean(raw: Any) -> bool:
     raise ValueError(f"{raw!r} is not a boolean (use true or false)")
 
 
-# The converters that read numbers (``integer`` adds each one it makes): the
-# config file's YAML numbers go to them as numbers (agent.config.yamlfile).
+# The converters that read numbers (the plain ones are added at the end of
+# the module, ``integer`` adds each one it makes): the config file's YAML
+# numbers go to them as numbers (agent.config.yamlfile).
 NUMERIC: set[Callable[[Any], Any]] = set()
 
 
@@ -300,3 +301,6 @@ def listen_address(raw: Any) -> str | None:
         except ValueError:
             raise ValueError(f"{raw!r}: {match.group('ip6')!r} is not an IPv6 address") from None
     return value
+
+
+NUMERIC.update({duration, positive_duration, optional_duration, size, retries, fraction})

@@ -116,15 +116,13 @@ def plain(data: Any) -> Any:
     return walk(data)
 
 
-# Converters that take a YAML number, a boolean, and YAML's false as "off".
-_NUMERIC = {v.duration, v.positive_duration, v.optional_duration, v.size, v.retries, v.fraction}
+# Converters that take a boolean, and YAML's false as "off" (those that take a
+# YAML number: values.NUMERIC).
 _BOOLEAN = {v.boolean}
 _OFF = {v.optional_duration, v.listen_address}
 _QUOTE = "quote the value if it is meant as text, e.g. '{}'"
 
 
-def _numeric(convert: Callable[[Any], Any]) -> bool:
-    return convert in _NUMERIC or convert in v.NUMERIC
 
 
 def scalar(convert: Callable[[Any], Any], raw: Any) -> Any:
@@ -138,7 +136,7 @@ def scalar(convert: Callable[[Any], Any], raw: Any) -> Any:
             return "off"
         return _refuse(f"YAML reads an unquoted {_bool_words(raw)} as the boolean {str(raw).lower()}", None)
     if isinstance(raw, Number):
-        if _numeric(convert) or convert in _BOOLEAN:
+        if convert in v.NUMERIC or convert in _BOOLEAN:
             if isinstance(raw, int) and _decimal(raw.text) != int(raw):
                 return _refuse(f"YAML reads {raw.text} as the number {int(raw)} (octal, hexadecimal or base 60)",
                                "write it in decimal")

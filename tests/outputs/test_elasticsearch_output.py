@@ -144,14 +144,41 @@ def test_unreachable_node_is_a_transient_error():
         output.close()
 
 
-def test_request_timeout_is_the_configured_one(tmp_path):
-    """A server that takes the request and never answers: the send fails after
-    --request-timeout (1 s here), not after the transport's default of 10 s."""
+def _silent_server():
+    """A socket on 127.0.0.1 that takes connections (the kernel's backlog) and never answers."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(8)
-    output = ElasticsearchOutput.from_config(resolve(
-        {"es_urls": (f"http://127.0.0.1:{server.getsockname()[1]}",), "request_timeout": "1s"}, {}))
+    return server
+
+
+def _one_answer_server(answer):
+    """A socket server on 127.0.0.1 that reads a request and then calls ``answer(connection)``."""
+    server = _silent_server()
+
+    def serve():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                return
+            connection.recv(1 << 16)
+            answer(connection)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def _output_at(server, request_timeout="2s"):
+    return ElasticsearchOutput.from_config(resolve(
+        {"es_urls": (f"http://127.0.0.1:{server.getsockname()[1]}",), "request_timeout": request_timeout}, {}))
+
+
+def test_request_timeout_is_the_configured_one(tmp_path):
+    """A server that takes the request and never answers: the send fails after
+    --request-timeout (1 s here), not after the transport's default of 10 s."""
+    server = _silent_server()
+    output = _output_at(server, "1s")
     try:
         started = time.monotonic()
         with pytest.raises(TransientOutputError, match="did not answer within 1s"):
@@ -168,41 +195,14 @@ def test_the_start_up_check_waits_less_than_a_long_request_timeout(monkeypatch):
     import agent.outputs.elasticsearch as module
 
     monkeypatch.setattr(module, "PREFLIGHT_TIMEOUT", 1.0)
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    output = ElasticsearchOutput.from_config(resolve(
-        {"es_urls": (f"http://127.0.0.1:{server.getsockname()[1]}",), "request_timeout": "120s"}, {}))
+    server = _silent_server()
+    output = _output_at(server, "120s")
     try:
         with pytest.raises(TransientOutputError, match="did not answer within 1s"):
             output.preflight()
     finally:
         output.close()
         server.close()
-
-
-def _one_answer_server(answer):
-    """A socket server on 127.0.0.1 that reads a request and then calls ``answer(connection)``."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-
-    def serve():
-        while True:
-            try:
-                connection, _ = server.accept()
-            except OSError:
-                return
-            connection.recv(1 << 16)
-            answer(connection)
-
-    threading.Thread(target=serve, daemon=True).start()
-    return server
-
-
-def _output_at(server):
-    return ElasticsearchOutput.from_config(resolve(
-        {"es_urls": (f"http://127.0.0.1:{server.getsockname()[1]}",), "request_timeout": "2s"}, {}))
 
 
 def test_a_connection_dropped_after_the_request_is_not_called_a_connect_failure():
