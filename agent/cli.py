@@ -28,6 +28,7 @@ from agent import __version__
 from agent import cli_options as listed
 from agent.cli_options import GroupedCommand, settings_options
 from agent.config import Config, describe, resolve
+from agent.config.options import unknown_variables
 from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ModelscribeError
 from agent.selflog import configure, get_logger
 
@@ -40,6 +41,8 @@ def _resolve(params: dict[str, Any], require_paths: bool) -> Config:
     config_file = params.pop("config_file", None)
     config = resolve(params, os.environ, config_file, require_paths=require_paths, config_origin=_config_origin())
     configure(config.log_level)
+    for message in unknown_variables(os.environ):
+        log.warning(message)
     return config
 
 

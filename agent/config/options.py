@@ -8,8 +8,9 @@ has one field per option with the same name; a test checks they agree.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from agent.config import values as v
 
@@ -196,3 +197,32 @@ OPTIONS: tuple[Option, ...] = (
 BY_NAME = {option.name: option for option in OPTIONS}
 SECRET_ENV = {"api_key": ENV_PREFIX + "API_KEY", "password": ENV_PREFIX + "PASSWORD",
               "hash_key": ENV_PREFIX + "HASH_KEY"}
+
+# MODELSCRIBE_* variables read outside OPTIONS: the config file, the secrets,
+# the Kibana commands' URL and the switch of health's C module; then the
+# development harness's (tests, benchmarks and scripts read them; the agent
+# ignores them, so they must not be reported as mistakes).
+OTHER_VARIABLES = frozenset({
+    ENV_PREFIX + "CONFIG", *SECRET_ENV.values(), ENV_PREFIX + "KIBANA_URL", ENV_PREFIX + "HEALTH_NATIVE",
+    ENV_PREFIX + "ES_CACHE", ENV_PREFIX + "ES_VERSION", ENV_PREFIX + "OS_CACHE", ENV_PREFIX + "OS_VERSION",
+    ENV_PREFIX + "OS_PW", ENV_PREFIX + "PYTHON312", ENV_PREFIX + "ELASTALERT_CACHE", ENV_PREFIX + "AUDIT_STRICT",
+    ENV_PREFIX + "TEST_DEBIAN_ROOT",
+})
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """A warning for each ``MODELSCRIBE_*`` variable in ``env`` that nothing
+    reads: a misspelt variable (``MODELSCRIBE_ES_URLS``) would otherwise be
+    ignored without a word, as a misspelt file key is not (that is an error).
+    Only a warning: a variable of a newer version, left in a unit file after a
+    downgrade, must not stop the agent."""
+    known = {option.env for option in OPTIONS} | OTHER_VARIABLES
+    messages = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            # (Compared without the prefix, which every name shares.)
+            close = difflib.get_close_matches(name[len(ENV_PREFIX):], [k[len(ENV_PREFIX):] for k in sorted(known)],
+                                              n=1, cutoff=0.75)
+            hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+            messages.append(f"environment variable {name} is set but no setting reads it; it is ignored{hint}")
+    return messages
