@@ -273,6 +273,10 @@ class Pipeline:
             return failed
         batcher = self._supervisor.thread("batcher", self._batcher.run)
         batcher.start()
+        if self.health is not None:
+            # Sends each window's documents as it closes: a backlog's documents
+            # never pile up in the outbox (beyond caps.outbox they were dropped).
+            self.health.start(self._supervisor.thread, self._sender.deliver, wall_clock=False)
         try:
             self.tailer.run_once()
             self._sink.flush_all()

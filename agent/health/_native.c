@@ -146,7 +146,7 @@ static double event_time(PyObject *doc) {
     } else if (stamp != NULL && PyLong_CheckExact(stamp)) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(stamp, &overflow);
-        if (overflow) return -1;  /* beyond 64 bits: far outside 1970..9999 */
+        if (overflow) return NAN;  /* beyond 64 bits: far outside 1970..9999, a bad time */
         if (v == -1 && PyErr_Occurred()) return -2;
         when = (double)v;  /* exact within 1970..9999, and the range is checked below */
     } else if (stamp != NULL && PyUnicode_CheckExact(stamp) && iso_zulu(stamp, &when)) {
@@ -162,7 +162,7 @@ static double event_time(PyObject *doc) {
         if (when == -1.0 && PyErr_Occurred()) return -2;
         return when;
     }
-    return (when >= 0.0 && when <= LATEST) ? when : -1;
+    return (when >= 0.0 && when <= LATEST) ? when : NAN;  /* NaN: a bad time (_time's _BAD_TIME) */
 }
 
 /* _milliseconds(duration, default scale): a new float, or NULL with an error. */
@@ -256,6 +256,12 @@ static PyObject *extract_default(PyObject *module, PyObject *doc) {
         STEP(duration, event, K_duration);
     } else {
         event = Py_None;
+    }
+    if (duration == Py_None) {
+        /* A latency the JSON mapping refused stays in extra (_refused_latency): Python decides. */
+        PyObject *extra_obj;
+        STEP(extra_obj, doc, K_extra);
+        if (PyDict_CheckExact(extra_obj) && PyDict_GET_SIZE(extra_obj) > 0) return PyObject_CallOneArg(py_fallback, doc);
     }
     STEP(model_obj, doc, K_model);
     if (PyDict_CheckExact(model_obj)) {

@@ -83,7 +83,14 @@ from agent.selflog import get_logger
 from agent.sources.discovery import Discovery
 
 log = get_logger("health")
+_QUALITY_MESSAGE = "health: a model input did not fit its reference (counted in model.quality.*)"
+_RAISED_MESSAGES = {
+    "bad_latency": "health: a latency that is not a finite number of at least 0 (NaN, infinite, negative, "
+                   "text); counted in model.health.bad_latency, left out of the percentiles",
+    "no_prediction": "health: a request without a prediction; counted in model.health.no_prediction",
+}
 _floor = math.floor
+_ROOM_WAIT = 0.5  # seconds between looks at the outbox while observe waits for room
 
 
 
@@ -119,6 +126,9 @@ class HealthEngine(Persisted, Shipping):
         self._agent = agent
         self._clock = clock
         self._lock = threading.RLock()
+        self._room = threading.Condition(self._lock)
+        self._shipping = False
+        self._output_up = True
         self._window = int(settings.window)
         self._w = self._window
         self._lateness = settings.lateness
@@ -254,6 +264,9 @@ class HealthEngine(Persisted, Shipping):
             finally:  # what was applied is counted before the lock goes, whatever happens
                 self._count_batch()
             self._dirty = True
+            cap = self.settings.caps.outbox
+            while len(self._outbox) > cap and self._shipping and self._output_up:
+                self._room.wait(_ROOM_WAIT)  # (releases the lock: the shipper sends meanwhile)
 
     def acknowledged(self, events: Sequence[Event]) -> None:
         """The output acknowledged ``events`` (an output thread; the spool
@@ -293,12 +306,15 @@ class HealthEngine(Persisted, Shipping):
         batch = self._batch
         groups = self._groups
         w = self._w
+        late, bad_time = windows.late, windows.bad_time
         for obs in observations:
             when, obs_key, request_id, _, _, prediction, _, label, _, _ = obs
             counters["observed"] += 1
             if when > self._max_time:
                 self._max_time = when
                 join.expire(when)
+                if join.given_up:
+                    self._give_up_labels()
             if label is not MISSING and prediction is MISSING and request_id is not None:
                 self._label(obs)
                 continue
@@ -322,11 +338,20 @@ class HealthEngine(Persisted, Shipping):
                 if request_id is not None and prediction is not MISSING:
                     if label is not MISSING:
                         state.labels.add(label, prediction)
+                    elif join.has_early and (early := join.take_label(request_id)) is not None:
+                        state.labels.add(early[1], prediction)  # its label came first (another file read first)
                     elif not join.wait(request_id, kt, _floor(when / w) * w, prediction, when):
                         self._once("labels", "health: too many predictions wait for a label; the oldest "
                                    "are forgotten", cap=self.settings.caps.pending_labels)
             if ref is None and file_reference is None:
                 self._collect(obs, key, mid)
+        if windows.late != late:
+            self._once("late", "health: an event came after its window was closed (more than health.lateness after "
+                       "its model's latest event); counted in model.health.late of the current window",
+                       lateness=self._lateness)
+        if windows.bad_time != bad_time:
+            self._once("bad_time", "health: an event time outside 1970 to 9999, or not a time; the event is counted "
+                       "in the health state's bad_time, in no window")
 
     def _collect(self, obs: Observation, key: ModelKey, mid: str) -> None:
         """Add the observation to its model's reference while the reference is collected."""
@@ -372,8 +397,9 @@ class HealthEngine(Persisted, Shipping):
             raised = state.add_many(observations, ref.features if ref else None, ref.prediction if ref else None,
                                     max_features)
             for raised_kind in raised:
-                self._once(raised_kind, "health: a model input did not fit its reference (counted in the "
-                           "figures)", kind=raised_kind, model=model)
+                if raised_kind not in self._logged:
+                    self._once(raised_kind, _RAISED_MESSAGES.get(raised_kind, _QUALITY_MESSAGE), kind=raised_kind,
+                               model=model)
 
     def _advance(self, kt: tuple[str, ...], when: float) -> None:
         """The model's watermark, as ``Windows`` keeps it; a window becoming due
@@ -399,15 +425,15 @@ class HealthEngine(Persisted, Shipping):
     def _label(self, obs: Observation) -> None:
         waiting = self._join.take(obs.request_id)  # type: ignore[arg-type]
         if waiting is None:
-            self.counters["unmatched_labels"] += 1
-            if obs.key[0]:  # a label record that names its model: counted in that model's window
+            # Its prediction may still come (read from another file later): the label waits.
+            kt = None
+            if obs.key[0]:  # a label record that names its model moves that model's windows, as any event
                 kt, key, _ = self._interned.get(obs.key) or self._intern(obs.key)
-                state = self.windows.observe(key, obs.time)
+                self.windows.observe(key, obs.time)
                 self._advance(kt, obs.time)
-                if state is not None:
-                    state.unmatched_labels += 1
-            self._once("unmatched", "health: a label for an unknown request id (never seen, expired or "
-                       "forgotten); counted", request_id=obs.request_id)
+            self._join.hold(obs.request_id, obs.label, kt, obs.time)  # type: ignore[arg-type]
+            if self._join.given_up:  # (the cap pushed the oldest waiting label out)
+                self._give_up_labels()
             return
         kt = waiting.key
         if self._accepting(kt, waiting.start):
@@ -419,6 +445,20 @@ class HealthEngine(Persisted, Shipping):
         if correction is None:
             correction = self._corrections[(kt, waiting.start)] = LabelState(self.settings.caps.categories)
         correction.add(obs.label, waiting.prediction)
+
+    def _give_up_labels(self) -> None:
+        """Labels that waited for their prediction past ``label_ttl`` (or the cap):
+        counted as unmatched, in the current window of the model they name."""
+        for request_id, _, kt, _ in self._join.drain_given_up():
+            self.counters["unmatched_labels"] += 1
+            if kt is not None:
+                key = (self._interned.get(kt) or self._intern(kt))[1]
+                watermark = self.windows.watermark(key)
+                state = None if watermark is None else self.windows.open_state(key, watermark)
+                if state is not None:
+                    state.unmatched_labels += 1
+            self._once("unmatched", "health: a label found no prediction with its request id within label_ttl "
+                       "(never seen, expired or forgotten); counted as unmatched", request_id=request_id)
 
     def _flush_corrections(self, kt: tuple[str, ...] | None) -> None:
         for (key, start) in [k for k in self._corrections if kt is None or k[0] == kt]:
@@ -436,8 +476,9 @@ class HealthEngine(Persisted, Shipping):
         self._outbox[doc_id] = documents.serialise(doc)
         self.counters["documents"] += 1
         self._dirty = True
-        if len(self._outbox) > self.settings.caps.outbox:
-            # The output has been down for long: the oldest documents go first.
+        if len(self._outbox) > self.settings.caps.outbox and not (self._shipping and self._output_up):
+            # The output is down (or nothing sends): the oldest documents go first. While
+            # the shipper sends, observe waits for room instead (a backlog, not an outage).
             del self._outbox[next(iter(self._outbox))]
             self.counters["documents_dropped"] = self.counters.get("documents_dropped", 0) + 1
             self._once("outbox", "health: too many documents wait for the output; the oldest are dropped",

@@ -45,6 +45,7 @@ from typing import Any, Callable, NamedTuple
 from agent.events import new
 from agent.health.config import FieldPaths
 from agent.health import native
+from agent.parsing.json_keys import DURATION_KEYS
 
 MISSING: Any = None
 BAD_LATENCY = -1.0  # latency_ms for a value that is not a finite, non-negative number
@@ -105,20 +106,25 @@ def _scalar(value: Any) -> Any:
 _EARLIEST, _LATEST = 0.0, 253_402_300_799.0
 
 
+_BAD_TIME = math.nan  # a time stamp that is there but unusable: the windows count it (bad_time)
+
+
 def _time(doc: dict[str, Any]) -> float | None:
+    """The event time; NaN for a number or text that is no usable time (counted
+    as a bad time by the windows); None when there is no time stamp at all."""
     stamp = doc.get("@timestamp")
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
         if stamp.__class__ is int and not _EARLIEST <= stamp <= _LATEST:
-            return None  # (float() of an int beyond float range raises)
+            return _BAD_TIME  # (float() of an int beyond float range raises)
         when = float(stamp)
     elif isinstance(stamp, str):
         try:
             when = datetime.fromisoformat(stamp).timestamp()
         except (ValueError, OverflowError):
-            return None
+            return _BAD_TIME
     else:
         return None
-    return when if _EARLIEST <= when <= _LATEST else None
+    return when if _EARLIEST <= when <= _LATEST else _BAD_TIME
 
 
 def _is_error(doc: dict[str, Any], paths: FieldPaths) -> bool:
@@ -138,7 +144,21 @@ def _is_error(doc: dict[str, Any], paths: FieldPaths) -> bool:
 
 
 def _latency(doc: dict[str, Any], paths: FieldPaths) -> float | None:
-    return _milliseconds(get_path(doc, paths.latency), paths.latency_scale)
+    latency = _milliseconds(get_path(doc, paths.latency), paths.latency_scale)
+    if latency is None and paths.latency == _DEFAULT_PATHS_LATENCY:
+        return _refused_latency(doc)
+    return latency
+
+
+def _refused_latency(doc: dict[str, Any]) -> float | None:
+    """BAD_LATENCY when the line logged a latency the JSON mapping refused
+    (``"latency_ms": "NaN"`` stays in extra, event.duration is not set), else None."""
+    extra = doc.get("extra")
+    if extra.__class__ is dict and extra:
+        for key in DURATION_KEYS:
+            if key in extra:
+                return BAD_LATENCY
+    return None
 
 
 def _milliseconds(value: Any, scale: float) -> float | None:
@@ -229,6 +249,7 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
 
 
 _DEFAULT_PATHS = FieldPaths()
+_DEFAULT_PATHS_LATENCY = _DEFAULT_PATHS.latency
 _DEFAULT_SCALE = _DEFAULT_PATHS.latency_scale
 _ERROR_LEVELS = ("error", "critical", "fatal")
 _ATOMS = frozenset({str, int, float, bool})
@@ -297,7 +318,7 @@ def _extract_default(doc: Any) -> Observation | None:
            service if service.__class__ is str else _name(service), host if host.__class__ is str else _name(host))
     usage = doc.get("gen_ai")
     usage = usage.get("usage") if usage.__class__ is dict else None
-    latency = None if duration is None else _milliseconds(duration, _DEFAULT_SCALE)
+    latency = _refused_latency(doc) if duration is None else _milliseconds(duration, _DEFAULT_SCALE)
     if not (isinstance(features, dict) and features):
         features = None
     http = doc.get("http")

@@ -36,15 +36,23 @@ class Shipping:
     """close_due, ship and the health thread's loop (set up by ``HealthEngine``)."""
 
     _lock: threading.RLock
+    _room: threading.Condition  # on _lock: the outbox has room again, or the shipper stopped or failed
+    _shipping: bool  # run_shipper runs
+    _output_up: bool  # the last send of health documents did not fail
     _outbox: dict[str, bytes]
     _alerts: AlertBook
 
     # -- closing --------------------------------------------------------------------
 
-    def close_due(self, final: bool = False) -> int:
-        """Turn the windows that are due (all of them with ``final``) into documents."""
+    def close_due(self, final: bool = False, wall_clock: bool = True) -> int:
+        """Turn the windows that are due (all of them with ``final``) into documents
+        (``wall_clock``: see ``Windows.close_due``)."""
         with self._lock:
-            closed = self.windows.close_due()
+            backwards = self.windows.clock_backwards
+            closed = self.windows.close_due(wall_clock=wall_clock)
+            if self.windows.clock_backwards != backwards:
+                self._once("clock_backwards", "health: the system clock went backwards; the idle timers of the "
+                           "windows start again from the new time (event times decide everything else)")
             if final:
                 closed += self.windows.close_all()
             for window in closed:
@@ -80,8 +88,10 @@ class Shipping:
             self._put(doc_id, doc)
             drift = doc["model"]["drift"]
             if "psi" in drift:
-                score = max(drift["psi"] / thresholds.psi if thresholds.psi else 0.0,
-                            drift["js"] / thresholds.js if thresholds.js else 0.0)
+                # Above 1 exactly when the document's alert flag is set: both thresholds are
+                # above 0 (``Thresholds`` refuses 0, which used to alert every document while
+                # this rule ignored that measure).
+                score = max(drift["psi"] / thresholds.psi, drift["js"] / thresholds.js)
                 worst = score if worst is None else max(worst, score)
         metrics = state.labels.classification.metrics() if state.labels.classification else None
         figures = {
@@ -114,22 +124,53 @@ class Shipping:
         except OutputError as error:
             self._once("ship", "health documents could not be sent yet; kept for the next attempt",
                        error=str(error))
+            with self._room:  # the output is down: observe stops waiting for room (see _put)
+                self._output_up = False
+                self._room.notify_all()
             return 0
-        with self._lock:
+        with self._room:
             for doc_id, data in batch:
                 if self._outbox.get(doc_id) is data:
                     del self._outbox[doc_id]
             self._dirty = True
+            self._output_up = True
+            self._room.notify_all()
         return len(batch)
 
-    def run_shipper(self, deliver: Callable[[list[Event]], None], stop: threading.Event) -> None:
-        """The health thread of the daemon: close due windows, send their documents."""
-        while not stop.is_set():
-            self.close_due()
-            while self.ship(deliver) and not stop.is_set():
+    def finish(self, deliver: Callable[[list[Event]], None]) -> None:
+        """The end of a ``--once`` run (the health thread stopped): close every
+        window and send the outbox. Its documents are sent right away, so none
+        is dropped for the outbox cap; what the output does not take stays in
+        the checkpoint."""
+        with self._room:
+            self._shipping = True
+        try:
+            self.close_due(final=True)
+            while self.ship(deliver):
                 pass
-            stop.wait(_SHIP_INTERVAL)
-        # Stopping: one last try for what the outbox holds (the caller's join
-        # bounds it; what is not acknowledged stays in the checkpoint).
-        self.close_due()
-        self.ship(deliver)
+        finally:
+            with self._room:
+                self._shipping = False
+
+    def run_shipper(self, deliver: Callable[[list[Event]], None], stop: threading.Event,
+                    wall_clock: bool = True) -> None:
+        """The health thread: close due windows, send their documents. While it
+        runs and the output takes them, a full outbox makes ``observe`` wait
+        for room instead of dropping documents (a backlog read faster than its
+        documents are sent)."""
+        with self._room:
+            self._shipping = True
+        try:
+            while not stop.is_set():
+                self.close_due(wall_clock=wall_clock)
+                while self.ship(deliver) and not stop.is_set():
+                    pass
+                stop.wait(_SHIP_INTERVAL)
+            # Stopping: one last try for what the outbox holds (the caller's join
+            # bounds it; what is not acknowledged stays in the checkpoint).
+            self.close_due(wall_clock=wall_clock)
+            self.ship(deliver)
+        finally:
+            with self._room:
+                self._shipping = False
+                self._room.notify_all()

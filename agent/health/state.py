@@ -110,6 +110,7 @@ class WindowState:
             self.output_tokens += obs.output_tokens
         if obs.prediction is MISSING:
             self.no_prediction += 1
+            raised.append("no_prediction")
         if features:
             values = obs.features or {}
             for name, bins in features.items():
@@ -151,7 +152,9 @@ class WindowState:
         self.input_tokens += sum(filter(None, map(attrgetter("input_tokens"), observations)))
         self.output_tokens += sum(filter(None, map(attrgetter("output_tokens"), observations)))
         predictions = [obs.prediction for obs in observations if obs.prediction is not MISSING]
-        self.no_prediction += len(observations) - len(predictions)
+        if len(predictions) < len(observations):
+            self.no_prediction += len(observations) - len(predictions)
+            raised["no_prediction"] = None
         if features and observations:
             # One feature at a time over the batch's feature objects (in C when it is built).
             dicts = list(map(attrgetter("features"), observations))

@@ -250,13 +250,17 @@ class Windows:
         w = self.window_seconds
         return ClosedWindow(key, index * w, (index + 1) * w, slot.state, slot.late, reason)
 
-    def close_due(self, now: float | None = None) -> list[ClosedWindow]:
+    def close_due(self, now: float | None = None, wall_clock: bool = True) -> list[ClosedWindow]:
         """Close every window the watermark has passed, and the open windows of
         keys idle longer than window + lateness on the clock (``now``, default
-        the clock's time). Sorted by start, then key."""
-        wall = _finite(self._clock.time() if now is None else now)
-        if wall is None:
-            self.bad_clock += 1
+        the clock's time). Sorted by start, then key. Without ``wall_clock``
+        only the watermark closes windows (``--once``: its documents must not
+        depend on how fast it reads)."""
+        wall = None
+        if wall_clock:
+            wall = _finite(self._clock.time() if now is None else now)
+            if wall is None:
+                self.bad_clock += 1
         went_backwards = False
         closed: list[ClosedWindow] = []
         for key in list(self._keys):

@@ -64,8 +64,10 @@ class Health:
     def acks(self, commit: Callable[[str, int], None]) -> AckTracker:
         return ObservedAcks(commit, self.engine.observe, self.engine.acknowledged)
 
-    def start(self, thread: Callable[..., threading.Thread], deliver: Deliver) -> threading.Thread:
-        self._thread = thread("health", self.engine.run_shipper, deliver, self._stop)
+    def start(self, thread: Callable[..., threading.Thread], deliver: Deliver,
+              wall_clock: bool = True) -> threading.Thread:
+        """``wall_clock=False`` (``--once``): windows close by the watermark only."""
+        self._thread = thread("health", self.engine.run_shipper, deliver, self._stop, wall_clock)
         self._thread.start()
         return self._thread
 
@@ -78,9 +80,12 @@ class Health:
         self.engine.checkpoint(committed)
 
     def finish_once(self, deliver: Deliver) -> None:
-        self.engine.close_due(final=True)
-        while self.engine.ship(deliver):
-            pass
+        """After every event was fed: stop the health thread (its last send
+        done), close every window and send what the outbox holds."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.engine.finish(deliver)
 
     def stop(self, deliver: Deliver, timeout: float) -> None:
         """The health thread's last send, bounded by ``timeout``: never on

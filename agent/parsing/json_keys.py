@@ -270,6 +270,9 @@ OUTCOMES = tuple(outcome(status) for status in range(600))  # by status: a looku
 
 _DURATION_STEMS = ("duration", "latency", "elapsed", "response_time", "took")
 _DURATION_SUFFIXES = ("ns", "us", "ms", "s", "sec", "seconds")
+# The keys event.duration is read from with their unit: one left in extra holds a value the
+# mapping refused ("NaN", -5, "abc"); model health counts it as an unusable latency.
+DURATION_KEYS = tuple(f"{stem}_{suffix}" for stem in _DURATION_STEMS for suffix in _DURATION_SUFFIXES)
 _HAS_HTTP = (("http", "request", "method"), ("http", "response", "status_code"))
 
 # (target, coercer, keys best first, requires). Data, not code: the module

@@ -241,7 +241,63 @@ def test_labels_are_counted_in_the_window_of_their_prediction_or_as_a_correction
     assert correction["model"]["health"]["correction"] == 1
     assert correction["model"]["health"]["labelled"] == 1  # b, after the window was due
     assert correction["model"]["accuracy"]["confusion"] == {"1__0": 1}
+    # "zzz" waits for a prediction that may still come (from a file read later) ...
+    assert engine.counters["unmatched_labels"] == 0
+    # ... until label_ttl (120 s) of event time has passed.
+    beyond = {"@timestamp": _stamp(t0 + 42 + 121), "model": {"name": "m", "request_id": "e",
+                                                             "prediction": {"value": 1}}}
+    engine.observe([ev(7, beyond)])
     assert engine.counters["unmatched_labels"] == 1
+
+
+def test_a_label_read_before_its_prediction_joins_it(tmp_path):
+    """Labels in their own file, read before the predictions' file: the
+    figures are those of the opposite order (audit: 0 of 1,990 joined)."""
+    t0 = 1_767_225_600.0
+
+    def ev(source: str, offset: int, doc: dict[str, Any]) -> Event:
+        return Event(source, offset, offset + 1, f"{source}{offset}", orjson.dumps(doc))
+
+    predictions = [ev("p", i, {"@timestamp": _stamp(t0 + i), "model": {"name": "m", "request_id": f"r{i}",
+                                                                       "prediction": {"value": i % 2}}})
+                   for i in range(40)]
+    labels = [ev("l", i, {"@timestamp": _stamp(t0 + i + 1), "model": {"request_id": f"r{i}",
+                                                                      "target": {"value": (i // 3) % 2}}})
+              for i in range(40)]
+    results = []
+    for order in ((predictions, labels), (labels, predictions)):
+        engine = HealthEngine(SETTINGS, str(tmp_path / str(len(results))), None, AGENT, FakeClock())
+        for batch in order:
+            engine.observe(batch)
+        engine.close_due(final=True)
+        shipped = Shipped()
+        while engine.ship(shipped.deliver):
+            pass
+        labelled = sum(d["model"]["health"].get("labelled", 0) for d in shipped.docs.values()
+                       if d["event"]["dataset"] == "modelscribe.health" and d["event"]["kind"] == "metric")
+        confusion: dict[str, int] = {}
+        for d in shipped.docs.values():
+            for cell, n in d.get("model", {}).get("accuracy", {}).get("confusion", {}).items():
+                confusion[cell] = confusion.get(cell, 0) + n
+        results.append((labelled, confusion, engine.counters["unmatched_labels"]))
+    assert results[0] == results[1]
+    assert results[0][0] == 40 and results[0][2] == 0
+
+
+def test_a_label_that_never_meets_its_prediction_is_unmatched_in_its_models_window(tmp_path):
+    engine = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, FakeClock())
+    t0 = 1_767_225_600.0
+    docs = [{"@timestamp": _stamp(t0 + 1), "model": {"name": "m", "request_id": "x", "target": {"value": 1}}},
+            {"@timestamp": _stamp(t0 + 200), "model": {"name": "m", "request_id": "y", "prediction": {"value": 1}}}]
+    engine.observe([Event("f", i, i + 1, f"i{i}", orjson.dumps(d)) for i, d in enumerate(docs)])
+    assert engine.counters["unmatched_labels"] == 1
+    engine.close_due(final=True)
+    shipped = Shipped()
+    while engine.ship(shipped.deliver):
+        pass
+    unmatched = sum(d["model"]["health"].get("labels_unmatched", 0) for d in shipped.docs.values()
+                    if d["event"]["dataset"] == "modelscribe.health" and "requests" in d["model"]["health"])
+    assert unmatched == 1
 
 
 def test_a_duplicate_event_is_not_counted_twice(tmp_path):
@@ -448,3 +504,26 @@ def test_a_batch_is_counted_as_its_events_one_by_one(tmp_path_factory, seed, fea
     at_once = _documents(tmp_path_factory.mktemp("batch"), settings_, events, len(events))
     assert at_once == one_by_one
     assert any(doc.get("model", {}).get("drift") for doc in at_once[0].values())  # drift was counted
+
+
+def test_late_events_bad_times_and_missing_predictions_are_logged_once_each(tmp_path):
+    """Counted and logged once per kind (issue 10, bad input): the audit found
+    late events, bad times and requests without a prediction counted silently,
+    and a time before 1970 not counted at all."""
+    engine = HealthEngine(SETTINGS, str(tmp_path), None, AGENT, FakeClock())
+    t0 = 1_767_225_600.0
+
+    def doc(stamp: Any, n: int, **model: Any) -> Event:
+        body = {"@timestamp": stamp, "model": {"name": "m", "request_id": f"r{n}", **model},
+                "event": {"duration": 5_000_000}}
+        return Event("f", n, n + 1, f"i{n}", orjson.dumps(body))
+
+    engine.observe([doc(_stamp(t0 + 100), 0, prediction={"value": 1}),
+                    doc(_stamp(t0 + 1), 1, prediction={"value": 1}),        # 99 s behind: late
+                    doc("1969-12-31T23:00:00Z", 2, prediction={"value": 1}),  # before 1970: a bad time
+                    doc(_stamp(t0 + 101), 3)])                                # no prediction
+    assert engine.windows.late == 1
+    assert engine.windows.bad_time == 1
+    assert {"late", "bad_time", "no_prediction"} <= engine._logged
+    engine.observe([doc(_stamp(t0 + 2), 4, prediction={"value": 1})])
+    assert engine.windows.late == 2  # counted again, logged once

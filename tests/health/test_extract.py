@@ -86,6 +86,21 @@ def test_an_unusable_latency_is_reported_as_bad(raw):
     assert extract(doc, parse_fields({"latency": "extra.lat"}, "t")).latency_ms == BAD_LATENCY
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("raw", ['"NaN"', "-5", '"1e400"', '"abc"', "[1]", "true", "1e308", '{"a": 1}'])
+def test_a_latency_the_json_mapping_refused_is_bad_not_absent(implementation, raw):
+    """The zero-configuration JSON log: the mapping leaves ``latency_ms: "NaN"``
+    in extra (no event.duration), and health counted no latency at all (audit)."""
+    doc = parsed('{"timestamp": "2026-01-01T00:00:01Z", "model_name": "m", "request_id": "r1", "prediction": 1, '
+                 f'"latency_ms": {raw}}}')
+    assert "event" not in doc or "duration" not in doc["event"]
+    with health_implementation(implementation):
+        assert extractor(FieldPaths())(doc).latency_ms == BAD_LATENCY
+    assert extract(doc, FieldPaths()).latency_ms == BAD_LATENCY
+    # A configured latency path reads only its own field.
+    assert extract(doc, parse_fields({"latency": "extra.other"}, "t")).latency_ms is None
+
+
 def test_bad_config_names_the_key():
     with pytest.raises(ConfigError, match=r"f\.yml: health\.window"):
         parse_health({"window": 0}, "f.yml: health")
@@ -296,6 +311,7 @@ _requests = st.fixed_dictionaries({
     "model": st.fixed_dictionaries({"name": st.sampled_from(["m", 7, "é"]), "request_id": _named}, optional={
         "prediction": _nested, "target": _nested, "version": _named})}, optional={
     "event": st.fixed_dictionaries({}, optional={"duration": _leaf, "outcome": st.sampled_from(["failure", "x", 1])}),
+    "extra": st.fixed_dictionaries({}, optional={"latency_ms": _leaf, "other": _leaf}),
     "http": st.fixed_dictionaries({"response": st.fixed_dictionaries({"status_code": st.one_of(
         st.sampled_from([499, 500, 503, True, "503", 10**30, 500.0]), _leaf)})}),
     "log": st.fixed_dictionaries({"level": st.one_of(st.sampled_from(
