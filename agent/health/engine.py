@@ -307,6 +307,7 @@ class HealthEngine(Persisted, Shipping):
         groups = self._groups
         w = self._w
         late, bad_time = windows.late, windows.bad_time
+        early_labels = join.early
         for obs in observations:
             when, obs_key, request_id, _, _, prediction, _, label, _, _ = obs
             counters["observed"] += 1
@@ -338,7 +339,7 @@ class HealthEngine(Persisted, Shipping):
                 if request_id is not None and prediction is not MISSING:
                     if label is not MISSING:
                         state.labels.add(label, prediction)
-                    elif join.has_early and (early := join.take_label(request_id)) is not None:
+                    elif early_labels and (early := join.take_label(request_id)) is not None:
                         state.labels.add(early[1], prediction)  # its label came first (another file read first)
                     elif not join.wait(request_id, kt, _floor(when / w) * w, prediction, when):
                         self._once("labels", "health: too many predictions wait for a label; the oldest "

@@ -54,7 +54,8 @@ class LabelJoin:
         self.expired = 0
         self.evicted = 0
         # Labels before their prediction: request_id -> (request_id, label, key or None, time).
-        self._early: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
+        # Read-only outside; the engine tests it for emptiness per prediction (no call).
+        self.early: OrderedDict[str, tuple[Any, ...]] = OrderedDict()
         self._oldest_early = math.inf
         self.given_up: list[tuple[Any, ...]] = []  # early labels expired or evicted, not yet drained
 
@@ -84,7 +85,7 @@ class LabelJoin:
     def hold(self, request_id: str, label: Any, key: tuple[str, ...] | None, time: float) -> None:
         """A label whose prediction has not come (yet): it waits as predictions do.
         A second label for the same request id replaces the first, which is given up."""
-        early = self._early
+        early = self.early
         if not math.isfinite(time):  # no time to wait by (a bad time stamp): given up at once
             self.given_up.append((request_id, label, key, time))
             return
@@ -98,13 +99,9 @@ class LabelJoin:
             self.given_up.append(early.popitem(last=False)[1])
             self._oldest_early = -math.inf
 
-    @property
-    def has_early(self) -> bool:
-        return bool(self._early)
-
     def take_label(self, request_id: str) -> tuple[Any, ...] | None:
         """The waiting label of ``request_id`` (request_id, label, key, time), removed; None if none waits."""
-        row = self._early.pop(request_id, None)
+        row = self.early.pop(request_id, None)
         if row is not None:
             self._oldest_early = -math.inf
         return row
@@ -143,7 +140,7 @@ class LabelJoin:
         return gone
 
     def _expire_early(self, limit: float) -> None:
-        early = self._early
+        early = self.early
         oldest = math.inf
         while early:
             row = next(iter(early.values()))
@@ -159,8 +156,8 @@ class LabelJoin:
         # Given-up labels are drained by the engine before any checkpoint.
         state: dict[str, Any] = {"waiting": list(self._waiting.values()),
                                  "expired": self.expired, "evicted": self.evicted}
-        if self._early:
-            state["early"] = list(self._early.values())
+        if self.early:
+            state["early"] = list(self.early.values())
         return state
 
     @classmethod
@@ -172,7 +169,7 @@ class LabelJoin:
         for rid, label, key, time in state.get("early", ()):  # (absent in checkpoints written before it)
             if not isinstance(rid, str) or isinstance(time, bool) or not isinstance(time, (int, float)):
                 raise ValueError(f"a waiting label of the checkpoint is malformed: {rid!r}")
-            join._early[rid] = (rid, label, None if key is None else tuple(key), float(time))
+            join.early[rid] = (rid, label, None if key is None else tuple(key), float(time))
         join._oldest_early = -math.inf
         join.expired = int(state["expired"])
         join.evicted = int(state["evicted"])

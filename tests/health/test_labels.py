@@ -117,3 +117,21 @@ def test_the_join_follows_its_rules_step_by_step(ttl, cap, steps):
         else:
             join = LabelJoin.from_state(orjson.loads(orjson.dumps(join.to_state())), ttl, cap)
         assert [row[0] for row in join.to_state()["waiting"]] == list(plain.rows)
+
+
+def test_labels_waiting_for_their_prediction_survive_a_checkpoint():
+    join = LabelJoin(ttl=60, cap=10)
+    join.hold("r1", "cat", ("m", "", "", ""), 100.0)
+    join.hold("r2", "dog", None, 101.0)
+    again = LabelJoin.from_state(orjson.loads(orjson.dumps(join.to_state())), 60, 10)
+    assert again.take_label("r1") == ("r1", "cat", ("m", "", "", ""), 100.0)
+    again.expire(101.0 + 61)
+    assert [row[0] for row in again.drain_given_up()] == ["r2"]
+    assert again.take_label("r2") is None
+
+
+def test_a_label_with_no_usable_time_is_given_up_at_once():
+    join = LabelJoin(ttl=60, cap=10)
+    join.hold("r1", "cat", None, float("nan"))
+    assert [row[0] for row in join.drain_given_up()] == ["r1"]
+    assert not join.early
