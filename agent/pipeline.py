@@ -278,7 +278,7 @@ class Pipeline:
             # never pile up in the outbox (beyond caps.outbox they were dropped).
             self.health.start(self._supervisor.thread, self._sender.deliver, wall_clock=False)
         try:
-            self.tailer.run_once()
+            self.tailer.run_once(stop=self._supervisor.stopping)  # a stage died: read no further
             self._sink.flush_all()
         finally:
             try:

@@ -4,9 +4,14 @@ signals handled without locks, and the main loop's wake-up.
 Guarantees:
 
 - A stage (the reader, the batcher, an output worker) that raises stops the
-  agent: the error is logged once with its traceback, kept in ``deaths``,
-  and the main loop wakes at once; the run then ends with exit code 1
-  (``EXIT_RUNTIME``), never 0.
+  agent: the error is kept in ``deaths``, and the main loop wakes at once; the
+  run then ends with exit code 1 (``EXIT_RUNTIME``), never 0. It is logged
+  once, with its traceback; the same failure again (same stage, type and
+  message: the next batch of an output that is gone, while the agent stops)
+  is kept in ``deaths`` too but only logged at debug level.
+- ``stopping`` is what a stage can poll to stop early: given to
+  ``Tailer.run_once(stop=...)``, ``--once`` stops reading at the first death
+  instead of reading its whole input for nothing.
 - Signal handling is async-signal-safe. The Python handler only stores the
   signal number (a plain assignment: no lock). ``signal.set_wakeup_fd`` makes
   the interpreter's C-level handler write a byte to a socket pair that the
@@ -146,8 +151,14 @@ class Supervisor:
         return threading.Thread(target=body, name=name, daemon=True)
 
     def died(self, stage: str, error: BaseException) -> None:
-        log.error("a stage died; stopping the agent", stage=stage, error=repr(error), exc_info=error)
-        self.deaths.append((stage, error))
+        seen = any(_same_death(stage, error, *death) for death in self.deaths)
+        self.deaths.append((stage, error))  # every death is kept: /metrics counts them
+        if seen:
+            # The same failure again (the next batch of a dead output, while
+            # the agent stops): one message per cause, not one per batch.
+            log.debug("the same stage failure again while stopping", stage=stage, error=repr(error))
+        else:
+            log.error("a stage died; stopping the agent", stage=stage, error=repr(error), exc_info=error)
         self._poke()
 
     def close(self) -> None:
@@ -156,3 +167,7 @@ class Supervisor:
             if sock is not None:
                 sock.close()
         self._receive = self._send = None
+
+
+def _same_death(stage: str, error: BaseException, seen_stage: str, seen: BaseException) -> bool:
+    return stage == seen_stage and type(error) is type(seen) and str(error) == str(seen)

@@ -63,3 +63,20 @@ def test_request_stop_from_another_thread():
         assert supervisor.wait(30) is True
     finally:
         supervisor.close()
+
+
+def test_the_same_failure_again_is_kept_but_logged_once(caplog):
+    """The next batch of an output that is gone dies the same way: one message
+    per cause, not one per batch (audit 2, finding 6); /metrics still counts each."""
+    supervisor = Supervisor()
+    try:
+        for _ in range(5):
+            supervisor.died("output", RuntimeError("boom"))
+        supervisor.died("output", RuntimeError("another bug"))
+        assert len(supervisor.deaths) == 6
+        errors = [record for record in caplog.records if record.levelname == "ERROR"]
+        assert [record.getMessage() for record in errors] == ["a stage died; stopping the agent"] * 2
+        assert all(record.exc_info for record in errors)  # bugs keep their traceback
+    finally:
+        supervisor.close()
+

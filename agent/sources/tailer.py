@@ -139,6 +139,7 @@ class Tailer(Harvesters):
         self._retry_at: dict[str, float] = {}  # path -> no hint-driven reopen before
         self._wake = threading.Event()
         self._stop: threading.Event | None = None
+        self._once_stop: Callable[[], bool] | None = None  # run_once's ``stop``, while it runs
         self._watcher: Watcher | None = None
         self._next_scan = float("-inf")
         self._recovered = False  # files rotated away while stopped: looked for at the first scan
@@ -163,24 +164,36 @@ class Tailer(Harvesters):
         finally:
             self.close()
 
-    def run_once(self) -> None:
+    def run_once(self, stop: Callable[[], bool] | None = None) -> None:
         """Scan, read every open file to its size as of now, tick; never waits.
 
         A trailing partial line is sent (``TAG_PARTIAL``) only if the file's
         mtime is older than ``partial_line_timeout``.
+
+        ``stop`` (``Supervisor.stopping``) is asked before each file and each
+        chunk read: once it is true (a stage died), reading stops there, so
+        ``--once`` does not read its whole input into a pipeline that can no
+        longer deliver it. Lines already handed to the sink stay handed; the
+        rest is read at the next run from the committed offsets.
         """
-        now = self._clock.monotonic()
-        self._take_hints(now)
-        self._scan(now)
-        checked: set[_Harvester] = set()
-        while True:  # a rotation noticed mid-call opens files: read those too
-            todo = [h for h in self._harvesters.values() if h not in checked]
-            if not todo:
-                break
-            for harvester in todo:
-                checked.add(harvester)
-                self._check(harvester, now, once=True)
-        self._tick(self._clock.monotonic())
+        self._once_stop = stop
+        try:
+            now = self._clock.monotonic()
+            self._take_hints(now)
+            self._scan(now)
+            checked: set[_Harvester] = set()
+            while not self._stopping():  # a rotation noticed mid-call opens files: read those too
+                todo = [h for h in self._harvesters.values() if h not in checked]
+                if not todo:
+                    break
+                for harvester in todo:
+                    if self._stopping():
+                        break
+                    checked.add(harvester)
+                    self._check(harvester, now, once=True)
+            self._tick(self._clock.monotonic())
+        finally:
+            self._once_stop = None
 
     def apply(self, settings: TailSettings, before: Callable[[], None] | None = None) -> None:
         """Use ``settings`` from the reader's next ``poll`` (any thread; a reload).
@@ -269,6 +282,8 @@ class Tailer(Harvesters):
     # -- loop plumbing ----------------------------------------------------
 
     def _stopping(self) -> bool:
+        if self._once_stop is not None:
+            return self._once_stop()
         return self._stop is not None and self._stop.is_set()
 
     def _sleep(self, stop: threading.Event, seconds: float) -> None:
@@ -328,7 +343,7 @@ class Tailer(Harvesters):
         chunk = self._settings.read_chunk_bytes
         end = size if once else min(size, reader.read_pos + READ_BUDGET_CHUNKS * chunk)
         while reader.read_pos < end:
-            if not once and self._stopping():
+            if self._stopping():
                 break
             data = os.pread(harvester.fd, min(chunk, end - reader.read_pos), reader.read_pos)
             if not data:
