@@ -9,7 +9,9 @@ the path, payload stripping and redaction, sampling, truncation: see
 document id. Redaction happens here, before the spool: sensitive data never
 touches the disk. Raw records (``--parse-at elasticsearch``) are joined from
 a per-file template of the same bytes (``_Templates``), a read's records in
-one loop (``build_all``).
+one loop (``build_all``); their ``modelscribe.raw`` gets ``max_field_bytes``
+when --max-field-bytes is not the default, for the cluster's pipelines to
+cut the fields they extract as the transforms cut a parsed document's.
 
 Guarantee: the same (source key, offset) always yields the same ``_id``, so a
 line re-sent after a crash or a retry is rejected by Elasticsearch as a
@@ -38,7 +40,7 @@ from agent import AGENT_NAME, __version__
 from agent.atomic import write_atomic
 from agent.errors import StateError
 from agent.events import Event, LineRun, Record, Source, new, records_of
-from agent.transforms import Transforms
+from agent.transforms import DEFAULT_MAX_FIELD_BYTES, Transforms
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -380,6 +382,11 @@ class Enricher:
         self._stamps = _Timestamps()
         self._ids = _DocumentIds()
         self._transforms = transforms
+        # A raw document carries --max-field-bytes when it is not the default
+        # (like --log-format): the cluster cuts the fields it extracts to it,
+        # and cannot know it otherwise.
+        cap = transforms.settings.max_field_bytes if transforms is not None else DEFAULT_MAX_FIELD_BYTES
+        self._raw_cap = cap if cap != DEFAULT_MAX_FIELD_BYTES else None
         # The transforms append the host object to a document without one.
         self._host_appended = transforms is not None and transforms.appends_host(self._host)
         if transforms is not None:
@@ -424,6 +431,10 @@ class Enricher:
         # The parser's dicts are not ours to change: copy on write, one level
         # at a time, only where the agent adds a key.
         doc: dict[str, Any] = dict(fields) if fields else {}
+        if self._raw_cap is not None:
+            ours = doc.get("modelscribe")
+            if type(ours) is dict and type(ours.get("raw")) is dict:
+                doc["modelscribe"] = {**ours, "raw": {**ours["raw"], "max_field_bytes": self._raw_cap}}
         # A parser's time outside what can be written (a parser missing a
         # range check) gives way to the read time: one record's time must
         # never stop the reader, which would read the same line again.

@@ -58,7 +58,8 @@ def test_an_unknown_format_is_indexed_with_the_failure_recorded(ingest: Any) -> 
     assert out["message"] == "line of a format from the future"
     assert out["event"]["kind"] == "pipeline_error"
     assert out["tags"] == ["partial_line", "pipeline_error"]
-    assert "entry-unknown-format" in out["error"]["message"] and "quantum" in out["error"]["message"]
+    failure, = out["error"]["message"]  # appended: a list, the line's own message (none here) first
+    assert "entry-unknown-format" in failure and "quantum" in failure
     assert "modelscribe" not in out
 
 
@@ -80,11 +81,59 @@ def test_custom_hook_runs_and_its_failure_is_recorded(ingest: Any) -> None:
         out, = through_pipelines(ingest, [raw("hello", "plain")])
         assert out["message"] == "hello"
         assert out["event"]["kind"] == "pipeline_error" and out["tags"] == ["pipeline_error"]
-        assert "refused by the team" in out["error"]["message"]
+        assert out["error"]["message"] == [
+            "processor script [final-custom-hook]: modelscribe@custom failed: refused by the team"]
     finally:
         ingest("DELETE", hook)
     out, = through_pipelines(ingest, [raw("hello", "plain")])
     assert "error" not in out and "tags" not in out  # no hook: nothing to report
+
+
+ERROR_EVENT = ("2024-05-01 12:00:00,130 - x - ERROR - failed\nTraceback (most recent call last):\n"
+               '  File "a.py", line 1, in f\nValueError: the real reason')
+
+
+def test_a_failing_hook_keeps_the_lines_own_error_message_first(ingest: Any, tmp_path: Any) -> None:
+    """The failure is appended to error.message: the exception's message the
+    line gave stays first (the Errors dashboard and saved search show it),
+    for a raw document and for one the agent parsed, through _bulk into an
+    index that names the pipelines, as the data streams do."""
+    from agent.parsing import ParseSettings
+    from pipeline_parity import agent_documents
+
+    hook = "/_ingest/pipeline/modelscribe@custom"
+    index = "modelscribe-hook-test"
+    path = tmp_path / "hook.log"
+    path.write_text(ERROR_EVENT + "\n", encoding="utf-8")
+    parsed, = agent_documents(path, ParseSettings())
+    assert parsed["error"]["message"] == "the real reason"
+    ingest("DELETE", f"/{index}")
+    status, resp = ingest("PUT", f"/{index}", {"settings": {"index.default_pipeline": ENTRY,
+                                                            "index.final_pipeline": FINAL,
+                                                            "number_of_replicas": 0}})
+    assert status == 200, resp
+    try:
+        status, resp = ingest("PUT", hook, {"processors": [{"fail": {
+            "tag": "x", "message": "custom says no", "if": "ctx.log?.level == 'error'"}}]})
+        assert status == 200, resp
+        docs = [raw(ERROR_EVENT, "plain"), parsed, raw("2024-05-01 12:00:00,130 - x - INFO - fine", "plain")]
+        body = "".join(json.dumps({"create": {"_id": str(n)}}) + "\n" + json.dumps(doc) + "\n"
+                       for n, doc in enumerate(docs))
+        status, resp = ingest("POST", f"/{index}/_bulk?refresh=true", body)
+        assert status == 200 and not resp["errors"], resp
+        status, resp = ingest("POST", f"/{index}/_search", {"size": 10, "sort": ["_id"]})
+        found = [hit["_source"] for hit in resp["hits"]["hits"]]
+        assert len(found) == 3
+        failure = "processor script [final-custom-hook]: modelscribe@custom failed: custom says no"
+        for doc in found[:2]:
+            assert doc["error"]["message"] == ["the real reason", failure], doc
+            assert doc["error"]["type"] == "ValueError" and "the real reason" in doc["error"]["stack_trace"]
+            assert doc["event"]["kind"] == "pipeline_error" and doc["tags"] == ["pipeline_error"]
+            assert doc["message"].startswith("failed\nTraceback")
+        assert "error" not in found[2] and "tags" not in found[2]
+    finally:
+        ingest("DELETE", hook)
+        ingest("DELETE", f"/{index}")
 
 
 def test_through_index_settings_and_bulk_nothing_is_dropped(ingest: Any) -> None:
