@@ -318,7 +318,9 @@ def _setup_command(name: str, steps: tuple[str, ...], doc: str, cleanup: bool, r
                            show_default=True,
                            help="The engine a --dry-run plans for when no cluster answers.")(command)
     command = click.option("--force", is_flag=True,
-                           help="Overwrite objects a newer modelscribe (or someone else) installed.")(command)
+                           help="Downgrade templates a newer modelscribe installed, and overwrite pipelines under "
+                                "our names that another owner's _meta.managed_by claims. A template modelscribe "
+                                "did not install is never overwritten.")(command)
     command = click.option("--dry-run", is_flag=True,
                            help="Print what would be installed; write nothing (works without a cluster).")(command)
     setup.command(name, cls=GroupedCommand)(command)
@@ -330,7 +332,7 @@ def _run_setup(steps: tuple[str, ...], dry_run: bool, force: bool, engine: str, 
     from agent.errors import ConfigError, TransientOutputError
     from agent.outputs.elasticsearch import ElasticsearchOutput
     from agent.setup.install import SetupOptions, run_setup
-    from agent.setup.report import format_actions
+    from agent.setup.report import SetupInterrupted, format_actions
     from agent.setup.templates import requester
 
     try:
@@ -357,6 +359,14 @@ def _run_setup(steps: tuple[str, ...], dry_run: bool, force: bool, engine: str, 
                 result = run_setup(None, options)
         finally:
             output.close()
+    except SetupInterrupted as error:
+        # What the run did before the error: nothing half-installed goes unsaid.
+        if error.cluster is not None:
+            click.echo(f"cluster: {error.cluster.describe()}")
+        for line in format_actions(error.done, dry_run, stopped=error.cause):
+            click.echo(line)
+        _fail(error)
+        return
     except ModelscribeError as error:
         _fail(error)
         return

@@ -315,3 +315,16 @@ def test_a_binary_config_file_is_a_config_error(tmp_path):
         result = _invoke([*command, "--config", str(cfg)])
         assert result.exit_code == EXIT_CONFIG, result.output
         assert f"--config {cfg}: not UTF-8 text (byte 0x80 at line 1)" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["all", "templates", "pipelines", "lifecycle"])
+def test_setup_force_help_says_what_it_overwrites_and_what_never(command):
+    """Audit 2 finding 3: --force never overwrites a template someone else
+    installed (docs/setup.md), and the help text must not claim it does."""
+    result = _invoke(["setup", command, "--help"])
+    assert result.exit_code == 0
+    help_text = " ".join(result.output.split())
+    assert ("--force Downgrade templates a newer modelscribe installed, and overwrite pipelines under our names "
+            "that another owner's _meta.managed_by claims. A template modelscribe did not install is never "
+            "overwritten.") in help_text
+    assert "or someone else" not in help_text

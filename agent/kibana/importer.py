@@ -17,8 +17,9 @@ The report lists every object of the file with its outcome (``created``,
 ``overwritten``, ``failed: <reason>``, or ``not reported`` when Kibana said
 nothing of it), so a partial import says exactly what was installed.
 
-Exit codes (agent.errors): 0 every object imported; 2 a bad option (an
-unknown space); 3 Kibana unreachable, the credentials refused, a missing
+Exit codes (agent.errors): 0 every object imported; 2 a bad option (a
+malformed ``--kibana-url``, checked before any request, or an unknown
+space); 3 Kibana unreachable, the credentials refused, a missing
 privilege, or a Kibana too old; 4 some objects failed (the report says which).
 
 Credentials and TLS are the Elasticsearch connection's (``--api-key-file``,
@@ -79,9 +80,15 @@ class Kibana:
     """The few Kibana HTTP calls setup needs; every failure becomes one of our errors."""
 
     def __init__(self, settings: KibanaSettings) -> None:
-        parsed = urllib.parse.urlsplit(settings.url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ConfigError(f"--kibana-url {settings.url!r}: expected http(s)://HOST[:PORT][/base-path]")
+        expected = "expected http(s)://HOST[:PORT][/base-path]"
+        try:
+            parsed = urllib.parse.urlsplit(settings.url)
+            # .port raises ValueError too, for a port out of range or not a number.
+            valid = parsed.scheme in ("http", "https") and bool(parsed.hostname) and parsed.port != 0
+        except ValueError as error:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+            raise ConfigError(f"--kibana-url {settings.url!r}: {error}; {expected}") from None
+        if not valid:
+            raise ConfigError(f"--kibana-url {settings.url!r}: {expected}")
         self._settings = settings
         self._base = settings.url.rstrip("/")
         self._context = _ssl_context(settings) if parsed.scheme == "https" else None

@@ -14,14 +14,23 @@
   when the node has a handler for it: "no handler found" means the module is
   not installed.
 
+The version is checked first: below ``OLDEST`` (Elasticsearch 8.13, whose
+index settings and dynamic-template conditions our templates use;
+OpenSearch 2.7, the first with ``flat_object``) ``detect`` raises
+UnsupportedCluster naming the version found and those supported, before
+any other request and so before anything is written. A version that cannot
+be read (``?``) is not refused here: the requests that follow say what fails.
+
 ``assumed`` is the cluster an offline ``--dry-run`` describes: everything
 present, nothing installed.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from agent.errors import PermanentOutputError
 from agent.setup.report import Request, check
 
 ELASTICSEARCH, OPENSEARCH = "elasticsearch", "opensearch"
@@ -32,6 +41,27 @@ DSL, ILM, ISM = "data stream lifecycle", "ILM", "ISM"
 _PREFERENCE = (DSL, ILM, ISM)
 
 _PROBE = "modelscribe-setup-probe"
+
+# The oldest release setup's objects install on (major, minor). Elasticsearch
+# 8.13 added index.mapping.total_fields.ignore_dynamic_beyond_limit and
+# unmatch_mapping_type (both in our templates); OpenSearch 2.7 flat_object.
+OLDEST = {ELASTICSEARCH: (8, 13), OPENSEARCH: (2, 7)}
+_MAJOR_MINOR = re.compile(r"(\d+)\.(\d+)")
+
+
+class UnsupportedCluster(PermanentOutputError):
+    """The cluster's version is older than setup supports (exit code 3)."""
+
+
+def supported(engine: str, version: str) -> None:
+    """Raise UnsupportedCluster when `version` of `engine` is older than OLDEST."""
+    found = _MAJOR_MINOR.match(version)
+    if not found or (int(found[1]), int(found[2])) >= OLDEST[engine]:
+        return
+    major, minor = OLDEST[engine]
+    others = ", ".join(f"{_DISPLAY[name]}: {a}.{b} or later" for name, (a, b) in OLDEST.items() if name != engine)
+    raise UnsupportedCluster(f"{_DISPLAY[engine]} {version} is not supported by modelscribe setup: it needs "
+                             f"{_DISPLAY[engine]} {major}.{minor} or later ({others}); nothing was written")
 
 
 @dataclass(frozen=True)
@@ -123,9 +153,11 @@ def _answers(request: Request, path: str, doing: str, privilege: str) -> bool:
 
 
 def detect(request: Request) -> Cluster:
-    """Read what the cluster has; raises AuthError naming the privilege when
-    the credentials may not read it."""
+    """Read what the cluster has; raises UnsupportedCluster for a version
+    older than OLDEST, AuthError naming the privilege when the credentials
+    may not read it."""
     engine, version = _engine(request)
+    supported(engine, version)
     processors = _processors(request)
     lifecycles = set()
     if engine == OPENSEARCH:

@@ -4,9 +4,10 @@
 (``all``: every one) in the order that keeps the cluster usable at each
 moment:
 
-1. read what the cluster has (agent.setup.cluster) and, where the engine
-   has a security API, check every privilege the steps need, naming each
-   missing one before anything is written;
+1. where the engine has a security API, check every privilege the steps
+   need, naming each missing one; then read what the cluster has
+   (agent.setup.cluster), stopping on a version too old for our objects.
+   Both before anything is written;
 2. pipelines, before the templates that name them;
 3. lifecycle (its component template is composed into ours as optional);
 4. templates, wired to the entry and final pipelines only when both are on
@@ -16,6 +17,11 @@ moment:
 5. ``--cleanup``: our pipelines of older versions that nothing references,
    after the templates have moved to the new ones.
 
+Nothing half-installed without saying so: a refusal, a conflict or an
+outage after detection stops the run with SetupInterrupted, which carries
+the Actions of every object handled before it (in every step, the failing
+one included), so the command prints them before the error.
+
 ``request`` None is an offline ``--dry-run``: the plan for a fresh cluster
 of the assumed engine (agent.setup.cluster.assumed), with no connection.
 """
@@ -24,12 +30,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.errors import ModelscribeError
 from agent.setup import privileges
 from agent.setup.cluster import ELASTICSEARCH, ILM, Cluster, assumed, detect
 from agent.setup.lifecycle import install_lifecycle
 from agent.setup.pipelines import WHAT as PIPELINE, PipelineSet, cleanup_pipelines, install_pipelines, present, \
     shipped
-from agent.setup.report import SKIPPED, Action, Request
+from agent.setup.report import SKIPPED, Action, Request, SetupInterrupted, recording
 from agent.setup.templates import install_templates
 
 STEPS = ("pipelines", "lifecycle", "templates")  # the order they run in
@@ -81,8 +88,11 @@ def _wiring(request: Request | None, pipelines: PipelineSet | None, why_none: st
 
 def run_setup(request: Request | None, options: SetupOptions,
               pipelines: PipelineSet | None = None) -> SetupResult:
-    """Run the steps; raises the agent's errors (AuthError naming privileges,
-    TemplateConflictError, Transient/PermanentOutputError)."""
+    """Run the steps. Before anything is written, raises the agent's errors
+    (AuthError naming privileges, UnsupportedCluster, Transient/Permanent
+    OutputError); once detection ran, any error leaves as SetupInterrupted
+    carrying the cluster, the Actions of every object handled before it, and
+    the error itself as ``cause`` (its exit code too)."""
     steps = [step for step in STEPS if step in options.steps]
     if request is None:
         assert options.dry_run, "only a dry run goes without a cluster"
@@ -97,6 +107,20 @@ def run_setup(request: Request | None, options: SetupOptions,
     if pipelines is None:
         pipelines, why_none = _load_pipelines()
     actions: list[Action] = []
+    try:
+        with recording(actions):
+            _run_steps(request, options, steps, cluster, pipelines, why_none, actions)
+    except SetupInterrupted as error:
+        raise SetupInterrupted(error.cause, error.done, cluster) from error.cause
+    except ModelscribeError as error:
+        # Nothing handled yet, but detection ran: the report still names the cluster.
+        raise SetupInterrupted(error, [], cluster) from error
+    return SetupResult(cluster, actions)
+
+
+def _run_steps(request: Request | None, options: SetupOptions, steps: list[str], cluster: Cluster,
+               pipelines: PipelineSet | None, why_none: str, actions: list[Action]) -> None:
+    """The steps in order, each step's Actions appended to `actions` as it ends."""
     if "pipelines" in steps:
         if pipelines is None:
             actions.append(Action(PIPELINE, "modelscribe-*", SKIPPED, why_none))
@@ -109,5 +133,4 @@ def run_setup(request: Request | None, options: SetupOptions,
         actions += install_templates(request, options.dry_run, options.force, wired, cluster.engine, why)
     if options.cleanup and request is not None:
         actions += cleanup_pipelines(request, options.dry_run)
-    return SetupResult(cluster, actions)
 

@@ -20,7 +20,8 @@
 Idempotent and version-stamped like the templates (``_meta`` with
 managed_by, version and the retention). ``retention`` None keeps what is
 installed, so a later ``setup all`` does not undo a ``--retention 7d``; the
-default for a first install is 30 days.
+default for a first install is 30 days. A failure after some objects were
+handled raises SetupInterrupted carrying their Actions (agent.setup.report).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 from agent import __version__
-from agent.setup.cluster import DSL, ILM, ISM, OPENSEARCH, Cluster
-from agent.setup.report import SKIPPED, UNCHANGED, Action, Request, check, outcome
+from agent.setup.cluster import DSL, ILM, ISM, OPENSEARCH, Cluster, has_handler
+from agent.setup.report import SKIPPED, UNCHANGED, Action, Request, check, outcome, recording
 from agent.setup.templates import COMPONENT, INDEX_TEMPLATES, LIFECYCLE_COMPONENT, MANAGED_BY, Template, plan, stamp
 
 DEFAULT_RETENTION = 30 * 86400.0
@@ -124,12 +125,13 @@ def install_lifecycle(request: Request | None, cluster: Cluster, retention: floa
     kept = " (kept from the installed lifecycle)" if retention is None and installed else ""
     if mechanism == ISM:
         return _ism(request, value, kept, dry_run)
-    actions = []
-    if mechanism == ILM:
-        actions.append(_ilm(request, value, dry_run))
-    actions.append(_component(request, component(value, mechanism), kept, dry_run, force))
-    if request is not None:
-        actions += _existing_streams(request, value, mechanism, dry_run)
+    actions: list[Action] = []
+    with recording(actions):
+        if mechanism == ILM:
+            actions.append(_ilm(request, value, dry_run))
+        actions.append(_component(request, component(value, mechanism), kept, dry_run, force))
+        if request is not None:
+            _existing_streams(request, value, mechanism, dry_run, actions)
     return actions
 
 
@@ -171,13 +173,16 @@ def _ilm(request: Request | None, retention: str, dry_run: bool) -> Action:
     return Action("ILM policy", POLICY, outcome(step, dry_run), f"retention {retention}")
 
 
-def _existing_streams(request: Request, retention: str, mechanism: str, dry_run: bool) -> list[Action]:
-    """Data streams created before: the template reaches only new ones."""
+def _existing_streams(request: Request, retention: str, mechanism: str, dry_run: bool,
+                      actions: list[Action]) -> None:
+    """Data streams created before (the template reaches only new ones): their
+    Actions are appended to `actions` one by one, so a failure leaves the
+    ones done there."""
     status, body = request("GET", f"/_data_stream/{STREAMS}", None)
-    if status == 404 or (status >= 400 and "no handler found" in str(body)):
-        return []
+    # Without the data streams module 9.x says "no handler found", 8.x "Incorrect HTTP method" (405).
+    if status == 404 or not has_handler(status, body):
+        return
     check(status, body, "reading the data streams", "view_index_metadata index")
-    actions = []
     for stream in body.get("data_streams", []):
         name = stream["name"]
         if mechanism == DSL:
@@ -197,7 +202,6 @@ def _existing_streams(request: Request, retention: str, mechanism: str, dry_run:
             check(status, answer, f"setting the retention of data stream {name}", privilege)
         actions.append(Action("data stream lifecycle" if mechanism == DSL else "data stream ILM policy", name,
                               outcome("update", dry_run), f"retention {retention}"))
-    return actions
 
 
 def _ism(request: Request | None, retention: str, kept: str, dry_run: bool) -> list[Action]:
@@ -214,15 +218,15 @@ def _ism(request: Request | None, retention: str, kept: str, dry_run: bool) -> l
             step, query = "update", f"?if_seq_no={body['_seq_no']}&if_primary_term={body['_primary_term']}"
         elif status != 404:
             check(status, body, "reading the ISM policy", "ISM (cluster:admin/opendistro/ism/*)")
-    actions = []
     if not dry_run:
         assert request is not None
         status, body = request("PUT", path + query, desired)
         check(status, body, f"installing ISM policy {POLICY}", "ISM (cluster:admin/opendistro/ism/*)")
-    actions.append(Action("ISM policy", POLICY, outcome(step, dry_run), f"retention {retention}{kept}"))
+    actions = [Action("ISM policy", POLICY, outcome(step, dry_run), f"retention {retention}{kept}")]
     if request is not None and not dry_run:
-        # Backing indices created before the policy existed are not attached by ism_template.
-        status, body = request("POST", f"/_plugins/_ism/add/{STREAMS}", {"policy_id": POLICY})
+        with recording(actions):
+            # Backing indices created before the policy existed are not attached by ism_template.
+            status, body = request("POST", f"/_plugins/_ism/add/{STREAMS}", {"policy_id": POLICY})
         if status < 300 and body.get("updated_indices"):
             actions.append(Action("ISM managed indices", STREAMS, outcome("update", False),
                                   f"{body['updated_indices']} existing backing indices attached to {POLICY}"))

@@ -14,7 +14,9 @@ each one that is missing.
   ``_license``), and on the data streams ``manage_data_stream_lifecycle``
   (retention of existing streams), ``manage`` (ILM setting of existing
   backing indices) and ``view_index_metadata`` (cleanup reads which index
-  still uses an old pipeline).
+  still uses an old pipeline). Cleanup sees other indices only with
+  ``view_index_metadata`` on ``*`` too, which SETUP does not grant:
+  ``sees_every_index`` tells, and cleanup's report says so when it cannot.
 
 OpenSearch's security plugin has other privilege names (action groups); see
 docs/security.md.
@@ -39,6 +41,10 @@ SETUP: Mapping[str, Any] = {
     "indices": [{"names": list(STREAMS),
                  "privileges": ["manage_data_stream_lifecycle", "manage", "view_index_metadata"]}],
 }
+
+# --cleanup checks every index it can read for the old pipelines; with this
+# privilege on every index (not part of SETUP, see docs/setup.md) it reads them all.
+EVERY_INDEX_PRIVILEGE = "view_index_metadata"
 
 # What each setup step needs (cluster privileges, index privileges on STREAMS).
 STEP_NEEDS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -88,6 +94,19 @@ def _ask(request: Request, cluster: tuple[str, ...] | list[str],
     for pattern in STREAMS if index else ():
         missing += [f"{name} on {pattern}" for name in index if not (on_index.get(pattern) or {}).get(name)]
     return missing
+
+
+def sees_every_index(request: Request) -> bool | None:
+    """Whether the credentials may read the settings of every index
+    (``view_index_metadata`` on ``*``), which ``--cleanup`` needs to know that
+    no index still uses an old pipeline. None where the cluster cannot say
+    (no ``_has_privileges``: OpenSearch, or Elasticsearch with security off,
+    where no index is hidden)."""
+    body = {"index": [{"names": ["*"], "privileges": [EVERY_INDEX_PRIVILEGE]}]}
+    status, answer = request("POST", "/_security/user/_has_privileges", body)
+    if status >= 300 or not isinstance(answer, dict):
+        return None
+    return bool(((answer.get("index") or {}).get("*") or {}).get(EVERY_INDEX_PRIVILEGE))
 
 
 def access(request: Request) -> tuple[Access, Access]:

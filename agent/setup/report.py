@@ -10,14 +10,20 @@ the command prints; nothing else in the package prints.
 becomes the agent's exception tree: 401/403 an ``AuthError`` naming the
 privilege the request needs, 429/5xx a TransientOutputError, anything else a
 PermanentOutputError carrying every ``reason`` of the error body.
+
+Nothing half-installed goes unsaid: an error raised once some objects were
+handled leaves as ``SetupInterrupted``, which carries their Actions
+(``recording`` attaches them at each level), so the command prints them,
+then a line saying the run stopped, then the error.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from agent.errors import AuthError, PermanentOutputError, TransientOutputError
+from agent.errors import AuthError, ModelscribeError, PermanentOutputError, TransientOutputError
 
 # request(method, path, body) -> (status, parsed JSON body); error statuses
 # are returned, not raised. tests/conftest.py's helper has this shape; for
@@ -47,21 +53,64 @@ def outcome(step: str, dry_run: bool) -> str:
     return {"create": CREATED, "update": UPDATED, "delete": DELETED}[step]
 
 
-def format_actions(actions: list[Action], dry_run: bool = False) -> list[str]:
-    """The lines ``modelscribe setup`` prints: one per object, then a summary."""
+class SetupInterrupted(ModelscribeError):
+    """A setup run stopped by `cause` after handling the objects of `done`
+    (written, found up to date or skipped, in order). `cluster`: what
+    detection found, when it ran (agent.setup.install sets it). The message
+    and the exit code are the cause's."""
+
+    def __init__(self, cause: ModelscribeError, done: list[Action], cluster: Any = None) -> None:
+        super().__init__(str(cause))
+        self.cause, self.done, self.cluster = cause, list(done), cluster
+        self.exit_code = cause.exit_code
+
+
+@contextmanager
+def recording(done: list[Action]) -> Iterator[None]:
+    """An error raised inside leaves carrying the actions of `done` before
+    those an inner step attached; with none at all it leaves unchanged."""
+    try:
+        yield
+    except SetupInterrupted as error:
+        raise SetupInterrupted(error.cause, done + error.done, error.cluster) from error.cause
+    except ModelscribeError as error:
+        if not done:
+            raise
+        raise SetupInterrupted(error, done) from error
+
+
+def format_actions(actions: list[Action], dry_run: bool = False,
+                   stopped: ModelscribeError | None = None) -> list[str]:
+    """The lines ``modelscribe setup`` prints: one per object, then a summary
+    (with `stopped`, the error that ended the run early: what it left done)."""
     lines = [f"{action.what} {action.name}: {action.outcome}"
              + (f" ({action.detail})" if action.detail else "") for action in actions]
     counts: dict[str, int] = {}
     for action in actions:
         counts[action.outcome] = counts.get(action.outcome, 0) + 1
     summary = ", ".join(f"{count} {name}" for name, count in counts.items()) or "nothing to do"
-    if dry_run:
+    if stopped is not None:
+        lines.append(_stopped(actions, dry_run, summary, stopped))
+    elif dry_run:
         lines.append(f"dry run: nothing was written ({summary})")
     elif not any(action.outcome in WRITES for action in actions):
         lines.append(f"up to date ({summary})")
     else:
         lines.append(f"done ({summary})")
     return lines
+
+
+def _stopped(actions: list[Action], dry_run: bool, summary: str, error: ModelscribeError) -> str:
+    written = sum(1 for action in actions if action.outcome in WRITES)
+    counted = f" ({summary})" if actions else ""
+    if dry_run:
+        return f"dry run stopped by the error below: nothing was written{counted}"
+    # A request that timed out or lost its connection may have been applied.
+    unsure = ", unless the request that failed was applied first" if isinstance(error, TransientOutputError) else ""
+    if not written:
+        return f"stopped by the error below: nothing was written{unsure}{counted}"
+    return (f"incomplete: stopped by the error below after writing {written} object{'s' if written > 1 else ''}"
+            f"{counted}; nothing else was written{unsure}")
 
 
 def reason(body: Any) -> str:

@@ -59,9 +59,12 @@ Guarantees of ``install_templates``:
   names without ``_meta.managed_by: modelscribe``, or another index template
   whose patterns overlap ours at the same priority (Elasticsearch would
   refuse ours), stops the install with TemplateConflictError naming it, and
-  nothing is written. Templates that overlap at a lower priority (the
-  stack's defaults) are taken over; ones at a higher priority win over ours
-  and are reported in the action's detail.
+  no template is written (``force`` does not change that). Templates that
+  overlap at a lower priority (the stack's defaults) are taken over; ones at
+  a higher priority win over ours and are reported in the action's detail.
+- A refusal or an outage after some templates were handled raises
+  SetupInterrupted with their Actions (agent.setup.report): what is
+  half-installed is always said.
 - ``dry_run``: GET and ``_simulate`` only; nothing is written.
 """
 
@@ -78,7 +81,7 @@ import orjson
 from agent import AGENT_NAME, __version__
 from agent import schema
 from agent.errors import PermanentOutputError
-from agent.setup.report import SKIPPED, UNCHANGED, Action, Request, check, outcome, reason
+from agent.setup.report import SKIPPED, UNCHANGED, Action, Request, check, outcome, reason, recording
 
 ELASTICSEARCH, OPENSEARCH = "elasticsearch", "opensearch"  # agent.setup.cluster's engine names
 
@@ -289,9 +292,11 @@ def plan(desired: tuple[Template, ...], components: Mapping[str, dict],
             continue
         meta = installed.get("_meta") or {}
         if meta.get("managed_by") != MANAGED_BY:
+            owner = meta.get("managed_by")
+            whose = f"its _meta.managed_by is {owner!r}" if owner is not None else "it has no _meta.managed_by"
             conflicts.append(f"{template.kind} {template.name!r} exists and is not managed by "
-                             f"{MANAGED_BY} (its _meta.managed_by is {meta.get('managed_by')!r}): "
-                             f"rename or delete it, then run this again")
+                             f"{MANAGED_BY} ({whose}): rename or delete it, then run this again "
+                             f"(--force does not overwrite it)")
             continue
         theirs = installed.get("version")
         if isinstance(theirs, int) and theirs > ours and not force:
@@ -306,7 +311,7 @@ def plan(desired: tuple[Template, ...], components: Mapping[str, dict],
         else:
             steps.append((template, "update", "; ".join(notes)))
     if conflicts:
-        raise TemplateConflictError("cannot install the modelscribe templates, nothing was written:\n  "
+        raise TemplateConflictError("cannot install the modelscribe templates, no template was written:\n  "
                                     + "\n  ".join(conflicts))
     return steps
 
@@ -364,8 +369,9 @@ def install_templates(request: Request | None, dry_run: bool = False, force: boo
     `request` None: an offline dry run (every template would be created).
     `pipelines`: (entry, final) to wire into the settings, or None;
     `wiring` says why they are not (reported on the settings component).
-    Raises TemplateConflictError (nothing written), AuthError (401/403),
-    TransientOutputError (429/5xx) or PermanentOutputError (any other refusal).
+    Raises TemplateConflictError (no template written), AuthError (401/403),
+    TransientOutputError (429/5xx) or PermanentOutputError (any other refusal);
+    once a template was handled, as SetupInterrupted carrying the Actions so far.
     """
     if request is None:
         assert dry_run, "only a dry run goes without a cluster"
@@ -381,24 +387,32 @@ def install_templates(request: Request | None, dry_run: bool = False, force: boo
     if unsupported:
         pairs = sorted((name, schema.FALLBACK_TYPES[name]) for name in unsupported)
         fallback = "this cluster lacks " + ", ".join(f"{a} (mapped as {b})" for a, b in pairs)
-    actions = []
-    for template, step, detail in steps:
-        if template.name == MAPPINGS_COMPONENT and fallback:
-            detail = "; ".join(filter(None, [fallback, detail]))
-        if template.name == SETTINGS_COMPONENT and wiring:
-            detail = "; ".join(filter(None, [wiring, detail]))
-        if step in ("unchanged", "skip"):
-            actions.append(Action(template.kind, template.name, UNCHANGED if step == "unchanged" else SKIPPED,
-                                  detail))
-            continue
-        if not dry_run:
-            assert request is not None
-            # create=true: a template that appeared since we looked is not overwritten.
-            path = template.path + ("?create=true" if step == "create" else "")
-            status, body = request("PUT", path, template.body)
-            _check(status, body, f"installing {template.kind} {template.name}")
-        actions.append(Action(template.kind, template.name, outcome(step, dry_run), detail))
+    actions: list[Action] = []
+    with recording(actions):
+        for template, step, detail in steps:
+            actions.append(_install_one(request, template, step, _detail(template, detail, fallback, wiring),
+                                        dry_run))
     return actions
+
+
+def _detail(template: Template, detail: str, fallback: str, wiring: str) -> str:
+    if template.name == MAPPINGS_COMPONENT and fallback:
+        return "; ".join(filter(None, [fallback, detail]))
+    if template.name == SETTINGS_COMPONENT and wiring:
+        return "; ".join(filter(None, [wiring, detail]))
+    return detail
+
+
+def _install_one(request: Request | None, template: Template, step: str, detail: str, dry_run: bool) -> Action:
+    if step in ("unchanged", "skip"):
+        return Action(template.kind, template.name, UNCHANGED if step == "unchanged" else SKIPPED, detail)
+    if not dry_run:
+        assert request is not None
+        # create=true: a template that appeared since we looked is not overwritten.
+        path = template.path + ("?create=true" if step == "create" else "")
+        status, body = request("PUT", path, template.body)
+        _check(status, body, f"installing {template.kind} {template.name}")
+    return Action(template.kind, template.name, outcome(step, dry_run), detail)
 
 
 def requester(output: Any) -> Request:

@@ -136,3 +136,16 @@ def test_a_partial_import_says_which_objects_were_installed():
 def test_a_malformed_url_is_a_bad_option():
     result = _run("--kibana-url", "kibana:5601")
     assert result.exit_code == 2 and "--kibana-url" in result.output
+
+
+@pytest.mark.parametrize("command", ["dashboards", "rules"])
+@pytest.mark.parametrize("url, why", [("http://[::1", "Invalid IPv6 URL"),
+                                      ("http://127.0.0.1:99999", "Port out of range"),
+                                      ("http://kibana:port", "Port could not be cast")])
+def test_a_url_python_cannot_parse_is_a_bad_option_not_an_internal_error(command, url, why):
+    """Audit 2 finding 4: urlsplit's ValueError was an internal error (exit 1)."""
+    result = CliRunner().invoke(main, ["setup", command, "--kibana-url", url],
+                                env={"MODELSCRIBE_API_KEY": "a2V5OnNlY3JldA=="})
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert f"modelscribe: error: --kibana-url {url!r}: {why}" in result.output
+    assert "expected http(s)://HOST[:PORT][/base-path]" in result.output

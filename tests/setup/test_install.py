@@ -116,15 +116,35 @@ def test_a_401_stops_setup_before_anything_is_read():
 
 
 class ReadOnlyCluster:
-    """The read APIs cleanup uses, over dicts, and a record of deletions."""
+    """The read APIs cleanup uses, over dicts, and a record of deletions.
 
-    def __init__(self, pipelines: dict[str, dict], templates: dict[str, dict], indices: dict[str, dict]) -> None:
+    `hidden`: indices Elasticsearch leaves out of ``_all`` for these
+    credentials (then ``_has_privileges`` denies view_index_metadata on
+    ``*``), whose default/final pipelines it still refuses to delete;
+    `sees_all` None: no ``_has_privileges`` API (OpenSearch, security off)."""
+
+    def __init__(self, pipelines: dict[str, dict], templates: dict[str, dict], indices: dict[str, dict],
+                 hidden: dict[str, dict] | None = None, sees_all: bool | None = True) -> None:
         self.pipelines, self.templates, self.indices = pipelines, templates, indices
+        self.hidden, self.sees_all = hidden or {}, sees_all
         self.deleted: list[str] = []
 
     def __call__(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if path == "/_security/user/_has_privileges":
+            if self.sees_all is None:
+                return 400, {"error": "no handler found for uri [/_security/user/_has_privileges]"}
+            assert body == {"index": [{"names": ["*"], "privileges": ["view_index_metadata"]}]}
+            return 200, {"has_all_requested": self.sees_all, "cluster": {},
+                         "index": {"*": {"view_index_metadata": self.sees_all}}}
         if method == "DELETE":
-            self.deleted.append(path.rsplit("/", 1)[1])
+            name = path.rsplit("/", 1)[1]
+            users = sorted(index for index, settings in self.hidden.items()
+                           if settings.get("index.default_pipeline") == name)
+            if users:  # Elasticsearch's IngestService.validateNotInUse
+                return 400, {"error": {"type": "illegal_argument_exception", "reason": (
+                    f"pipeline [{name}] cannot be deleted because it is the default pipeline for {len(users)} "
+                    f"index(es) including [{','.join(users[:3])}]")}, "status": 400}
+            self.deleted.append(name)
             return 200, {"acknowledged": True}
         if path.startswith("/_ingest/pipeline/"):
             return 200, self.pipelines
@@ -170,3 +190,41 @@ def test_docs_security_shows_exactly_the_roles_setup_checks():
     blocks = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.S)]
     assert blocks == [{"modelscribe-shipping": dict(privileges.SHIPPING)},
                       {"modelscribe-setup": dict(privileges.SETUP)}]
+
+
+def _calls(name: str) -> dict:
+    return {"processors": [{"pipeline": {"name": name}}]}
+
+
+def test_cleanup_without_sight_of_every_index_says_so_and_skips_what_the_cluster_refuses():
+    """Audit 2 finding 5: the setup role cannot see other indices; Elasticsearch
+    leaves them out of _all silently and refuses the delete with a 400."""
+    cluster = ReadOnlyCluster(
+        pipelines={"modelscribe-entry-0.0.1": _calls("modelscribe-json-0.0.1"),
+                   "modelscribe-json-0.0.1": {"processors": []},
+                   "modelscribe-final-0.0.1": {"processors": []}},
+        templates={}, indices={}, sees_all=False,
+        hidden={"other-app-logs": {"index.default_pipeline": "modelscribe-entry-0.0.1"}})
+    caveat = "; only the indices these credentials can see were checked (they lack view_index_metadata on " \
+             "every index, *)"
+    dry = {a.name: (a.outcome, a.detail) for a in cleanup_pipelines(cluster, dry_run=True)}
+    assert dry == {name: ("would-delete", "older version, referenced by nothing" + caveat)
+                   for name in ("modelscribe-entry-0.0.1", "modelscribe-json-0.0.1", "modelscribe-final-0.0.1")}
+    assert cluster.deleted == []
+
+    done = cleanup_pipelines(cluster)
+    assert [(a.name, a.outcome, a.detail) for a in done] == [
+        ("modelscribe-entry-0.0.1", "skipped", "older version still the default pipeline for 1 index(es) "
+                                               "including [other-app-logs] (the cluster refused to delete it)"),
+        # Called by the pipeline that stays: deleting it would break other-app-logs.
+        ("modelscribe-final-0.0.1", "deleted", "older version, referenced by nothing" + caveat),
+        ("modelscribe-json-0.0.1", "skipped", "older version still referenced by ingest pipeline "
+                                              "modelscribe-entry-0.0.1")]
+    assert cluster.deleted == ["modelscribe-final-0.0.1"]
+
+
+def test_cleanup_claims_no_caveat_where_every_index_is_visible_or_nothing_is_hidden():
+    for sees_all in (True, None):
+        cluster = ReadOnlyCluster({"modelscribe-final-0.0.1": {"processors": []}}, {}, {}, sees_all=sees_all)
+        assert [(a.outcome, a.detail) for a in cleanup_pipelines(cluster, dry_run=True)] == [
+            ("would-delete", "older version, referenced by nothing")]

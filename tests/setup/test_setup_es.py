@@ -25,7 +25,9 @@ from agent.setup import privileges
 from agent.setup.cluster import DSL, Cluster, detect
 from agent.setup.install import SetupOptions, run_setup
 from agent.setup.lifecycle import install_lifecycle
+from agent.errors import AuthError
 from agent.setup.pipelines import PipelineSet, cleanup_pipelines
+from agent.setup.report import SetupInterrupted
 from agent.setup.templates import install_templates
 
 pytestmark = pytest.mark.elasticsearch
@@ -251,3 +253,73 @@ def test_a_newer_install_is_skipped_unless_forced(es_node, es):
             forced.stdout.splitlines()
     finally:
         install_templates(request, force=True)
+
+
+def test_a_refusal_part_way_carries_what_was_written_on_the_real_node(es):
+    """Audit 2 finding 3: the pipeline written before a 403 is in the report."""
+    first, second = f"modelscribe-stopfirst-{__version__}", f"modelscribe-stopsecond-{__version__}"
+    request = _request(es)
+
+    def refusing(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        if method == "PUT" and path == f"/_ingest/pipeline/{second}":
+            return 403, {"error": {"type": "security_exception", "reason": "action [cluster:admin/ingest/"
+                                   "pipeline/put] is unauthorized"}, "status": 403}
+        return request(method, path, body)
+
+    pair = PipelineSet({first: {"processors": []}, second: {"processors": []}}, first, second)
+    try:
+        with pytest.raises(SetupInterrupted) as caught:
+            run_setup(refusing, SetupOptions(steps=("pipelines", "templates")), pipelines=pair)
+        stopped = caught.value
+        assert isinstance(stopped.cause, AuthError) and stopped.exit_code == 3
+        assert stopped.cluster.engine == "elasticsearch"
+        assert [(a.what, a.name, a.outcome) for a in stopped.done] == [("ingest pipeline", first, "created")]
+        assert es.request("GET", f"/_ingest/pipeline/{first}")[0] == 200
+    finally:
+        es.request("DELETE", f"/_ingest/pipeline/{first}")
+
+
+def test_cleanup_with_the_setup_role_checks_only_what_it_sees_and_says_so(es_node, es, tmp_path):
+    """Audit 2 finding 5: the setup role sees only our data streams' indices;
+    Elasticsearch leaves the others out of _all silently and refuses to delete
+    a pipeline one of them uses."""
+    used, final, free = "modelscribe-hiddenused-0.0.1", "modelscribe-hiddenfinal-0.0.1", "modelscribe-hiddenfree-0.0.1"
+    other = "test-other-app-logs"
+    for name in (used, final, free):
+        _ok(es, "PUT", f"/_ingest/pipeline/{name}", {"processors": [], "_meta": {"managed_by": "modelscribe"}})
+    _ok(es, "PUT", f"/{other}", {"settings": {"index.default_pipeline": used, "index.final_pipeline": final,
+                                              "number_of_replicas": 0}})
+    key = _ok(es, "POST", "/_security/api_key", {"name": "modelscribe-setup-cleanup",
+                                                  "role_descriptors": {"setup": dict(privileges.SETUP)}})
+    key_file = tmp_path / "api_key"
+    key_file.write_text(key["encoded"] + "\n")
+    caveat = "; only the indices these credentials can see were checked (they lack view_index_metadata on " \
+             "every index, *)"
+    try:
+        dry = _agent("setup", "pipelines", "--cleanup", "--dry-run", *_flags(es_node, str(key_file)))
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        for name in (used, final, free):
+            assert f"ingest pipeline {name}: would-delete (older version, referenced by nothing{caveat})" \
+                in dry.stdout.splitlines()
+
+        done = _agent("setup", "pipelines", "--cleanup", *_flags(es_node, str(key_file)))
+        assert done.returncode == 0, done.stdout + done.stderr
+        lines = done.stdout.splitlines()
+        assert (f"ingest pipeline {used}: skipped (older version still the default pipeline for 1 index(es) "
+                f"including [{other}] (the cluster refused to delete it))") in lines
+        assert (f"ingest pipeline {final}: skipped (older version still the final pipeline for 1 index(es) "
+                f"including [{other}] (the cluster refused to delete it))") in lines
+        assert f"ingest pipeline {free}: deleted (older version, referenced by nothing{caveat})" in lines
+        assert es.request("GET", f"/_ingest/pipeline/{used}")[0] == 200
+        assert es.request("GET", f"/_ingest/pipeline/{free}")[0] == 404
+
+        # Credentials that see every index: no caveat, and the reference is found before any delete.
+        seen = _agent("setup", "pipelines", "--cleanup", "--dry-run", *_flags(es_node))
+        assert seen.returncode == 0, seen.stderr
+        assert f"ingest pipeline {used}: skipped (older version still referenced by index {other})" in \
+            seen.stdout.splitlines()
+        assert "were checked" not in seen.stdout
+    finally:
+        es.request("DELETE", f"/{other}")
+        for name in (used, final, free):
+            es.request("DELETE", f"/_ingest/pipeline/{name}")

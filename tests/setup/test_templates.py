@@ -176,11 +176,17 @@ def test_plan_refuses_templates_it_does_not_manage():
     with pytest.raises(TemplateConflictError) as caught:
         plan(desired, {"modelscribe-settings": foreign}, {"metrics-modelscribe": hand_made})
     message = str(caught.value)
-    assert message.startswith("cannot install the modelscribe templates, nothing was written:")
+    # Only the templates step is known to have written nothing (setup all may
+    # have installed pipelines before): the message says no more than that.
+    assert message.startswith("cannot install the modelscribe templates, no template was written:")
     assert "component template 'modelscribe-settings' exists and is not managed by modelscribe " \
-           "(its _meta.managed_by is None)" in message
+           "(it has no _meta.managed_by): rename or delete it, then run this again (--force does not " \
+           "overwrite it)" in message
     assert "index template 'metrics-modelscribe' exists and is not managed by modelscribe " \
            "(its _meta.managed_by is 'ops')" in message
+    assert "None" not in message
+    with pytest.raises(TemplateConflictError):
+        plan(desired, {"modelscribe-settings": foreign}, {}, force=True)
 
 
 def test_plan_refuses_an_overlap_at_the_same_priority_and_reports_higher_ones():
