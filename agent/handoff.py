@@ -16,11 +16,26 @@ in the queue. The reader flushes before it forgets a closed file, so a
 deleted file's last lines are in the spool before the agent lets go of it.
 When the queue is nearly full the reader is told to pause (``accepting()``
 is False) and appending blocks (so, in turn, does ``put``), or, with
-``--when-full drop-newest``, the group is dropped, counted and logged. An
+``--when-full drop-newest``, the group is dropped and counted. An
 append that fails (a disk error) is raised in the reader by the next
 ``put``/``flush``, and nothing is appended after it: the spool never holds a
 group that came after a lost one, so a restart re-reads from the first lost
 line.
+
+Logging a full queue, once per episode, not per group: an episode begins
+with the first append that cannot be made at once (or, for the reader, the
+first ``accepting()`` that is False) and ends once the queue has room and
+nothing waited or was dropped for ``QUIET`` seconds, so a queue that the
+output empties in bursts while it catches up does not start a new episode at
+every group. Blocking logs "reading paused" at the start and "reading
+resumed" at the end. Dropping logs every dropped event: their count at the
+start, the running total at most every ``DROP_LOG_INTERVAL`` seconds while
+it goes on, and what was dropped since the last line when it ends (no
+drop for ``QUIET`` seconds, whether the queue had room again or nothing
+more was read), at shutdown or at the end of ``--once`` (``finish``); the
+``dropped=`` fields add up to the ``events_dropped`` counter. The end is
+noticed by the next append or ``accepting()`` (the tailer asks before each
+read of a file).
 
 Stopping: ``finish(timeout)`` waits for the writer, bounded by ``timeout``;
 once ``abort`` is set every blocked append gives up within half a second,
@@ -42,7 +57,8 @@ from agent.spool import DiskQueue, MemoryQueue
 from agent.stats import Stats
 
 log = get_logger("handoff")
-_DROP_LOG_INTERVAL = 10.0
+DROP_LOG_INTERVAL = 10.0  # seconds between two running totals while events are dropped
+QUIET = 5.0  # seconds with room, nothing waiting or dropped, that end a full-queue episode
 _STOP = object()  # tells the spool-writer thread to end
 
 
@@ -55,10 +71,15 @@ class Handoff:
         self._stats = stats
         self._clock = clock
         self.group_size = spool.group_size
-        self._dropped_since_log = 0
-        self._last_drop_log = float("-inf")
-        self._blocked_logged = False
-        self._paused = False
+        # The full-queue episode (see the module doc), shared by the reader
+        # (accepting) and the spool writer (appends): under ``_lock``.
+        self._lock = threading.Lock()
+        self._full_since: float | None = None  # monotonic start of the episode; None: none
+        self._last_full = 0.0  # when an append last waited or dropped, or the reader was told to pause
+        self._waiting = False  # an append is waiting for room now
+        self._dropped_total = 0
+        self._unreported = 0  # dropped since the last line that counted drops
+        self._last_drop_log = 0.0
         # One group queued while the writer appends another: the reader runs
         # at most two groups ahead of the disk.
         self._groups: "queue.Queue[object]" = queue.Queue(maxsize=1)
@@ -69,17 +90,43 @@ class Handoff:
         self._writer: threading.Thread | None = None  # started by the first put
 
     def accepting(self) -> bool:
-        if self._drop:
-            return True
-        room = not self._spool.nearly_full()
-        if room == self._paused:  # a change: say so once
-            self._paused = not room
-            if self._paused:
-                log.warning(f"{self._spool.kind} full: reading paused until the output catches up",
-                            **self._usage())
-            else:
-                log.info(f"{self._spool.kind} has room again: reading resumed", **self._usage())
+        """May the reader read on? False while the queue is nearly full
+        (always True with drop-newest, which drops instead)."""
+        room = self._drop or not self._spool.nearly_full()
+        if room:
+            self._room()
+        else:
+            self._full()
         return room
+
+    def _full(self, waiting: bool = False) -> None:
+        """Blocking: the queue had no room just now; start (and log) an
+        episode, or extend it. (Dropping has its own, ``_dropped``.)"""
+        with self._lock:
+            self._waiting = self._waiting or waiting
+            self._last_full = self._clock.monotonic()
+            if self._full_since is not None:
+                return
+            self._full_since = self._last_full
+        log.warning(f"{self._spool.kind} full: reading paused until the output catches up", **self._usage())
+
+    def _room(self) -> None:
+        """The queue has room (dropping: an append succeeded, or the reader
+        asks): end the episode once nothing waited or was dropped for
+        ``QUIET`` seconds."""
+        with self._lock:
+            now = self._clock.monotonic()
+            if self._full_since is None or self._waiting or now - self._last_full < QUIET:
+                return
+            lasted = round(self._last_full - self._full_since, 1)  # without the quiet time
+            self._full_since = None
+            unreported, self._unreported = self._unreported, 0
+        if not self._drop:
+            log.info(f"{self._spool.kind} has room again: reading resumed", paused_for=lasted, **self._usage())
+        else:
+            # No drop for QUIET seconds: the queue had room, or nothing more was read.
+            log.warning(f"{self._spool.kind}: no longer dropping new events (--when-full drop-newest)",
+                        dropped=unreported, total=self._dropped_total, dropping_for=lasted, **self._usage())
 
     def _usage(self) -> dict[str, int]:
         return {"used_bytes": self._spool.used_bytes(), "pending": self._spool.pending()}
@@ -119,6 +166,7 @@ class Handoff:
             self._groups.put(_STOP)
             self._writer.join()
             self._writer = None
+        self._report_drops()
         if not self._failure_raised:
             self._raise_failure()
         return True
@@ -168,24 +216,48 @@ class Handoff:
 
     def _append_whole(self, group: Sequence[Event]) -> None:
         if self._drop:
-            if not self._spool.append(group, timeout=0):
+            if self._spool.append(group, timeout=0):
+                self._room()
+            else:
                 self._dropped(len(group))
             return
-        # Past the shutdown deadline (abort) the group is given up: not
-        # spooled, not committed, read again on restart.
-        while not self._abort.is_set() and not self._spool.append(group, timeout=0.5):
-            if not self._blocked_logged:
-                log.warning(f"{self._spool.kind} full: reading paused until the output catches up",
-                            **self._usage())
-                self._blocked_logged = True
-        self._blocked_logged = False
+        if self._spool.append(group, timeout=0.5):  # a wait this short is not worth a warning
+            self._room()
+            return
+        self._full(waiting=True)
+        try:
+            # Past the shutdown deadline (abort) the group is given up: not
+            # spooled, not committed, read again on restart.
+            while not self._abort.is_set() and not self._spool.append(group, timeout=0.5):
+                pass
+        finally:
+            with self._lock:
+                self._waiting = False
+                self._last_full = self._clock.monotonic()  # the quiet time counts from here
 
     def _dropped(self, count: int) -> None:
         self._stats.add("events_dropped", count)
-        self._dropped_since_log += count
-        now = self._clock.monotonic()
-        if now - self._last_drop_log >= _DROP_LOG_INTERVAL:
-            log.warning(f"{self._spool.kind} full: dropping new events (--when-full drop-newest)",
-                        dropped=self._dropped_since_log, **self._usage())
-            self._dropped_since_log = 0
+        with self._lock:
+            now = self._clock.monotonic()
+            self._dropped_total += count
+            self._unreported += count
+            self._last_full = now
+            if self._full_since is None:
+                self._full_since = now
+                message = f"{self._spool.kind} full: dropping new events (--when-full drop-newest)"
+            elif now - self._last_drop_log >= DROP_LOG_INTERVAL:
+                message = f"{self._spool.kind} still full: dropping new events (--when-full drop-newest)"
+            else:
+                return
             self._last_drop_log = now
+            unreported, self._unreported = self._unreported, 0
+            lasted = round(now - self._full_since, 1)
+        log.warning(message, dropped=unreported, total=self._dropped_total, dropping_for=lasted, **self._usage())
+
+    def _report_drops(self) -> None:
+        """At the end (shutdown, ``--once``): the drops no line has counted yet."""
+        with self._lock:
+            unreported, self._unreported = self._unreported, 0
+        if unreported:
+            log.warning(f"events dropped since the last report ({self._spool.kind} full, --when-full "
+                        "drop-newest)", dropped=unreported, total=self._dropped_total)

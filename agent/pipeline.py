@@ -89,7 +89,9 @@ _INDEXING = ("elasticsearch", "opensearch")  # outputs with a cluster behind the
 
 
 def tail_settings(config: Config) -> TailSettings:
-    return TailSettings(paths=config.all_paths, excludes=config.excludes, scan_interval=config.scan_interval,
+    from agent.config.stages import tail_excludes  # --exclude and the agent's own files
+
+    return TailSettings(paths=config.all_paths, excludes=tail_excludes(config), scan_interval=config.scan_interval,
                         partial_line_timeout=config.partial_line_timeout,
                         max_line_bytes=config.max_line_bytes, fingerprint_bytes=config.fingerprint_bytes,
                         close_inactive=config.close_inactive, close_removed_after=config.close_removed_after)
@@ -314,9 +316,11 @@ class Pipeline:
         self.spool.close()
 
     def _summary(self) -> int:
+        """The --once summary, a line per way events were not delivered, and the
+        exit code of the worst: dropped ones (3) are in no dead-letter file."""
         snap = self.stats.snapshot()
         log.info("run finished", lines=self._sink.lines, events=self._sink.emitted, acked=snap.events_acked,
-                 duplicates=snap.events_duplicate, rejected=snap.events_rejected,
+                 duplicates=snap.events_duplicate, rejected=snap.events_rejected, dropped=snap.events_dropped,
                  unacknowledged=self.acks.in_flight())
         if self._supervisor.deaths or self._final_save_failed:
             return EXIT_RUNTIME
@@ -325,11 +329,14 @@ class Pipeline:
             log.error("not everything could be delivered; offsets stay before the undelivered lines",
                       unacknowledged=self.acks.in_flight(), error=str(error) if error else "-")
             return error.exit_code if isinstance(error, OutputError) else EXIT_OUTPUT
+        if snap.events_dropped:
+            log.warning(f"some events were dropped, not delivered: the {self.spool.kind} was full (--when-full "
+                        "drop-newest); their lines are not read again (--when-full block makes --once wait)",
+                        count=snap.events_dropped)
         if snap.events_rejected:
             log.error("some documents were rejected by the output", count=snap.events_rejected,
                       dead_letter_file=self.dead_letters.path)
-            return EXIT_REJECTED
-        return EXIT_OK
+        return EXIT_OUTPUT if snap.events_dropped else EXIT_REJECTED if snap.events_rejected else EXIT_OK
 
     def _run_daemon(self) -> int:
         if self._preflight() is not None:

@@ -7,7 +7,9 @@ the enrichment's ``build_all``, then the hand-off in groups of its size.
 
 One ``SourceParser`` per file (``make_parser``, or ``make_raw_parser`` for
 the files ``--parse-at elasticsearch`` applies to), chosen by the first
-``inputs:`` entry whose globs match the file, else the global settings.
+``inputs:`` entry whose globs match the file, else the global settings. A
+file that several entries with different settings match is named in one
+warning (per file), with the entry that applies and those that do not.
 Events go to the hand-off in groups; ``periodic`` producers (the agent's own
 metric documents) add theirs at every tick. Only the reader thread calls it.
 
@@ -60,6 +62,8 @@ class Sink:
         self.accepting = handoff.accepting
         self._parsers: dict[str, SourceParser] = {}
         self._chosen: dict[str, ParseSettings] = {}  # the settings each parser was made with
+        self._specs = inputs
+        self._overlaps_named: set[str] = set()  # paths the overlapping-inputs warning named
         self._pending: list[Event] = []
         # Called at every tick with the time; each may return an event that is
         # not a line's (the agent's own metric document).
@@ -105,8 +109,7 @@ class Sink:
     def _parser(self, source: Source) -> SourceParser:
         parser = self._parsers.get(source.key)
         if parser is None:
-            settings = next((chosen for globs, chosen in self._inputs if globs.matches(source.path)),
-                            self._settings)
+            settings = self._settings_for(source.path)
             # --parse-at elasticsearch: the same events, shipped raw for the cluster to parse.
             make = make_raw_parser if settings.parse_at == "elasticsearch" else make_parser
             parser = self._parsers[source.key] = make(settings, source)
@@ -116,6 +119,23 @@ class Sink:
                 if cuts:
                     parser.cut_at(cuts)
         return parser
+
+    def _settings_for(self, path: str) -> ParseSettings:
+        """The settings of the first input matching ``path`` (else the global
+        ones); warns once per path when later matching inputs differ."""
+        matching = [number for number, (globs, _) in enumerate(self._inputs) if globs.matches(path)]
+        if not matching:
+            return self._settings
+        chosen = self._inputs[matching[0]][1]
+        ignored = [number for number in matching[1:] if self._inputs[number][1] != chosen]
+        if ignored and path not in self._overlaps_named:
+            self._overlaps_named.add(path)
+            log.warning("file matches inputs with different settings; the first one applies", path=path,
+                        applies=self._name(matching[0]), ignored="; ".join(map(self._name, ignored)))
+        return chosen
+
+    def _name(self, number: int) -> str:
+        return f"inputs[{number + 1}] ({', '.join(self._specs[number].paths)})"
 
     def _emit_all(self, parser: SourceParser, records: list[Record]) -> None:
         """Enrich the records a flush of ``parser`` emitted; keep the cuts it made."""
@@ -171,6 +191,8 @@ class Sink:
         files keep their parser and the events it holds open."""
         self._settings = settings
         self._inputs = [(Discovery(spec.paths), spec.apply(settings)) for spec in inputs]
+        self._specs = inputs
+        self._overlaps_named.clear()  # the inputs changed: a file still in two is named again
         for key, parser in list(self._parsers.items()):
             path = parser.source.path
             if next((chosen for globs, chosen in self._inputs if globs.matches(path)),

@@ -3,6 +3,7 @@ failures, shutdown, and the drop policy."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -134,3 +135,102 @@ def test_the_sink_flushes_its_handoff_when_a_file_closes() -> None:
     sink.line(Line(source, 6, 12, "world", 1.0))
     sink.source_closed(source)
     assert calls == [("put", [0, 6]), ("flush",)]
+
+
+class EpisodeSpool(ScriptedSpool):
+    """A spool whose appends succeed or not as scripted (True: room), each
+    refusal taking the time a real append would have waited."""
+
+    def __init__(self, clock, script) -> None:  # noqa: ANN001
+        super().__init__()
+        self.clock = clock
+        self.script = list(script)
+
+    def append(self, events, timeout=None) -> bool:  # noqa: ANN001
+        room = self.script.pop(0) if self.script else True
+        if not room:
+            self.clock.advance(timeout or 0)
+            return False
+        self.clock.advance(0.01)
+        return super().append(events)
+
+
+@pytest.fixture
+def agent_log():
+    """The agent's own log records, from INFO: a handler on its logger, so
+    neither the propagation nor the level ``selflog.configure`` or another
+    test left matters."""
+    logger = logging.getLogger("modelscribe")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler, level = Keep(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield seen
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def _records(records, text):
+    return [record for record in records if text in record.getMessage()]
+
+
+def test_a_full_spool_catching_up_in_bursts_pauses_once_and_resumes_once(agent_log):
+    """The output empties the spool in bursts while it catches up: each group
+    waits a little. One "paused" for the whole episode, then one "resumed" once
+    nothing waited for QUIET seconds (it warned at every group, never resumed)."""
+    from agent.clock import FakeClock
+    from agent.handoff import QUIET
+
+    clock = FakeClock()
+    spool = EpisodeSpool(clock, [False, False, True] * 10)
+    handoff = Handoff(spool, "block", threading.Event(), Stats(), clock)  # type: ignore[arg-type]
+    for start in range(0, 50, 5):
+        handoff.put(group(start))
+        assert handoff.flush(timeout=30)
+        assert handoff.accepting()  # the reader reads on between the waits
+    assert not _records(agent_log, "reading resumed"), "not while appends still wait"
+    clock.advance(QUIET)
+    assert handoff.accepting()
+    assert handoff.accepting()
+    assert handoff.finish(timeout=30)
+    assert len(_records(agent_log, "spool full: reading paused")) == 1
+    assert len(_records(agent_log, "has room again: reading resumed")) == 1
+    assert sum(map(len, spool.appended)) == 50
+
+
+def test_drop_newest_logs_every_dropped_event(agent_log):
+    """At the start, a running total at most every 10 s, the rest when it stops
+    (noticed by the next append or accepting() after QUIET seconds) and at the
+    end: the dropped= fields add up to the counter (it logged 5 of 40)."""
+    from agent.clock import FakeClock
+    from agent.handoff import DROP_LOG_INTERVAL, QUIET
+
+    clock = FakeClock()
+    stats = Stats()
+    spool = EpisodeSpool(clock, [False] * 6 + [True] + [False] * 2)
+    handoff = Handoff(spool, "drop-newest", threading.Event(), stats, clock)  # type: ignore[arg-type]
+    for start in range(0, 30, 5):  # 6 groups dropped, 4 s apart
+        handoff.put(group(start))
+        assert handoff.flush(timeout=30)
+        clock.advance(4)
+    assert len(_records(agent_log, "dropping new events")) == 2  # the start, then one running total
+    assert DROP_LOG_INTERVAL == 10
+    handoff.put(group(30))  # room again...
+    assert handoff.flush(timeout=30)
+    clock.advance(QUIET)
+    assert handoff.accepting()  # ...for QUIET seconds: the episode ends, with what was not counted yet
+    ended = _records(agent_log, "no longer dropping new events")
+    assert len(ended) == 1 and ended[0].kv["total"] == 30
+    handoff.put(group(35))  # a new episode: dropped at the very end of the run
+    handoff.put(group(40))
+    assert handoff.finish(timeout=30)
+    assert stats.snapshot().events_dropped == 40
+    counted = [record.kv["dropped"] for record in agent_log if "dropped" in record.kv]
+    assert sum(counted) == 40
+    last = agent_log[-1]
+    assert "events dropped since the last report" in last.getMessage() and last.kv["total"] == 40

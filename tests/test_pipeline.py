@@ -4,8 +4,11 @@ resume hints, --no-spool, and the timezone of offset-less timestamps."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
+
+import pytest
 
 from agent.config import resolve
 from agent.pipeline import Pipeline
@@ -210,3 +213,105 @@ def test_a_state_ttl_of_zero_does_not_make_once_runs_ship_again(tmp_path, caplog
     docs = _run(tmp_path, flags)  # the file output appends: the second run's documents follow the first's
     assert [d["message"] for d in docs] == [f"line {i}" for i in range(6)]
     assert "--state-ttl is too short" in caplog.text
+
+
+@pytest.fixture
+def agent_log():
+    """The agent's own log records, from INFO: a handler on its logger, so
+    neither the propagation nor the level ``selflog.configure`` or another
+    test left matters."""
+    logger = logging.getLogger("modelscribe")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler, level = Keep(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield seen
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_the_agents_own_files_are_never_tailed(tmp_path, agent_log):
+    """A glob over the state directory, the dead-letter file and the file
+    output shipped them back (the spool, the registry, the documents of the
+    previous run...), growing without bound. They are left out whatever the
+    globs say, also through a symlink, with one warning at start-up naming
+    the glob; a sibling directory whose name starts like the state
+    directory's is tailed as usual."""
+    root = tmp_path / "root"
+    (root / "logs").mkdir(parents=True)
+    (root / "state2").mkdir()
+    (root / "logs" / "a.log").write_text("from a\n")
+    (root / "state2" / "app.log").write_text("from a sibling\n")
+    letters = root / "letters.ndjson"
+    letters.write_text('{"an": "old letter"}\n')
+    state, out = root / "state", root / "out.ndjson"
+    state.mkdir()
+    (root / "logs" / "link").symlink_to(state)  # root/** reaches the state directory twice
+    flags = {"paths": (str(root / "**"),), "state_dir": str(state), "output": f"file:{out}",
+             "dead_letter_file": str(letters), "once": True}
+    for _ in range(2):  # the second run finds the registry, the spool and the first run's output
+        assert Pipeline(resolve(flags, {}, require_paths=True)).run() == 0
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(doc["log"]["file"]["path"] for doc in docs) == [str(root / "logs" / "a.log"),
+                                                                   str(root / "state2" / "app.log")]
+    warned = [r for r in agent_log if "reaches the agent's own files" in r.getMessage()]
+    assert len(warned) == 2  # once per start
+    assert str(root / "**") in warned[0].getMessage()
+    assert warned[0].kv["covers"] == (f"the state directory {state}, the dead-letter file {letters}, "
+                                      f"the file output {out}")
+    refused = [r.kv["path"] for r in agent_log if r.getMessage() == "not tailed: one of the agent's own files"]
+    assert refused and all(path.startswith(str(root / "logs" / "link") + "/") for path in refused)
+
+
+def test_a_file_matched_by_two_inputs_is_named_once_and_the_first_wins(tmp_path, agent_log):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text('{"message": "json line"}\n{"message": "again"}\n')
+    (logs / "b.log").write_text("only the first input matches this one\n")
+    config = ("inputs:\n  - paths: [logs/*.log]\n    format: plain\n"
+              "  - paths: [logs/a.log]\n    format: json\n")
+    docs = _run(tmp_path, {}, config)
+    a_docs = [doc for doc in docs if doc["log"]["file"]["path"].endswith("a.log")]
+    assert [doc["message"] for doc in a_docs] == ['{"message": "json line"}', '{"message": "again"}']  # plain
+    named = [r for r in agent_log if r.getMessage().startswith("file matches inputs with different settings")]
+    assert len(named) == 1
+    assert named[0].kv == {"path": str(logs / "a.log"), "applies": f"inputs[1] ({logs / '*.log'})",
+                           "ignored": f"inputs[2] ({logs / 'a.log'})"}
+    assert any("inputs[1] and inputs[2] can match the same file" in r.getMessage() for r in agent_log)
+
+
+def test_once_that_dropped_events_says_so_and_exits_3(tmp_path, agent_log, monkeypatch):
+    """--when-full drop-newest: the summary counts the dropped events, a
+    warning says they are lost, and the exit code is 3 ("could not take
+    everything"). It said nothing and exited 0."""
+    from agent.errors import EXIT_OUTPUT
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "x.log").write_text("".join(f"line {i}\n" for i in range(3000)))
+    out = tmp_path / "out.ndjson"
+    config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(tmp_path / "state"),
+                      "output": f"file:{out}", "once": True, "when_full": "drop-newest"}, {})
+    pipeline = Pipeline(config)
+    append, refused = pipeline.spool.append, []
+
+    def full_once(events, timeout=None):  # the spool is full for the first group only
+        if not refused:
+            refused.append(len(events))
+            return False
+        return append(events, timeout)
+
+    monkeypatch.setattr(pipeline.spool, "append", full_once)
+    assert pipeline.run() == EXIT_OUTPUT
+    dropped = refused[0]
+    assert len(out.read_text().splitlines()) == 3000 - dropped
+    summary = [r for r in agent_log if r.getMessage() == "run finished"]
+    assert summary[0].kv["dropped"] == dropped
+    assert any(r.getMessage().startswith("some events were dropped, not delivered")
+               and r.kv["count"] == dropped for r in agent_log)
+    assert sum(r.kv.get("dropped", 0) for r in agent_log if r.levelname == "WARNING") == dropped

@@ -16,8 +16,13 @@ has no password to give it).
 
 The stages' messages start with the flag (transforms) or the settings field
 (parsing) they are about; ``relabel`` swaps that name for the place the value
-really came from. Nothing here has side effects: the hash key that ``run``
-creates in the state directory is stood in for by a placeholder.
+really came from. Nothing here has side effects but warnings about settings
+that are valid yet probably not what was meant, logged at every resolution
+(``run``, ``check config``, a reload): a glob that reaches the agent's own
+files (``own_files``: never tailed), and two ``inputs:`` whose globs can
+match the same file with different settings (the first one applies). The
+hash key that ``run`` creates in the state directory is stood in for by a
+placeholder.
 """
 
 from __future__ import annotations
@@ -28,16 +33,18 @@ from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
 from agent.errors import ConfigError
-from agent.selflog import Secret
+from agent.selflog import Secret, get_logger
 
 if TYPE_CHECKING:
     from agent.parsing.settings import ParseSettings
+    from agent.sources.discovery import OwnPattern
     from agent.transforms import TransformSettings
 
 # A resolved agent.config.resolve.Config. Not imported, even for type
 # checking: resolve imports this module, and dependencies go one way.
 Config = Any
 
+log = get_logger("config")
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 # Stands in for STATE_DIR/hash_key, which run creates (or reads) on start-up.
 _PLACEHOLDER_KEY = Secret("0" * 64)
@@ -69,6 +76,39 @@ def parse_settings(config: Config) -> ParseSettings:
                             if f.name in present})
 
 
+def own_files(config: Config) -> tuple[OwnPattern, ...]:
+    """The agent's own directories and files, as the excludes tailing always
+    adds to ``--exclude``: the state directory (registry, cut log, status,
+    agent id, hash key, health state and, by default, the spool and the dead
+    letters), the spool directory, the dead-letter file and the ``file:``
+    output. Shipping them would feed the agent what it writes, growing
+    without bound (a rejected line is dead-lettered, read, rejected again, one
+    level deeper each time), as Filebeat never reads its own registry. Each
+    is given as written and, when a symlink makes it differ, as resolved."""
+    from agent.sources.discovery import OwnPattern
+
+    given = [(config.state_dir, "the state directory", True)]
+    if config.spool:
+        given.append((config.spool_path, "the spool directory", True))
+    given.append((config.dead_letter_path, "the dead-letter file", False))
+    if config.output.startswith("file:"):
+        given.append((config.output[5:], "the file output", False))
+    own: list[OwnPattern] = []
+    for path, what, directory in given:
+        pattern = OwnPattern(path, what, directory)
+        if any(other.directory and other.holds(pattern.root) for other in own):
+            continue  # in the state directory: left out with it
+        own.append(pattern)
+        if pattern.root != pattern.path:
+            own.append(OwnPattern(pattern.root, what, directory))
+    return tuple(own)
+
+
+def tail_excludes(config: Config) -> tuple[str, ...]:
+    """What tailing leaves out: ``--exclude``, and the agent's own files."""
+    return config.excludes + own_files(config)
+
+
 def relabel(message: str, where: Mapping[str, str], by_flag: Mapping[str, str]) -> str:
     """``message`` with every ``--flag`` in it replaced by where that option's
     value came from (``where``: option name -> label; ``by_flag``: flag ->
@@ -92,6 +132,65 @@ def check(config: Config, where: Mapping[str, str]) -> None:
     _check_output_files(config, where)
     _check_parse_at(config, where)
     _check_health(config)
+    _warn_own_files(config, where)
+    _warn_overlapping_inputs(config)
+
+
+def _globs(config: Config, where: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(how messages name it, glob) of every glob to tail."""
+    named = [(where.get("paths", "--path"), pattern) for pattern in config.paths]
+    return named + [(f"{config.config_file}: inputs[{number}]", pattern)
+                    for number, spec in enumerate(config.inputs, 1) for pattern in spec.paths]
+
+
+def _warn_own_files(config: Config, where: Mapping[str, str]) -> None:
+    """One warning per glob that reaches the agent's own files (which
+    tailing leaves out whatever the globs say), unless ``--exclude`` already
+    leaves them out. Decided on the globs' text (``below``), so a file the
+    agent has not written yet counts too."""
+    from agent.sources.discovery import Discovery
+    from agent.sources.globs import base_dir, below, translate
+
+    user = Discovery((), config.excludes)
+    own = [pattern for pattern in own_files(config)
+           if not user.excluded(os.path.join(pattern.path, "x") if pattern.directory else pattern.path)]
+    for label, pattern in _globs(config, where):
+        glob = os.path.normpath(pattern)
+        reached: dict[str, OwnPattern] = {}  # each named once: as written if the glob reaches it so
+        for item in own:
+            if below(glob, item.path) if item.directory else translate(glob).match(item.path):
+                reached.setdefault(item.what, item)
+        if not reached:
+            continue
+        covers = ", ".join(f"{item.what} {item.path}" for item in reached.values())
+        home = base_dir(glob)[0]
+        if any((home == item.path or home.startswith(item.path.rstrip("/") + "/")) if item.directory
+               else glob == item.path for item in reached.values()):
+            log.warning(f"{label} {pattern} matches only the agent's own files; none of them is tailed "
+                        "(keep the logs to ship outside it)", covers=covers)
+        else:
+            log.warning(f"{label} {pattern} also reaches the agent's own files; they are never tailed",
+                        covers=covers)
+
+
+def _warn_overlapping_inputs(config: Config) -> None:
+    """Two ``inputs:`` whose globs can match the same file (``overlap``, on
+    the globs' text) with different parse settings: such a file is read once,
+    with the settings of the first. The reader names each such file when it
+    opens it (``agent.sink``)."""
+    from agent.sources.globs import overlap
+
+    settings = parse_settings(config)
+    applied = [spec.apply(settings) for spec in config.inputs]
+    for first, spec in enumerate(config.inputs):
+        for second in range(first + 1, len(config.inputs)):
+            differ = [f.name for f in fields(applied[first])
+                      if getattr(applied[first], f.name) != getattr(applied[second], f.name)]
+            if differ and any(overlap(os.path.normpath(a), os.path.normpath(b))
+                              for a in spec.paths for b in config.inputs[second].paths):
+                log.warning(f"{config.config_file}: inputs[{first + 1}] and inputs[{second + 1}] can match the "
+                            f"same file with different settings; such a file is read once, with the settings "
+                            f"of inputs[{first + 1}] (the first that matches)", differ=",".join(differ))
 
 
 def _check_health(config: Config) -> None:

@@ -9,6 +9,11 @@ milliseconds instead of at the next poll or scan. Losing an event (inotify
 queue overflow, a missing directory, no watchdog at all) costs latency,
 never data.
 
+The agent's own files (``OwnPattern``: the state directory, the spool, the
+dead letters, a ``file:`` output) arrive among the excludes, so a scan or a
+hint never yields them whatever the globs say; ``own`` also recognises one
+reached through a symlink, which the tailer refuses to open.
+
 Guarantees: ``scan`` never raises for file-system reasons (glob swallows
 them); ``Watcher`` never raises out of its callbacks, and a directory it
 cannot watch is retried at later scans. Every failure of the watcher is
@@ -26,7 +31,6 @@ import errno
 import fnmatch
 import glob
 import os
-import re
 import stat
 import threading
 from dataclasses import dataclass
@@ -39,74 +43,64 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
 from agent.selflog import get_logger
+from agent.sources.globs import base_dir, translate
 from agent.stats import count_error
 
 log = get_logger("tail")
 
-_MAGIC = re.compile(r"[*?[]")
 
+class OwnPattern(str):
+    """An exclude standing for one of the agent's own directories or files
+    (``agent.config.stages.own_files``). Its text is the fnmatch pattern that
+    leaves out that path as written (escaped; ``DIR/*`` for a directory), so
+    it travels in ``TailSettings.excludes`` and works wherever excludes do;
+    ``root`` (resolved through symlinks) lets ``Discovery.own`` also catch a
+    path that reaches it through a symlink."""
 
-def _segment_regex(segment: str) -> str:
-    out = []
-    i = 0
-    while i < len(segment):
-        char = segment[i]
-        if char == "*":
-            out.append("[^/]*")
-        elif char == "?":
-            out.append("[^/]")
-        elif char == "[":
-            close = segment.find("]", i + 2 if segment[i + 1:i + 2] in ("!", "]") else i + 1)
-            if close < 0:
-                out.append(re.escape(char))
-            else:
-                body = segment[i + 1:close]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = close
-        else:
-            out.append(re.escape(char))
-        i += 1
-    regex = "".join(out)
-    # glob's wildcards do not match a leading dot; mirror that.
-    return ("(?!\\.)" + regex) if segment[:1] in ("*", "?", "[") else regex
+    path: str  # as written (absolute, normalised)
+    root: str  # resolved through symlinks
+    what: str  # "the state directory", "the dead-letter file"...
+    directory: bool
 
+    def __new__(cls, path: str, what: str, directory: bool) -> OwnPattern:
+        written = os.path.normpath(os.path.abspath(path))
+        self = super().__new__(cls, glob.escape(written) + ("/*" if directory else ""))
+        self.path = written
+        self.root = os.path.realpath(written)
+        self.what = what
+        self.directory = directory
+        return self
 
-def translate(pattern: str) -> re.Pattern[str]:
-    """A regex matching the paths ``glob.glob(pattern, recursive=True)`` could return."""
-    segments = pattern.split("/")
-    parts = []
-    for index, segment in enumerate(segments):
-        last = index == len(segments) - 1
-        if segment == "**":
-            parts.append("(?:(?!\\.)[^/]+(?:/(?!\\.)[^/]+)*)?" if last else "(?:(?!\\.)[^/]+/)*")
-        else:
-            parts.append(_segment_regex(segment) + ("" if last else "/"))
-    return re.compile("".join(parts) + r"\Z")
-
-
-def base_dir(pattern: str) -> tuple[str, bool]:
-    """The deepest directory without wildcards, and whether matches lie deeper."""
-    segments = pattern.split("/")
-    fixed = []
-    for segment in segments[:-1]:
-        if _MAGIC.search(segment):
-            return "/".join(fixed) or "/", True
-        fixed.append(segment)
-    return "/".join(fixed) or "/", False
+    def holds(self, resolved: str) -> bool:
+        """Is the resolved path ``resolved`` this file, or inside this directory?"""
+        if self.directory:
+            return resolved == self.root or resolved.startswith(self.root.rstrip("/") + "/")
+        return resolved == self.root
 
 
 class Discovery:
-    """The configured globs and excludes."""
+    """The configured globs and excludes (some of which may be ``OwnPattern``)."""
 
     def __init__(self, paths: tuple[str, ...], excludes: tuple[str, ...] = ()) -> None:
         self.paths = tuple(os.path.normpath(path) for path in paths)
         self.excludes = excludes
         self._regexes = [translate(path) for path in self.paths]
+        self._own = [pattern for pattern in excludes if isinstance(pattern, OwnPattern)]
+
+    def own(self, path: str) -> OwnPattern | None:
+        """The agent's own directory or file that ``path``, resolved through
+        symlinks, is or lies in (None: not one of the agent's files). The
+        excludes already leave out such a path as written; this catches one
+        that reaches it through a symlink, when it is about to be opened."""
+        if not self._own:
+            return None
+        resolved = os.path.realpath(path)
+        return next((pattern for pattern in self._own if pattern.holds(resolved)), None)
 
     def excluded(self, path: str) -> bool:
-        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.excludes)
+        # An own directory itself too: ``**`` lists it, and it is no file to tail either.
+        return (any(fnmatch.fnmatchcase(path, pattern) for pattern in self.excludes)
+                or any(path == pattern.path for pattern in self._own))
 
     def matches(self, path: str) -> bool:
         """Would a scan list ``path``? (pattern match and not excluded; no I/O)."""

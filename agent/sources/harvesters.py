@@ -17,7 +17,11 @@ Guarantees:
   changed, is a new content: new key, read from 0;
 * file-system errors stop at this boundary: an unreadable path, a directory or
   a FIFO matched by a glob, a file gone between glob and open are logged once
-  per path and error, retried at later scans, and never stop other files.
+  per path and error, retried at later scans, and never stop other files;
+* the agent's own files (``Discovery.own``: the state directory, the spool,
+  the dead letters, a ``file:`` output) are never opened, also when a glob
+  reaches them through a symlink that the excludes, which compare paths as
+  written, do not see.
 
 * a file rotated away while the agent was stopped is finished after the
   restart: at the first scan, a live registry entry whose file was not opened
@@ -169,6 +173,13 @@ class Harvesters:
         self._open(path, now)
 
     def _open(self, path: str, now: float) -> None:
+        own = self._discovery.own(path)
+        if own is not None:
+            # Reached through a symlink (the excludes leave out the path as
+            # written): shipping the agent's own files feeds them back to it.
+            where = f"{'in' if own.directory else 'is'} {own.what} {own.path}"
+            self._problem(path, now, where, "not tailed: one of the agent's own files")
+            return
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError as error:
@@ -237,8 +248,8 @@ class Harvesters:
                 log.debug("cannot look for rotated files", path=directory, error=describe_error(error))
 
     def _resume_rotated(self, path: str, entry: Entry, now: float) -> None:
-        if (entry.dev, entry.inode) in self._harvesters:
-            return
+        if (entry.dev, entry.inode) in self._harvesters or self._discovery.own(path) is not None:
+            return  # (an entry an older agent made for one of its own files)
         try:
             info = os.stat(path, follow_symlinks=False)
             if (not stat.S_ISREG(info.st_mode) or (info.st_dev, info.st_ino) != (entry.dev, entry.inode)

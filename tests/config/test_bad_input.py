@@ -97,13 +97,14 @@ def test_credentials_in_a_url_are_never_shown(raw):
 @settings(max_examples=300, deadline=None)
 @given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=4, max_size=20))
 def test_no_url_message_shows_the_password_whatever_it_holds(password):
-    raw = f"https://elastic:{password}@es.example:9200"
-    try:
-        url(raw)
-    except ValueError as error:
-        assert password not in str(error)
-    else:  # pragma: no cover - every URL with an @ is refused
-        pytest.fail("a URL with credentials was accepted")
+    def message(secret: str) -> str:
+        with pytest.raises(ValueError) as refused:  # every URL with an @ is refused
+            url(f"https://elastic:{secret}@es.example:9200")
+        return str(refused.value)
+
+    # The message does not depend on the password at all (a plain "not in" fails
+    # for a password such as "http", which the message holds anyway).
+    assert message(password) == message("\x00never-shown\x00")
 
 
 @pytest.mark.parametrize("host", ["a..b", ".a", "a" * 64 + ".example", "a\x01b", ("a" * 60 + ".") * 5 + "b"])

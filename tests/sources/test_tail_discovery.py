@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -100,3 +101,29 @@ def test_watcher_rewatches_a_recreated_directory(tmp_path):
         assert any(h.path == str(logs / "a.log") and h.appeared for h in hints)
     finally:
         watcher.stop()
+
+
+def test_own_patterns_leave_out_the_agents_files_and_nothing_beside_them(tmp_path):
+    """An OwnPattern is an exclude: a scan and the hint matcher leave out the
+    state directory (as written; ``own`` also through a symlink), never a
+    sibling whose name merely starts the same, nor a directory with glob
+    characters in its name misread as a pattern."""
+    from agent.sources.discovery import OwnPattern
+
+    state = tmp_path / "st[a]te"
+    for path in (state / "registry.json", state / "spool" / "1.seg", tmp_path / "st[a]te2" / "app.log",
+                 tmp_path / "sta" / "x.log", tmp_path / "logs" / "a.log"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x\n")
+    (tmp_path / "logs" / "link").symlink_to(state)
+    own = OwnPattern(str(state), "the state directory", True)
+    discovery = Discovery((str(tmp_path / "**"),), excludes=("*.seg", own))
+    found = [path for path in discovery.scan() if os.path.isfile(path)]
+    assert str(state / "registry.json") not in found and not discovery.matches(str(state / "registry.json"))
+    assert {str(tmp_path / "st[a]te2" / "app.log"), str(tmp_path / "sta" / "x.log"),
+            str(tmp_path / "logs" / "a.log")} <= set(found)
+    through_link = str(tmp_path / "logs" / "link" / "registry.json")
+    assert through_link in found  # glob follows the symlink, the excludes compare text...
+    assert discovery.own(through_link) is own  # ...and the tailer refuses it at open
+    assert discovery.own(str(tmp_path / "st[a]te2" / "app.log")) is None
+    assert Discovery((str(tmp_path / "**"),)).own(through_link) is None  # no own files given: no I/O either
