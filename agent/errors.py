@@ -18,7 +18,9 @@ Exit codes of the ``modelscribe`` command:
     0  success (``--once``: everything read was acknowledged)
     1  unexpected runtime failure, or an unusable state directory
     2  configuration error (names the flag, variable or file key)
-    3  the output is unreachable or refused the credentials
+    3  the output is unreachable or refused the credentials; ``--once``
+       dropped events (``--when-full drop-newest``); ``dlq replay`` kept
+       letters only because the output could not take them
     4  ``--once`` finished but some documents were rejected by the output
        (they are in the dead-letter file; offsets advanced past them)
 """
