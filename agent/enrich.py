@@ -382,6 +382,7 @@ class Enricher:
         self._stamps = _Timestamps()
         self._ids = _DocumentIds()
         self._transforms = transforms
+        self.samples = transforms is not None and transforms.samples
         # A raw document carries --max-field-bytes when it is not the default
         # (like --log-format): the cluster cuts the fields it extracts to it,
         # and cannot know it otherwise.

@@ -135,6 +135,12 @@ class Event(NamedTuple):
     target: str | None = None  # index or data stream for this event; None: the output's default
 
 
+# The data of a marker: an event that is no document, only an offset to commit
+# (the end of sampled-out lines, ``agent.sink``). Registered and acknowledged
+# by the batcher without being sent; no document is ever empty.
+MARKER = b""
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Events sent to an output in one request."""

@@ -13,6 +13,12 @@ warning (per file), with the entry that applies and those that do not.
 Events go to the hand-off in groups; ``periodic`` producers (the agent's own
 metric documents) add theirs at every tick. Only the reader thread calls it.
 
+With ``--sample``, a file whose last record so far was sampled out gets a
+marker in the next group (an ``Event`` whose data is ``MARKER``, empty): the
+batcher registers it and acknowledges it without sending it, so the offset
+can be committed past sampled-out lines at the end of a file (they were lag
+forever, and read again at every start).
+
 Before each hand-over, ``CutLog.settle`` makes durable what a restart needs
 to rebuild the same events: a new file's registry entry, and the cuts the
 clock made (an event emitted by ``--multiline-timeout``, a file's close, a
@@ -28,7 +34,7 @@ from typing import Callable
 from agent.config.resolve import InputSpec
 from agent.cuts import CutLog
 from agent.enrich import Enricher
-from agent.events import Event, Line, Record, Source
+from agent.events import MARKER, Event, Line, LineRun, Record, Source, new
 from agent.handoff import Handoff
 from agent.parsing import ParseSettings, SourceParser, make_parser, make_raw_parser
 from agent.selflog import get_logger
@@ -65,6 +71,10 @@ class Sink:
         self._specs = inputs
         self._overlaps_named: set[str] = set()  # paths the overlapping-inputs warning named
         self._pending: list[Event] = []
+        # --sample: per file, (offset, end) of the last record when sampling dropped it. The
+        # group handed over next carries a marker for it (``_markers``): no later event of the
+        # file may come to commit past it, and its lines would be lag forever, and read again.
+        self._dropped_tail: dict[str, tuple[int, int]] = {}
         # Called at every tick with the time; each may return an event that is
         # not a line's (the agent's own metric document).
         self.periodic: list[Callable[[float], Event | None]] = []
@@ -102,7 +112,10 @@ class Sink:
             records = feed(lines[index:index + take] if index or take < count else lines)
             index += take
             if records:
-                self._pending += build(records, present, first)
+                events = build(records, present, first)
+                if self._enricher.samples:
+                    self._note_tail(records[-1], events)
+                self._pending += events
             if len(self._pending) >= group:
                 self.hand_over()  # may block (backpressure)
 
@@ -147,16 +160,34 @@ class Sink:
             event = self._enricher.build(record)
             if event is not None:
                 self._pending.append(event)
+            if self._enricher.samples:
+                self._note_tail(record, [] if event is None else [event])
+
+    def _note_tail(self, last: Record | LineRun, events: list[Event]) -> None:
+        """Remember ``last`` (one file's last record so far) when sampling dropped it."""
+        if isinstance(last, LineRun):
+            line = last.lines[last.stop - 1]
+            key, offset, end = line.source.key, line.offset, line.end
+        else:
+            key, offset, end = last.source.key, last.offset, last.end
+        if events and events[-1].source_key == key and events[-1].offset == offset:
+            self._dropped_tail.pop(key, None)
+        else:
+            self._dropped_tail[key] = (offset, end)
 
     def hand_over(self) -> None:
         """Give the pending events to the sending side."""
-        if self._pending:
+        if self._pending or self._dropped_tail:
             group, self._pending = self._pending, []
+            self.emitted += len(group)
+            self.emitted_bytes += sum(map(len, map(_DATA, group)))
+            if self._dropped_tail:
+                group += [new(Event, (key, offset, end, "", MARKER, None))
+                          for key, (offset, end) in self._dropped_tail.items()]
+                self._dropped_tail.clear()
             if self._cuts is not None:
                 self._cuts.settle()  # before anything of the group can be shipped
             self._handoff.put(group)
-            self.emitted += len(group)
-            self.emitted_bytes += sum(map(len, map(_DATA, group)))
 
     def tick(self, now: float) -> None:
         for parser in list(self._parsers.values()):

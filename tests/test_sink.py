@@ -25,6 +25,7 @@ TRACEBACK = ["Traceback (most recent call last):", '  File "/srv/model.py", line
 
 class _Enricher:
     scan = None  # no batch prefilter
+    samples = False  # no --sample
 
     def build(self, record, present=None):
         return Event(record.source.key, record.offset, record.end, str(record.offset), record.message.encode())
@@ -222,3 +223,37 @@ def test_a_line_with_a_time_before_the_year_1_is_shipped_with_its_read_time():
     assert doc["@timestamp"] == "2023-11-14T22:13:20.500Z"
     assert doc["extra"] == {"ts": -90000000000000}
     assert len(handoff.events) == 2
+
+
+def test_sampled_out_lines_at_the_end_of_a_file_are_committed(tmp_path):
+    """--sample: the offset reaches the end of the file even when its last
+    lines were sampled out (audit: lag stayed above zero forever, and those
+    lines were read again at every start)."""
+    import json
+    import subprocess
+    import sys
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = [json.dumps({"level": "info", "method": "POST", "path": "/predict", "status": 200,
+                         "request_id": f"r{n}"}) for n in range(1000)]
+    (logs / "a.log").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.ndjson"
+
+    def once() -> str:
+        done = subprocess.run([sys.executable, "-m", "agent", "run", "--once", "--sample", "0.1",
+                               "--path", str(logs / "*.log"), "--state-dir", str(tmp_path / "state"),
+                               "--output", f"file:{out}", "--metrics-addr", "off"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    first = once()
+    kept = out.read_bytes().count(b"\n")
+    assert 50 < kept < 200  # about a tenth
+    registry = json.loads((tmp_path / "state" / "registry.json").read_text())
+    assert [entry["offset"] for entry in registry["entries"]] == [(logs / "a.log").stat().st_size]
+    second = once()
+    assert "lines=0 " in second, second  # nothing is read again
+    assert out.read_bytes().count(b"\n") == kept
+    assert "lines=1000 " in first

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import queue
 import threading
+from operator import attrgetter
 from typing import TYPE_CHECKING, Callable
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import OutputError, StateError
-from agent.events import Event
+from agent.events import MARKER, Event
 from agent.selflog import get_logger
 from agent.stats import Stats
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from agent.acks import AckTracker
     from agent.spool import DiskQueue, MemoryQueue, RefRun
 
+_DATA = attrgetter("data")
 log = get_logger("batcher")
 
 _ACTION_BYTES = 40  # the {"create":{"_id":...}} line that goes with each document
@@ -87,7 +89,8 @@ class _Workers:
 
     def _work(self, events: list[Event], after: Callable[[], None] | None) -> None:
         try:
-            self._deliver(events)
+            if events:  # (a batch of markers only has nothing to send)
+                self._deliver(events)
             if after is not None:
                 self._release(after)
         except Aborted:
@@ -196,5 +199,8 @@ class Batcher:
 
     def _dispatch(self, events: list[Event], refs: list["RefRun"]) -> None:
         self._acks.register(events)
+        if not all(map(_DATA, events)):  # markers: offsets to commit, nothing to send (agent.events.MARKER)
+            self._acks.acknowledge([event for event in events if event.data == MARKER])
+            events = [event for event in events if event.data != MARKER]
         # Queue space is freed only once the output settled the whole batch.
         self._workers.submit(events, lambda: self._spool.ack(refs), self._quit)

@@ -221,6 +221,7 @@ class Transforms:
         validate(settings)
         self.settings = settings
         self._sampler = Sampler(settings.sample_rate) if settings.sample_rate < 1 else None
+        self.samples = self._sampler is not None  # process() may return None (sampled out)
         self._strip = not settings.keep_payloads
         self._rules = FieldRules(settings.redact_fields, settings.hash_fields, settings.hash_key)
         self._redactor = Redactor(_patterns.resolve(settings.redact_patterns, settings.redact_defaults))
