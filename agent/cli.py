@@ -249,7 +249,9 @@ def dlq_list(**params: Any) -> None:
               help="Send to this index instead of each letter's original target.")
 @settings_options(listed.DLQ)
 def dlq_replay(to_index: str | None, **params: Any) -> None:
-    """Re-send the dead letters (after fixing the mapping); those that fail again stay."""
+    """Re-send the dead letters (after fixing the mapping); those that fail again stay.
+    Exit code 4 if some were rejected again, 3 if some were kept only because
+    the output could not take them (unreachable, overloaded)."""
     from agent.outputs.dead_letter import replay, resend
     from agent.outputs.elasticsearch import ElasticsearchOutput
 
@@ -275,7 +277,9 @@ def dlq_replay(to_index: str | None, **params: Any) -> None:
                f"still_rejected={result.still_rejected} kept_for_retry={result.failed}")
     for reason in result.reasons:
         click.echo(f"  {reason}")
-    sys.exit(EXIT_OK if not (result.still_rejected or result.failed) else EXIT_REJECTED)
+    # Rejected again: the documents need fixing (4). Only kept because the
+    # output could not take them now (down, 429, 5xx): the output's state (3).
+    sys.exit(EXIT_REJECTED if result.still_rejected else EXIT_OUTPUT if result.failed else EXIT_OK)
 
 
 @contextlib.contextmanager

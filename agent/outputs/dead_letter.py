@@ -10,6 +10,17 @@ Format: NDJSON, one object per rejected document, file mode 0600:
 Invariants:
 - a letter is appended and fsynced BEFORE its document is acknowledged, so
   the file offset can advance without the line existing nowhere;
+- a write is all or nothing: a short write is continued until every byte is
+  written; a write or fsync that fails part-way (ENOSPC, EDQUOT, EIO) cuts
+  the file back to its size before the write, so no torn line is left, and
+  raises StateError (``Sender`` then keeps the documents unacknowledged and
+  tries again). If even the cut fails, it is tried again before the next
+  write, which fails until it succeeds. A torn last line left by a crash
+  mid-write cannot be cut (nothing says where it began): the next letters
+  start on a line of their own, so they stay readable and ``dlq list``
+  reports the fragment;
+- the file has no size cap and no rotation: it grows until ``dlq replay``
+  (or the operator) empties it;
 - writers and ``replay`` take an exclusive ``flock`` on the file; replay
   rewrites it atomically (temp file, fsync, rename) with the letters that
   are still not indexed, and a writer that finds the file replaced while it
@@ -25,6 +36,7 @@ module's ``Letter``; ``DeadLetters`` sees the index only as a ``LetterStore``.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import threading
@@ -43,6 +55,22 @@ from agent.outputs.retry import Action, ItemVerdict, classify
 from agent.selflog import get_logger
 
 log = get_logger("dead_letter")
+
+# Seams for the tests: a full disk cannot be made without mounting one.
+_write = os.write
+_fsync = os.fsync
+_truncate = os.ftruncate
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data``: ENOSPC with some room left is a short count, not
+    an error; the next call writes the rest or raises it."""
+    view = memoryview(data)
+    while view:
+        written = _write(fd, view)
+        if written <= 0:  # never for a regular file; a loop that cannot end otherwise
+            raise OSError(errno.EIO, "write wrote nothing")
+        view = view[written:]
 
 
 @dataclass(frozen=True)
@@ -77,11 +105,15 @@ class _Locked:
     def __enter__(self) -> int:
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                except FileNotFoundError:
+                    same = False
+            except BaseException:
+                os.close(fd)  # the caller retries: do not leak a descriptor per attempt
+                raise
             if same:
                 self.fd = fd
                 return fd
@@ -101,6 +133,8 @@ class DeadLetters:
         self._target = target
         self._index = index
         self._lock = threading.Lock()
+        # (inode, size before, size after) of a failed write whose cut-back failed too
+        self._torn: tuple[int, int, int] | None = None
         self.count = 0
 
     def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float) -> None:
@@ -123,12 +157,38 @@ class DeadLetters:
             }) + b"\n")
         with self._lock:
             try:
-                with _Locked(self.path) as fd:
-                    os.write(fd, b"".join(lines))
-                    os.fsync(fd)
+                self._append(b"".join(lines))
             except OSError as error:
-                raise StateError(f"cannot write the dead-letter file {self.path}: {error.strerror}") from error
+                raise StateError(f"cannot write the dead-letter file {self.path}: "
+                                 f"{error.strerror or error}") from error
             self.count += len(rejected)
+
+    def _append(self, data: bytes) -> None:
+        """Append ``data`` and fsync it, or leave the file as it was and raise OSError."""
+        with _Locked(self.path) as fd:
+            stat = os.fstat(fd)
+            size = stat.st_size
+            if self._torn is not None:
+                inode, base, end = self._torn
+                if (inode, size) == (stat.st_ino, end):  # nothing appended since: the torn bytes are last
+                    _truncate(fd, base)  # still failing: these letters wait too (OSError)
+                    size = base
+                self._torn = None
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data  # keep a torn last line (a crash mid-write) apart from these letters
+            try:
+                _write_all(fd, data)
+                _fsync(fd)
+            except OSError:
+                # Writers and replay hold the lock, so ``size`` is still the
+                # end of the last whole letter.
+                try:
+                    _truncate(fd, size)
+                except OSError as cut:
+                    self._torn = (stat.st_ino, size, os.fstat(fd).st_size)
+                    log.error("cannot cut the dead-letter file back after a failed write; tried again before "
+                              "the next letters", path=self.path, error=str(cut))
+                raise
 
 
 def read_letters(path: str) -> tuple[list[Letter], list[int]]:
@@ -174,8 +234,8 @@ def summarize(letters: Sequence[Letter]) -> list[tuple[str, str, int]]:
 class ReplayResult:
     indexed: int
     duplicates: int
-    still_rejected: int
-    failed: int  # not attempted or retryable failures: kept for the next replay
+    still_rejected: int  # refused again (a mapping still wrong): ``dlq replay`` exits 4
+    failed: int  # not attempted or retryable failures (the output's state): kept, exit 3
     reasons: tuple[str, ...]
 
 
@@ -201,6 +261,11 @@ def resend(letters: Sequence[Letter], send: Callable[[Sequence[Event]], Response
             continue
         if decision.kind == "ack":
             indexed += len(chunk)
+            continue
+        if decision.kind == "reject":  # the request itself refused: rejected again, not the output's state
+            keep.extend(chunk)
+            rejected += len(chunk)
+            reasons.append(decision.reason)
             continue
         if decision.kind != "items":
             keep.extend(chunk)

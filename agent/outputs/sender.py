@@ -9,6 +9,21 @@ split the request and one half failed after the other was settled. The
 backoff is capped exponential with full jitter (tenacity), unlimited by
 default (``--max-retries``), and interrupted at once by shutdown.
 
+Dead letters that cannot be written (disk full, directory removed or
+read-only, permission denied) never stop the agent and never lose a
+document: the batch's stored and duplicate documents are acknowledged, its
+rejected ones are not (so no offset moves past them) while the worker
+retries the write with a backoff of 1 s doubling to at most
+``LETTERS_RETRY_MAX``. The error names the file and the cause, logged at
+once and then at most every ``LETTERS_LOG_INTERVAL`` seconds while it
+lasts; a warning says when writing works again. A blocked worker holds its
+slot, so when every worker waits the batcher stops taking and reading
+pauses: the backpressure of a full spool. Shutdown ends the wait (the
+``abort`` flag, set at the ``--shutdown-timeout`` deadline): the documents
+stay unacknowledged and are read or re-delivered after a restart, where
+Elasticsearch answers 409 for those it stored and rejects the bad ones
+again. ``--once`` waits the same way.
+
 Giving up (``--max-retries`` reached, daemon mode): the events still pending
 go to the dead letters with the reason ``retries_exhausted`` and the last
 error, are counted (``events_given_up``) and logged, and are then settled
@@ -35,7 +50,7 @@ from tenacity import (Retrying, retry_if_exception_type, stop_after_attempt, sto
 
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.errors import AuthError, OutputError, PermanentOutputError, TransientOutputError
+from agent.errors import AuthError, OutputError, PermanentOutputError, StateError, TransientOutputError
 from agent.events import Event
 from agent.outputs.base import Output
 from agent.outputs.dead_letter import DeadLetters
@@ -45,6 +60,9 @@ from agent.stats import Stats
 
 log = get_logger("output")
 _DATA = operator.attrgetter("data")
+LETTERS_RETRY_FIRST = 1.0    # seconds before the first new try of an unwritable dead-letter file
+LETTERS_RETRY_MAX = 30.0     # the longest wait between two tries
+LETTERS_LOG_INTERVAL = 60.0  # at most one error per this many seconds while it lasts
 
 
 def _status_reason(status: int) -> str:
@@ -67,6 +85,13 @@ class _ItemsToRetry(TransientOutputError):
     """Some items of the request must be sent again."""
 
 
+class LettersNotWritten(OutputError):
+    """Shutdown came while the dead letters could not be written: the
+    rejected documents stay unacknowledged. An OutputError so that every
+    caller of ``deliver`` (the batcher's workers, health shipping) keeps
+    them for later, as it does when shutdown cuts retries short."""
+
+
 class Sender:
     def __init__(self, output: Output, acks: AckTracker, dead_letters: DeadLetters, stats: Stats,
                  abort: threading.Event, max_retries: int | None, backoff_max: float,
@@ -78,6 +103,10 @@ class Sender:
         self._abort = abort
         self._clock = clock
         self._give_up_to_dead_letters = give_up_to_dead_letters and max_retries is not None
+        # Shared by the workers: one error a minute for the file, however many wait.
+        self._letters_lock = threading.Lock()
+        self._letters_failing_since: float | None = None
+        self._letters_logged = 0.0
         # The daemon keeps retrying even "permanent" request errors (bad TLS,
         # 401) because a fixed certificate or rotated key must heal it
         # without a restart; --once reports them instead.
@@ -186,21 +215,64 @@ class Sender:
 
     def _settle(self, stored: list[Event], duplicates: list[Event],
                 rejected: list[tuple[Event, ItemVerdict]]) -> None:
-        if rejected:
-            # Written (and fsynced) before the ack, so the offset never
-            # advances past a document that exists nowhere.
-            self._dead.write(rejected, self._clock.time())
-            first = rejected[0][1]
-            log.error("documents rejected, written to the dead-letter file", count=len(rejected),
-                      path=self._dead.path, status=first.status, error_type=first.error_type,
-                      reason=first.reason)
-            self._stats.add("events_rejected", len(rejected))
         self._stats.add("events_acked", len(stored))
         if duplicates:
             self._stats.add("events_duplicate", len(duplicates))
-        self._acks.acknowledge(stored + duplicates + [event for event, _ in rejected])
-        if stored or duplicates or rejected:
+        if stored or duplicates:
+            # First, and whatever happens to the letters: these are stored.
+            self._acks.acknowledge(stored + duplicates)
             self._stats.acknowledged(self._clock.time())
+        if not rejected:
+            return
+        # Written (and fsynced) before the ack, so the offset never advances
+        # past a document that exists nowhere.
+        self._write_letters(rejected)
+        first = rejected[0][1]
+        log.error("documents rejected, written to the dead-letter file", count=len(rejected),
+                  path=self._dead.path, status=first.status, error_type=first.error_type,
+                  reason=first.reason)
+        self._stats.add("events_rejected", len(rejected))
+        self._acks.acknowledge([event for event, _ in rejected])
+        self._stats.acknowledged(self._clock.time())
+
+    def _write_letters(self, rejected: list[tuple[Event, ItemVerdict]]) -> None:
+        """Write the letters, waiting (backoff, interruptible) while the dead
+        letters cannot take them; LettersNotWritten if shutdown comes first."""
+        delay = LETTERS_RETRY_FIRST
+        while True:
+            try:
+                self._dead.write(rejected, self._clock.time())
+            except StateError as error:
+                self._letters_failed(error, len(rejected))
+                if self._clock.wait(self._abort, delay):
+                    raise LettersNotWritten(f"shutting down while the dead letters could not be written; "
+                                            f"{len(rejected)} rejected documents stay unacknowledged: "
+                                            f"{error}") from error
+                delay = min(delay * 2, LETTERS_RETRY_MAX)
+                continue
+            self._letters_written()
+            return
+
+    def _letters_failed(self, error: StateError, count: int) -> None:
+        self._stats.error(str(error))
+        now = self._clock.monotonic()
+        with self._letters_lock:
+            if self._letters_failing_since is None:
+                self._letters_failing_since = now
+            elif now - self._letters_logged < LETTERS_LOG_INTERVAL:
+                return
+            self._letters_logged = now
+            failing_for = now - self._letters_failing_since
+        log.error("cannot write the dead letters; the rejected documents stay unacknowledged (their "
+                  "file's offset waits) and writing is retried until it works", path=self._dead.path,
+                  documents=count, failing_for=f"{failing_for:.0f}s", error=str(error))
+
+    def _letters_written(self) -> None:
+        with self._letters_lock:
+            since, self._letters_failing_since = self._letters_failing_since, None
+        if since is not None:
+            log.warning("the dead letters can be written again", path=self._dead.path,
+                        failed_for=f"{self._clock.monotonic() - since:.0f}s")
 
 
-__all__ = ["Sender", "OutputError"]
+__all__ = ["LettersNotWritten", "OutputError", "Sender"]

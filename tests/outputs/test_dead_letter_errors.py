@@ -1,6 +1,7 @@
 """``dlq replay`` keeps letters the output could not take (an OutputError,
 logged with the reason) and lets any other exception surface: it is a bug,
-and the dead-letter file stays as it was."""
+and the dead-letter file stays as it was. Its exit code tells the output's
+state (3) from letters rejected again (4)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import TransientOutputError
+from agent.outputs.base import Response
 from agent.outputs.dead_letter import read_letters, replay
 
 LETTER = (b'{"@timestamp":"2026-11-27T09:00:00.000Z","target":"logs-a","_id":"id-%d","status":400,'
@@ -75,6 +77,67 @@ def test_the_cli_lets_an_unexpected_replay_error_surface(letters_file: Path, mon
     result = CliRunner().invoke(cli.main, ["dlq", "replay", "--dead-letter-file", str(letters_file)])
     assert isinstance(result.exception, KeyError)  # not turned into a "kept for retry" count
     assert "kept_for_retry" not in result.output
+
+
+_ERRORS = {400: {"type": "document_parsing_exception", "reason": "still bad"},
+           429: {"type": "es_rejected_execution_exception", "reason": "busy"}}
+
+
+def _items(*statuses):
+    """A bulk answer with one item per letter, of these statuses."""
+    def answer(events):
+        items = []
+        for event, status in zip(events, statuses):
+            item = {"_id": event.doc_id, "status": status}
+            if status in _ERRORS:
+                item["error"] = _ERRORS[status]
+            items.append({"create": item})
+        return Response(200, {"errors": any(status >= 300 for status in statuses), "items": items})
+    return answer
+
+
+def _answer(status, body):
+    return lambda events: Response(status, body)
+
+
+@pytest.mark.parametrize("answer, code, printed, left", [
+    (_answer(503, {"error": "down"}), 3, "indexed=0 duplicates=0 still_rejected=0 kept_for_retry=3", 3),
+    (_items(201, 429, 201), 3, "indexed=2 duplicates=0 still_rejected=0 kept_for_retry=1", 1),
+    (_items(201, 400, 429), 4, "indexed=1 duplicates=0 still_rejected=1 kept_for_retry=1", 2),
+    (_answer(400, {"error": {"type": "illegal_argument_exception", "reason": "no"}}), 4,
+     "indexed=0 duplicates=0 still_rejected=3 kept_for_retry=0", 3),
+    (_items(201, 409, 201), 0, "indexed=2 duplicates=1 still_rejected=0 kept_for_retry=0", 0),
+], ids=["output-down", "item-429", "rejected-and-429", "request-400", "all-taken"])
+def test_replay_exit_code_says_whether_the_output_or_the_letters_are_at_fault(letters_file: Path, monkeypatch,
+                                                                            answer, code, printed, left):
+    """Exit 3 (the output's state: unreachable, overloaded) when letters were
+    kept only because the output could not take them; 4 when some were
+    rejected again, also by a 400 on the whole request (audit 2, flow #9:
+    it was 4 for both)."""
+    from click.testing import CliRunner
+
+    from agent import cli
+    from agent.outputs import elasticsearch
+
+    class Output:
+        @classmethod
+        def from_config(cls, config):
+            return cls()
+
+        def preflight(self):
+            pass
+
+        def send(self, events):
+            return answer(events)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(elasticsearch, "ElasticsearchOutput", Output)
+    result = CliRunner().invoke(cli.main, ["dlq", "replay", "--dead-letter-file", str(letters_file)])
+    assert printed in result.output
+    assert result.exit_code == code
+    assert len(read_letters(str(letters_file))[0]) == left
 
 
 def _imports(path: Path) -> set[str]:

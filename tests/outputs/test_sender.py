@@ -3,16 +3,19 @@ letters before acks. Uses a scripted fake output (allowed for the batcher and
 retry logic); what Elasticsearch really answers is tested against the node."""
 
 import json
+import logging
 import threading
 
 import pytest
 
 from agent.acks import AckTracker
+from agent.clock import SYSTEM_CLOCK, FakeClock
 from agent.errors import AuthError, TransientOutputError
 from agent.events import Event
 from agent.outputs.base import Response, all_created
+from agent.outputs.batcher import _Workers
 from agent.outputs.dead_letter import DeadLetters
-from agent.outputs.sender import Sender
+from agent.outputs.sender import LettersNotWritten, Sender
 from agent.stats import Stats
 
 
@@ -52,14 +55,16 @@ def _items(*statuses):
 
 @pytest.fixture
 def harness(tmp_path):
-    def make(answers, max_retries=None, retry_permanent=True, give_up_to_dead_letters=True):
+    def make(answers, max_retries=None, retry_permanent=True, give_up_to_dead_letters=True,
+             letters=None, clock=SYSTEM_CLOCK):
         commits = {}
         acks = AckTracker(lambda key, offset: commits.__setitem__(key, offset))
         stats = Stats()
-        dead = DeadLetters(str(tmp_path / "dead.ndjson"), "logs-x")
+        dead = DeadLetters(str(letters or tmp_path / "dead.ndjson"), "logs-x")
         output = ScriptedOutput(answers)
         sender = Sender(output, acks, dead, stats, threading.Event(), max_retries, backoff_max=0.0,
-                        retry_permanent=retry_permanent, give_up_to_dead_letters=give_up_to_dead_letters)
+                        retry_permanent=retry_permanent, clock=clock,
+                        give_up_to_dead_letters=give_up_to_dead_letters)
         return sender, output, acks, commits, stats, dead
     return make
 
@@ -203,3 +208,105 @@ def test_abort_stops_retrying_at_once(harness):
     with pytest.raises(TransientOutputError):
         sender.deliver(_events(1))
     assert len(output.sent) == 1
+
+
+# -- dead letters that cannot be written (audit 2, flow #2) -------------------------
+
+
+class _Waits(FakeClock):
+    """Time moves only in the sender's waits; ``on_wait(n)`` runs at the n-th."""
+
+    def __init__(self, on_wait):
+        super().__init__()
+        self.on_wait = on_wait
+        self.waits = []
+
+    def wait(self, event, seconds):
+        self.waits.append(seconds)
+        self.on_wait(len(self.waits))
+        return super().wait(event, seconds)
+
+
+def _agent_log(caplog):
+    logger = logging.getLogger("modelscribe")
+    logger.addHandler(caplog.handler)  # the agent's logger may not propagate (selflog.configure)
+    return logger
+
+
+def _logged(caplog, start):
+    """Records whose message starts with ``start``, once each (they may also propagate)."""
+    found = {id(r): r for r in caplog.records if r.getMessage().startswith(start)}
+    return list(found.values())
+
+
+def test_unwritable_dead_letters_wait_and_lose_nothing(harness, tmp_path, caplog):
+    """The directory is gone: the stored documents are acknowledged at once,
+    the rejected one waits unacknowledged (the offset stops before it) while
+    the write is retried with a bounded backoff; the error is logged once a
+    minute, not at every try; once the directory is back the letter is
+    written, then acknowledged. Nothing raises, so the worker does not die."""
+    directory = tmp_path / "gone"
+    seen = []
+
+    def on_wait(n):
+        seen.append((dict(commits), acks.in_flight()))
+        if n == 9:
+            directory.mkdir()
+
+    clock = _Waits(on_wait)
+    sender, output, acks, commits, stats, _ = harness([_items(201, 400, 201)], letters=directory / "dead.ndjson",
+                                                      clock=clock)
+    events = _events(3)
+    acks.register(events)
+    logger = _agent_log(caplog)
+    try:
+        sender.deliver(events)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert seen == [({"k": 10}, 1)] * 9  # id0 committed; id2 acknowledged but behind id1
+    assert clock.waits == [1, 2, 4, 8, 16, 30, 30, 30, 30]
+    assert len(output.sent) == 1  # not sent again: only the letter was missing
+    assert commits == {"k": 30} and acks.in_flight() == 0
+    letters = [json.loads(line) for line in (directory / "dead.ndjson").read_text().splitlines()]
+    assert [letter["_id"] for letter in letters] == ["id1"]
+    errors = _logged(caplog, "cannot write the dead letters")
+    assert [r.kv["failing_for"] for r in errors] == ["0s", "61s", "121s"]  # 9 failed tries, 3 errors
+    assert errors[0].kv["path"] == str(directory / "dead.ndjson")
+    assert "No such file or directory" in errors[0].kv["error"]
+    back = _logged(caplog, "the dead letters can be written again")
+    assert [r.kv["failed_for"] for r in back] == ["151s"]
+    snap = stats.snapshot()
+    assert (snap.events_acked, snap.events_rejected) == (2, 1)
+
+
+def test_shutdown_ends_the_wait_and_the_rejected_stay_unacknowledged(harness, tmp_path):
+    def on_wait(n):
+        if n == 3:
+            sender._abort.set()  # the --shutdown-timeout deadline
+
+    sender, output, acks, commits, stats, _ = harness([_items(201, 400, 201)], letters=tmp_path / "gone" / "d",
+                                                      clock=_Waits(on_wait))
+    events = _events(3)
+    acks.register(events)
+    with pytest.raises(LettersNotWritten, match="1 rejected documents stay unacknowledged"):
+        sender.deliver(events)
+    assert commits == {"k": 10} and acks.in_flight() == 1
+    assert len(output.sent) == 1 and stats.snapshot().events_rejected == 0
+
+
+def test_a_worker_blocked_on_the_dead_letters_neither_dies_nor_frees_the_batch(harness, tmp_path):
+    """Through the output workers, as in the daemon: at shutdown the batch is
+    left in the queue (``after`` not called) and no stage death is reported."""
+    def on_wait(n):
+        if n == 2:
+            sender._abort.set()
+
+    sender, _, acks, _, stats, _ = harness([_items(400)], letters=tmp_path / "gone" / "d", clock=_Waits(on_wait))
+    deaths, released = [], []
+    workers = _Workers(sender.deliver, 1, stats, on_death=lambda stage, error: deaths.append(error))
+    events = _events(1)
+    acks.register(events)
+    workers.submit(events, lambda: released.append(True))
+    workers.close()
+    assert deaths == [] and released == [] and acks.in_flight() == 1
+    assert isinstance(workers.failures[0], LettersNotWritten)
