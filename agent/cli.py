@@ -29,7 +29,7 @@ from agent import cli_options as listed
 from agent.cli_options import GroupedCommand, settings_options
 from agent.config import Config, describe, resolve
 from agent.config.options import unknown_variables
-from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ModelscribeError
+from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ConfigError, ModelscribeError
 from agent.selflog import configure, get_logger
 
 log = get_logger("cli")
@@ -37,9 +37,10 @@ log = get_logger("cli")
 _YOUNG_COLLECTION = 10_000
 
 
-def _resolve(params: dict[str, Any], require_paths: bool) -> Config:
+def _resolve(params: dict[str, Any], require_paths: bool, credentials: bool = True) -> Config:
     config_file = params.pop("config_file", None)
-    config = resolve(params, os.environ, config_file, require_paths=require_paths, config_origin=_config_origin())
+    config = resolve(params, os.environ, config_file, require_paths=require_paths, config_origin=_config_origin(),
+                     credentials=credentials)
     configure(config.log_level)
     for message in unknown_variables(os.environ):
         log.warning(message)
@@ -144,11 +145,16 @@ def check() -> None:
 
 
 @check.command("config", cls=GroupedCommand)
+@click.option("--no-credentials", is_flag=True,
+              help="Do not require a password the settings need: for systemd's ExecReload=, which cannot see "
+                   "the credentials (the unit's reload check).")
 @settings_options()
-def check_config(**params: Any) -> None:
-    """Print the resolved settings, where each came from, secrets masked."""
+def check_config(no_credentials: bool, **params: Any) -> None:
+    """Print the resolved settings, where each came from, secrets masked.
+    Fails (exit 2) wherever `run` would, with the same message."""
     try:
-        config = _resolve(params, require_paths=False)
+        config = _resolve(params, require_paths=True, credentials=not no_credentials)
+        _check_listen_host(config)
     except ModelscribeError as error:
         _fail(error)
         return
@@ -157,8 +163,6 @@ def check_config(**params: Any) -> None:
     value_width = min(60, max(len(value) for _, value, _ in rows))
     for name, value, origin in rows:
         click.echo(f"{name:<{width}}  {value:<{value_width}}  ({origin})")
-    if not config.all_paths:
-        click.echo("note: no --path given; `modelscribe run` needs at least one", err=True)
     for where, pattern in _unmatched(config):
         click.echo(f"note: no file matches {where} {pattern} (yet)", err=True)
     from agent.health.wiring import describe as describe_health
@@ -166,6 +170,28 @@ def check_config(**params: Any) -> None:
         click.echo(line)
     click.echo("config ok")
     sys.exit(EXIT_OK)
+
+
+def _check_listen_host(config: Config) -> None:
+    """``run`` binds --metrics-addr; its host must be one this machine can
+    listen on (a name that resolves, an address of its own). The port is not
+    tried: the running agent holds it while the unit's reload check runs."""
+    if not config.metrics_addr:
+        return
+    import socket
+
+    host = config.metrics_addr.rsplit(":", 1)[0].strip("[]")
+    try:
+        infos = socket.getaddrinfo(host or None, 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as error:
+        origin = config.origins.get("metrics_addr", "")
+        where = (f"{config.config_file}: metrics_addr" if origin.startswith("file ") else
+                 origin.split(" ", 1)[1] if origin.startswith(("env ", "flag ")) else "--metrics-addr")
+        raise ConfigError(f"{where} {config.metrics_addr}: cannot listen there: "
+                          f"{getattr(error, 'strerror', None) or error}") from error
 
 
 @check.command("output", cls=GroupedCommand)

@@ -247,7 +247,8 @@ def test_a_missing_credentials_directory_is_a_config_error(tmp_path):
 
 def test_check_config_names_the_credential_and_masks_it(tmp_path):
     directory = _credentials(tmp_path, es_api_key="very-secret-key")
-    done = subprocess.run([sys.executable, "-m", "agent", "check", "config", "--state-dir", str(tmp_path / "s")],
+    done = subprocess.run([sys.executable, "-m", "agent", "check", "config", "--state-dir", str(tmp_path / "s"),
+                           "--path", str(tmp_path / "*.log")],
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, "CREDENTIALS_DIRECTORY": str(directory)})
     assert done.returncode == 0, done.stderr

@@ -379,10 +379,12 @@ def _convert_one(option: Option, raw: Any, where: str, base_dir: str | None, fro
 
 
 def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str | None = None,
-            require_paths: bool = False, config_origin: str = "--config") -> Config:
+            require_paths: bool = False, config_origin: str = "--config", credentials: bool = True) -> Config:
     """Build the Config. ``flags`` maps option names to values given on the
     command line (absent or None when not given); ``config_origin`` names
-    where ``config_file`` was given (--config or MODELSCRIBE_CONFIG)."""
+    where ``config_file`` was given (--config or MODELSCRIBE_CONFIG).
+    ``credentials=False``: a password the settings need may be missing (the
+    check of systemd's ExecReload=, which cannot see the credentials)."""
     from_file = _load_file(config_file, config_origin) if config_file else None
     file_dir = os.path.dirname(os.path.abspath(config_file)) if config_file else None
     chosen: dict[str, Any] = {}
@@ -417,25 +419,25 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
     inputs = from_file.inputs if from_file is not None else ()
     config = Config(**chosen, **secrets, inputs=inputs, config_file=config_file, origins=origins,
                     health=from_file.health if from_file is not None else None)
-    _validate(config, require_paths, where)
+    _validate(config, where, credentials)
     stages.check(config, where)
+    if require_paths and not config.all_paths:  # last: a message about a given value comes first
+        raise ConfigError("--path: at least one glob of files to tail is required "
+                          "(flag --path, env MODELSCRIBE_PATH or 'paths' in the config file)")
     return config
 
 
-def _validate(config: Config, require_paths: bool, where: Mapping[str, str]) -> None:
+def _validate(config: Config, where: Mapping[str, str], credentials: bool = True) -> None:
     """Checks across settings; messages name each value where it came from."""
     if not config.es_urls:
         raise ConfigError(f"{where['es_urls']}: no URL given; at least one Elasticsearch URL is needed "
                           "(e.g. http://localhost:9200)")
-    if require_paths and not config.all_paths:
-        raise ConfigError("--path: at least one glob of files to tail is required "
-                          "(flag --path, env MODELSCRIBE_PATH or 'paths' in the config file)")
     if config.api_key and (config.username or config.password):
         raise ConfigError(f"{where['api_key']} and {where['username']}: choose one way to authenticate, "
                           "not both")
     if config.password and not config.username:
         raise ConfigError(f"{where['password']} needs --username")
-    if config.username and not config.password:
+    if config.username and not config.password and credentials:
         raise ConfigError(f"{where['username']} needs a password: --password-file or MODELSCRIBE_PASSWORD")
     if bool(config.client_cert) != bool(config.client_key):
         raise ConfigError(f"{where['client_cert']} and {where['client_key']} go together: give both or neither")

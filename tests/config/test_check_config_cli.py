@@ -62,3 +62,34 @@ def test_a_misspelt_input_key_is_an_error_with_a_suggestion(tmp_path):
     checked = _invoke(["check", "config", "--config", str(cfg)])
     assert checked.exit_code == 2
     assert f"{cfg}: inputs[2]: unknown key 'fromat' (did you mean 'format'?)" in checked.stderr
+
+
+def test_check_config_fails_as_run_does_without_a_file_to_tail(tmp_path):
+    checked = _invoke(["check", "config", "--state-dir", str(tmp_path / "s")])
+    assert checked.exit_code == 2
+    assert "modelscribe: error: --path: at least one glob of files to tail is required" in checked.stderr
+
+
+@pytest.mark.parametrize("address, reason", [("nosuchhost.invalid:9464", "cannot listen there"),
+                                             ("10.254.1.2:9464", "Cannot assign requested address")])
+def test_check_config_fails_on_a_metrics_host_run_cannot_listen_on(tmp_path, address, reason):
+    config = tmp_path / "agent.yml"
+    config.write_text(f"metrics_addr: '{address}'\npaths: ['{tmp_path}/*.log']\n")
+    checked = _invoke(["check", "config", "--config", str(config)], env={"MODELSCRIBE_METRICS_ADDR": ""})
+    assert checked.exit_code == 2
+    assert f"modelscribe: error: {config}: metrics_addr {address}: cannot listen there" in checked.stderr
+    assert reason in checked.stderr
+    flag = _invoke(["check", "config", "--config", str(config), "--metrics-addr", address])
+    assert flag.exit_code == 2 and f"modelscribe: error: --metrics-addr {address}: cannot listen" in flag.stderr
+
+
+def test_the_units_reload_check_passes_basic_auth_without_the_credentials(tmp_path):
+    """systemd hides the credentials from ExecReload=: the password that
+    username: needs is not there, and every reload failed (audit)."""
+    config = tmp_path / "agent.yml"
+    config.write_text(f"username: elastic\npaths: ['{tmp_path}/*.log']\n")
+    plain = _invoke(["check", "config", "--config", str(config)])
+    assert plain.exit_code == 2 and "username needs a password" in plain.stderr
+    reload_check = _invoke(["check", "config", "--no-credentials", "--config", str(config)])
+    assert reload_check.exit_code == 0, reload_check.stderr
+    assert "config ok" in reload_check.stdout

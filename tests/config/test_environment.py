@@ -50,7 +50,7 @@ def test_every_variable_the_code_and_the_docs_name_is_known():
 def test_the_cli_warns_and_goes_on(tmp_path):
     env = {**os.environ, "MODELSCRIBE_WORKER": "3"}
     done = subprocess.run([sys.executable, "-m", "agent", "check", "config", "--es-url", "http://127.0.0.1:9",
-                           "--state-dir", str(tmp_path / "state")],
+                           "--state-dir", str(tmp_path / "state"), "--path", str(tmp_path / "*.log")],
                           env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "config ok" in done.stdout

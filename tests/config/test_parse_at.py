@@ -82,6 +82,7 @@ class _Enricher:
     """Keeps the records it is given (the real one is tested in tests/test_enrich.py)."""
 
     scan = None  # no batch prefilter
+    samples = False  # no --sample
 
     def __init__(self):
         self.built = []

@@ -144,7 +144,7 @@ def test_check_config_masks_secrets_and_shows_origins(tmp_path):
     key = tmp_path / "key"
     key.write_text("dG9wc2VjcmV0\n")
     cfg = tmp_path / "m.yaml"
-    cfg.write_text("workers: 3\n")
+    cfg.write_text("workers: 3\npaths: ['/var/log/none/*.log']\n")
     result = run_once(["check", "config", "--config", str(cfg), "--api-key-file", str(key)],
                       env={"MODELSCRIBE_BULK_MAX_DOCS": "77"})
     assert result.code == 0, result.stderr

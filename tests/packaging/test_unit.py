@@ -46,7 +46,7 @@ def test_notify_watchdog_reload_and_restart_policy():
     assert one("ExecStartPre") == f"-/usr/bin/modelscribe check config {config}"
     assert one("ExecStart") == f"/usr/bin/modelscribe run {config}"
     assert directives()["Service.ExecReload"] == [f"/usr/bin/env -u CREDENTIALS_DIRECTORY /usr/bin/modelscribe "
-                                                  f"check config {config}",
+                                                  f"check config --no-credentials {config}",
                                                   "/bin/kill -HUP $MAINPID"]
     assert one("Restart") == "on-failure"
     assert one("RestartPreventExitStatus") == str(EXIT_CONFIG)  # a config error never restart-loops
