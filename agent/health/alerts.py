@@ -5,7 +5,7 @@ Rules, evaluated on every window as it closes (``health.thresholds``):
 - ``error_rate``: errors / requests above the threshold (windows with requests);
 - ``latency_p95``: the window's p95 latency above ``p95_ms`` (off by default);
 - ``drift``: any feature's or the prediction's PSI or JS distance above its
-  threshold (the figure is the worst PSI);
+  threshold (the figure is the worst of PSI over its threshold and JS over its threshold);
 - ``accuracy_drop``: the window's accuracy more than ``accuracy_drop`` below
   the baseline, which is the accuracy of the first window of the model that
   had at least ``MIN_LABELLED`` labels when it closed (labels arriving later,

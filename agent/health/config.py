@@ -13,6 +13,7 @@ Every value is validated here, once, and a bad one raises ConfigError naming
       reference_size: 5000
       label_ttl: 3600          # how long a prediction waits for its label: seconds, or 1h, 90m
       thresholds: {psi: 0.2, js: 0.1, error_rate: 0.05, p95_ms: null, accuracy_drop: 0.1}
+                               # each rule fires when its figure is ABOVE the threshold: see Thresholds
       caps: {models: 1000, features: 200, categories: 100, pending_labels: 100000,
              reference_values: 2000000, outbox: 50000}
       fields:                  # dotted paths into the parsed document; defaults below
@@ -81,13 +82,47 @@ class FieldPaths:
                 f"prediction={dotted(self.prediction)} features={features} label={dotted(self.label)}")
 
 
+def threshold_problem(name: str, value: float | None) -> str | None:
+    """Why ``value`` cannot be the ``name`` threshold, or None. A rule fires when
+    its figure is above the threshold, so a threshold at or beyond the largest
+    figure never fires and one at 0 fires on nearly every window; both are
+    refused. Where a rule can be off (``null``), that is the way to turn it off;
+    ``js: 1`` is allowed as the way to leave the drift alert to PSI alone."""
+    if value is None:
+        return None if name not in ("psi", "js") else "a number is needed (this rule cannot be off)"
+    if name in ("psi", "js") and value <= 0:
+        return f"{value:g} is not above 0: every window whose distribution differs at all would alert"
+    if name == "p95_ms" and value <= 0:
+        return f"{value:g} is not above 0: every window with a latency would alert (null turns it off)"
+    if name == "js" and value > 1:
+        return f"{value:g} is above 1, the largest Jensen-Shannon distance (1 leaves the drift alert to PSI)"
+    if name in ("error_rate", "accuracy_drop") and value >= 1:
+        figure = "error rate" if name == "error_rate" else "accuracy drop"
+        return f"{value:g} is not below 1, the largest {figure}: the alert would never fire (null turns it off)"
+    return None
+
+
 @dataclass(frozen=True)
 class Thresholds:
+    """Alert thresholds; each rule fires when its figure is above its threshold
+    (``agent.health.alerts``). Ranges (``threshold_problem``): psi > 0,
+    0 < js <= 1, 0 <= error_rate < 1, p95_ms > 0, 0 <= accuracy_drop < 1; the
+    last three may be None (the rule is off)."""
+
     psi: float = 0.2
     js: float = 0.1
     error_rate: float | None = 0.05
     p95_ms: float | None = None
     accuracy_drop: float | None = 0.1
+
+    def __post_init__(self) -> None:
+        # The config file's values are checked (with the key named) before this;
+        # this keeps a Thresholds built in code within the same ranges, so a
+        # division by the psi or js threshold is always defined.
+        for item in dataclasses.fields(self):
+            problem = threshold_problem(item.name, getattr(self, item.name))
+            if problem is not None:
+                raise ValueError(f"thresholds.{item.name}: {problem}")
 
 
 @dataclass(frozen=True)
@@ -227,9 +262,13 @@ def parse_health(raw: Any, where: str, base_dir: str | None = None) -> HealthSet
     if "thresholds" in given:
         names = tuple(f.name for f in dataclasses.fields(Thresholds))
         spec = _mapping(given["thresholds"], f"{where}.thresholds", names)
-        values["thresholds"] = Thresholds(**{
-            key: _number(value, f"{where}.thresholds.{key}", allow_none=key not in ("psi", "js"))
-            for key, value in spec.items()})
+        chosen = {key: _number(value, f"{where}.thresholds.{key}", allow_none=key not in ("psi", "js"))
+                  for key, value in spec.items()}
+        for key, value in chosen.items():
+            problem = threshold_problem(key, value)
+            if problem is not None:
+                raise ConfigError(f"{where}.thresholds.{key}: {problem}")
+        values["thresholds"] = Thresholds(**chosen)
     if "caps" in given:
         spec = _mapping(given["caps"], f"{where}.caps", tuple(f.name for f in dataclasses.fields(Caps)))
         values["caps"] = Caps(**{key: _number(value, f"{where}.caps.{key}", 1, integer=True)
@@ -248,7 +287,8 @@ def check_reference(settings: HealthSettings | None, where: str) -> None:
     from agent.health import reference
 
     try:
-        reference.from_file(settings.reference, settings.caps.features, settings.caps.categories)
+        reference.from_file(settings.reference, settings.caps.features, settings.caps.categories,
+                            settings.caps.reference_values)
     except ConfigError as error:
         message = str(error)
         prefix = "health.reference "

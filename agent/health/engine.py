@@ -140,7 +140,7 @@ class HealthEngine(Persisted, Shipping):
         self._file_reference = None
         if settings.reference not in (None, "previous"):
             self._file_reference = reference.from_file(settings.reference, settings.caps.features,
-                                                       settings.caps.categories)
+                                                       settings.caps.categories, settings.caps.reference_values)
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
         except OSError as error:

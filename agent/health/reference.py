@@ -7,9 +7,14 @@ Three sources (``health.reference``):
   ``features`` object (and optionally ``prediction``), or is flat: every key
   is a feature except ``prediction`` (the prediction) and ``label``,
   ``request_id``, ``model_name``. CSV: one column per feature, ``prediction``
-  as above; cells that read as numbers are numbers. The same reference
-  applies to every model. A file that cannot be read is a ConfigError at
-  start-up naming the file and line;
+  as above; cells that read as numbers are numbers. UTF-8, with or without a
+  byte order mark (Excel's "CSV UTF-8" writes one). The same reference
+  applies to every model. Bounded: the first rows are used, as many as hold
+  at most ``caps.reference_values`` values (one per row and column, the
+  prediction included); the file is streamed and the rest is not read (logged
+  once). A file that cannot be read, a CSV header naming a column twice, or a
+  line longer than ``MAX_LINE`` is a ConfigError at start-up naming the file
+  (and the line or column);
 - the first ``reference_size`` events of each model (the default): values
   are collected as events arrive, then frozen into bins and written to
   ``<state_dir>/health/reference.json``; kept across restarts, dropped by
@@ -24,26 +29,31 @@ On-disk format of ``reference.json`` (atomic write: temp file, fsync, rename)::
                                           "prediction": BINS | null}}}
 
 where BINS is ``NumericBins.to_state()`` / ``CategoricalBins.to_state()``
-(``agent.health.drift``). Any other version, or a file that does not parse,
-is moved aside (``reference.json.corrupt-<unix-ms>``) and the references are
-collected again.
+(``agent.health.drift``). Any other version, a file that does not parse, or
+one of another shape (``check_bins`` checks what counting and PSI/JS rely
+on) is logged, moved aside (``reference.json.corrupt-<unix-ms>``) and the
+references are collected again: never a refusal to start.
 
 Collection progress (the values gathered so far) is part of the engine's
-checkpoint, so a crash during collection neither loses nor doubles values.
+checkpoint, so a crash during collection neither loses nor doubles values;
+``Collector.from_state`` refuses (ValueError) a collector of another shape.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import math
 import os
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator, NoReturn
 
 import orjson
 
 from agent.atomic import write_atomic
 from agent.errors import ConfigError, StateError
-from agent.health.bins import Bins, bins_from_reference, bins_from_state
+from agent.health.bins import OTHER, Bins, bins_from_reference, bins_from_state
+from agent.health.config import Caps
 from agent.selflog import get_logger
 
 log = get_logger("health")
@@ -53,6 +63,97 @@ FILE_NAME = "reference.json"
 RESET_MARKER = "reference.reset"
 PREDICTION = "prediction"
 _NOT_FEATURES = frozenset({"prediction", "label", "request_id", "model_name", "model", "timestamp"})
+# The longest line of a reference file (characters of CSV, bytes of JSON lines,
+# the line end included): reading is line by line, so this bounds the memory one
+# line takes, even in a file with no line break at all.
+MAX_LINE = 16 << 20
+
+
+# -- shape checks of saved state ----------------------------------------------------------
+# Each raises ValueError naming where the value is (``models['a\x00'].prediction.edges``)
+# and what was expected instead. Used here for reference.json and collectors, and by
+# agent.health.checkpoint for state.json: one set of checks for both files.
+
+SHAPE_LIMIT = 1 << 62  # larger counts and offsets are corrupt (and would not serialise again)
+
+
+def shape_error(where: str, what: str, value: Any) -> NoReturn:
+    text = repr(value)
+    raise ValueError(f"{where}: expected {what}, got {text if len(text) <= 60 else text[:57] + '...'}")
+
+
+def expect_object(value: Any, where: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    if value.__class__ is not dict or not all(key in value for key in keys):
+        shape_error(where, f"an object with {', '.join(keys)}" if keys else "an object", value)
+    return value
+
+
+def expect_list(value: Any, where: str, size: int | None = None) -> list[Any]:
+    if value.__class__ is not list or (size is not None and len(value) != size):
+        shape_error(where, "a list" if size is None else f"a list of {size}", value)
+    return value
+
+
+def expect_int(value: Any, where: str, low: int = 0, high: int = SHAPE_LIMIT) -> int:
+    if value.__class__ is not int or not low <= value <= high:
+        shape_error(where, f"an integer in [{low}, {high}]", value)
+    return value
+
+
+def expect_ints(value: Any, where: str, low: int = 0) -> list[int]:
+    if value.__class__ is not list or not set(map(type, value)) <= {int} or \
+            (value and not (low <= min(value) and max(value) <= SHAPE_LIMIT)):
+        shape_error(where, f"a list of integers >= {low}", value)
+    return value
+
+
+def expect_number(value: Any, where: str, low: float = -math.inf, high: float = math.inf) -> float:
+    # (orjson gives finite floats only, and ints within 64 bits)
+    if value.__class__ not in (int, float) or not low <= value <= high:
+        shape_error(where, f"a number in [{low:g}, {high:g}]", value)
+    return value
+
+
+def expect_str(value: Any, where: str) -> str:
+    if value.__class__ is not str:
+        shape_error(where, "a string", value)
+    return value
+
+
+def expect_strs(value: Any, where: str) -> list[str]:
+    if value.__class__ is not list or not set(map(type, value)) <= {str}:
+        shape_error(where, "a list of strings", value)
+    return value
+
+
+def check_bins(state: Any, where: str) -> None:
+    """Raise ValueError naming ``where`` unless ``state`` is bins as
+    ``to_state`` writes them, with what counting and PSI/JS rely on: one
+    reference count per bin, none negative, not all zero; numeric edges
+    increasing; categories distinct strings."""
+    expect_object(state, where, ("kind", "reference_counts"))
+    counts = expect_ints(state["reference_counts"], f"{where}.reference_counts")
+    if not sum(counts):
+        shape_error(f"{where}.reference_counts", "at least one value", counts)
+    if state["kind"] == "numeric":
+        edges = expect_list(expect_object(state, where, ("edges", "min", "max"))["edges"], f"{where}.edges")
+        for number, edge in enumerate(edges):
+            expect_number(edge, f"{where}.edges[{number}]")
+        if not edges or any(a >= b for a, b in zip(edges, edges[1:])):
+            shape_error(f"{where}.edges", "increasing numbers", edges)
+        if expect_number(state["min"], f"{where}.min") > expect_number(state["max"], f"{where}.max"):
+            shape_error(where, "min <= max", (state["min"], state["max"]))
+        bins = len(edges) + 1
+    elif state["kind"] == "categorical":
+        categories = expect_strs(expect_object(state, where, ("categories",))["categories"], f"{where}.categories")
+        if len(set(categories)) != len(categories) or OTHER in categories:
+            shape_error(f"{where}.categories", f"distinct strings other than {OTHER!r}", categories)
+        expect_int(state.get("dropped", 0), f"{where}.dropped")
+        bins = len(categories) + 1
+    else:
+        shape_error(f"{where}.kind", "'numeric' or 'categorical'", state["kind"])
+    if len(counts) != bins:
+        shape_error(f"{where}.reference_counts", f"{bins} counts (one per bin)", counts)
 
 
 class ModelReference:
@@ -69,9 +170,15 @@ class ModelReference:
                 "prediction": self.prediction.to_state() if self.prediction is not None else None}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> ModelReference:
+    def from_state(cls, state: Any, where: str = "model") -> ModelReference:
+        """The reference ``to_state`` wrote; ValueError naming ``where`` for any other shape."""
+        features = expect_object(expect_object(state, where, ("features",))["features"], f"{where}.features")
+        for name, bins in features.items():
+            check_bins(bins, f"{where}.features[{name!r}]")
         prediction = state.get("prediction")
-        return cls({name: bins_from_state(b) for name, b in state["features"].items()},
+        if prediction is not None:
+            check_bins(prediction, f"{where}.prediction")
+        return cls({name: bins_from_state(b) for name, b in features.items()},
                    bins_from_state(prediction) if prediction is not None else None)
 
 
@@ -131,11 +238,18 @@ class Collector:
         return {"size": self.size, "seen": self.seen, "features": self.features, "predictions": self.predictions}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Collector:
-        collector = cls(int(state["size"]))
-        collector.seen = int(state["seen"])
-        collector.features = {name: list(values) for name, values in state["features"].items()}
-        collector.predictions = list(state["predictions"])
+    def from_state(cls, state: Any, where: str = "collector") -> Collector:
+        """The collector ``to_state`` wrote; ValueError naming ``where`` for any
+        other shape (every column, and the predictions, hold one value per event seen)."""
+        expect_object(state, where, ("size", "seen", "features", "predictions"))
+        collector = cls(expect_int(state["size"], f"{where}.size", 1))
+        collector.seen = seen = expect_int(state["seen"], f"{where}.seen")
+        features = expect_object(state["features"], f"{where}.features")
+        for name, values in features.items():
+            expect_list(values, f"{where}.features[{name!r}]", seen)
+        predictions = expect_list(state["predictions"], f"{where}.predictions", seen)
+        collector.features = {name: list(values) for name, values in features.items()}
+        collector.predictions = list(predictions)
         return collector
 
 
@@ -145,6 +259,7 @@ def model_id(key: tuple[str, ...]) -> str:
 
 
 def load_store(directory: str) -> dict[str, ModelReference]:
+    """The stored references; {} (logged, the file moved aside) when the file is not usable."""
     path = os.path.join(directory, FILE_NAME)
     try:
         with open(path, "rb") as handle:
@@ -152,10 +267,12 @@ def load_store(directory: str) -> dict[str, ModelReference]:
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             found = data.get("version") if isinstance(data, dict) else "?"
             raise ValueError(f"version {found} is not {FORMAT_VERSION}")
-        return {name: ModelReference.from_state(state) for name, state in data["models"].items()}
+        models = expect_object(data.get("models"), "models")
+        return {name: ModelReference.from_state(state, f"models[{name!r}]") for name, state in models.items()}
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, KeyError, TypeError, orjson.JSONDecodeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        # (ValueError: the shape checks above, and JSONDecodeError; the rest is a second net.)
         aside = f"{path}.corrupt-{int(time.time() * 1000)}"
         log.warning("the reference file is not usable; moved aside, references are collected again",
                     path=path, moved_to=aside, error=str(error))
@@ -211,14 +328,33 @@ def _split_row(row: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     return {k: v for k, v in row.items() if k not in _NOT_FEATURES}, row.get("prediction")
 
 
+def _lines(handle: Any, path: str) -> Iterator[Any]:
+    """The file's lines, each at most MAX_LINE long (a longer one is a ConfigError)."""
+    number = 0
+    while line := handle.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise ConfigError(f"health.reference {path}: line {number} is longer than {MAX_LINE >> 20} MiB")
+        yield line
+
+
 def _rows(path: str) -> Iterable[tuple[dict[str, Any], Any]]:
     if path.lower().endswith(".csv"):
-        with open(path, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
+        # utf-8-sig: a byte order mark would otherwise become part of the first column's name.
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(_lines(handle, path))
+            seen: set[str] = set()
+            for name in reader.fieldnames or ():
+                if name in seen:  # DictReader would keep the last column of that name, silently
+                    raise ConfigError(f"health.reference {path}: the header names the column {name!r} twice")
+                seen.add(name)
+            for row in reader:
                 yield _split_row({k: _cell(v or "") for k, v in row.items() if k is not None})
         return
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, 1):
+        for number, line in enumerate(_lines(handle, path), 1):
+            if number == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8):]
             if not line.strip():
                 continue
             try:
@@ -230,16 +366,31 @@ def _rows(path: str) -> Iterable[tuple[dict[str, Any], Any]]:
             yield _split_row(row)
 
 
-def from_file(path: str, max_features: int, max_categories: int) -> ModelReference:
-    """The reference of a file (for every model)."""
+def from_file(path: str, max_features: int, max_categories: int,
+              max_values: int = Caps.reference_values) -> ModelReference:
+    """The reference of a file (for every model): its first rows, as many as
+    hold at most ``max_values`` values (one per row and column, the
+    prediction included; at least one row). What follows is not read."""
     collector = Collector(size=1 << 62)
+    rows = _rows(path)
     try:
-        for features, prediction in _rows(path):
+        for features, prediction in rows:
+            # The values held if this row is taken: a row that brings new columns pads
+            # them for every earlier row too (Collector.add).
+            columns = collector.features.keys()
+            if features.keys() != columns:
+                columns = columns | features.keys()
+            if collector.seen and (collector.seen + 1) * (min(len(columns), max_features) + 1) > max_values:
+                log.warning("health: the reference file holds more rows than caps.reference_values allows; "
+                            "its first rows are used", path=path, rows=collector.seen, cap=max_values)
+                break
             collector.add(features, prediction, max_features)
     except OSError as error:
         raise ConfigError(f"health.reference {path}: cannot read the file: {error.strerror}") from error
     except (UnicodeDecodeError, csv.Error) as error:
         raise ConfigError(f"health.reference {path}: not readable as CSV/JSON lines: {error}") from error
+    finally:
+        rows.close()  # (closes the file now, also when the cap stopped the reading)
     if collector.seen == 0:
         raise ConfigError(f"health.reference {path}: the file holds no rows")
     return freeze(collector.features, collector.predictions, max_categories)

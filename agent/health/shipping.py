@@ -80,6 +80,8 @@ class Shipping:
         for name, role, counts in parts:
             if mode == "previous":
                 expected = self._previous.get((kt, role + ":" + name))
+                if expected is not None and len(expected) != len(counts.counts):
+                    expected = None  # the reference was reset since, with other bins: no previous window to compare
                 self._previous[(kt, role + ":" + name)] = list(counts.counts)
             else:
                 expected = list(counts.bins.reference_counts)

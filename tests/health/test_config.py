@@ -1,6 +1,8 @@
 """The ``health:`` block of the config file (agent.health.config): bad
-values are ConfigErrors naming the key, the reference file is relative to
-the config file and is read at resolution, as ``run`` would read it."""
+values are ConfigErrors naming the key (thresholds included: one that could
+never fire, or would fire on nearly every window, is refused), the reference
+file is relative to the config file and is read at resolution, as ``run``
+would read it."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 
 from agent.config import resolve
 from agent.errors import ConfigError
+from agent.health.config import Thresholds
 
 
 def _error(path) -> str:
@@ -64,3 +67,37 @@ def test_check_config_reads_the_reference_as_run_would(tmp_path, name, content, 
     assert expected in message
     cfg.write_text(f"health: {{reference: {name}, enabled: false}}\n")
     assert resolve({}, {}, str(cfg)).health.enabled is False  # health off: the file is not used
+
+
+@pytest.mark.parametrize("thresholds, message", [
+    ("{js: 5}", "health.thresholds.js: 5 is above 1, the largest Jensen-Shannon distance"),
+    ("{js: 0}", "health.thresholds.js: 0 is not above 0: every window whose distribution differs at all"),
+    ("{psi: 0}", "health.thresholds.psi: 0 is not above 0: every window whose distribution differs at all"),
+    ("{error_rate: 2}", "health.thresholds.error_rate: 2 is not below 1, the largest error rate: the alert "
+                        "would never fire (null turns it off)"),
+    ("{error_rate: 1}", "health.thresholds.error_rate: 1 is not below 1"),
+    ("{accuracy_drop: 1}", "health.thresholds.accuracy_drop: 1 is not below 1, the largest accuracy drop"),
+    ("{p95_ms: 0}", "health.thresholds.p95_ms: 0 is not above 0: every window with a latency would alert"),
+    ("{psi: -1}", "health.thresholds.psi: expected a number >= 0, got -1"),
+])
+def test_a_threshold_that_could_never_fire_or_would_always_fire_is_refused(tmp_path, thresholds, message):
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(f"health: {{thresholds: {thresholds}}}\n")
+    assert _error(cfg).startswith(f"{cfg}: {message}")
+
+
+def test_the_edges_of_each_thresholds_range_are_taken(tmp_path):
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text("health: {thresholds: {js: 1, psi: 0.001, error_rate: 0, accuracy_drop: 0, p95_ms: 0.5}}\n")
+    thresholds = resolve({}, {}, str(cfg)).health.thresholds
+    assert (thresholds.js, thresholds.error_rate, thresholds.accuracy_drop) == (1, 0, 0)
+    cfg.write_text("health: {thresholds: {error_rate: null, accuracy_drop: null, p95_ms: null}}\n")
+    assert resolve({}, {}, str(cfg)).health.thresholds.error_rate is None
+
+
+def test_thresholds_made_in_code_keep_the_same_ranges():
+    # (the drift alert divides by the psi and js thresholds)
+    with pytest.raises(ValueError, match="thresholds.psi: 0 is not above 0"):
+        Thresholds(psi=0)
+    with pytest.raises(ValueError, match="thresholds.js: 2 is above 1"):
+        Thresholds(js=2)

@@ -527,3 +527,30 @@ def test_late_events_bad_times_and_missing_predictions_are_logged_once_each(tmp_
     assert {"late", "bad_time", "no_prediction"} <= engine._logged
     engine.observe([doc(_stamp(t0 + 2), 4, prediction={"value": 1})])
     assert engine.windows.late == 2  # counted again, logged once
+
+
+def test_previous_mode_after_a_reset_reference_with_other_bins_does_not_crash(tmp_path):
+    """``reference: previous``, then ``health reset-reference``: the new
+    reference has bins of another size than the previous window's counts,
+    which made every window close raise (found while fixing the audit)."""
+    from agent.health import reference
+
+    settings = parse_health({"window": 10, "lateness": 0, "reference": "previous", "reference_size": 10},
+                            "t: health")
+    engine = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    t0 = 1_767_225_600.0
+
+    def events(start: int, count: int, value: Any) -> list[Event]:
+        return [Event("f", i, i + 1, str(i), orjson.dumps({"@timestamp": _stamp(t0 + i), "model": {
+            "name": "m", "input": {"features": {"x": value(i)}}}})) for i in range(start, start + count)]
+
+    engine.observe(events(0, 50, lambda i: i % 10))
+    engine.close_due()
+    reference.reset(str(tmp_path / "health"))
+    engine.checkpoint({})
+    engine.observe(events(50, 30, lambda i: 5))  # one value: a reference with other bins
+    engine.close_due(final=True)
+    shipped = Shipped()
+    while engine.ship(shipped.deliver):
+        pass
+    assert any(d["event"]["dataset"] == "modelscribe.drift" for d in shipped.docs.values())
