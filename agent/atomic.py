@@ -1,4 +1,5 @@
-"""Atomic file replacement, the one way the agent rewrites a state file.
+"""Atomic file replacement, the one way the agent rewrites a state file;
+and ``write_all``, the one way it appends bytes that must land whole.
 
 ``write_atomic(path, body)``: a temp file in the same directory (mode 0600
 from mkstemp), write, fsync, rename over ``path``, fsync the directory. A
@@ -8,8 +9,23 @@ a leftover temp file carries ``prefix`` so its owner can clean it up.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+from typing import Callable
+
+
+def write_all(fd: int, data: bytes, write: Callable[[int, memoryview], int] = os.write) -> None:
+    """Write all of ``data``: on a nearly full disk the kernel writes what fits
+    and returns a short count (no error); the next call writes the rest or
+    raises. The caller cuts a failed write back (``ftruncate``) so no torn
+    record is left. ``write``: the seam a test replaces."""
+    view = memoryview(data)
+    while view:
+        written = write(fd, view)
+        if written <= 0:  # never for a regular file; a loop that cannot end otherwise
+            raise OSError(errno.EIO, "write wrote nothing")
+        view = view[written:]
 
 
 def write_atomic(path: str | os.PathLike[str], body: bytes, prefix: str = ".tmp-", suffix: str = ".tmp") -> None:

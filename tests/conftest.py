@@ -13,6 +13,7 @@ own node with special settings.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -80,3 +81,23 @@ def es(es_node: elasticsearch_local.Node) -> ElasticsearchHelper:
 def es_session(es_node: elasticsearch_local.Node) -> ElasticsearchHelper:
     """``es`` for module- or session-scoped fixtures that fill the node once."""
     return ElasticsearchHelper(es_node)
+
+
+@pytest.fixture
+def agent_log():
+    """The agent's own log records, from INFO: a handler on its logger, so
+    neither the propagation nor the level ``selflog.configure`` or another
+    test left matters."""
+    logger = logging.getLogger("modelscribe")
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    handler, level = Keep(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield seen
+    logger.removeHandler(handler)
+    logger.setLevel(level)

@@ -3,7 +3,6 @@ failures, shutdown, and the drop policy."""
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 
@@ -153,26 +152,6 @@ class EpisodeSpool(ScriptedSpool):
             return False
         self.clock.advance(0.01)
         return super().append(events)
-
-
-@pytest.fixture
-def agent_log():
-    """The agent's own log records, from INFO: a handler on its logger, so
-    neither the propagation nor the level ``selflog.configure`` or another
-    test left matters."""
-    logger = logging.getLogger("modelscribe")
-    seen: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record)
-
-    handler, level = Keep(logging.INFO), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield seen
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def _records(records, text):

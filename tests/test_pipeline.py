@@ -4,11 +4,8 @@ resume hints, --no-spool, and the timezone of offset-less timestamps."""
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
-
-import pytest
 
 from agent.config import resolve
 from agent.pipeline import Pipeline
@@ -213,26 +210,6 @@ def test_a_state_ttl_of_zero_does_not_make_once_runs_ship_again(tmp_path, caplog
     docs = _run(tmp_path, flags)  # the file output appends: the second run's documents follow the first's
     assert [d["message"] for d in docs] == [f"line {i}" for i in range(6)]
     assert "--state-ttl is too short" in caplog.text
-
-
-@pytest.fixture
-def agent_log():
-    """The agent's own log records, from INFO: a handler on its logger, so
-    neither the propagation nor the level ``selflog.configure`` or another
-    test left matters."""
-    logger = logging.getLogger("modelscribe")
-    seen: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            seen.append(record)
-
-    handler, level = Keep(logging.INFO), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    yield seen
-    logger.removeHandler(handler)
-    logger.setLevel(level)
 
 
 def test_the_agents_own_files_are_never_tailed(tmp_path, agent_log):

@@ -36,7 +36,6 @@ module's ``Letter``; ``DeadLetters`` sees the index only as a ``LetterStore``.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import threading
@@ -46,7 +45,7 @@ from typing import Callable, Protocol, Sequence
 
 import orjson
 
-from agent.atomic import write_atomic
+from agent.atomic import write_all, write_atomic
 from agent.enrich import format_timestamp
 from agent.errors import ModelscribeError, OutputError, StateError
 from agent.events import Event
@@ -60,17 +59,6 @@ log = get_logger("dead_letter")
 _write = os.write
 _fsync = os.fsync
 _truncate = os.ftruncate
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data``: ENOSPC with some room left is a short count, not
-    an error; the next call writes the rest or raises it."""
-    view = memoryview(data)
-    while view:
-        written = _write(fd, view)
-        if written <= 0:  # never for a regular file; a loop that cannot end otherwise
-            raise OSError(errno.EIO, "write wrote nothing")
-        view = view[written:]
 
 
 @dataclass(frozen=True)
@@ -177,7 +165,7 @@ class DeadLetters:
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data  # keep a torn last line (a crash mid-write) apart from these letters
             try:
-                _write_all(fd, data)
+                write_all(fd, data, _write)
                 _fsync(fd)
             except OSError:
                 # Writers and replay hold the lock, so ``size`` is still the

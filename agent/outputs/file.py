@@ -34,6 +34,7 @@ import os
 import threading
 from typing import Sequence
 
+from agent.atomic import write_all
 from agent.errors import OutputError, PermanentOutputError, TransientOutputError
 from agent.events import Event
 from agent.outputs.base import all_created, CheckReport, Response
@@ -48,16 +49,6 @@ _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _write = os.write
 _fsync = os.fsync
 _truncate = os.ftruncate
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """Write all of ``data``, looping on short writes."""
-    view = memoryview(data)
-    while view:
-        written = _write(fd, view)
-        if written <= 0:  # never for a regular file; a loop that cannot end otherwise
-            raise OSError(errno.EIO, "write wrote nothing")
-        view = view[written:]
 
 
 class FileOutput:
@@ -117,7 +108,7 @@ class FileOutput:
             except OSError as error:
                 raise self._error("cannot cut back a partly written batch", error) from error
             try:
-                _write_all(fd, body)
+                write_all(fd, body, _write)
                 _fsync(fd)
             except OSError as error:
                 self._cut_back(fd, base)
