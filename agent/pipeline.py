@@ -98,12 +98,10 @@ def tail_settings(config: Config) -> TailSettings:
 
 
 def parse_settings(config: Config) -> ParseSettings:
-    return ParseSettings(format=config.format, multiline_start=config.multiline_start,
-                         multiline_max_lines=config.multiline_max_lines,
-                         multiline_max_bytes=config.multiline_max_bytes,
-                         multiline_timeout=config.multiline_timeout, keep_original=config.keep_original,
-                         map_fields=config.map_fields, log_format=config.log_format,
-                         parse_at=config.parse_at)
+    """Every ParseSettings field the Config has (one list: ``agent.config.stages``)."""
+    from agent.config.stages import parse_settings as from_config
+
+    return from_config(config)
 
 
 def build_transforms(config: Config) -> Transforms:

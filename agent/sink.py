@@ -1,6 +1,6 @@
 """The reader thread's sink: each line read is parsed, enriched and handed over.
 
-    tailer --extend(lines, bytes read)--> Sink --parse (per file)--> enrich --group--> Handoff
+    tailer --extend(lines, bytes read)--> Sink --unwrap--parse (per file)--> enrich --group--> Handoff
 
 A read's lines cross the stages together: the parser's ``feed_batch``, then
 the enrichment's ``build_all``, then the hand-off in groups of its size.
@@ -19,6 +19,18 @@ batcher registers it and acknowledges it without sending it, so the offset
 can be committed past sampled-out lines at the end of a file (they were lag
 forever, and read again at every start).
 
+Container log files (``--container-format``, per input ``container_format``):
+a file's lines are unwrapped first (``agent.parsing.container``: the CRI or
+Docker json-file wrapping taken off, partial lines joined), so the parser
+sees what the application wrote. The mode is decided once per file (``auto``:
+on its first non-empty line); a file with nothing to unwrap costs one dict
+look-up per read. The bytes read are not the unwrapped lines' text: such a
+file's reads are prefiltered on their lines, never on ``data``. A partial
+line still waiting for its end reaches no parser, so no record, and no
+committed offset, covers it: ``flush_all`` (the end of ``--once``) leaves it
+for the next run to read again from the committed offset; a file's close
+(``source_closed``) releases it, tagged ``partial_line``.
+
 Before each hand-over, ``CutLog.settle`` makes durable what a restart needs
 to rebuild the same events: a new file's registry entry, and the cuts the
 clock made (an event emitted by ``--multiline-timeout``, a file's close, a
@@ -29,7 +41,7 @@ a file read again gets the cuts made in it before (``agent.cuts``).
 from __future__ import annotations
 
 import operator
-from typing import Callable
+from typing import Any, Callable
 
 from agent.config.resolve import InputSpec
 from agent.cuts import CutLog
@@ -37,10 +49,12 @@ from agent.enrich import Enricher
 from agent.events import MARKER, Event, Line, LineRun, Record, Source, new
 from agent.handoff import Handoff
 from agent.parsing import ParseSettings, SourceParser, make_parser, make_raw_parser
+from agent.parsing.container import Unwrapper
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery
 
 log = get_logger("pipeline")
+_NEW: Any = object()  # a file not read yet: its unwrapper is not decided
 _DATA = operator.attrgetter("data")
 # Lines read at once from which the prefilter's literals are looked for in
 # all of them together (fewer: one by one, as they are built).
@@ -68,6 +82,9 @@ class Sink:
         self.accepting = handoff.accepting
         self._parsers: dict[str, SourceParser] = {}
         self._chosen: dict[str, ParseSettings] = {}  # the settings each parser was made with
+        # Per file, its container unwrapper; None: nothing to unwrap (off, or
+        # auto found no runtime's wrapping). Absent: the file's first read.
+        self._unwrappers: dict[str, Unwrapper | None] = {}
         self._specs = inputs
         self._overlaps_named: set[str] = set()  # paths the overlapping-inputs warning named
         self._pending: list[Event] = []
@@ -90,7 +107,21 @@ class Sink:
         the reader's hot loop. ``data``: the bytes read from file offset
         ``at``, of which every line beginning at or after ``at`` was cut."""
         self.lines += len(lines)
-        parser = self._parser(lines[0].source)
+        source = lines[0].source
+        unwrapper = self._unwrappers.get(source.key, _NEW)
+        if unwrapper is not None:  # (files with nothing to unwrap skip this: one look-up per read)
+            if unwrapper is _NEW:
+                self._parser(source)  # decides the file's settings, its unwrapper with them
+                unwrapper = self._unwrappers[source.key]
+            if unwrapper is not None:
+                read, lines = lines, unwrapper.feed(lines)
+                if unwrapper.off:  # auto found no runtime's wrapping: from now on, as read
+                    self._unwrappers[source.key] = None
+                if lines is not read:
+                    data = None  # the bytes read are not these lines' text
+                    if not lines:
+                        return  # a partial line's parts, waiting for their end
+        parser = self._parser(source)
         # The redaction prefilter's literals looked for in all these lines at
         # once; a record made of them only (it begins at or after ``first``:
         # lines are fed in file order) is checked for those found, if any.
@@ -127,6 +158,8 @@ class Sink:
             make = make_raw_parser if settings.parse_at == "elasticsearch" else make_parser
             parser = self._parsers[source.key] = make(settings, source)
             self._chosen[source.key] = settings
+            mode = settings.container_format
+            self._unwrappers[source.key] = None if mode == "off" else Unwrapper(mode, settings.multiline_max_bytes)
             if self._cuts is not None:
                 cuts = self._cuts.event_cuts(source.key)
                 if cuts:
@@ -201,8 +234,11 @@ class Sink:
     def source_closed(self, source: Source) -> None:
         parser = self._parsers.pop(source.key, None)
         self._chosen.pop(source.key, None)
+        unwrapper = self._unwrappers.pop(source.key, None)
         if parser is not None:
-            self._emit_all(parser, parser.flush())
+            # A partial line whose end never came: no more lines will, so it goes as it is.
+            released = unwrapper.release() if unwrapper is not None else []
+            self._emit_all(parser, (parser.feed_many(released) if released else []) + parser.flush())
         self.hand_over()
         self._handoff.flush()  # the tailer lets go of the file next: its lines must be safe first
 
@@ -211,6 +247,9 @@ class Sink:
             parser = self._parsers.pop(key)
             self._emit_all(parser, parser.flush())
         self._chosen.clear()
+        # Partial lines still waiting are dropped, not emitted: nothing committed
+        # covers them, so the next run reads them again and joins them whole.
+        self._unwrappers.clear()
         self.hand_over()
 
     def reconfigure(self, settings: ParseSettings, inputs: tuple[InputSpec, ...],
@@ -229,7 +268,10 @@ class Sink:
             if next((chosen for globs, chosen in self._inputs if globs.matches(path)),
                     settings) != self._chosen.get(key):
                 log.debug("parse settings changed; the file's parser is flushed and replaced", path=path)
-                self._emit_all(parser, parser.flush())
+                # A partial line waiting goes as it stands too (tagged partial_line).
+                unwrapper = self._unwrappers.pop(key, None)
+                released = unwrapper.release() if unwrapper is not None else []
+                self._emit_all(parser, (parser.feed_many(released) if released else []) + parser.flush())
                 del self._parsers[key]
                 self._chosen.pop(key, None)
         self.hand_over()

@@ -257,3 +257,124 @@ def test_sampled_out_lines_at_the_end_of_a_file_are_committed(tmp_path):
     assert "lines=0 " in second, second  # nothing is read again
     assert out.read_bytes().count(b"\n") == kept
     assert "lines=1000 " in first
+
+
+# -- container runtime files (agent.parsing.container) -------------------------
+
+CRI_TIME = "2026-12-04T10:00:00.250Z"
+
+
+class _Closing(_Collect):
+    """A hand-off a closed file can be flushed to."""
+
+    def flush(self):
+        pass
+
+
+def _cri_lines(texts, start=0):
+    return lines([f"{CRI_TIME} stdout {text}" for text in texts], start=start)
+
+
+def test_a_pod_log_is_unwrapped_before_parsing_and_scanned_as_lines_not_bytes():
+    """The parser (here the raw one of --parse-at elasticsearch, whose records
+    the read's prefilter scan serves) sees the application's lines, a secret
+    split over partial lines is found and redacted in the joined line, and the
+    scan reads those lines, never the bytes read (which hold the wrapping)."""
+    from agent.sources.reader import LineReader
+
+    enricher = _enricher()
+    calls = []
+    real = enricher.scan
+    enricher.scan = lambda text: calls.append(text) or real(text)
+    handoff = _Collect()
+    sink = Sink(ParseSettings(format="auto", parse_at="elasticsearch"), enricher, handoff)
+    texts = [f"F {json.dumps({'model_name': 'm', 'n': n})}" for n in range(10)]
+    texts += ["P Authorization: Bearer abcdefghij", "F klmnopqrstuvwxyz012345", "F done"]
+    data = "".join(f"{CRI_TIME} stdout {text}\n" for text in texts).encode()
+    reader = LineReader(0, 4096)
+    read = reader.feed(data, SOURCE, 1.0)
+    sink.extend(read, data, 0)
+    sink.flush_all()
+    docs = [json.loads(event.data) for event in handoff.events]
+    assert [doc["message"] for doc in docs[:10]] == [json.dumps({"model_name": "m", "n": n}) for n in range(10)]
+    assert docs[10]["message"] == "Authorization: Bearer [REDACTED:bearer]" and docs[10]["log"]["offset"] == read[10].offset
+    assert docs[11]["message"] == "done"
+    assert {doc["@timestamp"] for doc in docs} == {"2026-12-04T10:00:00.250Z"}  # the runtime's time, not 1.0
+    assert calls and all(isinstance(text, bytes) and b" stdout " not in text for text in calls)
+
+
+def test_a_plain_file_keeps_the_scan_of_the_bytes_read():
+    enricher = _enricher()
+    calls = []
+    real = enricher.scan
+    enricher.scan = lambda text: calls.append(text) or real(text)
+    sink = Sink(ParseSettings(format="plain", parse_at="elasticsearch"), enricher, _Collect())
+    texts = [f"2026-12-04 10:00:0{n},000 INFO app: served {n}" for n in range(10)]
+    data = "".join(text + "\n" for text in texts).encode()
+    sink.extend(lines(texts), data, 0)
+    assert calls == [data]
+    assert sink._unwrappers == {SOURCE.key: None}  # decided once: nothing to unwrap
+
+
+def test_a_partial_line_is_never_emitted_before_its_end_and_flush_all_leaves_it_unread():
+    """Nothing covers a partial line still waiting (so nothing commits past
+    it); the end of --once drops it; read again from there, it joins whole."""
+    handoff = _Collect()
+    sink = Sink(ParseSettings(format="json", container_format="cri"), _enricher(), handoff)
+    head = _cri_lines(['F {"message": "one"}'])
+    waiting = _cri_lines(['P {"message": ', 'P "two'], start=head[-1].end)
+    sink.extend(head + waiting[:1])
+    sink.extend(waiting[1:])
+    sink.flush_all()
+    assert [(event.offset, event.end) for event in handoff.events] == [(0, head[0].end)]
+
+    again = Sink(ParseSettings(format="json", container_format="cri"), _enricher(), handoff)
+    rest = _cri_lines(['F "}', 'F {"message": "three"}'], start=waiting[-1].end)
+    again.extend(waiting + rest)
+    again.flush_all()
+    joined, three = [json.loads(event.data) for event in handoff.events[1:]]
+    assert joined["message"] == "two" and joined["log"]["offset"] == waiting[0].offset
+    assert handoff.events[1].end == rest[0].end and three["message"] == "three"
+
+
+def test_a_closed_file_releases_its_waiting_partial_line_tagged():
+    handoff = _Closing()
+    sink = Sink(ParseSettings(format="plain"), _enricher(), handoff)
+    read = _cri_lines(["F 2026-12-04 10:00:00,000 INFO app: up", "P cut sh", "P ort"])
+    sink.extend(read)
+    assert [event.offset for event in handoff.events] == []
+    sink.source_closed(SOURCE)
+    first, released = [json.loads(event.data) for event in handoff.events]
+    assert first["message"] == "2026-12-04 10:00:00,000 INFO app: up"
+    assert released["message"] == "cut short" and released["tags"] == ["partial_line"]
+    assert handoff.events[-1].end == read[-1].end
+
+
+def test_a_reload_that_changes_a_files_settings_releases_its_partial_line():
+    handoff = _Collect()
+    sink = Sink(ParseSettings(format="plain"), _enricher(), handoff)
+    read = _cri_lines(["P half"])
+    sink.extend(read)
+    sink.reconfigure(ParseSettings(format="json"), (), None)
+    [released] = [json.loads(event.data) for event in handoff.events]
+    assert released["message"] == "half" and released["tags"] == ["partial_line"]
+    sink.extend(_cri_lines(['F {"message": "after"}'], start=read[-1].end))
+    sink.flush_all()
+    assert json.loads(handoff.events[-1].data)["message"] == "after"
+
+
+def test_an_input_sets_the_container_format_of_its_files(tmp_path):
+    from agent.config.resolve import InputSpec
+
+    docker = Source("d1", str(tmp_path / "docker" / "a.log"))
+    handoff = _Collect()
+    inputs = (InputSpec((str(tmp_path / "docker" / "*.log"),), container_format="docker"),)
+    sink = Sink(ParseSettings(format="json", container_format="off"), _enricher(), handoff, inputs)
+    entry_text = json.dumps({"log": '{"message": "in docker"}\n', "stream": "stdout", "time": CRI_TIME, "x": 1})
+    sink.extend([Line(docker, 0, 100, entry_text, 1.0)])
+    cri = _cri_lines(['F {"message": "left wrapped"}'])
+    sink.extend(cri)
+    sink.flush_all()
+    unwrapped, wrapped = [json.loads(event.data) for event in handoff.events]
+    assert unwrapped["message"] == "in docker" and unwrapped["@timestamp"] == "2026-12-04T10:00:00.250Z"
+    assert wrapped["message"] == cri[0].text  # container_format off: as read

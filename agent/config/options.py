@@ -93,6 +93,10 @@ OPTIONS: tuple[Option, ...] = (
            "elasticsearch (multi-line events are still joined here and enrichment, redaction included, "
            "still runs here; the raw text is parsed by the cluster's ingest pipelines: `modelscribe setup "
            "pipelines`).", group="parsing"),
+    Option("container_format", v.choice("auto", "cri", "docker", "off"), "auto", "Container runtime wrapping "
+           "taken off each line before parsing: cri (Kubernetes: containerd, CRI-O), docker (json-file), off, or "
+           "auto (decided per file from its first line); partial lines the runtime split are joined.",
+           group="parsing"),
     Option("timezone", v.timezone, None, "Time zone of timestamps written without an offset "
            "(default: the host's).", group="parsing"),
     Option("host_name", v.text, None, "Value of `host.name` (default: this machine's host name).",

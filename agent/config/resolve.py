@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 # The parse settings an ``inputs:`` entry may set for its files (ParseSettings
 # field names); every other key of an entry is an error with a did-you-mean.
-INPUT_SETTINGS = ("format", "log_format", "map_fields", "parse_at")
+INPUT_SETTINGS = ("format", "log_format", "map_fields", "parse_at", "container_format")
 _INPUT_KEYS = ("paths", "path") + INPUT_SETTINGS
 
 
@@ -54,6 +54,7 @@ class InputSpec:
     log_format: str | None = None
     map_fields: tuple[tuple[str, str], ...] | None = None
     parse_at: str | None = None
+    container_format: str | None = None
     # How the file spelt each setting's key (log-format or log_format), for messages.
     keys: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -89,6 +90,7 @@ class Config:
     keep_original: bool
     map_fields: tuple[tuple[str, str], ...]
     parse_at: str
+    container_format: str
     timezone: str | None
     host_name: str | None
     fields: tuple[tuple[str, str], ...]

@@ -132,6 +132,7 @@ def choice(*allowed: str) -> Callable[[Any], str]:
         if text not in allowed:
             raise ValueError(f"{raw!r} is not one of: {', '.join(allowed)}{_did_you_mean(text, allowed)}")
         return text
+    convert.allowed = allowed  # type: ignore[attr-defined]  # (the YAML reader takes an unquoted off for "off")
     return convert
 
 

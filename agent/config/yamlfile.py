@@ -132,7 +132,7 @@ def scalar(convert: Callable[[Any], Any], raw: Any) -> Any:
     if isinstance(raw, bool):
         if convert in _BOOLEAN:
             return raw
-        if raw is False and convert in _OFF:
+        if raw is False and (convert in _OFF or "off" in getattr(convert, "allowed", ())):
             return "off"
         return _refuse(f"YAML reads an unquoted {_bool_words(raw)} as the boolean {str(raw).lower()}", None)
     if isinstance(raw, Number):

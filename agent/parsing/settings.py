@@ -28,6 +28,10 @@ class ParseSettings:
     the same way and ships their raw text; the cluster's ingest pipelines
     parse it). The parsers themselves do not read it: the pipeline picks
     which one to make (``agent.pipeline``).
+    ``container_format``: the container runtime's wrapping of each line
+    (CRI, Docker json-file; "auto" decides per file), taken off before the
+    parser sees the line (``agent.parsing.container``, applied by
+    ``agent.sink``); the parsers do not read it either.
     """
 
     format: str = "auto"
@@ -41,3 +45,4 @@ class ParseSettings:
     log_format: str | None = None
     map_fields: tuple[tuple[str, str], ...] = ()
     parse_at: str = "agent"
+    container_format: str = "auto"
