@@ -16,6 +16,7 @@ whole configuration.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import gc
 import os
@@ -83,6 +84,13 @@ def main() -> None:
 @settings_options()
 def run(**params: Any) -> None:
     """Tail the files and ship them until SIGTERM (or, with --once, to their end)."""
+    from agent.supervise import EarlySignals
+
+    # Before the slow imports and the start-up: a SIGHUP must not kill the
+    # daemon (exit 129) nor SIGINT abort it (exit 1); the pipeline takes over
+    # what comes meanwhile (agent.supervise).
+    early = EarlySignals()
+    early.install()
     from agent.pipeline import Pipeline
 
     # SIGHUP resolves again from the same flags, the environment and the file as they are then.
@@ -91,6 +99,12 @@ def run(**params: Any) -> None:
     origin = _config_origin()
     try:
         config = _resolve(params, require_paths=True)
+        if config.once:
+            early.release()  # --once keeps the default handling: SIGTERM and SIGINT end it
+        else:
+            # Once the pipeline has returned, the exit code is decided: not
+            # even a signal while the interpreter exits may change it.
+            atexit.register(early.ignore)
         unmatched = _warn_unmatched(config)
         pipeline = Pipeline(config, reload=lambda: resolve(flags, os.environ, config_file, require_paths=True,
                                                            config_origin=origin))
@@ -106,6 +120,7 @@ def run(**params: Any) -> None:
         gc.set_threshold(_YOUNG_COLLECTION, 10, 10)
         code = pipeline.run()
     except ModelscribeError as error:
+        early.restore()  # nothing runs any more: the default handling while the error is reported
         _fail(error)
         return
     for where, pattern in unmatched:  # --once: the summary says what was not read
@@ -187,10 +202,10 @@ def _check_listen_host(config: Config) -> None:
         with socket.socket(family, kind, proto) as probe:
             probe.bind(address)
     except OSError as error:
-        origin = config.origins.get("metrics_addr", "")
-        where = (f"{config.config_file}: metrics_addr" if origin.startswith("file ") else
-                 origin.split(" ", 1)[1] if origin.startswith(("env ", "flag ")) else "--metrics-addr")
-        raise ConfigError(f"{where} {config.metrics_addr}: cannot listen there: "
+        from agent.metrics import origin_label
+
+        named = origin_label(config.origins.get("metrics_addr"))
+        raise ConfigError(f"{named} {config.metrics_addr}: cannot listen there: "
                           f"{getattr(error, 'strerror', None) or error}") from error
 
 
@@ -222,7 +237,8 @@ def check_output(**params: Any) -> None:
 def status(as_json: bool, **params: Any) -> None:
     """Per file offset, size and lag; spool use; dead letters; last error.
 
-    A --state-dir that does not exist or cannot be read is an error (exit code 1)."""
+    A --state-dir that does not exist or cannot be read is an error (exit code 1);
+    so is a damaged registry.json or status.json in it, after what could be read."""
     import orjson
 
     from agent.status import render, report
@@ -234,6 +250,10 @@ def status(as_json: bool, **params: Any) -> None:
         _fail(error)
         return
     click.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() if as_json else render(data))
+    for problem in data["problems"]:
+        click.echo(f"modelscribe: error: {problem['file']}: {problem['error']}", err=True)
+    if data["problems"]:
+        sys.exit(EXIT_RUNTIME)
 
 
 @main.group()

@@ -45,7 +45,7 @@ _METAVARS = {
 }
 _BY_CONVERTER: dict[Callable[..., Any], str] = {
     v.duration: "DURATION", v.positive_duration: "DURATION", v.optional_duration: "DURATION|off", v.size: "SIZE", v.regex: "REGEX", v.url: "URL",
-    v.index_name: "NAME", v.output: "[elasticsearch|file:PATH|console|null]", v.retries: "N|unlimited",
+    v.index_name: "NAME", v.output: "[elasticsearch|opensearch|file:PATH|console|null]", v.retries: "N|unlimited",
     v.fraction: "RATE", v.listen_address: "HOST:PORT|off", v.timezone: "ZONE", v.map_field: "SOURCE=TARGET",
     v.assignment: "NAME=VALUE",
 }

@@ -52,6 +52,7 @@ from typing import Sequence
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.events import Event
+from agent.self_metrics import own_documents
 from agent.selflog import get_logger
 from agent.spool import DiskQueue, MemoryQueue
 from agent.stats import Stats
@@ -219,7 +220,7 @@ class Handoff:
             if self._spool.append(group, timeout=0):
                 self._room()
             else:
-                self._dropped(len(group))
+                self._dropped(len(group), own_documents(group)[0])
             return
         if self._spool.append(group, timeout=0.5):  # a wait this short is not worth a warning
             self._room()
@@ -235,8 +236,8 @@ class Handoff:
                 self._waiting = False
                 self._last_full = self._clock.monotonic()  # the quiet time counts from here
 
-    def _dropped(self, count: int) -> None:
-        self._stats.add("events_dropped", count)
+    def _dropped(self, count: int, own: int = 0) -> None:
+        self._stats.add("events_dropped", count, own)
         with self._lock:
             now = self._clock.monotonic()
             self._dropped_total += count

@@ -28,9 +28,21 @@ Guarantees:
   start (at 0), so ``rate()`` and dashboards see a series before the first
   event of that kind.
 - A port already taken, or an address that cannot be bound, stops the agent
-  at start-up with a ``ConfigError`` naming ``--metrics-addr`` (exit code 2).
+  at start-up with a ``ConfigError`` (exit code 2) naming the setting where
+  its value came from: ``--metrics-addr``, ``MODELSCRIBE_METRICS_ADDR`` or
+  ``FILE: metrics_addr``.
+- No client can hold more than a bounded share of the agent's threads and
+  descriptors, nor keep a scrape or the agent waiting: at most 64
+  connections, 10 s for a request's line and headers (``agent.metrics_http``).
 - No secret is ever exported: label values are file paths, fixed reasons,
   stage names and the version.
+- The counters of events (emitted, sent, acknowledged, duplicate, rejected,
+  given up, retried, dropped, and the bytes emitted and sent) are about the
+  user's events: the agent's own metric documents (``agent.self_metrics``)
+  are left out of them and counted apart, in
+  ``modelscribe_self_metrics_documents_total{counter}`` (bytes: not at all).
+  Model health's documents skip the queue: they count in sent and
+  acknowledged only.
 
 The metrics (``METRICS``; counters end in ``_total``; the Grafana dashboard
 ``packaging/grafana/modelscribe.json`` is generated from these names by
@@ -50,6 +62,8 @@ The metrics (``METRICS``; counters end in ``_total``; the Grafana dashboard
     modelscribe_retried_requests_total{reason}       requests that left events to retry:
                                                      429, 5xx, connection, auth, other
     modelscribe_dropped_events_total                 events dropped (--when-full drop-newest)
+    modelscribe_self_metrics_documents_total{counter}  the agent's own metric documents, by the
+                                                     event counter above that leaves them out
     modelscribe_lost_bytes_total                     unread bytes of deleted files released
                                                      while the output was blocked
     modelscribe_failed_batches_total                 batches given up without acknowledgement
@@ -79,11 +93,9 @@ from __future__ import annotations
 import errno
 import os
 import platform
-import socket
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import orjson
@@ -94,9 +106,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
 from agent import __version__
+from agent.config.options import BY_NAME
 from agent.errors import ConfigError
+from agent.metrics_http import MAX_CONNECTIONS, REQUEST_TIMEOUT, BoundedHTTPServer
 from agent.selflog import get_logger
-from agent.stats import ERROR_KINDS, RETRY_REASONS, Stats, count_error
+from agent.stats import ERROR_KINDS, Stats
 
 log = get_logger("metrics")
 
@@ -126,40 +140,53 @@ class Metric:
     labels: tuple[str, ...] = ()
 
 
+# The rule of the counters of events (agent.self_metrics: the documents never count themselves).
+_NOT_OWN = " The agent's own metric documents are not counted: see modelscribe_self_metrics_documents_total."
+_HEALTH_TOO = " Model health's documents count here like log events."
+
 # Counters read from ``Stats.snapshot()`` (field -> metric).
 _SNAPSHOT_COUNTERS = {
     "lines_read": Metric("modelscribe_read_lines_total", "counter", "Lines read from the files."),
     "events_emitted": Metric("modelscribe_emitted_events_total", "counter",
-                             "Events parsed, enriched and handed to the queue (model health's window "
-                             "documents skip the queue: they count in sent and acknowledged only)."),
+                             "Events parsed, enriched and handed to the queue (model health's documents "
+                             "skip the queue: they count in sent and acknowledged only)." + _NOT_OWN),
     "bytes_emitted": Metric("modelscribe_emitted_bytes_total", "counter",
-                            "Document bytes (serialised JSON) of the events handed to the queue."),
+                            "Document bytes (serialised JSON) of the events handed to the queue." + _NOT_OWN),
     "events_sent": Metric("modelscribe_sent_events_total", "counter",
-                          "Events in bulk requests to the output, re-sends included."),
-    "bytes_sent": Metric("modelscribe_sent_bytes_total", "counter", "Document bytes of those events."),
-    "events_acked": Metric("modelscribe_acknowledged_events_total", "counter", "Events the output stored."),
+                          "Events in bulk requests to the output, re-sends included." + _HEALTH_TOO + _NOT_OWN),
+    "bytes_sent": Metric("modelscribe_sent_bytes_total", "counter", "Document bytes of those events." + _NOT_OWN),
+    "events_acked": Metric("modelscribe_acknowledged_events_total", "counter",
+                           "Events the output stored." + _HEALTH_TOO + _NOT_OWN),
     "events_duplicate": Metric("modelscribe_duplicate_events_total", "counter",
-                               "Events the output already had (409 on create): acknowledged, not stored twice."),
+                               "Events the output already had (409 on create): acknowledged, not stored twice."
+                               + _NOT_OWN),
     "events_rejected": Metric("modelscribe_rejected_events_total", "counter",
                               "Events written to the dead letters: rejected by the output, or given up "
-                              "after --max-retries."),
+                              "after --max-retries." + _NOT_OWN),
     "events_given_up": Metric("modelscribe_given_up_events_total", "counter",
-                              "Events given up after --max-retries (also counted as rejected)."),
+                              "Events given up after --max-retries (also counted as rejected)." + _NOT_OWN),
     "events_retried": Metric("modelscribe_retried_events_total", "counter",
-                             "Events in requests that left them to be retried."),
+                             "Events in requests that left them to be retried." + _NOT_OWN),
     "events_dropped": Metric("modelscribe_dropped_events_total", "counter",
-                             "Events dropped because the spool was full (--when-full drop-newest)."),
+                             "Events dropped because the spool was full (--when-full drop-newest)." + _NOT_OWN),
     "lost_bytes": Metric("modelscribe_lost_bytes_total", "counter",
                          "Unread bytes of deleted files released while the output was blocked."),
     "batches_failed": Metric("modelscribe_failed_batches_total", "counter",
                              "Batches given up without acknowledgement (read again after a restart)."),
 }
+# The agent's own metric documents, apart: the Stats field of each event counter -> its ``counter`` label.
+OWN_COUNTERS = {"events_emitted": "emitted", "events_sent": "sent", "events_acked": "acknowledged",
+                "events_duplicate": "duplicate", "events_rejected": "rejected", "events_given_up": "given_up",
+                "events_retried": "retried", "events_dropped": "dropped"}
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     *_SNAPSHOT_COUNTERS.values(),
     Metric("modelscribe_retried_requests_total", "counter", "Bulk requests that left events to be retried, "
            "by reason: 429, 5xx, connection (timeout, refused, transport), auth (401/403), other.",
            ("reason",)),
+    Metric("modelscribe_self_metrics_documents_total", "counter", "The agent's own metric documents "
+           "(event.dataset modelscribe.agent), by the counter of events that leaves them out: emitted, sent, "
+           "acknowledged, duplicate, rejected, given_up, retried, dropped.", ("counter",)),
     Metric("modelscribe_caught_errors_total", "counter", "Errors a stage logged and survived, by kind.",
            ("kind",)),
     Metric("modelscribe_stage_deaths_total", "counter", "Stages that died; the agent stops and exits 1.",
@@ -247,6 +274,8 @@ class AgentView:
     blocked_after: float
     top_files: int = TOP_FILES
     time: Callable[[], float] = time.time
+    # The agent's own metric documents the stages counted apart (Stats field -> count: OWN_COUNTERS).
+    own: Callable[[], Mapping[str, int]] = dict
 
 
 @dataclass(frozen=True)
@@ -308,6 +337,9 @@ class AgentCollector:
         for field, metric in _SNAPSHOT_COUNTERS.items():
             yield CounterMetricFamily(_stem(metric), metric.help, value=counts[field])
         yield _labelled("modelscribe_retried_requests_total", view.stats.retries())
+        own = view.own()
+        yield _labelled("modelscribe_self_metrics_documents_total",
+                        {label: own.get(field, 0) for field, label in OWN_COUNTERS.items()})
         yield _labelled("modelscribe_caught_errors_total",
                         {kind: counts[f"{kind}_errors"] for kind in ERROR_KINDS})
         deaths = dict.fromkeys(STAGES, 0)
@@ -366,60 +398,34 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
-
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-        try:
-            self._route(self.path.split("?", 1)[0])
-        except Exception as error:  # noqa: BLE001 - a failed scrape must not pass unseen, nor stop shipping
-            count_error("metrics")
-            log.error("a metrics request failed", path=self.path, error=repr(error), exc_info=error)
-            self._answer(500, "text/plain; charset=utf-8", b"internal error: see the agent's log\n")
-
-    def _route(self, path: str) -> None:
-        if path == "/metrics":
-            self._answer(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
-        elif path == "/health":
-            health = check_health(self.server.view)
-            self._answer(health.code, "application/json", health.body())
-        elif path == "/":
-            self._answer(200, "text/plain; charset=utf-8", b"modelscribe: /metrics (Prometheus), /health\n")
-        else:
-            self._answer(404, "text/plain; charset=utf-8", b"not found: try /metrics or /health\n")
-
-    def _answer(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature
-        pass  # a scrape every few seconds is not worth a log line
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True  # a restarted agent rebinds at once; a live listener still refuses
-
-    def __init__(self, address: tuple[str, int], view: AgentView, registry: CollectorRegistry) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-        self.view = view
-        self.registry = registry
-        super().__init__(address, _Handler)
+def origin_label(origin: str | None, name: str = "metrics_addr") -> str:
+    """How messages name a setting, from its ``Config.origins`` entry, as
+    ``agent.config.resolve``'s messages do: ``MODELSCRIBE_METRICS_ADDR``,
+    ``FILE: metrics_addr``, else the flag ``--metrics-addr``."""
+    kind, _, where = (origin or "").partition(" ")
+    if kind == "env":
+        return where
+    if kind == "file":
+        return f"{where}: {name}"
+    return BY_NAME[name].flag
 
 
 class MetricsServer:
-    """``/metrics`` and ``/health`` on ``address`` from a daemon thread."""
+    """``/metrics`` and ``/health`` on ``address`` from a daemon thread
+    (``agent.metrics_http``: its connection limit and timeouts).
 
-    def __init__(self, address: str, view: AgentView) -> None:
+    ``origin``: the ``Config.origins`` entry of ``metrics_addr``, so that an
+    address that cannot be bound is named where the user wrote it."""
+
+    def __init__(self, address: str, view: AgentView, origin: str | None = None) -> None:
         self.address = address
         self._view = view
+        # How a ConfigError names the address: "--metrics-addr 127.0.0.1:9464 (the default)".
+        self._named = f"{origin_label(origin)} {address}" + (" (the default)" if origin == "default" else "")
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(AgentCollector(view))
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, resident memory, open fds
-        self._server: _Server | None = None
+        self._server: BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -427,25 +433,37 @@ class MetricsServer:
         assert self._server is not None
         return int(self._server.server_address[1])
 
-    def start(self) -> None:
-        """Bind and serve; a ConfigError naming --metrics-addr if the address cannot be bound."""
+    def start(self, max_connections: int = MAX_CONNECTIONS, request_timeout: float = REQUEST_TIMEOUT) -> None:
+        """Bind and serve; a ConfigError naming the setting if the address cannot be bound."""
         host, port = split_address(self.address)
         try:
-            self._server = _Server((host, port), self._view, self.registry)
+            self._server = BoundedHTTPServer((host, port), self._route, max_connections, request_timeout)
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 why = "the port is already in use (another modelscribe or exporter?): choose a free port, or off"
             else:
                 why = f"cannot listen there: {error.strerror or error}"
-            raise ConfigError(f"--metrics-addr {self.address}: {why}") from error
+            raise ConfigError(f"{self._named}: {why}") from error
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="metrics", daemon=True)
         self._thread.start()
         log.info("serving metrics and health", address=self.address, port=self.port)
 
+    def _route(self, path: str) -> tuple[int, str, bytes]:
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
+        if path == "/health":
+            health = check_health(self._view)
+            return health.code, "application/json", health.body()
+        if path == "/":
+            return 200, "text/plain; charset=utf-8", b"modelscribe: /metrics (Prometheus), /health\n"
+        return 404, "text/plain; charset=utf-8", b"not found: try /metrics or /health\n"
+
     def stop(self) -> None:
+        """Stop accepting, then end the live connections: at most a poll interval."""
         if self._server is not None:
             self._server.shutdown()
+            self._server.shut_all()
             self._server.server_close()
             self._server = None
         if self._thread is not None:

@@ -34,7 +34,8 @@ Guarantees:
 - ``--once`` reads every file to its current end, waits for every
   acknowledgement and returns the exit code documented in ``errors``;
 - SIGHUP re-reads the configuration and applies what can change live, while
-  delivery goes on (``agent.reload``).
+  delivery goes on (``agent.reload``); one during start-up is applied once
+  ready. No signal, from start-up to exit, meets a default handler (``supervise``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ from agent.sources.tailer import Tailer, TailSettings
 from agent.spool import DiskQueue, MemoryQueue
 from agent.stats import Stats
 from agent.transforms import Transforms, gather, load_or_create_hash_key
-from agent.status import write_status
+from agent.status import mark_stopped, write_status
 from agent.supervise import Supervisor
 
 if TYPE_CHECKING:
@@ -229,16 +230,20 @@ class Pipeline:
         try:
             if self.config.once:
                 return self._run_once()
+            self._supervisor.install_signals()  # before anything slow: the metrics server, the output's check
             if self.config.metrics_addr:  # not for --once: it ends before a scrape would see it
                 metrics = self._metrics_server(self.config.metrics_addr)
                 metrics.start()  # a taken port is a ConfigError (exit code 2) before anything is read
             return self._run_daemon()
         finally:
-            if metrics is not None:
-                metrics.stop()
-            self._close_spool()  # idempotent: also when the preflight failed before reading
-            self._supervisor.close()
-            self.output.close()
+            try:
+                if metrics is not None:
+                    metrics.stop()  # may take a moment (its poll interval): still under our handlers
+                self._close_spool()  # idempotent: also when the preflight failed before reading
+                self.output.close()
+                mark_stopped(self.config.state_dir)
+            finally:
+                self._supervisor.close()  # gives the signals back: last, once everything is saved
 
     def _metrics_server(self, address: str) -> "MetricsServer":
         """/metrics and /health, reading this pipeline's counters at scrape time."""
@@ -253,7 +258,9 @@ class Pipeline:
             spool=lambda: spool_use(spool), files=lambda: file_lags(registry.entries()),
             open_files=tailer.open_files, in_flight=self.acks.in_flight,
             deaths=lambda: list(self._supervisor.deaths), started=self._started,
-            blocked_after=self.config.health_blocked_after, time=self._clock.time))
+            blocked_after=self.config.health_blocked_after, time=self._clock.time,
+            own=lambda: {**self.stats.own(), "events_emitted": sink.own_emitted}),
+            origin=self.config.origins.get("metrics_addr"))
 
     def _preflight(self) -> int | None:
         check = getattr(self.output, "preflight", None)
@@ -337,10 +344,15 @@ class Pipeline:
         return EXIT_OUTPUT if snap.events_dropped else EXIT_REJECTED if snap.events_rejected else EXIT_OK
 
     def _run_daemon(self) -> int:
-        if self._preflight() is not None:
+        supervisor = self._supervisor  # its signal handlers are in place (``run``)
+        # In a thread: a SIGTERM during the check (up to 10 s against a hung
+        # node) stops the agent at once instead of after it.
+        if supervisor.call("preflight", self._preflight) is not None:
             log.warning("starting anyway: delivery will be retried until the output is usable")
-        supervisor = self._supervisor
-        supervisor.install_signals()
+        if supervisor.stopping():
+            self._stop.set()  # asked to stop while starting: the reader reads nothing
+        elif supervisor.reload_requested:
+            log.info("reload requested during start-up; applying it now that the agent is ready")
         reader = supervisor.thread("reader", self.tailer.run, self._stop)
         batcher = supervisor.thread("batcher", self._batcher.run)
         batcher.start()
@@ -366,8 +378,7 @@ class Pipeline:
                 notifier.tick(status)
             self._shutdown(reader, batcher)
         finally:
-            supervisor.restore_signals()
-            notifier.close()
+            notifier.close()  # the signal handlers stay until ``run`` has stopped everything
         if supervisor.deaths:
             stage, error = supervisor.deaths[0]
             log.error("stopped because a stage died", stage=stage, error=repr(error))

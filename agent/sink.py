@@ -98,6 +98,10 @@ class Sink:
         self.lines = 0
         self.emitted = 0
         self.emitted_bytes = 0  # counted per group, not per line (agent.metrics)
+        # The agent's own metric documents: not in ``emitted``, counted apart (agent.self_metrics).
+        self.own_emitted = 0
+        self.own_emitted_bytes = 0
+        self._own_pending = (0, 0)  # (documents, bytes) of them in ``_pending``
 
     def line(self, line: Line) -> None:
         self.extend([line])
@@ -212,8 +216,12 @@ class Sink:
         """Give the pending events to the sending side."""
         if self._pending or self._dropped_tail:
             group, self._pending = self._pending, []
-            self.emitted += len(group)
-            self.emitted_bytes += sum(map(len, map(_DATA, group)))
+            (own, own_bytes), self._own_pending = self._own_pending, (0, 0)
+            self.emitted += len(group) - own
+            self.emitted_bytes += sum(map(len, map(_DATA, group))) - own_bytes
+            if own:
+                self.own_emitted += own
+                self.own_emitted_bytes += own_bytes
             if self._dropped_tail:
                 group += [new(Event, (key, offset, end, "", MARKER, None))
                           for key, (offset, end) in self._dropped_tail.items()]
@@ -229,6 +237,8 @@ class Sink:
             event = produce(now)
             if event is not None:
                 self._pending.append(event)
+                count, size = self._own_pending
+                self._own_pending = (count + 1, size + len(event.data))
         self.hand_over()
 
     def source_closed(self, source: Source) -> None:

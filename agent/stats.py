@@ -75,6 +75,12 @@ class Snapshot:
     last_error: str | None
 
 
+# Counters of events that leave out the agent's own metric documents
+# (``agent.self_metrics``): ``add``'s and ``request``'s ``own`` counts them apart, in ``own()``.
+OWN_FIELDS = ("events_sent", "bytes_sent", "events_acked", "events_duplicate", "events_rejected",
+              "events_retried", "events_given_up", "events_dropped")
+
+
 class Stats:
     _FIELDS = ("lines_read", "events_emitted", "events_acked", "events_duplicate", "events_rejected",
                "events_retried", "events_dropped", "events_given_up", "events_sent", "bytes_sent",
@@ -83,6 +89,7 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(self._FIELDS, 0)
+        self._own = dict.fromkeys(OWN_FIELDS, 0)
         self._errors_before = ERRORS.counts()
         self.last_error: str | None = None
         self._retries = dict.fromkeys(RETRY_REASONS, 0)
@@ -90,9 +97,12 @@ class Stats:
         self._latency_sum = 0.0
         self.last_ack_time: float | None = None  # wall clock of the last acknowledgement
 
-    def add(self, name: str, amount: int = 1) -> None:
+    def add(self, name: str, amount: int = 1, own: int = 0) -> None:
+        """``amount`` more, of which ``own`` of the agent's own metric documents (counted apart)."""
         with self._lock:
-            self._counts[name] += amount
+            self._counts[name] += amount - own
+            if own:
+                self._own[name] += own
 
     def set(self, name: str, value: int) -> None:
         with self._lock:
@@ -102,13 +112,16 @@ class Stats:
         with self._lock:
             self.last_error = message
 
-    def request(self, seconds: float, events: int, size: int) -> None:
-        """One bulk request done (whatever its outcome): its latency and size."""
+    def request(self, seconds: float, events: int, size: int, own: tuple[int, int] = (0, 0)) -> None:
+        """One bulk request done (whatever its outcome): its latency and size;
+        ``own``: (documents, bytes) of the agent's own metric documents in it."""
         with self._lock:
             self._latency[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
             self._latency_sum += seconds
-            self._counts["events_sent"] += events
-            self._counts["bytes_sent"] += size
+            self._counts["events_sent"] += events - own[0]
+            self._counts["bytes_sent"] += size - own[1]
+            self._own["events_sent"] += own[0]
+            self._own["bytes_sent"] += own[1]
 
     def retried(self, reason: str) -> None:
         """A request left events to retry; ``reason`` in RETRY_REASONS."""
@@ -118,6 +131,11 @@ class Stats:
     def acknowledged(self, now: float) -> None:
         """The output settled events (stored, duplicate or dead-lettered) at ``now``."""
         self.last_ack_time = now  # one assignment: no lock needed
+
+    def own(self) -> dict[str, int]:
+        """The agent's own metric documents the counters left out (OWN_FIELDS)."""
+        with self._lock:
+            return dict(self._own)
 
     def retries(self) -> dict[str, int]:
         with self._lock:

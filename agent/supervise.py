@@ -24,6 +24,21 @@ Guarantees:
   plain assignment), the same wake-up byte ends the main loop's ``wait``, and
   the loop, seeing no reason to stop, takes the request (``take_reload``)
   and re-reads the configuration (``agent.reload``).
+- No moment of ``modelscribe run`` (daemon) is left to the default
+  handlers, which kill the process on SIGHUP (exit 129) and turn SIGINT
+  into click's "Aborted!" (exit 1). ``EarlySignals``, installed first thing
+  by the ``run`` command, records the three signals while the agent starts
+  (imports, configuration, opening the spool); ``install_signals`` takes
+  over what it recorded, so a stop asked during start-up stops the agent as
+  soon as it can (exit 0) and a SIGHUP is applied once it is ready (its
+  configuration is read again then). The supervisor's handlers stay until
+  the very end (``close``, after the metrics server stopped and everything
+  was saved) and give back to ``EarlySignals``, which records what comes
+  after and ignores it: the exit code is already decided. As the
+  interpreter exits it puts back the default actions, so ``run`` ignores
+  the signals outright then (``ignore``, from ``atexit``).
+- ``call`` runs start-up work that may block (the output's check, up to
+  10 s) so that a stop still ends the start-up at once.
 """
 
 from __future__ import annotations
@@ -37,9 +52,61 @@ from typing import Any, Callable
 from agent.selflog import get_logger
 
 log = get_logger("supervise")
+_CALL_WAIT = 1.0  # seconds; only bounds each select in ``call``: its end and a stop wake it at once
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 RELOAD_SIGNAL = signal.SIGHUP
+HANDLED = (*STOP_SIGNALS, RELOAD_SIGNAL)
+
+
+class EarlySignals:
+    """Stop and reload signals that come before a supervisor handles them
+    (start-up) or after it gave them back (the last moments before exit):
+    recorded, never acted on here."""
+
+    def __init__(self) -> None:
+        self.stop: int | None = None  # the first SIGTERM/SIGINT: why the agent stops
+        self.reload = False
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        """Main thread only (a no-op elsewhere)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in HANDLED:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        # Plain assignments, as in Supervisor: no lock, nothing called.
+        if signum == RELOAD_SIGNAL:
+            self.reload = True
+        elif self.stop is None:
+            self.stop = signum
+
+    def ignore(self) -> None:
+        """Ignore the signals outright from now to the exit. As it shuts
+        down, the interpreter puts back the default action of every signal
+        that has a Python handler (a SIGHUP then exits 129, a SIGINT 130);
+        an ignored signal stays ignored."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in HANDLED:
+                signal.signal(sig, signal.SIG_IGN)
+
+    def restore(self) -> None:
+        """Give the signals back to their previous handlers; what was recorded is dropped."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def release(self) -> None:
+        """``restore``, then deliver what was recorded to those handlers, as
+        if this had never been installed (``--once``, which keeps the default
+        behaviour)."""
+        self.restore()
+        if self.reload:
+            signal.raise_signal(RELOAD_SIGNAL)
+        if self.stop is not None:
+            signal.raise_signal(self.stop)
 
 
 class Supervisor:
@@ -73,6 +140,17 @@ class Supervisor:
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._on_signal)
         self._previous[RELOAD_SIGNAL] = signal.signal(RELOAD_SIGNAL, self._on_reload)
+        # Read only now that these handlers take every new signal: none is lost in between.
+        early = {getattr(handler, "__self__", None) for handler in self._previous.values()}
+        for recorder in early:
+            if not isinstance(recorder, EarlySignals):
+                continue
+            if recorder.stop is not None and self.signal is None:
+                self.signal = recorder.stop
+                log.info("stop requested during start-up; stopping", signal=signal.Signals(recorder.stop).name)
+            self.reload_requested = self.reload_requested or recorder.reload
+            if self.signal is not None or self.reload_requested:
+                self._poke()
 
     def restore_signals(self) -> None:
         for sig, handler in self._previous.items():
@@ -114,15 +192,45 @@ class Supervisor:
     def stopping(self) -> bool:
         return self.signal is not None or self._stop_requested or bool(self.deaths)
 
-    def wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout``, or until a reason to stop or a reload
-        request; True if there is a reason to stop."""
+    def wait(self, timeout: float, reload: bool = True) -> bool:
+        """Sleep up to ``timeout``, or until a reason to stop or (``reload``)
+        a reload request; True if there is a reason to stop. With ``reload``
+        False a pending request does not end the sleep: it waits for the
+        main loop, and the wait does not spin meanwhile."""
         self.open()
-        if not self.stopping() and not self.reload_requested:
+        if not self.stopping() and not (reload and self.reload_requested):
             readable, _, _ = select.select([self._receive], [], [], timeout)
             if readable:
                 self._drain()
         return self.stopping()
+
+    def call(self, name: str, target: Callable[[], Any]) -> Any:
+        """``target()`` in a daemon thread, waited for until it returns (its
+        result; what it raised is raised here) or a reason to stop comes:
+        then None at once, and the thread is left to end on its own, its
+        result dropped. For start-up work that may block (the output's
+        check): a stop must not wait for it. From the main loop's thread."""
+        if self.stopping():
+            return None
+        self.open()  # before the thread starts: its poke must find the socket
+        done: list[tuple[bool, Any]] = []
+
+        def body() -> None:
+            try:
+                done.append((True, target()))
+            except BaseException as error:  # noqa: BLE001 - handed to the caller
+                done.append((False, error))
+            finally:
+                self._poke()
+
+        threading.Thread(target=body, name=name, daemon=True).start()
+        while not done:
+            if self.wait(_CALL_WAIT, reload=False):
+                return None
+        ok, value = done[0]
+        if not ok:
+            raise value
+        return value
 
     def _poke(self) -> None:
         try:
@@ -162,6 +270,7 @@ class Supervisor:
         self._poke()
 
     def close(self) -> None:
+        """Give the signals back (last: see the module docstring) and close the sockets."""
         self.restore_signals()
         for sock in (self._receive, self._send):
             if sock is not None:

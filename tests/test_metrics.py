@@ -6,6 +6,7 @@ test with a real Prometheus is tests/e2e/test_prometheus.py."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import urllib.error
@@ -120,6 +121,18 @@ def test_counter_values_come_from_stats_and_the_live_reader_counts():
     assert len(build) == 1 and build[0][1] == 1 and set(build[0][0]) == {"version", "python"}
     # Never acknowledged yet: no timestamp rather than a misleading 0.
     assert "modelscribe_last_acknowledgement_timestamp_seconds" not in samples
+
+
+def test_the_agents_own_metric_documents_are_exported_apart_by_counter():
+    view = _view()
+    own = AgentView(**{**vars(view), "own": lambda: {"events_emitted": 4, "events_acked": 3, "bytes_sent": 900}})
+    samples = _scrape(own)
+    assert {l["counter"]: v for l, v in samples["modelscribe_self_metrics_documents_total"]} == {
+        "emitted": 4, "sent": 0, "acknowledged": 3, "duplicate": 0, "rejected": 0, "given_up": 0, "retried": 0,
+        "dropped": 0}
+    assert "modelscribe_self_metrics_documents_total" in METRICS
+    for name in ("emitted_events", "emitted_bytes", "sent_events", "sent_bytes", "acknowledged_events"):
+        assert "own metric documents are not counted" in METRICS[f"modelscribe_{name}_total"].help, name
 
 
 def test_stage_deaths_are_counted_by_stage_and_output_workers_share_one_label():
@@ -263,16 +276,36 @@ def test_a_failing_scrape_answers_500_and_is_logged_and_counted():
     assert stats.snapshot().metrics_errors == 2
 
 
-def test_a_port_in_use_is_a_config_error_naming_the_option():
+@pytest.mark.parametrize("origin, named", [
+    (None, "--metrics-addr {}"), ("flag --metrics-addr", "--metrics-addr {}"),
+    ("default", "--metrics-addr {} (the default)"), ("env MODELSCRIBE_METRICS_ADDR", "MODELSCRIBE_METRICS_ADDR {}"),
+    ("file /etc/modelscribe/modelscribe.yml", "/etc/modelscribe/modelscribe.yml: metrics_addr {}")])
+def test_a_port_in_use_is_a_config_error_naming_where_the_address_came_from(origin, named):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = f"127.0.0.1:{taken.getsockname()[1]}"
-        server = MetricsServer(address, _view())
+        server = MetricsServer(address, _view(), origin=origin)
         with pytest.raises(ConfigError) as caught:
             server.start()
-    assert str(caught.value).startswith(f"--metrics-addr {address}: the port is already in use")
+    assert str(caught.value).startswith(named.format(address) + ": the port is already in use")
     assert caught.value.exit_code == 2
+
+
+def test_the_agent_names_the_variable_or_file_its_taken_port_came_from(tmp_path):
+    """Under systemd the address comes from the config file: the error named --metrics-addr."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        settings = {"paths": (str(tmp_path / "*.log"),), "output": "null"}
+        config = resolve({**settings, "state_dir": str(tmp_path / "env")}, {"MODELSCRIBE_METRICS_ADDR": address})
+        with pytest.raises(ConfigError, match=rf"^MODELSCRIBE_METRICS_ADDR {address}: the port is already in use"):
+            Pipeline(config).run()
+        (tmp_path / "agent.yml").write_text(f"metrics_addr: '{address}'\n")
+        config = resolve({**settings, "state_dir": str(tmp_path / "file")}, {}, str(tmp_path / "agent.yml"))
+        with pytest.raises(ConfigError, match="^" + re.escape(f"{tmp_path / 'agent.yml'}: metrics_addr {address}: ")):
+            Pipeline(config).run()
 
 
 # -- settings --------------------------------------------------------------------
@@ -301,6 +334,17 @@ def test_metrics_addr_rejects_naming_where(raw, tmp_path):
     config_file.write_text(f"metrics-addr: '{raw}'\n")
     with pytest.raises(ConfigError, match=rf"^{config_file}: metrics-addr: "):
         resolve({}, {}, str(config_file))
+
+
+def test_the_output_metavar_shows_every_output():
+    """Not a metrics setting: kept here until tests/test_cli.py's metavar test takes it."""
+    from agent import cli_options
+    from agent.config import values
+    from agent.config.options import BY_NAME
+
+    choices = cli_options.metavar(BY_NAME["output"]).strip("[]").split("|")
+    assert choices == ["elasticsearch", "opensearch", "file:PATH", "console", "null"]
+    assert all(values.output(choice.replace("PATH", "/x.ndjson")) for choice in choices)
 
 
 def test_health_blocked_after_must_be_positive():

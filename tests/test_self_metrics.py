@@ -1,14 +1,23 @@
-"""The agent's own metric documents: deltas, gauges, ids, schedule."""
+"""The agent's own metric documents: deltas, gauges, ids, schedule, and that they never count themselves."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+import urllib.request
+
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from agent.self_metrics import DATASET, Reading, SelfMetrics, target_for
+from agent.self_metrics import DATASET, KEY_PREFIX, Reading, SelfMetrics, own_documents, target_for
 from agent import schema
 from agent.config import resolve
 from agent.errors import ConfigError
+from agent.events import Event
+from agent.outputs.base import all_created
+from agent.pipeline import Pipeline
 
 
 def _reading(lines: int, acked: int, letters: int = 0, last_ack: float | None = None) -> Reading:
@@ -80,3 +89,70 @@ def test_the_interval_option_takes_a_duration_or_off():
     assert resolve({}, {"MODELSCRIBE_SELF_METRICS_INTERVAL": "off"}).self_metrics_interval is None
     with pytest.raises(ConfigError, match=r"^--self-metrics-interval: "):
         resolve({"self_metrics_interval": "0s"}, {})
+
+
+def test_own_documents_are_found_by_their_source_key():
+    log_event = Event("/var/log/a.log:1:2", 0, 10, "id0", b'{"message": "x"}')
+    document = SelfMetrics(1.0, Figures(), "h", "agent-1", "t", now=0.0).due(5.0)
+    assert document.source_key.startswith(KEY_PREFIX)
+    assert own_documents([log_event] * 3) == (0, 0)
+    assert own_documents([log_event, document, log_event, document]) == (2, 2 * len(document.data))
+
+
+class _Stored:
+    """An Elasticsearch stand-in that stores every document (the sender's whole path runs)."""
+
+    name = "elasticsearch"
+
+    def __init__(self) -> None:
+        self.docs: list[dict] = []
+
+    def send(self, events):
+        self.docs += [orjson.loads(event.data) for event in events]
+        return all_created(events)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_documents_never_count_themselves_nor_in_the_counters_of_the_users_events(tmp_path):
+    """An idle agent reported events_acknowledged 1 every interval, and
+    /metrics counted these documents as emitted, sent and acknowledged events."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text("".join(f"line {n}\n" for n in range(5)))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(tmp_path / "state"),
+                      "self_metrics_interval": "200ms", "flush_interval": "100ms", "multiline_timeout": "100ms",
+                      "metrics_addr": f"127.0.0.1:{port}"}, {})
+    output = _Stored()
+    pipeline = Pipeline(config, output=output)
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    own = lambda: [doc["modelscribe"]["agent"] for doc in output.docs if "modelscribe" in doc]  # noqa: E731
+
+    def idle() -> bool:
+        """Three intervals after the first that saw every line acknowledged (no lag left)."""
+        lags = [figure["file_lag_bytes"] for figure in own()]
+        return 0 in lags and len(lags) - lags.index(0) > 3
+    try:
+        deadline = time.monotonic() + 30
+        while not idle() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            scraped = {(sample.name, sample.labels.get("counter")): sample.value
+                       for family in text_string_to_metric_families(answer.read().decode())
+                       for sample in family.samples}
+    finally:
+        pipeline.stop()
+        runner.join(30)
+    figures = own()
+    assert idle(), figures
+    assert sum(figure["events_acknowledged"] for figure in figures) == 5
+    assert [figure["events_acknowledged"] for figure in figures[-3:]] == [0, 0, 0]
+    for name in ("emitted_events", "sent_events", "acknowledged_events"):
+        assert scraped[f"modelscribe_{name}_total", None] == 5, name
+    for counter in ("emitted", "sent", "acknowledged"):
+        assert scraped["modelscribe_self_metrics_documents_total", counter] >= 1, counter

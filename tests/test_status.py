@@ -1,10 +1,17 @@
-"""`status` reads the registry, the status file and the dead letters without changing them."""
+"""`status` reads the registry, the status file and the dead letters without
+changing them, and says the agent is running only when that is known."""
 
+import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 from agent.config import resolve
-from agent.status import render, report
-from e2e_helpers import run_once
+from agent.stats import Stats
+from agent.status import mark_stopped, render, report, write_status
+from e2e_helpers import Daemon, run_once, wait_for
 
 
 def test_report_of_a_stopped_agent(tmp_path):
@@ -50,3 +57,111 @@ def test_a_file_name_that_is_not_utf8_is_shown_readably_and_stat_ed_exactly(tmp_
     assert item["path"] == f"{logs}/bad\\xff.log" and (item["size"], item["lag_bytes"]) == (11, 7)
     json.dumps(data, ensure_ascii=False).encode("utf-8")  # --json and the text form print it as UTF-8
     render(data).encode("utf-8")
+
+
+# -- is the agent running? (audit 2 service, finding 3) ---------------------------------------------
+
+def _status_file(state: Path, **changes) -> None:
+    """status.json as this process would write it, with ``changes`` (None deletes a key)."""
+    state.mkdir(exist_ok=True)
+    write_status(str(state), time.time(), Stats().snapshot(), None)
+    body = json.loads((state / "status.json").read_text())
+    body.update(changes)
+    (state / "status.json").write_text(json.dumps({k: v for k, v in body.items() if v is not None}))
+
+
+def _agent(state: Path, now: float | None = None) -> dict:
+    data = report(str(state), str(state / "dead.ndjson"), now=now)
+    assert data["problems"] == []
+    return data["agent"] | {"line": render(data).splitlines()[1]}
+
+
+def _start_ticks(pid: int | str) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+
+
+def test_the_agent_that_wrote_the_file_recently_is_running(tmp_path):
+    _status_file(tmp_path)
+    agent = _agent(tmp_path)
+    assert (agent["state"], agent["running"], agent["line"]) == ("running", True, f"agent: running, pid {os.getpid()}")
+
+
+def test_a_pid_that_now_belongs_to_another_process_is_not_the_agent(tmp_path):
+    """PID reuse, a reboot, a container: the audit's `agent: running, pid 2` was kthreadd."""
+    _status_file(tmp_path, pid=1)  # init is alive, but it is not the process that wrote the file
+    agent = _agent(tmp_path)
+    assert (agent["state"], agent["running"]) == ("not running", False), agent
+    assert "pid 1 now belongs to another process" in agent["line"]
+    _status_file(tmp_path, process_start=_start_ticks("self") + 1)  # same number, later start
+    assert _agent(tmp_path)["state"] == "not running"
+
+
+def test_a_pid_this_user_may_not_signal_is_not_taken_for_the_agent(tmp_path, monkeypatch):
+    import agent.status
+
+    def not_allowed(pid, sig):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(agent.status.os, "kill", not_allowed)
+    _status_file(tmp_path, pid=1)
+    assert _agent(tmp_path)["state"] == "not running"
+
+
+def test_a_pid_that_has_exited_is_not_running(tmp_path):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    _status_file(tmp_path, pid=gone.pid, process_start=None)
+    agent = _agent(tmp_path)
+    assert agent["state"] == "not running" and f"pid {gone.pid} has exited" in agent["line"]
+
+
+def test_the_agent_alive_but_silent_is_not_responding(tmp_path):
+    _status_file(tmp_path)
+    later = time.time() + 60
+    agent = _agent(tmp_path, now=later)
+    assert (agent["state"], agent["running"]) == ("not responding", True)
+    assert agent["line"].startswith("agent: not responding since 20") and "for 60s" in agent["line"]
+
+
+def test_a_live_pid_that_cannot_be_checked_is_unknown_once_the_file_is_stale(tmp_path):
+    """No start time to compare (a file of an older agent, another OS): the
+    file's age decides, and a stale one is never `running`."""
+    _status_file(tmp_path, process_start=None)
+    assert _agent(tmp_path)["state"] == "running"
+    agent = _agent(tmp_path, now=time.time() + 60)
+    assert (agent["state"], agent["running"]) == ("unknown", None)
+    assert agent["line"].startswith("agent: unknown (stopped, or not responding: status.json last written")
+
+
+def test_an_agent_in_another_pid_namespace_is_judged_by_the_file_alone(tmp_path):
+    """The audit's repro: an agent in a container (pid 2 there), status run on the host."""
+    _status_file(tmp_path, pid=2, pid_namespace="pid:[1]")
+    assert _agent(tmp_path)["line"] == "agent: running, pid 2 (in another PID namespace)"
+    agent = _agent(tmp_path, now=time.time() + 60)
+    assert agent["state"] == "unknown" and "another PID namespace" in agent["line"]
+
+
+def test_an_agent_that_stopped_says_so_in_its_last_write(tmp_path):
+    _status_file(tmp_path)
+    mark_stopped(str(tmp_path))
+    agent = _agent(tmp_path)
+    assert agent["state"] == "not running" and agent["line"].startswith(f"agent: not running (pid {os.getpid()} "
+                                                                        "stopped at 20")
+
+
+def test_status_of_a_running_daemon_and_after_it_stopped(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_text("one\n")
+    state = tmp_path / "state"
+    daemon = Daemon(["--path", str(logs / "*.log"), "--state-dir", str(state), "--output", "null"],
+                    tmp_path / "agent.log")
+    try:
+        wait_for(lambda: (state / "status.json").exists(), 60, "the first status file")
+        agent = _agent(state)
+        assert (agent["state"], agent["pid"]) == ("running", daemon.process.pid), agent
+        assert daemon.stop() == 0, daemon.log()[-2000:]
+    finally:
+        daemon.kill()
+    agent = _agent(state)
+    assert agent["state"] == "not running" and "stopped at" in agent["line"], agent

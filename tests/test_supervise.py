@@ -1,5 +1,6 @@
 """Supervisor: a dying stage and a signal both wake the main loop; the signal
-handler takes no lock (issue 8, items 4 and 5)."""
+handler takes no lock (issue 8, items 4 and 5); no signal in the first or last
+moments of `run` falls to the default handlers (audit 2 service, finding 4)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import signal
 import threading
 import time
 
-from agent.supervise import Supervisor
+import pytest
+
+from agent.supervise import HANDLED, EarlySignals, Supervisor
 
 
 def test_a_signal_wakes_the_main_loop_at_once_and_is_only_recorded():
@@ -80,3 +83,101 @@ def test_the_same_failure_again_is_kept_but_logged_once(caplog):
     finally:
         supervisor.close()
 
+
+
+# -- the first and last moments of `run` (audit 2 service, finding 4) -----------------------------
+
+@pytest.fixture
+def saved_handlers():
+    """Whatever a test installs, the process gets its own handlers back."""
+    saved = {sig: signal.getsignal(sig) for sig in HANDLED}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def test_signals_before_the_supervisor_are_recorded_and_taken_over(saved_handlers):
+    """A SIGHUP or SIGINT while the agent starts (imports, configuration, the
+    spool) neither kills it (exit 129) nor aborts it (exit 1): it is recorded,
+    and the supervisor acts on it once installed."""
+    early = EarlySignals()
+    early.install()
+    os.kill(os.getpid(), signal.SIGHUP)
+    os.kill(os.getpid(), signal.SIGINT)
+    assert early.reload and early.stop == signal.SIGINT
+    supervisor = Supervisor()
+    supervisor.install_signals()
+    try:
+        assert supervisor.take_reload() is True  # applied once ready: the main loop's first pass
+        started = time.monotonic()
+        assert supervisor.wait(30) is True and supervisor.signal == signal.SIGINT
+        assert time.monotonic() - started < 5
+    finally:
+        supervisor.close()
+    # Given back to the recorder, not to the defaults: the last moments of the exit are covered too.
+    assert signal.getsignal(signal.SIGHUP) == early._on_signal
+    os.kill(os.getpid(), signal.SIGHUP)
+    early.restore()
+    assert signal.getsignal(signal.SIGHUP) == signal.SIG_DFL
+
+
+def test_released_signals_reach_the_handlers_they_would_have_reached(saved_handlers):
+    """--once keeps the default handling: what came meanwhile is delivered to it."""
+    seen: list[int] = []
+    for sig in HANDLED:
+        signal.signal(sig, lambda signum, _frame: seen.append(signum))
+    early = EarlySignals()
+    early.install()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert seen == []
+    early.release()
+    assert seen == [signal.SIGTERM]
+
+
+def test_ignore_ignores_outright(saved_handlers):
+    """Not a Python handler: the interpreter puts back SIG_DFL for those as it
+    exits (a SIGHUP then exits 129), but keeps SIG_IGN (what `run` relies on
+    once the pipeline returned; the end-to-end test is tests/e2e/test_shutdown.py)."""
+    EarlySignals().ignore()
+    assert all(signal.getsignal(sig) == signal.SIG_IGN for sig in HANDLED)
+
+
+def test_call_returns_what_its_target_returns_or_raises():
+    def refused() -> None:
+        raise OSError("refused")
+
+    supervisor = Supervisor()
+    try:
+        assert supervisor.call("check", lambda: 42) == 42
+        with pytest.raises(OSError, match="refused"):
+            supervisor.call("check", refused)
+    finally:
+        supervisor.close()
+
+
+def test_call_ends_at_once_on_a_stop_and_leaves_the_target_running():
+    """The output's start-up check may take 10 s against a hung node: a
+    SIGTERM meanwhile must not wait for it."""
+    supervisor = Supervisor()
+    release = threading.Event()
+    try:
+        threading.Timer(0.1, supervisor.request_stop).start()
+        started = time.monotonic()
+        assert supervisor.call("check", lambda: release.wait(60)) is None
+        assert time.monotonic() - started < 10
+        assert supervisor.call("check", lambda: 1) is None  # already stopping: not even started
+    finally:
+        release.set()
+        supervisor.close()
+
+
+def test_call_is_not_ended_by_a_reload_request_and_does_not_spin():
+    supervisor = Supervisor()
+    try:
+        supervisor.request_reload()  # a SIGHUP during the check: kept for the main loop
+        cpu = time.process_time()
+        assert supervisor.call("check", lambda: (time.sleep(0.5), "done")[1]) == "done"
+        assert time.process_time() - cpu < 0.25  # a busy loop would burn the whole half second
+        assert supervisor.take_reload() is True
+    finally:
+        supervisor.close()

@@ -55,6 +55,7 @@ from agent.events import Event
 from agent.outputs.base import Output
 from agent.outputs.dead_letter import DeadLetters
 from agent.outputs.retry import Action, ItemVerdict, classify
+from agent.self_metrics import own_documents
 from agent.selflog import get_logger
 from agent.stats import Stats
 
@@ -134,7 +135,7 @@ class Sender:
                 with attempt:
                     pending, error, reason = self._attempt(pending)
                     if pending:
-                        self._stats.add("events_retried", len(pending))
+                        self._stats.add("events_retried", len(pending), own_documents(pending)[0])
                         self._stats.retried(reason)
                         raise error or _ItemsToRetry(f"{len(pending)} of the documents must be retried")
         except OutputError as error:
@@ -148,7 +149,7 @@ class Sender:
                     for i, event in enumerate(pending)]
         log.error("gave up after --max-retries; the documents go to the dead letters", count=len(pending),
                   error=str(error))
-        self._stats.add("events_given_up", len(pending))
+        self._stats.add("events_given_up", len(pending), own_documents(pending)[0])
         self._settle([], [], verdicts)
 
     def _before_sleep(self, state) -> None:  # type: ignore[no-untyped-def]
@@ -168,7 +169,8 @@ class Sender:
         except OutputError as error:
             return events, error, _error_reason(error)
         finally:
-            self._stats.request(self._clock.monotonic() - started, len(events), sum(map(len, map(_DATA, events))))
+            self._stats.request(self._clock.monotonic() - started, len(events), sum(map(len, map(_DATA, events))),
+                                own_documents(events))
         decision = classify(response, len(events), [event.doc_id for event in events])
         if decision.kind == "ack":
             self._settle(events, [], [])
@@ -215,9 +217,9 @@ class Sender:
 
     def _settle(self, stored: list[Event], duplicates: list[Event],
                 rejected: list[tuple[Event, ItemVerdict]]) -> None:
-        self._stats.add("events_acked", len(stored))
+        self._stats.add("events_acked", len(stored), own_documents(stored)[0])
         if duplicates:
-            self._stats.add("events_duplicate", len(duplicates))
+            self._stats.add("events_duplicate", len(duplicates), own_documents(duplicates)[0])
         if stored or duplicates:
             # First, and whatever happens to the letters: these are stored.
             self._acks.acknowledge(stored + duplicates)
@@ -231,7 +233,7 @@ class Sender:
         log.error("documents rejected, written to the dead-letter file", count=len(rejected),
                   path=self._dead.path, status=first.status, error_type=first.error_type,
                   reason=first.reason)
-        self._stats.add("events_rejected", len(rejected))
+        self._stats.add("events_rejected", len(rejected), own_documents([event for event, _ in rejected])[0])
         self._acks.acknowledge([event for event, _ in rejected])
         self._stats.acknowledged(self._clock.time())
 
