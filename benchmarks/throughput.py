@@ -9,7 +9,8 @@ JSON line per scenario:
      "cpu_s_per_100k": ..., "peak_rss_mb": ...}
 
 Scenarios: ``null`` (the agent alone with its disk spool, default fsync
-policy, --output null), ``null-plain`` and ``null-torchserve`` (the same on
+policy, --output null), ``null-cri`` (the JSON lines as a Kubernetes pod
+log wraps them: the CRI unwrapping's cost), ``null-plain`` and ``null-torchserve`` (the same on
 two text formats: Python logging lines and TorchServe's log4j lines, each
 with a five-line traceback every 100 lines), ``null-nospool`` (the same without the spool: the
 difference is the spool's cost), ``files1000`` (1,000 files tailed at once)
@@ -104,7 +105,20 @@ def torchserve_line(rng: random.Random, i: int) -> bytes:
     return text.encode() + b"\n"
 
 
-CORPORA = {"json": json_line, "plain": plain_line, "torchserve": torchserve_line}
+def cri_line(rng: random.Random, i: int) -> bytes:
+    """The JSON corpus as a Kubernetes pod log holds it: CRI's ``<time> stdout F``
+    before each line (the runtime's time a microsecond apart), every 50th line
+    split by the runtime into a ``P`` part and its ``F`` end."""
+    content = json_line(rng, i).rstrip(b" \n")
+    stamp = f"2026-11-27T12:{(i // 60_000_000) % 60:02d}:{(i // 1_000_000) % 60:02d}.{i % 1_000_000:06d}123Z"
+    if i % 50 == 49:
+        half = len(content) // 2
+        return (f"{stamp} stdout P ".encode() + content[:half] + b"\n" +
+                f"{stamp} stdout F ".encode() + content[half:] + b"\n")
+    return f"{stamp} stdout F ".encode() + content + b"\n"
+
+
+CORPORA = {"json": json_line, "plain": plain_line, "torchserve": torchserve_line, "cri": cri_line}
 
 
 def write_files(directory: Path, lines: int, files: int, corpus: str = "json") -> int:
@@ -225,6 +239,7 @@ def main() -> None:
              ("null-plain", args.lines, 1, ["--output", "null"], "plain"),
              ("null-torchserve", args.lines, 1, ["--output", "null", "--format", "torchserve"], "torchserve"),
              ("null-nospool", args.lines, 1, ["--output", "null", "--no-spool"], "json"),
+             ("null-cri", args.lines, 1, ["--output", "null"], "cri"),
              ("files1000", max(args.lines // 5, 100_000), 1000, ["--output", "null"], "json")]
     modes = ["agent", "elasticsearch"] if args.parse_at == "both" else [args.parse_at]
     runs: dict[str, list[dict]] = {}
