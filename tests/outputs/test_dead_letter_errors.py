@@ -53,7 +53,8 @@ def test_an_output_error_keeps_the_letters_and_says_why(letters_file: Path, capl
     assert warning.kv == {"letters": 3, "error": "connection refused"}
 
 
-def test_the_cli_lets_an_unexpected_replay_error_surface(letters_file: Path, monkeypatch):
+def _replay(letters_file: Path, monkeypatch, send):
+    """``modelscribe dlq replay`` with an output whose ``send`` is ``send``."""
     from click.testing import CliRunner
 
     from agent import cli
@@ -68,13 +69,20 @@ def test_the_cli_lets_an_unexpected_replay_error_surface(letters_file: Path, mon
             pass
 
         def send(self, events):
-            raise KeyError("a bug in the output")
+            return send(events)
 
         def close(self):
             pass
 
     monkeypatch.setattr(elasticsearch, "ElasticsearchOutput", Output)
-    result = CliRunner().invoke(cli.main, ["dlq", "replay", "--dead-letter-file", str(letters_file)])
+    return CliRunner().invoke(cli.main, ["dlq", "replay", "--dead-letter-file", str(letters_file)])
+
+
+def test_the_cli_lets_an_unexpected_replay_error_surface(letters_file: Path, monkeypatch):
+    def send(events):
+        raise KeyError("a bug in the output")
+
+    result = _replay(letters_file, monkeypatch, send)
     assert isinstance(result.exception, KeyError)  # not turned into a "kept for retry" count
     assert "kept_for_retry" not in result.output
 
@@ -114,27 +122,7 @@ def test_replay_exit_code_says_whether_the_output_or_the_letters_are_at_fault(le
     kept only because the output could not take them; 4 when some were
     rejected again, also by a 400 on the whole request (audit 2, flow #9:
     it was 4 for both)."""
-    from click.testing import CliRunner
-
-    from agent import cli
-    from agent.outputs import elasticsearch
-
-    class Output:
-        @classmethod
-        def from_config(cls, config):
-            return cls()
-
-        def preflight(self):
-            pass
-
-        def send(self, events):
-            return answer(events)
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(elasticsearch, "ElasticsearchOutput", Output)
-    result = CliRunner().invoke(cli.main, ["dlq", "replay", "--dead-letter-file", str(letters_file)])
+    result = _replay(letters_file, monkeypatch, answer)
     assert printed in result.output
     assert result.exit_code == code
     assert len(read_letters(str(letters_file))[0]) == left

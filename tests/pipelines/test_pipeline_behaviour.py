@@ -93,6 +93,15 @@ ERROR_EVENT = ("2024-05-01 12:00:00,130 - x - ERROR - failed\nTraceback (most re
                '  File "a.py", line 1, in f\nValueError: the real reason')
 
 
+def _index_with_the_pipelines(ingest: Any, index: str) -> None:
+    """A fresh index whose settings name the entry and final pipelines, as the data streams' do."""
+    ingest("DELETE", f"/{index}")
+    status, resp = ingest("PUT", f"/{index}", {"settings": {"index.default_pipeline": ENTRY,
+                                                            "index.final_pipeline": FINAL,
+                                                            "number_of_replicas": 0}})
+    assert status == 200, resp
+
+
 def test_a_failing_hook_keeps_the_lines_own_error_message_first(ingest: Any, tmp_path: Any) -> None:
     """The failure is appended to error.message: the exception's message the
     line gave stays first (the Errors dashboard and saved search show it),
@@ -107,11 +116,7 @@ def test_a_failing_hook_keeps_the_lines_own_error_message_first(ingest: Any, tmp
     path.write_text(ERROR_EVENT + "\n", encoding="utf-8")
     parsed, = agent_documents(path, ParseSettings())
     assert parsed["error"]["message"] == "the real reason"
-    ingest("DELETE", f"/{index}")
-    status, resp = ingest("PUT", f"/{index}", {"settings": {"index.default_pipeline": ENTRY,
-                                                            "index.final_pipeline": FINAL,
-                                                            "number_of_replicas": 0}})
-    assert status == 200, resp
+    _index_with_the_pipelines(ingest, index)
     try:
         status, resp = ingest("PUT", hook, {"processors": [{"fail": {
             "tag": "x", "message": "custom says no", "if": "ctx.log?.level == 'error'"}}]})
@@ -138,11 +143,7 @@ def test_a_failing_hook_keeps_the_lines_own_error_message_first(ingest: Any, tmp
 
 def test_through_index_settings_and_bulk_nothing_is_dropped(ingest: Any) -> None:
     index = "modelscribe-pipeline-test"
-    ingest("DELETE", f"/{index}")
-    status, resp = ingest("PUT", f"/{index}", {"settings": {"index.default_pipeline": ENTRY,
-                                                            "index.final_pipeline": FINAL,
-                                                            "number_of_replicas": 0}})
-    assert status == 200, resp
+    _index_with_the_pipelines(ingest, index)
     try:
         docs = [raw("2024-05-01 12:00:00,123 - app - ERROR - boom", "plain"),
                 raw('{"message": "ok", "status_code": 503}', "json"),
