@@ -42,10 +42,12 @@ agent was down is not looked for.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from typing import TYPE_CHECKING
 
+from agent.clock import Clock
 from agent.cuts import CutLog
 from agent.events import Source
 from agent.registry import Entry, Registry
@@ -70,11 +72,21 @@ _ACTIVE, _RENAMED, _DELETED = "active", "renamed", "deleted"
 _UNMATCHED = "unmatched"  # no longer matched after a reload: read to its end, then closed
 
 
+def data_after(fd: int, position: int, end: int) -> int:
+    """Where the file's data begins again at or after ``position`` (at most
+    ``end``): the bytes before it are a hole, NULs without reading them
+    (a sparse file's gigabytes). ``position`` when the file system cannot tell."""
+    try:
+        return min(os.lseek(fd, position, os.SEEK_DATA), end)
+    except OSError as error:
+        return end if error.errno == errno.ENXIO else position  # ENXIO: a hole up to the end
+
+
 class _Harvester:
     """The tailer's private state for one open file."""
 
     __slots__ = ("fd", "dev", "inode", "path", "source", "reader", "state", "size",
-                 "last_growth", "next_check", "interval", "deleted_at", "fingerprint")
+                 "last_growth", "next_check", "interval", "deleted_at", "fingerprint", "nul_wait", "nul_warned")
 
     def __init__(self, fd: int, dev: int, inode: int, path: str, reader: LineReader,
                  source: Source | None, now: float) -> None:
@@ -93,6 +105,11 @@ class _Harvester:
         # (fp_len, fp_hash) of the content being read, while it has a key: a
         # growing file whose first bytes no longer match was rewritten.
         self.fingerprint: tuple[int, str] | None = None
+        # (size, mtime_ns, racy) when the file ended in NUL bytes, maybe not written
+        # yet (``reader``): they are read again only once either changed (or the
+        # modification time was too recent to be trusted: racy).
+        self.nul_wait: tuple[int, int, bool] | None = None
+        self.nul_warned = False
 
 
 class Harvesters:
@@ -114,6 +131,25 @@ class Harvesters:
     _scan_requested: bool
     _next_scan: float
     _recovered: bool  # the start-up search for rotated files ran
+    _clock: Clock
+
+    # -- NUL bytes (see ``tailer``) -------------------------------------------
+
+    def _nuls_left_out(self, harvester: _Harvester, at: int) -> None:
+        if not harvester.nul_warned:
+            harvester.nul_warned = True
+            log.warning("NUL bytes in the file (a preallocated region, or blocks a crash left unwritten); they are "
+                        "left out of the lines, and a run of them at the end is read again once the file changes",
+                        path=harvester.path, offset=at)
+
+    def _wait_for_nuls(self, harvester: _Harvester, size: int, mtime_ns: int) -> None:
+        """The file ends in NUL bytes: maybe a region not written yet (preallocated,
+        memory-mapped). Read up to them only, and read them again once the file changed."""
+        harvester.reader.unread_trailing_nuls()
+        # A modification time less than a second old may be shared by a write
+        # that comes after this read (timestamps move in clock ticks): not to be
+        # trusted, so the tail is read again at the next check anyway.
+        harvester.nul_wait = (size, mtime_ns, self._clock.time() - mtime_ns / 1e9 < 1.0)
 
     # -- hints from the watcher ---------------------------------------------
 

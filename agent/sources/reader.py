@@ -20,7 +20,18 @@ Guarantees:
 * ``cuts`` (from ``agent.cuts``: where partial lines ended when the bytes
   were read before a crash): a line is cut at each of those offsets as the
   earlier ``flush`` cut it, tagged ``TAG_PARTIAL``, whatever follows there
-  now, so a file read again gives the same lines.
+  now, so a file read again gives the same lines;
+* NUL bytes are no text: a log writer never writes them, a file system or a
+  preallocating writer leaves them (a region extended by ``ftruncate`` or
+  ``fallocate``, a memory-mapped appender's unwritten tail, the unwritten
+  blocks a power loss leaves in a file). They are left out of a line's text
+  and do not count towards ``max_line_bytes`` (a megabyte of them before a
+  line must not push the line out), but their bytes stay inside the line's
+  ``offset``..``end``, so lines still tile the file. A run of them at the end
+  of what was fed may be bytes not written yet: ``trailing_nuls`` says how
+  many, ``unread_trailing_nuls`` gives them back (the tailer reads them again
+  once the file changed), ``skip_zeros`` takes a file system hole as NULs
+  without reading it; ``nul_bytes`` counts those left out of lines.
 
 It is the hot loop of the agent: it splits whole chunks with ``bytes.split``
 and never walks bytes one at a time in Python.
@@ -69,15 +80,18 @@ class LineReader:
     ``read_pos`` the offset of the next byte to feed.
     """
 
-    __slots__ = ("offset", "max_line_bytes", "_pending", "_skipped", "_cuts")
+    __slots__ = ("offset", "max_line_bytes", "nul_bytes", "_pending", "_skipped", "_nuls", "_trailing", "_cuts")
 
     def __init__(self, offset: int, max_line_bytes: int, cuts: list[int] | None = None) -> None:
         if max_line_bytes < 1:
             raise ValueError("max_line_bytes must be at least 1")
         self.offset = offset
         self.max_line_bytes = max_line_bytes
+        self.nul_bytes = 0  # NUL bytes left out of the lines emitted (and the unfinished one)
         self._pending = bytearray()  # kept bytes of the unfinished line
         self._skipped = 0  # bytes of the unfinished line dropped past max_line_bytes
+        self._nuls = 0  # NUL bytes of the unfinished line (not kept)
+        self._trailing = 0  # of those, the run at its end (maybe not written yet)
         self._cuts: list[int] = []
         if cuts:
             self.cut_at(cuts)
@@ -89,12 +103,36 @@ class LineReader:
 
     @property
     def read_pos(self) -> int:
-        return self.offset + len(self._pending) + self._skipped
+        return self.offset + len(self._pending) + self._skipped + self._nuls
 
     @property
     def has_pending(self) -> bool:
         """True if bytes of an unfinished line are held."""
-        return bool(self._pending) or self._skipped > 0
+        return bool(self._pending) or self._skipped > 0 or self._nuls > 0
+
+    @property
+    def trailing_nuls(self) -> int:
+        """The NUL bytes that end what was fed, after the last newline (0 if none)."""
+        return self._trailing
+
+    def unread_trailing_nuls(self) -> int:
+        """Give back the ``trailing_nuls`` (``read_pos`` moves back before
+        them): they may be a region not written yet, to be read again."""
+        count = self._trailing
+        self._nuls -= count
+        self.nul_bytes -= count
+        self._trailing = 0
+        return count
+
+    def skip_zeros(self, count: int, source: Source | None, now: float) -> list[Line]:
+        """``feed`` of ``count`` NUL bytes (a hole the file system reported),
+        without reading or making them."""
+        if self._cuts and self._cuts[0] <= self.read_pos + count:
+            return self.feed(bytes(count), source, now)  # a recorded cut inside: cut it there
+        self._nuls += count
+        self._trailing += count
+        self.nul_bytes += count
+        return []
 
     def reset(self, offset: int) -> None:
         """Forget the unfinished line and the cuts; continue at ``offset`` (truncation: new content)."""
@@ -105,6 +143,8 @@ class LineReader:
         self.offset = offset
         self._pending = bytearray()
         self._skipped = 0
+        self._nuls = 0
+        self._trailing = 0
 
     def feed(self, data: bytes, source: Source | None, now: float) -> list[Line]:
         """The lines completed by ``data``, the bytes at ``read_pos``.
@@ -135,7 +175,7 @@ class LineReader:
         if not data:
             return lines
         start = 0
-        if self._pending or self._skipped:
+        if self._pending or self._skipped or self._nuls:
             newline = data.find(b"\n")
             if newline < 0:
                 self._hold(data)
@@ -147,7 +187,8 @@ class LineReader:
         offset = self.offset
         limit = self.max_line_bytes
         append = lines.append
-        if data.isascii() and b"\r" not in data:
+        nul = b"\0" in data
+        if data.isascii() and b"\r" not in data and not nul:
             # The common chunk: one decode for all its lines (a character is a
             # byte), no line to repair, none ending in a carriage return.
             texts = data.decode("ascii").split("\n")
@@ -167,8 +208,12 @@ class LineReader:
         parts = data.split(b"\n")
         tail = parts.pop()
         for raw in parts:
+            end = offset + len(raw) + 1
+            if nul:
+                size = len(raw)
+                raw = raw.replace(b"\0", b"")
+                self.nul_bytes += size - len(raw)
             size = len(raw)
-            end = offset + size + 1
             if size <= limit:
                 # decode() inlined: this loop runs once per line read.
                 try:
@@ -196,6 +241,15 @@ class LineReader:
         return self._take(source, now, (TAG_PARTIAL,), 0)
 
     def _hold(self, data: bytes) -> None:
+        if b"\0" in data:
+            kept = data.replace(b"\0", b"")
+            self._nuls += len(data) - len(kept)
+            self.nul_bytes += len(data) - len(kept)
+            written = data.rstrip(b"\0")
+            self._trailing = len(data) - len(written) if written else self._trailing + len(data)
+            data = kept
+        elif data:
+            self._trailing = 0
         if self._skipped:
             self._skipped += len(data)
             return

@@ -26,7 +26,15 @@ Guarantees:
   and marked gone in the registry, so a reused inode is never resumed;
 * a last line without newline is held until its newline arrives, or sent
   tagged ``TAG_PARTIAL`` once the file has not grown for
-  ``partial_line_timeout``; later bytes start a new line.
+  ``partial_line_timeout``; later bytes start a new line;
+* NUL bytes are left out of the lines (``reader``; logged once per file). A
+  file that ends in NULs (a region preallocated, extended by ``ftruncate``,
+  or mapped in memory, and written in place later) is read up to them only;
+  they are read again once the file's size or modification time changed (at
+  every check while that time is less than a second old: a later write in
+  the same clock tick would not change it), so lines written there later are
+  read, at their offsets. A hole the file system reports (``SEEK_DATA``) is
+  counted as NULs without reading it.
 
 Limits: a file truncated and rewritten between two checks to exactly its old
 size, or with the same first line (a constant header), is read on from the
@@ -60,7 +68,7 @@ from agent.registry import Entry, Registry
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Watcher, describe_error
 from agent.sources.harvesters import (_ACTIVE, _DELETED, _RENAMED, _UNMATCHED, MAX_CHECK_INTERVAL,
-                                      MIN_CHECK_INTERVAL, Harvesters, _Harvester)
+                                      MIN_CHECK_INTERVAL, Harvesters, _Harvester, data_after)
 from agent.sources.identity import (Fingerprint, hash_prefix, names_file, next_generation, read_fingerprint,
                                     read_prefix, source_key)
 
@@ -69,6 +77,7 @@ log = get_logger("tail")
 TICK_INTERVAL = 0.25  # sink.tick cadence; half the promised 0.5 s for slack
 STOP_CHECK_INTERVAL = 0.1  # longest sleep slice, so run() notices stop quickly
 READ_BUDGET_CHUNKS = 16  # chunks per file per pass, so one busy file cannot starve the rest
+
 
 
 @dataclass(frozen=True)
@@ -342,9 +351,24 @@ class Tailer(Harvesters):
             return
         chunk = self._settings.read_chunk_bytes
         end = size if once else min(size, reader.read_pos + READ_BUDGET_CHUNKS * chunk)
+        waiting, harvester.nul_wait = harvester.nul_wait, None
+        if waiting is not None:
+            if waiting[:2] != (size, info.st_mtime_ns):  # written in place (or grown)
+                harvester.last_growth = now
+                harvester.interval = MIN_CHECK_INTERVAL
+            elif not waiting[2]:  # (racy: the time too recent to trust; read again)
+                end = reader.read_pos  # its NUL tail as it was: nothing written there yet
+                harvester.nul_wait = waiting
         while reader.read_pos < end:
             if self._stopping():
                 break
+            if reader.trailing_nuls:  # in a NUL run: a hole the file system knows need not be read
+                hole_end = data_after(harvester.fd, reader.read_pos, end)
+                if hole_end > reader.read_pos:
+                    lines = reader.skip_zeros(hole_end - reader.read_pos, harvester.source, self._clock.time())
+                    if lines:
+                        self._sink.extend(lines)
+                    continue
             data = os.pread(harvester.fd, min(chunk, end - reader.read_pos), reader.read_pos)
             if not data:
                 break  # shrank under us; the next check sees the truncation
@@ -352,7 +376,9 @@ class Tailer(Harvesters):
             if self._clock.monotonic() - self._last_tick >= TICK_INTERVAL:
                 self._tick(self._clock.monotonic())
 
-        if reader.read_pos < size:
+        if reader.read_pos >= size and reader.trailing_nuls:
+            self._wait_for_nuls(harvester, size, info.st_mtime_ns)
+        if reader.read_pos < size and harvester.nul_wait is None:
             harvester.next_check = now  # budget used up: come back next pass
             return
         if harvester.state == _UNMATCHED:
@@ -399,14 +425,23 @@ class Tailer(Harvesters):
         self._finish(harvester, blocked=True)
 
     def _deliver(self, harvester: _Harvester, data: bytes) -> None:
+        reader = harvester.reader
         if harvester.source is None and b"\n" in data:
-            self._assign_identity(harvester, harvester.reader.read_pos + len(data))
-        at = harvester.reader.read_pos
-        lines = harvester.reader.feed(data, harvester.source, self._clock.time())
+            # (NULs at the end may be written over later: the fingerprint stops before them)
+            self._assign_identity(harvester, reader.read_pos + len(data.rstrip(b"\0")))
+        at = reader.read_pos
+        nuls = reader.nul_bytes
+        lines = reader.feed(data, harvester.source, self._clock.time())
+        if reader.nul_bytes != nuls:
+            self._nuls_left_out(harvester, at)
+            data = None  # type: ignore[assignment]  # (the lines are not these bytes' text any more)
         if lines:
             self._sink.extend(lines, data, at)
 
     def _flush(self, harvester: _Harvester) -> None:
+        harvester.reader.unread_trailing_nuls()  # NULs that end a partial line are no part of it
+        if not harvester.reader.has_pending:
+            return
         if harvester.source is None:
             self._assign_identity(harvester, harvester.reader.read_pos)
         item = harvester.reader.flush(harvester.source, self._clock.time())
@@ -454,6 +489,7 @@ class Tailer(Harvesters):
             self._sink.source_closed(old)
         harvester.source = None
         harvester.fingerprint = None
+        harvester.nul_wait = None
         harvester.reader.reset(0)
         harvester.size = size
         harvester.last_growth = now

@@ -172,3 +172,47 @@ def test_read_again_with_the_cuts_the_lines_are_the_same(data, reads, stills, li
         lines.append(reader.flush(SOURCE, 1.0))
     expected = [(l.offset, l.end, l.text, l.tags) for l in lines if l.offset >= start]
     assert [(l.offset, l.end, l.text, l.tags) for l in rest] == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.lists(st.sampled_from([b"a", b"\xc3\xa9", b"\xff", b"\0", b"\0" * 50, b"\n", b"\r"]),
+                     max_size=80).map(b"".join),
+       cuts=st.lists(st.integers(0, 600), max_size=8), limit=st.integers(1, 40))
+def test_nuls_are_left_out_of_the_text_and_the_lines_still_tile(data, cuts, limit):
+    """NUL bytes are no text and do not count towards the limit; the lines
+    still cover every byte; a run of them at the end is given back."""
+    points = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
+    reader = LineReader(0, limit)
+    lines = feed_all(reader, [data[a:b] for a, b in zip(points, points[1:])])
+    tail = data[data.rfind(b"\n") + 1:]
+    trailing = len(tail) - len(tail.rstrip(b"\0"))
+    assert reader.trailing_nuls == trailing
+    assert reader.unread_trailing_nuls() == trailing and reader.read_pos == len(data) - trailing
+    if reader.has_pending:
+        lines.append(reader.flush(SOURCE, 1.0))
+    position = 0
+    for line in lines:
+        assert line.offset == position and line.end > line.offset
+        raw = data[line.offset:line.end]
+        body = (raw[:-1] if raw.endswith(b"\n") else raw).replace(b"\0", b"")
+        if len(body) > limit:
+            assert TAG_TRUNCATED in line.tags
+        else:
+            assert line.text == body.decode("utf-8", "replace").removesuffix("\r")
+        position = line.end
+    assert position == len(data) - trailing
+    assert reader.nul_bytes == data[:position].count(b"\0")
+
+
+def test_a_hole_skipped_is_the_same_as_its_nuls_read():
+    read, skipped = LineReader(0, 10), LineReader(0, 10)
+    lines = feed_all(read, [b"ok\nab", bytes(100), b"cd\nx", bytes(7)])
+    others = feed_all(skipped, [b"ok\nab"]) + skipped.skip_zeros(100, SOURCE, 1.0)
+    others += feed_all(skipped, [b"cd\nx"]) + skipped.skip_zeros(7, SOURCE, 1.0)
+    assert [(l.offset, l.end, l.text) for l in lines] == [(l.offset, l.end, l.text) for l in others] == [
+        (0, 3, "ok"), (3, 108, "abcd")]
+    assert read.read_pos == skipped.read_pos == 116 and read.trailing_nuls == skipped.trailing_nuls == 7
+    # A cut recorded inside the hole (a partial line flushed there before a crash) is cut again.
+    again = LineReader(3, 10, cuts=[50])
+    assert [(l.offset, l.end, l.tags) for l in feed_all(again, [b"ab"]) + again.skip_zeros(100, SOURCE, 1.0)] \
+        == [(3, 50, (TAG_PARTIAL,))]

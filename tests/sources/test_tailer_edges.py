@@ -63,7 +63,8 @@ def test_binary_garbage_does_not_break_anything(tmp_path):
     with tailer:
         age(app, tailer._clock)
         tailer.run_once()
-    assert tiles(sink.lines) and sink.lines[-1].end == len(data)
+    # (a run of NULs at the very end may be a region not written yet: not read)
+    assert tiles(sink.lines) and sink.lines[-1].end == len(data.rstrip(b"\0"))
     assert all(isinstance(l.text, str) for l in sink.lines)
 
 
