@@ -174,6 +174,14 @@ class LineReader:
         lines: list[Line] = []
         if not data:
             return lines
+        if data[:1] == b"\0" and data == bytes(len(data)):
+            # Only NULs (a preallocated tail read again): counted, not scanned
+            # byte by byte (bytes.replace takes 18 ms a megabyte).
+            count = len(data)
+            self._nuls += count
+            self._trailing += count
+            self.nul_bytes += count
+            return lines
         start = 0
         if self._pending or self._skipped or self._nuls:
             newline = data.find(b"\n")
@@ -242,10 +250,10 @@ class LineReader:
 
     def _hold(self, data: bytes) -> None:
         if b"\0" in data:
-            kept = data.replace(b"\0", b"")
+            written = data.rstrip(b"\0")
+            kept = written.replace(b"\0", b"") if b"\0" in written else written
             self._nuls += len(data) - len(kept)
             self.nul_bytes += len(data) - len(kept)
-            written = data.rstrip(b"\0")
             self._trailing = len(data) - len(written) if written else self._trailing + len(data)
             data = kept
         elif data:
