@@ -95,7 +95,8 @@ def tail_settings(config: Config) -> TailSettings:
     return TailSettings(paths=config.all_paths, excludes=tail_excludes(config), scan_interval=config.scan_interval,
                         partial_line_timeout=config.partial_line_timeout,
                         max_line_bytes=config.max_line_bytes, fingerprint_bytes=config.fingerprint_bytes,
-                        close_inactive=config.close_inactive, close_removed_after=config.close_removed_after)
+                        close_inactive=config.close_inactive, close_removed_after=config.close_removed_after,
+                        read_from_end=config.read_from == "end", ignore_older=config.ignore_older)
 
 
 def parse_settings(config: Config) -> ParseSettings:

@@ -53,7 +53,7 @@ log = get_logger("reload")
 
 # Settings the reader's stages take at their next poll.
 TAIL = frozenset({"paths", "excludes", "scan_interval", "partial_line_timeout", "close_inactive",
-                  "close_removed_after"})
+                  "close_removed_after", "read_from", "ignore_older"})
 PARSE = frozenset({"inputs", "format", "log_format", "multiline_start", "multiline_max_lines",
                    "multiline_max_bytes", "multiline_timeout", "keep_original", "map_fields", "parse_at"})
 ENRICH = frozenset({"host_name", "fields", "labels", "service_name", "model_from_path", "kubernetes_paths",

@@ -66,6 +66,12 @@ OPTIONS: tuple[Option, ...] = (
            "(with device and inode) identify it across renames and restarts.", group="input"),
     Option("close_inactive", v.positive_duration, 300.0, "Close a rotated-away file once drained and idle this long.",
            group="input"),
+    Option("read_from", v.choice("beginning", "end"), "beginning", "Where to start reading the files found at "
+           "start-up that the registry does not know: beginning, or end (only the lines written from then on). "
+           "Files that appear later are read from their beginning.", group="input"),
+    Option("ignore_older", v.optional_duration, None, "Files the registry does not know, last modified longer "
+           "ago than this when found, are not read: their end is recorded, and lines written to them later "
+           "are shipped (default off).", group="input"),
     Option("state_dir", v.text, "/var/lib/modelscribe", "Directory of the offset registry and agent id.",
            path=True, group="input"),
     Option("state_ttl", v.duration, 7 * 86400.0, "Forget registry entries of files gone longer than this.",

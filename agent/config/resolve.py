@@ -79,6 +79,8 @@ class Config:
     max_line_bytes: int
     fingerprint_bytes: int
     close_inactive: float
+    read_from: str
+    ignore_older: float | None
     state_dir: str
     state_ttl: float
     format: str

@@ -45,7 +45,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from agent.clock import Clock
 from agent.cuts import CutLog
@@ -70,6 +70,21 @@ MAX_RECOVERY_NAMES = 100_000
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _ACTIVE, _RENAMED, _DELETED = "active", "renamed", "deleted"
 _UNMATCHED = "unmatched"  # no longer matched after a reload: read to its end, then closed
+
+
+def last_line_end(fd: int, size: int, reach: int) -> int:
+    """The offset just after the last newline among the file's first ``size``
+    bytes, looked for in its last ``reach`` bytes; ``size`` when there is none
+    there (an unfinished line longer than that is skipped whole), 0 when the
+    file is shorter than ``reach`` and has none (its one unfinished line is read)."""
+    position, floor = size, max(0, size - reach)
+    while position > floor:
+        begin = max(floor, position - 65536)
+        found = os.pread(fd, position - begin, begin).rfind(b"\n")
+        if found >= 0:
+            return begin + found + 1
+        position = begin
+    return size if floor else 0
 
 
 def data_after(fd: int, position: int, end: int) -> int:
@@ -132,6 +147,7 @@ class Harvesters:
     _next_scan: float
     _recovered: bool  # the start-up search for rotated files ran
     _clock: Clock
+    _assign_identity: Callable[[_Harvester, int], None]
 
     # -- NUL bytes (see ``tailer``) -------------------------------------------
 
@@ -190,6 +206,7 @@ class Harvesters:
         for harvester in self._harvesters.values():
             if harvester.source is not None:
                 self._registry.touch(harvester.source.key, harvester.path)
+        self._registry.settle()  # (files whose existing lines were skipped: their offsets, saved at once)
 
     def _discover(self, path: str, now: float) -> None:
         """Make sure the file at ``path`` is tailed (opening it if new)."""
@@ -248,7 +265,7 @@ class Harvesters:
             self._registry.hold(entry.key)
             log.info("resuming file", path=path, offset=start, key=entry.key)
         else:
-            log.info("new file", path=path)
+            start = self._skipped_to(fd, info, path)
         cuts = self._cuts.line_cuts(source.key) if source is not None and self._cuts is not None else None
         harvester = _Harvester(fd, info.st_dev, info.st_ino, path,
                                LineReader(start, self._settings.max_line_bytes, cuts), source, now)
@@ -256,6 +273,31 @@ class Harvesters:
             harvester.fingerprint = (entry.fp_len, entry.fp_hash)
         self._harvesters[(info.st_dev, info.st_ino)] = harvester
         self._by_path[path] = harvester
+        if source is None and start:
+            # Its key and the skipped offset are recorded now (saved at the end
+            # of the scan), as if those lines had been shipped: a restart, even
+            # before the file's first new line, resumes there instead of
+            # skipping what came since.
+            self._assign_identity(harvester, start)
+            assert harvester.source is not None
+            self._registry.commit(harvester.source.key, start)
+
+    def _skipped_to(self, fd: int, info: os.stat_result, path: str) -> int:
+        """Where a file the registry does not know is read from: 0, or the end
+        of its last complete line with ``read_from_end`` (at the first scan
+        only) or when it is older than ``ignore_older``."""
+        settings = self._settings
+        age = self._clock.time() - info.st_mtime
+        if settings.ignore_older is not None and age > settings.ignore_older:
+            reason = f"last modified {age:.0f} s ago (--ignore-older {settings.ignore_older:g} s)"
+        elif settings.read_from_end and not self._recovered:
+            reason = "found at start-up (--read-from end)"
+        else:
+            log.info("new file", path=path)
+            return 0
+        start = last_line_end(fd, info.st_size, settings.max_line_bytes + settings.read_chunk_bytes)
+        log.info("new file; the lines it already has are not read", path=path, offset=start, reason=reason)
+        return start
 
     # -- files rotated away while the agent was stopped ---------------------
 

@@ -92,6 +92,8 @@ class TailSettings:
     close_inactive: float = 300.0
     close_removed_after: float = 300.0  # while the sink is full, a deleted file is released after this long
     use_watchdog: bool = True
+    read_from_end: bool = False  # files found at start-up that the registry does not know: skip their lines
+    ignore_older: float | None = None  # seconds: skip the lines of unknown files modified longer ago
 
     def __post_init__(self) -> None:
         # The config module turns user input into these with ConfigError; a
@@ -100,6 +102,8 @@ class TailSettings:
                      "fingerprint_bytes", "read_chunk_bytes", "close_inactive", "close_removed_after"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TailSettings.{name} must be positive, got {getattr(self, name)!r}")
+        if self.ignore_older is not None and not self.ignore_older > 0:
+            raise ValueError(f"TailSettings.ignore_older must be positive or None, got {self.ignore_older!r}")
         if self.partial_line_timeout < 0:  # 0: emit a last line without newline at once
             raise ValueError(f"TailSettings.partial_line_timeout must not be negative, "
                              f"got {self.partial_line_timeout!r}")

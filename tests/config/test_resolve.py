@@ -59,6 +59,9 @@ def test_multi_valued_from_each_source(tmp_path):
     ({"ca_cert": "/nonexistent/ca.pem"}, {}, "--ca-cert /nonexistent/ca.pem: the file does not exist"),
     ({"username": "elastic"}, {}, "--username needs a password"),
     ({}, {"MODELSCRIBE_KEEP_ORIGINAL": "maybe"}, "MODELSCRIBE_KEEP_ORIGINAL: 'maybe' is not a boolean"),
+    ({"read_from": "tail"}, {}, "--read-from: 'tail' is not one of: beginning, end"),
+    ({"ignore_older": "0s"}, {}, "--ignore-older:"),
+    ({}, {"MODELSCRIBE_IGNORE_OLDER": "yesterday"}, "MODELSCRIBE_IGNORE_OLDER: 'yesterday' is not a duration"),
 ])
 def test_bad_values_name_their_source(flags, env, expected):
     with pytest.raises(ConfigError) as caught:
@@ -150,3 +153,14 @@ def test_timezone_is_checked():
     assert resolve({"timezone": "Europe/Paris"}, {}).timezone == "Europe/Paris"
     with pytest.raises(ConfigError, match="--timezone: 'Mars/Olympus' is not a known time zone"):
         resolve({"timezone": "Mars/Olympus"}, {})
+
+
+def test_where_unknown_files_start_reaches_the_tailer(tmp_path):
+    from agent.pipeline import tail_settings
+
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text(f"paths: [{tmp_path}/*.log]\nread_from: end\nignore_older: 2d\n")
+    settings = tail_settings(resolve({}, {}, str(cfg)))
+    assert settings.read_from_end is True and settings.ignore_older == 2 * 86400
+    off = tail_settings(resolve({"paths": (str(tmp_path / "*.log"),), "ignore_older": "off"}, {}))
+    assert off.read_from_end is False and off.ignore_older is None

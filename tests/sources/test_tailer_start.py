@@ -1,0 +1,105 @@
+"""Where the tailer starts a file the registry does not know: --read-from end
+(files found at start-up) and --ignore-older (files not modified for long):
+their existing lines are skipped, the offset is recorded at once, and what is
+written later is shipped, also across a restart before the next line."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from agent.clock import FakeClock
+from agent.registry import Registry
+from agent.sources.harvesters import last_line_end
+from agent.sources.tailer import TailSettings
+from tailkit import append, make
+
+
+def _reloaded(tmp_path, clock) -> Registry:
+    registry = Registry(tmp_path / "state", clock=clock)
+    registry.load()
+    return registry
+
+
+def test_read_from_end_skips_the_lines_there_at_start_up_but_not_the_unfinished_one(tmp_path):
+    clock = FakeClock()
+    app = tmp_path / "app.log"
+    append(app, "old 1\nold 2\npar")
+    tailer, sink, registry = make(tmp_path, clock=clock, read_from_end=True)
+    with tailer:
+        tailer.poll()
+        append(app, "tial\nnew\n")
+        clock.advance(1)
+        tailer.poll()
+        (tmp_path / "later.log").write_text("first\n")  # appeared after the start: read whole
+        tailer._scan_requested = True
+        clock.advance(1)
+        tailer.poll()
+    assert sink.texts(app) == ["partial", "new"]
+    assert [(l.offset, l.end) for l in sink.lines[:2]] == [(12, 20), (20, 24)]
+    assert sink.texts(tmp_path / "later.log") == ["first"]
+
+
+def test_a_restart_before_the_next_line_resumes_where_it_skipped_to(tmp_path):
+    clock = FakeClock()
+    app = tmp_path / "app.log"
+    append(app, "old\n" * 100)
+    tailer, sink, _ = make(tmp_path, clock=clock, read_from_end=True)
+    with tailer:
+        tailer.poll()  # nothing shipped, nothing acknowledged; then the agent stops
+    assert sink.lines == []
+    append(app, "written while stopped\n")
+    again, sink2, _ = make(tmp_path, registry=_reloaded(tmp_path, clock), clock=clock, read_from_end=True)
+    with again:
+        again.run_once()
+    assert [(l.text, l.offset) for l in sink2.lines] == [("written while stopped", 400)]
+
+
+def test_ignore_older_skips_old_files_and_ships_what_they_get_later(tmp_path):
+    clock = FakeClock()
+    old, fresh = tmp_path / "old.log", tmp_path / "fresh.log"
+    append(old, "from last month\n")
+    append(fresh, "from now\n")
+    stamp = clock.time() - 7200
+    os.utime(old, (stamp, stamp))
+    os.utime(fresh, (clock.time() - 60, clock.time() - 60))
+    tailer, sink, _ = make(tmp_path, clock=clock, ignore_older=3600.0)
+    with tailer:
+        tailer.poll()
+        append(old, "it woke up\n")
+        for _ in range(3):
+            clock.advance(1)
+            tailer.poll()
+    assert sink.texts(old) == ["it woke up"] and sink.texts(fresh) == ["from now"]
+
+
+def test_without_either_setting_everything_is_read(tmp_path):
+    clock = FakeClock()
+    app = tmp_path / "app.log"
+    append(app, "a\nb\n")
+    stamp = clock.time() - 10 * 86400
+    os.utime(app, (stamp, stamp))
+    tailer, sink, _ = make(tmp_path, clock=clock)
+    with tailer:
+        tailer.run_once()
+    assert sink.texts() == ["a", "b"]
+
+
+def test_last_line_end(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"one\ntwo\n" + b"x" * 200_000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.path.getsize(path)
+        assert last_line_end(fd, size, size) == 8  # across several 64 KiB reads back
+        assert last_line_end(fd, size, 1000) == size  # an unfinished line longer than the reach: skipped
+        assert last_line_end(fd, 3, 3) == 0  # one unfinished line in a short file: read
+        assert last_line_end(fd, 8, 8) == 8
+    finally:
+        os.close(fd)
+
+
+def test_ignore_older_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="ignore_older"):
+        TailSettings(paths=(str(tmp_path / "*.log"),), ignore_older=0.0)
