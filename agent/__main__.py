@@ -1,5 +1,7 @@
-"""Allow ``python -m agent`` as an alias of the ``modelscribe`` command."""
+"""Allow ``python -m agent`` as an alias of the ``modelscribe`` command
+(through the same entry point, agent.launch: the daemon's signals are caught
+before the command line is imported)."""
 
-from agent.cli import entry
+from agent.launch import main
 
-entry()
+main()

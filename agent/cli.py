@@ -84,11 +84,13 @@ def main() -> None:
 @settings_options()
 def run(**params: Any) -> None:
     """Tail the files and ship them until SIGTERM (or, with --once, to their end)."""
-    from agent.supervise import EarlySignals
+    from agent.early_signals import EarlySignals
 
     # Before the slow imports and the start-up: a SIGHUP must not kill the
     # daemon (exit 129) nor SIGINT abort it (exit 1); the pipeline takes over
-    # what comes meanwhile (agent.supervise).
+    # what comes meanwhile (agent.supervise). Installed over the launcher's
+    # (agent.launch), it adopts what that one recorded and the handlers it
+    # replaced, so restore() and release() give back the defaults.
     early = EarlySignals()
     early.install()
     from agent.pipeline import Pipeline
@@ -98,8 +100,16 @@ def run(**params: Any) -> None:
     config_file = params.get("config_file")
     origin = _config_origin()
     try:
+        # A SIGHUP so far asks for no reload: the configuration read next is
+        # the newest there is, so the daemon drops it rather than read it all
+        # again once ready. One from here on is kept: it may come after the
+        # file was read. --once does not reload: a SIGHUP keeps its default
+        # action there (release, below).
+        hangup, early.reload = early.reload, False
         config = _resolve(params, require_paths=True)
         if config.once:
+            if hangup:
+                early.reload = True  # only ever set here: a SIGHUP meanwhile is not lost
             early.release()  # --once keeps the default handling: SIGTERM and SIGINT end it
         else:
             # Once the pipeline has returned, the exit code is decided: not

@@ -24,19 +24,28 @@ Guarantees:
   plain assignment), the same wake-up byte ends the main loop's ``wait``, and
   the loop, seeing no reason to stop, takes the request (``take_reload``)
   and re-reads the configuration (``agent.reload``).
-- No moment of ``modelscribe run`` (daemon) is left to the default
-  handlers, which kill the process on SIGHUP (exit 129) and turn SIGINT
-  into click's "Aborted!" (exit 1). ``EarlySignals``, installed first thing
-  by the ``run`` command, records the three signals while the agent starts
-  (imports, configuration, opening the spool); ``install_signals`` takes
-  over what it recorded, so a stop asked during start-up stops the agent as
-  soon as it can (exit 0) and a SIGHUP is applied once it is ready (its
-  configuration is read again then). The supervisor's handlers stay until
-  the very end (``close``, after the metrics server stopped and everything
-  was saved) and give back to ``EarlySignals``, which records what comes
-  after and ignores it: the exit code is already decided. As the
-  interpreter exits it puts back the default actions, so ``run`` ignores
-  the signals outright then (``ignore``, from ``atexit``).
+- No moment of ``modelscribe run`` (daemon) that runs our code is left to
+  the default handlers, which kill the process on SIGHUP (exit 129) and
+  turn SIGINT into click's "Aborted!" (exit 1). ``EarlySignals``
+  (``agent.early_signals``) records the three signals while the agent
+  starts: the console script and ``python -m agent`` enter through
+  ``agent.launch``, which installs one before importing the command line
+  (click and most of the package); the ``run`` command installs its own
+  over it, which adopts what that one recorded, and covers the rest of the
+  start-up (imports, configuration, opening the spool). ``install_signals``
+  takes over what was recorded, so a stop asked during start-up stops the
+  agent as soon as it can (exit 0) and a SIGHUP that came after the
+  configuration was read is applied once the agent is ready (one that came
+  before is dropped by ``run``: the configuration it read is the newest).
+  The supervisor's handlers stay until the very end (``close``, after the
+  metrics server stopped and everything was saved) and give back to
+  ``EarlySignals``, which records what comes after and ignores it: the exit
+  code is already decided. As the interpreter exits it puts back the
+  default actions, so ``run`` ignores the signals outright then
+  (``ignore``, from ``atexit``). One window cannot be closed: the
+  interpreter's own start-up (about 20 ms, more with slow ``.pth`` files)
+  before ``agent.launch`` runs its first line, where a SIGHUP still ends
+  the process (exit 129).
 - ``call`` runs start-up work that may block (the output's check, up to
   10 s) so that a stop still ends the start-up at once.
 """
@@ -49,64 +58,15 @@ import socket
 import threading
 from typing import Any, Callable
 
+# Re-exported: EarlySignals lives in its own tiny module so that agent.launch
+# can install it before importing anything heavy; its users import it here.
+from agent.early_signals import HANDLED, RELOAD_SIGNAL, STOP_SIGNALS, EarlySignals
 from agent.selflog import get_logger
 
 log = get_logger("supervise")
 _CALL_WAIT = 1.0  # seconds; only bounds each select in ``call``: its end and a stop wake it at once
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-RELOAD_SIGNAL = signal.SIGHUP
-HANDLED = (*STOP_SIGNALS, RELOAD_SIGNAL)
-
-
-class EarlySignals:
-    """Stop and reload signals that come before a supervisor handles them
-    (start-up) or after it gave them back (the last moments before exit):
-    recorded, never acted on here."""
-
-    def __init__(self) -> None:
-        self.stop: int | None = None  # the first SIGTERM/SIGINT: why the agent stops
-        self.reload = False
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        """Main thread only (a no-op elsewhere)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in HANDLED:
-            self._previous[sig] = signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        # Plain assignments, as in Supervisor: no lock, nothing called.
-        if signum == RELOAD_SIGNAL:
-            self.reload = True
-        elif self.stop is None:
-            self.stop = signum
-
-    def ignore(self) -> None:
-        """Ignore the signals outright from now to the exit. As it shuts
-        down, the interpreter puts back the default action of every signal
-        that has a Python handler (a SIGHUP then exits 129, a SIGINT 130);
-        an ignored signal stays ignored."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in HANDLED:
-                signal.signal(sig, signal.SIG_IGN)
-
-    def restore(self) -> None:
-        """Give the signals back to their previous handlers; what was recorded is dropped."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def release(self) -> None:
-        """``restore``, then deliver what was recorded to those handlers, as
-        if this had never been installed (``--once``, which keeps the default
-        behaviour)."""
-        self.restore()
-        if self.reload:
-            signal.raise_signal(RELOAD_SIGNAL)
-        if self.stop is not None:
-            signal.raise_signal(self.stop)
+__all__ = ["HANDLED", "RELOAD_SIGNAL", "STOP_SIGNALS", "EarlySignals", "Supervisor"]
 
 
 class Supervisor:

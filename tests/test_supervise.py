@@ -1,6 +1,8 @@
 """Supervisor: a dying stage and a signal both wake the main loop; the signal
 handler takes no lock (issue 8, items 4 and 5); no signal in the first or last
-moments of `run` falls to the default handlers (audit 2 service, finding 4)."""
+moments of `run` falls to the default handlers (audit 2 service, finding 4),
+and `run`'s recorder adopts the launcher's (agent.launch; real processes in
+tests/test_launch.py)."""
 
 from __future__ import annotations
 
@@ -132,6 +134,74 @@ def test_released_signals_reach_the_handlers_they_would_have_reached(saved_handl
     assert seen == []
     early.release()
     assert seen == [signal.SIGTERM]
+
+
+def _recorders(seen: list[int]) -> dict[int, object]:
+    """Stand-ins for the defaults: handlers that note what reaches them."""
+    handlers = {sig: (lambda signum, _frame: seen.append(signum)) for sig in HANDLED}
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)
+    return handlers
+
+
+def test_installed_over_the_launchers_it_adopts_what_that_one_recorded(saved_handlers):
+    """agent.launch installs one before importing the command line, `run` its
+    own over it: the second takes the first's stop and reload, and the
+    handlers the first replaced as its own previous, so releasing it (--once)
+    delivers to those, never to a recorder nobody reads any more."""
+    seen: list[int] = []
+    defaults = _recorders(seen)
+    launcher = EarlySignals()
+    launcher.install()
+    os.kill(os.getpid(), signal.SIGHUP)
+    os.kill(os.getpid(), signal.SIGTERM)
+    run = EarlySignals()
+    run.install()
+    assert run.stop == signal.SIGTERM and run.reload
+    assert run._previous == defaults
+    assert launcher.stop is None and not launcher.reload and launcher._previous == {}  # emptied: nothing twice
+    os.kill(os.getpid(), signal.SIGINT)
+    assert run.stop == signal.SIGTERM  # the launcher's came first
+    assert seen == []
+    run.release()
+    assert seen == [signal.SIGHUP, signal.SIGTERM]
+    assert {sig: signal.getsignal(sig) for sig in HANDLED} == defaults
+    launcher.release()  # a no-op now: it neither puts its recorder back nor delivers again
+    assert seen == [signal.SIGHUP, signal.SIGTERM]
+    assert {sig: signal.getsignal(sig) for sig in HANDLED} == defaults
+
+
+def test_the_adopting_one_restores_the_real_defaults(saved_handlers):
+    for sig in HANDLED:
+        signal.signal(sig, signal.SIG_DFL)
+    launcher = EarlySignals()
+    launcher.install()
+    run = EarlySignals()
+    run.install()
+    run.restore()  # what `run` does on a configuration error
+    assert all(signal.getsignal(sig) == signal.SIG_DFL for sig in HANDLED)
+
+
+def test_the_supervisor_takes_over_what_the_launcher_recorded_through_run(saved_handlers):
+    """The whole start-up chain: launcher, then `run`, then the supervisor."""
+    seen: list[int] = []
+    defaults = _recorders(seen)
+    launcher = EarlySignals()
+    launcher.install()
+    os.kill(os.getpid(), signal.SIGINT)
+    run = EarlySignals()
+    run.install()
+    supervisor = Supervisor()
+    supervisor.install_signals()
+    try:
+        started = time.monotonic()
+        assert supervisor.wait(30) is True and supervisor.signal == signal.SIGINT
+        assert time.monotonic() - started < 5
+    finally:
+        supervisor.close()
+    assert signal.getsignal(signal.SIGTERM) == run._on_signal  # the last moments are covered by `run`'s
+    run.restore()
+    assert {sig: signal.getsignal(sig) for sig in HANDLED} == defaults and seen == []
 
 
 def test_ignore_ignores_outright(saved_handlers):

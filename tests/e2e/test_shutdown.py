@@ -160,9 +160,9 @@ def test_a_stop_during_the_start_up_ends_it_at_once_with_exit_0(tmp_path: Path) 
     daemon = Daemon(["--path", str(logs / "*.log"), "--state-dir", str(tmp_path / "state"), "--output", "null"],
                     tmp_path / "agent.log")
     try:
-        # The `run` command catches SIGHUP first thing, then imports the
-        # pipeline (a tenth of a second at least): polled closely enough to
-        # land before the pipeline's own handlers.
+        # The launcher (agent.launch) catches SIGHUP first thing, then imports
+        # the command line and the pipeline (a tenth of a second at least):
+        # polled closely enough to land before the pipeline's own handlers.
         deadline = time.monotonic() + 60
         while not _caught(daemon.process.pid, signal.SIGHUP) and time.monotonic() < deadline:
             time.sleep(0.002)
