@@ -47,9 +47,27 @@ def command_name(args: list[str]) -> str | None:
     return None
 
 
+def raise_open_files_limit() -> None:
+    """The soft limit of open files up to the hard one (as Go's runtime does):
+    the tailer holds one descriptor per file being written, and a shell's
+    default soft limit (1024) is below what a busy host's globs match. The
+    service's unit sets both (LimitNOFILE)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20  # (an unlimited hard limit: the kernel caps the soft one at nr_open anyway)
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    except (ImportError, ValueError, OSError):  # not on this platform, or refused: the limit stays
+        pass
+
+
 def main() -> None:
     if command_name(sys.argv[1:]) == DAEMON_COMMAND:
         EarlySignals().install()  # kept alive by its handlers, found there by the one ``run`` installs
+        raise_open_files_limit()
 
     from agent.cli import entry
 

@@ -277,3 +277,19 @@ def test_once_ends_on_a_stop_with_the_default_action(tmp_path, sig):
     assert code == (-signal.SIGTERM if sig == signal.SIGTERM else 1), log[-3000:]
     if sig == signal.SIGINT:
         assert "Aborted!" in log, log[-3000:]
+
+
+def test_run_raises_the_soft_limit_of_open_files_to_the_hard_one():
+    import resource
+
+    from agent.launch import raise_open_files_limit
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        raise_open_files_limit()
+        raised = resource.getrlimit(resource.RLIMIT_NOFILE)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    expected = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    assert raised == (expected, hard)

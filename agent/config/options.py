@@ -64,7 +64,8 @@ OPTIONS: tuple[Option, ...] = (
            group="input"),
     Option("fingerprint_bytes", v.integer(16, 65536), 1024, "Bytes at the start of a file that "
            "(with device and inode) identify it across renames and restarts.", group="input"),
-    Option("close_inactive", v.positive_duration, 300.0, "Close a rotated-away file once drained and idle this long.",
+    Option("close_inactive", v.positive_duration, 300.0, "Close a file idle this long: at its path once all "
+           "it had is acknowledged (opened again when it changes), renamed away once drained.",
            group="input"),
     Option("read_from", v.choice("beginning", "end"), "beginning", "Where to start reading the files found at "
            "start-up that the registry does not know: beginning, or end (only the lines written from then on). "

@@ -45,7 +45,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from agent.clock import Clock
 from agent.cuts import CutLog
@@ -85,6 +85,24 @@ def last_line_end(fd: int, size: int, reach: int) -> int:
             return begin + found + 1
         position = begin
     return size if floor else 0
+
+
+RESERVED_DESCRIPTORS = 256  # for the spool, the output's and /metrics' sockets, the state files
+
+
+def open_files_budget() -> int:
+    """How many files the tailer may hold open: the process's open-file limit
+    less what the rest of the agent needs (a tailer that took them all made
+    the spool fail to open its next segment, and the agent stop)."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return 1000
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(16, soft - RESERVED_DESCRIPTORS)
 
 
 def data_after(fd: int, position: int, end: int) -> int:
@@ -127,6 +145,15 @@ class _Harvester:
         self.nul_warned = False
 
 
+class IdleFile(NamedTuple):
+    """A file closed while idle (``Harvesters._close_idle``), as it was then."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    key: str | None  # None: no line came from it yet
+
+
 class Harvesters:
     """The open files of a ``Tailer``, by dev/inode and by path.
 
@@ -148,6 +175,63 @@ class Harvesters:
     _recovered: bool  # the start-up search for rotated files ran
     _clock: Clock
     _assign_identity: Callable[[_Harvester, int], None]
+    _sink: Any  # the tailer's LineSink
+    _idle: dict[tuple[int, int], IdleFile]
+    _idle_unseen: set[tuple[int, int]]  # of those, the ones this scan has not found yet
+    _max_open: int
+    _at_cap: bool
+
+    # -- files closed while idle ------------------------------------------------
+
+    def _delivered(self, harvester: _Harvester) -> bool:
+        """Whether everything read of the file was acknowledged (committed)."""
+        if harvester.source is None:
+            return harvester.reader.offset == 0
+        entry = self._registry.get(harvester.source.key)
+        return entry is not None and entry.offset == harvester.reader.offset
+
+    def _close_idle(self, harvester: _Harvester, info: os.stat_result) -> None:
+        """Close a file at its path that stood still for ``close_inactive``, all
+        of it read and acknowledged: thousands of dated log files matched by one
+        glob must not hold a descriptor each. A scan or a file-system event that
+        finds it changed opens it again, at its committed offset."""
+        log.info("file closed", path=harvester.path, reason="inactive; opened again when it changes")
+        key = harvester.source.key if harvester.source is not None else None
+        self._idle[(harvester.dev, harvester.inode)] = IdleFile(harvester.path, info.st_size, info.st_mtime_ns, key)
+        if harvester.source is not None:
+            self._sink.source_closed(harvester.source)
+        self._release(harvester)
+
+    def _idle_not_found(self, now: float) -> None:
+        """Files closed while idle that the scan did not find at their path:
+        renamed (rotated) or deleted. Looked for by inode in their directory
+        (one ``scandir`` each): one found there with new bytes is read to its end
+        as any file rotated away (``_resume_rotated``); one not found is marked
+        gone, so a new file on its inode is never resumed at its offset."""
+        by_dir: dict[str, dict[int, IdleFile]] = {}
+        for dev_inode in self._idle_unseen & self._idle.keys():
+            idle = self._idle.pop(dev_inode)
+            by_dir.setdefault(os.path.dirname(idle.path), {})[dev_inode[1]] = idle
+        for directory, inodes in by_dir.items():
+            found: set[int] = set()
+            try:
+                with os.scandir(directory) as listing:
+                    for count, item in enumerate(listing):
+                        if count >= MAX_RECOVERY_NAMES:
+                            found = set(inodes)  # not looked at to the end: none is called gone
+                            break
+                        idle = inodes.get(item.inode())  # (d_ino: no stat per name)
+                        if idle is not None:
+                            found.add(item.inode())
+                            entry = self._registry.get(idle.key) if idle.key is not None else None
+                            if entry is not None:
+                                self._resume_rotated(item.path, entry, now)
+            except OSError:
+                pass  # the directory is gone: so are its files
+            for inode, idle in inodes.items():
+                if inode not in found and idle.key is not None:
+                    log.info("file closed while idle is gone", path=idle.path)
+                    self._registry.mark_gone(idle.key)
 
     # -- NUL bytes (see ``tailer``) -------------------------------------------
 
@@ -195,8 +279,10 @@ class Harvesters:
         if self._watcher is not None:
             self._watcher.ensure_watches()
         paths = self._discovery.scan()
+        self._idle_unseen = set(self._idle)
         for path in paths:
             self._discover(path, now)
+        self._idle_not_found(now)
         matched = set(paths)
         for path in [path for path in self._problems if path not in matched]:
             self._clear_problem(path)  # so the same problem, if it returns, is logged again
@@ -223,6 +309,14 @@ class Harvesters:
             self._seen_at(known, path)
             self._clear_problem(path, opened=True)
             return
+        idle = self._idle.get((info.st_dev, info.st_ino))
+        if idle is not None:
+            if (idle.path, idle.size, idle.mtime_ns) == (path, info.st_size, info.st_mtime_ns):
+                self._idle_unseen.discard((info.st_dev, info.st_ino))
+                if idle.key is not None:
+                    self._registry.touch(idle.key, path)  # still there: its entry must not expire
+                return
+            del self._idle[(info.st_dev, info.st_ino)]  # it changed (or moved): open it again
         self._open(path, now)
 
     def _open(self, path: str, now: float) -> None:
@@ -233,6 +327,16 @@ class Harvesters:
             where = f"{'in' if own.directory else 'is'} {own.what} {own.path}"
             self._problem(path, now, where, "not tailed: one of the agent's own files")
             return
+        if len(self._harvesters) >= self._max_open:
+            self._retry_at[path] = now + self._settings.scan_interval
+            if not self._at_cap:
+                self._at_cap = True
+                log.warning("as many files open as the agent may hold; the others wait until files written "
+                            "no more are closed (--close-inactive)", open_files=len(self._harvesters),
+                            waiting=path)
+            return
+        if len(self._harvesters) < 0.9 * self._max_open:
+            self._at_cap = False  # (logged again only after the open files fell well below the cap)
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError as error:

@@ -68,7 +68,8 @@ from agent.registry import Entry, Registry
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Watcher, describe_error
 from agent.sources.harvesters import (_ACTIVE, _DELETED, _RENAMED, _UNMATCHED, MAX_CHECK_INTERVAL,
-                                      MIN_CHECK_INTERVAL, Harvesters, _Harvester, data_after)
+                                      MIN_CHECK_INTERVAL, Harvesters, IdleFile, _Harvester, data_after,
+                                      open_files_budget)
 from agent.sources.identity import (Fingerprint, hash_prefix, names_file, next_generation, read_fingerprint,
                                     read_prefix, source_key)
 
@@ -93,6 +94,7 @@ class TailSettings:
     close_removed_after: float = 300.0  # while the sink is full, a deleted file is released after this long
     use_watchdog: bool = True
     read_from_end: bool = False  # files found at start-up that the registry does not know: skip their lines
+    max_open_files: int = 0  # files held open at once; 0: the open-file limit less what the rest needs
     ignore_older: float | None = None  # seconds: skip the lines of unknown files modified longer ago
 
     def __post_init__(self) -> None:
@@ -156,6 +158,10 @@ class Tailer(Harvesters):
         self._watcher: Watcher | None = None
         self._next_scan = float("-inf")
         self._recovered = False  # files rotated away while stopped: looked for at the first scan
+        self._idle: dict[tuple[int, int], IdleFile] = {}  # files closed while idle (harvesters)
+        self._idle_unseen: set[tuple[int, int]] = set()
+        self._max_open = settings.max_open_files or open_files_budget()
+        self._at_cap = False  # the cap was reached and not left since (logged once)
         self._scan_requested = False
         self._last_tick = float("-inf")
         # ``apply``'s slot: the only state another thread touches (under the lock).
@@ -403,6 +409,10 @@ class Tailer(Harvesters):
                 harvester.state == _DELETED
                 or (harvester.state == _RENAMED and idle >= self._settings.close_inactive)):
             self._finish(harvester)
+            return
+        if (harvester.state == _ACTIVE and idle >= self._settings.close_inactive and not once
+                and not reader.has_pending and self._delivered(harvester)):
+            self._close_idle(harvester, info)
             return
         harvester.next_check = now + harvester.interval
         if reader.has_pending and not once:

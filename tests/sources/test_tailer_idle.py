@@ -1,0 +1,147 @@
+"""Files at their path that stand still are closed (close_inactive), once
+everything read of them is acknowledged, and opened again when they change:
+a glob matching thousands of dated log files must not hold a descriptor (and
+a poll) each. Closed, they are still watched by the scans: renamed away with
+new bytes they are read to their end; deleted, their entry is marked gone."""
+
+from __future__ import annotations
+
+import os
+
+from agent.clock import FakeClock
+from tailkit import append, make
+
+
+def _run(tailer, clock, seconds: float, step: float = 1.0) -> None:
+    for _ in range(int(seconds / step)):
+        clock.advance(step)
+        tailer.poll()
+
+
+def test_an_idle_file_is_closed_and_opened_again_when_it_grows(tmp_path):
+    clock = FakeClock()
+    app = tmp_path / "app.log"
+    append(app, "one\ntwo\n")
+    tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
+    with tailer:
+        tailer.poll()
+        sink.commit_all(registry)
+        _run(tailer, clock, 40)
+        assert tailer.open_files() == 0
+        key = sink.lines[0].source.key
+        append(app, "three\n")
+        _run(tailer, clock, 6)  # the next scan sees it changed
+        assert tailer.open_files() == 1
+    assert [(l.text, l.offset, l.source.key) for l in sink.lines] == [
+        ("one", 0, key), ("two", 4, key), ("three", 8, key)]
+
+
+def test_a_file_whose_lines_are_not_acknowledged_stays_open(tmp_path):
+    clock = FakeClock()
+    append(tmp_path / "app.log", "one\n")
+    tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
+    with tailer:
+        tailer.poll()
+        _run(tailer, clock, 60)
+        assert tailer.open_files() == 1, "closed with its line in flight"
+        sink.commit_all(registry)
+        _run(tailer, clock, 5)
+        assert tailer.open_files() == 0
+
+
+def test_an_unchanged_closed_file_is_not_opened_again_and_its_entry_is_kept_alive(tmp_path):
+    clock = FakeClock()
+    append(tmp_path / "app.log", "one\n")
+    tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
+    with tailer:
+        tailer.poll()
+        sink.commit_all(registry)
+        _run(tailer, clock, 40)
+        key = sink.lines[0].source.key
+        before = registry.get(key).updated
+        opened = []
+        real_open = os.open
+        os.open = lambda *a, **k: opened.append(a[0]) or real_open(*a, **k)
+        try:
+            _run(tailer, clock, 300, step=5.0)
+        finally:
+            os.open = real_open
+        assert tailer.open_files() == 0 and not [p for p in opened if str(p).endswith("app.log")]
+        assert registry.get(key).updated > before and not registry.get(key).gone
+    assert len(sink.lines) == 1
+
+
+def test_a_closed_file_renamed_away_with_new_lines_is_read_to_its_end(tmp_path):
+    clock = FakeClock()
+    app = tmp_path / "app.log"
+    append(app, "one\n")
+    tailer, sink, registry = make(tmp_path, "app.log", clock=clock, close_inactive=30.0, scan_interval=5.0,
+                                  use_watchdog=False)
+    with tailer:
+        tailer.poll()
+        sink.commit_all(registry)
+        _run(tailer, clock, 40)
+        assert tailer.open_files() == 0
+        append(app, "written just before the rotation\n")
+        os.rename(app, tmp_path / "app.log.1")  # out of the glob before a scan saw it change
+        _run(tailer, clock, 6)
+    assert sink.texts() == ["one", "written just before the rotation"]
+    assert sink.lines[1].source.key == sink.lines[0].source.key and sink.lines[1].offset == 4
+
+
+def test_a_closed_file_deleted_is_marked_gone(tmp_path):
+    clock = FakeClock()
+    app = tmp_path / "app.log"
+    append(app, "one\n")
+    tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
+    with tailer:
+        tailer.poll()
+        sink.commit_all(registry)
+        _run(tailer, clock, 40)
+        os.unlink(app)
+        _run(tailer, clock, 6)
+    assert registry.get(sink.lines[0].source.key).gone
+
+
+def test_hundreds_of_idle_files_hold_no_descriptor(tmp_path):
+    clock = FakeClock()
+    for number in range(300):
+        append(tmp_path / f"day-{number:03d}.log", f"line of day {number}\n")
+    tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
+    with tailer:
+        tailer.poll()
+        assert tailer.open_files() == 300
+        sink.commit_all(registry)
+        _run(tailer, clock, 40)
+        assert tailer.open_files() == 0
+        append(tmp_path / "day-299.log", "more\n")
+        _run(tailer, clock, 6)
+        assert tailer.open_files() == 1
+    assert len(sink.lines) == 301 and sink.texts(tmp_path / "day-299.log") == ["line of day 299", "more"]
+
+
+def test_files_beyond_the_open_file_budget_wait_for_idle_ones_to_close(tmp_path, caplog):
+    clock = FakeClock()
+    for number in range(5):
+        append(tmp_path / f"f{number}.log", f"line {number}\n")
+    tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0, max_open_files=3)
+    with tailer:
+        tailer.poll()
+        assert tailer.open_files() == 3 and len(sink.lines) == 3
+        sink.commit_all(registry)
+        _run(tailer, clock, 40)
+        sink.commit_all(registry)
+        _run(tailer, clock, 40)
+    assert sorted(sink.texts()) == [f"line {n}" for n in range(5)]
+    assert sum("as many files open as the agent may hold" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_budget_leaves_descriptors_for_the_rest_of_the_agent(monkeypatch):
+    import resource
+
+    from agent.sources import harvesters
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
+    assert harvesters.open_files_budget() == 1024 - harvesters.RESERVED_DESCRIPTORS
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (100, 4096))
+    assert harvesters.open_files_budget() == 16
