@@ -3,11 +3,12 @@
 Adds what every document carries (``@timestamp``, ``message``,
 ``log.file.path``, ``log.offset``, ``host.name``, ``agent.*``, ``tags``,
 ``error.message``, ``event.original`` with --keep-original), merges the
-parser's fields, applies the transforms (static fields, model identity from
-the path, payload stripping and redaction, sampling, truncation: see
-``agent.transforms``), serialises once and derives the deterministic
-document id. Redaction happens here, before the spool: sensitive data never
-touches the disk. Raw records (``--parse-at elasticsearch``) are joined from
+parser's fields, cuts key paths too long for a flattened field (tag
+``key_truncated``, ``agent.transforms.truncate``), applies the transforms
+(static fields, model identity from the path, payload stripping and
+redaction, sampling, truncation: see ``agent.transforms``), serialises
+once and derives the deterministic document id. Redaction happens here,
+before the spool: sensitive data never touches the disk. Raw records (``--parse-at elasticsearch``) are joined from
 a per-file template of the same bytes (``_Templates``), a read's records in
 one loop (``build_all``); their ``modelscribe.raw`` gets ``max_field_bytes``
 when --max-field-bytes is not the default, for the cluster's pipelines to
@@ -41,6 +42,7 @@ from agent.atomic import write_atomic
 from agent.errors import StateError
 from agent.events import Event, LineRun, Record, Source, new, records_of
 from agent.transforms import DEFAULT_MAX_FIELD_BYTES, Transforms
+from agent.transforms.truncate import KEY_PATH_MAX, TAG_KEY_TRUNCATED, cut_key_paths
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -429,6 +431,14 @@ class Enricher:
     def _build(self, record: Record) -> Event | None:
         """``build``, the general way."""
         source, offset, end, message, read_time, timestamp, fields, tags, original, error, _ = record
+        # A key path below a flattened field longer than the index takes is
+        # cut (agent.transforms.truncate). Keys come from the line, whose
+        # bytes span end - offset at least: a shorter line cannot hold one,
+        # so the usual line costs this comparison only.
+        if end - offset > KEY_PATH_MAX and fields:
+            fields, cut = cut_key_paths(fields)
+            if cut:
+                tags = (*tags, TAG_KEY_TRUNCATED)
         # The parser's dicts are not ours to change: copy on write, one level
         # at a time, only where the agent adds a key.
         doc: dict[str, Any] = dict(fields) if fields else {}

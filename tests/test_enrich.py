@@ -291,3 +291,15 @@ def test_a_parsers_time_that_cannot_be_written_gives_way_to_the_read_time(timest
         assert doc["@timestamp"] == format_timestamp(timestamp)
     else:
         assert doc["@timestamp"] == "2023-11-14T22:13:20.500Z"  # the read time
+
+
+def test_a_long_key_below_a_flattened_field_is_cut_and_tagged():
+    key = "prompt: " + "why is the sky blue? " * 100  # 2,108 bytes
+    fields = {"extra": {key: "x", "n": 1}, "labels": {"team": "a"}}
+    line = orjson.dumps({"message": "m", key: "x", "n": 1}).decode()
+    record = _record(offset=0, end=len(line) + 1, fields=fields, tags=("partial_line",))
+    doc = orjson.loads(Enricher("h", "a", keep_original=False).build(record).data)
+    (new, n) = doc["extra"]
+    assert len(new.encode()) == 512 and new.startswith(key[:500]) and doc["extra"][new] == "x" and n == "n"
+    assert doc["tags"] == ["partial_line", "key_truncated"]
+    assert record.fields["extra"][key] == "x"  # the parser's record is not changed

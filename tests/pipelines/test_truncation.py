@@ -131,7 +131,7 @@ def test_a_failure_after_parsing_still_cuts_what_was_extracted(ingest: Any) -> N
 
 def test_the_pipelines_constants_are_the_agents() -> None:
     body = yaml.safe_load((PIPELINES_DIR / "truncate.yml").read_text(encoding="utf-8"))
-    params = body["processors"][0]["script"]["params"]
+    (params,) = [step["script"]["params"] for step in body["processors"] if step["script"]["tag"] == "truncate-fields"]
     assert params == {"default_max": DEFAULT_MAX_FIELD_BYTES, "max_depth": MAX_DEPTH, "tag": TAG_FIELD_TRUNCATED}
 
 
