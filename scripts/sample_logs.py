@@ -3,13 +3,17 @@
 demo and for trying the agent by hand).
 
     python3 scripts/sample_logs.py /tmp/model-logs
+
+Three files: ``inference.jsonl.log`` (JSON prediction records),
+``worker.log`` (Python logging with a traceback) and ``access.log``
+(TorchServe's access log: ``--format auto`` recognises every one).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
-import sys
 from pathlib import Path
 
 
@@ -41,8 +45,13 @@ def main(target: str) -> None:
         handle.write("2026-11-27 09:00:11,250 INFO serving.worker: batch of 32 served in 18 ms\n")
     with open(out / "access.log", "w") as handle:
         for i in range(20):
-            handle.write(f'127.0.0.1:5{i:04d} - "POST /v1/models/resnet50:predict HTTP/1.1" 200\n')
+            status = 503 if i == 13 else 200
+            handle.write(f'2026-11-27T09:00:{i:02d},{rng.randrange(1000):03d} - /127.0.0.1:5{i:04d} '
+                         f'"POST /predictions/resnet50 HTTP/1.1" {status} {rng.randrange(5, 60)}\n')
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "./sample-logs")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", nargs="?", default="./sample-logs",
+                        help="where to write the logs (created if missing; default ./sample-logs)")
+    main(parser.parse_args().directory)
