@@ -7,8 +7,10 @@ port, records every request as (method, path, lower-cased headers, body) in
 `status_code` with a security error) and ``GET /api/spaces/space/<id>``
 (200 for `spaces`, else 404) as Kibana does; any other GET is 404.  POST and
 PUT are answered by ``write``, which each test module overrides with the
-API it exercises.  Used as a context manager: served on enter, stopped on
-exit.
+API it exercises.  ``raw`` may answer a request with bytes written as they
+are, in place of an HTTP response (not HTTP at all, a body cut short), the
+connection closed after them.  Used as a context manager: served on enter,
+stopped on exit.
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ class FakeKibana:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 fake.requests.append((self.command, self.path, headers, body))
+                raw = fake.raw(self.command, self.path)
+                if raw is not None:
+                    self.wfile.write(raw)
+                    self.close_connection = True
+                    return
                 if self.command == "GET":
                     code, answer = fake.read(self.path)
                 else:
@@ -62,6 +69,10 @@ class FakeKibana:
                 return 200, {"id": space, "name": space}
             return 404, {"statusCode": 404, "error": "Not Found", "message": "Not Found"}
         return 404, {"message": "Not Found"}
+
+    def raw(self, method: str, path: str) -> bytes | None:
+        """Bytes to send as they are instead of an answer (None: answer as Kibana does)."""
+        return None
 
     def write(self, method: str, path: str, headers: dict[str, str],
               body: bytes) -> tuple[int, object]:

@@ -7,7 +7,12 @@ text written to kibana/elastalert/<slug>.yaml. What each kind becomes:
     THRESHOLD  ``metric_aggregation``: the rule's metric of its field per
                ``query_key`` over ``buffer_time`` = the look-back;
                ``max_threshold`` (fires when above) or ``min_threshold``
-               (fires when below)
+               (fires when below). ``metric_agg_type`` takes min, max, avg,
+               sum, cardinality, value_count or percentiles only (ElastAlert2
+               2.31.0, ruletypes.MetricAggregationRule): a weighted figure
+               (``rule.weight``) becomes the plain avg of the windows, the
+               ``partial`` documents (label corrections) left out, and the
+               description says so
     SPIKE      ``spike_aggregation``: avg of the field per ``query_key``; the
                current window (``timeframe`` = the look-back) against
                ElastAlert2's reference window, which is the timeframe just
@@ -44,12 +49,16 @@ def _query_key(rule: Rule) -> str | list[str]:
 
 def rule_config(rule: Rule) -> dict[str, Any]:
     """The content of the rule's ElastAlert2 file."""
+    description = rule.description
+    if rule.weight is not None:
+        description += (f" ElastAlert2 cannot weight by {rule.weight}: this is the mean of the windows' "
+                        f"{rule.field}, leaving out the documents with {rule.partial} (late labels).")
     config: dict[str, Any] = {
         "name": rule.id,
-        "description": rule.description,
+        "description": description,
         "index": rule.index,
         "timestamp_field": TIME_FIELD,
-        "filter": [{"bool": {"filter": rule.match.es_query()["bool"]["filter"]}}],
+        "filter": [rule.match_for(weighted=False).es_query()],
         "query_key": _query_key(rule),
     }
     minutes = {"minutes": rule.lookback_minutes}
@@ -71,6 +80,6 @@ def rule_config(rule: Rule) -> dict[str, Any]:
     return config
 
 
-def rule_yaml(rule: Rule) -> str:
-    """The text of kibana/elastalert/<slug>.yaml."""
-    return HEADER + yaml.safe_dump(rule_config(rule), sort_keys=False, allow_unicode=True, width=100)
+def rule_yaml(rule: Rule, header: str = HEADER) -> str:
+    """The text of kibana/elastalert/<slug>.yaml (``header``: its leading comment)."""
+    return header + yaml.safe_dump(rule_config(rule), sort_keys=False, allow_unicode=True, width=100)

@@ -25,7 +25,9 @@ shared with ``setup dashboards``):
    connector: on a Basic licence only the index and server-log connectors
    exist, and an index works on every licence; the report says so.
 
-Both return a list of ``Installed`` (what, id, outcome). A failure after some
+Both install ``rules``: by default ``rules.RULES`` (60-second health
+windows); the commands pass ``rules.for_windows(window, lateness)`` for the
+agents' windows. Both return a list of ``Installed`` (what, id, outcome). A failure after some
 objects were written raises ``PartialInstall``, whose message lists what was
 installed before it, then the cause; its exit code is the cause's
 (3 unreachable / refused / missing privilege / too old, 2 a bad option,

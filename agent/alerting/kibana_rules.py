@@ -8,7 +8,11 @@ group (``groupBy: top`` on ``termField``), and compares that with a
 threshold. What each kind becomes (docs/alerting.md states the
 approximations plainly):
 
-    THRESHOLD  aggType = the rule's metric on its field, per group, > or <
+    THRESHOLD  aggType = the rule's metric on its field, per group, > or <;
+               a weighted figure (``rule.weight``) cannot be expressed (no
+               weighted average among the aggTypes): the ``partial``
+               documents (label corrections) are left out and the figure is
+               the plain average of the windows' values (``Rule.match_for``)
     COUNT      count per group >= threshold; grouped by the LAST group field
                only and counting documents, not distinct windows (``multi_terms``
                grouping and distinct counts are beyond the rule type's options
@@ -64,7 +68,7 @@ def params(rule: Rule) -> dict[str, Any]:
         "searchType": "esQuery",
         "index": [rule.index],
         "timeField": TIME_FIELD,
-        "esQuery": json.dumps({"query": rule.match.es_query()}, indent=2),
+        "esQuery": json.dumps({"query": rule.match_for(weighted=False).es_query()}, indent=2),
         "size": 10,
         "timeWindowSize": rule.lookback_minutes,
         "timeWindowUnit": "m",

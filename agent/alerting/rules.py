@@ -19,6 +19,23 @@ Guarantees:
   ids and the Kibana rule ids, so installing again updates in place.
 - Rules are frozen dataclasses; the catalogue ``RULES`` is a tuple in a fixed
   order, so generated files are byte-for-byte reproducible.
+- Look-backs follow the health window (``for_windows``). A health document's
+  ``@timestamp`` is its window's START, and a window is written once event
+  time passes start + window + lateness, so the newest document of a model
+  that serves without pause is between window + lateness and 2 x window +
+  lateness old. A rule over health windows names how many windows
+  (``windows``) its look-back must hold at every moment; its look-back is
+  the larger of ``lookback_minutes`` (the value for 60-second windows) and
+  (windows + 1) x window + lateness + ``SLACK_SECONDS`` (shipping). For the
+  default 60 s windows and 30 s lateness every look-back is the constant
+  written below, so ``RULES`` (and the checked-in files) are unchanged.
+- A figure over label documents is the pooled one where the engine can
+  weight (``weight``): sum(accuracy x n) / sum(n) = correct / labelled, the
+  late-label corrections included with their own weight. An engine that
+  cannot weight leaves out the documents marked ``partial`` (the
+  corrections) and averages whole windows (``match_for``): a per-window
+  mean of the labels joined in time. docs/alerting.md says which engine
+  computes which.
 
 Kinds (what each engine evaluates; docs/alerting.md states where an engine
 can only approximate one):
@@ -32,11 +49,15 @@ can only approximate one):
                windows, ``distinct``) over the look-back >= ``threshold``
     ABSENT     per group, seen during the baseline window but no document
                in the last ``lookback_minutes``
+
+``title`` and ``description`` may name ``{lookback}``, ``{baseline}`` and
+``{window}``: ``for_windows`` writes the spans in.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
+import math
+from dataclasses import dataclass, field as dc_field, replace
 from typing import Any
 
 from agent import schema
@@ -54,6 +75,15 @@ METRICS_INDEX = "metrics-modelscribe-*"
 ALERTS_INDEX = "modelscribe-alerts"
 
 TIME_FIELD = "@timestamp"
+
+# The health block's defaults (agent.health.config): the windows the
+# constants in RULES were written for.
+DEFAULT_WINDOW_SECONDS = 60
+DEFAULT_LATENESS_SECONDS = 30.0
+# What a look-back allows, beyond window and lateness, for a window to be
+# shipped and searchable. 30 s keeps drift-persistent's 5 minutes for 60 s
+# windows (4 x 60 + 30 + 30), which the audit found right in practice.
+SLACK_SECONDS = 30.0
 
 _USED: list[str] = []
 
@@ -94,12 +124,16 @@ class Match:
 
     terms: tuple[tuple[str, Any], ...] = ()
     ranges: tuple[tuple[str, str, float], ...] = ()
+    absent: tuple[str, ...] = ()  # fields the documents must not have
 
     def es_query(self) -> dict[str, Any]:
-        """The Elasticsearch query (a bool filter) for these conditions."""
+        """The Elasticsearch query (a bool filter, and must_not for ``absent``) for these conditions."""
         filters: list[dict[str, Any]] = [{"term": {name: value}} for name, value in self.terms]
         filters += [{"range": {name: {op: value}}} for name, op, value in self.ranges]
-        return {"bool": {"filter": filters}}
+        query: dict[str, Any] = {"bool": {"filter": filters}}
+        if self.absent:
+            query["bool"]["must_not"] = [{"exists": {"field": name}} for name in self.absent]
+        return query
 
 
 @dataclass(frozen=True)
@@ -124,10 +158,25 @@ class Rule:
     severity: str = "warning"
     every_minutes: int = 1
     tags: tuple[str, ...] = dc_field(default=())
+    # THRESHOLD avg: weight each document by this field (a pooled figure).
+    weight: str | None = None
+    # Documents carrying this field hold the rest of a window counted before
+    # (label corrections): left out by engines that cannot weight.
+    partial: str | None = None
+    # Health windows the look-back must hold at every moment (None: the rule
+    # does not read health windows; its look-back is fixed).
+    windows: int | None = None
 
     @property
     def id(self) -> str:
         return "modelscribe-" + self.slug
+
+    def match_for(self, weighted: bool) -> Match:
+        """The documents an engine reads: ``match``, less the ``partial`` ones
+        when the engine cannot weight by ``weight`` (see the module docstring)."""
+        if weighted or self.weight is None or self.partial is None:
+            return self.match
+        return replace(self.match, absent=(*self.match.absent, self.partial))
 
     def summary(self) -> dict[str, Any]:
         """Plain data about the rule, written into every generated form (metadata)."""
@@ -143,57 +192,61 @@ def _metrics(dataset: str, *more: tuple[str, Any]) -> tuple[tuple[str, Any], ...
 
 MODEL = field("model.name")
 
-RULES: tuple[Rule, ...] = (
+_CATALOGUE: tuple[Rule, ...] = (
     Rule(
         slug="error-rate-spike",
         title="Model error rate spike",
-        description="A model's error rate over the last 10 minutes is at least 3 times its own "
-                    "average over the hour before, and at least 5 %.",
+        description="A model's error rate over the last {lookback} is at least 3 times its own "
+                    "average over the {baseline} before, and at least 5 %.",
         kind=SPIKE, index=METRICS_INDEX,
         match=Match(terms=_metrics("modelscribe.health")),
         group_by=(MODEL,), field=field("model.health.error_rate"),
-        lookback_minutes=10, baseline_minutes=60, factor=3.0, threshold=0.05,
+        lookback_minutes=10, baseline_minutes=60, factor=3.0, threshold=0.05, windows=1,
         severity="critical", tags=("model", "errors")),
     Rule(
         slug="latency-p95-high",
         title="Model p95 latency over 500 ms",
-        description="A health window of the last 10 minutes has a p95 latency above 500 ms.",
+        description="A health window of the last {lookback} has a p95 latency above 500 ms.",
         kind=THRESHOLD, index=METRICS_INDEX,
         match=Match(terms=_metrics("modelscribe.health")),
         group_by=(MODEL,), field=field("model.health.latency.p95"), metric="max",
-        lookback_minutes=10, threshold=500.0, direction=ABOVE,
+        lookback_minutes=10, threshold=500.0, direction=ABOVE, windows=1,
         tags=("model", "latency")),
     Rule(
         slug="drift-persistent",
         title="Feature drift in 3 windows",
         description="A feature of a model crossed its drift threshold (model.drift.alert) in "
-                    "at least 3 distinct windows of the last 5 minutes (3 one-minute windows "
+                    "at least 3 distinct windows of the last {lookback} (3 windows of {window} "
                     "plus the time a window takes to close and ship).",
         kind=COUNT, index=METRICS_INDEX,
         match=Match(terms=_metrics("modelscribe.drift", (field("model.drift.alert"), True))),
         group_by=(MODEL, field("model.feature.name")), distinct=TIME_FIELD,
-        lookback_minutes=5, threshold=3,
+        lookback_minutes=5, threshold=3, windows=3,
         tags=("model", "drift")),
     Rule(
         slug="accuracy-drop",
         title="Model accuracy below 0.8",
-        description="A model's average accuracy from delayed labels over the last 30 minutes "
-                    "is below 0.8.",
+        description="A model's accuracy over its labelled requests of the last {lookback} is "
+                    "below 0.8.",
         kind=THRESHOLD, index=METRICS_INDEX,
         # Windows without labels have no accuracy: only those with one count.
         match=Match(terms=_metrics("modelscribe.health"),
                     ranges=((field("model.accuracy.accuracy"), "gte", 0),)),
+        # Pooled: each document weighs its labels (a window of 1,000 labels
+        # is not outvoted by a correction carrying one late label).
         group_by=(MODEL,), field="model.accuracy.accuracy", metric="avg",
-        lookback_minutes=30, threshold=0.8, direction=BELOW,
+        weight=field("model.accuracy.n"), partial=field("model.health.correction"),
+        lookback_minutes=30, threshold=0.8, direction=BELOW, windows=2,
         tags=("model", "accuracy")),
     Rule(
         slug="model-no-data",
-        title="No health data from a model for 10 minutes",
-        description="A model that sent health windows during the previous 24 hours has sent "
-                    "none in the last 10 minutes.",
+        title="No health data from a model for {lookback}",
+        description="A model that sent health windows during the previous {baseline} has sent "
+                    "none in the last {lookback}.",
         kind=ABSENT, index=METRICS_INDEX,
         match=Match(terms=_metrics("modelscribe.health")),
-        group_by=(MODEL,), lookback_minutes=10, baseline_minutes=24 * 60, threshold=1,
+        # Two windows: one window late (a slow shipment) is no alert.
+        group_by=(MODEL,), lookback_minutes=10, baseline_minutes=24 * 60, threshold=1, windows=2,
         severity="critical", every_minutes=5, tags=("model", "availability")),
     Rule(
         slug="agent-stalled",
@@ -220,9 +273,61 @@ RULES: tuple[Rule, ...] = (
 field("host.name")  # shown in the agent rules' alerts
 
 
-def by_slug(slug: str) -> Rule:
-    """The rule named `slug` (KeyError otherwise)."""
-    for rule in RULES:
+def span(minutes: int) -> str:
+    """``minutes`` in words: "10 minutes", "hour", "24 hours"."""
+    if minutes % 60 == 0:
+        hours = minutes // 60
+        return "hour" if hours == 1 else f"{hours} hours"
+    return "minute" if minutes == 1 else f"{minutes} minutes"
+
+
+def _seconds_text(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
+def lookback_for(rule: Rule, window_seconds: float, lateness_seconds: float) -> int:
+    """The rule's look-back in whole minutes for these health windows (module docstring)."""
+    if rule.windows is None:
+        return rule.lookback_minutes
+    needed = (rule.windows + 1) * window_seconds + lateness_seconds + SLACK_SECONDS
+    return max(rule.lookback_minutes, math.ceil(needed / 60))
+
+
+def _derive(rule: Rule, window_seconds: float, lateness_seconds: float) -> Rule:
+    lookback = lookback_for(rule, window_seconds, lateness_seconds)
+    baseline = rule.baseline_minutes
+    if rule.kind == SPIKE:
+        # The baseline keeps its ratio to the recent span (an hour to 10 minutes).
+        baseline = math.ceil(rule.baseline_minutes * lookback / rule.lookback_minutes)
+    elif rule.kind == ABSENT:
+        # "Seen lately" must reach back further than the silence looked for.
+        baseline = max(rule.baseline_minutes, 2 * lookback)
+    words = {"lookback": span(lookback), "baseline": span(baseline), "window": _seconds_text(window_seconds)}
+    return replace(rule, lookback_minutes=lookback, baseline_minutes=baseline,
+                   title=rule.title.format(**words), description=rule.description.format(**words))
+
+
+def for_windows(window_seconds: float = DEFAULT_WINDOW_SECONDS,
+                lateness_seconds: float = DEFAULT_LATENESS_SECONDS) -> tuple[Rule, ...]:
+    """The catalogue with its look-backs derived from the agents' ``health.window`` and ``lateness``."""
+    if window_seconds < 1 or lateness_seconds < 0:
+        raise ValueError(f"health window {window_seconds!r} s, lateness {lateness_seconds!r} s: "
+                         "the window is at least 1 s and the lateness at least 0")
+    return tuple(_derive(rule, window_seconds, lateness_seconds) for rule in _CATALOGUE)
+
+
+# The rules for the default health block (60 s windows, 30 s lateness): the
+# checked-in files of kibana/ and what the commands install without flags.
+RULES: tuple[Rule, ...] = for_windows()
+
+
+def by_slug(slug: str, rules: tuple[Rule, ...] = RULES) -> Rule:
+    """The rule named `slug` in `rules` (KeyError otherwise)."""
+    for rule in rules:
         if rule.slug == slug:
             return rule
     raise KeyError(slug)

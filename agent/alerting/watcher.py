@@ -19,9 +19,11 @@
 
 Guarantees: a pure function of the rule (stable key order, no timestamps);
 the search body uses only aggregations of the Elasticsearch server itself
-(terms sources, filter, avg/max/min/sum, cardinality), none from optional
-modules. Groups beyond ``GROUPS_PER_RUN`` (1,000) are not looked at in one
-run (docs/alerting.md).
+(terms sources, filter, avg/max/min/sum, weighted_avg, cardinality), none
+from optional modules. A rule with a ``weight`` gets its exact pooled
+figure (``weighted_avg``: sum(value x weight) / sum(weight), over every
+matching document, label corrections included). Groups beyond
+``GROUPS_PER_RUN`` (1,000) are not looked at in one run (docs/alerting.md).
 """
 
 from __future__ import annotations
@@ -44,11 +46,15 @@ def _groups(rule: Rule, figures: dict[str, Any]) -> dict[str, Any]:
 
 def search_body(rule: Rule) -> dict[str, Any]:
     """The search input's ``body``: filter, look-back and the per-group figures."""
-    query = rule.match.es_query()
+    query = rule.match_for(weighted=True).es_query()
     filters = query["bool"]["filter"]
     if rule.kind == THRESHOLD:
         filters.append(_since(rule.lookback_minutes))
-        figures = {"value": {rule.metric: {"field": rule.field}}}
+        if rule.weight is not None:
+            figures = {"value": {"weighted_avg": {"value": {"field": rule.field},
+                                                  "weight": {"field": rule.weight}}}}
+        else:
+            figures = {"value": {rule.metric: {"field": rule.field}}}
     elif rule.kind == COUNT:
         filters.append(_since(rule.lookback_minutes))
         figures = {"distinct": {"cardinality": {"field": rule.distinct}}} if rule.distinct else {}

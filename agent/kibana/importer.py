@@ -22,6 +22,14 @@ malformed ``--kibana-url``, checked before any request, or an unknown
 space); 3 Kibana unreachable, the credentials refused, a missing
 privilege, or a Kibana too old; 4 some objects failed (the report says which).
 
+What is not Kibana's answer is one of these errors too, never a traceback:
+a peer that does not speak HTTP (a transport port: ``BadStatusLine``), an
+answer cut short (``IncompleteRead``), an overlong header line, and JSON of
+another shape than Kibana's (a ``version`` that is not an object, an import
+answer whose ``errors`` or ``successResults`` are not lists of objects) are
+exit code 3 with the URL named; an import error whose ``error`` is a plain
+string is that object's failure (exit code 4) with the string as its reason.
+
 Credentials and TLS are the Elasticsearch connection's (``--api-key-file``,
 ``--username``/``--password-file``, ``--ca-cert``, ``--client-cert``,
 ``--tls-verify``): Kibana accepts the same API keys and users.
@@ -30,6 +38,7 @@ Credentials and TLS are the Elasticsearch connection's (``--api-key-file``,
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import ssl
@@ -109,10 +118,23 @@ class Kibana:
             headers["Content-Type"] = content_type
         request = urllib.request.Request(self._base + path, data=body, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=self._settings.timeout, context=self._context) as answer:
-                return answer.status, _json_or_text(answer.read())
-        except urllib.error.HTTPError as error:
-            return error.code, _json_or_text(error.read())
+            try:
+                with urllib.request.urlopen(request, timeout=self._settings.timeout,
+                                            context=self._context) as answer:
+                    return answer.status, _json_or_text(answer.read())
+            except urllib.error.HTTPError as error:
+                # The error's body is read here, inside the net: it can be cut short too.
+                return error.code, _json_or_text(error.read())
+        except http.client.IncompleteRead as error:
+            more = f", {error.expected} more expected" if error.expected is not None else ""
+            raise TransientOutputError(
+                f"Kibana at {self._base} closed the connection in the middle of its answer to {method} {path} "
+                f"({len(error.partial)} bytes read{more}): a proxy or Kibana dropped it; try again") from error
+        except http.client.HTTPException as error:
+            # BadStatusLine, LineTooLong, too many headers...: not an HTTP server, or not Kibana.
+            raise TransientOutputError(
+                f"Kibana at {self._base} is unreachable: what answers there does not speak HTTP as Kibana does "
+                f"({error!r}); is --kibana-url Kibana's HTTP port?") from error
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise TransientOutputError(f"Kibana at {self._base} is unreachable: {reason}") from error
@@ -123,11 +145,14 @@ class Kibana:
         (``needs``/``nothing`` word the message for the command that asks)."""
         status, body = self.call("GET", "/api/status")
         self.check_access(status, body, "read its status (GET /api/status)")
-        number = body.get("version", {}).get("number", "") if isinstance(body, dict) else ""
-        match = _VERSION.match(str(number))
+        version = body.get("version") if isinstance(body, dict) else None
+        number = version.get("number", "") if isinstance(version, dict) else ""
+        match = _VERSION.match(number) if isinstance(number, str) else None
         if status != 200 or not match:
+            found = f", version {str(version)[:80]!r}" if status == 200 and version is not None else ""
             raise PermanentOutputError(f"{self._base} did not answer as Kibana does on /api/status "
-                                       f"(HTTP {status}); is --kibana-url the Kibana URL, not Elasticsearch's?")
+                                       f"(HTTP {status}{found}); is --kibana-url the Kibana URL, not "
+                                       f"Elasticsearch's?")
         found = (int(match.group(1)), int(match.group(2)))
         if found < oldest:
             raise PermanentOutputError(
@@ -176,7 +201,7 @@ def import_dashboards(settings: KibanaSettings, ndjson: bytes) -> list[Outcome]:
     if settings.space and settings.space != "default":
         kibana.check_space(settings.space)
     answer = kibana.import_objects(ndjson, settings.space)
-    outcomes = outcomes_of(ndjson, answer)
+    outcomes = outcomes_of(ndjson, answer, settings.url.rstrip("/"))
     failed = [o for o in outcomes if o.result != "created" and o.result != "overwritten"]
     if failed:
         raise PartialImport(format_outcomes(outcomes) + f"\n{len(failed)} of {len(outcomes)} objects were not "
@@ -184,9 +209,34 @@ def import_dashboards(settings: KibanaSettings, ndjson: bytes) -> list[Outcome]:
     return outcomes
 
 
-def outcomes_of(ndjson: bytes, answer: dict[str, Any]) -> list[Outcome]:
-    done = {(r.get("type"), r.get("id")): r for r in answer.get("successResults") or []}
-    errors = {(e.get("type"), e.get("id")): e for e in answer.get("errors") or []}
+def _entries(answer: dict[str, Any], key: str, url: str) -> list[dict[str, Any]]:
+    """``answer[key]`` as a list of objects; PermanentOutputError naming the URL otherwise."""
+    entries = answer.get(key) or []
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) for entry in entries):
+        raise PermanentOutputError(f"Kibana at {url} answered the import with {key} of an unexpected shape "
+                                   f"({str(entries)[:200]}); is --kibana-url Kibana? What was imported is "
+                                   f"unknown: check the objects in Kibana")
+    return entries
+
+
+def _error_detail(error: Any) -> str:
+    # Kibana's errors[].error is an object ({"type": ..., "references"|"message": ...});
+    # anything else is shown as it came.
+    if not isinstance(error, dict):
+        return str(error)[:200] if error not in (None, "") else "unknown"
+    detail = str(error.get("type", "unknown"))
+    references = error.get("references")
+    if isinstance(references, list) and references:
+        detail += " " + ", ".join(f"{r.get('type')}/{r.get('id')}" if isinstance(r, dict) else str(r)
+                                  for r in references)
+    elif error.get("message"):
+        detail += f" ({error['message']})"
+    return detail
+
+
+def outcomes_of(ndjson: bytes, answer: dict[str, Any], url: str = "Kibana") -> list[Outcome]:
+    done = {(r.get("type"), r.get("id")): r for r in _entries(answer, "successResults", url)}
+    errors = {(e.get("type"), e.get("id")): e for e in _entries(answer, "errors", url)}
     outcomes = []
     for line in ndjson.decode().splitlines():
         if not line.strip():
@@ -195,13 +245,7 @@ def outcomes_of(ndjson: bytes, answer: dict[str, Any]) -> list[Outcome]:
         key = (obj["type"], obj["id"])
         title = obj.get("attributes", {}).get("title", "")
         if key in errors:
-            error = errors[key].get("error") or {}
-            detail = error.get("type", "unknown")
-            if error.get("references"):
-                detail += " " + ", ".join(f"{r.get('type')}/{r.get('id')}" for r in error["references"])
-            elif error.get("message"):
-                detail += f" ({error['message']})"
-            outcomes.append(Outcome(*key, title, f"failed: {detail}"))
+            outcomes.append(Outcome(*key, title, f"failed: {_error_detail(errors[key].get('error'))}"))
         elif key in done:
             outcomes.append(Outcome(*key, title, "overwritten" if done[key].get("overwrite") else "created"))
         else:
@@ -227,7 +271,7 @@ def _ssl_context(settings: KibanaSettings) -> ssl.SSLContext:
 def _json_or_text(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested beyond the parser
         return raw.decode("utf-8", "replace")[:500]
 
 

@@ -62,12 +62,20 @@ def field(name: str, *, histogram: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Filter:
-    """Documents where ``field`` equals ``value`` (``value`` None: where it exists)."""
+    """Documents where ``field`` equals ``value`` (``value`` None: where it exists;
+    ``missing``: where it does not)."""
 
     field: str
     value: str | bool | None = None
+    missing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.missing and self.value is not None:
+            raise DashboardError(f"filter on {self.field}: a missing field has no value")
 
     def kql(self) -> str:
+        if self.missing:
+            return f"not {self.field} : *"
         if self.value is None:
             return f"{self.field} : *"
         if isinstance(self.value, bool):
@@ -75,6 +83,8 @@ class Filter:
         return f'{self.field} : "{self.value}"'
 
     def query(self) -> dict[str, Any]:
+        if self.missing:
+            return {"bool": {"must_not": [{"exists": {"field": self.field}}]}}
         if self.value is None:
             return {"exists": {"field": self.field}}
         return {"term": {self.field: self.value}}

@@ -182,3 +182,51 @@ ABNORMAL_GROUP = {
     "error-rate-spike": "m-spike", "latency-p95-high": "m-slow", "drift-persistent": "country",
     "accuracy-drop": "m-worse", "model-no-data": "m-gone", "agent-stalled": "a-stuck",
     "dead-letters-growing": "a-rejecting"}
+
+
+# ------------------------------------------- label documents, as the agent writes them
+
+def labelled(now: datetime, model: str, minutes_ago: float, right: int, wrong: int, correction: int = 0) -> Doc:
+    """A health window with `right` + `wrong` labelled requests, or (``correction``
+    N) the correction document of late labels for that window: made by the agent's
+    own producers (agent.health.documents), so the fields are the real ones."""
+    from agent.health.documents import correction_document, window_document
+    from agent.health.state import LabelState, WindowState
+    from agent.health.windows import ModelKey
+
+    start = (now - timedelta(minutes=minutes_ago)).timestamp()
+    key, agent_fields = ModelKey(model, "1"), {"id": "agent-labels", "name": "modelscribe"}
+    labels = LabelState()
+    for n in range(right + wrong):
+        labels.add("a", "a" if n < right else "b")
+    if correction:
+        _, doc = correction_document(key, start, 60, labels, correction, agent_fields)
+    else:
+        state = WindowState()
+        state.requests, state.labels = right + wrong, labels
+        _, doc = window_document(key, start, 60, state, 0, agent_fields)
+    return HEALTH_STREAM, doc
+
+
+def late_labels(now: datetime) -> list[Doc]:
+    """Audit 3, finding 1, both ways.
+
+    m-acc: 29 windows of 20 labels, 18 right (0.90); 6 of them get one more label,
+    late and wrong (a correction of accuracy 0.0, n 1). Pooled 522 / 586 = 0.891,
+    windows 0.90: no alert (a mean over documents gave 0.746 and fired).
+    m-drop: 10 windows of 20 labels, 15 right (0.75), each with a correction of
+    one late right label (1.0, n 1). Pooled 160 / 210 = 0.762, windows 0.75: an
+    alert (a mean over documents gave 0.875 and stayed quiet).
+    m-steady: 0.95 throughout."""
+    docs = [labelled(now, "m-acc", m, 18, 2) for m in range(29, 0, -1)]
+    docs += [labelled(now, "m-acc", m, 0, 1, correction=1) for m in range(25, 14, -2)]
+    docs += [labelled(now, "m-drop", m, 15, 5) for m in range(20, 10, -1)]
+    docs += [labelled(now, "m-drop", m, 1, 0, correction=1) for m in range(20, 10, -1)]
+    docs += [labelled(now, "m-steady", m, 19, 1) for m in range(29, 0, -1)]
+    return docs + [_alert_doc(now)]
+
+
+def uneven_windows(now: datetime) -> list[Doc]:
+    """m-big: one window of 200 labels at 0.90 and two of 2 labels at 0.0. Pooled
+    180 / 204 = 0.882 (no alert); the mean of the three windows is 0.30."""
+    return [labelled(now, "m-big", 5, 180, 20), labelled(now, "m-big", 4, 0, 2), labelled(now, "m-big", 3, 0, 2)]

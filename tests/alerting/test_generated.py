@@ -54,7 +54,7 @@ def test_generated_files_parse_and_carry_stable_ids():
         body = json.loads((ROOT / "kibana" / "watchers" / f"{rule.slug}.json").read_text())
         assert body["metadata"]["rule"] == rule.id
         kibana = json.loads((ROOT / "kibana" / "rules" / f"{rule.slug}.json").read_text())
-        assert json.loads(kibana["params"]["esQuery"]) == {"query": rule.match.es_query()}
+        assert json.loads(kibana["params"]["esQuery"]) == {"query": rule.match_for(weighted=False).es_query()}
         config = yaml.safe_load((ROOT / "kibana" / "elastalert" / f"{rule.slug}.yaml").read_text())
         assert config == elastalert.rule_config(rule) and config["name"] == rule.id
     assert len({rule.id for rule in RULES}) == len(RULES)
