@@ -44,6 +44,7 @@ def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fiel
         mapped.sort()  # by rank; equal ranks (one rule, literal and nested key) differ by key
     status = None
     no = NO
+    emptied: list[dict[str, Any]] | None = None
     for _, key, value, holder, rule in mapped:
         put = rule.put
         if put is not None:  # a field: coerced and placed in one call
@@ -65,6 +66,22 @@ def _apply(mapped: list[tuple[int, str, Any, dict[str, Any] | None, Rule]], fiel
         if ok:
             if holder is not None:
                 holder.pop(key, None)
+                if not holder:
+                    emptied = [holder] if emptied is None else emptied + [holder]
         elif holder is None:
             extra[key] = value
+    if emptied is not None:  # ({"meta": {"took": 7}} with meta.took mapped: no "meta": {} left in extra)
+        _drop_emptied(extra, emptied)
     return message, timestamp, status
+
+
+def _drop_emptied(node: dict[str, Any], emptied: list[dict[str, Any]]) -> bool:
+    """Remove from ``node`` the objects a mapping emptied, and those left empty
+    by that (an object empty in the log stays); True when ``node`` is now empty."""
+    dropped = False
+    for key, value in list(node.items()):
+        if type(value) is dict and (any(value is gone for gone in emptied)
+                                    or (value and _drop_emptied(value, emptied))):
+            del node[key]
+            dropped = True
+    return dropped and not node

@@ -102,3 +102,12 @@ def test_rare_shapes_are_not_compiled() -> None:
     for number in range(40):
         map_object({f"key{number}": 1, "message": "m"}, keys)
     assert not keys.compiled  # each shape seen once: never worth a compile
+
+
+def test_an_object_emptied_by_a_mapped_nested_key_is_not_left_in_extra():
+    keys = KeyMap((("meta.took", "event.duration:ms"), ("a.b.c", "labels.c")))
+    _, _, fields = map_object({"meta": {"took": 7}, "kept": {}, "a": {"b": {"c": "x"}}}, keys)
+    assert fields["event"]["duration"] == 7_000_000 and fields["labels"]["c"] == "x"
+    assert fields["extra"] == {"kept": {}}  # an object empty in the log stays
+    _, _, fields = map_object({"meta": {"took": 7, "host": "h"}}, keys)
+    assert fields["extra"] == {"meta": {"host": "h"}}
