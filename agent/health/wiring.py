@@ -28,6 +28,8 @@ from agent import AGENT_NAME, __version__
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock, FakeClock
 from agent.events import Event
+from agent.alerting.rules import DEFAULT_LATENESS_SECONDS as DEFAULT_LATENESS
+from agent.alerting.rules import DEFAULT_WINDOW_SECONDS as DEFAULT_WINDOW
 from agent.health import native
 from agent.health.engine import HealthEngine, ObservedAcks
 from agent.selflog import get_logger
@@ -59,6 +61,8 @@ class Health:
         log.info("model health on", window=settings.window, lateness=settings.lateness,
                  reference=settings.reference or f"first {settings.reference_size} events",
                  target=target or "-")
+        if (settings.window, settings.lateness) != (DEFAULT_WINDOW, DEFAULT_LATENESS):
+            log.info(rules_note(settings))
         return cls(engine)
 
     def acks(self, commit: Callable[[str, int], None]) -> AckTracker:
@@ -103,6 +107,13 @@ class Health:
         return describe(self.engine.settings)
 
 
+def rules_note(settings: Any) -> str:
+    """What the anomaly rules need when the windows are not the defaults they are checked in for."""
+    return (f"the anomaly rules' look-backs must cover these windows: install them with --health-window "
+            f"{settings.window}s --health-lateness {settings.lateness:g}s (setup watchers, setup rules, "
+            f"setup elastalert); the files under kibana/ are for {DEFAULT_WINDOW}s windows")
+
+
 def committed_offsets(registry: "Registry") -> dict[str, int]:
     return {entry.key: entry.offset for entry in registry.entries()}
 
@@ -118,6 +129,8 @@ def describe(settings: Any) -> list[str]:
              f"error_rate {settings.thresholds.error_rate} p95_ms {settings.thresholds.p95_ms} "
              f"accuracy_drop {settings.thresholds.accuracy_drop}",
              f"health: fields (every other input) {settings.fields.describe()}"]
+    if (settings.window, settings.lateness) != (DEFAULT_WINDOW, DEFAULT_LATENESS):
+        lines.append("health: " + rules_note(settings))
     for globs, paths in settings.per_input:
         lines.append(f"health: fields for {', '.join(globs)}: {paths.describe()}")
     lines.append("health: hot path in C (agent/health/_native.c)" if native.NATIVE is not None else

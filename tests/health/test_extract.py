@@ -161,6 +161,7 @@ def test_the_config_file_block_global_and_per_input(tmp_path):
                            capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert "health: windows of 30s" in shown.stdout
+    assert "install them with --health-window 30s --health-lateness 30s" in shown.stdout  # (not the rules' 60s)
     assert "health: fields for /fraud/*.log: model=extra.service" in shown.stdout
     assert "features=extra.amount" in shown.stdout
     config.write_text("health: {window: 0}\n")
@@ -363,3 +364,11 @@ def test_the_default_extractor_on_real_documents():
     configured = FieldPaths(model=("svc",), features=(("a",), ("b", "c")), features_under=None)
     doc = {"@timestamp": 5.0, "svc": "m", "a": 1, "b": {"c": "x"}}
     assert extractor(configured)(doc) == extract(doc, configured) is not None
+
+
+def test_default_windows_need_no_word_about_the_rules():
+    from agent.health.config import parse_health
+    from agent.health.wiring import describe
+
+    assert not [line for line in describe(parse_health({}, "t: health")) if "--health-window" in line]
+    assert [line for line in describe(parse_health({"window": "5m"}, "t: health")) if "--health-window 300s" in line]
