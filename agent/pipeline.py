@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Callable
 from agent.acks import AckTracker
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Config
+from agent.config.stages import check_state_dir
 from agent.cuts import CutLog
 from agent.enrich import Enricher, agent_id
 from agent.errors import EXIT_OK, EXIT_OUTPUT, EXIT_REJECTED, EXIT_RUNTIME, ModelscribeError, OutputError, StateError
@@ -143,7 +144,7 @@ class Pipeline:
             time.tzset()
         self.stats = Stats()
         self._started = clock.time()
-        _prepare_state_dir(config.state_dir)
+        check_state_dir(config.state_dir, f"--state-dir {config.state_dir}", create=True)  # as resolved: exit 2
         ttl = config.state_ttl
         if ttl < MIN_STATE_TTL:
             log.warning("--state-ttl is too short to survive a restart; using the minimum instead",
@@ -270,7 +271,11 @@ class Pipeline:
         try:
             check()
         except OutputError as error:
-            log.error("the output is not usable, nothing was read", error=str(error))
+            if self.config.once:  # which stops here: exit code 3
+                log.error("the output is not usable, nothing was read", error=str(error))
+            else:  # the daemon reads on, into the queue
+                log.warning("the output is not usable yet; starting anyway: delivery will be retried until "
+                            "it is", error=str(error))
             self.stats.error(str(error))
             return error.exit_code
         return None
@@ -348,8 +353,7 @@ class Pipeline:
         supervisor = self._supervisor  # its signal handlers are in place (``run``)
         # In a thread: a SIGTERM during the check (up to 10 s against a hung
         # node) stops the agent at once instead of after it.
-        if supervisor.call("preflight", self._preflight) is not None:
-            log.warning("starting anyway: delivery will be retried until the output is usable")
+        supervisor.call("preflight", self._preflight)  # a failure is logged; NoEntryPipeline is raised
         if supervisor.stopping():
             self._stop.set()  # asked to stop while starting: the reader reads nothing
         elif supervisor.reload_requested:
@@ -382,7 +386,8 @@ class Pipeline:
             notifier.close()  # the signal handlers stay until ``run`` has stopped everything
         if supervisor.deaths:
             stage, error = supervisor.deaths[0]
-            log.error("stopped because a stage died", stage=stage, error=repr(error))
+            if not isinstance(error, ModelscribeError):  # after a traceback: the reason again, at the end
+                log.error("stopped because a stage died", stage=stage, error=repr(error))
             return EXIT_RUNTIME
         return EXIT_RUNTIME if self._final_save_failed else EXIT_OK
 
@@ -495,15 +500,4 @@ class Pipeline:
         self._close_spool()
         log.info("stopped", acked=self.stats.snapshot().events_acked, unacknowledged=self.acks.in_flight(),
                  offsets_saved=not self._final_save_failed)
-
-
-def _prepare_state_dir(path: str) -> None:
-    try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
-        with open(probe, "w", encoding="ascii") as handle:
-            handle.write("ok")
-        os.unlink(probe)
-    except OSError as error:
-        raise StateError(f"--state-dir {path}: not usable: {error.strerror}") from error
 

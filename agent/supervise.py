@@ -61,6 +61,7 @@ from typing import Any, Callable
 # Re-exported: EarlySignals lives in its own tiny module so that agent.launch
 # can install it before importing anything heavy; its users import it here.
 from agent.early_signals import HANDLED, RELOAD_SIGNAL, STOP_SIGNALS, EarlySignals
+from agent.errors import ModelscribeError
 from agent.selflog import get_logger
 
 log = get_logger("supervise")
@@ -226,7 +227,12 @@ class Supervisor:
             # the agent stops): one message per cause, not one per batch.
             log.debug("the same stage failure again while stopping", stage=stage, error=repr(error))
         else:
-            log.error("a stage died; stopping the agent", stage=stage, error=repr(error), exc_info=error)
+            # An error the agent raised on purpose (a ModelscribeError: stdout
+            # closed, a spool that cannot be written) says all in its message;
+            # anything else is a bug, whose type and traceback are the clue.
+            on_purpose = isinstance(error, ModelscribeError)
+            log.error("a stage died; stopping the agent", stage=stage,
+                      error=str(error) if on_purpose else repr(error), exc_info=None if on_purpose else error)
         self._poke()
 
     def close(self) -> None:

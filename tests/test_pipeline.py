@@ -126,7 +126,9 @@ def test_a_dead_reader_stops_the_daemon_with_exit_code_1(tmp_path, caplog):
         runner.join(10)
         raise AssertionError("the daemon kept running after its reader died")
     assert done == [EXIT_RUNTIME]
-    assert "a stage died" in caplog.text and "No space left on device" in caplog.text
+    # An error the agent raised on purpose: its message, one line, no traceback.
+    [died] = [r for r in caplog.records if r.getMessage() == "a stage died; stopping the agent"]
+    assert "No space left on device" in died.kv["error"] and died.exc_info is None
 
 
 def _wait(predicate, timeout=30.0):
@@ -292,3 +294,65 @@ def test_once_that_dropped_events_says_so_and_exits_3(tmp_path, agent_log, monke
     assert any(r.getMessage().startswith("some events were dropped, not delivered")
                and r.kv["count"] == dropped for r in agent_log)
     assert sum(r.kv.get("dropped", 0) for r in agent_log if r.levelname == "WARNING") == dropped
+
+
+def _unusable_output_pipeline(tmp_path, once, error):
+    """A pipeline whose output's start-up check raises ``error``."""
+    logs = tmp_path / "logs"
+    logs.mkdir(parents=True)
+    (logs / "x.log").write_text("".join(f"line {i}\n" for i in range(50)))
+    config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(tmp_path / "state"), "output": "null",
+                      "once": once, "shutdown_timeout": 2.0, "metrics_addr": "off"}, {})
+    pipeline = Pipeline(config)
+
+    def preflight():
+        raise error
+
+    pipeline.output.preflight = preflight  # type: ignore[attr-defined]
+    return pipeline
+
+
+def test_an_unusable_output_at_start_up_is_a_warning_for_the_daemon_which_reads_on(tmp_path, agent_log):
+    """Audit 3, finding 9: the daemon said "the output is not usable, nothing
+    was read" at error level, then read everything. --once keeps it (exit 3)."""
+    from agent.errors import EXIT_OK, EXIT_OUTPUT, TransientOutputError
+
+    down = TransientOutputError("cannot connect to Elasticsearch at http://127.0.0.1:1: refused")
+    pipeline = _unusable_output_pipeline(tmp_path / "daemon", False, down)
+    done = []
+    runner = threading.Thread(target=lambda: done.append(pipeline.run()))
+    runner.start()
+    try:
+        assert _wait(lambda: pipeline.stats.snapshot().events_acked == 50), "the daemon read nothing"
+    finally:
+        pipeline.stop()
+        runner.join(30)
+    assert done == [EXIT_OK]
+    [said] = [r for r in agent_log if "not usable" in r.getMessage()]
+    assert said.levelname == "WARNING" and "nothing was read" not in said.getMessage()
+    assert said.getMessage() == ("the output is not usable yet; starting anyway: delivery will be retried until "
+                                 "it is") and said.kv == {"error": str(down)}
+    assert not [r for r in agent_log if r.levelname == "ERROR"]
+    agent_log.clear()
+    once = _unusable_output_pipeline(tmp_path / "once", True, down)
+    assert once.run() == EXIT_OUTPUT
+    [said] = [r for r in agent_log if "not usable" in r.getMessage()]
+    assert said.levelname == "ERROR" and said.getMessage() == "the output is not usable, nothing was read"
+    assert once._sink.lines == 0
+
+
+def test_a_target_that_would_store_raw_documents_unparsed_stops_the_start(tmp_path):
+    """--parse-at elasticsearch into a target no entry pipeline serves
+    (agent.outputs.entry_pipeline): the daemon and --once alike stop before
+    reading, exit code 3, instead of warning and reading on."""
+    import pytest
+
+    from agent.errors import EXIT_OUTPUT
+    from agent.outputs.entry_pipeline import NoEntryPipeline
+
+    for once in (True, False):
+        pipeline = _unusable_output_pipeline(tmp_path / str(once), once, NoEntryPipeline("stored unparsed"))
+        with pytest.raises(NoEntryPipeline) as raised:
+            pipeline.run()
+        assert raised.value.exit_code == EXIT_OUTPUT
+        assert pipeline._sink.lines == 0

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from agent.errors import ModelscribeError
 from agent.supervise import HANDLED, EarlySignals, Supervisor
 
 
@@ -85,6 +86,20 @@ def test_the_same_failure_again_is_kept_but_logged_once(caplog):
     finally:
         supervisor.close()
 
+
+
+def test_an_error_raised_on_purpose_is_one_line_without_a_traceback(caplog):
+    """A ModelscribeError (stdout closed, a spool that cannot be written) says
+    all in its message: no traceback, and its text, not its repr (audit 3, finding 5)."""
+    supervisor = Supervisor()
+    try:
+        supervisor.died("output", ModelscribeError("stdout was closed; stopping"))
+        [record] = [record for record in caplog.records if record.levelname == "ERROR"]
+        assert record.getMessage() == "a stage died; stopping the agent"
+        assert record.exc_info is None
+        assert record.kv == {"stage": "output", "error": "stdout was closed; stopping"}
+    finally:
+        supervisor.close()
 
 
 # -- the first and last moments of `run` (audit 2 service, finding 4) -----------------------------

@@ -40,7 +40,9 @@ if TYPE_CHECKING:
 # The parse settings an ``inputs:`` entry may set for its files (ParseSettings
 # field names); every other key of an entry is an error with a did-you-mean.
 INPUT_SETTINGS = ("format", "log_format", "map_fields", "parse_at", "container_format")
-_INPUT_KEYS = ("paths", "path") + INPUT_SETTINGS
+# ``health`` is an input's model-health block, read by agent.health.config
+# (not a parse setting), but a key of the entry all the same.
+_INPUT_KEYS = ("paths", "path") + INPUT_SETTINGS + ("health",)
 
 
 @dataclass(frozen=True)
@@ -275,7 +277,7 @@ def _inputs(raw: Any, path: str) -> tuple[InputSpec, ...]:
                 hint = difflib.get_close_matches(str(key), list(_INPUT_KEYS), n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise ConfigError(f"{where}: unknown key {key!r}{extra}; an input takes "
-                                  f"{', '.join(('paths',) + INPUT_SETTINGS)}")
+                                  f"{', '.join(('paths',) + INPUT_SETTINGS + ('health',))}")
             name = "paths" if name == "path" else name
             if name in given:
                 raise ConfigError(f"{where}: {given[name][0]!r} and {key!r} are the same key; keep one")
@@ -425,6 +427,8 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
                     health=from_file.health if from_file is not None else None)
     _validate(config, where, credentials)
     stages.check(config, where)
+    if require_paths:  # run and check config: the agent writes its state there
+        stages.check_state_dir(config.state_dir, f"{where['state_dir']} {config.state_dir}")
     if require_paths and not config.all_paths:  # last: a message about a given value comes first
         raise ConfigError("--path: at least one glob of files to tail is required "
                           "(flag --path, env MODELSCRIBE_PATH or 'paths' in the config file)")

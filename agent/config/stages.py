@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -322,6 +323,34 @@ def _check_directory(path: str, label: str) -> None:
         raise ConfigError(f"{label}: cannot be created: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{label}: cannot be created: {parent} is not writable")
+
+
+def check_state_dir(path: str, label: str, create: bool = False) -> None:
+    """The state directory is usable: a writable directory, or one that can be
+    made in its nearest existing parent. ``check config`` and ``run`` call it
+    when the settings are resolved; ``run`` then makes it (``create``, from
+    agent.pipeline), failing, if it still fails, with the same kind of message
+    and the same exit code (2). Each case ends with a real attempt (a file
+    written and removed in the directory, or a directory made and removed in
+    the parent), since access() is no proof: it says yes to root for /proc."""
+    _check_directory(path, label)
+    target = os.path.abspath(path)
+    parent = target
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    try:
+        if create:
+            os.makedirs(target, mode=0o700, exist_ok=True)
+        if os.path.isdir(target):
+            handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=target)
+            os.close(handle)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".modelscribe-check-", dir=parent))
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(f"{label}: the directory is not writable ({reason})" if parent == target
+                          else f"{label}: cannot be created in {parent} ({reason})") from None
 
 
 def _check_output_files(config: Config, where: Mapping[str, str]) -> None:

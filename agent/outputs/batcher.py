@@ -26,7 +26,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Callable
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.errors import OutputError, StateError
+from agent.errors import ModelscribeError, OutputError, StateError
 from agent.events import MARKER, Event
 from agent.selflog import get_logger
 from agent.stats import Stats
@@ -101,6 +101,12 @@ class _Workers:
             self._stats.error(str(error))
             log.error("gave up delivering a batch; its lines stay unacknowledged", count=len(events),
                       error=str(error))
+        except ModelscribeError as error:
+            # Raised on purpose to stop the agent (the console's reader went
+            # away): no failure to report here, the supervisor says it once.
+            self.failures.append(OutputError(str(error)))
+            if self._on_death is not None:
+                self._on_death("output", error)
         except Exception as error:  # a bug: never hidden, stops the agent
             self.failures.append(OutputError(f"unexpected error: {error!r}"))
             self._stats.error(repr(error))

@@ -34,6 +34,9 @@ class ConnectionSettings:
     request_timeout: float = 30.0
     gzip: bool = False
     connections_per_node: int = 4  # the output workers, plus requests of setup and dead letters
+    # Some file is shipped as raw text (--parse-at elasticsearch): the target
+    # must send it through the entry pipeline (agent.outputs.entry_pipeline).
+    raw_documents: bool = False
 
     @classmethod
     def from_config(cls, config: "Config") -> "ConnectionSettings":
@@ -43,4 +46,14 @@ class ConnectionSettings:
                    password=config.password, password_file=config.password_file, ca_cert=config.ca_cert,
                    client_cert=config.client_cert, client_key=config.client_key, tls_verify=config.tls_verify,
                    request_timeout=config.request_timeout, gzip=config.gzip,
-                   connections_per_node=config.workers + 2)
+                   connections_per_node=config.workers + 2, raw_documents=ships_raw(config))
+
+
+def ships_raw(config: "Config") -> bool:
+    """Whether some file's lines may go out as raw documents: an input says
+    ``parse_at: elasticsearch``, or the global setting does and some glob
+    (``--path``, or an input without its own ``parse_at``) follows it."""
+    if any(spec.parse_at == "elasticsearch" for spec in config.inputs):
+        return True
+    return config.parse_at == "elasticsearch" and (bool(config.paths)
+                                                   or any(spec.parse_at is None for spec in config.inputs))

@@ -5,9 +5,12 @@ Guarantees:
 - A batch is acknowledged once its lines were handed to stdout and flushed.
 - A closed stdout (``modelscribe run --output console | head -1``: EPIPE) is
   no output failure to retry: it stops the agent. The batch that found it
-  closed raises ``ModelscribeError("stdout was closed; stopping")``, which the
+  closed raises ``StdoutClosed("stdout was closed; stopping")``, which the
   batcher reports as the death of the output stage, so the agent stops with
-  exit code 1, keeping what was acknowledged committed. Every later batch is
+  exit code 1, keeping what was acknowledged committed. A reader that goes
+  away is expected, not a bug: it is logged once, as one line without a
+  traceback (``a stage died; stopping the agent stage=output error="stdout
+  was closed; stopping"``). Every later batch is
   refused (``Aborted``: neither sent, nor acknowledged, nor logged again), so
   a closed pipe is reported once, not once per batch; those lines are read
   again at the next start. Standard output is pointed at /dev/null then, so
@@ -27,6 +30,10 @@ from agent.errors import ModelscribeError, PermanentOutputError
 from agent.events import Event
 from agent.outputs.base import all_created, CheckReport, Response
 from agent.outputs.batcher import Aborted
+
+
+class StdoutClosed(ModelscribeError):
+    """Standard output's reader went away: the agent stops, on purpose."""
 
 
 class ConsoleOutput:
@@ -50,7 +57,7 @@ class ConsoleOutput:
             except BrokenPipeError as error:
                 self._closed = True
                 self._silence()
-                raise ModelscribeError("stdout was closed; stopping") from error
+                raise StdoutClosed("stdout was closed; stopping") from error
             except OSError as error:
                 raise PermanentOutputError(f"--output console: cannot write to stdout: "
                                            f"{error.strerror or error}") from error

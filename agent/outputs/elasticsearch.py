@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -36,6 +37,7 @@ from agent.config.secrets import check_secret
 from agent.outputs.connection import ConnectionSettings
 from agent.errors import AuthError, ConfigError, PermanentOutputError, TransientOutputError
 from agent.events import Event
+from agent.outputs import entry_pipeline
 from agent.outputs.base import CheckReport, Response
 from agent.selflog import Secret, get_logger
 from agent.setup.privileges import access
@@ -101,6 +103,9 @@ class ElasticsearchOutput:
     def __init__(self, config: ConnectionSettings) -> None:
         self._config = config
         self._target = config.target
+        # --parse-at elasticsearch: the target is checked once, before the first document.
+        self._target_unchecked = config.raw_documents
+        self._target_lock = threading.Lock()
         self._bulk_path = f"/{self._target}/_bulk"
         self._credential = _Credential(config)
         self._client = _build_client(config)
@@ -162,6 +167,8 @@ class ElasticsearchOutput:
 
     # -- Output ------------------------------------------------------------
     def send(self, events: Sequence[Event]) -> Response:
+        if self._target_unchecked:  # the start-up check got no answer (the cluster was down then)
+            self._check_target()
         parts = []
         for event in events:
             if event.target is None:
@@ -174,13 +181,28 @@ class ElasticsearchOutput:
                             {"filter_path": _BULK_FILTER})
 
     def preflight(self) -> None:
-        """Fail fast when the cluster is unreachable or refuses the credentials.
+        """Fail fast when the cluster is unreachable or refuses the credentials;
+        with raw documents, refuse a target that would store them unparsed
+        (``entry_pipeline.NoEntryPipeline``)."""
+        timeout = self.preflight_timeout()
+        self._authenticate(timeout)
+        self._check_target(timeout)
 
-        ``_authenticate`` needs no privilege, so a write-only key passes; a
-        cluster without security answers it with an error that is not 401.
-        """
-        response = self.request("GET", "/_security/_authenticate", timeout=self.preflight_timeout())
+    def _authenticate(self, timeout: float) -> None:
+        """``_authenticate`` needs no privilege, so a write-only key passes; a
+        cluster without security answers it with an error that is not 401."""
+        response = self.request("GET", "/_security/_authenticate", timeout=timeout)
         raise_for_auth(self._config, response)
+
+    def _check_target(self, timeout: float | None = None) -> None:
+        """``--parse-at elasticsearch``: once, in ``preflight`` or, when the
+        cluster did not answer that, before the first bulk request (where a
+        refusal stops the agent as a dead output stage would)."""
+        with self._target_lock:
+            if self._target_unchecked:
+                entry_pipeline.require(lambda method, path: self.request(method, path, timeout=timeout),
+                                       self._target)
+                self._target_unchecked = False
 
     def preflight_timeout(self) -> float:
         """The start-up check waits at most this: the daemon starts reading

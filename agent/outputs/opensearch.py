@@ -78,9 +78,9 @@ class OpenSearchOutput(ElasticsearchOutput):
     def from_config(cls, config: "Config") -> "OpenSearchOutput":
         return cls(ConnectionSettings.from_config(config))
 
-    def preflight(self) -> None:
-        """Fail fast when the cluster is unreachable or refuses the credentials."""
-        response = self.request("GET", AUTHINFO, timeout=self.preflight_timeout())
+    def _authenticate(self, timeout: float) -> None:
+        """The security plugin's "who am I" (``preflight`` calls it first)."""
+        response = self.request("GET", AUTHINFO, timeout=timeout)
         if response.status in (401, 403):
             raise AuthError(_auth_hint(self._config, response))
 

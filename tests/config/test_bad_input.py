@@ -193,7 +193,8 @@ def test_any_number_for_a_duration_or_size_is_a_value_in_bounds_or_a_config_erro
 @pytest.mark.parametrize("flag, raw, expected", [
     ("flush_interval", "99999999999d", "'99999999999d' is too long: a duration is at most 3650d (10 years)"),
     ("shutdown_timeout", "3651d", "is too long"),
-    ("spool_max_bytes", "99999999999999GiB", "is too large: a size is at most 1048576GiB (1 PiB)"),
+    ("spool_max_bytes", "99999999999999GiB", "is too large: a size is at most 1PiB"),
+    ("spool_max_bytes", "1.001PiB", "'1.001PiB' is too large: a size is at most 1PiB"),
     ("max_line_bytes", "9" * 400, "is too large"),
 ])
 def test_durations_and_sizes_have_upper_bounds(flag, raw, expected):
@@ -207,6 +208,14 @@ def test_nan_and_infinity_are_refused_by_the_converters():
         with pytest.raises(ValueError):
             size(bad)
     assert duration("3650d") == MAX_DURATION and size("1048576GiB") == MAX_SIZE
+
+
+def test_the_limit_is_written_in_units_the_parser_takes():
+    """The message quotes the limit as 1PiB: TiB and PiB (and TB, PB) are units like GiB and GB."""
+    assert size("1PiB") == size("1pib") == size("1024TiB") == MAX_SIZE == 1024 ** 5
+    assert size("2TiB") == 2 * 1024 ** 4 and size("3TB") == 3 * 1000 ** 4 and size("1PB") == 1000 ** 5
+    assert size("0.5 TiB") == 1024 ** 4 // 2
+    assert resolve({"spool_max_bytes": "1PiB"}, {}).spool_max_bytes == MAX_SIZE
 
 
 # -- YAML's own types ------------------------------------------------------------------

@@ -35,6 +35,38 @@ def test_check_config_and_run_fail_alike(tmp_path, args, expected):
     assert not (tmp_path / "state").exists()  # stopped before touching anything
 
 
+@pytest.mark.parametrize("case", ["a file", "under a file", "in /proc"])
+def test_an_unusable_state_dir_fails_check_config_as_it_fails_run(tmp_path, case):
+    """Audit 3, finding 3: ``check config`` said "config ok" for a state dir
+    ``run`` refused (exit 1). One check, one message, exit 2 from both."""
+    (tmp_path / "a.log").write_text("x\n")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    state, expected = {
+        "a file": (afile, f"--state-dir {afile}: exists and is not a directory"),
+        "under a file": (afile / "state", f"--state-dir {afile / 'state'}: cannot be created: {afile} is not "
+                                          "a directory"),
+        # access() says yes to root here; only trying tells (ENOENT: procfs makes no directory).
+        "in /proc": ("/proc/modelscribe-nope/state", "--state-dir /proc/modelscribe-nope/state: cannot be "
+                                                      "created in /proc ("),
+    }[case]
+    args = ["--path", str(tmp_path / "a.log"), "--output", "null", "--state-dir", str(state)]
+    checked = _invoke(["check", "config", *args])
+    ran = _invoke(["run", "--once", *args])
+    for result in (checked, ran):
+        assert result.exit_code == 2, result.output
+        assert f"modelscribe: error: {expected}" in result.stderr
+    assert checked.stderr == ran.stderr
+
+
+def test_check_config_tries_a_state_dir_it_would_create_but_leaves_nothing(tmp_path):
+    (tmp_path / "a.log").write_text("x\n")
+    checked = _invoke(["check", "config", "--path", str(tmp_path / "a.log"), "--output", "null",
+                       "--state-dir", str(tmp_path / "new" / "state")])
+    assert checked.exit_code == 0, checked.output
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.log"]  # the probe is gone, nothing made
+
+
 def test_check_config_names_the_variable_and_the_file_key(tmp_path):
     checked = _invoke(["check", "config"], env={"MODELSCRIBE_REDACT_PATTERN": "("})
     assert checked.exit_code == 2

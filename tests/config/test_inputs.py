@@ -36,6 +36,15 @@ def test_an_unknown_key_without_a_close_match_lists_the_keys(tmp_path):
         run()
 
 
+def test_a_misspelt_health_block_is_suggested_and_listed(tmp_path):
+    """``health`` is an input's key too (README, "Per-input parse settings")."""
+    cfg, run = _resolve(tmp_path, "inputs:\n  - paths: [a.log]\n    healht: {}\n")
+    with pytest.raises(ConfigError) as caught:
+        run()
+    assert str(caught.value) == (f"{cfg}: inputs[1]: unknown key 'healht' (did you mean 'health'?); an input "
+                                 "takes paths, format, log_format, map_fields, parse_at, container_format, health")
+
+
 def test_bad_entries(tmp_path):
     for text, expected in [
         ("inputs: {paths: a}\n", "inputs must be a list"),

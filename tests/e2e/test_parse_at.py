@@ -12,6 +12,7 @@ against the real node.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -48,8 +49,14 @@ def _logs(tmp_path: Path) -> Path:
 def test_raw_documents_have_the_agents_ids_and_no_secret(es_node, es, tmp_path):
     logs = _logs(tmp_path)
     indices = {"agent": "e2e-parse-at-agent", "elasticsearch": "e2e-parse-at-raw"}
+    # The raw index keeps the documents as they come: a pipeline that does
+    # nothing (the integ-test node has no processors to parse them anyway).
+    # Without one the agent would refuse to ship raw documents there (below).
+    es.ok("PUT", "/_ingest/pipeline/e2e-parse-at-keep-raw", {"processors": []})
     for mode, index in indices.items():
         create_index(es.request, index)
+        if mode == "elasticsearch":
+            es.ok("PUT", f"/{index}/_settings", {"index.default_pipeline": "e2e-parse-at-keep-raw"})
         # The same files and the same state key: a fresh state directory each,
         # with the per-input rule for the TorchServe file.
         config = tmp_path / f"{mode}.yml"
@@ -58,6 +65,8 @@ def test_raw_documents_have_the_agents_ids_and_no_secret(es_node, es, tmp_path):
                            "--state-dir", str(tmp_path / f"state-{mode}"), "--parse-at", mode,
                            *es_flags(es_node, index)])
         assert result.code == 0, result.stderr
+        if mode == "elasticsearch":  # said, not refused: e2e-parse-at-keep-raw might call the entry pipeline
+            assert "not modelscribe's entry pipeline" in result.stderr
     parsed, raw = _hits(es, indices["agent"]), _hits(es, indices["elasticsearch"])
     assert raw and set(raw) == set(parsed)
     for doc_id, doc in raw.items():
@@ -84,6 +93,9 @@ def test_raw_documents_have_the_agents_ids_and_no_secret(es_node, es, tmp_path):
         for doc in docs.values():
             assert "eyJzdWIiOiJ4In0" not in str(doc)
     assert any("[REDACTED" in doc["message"] for doc in by_file["secrets.log"])
+    for index in indices.values():
+        es.delete_index(index)
+    es.request("DELETE", "/_ingest/pipeline/e2e-parse-at-keep-raw")
 
 
 def test_a_missing_pipeline_blocks_until_it_exists_and_loses_nothing(es_node, es, tmp_path):
@@ -122,3 +134,24 @@ def test_a_missing_pipeline_blocks_until_it_exists_and_loses_nothing(es_node, es
     assert not dead.exists() or dead.read_text() == ""
     es.delete_index("e2e-parse-at-blocked")
     es.request("DELETE", f"/_ingest/pipeline/{name}")
+
+
+@pytest.mark.parametrize("once", [True, False], ids=["once", "daemon"])
+def test_a_target_without_the_entry_pipeline_is_refused_before_reading(es_node, es, tmp_path, once):
+    """Audit 3, finding 1: no template wired to the pipelines (``setup`` skipped
+    them, an ``--index`` target, or no ``setup`` at all) stored the raw lines
+    unparsed, exit code 0, no word. Now: exit code 3, one message, nothing read."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "worker.log").write_text("2026-11-27 09:00:00,101 INFO serving.worker: loading model resnet50\n")
+    state = tmp_path / "state"
+    args = ["run", "--path", str(logs / "*.log"), "--state-dir", str(state), "--parse-at", "elasticsearch",
+            "--metrics-addr", "off", *es_flags(es_node, "e2e-parse-at-unwired")]
+    result = run_once(args + (["--once"] if once else []), timeout=60)
+    assert result.code == 3, result.stderr
+    assert ("modelscribe: error: --parse-at elasticsearch: the documents would be stored unparsed in "
+            "e2e-parse-at-unwired: no index template gives it an ingest pipeline") in result.stderr
+    assert "modelscribe setup pipelines" in result.stderr and "starting anyway" not in result.stderr
+    assert "new file" not in result.stderr and es.count("e2e-parse-at-unwired") == 0
+    registry = state / "registry.json"
+    assert not registry.exists() or json.loads(registry.read_text())["entries"] == []

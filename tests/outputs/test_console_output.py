@@ -64,7 +64,8 @@ def test_through_the_workers_one_death_and_nothing_acknowledged_after_it(tmp_pat
     workers.close()
     stream.close()
     assert [(stage, str(error)) for stage, error in deaths] == [("output", "stdout was closed; stopping")]
-    assert workers.failures[0].args[0].startswith("unexpected error") and len(workers.failures) == 1
+    # Raised on purpose: no "unexpected error" (audit 3, finding 5).
+    assert [failure.args[0] for failure in workers.failures] == ["stdout was closed; stopping"]
     assert commits == {} and acks.in_flight() == 50
     assert not (tmp_path / "dead.ndjson").exists()
 
@@ -81,13 +82,17 @@ def test_another_write_error_names_stdout():
         ConsoleOutput(Failing()).send(_events(0, 1))  # type: ignore[arg-type]
 
 
-def test_run_once_piped_into_head_stops_with_one_message(tmp_path):
-    """``modelscribe run --once --output console | head -1``, the real command."""
+@pytest.mark.parametrize("once", [True, False], ids=["once", "daemon"])
+def test_run_piped_into_head_stops_with_one_message(tmp_path, once):
+    """``modelscribe run [--once] --output console | head -1``, the real command:
+    one line, ``a stage died; stopping the agent stage=output error="stdout
+    was closed; stopping"``, no traceback, no "unexpected error" (audit 3, finding 5)."""
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "a.log").write_text("".join(f"2026-01-01 00:00:00 INFO app: line {i} {'x' * 60}\n"
                                         for i in range(20000)))
-    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--once", "--output", "console",
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "run", *(["--once"] if once else []),
+                              "--output", "console",
                               "--path", str(logs / "*.log"), "--state-dir", str(tmp_path / "state"),
                               "--metrics-addr", "off"],
                              cwd=_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -100,8 +105,10 @@ def test_run_once_piped_into_head_stops_with_one_message(tmp_path):
     assert "app: line 0 " in json.loads(first)["message"]
     assert code == 1, stderr
     assert stderr.count("a stage died; stopping the agent") == 1, stderr
-    assert "stdout was closed; stopping" in stderr
-    assert "Exception ignored" not in stderr and "unacknowledged" in stderr
+    [line] = [line for line in stderr.splitlines() if "stdout was closed" in line]
+    assert "a stage died; stopping the agent" in line and 'stage=output error="stdout was closed; stopping"' in line
+    assert "Traceback" not in stderr and "unexpected" not in stderr and "level=error" not in stderr.replace(line, "")
+    assert "Exception ignored" not in stderr and ("unacknowledged" in stderr)
     registry = json.loads((tmp_path / "state" / "registry.json").read_text())
     [entry] = registry["entries"]
     assert entry["offset"] < (logs / "a.log").stat().st_size  # only what was acknowledged
