@@ -2,7 +2,7 @@
 
     ModelscribeError                 base: anything the agent raises on purpose
     ├── ConfigError                  bad flag / env var / file key  (exit code 2)
-    ├── StateError                   registry or state dir unusable (exit code 1)
+    ├── StateError                   registry or state dir unusable at run time (exit code 1)
     └── OutputError                  the output could not take data
         ├── TransientOutputError     worth retrying: 429, 502-504, timeouts, refused connections
         └── PermanentOutputError     retrying will not help: 400, 404, bad TLS setup
@@ -16,9 +16,11 @@ so the original cause stays visible in logs.
 Exit codes of the ``modelscribe`` command:
 
     0  success (``--once``: everything read was acknowledged)
-    1  unexpected runtime failure, or an unusable state directory
-    2  configuration error (names the flag, variable or file key)
-    3  the output is unreachable or refused the credentials; ``--once``
+    1  unexpected runtime failure, or a state file that cannot be used
+    2  configuration error (names the flag, variable or file key; a
+       ``--state-dir`` that cannot be used is one, checked at start-up)
+    3  the output is unreachable or refused the credentials, or
+       (``--parse-at elasticsearch``) would store raw documents unparsed; ``--once``
        dropped events (``--when-full drop-newest``); ``dlq replay`` kept
        letters only because the output could not take them
     4  ``--once`` finished but some documents were rejected by the output

@@ -82,7 +82,8 @@ def require(request: Request, target: str) -> None:
     if isinstance(found, str):  # the reason the cluster could not say
         log.warning("cannot check that the target's documents go through the entry pipeline; if no index "
                     "template or index setting names it, the raw lines are stored unparsed (--parse-at "
-                    "elasticsearch)", target=target, pipeline=entry, error=found)
+                    "elasticsearch; view_index_metadata on the target lets the agent check, docs/security.md)",
+                    target=target, pipeline=entry, error=found)
         return
     pipeline, index = found
     if pipeline == entry:
