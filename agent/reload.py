@@ -161,10 +161,16 @@ class Reloader:
 
     def _apply(self, changes: Changes) -> None:
         # Imported here: the pipeline imports this module.
+        from agent.outputs.connection import ships_raw
         from agent.pipeline import build_enricher, parse_settings, tail_settings
 
         config = changes.config
         reader = changes.touches(TAIL | PARSE | ENRICH)
+        if changes.touches(PARSE) and ships_raw(config) and not ships_raw(self.config):
+            # Raw documents from now on: would the target parse them? (NoEntryPipeline refuses the reload.)
+            check = getattr(self._output, "check_raw_target", None)
+            if check is not None:
+                check()
         # The one step that can fail (the hash key, the agent id), before anything changes.
         enricher = build_enricher(config) if changes.touches(ENRICH) else None
         if "log_level" in changes.live:  # before the reader switches: what it logs then follows the new level

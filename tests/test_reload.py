@@ -503,3 +503,37 @@ def test_every_line_is_delivered_once_in_order_whatever_the_globs_do(actions):
         for name in _FILES:
             assert [line.text for line in sink.lines if line.source.path == str(root / f"{name}.log")] == \
                 written[name]
+
+
+@pytest.mark.parametrize("refused", [True, False])
+def test_a_reload_that_turns_raw_documents_on_asks_the_output_first(tmp_path, records, refused):
+    """--parse-at elasticsearch by reload: the target is checked as at start-up;
+    one that would store the raw lines unparsed refuses the reload."""
+    from agent.outputs.entry_pipeline import NoEntryPipeline
+
+    running = _config(tmp_path, "format: json\n")
+    cfg = tmp_path / "agent.yml"
+
+    class Output(_Recorder):
+        checked = 0
+
+        def check_raw_target(self) -> None:
+            Output.checked += 1
+            if refused:
+                raise NoEntryPipeline("--parse-at elasticsearch: the documents would be stored unparsed")
+
+    output = Output()
+    reloader = Reloader(running, lambda: resolve({"paths": running.paths, "state_dir": running.state_dir}, {},
+                                                 str(cfg), require_paths=True), output, output, output)
+    cfg.write_text("format: json\nparse_at: elasticsearch\n")
+    new = reloader.reload()
+    assert Output.checked == 1
+    if refused:
+        assert new is running and output.applied == []
+        assert [r.getMessage() for r in records if r.levelno >= logging.ERROR] == [
+            "reload refused: the configuration is not valid; the running one stays"]
+    else:
+        assert new.parse_at == "elasticsearch" and len(output.applied) == 1
+    cfg.write_text("format: json\nparse_at: elasticsearch\nlog_level: debug\n")
+    reloader.reload()
+    assert Output.checked == (2 if refused else 1)  # already raw: not asked again

@@ -35,7 +35,7 @@ from elasticsearch import Elasticsearch
 from agent import AGENT_NAME, __version__
 from agent.config.secrets import check_secret
 from agent.outputs.connection import ConnectionSettings
-from agent.errors import AuthError, ConfigError, PermanentOutputError, TransientOutputError
+from agent.errors import AuthError, ConfigError, OutputError, PermanentOutputError, TransientOutputError
 from agent.events import Event
 from agent.outputs import entry_pipeline
 from agent.outputs.base import CheckReport, Response
@@ -203,6 +203,17 @@ class ElasticsearchOutput:
                 entry_pipeline.require(lambda method, path: self.request(method, path, timeout=timeout),
                                        self._target)
                 self._target_unchecked = False
+
+    def check_raw_target(self) -> None:
+        """A reload turned ``--parse-at elasticsearch`` on: the target is checked
+        now (``NoEntryPipeline`` refuses the reload), or, when the cluster does
+        not answer, before the next bulk request, as at start-up."""
+        with self._target_lock:
+            self._target_unchecked = True
+        try:
+            self._check_target(self.preflight_timeout())
+        except OutputError:
+            pass  # (unreachable: still unchecked, checked before the next bulk request)
 
     def preflight_timeout(self) -> float:
         """The start-up check waits at most this: the daemon starts reading
