@@ -225,7 +225,7 @@ class Harvesters:
                             found.add(item.inode())
                             entry = self._registry.get(idle.key) if idle.key is not None else None
                             if entry is not None:
-                                self._resume_rotated(item.path, entry, now)
+                                self._resume_rotated(item.path, entry, now, "while it was closed for inactivity")
             except OSError:
                 pass  # the directory is gone: so are its files
             for inode, idle in inodes.items():
@@ -429,7 +429,8 @@ class Harvesters:
             except OSError as error:  # the directory is gone or unreadable: nothing to finish there
                 log.debug("cannot look for rotated files", path=directory, error=describe_error(error))
 
-    def _resume_rotated(self, path: str, entry: Entry, now: float) -> None:
+    def _resume_rotated(self, path: str, entry: Entry, now: float,
+                        when: str = "while the agent was stopped") -> None:
         if (entry.dev, entry.inode) in self._harvesters or self._discovery.own(path) is not None:
             return  # (an entry an older agent made for one of its own files)
         try:
@@ -451,7 +452,7 @@ class Harvesters:
             os.close(fd)
             return
         start = max(entry.offset, self._resume_after.pop(entry.key, 0))
-        log.info("file rotated away while the agent was stopped; reading it to its end", path=entry.path,
+        log.info(f"file rotated away {when}; reading it to its end", path=entry.path,
                  now_at=path, offset=start, size=info.st_size, key=entry.key)
         cuts = self._cuts.line_cuts(entry.key) if self._cuts is not None else None
         harvester = _Harvester(fd, entry.dev, entry.inode, entry.path,
