@@ -45,7 +45,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable
 
 from agent.clock import Clock
 from agent.cuts import CutLog
@@ -53,6 +53,8 @@ from agent.events import Source
 from agent.registry import Entry, Registry
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Hint, Watcher, describe_error, describe_mode
+from agent.sources.fileinfo import inode_generation, last_line_end
+from agent.sources.idle import IdleFile, IdleFiles
 from agent.sources.identity import names_file, prefix_hasher
 from agent.sources.reader import LineReader
 
@@ -70,49 +72,6 @@ MAX_RECOVERY_NAMES = 100_000
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _ACTIVE, _RENAMED, _DELETED = "active", "renamed", "deleted"
 _UNMATCHED = "unmatched"  # no longer matched after a reload: read to its end, then closed
-
-
-def last_line_end(fd: int, size: int, reach: int) -> int:
-    """The offset just after the last newline among the file's first ``size``
-    bytes, looked for in its last ``reach`` bytes; ``size`` when there is none
-    there (an unfinished line longer than that is skipped whole), 0 when the
-    file is shorter than ``reach`` and has none (its one unfinished line is read)."""
-    position, floor = size, max(0, size - reach)
-    while position > floor:
-        begin = max(floor, position - 65536)
-        found = os.pread(fd, position - begin, begin).rfind(b"\n")
-        if found >= 0:
-            return begin + found + 1
-        position = begin
-    return size if floor else 0
-
-
-RESERVED_DESCRIPTORS = 256  # for the spool, the output's and /metrics' sockets, the state files
-
-
-def open_files_budget() -> int:
-    """How many files the tailer may hold open: the process's open-file limit
-    less what the rest of the agent needs (a tailer that took them all made
-    the spool fail to open its next segment, and the agent stop)."""
-    try:
-        import resource
-
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    except (ImportError, ValueError, OSError):
-        return 1000
-    if soft == resource.RLIM_INFINITY:
-        return 1 << 20
-    return max(16, soft - RESERVED_DESCRIPTORS)
-
-
-def data_after(fd: int, position: int, end: int) -> int:
-    """Where the file's data begins again at or after ``position`` (at most
-    ``end``): the bytes before it are a hole, NULs without reading them
-    (a sparse file's gigabytes). ``position`` when the file system cannot tell."""
-    try:
-        return min(os.lseek(fd, position, os.SEEK_DATA), end)
-    except OSError as error:
-        return end if error.errno == errno.ENXIO else position  # ENXIO: a hole up to the end
 
 
 class _Harvester:
@@ -145,16 +104,7 @@ class _Harvester:
         self.nul_warned = False
 
 
-class IdleFile(NamedTuple):
-    """A file closed while idle (``Harvesters._close_idle``), as it was then."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    key: str | None  # None: no line came from it yet
-
-
-class Harvesters:
+class Harvesters(IdleFiles):
     """The open files of a ``Tailer``, by dev/inode and by path.
 
     A base class only: ``Tailer.__init__`` sets the state annotated here.
@@ -176,62 +126,11 @@ class Harvesters:
     _clock: Clock
     _assign_identity: Callable[[_Harvester, int], None]
     _sink: Any  # the tailer's LineSink
-    _idle: dict[tuple[int, int], IdleFile]
-    _idle_unseen: set[tuple[int, int]]  # of those, the ones this scan has not found yet
     _max_open: int
     _at_cap: bool
-
-    # -- files closed while idle ------------------------------------------------
-
-    def _delivered(self, harvester: _Harvester) -> bool:
-        """Whether everything read of the file was acknowledged (committed)."""
-        if harvester.source is None:
-            return harvester.reader.offset == 0
-        entry = self._registry.get(harvester.source.key)
-        return entry is not None and entry.offset == harvester.reader.offset
-
-    def _close_idle(self, harvester: _Harvester, info: os.stat_result) -> None:
-        """Close a file at its path that stood still for ``close_inactive``, all
-        of it read and acknowledged: thousands of dated log files matched by one
-        glob must not hold a descriptor each. A scan or a file-system event that
-        finds it changed opens it again, at its committed offset."""
-        log.info("file closed", path=harvester.path, reason="inactive; opened again when it changes")
-        key = harvester.source.key if harvester.source is not None else None
-        self._idle[(harvester.dev, harvester.inode)] = IdleFile(harvester.path, info.st_size, info.st_mtime_ns, key)
-        if harvester.source is not None:
-            self._sink.source_closed(harvester.source)
-        self._release(harvester)
-
-    def _idle_not_found(self, now: float) -> None:
-        """Files closed while idle that the scan did not find at their path:
-        renamed (rotated) or deleted. Looked for by inode in their directory
-        (one ``scandir`` each): one found there with new bytes is read to its end
-        as any file rotated away (``_resume_rotated``); one not found is marked
-        gone, so a new file on its inode is never resumed at its offset."""
-        by_dir: dict[str, dict[int, IdleFile]] = {}
-        for dev_inode in self._idle_unseen & self._idle.keys():
-            idle = self._idle.pop(dev_inode)
-            by_dir.setdefault(os.path.dirname(idle.path), {})[dev_inode[1]] = idle
-        for directory, inodes in by_dir.items():
-            found: set[int] = set()
-            try:
-                with os.scandir(directory) as listing:
-                    for count, item in enumerate(listing):
-                        if count >= MAX_RECOVERY_NAMES:
-                            found = set(inodes)  # not looked at to the end: none is called gone
-                            break
-                        idle = inodes.get(item.inode())  # (d_ino: no stat per name)
-                        if idle is not None:
-                            found.add(item.inode())
-                            entry = self._registry.get(idle.key) if idle.key is not None else None
-                            if entry is not None:
-                                self._resume_rotated(item.path, entry, now, "while it was closed for inactivity")
-            except OSError:
-                pass  # the directory is gone: so are its files
-            for inode, idle in inodes.items():
-                if inode not in found and idle.key is not None:
-                    log.info("file closed while idle is gone", path=idle.path)
-                    self._registry.mark_gone(idle.key)
+    # Files the first scan found (--read-from end applies to them, also when
+    # one could be opened only later: no open-file slot then, EACCES fixed...).
+    _found_at_start: set[tuple[int, int]]
 
     # -- NUL bytes (see ``tailer``) -------------------------------------------
 
@@ -299,11 +198,14 @@ class Harvesters:
         try:
             info = os.stat(path)
         except OSError as error:
-            self._problem(path, now, describe_error(error))
+            if not (error.errno == errno.ENOENT and self._idle_path_gone(path, now)):
+                self._problem(path, now, describe_error(error))
             return
         if not stat.S_ISREG(info.st_mode):
             self._problem(path, now, describe_mode(info.st_mode))
             return
+        if not self._recovered:  # the first scan: what it finds is "found at start-up" (--read-from end)
+            self._found_at_start.add((info.st_dev, info.st_ino))
         known = self._harvesters.get((info.st_dev, info.st_ino))
         if known is not None:
             self._seen_at(known, path)
@@ -311,15 +213,16 @@ class Harvesters:
             return
         idle = self._idle.get((info.st_dev, info.st_ino))
         if idle is not None:
-            if (idle.path, idle.size, idle.mtime_ns) == (path, info.st_size, info.st_mtime_ns):
-                self._idle_unseen.discard((info.st_dev, info.st_ino))
-                if idle.key is not None:
-                    self._registry.touch(idle.key, path)  # still there: its entry must not expire
+            if self._idle_unchanged(idle, path, info):
                 return
             del self._idle[(info.st_dev, info.st_ino)]  # it changed (or moved): open it again
-        self._open(path, now)
+        self._open(path, now, idle)
 
-    def _open(self, path: str, now: float) -> None:
+    def _open(self, path: str, now: float, idle: IdleFile | None = None) -> None:
+        """Open ``path`` and tail it: resumed at its committed offset when the
+        registry knows it, else from where ``_skipped_to`` says. ``idle``: what
+        the file was when it was closed for inactivity (its inode's generation
+        tells a new file on the same inode from it)."""
         own = self._discovery.own(path)
         if own is not None:
             # Reached through a symlink (the excludes leave out the path as
@@ -353,6 +256,8 @@ class Harvesters:
                 os.close(fd)
                 self._seen_at(known, path)
                 return
+            if idle is not None:
+                self._idle_reused(idle, fd)  # (before the look-up: a reused inode's entry is marked gone)
             entry = self._registry.lookup(info.st_dev, info.st_ino, prefix_hasher(fd))
         except OSError as error:
             os.close(fd)
@@ -377,6 +282,7 @@ class Harvesters:
             harvester.fingerprint = (entry.fp_len, entry.fp_hash)
         self._harvesters[(info.st_dev, info.st_ino)] = harvester
         self._by_path[path] = harvester
+        self._found_at_start.discard((info.st_dev, info.st_ino))
         if source is None and start:
             # Its key and the skipped offset are recorded now (saved at the end
             # of the scan), as if those lines had been shipped: a restart, even
@@ -394,7 +300,7 @@ class Harvesters:
         age = self._clock.time() - info.st_mtime
         if settings.ignore_older is not None and age > settings.ignore_older:
             reason = f"last modified {age:.0f} s ago (--ignore-older {settings.ignore_older:g} s)"
-        elif settings.read_from_end and not self._recovered:
+        elif settings.read_from_end and (info.st_dev, info.st_ino) in self._found_at_start:
             reason = "found at start-up (--read-from end)"
         else:
             log.info("new file", path=path)
@@ -430,7 +336,7 @@ class Harvesters:
                 log.debug("cannot look for rotated files", path=directory, error=describe_error(error))
 
     def _resume_rotated(self, path: str, entry: Entry, now: float,
-                        when: str = "while the agent was stopped") -> None:
+                        when: str = "while the agent was stopped", generation: int | None = None) -> None:
         if (entry.dev, entry.inode) in self._harvesters or self._discovery.own(path) is not None:
             return  # (an entry an older agent made for one of its own files)
         try:
@@ -447,6 +353,9 @@ class Harvesters:
             # The fingerprint: an inode reused by another content must never be read on.
             found = self._registry.lookup(entry.dev, entry.inode, prefix_hasher(fd)) if same else None
         except OSError:
+            found = None
+        if found is not None and generation is not None and inode_generation(fd) != generation:
+            self._registry.mark_gone(entry.key)  # (a new file on the inode of one closed while idle)
             found = None
         if found is None or found.key != entry.key:
             os.close(fd)

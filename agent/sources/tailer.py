@@ -68,8 +68,8 @@ from agent.registry import Entry, Registry
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Watcher, describe_error
 from agent.sources.harvesters import (_ACTIVE, _DELETED, _RENAMED, _UNMATCHED, MAX_CHECK_INTERVAL,
-                                      MIN_CHECK_INTERVAL, Harvesters, IdleFile, _Harvester, data_after,
-                                      open_files_budget)
+                                      MIN_CHECK_INTERVAL, Harvesters, IdleFile, _Harvester)
+from agent.sources.fileinfo import data_after, open_files_budget
 from agent.sources.identity import (Fingerprint, hash_prefix, names_file, next_generation, read_fingerprint,
                                     read_prefix, source_key)
 
@@ -160,6 +160,7 @@ class Tailer(Harvesters):
         self._recovered = False  # files rotated away while stopped: looked for at the first scan
         self._idle: dict[tuple[int, int], IdleFile] = {}  # files closed while idle (harvesters)
         self._idle_unseen: set[tuple[int, int]] = set()
+        self._found_at_start: set[tuple[int, int]] = set()
         self._max_open = settings.max_open_files or open_files_budget()
         self._at_cap = False  # the cap was reached and not left since (logged once)
         self._scan_requested = False
@@ -366,14 +367,17 @@ class Tailer(Harvesters):
             if waiting[:2] != (size, info.st_mtime_ns):  # written in place (or grown)
                 harvester.last_growth = now
                 harvester.interval = MIN_CHECK_INTERVAL
-            elif not waiting[2]:  # (racy: the time too recent to trust; read again)
-                end = reader.read_pos  # its NUL tail as it was: nothing written there yet
+            elif not waiting[2] and os.pread(harvester.fd, 1, reader.read_pos) in (b"\0", b""):
+                # Its NUL tail as it was: nothing written there yet. (A store through a
+                # memory mapping to a page already dirty changes no mtime: the first
+                # byte of the tail is looked at too. Racy: a time too recent to trust.)
+                end = reader.read_pos
                 harvester.nul_wait = waiting
         while reader.read_pos < end:
             if self._stopping():
                 break
             if reader.trailing_nuls:  # in a NUL run: a hole the file system knows need not be read
-                hole_end = data_after(harvester.fd, reader.read_pos, end)
+                hole_end = data_after(harvester.fd, reader.read_pos, size)  # (past the read budget: free)
                 if hole_end > reader.read_pos:
                     lines = reader.skip_zeros(hole_end - reader.read_pos, harvester.source, self._clock.time())
                     if lines:
@@ -411,7 +415,7 @@ class Tailer(Harvesters):
             self._finish(harvester)
             return
         if (harvester.state == _ACTIVE and idle >= self._settings.close_inactive and not once
-                and not reader.has_pending and self._delivered(harvester)):
+                and not reader.has_pending and harvester.nul_wait is None and self._delivered(harvester)):
             self._close_idle(harvester, info)
             return
         harvester.next_check = now + harvester.interval

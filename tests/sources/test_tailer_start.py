@@ -103,3 +103,44 @@ def test_last_line_end(tmp_path):
 def test_ignore_older_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="ignore_older"):
         TailSettings(paths=(str(tmp_path / "*.log"),), ignore_older=0.0)
+
+
+def test_read_from_end_starts_before_a_preallocated_region_of_any_size(tmp_path):
+    """The skip stops before a NUL tail (a memory-mapped appender's 32 MiB):
+    lines written there later are read (the start went past it)."""
+    clock = FakeClock()
+    app = tmp_path / "app.log"
+    append(app, "old 1\nold 2\n")
+    os.truncate(app, 4 * 1024 * 1024)
+    tailer, sink, registry = make(tmp_path, clock=clock, read_from_end=True)
+    with tailer:
+        tailer.poll()
+        with open(app, "r+b") as handle:
+            handle.seek(12)
+            handle.write(b"new 1\nnew 2\n")
+        for _ in range(4):
+            clock.advance(1)
+            tailer.poll()
+    assert [(l.text, l.offset) for l in sink.lines] == [("new 1", 12), ("new 2", 18)]
+
+
+def test_read_from_end_holds_for_start_up_files_opened_later(tmp_path):
+    """Files found at start-up that waited for an open-file slot are still
+    start-up files: their old lines are not read when they get one."""
+    clock = FakeClock()
+    for number in range(5):
+        append(tmp_path / f"f{number}.log", f"old {number}\n")
+    tailer, sink, registry = make(tmp_path, clock=clock, read_from_end=True, max_open_files=2,
+                                  close_inactive=3.0, scan_interval=2.0)
+    with tailer:
+        tailer.poll()
+        for _ in range(20):
+            clock.advance(1)
+            tailer.poll()
+        for number in range(5):
+            append(tmp_path / f"f{number}.log", f"new {number}\n")
+        for _ in range(40):
+            clock.advance(1)
+            tailer.poll()
+            sink.commit_all(registry)
+    assert sorted(sink.texts()) == [f"new {n}" for n in range(5)]
