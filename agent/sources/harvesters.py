@@ -68,6 +68,7 @@ MAX_CHECK_INTERVAL = 2.0  # ... and of an idle one
 # Names looked at per directory when finding files rotated away while the
 # agent was stopped: bounds the start-up cost of a huge directory.
 MAX_RECOVERY_NAMES = 100_000
+CAP_LOG_INTERVAL = 60.0  # seconds between warnings while files wait for an open-file slot
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
 _ACTIVE, _RENAMED, _DELETED = "active", "renamed", "deleted"
@@ -127,7 +128,8 @@ class Harvesters(IdleFiles):
     _assign_identity: Callable[[_Harvester, int], None]
     _sink: Any  # the tailer's LineSink
     _max_open: int
-    _at_cap: bool
+    _waiting: set[str]  # paths that found no open-file slot, not opened since
+    _cap_logged_at: float
     # Files the first scan found (--read-from end applies to them, also when
     # one could be opened only later: no open-file slot then, EACCES fixed...).
     _found_at_start: set[tuple[int, int]]
@@ -179,6 +181,7 @@ class Harvesters(IdleFiles):
             self._watcher.ensure_watches()
         paths = self._discovery.scan()
         self._idle_unseen = set(self._idle)
+        self._waiting.intersection_update(paths)  # (a waiting file gone meanwhile waits no more)
         for path in paths:
             self._discover(path, now)
         self._idle_not_found(now)
@@ -232,14 +235,14 @@ class Harvesters(IdleFiles):
             return
         if len(self._harvesters) >= self._max_open:
             self._retry_at[path] = now + self._settings.scan_interval
-            if not self._at_cap:
-                self._at_cap = True
+            self._waiting.add(path)
+            if now >= self._cap_logged_at + CAP_LOG_INTERVAL:  # (once a minute while files wait)
+                self._cap_logged_at = now
                 log.warning("as many files open as the agent may hold; the others wait until files written "
                             "no more are closed (--close-inactive)", open_files=len(self._harvesters),
-                            waiting=path)
+                            waiting=len(self._waiting), first=min(self._waiting))
             return
-        if len(self._harvesters) < 0.9 * self._max_open:
-            self._at_cap = False  # (logged again only after the open files fell well below the cap)
+        self._waiting.discard(path)
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError as error:

@@ -68,7 +68,7 @@ from agent.registry import Entry, Registry
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Watcher, describe_error
 from agent.sources.harvesters import (_ACTIVE, _DELETED, _RENAMED, _UNMATCHED, MAX_CHECK_INTERVAL,
-                                      MIN_CHECK_INTERVAL, Harvesters, IdleFile, _Harvester)
+                                      MIN_CHECK_INTERVAL, CAP_LOG_INTERVAL, Harvesters, IdleFile, _Harvester)
 from agent.sources.fileinfo import data_after, open_files_budget
 from agent.sources.identity import (Fingerprint, hash_prefix, names_file, next_generation, read_fingerprint,
                                     read_prefix, source_key)
@@ -162,7 +162,8 @@ class Tailer(Harvesters):
         self._idle_unseen: set[tuple[int, int]] = set()
         self._found_at_start: set[tuple[int, int]] = set()
         self._max_open = settings.max_open_files or open_files_budget()
-        self._at_cap = False  # the cap was reached and not left since (logged once)
+        self._waiting: set[str] = set()
+        self._cap_logged_at = -CAP_LOG_INTERVAL
         self._scan_requested = False
         self._last_tick = float("-inf")
         # ``apply``'s slot: the only state another thread touches (under the lock).

@@ -135,7 +135,8 @@ def test_files_beyond_the_open_file_budget_wait_for_idle_ones_to_close(tmp_path,
         sink.commit_all(registry)
         _run(tailer, clock, 40)
     assert sorted(sink.texts()) == [f"line {n}" for n in range(5)]
-    assert sum("as many files open as the agent may hold" in r.getMessage() for r in caplog.records) == 1
+    warned = [r for r in caplog.records if "as many files open as the agent may hold" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].kv["waiting"] == 2 and warned[0].kv["open_files"] == 3
 
 
 def test_the_budget_leaves_descriptors_for_the_rest_of_the_agent(monkeypatch):
