@@ -184,6 +184,11 @@ class Harvesters(IdleFiles):
         self._waiting.intersection_update(paths)  # (a waiting file gone meanwhile waits no more)
         for path in paths:
             self._discover(path, now)
+        if self._waiting and now >= self._cap_logged_at + CAP_LOG_INTERVAL:  # (once a minute while files wait)
+            self._cap_logged_at = now
+            log.warning("as many files open as the agent may hold; the others wait until files written "
+                        "no more are closed (--close-inactive)", open_files=len(self._harvesters),
+                        waiting=len(self._waiting), first=min(self._waiting))
         self._idle_not_found(now)
         matched = set(paths)
         for path in [path for path in self._problems if path not in matched]:
@@ -235,12 +240,7 @@ class Harvesters(IdleFiles):
             return
         if len(self._harvesters) >= self._max_open:
             self._retry_at[path] = now + self._settings.scan_interval
-            self._waiting.add(path)
-            if now >= self._cap_logged_at + CAP_LOG_INTERVAL:  # (once a minute while files wait)
-                self._cap_logged_at = now
-                log.warning("as many files open as the agent may hold; the others wait until files written "
-                            "no more are closed (--close-inactive)", open_files=len(self._harvesters),
-                            waiting=len(self._waiting), first=min(self._waiting))
+            self._waiting.add(path)  # (said at the end of the scan)
             return
         self._waiting.discard(path)
         try:
