@@ -53,7 +53,7 @@ from agent.events import Source
 from agent.registry import Entry, Registry
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Hint, Watcher, describe_error, describe_mode
-from agent.sources.fileinfo import inode_generation, last_line_end
+from agent.sources.fileinfo import data_after, inode_generation, last_line_end
 from agent.sources.idle import IdleFile, IdleFiles
 from agent.sources.identity import names_file, prefix_hasher
 from agent.sources.reader import LineReader
@@ -142,6 +142,35 @@ class Harvesters(IdleFiles):
             log.warning("NUL bytes in the file (a preallocated region, or blocks a crash left unwritten); they are "
                         "left out of the lines, and a run of them at the end is read again once the file changes",
                         path=harvester.path, offset=at)
+
+    def _skip_hole(self, harvester: _Harvester, size: int) -> bool:
+        """In a NUL run: a hole the file system knows (up to ``size``, past the
+        read budget: it costs nothing) is taken as NULs without reading it."""
+        reader = harvester.reader
+        hole_end = data_after(harvester.fd, reader.read_pos, size)
+        if hole_end <= reader.read_pos:
+            return False
+        lines = reader.skip_zeros(hole_end - reader.read_pos, harvester.source, self._clock.time())
+        if lines:
+            self._sink.extend(lines)
+        return True
+
+    def _nul_tail_unwritten(self, harvester: _Harvester, info: os.stat_result, now: float) -> bool:
+        """The file waits on its NUL tail (``nul_wait``): is the tail as it was?
+        Then it keeps waiting; else it is read again (and counts as growth)."""
+        waiting, harvester.nul_wait = harvester.nul_wait, None
+        assert waiting is not None
+        if waiting[:2] != (info.st_size, info.st_mtime_ns):  # written in place (or grown)
+            harvester.last_growth = now
+            harvester.interval = MIN_CHECK_INTERVAL
+            return False
+        # A store through a memory mapping to a page already dirty changes no
+        # mtime: the tail's first byte is looked at too. (Racy: the mtime was too
+        # recent to trust: read again.)
+        if waiting[2] or os.pread(harvester.fd, 1, harvester.reader.read_pos) not in (b"\0", b""):
+            return False
+        harvester.nul_wait = waiting
+        return True
 
     def _wait_for_nuls(self, harvester: _Harvester, size: int, mtime_ns: int) -> None:
         """The file ends in NUL bytes: maybe a region not written yet (preallocated,

@@ -30,11 +30,10 @@ Guarantees:
 * NUL bytes are left out of the lines (``reader``; logged once per file). A
   file that ends in NULs (a region preallocated, extended by ``ftruncate``,
   or mapped in memory, and written in place later) is read up to them only;
-  they are read again once the file's size or modification time changed (at
-  every check while that time is less than a second old: a later write in
-  the same clock tick would not change it), so lines written there later are
-  read, at their offsets. A hole the file system reports (``SEEK_DATA``) is
-  counted as NULs without reading it.
+  they are read again once the file's size, its modification time or the
+  tail's first byte changed (harvesters: ``_nul_tail_unwritten``), so lines
+  written there later are read, at their offsets. A hole the file system
+  reports (``SEEK_DATA``) is counted as NULs without reading it.
 
 Limits: a file truncated and rewritten between two checks to exactly its old
 size, or with the same first line (a constant header), is read on from the
@@ -69,7 +68,7 @@ from agent.selflog import get_logger
 from agent.sources.discovery import Discovery, Watcher, describe_error
 from agent.sources.harvesters import (_ACTIVE, _DELETED, _RENAMED, _UNMATCHED, MAX_CHECK_INTERVAL,
                                       MIN_CHECK_INTERVAL, CAP_LOG_INTERVAL, Harvesters, IdleFile, _Harvester)
-from agent.sources.fileinfo import data_after, open_files_budget
+from agent.sources.fileinfo import open_files_budget
 from agent.sources.identity import (Fingerprint, hash_prefix, names_file, next_generation, read_fingerprint,
                                     read_prefix, source_key)
 
@@ -363,27 +362,13 @@ class Tailer(Harvesters):
             return
         chunk = self._settings.read_chunk_bytes
         end = size if once else min(size, reader.read_pos + READ_BUDGET_CHUNKS * chunk)
-        waiting, harvester.nul_wait = harvester.nul_wait, None
-        if waiting is not None:
-            if waiting[:2] != (size, info.st_mtime_ns):  # written in place (or grown)
-                harvester.last_growth = now
-                harvester.interval = MIN_CHECK_INTERVAL
-            elif not waiting[2] and os.pread(harvester.fd, 1, reader.read_pos) in (b"\0", b""):
-                # Its NUL tail as it was: nothing written there yet. (A store through a
-                # memory mapping to a page already dirty changes no mtime: the first
-                # byte of the tail is looked at too. Racy: a time too recent to trust.)
-                end = reader.read_pos
-                harvester.nul_wait = waiting
+        if harvester.nul_wait is not None and self._nul_tail_unwritten(harvester, info, now):
+            end = reader.read_pos  # its NUL tail as it was: nothing to read
         while reader.read_pos < end:
             if self._stopping():
                 break
-            if reader.trailing_nuls:  # in a NUL run: a hole the file system knows need not be read
-                hole_end = data_after(harvester.fd, reader.read_pos, size)  # (past the read budget: free)
-                if hole_end > reader.read_pos:
-                    lines = reader.skip_zeros(hole_end - reader.read_pos, harvester.source, self._clock.time())
-                    if lines:
-                        self._sink.extend(lines)
-                    continue
+            if reader.trailing_nuls and self._skip_hole(harvester, size):
+                continue
             data = os.pread(harvester.fd, min(chunk, end - reader.read_pos), reader.read_pos)
             if not data:
                 break  # shrank under us; the next check sees the truncation
