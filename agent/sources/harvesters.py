@@ -129,6 +129,7 @@ class Harvesters(IdleFiles):
     _sink: Any  # the tailer's LineSink
     _max_open: int
     _waiting: set[str]  # paths that found no open-file slot, not opened since
+    _read_once: set[tuple[int, int]]
     _cap_logged_at: float
     # Files the first scan found (--read-from end applies to them, also when
     # one could be opened only later: no open-file slot then, EACCES fixed...).
@@ -215,8 +216,9 @@ class Harvesters(IdleFiles):
             self._discover(path, now)
         if self._waiting and now >= self._cap_logged_at + CAP_LOG_INTERVAL:  # (once a minute while files wait)
             self._cap_logged_at = now
-            log.warning("as many files open as the agent may hold; the others wait until files written "
-                        "no more are closed (--close-inactive)", open_files=len(self._harvesters),
+            log.warning("as many files open as the agent may hold; the others wait for a free one (files "
+                        "written no more are closed after --close-inactive; --once lets go of each file it "
+                        "has read)", open_files=len(self._harvesters),
                         waiting=len(self._waiting), first=min(self._waiting))
         self._idle_not_found(now)
         matched = set(paths)
@@ -243,6 +245,8 @@ class Harvesters(IdleFiles):
             return
         if not self._recovered:  # the first scan: what it finds is "found at start-up" (--read-from end)
             self._found_at_start.add((info.st_dev, info.st_ino))
+        if (info.st_dev, info.st_ino) in self._read_once:
+            return  # (run_once read it to its end and let go of it to make room)
         known = self._harvesters.get((info.st_dev, info.st_ino))
         if known is not None:
             self._seen_at(known, path)

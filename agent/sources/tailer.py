@@ -162,6 +162,7 @@ class Tailer(Harvesters):
         self._found_at_start: set[tuple[int, int]] = set()
         self._max_open = settings.max_open_files or open_files_budget()
         self._waiting: set[str] = set()
+        self._read_once: set[tuple[int, int]] = set()  # run_once: files let go of after reading them
         self._cap_logged_at = -CAP_LOG_INTERVAL
         self._scan_requested = False
         self._last_tick = float("-inf")
@@ -197,6 +198,7 @@ class Tailer(Harvesters):
         rest is read at the next run from the committed offsets.
         """
         self._once_stop = stop
+        self._read_once.clear()
         try:
             now = self._clock.monotonic()
             self._take_hints(now)
@@ -204,6 +206,9 @@ class Tailer(Harvesters):
             checked: set[_Harvester] = set()
             while not self._stopping():  # a rotation noticed mid-call opens files: read those too
                 todo = [h for h in self._harvesters.values() if h not in checked]
+                if not todo and self._waiting and self._make_room(checked):
+                    self._scan(now)  # files beyond the open-file budget: their turn
+                    todo = [h for h in self._harvesters.values() if h not in checked]
                 if not todo:
                     break
                 for harvester in todo:
@@ -214,6 +219,18 @@ class Tailer(Harvesters):
             self._tick(self._clock.monotonic())
         finally:
             self._once_stop = None
+
+    def _make_room(self, read: set[_Harvester]) -> bool:
+        """``run_once``: files wait for an open-file slot; let go of the open
+        ones already read to their end (never opened again in this run, so
+        nothing is read twice). False when none could be let go."""
+        done = [h for h in read if h.fd >= 0 and h.state == _ACTIVE]
+        for harvester in done:
+            self._read_once.add((harvester.dev, harvester.inode))
+            if harvester.source is not None:
+                self._sink.source_closed(harvester.source)
+            self._release(harvester)
+        return bool(done)
 
     def apply(self, settings: TailSettings, before: Callable[[], None] | None = None) -> None:
         """Use ``settings`` from the reader's next ``poll`` (any thread; a reload).
