@@ -388,7 +388,7 @@ def _setup_command(name: str, steps: tuple[str, ...], doc: str, cleanup: bool, r
 
 def _run_setup(steps: tuple[str, ...], dry_run: bool, force: bool, engine: str, cleanup: bool,
                retention: str | None, params: dict[str, Any]) -> None:
-    from agent.config.values import duration
+    from agent.config.values import whole_seconds
     from agent.errors import ConfigError, TransientOutputError
     from agent.outputs.elasticsearch import ElasticsearchOutput
     from agent.setup.install import SetupOptions, run_setup
@@ -399,13 +399,9 @@ def _run_setup(steps: tuple[str, ...], dry_run: bool, force: bool, engine: str, 
         seconds = None
         if retention is not None:
             try:
-                seconds = duration(retention)
+                seconds = whole_seconds(retention)  # (the cluster keeps whole seconds)
             except ValueError as error:
                 raise ConfigError(f"--retention {retention}: {error}") from None
-            # The cluster keeps whole seconds (30d, 12h, 45s): anything else would be rounded silently.
-            if seconds < 1 or seconds != int(seconds):
-                raise ConfigError(f"--retention {retention}: a whole number of seconds, at least 1s "
-                                  "(e.g. 30d, 12h, 90m, 45s)")
         options = SetupOptions(steps, dry_run, force, cleanup, seconds, engine)
         config = _resolve(params, require_paths=False)
         output = ElasticsearchOutput.from_config(config)

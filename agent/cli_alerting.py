@@ -45,7 +45,7 @@ def health_spans(window: str | None, lateness: str | None, config: Any = None) -
     """(window, lateness) in seconds: the flags, else the config file's health block, else the defaults.
     ConfigError naming the flag for a bad value."""
     from agent.alerting.rules import DEFAULT_LATENESS_SECONDS, DEFAULT_WINDOW_SECONDS
-    from agent.config.values import duration
+    from agent.config.values import duration, whole_seconds
     from agent.errors import ConfigError
 
     health = getattr(config, "health", None)
@@ -53,13 +53,9 @@ def health_spans(window: str | None, lateness: str | None, config: Any = None) -
     lateness_s: float = health.lateness if health is not None else DEFAULT_LATENESS_SECONDS
     if window is not None:
         try:
-            window_s = duration(window)
+            window_s = whole_seconds(window)  # as health.window: windows are aligned on the epoch
         except ValueError as error:
             raise ConfigError(f"--health-window {window}: {error}") from None
-        # As health.window: windows are aligned on the epoch in whole seconds.
-        if window_s < 1 or window_s != int(window_s):
-            raise ConfigError(f"--health-window {window}: whole seconds, at least 1, as the agents' "
-                              "health.window (e.g. 60s, 5m, 1h)")
     if lateness is not None:
         try:
             lateness_s = duration(lateness)

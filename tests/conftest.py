@@ -101,3 +101,16 @@ def agent_log():
     yield seen
     logger.removeHandler(handler)
     logger.setLevel(level)
+
+
+@pytest.fixture
+def saved_handlers():
+    """Whatever a test installs, the process gets its own signal handlers back."""
+    import signal
+
+    from agent.early_signals import HANDLED
+
+    saved = {sig: signal.getsignal(sig) for sig in HANDLED}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)

@@ -34,14 +34,6 @@ WAIT = 60.0  # bound of every wait: interpreter start-up on a loaded 2-core mach
 LINES = 100
 
 
-@pytest.fixture
-def saved_handlers():
-    saved = {sig: signal.getsignal(sig) for sig in HANDLED}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 # -- which command line gets the early handlers -----------------------------------------------------
 
 @pytest.mark.parametrize("args, name", [

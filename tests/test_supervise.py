@@ -104,15 +104,6 @@ def test_an_error_raised_on_purpose_is_one_line_without_a_traceback(caplog):
 
 # -- the first and last moments of `run` (audit 2 service, finding 4) -----------------------------
 
-@pytest.fixture
-def saved_handlers():
-    """Whatever a test installs, the process gets its own handlers back."""
-    saved = {sig: signal.getsignal(sig) for sig in HANDLED}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
 def test_signals_before_the_supervisor_are_recorded_and_taken_over(saved_handlers):
     """A SIGHUP or SIGINT while the agent starts (imports, configuration, the
     spool) neither kills it (exit 129) nor aborts it (exit 1): it is recorded,

@@ -57,6 +57,15 @@ def positive_duration(raw: Any) -> float:
     return value
 
 
+def whole_seconds(raw: Any) -> int:
+    """A duration of whole seconds, at least 1 (what a cluster or an
+    epoch-aligned window keeps: anything else would be rounded silently)."""
+    seconds = duration(raw)
+    if seconds < 1 or seconds != int(seconds):
+        raise ValueError("a whole number of seconds, at least 1s (e.g. 30d, 12h, 5m, 45s)")
+    return int(seconds)
+
+
 def optional_duration(raw: Any) -> float | None:
     """A positive duration, or 'off' (None). YAML reads an unquoted ``off``
     as false: that is 'off' too."""

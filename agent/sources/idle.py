@@ -31,7 +31,7 @@ old offset, as when the agent is stopped.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from agent.selflog import get_logger
 from agent.sources.fileinfo import inode_generation
@@ -64,10 +64,8 @@ class IdleFiles:
     _idle: dict[tuple[int, int], IdleFile]
     _idle_unseen: set[tuple[int, int]]  # of those, the ones the running scan has not found yet
 
-    def _release(self, harvester: _Harvester) -> None: ...  # (Harvesters)
-
-    def _resume_rotated(self, path: str, entry: Any, now: float, when: str = "",
-                        generation: int | None = None) -> None: ...  # (Harvesters)
+    _release: Callable[[_Harvester], None]  # (Harvesters)
+    _resume_rotated: Callable[..., None]  # (Harvesters: path, entry, now, when, generation)
 
     def _delivered(self, harvester: _Harvester) -> bool:
         """Whether everything read of the file was acknowledged (committed)."""

@@ -54,7 +54,8 @@ def test_without_flags_the_config_files_health_block_decides(tmp_path):
     assert [body for _, _, body in kibana.writes()[1:]] == [kibana_rules.rule_body(rule) for rule in RULES]
 
 
-BAD = [("--health-window", "0", "whole seconds, at least 1"), ("--health-window", "90.5s", "whole seconds"),
+BAD = [("--health-window", "0", "a whole number of seconds, at least 1s"),
+       ("--health-window", "90.5s", "a whole number of seconds"),
        ("--health-window", "soon", "is not a duration"), ("--health-window", "-5m", "is not a duration"),
        ("--health-lateness", "later", "is not a duration"), ("--health-lateness", "-1s", "is not a duration")]
 
