@@ -20,15 +20,20 @@ def _run(tailer, clock, seconds: float, step: float = 1.0) -> None:
         tailer.poll()
 
 
+def _read_then_idle(tailer, sink, registry, clock, seconds: float) -> None:
+    """Read what is there, acknowledge it all, then let ``seconds`` pass (past close_inactive)."""
+    tailer.poll()
+    sink.commit_all(registry)
+    _run(tailer, clock, seconds)
+
+
 def test_an_idle_file_is_closed_and_opened_again_when_it_grows(tmp_path):
     clock = FakeClock()
     app = tmp_path / "app.log"
     append(app, "one\ntwo\n")
     tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
     with tailer:
-        tailer.poll()
-        sink.commit_all(registry)
-        _run(tailer, clock, 40)
+        _read_then_idle(tailer, sink, registry, clock, 40)
         assert tailer.open_files() == 0
         key = sink.lines[0].source.key
         append(app, "three\n")
@@ -56,9 +61,7 @@ def test_an_unchanged_closed_file_is_not_opened_again_and_its_entry_is_kept_aliv
     append(tmp_path / "app.log", "one\n")
     tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
     with tailer:
-        tailer.poll()
-        sink.commit_all(registry)
-        _run(tailer, clock, 40)
+        _read_then_idle(tailer, sink, registry, clock, 40)
         key = sink.lines[0].source.key
         before = registry.get(key).updated
         opened = []
@@ -80,9 +83,7 @@ def test_a_closed_file_renamed_away_with_new_lines_is_read_to_its_end(tmp_path):
     tailer, sink, registry = make(tmp_path, "app.log", clock=clock, close_inactive=30.0, scan_interval=5.0,
                                   use_watchdog=False)
     with tailer:
-        tailer.poll()
-        sink.commit_all(registry)
-        _run(tailer, clock, 40)
+        _read_then_idle(tailer, sink, registry, clock, 40)
         assert tailer.open_files() == 0
         append(app, "written just before the rotation\n")
         os.rename(app, tmp_path / "app.log.1")  # out of the glob before a scan saw it change
@@ -97,9 +98,7 @@ def test_a_closed_file_deleted_is_marked_gone(tmp_path):
     append(app, "one\n")
     tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
     with tailer:
-        tailer.poll()
-        sink.commit_all(registry)
-        _run(tailer, clock, 40)
+        _read_then_idle(tailer, sink, registry, clock, 40)
         os.unlink(app)
         _run(tailer, clock, 6)
     assert registry.get(sink.lines[0].source.key).gone
@@ -163,9 +162,7 @@ def test_a_closed_file_deleted_and_created_again_on_its_inode_is_a_new_file(tmp_
     os.close(probe)
     tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=30.0, scan_interval=5.0)
     with tailer:
-        tailer.poll()
-        sink.commit_all(registry)
-        _run(tailer, clock, 40)
+        _read_then_idle(tailer, sink, registry, clock, 40)
         inode = os.stat(app).st_ino
         os.unlink(app)
         for attempt in range(200):  # (until the file system hands the inode out again)
@@ -189,9 +186,7 @@ def test_a_closed_file_found_again_under_a_second_name_stays_closed(tmp_path):
     os.symlink(app, tmp_path / "current.log")
     tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=10.0, scan_interval=2.0)
     with tailer:
-        tailer.poll()
-        sink.commit_all(registry)
-        _run(tailer, clock, 60)
+        _read_then_idle(tailer, sink, registry, clock, 60)
         assert tailer.open_files() == 0
     assert len(sink.lines) == 1
 
@@ -202,9 +197,7 @@ def test_an_event_for_a_deleted_closed_file_is_no_problem(tmp_path, caplog):
     append(app, "one\n")
     tailer, sink, registry = make(tmp_path, clock=clock, close_inactive=10.0, scan_interval=60.0)
     with tailer:
-        tailer.poll()
-        sink.commit_all(registry)
-        _run(tailer, clock, 15)
+        _read_then_idle(tailer, sink, registry, clock, 15)
         assert tailer.open_files() == 0
         os.unlink(app)
         tailer._discover(str(app), clock.monotonic())  # what the deletion event does
