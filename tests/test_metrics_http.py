@@ -115,15 +115,21 @@ def test_an_http_09_request_is_answered_at_once(served):
 
 
 def test_connections_past_the_limit_are_refused_and_scrapes_go_on(served):
-    server = served.start(max_connections=4)
+    # The idle four must outlast the refusals below, and a refusal may be slow
+    # on a loaded machine: one CI run found a connection still open after 3 s.
+    # With the default 10 s deadline, had the loop outlasted it, the idle four
+    # would have been shut and the next connection rightly accepted.
+    server = served.start(max_connections=4, request_timeout=300.0)
     idle = [served.connect(server) for _ in range(3)]
     base = f"http://127.0.0.1:{server.port}"
     assert _get(base + "/metrics") == 200  # slow clients hold their own connection only
     idle.append(served.connect(server))
     assert _connections(server, 4) == 4
     threads = threading.active_count()
-    answers = [_closed_within(served.connect(server), 3) for _ in range(100)]
-    assert all(answer is not None for answer in answers), "a connection past the limit was kept open"
+    answers = [_closed_within(served.connect(server), 10) for _ in range(50)]
+    kept = sum(answer is None for answer in answers)
+    assert kept == 0, f"{kept} of {len(answers)} connections past the limit were kept open"
+    assert _connections(server, 4) == 4
     assert any(answer.startswith(b"HTTP/1.0 503") for answer in answers)
     assert threading.active_count() <= threads  # no thread for a refused connection
     for client in idle:
