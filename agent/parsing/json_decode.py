@@ -16,6 +16,14 @@ Guarantees of ``loads(text)``:
   floats are refused, as is nesting deeper than orjson allows.
 - Anything else refused raises orjson's own error, so callers that catch
   ``orjson.JSONDecodeError`` need no change.
+- No key holds a NUL character: an escaped NUL in a key (``"a\\u0000b"``)
+  becomes U+FFFD. Elasticsearch refuses a document with a NUL in a key
+  below a flattened field (``extra``, ``labels``, ``model.prediction``...:
+  "failed to parse field [extra] of type [flattened]"), and it reserves
+  that byte to separate a key from its value. Values keep their NULs
+  (they are accepted). Two keys made equal keep the last value, as for
+  duplicates. Only a text with the escape is walked: a NUL can reach a
+  decoded key no other way (the tailer leaves NUL bytes out of lines).
 
 Every place that asks "is this line a JSON object" uses this function, so
 the agent's parsers and the raw parser (``--parse-at elasticsearch``) group
@@ -38,6 +46,8 @@ import orjson
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # after json.loads, a paired one is one character
 _REPLACEMENT = "\ufffd"
+_NUL_ESCAPE = "\\u0000"
+_NUL_ESCAPE_BYTES = b"\\u0000"
 _MAX_DEPTH = 1024  # orjson's depth limit
 _LONG_MIN = -(1 << 63)
 _ULONG_MAX = (1 << 64) - 1
@@ -98,14 +108,36 @@ def _repaired(value: Any) -> Any:
     return value
 
 
+def _nul_free(value: Any) -> Any:
+    """``value`` with NUL in its keys replaced, containers changed in place
+    (without recursion: orjson decoded it, so it is at most 1024 deep)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if type(node) is dict:
+            if any("\0" in key for key in node):
+                items = list(node.items())
+                node.clear()
+                for key, item in items:
+                    node[key.replace("\0", _REPLACEMENT)] = item
+            stack.extend(item for item in node.values() if type(item) is dict or type(item) is list)
+        else:
+            stack.extend(item for item in node if type(item) is dict or type(item) is list)
+    return value
+
+
 def loads(text: str | bytes) -> Any:
     """The value of one JSON text: see the module's guarantees."""
     try:
-        return orjson.loads(text)
+        value = orjson.loads(text)
     except orjson.JSONDecodeError as error:
         if type(text) is not str or _SURROGATE_ESCAPE.search(text) is None or _SURROGATE.search(text):
             raise
         refused = error
+    else:
+        if (_NUL_ESCAPE_BYTES if type(text) is not str else _NUL_ESCAPE) in text and type(value) in (dict, list):
+            return _nul_free(value)
+        return value
     try:
         value = json.loads(text, parse_int=_integer, parse_float=_finite, parse_constant=_refuse)
     except (ValueError, RecursionError):
@@ -113,4 +145,6 @@ def loads(text: str | bytes) -> Any:
     repaired = _repaired(value)
     if repaired is _TOO_DEEP:
         raise refused
+    if _NUL_ESCAPE in text and type(repaired) in (dict, list):
+        return _nul_free(repaired)
     return repaired

@@ -89,3 +89,17 @@ def test_keys_the_node_refused_are_indexed(indexed) -> None:
     (key,) = prediction["model"]["prediction"]["by_prompt"]
     assert key.startswith("prompt: why") and len(f"by_prompt.{key}".encode()) == KEY_PATH_MAX
     assert prediction["tags"] == [TAG_KEY_TRUNCATED]
+
+
+def test_keys_with_a_nul_are_indexed_with_a_replacement_character(indexed) -> None:
+    # Each was refused whole before ("failed to parse field [extra] of type
+    # [flattened]"): Elasticsearch keeps the NUL byte to end a flattened key.
+    results = indexed([{"we\0ird": 1}, {"prediction": {"cl\0ass": "x"}}, {"labels": {"t\0eam": "y"}},
+                       {"features": {"f\0": 0.5}}, {"k": "a value keeps its \0"}])
+    assert [status for status, _, _ in results] == [201] * 5, [error for _, error, _ in results]
+    docs = [doc for _, _, doc in results]
+    assert docs[0]["extra"] == {"we\ufffdird": 1}
+    assert docs[1]["model"]["prediction"] == {"cl\ufffdass": "x"}
+    assert docs[2]["labels"] == {"t\ufffdeam": "y"}
+    assert docs[3]["model"]["input"]["features"] == {"f\ufffd": 0.5}
+    assert docs[4]["extra"] == {"k": "a value keeps its \0"}

@@ -303,5 +303,45 @@ def test_the_lenient_decoder_reads_what_orjson_reads(value: object) -> None:
 
     from agent.parsing.json_decode import loads
     text = json.dumps({"v": value})
-    expected = orjson.loads(text)["v"]
+    expected = _nul_keys_replaced(orjson.loads(text)["v"])
     assert orjson.dumps(loads(text[:-1] + ', "s": "\\udce9"}')) == orjson.dumps({"v": expected, "s": "\ufffd"})
+
+
+def _nul_keys_replaced(value: object) -> object:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            out[key.replace("\0", "\ufffd")] = _nul_keys_replaced(item)
+        return out
+    if isinstance(value, list):
+        return [_nul_keys_replaced(item) for item in value]
+    return value
+
+
+# -- NUL in keys: Elasticsearch refuses it below a flattened field ------------------
+
+def test_a_nul_in_a_key_becomes_a_replacement_character_and_values_keep_theirs() -> None:
+    # Each of these keys was a dead letter on Elasticsearch 9.2.8 ("failed to parse
+    # field [extra] of type [flattened]"); values with a NUL were indexed.
+    record = one('{"message": "m\\u0000", "we\\u0000ird": 1, "prediction": {"cl\\u0000ass": "x\\u0000"}, '
+                 '"nested": {"in\\u0000ner": [{"\\u0000": 2}]}, "caf\\udce9\\u0000": 3}')
+    assert record.tags == () and record.message == "m\0"
+    assert record.fields["extra"] == {"we\ufffdird": 1, "nested": {"in\ufffdner": [{"\ufffd": 2}]},
+                                      "caf\ufffd\ufffd": 3}
+    assert record.fields["model"]["prediction"] == {"cl\ufffdass": "x\0"}
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul() -> None:
+    record = one('{"message": "m", "a\\\\u0000b": 1}')
+    assert record.fields["extra"] == {"a\\u0000b": 1}
+
+
+@given(st.recursive(st.none() | st.integers() | st.text(alphabet="a\0"),
+                    lambda children: st.lists(children, max_size=3)
+                    | st.dictionaries(st.text(alphabet="ab\0", max_size=3), children, max_size=3), max_leaves=10))
+def test_no_decoded_key_holds_a_nul(value: object) -> None:
+    import json
+
+    from agent.parsing.json_decode import loads
+    for text in (json.dumps({"v": value}), json.dumps({"v": value}).encode()):
+        assert loads(text) == {"v": _nul_keys_replaced(value)}

@@ -60,16 +60,21 @@ def _longest(value: Any, prefix: str = "") -> int:
     return longest
 
 
-def test_long_keys_are_cut_by_the_pipelines_as_the_agent_cuts_them(ingest: Any, tmp_path: Path) -> None:
-    path = tmp_path / "keys.jsonl"
-    path.write_text("\n".join(_lines()) + "\n", encoding="utf-8")
+def _same_in_both_modes(ingest: Any, path: Path, lines: list[str]) -> list[dict[str, Any]]:
+    """The pipelines' documents of ``lines`` (written to ``path``), checked equal to the agent's."""
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     settings, transforms = ParseSettings(format="json"), TransformSettings()
     agent = agent_documents(path, settings, transforms)
     cluster = through_pipelines(ingest, raw_documents(path, settings, transforms))
-    assert len(agent) == len(cluster) == len(OBJECTS)
+    assert len(agent) == len(cluster) == len(lines)
     report = [f"offset {mine['log']['offset']}:\n" + "\n".join(diff)
               for mine, theirs in zip(agent, cluster) if (diff := differences(mine, theirs, "json"))]
     assert not report, "\n".join(report)
+    return cluster
+
+
+def test_long_keys_are_cut_by_the_pipelines_as_the_agent_cuts_them(ingest: Any, tmp_path: Path) -> None:
+    cluster = _same_in_both_modes(ingest, tmp_path / "keys.jsonl", _lines())
     for doc in cluster[:-1]:
         assert TAG_KEY_TRUNCATED in doc["tags"], doc["message"]
         for where in FLATTENED:
@@ -79,6 +84,26 @@ def test_long_keys_are_cut_by_the_pipelines_as_the_agent_cuts_them(ingest: Any, 
             assert _longest(node) <= KEY_PATH_MAX
     assert "tags" not in cluster[-1]
     assert cluster[1]["tags"] == [TAG_KEY_TRUNCATED]  # (the value, 31,000 bytes, is under the cap)
+
+
+NUL_OBJECTS: list[dict[str, Any]] = [
+    {"message": "in extra", "we\0ird": 1, "nested": {"in\0ner": [{"\0": 2}]}},
+    {"message": "in a prediction, labels and features", "prediction": {"cl\0ass": "x\0"},
+     "labels": {"t\0eam": "y"}, "features": {"f\0": 0.5}},
+    {"message": "replaced, then too long", "\0" * 200 + "k" * 400: 1},
+]
+
+
+def test_a_nul_in_a_flattened_key_is_replaced_by_the_pipelines_as_by_the_agent(ingest: Any, tmp_path: Path) -> None:
+    # Elasticsearch refuses such a key ("failed to parse field [extra] of type [flattened]").
+    cluster = _same_in_both_modes(ingest, tmp_path / "nul.jsonl", [json.dumps(obj) for obj in NUL_OBJECTS])
+    first, second, third = cluster
+    assert first["extra"] == {"we\ufffdird": 1, "nested": {"in\ufffdner": [{"\ufffd": 2}]}}
+    assert second["model"]["prediction"] == {"cl\ufffdass": "x\0"} and second["labels"] == {"t\ufffdeam": "y"}
+    assert second["model"]["input"]["features"] == {"f\ufffd": 0.5}
+    assert "tags" not in first and "tags" not in second  # (a replaced NUL is not tagged)
+    (key,) = third["extra"]
+    assert key.startswith("\ufffd" * 167 + "~") and third["tags"] == [TAG_KEY_TRUNCATED]
 
 
 def test_the_pipelines_constants_are_the_agents() -> None:
