@@ -367,6 +367,10 @@ def _coercer(target: str) -> Callable[[Any], Any]:
             if parent_field.children:
                 return _BY_TYPE[parent_field.children]
             if parent_field.type == "flattened":
+                from agent.transforms.truncate import key_path_problem  # (agent.transforms imports this module)
+                problem = key_path_problem(name)
+                if problem is not None:
+                    raise ValueError(f"{name[:60]}...: {problem}")
                 return keyword if parent == "labels" else inside_flattened(name.count(".") - parent.count("."))
             raise ValueError(f"{name} is below {parent}, a {parent_field.type} field, not an object")
     if any(other.startswith(name + ".") for other in FIELDS):

@@ -65,7 +65,7 @@ from agent.transforms.payloads import has_body, strip_payloads
 from agent.transforms.redact import FieldRules, Redactor, load_or_create_hash_key
 from agent.transforms.sample import Sampler
 from agent.transforms.static import HostInfo, HostMerge, build_tree, convert, gather, merge_defaults
-from agent.transforms.truncate import sanitise, truncate_fields
+from agent.transforms.truncate import key_path_problem, sanitise, truncate_fields
 
 __all__ = [
     "DEFAULT_MAX_FIELD_BYTES", "DEFAULT_PATTERNS", "HostInfo", "TAG_FIELD_TRUNCATED",
@@ -134,6 +134,9 @@ def validate(settings: TransformSettings) -> None:
         if not key or not schema.valid_name(key) or "." in key:
             raise ValueError(f"--label {key}={value}: a label key is letters, digits, '_', '-' or '@' "
                              "(no dots: they would turn the label into an object)")
+        problem = key_path_problem("labels." + key)
+        if problem is not None:
+            raise ValueError(f"--label {key[:40]}...: {problem}")
         if key in labels and labels[key] != value:
             raise ValueError(f"--label {key}: given twice with different values")
         labels[key] = value
@@ -178,6 +181,9 @@ def _check_known_root(name: str, flag: str) -> None:
 def _check_settable(name: str, flag: str) -> None:
     if not schema.valid_name(name):
         raise ValueError(f"{flag} {name}: not a dotted field name")
+    problem = key_path_problem(name)
+    if problem is not None:
+        raise ValueError(f"{flag} {name[:60]}...: {problem}")
     _check_known_root(name, flag)
     if schema.is_protected(name):
         raise ValueError(f"{flag} {name}: set by the agent itself")

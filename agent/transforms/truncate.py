@@ -177,6 +177,21 @@ def cut_key_paths(doc: dict[str, Any], limit: int = KEY_PATH_MAX) -> tuple[dict[
     return doc, count
 
 
+def key_path_problem(name: str) -> str | None:
+    """Why a field the configuration names (``--label``, ``--field``,
+    ``--map-field``'s target) cannot be written, its key path below a
+    flattened field being over ``KEY_PATH_MAX`` bytes; None when it can.
+    Refused rather than cut: the user chose the name, and can choose another."""
+    for path in FLATTENED:
+        prefix = ".".join(path) + "."
+        if name.startswith(prefix):
+            size = _size(name[len(prefix):])
+            if size > KEY_PATH_MAX:
+                return (f"the key below {prefix[:-1]} is {size} bytes, over {KEY_PATH_MAX} (a key path that "
+                        "long is cut in a document's own keys, so it cannot be a configured name)")
+    return None
+
+
 def _tree() -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for path in FLATTENED:

@@ -40,6 +40,12 @@ def _error(flags=None, env=None, config_file=None) -> str:
     ({"fields": ("nosuchset.x=1",)}, "--field nosuchset.x: nosuchset is not an ECS or model field set"),
     ({"fields": ("http.response.status_code=abc",)}, "--field http.response.status_code=abc: "),
     ({"labels": ("a.b=c",)}, "--label a.b=c: a label key is"),
+    # A key path over 512 bytes below a flattened field: a document's own keys are cut (HEAD~HASH).
+    ({"labels": ("k" * 513 + "=v",)}, "the key below labels is 513 bytes, over 512"),
+    ({"fields": ("extra." + "k" * 600 + "=1",)}, "--field extra.kkk"),
+    ({"fields": ("extra." + "k" * 600 + "=1",)}, "the key below extra is 600 bytes"),
+    ({"map_fields": ("x=labels." + "k" * 513,)}, "the key below labels is 513 bytes, over 512"),
+    ({"map_fields": ("x=model.prediction.a." + "k" * 600,)}, "the key below model.prediction is 602 bytes"),
     ({"redact_fields": ("message",), "hash_fields": ("message",)}, "--hash-field message: also given to "
                                                                    "--redact-field"),
     ({"max_field_bytes": "10"}, "--max-field-bytes 10: at least 64"),
@@ -48,6 +54,11 @@ def _error(flags=None, env=None, config_file=None) -> str:
 ])
 def test_what_run_would_reject_is_rejected_at_resolution(flags, expected):
     assert expected in _error(flags)
+
+
+def test_a_configured_key_of_512_bytes_is_fine():
+    config = resolve({"labels": ("k" * 512 + "=v",), "map_fields": ("x=labels." + "m" * 512,)}, {})
+    assert config.labels == (("k" * 512, "v"),)
 
 
 def test_a_small_spool_is_fine_without_the_spool():
