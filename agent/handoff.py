@@ -205,32 +205,38 @@ class Handoff:
 
     def _append(self, group: Sequence[Event]) -> None:
         try:
-            self._append_whole(group)
+            whole = self._append_whole(group)
         except ValueError:
-            # The group is larger than the whole (small) spool: append it in
-            # halves, in order. A single event that cannot fit is a real error.
+            # The group is larger than the whole (small) spool. A single
+            # event that cannot fit is a real error.
             if len(group) == 1:
                 raise
+            whole = False
+        if not whole:  # append it in halves, in order
             half = len(group) // 2
             self._append(group[:half])
             self._append(group[half:])
 
-    def _append_whole(self, group: Sequence[Event]) -> None:
+    def _append_whole(self, group: Sequence[Event]) -> bool:
+        """True once ``group`` is spooled (or dropped, or given up at abort);
+        False when the disk is full and a part of it may fit where the whole cannot."""
         if self._drop:
             if self._spool.append(group, timeout=0):
                 self._room()
             else:
                 self._dropped(len(group), own_documents(group)[0])
-            return
+            return True
         if self._spool.append(group, timeout=0.5):  # a wait this short is not worth a warning
             self._room()
-            return
+            return True
         self._full(waiting=True)
         try:
             # Past the shutdown deadline (abort) the group is given up: not
             # spooled, not committed, read again on restart.
             while not self._abort.is_set() and not self._spool.append(group, timeout=0.5):
-                pass
+                if self._spool.disk_full and len(group) > 1:
+                    return False
+            return True
         finally:
             with self._lock:
                 self._waiting = False

@@ -13,6 +13,7 @@ from agent.events import Event
 from agent.handoff import Handoff
 from agent.spool import DiskQueue
 from agent.stats import Stats
+from small_disk import small_disk
 
 
 def group(start: int, n: int = 5) -> list[Event]:
@@ -39,6 +40,7 @@ class ScriptedSpool:
 
     kind = "spool"
     group_size = 5
+    disk_full = False
 
     def nearly_full(self) -> bool:
         return self.full
@@ -213,3 +215,39 @@ def test_drop_newest_logs_every_dropped_event(agent_log):
     assert sum(counted) == 40
     last = agent_log[-1]
     assert "events dropped since the last report" in last.getMessage() and last.kv["total"] == 40
+
+
+def test_a_group_larger_than_the_free_disk_is_spooled_in_parts(tmp_path: Path, monkeypatch) -> None:
+    # Found by audit 4: a group bigger than the space left was retried whole,
+    # forever (154 of 5,000 lines, then a stall with 448 KiB free).
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    disk = small_disk(monkeypatch, directory, capacity=24_000)
+    spool = DiskQueue(directory, 1 << 24)
+    spool.open()
+    delivered: list[Event] = []
+    stop = threading.Event()
+
+    def output() -> None:  # takes and acknowledges what comes, as the output does
+        while not stop.is_set():
+            records = spool.take(1000, 1 << 30, 0.05).records()
+            delivered.extend(r.event for r in records)
+            spool.ack(r.ref for r in records)
+
+    consumer = threading.Thread(target=output)
+    consumer.start()
+    handoff = Handoff(spool, "block", threading.Event(), Stats())
+    sent = [Event("src", i * 10, i * 10 + 10, f"doc-{i}", b"x" * 400) for i in range(120)]  # ~50 KB
+    try:
+        handoff.put(sent)
+        assert handoff.flush(timeout=20)
+        assert handoff.finish(timeout=20)
+        for _ in range(200):
+            if len(delivered) == len(sent):
+                break
+            threading.Event().wait(0.05)
+    finally:
+        stop.set()
+        consumer.join(5)
+        spool.close()
+    assert delivered == sent and disk.failures >= 1

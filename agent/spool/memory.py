@@ -41,6 +41,7 @@ class MemoryQueue:
     """A bounded FIFO of events in memory, acknowledged in runs."""
 
     kind = "memory queue"
+    disk_full = False  # (DiskQueue's: a memory queue has no disk)
 
     def __init__(self, max_events: int, clock: Clock = SYSTEM_CLOCK) -> None:
         if max_events < 1:

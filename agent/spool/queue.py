@@ -24,8 +24,11 @@ Invariants:
 * A full disk (ENOSPC, EDQUOT) is a full spool, whatever ``max_bytes``
   says: the partial write is cut back (the segment stays intact at its
   previous size), ``append`` waits as for acks and tries again; a warning
-  says so once, and another when writing resumes. Only other write errors
-  (EIO, a file that cannot be cut back) raise StateError.
+  says so (at most once a minute), and another when writing resumes. Meanwhile a fully
+  acknowledged segment being written is sealed and deleted at the next try,
+  and ``disk_full`` tells the writer it may hand over smaller batches (the
+  space left may hold a part of its batch, never the whole). Only other
+  write errors (EIO, a file that cannot be cut back) raise StateError.
 
 Durability (``fsync``): every append is one ``write`` of whole frames and
 every ack one ``write`` of an ack block, so a crash of the process loses
@@ -81,6 +84,7 @@ log = get_logger("spool")
 FSYNC_POLICIES = ("batch", "interval", "never")
 MIN_SEGMENT_BYTES = 4096
 _WAIT_SLICE = 1.0  # an unbounded wait re-checks this often
+_DISK_FULL_LOG_INTERVAL = 60.0
 
 
 class DiskQueue(TakeMixin, AckMixin):
@@ -131,6 +135,8 @@ class DiskQueue(TakeMixin, AckMixin):
         self._ack_dirty: set[Segment] = set()
         self._encoder = Encoder()
         self._disk_full_since: float | None = None  # when a write last failed for want of space
+        self._disk_full_logged: float | None = None  # when that was last logged
+        self._disk_full_warned = False  # whether the current full disk was logged (then its end is)
         self._tail = TailCache(cache_bytes)
         # The read cursor: the next record to hand out (guarded by _take_lock).
         self._cur_seg = 0
@@ -250,6 +256,8 @@ class DiskQueue(TakeMixin, AckMixin):
                 self._space.clear()  # before the check: an ack after it sets it again
                 if self._try_write(events, data, starts, size):
                     return True
+                if self._disk_full_since is not None and self._reclaimable():
+                    continue  # the next try frees the delivered segment: no need to wait
             if deadline is None:
                 wait = _WAIT_SLICE
             else:
@@ -261,8 +269,13 @@ class DiskQueue(TakeMixin, AckMixin):
     def _try_write(self, events: Sequence[Event], data: bytes, starts: list[int], size: int) -> bool:
         with self._lock:
             active = self._active
+            # On a full disk, a fully acknowledged active segment is all the
+            # agent can free itself: kept only because it is being written,
+            # sealing it deletes it (else the spool could stall on its own
+            # delivered records, with nothing left to acknowledge).
             roll = (active is None or active.broken
-                    or (active.count > 0 and active.size + size > self._segment_bytes))
+                    or (active.count > 0 and active.size + size > self._segment_bytes)
+                    or (self._disk_full_since is not None and self._reclaimable()))
             room = self._max_bytes - self._used
             if size + (HEADER_SIZE if roll else 0) > room:
                 # A fully acknowledged active segment is only kept because it
@@ -299,7 +312,10 @@ class DiskQueue(TakeMixin, AckMixin):
                 active.broken = True
             raise StateError(f"cannot write spool segment {active.path}: {error}") from error
         if self._disk_full_since is not None:
-            log.warning("spool: writing resumed after the disk was full", directory=str(self.directory))
+            if self._disk_full_warned:
+                self._disk_full_warned = False
+                log.warning("spool: writing resumed after the disk was full", directory=str(self.directory),
+                            full_for=round(self._clock.time() - self._disk_full_since, 1))
             self._disk_full_since = None
         now = self._clock.time()
         count = len(events)
@@ -316,9 +332,27 @@ class DiskQueue(TakeMixin, AckMixin):
         self._readable.set()
         return True
 
+    def _reclaimable(self) -> bool:
+        """Whether the active segment holds records, all acknowledged (sealing it deletes it)."""
+        active = self._active
+        return active is not None and active.count > 0 and active.fully_acked
+
+    @property
+    def disk_full(self) -> bool:
+        """Whether the last write found the disk full (and none has succeeded since):
+        a batch that waits may then be written in smaller parts."""
+        return self._disk_full_since is not None
+
     def _warn_disk_full(self, error: OSError) -> None:
         if self._disk_full_since is None:
-            self._disk_full_since = self._clock.time()
+            now = self._disk_full_since = self._clock.time()
+            # A disk the spool itself fills is full at every segment's end,
+            # until the output catches up: one warning (and its resumption)
+            # a minute, not one a second.
+            if self._disk_full_logged is not None and now - self._disk_full_logged < _DISK_FULL_LOG_INTERVAL:
+                return
+            self._disk_full_logged = now
+            self._disk_full_warned = True
             log.warning("spool: the disk is full; reading waits until space is freed (acknowledged "
                         "records, or space freed by others), nothing is lost", directory=str(self.directory),
                         error=error.strerror)

@@ -17,6 +17,7 @@ from agent.events import Event
 from agent.spool import DiskQueue, RefRun, SpooledEvent
 from agent.spool.frames import HEADER_SIZE
 from agent.spool.segment import Segment
+from small_disk import small_disk
 
 MiB = 1024 * 1024
 
@@ -527,4 +528,22 @@ def test_other_write_errors_still_raise(tmp_path: Path, monkeypatch) -> None:
     fills.full = True
     with pytest.raises(StateError, match="cannot write spool segment"):
         queue.append(events(3), timeout=0.3)
+    queue.close()
+
+
+def test_a_full_disk_frees_the_acknowledged_segment_being_written(tmp_path: Path, monkeypatch) -> None:
+    # Found by audit 4: a spool that filled the disk with its own delivered
+    # records stalled for good (2,341 of 20,000 lines), as the active segment
+    # was freed only when max_bytes, not the disk, ran out.
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    disk = small_disk(monkeypatch, directory, capacity=20_000)
+    queue = opened(directory, segment_bytes=1 * MiB, max_bytes=16 * MiB)
+    sent, delivered = events(200, size=400), []
+    for start in range(0, 200, 10):
+        assert queue.append(sent[start:start + 10], timeout=2), f"stalled at event {start}"
+        records = queue.take(1000, 1 << 40, 0).records()
+        delivered += [r.event for r in records]
+        queue.ack(r.ref for r in records)
+    assert delivered == sent and disk.failures >= 1  # (the disk did fill)
     queue.close()
