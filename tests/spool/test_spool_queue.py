@@ -499,7 +499,6 @@ def test_a_full_disk_makes_append_wait_and_loses_nothing(tmp_path: Path, monkeyp
 def test_a_full_disk_when_a_segment_must_roll(tmp_path: Path, monkeypatch) -> None:
     import errno as errno_module
 
-    import agent.spool.queue as queue_module
     import agent.spool.segment as segment_module
 
     fills = _DiskFills(segment_module.write_all, errno_module.ENOSPC)
