@@ -26,7 +26,10 @@ Guarantees:
   only the offsets on disk lag, so a restart meanwhile re-sends lines under
   the same ids. Stopping would protect nothing and turn a passing ENOSPC into
   an outage. Only the final save at shutdown (or at the end of ``--once``)
-  failing changes the exit code: 1, with an error naming the file;
+  failing changes the exit code: 1, with an error naming the file. Health's
+  checkpoint is the same (its journal keeps what it did not save), and so is
+  its journal (``agent.health.checkpoint``: the events it cannot record are
+  left out of health, counted and logged);
 - ``--state-ttl`` below ``MIN_STATE_TTL`` is raised to it with a warning:
   entries of files not open at the moment (a restart, the gap between two
   ``--once`` runs) must outlive a restart, or every file is read again from 0.
@@ -75,7 +78,7 @@ from agent.spool import DiskQueue, MemoryQueue
 from agent.stats import Stats
 from agent.transforms import Transforms, gather, load_or_create_hash_key
 from agent.status import mark_stopped, write_status
-from agent.supervise import Supervisor
+from agent.supervise import FailureStreak, Supervisor
 
 if TYPE_CHECKING:
     from agent.metrics import MetricsServer
@@ -151,8 +154,12 @@ class Pipeline:
                         state_ttl=ttl, minimum=MIN_STATE_TTL)
             ttl = MIN_STATE_TTL
         self.registry = Registry(Path(config.state_dir), ttl=ttl, clock=clock)
-        self._save_failing_since: float | None = None  # monotonic; the registry cannot be saved since
-        self._save_failure_logged = 0.0  # monotonic time of the last "cannot save" error
+        self._registry_failing = FailureStreak(log, self._clock, "cannot save the registry; shipping goes on, "
+                                               "retried every second", "registry saved again",
+                                               SAVE_FAILURE_LOG_INTERVAL)
+        self._health_failing = FailureStreak(log, self._clock, "cannot save the health state; shipping goes on, "
+                                             "retried every second (its journal keeps what is not saved)",
+                                             "health state saved again", SAVE_FAILURE_LOG_INTERVAL)
         self._final_save_failed = False
         self._status_failed = False  # the status file could not be written (logged once)
         self.registry.load()
@@ -412,7 +419,13 @@ class Pipeline:
         committed = committed_offsets(self.registry) if self.health is not None else {}
         # After the registry, and only if it was saved: see agent.health.engine.
         if self._save_registry(final) and self.health is not None:
-            self.health.save(self.registry, committed)
+            try:
+                self.health.save(self.registry, committed)
+            except StateError as error:
+                self.stats.error(str(error))
+                self._health_failing.failed(error=str(error))
+            else:
+                self._health_failing.succeeded()
         self.stats.set("lines_read", self._sink.lines)
         self.stats.set("events_emitted", self._sink.emitted)
         self.stats.set("bytes_emitted", self._sink.emitted_bytes)
@@ -436,26 +449,15 @@ class Pipeline:
         try:
             self.registry.save()
         except StateError as error:
-            now = self._clock.monotonic()
             self.stats.error(str(error))
             if final:
                 self._final_save_failed = True
                 log.error("cannot save offsets before exiting; lines acknowledged since the last save "
                           "will be sent again at the next start", path=str(self.registry.path), error=str(error))
-            elif self._save_failing_since is None:
-                self._save_failing_since = self._save_failure_logged = now
-                log.error("cannot save the registry; shipping goes on, retried every second",
-                          path=str(self.registry.path), error=str(error))
-            elif now - self._save_failure_logged >= SAVE_FAILURE_LOG_INTERVAL:
-                self._save_failure_logged = now
-                log.error("still cannot save the registry; shipping goes on, retried every second",
-                          path=str(self.registry.path), failing_for=round(now - self._save_failing_since),
-                          error=str(error))
+            else:
+                self._registry_failing.failed(path=str(self.registry.path), error=str(error))
             return False
-        if self._save_failing_since is not None:
-            log.info("registry saved again", path=str(self.registry.path),
-                     failed_for=round(self._clock.monotonic() - self._save_failing_since))
-            self._save_failing_since = None
+        self._registry_failing.succeeded(path=str(self.registry.path))
         return True
 
     def stop(self) -> None:

@@ -48,6 +48,10 @@ Guarantees:
   the process (exit 129).
 - ``call`` runs start-up work that may block (the output's check, up to
   10 s) so that a stop still ends the start-up at once.
+- A save the main loop retries every second (the registry, health's
+  checkpoint) and that keeps failing is logged by a ``FailureStreak``: an
+  error at once, then one every ``interval`` seconds while it lasts, and a
+  line when it works again; never one a second.
 """
 
 from __future__ import annotations
@@ -61,13 +65,38 @@ from typing import Any, Callable
 # Re-exported: EarlySignals lives in its own tiny module so that agent.launch
 # can install it before importing anything heavy; its users import it here.
 from agent.early_signals import HANDLED, RELOAD_SIGNAL, STOP_SIGNALS, EarlySignals
+from agent.clock import Clock
 from agent.errors import ModelscribeError
-from agent.selflog import get_logger
+from agent.selflog import Logger, get_logger
 
 log = get_logger("supervise")
 _CALL_WAIT = 1.0  # seconds; only bounds each select in ``call``: its end and a stop wake it at once
 
-__all__ = ["HANDLED", "RELOAD_SIGNAL", "STOP_SIGNALS", "EarlySignals", "Supervisor"]
+__all__ = ["HANDLED", "RELOAD_SIGNAL", "STOP_SIGNALS", "EarlySignals", "FailureStreak", "Supervisor"]
+
+
+class FailureStreak:
+    """The log of one save retried every second (see the module docstring)."""
+
+    def __init__(self, logger: Logger, clock: Clock, failing: str, working: str, interval: float) -> None:
+        self._log, self._clock = logger, clock
+        self._failing, self._working, self._interval = failing, working, interval
+        self.since: float | None = None  # (monotonic) since when it fails
+        self._logged = 0.0
+
+    def failed(self, **fields: Any) -> None:
+        now = self._clock.monotonic()
+        if self.since is None:
+            self.since = self._logged = now
+            self._log.error(self._failing, **fields)
+        elif now - self._logged >= self._interval:
+            self._logged = now
+            self._log.error("still " + self._failing, failing_for=round(now - self.since), **fields)
+
+    def succeeded(self, **fields: Any) -> None:
+        if self.since is not None:
+            self._log.info(self._working, failed_for=round(self._clock.monotonic() - self.since), **fields)
+            self.since = None
 
 
 class Supervisor:

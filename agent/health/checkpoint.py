@@ -60,6 +60,7 @@ STATE_FILE = "state.json"
 PRUNE_DELAY = 3  # checkpoints (seconds, in the daemon): see agent.health.engine
 # 18 digits at most: a generation past 2**63 could not be written into state.json again.
 _JOURNAL_NAME = re.compile(r"journal-(\d{1,18})\.log")
+_FAILURE_LOG_INTERVAL = 60.0  # seconds between the errors of a journal that stays unwritable
 
 
 class Persisted:
@@ -70,6 +71,8 @@ class Persisted:
     _checkpoints: int
     _extractors: dict[str, Any]
     _once: Callable[..., None]
+    _journal_failing_since: float | None  # (monotonic) since when the journal cannot be written
+    _journal_failure_logged: float
 
     def _journal_path(self, gen: int) -> str:
         return os.path.join(self.directory, f"journal-{gen:010d}.log")
@@ -261,7 +264,15 @@ class Persisted:
             if references is not None:
                 reference.save_store(self.directory, references)
             write_atomic(os.path.join(self.directory, STATE_FILE), body, prefix=".state.")
-        except OSError as error:
+        except (OSError, StateError) as error:  # (save_store raises StateError, naming its file)
+            # Nothing is lost: the journals since the last state.json stay, and
+            # the next checkpoint tries again.
+            with self._lock:
+                self._dirty = True
+                if references is not None:
+                    self._references_dirty = True
+            if isinstance(error, StateError):
+                raise
             raise StateError(f"cannot write {self.directory}/{STATE_FILE}: {error.strerror}") from error
         # Every journal before the one the snapshot names is in the snapshot
         # (also those replayed at start-up).
@@ -295,18 +306,47 @@ class Persisted:
             except OSError:
                 pass
 
-    def _journal(self, fresh: list[Event]) -> None:
+    def _journal(self, fresh: list[Event]) -> bool:
+        """Append ``fresh`` to the journal; False when it cannot be written (a
+        full disk, a read-only state directory): whatever part was written is
+        cut back, so that the next line does not join a torn one (replay would
+        skip both), and the caller leaves the events out of health."""
         body = intake.journal_body(fresh)
+        base = None
         try:
             if self._journal_fd is None:
                 self._journal_fd = os.open(self._journal_path(self._journal_gen),
                                            os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            base = os.lseek(self._journal_fd, 0, os.SEEK_END)
             view = memoryview(body)
             while view:
                 written = os.write(self._journal_fd, view)
                 view = view[written:]
         except OSError as error:
-            raise StateError(f"cannot write the health journal in {self.directory}: {error.strerror}") from error
+            if base is not None:
+                try:
+                    os.ftruncate(self._journal_fd, base)
+                except OSError as cut_error:
+                    raise StateError(f"cannot cut back the health journal in {self.directory} after a failed "
+                                     f"write: {cut_error.strerror}") from cut_error
+            self._journal_failed(len(fresh), error)
+            return False
+        if self._journal_failing_since is not None:
+            log.info("health: the journal is written again; events are counted again",
+                     directory=self.directory, left_out=self.counters.get("unrecorded", 0))
+            self._journal_failing_since = None
+        return True
+
+    def _journal_failed(self, events: int, error: OSError) -> None:
+        self.counters["unrecorded"] = self.counters.get("unrecorded", 0) + events
+        now = self._clock.monotonic()
+        if self._journal_failing_since is None or now - self._journal_failure_logged >= _FAILURE_LOG_INTERVAL:
+            if self._journal_failing_since is None:
+                self._journal_failing_since = now
+            self._journal_failure_logged = now
+            log.error("health: cannot write the journal; events are left out of model health until it can be "
+                      "written (shipping goes on)", directory=self.directory, error=error.strerror,
+                      left_out=self.counters["unrecorded"])
 
     def close(self) -> None:
         with self._lock:

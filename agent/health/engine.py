@@ -43,7 +43,10 @@ several files feed the same model, how their lines interleave depends on
 timing, so which events are late (beyond ``lateness``) and how label
 corrections are split may differ between runs (the sums do not);
 (3) idle closes (a model silent for window + lateness of wall time) depend
-on timing by nature. Without the spool (``--no-spool``) the same mechanism
+on timing by nature; (4) events whose journal line cannot be written (a full
+disk, a read-only state directory) are left out, counted in ``unrecorded``
+and logged: applied without it, a kill and a re-delivery would count them
+twice, and stopping the batcher for them would stop shipping. Without the spool (``--no-spool``) the same mechanism
 holds: what was sent but not committed is read again and skipped by
 ``covered``; events dropped by ``--when-full drop-newest`` or sampled out
 never reach health.
@@ -155,6 +158,8 @@ class HealthEngine(Persisted, Shipping):
         # PRUNE_DELAY checkpoints after that acknowledgement (see ``acknowledged``).
         self._pinned: dict[str, dict[int, int | None]] = {}
         self._checkpoints = 0
+        self._journal_failing_since: float | None = None
+        self._journal_failure_logged = 0.0
 
     def hold_pruning(self, recovered: int) -> None:
         """The spool recovered ``recovered`` records: they are handed out first,
@@ -258,7 +263,13 @@ class HealthEngine(Persisted, Shipping):
             fresh, fresh_obs = intake.cover(self._covered, self._pinned, found, found_obs)
             if not fresh:
                 return
-            self._journal(fresh)
+            if not self._journal(fresh):
+                # Left out of health (counted, logged): applied without a journal
+                # line, a kill would make a re-delivery count them twice. Not
+                # covered either, so that one sent again is counted then.
+                for event in fresh:
+                    self._covered[event.source_key].discard(event.offset)
+                return
             try:
                 self._apply(fresh_obs)
             finally:  # what was applied is counted before the lock goes, whatever happens
