@@ -144,19 +144,26 @@ class ElasticsearchOutput:
                                                          else timeout)
         except elastic_transport.TlsError as error:
             detail = _root_message(error)
-            hint = "--client-cert / --client-key" if "CERTIFICATE_REQUIRED" in detail.upper() \
-                else "--ca-cert / --tls-verify"
+            if "CERTIFICATE_REQUIRED" in detail.upper():
+                hint = "check --client-cert / --client-key"
+            elif "WRONG_VERSION_NUMBER" in detail.upper():  # (the answer was not TLS: checked on 9.2.8)
+                hint = "the port does not speak TLS: use http:// in --es-url"
+            else:
+                hint = "check --ca-cert / --tls-verify"
             raise PermanentOutputError(f"TLS handshake with {self._config.es_urls[0]} failed: "
-                                       f"{detail} (check {hint})") from error
+                                       f"{detail} ({hint})") from error
         except elastic_transport.ConnectionTimeout as error:
             waited = self._config.request_timeout if timeout is None else timeout
             raise TransientOutputError(f"Elasticsearch did not answer within {waited:g}s ({method} {path})") \
                 from error
         except elastic_transport.ConnectionError as error:
             if _broke(error):  # sent, then the answer never came whole: it may have been applied
+                # (An HTTPS port given http:// closes without an answer: checked on 9.2.8.)
+                hint = "; if that port serves HTTPS, use https:// in --es-url" \
+                    if any(url.startswith("http://") for url in self._config.es_urls) else ""
                 raise TransientOutputError(
                     f"the connection to Elasticsearch at {', '.join(self._config.es_urls)} broke before the "
-                    f"answer ({method} {path}): {_root_message(error)}") from error
+                    f"answer ({method} {path}): {_root_message(error)}{hint}") from error
             raise TransientOutputError(f"cannot connect to Elasticsearch at "
                                        f"{', '.join(self._config.es_urls)}: {_root_message(error)}") from error
         except elastic_transport.SerializationError as error:
@@ -193,6 +200,23 @@ class ElasticsearchOutput:
         cluster without security answers it with an error that is not 401."""
         response = self.request("GET", "/_security/_authenticate", timeout=timeout)
         raise_for_auth(self._config, response)
+        missing = self._no_api(response, timeout)
+        if missing is not None:
+            raise PermanentOutputError(missing)
+
+    def _no_api(self, response: Response, timeout: float | None = None) -> str | None:
+        """Why the URL does not lead to Elasticsearch's API, or None. Both a
+        node without security and a wrong path answer ``_authenticate`` with
+        ``400 no handler found for uri`` (checked on 9.2.8); only a wrong path
+        answers ``_nodes/_local`` so too."""
+        if response.status != 400 or "no handler found for uri" not in str(response.body):
+            return None
+        nodes = self.request("GET", "/_nodes/_local", params={"filter_path": "cluster_name"}, timeout=timeout)
+        if nodes.status != 400 or "no handler found for uri" not in str(nodes.body):
+            return None
+        error = nodes.body.get("error") if isinstance(nodes.body, dict) else nodes.body
+        return (f"{self._config.es_urls[0]} does not lead to Elasticsearch's API (HTTP 400: {_shorten(str(error))}): "
+                "check the path of --es-url (the cluster's root, or the proxy path that maps to it)")
 
     def _check_target(self, timeout: float | None = None) -> None:
         """``--parse-at elasticsearch``: once, in ``preflight`` or, when the
@@ -242,6 +266,9 @@ class ElasticsearchOutput:
         lines.append(("connection", "ok"))
         if who.status in (401, 403):
             return CheckReport(False, tuple(lines + [("auth", "FAILED: " + _auth_hint(self._config, who))]))
+        missing = self._no_api(who)
+        if missing is not None:
+            return CheckReport(False, tuple(lines + [("api", f"FAILED: {missing}")]))
         found = self._version()
         ok = True
         if found is None:
@@ -266,8 +293,10 @@ class ElasticsearchOutput:
             else:
                 lines.append(("privileges", f"ok: {', '.join(_WRITE_PRIVILEGES)} on {self._target}"))
             lines += self._roles()
-        else:
+        elif who.status == 400:  # (no handler: what a node without security answers)
             lines.append(("auth", "security is not enabled on this cluster"))
+        else:
+            lines.append(("auth", f"unknown: HTTP {who.status}: {_shorten(str(who.body))}"))
         lines.append(("target", self._target))
         return CheckReport(ok, tuple(lines))
 

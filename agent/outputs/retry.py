@@ -8,7 +8,8 @@
                     false`` alone is not believed): acknowledge all
     "items"         look at Decision.items: each is ACK, DUPLICATE (409 on a
                     create: indexed before, acknowledged), RETRY (429, 5xx,
-                    401/403 on an item) or REJECT (mapping/parse errors and
+                    401/403 on an item, and the target's state: see
+                    ``target_problem``) or REJECT (mapping/parse errors and
                     other 4xx: retrying cannot help, goes to the dead letters)
     "retry"         retry the whole request (429, 5xx, a malformed body or
                     items that do not answer the documents sent, one by
@@ -34,10 +35,17 @@ duplicate of its ``_id``), never acknowledged unseen.
 
 Redirects (3xx) and 4xx answers other than 400, 401, 403 and 413 (404,
 405, 407, 409 on the request, ...) are not Elasticsearch judging the
-documents: a wrong ``--es-url`` path, a proxy, an index that is not
-created yet (404 with ``action.auto_create_index`` off). Dead-lettering
-the whole stream for them would move every file's offset on; they are
-retried with a reason that says what to check, like an outage.
+documents: a wrong ``--es-url`` path, a proxy. Nor is a 400 whose body is
+not an Elasticsearch error object (``no handler found for uri``: a wrong
+path). Nor are the item errors that say the target cannot take documents
+now (``target_problem``: an index missing with ``action.auto_create_index``
+off, a closed index, an alias without a write index; the real node answers
+those per item, not on the request). Dead-lettering the whole stream for
+them would move every file's offset on; they are retried with a reason that
+says what to check, like an outage. An item refused for a missing
+privilege (``403 security_exception``, ``refused_privilege``) is the
+credentials' problem, as a 401/403 on the request: retried by the daemon,
+fatal for --once.
 
 A missing ingest pipeline is not bad input but a cluster not set up yet
 (``--parse-at elasticsearch``, or an index template naming a pipeline that
@@ -114,14 +122,50 @@ def _error_text(body: Any) -> tuple[str | None, str | None]:
     return None, None
 
 
-def item_action(status: int, error_type: str | None) -> Action:
+def target_problem(error_type: str | None, reason: str | None) -> str | None:
+    """What to do about an item error that says the target cannot take
+    documents now (it says nothing of the documents), or None. Checked on
+    Elasticsearch 9.2.8: with ``action.auto_create_index: false`` a bulk
+    request into a missing index is answered 200 with ``404
+    index_not_found_exception`` on each item, a closed index ``400
+    index_closed_exception``, an alias without a write index ``400
+    illegal_argument_exception: no write index is defined for alias``."""
+    if error_type == "index_not_found_exception":
+        return ("the target index does not exist and the cluster does not create indices "
+                "(action.auto_create_index): create it, or install the templates (`modelscribe setup "
+                "templates`) and allow auto-creation of the target")
+    if error_type == "index_closed_exception":
+        return "the target index is closed: open it (POST <index>/_open)"
+    if error_type == "illegal_argument_exception" and reason and "no write index is defined" in reason:
+        return "the target alias has no write index: mark one (is_write_index: true)"
+    return None
+
+
+def item_action(status: int, error_type: str | None, reason: str | None = None) -> Action:
     if 200 <= status < 300:
         return Action.ACK
     if status == 409 and error_type in (None, "version_conflict_engine_exception"):
         return Action.DUPLICATE
     if status in RETRY_STATUSES or status in (401, 403):
         return Action.RETRY
+    if target_problem(error_type, reason) is not None:
+        return Action.RETRY
     return Action.REJECT
+
+
+def refused_privilege(verdict: "ItemVerdict") -> bool:
+    """An item refused for want of a privilege (not a cluster block, also a
+    403): the credentials' problem, as a 401/403 on the request is."""
+    return verdict.status in (401, 403) and verdict.error_type == "security_exception"
+
+
+def retry_reason(verdict: "ItemVerdict") -> str:
+    """Why an item is retried, and what to check, for the log and ``status``."""
+    problem = target_problem(verdict.error_type, verdict.reason)
+    if verdict.status == 0:
+        return "malformed items"
+    described = _describe_error(verdict.status, verdict.error_type, verdict.reason)
+    return f"{described} ({problem})" if problem else described
 
 
 def classify(response: Response, count: int, ids: Sequence[str] | None = None) -> Decision:
@@ -170,7 +214,7 @@ def classify(response: Response, count: int, ids: Sequence[str] | None = None) -
             missing = _missing_pipeline(error_type, reason)
             if missing is not None:
                 return Decision("retry", reason=missing_pipeline_reason(missing))
-        verdicts.append(ItemVerdict(position, item_action(item_status, error_type), item_status,
+        verdicts.append(ItemVerdict(position, item_action(item_status, error_type, reason), item_status,
                                     error_type, reason))
     return Decision("items", tuple(verdicts))
 
@@ -191,7 +235,12 @@ def _all_stored(items: list[Any], ids: Sequence[str] | None) -> bool:
 
 
 def _describe(status: int, body: Any) -> str:
-    error_type, reason = _error_text(body)
-    if error_type or reason:
+    return _describe_error(status, *_error_text(body))
+
+
+def _describe_error(status: int, error_type: str | None, reason: str | None) -> str:
+    if error_type and reason:
         return f"HTTP {status} {error_type}: {reason}"
+    if error_type or reason:  # (a plain-text error: "no handler found for uri [...]")
+        return f"HTTP {status}: {error_type or reason}"
     return f"HTTP {status}"

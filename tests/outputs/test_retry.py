@@ -1,11 +1,12 @@
 """The retry classifier over bulk response shapes as Elasticsearch sends them.
 Responses of the real node are classified in test_elasticsearch_output.py."""
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from agent.outputs.base import Response
-from agent.outputs.retry import Action, classify
+from agent.outputs.retry import Action, classify, refused_privilege, retry_reason
 
 
 def _item(status, error_type=None, reason=None, doc_id=None):
@@ -62,8 +63,38 @@ def test_mixed_items():
     decision = classify(Response(200, body), 7)
     assert decision.kind == "items"
     assert [v.action for v in decision.items] == [
-        Action.ACK, Action.DUPLICATE, Action.RETRY, Action.REJECT, Action.RETRY, Action.RETRY, Action.REJECT]
+        Action.ACK, Action.DUPLICATE, Action.RETRY, Action.REJECT, Action.RETRY, Action.RETRY, Action.RETRY]
     assert decision.items[3].error_type == "document_parsing_exception"
+
+
+@pytest.mark.parametrize("status, error_type, reason, says", [
+    # As Elasticsearch 9.2.8 answers them, per item, in a 200 (audit 4: each was a dead letter).
+    (404, "index_not_found_exception", "no such index [absent-idx] and [action.auto_create_index] is [false]",
+     "action.auto_create_index"),
+    (400, "index_closed_exception", "closed", "_open"),
+    (400, "illegal_argument_exception", "no write index is defined for alias [r2al]. The write index may be "
+     "explicitly disabled using is_write_index=false or the alias points to multiple indices without one "
+     "being designated as a write index", "is_write_index"),
+])
+def test_a_target_that_cannot_take_documents_now_is_retried_with_what_to_do(status, error_type, reason, says):
+    body = {"errors": True, "items": [{"create": {"status": status, "error": {"type": error_type,
+                                                                             "reason": reason}}}]}
+    (verdict,) = classify(Response(200, body), 1).items
+    assert verdict.action is Action.RETRY
+    assert says in retry_reason(verdict) and reason in retry_reason(verdict)
+
+
+def test_an_item_refused_for_a_privilege_is_the_credentials_problem_a_cluster_block_is_not():
+    refused = {"errors": True, "items": [_item(403, "security_exception"), _item(403, "cluster_block_exception")]}
+    privilege, block = classify(Response(200, refused), 2).items
+    assert refused_privilege(privilege) and not refused_privilege(block)
+    assert privilege.action is block.action is Action.RETRY
+
+
+def test_a_plain_text_error_is_described_without_a_type():
+    decision = classify(Response(400, {"error": "no handler found for uri [/prefix/_bulk] and method [POST]"}), 1)
+    assert decision.kind == "retry" and "None" not in decision.reason
+    assert decision.reason.startswith("HTTP 400: no handler found for uri [/prefix/_bulk]")
 
 
 def test_request_level_statuses():

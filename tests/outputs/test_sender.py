@@ -15,7 +15,7 @@ from agent.events import Event
 from agent.outputs.base import Response, all_created
 from agent.outputs.batcher import _Workers
 from agent.outputs.dead_letter import DeadLetters
-from agent.outputs.sender import LettersNotWritten, Sender
+from agent.outputs.sender import ONCE_AUTH_ATTEMPTS, LettersNotWritten, Sender
 from agent.stats import Stats
 
 
@@ -154,7 +154,7 @@ def test_a_give_up_records_the_last_http_status(harness, tmp_path):
     sender.deliver(events)
     letters = [json.loads(line) for line in (tmp_path / "dead.ndjson").read_text().splitlines()]
     assert [(letter["_id"], letter["status"]) for letter in letters] == [("id1", 429)]
-    assert "HTTP 429 on the first" in letters[0]["error"]["reason"]
+    assert "the first: HTTP 429 es_rejected_execution_exception" in letters[0]["error"]["reason"]
 
 
 def test_a_split_request_never_settles_an_event_twice(harness):
@@ -182,13 +182,55 @@ def test_a_split_request_with_a_connection_error_in_one_half(harness):
     assert acks.in_flight() == 0 and commits == {"k": 40}
 
 
+REFUSED = Response(401, {"error": {"type": "security_exception", "reason": "unable to authenticate"}})
+
+
 def test_auth_failure_is_fatal_when_not_retrying_permanent_errors(harness):
-    sender, output, _, commits, _, _ = harness([Response(401, {"error": {"type": "security_exception",
-                                                                         "reason": "unable to authenticate"}})],
-                                               retry_permanent=False)
+    sender, output, _, commits, _, _ = harness([REFUSED] * ONCE_AUTH_ATTEMPTS, retry_permanent=False)
     with pytest.raises(AuthError, match="unable to authenticate"):
         sender.deliver(_events(1))
-    assert len(output.sent) == 1 and commits == {}
+    assert len(output.sent) == ONCE_AUTH_ATTEMPTS and commits == {}
+
+
+def test_once_outlasts_a_moment_of_refused_credentials(harness):
+    # A restarting Elasticsearch 9.2.8 answered a valid API key 401 for about a
+    # second (audit 4): --once ended with exit 3 and 19,000 lines unsent.
+    sender, output, acks, commits, _, _ = harness([REFUSED] * (ONCE_AUTH_ATTEMPTS - 1) + [all_created],
+                                                  retry_permanent=False)
+    events = _events(2)
+    acks.register(events)
+    sender.deliver(events)
+    assert len(output.sent) == ONCE_AUTH_ATTEMPTS and commits == {"k": 20}
+
+
+def _refused_items(error_type, reason):
+    item = {"create": {"status": 403, "error": {"type": error_type, "reason": reason}}}
+    return lambda events: Response(200, {"errors": True, "items": [item] * len(events)})
+
+
+def test_items_refused_for_a_privilege_end_once_naming_the_reason(harness):
+    # The key may not write the target: the node answers 200 with 403 items;
+    # --once retried them forever with only "HTTP 403 on the first" (audit 4).
+    reason = "action [indices:data/write/bulk[s]] is unauthorized for API key id [k] of user [u] on indices [r3]"
+    sender, output, _, commits, _, _ = harness([_refused_items("security_exception", reason)] * ONCE_AUTH_ATTEMPTS,
+                                               retry_permanent=False)
+    with pytest.raises(AuthError, match=r"for want of a privilege: 1 of the documents .*security_exception: "
+                                        r"action \[indices:data/write/bulk\[s\]\] is unauthorized"):
+        sender.deliver(_events(1))
+    assert len(output.sent) == ONCE_AUTH_ATTEMPTS and commits == {}
+
+
+def test_a_write_block_is_retried_naming_the_block(harness, caplog):
+    block = "index [r2] blocked by: [FORBIDDEN/8/index write (api)];"
+    sender, output, acks, commits, _, _ = harness([_refused_items("cluster_block_exception", block), all_created],
+                                                  retry_permanent=False)
+    events = _events(1)
+    acks.register(events)
+    with caplog.at_level(logging.WARNING, logger="modelscribe"):
+        sender.deliver(events)
+    assert commits == {"k": 10}
+    (retrying,) = [r for r in caplog.records if r.getMessage() == "delivery failed, retrying"]
+    assert block in retrying.kv["error"]  # type: ignore[attr-defined]
 
 
 def test_too_large_requests_are_split(harness):
