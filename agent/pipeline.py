@@ -78,6 +78,7 @@ from agent.spool import DiskQueue, MemoryQueue
 from agent.stats import Stats
 from agent.transforms import Transforms, gather, load_or_create_hash_key
 from agent.status import mark_stopped, write_status
+from agent.state_lock import DirectoryLock
 from agent.supervise import FailureStreak, Supervisor
 
 if TYPE_CHECKING:
@@ -148,6 +149,12 @@ class Pipeline:
         self.stats = Stats()
         self._started = clock.time()
         check_state_dir(config.state_dir, f"--state-dir {config.state_dir}", create=True)  # as resolved: exit 2
+        self._locks = [DirectoryLock(config.state_dir, f"--state-dir {config.state_dir}")]
+        if config.spool and config.spool_dir:  # (the default spool is inside the state directory)
+            check_state_dir(config.spool_dir, f"--spool-dir {config.spool_dir}", create=True)
+            self._locks.append(DirectoryLock(config.spool_dir, f"--spool-dir {config.spool_dir}"))
+        for lock in self._locks:
+            lock.acquire()  # before any state is read: exit 2 if another agent holds it
         ttl = config.state_ttl
         if ttl < MIN_STATE_TTL:
             log.warning("--state-ttl is too short to survive a restart; using the minimum instead",
@@ -252,6 +259,8 @@ class Pipeline:
                 self.output.close()
                 mark_stopped(self.config.state_dir)
             finally:
+                for lock in self._locks:
+                    lock.release()
                 self._supervisor.close()  # gives the signals back: last, once everything is saved
 
     def _metrics_server(self, address: str) -> "MetricsServer":

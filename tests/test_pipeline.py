@@ -64,6 +64,8 @@ def test_spooled_records_are_not_read_again(tmp_path):
     first.tailer.close()
     first.registry.save()  # the daemon saves it every second: the file is known, at offset 0
     first.spool.close()  # "crash": spooled, never sent, nothing committed
+    for lock in first._locks:
+        lock.release()  # (as the end of a crashed process does)
     out = tmp_path / "out.ndjson"
     config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(state), "output": f"file:{out}",
                       "once": True}, {})
