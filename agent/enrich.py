@@ -40,11 +40,13 @@ import orjson
 from agent import AGENT_NAME, __version__
 from agent.atomic import write_atomic
 from agent.errors import StateError
+from agent.selflog import get_logger
 from agent.events import Event, LineRun, Record, Source, new, records_of
 from agent.transforms import DEFAULT_MAX_FIELD_BYTES, Transforms
 from agent.transforms.truncate import KEY_PATH_MAX, TAG_KEY_TRUNCATED, cut_key_paths
 
 
+log = get_logger("enrich")
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
@@ -162,8 +164,10 @@ def agent_id(state_dir: str) -> str:
     path = Path(state_dir) / "agent_id"
     try:
         existing = path.read_text(encoding="ascii").strip()
-        if existing:
+        if existing and existing.isprintable() and len(existing) <= 128:
             return existing
+        if existing:  # (zeros a crash left, say: a new id, said once)
+            log.warning("the agent id file is damaged; a new id is made", path=str(path))
     except (OSError, UnicodeDecodeError):
         pass
     new = str(uuid.uuid4())

@@ -1,5 +1,7 @@
 """Enrichment: the final document and its deterministic id."""
 
+import logging
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,6 +67,14 @@ def test_agent_id_is_stable(tmp_path):
     first = agent_id(str(tmp_path))
     assert first == agent_id(str(tmp_path))
     assert (tmp_path / "agent_id").read_text().strip() == first
+
+
+def test_a_damaged_agent_id_is_replaced_with_a_warning(tmp_path, caplog):
+    (tmp_path / "agent_id").write_bytes(b"\0" * 37)  # (documents carried "agent.id": "\u0000...")
+    with caplog.at_level(logging.WARNING, logger="modelscribe"):
+        new = agent_id(str(tmp_path))
+    assert new.isprintable() and len(new) == 36 and agent_id(str(tmp_path)) == new
+    assert "the agent id file is damaged; a new id is made" in caplog.text
 
 
 def test_format_timestamp_millis():

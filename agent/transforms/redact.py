@@ -367,9 +367,12 @@ def load_or_create_hash_key(state_dir: str | os.PathLike[str]) -> Secret:
         text = path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError) as error:
         raise StateError(f"cannot read the hash key {path}: {error}") from error
-    if len(text) < 32:
-        raise StateError(f"hash key {path} is damaged (shorter than 32 characters); restore it, or delete "
-                         "it to start a new key (hashes will then no longer join with earlier ones)")
+    # (strip() keeps NULs: a file a crash left as zeros passed as a key known
+    # to everyone, and every pseudonym changed, silently.)
+    if len(text) < 32 or not text.isprintable():
+        why = "shorter than 32 characters" if len(text) < 32 else "it holds control characters (NUL bytes?)"
+        raise StateError(f"hash key {path} is damaged ({why}); restore it, or delete it to start a new key "
+                         "(hashes will then no longer join with earlier ones)")
     if mode & 0o077:
         log.warning("hash key is readable by other users", path=str(path), mode=oct(mode & 0o777))
     return Secret(text)

@@ -239,8 +239,15 @@ def test_concurrent_creation_yields_one_key(tmp_path):
     assert len({key.reveal() for key in keys}) == 1
 
 
-def test_damaged_hash_key_is_an_error_not_replaced(tmp_path):
-    (tmp_path / "hash_key").write_text("short\n")
-    with pytest.raises(StateError, match="damaged"):
+@pytest.mark.parametrize("damage, why", [
+    (b"short\n", "shorter than 32 characters"),
+    # Found by audit 4: 65 NULs (a crash's zero-filled block) passed as a key, the same on
+    # every machine, and every pseudonym changed without a word.
+    (b"\0" * 65, "it holds control characters"),
+    (b"0123456789abcdef" * 2 + b"\0" * 33, "it holds control characters"),
+])
+def test_damaged_hash_key_is_an_error_not_replaced(tmp_path, damage, why):
+    (tmp_path / "hash_key").write_bytes(damage)
+    with pytest.raises(StateError, match=f"damaged \\({why}"):
         load_or_create_hash_key(tmp_path)
-    assert (tmp_path / "hash_key").read_text() == "short\n"
+    assert (tmp_path / "hash_key").read_bytes() == damage
