@@ -230,7 +230,9 @@ class Registry:
             entries: list[Entry] = []
             retired: dict[tuple[int, int, str], tuple[int, float]] = {}
         except OSError as error:
-            raise StateError(f"cannot read {self.path}: {error}") from error
+            hint = (" (run the agent as the user that owns the state directory, e.g. with runuser -u modelscribe, "
+                    "or give it back to that user)") if isinstance(error, PermissionError) else ""
+            raise StateError(f"cannot read {self.path}: {error}{hint}") from error
         else:
             try:
                 entries, retired = self._parse(raw)
@@ -267,6 +269,10 @@ class Registry:
             os.replace(self.path, aside)
         except OSError as error:
             raise StateError(f"cannot move corrupt {self.path} aside: {error}") from error
+        if reason.startswith("unknown version"):  # (a downgrade: not damage)
+            log.warning("registry file was written by another version of modelscribe; moved aside, starting "
+                        "empty", path=str(self.path), moved_to=str(aside), error=reason)
+            return
         log.warning("registry file is corrupt; moved aside, starting empty",
                     path=str(self.path), moved_to=str(aside), error=reason)
 

@@ -197,7 +197,8 @@ def _agent(status: dict[str, Any] | None, damaged: bool, now: float) -> dict[str
         state, running, detail = RUNNING, True, "in another PID namespace" if whose == "elsewhere" else ""
     elif whose == "same":
         state, running, detail = NOT_RESPONDING, True, (f"pid {pid} is alive but has not rewritten status.json "
-                                                         f"for {age:.0f}s: stuck, or in a long shutdown")
+                                                         f"for {age:.0f}s: stuck, in a long shutdown, or its state directory "
+                                                         "cannot be written (a full disk: see its log)")
     else:
         state, running, detail = UNKNOWN, None, f"stopped, or not responding: {last}; {why}"
     return {"state": state, "running": running, "detail": detail, "pid": pid, "started": status.get("started"),

@@ -98,6 +98,18 @@ class Persisted:
             self._once(f"journal-unlink {path}", "health: an old journal cannot be deleted; left alone",
                        path=path, error=error.strerror)
 
+    def _set_aside(self, path: str, error: str) -> None:
+        """An unusable state.json is kept as ``state.json.unusable-<unix-ms>``
+        (the next checkpoint would overwrite it: after a downgrade, the newer
+        agent's state would be gone for good)."""
+        aside = f"{path}.unusable-{int(self._clock.time() * 1000)}"
+        try:
+            os.replace(path, aside)
+        except OSError:
+            aside = "-"  # (a directory of that name, say: the checkpoint fails on it and says so)
+        log.warning("the health state is not usable; moved aside, health starts empty", path=path,
+                    moved_to=aside, error=error)
+
     def _load(self) -> None:
         path = os.path.join(self.directory, STATE_FILE)
         state = None
@@ -105,19 +117,20 @@ class Persisted:
             with open(path, "rb") as handle:
                 state = orjson.loads(handle.read())
             if not isinstance(state, dict) or state.get("version") != FORMAT_VERSION:
-                raise ValueError("unknown version")
+                found = state.get("version") if isinstance(state, dict) else None
+                raise ValueError(f"unknown version {found!r} (this agent reads {FORMAT_VERSION})")
             check_state(state)
         except FileNotFoundError:
             state = None
         except (OSError, ValueError) as error:  # (JSONDecodeError is a ValueError)
-            log.warning("the health state is not usable; health starts empty", path=path, error=str(error))
+            self._set_aside(path, str(error))
             state = None
         if state is not None:
             try:
                 self._restore(state)
             except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
                 # (check_state let it through: a second net, so a gap in it never stops the agent)
-                log.warning("the health state is not usable; health starts empty", path=path, error=str(error))
+                self._set_aside(path, str(error))
                 self._fresh()
         if self.settings.reference is None or self.settings.reference == "previous":
             stored = reference.load_store(self.directory)

@@ -9,6 +9,7 @@ import logging
 import os
 import random
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -147,14 +148,19 @@ def _edit_state(tmp_path, change) -> None:
      "collectors['m\\x00']: expected an object with size, seen"),
     (lambda s: s.update(collectors={"m\u0000": {"size": 5, "seen": "1", "features": {}, "predictions": []}}),
      "collectors['m\\x00'].seen: expected an integer"),
+    (lambda s: s.update(version=2), "unknown version 2 (this agent reads 1)"),  # (a downgrade)
 ])
 def test_a_state_file_of_another_shape_is_logged_and_health_starts_empty(tmp_path, caplog, change, expected):
     directory = _base(tmp_path, FIRST_EVENTS)
     _edit_state(tmp_path, change)
+    unusable = Path(_state_file(tmp_path)).read_bytes()
     engine = exercise(directory, FIRST_EVENTS)
     message = next(m for m in _warnings(caplog) if "health state is not usable" in m)
     assert _state_file(tmp_path) in message and expected in message
     assert engine.counters["observed"] == len(EVENTS) - SPLIT  # started empty
+    # Kept aside, not overwritten by the next checkpoint (audit 4: a downgrade lost the newer state).
+    (aside,) = (tmp_path / "health").glob("state.json.unusable-*")
+    assert aside.read_bytes() == unusable and str(aside) in message
 
 
 def test_a_stray_file_or_a_directory_named_like_a_journal_is_logged_and_left(tmp_path, caplog):
