@@ -332,8 +332,10 @@ class Tailer(Harvesters):
             self._clock.wait(self._wake, min(remaining, STOP_CHECK_INTERVAL))
 
     def _tick(self, now: float) -> None:
-        self._last_tick = now
         self._sink.tick(self._clock.time())
+        # From the tick's end: a tick that takes longer than TICK_INTERVAL (a
+        # registry save with many files) must not make every next read tick again.
+        self._last_tick = max(now, self._clock.monotonic())
 
     # -- one file -----------------------------------------------------------
 
