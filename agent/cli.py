@@ -155,12 +155,16 @@ def _unmatched(config: Config) -> list[tuple[str, str]]:
 def _warn_unmatched(config: Config) -> list[tuple[str, str]]:
     """Warn about each glob that matches no file now. The daemon keeps
     watching for them; ``--once`` returns them for its summary."""
+    from agent.sources.discovery import why_unmatched
+
     unmatched = _unmatched(config)
     for where, pattern in unmatched:
+        why = why_unmatched(pattern)
+        because = {"reason": why} if why else {}
         if config.once:
-            log.warning(f"no file matches {where} {pattern}; --once reads nothing from it")
+            log.warning(f"no file matches {where} {pattern}; --once reads nothing from it", **because)
         else:
-            log.warning(f"no file matches {where} {pattern} (yet); the agent keeps watching for it")
+            log.warning(f"no file matches {where} {pattern} (yet); the agent keeps watching for it", **because)
     return unmatched if config.once else []
 
 
@@ -188,8 +192,11 @@ def check_config(no_credentials: bool, **params: Any) -> None:
     value_width = min(60, max(len(value) for _, value, _ in rows))
     for name, value, origin in rows:
         click.echo(f"{name:<{width}}  {value:<{value_width}}  ({origin})")
+    from agent.sources.discovery import why_unmatched
+
     for where, pattern in _unmatched(config):
-        click.echo(f"note: no file matches {where} {pattern} (yet)", err=True)
+        why = why_unmatched(pattern)
+        click.echo(f"note: no file matches {where} {pattern} (yet)" + (f": {why}" if why else ""), err=True)
     from agent.health.wiring import describe as describe_health
     for line in describe_health(config.health):
         click.echo(line)

@@ -1,7 +1,8 @@
 """Which files to tail: glob patterns, exclusions, and early wake-ups.
 
-The source of truth is the periodic full scan (``glob.glob(recursive=True)``
-over every pattern, minus the excludes), which works on any file system,
+The source of truth is the periodic full scan (``expand``: what
+``glob.glob(recursive=True)`` gives, but proof against symlink loops, over
+every pattern, minus the excludes), which works on any file system,
 NFS included. A watchdog observer on the patterns' base directories only
 makes things faster: its events are turned into *hints* (this path changed,
 this path appeared, rescan) and set a wake-up event, so the tailer reacts in
@@ -43,7 +44,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
 from agent.selflog import get_logger
-from agent.sources.globs import base_dir, translate
+from agent.sources.globs import MAGIC, base_dir, below, translate
 from agent.stats import count_error
 
 log = get_logger("tail")
@@ -86,6 +87,7 @@ class Discovery:
         self.excludes = excludes
         self._regexes = [translate(path) for path in self.paths]
         self._own = [pattern for pattern in excludes if isinstance(pattern, OwnPattern)]
+        self._said_denied: set[str] = set()
 
     def own(self, path: str) -> OwnPattern | None:
         """The agent's own directory or file that ``path``, resolved through
@@ -110,7 +112,7 @@ class Discovery:
         """Every path currently matched by a glob and not excluded, sorted."""
         found: set[str] = set()
         for pattern in self.paths:
-            found.update(glob.glob(pattern, recursive=True))
+            found.update(expand(pattern, self._denied))
         return sorted(path for path in found if not self.excluded(path))
 
     def unmatched(self) -> list[int]:
@@ -118,7 +120,15 @@ class Discovery:
         applied): what the start-up warning names. Nothing else changes: the
         tailer keeps scanning and watching for them."""
         return [number for number, pattern in enumerate(self.paths)
-                if all(self.excluded(path) for path in glob.glob(pattern, recursive=True))]
+                if all(self.excluded(path) for path in expand(pattern))]
+
+    def _denied(self, directory: str, error: OSError) -> None:
+        """A directory a glob reaches that cannot be listed: said once (its files are not tailed)."""
+        if directory not in self._said_denied:
+            self._said_denied.add(directory)
+            log.warning("cannot list a directory the globs reach; files in it are not tailed",
+                        directory=directory, error=error.strerror)
+
 
     def watch_dirs(self) -> dict[str, bool]:
         """Directories to watch, and whether recursively."""
@@ -127,6 +137,77 @@ class Discovery:
             directory, recursive = base_dir(pattern)
             dirs[directory] = dirs.get(directory, False) or recursive
         return dirs
+
+
+def why_unmatched(pattern: str) -> str | None:
+    """Why a glob that matches nothing may match nothing: the first directory of
+    its fixed part, or that its ``**`` would enter, that exists and cannot be
+    listed (glob says nothing of it: audit 4 found "no file matches" for a
+    file in a directory of mode 000)."""
+    directory, _ = base_dir(pattern)
+    parts = directory.split("/")
+    for end in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:end]) or "/"
+        try:
+            with os.scandir(prefix):
+                pass
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        except OSError as error:
+            return f"cannot list {prefix}: {error.strerror}"
+    denied: list[str] = []
+    if "**" in pattern.split("/"):  # (a directory below the fixed part, which ``**`` would enter)
+        expand(pattern, lambda directory, error: denied.append(f"cannot list {directory}: {error.strerror}"))
+    return denied[0] if denied else None
+
+
+def expand(pattern: str, denied: Callable[[str, OSError], None] | None = None) -> list[str]:
+    """What ``glob.glob(pattern, recursive=True)`` returns, except that ``**``
+    never enters a directory it is already inside (a symlink to ``.`` or to
+    a parent). glob follows such links: two of them under one ``**`` made
+    2^40 paths, and the agent never started, or stopped reading while its
+    scan ran (audit 4). ``denied``: told of each directory that cannot be
+    listed (glob swallows it)."""
+    segments = pattern.split("/")
+    if "**" not in segments:
+        return glob.glob(pattern, recursive=True)
+    first = next(index for index, segment in enumerate(segments) if MAGIC.search(segment))
+    root = "/".join(segments[:first]) or ("/" if pattern.startswith("/") else "")
+    regex = translate(pattern)
+    try:
+        top = os.stat(root or ".")
+    except OSError:
+        return []
+    if not stat.S_ISDIR(top.st_mode):
+        return []
+    # (glob lists the directory itself for a trailing ``**`` matching no directory: "root/")
+    found: list[str] = [root.rstrip("/") + "/"] if root and segments[first:] == ["**"] else []
+    stack: list[tuple[str, tuple[tuple[int, int], ...]]] = [(root, ((top.st_dev, top.st_ino),))]
+    while stack:
+        directory, ancestors = stack.pop()
+        try:
+            with os.scandir(directory or ".") as listing:
+                entries = list(listing)
+        except OSError as error:
+            if denied is not None and error.errno in (errno.EACCES, errno.EPERM):
+                denied(directory, error)
+            continue
+        for entry in entries:
+            path = entry.name if not directory else directory.rstrip("/") + "/" + entry.name
+            if regex.match(path):
+                found.append(path)
+            try:
+                if not entry.is_dir() or not below(pattern, path):  # (is_dir follows links, as glob does)
+                    continue
+                identity = entry.stat()
+            except OSError:
+                continue
+            if (identity.st_dev, identity.st_ino) in ancestors:
+                continue  # inside itself: a symlink loop
+            stack.append((path, ancestors + ((identity.st_dev, identity.st_ino),)))
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +240,7 @@ class _Handler(FileSystemEventHandler):
                       event=getattr(event, "event_type", "-"), path=os.fsdecode(getattr(event, "src_path", "")),
                       error=repr(error))
             self._watcher._wake.set()
+
 
 
 class Watcher:

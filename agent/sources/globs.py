@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 
-_MAGIC = re.compile(r"[*?[]")
+MAGIC = re.compile(r"[*?[]")
 
 
 def _segment_regex(segment: str) -> str:
@@ -178,7 +178,7 @@ def base_dir(pattern: str) -> tuple[str, bool]:
     segments = pattern.split("/")
     fixed = []
     for segment in segments[:-1]:
-        if _MAGIC.search(segment):
+        if MAGIC.search(segment):
             return "/".join(fixed) or "/", True
         fixed.append(segment)
     return "/".join(fixed) or "/", False

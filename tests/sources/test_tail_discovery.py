@@ -127,3 +127,84 @@ def test_own_patterns_leave_out_the_agents_files_and_nothing_beside_them(tmp_pat
     assert discovery.own(through_link) is own  # ...and the tailer refuses it at open
     assert discovery.own(str(tmp_path / "st[a]te2" / "app.log")) is None
     assert Discovery((str(tmp_path / "**"),)).own(through_link) is None  # no own files given: no I/O either
+
+
+# -- expand: glob's answer, proof against symlink loops (audit 4) ---------------------
+
+@settings(max_examples=80, deadline=None)
+@given(tree=st.lists(st.lists(NAMES, min_size=1, max_size=4), min_size=1, max_size=8),
+       link=st.booleans(),
+       pattern=st.sampled_from(["**/*.log", "**", "*/**/*.log", "sub/**/a.log", "**/.h.log", "**/*",
+                                "**/sub/**/*.log", "[as]*/**/a.log*", "**/?.log"]))
+def test_expand_lists_what_glob_lists(tmp_path_factory, tree, link, pattern):
+    import glob
+
+    from agent.sources.discovery import expand
+    root = tmp_path_factory.mktemp("tree")
+    for parts in tree:
+        path = root.joinpath(*parts)
+        if any(p.is_file() for p in path.parents if p != root and p.is_relative_to(root)):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text("x\n")
+    if link and (root / "sub").is_dir():
+        (root / "elsewhere").symlink_to(root / "sub")  # (a link to a directory that is no ancestor: followed)
+    full = str(root / pattern)
+    assert set(expand(full)) == set(glob.glob(full, recursive=True))
+
+
+def test_expand_does_not_follow_a_directory_into_itself(tmp_path):
+    # Two links to "." under one ``**``: glob.glob explored 2^40 paths; the
+    # agent never started (or, the links made while it ran, stopped reading).
+    from agent.sources.discovery import expand
+    app = tmp_path / "logs" / "app"
+    app.mkdir(parents=True)
+    (app / "b.log").write_text("x\n")
+    (app / "current").symlink_to(".")
+    (app / "latest").symlink_to(".")
+    (tmp_path / "logs" / "up").symlink_to("..")
+    assert expand(str(tmp_path / "logs" / "**" / "*.log")) == [str(app / "b.log")]
+    assert Discovery((str(tmp_path / "logs" / "**" / "*.log"),)).unmatched() == []
+
+
+def _as_nobody(code: str) -> str:
+    import subprocess
+    import sys
+    done = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c",
+                           code], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+ROOT = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+
+
+def test_a_directory_that_cannot_be_listed_is_named():
+    # Audit 4: "no file matches --path .../locked/b.log", --once exit 0, for a
+    # file in a directory of mode 000; with ``**``, not a word.
+    if os.geteuid() != 0:
+        import pytest
+        pytest.skip("needs root to run a check as another user")
+    import shutil
+    import tempfile
+    from pathlib import Path
+    tmp_path = Path(tempfile.mkdtemp(prefix="modelscribe-locked-"))  # (pytest's own is 0700: nobody cannot enter)
+    tmp_path.chmod(0o755)
+    locked = tmp_path / "logs" / "locked"
+    locked.mkdir(parents=True)
+    (locked / "b.log").write_text("x\n")
+    (tmp_path / "logs").chmod(0o755)
+    locked.chmod(0o000)
+    try:
+        said = _as_nobody(
+            "import logging, sys; from agent.selflog import configure; configure('info', sys.stdout);"
+            "from agent.sources.discovery import Discovery, why_unmatched;"
+            f"print(why_unmatched({str(locked / 'b.log')!r}));"
+            f"print(why_unmatched({str(tmp_path / 'logs' / '**' / '*.log')!r}));"
+            f"print(Discovery(({str(tmp_path / 'logs' / '**' / '*.log')!r},)).scan())")
+    finally:
+        locked.chmod(0o755)
+        shutil.rmtree(tmp_path)
+    assert said.count(f"cannot list {locked}: Permission denied") == 2  # (the fixed part, and below a **)
+    assert "cannot list a directory the globs reach" in said and f"directory={locked}" in said
