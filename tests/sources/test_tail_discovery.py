@@ -27,6 +27,17 @@ def test_base_dirs():
     assert Discovery(("/a/*.log", "/a/**/x.log")).watch_dirs() == {"/a": True}
 
 
+def _make_tree(root, tree) -> None:
+    """Files at the given paths below ``root`` (a path under a file is left out)."""
+    for parts in tree:
+        path = root.joinpath(*parts)
+        if any(p.is_file() for p in path.parents if p != root and p.is_relative_to(root)):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text("x\n")
+
+
 NAMES = st.sampled_from(["a.log", "b.txt", ".h.log", "x", "a.log.1", "[a]", "sub"])
 
 
@@ -36,13 +47,7 @@ NAMES = st.sampled_from(["a.log", "b.txt", ".h.log", "x", "a.log.1", "[a]", "sub
                                 "[ab].*", "sub/**/a.log", "[!a]*"]))
 def test_event_matcher_agrees_with_glob(tmp_path_factory, tree, pattern):
     root = tmp_path_factory.mktemp("tree")
-    for parts in tree:
-        path = root.joinpath(*parts)
-        if any(p.is_file() for p in path.parents if p != root and p.is_relative_to(root)):
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            path.write_text("x\n")
+    _make_tree(root, tree)
     discovery = Discovery((str(root / pattern),))
     found = set(discovery.scan())
     for path in root.rglob("*"):
@@ -141,13 +146,7 @@ def test_expand_lists_what_glob_lists(tmp_path_factory, tree, link, pattern):
 
     from agent.sources.discovery import expand
     root = tmp_path_factory.mktemp("tree")
-    for parts in tree:
-        path = root.joinpath(*parts)
-        if any(p.is_file() for p in path.parents if p != root and p.is_relative_to(root)):
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            path.write_text("x\n")
+    _make_tree(root, tree)
     if link and (root / "sub").is_dir():
         (root / "elsewhere").symlink_to(root / "sub")  # (a link to a directory that is no ancestor: followed)
     full = str(root / pattern)
