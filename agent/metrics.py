@@ -79,6 +79,8 @@ The metrics (``METRICS``; counters end in ``_total``; the Grafana dashboard
     modelscribe_spool_oldest_unacked_age_seconds     age of the oldest of them (0: none)
     modelscribe_file_lag_bytes{path}                 file size minus committed offset (top N + other)
     modelscribe_open_files                           files the tailer holds open
+    modelscribe_waiting_files                        files matched but waiting for an open-file slot
+                                                     (not in file_lag_bytes: never read, no entry)
     modelscribe_last_acknowledgement_timestamp_seconds  when the output last settled events
                                                      (absent until it first did)
     modelscribe_start_time_seconds                   when the agent started
@@ -204,6 +206,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            f"committed offset): the {TOP_FILES} largest by path, the rest summed as path=\"other\".",
            ("path",)),
     Metric("modelscribe_open_files", "gauge", "Files the tailer holds open."),
+    Metric("modelscribe_waiting_files", "gauge", "Files the globs match that wait for an open-file slot "
+           "(beyond the descriptor limit less 256): none of their lines is read, nor in file_lag_bytes."),
     Metric("modelscribe_last_acknowledgement_timestamp_seconds", "gauge",
            "When the output last settled events (Unix time; absent until it first did)."),
     Metric("modelscribe_start_time_seconds", "gauge", "When the agent started (Unix time)."),
@@ -274,6 +278,7 @@ class AgentView:
     blocked_after: float
     top_files: int = TOP_FILES
     time: Callable[[], float] = time.time
+    waiting_files: Callable[[], int] = lambda: 0
     # The agent's own metric documents the stages counted apart (Stats field -> count: OWN_COUNTERS).
     own: Callable[[], Mapping[str, int]] = dict
 
@@ -367,6 +372,7 @@ class AgentCollector:
             lag.add_metric([_label(path)], value)
         yield lag
         yield _gauge("modelscribe_open_files", view.open_files())
+        yield _gauge("modelscribe_waiting_files", view.waiting_files())
         if view.stats.last_ack_time is not None:
             yield _gauge("modelscribe_last_acknowledgement_timestamp_seconds", view.stats.last_ack_time)
         yield _gauge("modelscribe_start_time_seconds", view.started)

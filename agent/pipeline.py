@@ -274,7 +274,8 @@ class Pipeline:
             live=lambda: {"lines_read": sink.lines, "events_emitted": sink.emitted,
                           "bytes_emitted": sink.emitted_bytes, "lost_bytes": tailer.lost_bytes},
             spool=lambda: spool_use(spool), files=lambda: file_lags(registry.entries()),
-            open_files=tailer.open_files, in_flight=self.acks.in_flight,
+            open_files=tailer.open_files, waiting_files=lambda: tailer.waiting_files()[0],
+            in_flight=self.acks.in_flight,
             deaths=lambda: list(self._supervisor.deaths), started=self._started,
             blocked_after=self.config.health_blocked_after, time=self._clock.time,
             own=lambda: {**self.stats.own(), "events_emitted": sink.own_emitted}),
@@ -445,7 +446,9 @@ class Pipeline:
                      "max_bytes": self.spool.max_bytes(), "pending": self.spool.pending(),
                      "oldest_unacked_age": self.spool.oldest_unacked_age()}
         try:
-            write_status(self.config.state_dir, self._started, self.stats.snapshot(), spool)
+            count, first = self.tailer.waiting_files()
+            write_status(self.config.state_dir, self._started, self.stats.snapshot(), spool,
+                         {"files": count, "first": first} if count else None)
         except OSError as error:
             if not self._status_failed:  # once per failing streak, not every second
                 log.warning("cannot write the status file", state_dir=self.config.state_dir, error=error.strerror)

@@ -6,7 +6,8 @@ The running daemon writes ``STATE_DIR/status.json`` every second (atomic,
     {"version": 1, "pid": 1234, "started": 1767225600.0, "updated": 1767225660.0,
      "process_start": 81234567, "pid_namespace": "pid:[4026531836]",
      "counters": {"lines_read": ..., "events_acked": ..., ...}, "last_error": "..." | null,
-     "spool": {"used_bytes": ..., "max_bytes": ..., "oldest_unacked_age": ...} | null}
+     "spool": {"used_bytes": ..., "max_bytes": ..., "oldest_unacked_age": ...} | null,
+     "waiting": {"files": N, "first": PATH} | null}   (absent in files of older agents)
 
 ``process_start`` (the writer's start time in clock ticks since boot, field
 22 of ``/proc/PID/stat``) and ``pid_namespace`` (``/proc/self/ns/pid``) are
@@ -79,11 +80,13 @@ RUNNING, NOT_RESPONDING, NOT_RUNNING, UNKNOWN = "running", "not responding", "no
 _SHOWN_LINE_NUMBERS = 10  # of unreadable dead-letter lines
 
 
-def write_status(state_dir: str, started: float, snapshot: Snapshot, spool: dict[str, Any] | None) -> None:
+def write_status(state_dir: str, started: float, snapshot: Snapshot, spool: dict[str, Any] | None,
+                 waiting: dict[str, Any] | None = None) -> None:
+    """``waiting``: ``{"files": N, "first": PATH}`` while matched files wait for an open-file slot."""
     body = orjson.dumps({"version": STATUS_VERSION, "pid": os.getpid(), **_own_identity(), "started": started,
                          "updated": time.time(), "counters": {k: v for k, v in asdict(snapshot).items()
                                                               if k != "last_error"},
-                         "last_error": snapshot.last_error, "spool": spool})
+                         "last_error": snapshot.last_error, "spool": spool, "waiting": waiting})
     write_atomic(os.path.join(state_dir, STATUS_FILE), body, prefix=".status.json.")
 
 
@@ -313,12 +316,20 @@ def report(state_dir: str, dead_letter_path: str, origin: str = "default", now: 
                                                if not entry.gone],
         "counters": (status or {}).get("counters", {}),
         "spool": (status or {}).get("spool"),
+        "waiting": _waiting((status or {}).get("waiting")),
         "dead_letters": {"path": dead_letter_path, "total": len(letters), "unreadable_lines": len(broken),
                          "unreadable_line_numbers": broken[:_SHOWN_LINE_NUMBERS],
                          "by_error": [{"target": t, "error_type": k, "count": c} for t, k, c in summarize(letters)]},
         "last_error": (status or {}).get("last_error"),
         "problems": problems,
     }
+
+
+def _waiting(value: Any) -> dict[str, Any] | None:
+    """The status file's ``waiting``, if it has that shape (older files have none)."""
+    if isinstance(value, dict) and isinstance(value.get("files"), int) and value["files"] > 0:
+        return {"files": value["files"], "first": value.get("first") if isinstance(value.get("first"), str) else None}
+    return None
 
 
 def _agent_line(agent: dict[str, Any]) -> str:
@@ -342,6 +353,10 @@ def render(data: dict[str, Any]) -> str:
             lag = "-" if item["lag_bytes"] is None else f"{item['lag_bytes']}"
             lines.append(f"  {item['path']}  key={item['key']} inode={item['inode']} gen={item['generation']} "
                          f"offset={item['offset']} size={size} lag_bytes={lag}")
+    waiting = data.get("waiting")
+    if waiting:
+        lines.append(f"waiting for an open-file slot: {waiting['files']} files, none of their lines read yet "
+                     f"(first: {waiting['first'] or '-'}; raise the open-file limit, or lower --close-inactive)")
     spool = data.get("spool")
     if spool:
         age = spool.get("oldest_unacked_age")

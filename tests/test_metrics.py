@@ -112,6 +112,7 @@ def test_counter_values_come_from_stats_and_the_live_reader_counts():
     assert value("modelscribe_bulk_request_duration_seconds_count") == 2
     assert value("modelscribe_bulk_request_duration_seconds_sum") == pytest.approx(3.02)
     assert value("modelscribe_open_files") == 3
+    assert value("modelscribe_waiting_files") == 0
     assert value("modelscribe_in_flight_events") == 2
     assert value("modelscribe_spool_used_bytes") == 4096
     assert value("modelscribe_file_lag_bytes", path="/var/log/a.log") == 10

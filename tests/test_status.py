@@ -165,3 +165,18 @@ def test_status_of_a_running_daemon_and_after_it_stopped(tmp_path):
         daemon.kill()
     agent = _agent(state)
     assert agent["state"] == "not running" and "stopped at" in agent["line"], agent
+
+
+def test_files_waiting_for_an_open_file_slot_are_shown(tmp_path):
+    from agent.status import render, report, write_status
+    from agent.stats import Stats
+    import time as _time
+    state = tmp_path / "state"
+    state.mkdir()
+    write_status(str(state), _time.time(), Stats().snapshot(), None, {"files": 84, "first": "/var/log/a/0.log"})
+    data = report(str(state), str(state / "dead-letter.ndjson"))
+    assert data["waiting"] == {"files": 84, "first": "/var/log/a/0.log"}
+    assert "waiting for an open-file slot: 84 files, none of their lines read yet (first: /var/log/a/0.log" \
+        in render(data)
+    write_status(str(state), _time.time(), Stats().snapshot(), None)
+    assert report(str(state), str(state / "dead-letter.ndjson"))["waiting"] is None

@@ -292,6 +292,12 @@ class Tailer(Harvesters):
     def open_files(self) -> int:
         return len(self._harvesters)
 
+    def waiting_files(self) -> tuple[int, str | None]:
+        """How many matched files wait for an open-file slot, and the first of them by path."""
+        waiting = self._waiting  # (another thread's set: a copy, then no size change under min)
+        first = min(list(waiting), default=None)
+        return len(waiting), first
+
     def close(self) -> None:
         """Stop the watcher and close every file (idempotent).
 

@@ -129,10 +129,13 @@ def test_files_beyond_the_open_file_budget_wait_for_idle_ones_to_close(tmp_path,
     with tailer:
         tailer.poll()
         assert tailer.open_files() == 3 and len(sink.lines) == 3
+        # Shown (audit 4: files that waited were in no metric, /health said ok, status listed 16 files).
+        assert tailer.waiting_files() == (2, str(tmp_path / "f3.log"))
         sink.commit_all(registry)
         _run(tailer, clock, 40)
         sink.commit_all(registry)
         _run(tailer, clock, 40)
+        assert tailer.waiting_files() == (0, None)
     assert sorted(sink.texts()) == [f"line {n}" for n in range(5)]
     warned = [r for r in caplog.records if "as many files open as the agent may hold" in r.getMessage()]
     assert len(warned) == 1 and warned[0].kv["waiting"] == 2 and warned[0].kv["open_files"] == 3
