@@ -135,7 +135,11 @@ def loads(text: str | bytes) -> Any:
             raise
         refused = error
     else:
-        if (_NUL_ESCAPE_BYTES if type(text) is not str else _NUL_ESCAPE) in text and type(value) in (dict, list):
+        # (A one-character search first: 30 ns a line, where the escape's search costs 150.)
+        if type(text) is str:
+            if "\\" in text and _NUL_ESCAPE in text and type(value) in (dict, list):
+                return _nul_free(value)
+        elif _NUL_ESCAPE_BYTES in text and type(value) in (dict, list):
             return _nul_free(value)
         return value
     try:
