@@ -129,6 +129,7 @@ class Harvesters(IdleFiles):
     _sink: Any  # the tailer's LineSink
     _max_open: int
     _waiting: set[str]  # paths that found no open-file slot, not opened since
+    _soon: set  # harvesters opened or hinted since the last pass over all (Tailer.poll)
     _read_once: set[tuple[int, int]]
     _cap_logged_at: float
     # Files the first scan found (--read-from end applies to them, also when
@@ -198,6 +199,7 @@ class Harvesters(IdleFiles):
         if harvester is not None:
             harvester.next_check = now
             harvester.interval = MIN_CHECK_INTERVAL
+            self._soon.add(harvester)
         if (harvester is None or hint.appeared) and self._discovery.matches(hint.path):
             if self._retry_at.get(hint.path, now) <= now:
                 self._discover(hint.path, now)
@@ -317,6 +319,7 @@ class Harvesters(IdleFiles):
         if source is not None and entry is not None:
             harvester.fingerprint = (entry.fp_len, entry.fp_hash)
         self._harvesters[(info.st_dev, info.st_ino)] = harvester
+        self._soon.add(harvester)
         self._by_path[path] = harvester
         self._found_at_start.discard((info.st_dev, info.st_ino))
         if source is None and start:
@@ -407,6 +410,7 @@ class Harvesters(IdleFiles):
         harvester.state = _RENAMED
         harvester.fingerprint = (entry.fp_len, entry.fp_hash)
         self._harvesters[(entry.dev, entry.inode)] = harvester
+        self._soon.add(harvester)
         self._registry.hold(entry.key)
 
     def _seen_at(self, harvester: _Harvester, path: str) -> None:

@@ -55,6 +55,7 @@ the output acknowledges (``Registry.commit``). It only records identities
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -162,6 +163,13 @@ class Tailer(Harvesters):
         self._found_at_start: set[tuple[int, int]] = set()
         self._max_open = settings.max_open_files or open_files_budget()
         self._waiting: set[str] = set()
+        # poll walks every open file only when one is due (``_due_at``, the
+        # earliest check time as of the last such pass), or after a scan or a
+        # change of settings; a watcher hint checks the files in ``_soon``
+        # alone. With 10,000 files open, each write to one of them walked all
+        # of them twice (audit 4: 49 % of a core for 100 lines/s).
+        self._soon: set[_Harvester] = set()
+        self._due_at = -math.inf
         self._read_once: set[tuple[int, int]] = set()  # run_once: files let go of after reading them
         self._cap_logged_at = -CAP_LOG_INTERVAL
         self._scan_requested = False
@@ -272,21 +280,30 @@ class Tailer(Harvesters):
         """One step of the run loop; returns how long it may sleep."""
         now = self._clock.monotonic()
         self._wake.clear()  # before draining, so hints arriving meanwhile wake the next sleep
-        self._take_settings(now)
+        self._take_settings(now)  # (new settings ask for a scan: a full pass below)
         self._take_hints(now)
+        full = False
         if self._scan_requested or now >= self._next_scan:
             self._scan(now)
-        for harvester in list(self._harvesters.values()):
+            full = True
+        full = full or now >= self._due_at
+        soon, self._soon = self._soon, set()
+        for harvester in list(self._harvesters.values()) if full else list(soon):
             if self._stopping():
+                self._soon.update(soon)  # (not checked: still due)
+                full = False
                 break
             if harvester.next_check <= now and harvester.fd >= 0:
                 self._check(harvester, now, once=False)
         now = self._clock.monotonic()
         if now - self._last_tick >= TICK_INTERVAL:
             self._tick(now)
-        wake_at = min(self._next_scan, self._last_tick + TICK_INTERVAL)
-        for harvester in self._harvesters.values():
-            wake_at = min(wake_at, harvester.next_check)
+        if full:
+            self._due_at = min((h.next_check for h in self._harvesters.values() if h.fd >= 0), default=math.inf)
+        else:  # (a check moves a file's next check later, never earlier than now)
+            self._due_at = min([self._due_at, *(h.next_check for h in soon if h.fd >= 0)])
+        wake_at = min(self._next_scan, self._last_tick + TICK_INTERVAL, self._due_at,
+                      *(h.next_check for h in self._soon))
         return 0.0 if self._scan_requested else max(0.0, wake_at - now)
 
     def open_files(self) -> int:

@@ -219,3 +219,34 @@ def test_once_reads_every_file_also_beyond_the_open_file_budget(tmp_path):
         tailer.run_once()
     assert sorted(sink.texts()) == sorted([f"line {n}" for n in range(10)] + [f"more {n}" for n in range(10)])
     assert tiles(sink.lines[:2])
+
+
+def test_a_hint_checks_its_file_alone_and_due_files_are_still_checked(tmp_path, monkeypatch):
+    # Since a hint no longer walks every open file (audit 4: with 10,000 open,
+    # one file at 100 lines/s took 49 % of a core; 15 % now, benchmarks/many_files.py),
+    # what must hold: the hinted file is read at once, and a file whose write
+    # went unseen is still read when due.
+    from agent.sources.discovery import Hint
+
+    clock = FakeClock()
+    for number in range(3):
+        append(tmp_path / f"f{number}.log", f"line {number}\n")
+    tailer, sink, _ = make(tmp_path, clock=clock, scan_interval=60.0)
+    checked = []
+    real_check = type(tailer)._check
+    monkeypatch.setattr(tailer, "_check", lambda h, now, once: (checked.append(os.path.basename(h.path)),
+                                                                 real_check(tailer, h, now, once)))
+    with tailer:
+        tailer.poll()  # the first pass: every file
+        assert sorted(checked) == ["f0.log", "f1.log", "f2.log"] and len(sink.lines) == 3
+        clock.advance(0.01)  # (before any is due again)
+        checked.clear()
+        append(tmp_path / "f1.log", "more\n")
+        tailer._on_hint(Hint(str(tmp_path / "f1.log"), False, False), clock.monotonic())
+        tailer.poll()
+        assert checked == ["f1.log"] and sink.texts(tmp_path / "f1.log") == ["line 1", "more"]
+        append(tmp_path / "f2.log", "unhinted\n")  # (a write whose event was lost: found when due)
+        for _ in range(30):
+            clock.advance(1.0)
+            tailer.poll()
+        assert sink.texts(tmp_path / "f2.log") == ["line 2", "unhinted"]
