@@ -66,7 +66,10 @@ class DirectoryLock:
             self._fd = None
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter exit os may be gone; the kernel frees the lock anyway
+            pass
 
 
 def _holder(fd: int) -> str:
