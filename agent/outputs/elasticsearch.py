@@ -205,17 +205,18 @@ class ElasticsearchOutput:
             raise PermanentOutputError(missing)
 
     def _no_api(self, response: Response, timeout: float | None = None) -> str | None:
-        """Why the URL does not lead to Elasticsearch's API, or None. Both a
-        node without security and a wrong path answer ``_authenticate`` with
-        ``400 no handler found for uri`` (checked on 9.2.8); only a wrong path
-        answers ``_nodes/_local`` so too."""
+        """Why the URL does not lead to the cluster's API, or None. Both a
+        node without security and a wrong path answer ``_authenticate`` (and
+        OpenSearch's ``authinfo``) with ``400 no handler found for uri``
+        (checked on Elasticsearch 9.2.8 and OpenSearch 2.19.1); only a wrong
+        path answers ``_nodes/_local`` so too."""
         if response.status != 400 or "no handler found for uri" not in str(response.body):
             return None
         nodes = self.request("GET", "/_nodes/_local", params={"filter_path": "cluster_name"}, timeout=timeout)
         if nodes.status != 400 or "no handler found for uri" not in str(nodes.body):
             return None
         error = nodes.body.get("error") if isinstance(nodes.body, dict) else nodes.body
-        return (f"{self._config.es_urls[0]} does not lead to Elasticsearch's API (HTTP 400: {_shorten(str(error))}): "
+        return (f"{self._config.es_urls[0]} does not lead to the cluster's API (HTTP 400: {_shorten(str(error))}): "
                 "check the path of --es-url (the cluster's root, or the proxy path that maps to it)")
 
     def _check_target(self, timeout: float | None = None) -> None:

@@ -83,6 +83,9 @@ class OpenSearchOutput(ElasticsearchOutput):
         response = self.request("GET", AUTHINFO, timeout=timeout)
         if response.status in (401, 403):
             raise AuthError(_auth_hint(self._config, response))
+        missing = self._no_api(response, timeout)
+        if missing is not None:
+            raise PermanentOutputError(missing)
 
     def check(self) -> CheckReport:
         """Connectivity, distribution and version, identity and roles."""
@@ -94,6 +97,9 @@ class OpenSearchOutput(ElasticsearchOutput):
         lines.append(("connection", "ok"))
         if who.status in (401, 403):
             return CheckReport(False, tuple(lines + [("auth", "FAILED: " + _auth_hint(self._config, who))]))
+        missing = self._no_api(who)
+        if missing is not None:
+            return CheckReport(False, tuple(lines + [("api", f"FAILED: {missing}")]))
         ok = True
         root = self.request("GET", "/")
         engine = detect_engine(root)

@@ -249,3 +249,35 @@ def test_partial_429_retries_only_the_rejected_items(tmp_path):
         assert sorted(got) == list(range(6000))
     finally:
         opensearch_local.remove_node(node)
+
+
+def test_an_es_url_with_a_wrong_path_fails_the_checks(os_node):
+    # As on Elasticsearch (tests/outputs/test_target_state_es.py): audit 4.
+    from agent.errors import PermanentOutputError
+    output = _output(os_node, es_urls=(os_node.url + "/prefix",))
+    try:
+        with pytest.raises(PermanentOutputError, match="does not lead to the cluster's API"):
+            output.preflight()
+        report = output.check()
+    finally:
+        output.close()
+    assert not report.ok and dict(report.lines)["api"].startswith("FAILED: ")
+
+
+def test_a_target_that_cannot_take_documents_now_is_retried(os_node, os):
+    from agent.outputs.retry import Action, retry_reason
+    os.ok("PUT", "/os-state-closed")
+    os.ok("POST", "/os-state-closed/_close")
+    os.ok("PUT", "/_cluster/settings", {"persistent": {"action.auto_create_index": "false"}})
+    try:
+        for target, says in (("os-state-closed", "_open"), ("os-state-absent", "action.auto_create_index")):
+            output = _output(os_node, index=target)
+            try:
+                response = output.send([_event(0, {"message": "m"})])
+            finally:
+                output.close()
+            (verdict,) = classify(response, 1).items
+            assert verdict.action is Action.RETRY and says in retry_reason(verdict), (target, response.body)
+    finally:
+        os.ok("PUT", "/_cluster/settings", {"persistent": {"action.auto_create_index": None}})
+        os.ok("DELETE", "/os-state-closed")

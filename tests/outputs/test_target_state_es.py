@@ -82,7 +82,7 @@ def test_an_es_url_with_a_wrong_path_fails_the_checks(es_node):
                       "api_key_file": es_node.api_key_file}, {})
     output = ElasticsearchOutput.from_config(config)
     try:
-        with pytest.raises(PermanentOutputError, match="does not lead to Elasticsearch's API.*path of --es-url"):
+        with pytest.raises(PermanentOutputError, match="does not lead to the cluster's API.*path of --es-url"):
             output.preflight()
         report = output.check()
     finally:
