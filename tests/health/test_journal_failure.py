@@ -30,10 +30,11 @@ class _FullDisk(types.SimpleNamespace):
     fails with ENOSPC while ``full`` is set."""
 
     def __init__(self) -> None:
-        super().__init__(**{name: getattr(os, name) for name in dir(os) if not name.startswith("__")})
+        super().__init__(**{name: getattr(os, name) for name in dir(os)
+                            if not name.startswith("__") and name != "write"})
         self.full = False
 
-    def write(self, fd: int, data) -> int:  # (a method: the attribute copied from os is replaced)
+    def write(self, fd: int, data) -> int:
         if self.full:
             os.write(fd, bytes(data)[: len(data) // 2])
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -43,7 +44,6 @@ class _FullDisk(types.SimpleNamespace):
 @pytest.fixture
 def disk(monkeypatch) -> _FullDisk:
     full = _FullDisk()
-    del full.write  # the instance's copy of os.write: the method above answers
     monkeypatch.setattr(checkpoint_module, "os", full)
     return full
 
