@@ -268,9 +268,14 @@ def test_a_target_that_cannot_take_documents_now_is_retried(os_node, os):
     from agent.outputs.retry import Action, retry_reason
     os.ok("PUT", "/os-state-closed")
     os.ok("POST", "/os-state-closed/_close")
+    os.ok("PUT", "/os-state-alias-a")
+    os.ok("PUT", "/os-state-alias-b")
+    os.ok("POST", "/_aliases", {"actions": [{"add": {"index": "os-state-alias-a", "alias": "os-state-alias"}},
+                                            {"add": {"index": "os-state-alias-b", "alias": "os-state-alias"}}]})
     os.ok("PUT", "/_cluster/settings", {"persistent": {"action.auto_create_index": "false"}})
     try:
-        for target, says in (("os-state-closed", "_open"), ("os-state-absent", "action.auto_create_index")):
+        for target, says in (("os-state-closed", "_open"), ("os-state-alias", "is_write_index"),
+                             ("os-state-absent", "action.auto_create_index")):
             output = _output(os_node, index=target)
             try:
                 response = output.send([_event(0, {"message": "m"})])
@@ -280,4 +285,22 @@ def test_a_target_that_cannot_take_documents_now_is_retried(os_node, os):
             assert verdict.action is Action.RETRY and says in retry_reason(verdict), (target, response.body)
     finally:
         os.ok("PUT", "/_cluster/settings", {"persistent": {"action.auto_create_index": None}})
-        os.ok("DELETE", "/os-state-closed")
+        os.ok("DELETE", "/os-state-closed,os-state-alias-a,os-state-alias-b")
+
+
+def test_a_write_block_is_retried_naming_the_block(os_node, os):
+    from agent.outputs.retry import Action, refused_privilege, retry_reason
+    os.ok("PUT", "/os-state-blocked")
+    os.ok("PUT", "/os-state-blocked/_settings", {"index.blocks.write": True})
+    try:
+        output = _output(os_node, index="os-state-blocked")
+        try:
+            response = output.send([_event(0, {"message": "m"})])
+        finally:
+            output.close()
+        (verdict,) = classify(response, 1).items
+        assert verdict.status == 403 and verdict.action is Action.RETRY, response.body
+        assert not refused_privilege(verdict) and "index write" in retry_reason(verdict), retry_reason(verdict)
+    finally:
+        os.ok("PUT", "/os-state-blocked/_settings", {"index.blocks.write": None})
+        os.ok("DELETE", "/os-state-blocked")
