@@ -260,16 +260,9 @@ class ElasticsearchOutput:
     def check(self) -> CheckReport:
         """Connectivity, version, identity and write privileges on the target."""
         lines: list[tuple[str, str]] = [("url", ", ".join(self._config.es_urls))]
-        try:
-            who = self.request("GET", "/_security/_authenticate")
-        except (TransientOutputError, PermanentOutputError) as error:
-            return CheckReport(False, tuple(lines + [("connection", f"FAILED: {error}")]))
-        lines.append(("connection", "ok"))
-        if who.status in (401, 403):
-            return CheckReport(False, tuple(lines + [("auth", "FAILED: " + _auth_hint(self._config, who))]))
-        missing = self._no_api(who)
-        if missing is not None:
-            return CheckReport(False, tuple(lines + [("api", f"FAILED: {missing}")]))
+        who = self._who_am_i(lines)
+        if isinstance(who, CheckReport):
+            return who
         found = self._version()
         ok = True
         if found is None:
@@ -300,6 +293,28 @@ class ElasticsearchOutput:
             lines.append(("auth", f"unknown: HTTP {who.status}: {_shorten(str(who.body))}"))
         lines.append(("target", self._target))
         return CheckReport(ok, tuple(lines))
+
+    _WHO_AM_I = "/_security/_authenticate"
+
+    def _who_am_i(self, lines: list[tuple[str, str]]) -> Response | CheckReport:
+        """``check``'s first steps: the answer of the who-am-I endpoint, or the
+        failed report (``lines`` and why) when the connection, the credentials
+        or the URL's path fail; ``lines`` gets the connection's line."""
+        try:
+            who = self.request("GET", self._WHO_AM_I)
+        except (TransientOutputError, PermanentOutputError) as error:
+            return CheckReport(False, tuple(lines + [("connection", f"FAILED: {error}")]))
+        lines.append(("connection", "ok"))
+        if who.status in (401, 403):
+            return CheckReport(False, tuple(lines + [("auth", "FAILED: " + self._refusal(who))]))
+        missing = self._no_api(who)
+        if missing is not None:
+            return CheckReport(False, tuple(lines + [("api", f"FAILED: {missing}")]))
+        return who
+
+    def _refusal(self, response: Response) -> str:
+        """What a 401 or 403 of the who-am-I endpoint means for these credentials."""
+        return _auth_hint(self._config, response)
 
     def _roles(self) -> list[tuple[str, str]]:
         """Which of the two roles of docs/security.md (shipping, setup) the credentials hold."""

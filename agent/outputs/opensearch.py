@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import AuthError, PermanentOutputError, TransientOutputError
+from agent.errors import AuthError, PermanentOutputError
 from agent.outputs.base import CheckReport, Response
 from agent.outputs.connection import ConnectionSettings
 from agent.outputs.elasticsearch import ElasticsearchOutput
@@ -73,6 +73,7 @@ def _auth_hint(config: ConnectionSettings, response: Response) -> str:
 
 class OpenSearchOutput(ElasticsearchOutput):
     name = "opensearch"
+    _WHO_AM_I = AUTHINFO
 
     @classmethod
     def from_config(cls, config: "Config") -> "OpenSearchOutput":
@@ -87,19 +88,15 @@ class OpenSearchOutput(ElasticsearchOutput):
         if missing is not None:
             raise PermanentOutputError(missing)
 
+    def _refusal(self, response: Response) -> str:
+        return _auth_hint(self._config, response)
+
     def check(self) -> CheckReport:
         """Connectivity, distribution and version, identity and roles."""
         lines: list[tuple[str, str]] = [("url", ", ".join(self._config.es_urls))]
-        try:
-            who = self.request("GET", AUTHINFO)
-        except (TransientOutputError, PermanentOutputError) as error:
-            return CheckReport(False, tuple(lines + [("connection", f"FAILED: {error}")]))
-        lines.append(("connection", "ok"))
-        if who.status in (401, 403):
-            return CheckReport(False, tuple(lines + [("auth", "FAILED: " + _auth_hint(self._config, who))]))
-        missing = self._no_api(who)
-        if missing is not None:
-            return CheckReport(False, tuple(lines + [("api", f"FAILED: {missing}")]))
+        who = self._who_am_i(lines)
+        if isinstance(who, CheckReport):
+            return who
         ok = True
         root = self.request("GET", "/")
         engine = detect_engine(root)
