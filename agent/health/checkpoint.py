@@ -163,6 +163,7 @@ class Persisted:
 
     def _replay(self, path: str) -> int:
         count = 0
+        damaged = 0
         try:
             with open(path, "rb") as handle:
                 for line in handle:
@@ -173,7 +174,12 @@ class Persisted:
                         obs = (self._extractors.get(source_key) or self._extractor(source_key, doc))(doc)
                         position = int(offset)
                     except (orjson.JSONDecodeError, ValueError):
-                        continue  # a torn last line (power loss): what it held was never acknowledged
+                        # A torn last line (a kill inside the write, a power loss; no newline)
+                        # held events never sent: they come again. A line damaged anywhere
+                        # else held events that may have been delivered since: said, counted.
+                        if line.endswith(b"\n"):
+                            damaged += 1
+                        continue
                     if obs is None or not 0 <= position < SHAPE_LIMIT or not self._cover(source_key, position):
                         continue  # (an offset no file has would not fit in state.json)
                     self._apply((obs,))
@@ -183,6 +189,10 @@ class Persisted:
         except OSError as error:  # (a directory of that name, no permission, an I/O error)
             log.warning("health: a journal cannot be read; the events it holds are not counted", path=path,
                         error=error.strerror)
+        if damaged:
+            self.counters["journal_damaged"] = self.counters.get("journal_damaged", 0) + damaged
+            log.warning("health: damaged lines in a journal were skipped; the events they held are not counted "
+                        "(counted in the health state's journal_damaged)", path=path, lines=damaged)
         self._count_batch()  # (an exception above leaves HealthEngine.__init__: nothing to count)
         return count
 

@@ -38,7 +38,8 @@ output acknowledged them, and carry deterministic ids, so a window sent
 twice is a 409, never a double count.
 
 Limits of exactness, stated: (1) the journal is not fsynced: a power loss
-(not a process kill) may lose the last second of health state; (2) when
+(not a process kill) may lose the last second of health state, and a line it
+damaged is skipped at the restart, counted in ``journal_damaged`` and logged; (2) when
 several files feed the same model, how their lines interleave depends on
 timing, so which events are late (beyond ``lateness``) and how label
 corrections are split may differ between runs (the sums do not);

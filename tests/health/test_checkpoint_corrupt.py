@@ -294,3 +294,21 @@ def test_any_json_as_the_state_and_the_reference_file_never_raises(tmp_path_fact
 def test_the_collector_check_names_the_bad_value():
     with pytest.raises(ValueError, match=r"c\.features\['x'\]: expected a list of 2, got \[1\]"):
         reference.Collector.from_state({"size": 5, "seen": 2, "features": {"x": [1]}, "predictions": [1, 2]}, "c")
+
+
+def test_a_damaged_journal_line_is_counted_and_said_a_torn_last_line_is_not(tmp_path, caplog):
+    # Audit 4: a damaged line was skipped without a word. A torn last line (no
+    # newline: a kill inside the write) held events never sent, which come again.
+    directory = _base(tmp_path, FIRST_EVENTS)
+    journal = tmp_path / "health" / "journal-0000000099.log"
+    good = [b"f\t%d\t%s\n" % (e.offset, e.data) for e in EVENTS[SPLIT:SPLIT + 3]]
+    journal.write_bytes(good[0] + b"f\t1\t{\"torn-by\": \x00\x00\x00\n" + good[1] + good[2][:20])
+    caplog.set_level(logging.INFO)
+    engine = HealthEngine(FIRST_EVENTS, directory, None, AGENT, FakeClock(T0 + 100))
+    try:
+        assert engine.counters["observed"] == SPLIT + 2
+        assert engine.counters["journal_damaged"] == 1
+    finally:
+        engine.close()
+    (message,) = [m for m in _warnings(caplog) if "damaged" in m]
+    assert str(journal) in message and "lines=1" in message
