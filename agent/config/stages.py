@@ -399,5 +399,30 @@ def _check_tls_files(config: Config, where: Mapping[str, str]) -> None:
             # No password: the output has none to give, so an encrypted key is refused here.
             context.load_cert_chain(config.client_cert, config.client_key, password=lambda: b"")
         except (ssl.SSLError, ValueError) as error:
-            raise ConfigError(f"{where['client_cert']} and {where['client_key']}: not a PEM certificate and "
-                              f"its key ({error})") from None
+            raise ConfigError(_client_pair_problem(config, where, error)) from None
+
+
+def _client_pair_problem(config: Config, where: Mapping[str, str], error: Exception) -> str:
+    """Why the client certificate and key did not load, from what the files hold
+    (OpenSSL says "PEM lib" for most of it)."""
+    def head(path: str) -> bytes:
+        try:
+            with open(path, "rb") as handle:
+                return handle.read(1 << 16)
+        except OSError:
+            return b""
+
+    cert, key = head(config.client_cert or ""), head(config.client_key or "")
+    cert_flag, key_flag = f"{where['client_cert']} {config.client_cert}", f"{where['client_key']} {config.client_key}"
+    if b"ENCRYPTED" in key:
+        return (f"{key_flag}: the key is encrypted (it needs a passphrase, which the agent cannot give); "
+                f"write it unencrypted, e.g. openssl pkey -in {config.client_key} -out NEW.key, mode 0600")
+    if b"-----BEGIN CERTIFICATE-----" not in cert:
+        swapped = " (it holds a private key: are the two flags swapped?)" if b"PRIVATE KEY-----" in cert else ""
+        return f"{cert_flag}: holds no PEM certificate (-----BEGIN CERTIFICATE-----){swapped}"
+    if b"PRIVATE KEY-----" not in key:
+        swapped = " (it holds a certificate: are the two flags swapped?)" if b"CERTIFICATE-----" in key else ""
+        return f"{key_flag}: holds no PEM private key (-----BEGIN PRIVATE KEY-----){swapped}"
+    if "KEY_VALUES_MISMATCH" in str(error).upper():
+        return f"{key_flag}: is not the key of the certificate in {config.client_cert}"
+    return f"{cert_flag} and {key_flag}: not a PEM certificate and its key ({error})"

@@ -24,12 +24,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
+import ssl
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
 import elastic_transport
 import orjson
+import urllib3
 from elasticsearch import Elasticsearch
 
 from agent import AGENT_NAME, __version__
@@ -146,6 +148,12 @@ class ElasticsearchOutput:
             detail = _root_message(error)
             if "CERTIFICATE_REQUIRED" in detail.upper():
                 hint = "check --client-cert / --client-key"
+            elif self._config.client_cert and ("ALERT" in detail.upper() or "EOF" in detail.upper()):
+                # The node sent an alert (or hung up) in the handshake: it refused what we
+                # presented, our certificate (checked on 9.2.8: a certificate of another
+                # CA gets "alert certificate unknown", then "EOF occurred" on retries).
+                hint = "the node refused the client certificate: check that --client-cert / --client-key " \
+                       "are signed by a CA the node trusts, and not expired"
             elif "WRONG_VERSION_NUMBER" in detail.upper():  # (the answer was not TLS: checked on 9.2.8)
                 hint = "the port does not speak TLS: use http:// in --es-url"
             else:
@@ -390,13 +398,35 @@ def _build_client(config: ConnectionSettings) -> Elasticsearch:
     if config.client_cert:
         options["client_cert"] = config.client_cert
         options["client_key"] = config.client_key
-    if not config.tls_verify:
-        options["ssl_show_warn"] = False
-        log.warning("TLS verification is off (--no-tls-verify): the server's identity is not checked")
     try:
+        if not config.tls_verify:
+            options["ssl_show_warn"] = False
+            log.warning("TLS verification is off (--no-tls-verify): the server's identity is not checked")
+            if config.client_cert:
+                # elastic_transport loads the client certificate only when it verifies
+                # the server (9.x: audit 5 found it silently dropped), so a node that
+                # requires one could never be reached: a context carries it instead,
+                # which the client takes without the file options.
+                for option in ("ca_certs", "client_cert", "client_key"):
+                    options.pop(option, None)
+                options["ssl_context"] = _unverified_context(config.client_cert, config.client_key)
         with warnings.catch_warnings():
             # The client warns about verify_certs=False itself; we logged it once above.
             warnings.simplefilter("ignore")
-            return Elasticsearch(list(config.es_urls), **options)
+            client = Elasticsearch(list(config.es_urls), **options)
     except (ValueError, TypeError, OSError) as error:
         raise ConfigError(f"--es-url / TLS options: cannot set up the Elasticsearch client: {error}") from error
+    if not config.tls_verify:
+        # urllib3 warns at every request without verification; the client's own call
+        # that silences it ran inside catch_warnings above, which undid it on exit.
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+    return client
+
+
+def _unverified_context(cert: str, key: str | None) -> ssl.SSLContext:
+    """A TLS context that presents the client certificate and checks nothing of the server's."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.load_cert_chain(cert, key)
+    return context

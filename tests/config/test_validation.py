@@ -212,8 +212,8 @@ def test_output_files_are_checked_as_the_outputs_will_open_them(tmp_path):
     text = tmp_path / "not-pem.txt"
     text.write_text("hello\n")
     assert _error({"ca_cert": str(text)}).startswith(f"--ca-cert {text}: not a PEM CA bundle")
-    assert _error({"client_cert": str(text), "client_key": str(text)}).startswith(
-        "--client-cert and --client-key: not a PEM certificate and its key")
+    assert _error({"client_cert": str(text), "client_key": str(text)}) == \
+        f"--client-cert {text}: holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
     assert _error({"output": f"file:{tmp_path}"}) == f"--output file:{tmp_path}: is a directory, not a file"
     assert _error({"dead_letter_file": str(tmp_path / "no" / "dl.ndjson")}) == \
         f"--dead-letter-file {tmp_path}/no/dl.ndjson: directory {tmp_path}/no does not exist"
@@ -223,3 +223,26 @@ def test_output_files_are_checked_as_the_outputs_will_open_them(tmp_path):
     cfg = tmp_path / "agent.yml"
     cfg.write_text(f"ca-cert: {text.name}\n")
     assert _error(config_file=str(cfg)).startswith(f"{cfg}: ca-cert {text}: not a PEM CA bundle")
+
+
+def test_a_client_key_or_certificate_that_does_not_load_is_named_with_the_reason(tmp_path):
+    # Audit 5: an encrypted key, or the two files swapped, got "not a PEM
+    # certificate and its key ([SSL] PEM lib ...)".
+    cert = tmp_path / "client.crt"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    key = tmp_path / "client.key"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n")
+    encrypted = tmp_path / "encrypted.key"
+    encrypted.write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIF\n-----END ENCRYPTED PRIVATE KEY-----\n")
+    message = _error({"client_cert": str(cert), "client_key": str(encrypted)})
+    assert message.startswith(f"--client-key {encrypted}: the key is encrypted"), message
+    assert f"openssl pkey -in {encrypted}" in message
+    message = _error({"client_cert": str(key), "client_key": str(cert)})
+    assert message == (f"--client-cert {key}: holds no PEM certificate (-----BEGIN CERTIFICATE-----) "
+                       "(it holds a private key: are the two flags swapped?)"), message
+    message = _error({"client_cert": str(cert), "client_key": str(cert)})
+    assert message == (f"--client-key {cert}: holds no PEM private key (-----BEGIN PRIVATE KEY-----) "
+                       "(it holds a certificate: are the two flags swapped?)"), message
+    message = _error({"client_cert": str(cert), "client_key": str(key)})  # (both of the right kind, damaged)
+    assert message.startswith(f"--client-cert {cert} and --client-key {key}: not a PEM certificate and its key ("), \
+        message

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import ssl
 import stat
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -102,3 +104,41 @@ def test_check_output_with_the_client_certificate(mtls_node):
     assert f"version: {mtls_node.version}" in result.stdout
     assert "auth: ok as" in result.stdout
     assert "privileges: ok" in result.stdout
+
+
+def test_no_tls_verify_still_presents_the_client_certificate_and_warns_once(mtls_node):
+    # Audit 5: elastic_transport drops the client certificate when it does not
+    # verify the server, so the node refused every connection; and urllib3's
+    # InsecureRequestWarning came on every request (82 against 6 log lines).
+    flags = ["--es-url", mtls_node.url, "--api-key-file", mtls_node.api_key_file, "--no-tls-verify"]
+    result = run_once(["check", "output", *flags, *_client_flags(mtls_node)])
+    assert result.code == 0, result.stdout + result.stderr
+    assert "connection: ok" in result.stdout and "auth: ok as" in result.stdout
+    assert "InsecureRequestWarning" not in result.stderr, result.stderr
+    assert result.stderr.count("TLS verification is off") == 1, result.stderr
+
+
+def _openssl(*args: str) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make the certificates")
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def test_a_client_certificate_the_node_does_not_trust_is_named(mtls_node, tmp_path):
+    # Audit 5: the node's alert ("certificate unknown") was told to check --ca-cert / --tls-verify.
+    cert, key = tmp_path / "other.crt", tmp_path / "other.key"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-subj", "/CN=not-of-this-ca", "-days", "2")
+    result = run_once(["check", "output", *es_flags(mtls_node), "--client-cert", str(cert), "--client-key", str(key)])
+    assert result.code == 3, result.stdout + result.stderr
+    assert "the node refused the client certificate: check that --client-cert / --client-key are signed by a " \
+           "CA the node trusts" in result.stdout, result.stdout
+
+
+def test_an_encrypted_client_key_is_refused_naming_it(mtls_node, tmp_path):
+    encrypted = tmp_path / "encrypted.key"
+    _openssl("pkey", "-in", mtls_node.client_key, "-aes256", "-passout", "pass:secret", "-out", str(encrypted))
+    result = run_once(["check", "output", *es_flags(mtls_node), "--client-cert", mtls_node.client_cert,
+                       "--client-key", str(encrypted)])
+    assert result.code == 2, result.stdout + result.stderr
+    assert f"--client-key {encrypted}: the key is encrypted" in result.stderr, result.stderr
