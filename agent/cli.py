@@ -275,36 +275,48 @@ def status(as_json: bool, **params: Any) -> None:
 
 @main.group()
 def dlq() -> None:
-    """Inspect and replay the dead-letter file (documents Elasticsearch rejected)."""
+    """Inspect and replay the dead letters (documents Elasticsearch rejected): the file, and
+    the --dead-letter-index when one is set."""
 
 
 @dlq.command("list", cls=GroupedCommand)
 @settings_options(listed.DLQ)
 def dlq_list(**params: Any) -> None:
-    """Count dead letters by target and error type (file, or --dead-letter-index)."""
-    from agent.outputs.dead_letter import read_letters, summarize
+    """Count dead letters by target and error type: the file's and, with
+    --dead-letter-index, the index's too (letters fall back to the file when
+    the index cannot take them). The file comes first: it is local, so it is
+    shown even when the node cannot be reached."""
+    from agent.outputs.dead_letter import read_letters
 
-    broken: list[int] = []
     try:
         config = _resolve(params, require_paths=False)
-        if config.dead_letter_index:
-            where = f"index {config.dead_letter_index}"
-            with _letters_index(config) as index:
-                letters = index.letters()
-        else:
-            where = config.dead_letter_path
-            letters, broken = read_letters(config.dead_letter_path)
+        letters, broken = read_letters(config.dead_letter_path)
     except ModelscribeError as error:
         _fail(error)
         return
+    _echo_letters(letters, config.dead_letter_path)
+    if broken:
+        click.echo(f"warning: lines {', '.join(map(str, broken[:10]))} are not dead letters", err=True)
+    if not config.dead_letter_index:
+        return
+    try:
+        with _letters_index(config) as index:
+            letters = index.letters()
+    except ModelscribeError as error:
+        _fail(error)
+        return
+    _echo_letters(letters, f"index {config.dead_letter_index}")
+
+
+def _echo_letters(letters: list[Any], where: str) -> None:
+    from agent.outputs.dead_letter import summarize
+
     click.echo(f"{len(letters)} dead letters in {where}")
     for target, kind, count in summarize(letters):
         click.echo(f"{count:>8}  {kind}  (target {target})")
     examples = {letter.error_type: letter.reason for letter in letters}
     for kind, reason in examples.items():
         click.echo(f"  e.g. {kind}: {reason}")
-    if broken:
-        click.echo(f"warning: lines {', '.join(map(str, broken[:10]))} are not dead letters", err=True)
 
 
 @dlq.command("replay", cls=GroupedCommand)
@@ -313,19 +325,23 @@ def dlq_list(**params: Any) -> None:
 @settings_options(listed.DLQ)
 def dlq_replay(to_index: str | None, **params: Any) -> None:
     """Re-send the dead letters (after fixing the mapping); those that fail again stay.
+    With --dead-letter-index, the file's letters first (a damaged file stops
+    the command before anything is sent), then the index's; one line sums both.
     Exit code 4 if some were rejected again, 3 if some were kept only because
     the output could not take them (unreachable, overloaded)."""
-    from agent.outputs.dead_letter import replay, resend
+    from agent.outputs.dead_letter import ReplayResult, replay
     from agent.outputs.elasticsearch import ElasticsearchOutput
 
+    result = None
     try:
         config = _resolve(params, require_paths=False)
         if config.dead_letter_index:
             with _letters_index(config) as index:
-                letters = index.letters()
-                result, keep = resend(letters, index.output.send, to_index)
-                kept = {letter.doc_id for letter in keep}
-                index.delete([letter.doc_id for letter in letters if letter.doc_id not in kept])
+                # No file (the index took every letter): nothing to replay, and
+                # replay() would create it.
+                result = (replay(config.dead_letter_path, index.output.send, to_index)
+                          if os.path.exists(config.dead_letter_path) else ReplayResult(0, 0, 0, 0, ()))
+                result = result + index.replay(index.output.send, to_index)
         else:
             output = ElasticsearchOutput.from_config(config)
             try:
@@ -334,15 +350,21 @@ def dlq_replay(to_index: str | None, **params: Any) -> None:
             finally:
                 output.close()
     except ModelscribeError as error:
+        if result is not None:  # the file was replayed (and rewritten) before the index failed
+            _echo_replay(result)
         _fail(error)
         return
+    _echo_replay(result)
+    # Rejected again: the documents need fixing (4). Only kept because the
+    # output could not take them now (down, 429, 5xx): the output's state (3).
+    sys.exit(EXIT_REJECTED if result.still_rejected else EXIT_OUTPUT if result.failed else EXIT_OK)
+
+
+def _echo_replay(result: Any) -> None:
     click.echo(f"indexed={result.indexed} duplicates={result.duplicates} "
                f"still_rejected={result.still_rejected} kept_for_retry={result.failed}")
     for reason in result.reasons:
         click.echo(f"  {reason}")
-    # Rejected again: the documents need fixing (4). Only kept because the
-    # output could not take them now (down, 429, 5xx): the output's state (3).
-    sys.exit(EXIT_REJECTED if result.still_rejected else EXIT_OUTPUT if result.failed else EXIT_OK)
 
 
 @contextlib.contextmanager

@@ -133,7 +133,7 @@ class DeadLetters:
                     self.count += len(rejected)
                 return
             except ModelscribeError as error:
-                log.warning("dead-letter index unavailable; writing the letters to the file instead",
+                log.warning("the dead-letter index cannot take the letters; writing them to the file instead",
                             index=self._index.name, path=self.path, error=str(error))
         lines = []
         for event, verdict in rejected:
@@ -225,6 +225,12 @@ class ReplayResult:
     still_rejected: int  # refused again (a mapping still wrong): ``dlq replay`` exits 4
     failed: int  # not attempted or retryable failures (the output's state): kept, exit 3
     reasons: tuple[str, ...]
+
+    def __add__(self, other: ReplayResult) -> ReplayResult:
+        """Both replays' counts (the file's and the index's), one report."""
+        return ReplayResult(self.indexed + other.indexed, self.duplicates + other.duplicates,
+                            self.still_rejected + other.still_rejected, self.failed + other.failed,
+                            tuple(dict.fromkeys(self.reasons + other.reasons))[:5])
 
 
 def resend(letters: Sequence[Letter], send: Callable[[Sequence[Event]], Response], to_index: str | None,

@@ -9,21 +9,37 @@ writing a letter twice stores it once)::
 
 The rejected document is kept as a JSON string that is neither indexed nor
 aggregatable: stored as an object it would hit the very mapping problem that
-rejected it. The index is created on first use with a strict, small mapping.
-A failure to write raises OutputError; ``DeadLetters`` then falls back to the
-file, so a letter is never lost.
+rejected it. The index is created on first use with a strict, small mapping
+(``MAPPING``). An index of that name that already exists (made beforehand
+for its replicas or lifecycle) gets ``MAPPING`` put on it before the first
+letter: fields it lacks are added. If the node refuses that (a conflicting
+mapping, e.g. letters stored there dynamically, ``doc_id`` as text), the
+write raises ConfigError naming the index, the node's reason and the way
+out; letters are never written into a mapping that would make them
+unreadable.
+
+A failure to write raises a ModelscribeError (OutputError, or that
+ConfigError); ``DeadLetters`` then falls back to the file, so a letter is
+never lost. Every error raised here carries the node's reason.
+
+Reading (``dlq list|replay``) never changes the index: it pages on
+``doc_id``, or on ``doc_id.keyword`` in an index where ``doc_id`` was mapped
+dynamically (so letters stored so are still read and replayed); any other
+mapping of ``doc_id`` is a ConfigError (exit code 2), since only the
+user can fix it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 
 from agent.enrich import format_timestamp
-from agent.errors import OutputError, PermanentOutputError
+from agent.errors import ConfigError, OutputError, PermanentOutputError
 from agent.events import Event
-from agent.outputs.dead_letter import Letter
+from agent.outputs.base import Response
+from agent.outputs.dead_letter import Letter, ReplayResult, resend
 from agent.outputs.retry import ItemVerdict
 
 MAPPING = {"dynamic": "false", "properties": {
@@ -49,7 +65,7 @@ class IndexLetters:
         response = self._output.request(method, path, body, content_type, params)
         if response.status >= 300:
             raise PermanentOutputError(f"dead-letter index {self.name}: {method} {path} answered HTTP "
-                                       f"{response.status}: {str(response.body)[:300]}")
+                                       f"{response.status}: {_reason(response.body)}", response.status)
         return response.body
 
     def _ensure(self) -> None:
@@ -59,8 +75,25 @@ class IndexLetters:
             {"settings": {"number_of_shards": 1}, "mappings": MAPPING}))
         if response.status >= 300 and "resource_already_exists_exception" not in str(response.body):
             raise PermanentOutputError(f"cannot create the dead-letter index {self.name}: HTTP "
-                                       f"{response.status}: {str(response.body)[:300]}")
+                                       f"{response.status}: {_reason(response.body)}", response.status)
+        if response.status >= 300:
+            self._adopt()
         self._ready = True
+
+    def _adopt(self) -> None:
+        """Put MAPPING on an index made by someone else: without it the
+        letters would be mapped dynamically (``doc_id`` as text) and could
+        not be paged through, so never listed or replayed (audit 5, finding 3)."""
+        response = self._output.request("PUT", f"/{self.name}/_mapping", orjson.dumps(MAPPING))
+        if response.status < 300:
+            return
+        if response.status == 400 and _error_type(response.body) in _MAPPING_REFUSED:
+            raise ConfigError(f"--dead-letter-index {self.name}: the index exists and its mapping conflicts with "
+                              f"the one modelscribe needs ({_reason(response.body)}); delete it so that modelscribe "
+                              f"creates it (replay its letters first: modelscribe dlq replay), or give another "
+                              f"--dead-letter-index. The letters go to the dead-letter file meanwhile")
+        raise PermanentOutputError(f"cannot put the mapping on the dead-letter index {self.name}: HTTP "
+                                   f"{response.status}: {_reason(response.body)}", response.status)
 
     def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float) -> None:
         self._ensure()
@@ -79,19 +112,44 @@ class IndexLetters:
             if bad:
                 raise OutputError(f"dead-letter index {self.name} refused {len(bad)} letters: {str(bad[0])[:300]}")
 
+    def _sort_field(self) -> str | None:
+        """The field to page on, None when the index does not exist."""
+        response = self._output.request("GET", f"/{self.name}/_mapping/field/doc_id")
+        if response.status == 404 and _error_type(response.body) == "index_not_found_exception":
+            return None
+        if response.status == 404:  # a closed index, with security on (9.2.8: an empty 404): the search says why
+            return "doc_id"
+        if response.status >= 300:
+            raise PermanentOutputError(f"cannot read the mapping of the dead-letter index {self.name}: HTTP "
+                                       f"{response.status}: {_reason(response.body)}", response.status)
+        mappings = next(iter(response.body.values()), {}).get("mappings", {}) if response.body else {}
+        field = mappings.get("doc_id", {}).get("mapping", {}).get("doc_id")
+        if field is None or field.get("type") == "keyword":
+            return "doc_id"  # (unmapped: no letter yet; the sort says keyword)
+        if field.get("fields", {}).get("keyword", {}).get("type") == "keyword":
+            return "doc_id.keyword"  # letters mapped dynamically, before the agent adopted indices
+        raise ConfigError(f"--dead-letter-index {self.name}: doc_id is mapped as {field.get('type')}, not keyword, "
+                          f"so the letters cannot be paged through; copy them out (_reindex) and delete the "
+                          f"index so that modelscribe creates it, or give another --dead-letter-index")
+
     def letters(self) -> list[Letter]:
         """Every letter in the index (paged with search_after on doc_id)."""
         found: list[Letter] = []
+        field = self._sort_field()
+        if field is None:
+            return found
         after: list[Any] | None = None
         while True:
-            query: dict[str, Any] = {"size": _PAGE, "sort": [{"doc_id": "asc"}]}
+            query: dict[str, Any] = {"size": _PAGE,
+                                     "sort": [{field: {"order": "asc", "unmapped_type": "keyword"}}]}
             if after is not None:
                 query["search_after"] = after
             response = self._output.request("POST", f"/{self.name}/_search", orjson.dumps(query))
             if response.status == 404:
                 return found
             if response.status >= 300:
-                raise PermanentOutputError(f"cannot read the dead-letter index {self.name}: HTTP {response.status}")
+                raise PermanentOutputError(f"cannot read the dead-letter index {self.name}: HTTP {response.status}: "
+                                           f"{_reason(response.body)}", response.status)
             hits = response.body["hits"]["hits"]
             for number, hit in enumerate(hits, len(found) + 1):
                 source = hit["_source"]
@@ -104,8 +162,34 @@ class IndexLetters:
                 return found
             after = hits[-1]["sort"]
 
+    def replay(self, send: Callable[[Sequence[Event]], Response], to_index: str | None) -> ReplayResult:
+        """Re-send every letter of the index; delete those that made it, keep the others."""
+        letters = self.letters()
+        result, keep = resend(letters, send, to_index)
+        kept = {letter.doc_id for letter in keep}
+        self.delete([letter.doc_id for letter in letters if letter.doc_id not in kept])
+        return result
+
     def delete(self, doc_ids: Sequence[str]) -> None:
         for start in range(0, len(doc_ids), _PAGE):
             chunk = doc_ids[start:start + _PAGE]
             body = b"".join(orjson.dumps({"delete": {"_id": doc_id}}) + b"\n" for doc_id in chunk)
             self._request("POST", f"/{self.name}/_bulk", body, "application/x-ndjson", {"refresh": "wait_for"})
+
+
+# What Elasticsearch answers a mapping update that conflicts with the index's
+# (9.2.8: "mapper [doc_id] cannot be changed from type [text] to [keyword]").
+_MAPPING_REFUSED = ("illegal_argument_exception", "mapper_parsing_exception")
+
+
+def _error_type(body: Any) -> str:
+    error = body.get("error") if isinstance(body, dict) else None
+    return str(error.get("type", "")) if isinstance(error, dict) else ""
+
+
+def _reason(body: Any) -> str:
+    """The node's reason from an error answer (``type: reason``), else the answer itself, cut."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and error.get("reason"):
+        return f"{error.get('type')}: {error['reason']}"[:300]
+    return str(body)[:300]
