@@ -109,7 +109,10 @@ class Handoff:
             if self._full_since is not None:
                 return
             self._full_since = self._last_full
-        log.warning(f"{self._spool.kind} full: reading paused until the output catches up", **self._usage())
+        if getattr(self._spool, "disk_full", False):  # (the spool said why: a full or read-only disk)
+            log.warning(f"{self._spool.kind} cannot be written: reading paused until it can", **self._usage())
+        else:
+            log.warning(f"{self._spool.kind} full: reading paused until the output catches up", **self._usage())
 
     def _room(self) -> None:
         """The queue has room (dropping: an append succeeded, or the reader

@@ -356,23 +356,30 @@ class Persisted:
             return False
         if self._journal_failing_since is not None:
             log.info("health: the journal is written again; events are counted again",
-                     directory=self.directory, left_out=self.counters.get("unrecorded", 0))
+                     directory=self.directory, left_out=self._left_out, left_out_total=self.counters["unrecorded"])
             self._journal_failing_since = None
         return True
 
     def _journal_failed(self, events: int, error: OSError) -> None:
         self.counters["unrecorded"] = self.counters.get("unrecorded", 0) + events
         now = self._clock.monotonic()
+        if self._journal_failing_since is None:
+            self._left_out = 0
+        self._left_out += events
         if self._journal_failing_since is None or now - self._journal_failure_logged >= _FAILURE_LOG_INTERVAL:
             if self._journal_failing_since is None:
                 self._journal_failing_since = now
             self._journal_failure_logged = now
             log.error("health: cannot write the journal; events are left out of model health until it can be "
                       "written (shipping goes on)", directory=self.directory, error=error.strerror,
-                      left_out=self.counters["unrecorded"])
+                      left_out=self._left_out, left_out_total=self.counters["unrecorded"])
 
     def close(self) -> None:
         with self._lock:
+            if self._journal_failing_since is not None:  # (the last figure logged may be a minute old)
+                log.error("health: the journal could still not be written when the agent stopped",
+                          directory=self.directory, left_out=self._left_out,
+                          left_out_total=self.counters["unrecorded"])
             if self._journal_fd is not None:
                 os.close(self._journal_fd)
                 self._journal_fd = None

@@ -161,6 +161,7 @@ class HealthEngine(Persisted, Shipping):
         self._checkpoints = 0
         self._journal_failing_since: float | None = None
         self._journal_failure_logged = 0.0
+        self._left_out = 0  # events left out of health since the journal last failed
 
     def hold_pruning(self, recovered: int) -> None:
         """The spool recovered ``recovered`` records: they are handed out first,

@@ -15,15 +15,21 @@ Invariants:
   ``op_type: create``).
 * A ref is meaningful only to the DiskQueue that handed it out: its ordinals
   are that instance's. Unknown and repeated refs are ignored.
+* A segment whose files cannot be deleted (a read-only file system, a
+  directory made immutable) stays counted in ``used_bytes`` and is deleted
+  again at every ``ack`` and every wait of ``append`` until it goes; it is
+  never an error of the caller's (deleting frees space, it saves nothing).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from agent.errors import StateError
+from agent.selflog import get_logger
 from agent.spool.segment import (RefRun, Segment, delete_files, encode_ack_block, encode_seal_block,
                                  open_ack_file, sync_fd, write_all)
 
@@ -31,6 +37,8 @@ from agent.spool.segment import (RefRun, Segment, delete_files, encode_ack_block
 # in a module queue.py and take.py both import: in queue.py it would be an
 # import cycle (queue.py imports this module and take.py).
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
+_UNDELETED_LOG_INTERVAL = 60.0
+log = get_logger("spool")
 
 
 class AckMixin:
@@ -47,6 +55,8 @@ class AckMixin:
     _used: int
     _pending: int
     _ack_dirty: set[Segment]
+    _undeleted: dict[int, Segment]  # sealed, fully acknowledged, their files not deleted yet
+    _undeleted_logged: float
 
     # -- ack ---------------------------------------------------------------------
 
@@ -61,6 +71,8 @@ class AckMixin:
         with self._ack_lock:
             if self._state != _OPEN:
                 return
+            if self._undeleted:
+                self._retry_deletes()
             touched: dict[Segment, list[int]] = {}
             to_delete: list[Segment] = []
             with self._lock:
@@ -91,10 +103,7 @@ class AckMixin:
                     except OSError as error:
                         problem = problem or error
             for segment in to_delete:
-                try:
-                    self._delete(segment)
-                except StateError as error:
-                    problem = problem or error
+                self._delete(segment)
         if freed:
             self._space.set()
         if problem is not None:
@@ -119,13 +128,28 @@ class AckMixin:
         self._ack_dirty.discard(segment)
 
     def _delete(self, segment: Segment) -> None:
-        """Remove a fully acknowledged, sealed segment. Called with _ack_lock held."""
+        """Remove a fully acknowledged, sealed segment; one whose files cannot
+        be deleted now is kept for ``_retry_deletes``. Called with _ack_lock held."""
         self._ack_dirty.discard(segment)
         try:
             delete_files(segment)
         except OSError as error:
-            raise StateError(f"cannot delete spool segment {segment.path}: {error}") from error
+            if segment.id not in self._undeleted:
+                self._undeleted[segment.id] = segment
+                now = time.monotonic()
+                if now - self._undeleted_logged >= _UNDELETED_LOG_INTERVAL:
+                    self._undeleted_logged = now
+                    log.warning("spool: a delivered segment cannot be deleted; its space stays taken and "
+                                "deleting is tried again, nothing is lost", path=str(segment.path),
+                                error=error.strerror)
+            return
+        self._undeleted.pop(segment.id, None)
         with self._lock:
             self._segments.pop(segment.id, None)
             self._used -= segment.size
         self._space.set()
+
+    def _retry_deletes(self) -> None:
+        """Delete again the segments ``_delete`` could not. Called with _ack_lock held."""
+        for segment in list(self._undeleted.values()):
+            self._delete(segment)

@@ -27,8 +27,12 @@ Invariants:
   says so (at most once a minute), and another when writing resumes. Meanwhile a fully
   acknowledged segment being written is sealed and deleted at the next try,
   and ``disk_full`` tells the writer it may hand over smaller batches (the
-  space left may hold a part of its batch, never the whole). Only other
-  write errors (EIO, a file that cannot be cut back) raise StateError.
+  space left may hold a part of its batch, never the whole). A directory
+  that cannot be written now (EROFS: a file system the kernel turned
+  read-only after a disk error; EACCES, EPERM: permissions or an immutable
+  directory) is waited for the same way: what is spooled is still
+  delivered, reading waits. Only other write errors (EIO, a file that
+  cannot be cut back) raise StateError.
 
 Durability (``fsync``): every append is one ``write`` of whole frames and
 every ack one ``write`` of an ack block, so a crash of the process loses
@@ -137,6 +141,8 @@ class DiskQueue(TakeMixin, AckMixin):
         self._disk_full_since: float | None = None  # when a write last failed for want of space
         self._disk_full_logged: float | None = None  # when that was last logged
         self._disk_full_warned = False  # whether the current full disk was logged (then its end is)
+        self._undeleted: dict[int, Segment] = {}  # (ack.py: segments whose files could not be deleted)
+        self._undeleted_logged = -_DISK_FULL_LOG_INTERVAL
         self._tail = TailCache(cache_bytes)
         # The read cursor: the next record to hand out (guarded by _take_lock).
         self._cur_seg = 0
@@ -258,6 +264,9 @@ class DiskQueue(TakeMixin, AckMixin):
                     return True
                 if self._disk_full_since is not None and self._reclaimable():
                     continue  # the next try frees the delivered segment: no need to wait
+                if self._undeleted:
+                    with self._ack_lock:
+                        self._retry_deletes()
             if deadline is None:
                 wait = _WAIT_SLICE
             else:
@@ -304,17 +313,23 @@ class DiskQueue(TakeMixin, AckMixin):
                 os.ftruncate(active.fd, base)
                 os.lseek(active.fd, base, os.SEEK_SET)
             except OSError:
+                # (A read-only file system refuses the cut too.) The next write starts a
+                # new segment; frames of this batch left whole in this one only come
+                # again after a restart, under the same ids: duplicates, never losses.
                 active.broken = True
             else:
                 if _disk_full(error):
                     self._warn_disk_full(error)
                     return False
                 active.broken = True
+            if _disk_full(error):
+                self._warn_disk_full(error)
+                return False
             raise StateError(f"cannot write spool segment {active.path}: {error}") from error
         if self._disk_full_since is not None:
             if self._disk_full_warned:
                 self._disk_full_warned = False
-                log.warning("spool: writing resumed after the disk was full", directory=str(self.directory),
+                log.warning("spool: writing resumed", directory=str(self.directory),
                             full_for=round(self._clock.time() - self._disk_full_since, 1))
             self._disk_full_since = None
         now = self._clock.time()
@@ -353,9 +368,15 @@ class DiskQueue(TakeMixin, AckMixin):
                 return
             self._disk_full_logged = now
             self._disk_full_warned = True
-            log.warning("spool: the disk is full; reading waits until space is freed (acknowledged "
-                        "records, or space freed by others), nothing is lost", directory=str(self.directory),
-                        error=error.strerror)
+            if error.errno in (errno.ENOSPC, errno.EDQUOT):
+                log.warning("spool: the disk is full; reading waits until space is freed (acknowledged "
+                            "records, or space freed by others), nothing is lost", directory=str(self.directory),
+                            error=error.strerror)
+            else:
+                log.warning("spool: the spool directory cannot be written; reading waits until it can (a "
+                            "read-only file system must be repaired and mounted read-write), what is spooled "
+                            "is still delivered, nothing is lost", directory=str(self.directory),
+                            error=error.strerror)
 
     def _roll(self) -> None:
         """Seal the active segment (deleting it if fully acknowledged) and start
@@ -456,4 +477,6 @@ class DiskQueue(TakeMixin, AckMixin):
 
 
 def _disk_full(error: BaseException | None) -> bool:
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    """Whether a write failed for a reason that may pass (see the module docstring)."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                          errno.EPERM)

@@ -121,3 +121,20 @@ def test_a_checkpoint_that_cannot_be_written_raises_and_the_next_one_writes_it(t
     whole = _engine(tmp_path / "whole")
     whole.observe(EVENTS)
     assert _documents(_engine(tmp_path)) == _documents(whole)
+
+
+def test_each_outage_logs_its_own_count_and_one_lasting_until_the_stop_is_logged_at_close(tmp_path, disk, caplog):
+    # Audit 5: the one figure logged was the all-time total, and an outage that
+    # lasted until the agent stopped left only its first batch's count in the log.
+    engine = _engine(tmp_path)
+    with caplog.at_level(logging.INFO, logger="modelscribe"):
+        for start, full in ((0, True), (10, False), (20, True), (30, True), (40, True)):
+            disk.full = full
+            engine.observe(EVENTS[start:start + 10])
+        engine.close()
+    said = [(r.getMessage(), r.kv) for r in caplog.records if "journal" in r.getMessage()]  # type: ignore[attr-defined]
+    figures = [(m.split(";")[0], kv["left_out"], kv["left_out_total"]) for m, kv in said]
+    assert figures == [("health: cannot write the journal", 10, 10),
+                       ("health: the journal is written again", 10, 10),
+                       ("health: cannot write the journal", 10, 20),
+                       ("health: the journal could still not be written when the agent stopped", 30, 40)], figures

@@ -546,3 +546,49 @@ def test_a_full_disk_frees_the_acknowledged_segment_being_written(tmp_path: Path
         queue.ack(r.ref for r in records)
     assert delivered == sent and disk.failures >= 1  # (the disk did fill)
     queue.close()
+
+
+def test_a_read_only_file_system_makes_append_wait_and_deletes_come_later(tmp_path: Path, monkeypatch) -> None:
+    # Audit 5: a state directory the kernel turned read-only (EROFS, after a disk
+    # error) stopped the agent (exit 1) when the spool was in it, the default.
+    import errno as errno_module
+
+    import agent.spool.ack as ack_module
+    import agent.spool.queue as queue_module
+    import agent.spool.segment as segment_module
+
+    fills = _DiskFills(queue_module.write_all, errno_module.EROFS)
+    monkeypatch.setattr(queue_module, "write_all", fills)
+    monkeypatch.setattr(segment_module, "write_all", fills)
+    real_truncate, real_delete = os.ftruncate, ack_module.delete_files
+
+    def refused(real):
+        def call(*args):
+            if fills.full:
+                raise OSError(errno_module.EROFS, os.strerror(errno_module.EROFS))
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(os, "ftruncate", refused(real_truncate))  # (the cut back is refused too)
+    monkeypatch.setattr(ack_module, "delete_files", refused(real_delete))
+    directory = tmp_path / "spool"
+    queue = opened(directory, segment_bytes=4096, max_bytes=16 * MiB)
+    sent = events(30, size=400)
+    assert queue.append(sent[:10]) and queue.append(sent[10:20])  # two segments, the first sealed
+    first = queue.take(10, 1 << 40, 0).records()
+    fills.full = True
+    queue.ack(r.ref for r in first)  # delivered: its segment cannot be deleted now
+    assert len(seg_files(directory)) == 2 and queue.used_bytes() > 0
+    assert queue.append(sent[20:], timeout=0.3) is False  # waits, no exception
+    writer = threading.Thread(target=queue.append, args=(sent[20:],))
+    writer.start()
+    time.sleep(0.3)
+    assert writer.is_alive()
+    fills.full = False
+    writer.join(10)
+    assert not writer.is_alive()
+    rest = drain(queue)
+    assert [r.event for r in first] + [r.event for r in rest] == sent
+    queue.ack(r.ref for r in rest[:10])  # (the second segment: sealed, now fully delivered)
+    assert seg_files(directory) == ["0000000000000003.seg"]  # the first deleted at last, with it
+    queue.close()
