@@ -163,7 +163,7 @@ class Persisted:
 
     def _replay(self, path: str) -> int:
         count = 0
-        damaged = 0
+        damaged = damaged_bytes = good = good_bytes = 0
         try:
             with open(path, "rb") as handle:
                 for line in handle:
@@ -179,7 +179,10 @@ class Persisted:
                         # else held events that may have been delivered since: said, counted.
                         if line.endswith(b"\n"):
                             damaged += 1
+                            damaged_bytes += len(line)
                         continue
+                    good += 1
+                    good_bytes += len(line)
                     if obs is None or not 0 <= position < SHAPE_LIMIT or not self._cover(source_key, position):
                         continue  # (an offset no file has would not fit in state.json)
                     self._apply((obs,))
@@ -190,9 +193,13 @@ class Persisted:
             log.warning("health: a journal cannot be read; the events it holds are not counted", path=path,
                         error=error.strerror)
         if damaged:
-            self.counters["journal_damaged"] = self.counters.get("journal_damaged", 0) + damaged
+            # A damaged stretch (a power loss's hole of NULs) may have swallowed the newlines
+            # of several lines: their events are estimated from the journal's line length.
+            events = max(damaged, round(damaged_bytes * good / good_bytes)) if good_bytes else damaged
+            self.counters["journal_damaged"] = self.counters.get("journal_damaged", 0) + events
             log.warning("health: damaged lines in a journal were skipped; the events they held are not counted "
-                        "(counted in the health state's journal_damaged)", path=path, lines=damaged)
+                        "(about that many, counted in the health state's journal_damaged)", path=path,
+                        lines=damaged, bytes=damaged_bytes, events=events)
         self._count_batch()  # (an exception above leaves HealthEngine.__init__: nothing to count)
         return count
 

@@ -312,3 +312,18 @@ def test_a_damaged_journal_line_is_counted_and_said_a_torn_last_line_is_not(tmp_
         engine.close()
     (message,) = [m for m in _warnings(caplog) if "damaged" in m]
     assert str(journal) in message and "lines=1" in message
+
+
+def test_a_hole_of_nuls_that_swallowed_several_lines_counts_about_their_events(tmp_path, caplog):
+    # Audit 5: a 4 KiB hole (what a power loss leaves) over 8 lines counted 1.
+    directory = _base(tmp_path, FIRST_EVENTS)
+    journal = tmp_path / "health" / "journal-0000000099.log"
+    lines = [b"f\t%d\t%s\n" % (e.offset, e.data) for e in EVENTS[SPLIT:SPLIT + 20]]
+    hole = b"".join(lines[5:13])
+    journal.write_bytes(b"".join(lines[:5]) + hole[:20] + bytes(len(hole) - 40) + hole[-20:] + b"".join(lines[13:]))
+    engine = HealthEngine(FIRST_EVENTS, directory, None, AGENT, FakeClock(T0 + 100))
+    try:
+        assert engine.counters["observed"] == SPLIT + 12
+        assert 7 <= engine.counters["journal_damaged"] <= 9, engine.counters["journal_damaged"]
+    finally:
+        engine.close()
