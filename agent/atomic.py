@@ -49,6 +49,23 @@ def write_atomic(path: str | os.PathLike[str], body: bytes, prefix: str = ".tmp-
                 pass
 
 
+def remove_stale_temps(directory: str | os.PathLike[str], prefixes: tuple[str, ...], suffix: str = ".tmp") -> None:
+    """Delete the temp files ``write_atomic`` left in ``directory`` with one of
+    ``prefixes`` (a crash between mkstemp and rename). Only for the files a
+    process writes alone (under the state lock): another's temp file would
+    be taken from under it. Best effort: what cannot be listed or deleted stays."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if name.endswith(suffix) and name.startswith(prefixes):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
 def fsync_directory(directory: str | os.PathLike[str]) -> None:
     """Make a rename or a new link in ``directory`` durable."""
     dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from agent.acks import AckTracker
+from agent.atomic import remove_stale_temps
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.config import Config
 from agent.config.stages import check_state_dir
@@ -155,6 +156,8 @@ class Pipeline:
             self._locks.append(DirectoryLock(config.spool_dir, f"--spool-dir {config.spool_dir}"))
         for lock in self._locks:
             lock.acquire()  # before any state is read: exit 2 if another agent holds it
+        # Left by a kill mid-write (the registry's own are removed as it loads).
+        remove_stale_temps(config.state_dir, (".status.json.", ".agent_id.", ".cuts.json."))
         ttl = config.state_ttl
         if ttl < MIN_STATE_TTL:
             log.warning("--state-ttl is too short to survive a restart; using the minimum instead",

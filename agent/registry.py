@@ -85,7 +85,7 @@ from typing import Any
 
 import orjson
 
-from agent.atomic import write_atomic
+from agent.atomic import remove_stale_temps, write_atomic
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import StateError
 from agent.selflog import get_logger
@@ -228,7 +228,7 @@ class Registry:
 
     def load(self) -> None:
         """Read the registry file; missing → empty; corrupt → moved aside, empty."""
-        self._remove_stale_temps()
+        remove_stale_temps(self.state_dir, (_TEMP_PREFIX,), _TEMP_SUFFIX)  # (a crash mid-save)
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -280,19 +280,6 @@ class Registry:
             return
         log.warning("registry file is corrupt; moved aside, starting empty",
                     path=str(self.path), moved_to=str(aside), error=reason)
-
-    def _remove_stale_temps(self) -> None:
-        # A crash between mkstemp and rename leaves a temp file behind.
-        try:
-            names = os.listdir(self.state_dir)
-        except OSError:
-            return
-        for name in names:
-            if name.startswith(_TEMP_PREFIX) and name.endswith(_TEMP_SUFFIX):
-                try:
-                    os.unlink(self.state_dir / name)
-                except OSError:
-                    pass
 
     def save(self) -> None:
         """Write the table atomically if it changed; expired entries are dropped."""

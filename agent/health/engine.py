@@ -71,6 +71,7 @@ from typing import Any, Callable, Iterable, Sequence
 import orjson
 
 from agent.acks import AckTracker
+from agent.atomic import remove_stale_temps
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import StateError
 from agent.events import Event
@@ -149,6 +150,8 @@ class HealthEngine(Persisted, Shipping):
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
         except OSError as error:
             raise StateError(f"cannot create {self.directory}: {error.strerror}") from error
+        # Left by a kill mid-checkpoint (not the reset marker's: the CLI writes that one).
+        remove_stale_temps(self.directory, (".state.", ".reference."))
         self._fresh()
         self._load()
         self._commit_history: deque[dict[str, int]] = deque(maxlen=PRUNE_DELAY + 1)
