@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from dataclasses import dataclass
 
 
@@ -73,6 +74,8 @@ class Snapshot:
     watcher_errors: int   # the file-system event watcher failed (polling carries on)
     metrics_errors: int   # a /metrics or /health request failed (answered 500; the agent ships on)
     last_error: str | None
+    last_error_at: float | None = None  # wall clock of the last error
+    last_ack_at: float | None = None    # wall clock of the last acknowledgement
 
 
 # Counters of events that leave out the agent's own metric documents
@@ -92,6 +95,7 @@ class Stats:
         self._own = dict.fromkeys(OWN_FIELDS, 0)
         self._errors_before = ERRORS.counts()
         self.last_error: str | None = None
+        self.last_error_at: float | None = None
         self._retries = dict.fromkeys(RETRY_REASONS, 0)
         self._latency = [0] * (len(LATENCY_BUCKETS) + 1)  # per bucket, the last one is +Inf
         self._latency_sum = 0.0
@@ -111,6 +115,7 @@ class Stats:
     def error(self, message: str) -> None:
         with self._lock:
             self.last_error = message
+            self.last_error_at = time.time()
 
     def request(self, seconds: float, events: int, size: int, own: tuple[int, int] = (0, 0)) -> None:
         """One bulk request done (whatever its outcome): its latency and size;
@@ -154,4 +159,5 @@ class Stats:
     def snapshot(self) -> Snapshot:
         errors = {f"{kind}_errors": count - self._errors_before[kind] for kind, count in ERRORS.counts().items()}
         with self._lock:
-            return Snapshot(**self._counts, **errors, last_error=self.last_error)
+            return Snapshot(**self._counts, **errors, last_error=self.last_error, last_error_at=self.last_error_at,
+                            last_ack_at=self.last_ack_time)

@@ -80,13 +80,17 @@ RUNNING, NOT_RESPONDING, NOT_RUNNING, UNKNOWN = "running", "not responding", "no
 _SHOWN_LINE_NUMBERS = 10  # of unreadable dead-letter lines
 
 
+_NOT_COUNTERS = ("last_error", "last_error_at", "last_ack_at")
+
+
 def write_status(state_dir: str, started: float, snapshot: Snapshot, spool: dict[str, Any] | None,
                  waiting: dict[str, Any] | None = None) -> None:
     """``waiting``: ``{"files": N, "first": PATH}`` while matched files wait for an open-file slot."""
     body = orjson.dumps({"version": STATUS_VERSION, "pid": os.getpid(), **_own_identity(), "started": started,
                          "updated": time.time(), "counters": {k: v for k, v in asdict(snapshot).items()
-                                                              if k != "last_error"},
-                         "last_error": snapshot.last_error, "spool": spool, "waiting": waiting})
+                                                              if k not in _NOT_COUNTERS},
+                         "last_error": snapshot.last_error, "last_error_at": snapshot.last_error_at,
+                         "last_ack_at": snapshot.last_ack_at, "spool": spool, "waiting": waiting})
     write_atomic(os.path.join(state_dir, STATUS_FILE), body, prefix=".status.json.")
 
 
@@ -321,6 +325,8 @@ def report(state_dir: str, dead_letter_path: str, origin: str = "default", now: 
                          "unreadable_line_numbers": broken[:_SHOWN_LINE_NUMBERS],
                          "by_error": [{"target": t, "error_type": k, "count": c} for t, k, c in summarize(letters)]},
         "last_error": (status or {}).get("last_error"),
+        "last_error_at": _number((status or {}).get("last_error_at")),
+        "last_ack_at": _number((status or {}).get("last_ack_at")),
         "problems": problems,
     }
 
@@ -376,5 +382,21 @@ def render(data: dict[str, Any]) -> str:
     counters = data.get("counters") or {}
     if counters:
         lines.append("counters: " + " ".join(f"{k}={v}" for k, v in counters.items()))
-    lines.append(f"last error: {data.get('last_error') or '-'}")
+    lines.append(f"last error: {_error_line(data, time.time())}")
     return "\n".join(lines)
+
+
+def _error_line(data: dict[str, Any], now: float) -> str:
+    """The last error, when it came and whether deliveries were acknowledged
+    since (so an error long over is not read as the agent's state now)."""
+    error, at, acked = data.get("last_error"), data.get("last_error_at"), data.get("last_ack_at")
+    if not error:
+        return "-"
+    if at is None:  # (a status file of an older version)
+        return error
+    since = "; deliveries acknowledged since" if acked is not None and acked > at else ""
+    return f"({_when(at)}, {max(0.0, now - at):.0f}s ago{since}) {error}"
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None

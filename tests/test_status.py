@@ -180,3 +180,23 @@ def test_files_waiting_for_an_open_file_slot_are_shown(tmp_path):
         in render(data)
     write_status(str(state), _time.time(), Stats().snapshot(), None)
     assert report(str(state), str(state / "dead-letter.ndjson"))["waiting"] is None
+
+
+def test_the_last_error_says_when_it_came_and_whether_deliveries_were_acknowledged_since(tmp_path, monkeypatch):
+    # Audit 5: after a flood-stage block was lifted and everything delivered,
+    # `status` still showed "HTTP 429 ... flood-stage watermark", with no time.
+    state = tmp_path / "state"
+    state.mkdir()
+    stats = Stats()
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0)
+    stats.error("HTTP 429 cluster_block_exception")
+    write_status(str(state), 1_799_999_000.0, stats.snapshot(), None)
+    data = report(str(state), str(state / "dead-letter.ndjson"))
+    assert data["last_error_at"] == 1_800_000_000.0 and data["last_ack_at"] is None
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_300.0)
+    assert "last error: (2027-01-15T08:00:00Z, 300s ago) HTTP 429 cluster_block_exception" in render(data)
+    stats.acknowledged(1_800_000_100.0)
+    write_status(str(state), 1_799_999_000.0, stats.snapshot(), None)
+    text = render(report(str(state), str(state / "dead-letter.ndjson")))
+    assert "last error: (2027-01-15T08:00:00Z, 300s ago; deliveries acknowledged since) HTTP 429" in text
+    assert "counters: " in text and "last_error_at" not in text.split("counters: ")[1].split("\n")[0]
