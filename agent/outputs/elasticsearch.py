@@ -299,8 +299,44 @@ class ElasticsearchOutput:
             lines.append(("auth", "security is not enabled on this cluster"))
         else:
             lines.append(("auth", f"unknown: HTTP {who.status}: {_shorten(str(who.body))}"))
-        lines.append(("target", self._target))
-        return CheckReport(ok, tuple(lines))
+        target = self._target_line()
+        lines.append(target)
+        return CheckReport(ok and not target[1].startswith("FAILED"), tuple(lines))
+
+    def _target_line(self) -> tuple[str, str]:
+        """Whether the target can take a document now: it exists and is open, or
+        the cluster creates it at the first one. (Privileges say nothing of it:
+        audit 5 saw "can ship: yes" for an index that did not exist and could not
+        be created.) What the credentials may not read is said, not guessed."""
+        name = self._target
+        found = self.request("GET", f"/_cat/indices/{name}", params={"format": "json", "h": "index,status",
+                                                                      "expand_wildcards": "all"})
+        if found.status == 200 and isinstance(found.body, list) and found.body:
+            closed = sorted(str(row.get("index")) for row in found.body
+                            if isinstance(row, dict) and row.get("status") == "close")
+            if closed:
+                return ("target", f"FAILED: {name}: {', '.join(closed[:3])} is closed, so documents are retried "
+                                  f"until it is opened (POST /{closed[0]}/_open)")
+            return ("target", f"{name} (exists, open)")
+        if found.status != 404:
+            return ("target", f"{name} (whether it exists is unknown: HTTP {found.status}; the credentials may "
+                              "not read its metadata)")
+        settings = self.request("GET", "/_cluster/settings", params={
+            "include_defaults": "true", "filter_path": "*.action.auto_create_index"})
+        body = settings.body if settings.status == 200 and isinstance(settings.body, dict) else {}
+        values = [(body[part].get("action") or {}).get("auto_create_index")
+                  for part in ("transient", "persistent", "defaults") if isinstance(body.get(part), dict)]
+        value = next((str(v) for v in values if v is not None), None)  # (in the order the cluster applies them)
+        if value is None:
+            return ("target", f"{name} (does not exist yet; created at the first document if the cluster allows "
+                              "it: action.auto_create_index could not be read)")
+        if value.strip().lower() == "false":
+            return ("target", f"FAILED: {name} does not exist and the cluster does not create indices "
+                              "(action.auto_create_index: false): create it, or allow it there")
+        if value.strip().lower() != "true":
+            return ("target", f"{name} (does not exist yet; created at the first document if its name matches "
+                              f"action.auto_create_index: {value})")
+        return ("target", f"{name} (does not exist yet; created at the first document)")
 
     _WHO_AM_I = "/_security/_authenticate"
 

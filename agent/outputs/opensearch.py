@@ -119,5 +119,6 @@ class OpenSearchOutput(ElasticsearchOutput):
                                         "a missing permission shows as HTTP 403 on the first bulk request"))
         else:
             lines.append(("auth", "the security plugin is not enabled on this cluster"))
-        lines.append(("target", self._target))
-        return CheckReport(ok, tuple(lines))
+        target = self._target_line()
+        lines.append(target)
+        return CheckReport(ok and not target[1].startswith("FAILED"), tuple(lines))

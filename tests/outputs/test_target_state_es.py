@@ -112,3 +112,33 @@ def test_a_wrong_scheme_is_named_in_the_message(es_node):
     finally:
         plain.shutdown()
         plain.server_close()
+
+
+def _target_check(node, target: str):
+    config = {"es_urls": (node.url,), "ca_cert": node.ca_cert, "api_key_file": node.api_key_file, "index": target}
+    output = ElasticsearchOutput.from_config(resolve(config, {}))
+    try:
+        report = output.check()
+    finally:
+        output.close()
+    return report.ok, dict(report.lines)["target"]
+
+
+def test_check_output_says_whether_the_target_can_take_a_document(es_node, es):
+    # Audit 5: "can ship: yes ... output ok" for an index that did not exist and
+    # could not be created; `run --once` then delivered nothing.
+    es.ok("PUT", "/check-open")
+    es.ok("PUT", "/check-closed")
+    es.ok("POST", "/check-closed/_close")
+    try:
+        assert _target_check(es_node, "check-open") == (True, "check-open (exists, open)")
+        ok, line = _target_check(es_node, "check-closed")
+        assert not ok and line.startswith("FAILED: check-closed: check-closed is closed") and "_open" in line
+        assert _target_check(es_node, "check-absent") == (
+            True, "check-absent (does not exist yet; created at the first document)")
+        es.ok("PUT", "/_cluster/settings", {"persistent": {"action.auto_create_index": "false"}})
+        ok, line = _target_check(es_node, "check-absent")
+        assert not ok and "does not exist and the cluster does not create indices" in line, line
+    finally:
+        es.ok("PUT", "/_cluster/settings", {"persistent": {"action.auto_create_index": None}})
+        es.ok("DELETE", "/check-open,check-closed")
