@@ -126,9 +126,11 @@ class Harvesters(IdleFiles):
     _recovered: bool  # the start-up search for rotated files ran
     _clock: Clock
     _assign_identity: Callable[[_Harvester, int], None]
+    _identity: Callable[[int, int, int, str, int], tuple[str, Any]]
     _sink: Any  # the tailer's LineSink
     _max_open: int
     _waiting: set[str]  # paths that found no open-file slot, not opened since
+    _read_whole: dict[str, tuple[int, int]]  # of those, the ones found fresh: path -> dev, inode
     _soon: set  # harvesters opened or hinted since the last pass over all (Tailer.poll)
     _read_once: set[tuple[int, int]]
     _cap_logged_at: float
@@ -214,6 +216,8 @@ class Harvesters(IdleFiles):
         paths = self._discovery.scan()
         self._idle_unseen = set(self._idle)
         self._waiting.intersection_update(paths)  # (a waiting file gone meanwhile waits no more)
+        for path in [path for path in self._read_whole if path not in self._waiting]:
+            del self._read_whole[path]
         for path in paths:
             self._discover(path, now)
         if self._waiting and now >= self._cap_logged_at + CAP_LOG_INTERVAL:  # (once a minute while files wait)
@@ -275,6 +279,8 @@ class Harvesters(IdleFiles):
             return
         if len(self._harvesters) >= self._max_open:
             self._retry_at[path] = now + self._settings.scan_interval
+            if path not in self._waiting:
+                self._decide_start(path)
             self._waiting.add(path)  # (said at the end of the scan)
             return
         self._waiting.discard(path)
@@ -331,11 +337,45 @@ class Harvesters(IdleFiles):
             assert harvester.source is not None
             self._registry.commit(harvester.source.key, start)
 
+    def _decide_start(self, path: str) -> None:
+        """A file that must wait for an open-file slot starts where it would
+        have started had it been opened when found (audit 5: decided when it
+        was opened, a waiting file lost what was written meanwhile, with
+        ``--read-from end`` even again after a restart, and one found fresh
+        was skipped whole once it had waited past ``--ignore-older``). A skip
+        is recorded in the registry now, as for an opened file (a restart
+        resumes there); a file read from its start is remembered, so that its
+        age when opened does not count. It is opened a moment for this."""
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except OSError:
+            return  # (said when it is opened)
+        try:
+            info = os.fstat(fd)
+            dev, inode = info.st_dev, info.st_ino
+            if not stat.S_ISREG(info.st_mode) or (dev, inode) in self._harvesters or (dev, inode) in self._idle:
+                return
+            if self._registry.lookup(dev, inode, prefix_hasher(fd)) is not None:
+                return  # (resumed at its offset when opened)
+            start = self._skipped_to(fd, info, path)
+            if start:
+                key, _ = self._identity(fd, dev, inode, path, start)
+                self._registry.commit(key, start)
+                self._found_at_start.discard((dev, inode))
+            else:
+                self._read_whole[path] = (dev, inode)
+        except OSError:
+            return  # (said when it is opened)
+        finally:
+            os.close(fd)
+
     def _skipped_to(self, fd: int, info: os.stat_result, path: str) -> int:
         """Where a file the registry does not know is read from: 0, or the end
         of its last complete line with ``read_from_end`` (at the first scan
         only) or when it is older than ``ignore_older``."""
         settings = self._settings
+        if self._read_whole.pop(path, None) == (info.st_dev, info.st_ino):
+            return 0  # (found fresh while it waited for a slot: "new file" was said then)
         age = self._clock.time() - info.st_mtime
         if settings.ignore_older is not None and age > settings.ignore_older:
             reason = f"last modified {age:.0f} s ago (--ignore-older {settings.ignore_older:g} s)"

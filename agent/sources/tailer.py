@@ -163,6 +163,7 @@ class Tailer(Harvesters):
         self._found_at_start: set[tuple[int, int]] = set()
         self._max_open = settings.max_open_files or open_files_budget()
         self._waiting: set[str] = set()
+        self._read_whole: dict[str, tuple[int, int]] = {}  # waiting files found fresh: read from 0 when opened
         # poll walks every open file only when one is due (``_due_at``, the
         # earliest check time as of the last such pass), or after a scan or a
         # change of settings; a watcher hint checks the files in ``_soon``
@@ -496,17 +497,19 @@ class Tailer(Harvesters):
                 self._cuts.add_line(item.source.key, item.end)
             self._sink.line(item)
 
+    def _identity(self, fd: int, dev: int, inode: int, path: str, available: int) -> tuple[str, Fingerprint]:
+        """Track the content starting at offset 0 of the open file ``fd`` under a new key."""
+        fingerprint: Fingerprint = read_fingerprint(fd, min(self._settings.fingerprint_bytes, available))
+        generation = next_generation(self._registry.generations(dev, inode), fingerprint.digest)
+        key = source_key(dev, inode, generation, fingerprint.digest)
+        self._registry.track(Entry(
+            key=key, path=path, dev=dev, inode=inode, fp_len=fingerprint.length, fp_hash=fingerprint.digest,
+            generation=generation, offset=0, updated=self._clock.time(), gone=False))
+        return key, fingerprint
+
     def _assign_identity(self, harvester: _Harvester, available: int) -> None:
         """Give the content starting at offset 0 its key (first line about to go out)."""
-        fingerprint: Fingerprint = read_fingerprint(
-            harvester.fd, min(self._settings.fingerprint_bytes, available))
-        generation = next_generation(self._registry.generations(harvester.dev, harvester.inode),
-                                     fingerprint.digest)
-        key = source_key(harvester.dev, harvester.inode, generation, fingerprint.digest)
-        self._registry.track(Entry(
-            key=key, path=harvester.path, dev=harvester.dev, inode=harvester.inode,
-            fp_len=fingerprint.length, fp_hash=fingerprint.digest, generation=generation,
-            offset=0, updated=self._clock.time(), gone=False))
+        key, fingerprint = self._identity(harvester.fd, harvester.dev, harvester.inode, harvester.path, available)
         harvester.source = Source(key, harvester.path)
         harvester.fingerprint = (fingerprint.length, fingerprint.digest)
         self._registry.hold(key)
