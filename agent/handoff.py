@@ -229,9 +229,14 @@ class Handoff:
             else:
                 self._dropped(len(group), own_documents(group)[0])
             return True
-        if self._spool.append(group, timeout=0.5):  # a wait this short is not worth a warning
+        # On a full disk a part may fit at once where the whole does not: split
+        # without waiting (each wait cost half a second per halving: audit 5).
+        split_now = len(group) > 1 and getattr(self._spool, "disk_full", False)
+        if self._spool.append(group, timeout=0 if split_now else 0.5):  # a wait this short is not worth a warning
             self._room()
             return True
+        if len(group) > 1 and getattr(self._spool, "disk_full", False):
+            return False
         self._full(waiting=True)
         try:
             # Past the shutdown deadline (abort) the group is given up: not

@@ -167,7 +167,12 @@ class Batcher:
         try:
             while not self.stop.is_set():
                 draining = self.drain.is_set()  # read before take: nothing appended after it is missed
-                if draining:
+                # A spool whose disk is full (or cannot be written) takes nothing new
+                # until what it holds is delivered and its segment freed: waiting out
+                # the flush interval for more made each freed segment cost one (audit 5:
+                # 257 lines/s with 600 KiB free).
+                stuck = events and getattr(self._spool, "disk_full", False)
+                if draining or stuck:
                     timeout = 0.0
                 elif events:
                     timeout = max(0.0, deadline - self._clock.monotonic())
@@ -181,7 +186,7 @@ class Batcher:
                     refs.extend(taken.refs)
                     size += taken.nbytes + _ACTION_BYTES * len(taken)
                 full = len(events) >= self._max_docs or size >= self._max_bytes
-                if events and (full or (draining and not taken) or self._clock.monotonic() >= deadline):
+                if events and (full or ((draining or stuck) and not taken) or self._clock.monotonic() >= deadline):
                     self._dispatch(events, refs)
                     events, refs, size = [], [], 0
                 elif not taken and draining:

@@ -361,6 +361,9 @@ class DiskQueue(TakeMixin, AckMixin):
     def _warn_disk_full(self, error: OSError) -> None:
         if self._disk_full_since is None:
             now = self._disk_full_since = self._clock.time()
+            # A consumer waiting for more records to fill its batch gets none until
+            # what it has is delivered: it is told now (``disk_full``), not at its deadline.
+            self.wake()
             # A disk the spool itself fills is full at every segment's end,
             # until the output catches up: one warning (and its resumption)
             # a minute, not one a second.

@@ -164,3 +164,35 @@ def test_quit_stops_waiting_for_a_hung_request():
     batcher.quit()
     thread.join(5)
     assert not thread.is_alive() and time.monotonic() - started < 2
+
+
+def test_a_spool_on_a_full_disk_is_sent_without_waiting_for_the_flush_interval(tmp_path, monkeypatch):
+    # Audit 5: the batcher held the spool's last records for --flush-interval
+    # while the full disk let nothing new in, so each freed segment cost one
+    # interval (257 lines/s with 600 KiB free).
+    from agent.spool import DiskQueue
+    from small_disk import small_disk
+
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    small_disk(monkeypatch, directory, capacity=20_000)
+    queue = DiskQueue(directory, 16 << 20)
+    queue.open()
+    appended = []
+    while queue.append(batch := [_event(len(appended) + i, 400) for i in range(10)], timeout=0.2):
+        appended += batch
+    assert queue.disk_full and appended
+    delivered = []
+    batcher = _batcher(queue, lambda events: delivered.extend(events), max_docs=1000, flush_interval=60.0)
+    thread = threading.Thread(target=batcher.run)
+    thread.start()
+    try:
+        for _ in range(100):
+            if len(delivered) == len(appended):
+                break
+            time.sleep(0.05)
+        assert [e.offset for e in delivered] == [e.offset for e in appended]
+    finally:
+        batcher.finish(drain=False)
+        thread.join(5)
+        queue.close()
