@@ -462,7 +462,8 @@ class Pipeline:
     def _save_registry(self, final: bool) -> bool:
         """Save the registry; a failure is logged, never raised (see the module docstring)."""
         try:
-            self.registry.save()
+            if not self.registry.save(pace=not final):
+                return False  # (paced: a large registry is not rewritten every second)
         except StateError as error:
             self.stats.error(str(error))
             if final:

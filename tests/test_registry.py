@@ -84,6 +84,32 @@ def test_save_only_writes_when_something_changed(state, clock):
     assert os.stat(state / "registry.json").st_ino != first
 
 
+def test_a_paced_save_waits_twenty_times_the_last_write(state, clock, monkeypatch):
+    # Audit 5: a registry of 100,000 entries (a week of rotations) was rewritten
+    # whole every second, 0.2 s each: a quarter of a core for one busy file.
+    registry = Registry(state, clock=clock)
+    registry.load()
+    real_write = registry._write
+
+    def slow_write(body: bytes) -> None:
+        real_write(body)
+        clock.advance(0.2)  # (the write of a large table)
+
+    monkeypatch.setattr(registry, "_write", slow_write)
+    registry.track(entry("k1"))
+    assert registry.save(pace=True)
+    registry.commit("k1", 5)
+    clock.advance(3.5)
+    assert not registry.save(pace=True)  # 3.7 s after it began: not yet
+    assert json.loads((state / "registry.json").read_text())["entries"][0]["offset"] == 0
+    clock.advance(0.4)
+    assert registry.save(pace=True)
+    assert json.loads((state / "registry.json").read_text())["entries"][0]["offset"] == 5
+    registry.commit("k1", 9)
+    assert registry.save()  # (not paced: the final save, a new file's first lines)
+    assert json.loads((state / "registry.json").read_text())["entries"][0]["offset"] == 9
+
+
 def test_missing_file_loads_empty(state, clock):
     registry = Registry(state, clock=clock)
     registry.load()
