@@ -8,7 +8,11 @@ null``) tails one file that gets about 50 lines a second for 30 s. Prints,
 per N, the agent's RSS at the end and its CPU over those 30 s. Audit 5 saw
 the registry grow by one entry a second under 20 files rotated every 20 s.
 
+``--tree DIR`` runs the agent of another checkout too (a git worktree of an
+older commit), interleaved, to compare.
+
     python3 benchmarks/registry_size.py --entries 0,20000,100000
+    python3 benchmarks/registry_size.py --entries 100000 --tree /tmp/oldtree
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -47,7 +53,7 @@ def registry(path: Path, logs: Path, entries: int) -> None:
     path.chmod(0o600)
 
 
-def measure(entries: int, seconds: float) -> dict:
+def measure(tree: Path, entries: int, seconds: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="modelscribe-bench-registry-"))
     try:
         logs, state = work / "logs", work / "state"
@@ -60,7 +66,7 @@ def measure(entries: int, seconds: float) -> dict:
             agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--path", f"{logs}/**/*.log",
                                       "--output", "null", "--state-dir", str(state), "--metrics-addr", "off",
                                       "--self-metrics-interval", "off"], stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, start_new_session=True)
         try:
             time.sleep(15)  # (start-up, the first scan)
             before, started = _cpu_seconds(agent.pid), time.monotonic()
@@ -74,7 +80,7 @@ def measure(entries: int, seconds: float) -> dict:
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.wait(60)
-        return {"entries": entries, "rss_mb": rss, "cpu_share_of_a_core": round(cpu / seconds, 3)}
+        return {"tree": str(tree), "entries": entries, "rss_mb": rss, "cpu_share_of_a_core": round(cpu / seconds, 3)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -83,9 +89,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entries", default="0,20000,100000")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--tree", type=Path, default=None, help="another checkout to compare with, interleaved")
     args = parser.parse_args()
+    trees = [ROOT] + ([args.tree.resolve()] if args.tree else [])
     for entries in map(int, args.entries.split(",")):
-        print(json.dumps(measure(entries, args.seconds)), flush=True)
+        for tree in trees:
+            print(json.dumps(measure(tree, entries, args.seconds)), flush=True)
 
 
 if __name__ == "__main__":
