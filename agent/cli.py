@@ -240,12 +240,26 @@ def check_output(**params: Any) -> None:
         return
     try:
         report = output.check()
+        if config.dead_letter_index and report.ok:
+            report = _check_letters_index(config, output, report)
     finally:
         output.close()
     for key, value in report.lines:
         click.echo(f"{key}: {value}")
     click.echo("output ok" if report.ok else "output NOT ok")
     sys.exit(EXIT_OK if report.ok else EXIT_OUTPUT)
+
+
+def _check_letters_index(config: Config, output: Any, report: Any) -> Any:
+    """``report`` with the --dead-letter-index line (Elasticsearch and OpenSearch outputs only)."""
+    from agent.outputs.base import CheckReport
+    from agent.outputs.dead_letter_index import IndexLetters
+    from agent.outputs.elasticsearch import ElasticsearchOutput
+
+    if not isinstance(output, ElasticsearchOutput):
+        return report
+    line = IndexLetters(output, config.dead_letter_index or "").check()
+    return CheckReport(report.ok and not line[1].startswith("FAILED"), report.lines + (line,))
 
 
 @main.command(cls=GroupedCommand)

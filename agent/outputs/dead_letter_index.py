@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 import orjson
 
 from agent.enrich import format_timestamp
-from agent.errors import ConfigError, OutputError, PermanentOutputError
+from agent.errors import ConfigError, ModelscribeError, OutputError, PermanentOutputError
 from agent.events import Event
 from agent.outputs.base import Response
 from agent.outputs.dead_letter import Letter, ReplayResult, resend
@@ -161,6 +161,34 @@ class IndexLetters:
             if len(hits) < _PAGE:
                 return found
             after = hits[-1]["sort"]
+
+    def check(self) -> tuple[str, str]:
+        """``check output``'s line: whether letters can be written and read here.
+        (Audit 5: a name an index template makes a data stream of refused every
+        letter, all of them went to the file, and the check said "output ok".)"""
+        label = "dead-letter index"
+        found = self._output.request("GET", f"/_cat/indices/{self.name}", params={
+            "format": "json", "h": "index,status", "expand_wildcards": "all"})
+        if found.status == 200 and isinstance(found.body, list) and found.body:
+            if any(isinstance(row, dict) and row.get("status") == "close" for row in found.body):
+                return label, f"FAILED: {self.name} is closed: letters go to the dead-letter file until it is " \
+                              f"opened (POST /{self.name}/_open)"
+            try:
+                self._sort_field()
+            except ModelscribeError as error:
+                return label, f"FAILED: {error}"
+            return label, f"{self.name} (exists, open)"
+        if found.status != 404:
+            return label, f"{self.name} (whether it exists is unknown: HTTP {found.status})"
+        simulated = self._output.request("POST", f"/_index_template/_simulate_index/{self.name}", params={
+            "filter_path": "template.mappings._data_stream_timestamp"})
+        body = simulated.body if simulated.status == 200 and isinstance(simulated.body, dict) else {}
+        stream = ((body.get("template") or {}).get("mappings") or {}).get("_data_stream_timestamp") or {}
+        if stream.get("enabled"):
+            return label, f"FAILED: {self.name} matches an index template that makes data streams, which " \
+                          "refuses the letters (they would all go to the dead-letter file): give another " \
+                          "--dead-letter-index"
+        return label, f"{self.name} (does not exist yet; created at the first letter)"
 
     def replay(self, send: Callable[[Sequence[Event]], Response], to_index: str | None) -> ReplayResult:
         """Re-send every letter of the index; delete those that made it, keep the others."""

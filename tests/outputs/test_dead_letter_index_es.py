@@ -135,3 +135,29 @@ def test_an_index_that_cannot_be_read_says_why(es_node, es, tmp_path: Path):
         assert absent.exit_code == 0 and "0 dead letters in index dli-absent" in absent.output, absent.output
     finally:
         es.delete_index("dli-long,dli-closed")
+
+
+def test_check_output_says_whether_the_dead_letter_index_can_take_letters(es_node, es, output):
+    # Audit 5: a --dead-letter-index that an index template makes a data stream of
+    # refused every letter (all went to the file) while `check output` said ok.
+    es.ok("PUT", "/_index_template/dli-streams", {"index_patterns": ["dli-stream-*"], "data_stream": {},
+                                                  "priority": 500})
+    es.delete_index("dli-open,dli-shut")
+    es.ok("PUT", "/dli-open", {"mappings": {"properties": {"doc_id": {"type": "keyword"}}}})
+    es.ok("PUT", "/dli-shut")
+    es.ok("POST", "/dli-shut/_close")
+    try:
+        lines = {name: IndexLetters(output, name).check()[1]
+                 for name in ("dli-stream-letters", "dli-open", "dli-shut", "dli-absent")}
+        assert lines["dli-stream-letters"].startswith("FAILED: dli-stream-letters matches an index template that "
+                                                      "makes data streams"), lines
+        assert lines["dli-open"] == "dli-open (exists, open)"
+        assert lines["dli-shut"].startswith("FAILED: dli-shut is closed"), lines
+        assert lines["dli-absent"] == "dli-absent (does not exist yet; created at the first letter)"
+        result = CliRunner().invoke(cli.main, ["check", "output", "--es-url", es_node.url, "--ca-cert",
+                                               es_node.ca_cert, "--api-key-file", es_node.api_key_file,
+                                               "--dead-letter-index", "dli-stream-letters"])
+        assert result.exit_code == 3 and "output NOT ok" in result.output, result.output
+    finally:
+        es.ok("DELETE", "/_index_template/dli-streams")
+        es.delete_index("dli-open,dli-shut")
