@@ -124,26 +124,12 @@ def test_read_from_end_starts_before_a_preallocated_region_of_any_size(tmp_path)
     assert [(l.text, l.offset) for l in sink.lines] == [("new 1", 12), ("new 2", 18)]
 
 
-def test_read_from_end_holds_for_start_up_files_opened_later(tmp_path):
-    """Files found at start-up that waited for an open-file slot are still
-    start-up files: their old lines are not read when they get one."""
-    clock = FakeClock()
+def _five_files_two_slots(tmp_path, clock):
+    """Five files of one old line, found at start-up with --read-from end by a
+    tailer that may hold two open."""
     for number in range(5):
         append(tmp_path / f"f{number}.log", f"old {number}\n")
-    tailer, sink, registry = make(tmp_path, clock=clock, read_from_end=True, max_open_files=2,
-                                  close_inactive=3.0, scan_interval=2.0)
-    with tailer:
-        tailer.poll()
-        for _ in range(20):
-            clock.advance(1)
-            tailer.poll()
-        for number in range(5):
-            append(tmp_path / f"f{number}.log", f"new {number}\n")
-        for _ in range(40):
-            clock.advance(1)
-            tailer.poll()
-            sink.commit_all(registry)
-    assert sorted(sink.texts()) == [f"new {n}" for n in range(5)]
+    return make(tmp_path, clock=clock, read_from_end=True, max_open_files=2, close_inactive=3.0, scan_interval=2.0)
 
 
 def _until_all_opened(tailer, sink, registry, clock, seconds: int) -> None:
@@ -153,14 +139,27 @@ def _until_all_opened(tailer, sink, registry, clock, seconds: int) -> None:
         sink.commit_all(registry)
 
 
+def test_read_from_end_holds_for_start_up_files_opened_later(tmp_path):
+    """Files found at start-up that waited for an open-file slot are still
+    start-up files: their old lines are not read when they get one."""
+    clock = FakeClock()
+    tailer, sink, registry = _five_files_two_slots(tmp_path, clock)
+    with tailer:
+        tailer.poll()
+        for _ in range(20):
+            clock.advance(1)
+            tailer.poll()
+        for number in range(5):
+            append(tmp_path / f"f{number}.log", f"new {number}\n")
+        _until_all_opened(tailer, sink, registry, clock, 40)
+    assert sorted(sink.texts()) == [f"new {n}" for n in range(5)]
+
+
 def test_a_start_up_file_waiting_for_a_slot_keeps_what_is_written_while_it_waits(tmp_path):
     # Audit 5: decided when the file got its slot, the skip took the lines
     # written while it waited (256 of 300 files lost them).
     clock = FakeClock()
-    for number in range(5):
-        append(tmp_path / f"f{number}.log", f"old {number}\n")
-    tailer, sink, registry = make(tmp_path, clock=clock, read_from_end=True, max_open_files=2,
-                                  close_inactive=3.0, scan_interval=2.0)
+    tailer, sink, registry = _five_files_two_slots(tmp_path, clock)
     with tailer:
         tailer.poll()
         assert tailer.waiting_files()[0] == 3
