@@ -24,10 +24,10 @@ Invariants:
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from agent.clock import Clock
 from agent.errors import StateError
 from agent.selflog import get_logger
 from agent.spool.segment import (RefRun, Segment, delete_files, encode_ack_block, encode_seal_block,
@@ -57,6 +57,7 @@ class AckMixin:
     _ack_dirty: set[Segment]
     _undeleted: dict[int, Segment]  # sealed, fully acknowledged, their files not deleted yet
     _undeleted_logged: float
+    _clock: Clock
 
     # -- ack ---------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class AckMixin:
         except OSError as error:
             if segment.id not in self._undeleted:
                 self._undeleted[segment.id] = segment
-                now = time.monotonic()
+                now = self._clock.monotonic()
                 if now - self._undeleted_logged >= _UNDELETED_LOG_INTERVAL:
                     self._undeleted_logged = now
                     log.warning("spool: a delivered segment cannot be deleted; its space stays taken and "
