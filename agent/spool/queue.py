@@ -227,6 +227,16 @@ class DiskQueue(TakeMixin, AckMixin):
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+        unwritable = [error for error in errors if _disk_full(error)]
+        if unwritable:
+            # (Audit 6: a full disk made a stop after full delivery exit 1.) The seal
+            # and the syncs only spare the next start work: it checks an unsealed
+            # segment itself, and an ack that did not reach the disk re-delivers its
+            # record under the same id, a duplicate.
+            log.warning("spool: could not seal or sync at close (the disk is full or cannot be written); the "
+                        "next start checks the last segment again and may send records again, as duplicates",
+                        directory=str(self.directory), error=unwritable[0].strerror)
+        errors = [error for error in errors if not _disk_full(error)]
         if errors:
             raise StateError(f"cannot sync spool {self.directory} at close: {errors[0]}") from errors[0]
 

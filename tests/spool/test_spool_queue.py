@@ -3,6 +3,7 @@ across restarts, pending_by_source, file modes, gauges."""
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 import threading
@@ -592,3 +593,35 @@ def test_a_read_only_file_system_makes_append_wait_and_deletes_come_later(tmp_pa
     queue.ack(r.ref for r in rest[:10])  # (the second segment: sealed, now fully delivered)
     assert seg_files(directory) == ["0000000000000003.seg"]  # the first deleted at last, with it
     queue.close()
+
+
+def test_close_on_a_full_disk_warns_and_loses_nothing(tmp_path: Path, monkeypatch, caplog) -> None:
+    # Audit 6: a daemon stopped on a full spool disk, after delivering everything,
+    # exited 1 ("cannot sync spool ... at close: No space left on device"): the
+    # seal of the last segment could not be written.
+    import errno as errno_module
+
+    import agent.spool.queue as queue_module
+    import agent.spool.segment as segment_module
+
+    import agent.spool.ack as ack_module
+
+    fills = _DiskFills(queue_module.write_all, errno_module.ENOSPC)
+    for module in (queue_module, segment_module, ack_module):  # (ack blocks and the seal: ack.py)
+        monkeypatch.setattr(module, "write_all", fills)
+    directory = tmp_path / "spool"
+    queue = opened(directory, max_bytes=16 * MiB)
+    sent = events(10)
+    assert queue.append(sent)
+    taken = queue.take(5, 1 << 40, 0).records()
+    fills.full = True
+    with pytest.raises(StateError, match="cannot record acknowledgements"):
+        queue.ack(r.ref for r in taken)  # (in memory; the batcher logs that they may come again)
+    with caplog.at_level(logging.WARNING, logger="modelscribe"):
+        queue.close()  # no exception
+    assert any("could not seal or sync at close" in r.getMessage() for r in caplog.records)
+    fills.full = False
+    reopened = DiskQueue(directory, 16 * MiB)
+    reopened.open()
+    assert [r.event for r in drain(reopened)][-5:] == sent[5:]  # nothing lost (the acked may come again)
+    reopened.close()
