@@ -130,7 +130,7 @@ class Harvesters(IdleFiles):
     _sink: Any  # the tailer's LineSink
     _max_open: int
     _waiting: set[str]  # paths that found no open-file slot, not opened since
-    _read_whole: dict[str, tuple[int, int]]  # of those, the ones found fresh: path -> dev, inode
+    _decided: dict[str, tuple[int, int, bool]]  # of those: the file decided, and whether it is read from 0
     _soon: set  # harvesters opened or hinted since the last pass over all (Tailer.poll)
     _read_once: set[tuple[int, int]]
     _cap_logged_at: float
@@ -216,8 +216,8 @@ class Harvesters(IdleFiles):
         paths = self._discovery.scan()
         self._idle_unseen = set(self._idle)
         self._waiting.intersection_update(paths)  # (a waiting file gone meanwhile waits no more)
-        for path in [path for path in self._read_whole if path not in self._waiting]:
-            del self._read_whole[path]
+        for path in [path for path in self._decided if path not in self._waiting]:
+            del self._decided[path]
         for path in paths:
             self._discover(path, now)
         if self._waiting and now >= self._cap_logged_at + CAP_LOG_INTERVAL:  # (once a minute while files wait)
@@ -263,13 +263,15 @@ class Harvesters(IdleFiles):
             if self._idle_unchanged(idle, path, info):
                 return
             del self._idle[(info.st_dev, info.st_ino)]  # it changed (or moved): open it again
-        self._open(path, now, idle)
+        self._open(path, now, idle, (info.st_dev, info.st_ino))
 
-    def _open(self, path: str, now: float, idle: IdleFile | None = None) -> None:
+    def _open(self, path: str, now: float, idle: IdleFile | None = None,
+              found: tuple[int, int] | None = None) -> None:
         """Open ``path`` and tail it: resumed at its committed offset when the
         registry knows it, else from where ``_skipped_to`` says. ``idle``: what
         the file was when it was closed for inactivity (its inode's generation
-        tells a new file on the same inode from it)."""
+        tells a new file on the same inode from it); ``found``: the dev and
+        inode the scan saw at ``path``."""
         own = self._discovery.own(path)
         if own is not None:
             # Reached through a symlink (the excludes leave out the path as
@@ -279,7 +281,8 @@ class Harvesters(IdleFiles):
             return
         if len(self._harvesters) >= self._max_open:
             self._retry_at[path] = now + self._settings.scan_interval
-            if path not in self._waiting:
+            decided = self._decided.get(path)
+            if decided is None or (found is not None and decided[:2] != found):  # (new, or replaced while waiting)
                 self._decide_start(path)
             self._waiting.add(path)  # (said at the end of the scan)
             return
@@ -344,8 +347,11 @@ class Harvesters(IdleFiles):
         ``--read-from end`` even again after a restart, and one found fresh
         was skipped whole once it had waited past ``--ignore-older``). A skip
         is recorded in the registry now, as for an opened file (a restart
-        resumes there); a file read from its start is remembered, so that its
-        age when opened does not count. It is opened a moment for this."""
+        resumes there); a file read from its start is tracked at offset 0
+        once it has a complete line (a restart resumes there, not skipping it
+        as found then), and remembered, so that its age when opened does not
+        count. It is opened a moment for this; a file replaced at the path
+        while it waits is decided again."""
         try:
             fd = os.open(path, _OPEN_FLAGS)
         except OSError:
@@ -356,14 +362,20 @@ class Harvesters(IdleFiles):
             if not stat.S_ISREG(info.st_mode) or (dev, inode) in self._harvesters or (dev, inode) in self._idle:
                 return
             if self._registry.lookup(dev, inode, prefix_hasher(fd)) is not None:
-                return  # (resumed at its offset when opened)
+                self._decided[path] = (dev, inode, False)  # (resumed at its offset when opened)
+                return
+            self._decided.pop(path, None)  # (an earlier file at this path: _skipped_to must not take it)
             start = self._skipped_to(fd, info, path)
             if start:
                 key, _ = self._identity(fd, dev, inode, path, start)
                 self._registry.commit(key, start)
-                self._found_at_start.discard((dev, inode))
             else:
-                self._read_whole[path] = (dev, inode)
+                complete = last_line_end(fd, info.st_size,
+                                         self._settings.max_line_bytes + self._settings.read_chunk_bytes)
+                if complete:
+                    self._identity(fd, dev, inode, path, complete)  # (at offset 0: saved at the end of the scan)
+            self._found_at_start.discard((dev, inode))
+            self._decided[path] = (dev, inode, not start)
         except OSError:
             return  # (said when it is opened)
         finally:
@@ -374,7 +386,7 @@ class Harvesters(IdleFiles):
         of its last complete line with ``read_from_end`` (at the first scan
         only) or when it is older than ``ignore_older``."""
         settings = self._settings
-        if self._read_whole.pop(path, None) == (info.st_dev, info.st_ino):
+        if self._decided.pop(path, None) == (info.st_dev, info.st_ino, True):
             return 0  # (found fresh while it waited for a slot: "new file" was said then)
         age = self._clock.time() - info.st_mtime
         if settings.ignore_older is not None and age > settings.ignore_older:

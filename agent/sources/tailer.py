@@ -163,7 +163,7 @@ class Tailer(Harvesters):
         self._found_at_start: set[tuple[int, int]] = set()
         self._max_open = settings.max_open_files or open_files_budget()
         self._waiting: set[str] = set()
-        self._read_whole: dict[str, tuple[int, int]] = {}  # waiting files found fresh: read from 0 when opened
+        self._decided: dict[str, tuple[int, int, bool]] = {}  # waiting files: dev, inode, read from 0 (_decide_start)
         # poll walks every open file only when one is due (``_due_at``, the
         # earliest check time as of the last such pass), or after a scan or a
         # change of settings; a watcher hint checks the files in ``_soon``

@@ -201,3 +201,44 @@ def test_a_file_found_fresh_is_read_whole_however_long_it_waits_for_a_slot(tmp_p
         _until_all_opened(tailer, sink, registry, clock, 80)
         assert tailer.waiting_files() == (0, None)
     assert sorted(sink.texts()) == [f"line {n}" for n in range(9)]
+
+
+def test_a_file_found_later_that_waited_is_read_whole_after_a_restart(tmp_path):
+    # Audit 6: a waiting file decided "read from its start" was only remembered in
+    # memory; after a restart --read-from end took it for a start-up file and
+    # skipped it (150 of 450 lines).
+    clock = FakeClock()
+    tailer, sink, _ = _five_files_two_slots(tmp_path, clock)
+    with tailer:
+        tailer.poll()
+        for name in ("n0.log", "n1.log"):
+            append(tmp_path / name, f"{name} first\n{name} second\n")
+        tailer._scan_requested = True
+        clock.advance(1)
+        tailer.poll()  # found after the start, they wait too; then the agent stops
+    for name in ("n0.log", "n1.log"):
+        append(tmp_path / name, f"{name} third\n")
+    again, sink2, _ = make(tmp_path, registry=_reloaded(tmp_path, clock), clock=clock, read_from_end=True)
+    with again:
+        again.run_once()
+    assert sink2.texts(tmp_path / "n0.log") == ["n0.log first", "n0.log second", "n0.log third"]
+    assert sink2.texts(tmp_path / "n1.log") == ["n1.log first", "n1.log second", "n1.log third"]
+
+
+def test_a_waiting_file_replaced_at_its_path_is_judged_when_the_new_one_is_found(tmp_path):
+    # Audit 6: the new file at a waiting path (a rotation) was never decided, so
+    # --ignore-older judged it when it got a descriptor and skipped it whole.
+    clock = FakeClock()
+    for number in range(4):
+        append(tmp_path / f"f{number}.log", f"line {number}\n")
+        os.utime(tmp_path / f"f{number}.log", (clock.time(), clock.time()))
+    tailer, sink, registry = make(tmp_path, pattern="*.log*", clock=clock, ignore_older=10.0, max_open_files=1,
+                                  close_inactive=3.0, scan_interval=2.0)
+    with tailer:
+        tailer.poll()
+        os.rename(tmp_path / "f3.log", tmp_path / "f3.log.1")
+        append(tmp_path / "f3.log", "new 3\n")
+        os.utime(tmp_path / "f3.log", (clock.time(), clock.time()))
+        _until_all_opened(tailer, sink, registry, clock, 60)
+        assert tailer.waiting_files() == (0, None)
+    assert sorted(sink.texts()) == ["line 0", "line 1", "line 2", "line 3", "new 3"]
