@@ -167,10 +167,9 @@ class IndexLetters:
         (Audit 5: a name an index template makes a data stream of refused every
         letter, all of them went to the file, and the check said "output ok".)"""
         label = "dead-letter index"
-        found = self._output.request("GET", f"/_cat/indices/{self.name}", params={
-            "format": "json", "h": "index,status", "expand_wildcards": "all"})
-        if found.status == 200 and isinstance(found.body, list) and found.body:
-            if any(isinstance(row, dict) and row.get("status") == "close" for row in found.body):
+        status, closed = self._output.index_state(self.name)
+        if status == 200:
+            if closed:
                 return label, f"FAILED: {self.name} is closed: letters go to the dead-letter file until it is " \
                               f"opened (POST /{self.name}/_open)"
             try:
@@ -178,8 +177,8 @@ class IndexLetters:
             except ModelscribeError as error:
                 return label, f"FAILED: {error}"
             return label, f"{self.name} (exists, open)"
-        if found.status != 404:
-            return label, f"{self.name} (whether it exists is unknown: HTTP {found.status})"
+        if status != 404:
+            return label, f"{self.name} (whether it exists is unknown: HTTP {status})"
         simulated = self._output.request("POST", f"/_index_template/_simulate_index/{self.name}", params={
             "filter_path": "template.mappings._data_stream_timestamp"})
         body = simulated.body if simulated.status == 200 and isinstance(simulated.body, dict) else {}

@@ -303,23 +303,31 @@ class ElasticsearchOutput:
         lines.append(target)
         return CheckReport(ok and not target[1].startswith("FAILED"), tuple(lines))
 
+    def index_state(self, name: str) -> tuple[int, list[str]]:
+        """(200, the closed indices behind ``name``) when it exists (a data stream
+        or alias may stand for several), (404, []) when it does not, else (the
+        HTTP status, []): the credentials may not read its metadata."""
+        found = self.request("GET", f"/_cat/indices/{name}", params={"format": "json", "h": "index,status",
+                                                                      "expand_wildcards": "all"})
+        if found.status == 200 and isinstance(found.body, list) and found.body:
+            return 200, sorted(str(row.get("index")) for row in found.body
+                               if isinstance(row, dict) and row.get("status") == "close")
+        return (404 if found.status in (200, 404) else found.status), []
+
     def _target_line(self) -> tuple[str, str]:
         """Whether the target can take a document now: it exists and is open, or
         the cluster creates it at the first one. (Privileges say nothing of it:
         audit 5 saw "can ship: yes" for an index that did not exist and could not
         be created.) What the credentials may not read is said, not guessed."""
         name = self._target
-        found = self.request("GET", f"/_cat/indices/{name}", params={"format": "json", "h": "index,status",
-                                                                      "expand_wildcards": "all"})
-        if found.status == 200 and isinstance(found.body, list) and found.body:
-            closed = sorted(str(row.get("index")) for row in found.body
-                            if isinstance(row, dict) and row.get("status") == "close")
+        status, closed = self.index_state(name)
+        if status == 200:
             if closed:
                 return ("target", f"FAILED: {name}: {', '.join(closed[:3])} is closed, so documents are retried "
                                   f"until it is opened (POST /{closed[0]}/_open)")
             return ("target", f"{name} (exists, open)")
-        if found.status != 404:
-            return ("target", f"{name} (whether it exists is unknown: HTTP {found.status}; the credentials may "
+        if status != 404:
+            return ("target", f"{name} (whether it exists is unknown: HTTP {status}; the credentials may "
                               "not read its metadata)")
         settings = self.request("GET", "/_cluster/settings", params={
             "include_defaults": "true", "filter_path": "*.action.auto_create_index"})
