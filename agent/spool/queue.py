@@ -141,6 +141,7 @@ class DiskQueue(TakeMixin, AckMixin):
         self._disk_full_since: float | None = None  # when a write last failed for want of space
         self._disk_full_logged: float | None = None  # when that was last logged
         self._disk_full_warned = False  # whether the current full disk was logged (then its end is)
+        self._append_waiting = False  # an append waits for room (``blocked``)
         self._undeleted: dict[int, Segment] = {}  # (ack.py: segments whose files could not be deleted)
         self._undeleted_logged = -_DISK_FULL_LOG_INTERVAL
         self._tail = TailCache(cache_bytes)
@@ -265,25 +266,31 @@ class DiskQueue(TakeMixin, AckMixin):
                 f"spool of max_bytes={self._max_bytes} (with the {HEADER_SIZE}-byte segment "
                 f"header) even when it is empty; append smaller batches or raise max_bytes")
         deadline = None if timeout is None else self._clock.monotonic() + timeout
-        while True:
-            with self._write_lock:
-                if self._state != _OPEN:
-                    return False
-                self._space.clear()  # before the check: an ack after it sets it again
-                if self._try_write(events, data, starts, size):
-                    return True
-                if self._disk_full_since is not None and self._reclaimable():
-                    continue  # the next try frees the delivered segment: no need to wait
-                if self._undeleted:
-                    with self._ack_lock:
-                        self._retry_deletes()
-            if deadline is None:
-                wait = _WAIT_SLICE
-            else:
-                wait = deadline - self._clock.monotonic()
-                if wait <= 0:
-                    return False
-            self._clock.wait(self._space, wait)
+        try:
+            while True:
+                with self._write_lock:
+                    if self._state != _OPEN:
+                        return False
+                    self._space.clear()  # before the check: an ack after it sets it again
+                    if self._try_write(events, data, starts, size):
+                        return True
+                    if self._disk_full_since is not None and self._reclaimable():
+                        continue  # the next try frees the delivered segment: no need to wait
+                    if self._undeleted:
+                        with self._ack_lock:
+                            self._retry_deletes()
+                if deadline is None:
+                    wait = _WAIT_SLICE
+                else:
+                    wait = deadline - self._clock.monotonic()
+                    if wait <= 0:
+                        return False
+                if not self._append_waiting:
+                    self._append_waiting = True
+                    self.wake()  # (see ``blocked``)
+                self._clock.wait(self._space, wait)
+        finally:
+            self._append_waiting = False
 
     def _try_write(self, events: Sequence[Event], data: bytes, starts: list[int], size: int) -> bool:
         with self._lock:
@@ -367,6 +374,16 @@ class DiskQueue(TakeMixin, AckMixin):
         """Whether the last write found the disk full (and none has succeeded since):
         a batch that waits may then be written in smaller parts."""
         return self._disk_full_since is not None
+
+    @property
+    def blocked(self) -> bool:
+        """Whether nothing new can come before what was handed out is
+        acknowledged: an append waits for room, or the disk is full. A
+        consumer then sends what it holds instead of waiting to fill a batch
+        (a spool smaller than a few reader groups waited out --flush-interval
+        at every turn: 25,000 lines took 52 s with 400 KiB, 1.3 s with 4 MiB).
+        A ``take`` waiting when an append starts to wait returns at once."""
+        return self._append_waiting or self._disk_full_since is not None
 
     def _warn_disk_full(self, error: OSError) -> None:
         if self._disk_full_since is None:
@@ -463,8 +480,15 @@ class DiskQueue(TakeMixin, AckMixin):
 
     def nearly_full(self) -> bool:
         """True a little before the spool is full, so the reader pauses while
-        the group it is building still fits."""
-        return self._used >= self._max_bytes - min(self._max_bytes // 10, 16 * 1024 * 1024)
+        the group it is building still fits. A fully acknowledged segment
+        being written does not count: the next append deletes it, and only an
+        append can (counted, a reader paused by it waited for ever with every
+        record delivered, when one group took most of a small spool)."""
+        used = self._used
+        active = self._active
+        if active is not None and active.count > 0 and active.fully_acked:
+            used -= active.size
+        return used >= self._max_bytes - min(self._max_bytes // 10, 16 * 1024 * 1024)
 
     def used_bytes(self) -> int:
         """Bytes of segment files on disk."""

@@ -245,6 +245,23 @@ def test_a_full_spool_whose_active_segment_is_acked_makes_room(tmp_path: Path) -
     queue.close()
 
 
+def test_a_delivered_segment_being_written_does_not_make_the_spool_nearly_full(tmp_path: Path) -> None:
+    # One group can take most of a small spool (a segment of its own). Once it is
+    # all delivered only the next append frees it; counted as used, it kept the
+    # reader paused, and so no append ever came (the agent waited for ever).
+    queue = opened(tmp_path / "spool", max_bytes=64 * 1024)
+    assert queue.append(events(60, size=1000), timeout=0)
+    assert queue.nearly_full() and queue.used_bytes() > 0.9 * queue.max_bytes()
+    got = queue.take(10000, 1 << 30, 0).records()
+    queue.ack(s.ref for s in got[:-1])
+    assert queue.nearly_full(), "one record of it still waits for the output"
+    queue.ack([got[-1].ref])
+    assert not queue.nearly_full()
+    assert queue.append(events(60, start=60, size=1000), timeout=0)
+    assert queue.used_bytes() == disk_bytes(tmp_path / "spool") <= queue.max_bytes()
+    queue.close()
+
+
 def test_acks_survive_a_restart_and_only_unacked_records_come_back(tmp_path: Path, cache_bytes: int) -> None:
     directory = tmp_path / "spool"
     queue = opened(directory, segment_bytes=4096, cache_bytes=cache_bytes)
