@@ -167,11 +167,11 @@ class Batcher:
         try:
             while not self.stop.is_set():
                 draining = self.drain.is_set()  # read before take: nothing appended after it is missed
-                # A spool whose disk is full (or cannot be written) takes nothing new
-                # until what it holds is delivered and its segment freed: waiting out
-                # the flush interval for more made each freed segment cost one (audit 5:
+                # A queue that is full (an append waits for room, or the disk is full)
+                # takes nothing new until what it holds is delivered: waiting out the
+                # flush interval for more made each freed segment cost one (audit 5:
                 # 257 lines/s with 600 KiB free).
-                stuck = events and getattr(self._spool, "disk_full", False)
+                stuck = events and self._spool.blocked
                 if draining or stuck:
                     timeout = 0.0
                 elif events:

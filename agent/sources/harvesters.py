@@ -132,6 +132,7 @@ class Harvesters(IdleFiles):
     _waiting: set[str]  # paths that found no open-file slot, not opened since
     _decided: dict[str, tuple[int, int, bool]]  # of those: the file decided, and whether it is read from 0
     _soon: set  # harvesters opened or hinted since the last pass over all (Tailer.poll)
+    _held_back: set  # harvesters with unread lines a full sink held back (Tailer._paused)
     _read_once: set[tuple[int, int]]
     _cap_logged_at: float
     # Files the first scan found (--read-from end applies to them, also when
@@ -512,6 +513,7 @@ class Harvesters(IdleFiles):
         except OSError:
             pass
         harvester.fd = -1
+        self._held_back.discard(harvester)
         if harvester.source is not None:
             self._registry.release(harvester.source.key)
         self._harvesters.pop((harvester.dev, harvester.inode), None)

@@ -62,6 +62,7 @@ class MemoryQueue:
         self._out_starts: list[int] = []
         self._woken = False
         self._closed = False
+        self._append_waiting = False  # an append waits for room (``blocked``)
 
     def open(self) -> Recovery:
         return Recovery()  # nothing survives a restart: the files are read again
@@ -81,11 +82,18 @@ class MemoryQueue:
         batch = tuple(events)
         deadline = None if timeout is None else self._clock.monotonic() + timeout
         with self._cond:
-            while not self._closed and self._held and self._held + len(batch) > self._max:
-                wait = 0.5 if deadline is None else deadline - self._clock.monotonic()
-                if wait <= 0:
-                    return False
-                self._cond.wait(min(wait, 0.5))
+            try:
+                while not self._closed and self._held and self._held + len(batch) > self._max:
+                    wait = 0.5 if deadline is None else deadline - self._clock.monotonic()
+                    if wait <= 0:
+                        return False
+                    if not self._append_waiting:
+                        self._append_waiting = True
+                        self._woken = True  # a waiting take returns now (see ``blocked``)
+                        self._cond.notify_all()
+                    self._cond.wait(min(wait, 0.5))
+            finally:
+                self._append_waiting = False
             if self._closed:
                 return False
             self._ready.append((self._next, batch, self._clock.time()))
@@ -94,6 +102,12 @@ class MemoryQueue:
             self._bytes += sum(len(event.data) for event in batch)
             self._cond.notify_all()
         return True
+
+    @property
+    def blocked(self) -> bool:
+        """Whether an append waits for room: nothing new comes before what was
+        handed out is acknowledged (the batcher then sends what it holds)."""
+        return self._append_waiting
 
     # -- take --------------------------------------------------------------------
 

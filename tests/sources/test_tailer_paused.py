@@ -20,7 +20,7 @@ import pytest
 from agent.clock import FakeClock
 from agent.events import Line
 from agent.sources.harvesters import MAX_CHECK_INTERVAL
-from agent.sources.tailer import Tailer
+from agent.sources.tailer import PAUSE_RECHECK, Tailer
 from tailkit import RecordingSink, append, held_open, make, tiles
 
 CLOSE_REMOVED_AFTER = 30.0
@@ -107,6 +107,28 @@ def test_reading_pauses_while_full_and_resumes_exactly_once(tmp_path):
     assert sink.while_full == []
     assert sink.closed == [] and tailer.lost_bytes == 0
     assert not registry.get(sink.lines[0].source.key).gone
+
+
+def test_a_file_held_back_is_read_as_soon_as_the_sink_has_room(tmp_path):
+    # A small spool has room again a moment after each delivery: waiting for the
+    # file's own next check (2 s once it stopped growing) made 25,000 lines take
+    # 7.5 s with a 400 KiB spool, against 1.9 s with 4 MiB.
+    app = tmp_path / "app.log"
+    append(app, "one\n")
+    tailer, sink, _, clock = paused_tailer(tmp_path)
+    with tailer:
+        tailer.poll()
+        sink.open = False
+        append(app, "two\nthree\n")
+        run_for(tailer, clock, 20)  # the file stopped growing: its checks are 2 s apart
+        assert sink.texts() == ["one"]
+        asked = sink.asked
+        slept = tailer.poll()
+        assert slept == pytest.approx(PAUSE_RECHECK) and sink.asked == asked + 1, "one question a recheck, not one per file"
+        sink.open = True
+        clock.advance(PAUSE_RECHECK)
+        tailer.poll()
+        assert sink.texts() == ["one", "two", "three"]
 
 
 def test_a_file_first_seen_while_paused_is_read_from_zero_after_resuming(tmp_path):
