@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Sequence
+from typing import Callable, Sequence
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.events import Event
@@ -159,12 +159,13 @@ class Handoff:
         self._raise_failure()
         return True
 
-    def finish(self, timeout: float | None = None) -> bool:
+    def finish(self, timeout: float | None = None, give_up: Callable[[], bool] | None = None) -> bool:
         """Wait like ``flush``, then stop the writer thread; False (and the
-        writer still running) if ``timeout`` passed first: set ``abort`` and
-        call again. Raises a failed append unless ``put`` or ``flush``
-        already did. The spool batcher is told separately (drain or stop)."""
-        if not self._wait_idle(timeout):
+        writer still running) if ``timeout`` passed first, or ``give_up()``
+        was true (asked every half second): set ``abort`` and call again.
+        Raises a failed append unless ``put`` or ``flush`` already did. The
+        spool batcher is told separately (drain or stop)."""
+        if not self._wait_idle(timeout, give_up):
             return False
         if self._writer is not None:
             self._groups.put(_STOP)
@@ -175,10 +176,17 @@ class Handoff:
             self._raise_failure()
         return True
 
-    def _wait_idle(self, timeout: float | None) -> bool:
+    def waiting_on_disk(self) -> bool:
+        """Whether groups wait to be appended to a spool whose disk is full or
+        cannot be written (not only for the output to free spool space)."""
+        return self._in_flight > 0 and getattr(self._spool, "disk_full", False)
+
+    def _wait_idle(self, timeout: float | None, give_up: Callable[[], bool] | None = None) -> bool:
         deadline = None if timeout is None else self._clock.monotonic() + timeout
         with self._idle:
             while self._in_flight:
+                if give_up is not None and give_up():
+                    return False
                 wait = 0.5 if deadline is None else min(0.5, deadline - self._clock.monotonic())
                 if wait <= 0:
                     return False
@@ -207,6 +215,8 @@ class Handoff:
                         self._idle.notify_all()
 
     def _append(self, group: Sequence[Event]) -> None:
+        if self._abort.is_set():
+            return  # given up, with every part of it not appended yet: read again on restart
         try:
             whole = self._append_whole(group)
         except ValueError:

@@ -171,6 +171,7 @@ class Pipeline:
                                              "retried every second (its journal keeps what is not saved)",
                                              "health state saved again", SAVE_FAILURE_LOG_INTERVAL)
         self._final_save_failed = False
+        self._gave_up_on_disk = False  # (``_hopeless``: logged once)
         self._status_failed = False  # the status file could not be written (logged once)
         self.registry.load()
         self.cuts = CutLog(Path(config.state_dir), self.registry, clock)
@@ -331,10 +332,10 @@ class Pipeline:
         holds; otherwise it stays there (the disk spool keeps it for the next
         start). Bounded by ``timeout`` and then ``grace`` when given."""
         try:
-            if not self._handoff.finish(timeout):
-                # The queue stayed full (output down) past the shutdown deadline:
-                # the groups still waiting were never queued nor committed, so
-                # they are read again after a restart.
+            if not self._handoff.finish(timeout, give_up=self._hopeless if timeout is not None else None):
+                # The queue stayed full (output down) past the shutdown deadline, or
+                # its disk cannot take them (``_hopeless``): the groups still waiting
+                # were never queued nor committed, so they are read again after a restart.
                 self._abort.set()
                 self._handoff.finish(grace)
         except ModelscribeError as error:  # a failed append, already raised or not: a dead stage
@@ -342,6 +343,20 @@ class Pipeline:
                 self._supervisor.died("spool-writer", error)
         finally:
             self._batcher.finish(drain)
+
+    def _hopeless(self) -> bool:
+        """At a stop: the spool writer waits for a disk that is full or cannot be
+        written, and nothing in flight can free space by its acknowledgement.
+        Waiting out --shutdown-timeout then changes nothing (it made a stop on a
+        read-only spool take 35 s): the groups not spooled are given up, to be
+        read again at the next start, at once. (Logged once.)"""
+        if not (self._handoff.waiting_on_disk() and not self.acks.in_flight()):
+            return False
+        if not self._gave_up_on_disk:
+            self._gave_up_on_disk = True
+            log.warning(f"stopping while the {self.spool.kind} cannot be written: the lines read and not "
+                        "spooled are read again at the next start", directory=str(getattr(self.spool, "directory", "-")))
+        return True
 
     def _close_spool(self) -> None:
         self.spool.close()
@@ -497,7 +512,8 @@ class Pipeline:
         def remaining(until: float) -> float:
             return max(0.0, until - self._clock.monotonic())
 
-        reader.join(remaining(deadline))
+        while reader.is_alive() and remaining(deadline) > 0 and not self._hopeless():
+            reader.join(min(0.5, remaining(deadline)))
         if reader.is_alive():
             self._abort.set()  # a blocked append gives up, and the reader with it
             reader.join(remaining(hard_deadline))
@@ -506,6 +522,8 @@ class Pipeline:
         self._finish_reading(drain=isinstance(self.spool, MemoryQueue), timeout=remaining(deadline),
                              grace=remaining(hard_deadline))
         batcher.join(remaining(deadline))
+        if batcher.is_alive() and not self.acks.in_flight():
+            batcher.join(remaining(hard_deadline))  # (nothing in flight: it is only leaving its loop)
         if batcher.is_alive():
             log.warning("shutdown timeout reached; unacknowledged events will be read again on restart",
                         in_flight=self.acks.in_flight())

@@ -4,6 +4,7 @@ failures, shutdown, and the drop policy."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,27 @@ def test_finish_gives_up_at_its_timeout_while_the_spool_stays_full_until_abort()
     abort.set()  # the shutdown deadline passed: abandon what waits
     assert handoff.finish(timeout=30) is True
     assert spool.appended == []
+
+
+def test_at_a_stop_a_disk_that_cannot_be_written_is_given_up_at_once_not_at_the_timeout() -> None:
+    # A stop with the spool directory read-only took --shutdown-timeout plus the
+    # grace (35 s): the hand-off waited for a disk nothing could free, and after
+    # the abort each part of a split group still waited half a second.
+    class Unwritable(ScriptedSpool):
+        disk_full = True
+
+    spool = Unwritable(full=True)
+    spool.group_size = 64
+    abort = threading.Event()
+    handoff = Handoff(spool, "block", abort, Stats())  # type: ignore[arg-type]
+    handoff.put(group(0, 64))
+    handoff.put(group(64, 64))
+    started = time.monotonic()
+    assert handoff.finish(timeout=30, give_up=handoff.waiting_on_disk) is False
+    abort.set()
+    assert handoff.finish(timeout=30) is True
+    assert time.monotonic() - started < 5 and spool.appended == []
+    assert not handoff.waiting_on_disk()
 
 
 def test_drop_newest_counts_what_did_not_fit() -> None:

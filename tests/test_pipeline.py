@@ -358,3 +358,59 @@ def test_a_target_that_would_store_raw_documents_unparsed_stops_the_start(tmp_pa
             pipeline.run()
         assert raised.value.exit_code == EXIT_OUTPUT
         assert pipeline._sink.lines == 0
+
+
+def test_a_stop_while_the_spool_cannot_be_written_is_prompt_and_loses_nothing(tmp_path, monkeypatch, caplog):
+    """A stop with the spool directory read-only (or immutable) waited out
+    --shutdown-timeout and the grace (35 s), then said "unacknowledged events
+    will be read again" with none in flight. Nothing can free the disk then:
+    the lines not spooled are given up at once, and read at the next start."""
+    import errno
+    import logging
+
+    import agent.spool.queue as queue_module
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "x.log"
+    app.write_text("".join(f"line {i} {'x' * 200}\n" for i in range(200)))
+    out = tmp_path / "out.ndjson"
+    settings = {"paths": (str(logs / "*.log"),), "state_dir": str(tmp_path / "state"), "output": f"file:{out}",
+                "shutdown_timeout": 20.0, "metrics_addr": "off", "flush_interval": 0.1,
+                "spool_max_bytes": 64 * 1024}
+    real_create = queue_module.create_segment
+    unwritable = threading.Event()
+
+    def create_segment(*args, **kwargs):
+        if unwritable.is_set():
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(queue_module, "create_segment", create_segment)
+
+    def shipped():
+        return [int(json.loads(line)["message"].split()[1]) for line in out.read_text().splitlines()] \
+            if out.exists() else []
+
+    pipeline = Pipeline(resolve(settings, {}))
+    done = []
+    with caplog.at_level(logging.INFO, logger="modelscribe"):
+        runner = threading.Thread(target=lambda: done.append(pipeline.run()))
+        runner.start()
+        try:
+            assert _wait(lambda: len(shipped()) == 200)
+            unwritable.set()
+            with open(app, "a") as handle:
+                handle.write("".join(f"line {i} {'y' * 200}\n" for i in range(200, 1200)))
+            assert _wait(lambda: "spool directory cannot be written" in caplog.text)
+        finally:
+            started = time.monotonic()
+            pipeline.stop()
+            runner.join(60)
+    assert not runner.is_alive() and done == [0]
+    assert time.monotonic() - started < 10, "the stop waited for a disk nothing could free"
+    assert "stopping while the spool cannot be written" in caplog.text
+    assert "shutdown timeout reached" not in caplog.text
+    unwritable.clear()
+    assert Pipeline(resolve({**settings, "once": True}, {})).run() == 0
+    assert sorted(shipped()) == list(range(1200)), "every line once, after the restart"
