@@ -32,7 +32,8 @@ Invariants:
   read-only after a disk error; EACCES, EPERM: permissions or an immutable
   directory) is waited for the same way: what is spooled is still
   delivered, reading waits. Only other write errors (EIO, a file that
-  cannot be cut back) raise StateError.
+  cannot be cut back) raise StateError. At ``open`` such a directory is a
+  ConfigError (exit 2) naming it: recovery must write (seals, torn tails).
 
 Durability (``fsync``): every append is one ``write`` of whole frames and
 every ack one ``write`` of an ack block, so a crash of the process loses
@@ -73,7 +74,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.errors import StateError
+from agent.errors import ConfigError, StateError
 from agent.events import Event
 from agent.selflog import get_logger
 from agent.spool.ack import _CLOSED, _NEW, _OPEN, AckMixin
@@ -165,6 +166,15 @@ class DiskQueue(TakeMixin, AckMixin):
                 os.chmod(self.directory, 0o700)
             recovered = recover(self.directory, self._durable)
         except OSError as error:
+            if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                # A start, unlike a running agent, cannot wait for it: recovering cuts torn
+                # tails and seals segments. A configuration error (exit 2): the unit does
+                # not restart in a loop; the next start delivers what the spool holds.
+                where = f" ({error.filename})" if error.filename else ""
+                raise ConfigError(f"spool directory {self.directory} cannot be written: {error.strerror}{where}; "
+                                  "make it writable (an immutable directory or file: chattr -i; a read-only file "
+                                  "system: repair it and mount it read-write) and start again: what the spool "
+                                  "holds is delivered then") from error
             raise StateError(f"spool directory {self.directory} is not usable: {error}") from error
         with self._lock:
             self._segments = recovered.segments

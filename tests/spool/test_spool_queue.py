@@ -642,3 +642,30 @@ def test_close_on_a_full_disk_warns_and_loses_nothing(tmp_path: Path, monkeypatc
     reopened.open()
     assert [r.event for r in drain(reopened)][-5:] == sent[5:]  # nothing lost (the acked may come again)
     reopened.close()
+
+
+def test_a_spool_that_cannot_be_written_at_start_is_a_configuration_error(tmp_path: Path, monkeypatch) -> None:
+    # Audit 7: started while its directory was still immutable, the agent exited 1
+    # ("is not usable": a stage died), and the unit restarted it in a loop. Exit 2
+    # (not restarted), naming the directory and what to do; nothing is lost.
+    import errno
+
+    import agent.spool.recovery as recovery_module
+    from agent.errors import ConfigError
+
+    directory = tmp_path / "spool"
+    killed = opened(directory)
+    assert killed.append(events(5))  # its segment is left unsealed, as by a kill
+    real_open_ack_file = recovery_module.open_ack_file
+
+    def immutable(segment, *args):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(segment.ack_path))
+
+    monkeypatch.setattr(recovery_module, "open_ack_file", immutable)
+    with pytest.raises(ConfigError, match=r"spool directory .* cannot be written: Operation not permitted "
+                                          r"\(.*\.ack\); make it writable .*chattr -i"):
+        DiskQueue(directory, 16 * MiB).open()
+    monkeypatch.setattr(recovery_module, "open_ack_file", real_open_ack_file)
+    again = opened(directory)
+    assert [s.event for s in drain(again)] == events(5)
+    again.close()
