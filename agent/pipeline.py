@@ -98,7 +98,10 @@ _INDEXING = ("elasticsearch", "opensearch")  # outputs with a cluster behind the
 def tail_settings(config: Config) -> TailSettings:
     from agent.config.stages import tail_excludes  # --exclude and the agent's own files
 
-    return TailSettings(paths=config.all_paths, excludes=tail_excludes(config), scan_interval=config.scan_interval,
+    # The inputs' globs first, in their order, then --path: the order in which the sink
+    # chooses a file's settings (``Discovery.scan`` lists paths in glob order).
+    paths = tuple(path for spec in config.inputs for path in spec.paths) + config.paths
+    return TailSettings(paths=paths, excludes=tail_excludes(config), scan_interval=config.scan_interval,
                         partial_line_timeout=config.partial_line_timeout,
                         max_line_bytes=config.max_line_bytes, fingerprint_bytes=config.fingerprint_bytes,
                         close_inactive=config.close_inactive, close_removed_after=config.close_removed_after,

@@ -7,6 +7,8 @@ import json
 import threading
 import time
 
+import pytest
+
 from agent.config import resolve
 from agent.pipeline import Pipeline
 
@@ -264,6 +266,26 @@ def test_a_file_matched_by_two_inputs_is_named_once_and_the_first_wins(tmp_path,
     assert named[0].kv == {"path": str(logs / "a.log"), "applies": f"inputs[1] ({logs / '*.log'})",
                            "ignored": f"inputs[2] ({logs / 'a.log'})"}
     assert any("inputs[1] and inputs[2] can match the same file" in r.getMessage() for r in agent_log)
+
+
+@pytest.mark.parametrize("real, link", [("real", "link"), ("areal", "zlink")])
+def test_a_file_reached_through_a_symlink_gets_the_first_matching_inputs_settings(tmp_path, real, link):
+    # Audit 7: which input applied to a file two paths reach (a symlinked
+    # directory) was decided by which path sorted first, not by the inputs' order.
+    (tmp_path / real).mkdir()
+    (tmp_path / real / "app.log").write_text('{"message": "hello", "k": 1}\n')
+    (tmp_path / link).symlink_to(tmp_path / real)
+    config = (f"inputs:\n  - paths: [{real}/*.log]\n    format: json\n"
+              f"  - paths: [{link}/*.log]\n    format: plain\n")
+    docs = _run(tmp_path, {}, config)
+    assert [(doc["log"]["file"]["path"], doc["message"]) for doc in docs] == [
+        (str(tmp_path / real / "app.log"), "hello")]
+    # --path (plain here) applies only where no input matches: the input wins.
+    again = tmp_path / "again"
+    again.mkdir()
+    docs = _run(again, {"paths": (str(tmp_path / link / "*.log"),), "format": "plain"},
+                f"inputs:\n  - paths: [{tmp_path / real}/*.log]\n    format: json\n")
+    assert [doc["message"] for doc in docs] == ["hello"]
 
 
 def test_once_that_dropped_events_says_so_and_exits_3(tmp_path, agent_log, monkeypatch):

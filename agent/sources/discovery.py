@@ -109,11 +109,18 @@ class Discovery:
         return any(regex.match(path) for regex in self._regexes) and not self.excluded(path)
 
     def scan(self) -> list[str]:
-        """Every path currently matched by a glob and not excluded, sorted."""
-        found: set[str] = set()
+        """Every path currently matched by a glob and not excluded: those of the
+        first glob first, each glob's sorted. A file reached by two paths (a
+        symlink) is opened under the first one listed, and the sink gives it the
+        settings of the input that path matches: the globs come in the order of
+        precedence of their inputs (``agent.pipeline.tail_settings``), so that is
+        the first input that matches it (audit 7: the path that sorted first won)."""
+        found: dict[str, None] = {}
         for pattern in self.paths:
-            found.update(expand(pattern, self._denied))
-        return sorted(path for path in found if not self.excluded(path))
+            for path in sorted(expand(pattern, self._denied)):
+                if path not in found and not self.excluded(path):
+                    found[path] = None
+        return list(found)
 
     def unmatched(self) -> list[int]:
         """Positions in ``paths`` of the globs that match no file now (excludes

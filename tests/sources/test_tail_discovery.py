@@ -17,7 +17,10 @@ def test_scan_dedupes_sorts_and_excludes(tmp_path):
         (tmp_path / name).write_text("x\n")
     discovery = Discovery((str(tmp_path / "*.log"), str(tmp_path / "a.log*")),
                           excludes=("*/skip.*",))
-    assert discovery.scan() == [str(tmp_path / n) for n in ("a.log", "a.log.1", "b.log")]
+    # The first glob's paths first (the inputs' order of precedence), each glob's sorted.
+    assert discovery.scan() == [str(tmp_path / n) for n in ("a.log", "b.log", "a.log.1")]
+    assert Discovery((str(tmp_path / "a.log*"), str(tmp_path / "*.log"))).scan() == [
+        str(tmp_path / n) for n in ("a.log", "a.log.1", "b.log", "skip.log")]
 
 
 def test_base_dirs():
