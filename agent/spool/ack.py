@@ -23,8 +23,9 @@ Invariants:
 
 from __future__ import annotations
 
+import errno
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from agent.clock import Clock
@@ -37,6 +38,12 @@ from agent.spool.segment import (RefRun, Segment, delete_files, encode_ack_block
 # in a module queue.py and take.py both import: in queue.py it would be an
 # import cycle (queue.py imports this module and take.py).
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
+
+
+def _disk_full(error: BaseException | None) -> bool:
+    """Whether a write failed for a reason that may pass (see queue.py's docstring)."""
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                                                          errno.EPERM)
 _UNDELETED_LOG_INTERVAL = 60.0
 log = get_logger("spool")
 
@@ -58,6 +65,8 @@ class AckMixin:
     _undeleted: dict[int, Segment]  # sealed, fully acknowledged, their files not deleted yet
     _undeleted_logged: float
     _clock: Clock
+    retire_delivered: Callable[[], None]  # (queue.py)
+    _warn_disk_full: Callable[[OSError], None]
 
     # -- ack ---------------------------------------------------------------------
 
@@ -107,7 +116,11 @@ class AckMixin:
                 self._delete(segment)
         if freed:
             self._space.set()
+            self.retire_delivered()  # (a full disk only)
         if problem is not None:
+            if _disk_full(problem):
+                self._warn_disk_full(problem)  # (an idle agent learns of a full disk here)
+                self.retire_delivered()
             # The records stay acknowledged in memory; only their persistence
             # failed, which costs re-delivery after a restart, never data.
             raise StateError(f"cannot record acknowledgements in {self.directory}: {problem}") from problem

@@ -77,7 +77,7 @@ from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import ConfigError, StateError
 from agent.events import Event
 from agent.selflog import get_logger
-from agent.spool.ack import _CLOSED, _NEW, _OPEN, AckMixin
+from agent.spool.ack import _CLOSED, _NEW, _OPEN, AckMixin, _disk_full
 from agent.spool.cache import TailCache
 from agent.spool.frames import HEADER_SIZE, Encoder
 from agent.spool.recovery import Recovery, recover
@@ -418,9 +418,41 @@ class DiskQueue(TakeMixin, AckMixin):
                             "is still delivered, nothing is lost", directory=str(self.directory),
                             error=error.strerror)
 
+    def retire_delivered(self) -> None:
+        """On a full disk, delete the segment being written once every record
+        in it is delivered (the next append starts a new one). ``append``
+        does so itself when it waits; this is for an agent with nothing more
+        to write, which kept up to a segment of delivered records on a full
+        disk (the model server's own logs may need it) until the next line.
+        Called by ``ack`` (an output thread), holding no lock of the queue."""
+        if self._disk_full_since is None or not self._reclaimable():
+            return
+        with self._write_lock:
+            if self._state != _OPEN or not self._reclaimable():
+                return
+            try:
+                self._retire_active()
+            except StateError as error:  # (a seal the disk refused: the next append rolls it)
+                log.debug("spool: could not retire the delivered segment", error=str(error))
+
     def _roll(self) -> None:
         """Seal the active segment (deleting it if fully acknowledged) and start
         a new one. Called with _write_lock held."""
+        self._retire_active()
+        seg_id = self._next_id
+        try:
+            segment = create_segment(self.directory, seg_id, self._clock.time(), self._durable)
+        except OSError as error:
+            raise StateError(f"cannot create spool segment in {self.directory}: {error}") from error
+        with self._lock:
+            self._next_id = seg_id + 1
+            self._segments[seg_id] = segment
+            self._active = segment
+            self._used += segment.size
+
+    def _retire_active(self) -> None:
+        """Seal the active segment (deleting it if fully acknowledged); none is
+        active after. Called with _write_lock held."""
         old = self._active
         if old is not None:
             # Whatever fails below, the old segment is sealed in memory and
@@ -452,16 +484,6 @@ class DiskQueue(TakeMixin, AckMixin):
                         problem = error
             if problem is not None:
                 raise StateError(f"cannot seal spool segment {old.path}: {problem}") from problem
-        seg_id = self._next_id
-        try:
-            segment = create_segment(self.directory, seg_id, self._clock.time(), self._durable)
-        except OSError as error:
-            raise StateError(f"cannot create spool segment in {self.directory}: {error}") from error
-        with self._lock:
-            self._next_id = seg_id + 1
-            self._segments[seg_id] = segment
-            self._active = segment
-            self._used += segment.size
 
     # -- background sync ("interval") ------------------------------------------
 
@@ -521,9 +543,3 @@ class DiskQueue(TakeMixin, AckMixin):
                 if appended is not None:
                     return max(0.0, self._clock.time() - appended)
         return None
-
-
-def _disk_full(error: BaseException | None) -> bool:
-    """Whether a write failed for a reason that may pass (see the module docstring)."""
-    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
-                                                          errno.EPERM)

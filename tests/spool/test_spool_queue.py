@@ -669,3 +669,40 @@ def test_a_spool_that_cannot_be_written_at_start_is_a_configuration_error(tmp_pa
     again = opened(directory)
     assert [s.event for s in drain(again)] == events(5)
     again.close()
+
+
+def test_on_a_full_disk_the_delivered_segment_being_written_is_deleted_without_a_next_append(
+        tmp_path: Path, monkeypatch) -> None:
+    # An agent with nothing more to write kept a segment of delivered records on a
+    # full disk (the model server's own logs may need the space) until the next line.
+    directory = tmp_path / "spool"
+    directory.mkdir()
+    disk = small_disk(monkeypatch, directory, capacity=20_000)
+    queue = opened(directory)
+    sent = []
+    while queue.append(batch := events(10, start=len(sent), size=400), timeout=0.2):
+        sent += batch
+    assert queue.disk_full and sent and seg_files(directory)
+    records = queue.take(10000, 1 << 40, 0).records()
+    assert [r.event for r in records] == sent
+    queue.ack(r.ref for r in records)
+    assert seg_files(directory) == [] and queue.used_bytes() == 0 and disk.free() > 15_000
+    assert queue.append(events(10, start=len(sent), size=400), timeout=0)  # a new segment for the next line
+    assert [r.event for r in drain(queue)] == events(10, start=len(sent), size=400)
+    queue.close()
+
+
+def test_an_acknowledgement_the_full_disk_refuses_frees_the_delivered_segment(tmp_path: Path, monkeypatch) -> None:
+    # The disk filled up (by others) after the last append: the ack block cannot be
+    # written. The records are delivered, so their segment goes, space comes back.
+    directory = tmp_path / "spool"
+    queue = opened(directory)
+    sent = events(10, size=400)
+    assert queue.append(sent)
+    records = queue.take(100, 1 << 40, 0).records()
+    assert not queue.disk_full
+    small_disk(monkeypatch, directory, capacity=sum(p.stat().st_size for p in directory.iterdir() if p.is_file()))
+    with pytest.raises(StateError, match="cannot record acknowledgements"):
+        queue.ack(r.ref for r in records)
+    assert queue.disk_full and seg_files(directory) == [] and queue.used_bytes() == 0
+    queue.close()
