@@ -78,9 +78,11 @@ __all__ = ["HANDLED", "RELOAD_SIGNAL", "STOP_SIGNALS", "EarlySignals", "FailureS
 class FailureStreak:
     """The log of one save retried every second (see the module docstring)."""
 
-    def __init__(self, logger: Logger, clock: Clock, failing: str, working: str, interval: float) -> None:
+    def __init__(self, logger: Logger, clock: Clock, failing: str, working: str, interval: float,
+                 level: str = "error") -> None:
         self._log, self._clock = logger, clock
         self._failing, self._working, self._interval = failing, working, interval
+        self._emit = getattr(logger, level)
         self.since: float | None = None  # (monotonic) since when it fails
         self._logged = 0.0
 
@@ -88,10 +90,10 @@ class FailureStreak:
         now = self._clock.monotonic()
         if self.since is None:
             self.since = self._logged = now
-            self._log.error(self._failing, **fields)
+            self._emit(self._failing, **fields)
         elif now - self._logged >= self._interval:
             self._logged = now
-            self._log.error("still " + self._failing, failing_for=round(now - self.since), **fields)
+            self._emit("still " + self._failing, failing_for=round(now - self.since), **fields)
 
     def succeeded(self, **fields: Any) -> None:
         if self.since is not None:

@@ -30,6 +30,7 @@ from agent.errors import ModelscribeError, OutputError, StateError
 from agent.events import MARKER, Event
 from agent.selflog import get_logger
 from agent.stats import Stats
+from agent.supervise import FailureStreak
 
 if TYPE_CHECKING:
     from agent.acks import AckTracker
@@ -40,6 +41,7 @@ log = get_logger("batcher")
 
 _ACTION_BYTES = 40  # the {"create":{"_id":...}} line that goes with each document
 _STOP = object()
+ACK_FAILURE_LOG_INTERVAL = 60.0  # seconds between two warnings while acknowledgements cannot be recorded
 
 
 class Aborted(Exception):
@@ -54,9 +56,14 @@ class _Workers:
     ``on_death`` is told, and the agent stops with a non-zero exit code."""
 
     def __init__(self, deliver: Callable[[list[Event]], None], workers: int, stats: Stats,
-                 on_death: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_death: Callable[[str, BaseException], None] | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._deliver = deliver
         self._stats = stats
+        # (Once a minute: an idle agent's rare acknowledgements on a full disk warned every 2 s.)
+        self._ack_failing = FailureStreak(log, clock, "the spool could not record acknowledgements; after a "
+                                          "restart those records are sent again and land as duplicates of their "
+                                          "ids, nothing is lost", "the spool records acknowledgements again",
+                                          ACK_FAILURE_LOG_INTERVAL, level="warning")
         self._on_death = on_death
         self._slots = threading.Semaphore(workers)
         self._jobs: "queue.Queue[object]" = queue.Queue()
@@ -123,8 +130,9 @@ class _Workers:
             after()
         except StateError as error:
             self._stats.error(str(error))
-            log.warning("the spool could not record acknowledgements; after a restart those records are "
-                        "sent again and land as duplicates of their ids, nothing is lost", error=str(error))
+            self._ack_failing.failed(error=str(error))
+        else:
+            self._ack_failing.succeeded()
 
     def close(self, quit_: threading.Event | None = None) -> None:
         """Let the batches in flight finish, then stop the workers; stop
@@ -150,7 +158,7 @@ class Batcher:
         self._max_bytes = max_bytes
         self._interval = flush_interval
         self._clock = clock
-        self._workers = _Workers(deliver, workers, stats, on_death)
+        self._workers = _Workers(deliver, workers, stats, on_death, clock)
         self.failures = self._workers.failures
         self.drain = threading.Event()  # the reader is done: take what is left, then stop (--once)
         self.stop = threading.Event()   # stop taking now; the rest stays in the queue (shutdown)

@@ -239,3 +239,44 @@ def test_a_memory_queue_whose_writer_waits_for_room_is_sent_without_waiting_for_
     queue = MemoryQueue(40)
     sent = _sent_behind_a_full_queue(queue, lambda b: [_event(b * 10 + i) for i in range(10)])
     assert len(sent) >= 200 and sent == list(range(len(sent)))
+
+
+def test_acknowledgements_that_cannot_be_recorded_are_warned_of_once_a_minute(caplog):
+    import logging
+
+    from agent.clock import FakeClock
+
+    clock = FakeClock()
+    workers = _Workers(lambda events: None, 1, Stats(), clock=clock)
+    failing = [True]
+    calls = []
+
+    def ack():
+        calls.append(1)
+        if failing[0]:
+            raise StateError("cannot record acknowledgements in /spool: [Errno 28] No space left on device")
+
+    def send(n):
+        expected = len(calls) + n
+        for i in range(n):
+            workers.submit([_event(i)], ack)
+        deadline = time.monotonic() + 5
+        while len(calls) < expected and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.02)  # (the worker logs right after the call)
+
+    with caplog.at_level(logging.INFO, logger="modelscribe"):
+        send(20)
+        clock.advance(30)
+        send(5)
+        assert [r.getMessage() for r in caplog.records] == [
+            "the spool could not record acknowledgements; after a restart those records are sent again and land "
+            "as duplicates of their ids, nothing is lost"]
+        clock.advance(31)
+        send(1)
+        failing[0] = False
+        send(1)
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[1].startswith("still the spool could not record") and caplog.records[1].kv["failing_for"] == 61
+    assert messages[2:] == ["the spool records acknowledgements again"]
+    workers.close()
