@@ -34,23 +34,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from full_disk import write_corpus  # (the same corpus: about 330 bytes a line)
+from many_files import _shipped as _count
+
 ROOT = Path(__file__).resolve().parent.parent
 DAEMON_LIMIT = 300.0  # seconds a daemon run may take before it is given up
-
-
-def write_corpus(path: Path, lines: int) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for n in range(lines):
-            handle.write(json.dumps({"timestamp": f"2026-01-01T00:00:{n % 60:02d}.000Z", "model_name": "m",
-                                     "request_id": f"r{n}", "latency_ms": n % 97, "message": "x" * 200}) + "\n")
-
-
-def _count(path: Path) -> int:
-    try:
-        with open(path, "rb") as handle:
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-    except FileNotFoundError:
-        return 0
 
 
 def run(tree: Path, work: Path, size: str, mode: str, lines: int) -> dict:
