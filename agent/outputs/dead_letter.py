@@ -28,7 +28,17 @@ Invariants:
 - a replayed document keeps its ``_id``: replaying twice cannot index it twice;
 - a replay that meets an output error (OutputError: unreachable, refused)
   keeps the letters concerned for the next replay and says why; any other
-  exception is a bug and propagates, leaving the file as it was.
+  exception is a bug and propagates, leaving the file as it was;
+- a replay sends at most ``batch_size`` letters per request and halves a
+  request the node (or a proxy) refuses as too large (413), as the sender
+  does; a single letter still too large is rejected again (``dlq replay``
+  exit 4), its reason naming its size and the limits to raise;
+- a letter names its target: the event's, else the output's default one,
+  whichever store (file or index) takes it, so a replay without
+  ``--to-index`` sends it back where it was meant to go;
+- when the index cannot take letters they go to the file, and the warning
+  saying so is logged at once, then at most every ``FALLBACK_LOG_INTERVAL``
+  seconds with the number of batches since (not once per batch).
 
 Dependencies go one way: ``dead_letter_index`` (the index store) uses this
 module's ``Letter``; ``DeadLetters`` sees the index only as a ``LetterStore``.
@@ -39,6 +49,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
@@ -59,6 +70,9 @@ log = get_logger("dead_letter")
 _write = os.write
 _fsync = os.fsync
 _truncate = os.ftruncate
+_monotonic = time.monotonic
+
+FALLBACK_LOG_INTERVAL = 60.0  # at most one "cannot take the letters" warning per this many seconds
 
 
 @dataclass(frozen=True)
@@ -76,11 +90,12 @@ class Letter:
 class LetterStore(Protocol):
     """Somewhere other than the file that letters can be kept
     (``dead_letter_index.IndexLetters``); ``write`` raises ModelscribeError
-    when it cannot take them."""
+    when it cannot take them. ``target``: the output's default target, named
+    in the letters of events that have none of their own."""
 
     name: str
 
-    def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float) -> None: ...
+    def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float, target: str) -> None: ...
 
 
 class _Locked:
@@ -124,17 +139,30 @@ class DeadLetters:
         # (inode, size before, size after) of a failed write whose cut-back failed too
         self._torn: tuple[int, int, int] | None = None
         self.count = 0
+        # The fallback warning: when last logged, and the batches since (None: the index takes letters).
+        self._fallback_logged: float | None = None
+        self._fallback_batches = 0
 
-    def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float) -> None:
+    @property
+    def index_name(self) -> str | None:
+        """The --dead-letter-index, None without one."""
+        return None if self._index is None else self._index.name
+
+    def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float) -> str:
+        """Store the letters; returns where they went: ``"index"`` or ``"file"``."""
         if self._index is not None:
             try:
-                self._index.write(rejected, now)
+                self._index.write(rejected, now, self._target)
+            except ModelscribeError as error:
+                self._fell_back(error)
+            else:
                 with self._lock:
                     self.count += len(rejected)
-                return
-            except ModelscribeError as error:
-                log.warning("the dead-letter index cannot take the letters; writing them to the file instead",
-                            index=self._index.name, path=self.path, error=str(error))
+                    recovered, self._fallback_logged = self._fallback_logged is not None, None
+                    self._fallback_batches = 0
+                if recovered:
+                    log.warning("the dead-letter index takes the letters again", index=self._index.name)
+                return "index"
         lines = []
         for event, verdict in rejected:
             lines.append(orjson.dumps({
@@ -150,6 +178,23 @@ class DeadLetters:
                 raise StateError(f"cannot write the dead-letter file {self.path}: "
                                  f"{error.strerror or error}") from error
             self.count += len(rejected)
+        return "file"
+
+    def _fell_back(self, error: ModelscribeError) -> None:
+        """Warn that the letters go to the file: at once, then once a
+        ``FALLBACK_LOG_INTERVAL`` with the batches since (a closed or blocked
+        index would otherwise give a warning per batch)."""
+        assert self._index is not None
+        now = _monotonic()
+        with self._lock:
+            self._fallback_batches += 1
+            last = self._fallback_logged
+            if last is not None and now - last < FALLBACK_LOG_INTERVAL:
+                return
+            batches, self._fallback_batches, self._fallback_logged = self._fallback_batches, 0, now
+        log.warning("the dead-letter index cannot take the letters; writing them to the file instead",
+                    index=self._index.name, path=self.path, batches=batches,
+                    **({} if last is None else {"since": f"{now - last:.0f}s"}), error=str(error))
 
     def _append(self, data: bytes) -> None:
         """Append ``data`` and fsync it, or leave the file as it was and raise OSError."""
@@ -225,61 +270,90 @@ class ReplayResult:
     still_rejected: int  # refused again (a mapping still wrong): ``dlq replay`` exits 4
     failed: int  # not attempted or retryable failures (the output's state): kept, exit 3
     reasons: tuple[str, ...]
+    # Delivered, but their store could not forget them (a write-blocked
+    # letters index): listed and re-sent (as duplicates) until it can; exit 3.
+    not_removed: int = 0
+    warnings: tuple[str, ...] = ()
 
     def __add__(self, other: ReplayResult) -> ReplayResult:
         """Both replays' counts (the file's and the index's), one report."""
         return ReplayResult(self.indexed + other.indexed, self.duplicates + other.duplicates,
                             self.still_rejected + other.still_rejected, self.failed + other.failed,
-                            tuple(dict.fromkeys(self.reasons + other.reasons))[:5])
+                            tuple(dict.fromkeys(self.reasons + other.reasons))[:5],
+                            self.not_removed + other.not_removed, self.warnings + other.warnings)
+
+
+class _Resend:
+    """One replay's tally: sends letters, halving a request refused as too large (413)."""
+
+    def __init__(self, send: Callable[[Sequence[Event]], Response], to_index: str | None) -> None:
+        self._send = send
+        self._to_index = to_index
+        self.keep: list[Letter] = []
+        self.indexed = self.duplicates = self.rejected = self.failed = 0
+        self.reasons: list[str] = []
+
+    def result(self) -> ReplayResult:
+        return ReplayResult(self.indexed, self.duplicates, self.rejected, self.failed,
+                            tuple(dict.fromkeys(self.reasons))[:5])
+
+    def send(self, chunk: Sequence[Letter]) -> None:
+        events = [Event("dead-letter", letter.line, letter.line + 1, letter.doc_id, letter.document,
+                        self._to_index or letter.target or None) for letter in chunk]
+        try:
+            decision = classify(self._send(events), len(events), [event.doc_id for event in events])
+        except OutputError as error:  # the output's own failure: keep these letters, say why
+            log.warning("dead letters not re-sent; kept for the next replay", letters=len(chunk),
+                        error=str(error))
+            self._keep(chunk, str(error), rejected=False)
+            return
+        if decision.kind == "ack":
+            self.indexed += len(chunk)
+        elif decision.kind == "split" and len(chunk) > 1:  # 413: in halves, as the sender does
+            half = len(chunk) // 2
+            self.send(chunk[:half])
+            self.send(chunk[half:])
+        elif decision.kind == "split":  # one letter too large on its own: no replay can send it as it is
+            self._keep(chunk, _too_large(chunk[0], events[0]), rejected=True)
+        elif decision.kind == "reject":  # the request itself refused: rejected again, not the output's state
+            self._keep(chunk, decision.reason, rejected=True)
+        elif decision.kind != "items":
+            self._keep(chunk, decision.reason, rejected=False)
+        else:
+            for verdict in decision.items:
+                if verdict.action is Action.ACK:
+                    self.indexed += 1
+                elif verdict.action is Action.DUPLICATE:
+                    self.duplicates += 1
+                else:
+                    self._keep([chunk[verdict.position]], f"{verdict.error_type}: {verdict.reason}",
+                               rejected=verdict.action is Action.REJECT)
+
+    def _keep(self, chunk: Sequence[Letter], reason: str, rejected: bool) -> None:
+        self.keep.extend(chunk)
+        if rejected:
+            self.rejected += len(chunk)
+        else:
+            self.failed += len(chunk)
+        self.reasons.append(reason)
+
+
+def _too_large(letter: Letter, event: Event) -> str:
+    size = len(event.data) + len(event.doc_id) + len(event.target or "") + 40  # + its bulk action line
+    return (f"request_too_large: the letter {letter.doc_id} alone ({size} bytes in the bulk request, before "
+            f"any gzip) is over the body limit (413): raise the node's http.max_content_length, or the body "
+            f"limit of a proxy in front of it (nginx: client_max_body_size), then replay")
 
 
 def resend(letters: Sequence[Letter], send: Callable[[Sequence[Event]], Response], to_index: str | None,
            batch_size: int = 500) -> tuple[ReplayResult, list[Letter]]:
-    """Re-send ``letters`` (to ``to_index`` or each one's recorded target);
-    returns the counts and the letters that still did not make it."""
-    keep: list[Letter] = []
-    indexed = duplicates = rejected = failed = 0
-    reasons: list[str] = []
+    """Re-send ``letters`` (to ``to_index`` or each one's recorded target),
+    ``batch_size`` per request, halving on 413; returns the counts and the
+    letters that still did not make it."""
+    tally = _Resend(send, to_index)
     for start in range(0, len(letters), batch_size):
-        chunk = letters[start:start + batch_size]
-        events = [Event("dead-letter", letter.line, letter.line + 1, letter.doc_id, letter.document,
-                        to_index or letter.target or None) for letter in chunk]
-        try:
-            decision = classify(send(events), len(events), [event.doc_id for event in events])
-        except OutputError as error:  # the output's own failure: keep these letters, say why
-            log.warning("dead letters not re-sent; kept for the next replay", letters=len(chunk),
-                        error=str(error))
-            keep.extend(chunk)
-            failed += len(chunk)
-            reasons.append(str(error))
-            continue
-        if decision.kind == "ack":
-            indexed += len(chunk)
-            continue
-        if decision.kind == "reject":  # the request itself refused: rejected again, not the output's state
-            keep.extend(chunk)
-            rejected += len(chunk)
-            reasons.append(decision.reason)
-            continue
-        if decision.kind != "items":
-            keep.extend(chunk)
-            failed += len(chunk)
-            reasons.append(decision.reason)
-            continue
-        for verdict in decision.items:
-            if verdict.action is Action.ACK:
-                indexed += 1
-            elif verdict.action is Action.DUPLICATE:
-                duplicates += 1
-            else:
-                keep.append(chunk[verdict.position])
-                if verdict.action is Action.REJECT:
-                    rejected += 1
-                else:
-                    failed += 1
-                reasons.append(f"{verdict.error_type}: {verdict.reason}")
-    result = ReplayResult(indexed, duplicates, rejected, failed, tuple(dict.fromkeys(reasons))[:5])
-    return result, keep
+        tally.send(letters[start:start + batch_size])
+    return tally.result(), tally.keep
 
 
 def replay(path: str, send: Callable[[Sequence[Event]], Response], to_index: str | None,

@@ -18,11 +18,22 @@ write raises ConfigError naming the index, the node's reason and the way
 out; letters are never written into a mapping that would make them
 unreadable.
 
+A letter names its target: the event's, else the output's default target
+(``write``'s ``target``), as in the file. A write does not wait for a
+refresh (that held the output worker about 1 s per batch with a rejected
+document): the letters are searchable within the index's refresh interval,
+and ``dlq list|replay`` refresh the index before they read it.
+
 A failure to write raises a ModelscribeError (OutputError, or that
 ConfigError); ``DeadLetters`` then falls back to the file, so a letter is
 never lost. Every error raised here carries the node's reason.
 
-Reading (``dlq list|replay``) never changes the index: it pages on
+A replay deletes the letters that made it; those the node does not delete
+(a write block: 200 with per-item 403s) are counted in the result
+(``not_removed``) with a warning naming the index and the node's reason,
+since they stay listed and are sent again at the next replay.
+
+Reading (``dlq list|replay``) changes no letter: it pages on
 ``doc_id``, or on ``doc_id.keyword`` in an index where ``doc_id`` was mapped
 dynamically (so letters stored so are still read and replayed); any other
 mapping of ``doc_id`` is a ConfigError (exit code 2), since only the
@@ -31,6 +42,7 @@ user can fix it.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any, Callable, Sequence
 
 import orjson
@@ -95,17 +107,17 @@ class IndexLetters:
         raise PermanentOutputError(f"cannot put the mapping on the dead-letter index {self.name}: HTTP "
                                    f"{response.status}: {_reason(response.body)}", response.status)
 
-    def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float) -> None:
+    def write(self, rejected: Sequence[tuple[Event, ItemVerdict]], now: float, target: str) -> None:
+        """``target``: the output's default one, for events that have none of their own."""
         self._ensure()
         parts = []
         for event, verdict in rejected:
             parts.append(orjson.dumps({"create": {"_id": event.doc_id}}) + b"\n")
             parts.append(orjson.dumps({
-                "@timestamp": format_timestamp(now), "target": event.target or "", "doc_id": event.doc_id,
+                "@timestamp": format_timestamp(now), "target": event.target or target, "doc_id": event.doc_id,
                 "status": verdict.status, "error": {"type": verdict.error_type, "reason": verdict.reason},
                 "document": event.data.decode("utf-8", "replace")}) + b"\n")
-        body = self._request("POST", f"/{self.name}/_bulk", b"".join(parts), "application/x-ndjson",
-                             {"refresh": "wait_for"})
+        body = self._request("POST", f"/{self.name}/_bulk", b"".join(parts), "application/x-ndjson")
         if isinstance(body, dict) and body.get("errors"):
             bad = [item for item in body.get("items", [])
                    if next(iter(item.values()), {}).get("status", 500) not in (200, 201, 409)]
@@ -138,6 +150,10 @@ class IndexLetters:
         field = self._sort_field()
         if field is None:
             return found
+        # Letters are written without waiting for a refresh: make the last
+        # ones searchable. Not fatal: the search that follows says what is wrong
+        # (a closed index); without the privilege it reads what is refreshed.
+        self._output.request("POST", f"/{self.name}/_refresh")
         after: list[Any] | None = None
         while True:
             query: dict[str, Any] = {"size": _PAGE,
@@ -179,29 +195,70 @@ class IndexLetters:
             return label, f"{self.name} (exists, open)"
         if status != 404:
             return label, f"{self.name} (whether it exists is unknown: HTTP {status})"
+        template = self._data_stream_template()
+        if template is not None:
+            named = f" ({template})" if template else ""
+            return label, f"FAILED: {self.name} matches an index template{named} that makes data streams, which " \
+                          "refuses the letters (they would all go to the dead-letter file): give another " \
+                          "--dead-letter-index"
+        return label, f"{self.name} (does not exist yet; created at the first letter)"
+
+    def _data_stream_template(self) -> str | None:
+        """The name of the index template that would make a data stream of
+        the index ("" when the node does not say which), None when none would.
+        Elasticsearch flags it in ``_simulate_index``; OpenSearch (2.19) does
+        not, so the template that matches is looked up (the highest priority
+        among those whose patterns match), and its ``data_stream`` key tells."""
         simulated = self._output.request("POST", f"/_index_template/_simulate_index/{self.name}", params={
             "filter_path": "template.mappings._data_stream_timestamp"})
         body = simulated.body if simulated.status == 200 and isinstance(simulated.body, dict) else {}
         stream = ((body.get("template") or {}).get("mappings") or {}).get("_data_stream_timestamp") or {}
         if stream.get("enabled"):
-            return label, f"FAILED: {self.name} matches an index template that makes data streams, which " \
-                          "refuses the letters (they would all go to the dead-letter file): give another " \
-                          "--dead-letter-index"
-        return label, f"{self.name} (does not exist yet; created at the first letter)"
+            return ""
+        listed = self._output.request("GET", "/_index_template")
+        templates = listed.body.get("index_templates") if listed.status == 200 and isinstance(listed.body, dict) \
+            else None
+        matching = [(int(item.get("index_template", {}).get("priority") or 0), item.get("name", ""),
+                     item.get("index_template", {})) for item in templates or []
+                    if any(fnmatchcase(self.name, pattern)
+                           for pattern in item.get("index_template", {}).get("index_patterns") or [])]
+        if not matching:
+            return None
+        _, name, template = max(matching, key=lambda match: match[0])
+        return str(name) if template.get("data_stream") is not None else None
 
     def replay(self, send: Callable[[Sequence[Event]], Response], to_index: str | None) -> ReplayResult:
         """Re-send every letter of the index; delete those that made it, keep the others."""
         letters = self.letters()
         result, keep = resend(letters, send, to_index)
         kept = {letter.doc_id for letter in keep}
-        self.delete([letter.doc_id for letter in letters if letter.doc_id not in kept])
-        return result
+        left, reason = self.delete([letter.doc_id for letter in letters if letter.doc_id not in kept])
+        if not left:
+            return result
+        warning = (f"{left} replayed letters could not be deleted from the dead-letter index {self.name} "
+                   f"({reason}): they stay listed, and the next replay sends them again (answered as "
+                   f"duplicates); lift what stops the deletes (a write block: PUT /{self.name}/_settings "
+                   f'{{"index.blocks.write": false}}) and replay again')
+        return ReplayResult(result.indexed, result.duplicates, result.still_rejected, result.failed,
+                            result.reasons, left, (warning,))
 
-    def delete(self, doc_ids: Sequence[str]) -> None:
+    def delete(self, doc_ids: Sequence[str]) -> tuple[int, str]:
+        """Delete these letters; returns how many the node did not delete, and its first reason.
+        (A letter already gone, 404, counts as deleted.)"""
+        left, first = 0, ""
         for start in range(0, len(doc_ids), _PAGE):
             chunk = doc_ids[start:start + _PAGE]
             body = b"".join(orjson.dumps({"delete": {"_id": doc_id}}) + b"\n" for doc_id in chunk)
-            self._request("POST", f"/{self.name}/_bulk", body, "application/x-ndjson", {"refresh": "wait_for"})
+            answer = self._request("POST", f"/{self.name}/_bulk", body, "application/x-ndjson")
+            if not (isinstance(answer, dict) and answer.get("errors")):
+                continue
+            for item in answer.get("items", []):
+                result = next(iter(item.values()), {}) if isinstance(item, dict) else {}
+                if result.get("status", 500) in (200, 404):
+                    continue
+                left += 1
+                first = first or f"HTTP {result.get('status')}: {_reason(result)}"
+        return left, first
 
 
 # What Elasticsearch answers a mapping update that conflicts with the index's

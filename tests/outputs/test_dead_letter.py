@@ -89,7 +89,7 @@ def test_letters_fall_back_to_the_file_when_the_index_refuses(tmp_path):
     class DownIndex:
         name = "dlq"
 
-        def write(self, rejected, now):
+        def write(self, rejected, now, target):
             raise OutputError("cluster unavailable")
 
     path = str(tmp_path / "dead.ndjson")
@@ -209,7 +209,7 @@ def test_with_the_index_down_an_unwritable_file_is_still_an_error(tmp_path):
     class DownIndex:
         name = "dlq"
 
-        def write(self, rejected, now):
+        def write(self, rejected, now, target):
             raise OutputError("cluster unavailable")
 
     letters = DeadLetters(str(tmp_path / "gone" / "dead.ndjson"), "logs-x", DownIndex())

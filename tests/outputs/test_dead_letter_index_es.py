@@ -79,7 +79,7 @@ def test_an_index_made_beforehand_gets_the_agent_mapping(es_node, es, output, tm
     es.delete_index("dli-premade")
     es.ok("PUT", "/dli-premade", {"settings": {"number_of_replicas": 0}})  # (for its replicas, its lifecycle)
     try:
-        IndexLetters(output, "dli-premade").write(_rejected(1, 2), 0.0)
+        IndexLetters(output, "dli-premade").write(_rejected(1, 2), 0.0, "dli-target")
         mapping = es.ok("GET", "/dli-premade/_mapping")["dli-premade"]["mappings"]
         assert mapping["properties"]["doc_id"] == {"type": "keyword"}
         assert es.ok("GET", "/dli-premade/_settings")["dli-premade"]["settings"]["index"]["number_of_replicas"] == "0"
@@ -101,7 +101,7 @@ def test_an_index_whose_mapping_conflicts_sends_the_letters_to_the_file_saying_w
     path = tmp_path / "dead-letter.ndjson"
     try:
         with pytest.raises(ConfigError, match=r"--dead-letter-index dli-dynamic: .*mapper \[.*cannot be changed"):
-            IndexLetters(output, "dli-dynamic").write(_rejected(1), 0.0)
+            IndexLetters(output, "dli-dynamic").write(_rejected(1), 0.0, "dli-target")
         DeadLetters(str(path), "dli-target", IndexLetters(output, "dli-dynamic")).write(_rejected(1), 0.0)
         assert [letter.doc_id for letter in read_letters(str(path))[0]] == ["dli-1"]
         (warning,) = [r for r in agent_log if "writing them to the file" in r.getMessage()]
