@@ -276,7 +276,8 @@ def status(as_json: bool, **params: Any) -> None:
 
     try:
         config = _resolve(params, require_paths=False)
-        data = report(config.state_dir, config.dead_letter_path, origin=config.origins.get("state_dir", "default"))
+        data = report(config.state_dir, config.dead_letter_path, origin=config.origins.get("state_dir", "default"),
+                      dead_letter_index=config.dead_letter_index)
     except ModelscribeError as error:
         _fail(error)
         return
@@ -342,7 +343,8 @@ def dlq_replay(to_index: str | None, **params: Any) -> None:
     With --dead-letter-index, the file's letters first (a damaged file stops
     the command before anything is sent), then the index's; one line sums both.
     Exit code 4 if some were rejected again, 3 if some were kept only because
-    the output could not take them (unreachable, overloaded)."""
+    the output could not take them (unreachable, overloaded), or could not be
+    deleted from the --dead-letter-index after they were indexed (a write block)."""
     from agent.outputs.dead_letter import ReplayResult, replay
     from agent.outputs.elasticsearch import ElasticsearchOutput
 
@@ -370,8 +372,10 @@ def dlq_replay(to_index: str | None, **params: Any) -> None:
         return
     _echo_replay(result)
     # Rejected again: the documents need fixing (4). Only kept because the
-    # output could not take them now (down, 429, 5xx): the output's state (3).
-    sys.exit(EXIT_REJECTED if result.still_rejected else EXIT_OUTPUT if result.failed else EXIT_OK)
+    # output could not take them now (down, 429, 5xx), or delivered but not
+    # deleted from the letters index (a write block): the cluster's state (3).
+    sys.exit(EXIT_REJECTED if result.still_rejected else
+             EXIT_OUTPUT if result.failed or result.not_removed else EXIT_OK)
 
 
 def _echo_replay(result: Any) -> None:
@@ -379,6 +383,8 @@ def _echo_replay(result: Any) -> None:
                f"still_rejected={result.still_rejected} kept_for_retry={result.failed}")
     for reason in result.reasons:
         click.echo(f"  {reason}")
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @contextlib.contextmanager

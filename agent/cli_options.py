@@ -30,7 +30,7 @@ CONNECTION = ("es_urls", "api_key_file", "username", "password_file", "ca_cert",
               "tls_verify", "request_timeout")
 
 # Settings a command lists (None: every setting). --log-level is everyone's.
-STATUS = ("state_dir", "dead_letter_file", "log_level")
+STATUS = ("state_dir", "dead_letter_file", "dead_letter_index", "log_level")
 DLQ = ("state_dir", "dead_letter_file", "dead_letter_index") + CONNECTION + ("log_level",)
 CHECK_OUTPUT = ("output",) + CONNECTION + ("data_stream", "index", "log_level")
 SETUP_TEMPLATES = CONNECTION + ("log_level",)

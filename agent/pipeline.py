@@ -383,8 +383,11 @@ class Pipeline:
                         "drop-newest); their lines are not read again (--when-full block makes --once wait)",
                         count=snap.events_dropped)
         if snap.events_rejected:
-            log.error("some documents were rejected by the output", count=snap.events_rejected,
-                      dead_letter_file=self.dead_letters.path)
+            where = {"dead_letter_file": self.dead_letters.path}
+            if self.dead_letters.index_name:  # (first there; the file holds only what it could not take)
+                where = {"dead_letter_index": self.dead_letters.index_name, **where}
+            log.error("some documents were rejected by the output; `modelscribe dlq list` shows them",
+                      count=snap.events_rejected, **where)
         return EXIT_OUTPUT if snap.events_dropped else EXIT_REJECTED if snap.events_rejected else EXIT_OK
 
     def _run_daemon(self) -> int:

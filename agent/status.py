@@ -50,6 +50,11 @@ running or a stopped agent. It guarantees:
   alive, never as the agent.
 - Dead-letter lines that are not letters are counted and named, also in the
   text form.
+- With a ``--dead-letter-index`` (flag, variable or config file), the
+  letters go to that index and only those it could not take to the file:
+  the report names the index and says that ``dlq list`` counts its letters
+  (``status`` never queries the node), so a 0 for the file is not read as
+  "no dead letters".
 - A file name that is not valid UTF-8 is shown in the registry's readable
   form (``\\xNN`` escapes) and stat'ed by its exact bytes.
 """
@@ -293,11 +298,13 @@ def _file(entry: Entry) -> dict[str, Any]:
             "lag_bytes": max(0, size - entry.offset) if size is not None else None}
 
 
-def report(state_dir: str, dead_letter_path: str, origin: str = "default", now: float | None = None) -> dict[str, Any]:
+def report(state_dir: str, dead_letter_path: str, origin: str = "default", now: float | None = None,
+           dead_letter_index: str | None = None) -> dict[str, Any]:
     """Everything ``status`` prints, as plain data (``--json`` prints it as is).
     ``origin`` (``flag --state-dir``, ...) is named when the directory is
     unusable. ``problems``: ``{"file", "error"}`` of each damaged file; not
-    empty means ``status`` exits 1."""
+    empty means ``status`` exits 1. ``dead_letter_index``: the
+    --dead-letter-index, only named (the node is not asked)."""
     _check_state_dir(state_dir, origin)
     problems: list[dict[str, str]] = []
     loaded: dict[str, Any] = {}
@@ -321,7 +328,8 @@ def report(state_dir: str, dead_letter_path: str, origin: str = "default", now: 
         "counters": (status or {}).get("counters", {}),
         "spool": (status or {}).get("spool"),
         "waiting": _waiting((status or {}).get("waiting")),
-        "dead_letters": {"path": dead_letter_path, "total": len(letters), "unreadable_lines": len(broken),
+        "dead_letters": {"path": dead_letter_path, "index": dead_letter_index, "total": len(letters),
+                         "unreadable_lines": len(broken),
                          "unreadable_line_numbers": broken[:_SHOWN_LINE_NUMBERS],
                          "by_error": [{"target": t, "error_type": k, "count": c} for t, k, c in summarize(letters)]},
         "last_error": (status or {}).get("last_error"),
@@ -379,6 +387,9 @@ def render(data: dict[str, Any]) -> str:
         more = ", ..." if dead["unreadable_lines"] > len(dead["unreadable_line_numbers"]) else ""
         lines.append(f"  {dead['unreadable_lines']:>6}  unreadable: not dead letters, never replayed "
                      f"(line {numbers}{more})")
+    if dead.get("index"):
+        lines.append(f"dead-letter index: {dead['index']} (letters go there first, to the file only when it "
+                     f"cannot take them; `modelscribe dlq list` counts them, status does not ask the node)")
     counters = data.get("counters") or {}
     if counters:
         lines.append("counters: " + " ".join(f"{k}={v}" for k, v in counters.items()))

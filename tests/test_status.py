@@ -200,3 +200,27 @@ def test_the_last_error_says_when_it_came_and_whether_deliveries_were_acknowledg
     text = render(report(str(state), str(state / "dead-letter.ndjson")))
     assert "last error: (2027-01-15T08:00:00Z, 300s ago; deliveries acknowledged since) HTTP 429" in text
     assert "counters: " in text and "last_error_at" not in text.split("counters: ")[1].split("\n")[0]
+
+
+def test_with_a_dead_letter_index_status_names_it_and_says_dlq_list_counts_its_letters(tmp_path):
+    """Audit 7 (edge 5): with --dead-letter-index the letters go to the index,
+    and status showed "dead letters: 0 in <a file that does not exist>" only.
+    It names the index (from the config file here, as a daemon's is set)
+    without asking the node."""
+    from click.testing import CliRunner
+
+    from agent import cli
+
+    state = tmp_path / "state"
+    state.mkdir()
+    config = tmp_path / "modelscribe.yml"
+    config.write_text(f"state_dir: {state}\ndead_letter_index: letters-x\n")
+    result = CliRunner().invoke(cli.main, ["status", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert f"dead letters: 0 in {state / 'dead-letter.ndjson'}" in result.output
+    assert "dead-letter index: letters-x (letters go there first" in result.output
+    assert "`modelscribe dlq list` counts them" in result.output
+    as_json = CliRunner().invoke(cli.main, ["status", "--json", "--config", str(config)])
+    assert json.loads(as_json.output)["dead_letters"]["index"] == "letters-x"
+    plain = render(report(str(state), str(state / "dead-letter.ndjson")))
+    assert "dead-letter index" not in plain

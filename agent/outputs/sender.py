@@ -254,22 +254,24 @@ class Sender:
             return
         # Written (and fsynced) before the ack, so the offset never advances
         # past a document that exists nowhere.
-        self._write_letters(rejected)
+        store = self._write_letters(rejected)
         first = rejected[0][1]
-        log.error("documents rejected, written to the dead-letter file", count=len(rejected),
-                  path=self._dead.path, status=first.status, error_type=first.error_type,
-                  reason=first.reason)
+        # Named: the store that took them (the index, or the file it fell back to).
+        where = {"index": self._dead.index_name} if store == "index" else {"path": self._dead.path}
+        log.error(f"documents rejected, written to the dead-letter {store}", count=len(rejected), **where,
+                  status=first.status, error_type=first.error_type, reason=first.reason)
         self._stats.add("events_rejected", len(rejected), own_documents([event for event, _ in rejected])[0])
         self._acks.acknowledge([event for event, _ in rejected])
         self._stats.acknowledged(self._clock.time())
 
-    def _write_letters(self, rejected: list[tuple[Event, ItemVerdict]]) -> None:
+    def _write_letters(self, rejected: list[tuple[Event, ItemVerdict]]) -> str:
         """Write the letters, waiting (backoff, interruptible) while the dead
-        letters cannot take them; LettersNotWritten if shutdown comes first."""
+        letters cannot take them; LettersNotWritten if shutdown comes first.
+        Returns the store that took them: "index" or "file"."""
         delay = LETTERS_RETRY_FIRST
         while True:
             try:
-                self._dead.write(rejected, self._clock.time())
+                store = self._dead.write(rejected, self._clock.time())
             except StateError as error:
                 self._letters_failed(error, len(rejected))
                 if self._clock.wait(self._abort, delay):
@@ -279,7 +281,7 @@ class Sender:
                 delay = min(delay * 2, LETTERS_RETRY_MAX)
                 continue
             self._letters_written()
-            return
+            return store
 
     def _letters_failed(self, error: StateError, count: int) -> None:
         self._stats.error(str(error))
