@@ -12,21 +12,26 @@ file key (``/etc/modelscribe.yaml: redact_patterns``).
 The outputs' files are checked the way the outputs will open them: the
 ``file:`` output and the dead-letter file can be written, the CA bundle and
 the client certificate load as PEM (an encrypted key is refused: the output
-has no password to give it).
+has no password to give it); a client certificate out of its validity
+dates is logged as a warning (a node that checks it refuses the connection,
+and run starts anyway, as with any output it cannot reach yet).
 
 The stages' messages start with the flag (transforms) or the settings field
 (parsing) they are about; ``relabel`` swaps that name for the place the value
 really came from. Nothing here has side effects but warnings about settings
 that are valid yet probably not what was meant, logged at every resolution
 (``run``, ``check config``, a reload): a glob that reaches the agent's own
-files (``own_files``: never tailed), and two ``inputs:`` whose globs can
-match the same file with different settings (the first one applies). The
+files (``own_files``: never tailed), two ``inputs:`` whose globs can
+match the same file with different settings (the first one applies), and a
+client certificate that has expired or is not valid yet. The
 hash key that ``run`` creates in the state directory is stood in for by a
 placeholder.
 """
 
 from __future__ import annotations
 
+import base64
+import datetime
 import os
 import re
 import tempfile
@@ -383,23 +388,104 @@ def _check_writable(path: str, label: str) -> None:
 def _check_tls_files(config: Config, where: Mapping[str, str]) -> None:
     """Load the CA bundle and the client certificate as the TLS layer will:
     a file that is not PEM, or a key that does not match, fails here and not
-    at the first connection."""
+    at the first connection. A client certificate out of its validity dates
+    is a warning (run starts anyway, as with an output it cannot reach; the
+    output's check and its handshake errors name it)."""
+    problem = tls_files_problem(config, where)
+    if problem is not None:
+        raise ConfigError(problem)
+    if config.client_cert:
+        dated = client_cert_dates_problem(config.client_cert, where["client_cert"])
+        if dated is not None:
+            log.warning(f"{dated}: a node that checks client certificates refuses it; replace the certificate "
+                        "and its key (the files are read again at each new connection)")
+
+
+def tls_files_problem(config: Any, where: Mapping[str, str]) -> str | None:
+    """Why the TLS files of ``config`` (a Config or the output's
+    ConnectionSettings) do not load as the TLS layer loads them, or None:
+    the CA bundle, then the client certificate and key. Also what the output
+    asks when a handshake fails, since the TLS layer reads these files again
+    at each new connection and they may have changed since the start."""
     import ssl
 
     if not (config.ca_cert or config.client_cert):
-        return
+        return None
     context = ssl.create_default_context()
     if config.ca_cert:
         try:
             context.load_verify_locations(cafile=config.ca_cert)
         except (ssl.SSLError, ValueError) as error:
-            raise ConfigError(f"{where['ca_cert']} {config.ca_cert}: not a PEM CA bundle ({error})") from None
+            return f"{where['ca_cert']} {config.ca_cert}: not a PEM CA bundle ({error})"
+        except OSError as error:
+            return f"{where['ca_cert']} {config.ca_cert}: cannot be read ({error.strerror or error})"
     if config.client_cert and config.client_key:
         try:
             # No password: the output has none to give, so an encrypted key is refused here.
             context.load_cert_chain(config.client_cert, config.client_key, password=lambda: b"")
         except (ssl.SSLError, ValueError) as error:
-            raise ConfigError(_client_pair_problem(config, where, error)) from None
+            return _client_pair_problem(config, where, error)
+        except OSError as error:  # (OpenSSL's errno, with no file name: which one is found again)
+            for name in ("client_cert", "client_key"):
+                try:
+                    open(getattr(config, name), "rb").close()
+                except OSError as unread:
+                    error = unread
+                    break
+            return f"{where[name]} {getattr(config, name)}: cannot be read ({error.strerror or error})"
+    return None
+
+
+def client_cert_dates(path: str) -> tuple[datetime.datetime, datetime.datetime] | None:
+    """(notBefore, notAfter), in UTC, of the first PEM certificate in ``path``;
+    None when it cannot be read or parsed (the load above says why). A small
+    DER walk: the agent has no X.509 library, and ssl has no public way to
+    read a certificate that is not a peer's."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(1 << 20)
+        begin = text.index(b"-----BEGIN CERTIFICATE-----") + 27
+        der = base64.b64decode(b"".join(text[begin:text.index(b"-----END CERTIFICATE-----", begin)].split()))
+
+        def element(pos: int) -> tuple[int, int, int]:  # (tag, start of content, end)
+            length, start = der[pos + 1], pos + 2
+            if length & 0x80:
+                count = length & 0x7F
+                length, start = int.from_bytes(der[pos + 2:pos + 2 + count], "big"), pos + 2 + count
+            return der[pos], start, start + length
+
+        _, cert, _ = element(0)  # Certificate ::= SEQUENCE { tbsCertificate, ... }
+        _, pos, _ = element(cert)  # TBSCertificate ::= SEQUENCE { [0] version?, serial, signature, issuer, validity
+        if der[pos] == 0xA0:
+            pos = element(pos)[2]
+        for _ in range(3):  # serialNumber, signature, issuer
+            pos = element(pos)[2]
+        _, pos, _ = element(pos)  # Validity ::= SEQUENCE { notBefore Time, notAfter Time }
+        times = []
+        for _ in range(2):
+            tag, start, end = element(pos)
+            value = der[start:end].decode("ascii").rstrip("Z")
+            if tag == 0x17:  # UTCTime YYMMDDHHMMSS: years 50-99 are 19xx (RFC 5280)
+                value = ("19" if int(value[:2]) >= 50 else "20") + value
+            times.append(datetime.datetime.strptime(value[:14], "%Y%m%d%H%M%S").replace(tzinfo=datetime.timezone.utc))
+            pos = end
+        return times[0], times[1]
+    except (OSError, ValueError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def client_cert_dates_problem(path: str, flag: str, now: datetime.datetime | None = None) -> str | None:
+    """``FLAG PATH: expired on DATE UTC`` (or ``not valid before``) when the
+    certificate in ``path`` is out of its validity dates at ``now``, else None."""
+    dates = client_cert_dates(path)
+    if dates is None:
+        return None
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    if now > dates[1]:
+        return f"{flag} {path}: expired on {dates[1]:%Y-%m-%d %H:%M} UTC"
+    if now < dates[0]:
+        return f"{flag} {path}: not valid before {dates[0]:%Y-%m-%d %H:%M} UTC"
+    return None
 
 
 def _client_pair_problem(config: Config, where: Mapping[str, str], error: Exception) -> str:
@@ -423,6 +509,7 @@ def _client_pair_problem(config: Config, where: Mapping[str, str], error: Except
     if b"PRIVATE KEY-----" not in key:
         swapped = " (it holds a certificate: are the two flags swapped?)" if b"CERTIFICATE-----" in key else ""
         return f"{key_flag}: holds no PEM private key (-----BEGIN PRIVATE KEY-----){swapped}"
-    if "KEY_VALUES_MISMATCH" in str(error).upper():
+    if any(reason in str(error).upper() for reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED")):
+        # (NO_CERTIFICATE_ASSIGNED: a key of another type, EC for an RSA certificate or the reverse)
         return f"{key_flag}: is not the key of the certificate in {config.client_cert}"
     return f"{cert_flag} and {key_flag}: not a PEM certificate and its key ({error})"

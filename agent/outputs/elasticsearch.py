@@ -15,6 +15,9 @@ Every document is sent as ``create`` with its deterministic ``_id`` (see
 ``enrich.document_id``): a re-send can only produce a 409, never a second
 copy. This is also the only op_type a data stream accepts.
 
+What a TLS failure says, and the client certificate without verification,
+are ``agent.outputs.tls``'s.
+
 This module is the one boundary where elastic_transport/urllib3/ssl errors
 become the agent's TransientOutputError / PermanentOutputError.
 """
@@ -24,7 +27,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-import ssl
 import threading
 import warnings
 from typing import TYPE_CHECKING, Any, Sequence
@@ -39,7 +41,7 @@ from agent.config.secrets import check_secret
 from agent.outputs.connection import ConnectionSettings
 from agent.errors import AuthError, ConfigError, OutputError, PermanentOutputError, TransientOutputError
 from agent.events import Event
-from agent.outputs import entry_pipeline
+from agent.outputs import entry_pipeline, tls
 from agent.outputs.base import CheckReport, Response
 from agent.selflog import Secret, get_logger
 from agent.setup.privileges import access
@@ -145,26 +147,15 @@ class ElasticsearchOutput:
                                                          request_timeout=self._config.request_timeout if timeout is None
                                                          else timeout)
         except elastic_transport.TlsError as error:
-            detail = _root_message(error)
-            if "CERTIFICATE_REQUIRED" in detail.upper():
-                hint = "check --client-cert / --client-key"
-            elif self._config.client_cert and ("ALERT" in detail.upper() or "EOF" in detail.upper()):
-                # The node sent an alert (or hung up) in the handshake: it refused what we
-                # presented, our certificate (checked on 9.2.8: a certificate of another
-                # CA gets "alert certificate unknown", then "EOF occurred" on retries).
-                hint = "the node refused the client certificate: check that --client-cert / --client-key " \
-                       "are signed by a CA the node trusts, and not expired"
-            elif "WRONG_VERSION_NUMBER" in detail.upper():  # (the answer was not TLS: checked on 9.2.8)
-                hint = "the port does not speak TLS: use http:// in --es-url"
-            else:
-                hint = "check --ca-cert / --tls-verify"
-            raise PermanentOutputError(f"TLS handshake with {self._config.es_urls[0]} failed: "
-                                       f"{detail} ({hint})") from error
+            raise PermanentOutputError(tls.handshake_problem(self._config, _root_message(error))) from error
         except elastic_transport.ConnectionTimeout as error:
             waited = self._config.request_timeout if timeout is None else timeout
             raise TransientOutputError(f"Elasticsearch did not answer within {waited:g}s ({method} {path})") \
                 from error
         except elastic_transport.ConnectionError as error:
+            unread = tls.unread_file(self._config, _chain(error))
+            if unread is not None:  # a TLS file missing (mid-rotation?): nothing was sent
+                raise PermanentOutputError(unread) from error
             if _broke(error):  # sent, then the answer never came whole: it may have been applied
                 # (An HTTPS port given http:// closes without an answer: checked on 9.2.8.)
                 hint = "; if that port serves HTTPS, use https:// in --es-url" \
@@ -314,6 +305,43 @@ class ElasticsearchOutput:
                                if isinstance(row, dict) and row.get("status") == "close")
         return (404 if found.status in (200, 404) else found.status), []
 
+    def write_block(self, name: str) -> tuple[str, str, str] | None:
+        """(index, block setting, what to do) when the index that takes the
+        documents sent to ``name`` (itself, a data stream's or an alias's
+        write index) refuses them for a block, else None (also when its
+        settings cannot be read). Only the write index: ILM puts write blocks
+        on the older backing indices of a data stream."""
+        # (index.uuid: every index answers, blocked or not)
+        found = self.request("GET", f"/{name}/_settings/index.uuid,index.blocks*", params={
+            "flat_settings": "true", "expand_wildcards": "all"})
+        if found.status != 200 or not isinstance(found.body, dict) or not found.body:
+            return None
+        index = name if name in found.body else self._write_index(name, sorted(found.body))
+        settings = (found.body.get(index) or {}).get("settings") or {}
+        for block in ("index.blocks.read_only_allow_delete", "index.blocks.read_only", "index.blocks.write"):
+            if str(settings.get(block)).lower() == "true":
+                lift = f'PUT /{index}/_settings {{"{block}": null}}'
+                if block.endswith("allow_delete"):
+                    return index, block, ("the cluster sets it when a node's disk passes the flood-stage watermark: "
+                                          f"free disk space (it is lifted once the disk is below the high "
+                                          f"watermark), or {lift}")
+                return index, block, lift
+        return None
+
+    def _write_index(self, name: str, indices: list[str]) -> str | None:
+        """The write index of the data stream or alias ``name`` among ``indices``:
+        a data stream's backing index of the highest generation (as
+        ``entry_pipeline``: minimal distributions have no ``_data_stream`` API),
+        the alias's ``is_write_index`` one, or its only index."""
+        if all(index.startswith(".ds-") for index in indices):
+            return max(indices, key=entry_pipeline._generation)  # noqa: SLF001 (one rule for both)
+        alias = self.request("GET", f"/_alias/{name}")
+        if alias.status == 200 and isinstance(alias.body, dict):
+            writers = [index for index, body in alias.body.items()
+                       if ((body.get("aliases") or {}).get(name) or {}).get("is_write_index")]
+            return writers[0] if writers else (indices[0] if len(indices) == 1 else None)
+        return None
+
     def _target_line(self) -> tuple[str, str]:
         """Whether the target can take a document now: it exists and is open, or
         the cluster creates it at the first one. (Privileges say nothing of it:
@@ -325,6 +353,11 @@ class ElasticsearchOutput:
             if closed:
                 return ("target", f"FAILED: {name}: {', '.join(closed[:3])} is closed, so documents are retried "
                                   f"until it is opened (POST /{closed[0]}/_open)")
+            blocked = self.write_block(name)
+            if blocked is not None:
+                index, block, lift = blocked
+                return ("target", f"FAILED: {name}: {index} refuses documents ({block}), so they are retried until "
+                                  f"the block is lifted: {lift}")
             return ("target", f"{name} (exists, open)")
         if status != 404:
             return ("target", f"{name} (whether it exists is unknown: HTTP {status}; the credentials may "
@@ -453,7 +486,7 @@ def _build_client(config: ConnectionSettings) -> Elasticsearch:
                 # which the client takes without the file options.
                 for option in ("ca_certs", "client_cert", "client_key"):
                     options.pop(option, None)
-                options["ssl_context"] = _unverified_context(config.client_cert, config.client_key)
+                options["ssl_context"] = tls.ClientCertContext.of(config.client_cert, config.client_key)
         with warnings.catch_warnings():
             # The client warns about verify_certs=False itself; we logged it once above.
             warnings.simplefilter("ignore")
@@ -465,12 +498,3 @@ def _build_client(config: ConnectionSettings) -> Elasticsearch:
         # that silences it ran inside catch_warnings above, which undid it on exit.
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
     return client
-
-
-def _unverified_context(cert: str, key: str | None) -> ssl.SSLContext:
-    """A TLS context that presents the client certificate and checks nothing of the server's."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.load_cert_chain(cert, key)
-    return context
