@@ -188,6 +188,11 @@ class IndexLetters:
             if closed:
                 return label, f"FAILED: {self.name} is closed: letters go to the dead-letter file until it is " \
                               f"opened (POST /{self.name}/_open)"
+            blocked = self._output.write_block(self.name)
+            if blocked is not None:
+                index, block, lift = blocked
+                return label, f"FAILED: {self.name}: {index} refuses letters ({block}): they go to the " \
+                              f"dead-letter file until the block is lifted: {lift}"
             try:
                 self._sort_field()
             except ModelscribeError as error:

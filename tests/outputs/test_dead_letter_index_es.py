@@ -142,13 +142,18 @@ def test_check_output_says_whether_the_dead_letter_index_can_take_letters(es_nod
     # refused every letter (all went to the file) while `check output` said ok.
     es.ok("PUT", "/_index_template/dli-streams", {"index_patterns": ["dli-stream-*"], "data_stream": {},
                                                   "priority": 500})
-    es.delete_index("dli-open,dli-shut")
+    es.delete_index("dli-open,dli-shut,dli-blocked")
     es.ok("PUT", "/dli-open", {"mappings": {"properties": {"doc_id": {"type": "keyword"}}}})
     es.ok("PUT", "/dli-shut")
     es.ok("POST", "/dli-shut/_close")
+    es.ok("PUT", "/dli-blocked", {"mappings": {"properties": {"doc_id": {"type": "keyword"}}}})
+    es.ok("PUT", "/dli-blocked/_settings", {"index.blocks.write": True})  # (audit 7: it said "exists, open")
     try:
         lines = {name: IndexLetters(output, name).check()[1]
-                 for name in ("dli-stream-letters", "dli-open", "dli-shut", "dli-absent")}
+                 for name in ("dli-stream-letters", "dli-open", "dli-shut", "dli-absent", "dli-blocked")}
+        assert lines["dli-blocked"] == ("FAILED: dli-blocked: dli-blocked refuses letters (index.blocks.write): they "
+                                        "go to the dead-letter file until the block is lifted: PUT "
+                                        '/dli-blocked/_settings {"index.blocks.write": null}'), lines
         assert lines["dli-stream-letters"].startswith("FAILED: dli-stream-letters matches an index template that "
                                                       "makes data streams"), lines
         assert lines["dli-open"] == "dli-open (exists, open)"
@@ -160,4 +165,5 @@ def test_check_output_says_whether_the_dead_letter_index_can_take_letters(es_nod
         assert result.exit_code == 3 and "output NOT ok" in result.output, result.output
     finally:
         es.ok("DELETE", "/_index_template/dli-streams")
-        es.delete_index("dli-open,dli-shut")
+        es.request("PUT", "/dli-blocked/_settings", {"index.blocks.write": None})
+        es.delete_index("dli-open,dli-shut,dli-blocked")
