@@ -61,7 +61,7 @@ from agent.enrich import format_timestamp
 from agent.errors import ModelscribeError, OutputError, StateError
 from agent.events import Event
 from agent.outputs.base import Response
-from agent.outputs.retry import Action, ItemVerdict, classify
+from agent.outputs.retry import Action, ItemVerdict, classify, too_large_reason
 from agent.selflog import get_logger
 
 log = get_logger("dead_letter")
@@ -339,10 +339,8 @@ class _Resend:
 
 
 def _too_large(letter: Letter, event: Event) -> str:
-    size = len(event.data) + len(event.doc_id) + len(event.target or "") + 40  # + its bulk action line
-    return (f"request_too_large: the letter {letter.doc_id} alone ({size} bytes in the bulk request, before "
-            f"any gzip) is over the body limit (413): raise the node's http.max_content_length, or the body "
-            f"limit of a proxy in front of it (nginx: client_max_body_size), then replay")
+    return f"request_too_large: the letter {letter.doc_id}: " \
+           f"{too_large_reason(event.data, event.doc_id, event.target)}, then replay"
 
 
 def resend(letters: Sequence[Letter], send: Callable[[Sequence[Event]], Response], to_index: str | None,

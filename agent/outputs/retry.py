@@ -97,6 +97,16 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _MISSING_PIPELINE = re.compile(r"pipeline with id \[(.*?)\] does not exist")
 
 
+def too_large_reason(event_data: bytes, doc_id: str, target: str | None) -> str:
+    """What is said of one document a node (or a proxy) refuses as too large
+    (413) even alone: its size as sent and the limits to raise."""
+    size = len(event_data) + len(doc_id) + len(target or "") + 40  # (and its bulk action line)
+    return (f"request body too large (413) for this one document alone: {size} bytes in the bulk request, "
+            "before any gzip (the node's limit applies to the decompressed body); raise the node's "
+            "http.max_content_length (default 100mb) or the body limit of a proxy in front of it (nginx: "
+            "client_max_body_size)")
+
+
 def missing_pipeline_reason(name: str) -> str:
     """What the agent says, and logs on every retry, while ``name`` is missing."""
     return (f"ingest pipeline [{name}] does not exist on the cluster: run `modelscribe setup pipelines` "

@@ -56,7 +56,7 @@ from agent.errors import AuthError, OutputError, PermanentOutputError, StateErro
 from agent.events import Event
 from agent.outputs.base import Output
 from agent.outputs.dead_letter import DeadLetters
-from agent.outputs.retry import Action, ItemVerdict, classify, refused_privilege, retry_reason
+from agent.outputs.retry import Action, ItemVerdict, classify, refused_privilege, retry_reason, too_large_reason
 from agent.self_metrics import own_documents
 from agent.selflog import get_logger
 from agent.stats import Stats
@@ -204,7 +204,9 @@ class Sender:
                     "auth")
         if decision.kind == "split":
             if len(events) == 1:
-                verdict = ItemVerdict(0, Action.REJECT, 413, "request_too_large", decision.reason)
+                reason = too_large_reason(events[0].data, events[0].doc_id, events[0].target) + \
+                    ", or lower --max-line-bytes"
+                verdict = ItemVerdict(0, Action.REJECT, 413, "request_too_large", reason)
                 self._settle([], [], [(events[0], verdict)])
                 return [], None, ""
             half = len(events) // 2

@@ -116,7 +116,8 @@ def test_replay_splits_under_the_node_body_limit(small_body_node, tmp_path: Path
     result = _dlq(small_body_node, tmp_path, "replay")
     assert result.exit_code == 4, result.output
     assert "indexed=60 duplicates=0 still_rejected=1 kept_for_retry=0" in result.output
-    assert "letter dlf-99 alone" in result.output and "http.max_content_length" in result.output
+    assert "the letter dlf-99: request body too large (413) for this one document alone" in result.output
+    assert "http.max_content_length" in result.output
     assert [letter.doc_id for letter in read_letters(str(path))[0]] == ["dlf-99"]
     assert NodeHelper(elasticsearch_local, small_body_node).count("dlf-small") == 60
 

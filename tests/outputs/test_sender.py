@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 
+import orjson
 import pytest
 
 from agent.acks import AckTracker
@@ -242,6 +243,22 @@ def test_too_large_requests_are_split(harness):
     sender.deliver(events)
     assert output.sent == [["id0", "id1", "id2", "id3"], ["id0", "id1"], ["id2", "id3"]]
     assert commits == {"k": 40}
+
+
+def test_a_document_too_large_alone_is_a_letter_naming_its_size_and_the_limits(harness):
+    # Audit 7: the letter said only "request body too large (413)": neither the
+    # document's size nor which limit (the node's, a proxy's) to raise.
+    sender, output, acks, commits, _, dead = harness([Response(413, None), all_created, Response(413, None)])
+    events = [Event("k", 0, 10, "id0", b'{"m": "x"}'), Event("k", 10, 20, "id1", b'{"m": "%s"}' % (b"y" * 150_000))]
+    acks.register(events)
+    sender.deliver(events)
+    assert output.sent == [["id0", "id1"], ["id0"], ["id1"]] and commits == {"k": 20}
+    with open(dead.path, "rb") as handle:
+        (letter,) = [orjson.loads(line) for line in handle]
+    assert letter["_id"] == "id1" and letter["error"]["type"] == "request_too_large"
+    reason = letter["error"]["reason"]
+    assert "150" in reason and "bytes" in reason and "decompressed" in reason
+    assert "http.max_content_length" in reason and "proxy" in reason and "--max-line-bytes" in reason
 
 
 def test_abort_stops_retrying_at_once(harness):
