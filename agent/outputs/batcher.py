@@ -59,6 +59,8 @@ class _Workers:
                  on_death: Callable[[str, BaseException], None] | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
         self._deliver = deliver
         self._stats = stats
+        self._busy_lock = threading.Lock()
+        self.busy = 0  # batches submitted and not settled yet
         # (Once a minute: an idle agent's rare acknowledgements on a full disk warned every 2 s.)
         self._ack_failing = FailureStreak(log, clock, "the spool could not record acknowledgements; after a "
                                           "restart those records are sent again and land as duplicates of their "
@@ -80,6 +82,8 @@ class _Workers:
         while not self._slots.acquire(timeout=0.5):
             if quit_ is not None and quit_.is_set():
                 return False
+        with self._busy_lock:
+            self.busy += 1
         self._jobs.put((events, after))
         return True
 
@@ -92,6 +96,8 @@ class _Workers:
             try:
                 self._work(events, after)
             finally:
+                with self._busy_lock:
+                    self.busy -= 1
                 self._slots.release()
 
     def _work(self, events: list[Event], after: Callable[[], None] | None) -> None:
@@ -175,11 +181,15 @@ class Batcher:
         try:
             while not self.stop.is_set():
                 draining = self.drain.is_set()  # read before take: nothing appended after it is missed
-                # A queue that is full (an append waits for room, or the disk is full)
-                # takes nothing new until what it holds is delivered: waiting out the
-                # flush interval for more made each freed segment cost one (audit 5:
-                # 257 lines/s with 600 KiB free).
-                stuck = events and self._spool.blocked
+                # A queue that is full takes nothing new until what it holds is
+                # delivered: waiting out the flush interval for more made each freed
+                # segment cost one (audit 5: 257 lines/s with 600 KiB free). A full
+                # disk: sent at once. An append waiting for room: sent once no batch
+                # in flight can free any (sending at every wait made batches small:
+                # a 4 MiB spool shipped at half speed; so did waking the take when the
+                # last batch in flight settled).
+                stuck = events and (getattr(self._spool, "disk_full", False)
+                                    or (self._spool.blocked and not self._workers.busy))
                 if draining or stuck:
                     timeout = 0.0
                 elif events:

@@ -280,3 +280,37 @@ def test_acknowledgements_that_cannot_be_recorded_are_warned_of_once_a_minute(ca
     assert messages[1].startswith("still the spool could not record") and caplog.records[1].kv["failing_for"] == 61
     assert messages[2:] == ["the spool records acknowledgements again"]
     workers.close()
+
+
+def test_while_a_batch_is_in_flight_a_full_queue_does_not_make_the_batcher_send_small_batches():
+    # Its acknowledgement will free room: sending what the batcher holds at every
+    # wait of the writer made batches small (a 4 MiB spool shipped at half speed).
+    queue = MemoryQueue(40)
+    release, calls = threading.Event(), []
+
+    def deliver(events):
+        calls.append(len(events))
+        release.wait(5)
+
+    batcher = _batcher(queue, deliver, max_docs=25, max_bytes=1 << 20, flush_interval=60.0, workers=2)
+    thread = threading.Thread(target=batcher.run)
+    thread.start()
+    try:
+        assert queue.append([_event(i) for i in range(30)])  # 25 sent (in flight), 5 held by the batcher
+        deadline = time.monotonic() + 5
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer = threading.Thread(target=lambda: queue.append([_event(30 + i) for i in range(20)], timeout=10))
+        writer.start()  # 30 + 20 > 40: waits for room
+        time.sleep(0.3)
+        assert queue.blocked and calls == [25], calls  # (not the 5 held, in a batch of their own)
+        release.set()
+        writer.join(5)
+        assert not writer.is_alive(), "the first batch's acknowledgement made room"
+        batcher.finish(drain=True)
+        thread.join(5)
+        assert calls == [25, 25], calls
+    finally:
+        release.set()
+        batcher.finish(drain=False)
+        thread.join(5)
