@@ -72,6 +72,20 @@ def es_node(tmp_path_factory: pytest.TempPathFactory):
         yield node
 
 
+@pytest.fixture(scope="session")
+def mtls_node(tmp_path_factory: pytest.TempPathFactory):
+    """A second Elasticsearch node, whose HTTPS layer requires a client
+    certificate (``Node.client_cert``, ``Node.client_key``): shared by the
+    modules that test client certificates, which never change it (they
+    rotate copies of its files)."""
+    work = tmp_path_factory.mktemp("es-client-auth")
+    node = elasticsearch_local.start_node(work, client_auth=True)
+    try:
+        yield node
+    finally:
+        elasticsearch_local.remove_node(work)
+
+
 @pytest.fixture
 def es(es_node: elasticsearch_local.Node) -> ElasticsearchHelper:
     return ElasticsearchHelper(es_node)

@@ -26,16 +26,6 @@ from e2e_helpers import es_flags, run_once
 pytestmark = pytest.mark.elasticsearch
 
 
-@pytest.fixture(scope="module")
-def mtls_node(tmp_path_factory):
-    work = tmp_path_factory.mktemp("es-client-auth")
-    node = elasticsearch_local.start_node(work, client_auth=True)
-    try:
-        yield node
-    finally:
-        elasticsearch_local.remove_node(work)
-
-
 def _client_flags(node) -> list[str]:
     return ["--client-cert", node.client_cert, "--client-key", node.client_key]
 

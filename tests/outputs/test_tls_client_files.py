@@ -24,7 +24,6 @@ import shutil
 import orjson
 import pytest
 
-import elasticsearch_local
 from agent.config import resolve
 from agent.errors import PermanentOutputError
 from agent.events import Event
@@ -33,16 +32,6 @@ from agent.outputs.elasticsearch import ElasticsearchOutput
 from config.test_tls_client_cert_dates import NOW, make_pair  # noqa: E402
 
 pytestmark = pytest.mark.elasticsearch
-
-
-@pytest.fixture(scope="module")
-def mtls_node(tmp_path_factory):
-    work = tmp_path_factory.mktemp("es-client-auth-files")
-    node = elasticsearch_local.start_node(work, client_auth=True)
-    try:
-        yield node
-    finally:
-        elasticsearch_local.remove_node(work)
 
 
 @pytest.fixture
