@@ -358,7 +358,8 @@ class Pipeline:
         if not self._gave_up_on_disk:
             self._gave_up_on_disk = True
             log.warning(f"stopping while the {self.spool.kind} cannot be written: the lines read and not "
-                        "spooled are read again at the next start", directory=str(getattr(self.spool, "directory", "-")))
+                        "spooled are read again at the next start",
+                        directory=str(getattr(self.spool, "directory", "-")))
         return True
 
     def _close_spool(self) -> None:

@@ -44,6 +44,8 @@ def _disk_full(error: BaseException | None) -> bool:
     """Whether a write failed for a reason that may pass (see queue.py's docstring)."""
     return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
                                                           errno.EPERM)
+
+
 _UNDELETED_LOG_INTERVAL = 60.0
 log = get_logger("spool")
 

@@ -124,7 +124,8 @@ def test_a_file_held_back_is_read_as_soon_as_the_sink_has_room(tmp_path):
         assert sink.texts() == ["one"]
         asked = sink.asked
         slept = tailer.poll()
-        assert slept == pytest.approx(PAUSE_RECHECK) and sink.asked == asked + 1, "one question a recheck, not one per file"
+        assert slept == pytest.approx(PAUSE_RECHECK), "the sink is asked again soon"
+        assert sink.asked == asked + 1, "one question a recheck, not one per file"
         sink.open = True
         clock.advance(PAUSE_RECHECK)
         tailer.poll()
