@@ -102,7 +102,8 @@ class IndexLetters:
         if response.status == 400 and _error_type(response.body) in _MAPPING_REFUSED:
             raise ConfigError(f"--dead-letter-index {self.name}: the index exists and its mapping conflicts with "
                               f"the one modelscribe needs ({_reason(response.body)}); delete it so that modelscribe "
-                              f"creates it (replay its letters first: modelscribe dlq replay), or give another "
+                              f"creates it (its letters first: modelscribe dlq replay, or, if it says they cannot "
+                              f"be paged through, copy them out with _reindex), or give another "
                               f"--dead-letter-index. The letters go to the dead-letter file meanwhile")
         raise PermanentOutputError(f"cannot put the mapping on the dead-letter index {self.name}: HTTP "
                                    f"{response.status}: {_reason(response.body)}", response.status)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 from agent.acks import AckTracker
-from agent.errors import OutputError
+from agent.errors import ConfigError, OutputError
 from agent.events import Event
 from agent.outputs import dead_letter
 from agent.outputs.base import Response, all_created
@@ -155,3 +157,21 @@ def test_the_index_taking_letters_again_is_said_once(tmp_path, agent_log):
     assert [letters.write([_reject(n)], 0.0) for n in (2, 3)] == ["index", "index"]
     again = [r for r in agent_log if r.getMessage() == "the dead-letter index takes the letters again"]
     assert len(again) == 1 and again[0].kv["index"] == "dlq"
+
+
+def test_a_conflicting_premade_index_is_told_how_to_save_letters_dlq_replay_cannot_read(tmp_path):
+    # Audit 7: the warning said "replay its letters first: modelscribe dlq replay",
+    # which exits 2 for an index whose doc_id is text ("copy them out (_reindex)").
+    class Conflicting:
+        def request(self, method, path, body=None, content_type="application/json", params=None):
+            if method == "PUT" and path == "/premade":
+                return Response(400, {"error": {"type": "resource_already_exists_exception"}})
+            return Response(400, {"error": {"type": "illegal_argument_exception",
+                                            "reason": "mapper [doc_id] cannot be changed from type [text] to "
+                                                      "[keyword]"}})
+
+    with pytest.raises(ConfigError) as raised:
+        IndexLetters(Conflicting(), "premade").write([], 0.0, "logs-x")
+    message = str(raised.value)
+    assert "mapper [doc_id] cannot be changed" in message
+    assert "modelscribe dlq replay" in message and "copy them out with _reindex" in message
