@@ -314,3 +314,35 @@ def test_while_a_batch_is_in_flight_a_full_queue_does_not_make_the_batcher_send_
         release.set()
         batcher.finish(drain=False)
         thread.join(5)
+
+
+def test_when_the_batch_in_flight_settles_without_making_room_the_batch_held_goes_at_once():
+    # Audit 8: the batcher then waited out --flush-interval with the records the
+    # writer was waiting behind (25,000 lines through a 1 MiB spool: 8 s).
+    queue = MemoryQueue(40)
+    release, calls = threading.Event(), []
+
+    def deliver(events):
+        calls.append(len(events))
+        release.wait(5)
+
+    batcher = _batcher(queue, deliver, max_docs=25, max_bytes=1 << 20, flush_interval=60.0, workers=2)
+    thread = threading.Thread(target=batcher.run)
+    thread.start()
+    try:
+        assert queue.append([_event(i) for i in range(30)])  # 25 in flight, 5 held by the batcher
+        deadline = time.monotonic() + 5
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        writer = threading.Thread(target=lambda: queue.append([_event(30 + i) for i in range(36)], timeout=10))
+        writer.start()  # 5 + 36 > 40 even once the 25 are acknowledged: waits for the 5 held
+        time.sleep(0.2)
+        started = time.monotonic()
+        release.set()
+        writer.join(5)
+        assert not writer.is_alive() and time.monotonic() - started < 2, calls
+        assert calls[:2] == [25, 5], calls
+    finally:
+        release.set()
+        batcher.finish(drain=False)
+        thread.join(5)
