@@ -436,3 +436,35 @@ def test_a_stop_while_the_spool_cannot_be_written_is_prompt_and_loses_nothing(tm
     unwritable.clear()
     assert Pipeline(resolve({**settings, "once": True}, {})).run() == 0
     assert sorted(shipped()) == list(range(1200)), "every line once, after the restart"
+
+
+def test_a_file_made_while_running_under_a_symlinked_directory_gets_the_first_matching_input(tmp_path):
+    # Audit 8: the file-system event named the real path, and the file was opened
+    # under it at once: the second input's settings (JSON shipped unparsed).
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (root / "link").symlink_to(root / "real")
+    (root / "real" / "first.log").write_text('{"message": "at start", "k": 1}\n')
+    out = tmp_path / "out.ndjson"
+    config_file = tmp_path / "agent.yml"
+    config_file.write_text(f"inputs:\n  - paths: [{root}/link/*.log]\n    format: json\n"
+                           f"  - paths: [{root}/real/*.log]\n    format: plain\n")
+    config = resolve({"state_dir": str(tmp_path / "state"), "output": f"file:{out}", "metrics_addr": "off",
+                      "scan_interval": 600.0, "flush_interval": 0.1, "shutdown_timeout": 5.0}, {},
+                     str(config_file), require_paths=True)
+    pipeline = Pipeline(config)
+
+    def shipped():
+        return [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+
+    runner = threading.Thread(target=pipeline.run)
+    runner.start()
+    try:
+        assert _wait(lambda: len(shipped()) == 1)
+        (root / "real" / "later.log").write_text('{"message": "made later", "k": 2}\n')
+        assert _wait(lambda: len(shipped()) == 2, timeout=10), "found by its event (scans are 10 minutes apart)"
+    finally:
+        pipeline.stop()
+        runner.join(30)
+    assert [(doc["log"]["file"]["path"], doc["message"]) for doc in shipped()] == [
+        (str(root / "link" / "first.log"), "at start"), (str(root / "link" / "later.log"), "made later")]

@@ -133,6 +133,7 @@ class Harvesters(IdleFiles):
     _decided: dict[str, tuple[int, int, bool]]  # of those: the file decided, and whether it is read from 0
     _soon: set  # harvesters opened or hinted since the last pass over all (Tailer.poll)
     _held_back: set  # harvesters with unread lines a full sink held back (Tailer._paused)
+    _linked: bool  # a scan found an open file under a second path (a symlink): new files wait for a scan
     _read_once: set[tuple[int, int]]
     _cap_logged_at: float
     # Files the first scan found (--read-from end applies to them, also when
@@ -204,7 +205,12 @@ class Harvesters(IdleFiles):
             harvester.interval = MIN_CHECK_INTERVAL
             self._soon.add(harvester)
         if (harvester is None or hint.appeared) and self._discovery.matches(hint.path):
-            if self._retry_at.get(hint.path, now) <= now:
+            if harvester is None and self._linked:
+                # Files here are reached by several paths (symlinks): a scan lists them
+                # in the inputs' order, so a new file is opened under the path of the
+                # first input that matches it, not the one this event named (audit 8).
+                self._scan_requested = True
+            elif self._retry_at.get(hint.path, now) <= now:
                 self._discover(hint.path, now)
 
     # -- discovery ----------------------------------------------------------
@@ -470,6 +476,7 @@ class Harvesters(IdleFiles):
         """An open file was found at ``path`` by a scan or a hint."""
         if harvester.path != path:
             if harvester.state == _ACTIVE and names_file(harvester.path, harvester.dev, harvester.inode):
+                self._linked = True
                 return  # a second link to the same file: keep the first name
             log.info("file renamed", path=path, previous=harvester.path)
             self._set_path(harvester, path)

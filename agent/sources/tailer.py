@@ -177,6 +177,7 @@ class Tailer(Harvesters):
         # while the file does not grow (a small spool waited that long at every
         # turn: 25,000 lines took 7.5 s with 400 KiB, 1.9 s with 4 MiB).
         self._held_back: set[_Harvester] = set()
+        self._linked = False  # (harvesters._on_hint)
         self._due_at = -math.inf
         self._read_once: set[tuple[int, int]] = set()  # run_once: files let go of after reading them
         self._cap_logged_at = -CAP_LOG_INTERVAL
