@@ -311,6 +311,10 @@ def _check_spool(config: Config, where: Mapping[str, str]) -> None:
         _check_directory(config.spool_dir, f"{where['spool_dir']} {config.spool_dir}")
 
 
+_WRITABLE_HINT = ("; make it writable for the agent's user (its owner and mode; an immutable directory: "
+                  "chattr -i; a read-only file system: repair it and mount it read-write)")
+
+
 def _check_directory(path: str, label: str) -> None:
     """A directory the agent creates if needed: it is one, or it can be made
     in its nearest existing parent."""
@@ -319,7 +323,7 @@ def _check_directory(path: str, label: str) -> None:
         if not os.path.isdir(target):
             raise ConfigError(f"{label}: exists and is not a directory")
         if not os.access(target, os.W_OK | os.X_OK):
-            raise ConfigError(f"{label}: the directory is not writable")
+            raise ConfigError(f"{label}: the directory is not writable{_WRITABLE_HINT}")
         return
     parent = os.path.dirname(target)
     while not os.path.exists(parent):
@@ -354,7 +358,7 @@ def check_state_dir(path: str, label: str, create: bool = False) -> None:
             os.rmdir(tempfile.mkdtemp(prefix=".modelscribe-check-", dir=parent))
     except OSError as error:
         reason = error.strerror or str(error)
-        raise ConfigError(f"{label}: the directory is not writable ({reason})" if parent == target
+        raise ConfigError(f"{label}: the directory is not writable ({reason}){_WRITABLE_HINT}" if parent == target
                           else f"{label}: cannot be created in {parent} ({reason})") from None
 
 

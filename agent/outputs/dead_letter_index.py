@@ -76,8 +76,12 @@ class IndexLetters:
                  params: dict[str, str] | None = None) -> Any:
         response = self._output.request(method, path, body, content_type, params)
         if response.status >= 300:
+            reason = _reason(response.body)
+            if response.status == 413 and response.body is None:  # (Elasticsearch's 413 has no body)
+                reason = f"request body too large ({len(body or b'')} bytes): over the node's " \
+                         "http.max_content_length or a proxy's body limit"
             raise PermanentOutputError(f"dead-letter index {self.name}: {method} {path} answered HTTP "
-                                       f"{response.status}: {_reason(response.body)}", response.status)
+                                       f"{response.status}: {reason}", response.status)
         return response.body
 
     def _ensure(self) -> None:

@@ -246,3 +246,18 @@ def test_a_client_key_or_certificate_that_does_not_load_is_named_with_the_reason
     message = _error({"client_cert": str(cert), "client_key": str(key)})  # (both of the right kind, damaged)
     assert message.startswith(f"--client-cert {cert} and --client-key {key}: not a PEM certificate and its key ("), \
         message
+
+
+def test_a_directory_the_agent_cannot_write_is_refused_with_the_remedy(tmp_path, monkeypatch):
+    # Audit 8: "--spool-dir X: the directory is not writable" and nothing more, for
+    # an immutable directory (root's access() says no there; chattr -i says why).
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    real_access = stages.os.access
+    monkeypatch.setattr(stages.os, "access", lambda path, mode: False if str(path) == str(spool)
+                        else real_access(path, mode))
+    with pytest.raises(ConfigError) as raised:
+        resolve({"state_dir": str(tmp_path / "state"), "spool_dir": str(spool)}, {})
+    assert str(raised.value) == (f"--spool-dir {spool}: the directory is not writable; make it writable for the "
+                                 "agent's user (its owner and mode; an immutable directory: chattr -i; a read-only "
+                                 "file system: repair it and mount it read-write)")

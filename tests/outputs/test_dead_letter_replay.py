@@ -175,3 +175,16 @@ def test_a_conflicting_premade_index_is_told_how_to_save_letters_dlq_replay_cann
     message = str(raised.value)
     assert "mapper [doc_id] cannot be changed" in message
     assert "modelscribe dlq replay" in message and "copy them out with _reindex" in message
+
+
+def test_a_letters_batch_the_index_refuses_as_too_large_is_named_so(tmp_path):
+    # Audit 8: "answered HTTP 413: None" (Elasticsearch's 413 has no body); the
+    # letters go to the file all the same.
+    class TooLarge:
+        def request(self, method, path, body=None, content_type="application/json", params=None):
+            return Response(413, None) if path.endswith("/_bulk") else Response(200, {})
+
+    with pytest.raises(OutputError) as raised:
+        IndexLetters(TooLarge(), "letters").write([_reject(0, 5000)], 0.0, "logs-x")
+    assert "answered HTTP 413: request body too large (" in str(raised.value)
+    assert "http.max_content_length" in str(raised.value)
