@@ -1,6 +1,7 @@
 """Batcher: flush by count, bytes and age; bounded in-flight batches; events
 registered at dispatch and queue space freed only after delivery."""
 
+import contextlib
 import threading
 import time
 
@@ -282,9 +283,13 @@ def test_acknowledgements_that_cannot_be_recorded_are_warned_of_once_a_minute(ca
     workers.close()
 
 
-def test_while_a_batch_is_in_flight_a_full_queue_does_not_make_the_batcher_send_small_batches():
-    # Its acknowledgement will free room: sending what the batcher holds at every
-    # wait of the writer made batches small (a 4 MiB spool shipped at half speed).
+@contextlib.contextmanager
+def _one_batch_in_flight(writer_events: int):
+    """A queue of 40 and a batcher of batches of 25 (flush interval 60 s): 30
+    events appended, 25 sent and held in flight (until ``release`` is set), 5
+    held by the batcher; then a writer thread appends ``writer_events`` more.
+    Yields (queue, release, calls: the sizes of the batches sent, batcher,
+    its thread, the writer)."""
     queue = MemoryQueue(40)
     release, calls = threading.Event(), []
 
@@ -296,12 +301,24 @@ def test_while_a_batch_is_in_flight_a_full_queue_does_not_make_the_batcher_send_
     thread = threading.Thread(target=batcher.run)
     thread.start()
     try:
-        assert queue.append([_event(i) for i in range(30)])  # 25 sent (in flight), 5 held by the batcher
+        assert queue.append([_event(i) for i in range(30)])
         deadline = time.monotonic() + 5
         while not calls and time.monotonic() < deadline:
             time.sleep(0.01)
-        writer = threading.Thread(target=lambda: queue.append([_event(30 + i) for i in range(20)], timeout=10))
-        writer.start()  # 30 + 20 > 40: waits for room
+        writer = threading.Thread(target=lambda: queue.append([_event(30 + i) for i in range(writer_events)],
+                                                              timeout=10))
+        writer.start()
+        yield queue, release, calls, batcher, thread, writer
+    finally:
+        release.set()
+        batcher.finish(drain=False)
+        thread.join(5)
+
+
+def test_while_a_batch_is_in_flight_a_full_queue_does_not_make_the_batcher_send_small_batches():
+    # Its acknowledgement will free room: sending what the batcher holds at every
+    # wait of the writer made batches small (a 4 MiB spool shipped at half speed).
+    with _one_batch_in_flight(20) as (queue, release, calls, batcher, thread, writer):  # 30 + 20 > 40: waits
         time.sleep(0.3)
         assert queue.blocked and calls == [25], calls  # (not the 5 held, in a batch of their own)
         release.set()
@@ -310,39 +327,15 @@ def test_while_a_batch_is_in_flight_a_full_queue_does_not_make_the_batcher_send_
         batcher.finish(drain=True)
         thread.join(5)
         assert calls == [25, 25], calls
-    finally:
-        release.set()
-        batcher.finish(drain=False)
-        thread.join(5)
 
 
 def test_when_the_batch_in_flight_settles_without_making_room_the_batch_held_goes_at_once():
     # Audit 8: the batcher then waited out --flush-interval with the records the
     # writer was waiting behind (25,000 lines through a 1 MiB spool: 8 s).
-    queue = MemoryQueue(40)
-    release, calls = threading.Event(), []
-
-    def deliver(events):
-        calls.append(len(events))
-        release.wait(5)
-
-    batcher = _batcher(queue, deliver, max_docs=25, max_bytes=1 << 20, flush_interval=60.0, workers=2)
-    thread = threading.Thread(target=batcher.run)
-    thread.start()
-    try:
-        assert queue.append([_event(i) for i in range(30)])  # 25 in flight, 5 held by the batcher
-        deadline = time.monotonic() + 5
-        while not calls and time.monotonic() < deadline:
-            time.sleep(0.01)
-        writer = threading.Thread(target=lambda: queue.append([_event(30 + i) for i in range(36)], timeout=10))
-        writer.start()  # 5 + 36 > 40 even once the 25 are acknowledged: waits for the 5 held
-        time.sleep(0.2)
+    with _one_batch_in_flight(36) as (queue, release, calls, batcher, thread, writer):
+        time.sleep(0.2)  # 5 + 36 > 40 even once the 25 are acknowledged: it waits for the 5 held
         started = time.monotonic()
         release.set()
         writer.join(5)
         assert not writer.is_alive() and time.monotonic() - started < 2, calls
         assert calls[:2] == [25, 5], calls
-    finally:
-        release.set()
-        batcher.finish(drain=False)
-        thread.join(5)
