@@ -205,13 +205,22 @@ class Harvesters(IdleFiles):
             harvester.interval = MIN_CHECK_INTERVAL
             self._soon.add(harvester)
         if (harvester is None or hint.appeared) and self._discovery.matches(hint.path):
-            if harvester is None and self._linked:
+            if harvester is None and self._linked and not self._open_inode(hint.path):
                 # Files here are reached by several paths (symlinks): a scan lists them
                 # in the inputs' order, so a new file is opened under the path of the
                 # first input that matches it, not the one this event named (audit 8).
+                # (A file open under its other path is not new: no scan at each write.)
                 self._scan_requested = True
             elif self._retry_at.get(hint.path, now) <= now:
                 self._discover(hint.path, now)
+
+    def _open_inode(self, path: str) -> bool:
+        """Whether the file at ``path`` is open already (under this path or another)."""
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) in self._harvesters
 
     # -- discovery ----------------------------------------------------------
 

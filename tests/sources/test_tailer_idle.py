@@ -250,3 +250,29 @@ def test_a_hint_checks_its_file_alone_and_due_files_are_still_checked(tmp_path, 
             clock.advance(1.0)
             tailer.poll()
         assert sink.texts(tmp_path / "f2.log") == ["line 2", "unhinted"]
+
+
+def test_in_a_tree_of_symlinks_an_event_asks_for_a_scan_only_for_a_file_not_open_yet(tmp_path):
+    # A new file an event names waits for a scan there (which opens it under the path
+    # of the first input: audit 8), but writes to a file open under its other path
+    # must not scan the whole tree at each event.
+    from agent.sources.discovery import Hint
+
+    clock = FakeClock()
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    append(tmp_path / "real" / "app.log", "one\n")
+    tailer, sink, _ = make(tmp_path, "link/*.log", clock=clock, scan_interval=600.0,
+                           paths=(str(tmp_path / "link" / "*.log"), str(tmp_path / "real" / "*.log")))
+    with tailer:
+        tailer.poll()
+        assert sink.texts(tmp_path / "link" / "app.log") == ["one"] and tailer._linked
+        append(tmp_path / "real" / "app.log", "two\n")
+        tailer._on_hint(Hint(str(tmp_path / "real" / "app.log"), False, False), clock.monotonic())
+        assert not tailer._scan_requested, "a write to a file open under its other path"
+        append(tmp_path / "real" / "new.log", "three\n")
+        tailer._on_hint(Hint(str(tmp_path / "real" / "new.log"), True, False), clock.monotonic())
+        assert tailer._scan_requested, "a new file: the scan opens it under the first input's path"
+        clock.advance(0.5)
+        tailer.poll()
+        assert sink.texts(tmp_path / "link" / "new.log") == ["three"]
