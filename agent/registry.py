@@ -201,7 +201,9 @@ class Registry:
         self._lock = threading.Lock()  # guards the table and the change counter
         self._save_lock = threading.Lock()  # one writer of the file at a time
         self._entries: dict[str, Entry] = {}
-        self._by_inode: dict[tuple[int, int], set[str]] = {}
+        # (dev, inode) -> keys of its entries: a tuple, nearly always of one key
+        # (a set of one is 216 bytes, a tuple 48).
+        self._by_inode: dict[tuple[int, int], tuple[str, ...]] = {}
         self._changes = 0  # bumped on every change
         self._saved = 0  # value of _changes the file on disk reflects
         self._tracked = 0  # value of _changes right after the latest ``track``
@@ -339,15 +341,17 @@ class Registry:
         if old is not None:
             self._drop(old.key)
         self._entries[entry.key] = entry
-        self._by_inode.setdefault((entry.dev, entry.inode), set()).add(entry.key)
+        found = (entry.dev, entry.inode)
+        self._by_inode[found] = self._by_inode.get(found, ()) + (entry.key,)
 
     def _drop(self, key: str) -> None:
         entry = self._entries.pop(key)
-        keys = self._by_inode.get((entry.dev, entry.inode))
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._by_inode[(entry.dev, entry.inode)]
+        found = (entry.dev, entry.inode)
+        keys = tuple(other for other in self._by_inode.get(found, ()) if other != key)
+        if keys:
+            self._by_inode[found] = keys
+        else:
+            self._by_inode.pop(found, None)
 
     def lookup(self, dev: int, inode: int, fingerprint_of: Callable[[int], str]) -> Entry | None:
         """The live entry for this dev/inode whose fingerprint still matches the file.

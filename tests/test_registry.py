@@ -416,3 +416,19 @@ def test_an_entry_is_written_with_every_field_of_its_dataclass():
         item = _entry_to_json(entry)
         assert set(item) == {field.name for field in dataclasses.fields(Entry)} | extra
         assert _entry_from_json(json.loads(json.dumps(item))) == entry
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(["track", "drop"]), st.integers(0, 5), st.integers(10, 12)),
+                      max_size=30))
+def test_the_inode_index_names_exactly_the_entries_of_each_inode(tmp_path_factory, steps):
+    registry = Registry(tmp_path_factory.mktemp("state"), clock=FakeClock())
+    for action, n, inode in steps:
+        if action == "track":
+            registry.track(entry(f"k{n}", inode=inode, generation=n))
+        elif registry.get(f"k{n}") is not None:
+            with registry._lock:
+                registry._drop(f"k{n}")
+    for inode in (10, 11, 12):
+        expected = sorted((e.fp_hash, e.generation) for e in registry._entries.values() if e.inode == inode)
+        assert sorted(registry.generations(1, inode)) == expected
