@@ -31,7 +31,9 @@ Guarantees:
   first bytes (``Registry.lookup``: an inode reused by another content is
   never read) is read from its committed offset to its end, then closed after
   ``close_inactive``, exactly as a file renamed away while the agent runs
-  (``_RENAMED``; its lines keep the path the registry knew). A file still at
+  (``_RENAMED``; its lines keep the path the registry knew). In both cases,
+  and for a deleted file still read, the file now at its path waits until it
+  is read to its current end (``Tailer._older_unread``). A file still at
   its path but no longer matched (the globs changed) is left alone.
 
 Limits: a file truncated, or deleted and its inode reused with the same first
@@ -119,6 +121,7 @@ class Harvesters(IdleFiles):
     _watcher: Watcher | None
     _harvesters: dict[tuple[int, int], _Harvester]
     _by_path: dict[str, _Harvester]
+    _older: dict[str, _Harvester]
     _problems: dict[str, tuple[str, str]]
     _retry_at: dict[str, float]
     _scan_requested: bool
@@ -474,8 +477,9 @@ class Harvesters(IdleFiles):
         harvester = _Harvester(fd, entry.dev, entry.inode, entry.path,
                                LineReader(start, self._settings.max_line_bytes, cuts),
                                Source(entry.key, entry.path), now)
-        # Not in _by_path: the old path may name the new file by now.
+        # Not in _by_path: the old path may name the new file by now (which waits for this one).
         harvester.state = _RENAMED
+        self._older[entry.path] = harvester
         harvester.fingerprint = (entry.fp_len, entry.fp_hash)
         self._harvesters[(entry.dev, entry.inode)] = harvester
         self._soon.add(harvester)
@@ -530,6 +534,8 @@ class Harvesters(IdleFiles):
             pass
         harvester.fd = -1
         self._held_back.discard(harvester)
+        for path in [path for path, older in self._older.items() if older is harvester]:  # (a few at most)
+            del self._older[path]
         if harvester.source is not None:
             self._registry.release(harvester.source.key)
         self._harvesters.pop((harvester.dev, harvester.inode), None)

@@ -177,6 +177,9 @@ class Tailer(Harvesters):
         # while the file does not grow (a small spool waited that long at every
         # turn: 25,000 lines took 7.5 s with 400 KiB, 1.9 s with 4 MiB).
         self._held_back: set[_Harvester] = set()
+        # Path -> the file that was there before, renamed or deleted and still read
+        # to its end (``_older_unread``: the file now at that path waits for it).
+        self._older: dict[str, _Harvester] = {}
         self._linked = False  # (harvesters._on_hint)
         self._due_at = -math.inf
         self._read_once: set[tuple[int, int]] = set()  # run_once: files let go of after reading them
@@ -228,6 +231,7 @@ class Tailer(Harvesters):
                     todo = [h for h in self._harvesters.values() if h not in checked]
                 if not todo:
                     break
+                todo.sort(key=lambda h: h.state == _ACTIVE)  # files rotated away first (``_older_unread``)
                 for harvester in todo:
                     if self._stopping():
                         break
@@ -407,9 +411,11 @@ class Tailer(Harvesters):
                 log.info("file deleted; draining it", path=harvester.path)
                 harvester.state = _DELETED
                 harvester.deleted_at = now
+                self._older[harvester.path] = harvester
         elif harvester.state == _ACTIVE and not names_file(harvester.path, harvester.dev, harvester.inode):
             log.info("file renamed away; draining it", path=harvester.path)
             harvester.state = _RENAMED
+            self._older[harvester.path] = harvester
             if self._by_path.get(harvester.path) is harvester:
                 del self._by_path[harvester.path]
             # Find where it went (so its lines carry the new path) and what replaced it.
@@ -417,6 +423,9 @@ class Tailer(Harvesters):
 
         if not once and not self._accepting():
             self._paused(harvester, size, now)
+            return
+        if self._older and not once and self._older_unread(harvester):
+            harvester.next_check = now  # (the older file reads this pass or the next)
             return
         chunk = self._settings.read_chunk_bytes
         end = size if once else min(size, reader.read_pos + READ_BUDGET_CHUNKS * chunk)
@@ -469,6 +478,22 @@ class Tailer(Harvesters):
         if harvester.state == _RENAMED:
             harvester.next_check = min(harvester.next_check,
                                        harvester.last_growth + self._settings.close_inactive)
+
+    def _older_unread(self, harvester: _Harvester) -> bool:
+        """Whether the file that was at ``harvester``'s path before it (renamed
+        away or deleted, still open) has lines left to read: then this one waits.
+        A path's lines come in the order they were written, across a rotation,
+        also when the rotated file's rest is found at a restart (model health
+        puts events in windows by the order they come: the new file's lines read
+        first made the old file's rest late)."""
+        older = self._older.get(harvester.path)
+        if older is None or older is harvester:
+            return False
+        if older.fd < 0 or older.state not in (_RENAMED, _DELETED):
+            del self._older[harvester.path]  # closed, or renamed back
+            return False
+        # (size < 0: not checked yet; a NUL tail waits for its writer, not for us)
+        return older.nul_wait is None and (older.size < 0 or older.reader.read_pos < older.size)
 
     def _paused(self, harvester: _Harvester, size: int, now: float) -> None:
         """The sink is full: read nothing, but never hold a deleted file open

@@ -86,6 +86,70 @@ def test_a_file_rotated_out_of_the_globs_while_stopped_is_finished(tmp_path, age
         "now_at"] == str(tmp_path / "app.log.1")
 
 
+def _rest_then_successor(sink, old_key):
+    """The texts in the order the sink got them: (old file's rest, then the new file's)."""
+    order = [line.source.key == old_key for line in sink.lines]
+    return order.index(False) if False in order else len(order), order
+
+
+def test_at_a_restart_the_rotated_files_rest_is_read_before_the_file_now_at_its_path(tmp_path):
+    # Read order is event order for model health: the new file's lines read
+    # first made the old file's rest late (audit 9: 500 events, 5 windows lost).
+    app = tmp_path / "app.log"
+    append(app, _lines(10))
+    first = _tail_then_stop(tmp_path, acknowledged=10)
+    append(app, _lines(200, 10))  # written while the agent was down, more than one pass reads
+    os.rename(app, tmp_path / "app.log.1")
+    append(app, _lines(50, tag="new"))
+    clock = FakeClock()
+    tailer, sink, _ = _restart(tmp_path, clock=clock, read_chunk_bytes=64)
+    with tailer:
+        for _ in range(200):
+            clock.advance(tailer.poll())
+            if len(sink.lines) == 250:
+                break
+    old_key = first[0].source.key
+    cut, order = _rest_then_successor(sink, old_key)
+    assert cut == 200 and not any(order[cut:]), "every line of the old file's rest before the new file's"
+    assert sink.texts()[-50:] == [f"new{i}" for i in range(50)]
+
+
+def test_a_file_rotated_while_read_behind_is_finished_before_the_new_file(tmp_path):
+    app = tmp_path / "app.log"
+    clock = FakeClock()
+    tailer, sink, _ = make(tmp_path, clock=clock, read_chunk_bytes=64)
+    with tailer:
+        append(app, _lines(5))
+        clock.advance(tailer.poll())
+        append(app, _lines(300, 5))  # a backlog of many passes' budget
+        os.rename(app, tmp_path / "app.log.1")
+        append(app, _lines(40, tag="new"))
+        for _ in range(300):
+            clock.advance(tailer.poll())
+            if len(sink.lines) == 345:
+                break
+        old_key = sink.lines[0].source.key
+        cut, order = _rest_then_successor(sink, old_key)
+        assert cut == 305 and not any(order[cut:])
+        clock.advance(tailer._settings.close_inactive + 1)  # the old file closes ...
+        clock.advance(tailer.poll())
+        assert tailer.open_files() == 1 and not tailer._older, "... and is not remembered as the older file"
+
+
+def test_run_once_reads_the_rotated_files_rest_first_whatever_the_order_found(tmp_path):
+    app = tmp_path / "app.log"
+    append(app, _lines(4))
+    first = _tail_then_stop(tmp_path, acknowledged=4)
+    append(app, _lines(30, 4))
+    os.rename(app, tmp_path / "app.log.1")
+    append(app, _lines(3, tag="new"))
+    tailer, sink, _ = _restart(tmp_path, read_chunk_bytes=64)
+    with tailer:
+        tailer.run_once()
+    cut, order = _rest_then_successor(sink, first[0].source.key)
+    assert cut == 30 and len(order) == 33
+
+
 def test_rotated_twice_while_stopped_and_finished_only_once(tmp_path):
     app = tmp_path / "app.log"
     append(app, _lines(6))
