@@ -28,7 +28,8 @@ workers and the spool carry on; only the reader switches, between two
 lines); no line is lost or read twice (a file's parser is flushed before its
 next line goes to the new one, the tailer's read positions do not move); a
 file no longer matched keeps its registry entry, so a later reload that
-matches it again resumes it at its committed offset.
+matches it again resumes it at its committed offset, or after the lines it had
+read, when some of those are not acknowledged yet (they are on their way).
 """
 
 from __future__ import annotations

@@ -247,6 +247,29 @@ def test_the_tailer_takes_new_globs_and_closes_files_no_longer_matched(tmp_path)
         assert tailer.open_files() == 2
 
 
+def test_a_file_matched_again_before_its_lines_are_acknowledged_is_not_read_twice(tmp_path):
+    # Audit 9: removed by one reload and put back by the next while the output
+    # was down, the file resumed at its committed offset and its unacknowledged
+    # lines were sent twice (real duplicates with a file output).
+    _append(tmp_path / "b.log", "b1\nb2\n")
+    clock = FakeClock()
+    registry = Registry(tmp_path / "state", clock=clock)
+    sink = _Sink()
+    with Tailer(_tail(str(tmp_path / "*.log")), registry, sink, clock) as tailer:
+        tailer.poll()
+        registry.commit(sink.lines[0].source.key, sink.lines[0].end)  # b1 acknowledged, b2 in flight
+        _append(tmp_path / "b.log", "b3\n")
+        tailer.apply(_tail(str(tmp_path / "nothing-*.log")))
+        tailer.poll()
+        assert tailer.open_files() == 0 and sink.texts(tmp_path) == ["b1", "b2", "b3"]
+        _append(tmp_path / "b.log", "b4\n")
+        tailer.apply(_tail(str(tmp_path / "*.log")))
+        clock.advance(5)
+        tailer.poll()
+        assert sink.texts(tmp_path) == ["b1", "b2", "b3", "b4"], "b2 and b3 were handed over once already"
+        assert [line.offset for line in sink.lines] == [0, 3, 6, 9]
+
+
 def test_excludes_apply_live_and_two_applies_before_a_poll_keep_the_last_settings(tmp_path):
     _append(tmp_path / "keep.log", "k1\n")
     _append(tmp_path / "drop.log", "d1\n")

@@ -534,6 +534,15 @@ class Harvesters(IdleFiles):
             pass
         harvester.fd = -1
         self._held_back.discard(harvester)
+        source = harvester.source
+        if source is not None:
+            entry = self._registry.get(source.key)
+            if entry is not None and harvester.reader.offset > entry.offset:
+                # Lines handed over, not acknowledged yet: opened again in this run (a
+                # reload that matches it again, a scan after a read error), the file
+                # resumes after them, not at the committed offset (audit 9: a glob
+                # removed and put back by two reloads sent those lines twice).
+                self._resume_after[source.key] = harvester.reader.offset
         for path in [path for path, older in self._older.items() if older is harvester]:  # (a few at most)
             del self._older[path]
         if harvester.source is not None:
