@@ -535,7 +535,7 @@ class Harvesters(IdleFiles):
         harvester.fd = -1
         self._held_back.discard(harvester)
         source = harvester.source
-        if source is not None:
+        if source is not None and harvester.state != _DELETED:  # (a deleted file is never opened again)
             entry = self._registry.get(source.key)
             if entry is not None and harvester.reader.offset > entry.offset:
                 # Lines handed over, not acknowledged yet: opened again in this run (a
