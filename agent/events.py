@@ -33,6 +33,9 @@ TAG_INVALID_UTF8 = "invalid_utf8"  # undecodable bytes replaced by U+FFFD
 TAG_PARTIAL = "partial_line"  # emitted without its newline (timeout or EOF in --once)
 TAG_PARSE_FAILURE = "parse_failure"  # the parser gave up; raw text kept in message
 TAG_MULTILINE_SPLIT = "multiline_split"  # multi-line event cut at the lines/bytes cap
+# The line's own time could not be used (a JSON time key whose value is no time,
+# a time outside the years 1 - 9999): @timestamp is the read time (``agent.enrich``).
+TAG_TIMESTAMP_UNUSABLE = "timestamp_unusable"
 
 
 _NO_FIELDS: Any = MappingProxyType({})

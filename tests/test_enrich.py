@@ -298,9 +298,20 @@ def test_a_parsers_time_that_cannot_be_written_gives_way_to_the_read_time(timest
     # read the same line again after a restart: a crash loop).
     doc = orjson.loads(Enricher("h", "a", keep_original=False).build(_record(timestamp=timestamp)).data)
     if -62135596800.0 <= timestamp <= 253402300799.999:
-        assert doc["@timestamp"] == format_timestamp(timestamp)
+        assert doc["@timestamp"] == format_timestamp(timestamp) and "tags" not in doc
     else:
-        assert doc["@timestamp"] == "2023-11-14T22:13:20.500Z"  # the read time
+        assert doc["@timestamp"] == "2023-11-14T22:13:20.500Z"  # the read time ...
+        assert doc["tags"] == ["timestamp_unusable"]  # ... said to be (health counts it as a bad time)
+
+
+def test_the_read_time_is_tagged_only_where_the_line_had_a_time_of_its_own():
+    build = Enricher("h", "a", keep_original=False).build
+    plain = orjson.loads(build(_record(timestamp=None)).data)
+    assert "tags" not in plain  # no time in the line: the read time is the best there is
+    kept = orjson.loads(build(_record(timestamp=None, fields={"extra": {"ts": "soon"}})).data)
+    assert kept["tags"] == ["timestamp_unusable"] and kept["extra"] == {"ts": "soon"}
+    other = orjson.loads(build(_record(timestamp=None, fields={"extra": {"when": "soon"}})).data)
+    assert "tags" not in other  # not one of the JSON mapping's time keys
 
 
 def test_a_long_key_below_a_flattened_field_is_cut_and_tagged():

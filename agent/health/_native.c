@@ -43,8 +43,8 @@ static int zulu_ok;             /* datetime.fromisoformat takes a trailing Z (Py
 static PyObject *K_event, *K_kind, *K_duration, *K_model, *K_operation, *K_name, *K_monitor, *K_target,
     *K_request_id, *K_version, *K_prediction, *K_input, *K_features, *K_gen_ai, *K_request, *K_extra,
     *K_label, *K_timestamp, *K_service, *K_host, *K_usage, *K_http, *K_response, *K_status_code,
-    *K_outcome, *K_log, *K_level, *K_value, *K_input_tokens, *K_output_tokens, *S_event, *S_failure,
-    *S_empty, *I_500, *I_0, *error_levels;
+    *K_outcome, *K_log, *K_level, *K_value, *K_input_tokens, *K_output_tokens, *K_tags, *S_event, *S_failure,
+    *S_empty, *S_timestamp_unusable, *I_500, *I_0, *error_levels;
 
 /* ``value >= 0`` for an int: 1, 0, or -1 (error). */
 int health_nonnegative(PyObject *value) {
@@ -244,6 +244,14 @@ static PyObject *extract_default(PyObject *module, PyObject *doc) {
     PyObject *label_v = NULL, *prediction_v = NULL, *latency = NULL, *key = NULL, *rid = NULL,
         *in_tokens = NULL, *out_tokens = NULL, *result = NULL;
 
+    PyObject *tags;
+    STEP(tags, doc, K_tags);
+    if (PyList_CheckExact(tags)) {
+        /* the line's own time was unusable (agent.events.TAG_TIMESTAMP_UNUSABLE): Python's _time says so */
+        int unusable = PySequence_Contains(tags, S_timestamp_unusable);
+        if (unusable < 0) goto error;
+        if (unusable) return PyObject_CallOneArg(py_fallback, doc);
+    }
     STEP(event, doc, K_event);
     if (PyDict_CheckExact(event)) {
         PyObject *kind;
@@ -303,6 +311,10 @@ static PyObject *extract_default(PyObject *module, PyObject *doc) {
     if (PyDict_Check(model) || PyList_Check(model)) model = Py_None;
     if (PyDict_Check(request_id) || PyList_Check(request_id)) request_id = Py_None;
     if (model == Py_None && (label_v == Py_None || request_id == Py_None)) {
+        if (prediction != Py_None) {  /* a prediction no model names: Python's extract counts it (no_model) */
+            result = PyObject_CallOneArg(py_fallback, doc);
+            goto done;  /* (NULL with the error set: the caller sees it) */
+        }
         result = Py_None;
         Py_INCREF(result);
         goto done;
@@ -478,7 +490,8 @@ PyMODINIT_FUNC PyInit__native(void) {
         {&K_host, "host"}, {&K_usage, "usage"}, {&K_http, "http"}, {&K_response, "response"},
         {&K_status_code, "status_code"}, {&K_outcome, "outcome"}, {&K_log, "log"}, {&K_level, "level"},
         {&K_value, "value"}, {&K_input_tokens, "input_tokens"}, {&K_output_tokens, "output_tokens"},
-        {&S_event, "event"}, {&S_failure, "failure"}, {&S_empty, ""},
+        {&K_tags, "tags"}, {&S_event, "event"}, {&S_failure, "failure"}, {&S_empty, ""},
+        {&S_timestamp_unusable, "timestamp_unusable"},
     };
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         if (intern(keys[i].slot, keys[i].text) < 0) return NULL;

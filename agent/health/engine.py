@@ -336,6 +336,11 @@ class HealthEngine(Persisted, Shipping):
                 self._label(obs)
                 continue
             if not obs_key[0]:
+                if prediction is not MISSING:  # a request no window can take: said, not silent (audit 9)
+                    counters["no_model"] = counters.get("no_model", 0) + 1
+                    self._once("no_model", "health: a prediction without a usable model name (no model field, or "
+                               "one that is not a text or a number); counted in the health state's no_model, "
+                               "in no window: name the model's field with health.fields.model")
                 continue
             kt, key, mid = interned.get(obs_key) or self._intern(obs_key)
             ref = file_reference if file_reference is not None else references.get(mid)

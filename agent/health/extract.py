@@ -42,7 +42,7 @@ import math
 from datetime import datetime
 from typing import Any, Callable, NamedTuple
 
-from agent.events import new
+from agent.events import TAG_TIMESTAMP_UNUSABLE, new
 from agent.health.config import FieldPaths
 from agent.health import native
 from agent.parsing.json_keys import DURATION_KEYS
@@ -112,6 +112,9 @@ _BAD_TIME = math.nan  # a time stamp that is there but unusable: the windows cou
 def _time(doc: dict[str, Any]) -> float | None:
     """The event time; NaN for a number or text that is no usable time (counted
     as a bad time by the windows); None when there is no time stamp at all."""
+    tags = doc.get("tags")
+    if tags.__class__ is list and TAG_TIMESTAMP_UNUSABLE in tags:
+        return _BAD_TIME  # (@timestamp is the read time: the line's own was unusable)
     stamp = doc.get("@timestamp")
     if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
         if stamp.__class__ is int and not _EARLIEST <= stamp <= _LATEST:
@@ -220,8 +223,8 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
     request_id = get_path(doc, paths.request_id)
     if isinstance(request_id, (dict, list)):
         request_id = None
-    if model is None and (label is None or request_id is None):
-        return None
+    if model is None and (label is None or request_id is None) and get_path(doc, paths.prediction) is None:
+        return None  # (a prediction that names no model is one: the engine counts it as no_model)
     when = _time(doc)
     if when is None:
         return None
@@ -305,7 +308,7 @@ def _extract_default(doc: Any) -> Observation | None:
         model = None
     if isinstance(request_id, (dict, list)):
         request_id = None
-    if model is None and (label is None or request_id is None):
+    if model is None and (label is None or request_id is None) and prediction is None:
         return None
     when = _time(doc)
     if when is None:

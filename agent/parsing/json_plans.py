@@ -44,7 +44,7 @@ ECS_ROOTS = frozenset({
 # key wins and the others are kept in extra (for timestamps: the first that
 # parses).
 _MESSAGE_KEYS = ("message", "msg", "event")
-_TIMESTAMP_KEYS = ("@timestamp", "timestamp", "time", "ts", "created", "asctime")
+TIMESTAMP_KEYS = _TIMESTAMP_KEYS = ("@timestamp", "timestamp", "time", "ts", "created", "asctime")
 _LEVEL_KEYS = ("level", "levelname", "severity")
 _LOGGER_KEYS = ("logger", "logger_name", "name")
 _STACK_KEYS = ("exc_info", "exception", "stack_trace")

@@ -529,6 +529,20 @@ def test_late_events_bad_times_and_missing_predictions_are_logged_once_each(tmp_
     assert engine.windows.late == 2  # counted again, logged once
 
 
+def test_a_prediction_that_names_no_usable_model_is_counted_and_logged_once(tmp_path):
+    # Audit 9: a model_name that is an object, a list, a bool or null left the
+    # request out of health without a word.
+    for implementation in IMPLEMENTATIONS:
+        with health_implementation(implementation):
+            engine = HealthEngine(SETTINGS, str(tmp_path / implementation), None, AGENT, FakeClock())
+            lines = [{"@timestamp": _stamp(1_767_225_600.0 + n), "model": {"request_id": f"r{n}", "prediction": 1},
+                      "extra": {"model_name": bad}, "event": {"duration": 1_000_000}}
+                     for n, bad in enumerate([{"a": 1}, ["x"], True, None])]
+            engine.observe([Event("f", n, n + 1, f"i{n}", orjson.dumps(body)) for n, body in enumerate(lines)])
+            assert engine.counters["no_model"] == 4 and "no_model" in engine._logged, implementation
+            assert engine.windows.counters().over_cap == 0 and not engine._outbox
+
+
 def test_previous_mode_after_a_reset_reference_with_other_bins_does_not_crash(tmp_path):
     """``reference: previous``, then ``health reset-reference``: the new
     reference has bins of another size than the previous window's counts,

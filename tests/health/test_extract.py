@@ -101,6 +101,22 @@ def test_a_latency_the_json_mapping_refused_is_bad_not_absent(implementation, ra
     assert extract(doc, parse_fields({"latency": "extra.other"}, "t")).latency_ms is None
 
 
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("stamp", ['"not a date"', '""', '"2026-13-45T25:00:00Z"', "1e300", "[1]"])
+def test_a_time_the_line_had_and_the_agent_could_not_use_is_a_bad_time(implementation, stamp):
+    """Audit 9: @timestamp fell back to the read time, and health took it for the
+    event's: one such line in a backfill moved the model's windows to "now"."""
+    doc = parsed(f'{{"@timestamp": {stamp}, "model_name": "m", "request_id": "r1", "prediction": 1, '
+                 '"latency_ms": 3}')
+    assert doc["tags"] == ["timestamp_unusable"] and doc["@timestamp"] == "2026-01-01T00:00:00.000Z"
+    with health_implementation(implementation):
+        assert math.isnan(extractor(FieldPaths())(doc).time)
+    good = parsed('{"@timestamp": "2026-01-01T00:00:05Z", "time": "12:00", "model_name": "m", "prediction": 1}')
+    assert "tags" not in good and good["extra"] == {"time": "12:00"}  # a second time key that lost: no word
+    with health_implementation(implementation):
+        assert extractor(FieldPaths())(good).time == 1_767_225_605.0
+
+
 def test_bad_config_names_the_key():
     with pytest.raises(ConfigError, match=r"f\.yml: health\.window"):
         parse_health({"window": 0}, "f.yml: health")
