@@ -122,6 +122,7 @@ class Harvesters(IdleFiles):
     _harvesters: dict[tuple[int, int], _Harvester]
     _by_path: dict[str, _Harvester]
     _older: dict[str, _Harvester]
+    _any_depth_globs: tuple[tuple[str, ...], Discovery] | None
     _problems: dict[str, tuple[str, str]]
     _retry_at: dict[str, float]
     _scan_requested: bool
@@ -266,6 +267,8 @@ class Harvesters(IdleFiles):
                 self._problem(path, now, describe_error(error))
             return
         if not stat.S_ISREG(info.st_mode):
+            if stat.S_ISDIR(info.st_mode) and self._any_depth(path):
+                return  # ``/srv/**`` matches every directory below: nothing to say (audit 9)
             self._problem(path, now, describe_mode(info.st_mode))
             return
         if not self._recovered:  # the first scan: what it finds is "found at start-up" (--read-from end)
@@ -283,6 +286,13 @@ class Harvesters(IdleFiles):
                 return
             del self._idle[(info.st_dev, info.st_ino)]  # it changed (or moved): open it again
         self._open(path, now, idle, (info.st_dev, info.st_ino))
+
+    def _any_depth(self, path: str) -> bool:
+        """Whether a glob that ends in ``**`` matches ``path``."""
+        paths = self._settings.paths
+        if self._any_depth_globs is None or self._any_depth_globs[0] != paths:
+            self._any_depth_globs = (paths, Discovery(tuple(p for p in paths if p.endswith("**"))))
+        return self._any_depth_globs[1].matches(path)
 
     def _open(self, path: str, now: float, idle: IdleFile | None = None,
               found: tuple[int, int] | None = None) -> None:

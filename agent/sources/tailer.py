@@ -180,6 +180,7 @@ class Tailer(Harvesters):
         # Path -> the file that was there before, renamed or deleted and still read
         # to its end (``_older_unread``: the file now at that path waits for it).
         self._older: dict[str, _Harvester] = {}
+        self._any_depth_globs: tuple[tuple[str, ...], Discovery] | None = None  # (harvesters._any_depth)
         self._linked = False  # (harvesters._on_hint)
         self._due_at = -math.inf
         self._read_once: set[tuple[int, int]] = set()  # run_once: files let go of after reading them

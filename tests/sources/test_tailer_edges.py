@@ -180,3 +180,21 @@ def test_read_error_on_an_open_file_closes_only_that_file(tmp_path, monkeypatch,
     # the reopen fails too (in the fingerprint read): one more line, then silence
     assert agent_log.messages() == ["file read failed; closing it",
                                     "cannot tail file; will retry at later scans"]
+
+
+def test_directories_a_glob_matches_are_skipped_without_a_word_but_a_named_one_is_said(tmp_path, agent_log):
+    # Audit 9: --path DIR/** warned "not a regular file: a directory" once per
+    # directory (thousands under /var/log/pods).
+    for name in ("a", "b", "c/d"):
+        (tmp_path / "logs" / name).mkdir(parents=True)
+        (tmp_path / "logs" / name / "x.log").write_text(f"{name}\n")
+    tailer, sink, _ = make(tmp_path, "logs/**")
+    with tailer:
+        tailer.run_once()
+    assert sorted(sink.texts()) == ["a", "b", "c/d"]
+    assert "cannot tail file; will retry at later scans" not in agent_log.messages()
+    named, _, _ = make(tmp_path, "logs/*")  # (a directory where the glob looks for files: said)
+    with named:
+        named.run_once()
+    assert agent_log.fields("cannot tail file; will retry at later scans")[0]["error"] == \
+        "not a regular file: a directory"
