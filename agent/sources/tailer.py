@@ -238,6 +238,14 @@ class Tailer(Harvesters):
                         break
                     checked.add(harvester)
                     self._check(harvester, now, once=True)
+            for harvester in self._harvesters.values():
+                if harvester.fd >= 0 and harvester.reader.has_pending and not self._stopping():
+                    # Held back, not lost: said, or a crashed writer's last words look shipped (audit 9).
+                    log.warning("the file ends in a line without a newline, written less than "
+                                "--partial-line-timeout ago; it is not shipped by this run (it comes whole once "
+                                "finished, or as it is once older than the timeout)", path=harvester.path,
+                                offset=harvester.reader.offset,
+                                partial_line_timeout=self._settings.partial_line_timeout)
             self._tick(self._clock.monotonic())
         finally:
             self._once_stop = None

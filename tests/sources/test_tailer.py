@@ -506,7 +506,7 @@ def test_partial_line_completed_in_time_is_one_line(tmp_path):
     assert [(l.text, l.end, l.tags) for l in sink.lines] == [("half", 5, ())]
 
 
-def test_run_once_sends_a_partial_line_only_if_the_file_is_old(tmp_path):
+def test_run_once_sends_a_partial_line_only_if_the_file_is_old(tmp_path, agent_log):
     clock = FakeClock()
     app = tmp_path / "app.log"
     append(app, "a\nno newline")
@@ -515,9 +515,16 @@ def test_run_once_sends_a_partial_line_only_if_the_file_is_old(tmp_path):
         age(app, clock, seconds=1)
         tailer.run_once()
         assert sink.texts() == ["a"]
+        said = agent_log.fields("the file ends in a line without a newline, written less than "
+                                "--partial-line-timeout ago; it is not shipped by this run (it comes whole once "
+                                "finished, or as it is once older than the timeout)")
+        assert [(f["path"], f["offset"]) for f in said] == [(str(app), 2)], "held back, and said (audit 9)"
         age(app, clock, seconds=60)
         tailer.run_once()
     assert sink.texts() == ["a", "no newline"] and sink.lines[-1].tags == (TAG_PARTIAL,)
+    assert len(agent_log.fields("the file ends in a line without a newline, written less than "
+                                "--partial-line-timeout ago; it is not shipped by this run (it comes whole once "
+                                "finished, or as it is once older than the timeout)")) == 1
     assert sink.lines[-1].end == os.path.getsize(app)
 
 
