@@ -1,8 +1,9 @@
 """The registry of line formats, keyed by the name ``--format`` accepts.
 
-    auto   detect each source's format from its first lines (below); until a
-           format is detected, and in a file none claims, a line that is a
-           JSON object is parsed as JSON, any other as plain text
+    auto   detect each source's format from its first lines (below); a line
+           that is a JSON object is parsed as JSON, before and after
+           detection (unless the detected format reads it itself: BentoML,
+           Ray Serve), any other line as plain text until a format is detected
     json   every line should be a JSON object; others are parse failures
     plain  every line is text
     ...    every format registered later (torchserve, triton, bentoml, ...),
@@ -23,7 +24,10 @@ The detection rule (``--format auto``), per source, i.e. per SourceParser:
 2. The first format that claims a line becomes the source's format for good
    (sticky: a rotated or truncated file keeps its parser, and so its format).
    That line and every later one are parsed by it, with its joiner; an event
-   pending from before the switch is emitted as it was.
+   pending from before the switch is emitted as it was. A later line that is
+   a JSON object and that the format's ``structured`` does not take is still
+   parsed as JSON, an event of its own (an app that logs JSON after its
+   server's own start-up lines): detection never costs a JSON line its fields.
 3. Lines before the claim are parsed as ``auto`` always did: JSON objects by
    the JSON mapping, other lines as plain text with Python tracebacks joined.
    If none of the first 50 non-blank lines is claimed, the source stays so.
@@ -116,7 +120,13 @@ class AutoFormat(LineFormat):
                 self._detect(text)
                 target = self._target
         if target is not None:
-            return target.structured(line)
+            record = target.structured(line)
+            if record is None:
+                text = line.text
+                first = text[:1]
+                if first == "{" or (first.isspace() and text.lstrip()[:1] == "{"):  # as below
+                    return self._json.structured(line)
+            return record
         text = line.text
         first = text[:1]
         if first == "{" or (first.isspace() and text.lstrip()[:1] == "{"):  # _starts_with_brace, inlined

@@ -17,8 +17,9 @@ an event of its own" decision. What differs is the record:
   ``original``;
 - ``fields``: ``{"modelscribe": {"raw": {"format": NAME}}}``, NAME the
   concrete format the agent would have parsed the event with (under
-  ``auto``: the detected format once there is one; before, "json" for a
-  JSON-object line and "plain" for any other), plus ``"log_format"`` when
+  ``auto``: "json" for a JSON-object line the detected format does not read
+  itself, before and after detection; otherwise the detected format once
+  there is one, "plain" before), plus ``"log_format"`` when
   the source's settings have a ``--log-format``. The cluster's entry
   pipeline routes on it.
 
@@ -317,7 +318,13 @@ class RawAutoFormat(AutoFormat):
             rule = self._target_rule
             if rule is None:
                 rule = self._target_rule = _Structured(target, self.settings, self._fields)
-            return rule(line, target.name)
+            record = rule(line, target.name)
+            if record is None:  # as AutoFormat.structured: a JSON object the format does not take is JSON
+                text = line.text
+                first = text[:1]
+                if first == "{" or (first.isspace() and text.lstrip()[:1] == "{"):
+                    return self._json_rule(line, "json")
+            return record
         text = line.text
         first = text[:1]
         if first == "{" or (first.isspace() and text.lstrip()[:1] == "{"):  # as AutoFormat.structured

@@ -17,14 +17,32 @@ Fields: ``log.level`` (info, warning, error, fatal), ``process.pid``,
 unquoted. ``model.name`` / ``model.version`` / ``model.operation`` (load,
 unload) when the message names a model (``successfully loaded 'x' version 1``,
 ``loading: x:1``, ``AsyncLoad() 'x'``, ``failed to load 'x'``, ``model 'x'``,
-``TRITONBACKEND_ModelInitialize: x (version 1)``). A verbose ``HTTP request: 2
+``TRITONBACKEND_ModelInitialize: x (version 1)``); a request failure names
+the model *instance* (``for model instance 'x_0_0'``, ``for model 'x_0_0'``):
+its model is the name without the ``_<n>_<n>`` Triton appends (an instance
+of a group the config names gives that name as it is). A verbose ``HTTP request: 2
 /v2/models/x/infer`` gives ``http.request.method`` (evhtp's method number),
 ``url.path`` and the model the path names. A Python traceback in a message
 (Python backend errors) gives ``error.type`` / ``error.message`` /
 ``error.stack_trace``, as does pb_stub's ``message: Type: text`` + ``At:``.
 
-Joining: a prefixed line starts an entry, any other line continues it (an
-unprefixed Python traceback from a backend's stub is read for ``error``).
+Triton's fatal start-up error, unprefixed at column 0 (``error: creating
+server: Internal - failed to load all models``), is an entry of its own:
+``log.level`` error, the line as its message.
+
+Joining: a prefixed line or an ``error: `` line starts an entry, and so does
+a line another layout reads unmistakably (a Python logging head with a time
+or ``LEVEL:name:`` and a level, a uvicorn line, a JSON object: a backend's or
+a wrapper's own output, read as the fallback below); any other line
+continues the entry (an unprefixed Python traceback from a backend's stub is
+read for ``error``).
+
+Detection (``--format auto``): the default layout is glog's, which C++
+libraries logging through glog or absl write too, so a line in it claims
+the file only with a mark of Triton's own (``_is_triton_line``: one of
+Triton's source files, a JSON-encoded message, a message only Triton
+writes); a line in the ISO8601 layout, or the container's
+``== Triton Inference Server ==`` banner, claims it alone.
 
 Guarantee: total; one anchored regex per layout, cheap substring checks
 before the model-name searches. A time is either None or within what
@@ -47,8 +65,8 @@ from agent.parsing import timestamps, tracebacks
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
 from agent.parsing.multiline import Joiner, TracebackJoiner
-from agent.parsing.parse_text import PlainFormat
-from agent.parsing.servers.access import fallback, model_route, put_route, url_fields
+from agent.parsing.parse_text import PlainFormat, read_plain
+from agent.parsing.servers.access import fallback, is_uvicorn_line, model_route, put_route, url_fields
 
 SERVER = "triton"
 
@@ -61,7 +79,13 @@ _LEVELS = {"I": "info", "W": "warning", "E": "error", "F": "fatal"}
 
 _QUOTED_MODEL = re.compile(
     r"(successfully loaded|successfully unloaded|ailed to load|ailed to unload|AsyncLoad\(\)|AsyncUnload\(\)"
-    r"|[Mm]odel) '([^']{1,256})'(?: version (\d{1,19}))?")
+    r"|request\(s\) for model(?: instance)?|[Mm]odel instance|[Mm]odel) '([^']{1,256})'(?: version (\d{1,19}))?")
+# The verbs above that name a model *instance* (python_be's request failures):
+# Triton names an instance ``<group>_<n>`` and a group, unless the config
+# names it, ``<model>_<n>``; the model is the name without ``_<n>_<n>``.
+_INSTANCE_VERBS = frozenset(("request(s) for model", "request(s) for model instance", "model instance",
+                             "Model instance"))
+_INSTANCE_NAME = re.compile(r"(.+)_[0-9]+_[0-9]+", re.DOTALL)
 _LOADING = re.compile(r"(loading|unloading): ([^\s:']{1,256}):(\d{1,19})")
 _BACKEND_INIT = re.compile(r"TRITONBACKEND_ModelInitialize: (\S{1,256}) \(version (\d{1,19})\)")
 _HTTP_REQUEST = re.compile(r"HTTP request: (\d{1,2}) (\S+)")
@@ -127,6 +151,79 @@ def _is_head(text: str) -> bool:
     return first.isdigit() and _ISO.match(text) is not None
 
 
+# Detection: the default layout is glog's, which any C++ library logging
+# through glog or absl writes too (PaddlePaddle, TensorFlow Serving, ...), so
+# a head in that layout claims the file only with a mark of Triton's own: a
+# source file of Triton's (core, server, backends; not those with names as
+# common as server.cc or main.cc), a JSON-encoded message (Triton quotes its
+# messages, glog does not), or a message only Triton writes. Its ISO8601
+# layout is its own.
+_TRITON_FILES = frozenset((
+    "backend_config.cc", "backend_manager.cc", "backend_memory_manager.cc", "backend_model.cc",
+    "backend_model_instance.cc", "backend_input_collector.cc", "backend_output_responder.cc", "cache_manager.cc",
+    "cuda_memory_manager.cc", "dynamic_batch_scheduler.cc", "ensemble_scheduler.cc", "ensemble_utils.cc",
+    "infer_handler.cc", "stream_infer_handler.cc", "instance_queue.cc", "metric_model_reporter.cc",
+    "model_config_utils.cc", "model_lifecycle.cc", "model_repository_manager.cc", "pinned_memory_manager.cc",
+    "rate_limiter.cc", "repo_agent.cc", "sequence_batch_scheduler.cc", "shared_memory_manager.cc",
+    "tritonserver.cc", "tritoncache.cc", "triton_signal.cc", "python_be.cc", "pb_stub.cc", "stub_launcher.cc",
+    "onnxruntime.cc", "libtorch.cc", "tensorrt.cc", "openvino.cc", "dali_backend.cc",
+))
+_TRITON_MESSAGES = ("Started HTTPService at ", "Started GRPCInferenceService at ", "Started Metrics Service at ",
+                    "TRITONBACKEND_", "TRITONSERVER_")
+_BANNER = "== Triton Inference Server =="
+
+
+def _is_triton_line(text: str) -> bool:
+    """Detection: a head with a mark of Triton's own (above), or the banner of its container."""
+    first = text[:1]
+    if first in _LEVELS:
+        match = _DEFAULT.match(text)
+        if match is None:
+            return False
+        file_name = match.group(9)
+    elif first.isdigit():
+        return _ISO.match(text) is not None
+    else:
+        return text.startswith(_BANNER)
+    if file_name in _TRITON_FILES:
+        return True
+    message = text[match.end():].rstrip("\r")
+    if message != _unquote(message):  # JSON-encoded: Triton's escaping
+        return True
+    return message.startswith(_TRITON_MESSAGES)
+
+
+# Triton's own fatal start-up errors (main.cc) are written unprefixed at
+# column 0: ``error: creating server: Internal - failed to load all models``.
+_ERROR = "error: "
+
+
+def _is_foreign(text: str) -> bool:
+    """A line another layout reads unmistakably: a Python logging head (a
+    timestamp and a level, or basicConfig's ``LEVEL:name:``), a uvicorn line,
+    a JSON object. Such a line begins an event in a Triton file (a Python
+    backend's or a wrapper's own output), never a continuation of Triton's."""
+    first = text[:1]
+    if first == "{":
+        if text.rstrip()[-1:] != "}":
+            return False
+        try:
+            return type(orjson.loads(text)) is dict
+        except orjson.JSONDecodeError:
+            return False
+    if first.isdigit() or first == "[" or "A" <= first <= "W":
+        timestamp, fields, start = read_plain(text)
+        if (timestamp is not None or start) and "level" in fields.get("log", ()):
+            return True
+        return first != "[" and is_uvicorn_line(text)
+    return False
+
+
+def _starts_entry(text: str) -> bool:
+    """The joiner's question: does ``text`` begin an event in a Triton log?"""
+    return _is_head(text) or text.startswith(_ERROR) or _is_foreign(text)
+
+
 class TritonFormat(PlainFormat):
     """``--format triton``: Triton's default or ISO8601 log layout."""
 
@@ -140,7 +237,7 @@ class TritonFormat(PlainFormat):
 
     @classmethod
     def detect(cls, text: str) -> bool:
-        return _is_head(text)
+        return _is_triton_line(text)
 
     def head(self, text: str) -> TextInfo:
         first = text[:1]
@@ -156,6 +253,8 @@ class TritonFormat(PlainFormat):
         else:
             match = _ISO.match(text) if first.isdigit() else None
             if match is None:
+                if text.startswith(_ERROR):
+                    return TextInfo(None, {"log": {"level": "error"}, "model": {"server": SERVER}})
                 return fallback(text, SERVER, self.strict)
             year_text, month, day, hour, minute, second, fraction, letter, pid, file_name, line = match.groups()
             base = _utc_minute(int(year_text), int(month), int(day), int(hour), int(minute))
@@ -180,7 +279,7 @@ class TritonFormat(PlainFormat):
     def joiner(self) -> Joiner:
         if self.settings.multiline_start is not None:
             return super().joiner()
-        return PrefixJoiner(_is_head)
+        return HeadJoiner(_starts_entry)
 
 
 def _read_message(message: str, fields: dict[str, Any], model: dict[str, Any]) -> None:
@@ -188,6 +287,10 @@ def _read_message(message: str, fields: dict[str, Any], model: dict[str, Any]) -
         found = _QUOTED_MODEL.search(message)
         if found is not None:
             verb, name, version = found.groups()
+            if verb in _INSTANCE_VERBS:
+                instance = _INSTANCE_NAME.fullmatch(name)
+                if instance is not None:
+                    name = instance.group(1)
             model["name"] = name
             if version is not None:
                 model["version"] = version
@@ -237,7 +340,7 @@ def _read_error(message: str, fields: dict[str, Any]) -> None:
                            "stack_trace": message[found.start(1):].rstrip("\n")}
 
 
-class PrefixJoiner:
+class HeadJoiner:
     """A head line (``is_head``) starts an event; any other line continues it.
 
     Continuation lines are also shown to a ``TracebackJoiner`` so that an

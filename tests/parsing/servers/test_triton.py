@@ -97,7 +97,8 @@ def test_default_layout_record_by_record() -> None:
         "type": "AttributeError", "message": "'NoneType' object has no attribute 'as_numpy'",
         "stack_trace": "AttributeError: 'NoneType' object has no attribute 'as_numpy'\n\nAt:\n"
                        "  /models/postprocess/1/model.py(88): execute"}
-    assert pb_error.fields["model"]["name"] == "postprocess_0_0"
+    # The message names the instance postprocess_0_0: the model is postprocess.
+    assert pb_error.fields["model"]["name"] == "postprocess"
 
     # An unprefixed Python traceback (the stub's stderr) joins the entry before it.
     covers(stub, starts, 20, 24)
@@ -184,6 +185,104 @@ def test_detect() -> None:
     assert not TritonFormat.detect("I0501 10:00:00 missing micros x.cc:1] x")
     assert not TritonFormat.detect("INFO: started")
     assert not TritonFormat.detect("2024-05-01T10:00:00Z INFO started")
+
+
+@pytest.mark.parametrize("text", [
+    "I0501 09:58:01.004211 1 pinned_memory_manager.cc:277] Pinned memory pool is created",  # Triton's file
+    'I0501 09:58:01.004211 1 server.cc:1] "Started HTTPService at 0.0.0.0:8000"',  # a quoted message
+    "I0501 09:58:01.004211 1 server.cc:1] Started GRPCInferenceService at 0.0.0.0:8001",  # Triton's own words
+    "I0501 09:58:01.004211 1 onnxruntime.cc:2753] TRITONBACKEND_ModelInitialize: m (version 1)",
+    "== Triton Inference Server ==",  # the container's banner
+])
+def test_detect_claims_on_a_mark_of_tritons_own(text: str) -> None:
+    assert TritonFormat.detect(text)
+
+
+@pytest.mark.parametrize("text", [
+    # glog/absl lines of other C++ libraries (PaddlePaddle/Paddle#44889): glog's layout, not Triton's.
+    "E0804 16:25:25.154521 20984 analysis_config.cc:610] EnableMKLDNN() only works when IR optimization is enabled.",
+    "I0804 16:25:25.154521 20984 server.cc:42] listening on 8866",
+    'W0804 16:25:25.154521 20984 main.cc:7] "quoted" then more',
+    "error: creating server: Internal - x",  # joins a Triton file, does not claim one
+])
+def test_detect_does_not_claim_a_generic_glog_line(text: str) -> None:
+    assert not TritonFormat.detect(text)
+
+
+def test_a_generic_glog_line_does_not_make_a_python_log_triton() -> None:
+    texts = ["2024-08-04 16:25:24,900 - app.server - INFO - init",
+             "E0804 16:25:25.154521 20984 analysis_config.cc:610] EnableMKLDNN() only works with IR optimization.",
+             "2024-08-04 16:25:26,000 - app.server - INFO - model ernie loaded",
+             "2024-08-04 16:25:27,000 - app.server - ERROR - predict failed",
+             "2024-08-04 16:25:28,000 - app.server - WARNING - slow request 2.5s"]
+    records = feed_all(texts, "auto")
+    assert [record.line_count for record in records] == [1] * 5
+    assert [record.fields.get("log", {}).get("level") for record in records] == [
+        "info", None, "info", "error", "warning"]
+    assert all("model" not in record.fields for record in records)
+
+
+@pytest.mark.parametrize("fmt", ["triton", "auto"])
+def test_a_line_another_layout_reads_begins_its_own_event(fmt: str) -> None:
+    head = 'I0501 09:58:03.011540 1 server.cc:676] "Started HTTPService at 0.0.0.0:8000"'
+    foreign = ["2024-05-01 10:00:00,123 - model.x - WARNING - falling back to CPU",
+               "ERROR:model.x:could not open labels",
+               'INFO:     127.0.0.1:52144 - "POST /v2/models/x/infer HTTP/1.1" 200 OK',
+               "[2024-05-01 10:00:01 +0000] [7] [INFO] Booting worker with pid: 7",
+               '{"message": "prediction failed", "level": "error"}']
+    texts = [head]
+    for text in foreign:
+        texts += [text, head]
+    records = feed_all(texts, fmt)
+    assert [record.message for record in records if record.line_count != 1] == []
+    assert len(records) == len(texts)
+    # ... while a table, a traceback and lines of no layout still continue an entry.
+    records = feed_all([head, "+---+", "| m |", "Traceback (most recent call last):", '  File "/m.py", line 1',
+                        "ValueError: v", "not a log line", "{ not json", "2024-05-01 text without a level"], fmt)
+    assert [record.line_count for record in records] == [9]
+
+
+@pytest.mark.parametrize("fmt", ["triton", "auto"])
+def test_the_fatal_start_up_error_is_an_entry_of_its_own(fmt: str) -> None:
+    # The last lines of triton-inference-server/server#6416.
+    records = feed_all([
+        "I1011 13:28:21.070789 1 model_lifecycle.cc:603] successfully unloaded 'densenet_onnx' version 1",
+        "I1011 13:28:22.061147 1 server.cc:331] Timeout 29: Found 0 live models and 0 in-flight requests",
+        "error: creating server: Internal - failed to load all models"], fmt)
+    unloaded, timeout, error = records
+    assert timeout.line_count == 1 and timeout.fields["log"]["level"] == "info"
+    assert error.message == "error: creating server: Internal - failed to load all models"
+    assert error.fields == {"log": {"level": "error"}, "model": {"server": "triton"}}
+    assert error.tags == ()
+
+
+@pytest.mark.parametrize(("named", "model"), [
+    ("for model instance 'xtrimogene_0_0'", "xtrimogene"),
+    ("for model 'xtrimogene_0_0'", "xtrimogene"),
+    ("for model instance 'ens_1_2_0_1'", "ens_1_2"),  # only the instance's own suffix
+    ("for model instance 'mygroup_0'", "mygroup_0"),  # a named group's instance: kept as written
+])
+def test_a_request_failure_names_the_model_of_the_instance(named: str, model: str) -> None:
+    # python_be's message (biomap-research/scFoundation#15).
+    [record] = feed_all([f'E0501 10:00:00.123456 1 python_be.cc:1261] "Failed to process the request(s) {named}, '
+                         'message: ValueError: boom\\n\\nAt:\\n  /models/m/1/model.py(145): execute\\n"'])
+    assert record.fields["model"] == {"server": "triton", "name": model}
+    assert record.fields["error"]["type"] == "ValueError"
+
+
+def test_a_model_named_like_an_instance_keeps_its_name() -> None:
+    [record] = feed_all(["I0501 10:00:00.123456 1 model_lifecycle.cc:838] \"successfully loaded 'm_1_2'\""])
+    assert record.fields["model"]["name"] == "m_1_2"
+
+
+def test_startup_failure_fixture() -> None:
+    records, lines, starts = parse("startup_failure.log")
+    assert [record.line_count for record in records] == [1] * 6
+    loading, failed, python, unloaded, timeout, error = records
+    assert failed.fields["model"] == {"server": "triton", "name": "xtrimogene"}
+    assert python.fields["log"] == {"level": "warning", "logger": "model.xtrimogene"}
+    assert python.tags == (TAG_PARSE_FAILURE,)  # forced: not a Triton line, but not swallowed either
+    assert error.fields["log"] == {"level": "error"} and error.tags == ()
 
 
 _LINE = st.one_of(
