@@ -147,7 +147,10 @@ class ElasticsearchOutput:
                                                          request_timeout=self._config.request_timeout if timeout is None
                                                          else timeout)
         except elastic_transport.TlsError as error:
-            raise PermanentOutputError(tls.handshake_problem(self._config, _root_message(error))) from error
+            detail = _root_message(error)
+            if tls.hung_up(self._config, detail):  # nothing about TLS failed: the peer went away
+                raise TransientOutputError(tls.hung_up_message(self._config, detail)) from error
+            raise PermanentOutputError(tls.handshake_problem(self._config, detail)) from error
         except elastic_transport.ConnectionTimeout as error:
             waited = self._config.request_timeout if timeout is None else timeout
             raise TransientOutputError(f"Elasticsearch did not answer within {waited:g}s ({method} {path})") \

@@ -39,6 +39,20 @@ def files_problem(config: ConnectionSettings) -> str | None:
     return tls_files_problem(settings, FLAGS)
 
 
+def hung_up(config: ConnectionSettings, detail: str) -> bool:
+    """Whether a failed handshake is a connection closed before the server's
+    first answer, with no certificate in question: a proxy or load balancer
+    with no live node behind it (audit 9: blamed on --ca-cert, counted as
+    retry reason other). With a client certificate, the node's way of
+    refusing it looks the same (``handshake_problem``)."""
+    return not config.client_cert and "EOF" in detail.upper() and files_problem(config) is None
+
+
+def hung_up_message(config: ConnectionSettings, detail: str) -> str:
+    return (f"{config.es_urls[0]} closed the connection during the TLS handshake, before any answer (a proxy or "
+            f"load balancer with no node behind it, or a node restarting); nothing was sent ({detail})")
+
+
 def handshake_problem(config: ConnectionSettings, detail: str) -> str:
     """The message of a failed TLS handshake whose innermost error says ``detail``."""
     own = files_problem(config)
