@@ -8,7 +8,9 @@ and ``event.dataset``:
 - ``modelscribe.health``: one per model and window — ``model.health.*``
   (requests, errors, error_rate, late, latency percentiles and the
   ``histogram`` field, tokens, labelled counts) and ``model.accuracy.*`` /
-  ``model.regression.*`` for the labels joined while the window was open;
+  ``model.regression.*`` for the labels joined while the window was open
+  (``confusion`` and ``per_class`` keyed by ``class_key``: one key per pair
+  and per class, so the confusion counts add up to ``n``);
   a correction (``model.health.correction`` = 1, 2, ...) carries only the
   labels that arrived after the window was due, so sums over a window's
   documents are right;
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import binascii
 import hashlib
+import re
 from typing import Any, Sequence
 
 import orjson
@@ -60,9 +63,21 @@ def _base(key: ModelKey, start: float, kind: str, dataset: str, agent: dict[str,
     return doc
 
 
-def _safe_key(name: str) -> str:
-    # A dot in a key of a `children` object would become a sub-object in the mapping.
-    return name.replace(".", "_") or "_"
+_CLASS_ESCAPES = {"%": "%25", ".": "%2E", "_": "%5F"}
+_CLASS_SPECIAL = re.compile(r"%|\.|^_|_$|_(?=_)|(?<=_)_")
+
+
+def class_key(name: str) -> str:
+    """A class name as a part of a ``per_class`` or ``confusion`` key: itself,
+    unless it holds ``%``, ``.`` (a dot in a key of a ``children`` object would
+    become a sub-object in the mapping), or ``_`` at its start, its end or next
+    to another ``_``; those are written ``%25``, ``%2E``, ``%5F``. Injective, and
+    never starting, ending or holding ``__``, so ``TRUE__PREDICTED`` and
+    ``CLASS__FIGURE`` name one pair or class each (``a.b`` and ``a_b``, or
+    ``x__y``+``z`` and ``x``+``y__z``, are different keys)."""
+    if "%" not in name and "." not in name and "_" not in name:
+        return name  # (the usual class name)
+    return _CLASS_SPECIAL.sub(lambda match: _CLASS_ESCAPES[match.group()], name)
 
 
 def label_fields(labels: LabelState, requests: int | None) -> dict[str, Any]:
@@ -74,16 +89,17 @@ def label_fields(labels: LabelState, requests: int | None) -> dict[str, Any]:
         out["accuracy"] = {
             "n": metrics.n, "accuracy": metrics.accuracy, "precision_macro": metrics.macro_precision,
             "recall_macro": metrics.macro_recall, "f1_macro": metrics.macro_f1,
-            "per_class": {_safe_key(f"{name}__{figure}"): value for name, m in sorted(metrics.per_class.items())
+            "per_class": {f"{class_key(name)}__{figure}": value for name, m in sorted(metrics.per_class.items())
                           for figure, value in (("precision", m.precision), ("recall", m.recall), ("f1", m.f1),
                                                 ("support", m.support))},
-            "confusion": {_safe_key(f"{true}__{predicted}"): n
+            "confusion": {f"{class_key(true)}__{class_key(predicted)}": n
                           for (true, predicted), n in sorted(counts.pairs.items())}}
     if labels.regression is not None and labels.regression.n:
         reg = labels.regression
         out["regression"] = {"n": reg.n, "mae": reg.mae, "rmse": reg.rmse, "sum_abs_error": reg.sum_abs,
                              "sum_squared_error": reg.sum_sq}
-    health: dict[str, Any] = {"labelled": labels.labelled, "labels_unusable": labels.unusable}
+    health: dict[str, Any] = {"labelled": labels.labelled, "labels_unusable": labels.unusable,
+                              "labels_capped": labels.capped}
     if requests:
         health["labelled_share"] = labels.labelled / requests
     out["health"] = health

@@ -82,7 +82,8 @@ from agent.health.config import FieldPaths, HealthSettings
 from agent.health.extract import MISSING, Observation, extractor
 from agent.health.labels import LabelJoin
 from agent.health.shipping import Shipping
-from agent.health.state import LabelState, WindowState
+from agent.health.state import (LABELS_CAPPED, LABELS_CAPPED_MESSAGE, NOT_IN_REFERENCE, NOT_IN_REFERENCE_MESSAGE,
+                                LabelState, WindowState, not_in_reference)
 from agent.health.windows import ModelKey, Windows
 from agent.selflog import get_logger
 from agent.sources.discovery import Discovery
@@ -93,6 +94,7 @@ _RAISED_MESSAGES = {
     "bad_latency": "health: a latency that is not a finite number of at least 0 (NaN, infinite, negative, "
                    "text); counted in model.health.bad_latency, left out of the percentiles",
     "no_prediction": "health: a request without a prediction; counted in model.health.no_prediction",
+    NOT_IN_REFERENCE: NOT_IN_REFERENCE_MESSAGE,
 }
 _floor = math.floor
 _ROOM_WAIT = 0.5  # seconds between looks at the outbox while observe waits for room
@@ -359,9 +361,12 @@ class HealthEngine(Persisted, Shipping):
                 group[3].append(obs)
                 if request_id is not None and prediction is not MISSING:
                     if label is not MISSING:
-                        state.labels.add(label, prediction)
+                        if state.labels.add(label, prediction) == LABELS_CAPPED:
+                            self._labels_capped()
                     elif early_labels and (early := join.take_label(request_id)) is not None:
-                        state.labels.add(early[1], prediction)  # its label came first (another file read first)
+                        # (its label came first: another file read first)
+                        if state.labels.add(early[1], prediction) == LABELS_CAPPED:
+                            self._labels_capped()
                     elif not join.wait(request_id, kt, _floor(when / w) * w, prediction, when):
                         self._once("labels", "health: too many predictions wait for a label; the oldest "
                                    "are forgotten", cap=self.settings.caps.pending_labels)
@@ -420,8 +425,12 @@ class HealthEngine(Persisted, Shipping):
                                     max_features)
             for raised_kind in raised:
                 if raised_kind not in self._logged:
+                    named: dict[str, str] = {}
+                    if raised_kind == NOT_IN_REFERENCE:  # (raised only with a reference)
+                        names = not_in_reference(observations, ref.features)
+                        named = {"features": ",".join(names[:10]) + (",..." if len(names) > 10 else "")}
                     self._once(raised_kind, _RAISED_MESSAGES.get(raised_kind, _QUALITY_MESSAGE), kind=raised_kind,
-                               model=model)
+                               model=model, **named)
 
     def _advance(self, kt: tuple[str, ...], when: float) -> None:
         """The model's watermark, as ``Windows`` keeps it; a window becoming due
@@ -461,12 +470,17 @@ class HealthEngine(Persisted, Shipping):
         if self._accepting(kt, waiting.start):
             state = self.windows.observe((self._interned.get(kt) or self._intern(kt))[1], waiting.start)
             if state is not None:
-                state.labels.add(obs.label, waiting.prediction)
+                if state.labels.add(obs.label, waiting.prediction) == LABELS_CAPPED:
+                    self._labels_capped()
                 return
         correction = self._corrections.get((kt, waiting.start))
         if correction is None:
             correction = self._corrections[(kt, waiting.start)] = LabelState(self.settings.caps.categories)
-        correction.add(obs.label, waiting.prediction)
+        if correction.add(obs.label, waiting.prediction) == LABELS_CAPPED:
+            self._labels_capped()
+
+    def _labels_capped(self) -> None:
+        self._once(LABELS_CAPPED, LABELS_CAPPED_MESSAGE, cap=self.settings.caps.categories)
 
     def _give_up_labels(self) -> None:
         """Labels that waited for their prediction past ``label_ttl`` (or the cap):

@@ -12,9 +12,10 @@ Three sources (``health.reference``):
   applies to every model. Bounded: the first rows are used, as many as hold
   at most ``caps.reference_values`` values (one per row and column, the
   prediction included); the file is streamed and the rest is not read (logged
-  once). A file that cannot be read, a CSV header naming a column twice, or a
-  line longer than ``MAX_LINE`` is a ConfigError at start-up naming the file
-  (and the line or column);
+  once). A file that cannot be read, a CSV header naming a column twice, a
+  CSV row with more or fewer cells than the header, or a line longer than
+  ``MAX_LINE`` is a ConfigError at start-up naming the file (and the line or
+  column);
 - the first ``reference_size`` events of each model (the default): values
   are collected as events arrive, then frozen into bins and written to
   ``<state_dir>/health/reference.json``; kept across restarts, dropped by
@@ -348,8 +349,15 @@ def _rows(path: str) -> Iterable[tuple[dict[str, Any], Any]]:
                 if name in seen:  # DictReader would keep the last column of that name, silently
                     raise ConfigError(f"health.reference {path}: the header names the column {name!r} twice")
                 seen.add(name)
+            columns = len(reader.fieldnames or ())
             for row in reader:
-                yield _split_row({k: _cell(v or "") for k, v in row.items() if k is not None})
+                # DictReader pads a short row with None and puts a long row's extra cells
+                # under None: a row shifted by a missing or extra separator, silently.
+                if None in row or None in row.values():
+                    cells = columns + len(row.get(None) or ()) - sum(v is None for v in row.values())
+                    raise ConfigError(f"health.reference {path}: line {reader.line_num} has {cells} "
+                                      f"cell{'' if cells == 1 else 's'} where the header has {columns}")
+                yield _split_row({k: _cell(v) for k, v in row.items()})
         return
     with open(path, "rb") as handle:
         for number, line in enumerate(_lines(handle, path), 1):

@@ -16,17 +16,34 @@ from typing import Any, Sequence
 
 from agent.health.accuracy import ClassificationCounts, RegressionCounts
 from agent.health.bins import Bins, as_number, bins_from_state
-from agent.health.drift import BULK_MIN, FeatureCounts
+from agent.health.drift import BULK_MIN, MISSING as MISSING_VALUE, FeatureCounts
 from agent.health.extract import BAD_LATENCY, MISSING, Observation
 from agent.health.histogram import LatencyHistogram
 from agent.health import native
 
 
 
+NOT_IN_REFERENCE = "not_in_reference"
+NOT_IN_REFERENCE_MESSAGE = ("health: an event carries a feature its model's reference lacks (not in the reference "
+                            "file, not in the events the reference was collected from, beyond health.caps.features "
+                            "there, or without a usable value); no drift is computed for it")
+LABELS_UNUSABLE = "labels_unusable"
+LABELS_CAPPED = "labels_capped"
+LABELS_CAPPED_MESSAGE = ("health: a window reached its cap of distinct class labels (health.caps.categories); "
+                         "labels bringing a new class are counted in model.health.labels_capped, not in the "
+                         "accuracy figures")
+
+
 def is_regression(true: Any, predicted: Any) -> bool:
     """A pair is a regression pair when both are numbers and one is not whole."""
     t, p = as_number(true), as_number(predicted)
     return t is not None and p is not None and (not float(t).is_integer() or not float(p).is_integer())
+
+
+def not_in_reference(observations: Sequence[Observation], features: dict[str, Bins]) -> list[str]:
+    """The feature names the observations carry that ``features`` (a reference's) lacks, sorted."""
+    names: set[str] = set().union(*filter(None, map(attrgetter("features"), observations)))
+    return sorted(names.difference(features))
 
 
 class LabelState:
@@ -45,18 +62,33 @@ class LabelState:
         return (self.classification.n if self.classification else 0) + \
             (self.regression.n if self.regression else 0)
 
-    def add(self, true: Any, predicted: Any) -> None:
+    @property
+    def capped(self) -> int:
+        """Pairs not counted because they would have brought a class beyond the cap."""
+        return self.classification.dropped if self.classification else 0
+
+    def add(self, true: Any, predicted: Any) -> str | None:
+        """Count one labelled prediction; None when counted, else why not:
+        ``LABELS_UNUSABLE`` (counted in ``unusable``) or ``LABELS_CAPPED`` (the
+        class cap, ``max_classes``, is reached: counted in ``capped``). The
+        caller logs the cap once (``LABELS_CAPPED_MESSAGE``)."""
         # Two strings (class names, the usual labels) are never a regression pair.
         if not (true.__class__ is str and predicted.__class__ is str) and is_regression(true, predicted):
             if self.regression is None:
                 self.regression = RegressionCounts()
-            ok = self.regression.add(true, predicted)
+            if self.regression.add(true, predicted):
+                return None
         else:
-            if self.classification is None:
-                self.classification = ClassificationCounts(self.max_classes)
-            ok = self.classification.add(true, predicted)
-        if not ok:
-            self.unusable += 1
+            counts = self.classification
+            if counts is None:
+                counts = self.classification = ClassificationCounts(self.max_classes)
+            dropped = counts.dropped
+            if counts.add(true, predicted):
+                return None
+            if counts.dropped != dropped:
+                return LABELS_CAPPED
+        self.unusable += 1
+        return LABELS_UNUSABLE
 
     def to_state(self) -> dict[str, Any]:
         return {"c": self.classification.to_state() if self.classification else None,
@@ -111,7 +143,7 @@ class WindowState:
         if obs.prediction is MISSING:
             self.no_prediction += 1
             raised.append("no_prediction")
-        if features:
+        if features is not None:
             values = obs.features or {}
             for name, bins in features.items():
                 counts = self.features.get(name)
@@ -123,6 +155,8 @@ class WindowState:
                 kind = counts.add(values.get(name))
                 if kind is not None:
                     raised.append(kind)
+            if values and not features.keys() >= values.keys():
+                raised.append(NOT_IN_REFERENCE)
         if prediction is not None and obs.prediction is not MISSING:
             if self.prediction is None:
                 self.prediction = FeatureCounts(prediction)
@@ -155,17 +189,30 @@ class WindowState:
         if len(predictions) < len(observations):
             self.no_prediction += len(observations) - len(predictions)
             raised["no_prediction"] = None
-        if features and observations:
+        if features is not None and observations:
             # One feature at a time over the batch's feature objects (in C when it is built).
             dicts = list(map(attrgetter("features"), observations))
+            suspect = False  # a feature of the reference was missing, or not counted (the cap)
             for name, bins in features.items():
                 counts = self.features.get(name)
                 if counts is None:
                     if len(self.features) >= max_features:
                         self.features_capped += len(dicts)
+                        suspect = True
                         continue
                     counts = self.features[name] = FeatureCounts(bins)
-                raised.update(dict.fromkeys(counts.add_feature(dicts, name)))
+                kinds = counts.add_feature(dicts, name)
+                if kinds:
+                    raised.update(dict.fromkeys(kinds))
+                    suspect = suspect or MISSING_VALUE in kinds
+            # A feature the reference lacks: an event with more features than the
+            # reference, or one where a feature of the reference is missing (else
+            # every event holds exactly the reference's names). Checked name by
+            # name only then, so the usual batch pays one len() per event.
+            present = list(filter(None, dicts))
+            if present and (suspect or max(map(len, present)) > len(features)) and \
+                    not_in_reference(observations, features):
+                raised[NOT_IN_REFERENCE] = None
         if prediction is not None and predictions:
             if self.prediction is None:
                 self.prediction = FeatureCounts(prediction)

@@ -109,3 +109,26 @@ def test_a_row_bringing_new_columns_late_counts_them_for_every_earlier_row(tmp_p
     path.write_text("".join('{"x": %d}\n' % i for i in range(300)) + wide * 10)
     ref = reference.from_file(str(path), 100, 50, max_values=1000)
     assert list(ref.features) == ["x"] and sum(ref.features["x"].reference_counts) == 300
+
+
+@pytest.mark.parametrize(("body", "line", "cells"), [
+    ("x,c,prediction\n1,u,a\n1.0,u\n2,v,b\n", 3, "2 cells"),  # a cell short: was padded with None
+    ("x,c,prediction\n1,u,a\n2,v,b\n1.0,u,a,extra\n", 4, "4 cells"),  # a cell over: was dropped
+    ("x,c,prediction\n1,u,a\n\"2\n\",v,b\n3\n", 5, "1 cell"),  # the line number counts a quoted line break
+])
+def test_a_csv_row_with_more_or_fewer_cells_than_the_header_is_refused_naming_the_line(tmp_path, body, line, cells):
+    path = tmp_path / "ragged.csv"
+    path.write_text(body)
+    with pytest.raises(ConfigError, match=rf"health.reference {path}: line {line} has {cells} where the header has 3"):
+        reference.from_file(str(path), 50, 50)
+    cfg = tmp_path / "agent.yml"  # at start-up (and by check config), as the other reference errors
+    cfg.write_text("health: {reference: ragged.csv}\n")
+    with pytest.raises(ConfigError, match=f"line {line} has {cells}"):
+        resolve({}, {}, str(cfg))
+
+
+def test_a_csv_with_blank_lines_and_empty_cells_is_still_read(tmp_path):
+    path = tmp_path / "ok.csv"
+    path.write_text("x,c,prediction\r\n1,u,a\r\n\r\n2,,b\r\n")
+    ref = reference.from_file(str(path), 50, 50)
+    assert sum(ref.features["x"].reference_counts) == 2 and sum(ref.features["c"].reference_counts) == 1

@@ -73,7 +73,9 @@ AGREED = {
     "keyword", "model.feature.role": "keyword", "model.health.bad_latency": "long", "model.health.correction":
     "long", "model.health.error_rate": "double", "model.health.errors": "long", "model.health.features_capped":
     "long", "model.health.labelled": "long", "model.health.labelled_share": "double",
-    "model.health.labels_unmatched": "long", "model.health.labels_unusable": "long", "model.health.late": "long",
+    "model.health.labels_unmatched": "long", "model.health.labels_unusable": "long",
+    "model.health.labels_capped": "long",
+    "model.health.late": "long",
     "model.health.latency.count": "long", "model.health.latency.histogram": "histogram", "model.health.latency.p50":
     "double", "model.health.latency.p90": "double", "model.health.latency.p95": "double",
     "model.health.latency.p99": "double", "model.health.no_prediction": "long", "model.health.requests": "long",
