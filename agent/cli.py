@@ -198,7 +198,9 @@ def check_config(no_credentials: bool, **params: Any) -> None:
         why = why_unmatched(pattern)
         click.echo(f"note: no file matches {where} {pattern} (yet)" + (f": {why}" if why else ""), err=True)
     from agent.health.wiring import describe as describe_health
-    for line in describe_health(config.health):
+    formats = [("--format", config.format)] + [(", ".join(spec.paths), spec.format) for spec in config.inputs
+                                                      if spec.format is not None]
+    for line in describe_health(config.health, formats):
         click.echo(line)
     click.echo("config ok")
     sys.exit(EXIT_OK)

@@ -271,9 +271,10 @@ static PyObject *extract_default(PyObject *module, PyObject *doc) {
         STEP(extra_obj, doc, K_extra);
         if (PyDict_CheckExact(extra_obj) && PyDict_GET_SIZE(extra_obj) > 0) return PyObject_CallOneArg(py_fallback, doc);
     }
+    PyObject *operation = Py_None;
     STEP(model_obj, doc, K_model);
     if (PyDict_CheckExact(model_obj)) {
-        PyObject *operation, *inputs;
+        PyObject *inputs;
         STEP(operation, model_obj, K_operation);
         if (PyUnicode_CheckExact(operation)) {
             int probe = PySet_Contains(not_requests, operation);
@@ -350,6 +351,10 @@ static PyObject *extract_default(PyObject *module, PyObject *doc) {
     else STEP(outcome, event, K_outcome);
     if (latency == Py_None && prediction == Py_None && request_id == Py_None && features == Py_None &&
         label_v == Py_None && usage == Py_None && status == Py_None && outcome == Py_None) {
+        if (PyUnicode_CheckExact(operation)) {  /* an inference request's own line? Python's extract says */
+            result = PyObject_CallOneArg(py_fallback, doc);
+            goto done;
+        }
         result = Py_None;  /* a line that names a model but is no request ("loading model resnet") */
         Py_INCREF(result);
         goto done;

@@ -56,6 +56,9 @@ _MODEL_FALLBACK = ("model", "monitor", "name")  # BentoML monitor records name t
 _GEN_AI_MODEL = ("gen_ai", "request", "model")  # LLM servers name the model of each request there
 # model.operation values of probes, not inference requests (KServe, Triton's HTTP API).
 _NOT_REQUESTS = frozenset({"ready", "health", "live", "metadata"})
+# ... and of an inference request's own line, a request whatever else it carries
+# (Triton's verbose "HTTP request: 2 /v2/models/x/infer" has no status, no latency).
+_REQUEST_OPERATIONS = frozenset({"infer", "predict"})
 
 
 class Observation(NamedTuple):
@@ -241,7 +244,8 @@ def extract(doc: Any, paths: FieldPaths) -> Observation | None:
     if (latency is None and prediction is None and request_id is None and features is None and label is None
             and usage is None and get_path(doc, ("http", "response", "status_code")) is None
             and (event.__class__ is not dict or event.get("outcome") is None)
-            and get_path(doc, paths.error) is None):
+            and get_path(doc, paths.error) is None
+            and not (operation.__class__ is str and operation in _REQUEST_OPERATIONS)):
         return None  # a line that names a model but is no request ("loading model resnet")
     return Observation(
         when, key, None if request_id is None else _name(request_id), latency,
@@ -294,7 +298,7 @@ def _extract_default(doc: Any) -> Observation | None:
         inputs = model_obj.get("input")
         features = inputs.get("features") if inputs.__class__ is dict else None
     else:
-        model = label = request_id = version = prediction = features = None
+        model = label = request_id = version = prediction = features = operation = None
     if model is None:
         model = get_path(doc, _GEN_AI_MODEL)
     if label is not None:
@@ -329,7 +333,8 @@ def _extract_default(doc: Any) -> Observation | None:
     status = response.get("status_code") if response.__class__ is dict else None
     outcome = None if event is None else event.get("outcome")
     if (latency is None and prediction is None and request_id is None and features is None and label is None
-            and usage is None and status is None and outcome is None):
+            and usage is None and status is None and outcome is None
+            and not (operation.__class__ is str and operation in _REQUEST_OPERATIONS)):
         return None  # a line that names a model but is no request ("loading model resnet")
     if outcome == "failure":
         error = True

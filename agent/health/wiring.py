@@ -22,7 +22,7 @@ gives), else the agent's own target (``--index``).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from agent import AGENT_NAME, __version__
 from agent.acks import AckTracker
@@ -118,8 +118,23 @@ def committed_offsets(registry: "Registry") -> dict[str, int]:
     return {entry.key: entry.offset for entry in registry.entries()}
 
 
-def describe(settings: Any) -> list[str]:
-    """What health computes, for ``check config``."""
+# What the model-server formats give health without configuration, where it is less
+# than requests, errors and latency per model (docs/health.md; audit 9: check config
+# said nothing of inputs that yield no window at all).
+FORMAT_LIMITS = {
+    "triton": "requests only from the verbose request lines (--log-verbose 1), no latency; model failures "
+              "are errors of no request",
+    "vllm": "requests only where a line names its model (LoRA adapters); for the base model, name it with "
+            "--field model.name=NAME",
+    "kserve": "requests and errors per model, no latency (the trace lines that carry it name no model)",
+    "gunicorn": "no model in its lines: name it with --field model.name=NAME or health.fields.model",
+    "mlflow": "no model in its lines: name it with --field model.name=NAME or health.fields.model",
+}
+
+
+def describe(settings: Any, formats: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """What health computes, for ``check config``; ``formats``: (where, format)
+    of the global setting and of each input that sets one."""
     if settings is None or not settings.enabled:
         return ["health: off (add a health: block to the config file to turn it on)"]
     ref = settings.reference or f"the first {settings.reference_size} events of each model"
@@ -133,6 +148,9 @@ def describe(settings: Any) -> list[str]:
         lines.append("health: " + rules_note(settings))
     for globs, paths in settings.per_input:
         lines.append(f"health: fields for {', '.join(globs)}: {paths.describe()}")
+    for where, name in formats:
+        if name in FORMAT_LIMITS:
+            lines.append(f"health: {where} (format {name}): {FORMAT_LIMITS[name]}")
     lines.append("health: hot path in C (agent/health/_native.c)" if native.NATIVE is not None else
                  "health: hot path in Python (the C module was not built, or MODELSCRIBE_HEALTH_NATIVE turns it "
                  "off): the same figures, at a higher CPU cost")

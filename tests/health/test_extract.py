@@ -232,7 +232,8 @@ def test_server_formats_fill_the_fields_without_configuration():
     assert torchserve and {o.key[0] for o in torchserve} == {"resnet-18", "bert_sentiment"}
     assert any(o.latency_ms is not None and o.latency_ms > 0 for o in torchserve)
     assert found["torchserve/model_metrics.log"] == []  # metric lines
-    assert found["triton/default.log"] == []  # "loading model ...": no request
+    triton = found["triton/default.log"]  # "loading model ...": no request; its verbose request line is one
+    assert [(o.key[0], o.latency_ms, o.error) for o in triton] == [("densenet_onnx", None, False)]
     kserve = found["kserve/kserve.log"]
     assert {o.key[0] for o in kserve} == {"sklearn-iris"} and len(kserve) == 4  # predict, explain, 2 infer
     assert sum(o.error for o in kserve) == 1  # the 500
@@ -242,7 +243,8 @@ def test_server_formats_fill_the_fields_without_configuration():
 # (and the values that steer it) at each of them.
 _leaf = st.one_of(st.none(), st.booleans(), st.integers(-10, 600), st.just(10**400),
                   st.floats(allow_nan=True), st.text(max_size=3),
-                  st.sampled_from(["event", "metric", "failure", "ERROR", "ready", "m1", "2026-01-01T00:00:01Z",
+                  st.sampled_from(["event", "metric", "failure", "ERROR", "ready", "infer", "m1",
+                                   "2026-01-01T00:00:01Z",
                                    "2026-01-01T00:00:01.250+02:00", "1969-12-31T00:00:00Z", "x"]),
                   st.lists(st.integers(), max_size=2))
 
@@ -388,3 +390,19 @@ def test_default_windows_need_no_word_about_the_rules():
 
     assert not [line for line in describe(parse_health({}, "t: health")) if "--health-window" in line]
     assert [line for line in describe(parse_health({"window": "5m"}, "t: health")) if "--health-window 300s" in line]
+
+
+def test_check_config_says_what_a_server_format_gives_health(tmp_path):
+    # Audit 9: a Triton input yielded no window at all and check config said nothing of it.
+    from click.testing import CliRunner
+
+    from agent.cli import main
+
+    (tmp_path / "t.log").write_text('I0501 10:00:00.123456 1 http_server.cc:4521] "HTTP request: 2 /v2/models/m/infer"\n')
+    config = tmp_path / "c.yml"
+    config.write_text(f"inputs:\n  - paths: ['{tmp_path}/*.log']\n    format: triton\nhealth: {{}}\n")
+    result = CliRunner().invoke(main, ["check", "config", "--config", str(config), "--state-dir",
+                                       str(tmp_path / "st"), "--output", "null", "--format", "vllm"])
+    assert result.exit_code == 0, result.output
+    assert f"health: {tmp_path}/*.log (format triton): requests only from the verbose request lines" in result.output
+    assert "health: --format (format vllm): requests only where a line names its model" in result.output
