@@ -86,6 +86,7 @@ class Handoff:
         self._groups: "queue.Queue[object]" = queue.Queue(maxsize=1)
         self._idle = threading.Condition()
         self._in_flight = 0  # groups put and not yet appended, dropped or abandoned
+        self._events = 0  # ... and their events (the modelscribe_handoff_events gauge)
         self._failure: BaseException | None = None
         self._failure_raised = False
         self._writer: threading.Thread | None = None  # started by the first put
@@ -148,7 +149,19 @@ class Handoff:
             self._writer.start()
         with self._idle:
             self._in_flight += 1
+            self._events += len(group)
         self._groups.put(group)
+
+    @property
+    def paused(self) -> bool:
+        """Reading is paused: the queue is (nearly) full (a blocking episode is on)."""
+        return not self._drop and self._full_since is not None
+
+    @property
+    def events(self) -> int:
+        """Events handed over and not in the queue yet (at most two groups: while
+        the queue is full, what was read before reading paused)."""
+        return self._events
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every group put so far is in the spool (or was dropped,
@@ -211,6 +224,7 @@ class Handoff:
             finally:
                 with self._idle:
                     self._in_flight -= 1
+                    self._events -= len(group)  # type: ignore[arg-type]
                     if not self._in_flight:
                         self._idle.notify_all()
 

@@ -75,6 +75,8 @@ The metrics (``METRICS``; counters end in ``_total``; the Grafana dashboard
     modelscribe_spool_used_bytes                     bytes the spool (or memory queue) holds
     modelscribe_spool_max_bytes                      --spool-max-bytes (disk spool only)
     modelscribe_spool_records                        events queued and not yet acknowledged
+    modelscribe_handoff_events                       events read and made, not in the queue yet (at
+                                                     most two groups: what a full queue holds back)
     modelscribe_spool_max_records                    --queue-events (memory queue only)
     modelscribe_spool_oldest_unacked_age_seconds     age of the oldest of them (0: none)
     modelscribe_file_lag_bytes{path}                 file size minus committed offset (top N + other)
@@ -199,6 +201,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("modelscribe_spool_used_bytes", "gauge", "Bytes the spool (or the memory queue) holds."),
     Metric("modelscribe_spool_max_bytes", "gauge", "--spool-max-bytes (disk spool only)."),
     Metric("modelscribe_spool_records", "gauge", "Events queued and not yet acknowledged."),
+    Metric("modelscribe_handoff_events", "gauge",
+           "Events read and made, not in the queue yet (at most two groups: what a full queue holds back)."),
     Metric("modelscribe_spool_max_records", "gauge", "--queue-events (memory queue only)."),
     Metric("modelscribe_spool_oldest_unacked_age_seconds", "gauge",
            "Age of the oldest event not yet acknowledged (0: none)."),
@@ -279,6 +283,7 @@ class AgentView:
     top_files: int = TOP_FILES
     time: Callable[[], float] = time.time
     waiting_files: Callable[[], int] = lambda: 0
+    handoff: Callable[[], int] = lambda: 0  # events read, not in the queue yet (Handoff.events)
     # The agent's own metric documents the stages counted apart (Stats field -> count: OWN_COUNTERS).
     own: Callable[[], Mapping[str, int]] = dict
 
@@ -363,6 +368,7 @@ class AgentCollector:
         if spool.max_bytes is not None:
             yield _gauge("modelscribe_spool_max_bytes", spool.max_bytes)
         yield _gauge("modelscribe_spool_records", spool.records)
+        yield _gauge("modelscribe_handoff_events", view.handoff())
         if spool.max_records is not None:
             yield _gauge("modelscribe_spool_max_records", spool.max_records)
         yield _gauge("modelscribe_spool_oldest_unacked_age_seconds", spool.oldest_unacked_age or 0.0)

@@ -282,6 +282,7 @@ class Pipeline:
                           "bytes_emitted": sink.emitted_bytes, "lost_bytes": tailer.lost_bytes},
             spool=lambda: spool_use(spool), files=lambda: file_lags(registry.entries()),
             open_files=tailer.open_files, waiting_files=lambda: tailer.waiting_files()[0],
+            handoff=lambda: self._handoff.events,
             in_flight=self.acks.in_flight,
             deaths=lambda: list(self._supervisor.deaths), started=self._started,
             blocked_after=self.config.health_blocked_after, time=self._clock.time,
@@ -469,7 +470,8 @@ class Pipeline:
         if isinstance(self.spool, DiskQueue):
             spool = {"path": self.config.spool_path, "used_bytes": self.spool.used_bytes(),
                      "max_bytes": self.spool.max_bytes(), "pending": self.spool.pending(),
-                     "oldest_unacked_age": self.spool.oldest_unacked_age()}
+                     "oldest_unacked_age": self.spool.oldest_unacked_age(),
+                     "paused": self._handoff.paused, "held": self._handoff.events}
         try:
             count, first = self.tailer.waiting_files()
             write_status(self.config.state_dir, self._started, self.stats.snapshot(), spool,

@@ -6,7 +6,8 @@ The running daemon writes ``STATE_DIR/status.json`` every second (atomic,
     {"version": 1, "pid": 1234, "started": 1767225600.0, "updated": 1767225660.0,
      "process_start": 81234567, "pid_namespace": "pid:[4026531836]",
      "counters": {"lines_read": ..., "events_acked": ..., ...}, "last_error": "..." | null,
-     "spool": {"used_bytes": ..., "max_bytes": ..., "oldest_unacked_age": ...} | null,
+     "spool": {"used_bytes": ..., "max_bytes": ..., "oldest_unacked_age": ...,
+               "paused": bool, "held": ...} | null,
      "waiting": {"files": N, "first": PATH} | null}   (absent in files of older agents)
 
 ``process_start`` (the writer's start time in clock ticks since boot, field
@@ -374,8 +375,11 @@ def render(data: dict[str, Any]) -> str:
     spool = data.get("spool")
     if spool:
         age = spool.get("oldest_unacked_age")
+        paused = ("; full: reading paused until the output catches up" +
+                  (f" ({spool['held']} events read wait for room)" if spool.get("held") else "")
+                  if spool.get("paused") else "")  # (it counts as full before its last bytes: audit 9)
         lines.append(f"spool: {spool.get('used_bytes')} / {spool.get('max_bytes')} bytes, oldest unacknowledged "
-                     f"{'-' if age is None else f'{age:.1f}s'}")
+                     f"{'-' if age is None else f'{age:.1f}s'}{paused}")
     else:
         lines.append("spool: -")
     dead = data["dead_letters"]

@@ -90,6 +90,18 @@ def test_finish_raises_a_failed_last_append_the_reader_did_not_hear_of() -> None
     assert spool.appended == []
 
 
+def test_the_events_held_while_the_spool_is_full_are_counted_until_they_are_in_it() -> None:
+    # Audit 9: thousands of events read and waiting for room were in no gauge.
+    spool = ScriptedSpool(full=True)
+    handoff = Handoff(spool, "block", threading.Event(), Stats())  # type: ignore[arg-type]
+    handoff.put(group(0))
+    handoff.put(group(5, 3))
+    assert handoff.events == 8
+    spool.full = False
+    assert handoff.flush(timeout=30)
+    assert handoff.events == 0 and spool.pending() == 8
+
+
 def test_finish_gives_up_at_its_timeout_while_the_spool_stays_full_until_abort() -> None:
     spool = ScriptedSpool(full=True)
     abort = threading.Event()

@@ -182,6 +182,20 @@ def test_files_waiting_for_an_open_file_slot_are_shown(tmp_path):
     assert report(str(state), str(state / "dead-letter.ndjson"))["waiting"] is None
 
 
+def test_a_spool_that_paused_reading_says_so(tmp_path):
+    # Audit 9: "spool: 44188 / 65536 bytes" (67 %) while reading had stopped, with no word of it.
+    import time as _time
+    state = tmp_path / "state"
+    state.mkdir()
+    spool = {"path": "s", "used_bytes": 44188, "max_bytes": 65536, "pending": 64, "oldest_unacked_age": 7.6}
+    write_status(str(state), _time.time(), Stats().snapshot(), {**spool, "paused": True, "held": 2936})
+    shown = render(report(str(state), str(state / "dead-letter.ndjson")))
+    assert "spool: 44188 / 65536 bytes, oldest unacknowledged 7.6s; full: reading paused until the output " \
+           "catches up (2936 events read wait for room)" in shown
+    write_status(str(state), _time.time(), Stats().snapshot(), {**spool, "paused": False, "held": 0})
+    assert "oldest unacknowledged 7.6s\n" in render(report(str(state), str(state / "dead-letter.ndjson")))
+
+
 def test_the_last_error_says_when_it_came_and_whether_deliveries_were_acknowledged_since(tmp_path, monkeypatch):
     # Audit 5: after a flood-stage block was lifted and everything delivered,
     # `status` still showed "HTTP 429 ... flood-stage watermark", with no time.
