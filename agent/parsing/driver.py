@@ -33,6 +33,9 @@ promises, whatever the input and settings:
   record's last line, as it always was. Definitions, proofs, and what a
   crash costs: ``multiline``, "The commit point".
 - Tags of the lines carry over to their record (union, first-seen order).
+- A byte order mark (U+FEFF) that begins a file's first line (offset 0) is
+  not part of the line's text: JSON and text are read as if it were not
+  there; the line keeps its offsets, so the record keeps its id.
 
 These rest on one assumption, which the tailer keeps: a source's lines are
 fed in file order.
@@ -102,6 +105,16 @@ def _union_tags(lines: list[Line], *more: tuple[str, ...]) -> tuple[str, ...]:
             if tag not in tags:
                 tags.append(tag)
     return tuple(tags)
+
+
+_BOM = "\ufeff"
+
+
+def _unmarked(line: Line) -> Line:
+    """A file's first line without the byte order mark some writers put there
+    (``encoding="utf-8-sig"``, PowerShell, .NET, Notepad): it is read as if the
+    mark were not there. Its offsets stay, so the record's id does not change."""
+    return line._replace(text=line.text[1:])
 
 
 def _traceback_start(texts: list[str]) -> int | None:
@@ -178,6 +191,8 @@ class SourceParser:
 
     def feed(self, line: Line) -> list[Record]:
         """Records completed by ``line`` (often none or one)."""
+        if not line.offset and line.text[:1] == _BOM:
+            line = _unmarked(line)
         try:
             record = self._format.structured(line)
             if record is not None and not self._open:
@@ -199,6 +214,8 @@ class SourceParser:
         JSON objects, while no event is open) left as ``LineRun`` items: the
         format's ``take_run`` (raw formats) takes them at once."""
         out: list[Record | LineRun] = []
+        if lines and not lines[0].offset and lines[0].text[:1] == _BOM:  # (a batch is one read: contiguous)
+            lines = [_unmarked(lines[0]), *lines[1:]]
         run = self._run
         index, count = 0, len(lines)
         while index < count:

@@ -12,7 +12,12 @@ the rest (caps, timeout, building records, never raising). How lines group:
 - Otherwise (``TracebackJoiner``): a Python traceback (see ``tracebacks``)
   joins the log line right before it, including chained exceptions,
   exception groups, carets and SyntaxError output; a traceback with no log
-  line before it is a record of its own. Every other text line starts an
+  line before it is a record of its own. After the exception line, its
+  message's indented lines join; so do unindented ones
+  (``tracebacks.continues_message``: a CUDA error's advice, a pydantic
+  field name) when the record began with a log record's head (a
+  timestamp, a level word: ``tracebacks.is_head``), until a line that
+  begins with such a head, a blank line or a new traceback. Every other text line starts an
   event: a level name is never read as an exception type (``INFO:     ...``
   after frames is the next record), logging's ``stack_info`` block ends at
   its first unindented line, and werkzeug's `` * Restarting with stat``
@@ -29,7 +34,8 @@ traceback mode, a traceback after a blank line does not join the line before
 the blank: Python's logging never writes one there.
 
 Per-thread joining. A joiner that tells writers apart (TorchServe's
-``ThreadJoiner``: one lane per log4j thread name) sets ``lane`` after each
+``ThreadJoiner``: one lane per log4j thread name; ``PrefixJoiner``, for vLLM
+and Ray Serve: one lane per process tag) sets ``lane`` after each
 ``start`` / ``continues``: the writer of that line. The driver keeps at most
 one open event per lane, and the rules above apply per lane: a traceback
 joins the line its own thread wrote before it, lines of other threads in
@@ -129,7 +135,7 @@ are read right after each call.
 from __future__ import annotations
 
 import re
-from typing import Hashable, Protocol
+from typing import Callable, Hashable, Protocol
 
 from agent.parsing import tracebacks
 
@@ -214,12 +220,16 @@ class TracebackJoiner:
 
     def __init__(self) -> None:
         self._state = _HEAD
+        # The event's first line (``PrefixJoiner`` sets it to the line with
+        # its header): does the event have a log record's head?
+        self.first = ""
 
     @property
     def in_traceback(self) -> bool:
         return self._state in _IN_TRACEBACK
 
     def start(self, text: str) -> None:
+        self.first = text
         if _is_blank(text):
             self._state = _TAIL
         elif tracebacks.starts_traceback(text):
@@ -229,6 +239,7 @@ class TracebackJoiner:
 
     def reset(self) -> None:
         self._state = _HEAD
+        self.first = ""
 
     def continues(self, text: str) -> bool:
         state = self._state
@@ -240,6 +251,7 @@ class TracebackJoiner:
             if tracebacks.starts_traceback(text):
                 self._state = _opening(text)
                 return True
+            self.first = text
             return False  # a new ordinary line: the state stays _HEAD
         if blank:
             if state == _EXC:
@@ -262,6 +274,11 @@ class TracebackJoiner:
             if text == tracebacks.STACK_HEADER:  # logging's stack_info after exc_info
                 self._state = _STACK
                 return True
+            if tracebacks.continues_message(text) and tracebacks.is_head(self.first):
+                # More of the exception's message (``str(exc)`` printed as it
+                # is), in a record that began with a log line's head: the next
+                # record begins with one too.
+                return True
         elif state == _CHAIN:  # the next traceback of the chain
             if text == tracebacks.HEADER or tracebacks.is_file_frame(text):
                 self._state = _BODY
@@ -276,6 +293,79 @@ class TracebackJoiner:
             return True
         self.start(text)
         return False
+
+
+# Lanes a ``PrefixJoiner`` remembers (the driver holds at most 64 events open).
+_MAX_LANES = 64
+
+
+class PrefixJoiner:
+    """Tracebacks whose every line carries a prefix: one lane per process tag.
+
+    ``split(text)`` gives ``(lane, header, rest)``: the process tag a server
+    writes before each line of a process's output (vLLM's ``(APIServer
+    pid=1) ``, Ray's ``(ServeReplica:app:Model pid=42) ``; None without
+    one), the log header repeated before every line of one record (vLLM's
+    NewLineFormatter: ``ERROR 05-01 10:01:20 [engine.py:58] ``; "" without
+    one), and the text after them. Each lane's ``rest`` texts are joined as
+    ``TracebackJoiner`` joins a file's, whatever other lanes write in
+    between; a line with a header continues its lane's event only if the
+    event's first line had the same header (one record repeats it; another
+    log call writes its own), and only as the traceback rules allow (two
+    calls in the same second at the same line are two records). Lane None
+    is the output of no tagged process (a Ray driver's own lines): as for
+    every joiner, its event ends at the next line of another lane.
+    """
+
+    def __init__(self, split: Callable[[str], tuple[Hashable | None, str, str]]) -> None:
+        self._split = split
+        # Per lane: the Python view of its latest event, and that event's header.
+        self._lanes: dict[Hashable | None, tuple[TracebackJoiner, str]] = {}
+        self._tb = TracebackJoiner()  # the lane of the latest line
+        self.lane: Hashable | None = None
+
+    @property
+    def in_traceback(self) -> bool:
+        return self._tb.in_traceback
+
+    def start(self, text: str) -> None:
+        self._enter(*self._split(text))
+
+    def continues(self, text: str) -> bool:
+        lane, header, rest = self._split(text)
+        entry = self._lanes.get(lane)
+        if entry is None:
+            self._enter(lane, header, rest)
+            return False
+        tb, first = entry
+        self.lane = lane
+        self._tb = tb
+        if (not header or header == first) and tb.continues(rest):
+            return True
+        if header and header != first:
+            tb.start(rest)
+        if header:
+            tb.first = header + rest  # (the event has a log record's head)
+        self._lanes[lane] = (tb, header)
+        return False
+
+    def reset(self) -> None:
+        self._lanes.clear()
+        self._tb = TracebackJoiner()
+        self.lane = None
+
+    def _enter(self, lane: Hashable | None, header: str, rest: str) -> None:
+        tb = TracebackJoiner()
+        tb.start(rest)
+        if header:
+            tb.first = header + rest  # (the event has a log record's head)
+        lanes = self._lanes
+        lanes.pop(lane, None)  # oldest event first, like the driver's open events
+        if len(lanes) >= _MAX_LANES:
+            del lanes[next(iter(lanes))]
+        lanes[lane] = (tb, header)
+        self._tb = tb
+        self.lane = lane
 
 
 def _opening(text: str) -> int:

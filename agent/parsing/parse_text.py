@@ -38,6 +38,10 @@ is the text after it (the prefix's content is in ``@timestamp``,
 ``log.level`` and ``log.logger``; ``--keep-original`` keeps the whole line
 in ``event.original``). When only a timestamp and perhaps a level were
 found, the message stays the whole line: a guess must never cost text.
+Colour codes (ANSI SGR sequences, ``ESC[...m``: loguru, colorlog and
+coloredlogs on a terminal, ``docker run -t``) are removed from a head line
+before it is read, and its message is the clean text (``--keep-original``
+keeps the line as written).
 With ``log_format`` set (``--log-format``), the layout is declared, so a
 line that fits it is read by the parser compiled from it (see
 ``python_logging``); a line that does not fit is read as above.
@@ -66,6 +70,8 @@ _BASIC = re.compile(r"(" + _LEVELS + r"):(?:([^\s:]+):|\s)")
 # instead of a look-behind makes the search 2-3x faster.)
 _AFTER_TIMESTAMP = re.compile(r"[\s\[](" + _LEVELS + r")(?=[\s\]:]|$)")
 _SEARCH_WINDOW = 80
+# Colour codes (SGR): uvicorn, loguru, colorlog and coloredlogs when writing to a terminal.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 # A logger standing bare next to the level: root, __main__ or a dotted module
 # path whose last part is not a file extension or a domain ("model.pt",
@@ -99,6 +105,11 @@ _LAYOUT_GROUPS = (("l1", "n1"), ("l2", "n2"), ("l3", "n3"), ("l4", "n4"), ("l4",
 def _ends_word(text: str, index: int) -> bool:
     after = text[index:index + 1]
     return after == "" or after.isspace() or after in "]:"
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without colour codes."""
+    return _ANSI.sub("", text) if "\x1b[" in text else text
 
 
 def parse_plain(text: str) -> tuple[float | None, dict[str, Any]]:
@@ -168,10 +179,13 @@ class PlainFormat(LineFormat):
         self.layout: LoggingLayout | None = None if log_format is None else compile_layout(log_format)
 
     def head(self, text: str) -> TextInfo:
+        coloured = "\x1b[" in text
+        if coloured:  # loguru, colorlog, a TTY: the layouts are read, and the message kept, without colours
+            text = strip_ansi(text)
         layout = self.layout
         if layout is not None:
             info = layout.read(text)
             if info is not None:
                 return info
         timestamp, fields, start = read_plain(text)
-        return TextInfo(timestamp, fields, message=text[start:] if start else None)
+        return TextInfo(timestamp, fields, message=text[start:] if start or coloured else None)

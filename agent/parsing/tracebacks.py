@@ -31,12 +31,18 @@ The shapes recognised (CPython 3.8 - 3.13, ``traceback.print_exception``):
 
 The multi-line joiner uses the predicates; ``describe`` reads the type and
 message of the last exception of a chain (the one that was finally raised).
+An exception's message may go on over unindented lines (``str(exc)`` is
+printed verbatim: torch's CUDA errors, pydantic's ValidationError); such a
+line is told from the next record by not looking like a record's head
+(``is_head``: a timestamp, a level word, glog's prefix).
 Everything here is total: no input raises.
 """
 
 from __future__ import annotations
 
 import re
+
+from agent.parsing import timestamps
 
 HEADER = "Traceback (most recent call last):"
 STACK_HEADER = "Stack (most recent call last):"
@@ -83,6 +89,36 @@ def exception_line(text: str) -> tuple[str, str | None] | None:
     return match.group(1), match.group(2)
 
 
+# A line that begins a log record of its own: a timestamp (any layout
+# ``timestamps.match_prefix`` reads), a level word first (``ERROR:app:``,
+# ``INFO:     ...``, vLLM's ``ERROR 05-01 ...``, ``[ERROR]``), or glog's ``E0804 16:25:25``.
+_HEAD_WORD = re.compile(r"\[?(?:" + "|".join(sorted(_LEVEL_WORDS)) + r")\b|[IWEF]\d{4} \d\d:", re.ASCII)
+
+
+def is_head(text: str) -> bool:
+    """Does ``text`` begin the way a log record's first line does (see ``_HEAD_WORD``)?"""
+    if not text:
+        return False
+    first = text[0]
+    if first.isdigit() or first == "[":
+        if timestamps.match_prefix(text)[1]:
+            return True
+    return "A" <= first <= "[" and _HEAD_WORD.match(text) is not None
+
+
+def continues_message(text: str) -> bool:
+    """Can this unindented line be more of an exception's message (CPython
+    prints ``str(exc)`` verbatim: torch's CUDA errors and pydantic's
+    ValidationError have unindented lines), rather than what follows the
+    traceback? Not blank, not indented, not a traceback's own line (header,
+    chain separator, logging's stack header) and not a log record's head."""
+    if not text or text[0] in (" ", "\t") or text.isspace():
+        return False
+    if text == HEADER or text == STACK_HEADER or text in CHAIN_SEPARATORS:
+        return False
+    return not is_head(text)
+
+
 def starts_traceback(text: str) -> bool:
     """Can this line open a traceback (one that may follow the log line before it)?"""
     if text == HEADER or text == STACK_HEADER:
@@ -100,7 +136,10 @@ def describe(lines: list[str], require_header: bool = True) -> tuple[str | None,
     a ``File`` frame); ``(None, None)`` when it is one but its exception line
     is missing (cut by a cap or a crash); otherwise ``(type, message)`` with
     message None when the exception had none. A multi-line message keeps its
-    indented continuation lines.
+    continuation lines up to a blank line: indented ones, and unindented
+    ones that do not begin a log record (``continues_message``), so
+    ``ValidationError: 1 validation error for Item`` / ``price`` is the
+    ValidationError's message, not an exception named ``price``.
     """
     if not lines:
         return None
@@ -110,18 +149,23 @@ def describe(lines: list[str], require_header: bool = True) -> tuple[str | None,
     found: tuple[str, str | None] | None = None
     in_group = False
     continuing = False  # the previous line was the exception line or its continuation
+    closed = False  # a log record's head (or the stack header) after the exception: the traceback ended
     for text in lines:
         if text == HEADER or text in CHAIN_SEPARATORS:
             # A new link in the chain: only what follows can be the last exception.
-            found, in_group, continuing = None, False, False
+            found, in_group, continuing, closed = None, False, False, False
         elif text.startswith("  + ") and is_group_header(text):
-            found, in_group, continuing = None, True, False
+            found, in_group, continuing, closed = None, True, False, False
+        elif closed:
+            pass
         elif in_group:
             if found is None:
                 match = _GROUP_EXCEPTION.fullmatch(text)
                 if match is not None:
                     found = (match.group(1), match.group(2))
-        elif continuing and found is not None and is_indented(text):
+        elif continuing and found is not None and (is_indented(text) or continues_message(text)):
+            # (An unindented line too: the first exception line after the last
+            # link's frames is the exception; what follows is its message.)
             exc_type, message = found
             found = (exc_type, text if message is None else message + "\n" + text)
         else:
@@ -129,6 +173,8 @@ def describe(lines: list[str], require_header: bool = True) -> tuple[str | None,
             continuing = exc is not None
             if exc is not None:
                 found = exc
+            elif found is not None and (text == STACK_HEADER or is_head(text)):
+                closed = True
     if found is None:
         return (None, None)
     return found

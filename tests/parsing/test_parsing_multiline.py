@@ -107,11 +107,42 @@ def test_traceback_interrupted_by_a_log_line() -> None:
     assert records[1].fields == {"log": {"level": "info"}} and records[1].timestamp is not None
 
 
-def test_unindented_message_continuation_is_not_joined() -> None:
-    # Python prints a message's own newlines unindented; they cannot be told
-    # from the next line, so they start records of their own.
-    records = run(TRACEBACK + ["second line of the message"])
-    assert groups(records) == [6, 1]
+def test_unindented_message_continuation_is_joined_after_a_head() -> None:
+    """Python prints a message's own newlines unindented (``str(exc)`` as it
+    is: torch's CUDA errors, pydantic's ValidationError). In a record that
+    began with a log line's head, such lines join until the next head
+    (audit 9, formats #4); the exception is the first line after the frames."""
+    records = run(TRACEBACK + ["second line of the message", "For debugging consider passing CUDA_LAUNCH_BLOCKING=1.",
+                               "2024-05-01 12:00:00,000 INFO next"])
+    assert groups(records) == [8, 1]
+    assert records[0].fields["error"]["type"] == "ZeroDivisionError"
+    assert records[0].fields["error"]["message"] == ("division by zero\nsecond line of the message\n"
+                                                     "For debugging consider passing CUDA_LAUNCH_BLOCKING=1.")
+    pydantic = ["2024-05-01 10:00:00,000 - app - ERROR - predict failed", *TRACEBACK[1:4],
+                "pydantic_core._pydantic_core.ValidationError: 1 validation error for Item", "price",
+                "  Input should be a valid number [type=float_parsing, input_value='x', input_type=str]",
+                "ERROR:app:next", "INFO:     127.0.0.1:1 - \"GET / HTTP/1.1\" 200 OK", "[ERROR] x",
+                "E0804 16:25:25.1 1 a.cc:1] y"]
+    records = run(pydantic)
+    assert groups(records) == [7, 1, 1, 1, 1]
+    assert records[0].fields["error"] == {
+        "type": "pydantic_core._pydantic_core.ValidationError",
+        "message": "1 validation error for Item\nprice\n  Input should be a valid number [type=float_parsing, "
+                   "input_value='x', input_type=str]",
+        "stack_trace": "\n".join(pydantic[1:7])}
+    # The same lines with --multiline-start: the exception is not "price".
+    (joined, _, _, _, _) = run(pydantic, multiline_start=r"^(\d{4}-|ERROR:|INFO:|\[|E\d)")
+    assert joined.fields["error"] == records[0].fields["error"]
+
+
+def test_unindented_line_after_a_bare_traceback_is_not_joined() -> None:
+    """A traceback with no log line before it has no head to go by: a line
+    after its exception line is the next record, as before; and a blank line
+    ends the message."""
+    records = run(TRACEBACK[1:] + ["second line"])
+    assert groups(records) == [5, 1]
+    records = run(TRACEBACK + ["", "after a blank"])
+    assert groups(records) == [7, 1]
 
 
 # -- blank lines -----------------------------------------------------------------------
@@ -346,7 +377,7 @@ def test_a_traceback_cut_before_its_exception_line_does_not_take_a_level_line() 
 
 def test_exception_lines_and_their_indented_messages_still_join() -> None:
     records = run(["ERROR app crashed", "Traceback (most recent call last):", '  File "/app/main.py", line 3, in f',
-                   "requests.exceptions.HTTPError: y", "  more of the message", " * a bullet of it", "next"],
+                   "requests.exceptions.HTTPError: y", "  more of the message", " * a bullet of it", "INFO next"],
                   format="plain")
     assert groups(records) == [6, 1]
     assert records[0].fields["error"]["type"] == "requests.exceptions.HTTPError"

@@ -110,3 +110,31 @@ def test_a_level_name_is_not_an_exception_type(text: str) -> None:
 ])
 def test_names_near_a_level_name_are_still_exception_types(text: str, expected: tuple[str, str]) -> None:
     assert tracebacks.exception_line(text) == expected
+
+
+def test_describe_takes_unindented_message_lines() -> None:
+    """The first exception line after the frames is the exception; unindented
+    lines after it that do not begin a log record are its message, up to a
+    blank line (audit 9, formats #4)."""
+    frames = ["Traceback (most recent call last):", '  File "a.py", line 1, in f', "    g()"]
+    assert tracebacks.describe(frames + ["ValidationError: 1 validation error for Item", "price",
+                                         "  Input should be a valid number"]) == \
+        ("ValidationError", "1 validation error for Item\nprice\n  Input should be a valid number")
+    assert tracebacks.describe(frames + ["RuntimeError: CUDA error", "CUDA kernel errors might be ...", "",
+                                         "KeyError: 'k'"]) == ("KeyError", "'k'")
+    assert tracebacks.describe(frames + ["ValueError: x", "INFO:     127.0.0.1 - next", "more"]) == ("ValueError", "x")
+    assert tracebacks.describe(frames + ["ValueError", "price"]) == ("ValueError", "price")
+    assert tracebacks.describe(frames + ["ValueError: x", "Stack (most recent call last):", '  File "b.py"']) == \
+        ("ValueError", "x")
+
+
+@pytest.mark.parametrize(("text", "head"), [
+    ("2024-05-01 10:00:00,000 - app - INFO - x", True), ("[2024-05-01 12:00:05 +0000] [7] [INFO] x", True),
+    ("ERROR:app:x", True), ("INFO:     x", True), ("ERROR 05-01 10:00:00 a.py:1] x", True), ("[ERROR] x", True),
+    ("WARNING x", True), ("E0804 16:25:25.154521 20984 a.cc:610] x", True),
+    ("price", False), ("CUDA kernel errors", False), ("Information", False), ("ERRORS: 3", False),
+    ("2024-05-01 is a date", False), ("[1, 2]", False), ("", False), ("E080 1", False),
+])
+def test_is_head(text: str, head: bool) -> None:
+    assert tracebacks.is_head(text) is head
+    assert tracebacks.continues_message(text) is (bool(text) and not head)

@@ -54,7 +54,7 @@ from urllib.parse import unquote, urlsplit
 from agent.events import TAG_PARSE_FAILURE
 from agent.parsing import timestamps, tracebacks
 from agent.parsing.base import TextInfo
-from agent.parsing.parse_text import parse_plain
+from agent.parsing.parse_text import parse_plain, strip_ansi  # noqa: F401 - strip_ansi: the servers import it from here
 
 # -- clients ----------------------------------------------------------------
 
@@ -247,12 +247,6 @@ _LEVELPREFIX = re.compile(r"(" + LEVELS + r"):\s+")
 # access handler); KServe adds %(process)s after the client.
 _UVICORN_ACCESS = re.compile(r'(?:(\S+) )?(?:(\d+) )?- "([A-Za-z]+) (\S+) HTTP/(\d(?:\.\d)?)" (\d{3})(?: .*)?$')
 _SERVER_PROCESS = re.compile(r"(?:Started|Finished) server process \[(\d+)\]")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def strip_ansi(text: str) -> str:
-    """``text`` without colour codes (uvicorn colours when writing to a terminal)."""
-    return _ANSI.sub("", text) if "\x1b[" in text else text
 
 
 def parse_uvicorn(text: str, pos: int, server: str,

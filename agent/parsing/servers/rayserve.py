@@ -18,7 +18,10 @@ it: ``app_Deployment`` since 2.9) and COMPONENT_ID the replica
 ``labels.component_id`` instead. The request id is ``model.request_id``,
 the application (2.7-2.9 text, JSON) ``service.name``. Ray core's driver
 lines (``2023-04-10 15:57:32,100<TAB>INFO scripts.py:380 -- Deploying ...``)
-are read too.
+are read too. An actor's traceback, every line behind its tag, joins the
+log line the actor wrote before it, whatever other actors write in between
+(``multiline.PrefixJoiner``: one lane per actor tag); the message is
+without the tags.
 
 Access messages (``access_log_msg``: ``[CLIENT ]METHOD ROUTE STATUS N.Nms``;
 older ``METHOD STATUS N.Nms`` and ``__CALL__ OK N.Nms``): an HTTP method gives
@@ -32,7 +35,10 @@ older ``METHOD STATUS N.Nms`` and ``__CALL__ OK N.Nms``): an HTTP method gives
 JSON (``LoggingConfig(encoding="JSON")`` / ``RAY_SERVE_LOG_ENCODING=JSON``):
 one object per line with ``levelname``, ``asctime``, ``message``,
 ``filename``, ``lineno``, ``process``, ``timestamp_ns`` (preferred to
-``asctime``: it has a zone), ``exc_text`` and the Serve keys
+``asctime``: it has a zone), ``exc_text`` (``funcName``, which
+``additional_log_standard_attrs`` adds, joins ``filename``/``lineno`` in
+``log.origin``; a ``file.py:N - `` message prefix is cut and read there,
+and ``filename``/``lineno`` that say the same are not kept in ``extra``) and the Serve keys
 ``deployment``, ``replica``, ``request_id``, ``route``, ``application``,
 ``component_name``, ``component_id`` mapped as above; Ray's other context
 (``job_id``, ``worker_id``, ``node_id``, ``actor_id``, ``task_id``) and
@@ -55,6 +61,7 @@ from agent.events import TAG_PARSE_FAILURE, Line, Record
 from agent.parsing import json_decode, timestamps, tracebacks
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
+from agent.parsing.multiline import Joiner, PrefixJoiner
 from agent.parsing.json_fit import cap_extra
 from agent.parsing.json_plans import DEFAULT_KEYS, KeyMap, key_map
 from agent.parsing.parse_json import failure_reason, map_object
@@ -152,6 +159,9 @@ def text_info(text: str) -> TextInfo | None:
             parsed = parse_uvicorn(text, pos, "rayserve", fields)
             if parsed is not None:
                 return TextInfo(None, parsed[0], (), None, text[parsed[1]:])
+            if tracebacks.starts_traceback(text[pos:]):  # an actor's traceback, every line tagged
+                fields["model"] = {"server": "rayserve"}
+                return TextInfo(None, fields, (), None, text[pos:])
         return _core_info(text, pos, fields)
     level, stamp, component, component_id = match.groups()
     model: dict[str, Any] = {"server": "rayserve"}
@@ -183,6 +193,19 @@ def text_info(text: str) -> TextInfo | None:
         put_access(fields, model, message, route)
     _put_component(fields, model, component, component_id)
     return TextInfo(timestamps.parse_string(stamp), fields, (), None, message)
+
+
+def split_prefix(text: str) -> tuple[str | None, str, str]:
+    """``(actor tag, "", rest)`` of a line (``multiline.PrefixJoiner``): the
+    ``(ServeReplica:app:Model pid=42) `` tag a driver writes before every
+    line of an actor's output (None without one), then the text after it."""
+    if "\x1b[" in text:
+        text = strip_ansi(text)
+    if text[:1] == "(":
+        actor = _ACTOR.match(text)
+        if actor is not None:
+            return actor.group(0), "", text[actor.end():]
+    return None, "", text
 
 
 def _core_info(text: str, pos: int, fields: dict[str, Any]) -> TextInfo | None:
@@ -223,15 +246,29 @@ def json_fields(obj: dict[str, Any], keys: KeyMap = DEFAULT_KEYS) -> tuple[str, 
     log = fields.get("log")
     if type(log) is not dict:
         log = fields["log"] = {} if log is None else log
-    if type(log) is dict and "origin" not in log:
+    origin = log.get("origin") if type(log) is dict else None
+    # (``funcName``, which Serve's ``additional_log_standard_attrs`` adds, is
+    # in log.origin already: the file and line go beside it.)
+    if type(log) is dict and (origin is None or (type(origin) is dict and "file" not in origin)):
+        lineno = serve.get("lineno")
+        line = str(lineno) if type(lineno) is int else ""
         prefix = _JSON_PREFIX.match(message)
+        where: dict[str, Any] | None = None
         if prefix is not None:  # 2.9 wrote "file.py:123 - " into the message
-            log["origin"] = _origin(prefix.group(1), prefix.group(2))
+            where = _origin(prefix.group(1), prefix.group(2))
             message = message[prefix.end():]
+            if names.get("filename") == prefix.group(1):  # the same place: not kept twice
+                used.add("filename")
+                if line == prefix.group(2) and "line" in where["file"]:
+                    used.add("lineno")
         elif "filename" in names:
-            lineno = serve.get("lineno")
-            log["origin"] = _origin(names["filename"], str(lineno) if type(lineno) is int else "")
-            used.update(("filename", "lineno") if type(lineno) is int else ("filename",))
+            where = _origin(names["filename"], line)
+            used.update(("filename", "lineno") if "line" in where["file"] else ("filename",))
+        if where is not None:
+            if origin is None:
+                log["origin"] = where
+            else:
+                origin.update(where)
     if not log:
         del fields["log"]
     process = serve.get("process")
@@ -336,3 +373,12 @@ class RayServeFormat(PlainFormat):
                 return TextInfo(timestamp, fields, (TAG_PARSE_FAILURE,), failure_reason(text))
             return TextInfo(timestamp, fields)
         return fallback(text, "rayserve", getattr(self, "strict", True))
+
+    def body(self, text: str) -> str:
+        """A later line of an event without the actor tag the driver wrote before it."""
+        return split_prefix(text)[2] if text[:1] == "(" or text[:1] == "\x1b" else text
+
+    def joiner(self) -> Joiner:
+        if self.settings.multiline_start is not None:
+            return super().joiner()
+        return PrefixJoiner(split_prefix)

@@ -35,6 +35,17 @@ What is read:
   text) by ``<N token ids>``. Such a line is returned by ``structured`` so
   the record's ``original`` (``--keep-original``) is the redacted text too.
 
+Tracebacks: vLLM's NewLineFormatter writes a record's header again before
+every line of a multi-line message (``logger.exception``), and newer
+releases the process tag before every line a process prints (an uncaught
+traceback too). Lines are joined on the text after tag and header
+(``multiline.PrefixJoiner``, one lane per process tag, so two processes'
+tracebacks interleaved are two records); a line with a header continues a
+record only if it repeats the record's header. The record has the first
+line's fields and a message without the repeated prefixes; a traceback
+printed with the tag alone has the tag's ``model.worker`` / ``process.pid``
+and is not a parse failure.
+
 Guarantee: never raises; other lines are plain text (tagged ``parse_failure``
 when the format was forced).
 """
@@ -48,15 +59,17 @@ import time
 from typing import Any, ClassVar
 
 from agent.events import Line, Record
-from agent.parsing import timestamps
+from agent.parsing import timestamps, tracebacks
 from agent.parsing.base import TextInfo
 from agent.parsing.formats import register_format
 from agent.parsing.parse_text import PlainFormat, parse_plain
+from agent.parsing.multiline import Joiner, PrefixJoiner
 from agent.parsing.servers.access import LEVELS, fallback, parse_uvicorn, strip_ansi
 
 _TAG = re.compile(r"\(([^()]*?) ?pid=(\d+)(?:, ip=[^)]*)?\) ")
 _LINE = re.compile(r"(" + LEVELS + r") (\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})?) \[?([^\s:\[\]]+):(\d+)\] ")
 _SKEW = 86400.0
+_LEVEL_INITIALS = frozenset(level[0] for level in LEVELS.split("|"))
 
 # The closed list of model.stats keys, by the name vLLM prints.
 STATS = {
@@ -348,6 +361,24 @@ def vllm_line(text: str, now: float) -> tuple[float | None, dict[str, Any], str]
     return _line_epoch(stamp, now), fields, message
 
 
+def split_prefix(text: str) -> tuple[str | None, str, str]:
+    """``(process tag, header, rest)`` of a line (``multiline.PrefixJoiner``):
+    the ``(APIServer pid=1) `` tag (None without one) and the log header
+    (``ERROR 05-01 10:01:20 [engine.py:58] ``; "" without one) that vLLM
+    writes before every line of a record, then the text after them."""
+    lane = None
+    pos = 0
+    if text[:1] == "(":
+        tag = _TAG.match(text)
+        if tag is not None:
+            lane = tag.group(0)
+            pos = tag.end()
+    match = _LINE.match(text, pos)
+    if match is None:
+        return lane, "", text[pos:] if pos else text
+    return lane, text[pos:match.end()], text[match.end():]
+
+
 def _carries_payload(text: str) -> bool:
     return "prompt: " in text or "output: " in text or "token_ids: [" in text
 
@@ -398,6 +429,23 @@ class VllmFormat(PlainFormat):
     def head(self, text: str) -> TextInfo:
         parsed = vllm_line(text, time.time())
         if parsed is None:
+            if text[:1] == "(":
+                tag = _TAG.match(text)
+                if tag is not None and tracebacks.starts_traceback(text[tag.end():]):
+                    # A process's uncaught traceback, every line tagged: the tag's fields, the traceback.
+                    fields: dict[str, Any] = {"model": {"server": "vllm", "worker": tag.group(1)}}
+                    if len(tag.group(2)) < 10:
+                        fields["process"] = {"pid": int(tag.group(2))}
+                    return TextInfo(None, fields, (), None, text[tag.end():])
             return fallback(text, "vllm", getattr(self, "strict", True))
         timestamp, fields, message = parsed
         return TextInfo(timestamp, fields, (), None, message)
+
+    def body(self, text: str) -> str:
+        """A later line of a record without the tag and the header vLLM repeats."""
+        return split_prefix(text)[2] if text[:1] == "(" or text[:1] in _LEVEL_INITIALS else text
+
+    def joiner(self) -> Joiner:
+        if self.settings.multiline_start is not None:
+            return super().joiner()
+        return PrefixJoiner(split_prefix)

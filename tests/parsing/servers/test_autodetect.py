@@ -77,7 +77,7 @@ def read(path: Path, fmt: str) -> tuple[SourceParser, list[Record], list[Line]]:
 
 def assert_every_line_once(records: list[Record], lines: list[Line], line_format: object) -> None:
     # Line by line, but TorchServe joins per thread: its records by the contract.
-    per_thread = getattr(line_format, "detected", None) == "torchserve"
+    per_thread = getattr(line_format, "detected", None) in ("torchserve", "vllm", "rayserve")
     records_kit.assert_commit_contract(records, lines, consecutive=not per_thread)
 
 

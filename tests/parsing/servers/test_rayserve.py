@@ -8,22 +8,24 @@ lines, and the JSONFormatter records of LoggingConfig(encoding="JSON").
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agent.parsing.servers.rayserve as rayserve_module
 from agent.events import TAG_PARSE_FAILURE, Record, Source
-import servers_kit
+import lanes_kit
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "servers"
 SOURCE = Source("servers-key", "/tmp/ray/session_latest/logs/serve/replica.log")
 
 
 def parse_lines(texts: list[str], **options: object) -> list[Record]:
-    return servers_kit.parse_lines(texts, "rayserve", SOURCE, **options)
+    return lanes_kit.parse_lines(texts, "rayserve", SOURCE, **options)
 
 
 def parse(name: str) -> list[Record]:
@@ -194,3 +196,68 @@ def test_never_raises(texts: list[str]) -> None:
     for text in texts:
         rayserve_module.RayServeFormat.detect(text)
     parse_lines([text.replace("\n", " ") for text in texts])
+
+
+def test_json_with_func_name_keeps_file_line_and_access() -> None:
+    """Serve's ``additional_log_standard_attrs=["funcName"]`` puts funcName in
+    log.origin; the file:line prefix is still cut from the message (and read
+    with filename/lineno into log.origin.file, not left in extra), so the
+    access fields are read (audit 9, formats #7)."""
+    base = {"asctime": "2025-01-02 03:04:05,678", "levelname": "INFO",
+            "message": "replica.py:410 - POST /predict 200 12.5ms", "filename": "replica.py", "lineno": 410,
+            "deployment": "default_Model", "replica": "x1y2z3", "route": "/predict"}
+    with_function, without, elsewhere = parse_lines([
+        json.dumps({**base, "funcName": "_handle_request"}),
+        json.dumps(base),
+        json.dumps({**base, "filename": "other.py", "lineno": 7}),
+    ])
+    assert with_function.message == "POST /predict 200 12.5ms"
+    assert with_function.fields["log"]["origin"] == {"function": "_handle_request",
+                                                     "file": {"name": "replica.py", "line": 410}}
+    assert with_function.fields["http"] == {"request": {"method": "POST"}, "response": {"status_code": 200}}
+    assert with_function.fields["event"]["duration"] == 12500000
+    assert "extra" not in with_function.fields
+    assert without.fields["log"]["origin"] == {"file": {"name": "replica.py", "line": 410}}
+    assert "extra" not in without.fields  # filename/lineno were the prefix's: not kept twice
+    # A filename/lineno that is not the prefix's place is kept (lossless).
+    assert elsewhere.fields["log"]["origin"] == {"file": {"name": "replica.py", "line": 410}}
+    assert elsewhere.fields["extra"] == {"filename": "other.py", "lineno": 7}
+
+
+@pytest.mark.parametrize("fmt", ["rayserve", "auto"])
+def test_actor_tagged_traceback_is_one_record(fmt: str) -> None:
+    """A driver writes the actor tag before every line of an actor's output,
+    tracebacks included: the traceback joins its log line (audit 9, formats #3)."""
+    tag = "(ServeReplica:default:Model pid=63520) "
+    other = "(ServeReplica:default:Other pid=7) "
+    texts = [other + "INFO 2023-04-10 15:59:45,400 default_Other abc 0 -- started",
+             tag + "ERROR 2023-04-10 15:59:45,410 default_Model kTBlTj 733674e0 -- Request failed:",
+             tag + "Traceback (most recent call last):",
+             other + "INFO 2023-04-10 15:59:45,411 default_Other abc 1 -- another replica in between",
+             tag + '  File "/home/ray/app/model.py", line 22, in __call__',
+             "\x1b[36m" + tag.rstrip() + "\x1b[0m     return self.model(x)",
+             tag + "RuntimeError: CUDA error: device-side assert triggered",
+             tag + "ERROR 2023-04-10 15:59:45,411 default_Model kTBlTj 733674e0 -- CALL __call__ ERROR 3.2ms"]
+    records = lanes_kit.parse_lines(texts, "rayserve", SOURCE, format=fmt)
+    failed = next(record for record in records if record.line_count > 1)
+    assert failed.line_count == 5
+    assert failed.message == ('Request failed:\nTraceback (most recent call last):\n'
+                              '  File "/home/ray/app/model.py", line 22, in __call__\n    return self.model(x)\n'
+                              'RuntimeError: CUDA error: device-side assert triggered')
+    assert failed.fields["log"]["level"] == "error"
+    assert failed.fields["model"]["worker"] == "kTBlTj"
+    assert failed.fields["process"] == {"pid": 63520}
+    assert failed.fields["error"]["type"] == "RuntimeError"
+    assert not any(record.tags for record in records)
+    assert len(records) == 4
+
+
+def test_actor_tagged_traceback_alone() -> None:
+    """An actor's uncaught traceback (no log line before it) is one record with the tag's pid."""
+    tag = "(ServeReplica:default:Model pid=42) "
+    (record,) = parse_lines([tag + "Traceback (most recent call last):", tag + '  File "a.py", line 1, in f',
+                             tag + "KeyError: 'k'"])
+    assert record.message == "Traceback (most recent call last):\n  File \"a.py\", line 1, in f\nKeyError: 'k'"
+    assert record.fields["error"]["type"] == "KeyError"
+    assert record.fields["process"] == {"pid": 42}
+    assert not record.tags

@@ -13,12 +13,13 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import agent.parsing.servers.vllm as vllm_module
 from agent.events import TAG_PARSE_FAILURE, Record, Source
-import servers_kit
+import lanes_kit
 from agent.parsing.servers.vllm import month_day_epoch
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "servers"
@@ -28,7 +29,7 @@ PROMPT2 = "It's a \"quoted\" prompt with 'both' quotes and é ü 日本"
 
 
 def parse_lines(texts: list[str], check_payloads: bool = True, **options: object) -> list[Record]:
-    records = servers_kit.parse_lines(texts, "vllm", SOURCE, **options)
+    records = lanes_kit.parse_lines(texts, "vllm", SOURCE, **options)
     for record in records:
         # The payload never reaches the message (nor the kept original).
         gen_ai = record.fields.get("gen_ai", {})
@@ -229,3 +230,68 @@ def test_never_raises(texts: list[str], keep: bool) -> None:
         if record.message.startswith("INFO ") and "Received request" in record.message \
                 and "request" in record.fields.get("gen_ai", {}):
             assert "prompt: '" not in record.message and 'prompt: "' not in record.message
+
+
+# -- tracebacks behind a repeated prefix (audit 9, formats #3) -----------------
+
+V0_HEADER = "ERROR 05-01 10:01:20 async_llm_engine.py:58] "
+V0_MESSAGE = ["Engine background task failed", "Traceback (most recent call last):",
+              '  File "/usr/lib/python3.10/site-packages/vllm/engine/async_llm_engine.py", line 48, in _log_task',
+              "    return_value = task.result()", "                   ^^^^^^^^^^^^^",
+              "RuntimeError: CUDA error: out of memory"]
+
+
+def test_newline_formatter_repeats_the_header_on_every_line() -> None:
+    """vLLM's NewLineFormatter writes the record's header again before each
+    line of a multi-line message (``logger.exception``): one record."""
+    texts = [V0_HEADER + text for text in V0_MESSAGE] + ["INFO 05-01 10:01:21 launcher.py:9] next record"]
+    failed, following = parse_lines(texts)
+    assert failed.line_count == len(V0_MESSAGE)
+    assert failed.message == "\n".join(V0_MESSAGE)
+    assert failed.fields["log"] == {"level": "error", "origin": {"file": {"name": "async_llm_engine.py", "line": 58}}}
+    assert failed.fields["error"]["type"] == "RuntimeError"
+    assert failed.fields["error"]["message"] == "CUDA error: out of memory"
+    assert failed.fields["error"]["stack_trace"] == "\n".join(V0_MESSAGE[1:])
+    assert following.message == "next record"
+
+
+def test_same_header_without_a_traceback_is_two_records() -> None:
+    """Two log calls in the same second at the same line: two records."""
+    line = "INFO 05-01 10:00:00 [logger.py:39] Received request chatcmpl-{}: params: SamplingParams(n=1)"
+    assert len(parse_lines([line.format(1), line.format(2)])) == 2
+    # After a traceback, a line with another header is the next record.
+    texts = [V0_HEADER + text for text in V0_MESSAGE] + ["ERROR 05-01 10:01:20 [other.py:1]   indented text"]
+    assert [record.line_count for record in parse_lines(texts)] == [len(V0_MESSAGE), 1]
+
+
+@pytest.mark.parametrize("fmt", ["vllm", "auto"])
+def test_process_tagged_traceback_is_one_record_per_process(fmt: str) -> None:
+    """vLLM >= 0.10 tags every line of a process's output; two processes'
+    tracebacks interleaved are joined per tag."""
+    api, core = "(APIServer pid=1) ", "(EngineCore_DP0 pid=230) "
+    texts = [core + "INFO 05-01 10:00:00 [core.py:75] Initializing a V1 LLM engine (v0.10.1)",
+             core + "ERROR 05-01 10:00:01 [core.py:700] EngineCore failed to start.",
+             api + "Traceback (most recent call last):",
+             core + "Traceback (most recent call last):",
+             api + '  File "/usr/local/bin/vllm", line 10, in <module>',
+             core + '  File "/vllm/v1/engine/core.py", line 691, in run_engine_core',
+             api + "    sys.exit(main())",
+             core + "    engine_core = EngineCoreProc(*args, **kwargs)",
+             core + "ValueError: not enough KV cache",
+             api + "RuntimeError: Engine core initialization failed. See root cause above."]
+    records = lanes_kit.parse_lines(texts, "vllm", SOURCE, format=fmt)
+    assert len(records) == 3
+    started, core_failed, api_failed = records
+    assert started.line_count == 1
+    assert core_failed.fields["error"]["type"] == "ValueError"
+    assert core_failed.fields["log"]["level"] == "error"
+    assert core_failed.fields["model"]["worker"] == "EngineCore_DP0"
+    assert core_failed.fields["process"] == {"pid": 230}
+    assert core_failed.message.splitlines()[:2] == ["EngineCore failed to start.", "Traceback (most recent call last):"]
+    assert "(EngineCore" not in core_failed.message and "(APIServer" not in core_failed.message
+    assert api_failed.line_count == 4
+    assert api_failed.fields["error"]["type"] == "RuntimeError"
+    assert api_failed.fields["model"] == {"server": "vllm", "worker": "APIServer"}
+    assert api_failed.fields["process"] == {"pid": 1}
+    assert not api_failed.tags  # the tag is vLLM's own layout: not a parse failure
+    assert api_failed.message.startswith("Traceback (most recent call last):\n  File")
