@@ -340,12 +340,13 @@ class Harvesters(IdleFiles):
             self._problem(path, now, describe_error(error))
             return
         self._clear_problem(path, opened=True)
-        source, start = None, 0
+        source, start, moved = None, 0, False
         if entry is not None and info.st_size < entry.offset:
             log.warning("file truncated", path=path, offset=entry.offset, size=info.st_size)
             self._registry.mark_gone(entry.key)
         elif entry is not None:
             source, start = Source(entry.key, path), max(entry.offset, self._resume_after.pop(entry.key, 0))
+            moved = entry.path != path and not entry.gone and info.st_size > start
             self._registry.touch(entry.key, path)
             self._registry.hold(entry.key)
             log.info("resuming file", path=path, offset=start, key=entry.key)
@@ -357,6 +358,10 @@ class Harvesters(IdleFiles):
         if source is not None and entry is not None:
             harvester.fingerprint = (entry.fp_len, entry.fp_hash)
         self._harvesters[(info.st_dev, info.st_ino)] = harvester
+        if source is not None and moved:
+            # Renamed while the agent was stopped (found by a glob that matches
+            # its new name): the file now at its old path waits for its rest.
+            self._older[entry.path] = harvester  # type: ignore[union-attr]  # (moved: entry is set)
         self._soon.add(harvester)
         self._by_path[path] = harvester
         self._found_at_start.discard((info.st_dev, info.st_ino))

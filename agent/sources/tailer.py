@@ -232,7 +232,8 @@ class Tailer(Harvesters):
                     todo = [h for h in self._harvesters.values() if h not in checked]
                 if not todo:
                     break
-                todo.sort(key=lambda h: h.state == _ACTIVE)  # files rotated away first (``_older_unread``)
+                older = set(self._older.values())
+                todo.sort(key=lambda h: h not in older)  # files rotated away first (``_older_unread``)
                 for harvester in todo:
                     if self._stopping():
                         break
@@ -498,11 +499,14 @@ class Tailer(Harvesters):
         older = self._older.get(harvester.path)
         if older is None or older is harvester:
             return False
-        if older.fd < 0 or older.state not in (_RENAMED, _DELETED):
-            del self._older[harvester.path]  # closed, or renamed back
-            return False
-        # (size < 0: not checked yet; a NUL tail waits for its writer, not for us)
-        return older.nul_wait is None and (older.size < 0 or older.reader.read_pos < older.size)
+        if older.nul_wait is not None:
+            return False  # (a NUL tail waits for its writer, not for us)
+        if older.fd >= 0 and (older.size < 0 or older.reader.read_pos < older.size):  # (size < 0: not checked yet)
+            return True
+        # Closed, or read to its end once (also where a glob matches it under its
+        # new name, as app.log* does app.log.1): the order is kept from here on.
+        del self._older[harvester.path]
+        return False
 
     def _paused(self, harvester: _Harvester, size: int, now: float) -> None:
         """The sink is full: read nothing, but never hold a deleted file open
