@@ -13,11 +13,10 @@ the rest (caps, timeout, building records, never raising). How lines group:
   joins the log line right before it, including chained exceptions,
   exception groups, carets and SyntaxError output; a traceback with no log
   line before it is a record of its own. After the exception line, its
-  message's indented lines join; so do unindented ones
-  (``tracebacks.continues_message``: a CUDA error's advice, a pydantic
-  field name) when the record began with a log record's head (a
-  timestamp, a level word: ``tracebacks.is_head``), until a line that
-  begins with such a head, a blank line or a new traceback. Every other text line starts an
+  message's indented lines join; an unindented line does not (a CUDA
+  error's advice, a pydantic field name: it cannot be told from output
+  printed right after the traceback, which joined by the hundred when it
+  did; audit 10). Every other text line starts an
   event: a level name is never read as an exception type (``INFO:     ...``
   after frames is the next record), logging's ``stack_info`` block ends at
   its first unindented line, and werkzeug's `` * Restarting with stat``
@@ -220,16 +219,12 @@ class TracebackJoiner:
 
     def __init__(self) -> None:
         self._state = _HEAD
-        # The event's first line (``PrefixJoiner`` sets it to the line with
-        # its header): does the event have a log record's head?
-        self.first = ""
 
     @property
     def in_traceback(self) -> bool:
         return self._state in _IN_TRACEBACK
 
     def start(self, text: str) -> None:
-        self.first = text
         if _is_blank(text):
             self._state = _TAIL
         elif tracebacks.starts_traceback(text):
@@ -239,7 +234,6 @@ class TracebackJoiner:
 
     def reset(self) -> None:
         self._state = _HEAD
-        self.first = ""
 
     def continues(self, text: str) -> bool:
         state = self._state
@@ -251,7 +245,6 @@ class TracebackJoiner:
             if tracebacks.starts_traceback(text):
                 self._state = _opening(text)
                 return True
-            self.first = text
             return False  # a new ordinary line: the state stays _HEAD
         if blank:
             if state == _EXC:
@@ -273,11 +266,6 @@ class TracebackJoiner:
                 return True
             if text == tracebacks.STACK_HEADER:  # logging's stack_info after exc_info
                 self._state = _STACK
-                return True
-            if tracebacks.continues_message(text) and tracebacks.is_head(self.first):
-                # More of the exception's message (``str(exc)`` printed as it
-                # is), in a record that began with a log line's head: the next
-                # record begins with one too.
                 return True
         elif state == _CHAIN:  # the next traceback of the chain
             if text == tracebacks.HEADER or tracebacks.is_file_frame(text):
@@ -344,8 +332,6 @@ class PrefixJoiner:
             return True
         if header and header != first:
             tb.start(rest)
-        if header:
-            tb.first = header + rest  # (the event has a log record's head)
         self._lanes[lane] = (tb, header)
         return False
 
@@ -357,8 +343,6 @@ class PrefixJoiner:
     def _enter(self, lane: Hashable | None, header: str, rest: str) -> None:
         tb = TracebackJoiner()
         tb.start(rest)
-        if header:
-            tb.first = header + rest  # (the event has a log record's head)
         lanes = self._lanes
         lanes.pop(lane, None)  # oldest event first, like the driver's open events
         if len(lanes) >= _MAX_LANES:
