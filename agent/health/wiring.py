@@ -124,8 +124,8 @@ def committed_offsets(registry: "Registry") -> dict[str, int]:
 FORMAT_LIMITS = {
     "triton": "requests only from the verbose request lines (--log-verbose 1), no latency; model failures "
               "are errors of no request",
-    "vllm": "requests only where a line names its model (LoRA adapters); for the base model, name it with "
-            "--field model.name=NAME",
+    "vllm": "requests only where a line names its model (LoRA adapters): the base model's are not counted (its "
+            "access lines name no model and carry no time of their own)",
     "kserve": "requests and errors per model, no latency (the trace lines that carry it name no model)",
     "gunicorn": "no model in its lines: name it with --field model.name=NAME or health.fields.model",
     "mlflow": "no model in its lines: name it with --field model.name=NAME or health.fields.model",

@@ -405,4 +405,5 @@ def test_check_config_says_what_a_server_format_gives_health(tmp_path):
                                        str(tmp_path / "st"), "--output", "null", "--format", "vllm"])
     assert result.exit_code == 0, result.output
     assert f"health: {tmp_path}/*.log (format triton): requests only from the verbose request lines" in result.output
-    assert "health: --format (format vllm): requests only where a line names its model" in result.output
+    assert "health: --format (format vllm): requests only where a line names its model (LoRA adapters): the " \
+           "base model's are not counted" in result.output
