@@ -241,6 +241,15 @@ class Sink:
                 self._own_pending = (count + 1, size + len(event.data))
         self.hand_over()
 
+    def flush_source(self, source: Source) -> None:
+        """Emit ``source``'s open multi-line events now, as their timeout would
+        (the cut is recorded the same way): the tailer, before the file now at a
+        rotated file's path is read, so that the rotated file's last record is
+        not held behind it."""
+        parser = self._parsers.get(source.key)
+        if parser is not None:
+            self._emit_all(parser, parser.flush())
+
     def source_closed(self, source: Source) -> None:
         parser = self._parsers.pop(source.key, None)
         self._chosen.pop(source.key, None)

@@ -116,6 +116,29 @@ def test_the_entry_and_the_cuts_are_on_disk_before_the_events_are_handed_over(tm
     assert [offset for offset, _ in handoff.groups[-1][0]] == [0]
 
 
+def test_flush_source_ends_a_files_held_event_as_its_timeout_would(tmp_path):
+    # The tailer asks it before reading the file now at a rotated file's path
+    # (audit 10); the cut is kept, so a crash and a re-read cut there too.
+    clock = FakeClock()
+    registry = Registry(tmp_path / "state", clock=clock)
+    registry.load()
+    cuts = CutLog(registry.state_dir, registry, clock)
+    handoff = _Handoff(registry.state_dir)
+    sink = Sink(ParseSettings(format="plain", multiline_timeout=2.0), _Enricher(), handoff, cuts=cuts)
+    registry.track(entry("k1"))
+    head = lines([HEAD])
+    sink.extend(head)  # held: a traceback may follow
+    sink.flush_source(Source("other", "/logs/other.log"))  # (no parser for it: nothing happens)
+    sink.flush_source(SOURCE)
+    sink.hand_over()
+    [(events, _, on_disk)] = handoff.groups
+    assert events == [(0, HEAD)]
+    assert on_disk["sources"]["k1"]["events"] == [[0, head[0].end]]
+    sink.extend(lines(TRACEBACK, start=head[0].end))  # the parser goes on: a later line is read as after a timeout
+    sink.flush_all()
+    assert [offset for offset, _ in handoff.groups[-1][0]] == [head[0].end]
+
+
 def test_a_record_with_lines_of_an_earlier_read_gets_the_whole_prefilter(tmp_path):
     """The literals are looked for once per read; a record that began in an
     earlier read (a held line with a secret, emitted when the next read's

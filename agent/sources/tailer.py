@@ -434,7 +434,7 @@ class Tailer(Harvesters):
         if not once and not self._accepting():
             self._paused(harvester, size, now)
             return
-        if self._older and not once and self._older_unread(harvester):
+        if self._older and self._older_unread(harvester) and not once:  # (--once reads the older file first)
             harvester.next_check = now  # (the older file reads this pass or the next)
             return
         chunk = self._settings.read_chunk_bytes
@@ -506,6 +506,11 @@ class Tailer(Harvesters):
         # Closed, or read to its end once (also where a glob matches it under its
         # new name, as app.log* does app.log.1): the order is kept from here on.
         del self._older[harvester.path]
+        flush = getattr(self._sink, "flush_source", None)
+        if flush is not None and older.fd >= 0 and older.source is not None:
+            # Its last record, held for a continuation, goes first too (audit 10),
+            # as its --multiline-timeout would send it.
+            flush(older.source)
         return False
 
     def _paused(self, harvester: _Harvester, size: int, now: float) -> None:

@@ -275,3 +275,28 @@ def test_a_tiny_ttl_never_drops_the_entry_of_an_open_file(tmp_path):
         sink.commit_all(registry)
         registry.save()
         assert registry.get(sink.lines[0].source.key).offset == sink.lines[-1].end
+
+
+def test_the_rotated_files_held_record_is_flushed_before_the_new_files_lines(tmp_path):
+    # Audit 10: in a text format, the old file's last record waited for a
+    # continuation (--multiline-timeout) and came after the new file's lines.
+    from tailkit import RecordingSink
+
+    class Sink(RecordingSink):
+        def flush_source(self, source) -> None:
+            self.flushed_at.append((len(self.lines), source.key))
+
+    app = tmp_path / "app.log"
+    clock = FakeClock()
+    sink = Sink()
+    sink.flushed_at = []
+    tailer, _, _ = make(tmp_path, clock=clock, sink=sink)
+    with tailer:
+        append(app, _lines(3))
+        clock.advance(tailer.poll())
+        os.rename(app, tmp_path / "app.log.1")
+        append(app, _lines(2, tag="new"))
+        for _ in range(5):
+            clock.advance(tailer.poll())
+    assert sink.texts() == ["line0", "line1", "line2", "new0", "new1"]
+    assert sink.flushed_at == [(3, sink.lines[0].source.key)], "the old file's held record, before new0"
