@@ -84,13 +84,19 @@ def _enricher(templates=True):
     return Enricher("h1", "agent-1", keep_original=False, transforms=transforms, templates=templates)
 
 
-def test_the_entry_and_the_cuts_are_on_disk_before_the_events_are_handed_over(tmp_path):
+def _with_cuts(tmp_path):
+    """A plain-text sink with its cut log, over a fresh registry: (registry, cuts, hand-off, sink)."""
     clock = FakeClock()
     registry = Registry(tmp_path / "state", clock=clock)
     registry.load()
     cuts = CutLog(registry.state_dir, registry, clock)
     handoff = _Handoff(registry.state_dir)
-    sink = Sink(ParseSettings(format="plain", multiline_timeout=2.0), _Enricher(), handoff, cuts=cuts)
+    return registry, cuts, handoff, Sink(ParseSettings(format="plain", multiline_timeout=2.0), _Enricher(), handoff,
+                                         cuts=cuts)
+
+
+def test_the_entry_and_the_cuts_are_on_disk_before_the_events_are_handed_over(tmp_path):
+    registry, cuts, handoff, sink = _with_cuts(tmp_path)
     registry.track(entry("k1"))  # the tailer tracks a new file before its first line
     head = lines([HEAD])
     sink.extend(head)  # held: a traceback may follow
@@ -119,12 +125,7 @@ def test_the_entry_and_the_cuts_are_on_disk_before_the_events_are_handed_over(tm
 def test_flush_source_ends_a_files_held_event_as_its_timeout_would(tmp_path):
     # The tailer asks it before reading the file now at a rotated file's path
     # (audit 10); the cut is kept, so a crash and a re-read cut there too.
-    clock = FakeClock()
-    registry = Registry(tmp_path / "state", clock=clock)
-    registry.load()
-    cuts = CutLog(registry.state_dir, registry, clock)
-    handoff = _Handoff(registry.state_dir)
-    sink = Sink(ParseSettings(format="plain", multiline_timeout=2.0), _Enricher(), handoff, cuts=cuts)
+    registry, _, handoff, sink = _with_cuts(tmp_path)
     registry.track(entry("k1"))
     head = lines([HEAD])
     sink.extend(head)  # held: a traceback may follow
