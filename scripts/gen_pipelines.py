@@ -16,7 +16,7 @@ a document's own fields, and the plain pipeline removes them), and the
 patterns compiled with ``re.ASCII`` get ASCII classes written out
 (``\\d`` -> ``[0-9]``...), because Joni's shorthand classes are Unicode.
 
-Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml, torchserve-shape.yml, vllm-shape.yml, rayserve-shape.yml and bentoml-shape.yml (whole), and the ``params`` of the
+Generated: pipelines/plain-prefix.yml, gunicorn-shape.yml, triton-shape.yml, torchserve-shape.yml, vllm-shape.yml, rayserve-shape.yml, bentoml-shape.yml and prefixed.yml (whole), and the ``params`` of the
 json-map script in pipelines/json.yml (between the BEGIN/END GENERATED
 markers): the key catalogue of ``agent.parsing.json_keys`` (key -> [target
 path, coercer, rank, requires, sets event.outcome]), the roles of
@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.parsing import json_coerce, json_fit, json_keys, json_plans, parse_text, timestamps  # noqa: E402
+from agent.parsing import json_coerce, json_fit, json_keys, json_plans, parse_text, timestamps, tracebacks  # noqa: E402
 from agent.parsing.servers import bentoml, gunicorn, rayserve, torchserve, triton, vllm  # noqa: E402
 from agent.schema import FLATTENED_DEPTH_LIMIT  # noqa: E402
 
@@ -359,6 +359,100 @@ def prefix_patterns() -> list[str]:
     ]
 
 
+def _line_prefix(pattern: str) -> str:
+    """A server's line prefix regex as a java.util.regex that never crosses a
+    line: a class that excludes a character excludes \\n too (the agent reads
+    one line at a time), and \\s takes Python's \\x1c-\\x1f as well (Java's
+    Unicode \\s does not)."""
+    out = pattern.replace("[^()]", "[^()\\n]").replace("[^)]", "[^)\\n]").replace("[^\\s", "[^\\s\\x1c-\\x1f")
+    if re.search(r"\[\^(?![^\]]*\\[ns])", out):
+        raise ValueError(f"a negated class that may cross a line: {pattern!r}")
+    return out
+
+
+def prefixed_yaml() -> str:
+    """The prefixes vLLM and Ray Serve repeat before every line of a record
+    (servers/vllm.py and servers/rayserve.py ``split_prefix``, ``body``), and a
+    process's traceback whose every line is tagged (``tracebacks.starts_traceback``)."""
+    # Every line but the first (the head pipeline gave its message) loses its
+    # prefix: (?U) for Python's Unicode \d and \s; the lookbehind keeps the
+    # line end, so nothing is written in the replacement.
+    vllm_prefix = "(?:" + _line_prefix(vllm._TAG.pattern) + "(?:" + _line_prefix(vllm._LINE.pattern) + \
+        ")?|" + _line_prefix(vllm._LINE.pattern) + ")"
+    vllm_body = "(?U)(?<=\\n)" + vllm_prefix
+    ray_body = "(?U)(?<=\\n)" + _line_prefix(rayserve._ACTOR.pattern)
+    if not tracebacks._FILE_FRAME.pattern.startswith("\\s+"):
+        raise ValueError("tracebacks._FILE_FRAME changed: translate it again")
+
+    def literal(text: str) -> str:
+        return text.replace("(", "\\(").replace(")", "\\)")
+
+    # starts_traceback: a header alone, or an indented group header or File frame.
+    start = "^(?<msp_tbstart>" + "|".join([
+        literal(tracebacks.HEADER) + "\\z", literal(tracebacks.STACK_HEADER) + "\\z",
+        "[ \\t]" + tracebacks._GROUP_HEADER.pattern + "\\z",
+        "[ \\t]\\s*" + tracebacks._FILE_FRAME.pattern[3:]]) + ")"
+    return HEADER + """description: >-
+  Records whose every line carries a prefix (vLLM's process tag and its
+  NewLineFormatter header, Ray's actor tag): a head line that is a tagged
+  traceback's first line, with no log line before it (modelscribe.raw.tagged_rest,
+  the text after the tag, and .tagged_fields, the tag's fields, set by the
+  format's pipeline: when it starts a traceback it is the event's message),
+  the head line without its prefix (modelscribe.raw.state_head: the text
+  the joiner's traceback state starts from, which modelscribe-text replays),
+  and the prefix cut from every later line of the event (body() of
+  VllmFormat and RayServeFormat, after the rayserve pipeline dropped the
+  colour codes of such lines): the regexes of agent/parsing/servers/vllm.py,
+  rayserve.py and tracebacks.py translated to grok and to Java regexes for gsub.
+processors:
+""" + _grok("prefixed-traceback-start", "ctx.modelscribe.raw.tagged_rest instanceof String",
+            "modelscribe.raw.tagged_rest", start) + """  - script:
+      tag: prefixed-tagged-traceback
+      description: a process's traceback, every line tagged (the agent's head of such a line)
+      if: ctx.modelscribe.raw.tagged_rest instanceof String
+      lang: painless
+      source: |
+        Map raw = ctx.modelscribe.raw;
+        String rest = raw.remove('tagged_rest');
+        Map fields = raw.remove('tagged_fields');
+        if (ctx.remove('msp_tbstart') != null) {
+          raw.info = ['fields': fields, 'tags': [], 'msg': rest, 'error': null, 'ts': null];
+        }
+  - script:
+      tag: prefixed-state-head
+      description: the head line as the joiner read it (split_prefix's rest), where modelscribe-text replays its traceback state
+      if: ctx.modelscribe.raw.server == 'vllm' || (ctx.modelscribe.raw.server == 'rayserve' && ctx.modelscribe.raw.rjson != true)
+      lang: painless
+      source: |
+        Map raw = ctx.modelscribe.raw;
+        raw.state_head = raw.server == 'vllm' ? raw.head : raw.rhead;
+  - gsub:
+      tag: prefixed-vllm-state-head
+      if: ctx.modelscribe.raw.server == 'vllm'
+      field: modelscribe.raw.state_head
+      pattern: """ + _quote("(?U)^" + vllm_prefix) + """
+      replacement: ''
+  - gsub:
+      tag: prefixed-rayserve-state-head
+      if: ctx.modelscribe.raw.server == 'rayserve' && ctx.modelscribe.raw.rjson != true
+      field: modelscribe.raw.state_head
+      pattern: """ + _quote("(?U)^" + _line_prefix(rayserve._ACTOR.pattern)) + """
+      replacement: ''
+  - gsub:
+      tag: prefixed-vllm-bodies
+      if: ctx.modelscribe.raw.server == 'vllm'
+      field: message
+      pattern: """ + _quote(vllm_body) + """
+      replacement: ''
+  - gsub:
+      tag: prefixed-rayserve-bodies
+      if: ctx.modelscribe.raw.server == 'rayserve' && ctx.modelscribe.raw.rjson != true
+      field: message
+      pattern: """ + _quote(ray_body) + """
+      replacement: ''
+"""
+
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -447,7 +541,7 @@ def json_yaml() -> str:
 GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml,
              "triton-shape.yml": triton_yaml, "torchserve-shape.yml": torchserve_yaml,
              "vllm-shape.yml": vllm_yaml, "rayserve-shape.yml": rayserve_yaml,
-             "bentoml-shape.yml": bentoml_yaml}
+             "bentoml-shape.yml": bentoml_yaml, "prefixed.yml": prefixed_yaml}
 
 
 def main(argv: list[str]) -> int:

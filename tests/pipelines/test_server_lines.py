@@ -134,24 +134,82 @@ BENTOML = [
 ]
 
 
-@pytest.mark.parametrize("fmt", ["torchserve", "auto"])
-def test_torchserve_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
-    _compare(ingest, tmp_path, TORCHSERVE, fmt)
+# Tracebacks behind a prefix repeated on every line (docs/pipelines.md, the
+# agent's PrefixJoiner): vLLM's NewLineFormatter header, vLLM's and Ray's
+# process tags, two processes interleaved, a coloured tag, a tagged traceback
+# with no log line before it.
+_API, _CORE = "(APIServer pid=1) ", "(EngineCore_DP0 pid=230) "
+_HEADER = "ERROR 05-01 10:01:20 async_llm_engine.py:58] "
+VLLM_PREFIXED = [
+    _HEADER + "Engine background task failed",
+    _HEADER + "Traceback (most recent call last):",
+    _HEADER + '  File "/vllm/engine/async_llm_engine.py", line 48, in _log_task',
+    _HEADER + "    return_value = task.result()",
+    _HEADER + "                   ^^^^^^^^^^^^^",
+    _HEADER + "RuntimeError: CUDA error: out of memory",
+    "INFO 05-01 10:01:21 launcher.py:9] next record",
+    _CORE + "INFO 05-01 10:00:00 [core.py:75] Initializing a V1 LLM engine (v0.10.1)",
+    _CORE + "ERROR 05-01 10:00:01 [core.py:700] EngineCore failed to start.",
+    _API + "Traceback (most recent call last):",
+    _CORE + "Traceback (most recent call last):",
+    _API + '  File "/usr/local/bin/vllm", line 10, in <module>',
+    _CORE + '  File "/vllm/v1/engine/core.py", line 691, in run_engine_core',
+    _API + "    sys.exit(main())",
+    _CORE + "    engine_core = EngineCoreProc(*args, **kwargs)",
+    _CORE + "ValueError: not enough KV cache",
+    _API + "RuntimeError: Engine core initialization failed. See root cause above.",
+    _API + "INFO 05-01 10:00:02 [launcher.py:9] Shutting down",
+    _API + "ERROR 05-01 10:00:03 [serving.py:1] (APIServer pid=1) in the message, twice",
+    _API + "ERROR 05-01 10:00:03 [serving.py:1] Traceback (most recent call last):",
+    _API + "ERROR 05-01 10:00:03 [serving.py:1]   File \"/a.py\", line 1, in f",
+    _API + "ERROR 05-01 10:00:03 [serving.py:1] (APIServer pid=1) KeyError: 'k'",
+    "(pid=7) Traceback (most recent call last):",
+    "(pid=7)   File \"/c.py\", line 3, in h",
+    "(pid=7) OSError: no name before the pid",
+    _API + "Traceback (most recent call last):",
+    "not tagged, after a traceback of one line",
+    _API + "INFO:     Traceback (most recent call last):",
+    _API + "INFO:       File \"/d.py\", line 4, in k",
+    _CORE + "  File \"/e.py\", line 5, in m",
+    _CORE + "    a frame first, no header",
+    _CORE + "ZeroDivisionError: division by zero",
+]
+
+_REPLICA, _OTHER = "(ServeReplica:default:Model pid=63520) ", "(ServeReplica:default:Other pid=7) "
+RAYSERVE_PREFIXED = [
+    _OTHER + "INFO 2023-04-10 15:59:45,400 default_Other abc 0 -- started",
+    _REPLICA + "ERROR 2023-04-10 15:59:45,410 default_Model kTBlTj 733674e0 -- Request failed:",
+    _REPLICA + "Traceback (most recent call last):",
+    _OTHER + "INFO 2023-04-10 15:59:45,411 default_Other abc 1 -- another replica in between",
+    _REPLICA + '  File "/home/ray/app/model.py", line 22, in __call__',
+    "\x1b[36m" + _REPLICA.rstrip() + "\x1b[0m     return self.model(x)",
+    _REPLICA + "RuntimeError: CUDA error: device-side assert triggered",
+    _REPLICA + "ERROR 2023-04-10 15:59:45,411 default_Model kTBlTj 733674e0 -- CALL __call__ ERROR 3.2ms",
+    "(ServeReplica:default:Model pid=42) Traceback (most recent call last):",
+    "(ServeReplica:default:Model pid=42) " + '  File "a.py", line 1, in f',
+    "(ServeReplica:default:Model pid=42) KeyError: 'k'",
+    "(ProxyActor pid=1, ip=10.0.0.9) Traceback (most recent call last):",
+    "(ProxyActor pid=1, ip=10.0.0.9)   File \"b.py\", line 2, in g",
+    "(ProxyActor pid=1, ip=10.0.0.9) (ProxyActor pid=1) ValueError: tag in the message",
+    "\x1b[33m(ServeReplica:default:Model pid=42)\x1b[0m Traceback (most recent call last):",
+    "(ServeReplica:default:Model pid=42) \x1b[1m  File \"c.py\", line 3, in h\x1b[0m",
+    "\x1b[33m(ServeReplica:default:Model pid=42)\x1b[0m TypeError: \x1b[31mcoloured\x1b[0m",
+    "(ServeReplica:default:Model pid=42)   File \"d.py\", line 4, in k",
+    "(ServeReplica:default:Model pid=42) ValueError: a frame first, no header",
+]
 
 
-@pytest.mark.parametrize("fmt", ["vllm", "auto"])
-def test_vllm_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
-    _compare(ingest, tmp_path, VLLM, fmt)
+# (lines, their server): each forced and detected (auto).
+CORNER_LINES = {"torchserve": (TORCHSERVE, "torchserve"), "vllm": (VLLM, "vllm"), "rayserve": (RAYSERVE, "rayserve"),
+                "bentoml": (BENTOML, "bentoml"), "vllm-prefixed": (VLLM_PREFIXED, "vllm"),
+                "rayserve-prefixed": (RAYSERVE_PREFIXED, "rayserve")}
 
 
-@pytest.mark.parametrize("fmt", ["rayserve", "auto"])
-def test_rayserve_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
-    _compare(ingest, tmp_path, RAYSERVE, fmt)
-
-
-@pytest.mark.parametrize("fmt", ["bentoml", "auto"])
-def test_bentoml_corner_lines(ingest: Any, tmp_path: Path, fmt: str) -> None:
-    _compare(ingest, tmp_path, BENTOML, fmt)
+@pytest.mark.parametrize("forced", [True, False], ids=["forced", "auto"])
+@pytest.mark.parametrize("case", sorted(CORNER_LINES))
+def test_corner_lines(ingest: Any, tmp_path: Path, case: str, forced: bool) -> None:
+    lines, server = CORNER_LINES[case]
+    _compare(ingest, tmp_path, lines, server if forced else "auto")
 
 
 def test_bentoml_monitor_records_are_parsed_on_the_host() -> None:
@@ -216,6 +274,19 @@ def test_mutated_fixture_lines(ingest: Any, tmp_path: Path, server: str, seed: i
         out.append(line if _documented_difference(mutated) else mutated)
     rng.shuffle(out)
     _compare(ingest, tmp_path, out, server if seed % 2 else "auto")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mutated_prefixed_lines(ingest: Any, tmp_path: Path, seed: int) -> None:
+    """The prefixed tracebacks cut, grown and reordered: events group differently, the prefixes break."""
+    rng = random.Random(seed)
+    for lines, server in ((VLLM_PREFIXED, "vllm"), (RAYSERVE_PREFIXED, "rayserve")):
+        out = [_mutate(line, rng) if rng.random() < 0.3 else line for line in lines * 2]
+        for _ in range(len(out) // 4):  # neighbours swapped: processes interleave otherwise
+            i = rng.randrange(len(out) - 1)
+            out[i], out[i + 1] = out[i + 1], out[i]
+        out = [line for line in out if not _documented_difference(line)]
+        _compare(ingest, tmp_path, out, server if seed % 2 else "auto")
 
 
 SERVE_KEYS = ["deployment", "replica", "request_id", "route", "application", "component_name", "component_id",
