@@ -27,7 +27,7 @@ AGREED = {
     "log.logger": "keyword", "log.origin.file.name": "keyword", "log.origin.file.line": "long",
     "log.origin.function": "keyword", "error.type": "keyword", "error.message": "text",
     "error.stack_trace": "match_only_text", "event.duration": "long", "event.outcome": "keyword",
-    "event.kind": "keyword", "event.dataset": "keyword", "http.request.method": "keyword",
+    "event.kind": "keyword", "event.dataset": "keyword", "event.ingested": "date", "http.request.method": "keyword",
     "http.request.bytes": "long", "http.response.status_code": "long", "http.response.bytes": "long",
     "http.version": "keyword", "url.path": "keyword", "url.query": "keyword", "url.original": "keyword",
     "client.ip": "ip", "client.address": "keyword", "client.port": "long",
