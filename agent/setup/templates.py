@@ -18,8 +18,9 @@ our data streams only.
 
 Settings: ``index.mapping.ignore_malformed`` (a bad value, say an invalid
 ``client.ip``, is left unindexed and listed in ``_ignored`` instead of the
-whole document being rejected), ``total_fields.ignore_dynamic_beyond_limit``
-(keys under ``model.stats`` beyond the field limit are kept in _source, not
+whole document being rejected), ``total_fields.limit`` (``TOTAL_FIELDS_LIMIT``:
+room for model health's per-class keys), ``total_fields.ignore_dynamic_beyond_limit``
+(keys under ``model.stats`` and the like beyond that limit are kept in _source, not
 rejected) and ``best_compression`` (logs are read rarely and compress well).
 
 Ingest pipelines: given (entry, final), the settings name them as
@@ -33,7 +34,8 @@ every document.
 OpenSearch (``engine``): ``flat_object`` for ``flattened``, no
 ``subobjects``, dynamic templates by leaf JSON type instead of
 ``unmatch_mapping_type``, ``keyword`` for ``constant_keyword`` (OpenSearch's
-needs a fixed value), no ``total_fields.ignore_dynamic_beyond_limit``, and
+needs a fixed value), no ``total_fields.ignore_dynamic_beyond_limit`` (a
+document past ``TOTAL_FIELDS_LIMIT`` is refused there), and
 index templates composed of our two components only (no
 ``ignore_missing_component_templates`` or ``allow_auto_create`` there).
 
@@ -134,11 +136,20 @@ def version_number(version: str = __version__) -> int:
     return major * 1_000_000 + minor * 1_000 + patch
 
 
+# Mapped fields per index: the schema's (about 200) and the keys of its
+# ``children`` objects, mostly model health's confusion pairs and per-class
+# figures: at the default class cap (100) a classifier writes up to 10,000
+# pairs and 400 figures. Elasticsearch's default (1,000) is reached by a
+# 30-class classifier: OpenSearch then refuses the window whole (it has no
+# ignore_dynamic_beyond_limit), Elasticsearch leaves the later keys unindexed.
+TOTAL_FIELDS_LIMIT = 25_000
+
+
 def settings(pipelines: tuple[str, str] | None = None, engine: str = ELASTICSEARCH) -> dict[str, Any]:
     """The index settings; `pipelines` = (entry, final) wires the ingest pipelines."""
-    mapping: dict[str, Any] = {"ignore_malformed": True}
+    mapping: dict[str, Any] = {"ignore_malformed": True, "total_fields": {"limit": TOTAL_FIELDS_LIMIT}}
     if engine != OPENSEARCH:  # Elasticsearch 8.13+; OpenSearch has no such setting
-        mapping["total_fields"] = {"ignore_dynamic_beyond_limit": True}
+        mapping["total_fields"]["ignore_dynamic_beyond_limit"] = True
     index: dict[str, Any] = {"codec": "best_compression", "mapping": mapping}
     if pipelines is not None:
         # default_pipeline parses raw lines (a request may name another

@@ -77,6 +77,29 @@ def test_setup_all_on_opensearch(os_node, os):
         install_templates(request, engine="opensearch")  # unwired, for whoever comes next
 
 
+def test_a_health_window_of_a_40_class_classifier_is_indexed(os_node, os):
+    """40 classes: 1,600 confusion pairs and 160 per-class figures, each a
+    mapped field; OpenSearch, without ignore_dynamic_beyond_limit, refused
+    such windows past its default limit of 1,000 fields (audit 11)."""
+    install_templates(_request(os), engine="opensearch")
+    stream = "metrics-modelscribe-ostest"
+    classes = [f"class_{n}" for n in range(40)]
+    document = {"@timestamp": "2026-01-01T00:00:00Z", "event": {"kind": "metric", "dataset": "modelscribe.health"},
+                "data_stream": {"type": "metrics", "dataset": "modelscribe", "namespace": "ostest"},
+                "model": {"name": "clf", "accuracy": {
+                    "confusion": {f"{a}__{b}": 1 for a in classes for b in classes},
+                    "per_class": {f"{a}__{figure}": 0.5 for a in classes
+                                  for figure in ("precision", "recall", "f1", "support")}}}}
+    try:
+        answer = os.ok("POST", f"/{stream}/_bulk?refresh=true", '{"create":{}}\n' + json.dumps(document) + "\n")
+        assert answer["errors"] is False, answer
+        total = os.ok("POST", f"/{stream}/_search", {"size": 0, "aggs": {"n": {"sum": {
+            "field": "model.accuracy.confusion.class_39__class_0"}}}})["aggregations"]["n"]["value"]
+        assert total == 1
+    finally:
+        os.request("DELETE", f"/_data_stream/{stream}")
+
+
 def _agent(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, timeout=120)
 

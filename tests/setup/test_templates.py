@@ -54,7 +54,7 @@ def test_opensearch_templates_use_its_types_and_keys():
     text = str(built["modelscribe-mappings"])
     assert "flattened" not in text and "subobjects" not in text and "'flat_object'" in text
     assert templates.opensearch_mappings({"type": "flattened", "ignore_above": 1}) == {"type": "flat_object"}
-    assert built["modelscribe-settings"]["template"]["settings"]["index"]["mapping"] == {"ignore_malformed": True}
+    assert built["modelscribe-settings"]["template"]["settings"]["index"]["mapping"] == {"ignore_malformed": True, "total_fields": {"limit": 25_000}}
     for name in ("logs-modelscribe", "metrics-modelscribe"):
         assert built[name]["composed_of"] == ["modelscribe-settings", "modelscribe-mappings"]
         assert "ignore_missing_component_templates" not in built[name]
@@ -66,7 +66,7 @@ def test_components_carry_the_schema_mappings_and_the_settings():
     assert mappings.body["template"] == {"mappings": schema.mappings()}
     assert settings.body["template"]["settings"]["index"] == {
         "codec": "best_compression",
-        "mapping": {"ignore_malformed": True, "total_fields": {"ignore_dynamic_beyond_limit": True}}}
+        "mapping": {"ignore_malformed": True, "total_fields": {"limit": 25_000, "ignore_dynamic_beyond_limit": True}}}
     fallback = build_templates(frozenset({"match_only_text"}))[1]
     assert fallback.body["template"] == {"mappings": schema.mappings(frozenset({"match_only_text"}))}
 
