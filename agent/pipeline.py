@@ -154,9 +154,12 @@ class Pipeline:
         self._started = clock.time()
         check_state_dir(config.state_dir, f"--state-dir {config.state_dir}", create=True)  # as resolved: exit 2
         self._locks = [DirectoryLock(config.state_dir, f"--state-dir {config.state_dir}")]
-        if config.spool and config.spool_dir:  # (the default spool is inside the state directory)
-            check_state_dir(config.spool_dir, f"--spool-dir {config.spool_dir}", create=True)
-            self._locks.append(DirectoryLock(config.spool_dir, f"--spool-dir {config.spool_dir}"))
+        if config.spool and os.path.realpath(config.spool_path) != os.path.realpath(config.state_dir):
+            # The default spool (STATE_DIR/spool) too: another agent may name it with --spool-dir.
+            flag = (f"--spool-dir {config.spool_dir}" if config.spool_dir
+                    else f"--state-dir {config.state_dir} (its spool, {config.spool_path})")
+            check_state_dir(config.spool_path, flag, create=True)
+            self._locks.append(DirectoryLock(config.spool_path, flag))
         for lock in self._locks:
             lock.acquire()  # before any state is read: exit 2 if another agent holds it
         # Left by a kill mid-write (the registry's own are removed as it loads).

@@ -47,7 +47,11 @@ def test_the_lock_of_a_killed_process_is_free(tmp_path: Path) -> None:
     lock.release()
 
 
-@pytest.mark.parametrize("shared", ["state", "spool"])
+# state: both on one --state-dir; spool: both on one --spool-dir; default-spool: the second names the
+# first's default spool (STATE_DIR/spool) with --spool-dir; default-spool-2: the first names the second's
+# default spool with --spool-dir (audit 11: the default spool was not locked, and the second agent
+# shipped the first's 500 spooled lines, which the first shipped again after its restart).
+@pytest.mark.parametrize("shared", ["state", "spool", "default-spool", "default-spool-2"])
 def test_a_second_agent_on_the_same_directory_is_refused_and_the_first_goes_on(tmp_path: Path, shared: str) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -59,14 +63,18 @@ def test_a_second_agent_on_the_same_directory_is_refused_and_the_first_goes_on(t
     if shared == "spool":
         first_args += ["--spool-dir", str(tmp_path / "spool")]
         second_args += ["--spool-dir", str(tmp_path / "spool")]
+    elif shared == "default-spool":
+        second_args += ["--spool-dir", str(tmp_path / "state-a" / "spool")]
+    elif shared == "default-spool-2":
+        first_args += ["--spool-dir", str(tmp_path / "state-b" / "spool")]
     first = Daemon(first_args, tmp_path / "first.log")
     try:
         wait_for(lambda: (tmp_path / "a.ndjson").exists() and (tmp_path / "a.ndjson").read_text().count("\n") == 1,
                  30, "the first agent ships")
         second = run_once(["run", *second_args])
         assert second.code == 2, second.stderr
-        flag = "--state-dir" if shared == "state" else "--spool-dir"
-        assert f"{flag} " in second.stderr and "another modelscribe (pid " in second.stderr
+        flag = "--spool-dir" if shared in ("spool", "default-spool") else "--state-dir"
+        assert f"{flag} " in second.stderr and f"another modelscribe (pid {first.process.pid}) " in second.stderr
         assert not (tmp_path / "b.ndjson").exists() or (tmp_path / "b.ndjson").read_text() == ""
         assert first.process.poll() is None  # the first one goes on
     finally:
