@@ -37,6 +37,8 @@ SHARED: dict[str, dict[str, str]] = {
     "gsub": {"field": "core option", "pattern": "core option (java.util.regex in both engines)",
              "replacement": "core option"},
     "urldecode": {"field": "core option (URLDecoder in both; + is protected by the caller)"},
+    "remove": {"field": "core option",
+               "ignore_missing": "ES since 6.x; OpenSearch from the 7.10 fork (verified on 2.19 by test_pipeline_behaviour)"},
 }
 
 # Never: present in one engine only.
