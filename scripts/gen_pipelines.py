@@ -25,7 +25,10 @@ its ECS roots and the HTTP methods, and the shape the index mapping gives
 each ECS path (``json_fit.ROOTS`` as ``fit_roots``: an object as the map of
 its keys, any other path as "leaf", "flat" or "open"; with
 ``flattened_depth``), which the script's fit functions read as
-``agent.parsing.json_fit`` reads ROOTS.
+``agent.parsing.json_fit`` reads ROOTS; and the ``params`` of the
+entry-other-shipper-shape script in pipelines/entry.yml (between its
+BEGIN/END GENERATED markers): the roots of ``json_fit.ROOTS`` that are
+objects or flattened fields, where another shipper's scalar is kept in extra.
 """
 
 from __future__ import annotations
@@ -538,10 +541,31 @@ def json_yaml() -> str:
     return head + json_params() + tail
 
 
+SHIPPER_BEGIN = "        # BEGIN GENERATED shipper roots\n"
+SHIPPER_END = "        # END GENERATED shipper roots\n"
+
+
+def entry_params() -> str:
+    """The roots of the schema that are objects or flattened fields (json_fit.ROOTS,
+    built from fields.yml): where another shipper's value that is not an object
+    would get its document refused, so entry-other-shipper-shape keeps it in extra."""
+    roots = sorted(key for key, entry in json_fit.ROOTS.items() if entry[0] != json_fit.LEAF)
+    return SHIPPER_BEGIN + f"        roots: {_flow(roots)}\n" + SHIPPER_END
+
+
+def entry_yaml() -> str:
+    text = (ROOT / "pipelines" / "entry.yml").read_text(encoding="utf-8")
+    if SHIPPER_BEGIN not in text or SHIPPER_END not in text:
+        raise SystemExit("pipelines/entry.yml: the GENERATED markers are missing")
+    head, rest = text.split(SHIPPER_BEGIN, 1)
+    _, tail = rest.split(SHIPPER_END, 1)
+    return head + entry_params() + tail
+
+
 GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml,
              "triton-shape.yml": triton_yaml, "torchserve-shape.yml": torchserve_yaml,
              "vllm-shape.yml": vllm_yaml, "rayserve-shape.yml": rayserve_yaml,
-             "bentoml-shape.yml": bentoml_yaml, "prefixed.yml": prefixed_yaml}
+             "bentoml-shape.yml": bentoml_yaml, "prefixed.yml": prefixed_yaml, "entry.yml": entry_yaml}
 
 
 def main(argv: list[str]) -> int:
