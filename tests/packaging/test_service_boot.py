@@ -142,6 +142,14 @@ def test_the_packaged_service_ships_a_log_and_stops_cleanly(tools, deb, deb_upgr
         adm = container.sh("getent", "group", "adm").stdout.split(":")[2]
         assert adm in fields["Groups"].split()
         assert container.sh("stat", "-c", "%U", f"/proc/{main_pid}").stdout.strip() == "modelscribe"
+        # Writable for the agent: its state directory, nothing the host shares (audit 11: ProtectSystem=strict
+        # left /dev/shm and /run/lock writable, and a file: output there was created).
+        for place, writable in (("/var/lib/modelscribe", True), ("/dev/shm", False), ("/run/lock", False)):
+            probe = container.sh("nsenter", "-t", main_pid, "-m", "--", "setpriv", "--reuid=modelscribe",
+                                 "--regid=modelscribe", "--init-groups", "touch", f"{place}/modelscribe-probe",
+                                 check=False)
+            assert (probe.returncode == 0) == writable, (place, probe)
+        container.sh("rm", "-f", "/var/lib/modelscribe/modelscribe-probe")
 
         # The hardening leaves reading /var/log and reaching the host's node possible.
         container.wait_for(lambda: es.count(index) == 50 or None, 60, "50 documents indexed")

@@ -79,6 +79,7 @@ def test_hardening():
         "RestrictNamespaces": "yes", "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes",
         "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes", "SystemCallFilter": "@system-service",
         "SystemCallArchitectures": "native", "CapabilityBoundingSet": "", "AmbientCapabilities": "",
+        "ReadOnlyPaths": "-/dev/shm -/run/lock", "RemoveIPC": "yes",
     }
     for key, value in expected.items():
         assert one(key) == value, key
