@@ -307,6 +307,7 @@ def dlq_list(**params: Any) -> None:
 
     try:
         config = _resolve(params, require_paths=False)
+        _check_letters_file(config)
         letters, broken = read_letters(config.dead_letter_path)
     except ModelscribeError as error:
         _fail(error)
@@ -323,6 +324,33 @@ def dlq_list(**params: Any) -> None:
         _fail(error)
         return
     _echo_letters(letters, f"index {config.dead_letter_index}")
+
+
+def _check_letters_file(config: Config) -> None:
+    """What ``dlq list`` and ``dlq replay`` read is there to read, before
+    anything is read or sent: a dead-letter file in a state directory that
+    does not exist is a StateError (exit 1) as for ``status`` (a misspelt
+    --state-dir would otherwise read as "0 dead letters"); a dead-letter file
+    that is not a regular file is a ConfigError (exit 2) naming where it was
+    given (a FIFO would block the read for ever)."""
+    from agent.config.stages import regular_file_problem
+    from agent.errors import StateError
+    from agent.metrics import origin_label
+
+    path = config.dead_letter_path
+    state_dir = os.path.abspath(config.state_dir)
+    inside = os.path.abspath(path).startswith(state_dir.rstrip(os.sep) + os.sep)
+    if inside and not os.path.exists(state_dir):
+        origin = config.origins.get("state_dir", "default")
+        given = "" if origin.startswith("flag") else " (the default)" if origin == "default" else f" (from {origin})"
+        raise StateError(f"--state-dir {config.state_dir}{given}: does not exist; no agent has run with this state "
+                         "directory (give the one `modelscribe run` uses)")
+    problem = regular_file_problem(path)
+    if problem is not None:
+        origin = config.origins.get("dead_letter_file", "default")
+        named = (f"{origin_label(origin, 'dead_letter_file')} {path}" if origin != "default"
+                 else f"{path} (the default dead-letter file, in --state-dir)")
+        raise ConfigError(f"{named}: {problem}; the dead letters are an NDJSON file")
 
 
 def _echo_letters(letters: list[Any], where: str) -> None:
@@ -353,6 +381,7 @@ def dlq_replay(to_index: str | None, **params: Any) -> None:
     result = None
     try:
         config = _resolve(params, require_paths=False)
+        _check_letters_file(config)  # before connecting anywhere
         if config.dead_letter_index:
             with _letters_index(config) as index:
                 # No file (the index took every letter): nothing to replay, and

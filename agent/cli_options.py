@@ -148,6 +148,32 @@ def _declaration(option: Option, hidden: bool) -> Callable[[Callable[..., Any]],
     return click.option(option.flag, option.name, multiple=option.multiple, metavar=texts[1], **common)
 
 
+class _ConfigFile(click.ParamType):
+    """--config's type: text, and MODELSCRIBE_CONFIG is one path (never split,
+    though the option is ``multiple`` so a repeated --config can be seen)."""
+
+    name = "file"
+
+    def split_envvar_value(self, rv: str) -> list[str]:
+        return [rv] if rv else []
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return value
+
+
+_CONFIG_FILE = _ConfigFile()
+
+
+def _one_config_file(ctx: click.Context, param: click.Parameter, value: Any) -> str | None:
+    """The one --config file. Given twice, click would keep the last without a
+    word: settings of the first would silently not apply. Refused (exit 2)."""
+    given = list(value or ())
+    if len(given) > 1:
+        raise click.BadParameter(f"given {len(given)} times ({', '.join(given)}); one config file is read: "
+                                 "merge the files, or give the settings of one as flags", ctx=ctx, param=param)
+    return given[0] if given else None
+
+
 def settings_options(names: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: one click option per entry of the option table, plus
     --config. Those in ``names`` (all when None) are listed by --help and
@@ -162,6 +188,7 @@ def settings_options(names: Iterable[str] | None = None) -> Callable[[Callable[.
         for option in reversed(OPTIONS):
             func = _declaration(option, hidden=listed is not None and option.name not in listed)(func)
         return click.option("--config", "config_file", default=None, envvar="MODELSCRIBE_CONFIG", metavar="FILE",
+                            type=_CONFIG_FILE, multiple=True, callback=_one_config_file,
                             help="YAML file of settings (keys are the option names). "
                                  "[env MODELSCRIBE_CONFIG]")(func)
 

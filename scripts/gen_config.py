@@ -76,7 +76,7 @@ FOOTER = """\
 #       format: triton
 """
 
-_DURATIONS = (v.duration, v.positive_duration)
+_DURATIONS = (v.duration, v.positive_duration, v.optional_duration)
 _UNITS = ((86400, "d"), (3600, "h"), (60, "m"), (1, "s"))
 _SIZES = ((1024 ** 3, "GiB"), (1024 ** 2, "MiB"), (1024, "KiB"))
 
@@ -100,10 +100,11 @@ def _scalar(value: Any) -> str:
 
 
 def render_value(option: Option) -> str:
-    """The default as the file writes it ('' for none: the key reads as absent)."""
+    """The default as the file writes it, as ``--help`` shows it ('' for none:
+    the key reads as absent; ``unlimited`` and ``off`` where None means that)."""
     default = option.default
     if default is None:
-        return ""
+        return "unlimited" if option.convert is v.retries else "off" if option.convert is v.optional_duration else ""
     if option.multiple:
         return _scalar(list(default))
     if option.convert in _DURATIONS:

@@ -328,3 +328,83 @@ def test_setup_force_help_says_what_it_overwrites_and_what_never(command):
             "that another owner's _meta.managed_by claims. A template modelscribe did not install is never "
             "overwritten.") in help_text
     assert "or someone else" not in help_text
+
+
+@pytest.mark.parametrize("command", [["dlq", "list"], ["dlq", "replay", "--es-url", "http://127.0.0.1:1"]])
+def test_dlq_on_a_state_dir_that_does_not_exist_is_an_error_as_for_status(tmp_path, command):
+    """Audit 11, finding 9: ``dlq list`` said "0 dead letters" and ``dlq replay``
+    tried to connect (exit 3) for a misspelt --state-dir."""
+    missing = tmp_path / "nope" / "state"
+    result = _invoke([*command, "--state-dir", str(missing)])
+    assert result.exit_code == EXIT_RUNTIME, result.output
+    expected = f"modelscribe: error: --state-dir {missing}: does not exist; no agent has run with this state directory"
+    assert expected in result.stderr
+    assert "connect" not in result.output and "dead letters in" not in result.stdout
+    status = _invoke(["status", "--state-dir", str(missing)])
+    assert status.exit_code == EXIT_RUNTIME and expected in status.stderr
+
+
+def test_dlq_with_an_explicit_dead_letter_file_needs_no_state_dir(tmp_path):
+    letters = tmp_path / "dl.ndjson"
+    letters.write_text("")
+    result = _invoke(["dlq", "list", "--state-dir", str(tmp_path / "nope"), "--dead-letter-file", str(letters)])
+    assert result.exit_code == EXIT_OK, result.output
+    assert f"0 dead letters in {letters}" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["dlq", "list"], ["dlq", "replay", "--es-url", "http://127.0.0.1:1"]])
+def test_dlq_refuses_a_fifo_as_the_dead_letter_file_at_once(tmp_path, command):
+    """Audit 11, finding 2: a FIFO as --dead-letter-file blocked ``dlq list`` for ever."""
+    import os
+    import threading
+
+    (tmp_path / "state").mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(_invoke(
+        [*command, "--state-dir", str(tmp_path / "state"), "--dead-letter-file", str(fifo)])), daemon=True)
+    thread.start()
+    thread.join(20)
+    assert results, "dlq blocked on the FIFO"
+    result, = results
+    assert result.exit_code == EXIT_CONFIG, result.output
+    assert f"modelscribe: error: --dead-letter-file {fifo}: not a regular file (a FIFO)" in result.stderr
+    env = _invoke([*command, "--state-dir", str(tmp_path / "state")], env={"MODELSCRIBE_DEAD_LETTER_FILE": str(fifo)})
+    assert env.exit_code == EXIT_CONFIG
+    assert f"modelscribe: error: MODELSCRIBE_DEAD_LETTER_FILE {fifo}: not a regular file" in env.stderr
+
+
+def test_a_repeated_config_is_refused(tmp_path):
+    """Audit 11, finding 11: the first of two --config files was silently ignored."""
+    first, second = tmp_path / "a.yml", tmp_path / "b.yml"
+    first.write_text("workers: 3\n")
+    second.write_text("gzip: true\n")
+    args = ["--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "state")]
+    for command in (["check", "config"], ["run", "--once"]):
+        result = _invoke([*command, *args, "--config", str(first), "--config", str(second)])
+        assert result.exit_code == EXIT_CONFIG, result.output
+        assert f"'--config': given 2 times ({first}, {second}); one config file is read" in result.stderr
+    # One file, from the flag or from MODELSCRIBE_CONFIG (a path with a space is one path).
+    spaced = tmp_path / "my conf.yml"
+    spaced.write_text("workers: 3\n")
+    result = _invoke(["check", "config", *args], env={"MODELSCRIBE_CONFIG": str(spaced)})
+    assert result.exit_code == EXIT_OK, result.output
+    assert re.search(rf"^workers +3 +\(file {re.escape(str(spaced))}\)", result.stdout, re.M)
+    assert _invoke(["check", "config", *args, "--config", str(first)]).exit_code == EXIT_OK
+
+
+def test_the_packaged_config_file_writes_defaults_as_help_shows_them():
+    """Audit 11, finding 10: the conffile wrote 60.0, none and none where
+    --help says 1m, unlimited and off."""
+    import gen_config  # scripts/ is on sys.path (tests/conftest.py)
+
+    text = gen_config.TARGET.read_text(encoding="utf-8")
+    for name, shown in (("self_metrics_interval", "1m"), ("max_retries", "unlimited"), ("ignore_older", "off")):
+        assert f"\n#{name}: {shown}\n" in text, name
+        block = text[:text.index(f"\n#{name}:")].rsplit("\n\n", 1)[-1]
+        assert f"default: {shown}" in " ".join(block.split()), name
+    for option in OPTIONS:
+        shown = cli_options.default_text(option)
+        if shown is not None and not option.multiple and not option.switch:
+            assert gen_config.render_value(option) == shown, option.name

@@ -43,6 +43,9 @@ INPUT_SETTINGS = ("format", "log_format", "map_fields", "parse_at", "container_f
 # ``health`` is an input's model-health block, read by agent.health.config
 # (not a parse setting), but a key of the entry all the same.
 _INPUT_KEYS = ("paths", "path") + INPUT_SETTINGS + ("health",)
+# The shortest --backoff-max: retries are spread at random below it (tenacity's
+# wait_random_exponential), so 0 retried at once, in a busy loop.
+MIN_BACKOFF = 0.1
 
 
 @dataclass(frozen=True)
@@ -228,7 +231,8 @@ def _load_file(path: str, origin: str = "--config") -> _FileSettings:
     by_key = {key: option for option in OPTIONS for key in option.keys}
     for key, value in data.items():
         if key == "inputs":
-            found.inputs = _inputs(value, path)
+            if value is not None:  # `inputs:` with no value: absent, as any key with no value
+                found.inputs = _inputs(value, path)
             continue
         if key == "health":
             continue  # read below, with the inputs' own health blocks (agent.health.config)
@@ -401,7 +405,9 @@ def resolve(flags: Mapping[str, Any], env: Mapping[str, str], config_file: str |
         if given is not None and not (option.multiple and len(given) == 0):
             where[option.name] = option.flag
             chosen[option.name] = _convert(option, given, option.flag, os.getcwd())
-            origins[option.name] = f"flag {option.flag}"
+            # (--no-spool was given as itself: check config names it so)
+            origins[option.name] = f"flag --no-{option.flag[2:]}" if option.switch and given is False \
+                else f"flag {option.flag}"
         elif env.get(option.env, "").strip():
             where[option.name] = option.env
             raw: Any = env[option.env]
@@ -453,11 +459,23 @@ def _validate(config: Config, where: Mapping[str, str], credentials: bool = True
         path = getattr(config, name)
         if path and not os.access(path, os.R_OK):
             raise ConfigError(f"{where[name]} {path}: the file does not exist or is not readable")
+        problem = stages.regular_file_problem(path) if path else None
+        if problem is not None:  # a FIFO would hang the TLS layer's read
+            raise ConfigError(f"{where[name]} {path}: {problem}; give the PEM file")
+    if config.backoff_max < MIN_BACKOFF:
+        raise ConfigError(f"{where['backoff_max']}: {config.backoff_max * 1000:g}ms is too short: the longest wait "
+                          f"between retries must be at least {MIN_BACKOFF * 1000:g}ms (a retry loop with no pause "
+                          "hammers a cluster that is recovering, with a warning per try)")
     if config.index and config.origins.get("data_stream") != "default":
         raise ConfigError(f"{where['index']} and {where['data_stream']}: choose one target, not both")
     state = Path(config.state_dir)
     if state.exists() and not state.is_dir():
         raise ConfigError(f"{where['state_dir']} {state}: exists and is not a directory")
+    if config.spool and config.spool_dir and \
+            os.path.realpath(config.spool_dir) == os.path.realpath(config.state_dir):
+        raise ConfigError(f"{where['spool_dir']} {config.spool_dir} and {where['state_dir']} {config.state_dir}: "
+                          "the same directory; the spool needs a directory of its own (leave --spool-dir unset "
+                          "for the default, STATE_DIR/spool, or name another one)")
 
 
 def _shown(value: Any) -> str:
@@ -466,11 +484,35 @@ def _shown(value: Any) -> str:
     return "(unset)" if value is None else str(value)
 
 
+# Settings whose None is a value in force, as ``check config`` shows it (not "(unset)").
+_NONE_SHOWN = {"ignore_older": "off", "metrics_addr": "off", "self_metrics_interval": "off",
+               "max_retries": "unlimited"}
+
+
+def _effective(config: Config, name: str) -> tuple[str, str | None]:
+    """(value, origin or None) of ``name`` as ``check config`` shows it: what
+    is in force, ``off`` or ``unlimited`` for a setting turned off, and the
+    path a default in the state directory gives."""
+    value = getattr(config, name)
+    origin = config.origins.get(name, "default")
+    if value is None and name in _NONE_SHOWN:
+        return _NONE_SHOWN[name], None
+    if value is None and "not used:" in origin:  # a key file the environment's value overrides
+        return "(not used)", None
+    if name == "spool_dir" and value is None:
+        return ("off (--no-spool)", None) if not config.spool else \
+            (config.spool_path, f"{origin}: STATE_DIR/spool" if origin == "default" else origin)
+    if name == "dead_letter_file" and value is None:
+        return config.dead_letter_path, f"{origin}: STATE_DIR/dead-letter.ndjson" if origin == "default" else origin
+    return _shown(value), None
+
+
 def describe(config: Config) -> list[tuple[str, str, str]]:
     """(setting, value, origin) rows for ``check config``; secrets masked."""
     rows = []
     for option in OPTIONS:
-        rows.append((option.name, _shown(getattr(config, option.name)), config.origins.get(option.name, "default")))
+        value, origin = _effective(config, option.name)
+        rows.append((option.name, value, origin or config.origins.get(option.name, "default")))
     for name in ("api_key", "password", "hash_key"):
         if getattr(config, name) is not None:
             rows.append((name, "***", config.origins[name]))

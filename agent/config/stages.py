@@ -34,6 +34,7 @@ import base64
 import datetime
 import os
 import re
+import stat
 import tempfile
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Mapping
@@ -308,7 +309,41 @@ def _check_spool(config: Config, where: Mapping[str, str]) -> None:
         raise ConfigError(f"{where['spool_max_bytes']}: {config.spool_max_bytes} bytes is too small for "
                           f"the spool (at least {smallest})")
     if config.spool_dir:  # the default, STATE_DIR/spool, is checked with the state directory
-        _check_directory(config.spool_dir, f"{where['spool_dir']} {config.spool_dir}")
+        # Tried as the state directory is (access() says yes to root for /proc).
+        check_state_dir(config.spool_dir, f"{where['spool_dir']} {config.spool_dir}")
+
+
+def regular_file_problem(path: str) -> str | None:
+    """Why ``path``, an existing file the agent reads (a key, a certificate,
+    the dead letters), cannot be one: not a regular file. A FIFO would block
+    the open (or the read) for ever, out of reach of SIGTERM (the interrupted
+    call is retried); a directory or a device is a wrong path. None when it is
+    a regular file, or does not exist (the caller's own check says so)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a special file")
+    return f"not a regular file ({kind})"
+
+
+def read_regular(path: str) -> bytes:
+    """The bytes of the regular file ``path``; OSError as ``open`` raises it,
+    ValueError with ``regular_file_problem``'s reason when it is not a regular
+    file. Opened with O_NONBLOCK and checked again on the descriptor, so a
+    FIFO put in its place after a check cannot block the open either."""
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError(regular_file_problem(path) or "not a regular file")
+        return handle.read()
 
 
 _WRITABLE_HINT = ("; make it writable for the agent's user (its owner and mode; an immutable directory: "
@@ -378,15 +413,30 @@ def _under(path: str, directory: str) -> bool:
 
 
 def _check_writable(path: str, label: str) -> None:
-    """A file the agent appends to: its directory exists, and it can be written."""
+    """A file the agent appends to: its directory exists, and it can be
+    written. Tried, not asked (access() says yes to root for /proc): an
+    existing regular file is opened for appending (nothing is written, its
+    times do not change); for one that does not exist yet, a file is
+    created and removed in its directory."""
     target = os.path.abspath(path)
     parent = os.path.dirname(target) or "."
     if not os.path.isdir(parent):
         raise ConfigError(f"{label}: directory {parent} does not exist")
     if os.path.isdir(target):
         raise ConfigError(f"{label}: is a directory, not a file")
-    if not os.access(target if os.path.exists(target) else parent, os.W_OK):
-        raise ConfigError(f"{label}: not writable")
+    if os.path.exists(target) and not os.path.isfile(target):  # a device, a FIFO: opening may block
+        if not os.access(target, os.W_OK):
+            raise ConfigError(f"{label}: not writable")
+        return
+    try:
+        if os.path.exists(target):
+            os.close(os.open(target, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)))
+        else:
+            handle, probe = tempfile.mkstemp(prefix=".modelscribe-check-", dir=parent)
+            os.close(handle)
+            os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(f"{label}: not writable ({error.strerror or error})") from None
 
 
 def _check_tls_files(config: Config, where: Mapping[str, str]) -> None:

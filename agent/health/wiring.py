@@ -21,6 +21,7 @@ gives), else the agent's own target (``--index``).
 
 from __future__ import annotations
 
+import decimal
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -107,11 +108,21 @@ class Health:
         return describe(self.engine.settings)
 
 
+def seconds_text(seconds: float) -> str:
+    """``seconds`` as a duration the flags take back exactly (``2000000s``,
+    ``0.25s``): never an exponent, which ``{:g}`` writes from 1e6 on and no
+    duration parser reads."""
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return format(decimal.Decimal(repr(float(seconds))), "f").rstrip("0").rstrip(".") + "s"
+
+
 def rules_note(settings: Any) -> str:
     """What the anomaly rules need when the windows are not the defaults they are checked in for."""
     return (f"the anomaly rules' look-backs must cover these windows: install them with --health-window "
-            f"{settings.window}s --health-lateness {settings.lateness:g}s (setup watchers, setup rules, "
-            f"setup elastalert); the files under kibana/ are for {DEFAULT_WINDOW}s windows")
+            f"{seconds_text(settings.window)} --health-lateness {seconds_text(settings.lateness)} "
+            f"(setup watchers, setup rules, setup elastalert); the files under kibana/ are for "
+            f"{DEFAULT_WINDOW}s windows")
 
 
 def committed_offsets(registry: "Registry") -> dict[str, int]:
@@ -138,8 +149,8 @@ def describe(settings: Any, formats: Sequence[tuple[str, str]] = ()) -> list[str
     if settings is None or not settings.enabled:
         return ["health: off (add a health: block to the config file to turn it on)"]
     ref = settings.reference or f"the first {settings.reference_size} events of each model"
-    lines = [f"health: windows of {settings.window}s, lateness {settings.lateness:g}s, reference {ref}, "
-             f"label_ttl {settings.label_ttl:g}s",
+    lines = [f"health: windows of {seconds_text(settings.window)}, lateness {seconds_text(settings.lateness)}, "
+             f"reference {ref}, label_ttl {seconds_text(settings.label_ttl)}",
              f"health: thresholds psi {settings.thresholds.psi:g} js {settings.thresholds.js:g} "
              f"error_rate {settings.thresholds.error_rate} p95_ms {settings.thresholds.p95_ms} "
              f"accuracy_drop {settings.thresholds.accuracy_drop}",

@@ -52,6 +52,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from stat import S_ISREG
 from typing import Callable, Protocol, Sequence
 
 import orjson
@@ -229,7 +230,12 @@ def read_letters(path: str) -> tuple[list[Letter], list[int]]:
     letters: list[Letter] = []
     broken: list[int] = []
     try:
-        with open(path, "rb") as handle:
+        # O_NONBLOCK: a FIFO named as the dead-letter file must not block the open for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not S_ISREG(os.fstat(fd).st_mode):
+                raise StateError(f"the dead-letter file {path}: not a regular file (the dead letters are an "
+                                 "NDJSON file)")
             for number, raw in enumerate(handle, 1):
                 if raw.strip():
                     letter = _parse(number, raw)

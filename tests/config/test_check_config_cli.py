@@ -22,6 +22,10 @@ def _invoke(args, env=None):
     (["--model-from-path", "/logs/{nope}/*.log"], "--model-from-path '/logs/{nope}/*.log': placeholder"),
     (["--hash-field", "@timestamp"], "--hash-field @timestamp: the agent needs this field"),
     (["--spool-max-bytes", "100"], "--spool-max-bytes: 100 bytes is too small"),
+    # Audit 11, finding 5: 0 turned every retry into a busy loop against a recovering cluster.
+    (["--backoff-max", "0"], "--backoff-max: 0ms is too short: the longest wait between retries must be at least "
+                             "100ms (a retry loop with no pause hammers a cluster that is recovering"),
+    (["--backoff-max", "99ms"], "--backoff-max: 99ms is too short"),
 ])
 def test_check_config_and_run_fail_alike(tmp_path, args, expected):
     checked = _invoke(["check", "config", *args])
@@ -125,3 +129,124 @@ def test_the_units_reload_check_passes_basic_auth_without_the_credentials(tmp_pa
     reload_check = _invoke(["check", "config", "--no-credentials", "--config", str(config)])
     assert reload_check.exit_code == 0, reload_check.stderr
     assert "config ok" in reload_check.stdout
+
+
+def _rows(stdout):
+    """check config's table: setting -> (value, origin)."""
+    rows = {}
+    for line in stdout.splitlines():
+        match = re.match(r"^(\S+)  +(.*?)  +\((.*)\)$", line)  # (columns are 2 spaces apart)
+        if match:
+            rows[match.group(1)] = (match.group(2), match.group(3))
+    return rows
+
+
+def test_a_backoff_of_100ms_is_enough(tmp_path):
+    checked = _invoke(["check", "config", "--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "s"),
+                       "--backoff-max", "100ms"])
+    assert checked.exit_code == 0, checked.output
+
+
+@pytest.mark.parametrize("spool", ["{state}", "{state}/", "{link}"])
+def test_a_spool_dir_that_is_the_state_dir_fails_check_config_and_run_naming_both(tmp_path, spool):
+    """Audit 11, finding 3: check config passed it, then run blamed "another
+    modelscribe" whose pid was its own."""
+    state = tmp_path / "same"
+    state.mkdir()
+    (tmp_path / "link").symlink_to(state)
+    spool = spool.format(state=state, link=tmp_path / "link")
+    args = ["--path", str(tmp_path / "*.log"), "--output", "null", "--state-dir", str(state), "--spool-dir", spool]
+    checked = _invoke(["check", "config", *args])
+    ran = _invoke(["run", "--once", *args])
+    for result in (checked, ran):
+        assert result.exit_code == 2, result.output
+        assert (f"modelscribe: error: --spool-dir {spool} and --state-dir {state}: the same directory; the spool "
+                "needs a directory of its own") in result.stderr
+        assert "another modelscribe" not in result.stderr
+    assert checked.stderr == ran.stderr
+    assert _invoke(["check", "config", *args, "--no-spool"]).exit_code == 0  # no spool: nothing shares it
+
+
+def test_check_config_shows_the_values_in_force(tmp_path):
+    """Audit 11, finding 6: "(unset)" for settings turned off or unlimited (the
+    defaults of metrics_addr and self_metrics_interval are the opposite), and
+    --no-spool shown as "flag --spool"."""
+    state = tmp_path / "state"
+    base = ["check", "config", "--path", str(tmp_path / "*.log"), "--state-dir", str(state), "--output", "null"]
+    checked = _invoke([*base, "--metrics-addr", "off", "--self-metrics-interval", "off", "--max-retries",
+                       "unlimited", "--ignore-older", "off", "--no-spool"])
+    assert checked.exit_code == 0, checked.output
+    rows = _rows(checked.stdout)
+    assert rows["metrics_addr"] == ("off", "flag --metrics-addr")
+    assert rows["self_metrics_interval"] == ("off", "flag --self-metrics-interval")
+    assert rows["max_retries"] == ("unlimited", "flag --max-retries")
+    assert rows["ignore_older"] == ("off", "flag --ignore-older")
+    assert rows["spool"] == ("False", "flag --no-spool")
+    assert rows["spool_dir"] == ("off (--no-spool)", "default")
+    assert "(unset)" not in "".join(rows[name][0] for name in ("metrics_addr", "self_metrics_interval",
+                                                                "max_retries", "ignore_older", "spool_dir"))
+    defaults = _rows(_invoke(base).stdout)
+    assert defaults["max_retries"] == ("unlimited", "default")
+    assert defaults["ignore_older"] == ("off", "default")
+    assert defaults["spool"] == ("True", "default")
+    assert defaults["spool_dir"] == (f"{state}/spool", "default: STATE_DIR/spool")
+    assert defaults["dead_letter_file"] == (f"{state}/dead-letter.ndjson", "default: STATE_DIR/dead-letter.ndjson")
+    assert _rows(_invoke([*base, "--spool"]).stdout)["spool"] == ("True", "flag --spool")
+
+
+@pytest.mark.parametrize("lateness, shown", [(2000000, "2000000s"), (30, "30s"), (0.25, "0.25s"),
+                                             ("1.0e-05", "0.00001s"), ("3650d", "315360000s"), (1234567.5,
+                                                                                             "1234567.5s")])
+def test_the_advised_health_flags_are_ones_the_flags_accept(tmp_path, lateness, shown):
+    """Audit 11, finding 7: lateness 2000000 was advised as --health-lateness
+    2e+06s, which that flag refuses."""
+    from agent.cli_alerting import health_spans
+
+    cfg = tmp_path / "agent.yml"
+    cfg.write_text(f"paths: ['{tmp_path}/*.log']\nhealth: {{window: 120, lateness: {lateness}}}\n")
+    checked = _invoke(["check", "config", "--config", str(cfg), "--state-dir", str(tmp_path / "s"),
+                       "--output", "null"])
+    assert checked.exit_code == 0, checked.output
+    advised = re.search(r"--health-window (\S+) --health-lateness (\S+) ", checked.stdout)
+    assert advised is not None, checked.stdout
+    assert advised.group(2) == shown
+    from agent.config import resolve
+
+    health = resolve({}, {}, str(cfg)).health
+    assert health_spans(advised.group(1), advised.group(2)) == (health.window, health.lateness)
+
+
+def test_check_config_tries_the_spool_dir_and_the_file_output_as_run_would(tmp_path):
+    """Audit 11, finding 11: access() says yes to root for /proc, so check
+    config passed a --spool-dir and a file: output that run refused."""
+    base = ["--path", str(tmp_path / "*.log"), "--state-dir", str(tmp_path / "state")]
+    spool = ["--output", "null", "--spool-dir", "/proc/modelscribe-nope/spool"]
+    checked, ran = _invoke(["check", "config", *base, *spool]), _invoke(["run", "--once", *base, *spool])
+    for result in (checked, ran):
+        assert result.exit_code == 2, result.output
+        assert "modelscribe: error: --spool-dir /proc/modelscribe-nope/spool: cannot be created" in result.stderr
+    assert checked.stderr == ran.stderr
+    output = ["--output", "file:/proc/modelscribe-nope.ndjson"]
+    checked, ran = _invoke(["check", "config", *base, *output]), _invoke(["run", "--once", *base, *output])
+    for result in (checked, ran):
+        assert result.exit_code == 2, result.output
+        assert "modelscribe: error: --output file:/proc/modelscribe-nope.ndjson: not writable" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == []  # nothing made, no probe left
+
+
+def test_the_file_output_is_tried_not_asked(tmp_path, monkeypatch):
+    """Even where access() says yes (root), an uncreatable file fails; a
+    writable one passes and is left as it was."""
+    from agent.config import resolve, stages
+    from agent.errors import ConfigError
+
+    monkeypatch.setattr(stages.os, "access", lambda path, mode: True)
+    with pytest.raises(ConfigError) as caught:
+        resolve({"output": "file:/proc/modelscribe-nope.ndjson", "state_dir": str(tmp_path / "s")}, {})
+    assert str(caught.value).startswith("--output file:/proc/modelscribe-nope.ndjson: not writable (")
+    existing = tmp_path / "out.ndjson"
+    existing.write_text("kept\n")
+    before = existing.stat()
+    resolve({"output": f"file:{existing}", "state_dir": str(tmp_path / "s")}, {})
+    assert existing.read_text() == "kept\n" and existing.stat().st_mtime_ns == before.st_mtime_ns
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["out.ndjson"]

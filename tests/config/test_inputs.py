@@ -107,3 +107,13 @@ def test_a_setting_the_parser_does_not_have_is_refused_not_a_crash(tmp_path, mon
     with pytest.raises(ConfigError) as caught:
         run()
     assert str(caught.value) == f"{cfg}: inputs[1].log-format: not supported by this version of the parser"
+
+
+def test_a_bare_inputs_key_counts_as_absent(tmp_path):
+    """Audit 11, finding 8: ``inputs:`` with no value (the packaged file's line,
+    uncommented alone) was an error, though a key with no value counts as absent."""
+    _, run = _resolve(tmp_path, "paths: [a.log]\ninputs:\n")
+    config = run()
+    assert config.inputs == () and config.paths == (str(tmp_path / "a.log"),)
+    _, run = _resolve(tmp_path, "paths: [a.log]\ninputs: ~\n")
+    assert run().inputs == ()
