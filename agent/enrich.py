@@ -27,6 +27,7 @@ same line again after a restart).
 from __future__ import annotations
 
 import binascii
+import errno
 import hashlib
 import math
 import socket
@@ -39,7 +40,8 @@ import orjson
 
 from agent import AGENT_NAME, __version__
 from agent.atomic import write_atomic
-from agent.errors import StateError
+from agent.errors import ConfigError, StateError
+from agent.registry import owner_hint, unusable_state_file
 from agent.selflog import get_logger
 from agent.events import TAG_TIMESTAMP_UNUSABLE, Event, LineRun, Record, Source, new, records_of
 from agent.parsing.json_plans import TIMESTAMP_KEYS
@@ -168,21 +170,48 @@ def format_timestamp(epoch: float) -> str:
 
 
 def agent_id(state_dir: str) -> str:
-    """A stable id for this installation, kept in STATE_DIR/agent_id."""
+    """A stable id for this installation, kept in STATE_DIR/agent_id.
+
+    Missing: a new id is made (the first run). Damaged (empty, not ASCII, not
+    printable, longer than 128 characters): a new id is made and the
+    replacement is logged once (the next call reads the new id). A file that
+    cannot be read (no permission: root-owned after a ``sudo modelscribe
+    run``; a directory of that name) is not damage: a ConfigError (exit code
+    2) naming the file and what to do, and the file is left as it is: every
+    document would otherwise name a new agent. A new id that cannot be
+    written: a ConfigError as well, but a StateError (exit code 1: a restart
+    may succeed) when the disk is full."""
     path = Path(state_dir) / "agent_id"
     try:
-        existing = path.read_text(encoding="ascii").strip()
-        if existing and existing.isprintable() and len(existing) <= 128:
-            return existing
-        if existing:  # (zeros a crash left, say: a new id, said once)
-            log.warning("the agent id file is damaged; a new id is made", path=str(path))
-    except (OSError, UnicodeDecodeError):
-        pass
+        raw: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        raw = None
+    except OSError as error:
+        raise unusable_state_file(path, error, "the agent id", "the agent then makes a new id") from error
+    damage = None
+    if raw is not None:
+        try:
+            existing = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            damage = "not ASCII"
+        else:
+            if existing and existing.isprintable() and len(existing) <= 128:
+                return existing
+            # (zeros a crash left, say)
+            damage = ("empty" if not existing else "not printable" if not existing.isprintable()
+                      else "longer than 128 characters")
     new = str(uuid.uuid4())
     try:
         write_atomic(path, (new + "\n").encode("ascii"), prefix=".agent_id.")
     except OSError as error:
-        raise StateError(f"cannot write {path}: {error.strerror}") from error
+        message = f"cannot write the agent id {path}: {error.strerror or error}"
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StateError(message) from error
+        if isinstance(error, PermissionError):
+            message += f" ({owner_hint(path)})"
+        raise ConfigError(message) from error
+    if damage is not None:
+        log.warning("the agent id file is damaged; a new id is made", path=str(path), error=damage, agent_id=new)
     return new
 
 

@@ -39,7 +39,10 @@ Invariants of the file (and of the in-memory table):
 
 * ``version`` is 1; any other value, or a file that does not parse into this
   shape, is moved aside to ``registry.json.corrupt-<unix-ms>`` and the agent
-  starts empty (it re-reads files from the start; it never refuses to start);
+  starts empty (it re-reads files from the start; it never refuses to start
+  for damage). A file it cannot read (no permission, a directory of that
+  name) is not damage: ``load`` raises a ConfigError (exit code 2) naming the
+  file and what to do, and leaves it as it is (``unusable_state_file``);
 * ``key`` is unique; it is ``identity.source_key(dev, inode, generation,
   fp_hash)``, i.e. it names one *content* of one file, and is never reused
   for another content;
@@ -76,6 +79,7 @@ import base64
 import binascii
 import dataclasses
 import os
+import pwd
 import tempfile
 import threading
 from collections.abc import Callable
@@ -87,7 +91,7 @@ import orjson
 
 from agent.atomic import remove_stale_temps, write_atomic
 from agent.clock import SYSTEM_CLOCK, Clock
-from agent.errors import StateError
+from agent.errors import ConfigError, StateError
 from agent.selflog import get_logger
 
 log = get_logger("registry")
@@ -104,6 +108,59 @@ RETIRED_MIN_TTL = 30 * 86400.0  # how long a dropped entry's generation is remem
 MAX_RETIRED = 10_000  # ... and how many (about 80 bytes each in the file)
 SAVE_PACE = 20  # a paced save waits 20 times the last one's duration: at most 5 % of a core
 SETTLE_RETRY_INTERVAL = 1.0  # seconds between two settle saves after one failed
+
+
+OWNER_HINT = ("run the agent as the user that owns the state directory, e.g. with runuser -u modelscribe, "
+              "or give it back to that user")
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def owner_name(path: Any) -> str | None:
+    """The user name (else the uid) owning ``path``; None if it cannot be stat'ed."""
+    try:
+        return _user(os.stat(path).st_uid)
+    except OSError:
+        return None
+
+
+def owner_hint(path: Any) -> str:
+    """What to do about a state file this user may not read or write, by name
+    where the owners tell (``sudo modelscribe run`` on the service's state
+    directory leaves root-owned files in it); else OWNER_HINT."""
+    mine, theirs = owner_name(path), owner_name(os.path.dirname(os.fspath(path)))
+    me = _user(os.geteuid())
+    if mine is None or theirs is None:
+        return OWNER_HINT
+    if mine != theirs:
+        if me == theirs:
+            return f"it belongs to {mine}, and the agent runs as {me}: give it back, chown {me}: {path}"
+        return (f"it belongs to {mine}, the state directory to {theirs}: run the agent as {theirs}, e.g. with "
+                f"runuser -u {theirs} --, and give the file back, chown {theirs}: {path}")
+    if me != mine:
+        return f"it and the state directory belong to {mine}: run the agent as {mine}, e.g. with runuser -u {mine} --"
+    return f"its mode keeps even its owner out: chmod u+rw {path}"
+
+
+def unusable_state_file(path: Any, error: OSError, what: str, instead: str) -> ConfigError:
+    """The error of a state file ``run`` cannot read at start-up (``what``
+    names it: "the agent id"): a ConfigError (exit code 2), because restarting
+    cannot fix it (the packaged unit restarts on exit code 1, every 5 s, for
+    ever). It names the file and what to do: for a permission problem (a
+    ``sudo modelscribe run`` leaves root-owned files), ``owner_hint``; for a
+    directory in its place, move it away, and ``instead`` says what the agent
+    then does. Never taken for damage: the file is left as it is."""
+    if isinstance(error, PermissionError):
+        return ConfigError(f"cannot read {what} {path}: {error.strerror} ({owner_hint(path)}; the file is left "
+                           "as it is)")
+    if isinstance(error, IsADirectoryError):
+        return ConfigError(f"cannot read {what} {path}: it is a directory, not a file (move it away: {instead})")
+    return ConfigError(f"cannot read {what} {path}: {error.strerror or error}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,10 +295,9 @@ class Registry:
         except FileNotFoundError:
             entries: list[Entry] = []
             retired: dict[tuple[int, int, str], tuple[int, float]] = {}
-        except OSError as error:
-            hint = (" (run the agent as the user that owns the state directory, e.g. with runuser -u modelscribe, "
-                    "or give it back to that user)") if isinstance(error, PermissionError) else ""
-            raise StateError(f"cannot read {self.path}: {error}{hint}") from error
+        except OSError as error:  # (not damage: exit code 2, the file left as it is)
+            raise unusable_state_file(self.path, error, "the registry", "the agent then reads every file again from "
+                                      "its start") from error
         else:
             try:
                 entries, retired = self._parse(raw)
@@ -277,7 +333,9 @@ class Registry:
         try:
             os.replace(self.path, aside)
         except OSError as error:
-            raise StateError(f"cannot move corrupt {self.path} aside: {error}") from error
+            # (exit code 2: a restart would fail the same way)
+            raise ConfigError(f"cannot move corrupt {self.path} aside: {error} (move it away yourself: the agent "
+                              "then reads every file again from its start)") from error
         if reason.startswith("unknown version"):  # (a downgrade: not damage)
             log.warning("registry file was written by another version of modelscribe; moved aside, starting "
                         "empty", path=str(self.path), moved_to=str(aside), error=reason)

@@ -28,15 +28,20 @@ not know as a file it cannot use, and never guesses.
 and the dead-letter file, never modifying any of them, so it works for a
 running or a stopped agent. It guarantees:
 
-- A state directory that does not exist, or that this user cannot read, is
-  a ``StateError`` (exit code 1) naming ``--state-dir``: an empty report
-  would look like an agent with nothing to do.
+- A state directory that does not exist, or that this user cannot read (or
+  whose ``registry.json`` this user cannot read), is a ``StateError`` (exit
+  code 1) naming ``--state-dir`` (and the file): an empty report would look
+  like an agent with nothing to do. The hint to run status as the agent's
+  user, or root, comes only with a permission error.
 - For the same reason a damaged ``registry.json`` or ``status.json`` (not
   JSON, the wrong shape, a version this code does not know) is never shown
   as an empty, healthy state: it is listed in ``problems`` (the file and what
   is wrong), the report holds what could be read, and ``status`` exits 1. The
   registry is judged by the agent's own parser (``Registry``), so "damaged"
-  here is exactly what the agent would move aside at its next start.
+  here is exactly what the agent would move aside at its next start; a
+  registry of another version is said to be "written by another version of
+  modelscribe", as the agent says (a downgrade, not damage), and a directory
+  in its place is named as one (the agent refuses to start with it).
 - The agent is said to be ``running`` only when that is known (``state``):
   ``running``: the file does not say ``stopped``, its pid is alive, is the
   process that wrote the file (same start time, where both are known) and
@@ -73,7 +78,7 @@ import orjson
 from agent.atomic import write_atomic
 from agent.errors import StateError
 from agent.outputs.dead_letter import read_letters, summarize
-from agent.registry import FILE_NAME as REGISTRY_FILE, Entry, Registry, path_to_json
+from agent.registry import FILE_NAME as REGISTRY_FILE, Entry, Registry, owner_name, path_to_json
 from agent.stats import Snapshot
 
 STATUS_FILE = "status.json"
@@ -257,13 +262,20 @@ def _load_status(path: str) -> dict[str, Any] | None:
 
 def _load_registry(path: str) -> list[Entry]:
     """The registry's entries, by the agent's own parser; ValueError says what is wrong."""
-    raw = _read(path)
+    try:
+        raw = _read(path)
+    except IsADirectoryError:
+        raise ValueError("a directory, not the registry file: `modelscribe run` refuses to start with it (exit "
+                         "code 2; move it away: the agent then reads every file again from its start)") from None
     if raw is None:
         return []  # an agent that has not saved offsets yet
     try:
         entries, _ = Registry._parse(raw)  # the agent's reading, so status and the agent agree on damage
     except ValueError as error:
-        raise ValueError(f"damaged ({error}); an agent starting with it moves it aside and reads every file "
+        # The agent's words too (``Registry._move_aside``): after a downgrade, not damage.
+        what = ("written by another version of modelscribe" if str(error).startswith("unknown version")
+                else "damaged")
+        raise ValueError(f"{what} ({error}); an agent starting with it moves it aside and reads every file "
                          "again from its start") from None
     return entries
 
@@ -275,15 +287,24 @@ def _check_state_dir(state_dir: str, origin: str) -> None:
         what = "is not a directory" if os.path.exists(state_dir) else "does not exist"
         raise StateError(f"--state-dir {state_dir}{given}: {what}; no agent has run with this state "
                          "directory (give the one `modelscribe run` uses)")
+    hint = " (run status as the agent's user, or root)"
     try:
         os.listdir(state_dir)
-        with open(os.path.join(state_dir, REGISTRY_FILE), "rb"):
-            pass
-    except FileNotFoundError:
-        pass  # an agent that has not saved offsets yet
     except OSError as error:
-        raise StateError(f"--state-dir {state_dir}{given}: cannot read it: {error.strerror} (run status as "
-                         "the agent's user, or root)") from error
+        raise StateError(f"--state-dir {state_dir}{given}: cannot read it: {error.strerror}"
+                         f"{hint if isinstance(error, PermissionError) else ''}") from error
+    registry = os.path.join(state_dir, REGISTRY_FILE)
+    try:
+        with open(registry, "rb"):
+            pass
+    except PermissionError as error:
+        mine, theirs = owner_name(registry), owner_name(state_dir)
+        if mine is not None and theirs is not None and mine != theirs:  # (a ``sudo modelscribe run`` left it)
+            hint = (f" (it belongs to {mine}, the state directory to {theirs}: the agent cannot read it either; "
+                    f"give it back: chown {theirs}: {registry})")
+        raise StateError(f"--state-dir {state_dir}{given}: cannot read {registry}: {error.strerror}{hint}") from error
+    except OSError:
+        pass  # none yet (an agent that has not saved offsets), or a directory: a problem ``report`` names
 
 
 def _file(entry: Entry) -> dict[str, Any]:

@@ -1,13 +1,16 @@
 """Enrichment: the final document and its deterministic id."""
 
 import logging
+from pathlib import Path
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent import __version__
 from agent.enrich import Enricher, _DocumentIds, _Timestamps, agent_id, document_id, format_timestamp
+from agent.errors import EXIT_CONFIG, ConfigError
 from agent.events import Line, LineRun, Record, Source
 
 
@@ -75,6 +78,55 @@ def test_a_damaged_agent_id_is_replaced_with_a_warning(tmp_path, caplog):
         new = agent_id(str(tmp_path))
     assert new.isprintable() and len(new) == 36 and agent_id(str(tmp_path)) == new
     assert "the agent id file is damaged; a new id is made" in caplog.text
+
+
+@pytest.mark.parametrize("garbage, why", [(b"\xff\xfe\x00id\n", "not ASCII"), (b"\n", "empty"),
+                                          (b"a" * 129, "longer than 128 characters")])
+def test_a_garbage_agent_id_is_replaced_and_said_once(tmp_path, caplog, garbage, why):
+    # Audit 11 (finding 3): a non-ASCII agent_id was replaced without a word.
+    (tmp_path / "agent_id").write_bytes(garbage)
+    with caplog.at_level(logging.WARNING, logger="modelscribe"):
+        ids = {agent_id(str(tmp_path)) for _ in range(3)}  # (run asks three times: enricher, health, self-metrics)
+    said = [r for r in caplog.records if r.getMessage() == "the agent id file is damaged; a new id is made"]
+    assert len(ids) == 1 and len(said) == 1
+    assert said[0].kv["error"] == why and said[0].kv["agent_id"] == ids.pop()
+    assert said[0].kv["path"] == str(tmp_path / "agent_id")
+
+
+def test_an_agent_id_this_user_cannot_read_stops_run_and_is_kept(tmp_path, monkeypatch):
+    # Audit 11 (finding 3): root-owned after a ``sudo modelscribe run``, it was
+    # silently replaced by a new uuid, and every document named a new agent.
+    # (The tests run as root: the PermissionError is injected; tests/
+    # test_unreadable_state_files.py has the real one, as another user.)
+    path = tmp_path / "agent_id"
+    path.write_text("e09d3a20-8452-42f4-80ac-68568cf96b68\n")
+    real = Path.read_bytes
+
+    def denied(self):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError) as caught:
+        agent_id(str(tmp_path))
+    assert caught.value.exit_code == EXIT_CONFIG
+    assert str(caught.value).startswith(f"cannot read the agent id {path}: Permission denied (")
+    assert "the file is left as it is" in str(caught.value)
+    monkeypatch.undo()
+    assert path.read_text() == "e09d3a20-8452-42f4-80ac-68568cf96b68\n"
+
+
+def test_an_agent_id_that_is_a_directory_is_exit_code_2_naming_it(tmp_path):
+    # Audit 11 (finding 4): "cannot write .../agent_id: Is a directory", exit
+    # code 1, which the packaged unit restarts every 5 s for ever.
+    (tmp_path / "agent_id").mkdir()
+    with pytest.raises(ConfigError) as caught:
+        agent_id(str(tmp_path))
+    assert caught.value.exit_code == EXIT_CONFIG
+    assert str(caught.value) == (f"cannot read the agent id {tmp_path / 'agent_id'}: it is a directory, not a file "
+                                 "(move it away: the agent then makes a new id)")
+    assert (tmp_path / "agent_id").is_dir()
 
 
 def test_format_timestamp_millis():

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import pathlib
 import stat
 import threading
 
@@ -14,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.clock import FakeClock
-from agent.errors import StateError
+from agent.errors import EXIT_CONFIG, ConfigError, StateError
 from agent.registry import Entry, Registry
 
 
@@ -152,6 +153,43 @@ def test_corrupt_file_is_moved_aside_and_start_is_empty(state, clock, content):
     registry.track(entry("k1"))
     registry.save()  # and the agent carries on with a fresh file
     assert json.loads((state / "registry.json").read_text())["version"] == 1
+
+
+def test_a_registry_that_is_a_directory_is_exit_code_2_naming_it(state, clock):
+    # Audit 11 (finding 4): "cannot read .../registry.json: [Errno 21] Is a
+    # directory", a StateError (exit code 1): the packaged unit restarted the
+    # agent every 5 s for ever.
+    registry = Registry(state, clock=clock)
+    (state / "registry.json").mkdir()
+    with pytest.raises(ConfigError) as caught:
+        registry.load()
+    assert caught.value.exit_code == EXIT_CONFIG
+    assert str(caught.value) == (f"cannot read the registry {state / 'registry.json'}: it is a directory, not a "
+                                 "file (move it away: the agent then reads every file again from its start)")
+    assert (state / "registry.json").is_dir() and os.listdir(state) == ["registry.json"]
+
+
+def test_a_registry_this_user_cannot_read_is_exit_code_2_and_kept(state, clock, monkeypatch):
+    # Audit 11 (finding 4): root-owned after a ``sudo modelscribe run``, exit
+    # code 1 and a restart loop. (Tests run as root: the PermissionError is
+    # injected; tests/test_unreadable_state_files.py has the real one.)
+    registry = Registry(state, clock=clock)
+    (state / "registry.json").write_text('{"version": 1, "entries": []}')
+    real = pathlib.Path.read_bytes
+
+    def denied(self):
+        if self == state / "registry.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
+    with pytest.raises(ConfigError) as caught:
+        registry.load()
+    monkeypatch.undo()
+    assert caught.value.exit_code == EXIT_CONFIG
+    assert str(caught.value).startswith(f"cannot read the registry {state / 'registry.json'}: Permission denied (")
+    assert str(caught.value).endswith("; the file is left as it is)")
+    assert os.listdir(state) == ["registry.json"]
 
 
 def test_stale_temp_files_are_removed_on_load(state, clock):
@@ -432,3 +470,16 @@ def test_the_inode_index_names_exactly_the_entries_of_each_inode(tmp_path_factor
     for inode in (10, 11, 12):
         expected = sorted((e.fp_hash, e.generation) for e in registry._entries.values() if e.inode == inode)
         assert sorted(registry.generations(1, inode)) == expected
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_the_owner_hint_says_whose_the_file_is_and_what_to_do(tmp_path):
+    from agent.registry import owner_hint
+    import pwd
+    path = tmp_path / "agent_id"
+    path.write_text("x")
+    path.chmod(0)
+    assert owner_hint(path) == f"its mode keeps even its owner out: chmod u+rw {path}"  # (root's, in root's directory)
+    os.chown(path, 65534, 65534)
+    nobody = pwd.getpwuid(65534).pw_name
+    assert owner_hint(path) == f"it belongs to {nobody}, and the agent runs as root: give it back, chown root: {path}"

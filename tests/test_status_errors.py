@@ -5,7 +5,10 @@ look like an empty, healthy state (audit 2 service, finding 7)."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import time
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -39,7 +42,9 @@ def test_caught_errors_are_counters_of_the_status(tmp_path):
 @pytest.mark.parametrize("body, error", [
     (b'{"version": 1, "entries": [{"key": "k"', "damaged (unexpected end of data"),
     (b'{"version": 1, "entries": [{"key": "k", "path": "/a.log"}]}', "damaged (entry field 'dev' is missing"),
-    (b'{"version": 7, "entries": []}', "damaged (unknown version 7)"),
+    # Audit 11 (finding 6): "damaged (unknown version 99)" where run says "written by
+    # another version of modelscribe; moved aside": after a downgrade, not damage.
+    (b'{"version": 99, "entries": []}', "written by another version of modelscribe (unknown version 99)"),
 ])
 def test_a_damaged_registry_is_an_error_naming_the_file(tmp_path, body, error):
     (tmp_path / "registry.json").write_bytes(body)
@@ -53,6 +58,55 @@ def test_a_damaged_registry_is_an_error_naming_the_file(tmp_path, body, error):
     assert as_json.exit_code == EXIT_RUNTIME
     data = json.loads(as_json.stdout)
     assert data["files"] is None and [p["file"] for p in data["problems"]] == [f"{tmp_path}/registry.json"]
+
+
+def test_a_registry_that_is_a_directory_is_named_and_what_is_wrong(tmp_path):
+    # Audit 11 (finding 6): "--state-dir ...: cannot read it: Is a directory (run
+    # status as the agent's user, or root)": the state directory named, and a
+    # hint to a user that root cannot follow.
+    (tmp_path / "registry.json").mkdir()
+    write_status(str(tmp_path), time.time(), Stats().snapshot(), None)
+    result = _status(tmp_path)
+    assert result.exit_code == EXIT_RUNTIME, result.output
+    assert result.stderr == (f"modelscribe: error: {tmp_path}/registry.json: a directory, not the registry file: "
+                             "`modelscribe run` refuses to start with it (exit code 2; move it away: the agent then "
+                             "reads every file again from its start)\n")
+    assert "files: unknown (registry.json cannot be used, see the error)" in result.stdout
+    assert "counters: lines_read=0" in result.stdout  # (what could be read is shown)
+
+
+def test_a_registry_this_user_cannot_read_names_it(tmp_path):
+    # A real permission error: status as another user (tests run as root, for
+    # whom permissions do not apply).
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run status as another user")
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    base = tempfile.mkdtemp(prefix="modelscribe-status-")  # (pytest's own is 0700: nobody cannot enter)
+    try:
+        os.chmod(base, 0o755)
+        state = os.path.join(base, "state")
+        os.mkdir(state, 0o700)
+        with open(os.path.join(state, "registry.json"), "w") as handle:
+            handle.write('{"version": 1, "entries": []}')
+        os.chmod(os.path.join(state, "registry.json"), 0o600)  # root's, as a ``sudo modelscribe run`` leaves it
+        os.chown(state, 65534, 65534)
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m",
+                               "agent", "status", "--state-dir", state], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": ROOT})
+    finally:
+        shutil.rmtree(base)
+    registry = os.path.join(state, "registry.json")
+    assert done.returncode == EXIT_RUNTIME, done.stderr
+    owner = pwd.getpwuid(65534).pw_name
+    assert done.stderr == (f"modelscribe: error: --state-dir {state}: cannot read {registry}: Permission denied (it "
+                           f"belongs to root, the state directory to {owner}: the agent cannot read it either; give "
+                           f"it back: chown {owner}: {registry})\n")
+
+
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 @pytest.mark.parametrize("change, error", [

@@ -33,7 +33,10 @@ where BINS is ``NumericBins.to_state()`` / ``CategoricalBins.to_state()``
 (``agent.health.drift``). Any other version, a file that does not parse, or
 one of another shape (``check_bins`` checks what counting and PSI/JS rely
 on) is logged, moved aside (``reference.json.corrupt-<unix-ms>``) and the
-references are collected again: never a refusal to start.
+references are collected again: never a refusal to start for damage. A file
+that cannot be read (no permission, a directory of that name) is not damage:
+``run`` stops at start-up with a ConfigError (exit code 2) naming the file and
+what to do, and the file is left as it is.
 
 Collection progress (the values gathered so far) is part of the engine's
 checkpoint, so a crash during collection neither loses nor doubles values;
@@ -55,6 +58,7 @@ from agent.atomic import write_atomic
 from agent.errors import ConfigError, StateError
 from agent.health.bins import OTHER, Bins, bins_from_reference, bins_from_state
 from agent.health.config import Caps
+from agent.registry import unusable_state_file
 from agent.selflog import get_logger
 
 log = get_logger("health")
@@ -260,19 +264,27 @@ def model_id(key: tuple[str, ...]) -> str:
 
 
 def load_store(directory: str) -> dict[str, ModelReference]:
-    """The stored references; {} (logged, the file moved aside) when the file is not usable."""
+    """The stored references; {} (logged, the file moved aside) when the file is
+    damaged. One that cannot be read (no permission: root-owned after a ``sudo
+    modelscribe run``; a directory of that name) is not damage: a ConfigError
+    (exit code 2) naming the file and what to do, and the file is left as it is."""
     path = os.path.join(directory, FILE_NAME)
     try:
         with open(path, "rb") as handle:
-            data = orjson.loads(handle.read())
+            raw = handle.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise unusable_state_file(path, error, "the drift reference",
+                                  "the references are then collected again") from error
+    try:
+        data = orjson.loads(raw)
         if not isinstance(data, dict) or data.get("version") != FORMAT_VERSION:
             found = data.get("version") if isinstance(data, dict) else "?"
             raise ValueError(f"version {found} is not {FORMAT_VERSION}")
         models = expect_object(data.get("models"), "models")
         return {name: ModelReference.from_state(state, f"models[{name!r}]") for name, state in models.items()}
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         # (ValueError: the shape checks above, and JSONDecodeError; the rest is a second net.)
         aside = f"{path}.corrupt-{int(time.time() * 1000)}"
         log.warning("the reference file is not usable; moved aside, references are collected again",

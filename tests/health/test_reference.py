@@ -98,6 +98,45 @@ def test_a_corrupt_reference_file_is_moved_aside(tmp_path):
     assert any(name.startswith("reference.json.corrupt-") for name in os.listdir(tmp_path / "health"))
 
 
+def test_a_reference_file_that_is_a_directory_is_exit_code_2_and_kept(tmp_path):
+    # Audit 11 (finding 3): a reference.json that cannot be read was "not
+    # usable; moved aside", and drift was measured against a new reference.
+    (tmp_path / "health" / "reference.json").mkdir(parents=True)
+    with pytest.raises(ConfigError) as caught:
+        reference.load_store(str(tmp_path / "health"))
+    assert caught.value.exit_code == 2
+    assert str(caught.value) == (f"cannot read the drift reference {tmp_path / 'health' / 'reference.json'}: it is "
+                                 "a directory, not a file (move it away: the references are then collected again)")
+    assert os.listdir(tmp_path / "health") == ["reference.json"]
+
+
+def test_a_reference_file_this_user_cannot_read_is_exit_code_2_and_kept(tmp_path, monkeypatch):
+    # Audit 11 (finding 3): root-owned after a ``sudo modelscribe run``, it was
+    # moved aside as corrupt. (Tests run as root: the PermissionError is
+    # injected; tests/test_unreadable_state_files.py has the real one.)
+    settings = parse_health({"window": 10, "reference_size": 30}, "t: health")
+    engine = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    engine.observe(_events(0, 40, lambda i: i))
+    engine.checkpoint({})
+    engine.close()
+    path = tmp_path / "health" / "reference.json"
+    stored = path.read_bytes()
+
+    def denied(name, *args, **kwargs):
+        if str(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(name))
+        return open(name, *args, **kwargs)
+
+    monkeypatch.setattr(reference, "open", denied, raising=False)
+    with pytest.raises(ConfigError) as caught:
+        HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    monkeypatch.undo()
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(f"cannot read the drift reference {path}: Permission denied (")
+    assert "moved aside" not in str(caught.value) and path.read_bytes() == stored
+    assert not [name for name in os.listdir(tmp_path / "health") if ".corrupt-" in name]
+
+
 def test_previous_compares_each_window_with_the_one_before(tmp_path):
     settings = parse_health({"window": 10, "lateness": 0, "reference": "previous", "reference_size": 10},
                             "t: health")
