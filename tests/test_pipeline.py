@@ -468,3 +468,128 @@ def test_a_file_made_while_running_under_a_symlinked_directory_gets_the_first_ma
         runner.join(30)
     assert [(doc["log"]["file"]["path"], doc["message"]) for doc in shipped()] == [
         (str(root / "link" / "first.log"), "at start"), (str(root / "link" / "later.log"), "made later")]
+
+
+def _spool_without_sending(logs, state, config_text=None):
+    """A run that read every line into the spool and died before sending any
+    (the registry knows the file, at offset 0)."""
+    cfg = None
+    if config_text:
+        cfg = logs.parent / "m.yaml"
+        cfg.write_text(config_text)
+    config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(state), "output": "null", "once": True},
+                     {}, str(cfg) if cfg else None)
+    first = Pipeline(config)
+    first.tailer.run_once()
+    first._sink.flush_all()
+    first._sink.hand_over()
+    return first
+
+
+def _crash(pipeline):
+    pipeline.tailer.close()
+    pipeline.registry.save()
+    pipeline.spool.close()
+    for lock in pipeline._locks:
+        lock.release()
+
+
+def test_a_registry_save_the_full_disk_refuses_makes_the_spool_free_its_delivered_records(tmp_path, monkeypatch,
+                                                                                         caplog):
+    """Audit 11: on a 3 MiB state disk the registry (and health's state) could not
+    be saved, for 54 s while idle, beside a 1.5 MB spool segment of delivered
+    records, freed only when the spool's own write failed. A state writer's
+    ENOSPC now tells the spool, which frees it; the save is tried again at once."""
+    import errno
+    import logging
+    import os
+
+    import agent.registry as registry_module
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "x.log"
+    app.write_text("".join(f"line {i:04d} {'x' * 200}\n" for i in range(500)))
+    state = tmp_path / "state"
+    pipeline = _spool_without_sending(logs, state, "health: {window: 60, lateness: 30}\n")
+    try:
+        assert pipeline.health.engine.on_disk_full == pipeline.spool.reclaim  # health's writers are wired too
+        spool_dir = state / "spool"
+        last_end = 0
+        while taken := pipeline.spool.take(100_000, 1 << 40, 0):
+            pipeline.spool.ack(taken.refs)  # delivered: the segment stays, being written
+            for event in taken.events:
+                pipeline.registry.commit(event.source_key, event.end)
+                last_end = max(last_end, event.end)
+        assert last_end > 50_000
+        assert list(spool_dir.glob("*.seg"))
+        real_write_atomic = registry_module.write_atomic
+        refused = []
+
+        def full_disk(path, *args, **kwargs):  # full while the delivered segment takes the space
+            if list(spool_dir.glob("*.seg")):
+                refused.append(path)
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real_write_atomic(path, *args, **kwargs)
+
+        monkeypatch.setattr(registry_module, "write_atomic", full_disk)
+        with caplog.at_level(logging.INFO, logger="modelscribe"):
+            assert _wait(lambda: pipeline._save_state() or refused, 10)  # (the daemon's saves, paced)
+        assert refused, "(the disk was full)"
+        assert "cannot save the registry" not in caplog.text  # before: failed, every second, while idle
+        assert json.loads((state / "registry.json").read_text())["entries"][0]["offset"] == last_end
+        assert not list(spool_dir.glob("*.seg")) and pipeline.spool.used_bytes() == 0
+        assert "the spool freed its delivered records" in caplog.text
+    finally:
+        pipeline.health.close()
+        _crash(pipeline)
+
+
+def _garble_middle(spool_dir):
+    (segment,) = spool_dir.glob("*.seg")
+    data = bytearray(segment.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = b"\xa5" * 64
+    segment.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("file_gone", [True, False], ids=["file_gone", "file_there"])
+def test_damaged_spool_frames_say_what_they_held_and_count_what_is_lost(tmp_path, caplog, file_gone):
+    """Audit 11: damaged frames were logged as "skipped bytes=N" only, the same
+    whether 698 lines of a file gone were lost or the range was read again; and
+    lost_bytes stayed 0. Now: "re-read from FILE at OFFSET", or "lost: FILE
+    offsets A to B, about N lines", counted in lost_bytes."""
+    import logging
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "app.log"
+    width = len(f"line {0:04d} {'x' * 100}\n")
+    app.write_text("".join(f"line {i:04d} {'x' * 100}\n" for i in range(1000)))
+    state = tmp_path / "state"
+    _crash(_spool_without_sending(logs, state))
+    _garble_middle(state / "spool")
+    if file_gone:
+        app.unlink()  # rotated away and deleted while the agent was down
+    out = tmp_path / "out.ndjson"
+    config = resolve({"paths": (str(logs / "*.log"),), "state_dir": str(state), "output": f"file:{out}",
+                      "once": True}, {})
+    with caplog.at_level(logging.INFO, logger="modelscribe"):
+        pipeline = Pipeline(config)
+        assert pipeline.run() == 0
+    shipped = {int(json.loads(line)["message"].split()[1]) for line in out.read_text().splitlines()}
+    missing = sorted(set(range(1000)) - shipped)
+    said = [r for r in caplog.records if r.getMessage().startswith("spool damage:")]
+    assert len(said) == 1, [r.getMessage() for r in said]
+    status = json.loads((state / "status.json").read_text())
+    lost_bytes = status["counters"]["lost_bytes"]
+    if file_gone:
+        assert missing, "(the damage took lines)"
+        start, stop = missing[0] * width, (missing[-1] + 1) * width
+        assert said[0].getMessage().startswith(
+            f"spool damage: lost: {app} offsets {start} to {stop}, about {len(missing)} lines")
+        assert lost_bytes == stop - start == len(missing) * width
+    else:
+        assert missing == []  # read again from the file
+        assert said[0].getMessage().startswith(f"spool damage: re-read from {app} at ")
+        assert lost_bytes == 0

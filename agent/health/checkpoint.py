@@ -11,7 +11,10 @@ Files in ``<state_dir>/health/``:
   document]], "counters"}``. Another version, a file that does not parse, or
   one of another shape is logged (naming the file and the first bad value)
   and health starts empty: never a refusal to start, and never a failure
-  later. ``check_state`` checks the whole file before anything is restored:
+  later. A file this user may not read (PermissionError: root-owned after a
+  ``sudo modelscribe ...``) is no damage: a ConfigError (exit 2) naming it
+  and what to do, and the file is left as it is (audit 11: it was moved
+  aside and health started empty). ``check_state`` checks the whole file before anything is restored:
   every value the engine uses later (a count it adds to, a time it compares,
   a key it makes a model key of, bins it counts in) has the type and range
   the writer gives it, and the count vectors fit their bins.
@@ -22,13 +25,19 @@ Files in ``<state_dir>/health/``:
   loses nothing it wrote; a torn last line, from a power loss, is skipped). Journals before the one the
   checkpoint names are deleted after it is written. Another file named
   ``journal-*.log`` is logged and left alone; a journal that cannot be read
-  (a directory, no permission) is logged and its events are not counted.
+  (a directory, an I/O error) is logged and its events are not counted; one
+  this user may not read is a ConfigError, as state.json is.
+- A full disk (ENOSPC, EDQUOT) under a journal line or a checkpoint is told
+  to ``on_disk_full`` (the spool's ``reclaim``, wired by the pipeline); if
+  that freed space, the write is tried once more before anything is left out
+  or raised.
 - ``reference.json`` (``agent.health.reference``) and ``reference.reset``
   (the marker ``modelscribe health reset-reference`` leaves).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import math
 import os
@@ -39,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import orjson
 
 from agent.atomic import write_atomic
-from agent.errors import StateError
+from agent.errors import ConfigError, StateError
 from agent.health import histogram, intake, reference
 from agent.health.reference import (SHAPE_LIMIT, expect_int, expect_ints, expect_list, expect_number, expect_object,
                                     expect_str, expect_strs, shape_error)
@@ -61,6 +70,16 @@ PRUNE_DELAY = 3  # checkpoints (seconds, in the daemon): see agent.health.engine
 # 18 digits at most: a generation past 2**63 could not be written into state.json again.
 _JOURNAL_NAME = re.compile(r"journal-(\d{1,18})\.log")
 _FAILURE_LOG_INTERVAL = 60.0  # seconds between the errors of a journal that stays unwritable
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_OWNER_HINT = ("run the agent as the user that owns the state directory, e.g. with runuser -u modelscribe, "
+               "or give it back to that user (chown -R)")
+
+
+def _not_readable(path: str, error: OSError) -> ConfigError:
+    """A state file this user may not read (root-owned after a ``sudo modelscribe
+    ...``) is not damage: moving it aside would throw the state away, and a
+    restart cannot fix it (exit 2)."""
+    return ConfigError(f"cannot read {path}: {error.strerror} ({_OWNER_HINT}); the health state in it is kept")
 
 
 class Persisted:
@@ -73,6 +92,22 @@ class Persisted:
     _once: Callable[..., None]
     _journal_failing_since: float | None  # (monotonic) since when the journal cannot be written
     _journal_failure_logged: float
+    # Told when the disk refuses a journal line or a checkpoint for want of space
+    # (ENOSPC, EDQUOT): the agent wires the spool's ``reclaim``, which frees the
+    # delivered records it holds on that disk; True if it freed bytes, and the
+    # write is then tried once more. Called from the thread that writes.
+    on_disk_full: Callable[[], bool] | None = None
+
+    def _freed_space(self, error: BaseException | None) -> bool:
+        """``error`` is a full disk and ``on_disk_full`` freed space on it."""
+        hook = self.on_disk_full
+        if hook is None or not isinstance(error, OSError) or error.errno not in _DISK_FULL:
+            return False
+        try:
+            return bool(hook())
+        except Exception as hook_error:  # (freeing space is a favour: never the writer's failure)
+            log.debug("health: freeing space after a full disk failed", error=str(hook_error))
+            return False
 
     def _journal_path(self, gen: int) -> str:
         return os.path.join(self.directory, f"journal-{gen:010d}.log")
@@ -122,6 +157,8 @@ class Persisted:
             check_state(state)
         except FileNotFoundError:
             state = None
+        except PermissionError as error:
+            raise _not_readable(path, error) from error
         except (OSError, ValueError) as error:  # (JSONDecodeError is a ValueError)
             self._set_aside(path, str(error))
             state = None
@@ -189,7 +226,9 @@ class Persisted:
                     count += 1
                     if count % 1000 == 0:
                         self._count_batch()
-        except OSError as error:  # (a directory of that name, no permission, an I/O error)
+        except PermissionError as error:  # (not damage: see ``_not_readable``)
+            raise _not_readable(path, error) from error
+        except OSError as error:  # (a directory of that name, an I/O error)
             log.warning("health: a journal cannot be read; the events it holds are not counted", path=path,
                         error=error.strerror)
         if damaged:
@@ -290,20 +329,24 @@ class Persisted:
                 self._journal_fd = None
             body = self._snapshot()
             self._dirty = False
-        try:
-            if references is not None:
-                reference.save_store(self.directory, references)
-            write_atomic(os.path.join(self.directory, STATE_FILE), body, prefix=".state.")
-        except (OSError, StateError) as error:  # (save_store raises StateError, naming its file)
-            # Nothing is lost: the journals since the last state.json stay, and
-            # the next checkpoint tries again.
-            with self._lock:
-                self._dirty = True
+        for attempt in (1, 2):
+            try:
                 if references is not None:
-                    self._references_dirty = True
-            if isinstance(error, StateError):
-                raise
-            raise StateError(f"cannot write {self.directory}/{STATE_FILE}: {error.strerror}") from error
+                    reference.save_store(self.directory, references)
+                write_atomic(os.path.join(self.directory, STATE_FILE), body, prefix=".state.")
+            except (OSError, StateError) as error:  # (save_store raises StateError, naming its file)
+                if attempt == 1 and self._freed_space(error if isinstance(error, OSError) else error.__cause__):
+                    continue  # the spool freed its delivered records: once more
+                # Nothing is lost: the journals since the last state.json stay, and
+                # the next checkpoint tries again.
+                with self._lock:
+                    self._dirty = True
+                    if references is not None:
+                        self._references_dirty = True
+                if isinstance(error, StateError):
+                    raise
+                raise StateError(f"cannot write {self.directory}/{STATE_FILE}: {error.strerror}") from error
+            break
         # Every journal before the one the snapshot names is in the snapshot
         # (also those replayed at start-up).
         for gen, journal in self._journals():
@@ -342,25 +385,29 @@ class Persisted:
         cut back, so that the next line does not join a torn one (replay would
         skip both), and the caller leaves the events out of health."""
         body = intake.journal_body(fresh)
-        base = None
-        try:
-            if self._journal_fd is None:
-                self._journal_fd = os.open(self._journal_path(self._journal_gen),
-                                           os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            base = os.lseek(self._journal_fd, 0, os.SEEK_END)
-            view = memoryview(body)
-            while view:
-                written = os.write(self._journal_fd, view)
-                view = view[written:]
-        except OSError as error:
-            if base is not None:
-                try:
-                    os.ftruncate(self._journal_fd, base)
-                except OSError as cut_error:
-                    raise StateError(f"cannot cut back the health journal in {self.directory} after a failed "
-                                     f"write: {cut_error.strerror}") from cut_error
-            self._journal_failed(len(fresh), error)
-            return False
+        for attempt in (1, 2):
+            base = None
+            try:
+                if self._journal_fd is None:
+                    self._journal_fd = os.open(self._journal_path(self._journal_gen),
+                                               os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                base = os.lseek(self._journal_fd, 0, os.SEEK_END)
+                view = memoryview(body)
+                while view:
+                    written = os.write(self._journal_fd, view)
+                    view = view[written:]
+            except OSError as error:
+                if base is not None:
+                    try:
+                        os.ftruncate(self._journal_fd, base)
+                    except OSError as cut_error:
+                        raise StateError(f"cannot cut back the health journal in {self.directory} after a "
+                                         f"failed write: {cut_error.strerror}") from cut_error
+                if attempt == 1 and self._freed_space(error):
+                    continue  # the spool freed its delivered records: once more, nothing left out
+                self._journal_failed(len(fresh), error)
+                return False
+            break
         if self._journal_failing_since is not None:
             log.info("health: the journal is written again; events are counted again",
                      directory=self.directory, left_out=self._left_out, left_out_total=self.counters["unrecorded"])

@@ -188,6 +188,10 @@ class MemoryQueue:
 
     # -- gauges ------------------------------------------------------------------
 
+    def reclaim(self) -> bool:
+        """(``DiskQueue.reclaim``: a memory queue holds no disk space to free.)"""
+        return False
+
     def nearly_full(self) -> bool:
         """True when another group would not fit: the reader should pause."""
         return self._held + self.group_size > self._max

@@ -26,14 +26,19 @@ Invariants:
   previous size), ``append`` waits as for acks and tries again; a warning
   says so (at most once a minute), and another when writing resumes. Meanwhile a fully
   acknowledged segment being written is sealed and deleted at the next try,
-  and ``disk_full`` tells the writer it may hand over smaller batches (the
+  or at once when no next try comes (``retire_delivered``). The agent's other
+  state writers (registry, health, status) call ``reclaim`` when the disk
+  refuses them: the segment being written is sealed then, so it goes with
+  its last ack. ``disk_full`` tells the writer it may hand over smaller batches (the
   space left may hold a part of its batch, never the whole). A directory
   that cannot be written now (EROFS: a file system the kernel turned
   read-only after a disk error; EACCES, EPERM: permissions or an immutable
   directory) is waited for the same way: what is spooled is still
   delivered, reading waits. Only other write errors (EIO, a file that
   cannot be cut back) raise StateError. At ``open`` such a directory is a
-  ConfigError (exit 2) naming it: recovery must write (seals, torn tails).
+  ConfigError (exit 2) naming it: recovery must write (seals, torn tails);
+  so is a file in it this user may not read, or a ``.seg``/``.ack`` that is
+  a directory (a restart cannot fix either).
 
 Durability (``fsync``): every append is one ``write`` of whole frames and
 every ack one ``write`` of an ack block, so a crash of the process loses
@@ -166,11 +171,22 @@ class DiskQueue(TakeMixin, AckMixin):
                 os.chmod(self.directory, 0o700)
             recovered = recover(self.directory, self._durable)
         except OSError as error:
-            if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+            where = f" ({error.filename})" if error.filename else ""
+            if error.errno == errno.EISDIR:
+                # Nothing the agent writes: a restart cannot fix it (exit 1 made the unit
+                # restart every 5 s for ever; audit 11). Exit 2, naming the file.
+                raise ConfigError(f"spool directory {self.directory} is not usable: {error.strerror}{where}: the "
+                                  "spool's files are regular files, this is none; move it out of the spool "
+                                  "directory (it is no spool file) and start again") from error
+            if error.errno == errno.EACCES:
+                raise ConfigError(f"spool directory {self.directory} cannot be read or written: {error.strerror}"
+                                  f"{where}; run the agent as the user that owns the state directory, e.g. with "
+                                  "runuser -u modelscribe, or give it back to that user (chown -R), and start "
+                                  "again: what the spool holds is delivered then") from error
+            if error.errno in (errno.EROFS, errno.EPERM):
                 # A start, unlike a running agent, cannot wait for it: recovering cuts torn
                 # tails and seals segments. A configuration error (exit 2): the unit does
                 # not restart in a loop; the next start delivers what the spool holds.
-                where = f" ({error.filename})" if error.filename else ""
                 raise ConfigError(f"spool directory {self.directory} cannot be written: {error.strerror}{where}; "
                                   "make it writable (an immutable directory or file: chattr -i; a read-only file "
                                   "system: repair it and mount it read-write) and start again: what the spool "
@@ -434,6 +450,40 @@ class DiskQueue(TakeMixin, AckMixin):
                 self._retire_active()
             except StateError as error:  # (a seal the disk refused: the next append rolls it)
                 log.debug("spool: could not retire the delivered segment", error=str(error))
+
+    def reclaim(self) -> bool:
+        """Another writer on the spool's disk (the registry, health's journal or
+        checkpoint, the status file) found it full (ENOSPC, EDQUOT): free what
+        the spool can, as its own full write does. The segment being written
+        is sealed now (the next append starts a new one): deleted at once if
+        every record in it is delivered, else as soon as its last one is (a
+        sealed segment goes with its last ack; while being written it never
+        would, with new records coming all the time). Audit 11: on a 3 MiB
+        state disk the spool kept a 1.27 MB segment of delivered records while
+        health left out 2,001 of 10,000 events and the registry could not be
+        saved. A delivered segment whose deletion failed before is deleted
+        again. True if bytes were freed now: the caller may write again at
+        once. Any thread, holding no lock of the queue (its locks, in order)."""
+        if self._state != _OPEN:
+            return False
+        used = self._used
+        if self._undeleted:
+            with self._ack_lock:
+                if self._state == _OPEN:
+                    self._retry_deletes()
+        active = self._active
+        if active is not None and active.count > 0:
+            with self._write_lock:
+                if self._state == _OPEN and self._active is active:
+                    try:
+                        self._retire_active()
+                    except StateError as error:  # (the seal refused: sealed in memory all the same)
+                        log.debug("spool: could not seal the segment being written", error=str(error))
+        freed = max(0, used - self._used)
+        if freed:
+            log.info("spool: another state file found the disk full; the spool freed its delivered records",
+                     directory=str(self.directory), freed_bytes=freed)
+        return freed > 0
 
     def _roll(self) -> None:
         """Seal the active segment (deleting it if fully acknowledged) and start

@@ -706,3 +706,90 @@ def test_an_acknowledgement_the_full_disk_refuses_frees_the_delivered_segment(tm
         queue.ack(r.ref for r in records)
     assert queue.disk_full and seg_files(directory) == [] and queue.used_bytes() == 0
     queue.close()
+
+
+def test_reclaim_frees_the_delivered_segment_being_written_at_once(tmp_path: Path) -> None:
+    # Audit 11: health's journal and the registry failed with ENOSPC on the state
+    # disk while the spool kept a 1.27 MB segment of delivered records, which it
+    # freed only when its own write failed. ``reclaim`` is how they tell it.
+    directory = tmp_path / "spool"
+    queue = opened(directory)
+    assert queue.reclaim() is False  # nothing written: nothing to free
+    sent = events(10, size=400)
+    assert queue.append(sent)
+    records = queue.take(100, 1 << 40, 0).records()
+    queue.ack(r.ref for r in records)
+    assert seg_files(directory) == ["0000000000000001.seg"]  # kept: it is being written
+    assert queue.reclaim() is True
+    assert seg_files(directory) == [] and queue.used_bytes() == 0 and not queue.disk_full
+    more = events(5, start=10, size=400)
+    assert queue.append(more, timeout=0)  # the next line starts a new segment
+    assert [r.event for r in drain(queue)] == more
+    queue.close()
+
+
+def test_reclaim_keeps_undelivered_records_and_frees_them_once_delivered(tmp_path: Path) -> None:
+    directory = tmp_path / "spool"
+    queue = opened(directory)
+    assert queue.append(events(10, size=400))
+    records = queue.take(100, 1 << 40, 0).records()
+    queue.ack(r.ref for r in records[:5])
+    assert queue.reclaim() is False  # five records are not delivered: never deleted
+    assert seg_files(directory) == ["0000000000000001.seg"] and queue.pending() == 5
+    queue.ack(r.ref for r in records[5:])  # sealed by reclaim: it goes with its last ack
+    assert seg_files(directory) == [] and queue.used_bytes() == 0
+    queue.close()
+    reopened = opened(directory)
+    assert drain(reopened) == []  # nothing lost, nothing sent again
+    reopened.close()
+
+
+def test_a_spool_file_that_is_a_directory_is_a_configuration_error(tmp_path: Path) -> None:
+    # Audit 11: "spool directory ... is not usable: [Errno 21] Is a directory: '...ack'",
+    # exit 1, and the unit restarted the agent every 5 s for ever. Exit 2, naming the
+    # file and what to do.
+    from agent.errors import ConfigError
+
+    for name in ("0000000000000002.ack", "0000000000000002.seg"):
+        directory = tmp_path / name / "spool"
+        queue = opened(directory)
+        assert queue.append(events(5))
+        queue.close()
+        if name.endswith(".seg"):
+            (directory / "0000000000000001.ack").unlink()
+            (directory / "0000000000000001.seg").unlink()
+        (directory / name).mkdir()
+        with pytest.raises(ConfigError, match=rf"spool directory {directory} is not usable: Is a directory "
+                                              rf"\({directory / name}\).*move it out of the spool directory"):
+            DiskQueue(directory, 16 * MiB).open()
+
+
+def test_a_spool_file_this_user_may_not_read_is_a_configuration_error(tmp_path: Path, monkeypatch) -> None:
+    # (Root-owned after a ``sudo modelscribe run``. The tests run as root, where
+    # permissions do not refuse: the refusal is made where recovery opens the segment.)
+    import builtins
+    import errno
+
+    import agent.spool.recovery as recovery_module
+    from agent.errors import ConfigError
+
+    directory = tmp_path / "spool"
+    queue = opened(directory)
+    assert queue.append(events(5))
+    queue.close()
+    segment = str(directory / "0000000000000001.seg")
+
+    def refusing(path, *args, **kwargs):
+        if str(path) == segment:
+            raise PermissionError(errno.EACCES, "Permission denied", segment)
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr(recovery_module, "open", refusing, raising=False)
+    with pytest.raises(ConfigError, match=rf"spool directory {directory} cannot be read or written: Permission "
+                                          rf"denied \({segment}\); run the agent as the user that owns the state "
+                                          r"directory, e.g. with runuser -u modelscribe"):
+        DiskQueue(directory, 16 * MiB).open()
+    monkeypatch.undo()
+    again = opened(directory)
+    assert [s.event for s in drain(again)] == events(5)  # nothing was moved or lost
+    again.close()

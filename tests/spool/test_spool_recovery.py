@@ -316,3 +316,51 @@ def test_damage_found_while_running_loses_only_that_segment_tail(tmp_path: Path,
     assert got == sent[:5] + [e for e in sent if e not in in_first]
     assert any(r.getMessage().startswith("spool frame damaged while reading") for r in spool_log)
     queue.close()
+
+
+def test_damage_names_the_lines_it_held_and_explain_damage_says_reread_or_lost(tmp_path: Path, spool_log) -> None:
+    # Audit 11: "spool frame damaged; skipped bytes=N" was all that was said.
+    from types import SimpleNamespace
+
+    from agent.spool.recovery import explain_damage
+
+    directory = tmp_path / "spool"
+    queue = DiskQueue(directory, 16 * MiB)
+    queue.open()
+    # Two files, interleaved, 100-byte lines: a0 b0 a1 b1 ...
+    sent = [Event(key, i * 100, i * 100 + 100, f"{key}{i:03d}", b"d" * 200) for i in range(40) for key in "ab"]
+    assert queue.append(sent)
+    queue.close()
+    (segment,) = segments(directory)
+    body = segment.read_bytes()
+    starts = [HEADER_SIZE]
+    for event in sent:
+        starts.append(starts[-1] + len(frame(event)))
+    assert starts[-1] == len(body)
+    # Garble a20 (the 41st frame), then cut the segment after b29 (a30 onwards lost).
+    garbled = starts[40]
+    body = body[:garbled + 12] + b"\xff" * 8 + body[garbled + 20:starts[60]]
+    segment.write_bytes(body)
+    recovery = DiskQueue(directory, 16 * MiB).open()
+    first, second = recovery.damage
+    assert [(r.source_key, r.start, r.stop, r.lines) for r in first.ranges] == [("a", 2000, 2100, 1)]
+    # The cut: a30 to a39 and b30 to b39, shared as the records before it were.
+    assert sorted((r.source_key, r.start, r.stop, r.lines) for r in second.ranges) == [("a", 3000, None, 10),
+                                                                                        ("b", 3000, None, 10)]
+
+    log_file = tmp_path / "a.log"
+    log_file.write_text("x")
+    here = os.stat(log_file)
+    entries = {"a": SimpleNamespace(path=str(log_file), dev=here.st_dev, inode=here.st_ino, offset=0, gone=False),
+               "b": SimpleNamespace(path=str(tmp_path / "b.log"), dev=1, inode=2, offset=0, gone=False)}
+    spool_log.clear()
+    assert explain_damage(recovery, entries.get) == 10 * 100  # b: gone; a: read again
+    said = sorted(r.getMessage() for r in spool_log if r.getMessage().startswith("spool damage:"))
+    assert said[0].startswith(f"spool damage: lost: {tmp_path / 'b.log'} offsets 3000 to about 4000 (the end of "
+                              "what was spooled), about 10 lines")
+    assert said[1].startswith(f"spool damage: re-read from {log_file} at 2000;")  # (where the run of a ends)
+    assert said[2].startswith(f"spool damage: re-read from {log_file} at 2000;")
+    entries["a"] = SimpleNamespace(**{**vars(entries["a"]), "gone": True, "offset": 2100})
+    spool_log.clear()
+    explain_damage(recovery, entries.get)
+    assert "delivered before" in spool_log[0].getMessage()  # a committed past the garbled line: nothing lost
