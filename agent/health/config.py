@@ -12,8 +12,8 @@ Every value is validated here, once, and a bad one raises ConfigError naming
       reference: null          # a .jsonl/.csv file, "previous", or null: the first reference_size events
       reference_size: 5000
       label_ttl: 3600          # how long a prediction waits for its label: seconds, or 1h, 90m
-      thresholds: {psi: 0.2, js: 0.1, error_rate: 0.05, p95_ms: null, accuracy_drop: 0.1}
-                               # each rule fires when its figure is ABOVE the threshold: see Thresholds
+      thresholds: {psi: 0.2, js: 0.1, drift_p: 0.001, error_rate: 0.05, p95_ms: null, accuracy_drop: 0.1}
+                               # each rule fires when its figure is ABOVE the threshold (drift_p: below): see Thresholds
       caps: {models: 1000, features: 200, categories: 100, pending_labels: 100000,
              reference_values: 2000000, outbox: 50000}
       fields:                  # dotted paths into the parsed document; defaults below
@@ -89,11 +89,14 @@ def threshold_problem(name: str, value: float | None) -> str | None:
     refused. Where a rule can be off (``null``), that is the way to turn it off;
     ``js: 1`` is allowed as the way to leave the drift alert to PSI alone."""
     if value is None:
-        return None if name not in ("psi", "js") else "a number is needed (this rule cannot be off)"
+        return None if name not in ("psi", "js", "drift_p") else "a number is needed (this rule cannot be off)"
     if name in ("psi", "js") and value <= 0:
         return f"{value:g} is not above 0: every window whose distribution differs at all would alert"
     if name == "p95_ms" and value <= 0:
         return f"{value:g} is not above 0: every window with a latency would alert (null turns it off)"
+    if name == "drift_p" and not 0 < value <= 1:
+        return (f"{value:g} is not a p-value above 0 and at most 1 (1 alerts on any difference above the psi or js "
+                "threshold, however few the events)")
     if name == "js" and value > 1:
         return f"{value:g} is above 1, the largest Jensen-Shannon distance (1 leaves the drift alert to PSI)"
     if name in ("error_rate", "accuracy_drop") and value >= 1:
@@ -105,12 +108,16 @@ def threshold_problem(name: str, value: float | None) -> str | None:
 @dataclass(frozen=True)
 class Thresholds:
     """Alert thresholds; each rule fires when its figure is above its threshold
-    (``agent.health.alerts``). Ranges (``threshold_problem``): psi > 0,
-    0 < js <= 1, 0 <= error_rate < 1, p95_ms > 0, 0 <= accuracy_drop < 1; the
-    last three may be None (the rule is off)."""
+    (``agent.health.alerts``); the drift alert also needs the chi-square
+    p-value below ``drift_p``. Ranges (``threshold_problem``): psi > 0,
+    0 < js <= 1, 0 < drift_p <= 1, 0 <= error_rate < 1, p95_ms > 0,
+    0 <= accuracy_drop < 1; the last three may be None (the rule is off)."""
 
     psi: float = 0.2
     js: float = 0.1
+    # The drift alert also needs the difference to be more than sampling noise: the chi-square
+    # test's p-value below this (agent.health.drift.homogeneity_p_value). 1 turns that off.
+    drift_p: float = 0.001
     error_rate: float | None = 0.05
     p95_ms: float | None = None
     accuracy_drop: float | None = 0.1
@@ -262,7 +269,7 @@ def parse_health(raw: Any, where: str, base_dir: str | None = None) -> HealthSet
     if "thresholds" in given:
         names = tuple(f.name for f in dataclasses.fields(Thresholds))
         spec = _mapping(given["thresholds"], f"{where}.thresholds", names)
-        chosen = {key: _number(value, f"{where}.thresholds.{key}", allow_none=key not in ("psi", "js"))
+        chosen = {key: _number(value, f"{where}.thresholds.{key}", allow_none=key not in ("psi", "js", "drift_p"))
                   for key, value in spec.items()}
         for key, value in chosen.items():
             problem = threshold_problem(key, value)

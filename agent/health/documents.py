@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import orjson
 
 from agent.enrich import format_timestamp
-from agent.health.drift import FeatureCounts, js_distance, psi
+from agent.health.drift import FeatureCounts, homogeneity_p_value, js_distance, psi
 from agent.health.state import LabelState, WindowState
 from agent.health.windows import ModelKey
 
@@ -139,8 +139,10 @@ def correction_document(key: ModelKey, start: float, window_seconds: float, labe
 
 def drift_document(key: ModelKey, start: float, window_seconds: float, name: str, role: str,
                    counts: FeatureCounts, expected: Sequence[int] | None, reference: str, psi_threshold: float,
-                   js_threshold: float, agent: dict[str, Any]) -> tuple[str, dict[str, Any], bool]:
-    """The drift document of one feature (or the prediction); also whether it alerts."""
+                   js_threshold: float, agent: dict[str, Any], drift_p: float = 1.0) -> tuple[str, dict[str, Any], bool]:
+    """The drift document of one feature (or the prediction); also whether it alerts:
+    PSI or JS above its threshold, and the difference more than sampling noise
+    (``homogeneity_p_value`` below ``drift_p``; 1 asks nothing of it)."""
     doc = _base(key, start, "metric", DRIFT_DATASET, agent)
     drift: dict[str, Any] = {"window_seconds": window_seconds, "reference": reference, "count": counts.total,
                              "bin_labels": counts.bins.labels, "bin_counts": list(counts.counts)}
@@ -148,7 +150,9 @@ def drift_document(key: ModelKey, start: float, window_seconds: float, name: str
     if expected is not None and counts.total and sum(expected):
         drift["psi"] = psi(expected, counts.counts)
         drift["js"] = js_distance(expected, counts.counts)
-        alert = drift["psi"] > psi_threshold or drift["js"] > js_threshold
+        drift["p_value"] = homogeneity_p_value(expected, counts.counts)
+        alert = ((drift["psi"] > psi_threshold or drift["js"] > js_threshold)
+                 and (drift_p >= 1.0 or drift["p_value"] < drift_p))
     drift["alert"] = alert
     doc["model"]["feature"] = {"name": name, "role": role, "kind": counts.bins.kind}
     doc["model"]["drift"] = drift

@@ -38,6 +38,14 @@ Drift measures (both need two non-empty count vectors of the same bins):
   bin that happens to be empty from raising a false alarm.
 - ``js_distance``: Jensen–Shannon distance, base 2 (the square root of the JS
   divergence computed with log2), in [0, 1]; no smoothing is needed (0·log 0 = 0).
+- ``homogeneity_p_value``: the p-value of Pearson's chi-square test of
+  homogeneity of the two count vectors (bins empty on both sides left out,
+  no continuity correction): how likely sampling alone, both sides drawn from
+  one distribution, gives counts at least this far apart. Both measures
+  above are biased upwards in small samples: with 10 equal bins, a window of
+  30 events drawn from the reference's own distribution has a JS distance
+  above 0.1 nearly always, of 200 events 28 % of the time. The drift alert
+  therefore also asks that this p-value be below ``thresholds.drift_p``.
 """
 
 from __future__ import annotations
@@ -319,6 +327,74 @@ def psi(expected_counts: Sequence[int], actual_counts: Sequence[int]) -> float:
         pa = (a + PSI_PSEUDO_COUNT) / denominator_actual
         result += (pa - pe) * math.log(pa / pe)
     return result
+
+
+def homogeneity_p_value(expected_counts: Sequence[int], actual_counts: Sequence[int]) -> float:
+    """p-value of Pearson's chi-square test that both count vectors come from one
+    distribution (1.0 when fewer than two bins hold a count: nothing to compare)."""
+    total_expected, total_actual = _check(expected_counts, actual_counts)
+    total = total_expected + total_actual
+    statistic = 0.0
+    used = 0
+    for e, a in zip(expected_counts, actual_counts):
+        pooled = e + a
+        if pooled == 0:
+            continue
+        used += 1
+        from_expected = total_expected * pooled / total
+        from_actual = total_actual * pooled / total
+        statistic += (e - from_expected) ** 2 / from_expected + (a - from_actual) ** 2 / from_actual
+    if used < 2:
+        return 1.0
+    return chi2_survival(statistic, used - 1)
+
+
+def chi2_survival(x: float, df: int) -> float:
+    """P(X >= x) for X chi-square with ``df`` degrees of freedom: the regularised
+    upper incomplete gamma function Q(df/2, x/2)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be at least 1, got {df}")
+    return _gamma_q(df / 2.0, x / 2.0)
+
+
+_EPSILON = 1e-15
+_TINY = 1e-300
+
+
+def _gamma_q(a: float, x: float) -> float:
+    # A series for P when x < a + 1, else a continued fraction for Q
+    # (modified Lentz): each converges fast on its side, so at most a few
+    # hundred terms for any count a window can hold.
+    if x <= 0.0:
+        return 1.0
+    log_front = -x + a * math.log(x) - math.lgamma(a)
+    if x < a + 1.0:
+        term = total = 1.0 / a
+        n = a
+        for _ in range(100_000):
+            n += 1.0
+            term *= x / n
+            total += term
+            if abs(term) < abs(total) * _EPSILON:
+                break
+        return max(0.0, 1.0 - total * math.exp(log_front))
+    b = x + 1.0 - a
+    c = 1.0 / _TINY
+    d = 1.0 / b
+    h = d
+    for i in range(1, 100_000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = _TINY if abs(d) < _TINY else d
+        c = b + an / c
+        c = _TINY if abs(c) < _TINY else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < _EPSILON:
+            break
+    return min(1.0, math.exp(log_front) * h)
 
 
 def js_distance(p_counts: Sequence[int], q_counts: Sequence[int]) -> float:

@@ -85,15 +85,19 @@ class Shipping:
                 self._previous[(kt, role + ":" + name)] = list(counts.counts)
             else:
                 expected = list(counts.bins.reference_counts)
-            doc_id, doc, _ = documents.drift_document(key, start, self._window, name, role, counts, expected, mode,
-                                                      thresholds.psi, thresholds.js, self._agent)
+            doc_id, doc, alert = documents.drift_document(key, start, self._window, name, role, counts, expected,
+                                                          mode, thresholds.psi, thresholds.js, self._agent,
+                                                          thresholds.drift_p)
             self._put(doc_id, doc)
             drift = doc["model"]["drift"]
             if "psi" in drift:
                 # Above 1 exactly when the document's alert flag is set: both thresholds are
                 # above 0 (``Thresholds`` refuses 0, which used to alert every document while
-                # this rule ignored that measure).
+                # this rule ignored that measure), and a difference within sampling noise
+                # (p-value not below drift_p) scores at most 1.
                 score = max(drift["psi"] / thresholds.psi, drift["js"] / thresholds.js)
+                if not alert:
+                    score = min(score, 1.0)
                 worst = score if worst is None else max(worst, score)
         metrics = state.labels.classification.metrics() if state.labels.classification else None
         figures = {

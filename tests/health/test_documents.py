@@ -84,3 +84,27 @@ def test_a_drift_alert_follows_the_threshold(tmp_path):
             if d["event"]["dataset"] == "modelscribe.drift" and d["@timestamp"] == _stamp(t0 + 250)} == {10}
     started = [d for d in docs if d["event"]["kind"] == "alert" and d["model"]["alert"]["rule"] == "drift"]
     assert [d["model"]["alert"]["state"] for d in started] == ["started"]
+
+
+def test_small_windows_without_drift_raise_no_drift_alert(tmp_path):
+    """Windows of 10 events drawn as the reference was: PSI and JS are large in
+    so few events (before: drift alerts started and stopped all along, audit
+    11); the chi-square p-value keeps the flag and the edge alert down."""
+    import random
+    rng = random.Random(3)
+    settings = parse_health({"window": 10, "lateness": 0, "reference_size": 200}, "t: health")
+    engine = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
+    t0 = 1_767_225_600.0
+    events = []
+    for i in range(600):  # 200 for the reference, then 40 windows of 10 events, all of one distribution
+        doc = {"@timestamp": _stamp(t0 + i), "model": {"name": "m", "input": {"features": {
+            "x": rng.choice("abcd"), "y": rng.gauss(0, 1)}}}}
+        events.append(Event("f", i, i + 1, str(i), orjson.dumps(doc)))
+    engine.observe(events)
+    engine.close_due(final=True)
+    docs = [orjson.loads(d) for d in engine._outbox.values()]
+    drift = [d["model"]["drift"] for d in docs if d["event"]["dataset"] == "modelscribe.drift" and "psi" in d["model"]["drift"]]
+    assert len(drift) >= 80
+    assert sum(d["js"] > 0.1 for d in drift) > len(drift) / 2  # what used to alert
+    assert not any(d["alert"] for d in drift)
+    assert not [d for d in docs if d["event"]["kind"] == "alert" and d["model"]["alert"]["rule"] == "drift"]

@@ -68,7 +68,7 @@ AGREED = {
     "model.accuracy.precision_macro": "double", "model.accuracy.recall_macro": "double", "model.alert.rule":
     "keyword", "model.alert.state": "keyword", "model.alert.threshold": "double", "model.alert.value": "double",
     "model.drift.alert": "boolean", "model.drift.bin_counts": "long", "model.drift.bin_labels": "keyword",
-    "model.drift.count": "long", "model.drift.js": "double", "model.drift.psi": "double", "model.drift.reference":
+    "model.drift.count": "long", "model.drift.js": "double", "model.drift.p_value": "double", "model.drift.psi": "double", "model.drift.reference":
     "keyword", "model.drift.window_seconds": "long", "model.feature.kind": "keyword", "model.feature.name":
     "keyword", "model.feature.role": "keyword", "model.health.bad_latency": "long", "model.health.correction":
     "long", "model.health.error_rate": "double", "model.health.errors": "long", "model.health.features_capped":
