@@ -27,6 +27,7 @@ what extraction needs (``agent.health.extract``).
 from __future__ import annotations
 
 import dataclasses
+import decimal
 import difflib
 import math
 import os
@@ -175,7 +176,17 @@ def _number(raw: Any, where: str, minimum: float = 0.0, allow_none: bool = False
     if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < minimum \
             or (integer and not isinstance(raw, int)):
         kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}: expected {kind} >= {minimum:g}, got {raw!r}")
+        hint = ""
+        if isinstance(raw, str):
+            try:
+                float(raw)
+                decimal.Decimal(raw.strip())
+            except (ValueError, decimal.InvalidOperation):
+                pass
+            else:  # (YAML 1.1 reads 1e-3, without a dot, as text)
+                plain = format(decimal.Decimal(raw.strip()), "f")
+                hint = f"; YAML read it as text: write it as a plain number, {plain}"
+        raise ConfigError(f"{where}: expected {kind} >= {minimum:g}, got {raw!r}{hint}")
     return raw
 
 

@@ -152,6 +152,7 @@ def describe(settings: Any, formats: Sequence[tuple[str, str]] = ()) -> list[str
     lines = [f"health: windows of {seconds_text(settings.window)}, lateness {seconds_text(settings.lateness)}, "
              f"reference {ref}, label_ttl {seconds_text(settings.label_ttl)}",
              f"health: thresholds psi {settings.thresholds.psi:g} js {settings.thresholds.js:g} "
+             f"drift_p {settings.thresholds.drift_p:g} "
              f"error_rate {settings.thresholds.error_rate} p95_ms {settings.thresholds.p95_ms} "
              f"accuracy_drop {settings.thresholds.accuracy_drop}",
              f"health: fields (every other input) {settings.fields.describe()}"]

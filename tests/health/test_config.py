@@ -79,6 +79,12 @@ def test_check_config_reads_the_reference_as_run_would(tmp_path, name, content, 
     ("{accuracy_drop: 1}", "health.thresholds.accuracy_drop: 1 is not below 1, the largest accuracy drop"),
     ("{p95_ms: 0}", "health.thresholds.p95_ms: 0 is not above 0: every window with a latency would alert"),
     ("{psi: -1}", "health.thresholds.psi: expected a number >= 0, got -1"),
+    ("{drift_p: 0}", "health.thresholds.drift_p: 0 is not a p-value above 0 and at most 1"),
+    ("{drift_p: 1.5}", "health.thresholds.drift_p: 1.5 is not a p-value above 0 and at most 1"),
+    ("{drift_p: null}", "health.thresholds.drift_p: expected a number >= 0, got None"),
+    # YAML 1.1 reads an exponent without a dot as text (audit 12)
+    ("{drift_p: 1e-3}", "health.thresholds.drift_p: expected a number >= 0, got '1e-3'; YAML read it as text: "
+                        "write it as a plain number, 0.001"),
 ])
 def test_a_threshold_that_could_never_fire_or_would_always_fire_is_refused(tmp_path, thresholds, message):
     cfg = tmp_path / "agent.yml"
@@ -88,9 +94,12 @@ def test_a_threshold_that_could_never_fire_or_would_always_fire_is_refused(tmp_p
 
 def test_the_edges_of_each_thresholds_range_are_taken(tmp_path):
     cfg = tmp_path / "agent.yml"
-    cfg.write_text("health: {thresholds: {js: 1, psi: 0.001, error_rate: 0, accuracy_drop: 0, p95_ms: 0.5}}\n")
+    cfg.write_text("health: {thresholds: {js: 1, psi: 0.001, error_rate: 0, accuracy_drop: 0, p95_ms: 0.5, "
+                   "drift_p: 1}}\n")
     thresholds = resolve({}, {}, str(cfg)).health.thresholds
-    assert (thresholds.js, thresholds.error_rate, thresholds.accuracy_drop) == (1, 0, 0)
+    assert (thresholds.js, thresholds.error_rate, thresholds.accuracy_drop, thresholds.drift_p) == (1, 0, 0, 1)
+    from agent.health.wiring import describe
+    assert "drift_p 1 " in " ".join(describe(resolve({}, {}, str(cfg)).health))  # check config shows it
     cfg.write_text("health: {thresholds: {error_rate: null, accuracy_drop: null, p95_ms: null}}\n")
     assert resolve({}, {}, str(cfg)).health.thresholds.error_rate is None
 

@@ -66,13 +66,13 @@ def test_the_accuracy_baseline_is_the_first_window_with_enough_labels():
 
 
 def test_a_drift_alert_follows_the_threshold(tmp_path):
-    settings = parse_health({"window": 10, "lateness": 0, "reference_size": 100}, "t: health")
+    settings = parse_health({"window": 10, "lateness": 0, "reference_size": 500}, "t: health")
     engine = HealthEngine(settings, str(tmp_path), None, AGENT, FakeClock())
     t0 = 1_767_225_600.0
     events = []
-    for i in range(300):  # the reference is "a"; from t0+200 every value is "b"
-        value = "a" if i < 200 else "b"
-        doc = {"@timestamp": _stamp(t0 + i), "model": {"name": "m", "input": {"features": {"x": value}}}}
+    for i in range(1500):  # 5 a second, 50 a window; the reference is "a"; from t0+200 every value is "b"
+        value = "a" if i < 1000 else "b"
+        doc = {"@timestamp": _stamp(t0 + i / 5), "model": {"name": "m", "input": {"features": {"x": value}}}}
         events.append(Event("f", i, i + 1, str(i), orjson.dumps(doc)))
     engine.observe(events)
     engine.close_due(final=True)
@@ -81,7 +81,7 @@ def test_a_drift_alert_follows_the_threshold(tmp_path):
     assert drift[_stamp(t0 + 150)]["alert"] is False and drift[_stamp(t0 + 150)]["psi"] < 0.2
     assert drift[_stamp(t0 + 250)]["alert"] is True
     assert {d["model"]["quality"]["unseen_category"] for d in docs
-            if d["event"]["dataset"] == "modelscribe.drift" and d["@timestamp"] == _stamp(t0 + 250)} == {10}
+            if d["event"]["dataset"] == "modelscribe.drift" and d["@timestamp"] == _stamp(t0 + 250)} == {50}
     started = [d for d in docs if d["event"]["kind"] == "alert" and d["model"]["alert"]["rule"] == "drift"]
     assert [d["model"]["alert"]["state"] for d in started] == ["started"]
 
