@@ -25,10 +25,11 @@ its ECS roots and the HTTP methods, and the shape the index mapping gives
 each ECS path (``json_fit.ROOTS`` as ``fit_roots``: an object as the map of
 its keys, any other path as "leaf", "flat" or "open"; with
 ``flattened_depth``), which the script's fit functions read as
-``agent.parsing.json_fit`` reads ROOTS; and the ``params`` of the
-entry-other-shipper-shape script in pipelines/entry.yml (between its
-BEGIN/END GENERATED markers): the roots of ``json_fit.ROOTS`` that are
-objects or flattened fields, where another shipper's scalar is kept in extra.
+``agent.parsing.json_fit`` reads ROOTS; and, in pipelines/other-shipper.yml
+(between its BEGIN/END GENERATED markers), one ``rename`` processor per
+root of ``json_fit.ROOTS`` that is an object or a flattened field, which
+keeps another shipper's value that is not an object at that root in
+``extra.<root>`` (no script: see ``keep_in_extra``).
 """
 
 from __future__ import annotations
@@ -541,22 +542,59 @@ def json_yaml() -> str:
     return head + json_params() + tail
 
 
-SHIPPER_BEGIN = "        # BEGIN GENERATED shipper roots\n"
-SHIPPER_END = "        # END GENERATED shipper roots\n"
+SHIPPER_BEGIN = "  # BEGIN GENERATED shipper roots\n"
+SHIPPER_END = "  # END GENERATED shipper roots\n"
+
+def shipper_roots() -> list[str]:
+    """The roots of the schema that are objects or flattened fields (json_fit.ROOTS,
+    built from fields.yml): where another shipper's value that is not an object
+    would get its document refused, so modelscribe-other-shipper keeps it in extra."""
+    return sorted(key for key, entry in json_fit.ROOTS.items() if entry[0] != json_fit.LEAF)
+
+
+def keep_in_extra(key: str, condition: str, description: str) -> str:
+    """A rename of the top-level KEY to extra.KEY when CONDITION holds; when extra
+    already has KEY (rename refuses an existing target), its own on_failure appends
+    the value to extra.KEY instead (a list of both: the value as text, as mustache's
+    toJson renders it: a string as it is, a number or boolean as its digits, a list
+    as JSON) and removes KEY. No script: OpenSearch refuses a script over a document
+    holding an integer from 2^63 to 2^64-1."""
+    return (f"  - rename:\n"
+            f"      tag: other-shipper-keep-{key}\n"
+            f"      description: {description}\n"
+            f"      if: {condition}\n"
+            f"      field: {key}\n"
+            f"      target_field: extra.{key}\n"
+            f"      on_failure:\n"
+            f"        - append:\n"
+            f"            tag: other-shipper-append-{key}\n"
+            f"            description: extra.{key} was there already, both kept as a list\n"
+            f"            field: extra.{key}\n"
+            f"            value: \"{{{{#toJson}}}}{key}{{{{/toJson}}}}\"\n"
+            f"        - remove:\n"
+            f"            tag: other-shipper-appended-{key}\n"
+            f"            field: {key}\n")
 
 
 def entry_params() -> str:
-    """The roots of the schema that are objects or flattened fields (json_fit.ROOTS,
-    built from fields.yml): where another shipper's value that is not an object
-    would get its document refused, so entry-other-shipper-shape keeps it in extra."""
-    roots = sorted(key for key, entry in json_fit.ROOTS.items() if entry[0] != json_fit.LEAF)
-    return SHIPPER_BEGIN + f"        roots: {_flow(roots)}\n" + SHIPPER_END
+    """The processors of modelscribe-other-shipper that keep another shipper's value that
+    is not an object, at a root the schema maps as an object or a flattened field,
+    under extra.<root> (one rename per root of shipper_roots, extra first so that a
+    scalar extra is an object before the others land in it)."""
+    roots = shipper_roots()
+    roots = ["extra"] + [root for root in roots if root != "extra"]
+    out = [SHIPPER_BEGIN]
+    for root in roots:
+        out.append(keep_in_extra(root, f"ctx['{root}'] != null && !(ctx['{root}'] instanceof Map)",
+                                 f"{root} not an object, kept as extra.{root}"))
+    out.append(SHIPPER_END)
+    return "".join(out)
 
 
-def entry_yaml() -> str:
-    text = (ROOT / "pipelines" / "entry.yml").read_text(encoding="utf-8")
+def other_shipper_yaml() -> str:
+    text = (ROOT / "pipelines" / "other-shipper.yml").read_text(encoding="utf-8")
     if SHIPPER_BEGIN not in text or SHIPPER_END not in text:
-        raise SystemExit("pipelines/entry.yml: the GENERATED markers are missing")
+        raise SystemExit("pipelines/other-shipper.yml: the GENERATED markers are missing")
     head, rest = text.split(SHIPPER_BEGIN, 1)
     _, tail = rest.split(SHIPPER_END, 1)
     return head + entry_params() + tail
@@ -565,7 +603,8 @@ def entry_yaml() -> str:
 GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml,
              "triton-shape.yml": triton_yaml, "torchserve-shape.yml": torchserve_yaml,
              "vllm-shape.yml": vllm_yaml, "rayserve-shape.yml": rayserve_yaml,
-             "bentoml-shape.yml": bentoml_yaml, "prefixed.yml": prefixed_yaml, "entry.yml": entry_yaml}
+             "bentoml-shape.yml": bentoml_yaml, "prefixed.yml": prefixed_yaml,
+             "other-shipper.yml": other_shipper_yaml}
 
 
 def main(argv: list[str]) -> int:

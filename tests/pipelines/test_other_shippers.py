@@ -6,7 +6,7 @@ Stock Fluent Bit puts the line under a string ``log`` (no ``message``), its
 nginx and apache parsers give ``agent`` and ``host`` as strings, Vector's
 file source gives ``host`` as the hostname string: our mapping has ``log``,
 ``host`` and ``agent`` as objects, so before the entry pipeline reshaped the
-top level (``entry-other-shipper-shape``) such a document was refused whole
+top level (the ``other-shipper-*`` processors of modelscribe-other-shipper) such a document was refused whole
 (400 "object mapping for [log] tried to parse field [log] as object, but
 found a concrete value"). See docs/pipelines.md, "Documents of other shippers".
 """
@@ -186,3 +186,63 @@ def test_one_bulk_of_every_shipper_is_indexed_whole(stream: Any) -> None:
     assert filebeat["log"]["file"] == {"path": "/var/log/app.log"} and filebeat["log"]["offset"] == 5
     assert filebeat["input"] == {"type": "filestream"} and "extra" not in filebeat
     assert [doc["host"]["name"] for _, doc in results[4:]] == ["-", "vector-host", "vector-host"]
+
+
+# Integers from 2^63 to 2^64-1: Filebeat's ndjson / decode_json_fields and Vector's JSON
+# decoding keep uint64 values (trace and span ids) as numbers. OpenSearch's ingest refuses a
+# script processor over a document holding one anywhere ("unexpected value type [class
+# java.math.BigInteger]"), and the document was refused whole (400) by the entry pipeline's
+# two scripts for other shippers; they are rename/gsub/set processors with conditions now.
+BIG = [2 ** 63, 2 ** 64 - 1]
+
+
+@pytest.mark.parametrize("big", BIG)
+def test_a_big_integer_in_a_document_without_a_line_is_indexed_and_reshaped(stream: Any, big: int) -> None:
+    """Fluent Bit's nginx parser's shape (no line) and a bare Filebeat record, each
+    with a uint64 somewhere: 201, reshaped as the others, the number kept exact."""
+    nginx = {**FLUENT_BIT_NGINX, "request_id": big}
+    doc = one(stream, nginx)
+    assert doc["host"] == {"name": "-"} and doc["extra"] == {"agent": "curl/8.5.0"}
+    assert doc["request_id"] == big and "agent" not in doc
+    doc = one(stream, {"@timestamp": T, "agent": {"name": "filebeat"}, "n": big,
+                       "labels": "prod", "trace": {"id_u64": big}, "http": big})
+    assert doc["n"] == big and doc["trace"] == {"id_u64": big}
+    assert doc["extra"] == {"labels": "prod", "http": big} and doc["agent"] == {"name": "filebeat"}
+
+
+@pytest.mark.parametrize("big", BIG)
+def test_a_big_integer_next_to_a_line_is_indexed_with_the_line_kept(stream: Any, big: int) -> None:
+    """Filebeat (message plus decode_json_fields' json object), Vector's file source
+    (a top-level span_id) and Fluent Bit's tail record (the line under log) with a
+    uint64: every document 201 and reshaped as the others (log -> message with its
+    line end cut, host -> host.name, a scalar root -> extra). The format's pipeline
+    still has scripts (json.yml, plain.yml...), which OpenSearch cannot run over
+    such a document: the line is kept as it came and the refusal is recorded as
+    any pipeline failure (event.kind pipeline_error, error.message), never lost."""
+    filebeat = {**FILEBEAT, "json": {"trace_id_u64": big}}
+    vector = {**VECTOR_PLAIN, "span_id": big}
+    docker = {**FLUENT_BIT_DOCKER, "kubernetes": {**KUBERNETES, "pod_uid_u64": big}, "agent": "fluent-bit"}
+    results = stream([filebeat, vector, docker])
+    assert [status for status, _ in results] == [201] * 3, results
+    (_, fb), (_, vec), (_, dock) = results
+    assert fb["json"] == {"trace_id_u64": big} and fb["agent"] == FILEBEAT["agent"] and fb["host"] == {"name": "h1"}
+    assert fb["message"] == FILEBEAT["message"]
+    assert vec["span_id"] == big and vec["host"] == {"name": "vector-host"} and vec["message"] == VECTOR_PLAIN["message"]
+    assert (vec["file"], vec["source_type"]) == ("/var/log/model.log", "file")
+    assert dock["kubernetes"]["pod_uid_u64"] == big and dock["message"] == FLUENT_BIT_DOCKER["log"][:-1]
+    assert dock["extra"] == {"agent": "fluent-bit"} and "log" not in dock
+    for doc in (fb, vec, dock):
+        assert "modelscribe" not in doc and doc["event"]["ingested"]
+        if doc["event"].get("kind") == "pipeline_error":  # OpenSearch: the format's scripts
+            assert "pipeline_error" in doc["tags"] and "BigInteger" in doc["error"]["message"][-1], doc
+
+
+def test_a_key_extra_holds_already_is_appended_never_refused(stream: Any) -> None:
+    """A value that would land on a key extra already has is appended there (a
+    list): a string as it is, any other value as its text (a number's digits, a
+    list as JSON): rename cannot merge and no script may run."""
+    doc = one(stream, {"@timestamp": T, "message": "no prefix at all",
+                       "extra": {"http": 5, "error": "x", "log": ["l1"]},
+                       "http": 200, "error": ["e1", {"k": 2 ** 64 - 1}], "log": "the record"})
+    assert doc["extra"] == {"http": [5, "200"], "error": ["x", '["e1",{"k":18446744073709551615}]'],
+                            "log": ["l1", "the record"]}

@@ -37,6 +37,9 @@ SHARED: dict[str, dict[str, str]] = {
     "gsub": {"field": "core option", "pattern": "core option (java.util.regex in both engines)",
              "replacement": "core option"},
     "urldecode": {"field": "core option (URLDecoder in both; + is protected by the caller)"},
+    "rename": {"field": "core option, both engines (ES rename processor; OpenSearch from the 7.10 fork)",
+               "target_field": "core option; a target that exists fails the processor in both (its on_failure "
+                               "then appends); not override (ES 8.13+ only)"},
     "remove": {"field": "core option",
                "ignore_missing": "ES since 6.x; OpenSearch from the 7.10 fork (verified on 2.19 by test_pipeline_behaviour)"},
 }
