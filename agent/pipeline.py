@@ -490,7 +490,10 @@ class Pipeline:
             spool = {"path": self.config.spool_path, "used_bytes": self.spool.used_bytes(),
                      "max_bytes": self.spool.max_bytes(), "pending": self.spool.pending(),
                      "oldest_unacked_age": self.spool.oldest_unacked_age(),
-                     "paused": self._handoff.paused, "held": self._handoff.events}
+                     "paused": self._handoff.paused, "held": self._handoff.events,
+                     # (audit 12: a full state disk the spool could not free stalled writing
+                     # with nothing in status; also ends the episode in the log when due)
+                     "disk_full": self.spool.disk_full_episode()}
         try:
             count, first = self.tailer.waiting_files()
             waiting = {"files": count, "first": first} if count else None

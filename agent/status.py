@@ -7,7 +7,8 @@ The running daemon writes ``STATE_DIR/status.json`` every second (atomic,
      "process_start": 81234567, "pid_namespace": "pid:[4026531836]",
      "counters": {"lines_read": ..., "events_acked": ..., ...}, "last_error": "..." | null,
      "spool": {"used_bytes": ..., "max_bytes": ..., "oldest_unacked_age": ...,
-               "paused": bool, "held": ...} | null,
+               "paused": bool, "held": ...,
+               "disk_full": {"for": seconds, "error": "...", "writing": bool} | null} | null,
      "waiting": {"files": N, "first": PATH} | null}   (absent in files of older agents)
 
 ``process_start`` (the writer's start time in clock ticks since boot, field
@@ -377,6 +378,20 @@ def _agent_line(agent: dict[str, Any]) -> str:
     return f"agent: {state} ({detail})"
 
 
+def _disk_full(episode: Any) -> str:
+    """The spool's full-disk episode (optional in status.json: an older agent's
+    file has none), as the log tells it: from its warning to "writing resumed"."""
+    if not isinstance(episode, dict):
+        return ""
+    lasted = episode.get("for")
+    lasted = f" for {lasted:.1f}s" if isinstance(lasted, (int, float)) and not isinstance(lasted, bool) else ""
+    error = f" ({episode['error']})" if isinstance(episode.get("error"), str) and episode["error"] else ""
+    if episode.get("writing"):
+        return f"; the disk refused writes{error}{lasted}; they go through again (not yet for 5 s)"
+    return (f"; writing paused{lasted}: the disk refuses it{error}; reading waits until it takes writes again "
+            "(free space on the spool's file system; nothing is lost)")
+
+
 def render(data: dict[str, Any]) -> str:
     """The human-readable form of ``report``."""
     lines = [f"state dir: {data['state_dir']}", _agent_line(data["agent"])]
@@ -400,7 +415,7 @@ def render(data: dict[str, Any]) -> str:
                   (f" ({spool['held']} events read wait for room)" if spool.get("held") else "")
                   if spool.get("paused") else "")  # (it counts as full before its last bytes: audit 9)
         lines.append(f"spool: {spool.get('used_bytes')} / {spool.get('max_bytes')} bytes, oldest unacknowledged "
-                     f"{'-' if age is None else f'{age:.1f}s'}{paused}")
+                     f"{'-' if age is None else f'{age:.1f}s'}{paused}{_disk_full(spool.get('disk_full'))}")
     else:
         lines.append("spool: -")
     dead = data["dead_letters"]

@@ -483,6 +483,7 @@ def _spool_without_sending(logs, state, config_text=None):
     first.tailer.run_once()
     first._sink.flush_all()
     first._sink.hand_over()
+    assert first._handoff.flush(30)  # (the spool-writer thread appends behind the reader: all in the spool)
     return first
 
 
@@ -593,3 +594,74 @@ def test_damaged_spool_frames_say_what_they_held_and_count_what_is_lost(tmp_path
         assert missing == []  # read again from the file
         assert said[0].getMessage().startswith(f"spool damage: re-read from {app} at ")
         assert lost_bytes == 0
+
+
+def test_a_full_disk_the_spool_cannot_free_shows_in_status_until_writes_go_through(tmp_path, monkeypatch, caplog):
+    """Audit 12: on a full state disk the spool could not free, the agent logged
+    "spool: writing resumed" after one small write, then stalled again in
+    silence, and status.json's spool part said nothing of it. Now status.json
+    carries the episode (``disk_full``), and "writing resumed" comes once
+    writes have gone through for DISK_FULL_QUIET seconds."""
+    import errno
+    import logging
+    import os
+
+    import agent.spool.queue as queue_module
+
+    monkeypatch.setattr(queue_module, "DISK_FULL_QUIET", 1.0, raising=False)
+    real_write_all = queue_module.write_all
+    full = threading.Event()
+    through = []
+
+    def write_all(fd, data):
+        if full.is_set() and len(data) > 2000:  # (a small write goes through now and then, as on the audit's disk)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        through.append(len(data))
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(queue_module, "write_all", write_all)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / "x.log"
+    app.write_text("".join(f"line {i} {'x' * 200}\n" for i in range(200)))
+    out = tmp_path / "out.ndjson"
+    state = tmp_path / "state"
+    settings = {"paths": (str(logs / "*.log"),), "state_dir": str(state), "output": f"file:{out}",
+                "metrics_addr": "off", "flush_interval": 0.1}
+
+    def shipped():
+        return len(out.read_text().splitlines()) if out.exists() else 0
+
+    def episode():
+        try:
+            return json.loads((state / "status.json").read_text())["spool"].get("disk_full", "missing")
+        except (OSError, ValueError, KeyError, TypeError):
+            return "missing"
+
+    pipeline = Pipeline(resolve(settings, {}))
+    done = []
+    with caplog.at_level(logging.INFO, logger="modelscribe"):
+        runner = threading.Thread(target=lambda: done.append(pipeline.run()))
+        runner.start()
+        try:
+            assert _wait(lambda: shipped() == 200)
+            assert _wait(lambda: episode() is None), episode()  # (key written, no episode)
+            full.set()
+            before = len(through)
+            with open(app, "a") as handle:
+                handle.write("".join(f"line {i} {'y' * 200}\n" for i in range(200, 3200)))
+            assert _wait(lambda: isinstance(episode(), dict) and not episode()["writing"]), episode()
+            assert episode()["error"] == "No space left on device"
+            time.sleep(1.5)  # small writes went through meanwhile; more than DISK_FULL_QUIET
+            assert len(through) > before, "(small writes went through)"
+            assert isinstance(episode(), dict), "the episode goes on while writes fail"
+            assert "spool: writing resumed" not in caplog.text
+            full.clear()
+            assert _wait(lambda: shipped() == 3200)
+            assert _wait(lambda: episode() is None), episode()
+            assert caplog.text.count("spool: writing resumed") == 1
+            assert caplog.text.count("spool: the disk is full") == 1
+        finally:
+            pipeline.stop()
+            runner.join(60)
+    assert done == [0]

@@ -238,3 +238,25 @@ def test_with_a_dead_letter_index_status_names_it_and_says_dlq_list_counts_its_l
     assert json.loads(as_json.output)["dead_letters"]["index"] == "letters-x"
     plain = render(report(str(state), str(state / "dead-letter.ndjson")))
     assert "dead-letter index" not in plain
+
+
+def test_a_spool_whose_disk_is_full_says_so(tmp_path):
+    # Audit 12: on a full state disk the spool could not free, writing stalled
+    # with "spool: 28 / 1073741824 bytes, oldest unacknowledged -" all status said.
+    import time as _time
+    state = tmp_path / "state"
+    state.mkdir()
+    spool = {"path": "s", "used_bytes": 28, "max_bytes": 1073741824, "pending": 0, "oldest_unacked_age": None,
+             "paused": False, "held": 3377}
+    episode = {"for": 20.4, "error": "No space left on device", "writing": False}
+    write_status(str(state), _time.time(), Stats().snapshot(), {**spool, "disk_full": episode})
+    shown = render(report(str(state), str(state / "dead-letter.ndjson")))
+    assert ("spool: 28 / 1073741824 bytes, oldest unacknowledged -; writing paused for 20.4s: the disk refuses it "
+            "(No space left on device); reading waits until it takes writes again (free space on the spool's file "
+            "system; nothing is lost)\n") in shown
+    write_status(str(state), _time.time(), Stats().snapshot(), {**spool, "disk_full": {**episode, "writing": True}})
+    assert ("oldest unacknowledged -; the disk refused writes (No space left on device) for 20.4s; they go through "
+            "again (not yet for 5 s)\n") in render(report(str(state), str(state / "dead-letter.ndjson")))
+    for ended in ({**spool, "disk_full": None}, spool):  # (none now; an older agent's file)
+        write_status(str(state), _time.time(), Stats().snapshot(), ended)
+        assert "oldest unacknowledged -\n" in render(report(str(state), str(state / "dead-letter.ndjson")))

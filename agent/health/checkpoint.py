@@ -12,9 +12,10 @@ Files in ``<state_dir>/health/``:
   one of another shape is logged (naming the file and the first bad value)
   and health starts empty: never a refusal to start, and never a failure
   later. A file this user may not read (PermissionError: root-owned after a
-  ``sudo modelscribe ...``) is no damage: a ConfigError (exit 2) naming it
-  and what to do, and the file is left as it is (audit 11: it was moved
-  aside and health started empty). ``check_state`` checks the whole file before anything is restored:
+  ``sudo modelscribe ...``) or a directory of that name is no damage: a
+  ConfigError (exit 2) naming it and what to do (give it back; move the
+  directory away), and it is left as it is (audit 11: it was moved aside and
+  health started empty; audit 12: still so for a directory). ``check_state`` checks the whole file before anything is restored:
   every value the engine uses later (a count it adds to, a time it compares,
   a key it makes a model key of, bins it counts in) has the type and range
   the writer gives it, and the count vectors fit their bins.
@@ -25,8 +26,9 @@ Files in ``<state_dir>/health/``:
   loses nothing it wrote; a torn last line, from a power loss, is skipped). Journals before the one the
   checkpoint names are deleted after it is written. Another file named
   ``journal-*.log`` is logged and left alone; a journal that cannot be read
-  (a directory, an I/O error) is logged and its events are not counted; one
-  this user may not read is a ConfigError, as state.json is.
+  (an I/O error) is logged and its events are not counted; one this user may
+  not read, or a directory of that name, is a ConfigError at the start, as
+  for state.json (audit 12: a directory was skipped with a warning).
 - A full disk (ENOSPC, EDQUOT) under a journal line or a checkpoint is told
   to ``on_disk_full`` (the spool's ``reclaim``, wired by the pipeline); if
   that freed space, the write is tried once more before anything is left out
@@ -57,6 +59,7 @@ from agent.health.drift import QUALITY_KINDS
 from agent.health.labels import LabelJoin
 from agent.health.state import LabelState, WindowState
 from agent.health.windows import LATEST_DOCUMENT_TIME, Windows
+from agent.registry import unusable_state_file
 from agent.selflog import get_logger
 
 if TYPE_CHECKING:
@@ -80,6 +83,19 @@ def _not_readable(path: str, error: OSError) -> ConfigError:
     ...``) is not damage: moving it aside would throw the state away, and a
     restart cannot fix it (exit 2)."""
     return ConfigError(f"cannot read {path}: {error.strerror} ({_OWNER_HINT}); the health state in it is kept")
+
+
+def _a_directory(path: str, what: str, instead: str, error: OSError | None = None) -> ConfigError:
+    """A directory in place of a health state file: nothing health wrote, so
+    not damage to move aside or skip, and a restart cannot fix it (exit 2,
+    naming it; the directory is left as it is)."""
+    if error is None:
+        error = IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    return unusable_state_file(path, error, what, instead)
+
+
+_STATE_INSTEAD = "health then starts empty"
+_JOURNAL_INSTEAD = "health then carries on without it"
 
 
 class Persisted:
@@ -141,7 +157,7 @@ class Persisted:
         try:
             os.replace(path, aside)
         except OSError:
-            aside = "-"  # (a directory of that name, say: the checkpoint fails on it and says so)
+            aside = "-"  # (it cannot be renamed: the checkpoint fails on it and says so)
         log.warning("the health state is not usable; moved aside, health starts empty", path=path,
                     moved_to=aside, error=error)
 
@@ -159,6 +175,8 @@ class Persisted:
             state = None
         except PermissionError as error:
             raise _not_readable(path, error) from error
+        except IsADirectoryError as error:  # (not damage: nothing health wrote; left as it is)
+            raise _a_directory(path, "the health state", _STATE_INSTEAD, error) from error
         except (OSError, ValueError) as error:  # (JSONDecodeError is a ValueError)
             self._set_aside(path, str(error))
             state = None
@@ -178,7 +196,11 @@ class Persisted:
         self._take_reset()
         # Replay the journals the checkpoint does not cover, in order.
         replayed = 0
-        for gen, journal in self._journals():
+        journals = self._journals()
+        for _, journal in journals:
+            if os.path.isdir(journal):  # (old or not: nothing health wrote, and never deleted)
+                raise _a_directory(journal, "a health journal", _JOURNAL_INSTEAD)
+        for gen, journal in journals:
             if gen < self._journal_gen:
                 self._remove_journal(journal)
                 continue
@@ -228,7 +250,9 @@ class Persisted:
                         self._count_batch()
         except PermissionError as error:  # (not damage: see ``_not_readable``)
             raise _not_readable(path, error) from error
-        except OSError as error:  # (a directory of that name, an I/O error)
+        except IsADirectoryError as error:  # (made since ``_load`` looked)
+            raise _a_directory(path, "a health journal", _JOURNAL_INSTEAD, error) from error
+        except OSError as error:  # (an I/O error)
             log.warning("health: a journal cannot be read; the events it holds are not counted", path=path,
                         error=error.strerror)
         if damaged:

@@ -24,7 +24,14 @@ Invariants:
 * A full disk (ENOSPC, EDQUOT) is a full spool, whatever ``max_bytes``
   says: the partial write is cut back (the segment stays intact at its
   previous size), ``append`` waits as for acks and tries again; a warning
-  says so (at most once a minute), and another when writing resumes. Meanwhile a fully
+  says so, and another when writing resumes: once writes have gone through
+  for ``DISK_FULL_QUIET`` seconds, so that a disk that frees and fills again
+  in bursts (the spool filling its own disk at every segment's end while the
+  output catches up, or a trickle of small writes through a nearly full
+  disk) is one episode, and the last word is never "resumed" while writes
+  fail (audit 12: "writing resumed" was logged at the first small write that
+  went through, then 20 s of silent stall, the next warning held back for a
+  minute). ``disk_full_episode`` tells the status file the same. Meanwhile a fully
   acknowledged segment being written is sealed and deleted at the next try,
   or at once when no next try comes (``retire_delivered``). The agent's other
   state writers (registry, health, status) call ``reclaim`` when the disk
@@ -77,6 +84,7 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from agent.clock import SYSTEM_CLOCK, Clock
 from agent.errors import ConfigError, StateError
@@ -94,7 +102,8 @@ log = get_logger("spool")
 FSYNC_POLICIES = ("batch", "interval", "never")
 MIN_SEGMENT_BYTES = 4096
 _WAIT_SLICE = 1.0  # an unbounded wait re-checks this often
-_DISK_FULL_LOG_INTERVAL = 60.0
+_DISK_FULL_LOG_INTERVAL = 60.0  # (ack.py: undeletable segments)
+DISK_FULL_QUIET = 5.0  # seconds of writes going through that end a full-disk episode
 
 
 class DiskQueue(TakeMixin, AckMixin):
@@ -145,8 +154,11 @@ class DiskQueue(TakeMixin, AckMixin):
         self._ack_dirty: set[Segment] = set()
         self._encoder = Encoder()
         self._disk_full_since: float | None = None  # when a write last failed for want of space
-        self._disk_full_logged: float | None = None  # when that was last logged
-        self._disk_full_warned = False  # whether the current full disk was logged (then its end is)
+        # The full-disk episode the log and the status file tell (see the module doc), under _episode_lock:
+        self._episode_lock = threading.Lock()
+        self._episode_since: float | None = None  # when it began (warned); None: none
+        self._episode_ok_since: float | None = None  # since when writes go through again; None: failing
+        self._episode_error = ""  # the first error's strerror
         self._append_waiting = False  # an append waits for room (``blocked``)
         self._undeleted: dict[int, Segment] = {}  # (ack.py: segments whose files could not be deleted)
         self._undeleted_logged = -_DISK_FULL_LOG_INTERVAL
@@ -220,6 +232,7 @@ class DiskQueue(TakeMixin, AckMixin):
         self._stop.set()
         self._space.set()
         self._readable.set()
+        self._settle(self._clock.time(), closing=True)  # (writes went through since the last failure)
         if self._flusher is not None:
             self._flusher.join()
         errors: list[OSError] = []
@@ -369,13 +382,14 @@ class DiskQueue(TakeMixin, AckMixin):
                 self._warn_disk_full(error)
                 return False
             raise StateError(f"cannot write spool segment {active.path}: {error}") from error
-        if self._disk_full_since is not None:
-            if self._disk_full_warned:
-                self._disk_full_warned = False
-                log.warning("spool: writing resumed", directory=str(self.directory),
-                            full_for=round(self._clock.time() - self._disk_full_since, 1))
-            self._disk_full_since = None
         now = self._clock.time()
+        if self._disk_full_since is not None:
+            self._disk_full_since = None
+            with self._episode_lock:
+                if self._episode_since is not None and self._episode_ok_since is None:
+                    self._episode_ok_since = now  # (resumed once it lasts: ``_settle``)
+        if self._episode_since is not None:
+            self._settle(now)
         count = len(events)
         with self._lock:
             first = active.count
@@ -412,18 +426,21 @@ class DiskQueue(TakeMixin, AckMixin):
         return self._append_waiting or self._disk_full_since is not None
 
     def _warn_disk_full(self, error: OSError) -> None:
+        now = self._clock.time()
         if self._disk_full_since is None:
-            now = self._disk_full_since = self._clock.time()
+            self._disk_full_since = now
             # A consumer waiting for more records to fill its batch gets none until
             # what it has is delivered: it is told now (``disk_full``), not at its deadline.
             self.wake()
-            # A disk the spool itself fills is full at every segment's end,
-            # until the output catches up: one warning (and its resumption)
-            # a minute, not one a second.
-            if self._disk_full_logged is not None and now - self._disk_full_logged < _DISK_FULL_LOG_INTERVAL:
+        with self._episode_lock:
+            if self._episode_since is not None:
+                # An episode on (the log's last word is that the disk is full): it goes on.
+                # A disk the spool itself fills is full at every segment's end until the
+                # output catches up: one warning for all of it, not one a second.
+                self._episode_ok_since = None
                 return
-            self._disk_full_logged = now
-            self._disk_full_warned = True
+            self._episode_since, self._episode_ok_since = now, None
+            self._episode_error = error.strerror or str(error)
             if error.errno in (errno.ENOSPC, errno.EDQUOT):
                 log.warning("spool: the disk is full; reading waits until space is freed (acknowledged "
                             "records, or space freed by others), nothing is lost", directory=str(self.directory),
@@ -433,6 +450,33 @@ class DiskQueue(TakeMixin, AckMixin):
                             "read-only file system must be repaired and mounted read-write), what is spooled "
                             "is still delivered, nothing is lost", directory=str(self.directory),
                             error=error.strerror)
+
+    def _settle(self, now: float, closing: bool = False) -> None:
+        """End the full-disk episode (and log it) once writes have gone through
+        for ``DISK_FULL_QUIET`` seconds (at close: once the last one did)."""
+        with self._episode_lock:
+            since, ok_since = self._episode_since, self._episode_ok_since
+            if since is None or ok_since is None or (now - ok_since < DISK_FULL_QUIET and not closing):
+                return
+            self._episode_since = self._episode_ok_since = None
+        log.warning("spool: writing resumed", directory=str(self.directory), full_for=round(ok_since - since, 1))
+
+    def disk_full_episode(self) -> dict[str, Any] | None:
+        """The full-disk episode on now, for the status file: ``{"for": seconds
+        since it began, "error": the error's text, "writing": whether writes go
+        through again (not yet for DISK_FULL_QUIET seconds)}``, or None. What
+        the log says: the episode begins with the warning and ends with
+        "writing resumed", which this logs when it is due and no write came to
+        log it (the agent calls this every second)."""
+        if self._episode_since is None:
+            return None
+        now = self._clock.time()
+        self._settle(now)
+        with self._episode_lock:
+            if self._episode_since is None:
+                return None
+            return {"for": round(max(0.0, now - self._episode_since), 1), "error": self._episode_error,
+                    "writing": self._episode_ok_since is not None}
 
     def retire_delivered(self) -> None:
         """On a full disk, delete the segment being written once every record

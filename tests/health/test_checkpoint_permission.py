@@ -65,3 +65,39 @@ def test_a_journal_this_user_may_not_read_stops_the_start_naming_it(tmp_path, mo
     again = HealthEngine(FIRST_EVENTS, directory, None, AGENT, FakeClock(T0 + 100))
     assert again.counters["observed"] == 50  # replayed whole once readable
     again.close()
+
+
+def test_a_directory_in_place_of_the_state_file_stops_the_start_naming_it(tmp_path):
+    # Audit 12: it was moved aside (state.json.unusable-...) and health started
+    # empty, though the README's exit-code table says exit 2, the file left as it is.
+    directory = _base(tmp_path, FIRST_EVENTS)
+    state = tmp_path / "health" / "state.json"
+    state.unlink()
+    state.mkdir()
+    with pytest.raises(ConfigError) as raised:
+        HealthEngine(FIRST_EVENTS, directory, None, AGENT, FakeClock(T0 + 100))
+    assert raised.value.exit_code == EXIT_CONFIG
+    assert str(raised.value) == (f"cannot read the health state {state}: it is a directory, not a file (move it "
+                                 "away: health then starts empty)")
+    assert state.is_dir() and not list(state.parent.glob("state.json.unusable-*"))  # left as it is
+    state.rmdir()  # what the message says: moved away, health starts (empty)
+    HealthEngine(FIRST_EVENTS, directory, None, AGENT, FakeClock(T0 + 100)).close()
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["to_replay", "old"])
+def test_a_directory_in_place_of_a_journal_stops_the_start_naming_it(tmp_path, old):
+    # Audit 12: "a journal cannot be read; the events it holds are not counted", a warning, and on.
+    directory = _base(tmp_path, FIRST_EVENTS)
+    gen = 0 if old else 10 ** 9  # (one the checkpoint covers: deleted at the start; one after it: replayed)
+    journal = tmp_path / "health" / f"journal-{gen:010d}.log"
+    journal.mkdir()
+    with pytest.raises(ConfigError) as raised:
+        HealthEngine(FIRST_EVENTS, directory, None, AGENT, FakeClock(T0 + 100))
+    assert raised.value.exit_code == EXIT_CONFIG
+    assert str(raised.value) == (f"cannot read a health journal {journal}: it is a directory, not a file (move it "
+                                 "away: health then carries on without it)")
+    assert journal.is_dir()
+    journal.rmdir()
+    again = HealthEngine(FIRST_EVENTS, directory, None, AGENT, FakeClock(T0 + 100))
+    assert again.counters["observed"] > 0  # the state was kept
+    again.close()

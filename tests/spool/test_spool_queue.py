@@ -793,3 +793,55 @@ def test_a_spool_file_this_user_may_not_read_is_a_configuration_error(tmp_path: 
     again = opened(directory)
     assert [s.event for s in drain(again)] == events(5)  # nothing was moved or lost
     again.close()
+
+
+def test_a_disk_that_stays_full_is_not_said_to_have_resumed(tmp_path: Path, monkeypatch, caplog) -> None:
+    """Audit 12: on a nearly full state disk the spool could not free, a small
+    write went through, "spool: writing resumed" was logged, the next write
+    failed at once and writing stalled for 20 s in silence (the next warning
+    was held back for a minute), with nothing in ``status`` either. Now the
+    episode ends, and "writing resumed" is logged, only once writes have gone
+    through for DISK_FULL_QUIET seconds; the status file is told it
+    (``disk_full_episode``); a later episode is warned of again."""
+    import errno as errno_module
+
+    import agent.spool.queue as queue_module
+
+    fills = _DiskFills(queue_module.write_all, errno_module.ENOSPC)
+    monkeypatch.setattr(queue_module, "write_all", fills)
+    clock = FakeClock()
+    queue = opened(tmp_path / "spool", segment_bytes=64 * 1024, clock=clock)
+    sent = events(40)
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.getMessage().startswith("spool: ")]
+
+    with caplog.at_level(logging.INFO, logger="modelscribe.spool"):
+        assert queue.append(sent[:10])
+        fills.full = True
+        assert queue.append(sent[10:20], timeout=0) is False
+        assert said() == ["spool: the disk is full; reading waits until space is freed (acknowledged records, or "
+                          "space freed by others), nothing is lost"]
+        fills.full = False
+        clock.advance(1)
+        assert queue.append(sent[10:15])  # a small write goes through...
+        fills.full = True
+        assert queue.append(sent[15:20], timeout=0) is False  # ... and the next fails at once
+        clock.advance(1)
+        assert len(said()) == 1, said()  # not "writing resumed": it has not
+        assert queue.disk_full_episode() == {"for": 2.0, "error": "No space left on device", "writing": False}
+        fills.full = False
+        assert queue.append(sent[15:20])
+        assert queue.disk_full_episode() == {"for": 2.0, "error": "No space left on device", "writing": True}
+        clock.advance(queue_module.DISK_FULL_QUIET)  # writes have gone through since (and no write came)
+        assert queue.disk_full_episode() is None
+        assert said()[1:] == ["spool: writing resumed"]
+        assert [r for r in caplog.records if r.getMessage() == "spool: writing resumed"][0].kv["full_for"] == 2.0
+        fills.full = True
+        clock.advance(10)  # a new episode, within the minute: warned of again
+        assert queue.append(sent[20:30], timeout=0) is False
+        assert said()[2:] == [said()[0]]
+        fills.full = False
+        assert queue.append(sent[20:40])
+    assert [r.event for r in drain(queue)] == sent
+    queue.close()

@@ -364,3 +364,73 @@ def test_damage_names_the_lines_it_held_and_explain_damage_says_reread_or_lost(t
     spool_log.clear()
     explain_damage(recovery, entries.get)
     assert "delivered before" in spool_log[0].getMessage()  # a committed past the garbled line: nothing lost
+
+
+def _two_files_damaged_across(tmp_path: Path, b_first: int) -> tuple[Path, list[Event], list[int]]:
+    """A spool of 40 lines of a (100 bytes each, large frames) then 40 of b
+    (20 bytes each from offset ``b_first``, small frames); a36 to b5 (the
+    tail of a, the head of b) overwritten."""
+    directory = tmp_path / "spool"
+    queue = DiskQueue(directory, 16 * MiB)
+    queue.open()
+    sent = ([Event("a", i * 100, i * 100 + 100, f"a{i:03d}", b"d" * 300) for i in range(40)]
+            + [Event("b", b_first + i * 20, b_first + i * 20 + 20, f"b{i:03d}", b"e" * 40) for i in range(40)])
+    assert queue.append(sent)
+    queue.close()
+    (segment,) = segments(directory)
+    body = bytearray(segment.read_bytes())
+    starts = [HEADER_SIZE]
+    for event in sent:
+        starts.append(starts[-1] + len(frame(event)))
+    assert starts[-1] == len(body)
+    body[starts[36]:starts[46]] = b"\xff" * (starts[46] - starts[36])
+    segment.write_bytes(bytes(body))
+    return directory, sent, starts
+
+
+def _gone(tmp_path: Path, key: str, offset: int = 0):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(path=str(tmp_path / f"{key}.log"), dev=1, inode=2, offset=offset, gone=True)
+
+
+def test_damage_across_two_files_counts_each_record_once(tmp_path: Path, spool_log) -> None:
+    """Audit 12: a damaged region holding the tail of one file and the head of
+    the next was counted whole for both: lost_bytes 1,429 for 576 lost, and the
+    "to about" offset extrapolated from that."""
+    from agent.spool.recovery import explain_damage
+
+    directory, _, starts = _two_files_damaged_across(tmp_path, 0)
+    recovery = DiskQueue(directory, 16 * MiB).open()
+    (damage,) = recovery.damage
+    assert damage.bytes == starts[46] - starts[36]
+    assert sorted((r.source_key, r.start, r.stop, r.lines) for r in damage.ranges) == [
+        ("a", 3600, None, 4), ("b", None, 120, 6)]
+    entries = {"a": _gone(tmp_path, "a"), "b": _gone(tmp_path, "b")}
+    spool_log.clear()
+    assert explain_damage(recovery, entries.get) == 4 * 100 + 6 * 20  # (not 9 lines of a: 900 + 120)
+    said = sorted(r.getMessage() for r in spool_log if r.getMessage().startswith("spool damage:"))
+    assert said[0].startswith(f"spool damage: lost: {tmp_path / 'a.log'} offsets 3600 to about 4000 (the end of "
+                              "what was spooled), about 4 lines")
+    assert said[1].startswith(f"spool damage: lost: {tmp_path / 'b.log'} offsets 0 to 120, about 6 lines")
+
+
+def test_damage_across_two_files_whose_split_cannot_be_told_is_not_counted_for_the_tail(
+        tmp_path: Path, spool_log) -> None:
+    # b's first intact line is at 10120: its lines before (up to 506 of them) could have filled the region,
+    # so how many of a's the region held cannot be told: "none to about N", not counted, never above.
+    from agent.spool.recovery import explain_damage
+
+    directory, _, _ = _two_files_damaged_across(tmp_path, 10000)
+    recovery = DiskQueue(directory, 16 * MiB).open()
+    (damage,) = recovery.damage
+    ranges = {r.source_key: r for r in damage.ranges}
+    assert (ranges["a"].lines, ranges["b"].stop) == (0, 10120)
+    assert ranges["a"].most is not None and ranges["a"].most >= 4
+    entries = {"a": _gone(tmp_path, "a"), "b": _gone(tmp_path, "b", offset=10000)}
+    spool_log.clear()
+    assert explain_damage(recovery, entries.get) == 6 * 20  # b's, from its committed offset; a's: not counted
+    said = sorted(r.getMessage() for r in spool_log if r.getMessage().startswith("spool damage:"))
+    assert said[0].startswith(f"spool damage: lost: {tmp_path / 'a.log'} lines from offset 3600, how many cannot "
+                              f"be told: none to about {ranges['a'].most} ")
+    assert said[1].startswith(f"spool damage: lost: {tmp_path / 'b.log'} offsets 10000 to 10120, about 6 lines")
