@@ -533,13 +533,19 @@ def json_params() -> str:
     return "".join(lines)
 
 
+def _between_markers(name: str, begin: str, end: str, generated: str) -> str:
+    """pipelines/NAME with what lies between its BEGIN/END GENERATED markers
+    (``generated`` holds them) replaced."""
+    text = (ROOT / "pipelines" / name).read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        raise SystemExit(f"pipelines/{name}: the GENERATED markers are missing")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return head + generated + tail
+
+
 def json_yaml() -> str:
-    text = (ROOT / "pipelines" / "json.yml").read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit("pipelines/json.yml: the GENERATED markers are missing")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + json_params() + tail
+    return _between_markers("json.yml", BEGIN, END, json_params())
 
 
 SHIPPER_BEGIN = "  # BEGIN GENERATED shipper roots\n"
@@ -576,7 +582,7 @@ def keep_in_extra(key: str, condition: str, description: str) -> str:
             f"            field: {key}\n")
 
 
-def entry_params() -> str:
+def other_shipper_params() -> str:
     """The processors of modelscribe-other-shipper that keep another shipper's value that
     is not an object, at a root the schema maps as an object or a flattened field,
     under extra.<root> (one rename per root of shipper_roots, extra first so that a
@@ -592,12 +598,7 @@ def entry_params() -> str:
 
 
 def other_shipper_yaml() -> str:
-    text = (ROOT / "pipelines" / "other-shipper.yml").read_text(encoding="utf-8")
-    if SHIPPER_BEGIN not in text or SHIPPER_END not in text:
-        raise SystemExit("pipelines/other-shipper.yml: the GENERATED markers are missing")
-    head, rest = text.split(SHIPPER_BEGIN, 1)
-    _, tail = rest.split(SHIPPER_END, 1)
-    return head + entry_params() + tail
+    return _between_markers("other-shipper.yml", SHIPPER_BEGIN, SHIPPER_END, other_shipper_params())
 
 
 GENERATED = {"plain-prefix.yml": plain_prefix_yaml, "json.yml": json_yaml, "gunicorn-shape.yml": gunicorn_yaml,

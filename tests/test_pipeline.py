@@ -135,6 +135,15 @@ def test_a_dead_reader_stops_the_daemon_with_exit_code_1(tmp_path, caplog):
     assert "No space left on device" in died.kv["error"] and died.exc_info is None
 
 
+def _one_log(tmp_path, name, lines):
+    """``tmp_path/logs/NAME`` holding ``lines`` (each with its newline): (logs, the file, out, state)."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    app = logs / name
+    app.write_text("".join(line + "\n" for line in lines))
+    return logs, app, tmp_path / "out.ndjson", tmp_path / "state"
+
+
 def _wait(predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -507,11 +516,7 @@ def test_a_registry_save_the_full_disk_refuses_makes_the_spool_free_its_delivere
 
     import agent.registry as registry_module
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    app = logs / "x.log"
-    app.write_text("".join(f"line {i:04d} {'x' * 200}\n" for i in range(500)))
-    state = tmp_path / "state"
+    logs, app, _, state = _one_log(tmp_path, "x.log", (f"line {i:04d} {'x' * 200}" for i in range(500)))
     pipeline = _spool_without_sending(logs, state, "health: {window: 60, lateness: 30}\n")
     try:
         assert pipeline.health.engine.on_disk_full == pipeline.spool.reclaim  # health's writers are wired too
@@ -562,12 +567,8 @@ def test_damaged_spool_frames_say_what_they_held_and_count_what_is_lost(tmp_path
     offsets A to B, about N lines", counted in lost_bytes."""
     import logging
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    app = logs / "app.log"
     width = len(f"line {0:04d} {'x' * 100}\n")
-    app.write_text("".join(f"line {i:04d} {'x' * 100}\n" for i in range(1000)))
-    state = tmp_path / "state"
+    logs, app, _, state = _one_log(tmp_path, "app.log", (f"line {i:04d} {'x' * 100}" for i in range(1000)))
     _crash(_spool_without_sending(logs, state))
     _garble_middle(state / "spool")
     if file_gone:
@@ -620,12 +621,7 @@ def test_a_full_disk_the_spool_cannot_free_shows_in_status_until_writes_go_throu
         real_write_all(fd, data)
 
     monkeypatch.setattr(queue_module, "write_all", write_all)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    app = logs / "x.log"
-    app.write_text("".join(f"line {i} {'x' * 200}\n" for i in range(200)))
-    out = tmp_path / "out.ndjson"
-    state = tmp_path / "state"
+    logs, app, out, state = _one_log(tmp_path, "x.log", (f"line {i} {'x' * 200}" for i in range(200)))
     settings = {"paths": (str(logs / "*.log"),), "state_dir": str(state), "output": f"file:{out}",
                 "metrics_addr": "off", "flush_interval": 0.1}
 
