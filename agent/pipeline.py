@@ -81,7 +81,7 @@ from agent.sink import Sink
 from agent.service import Notifier, status_line
 from agent.sources.tailer import Tailer, TailSettings
 from agent.spool import DiskQueue, MemoryQueue
-from agent.spool.recovery import explain_damage
+from agent.spool.damage import explain_damage
 from agent.stats import Stats
 from agent.transforms import Transforms, gather, load_or_create_hash_key
 from agent.status import mark_stopped, write_status

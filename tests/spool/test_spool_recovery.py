@@ -322,7 +322,7 @@ def test_damage_names_the_lines_it_held_and_explain_damage_says_reread_or_lost(t
     # Audit 11: "spool frame damaged; skipped bytes=N" was all that was said.
     from types import SimpleNamespace
 
-    from agent.spool.recovery import explain_damage
+    from agent.spool.damage import explain_damage
 
     directory = tmp_path / "spool"
     queue = DiskQueue(directory, 16 * MiB)
@@ -398,7 +398,7 @@ def test_damage_across_two_files_counts_each_record_once(tmp_path: Path, spool_l
     """Audit 12: a damaged region holding the tail of one file and the head of
     the next was counted whole for both: lost_bytes 1,429 for 576 lost, and the
     "to about" offset extrapolated from that."""
-    from agent.spool.recovery import explain_damage
+    from agent.spool.damage import explain_damage
 
     directory, _, starts = _two_files_damaged_across(tmp_path, 0)
     recovery = DiskQueue(directory, 16 * MiB).open()
@@ -419,7 +419,7 @@ def test_damage_across_two_files_whose_split_cannot_be_told_is_not_counted_for_t
         tmp_path: Path, spool_log) -> None:
     # b's first intact line is at 10120: its lines before (up to 506 of them) could have filled the region,
     # so how many of a's the region held cannot be told: "none to about N", not counted, never above.
-    from agent.spool.recovery import explain_damage
+    from agent.spool.damage import explain_damage
 
     directory, _, _ = _two_files_damaged_across(tmp_path, 10000)
     recovery = DiskQueue(directory, 16 * MiB).open()
